@@ -51,6 +51,9 @@ struct KeyRange {
   friend constexpr bool operator==(KeyRange, KeyRange) = default;
 };
 
+// Which nodes a barrier waits for.
+enum class BarrierGroup : uint8_t { kAll = 0, kServers = 1, kWorkers = 2 };
+
 // The element type of a table's values.
 enum class ValueType : uint8_t { kFloat32 = 1, kFloat64 = 2, kInt32 = 3, kInt64 = 4 };
 std::string_view ValueTypeName(ValueType type);

@@ -1,0 +1,71 @@
+// KVServer<T>: the server's side of the key-value API, for tables whose values are T.
+//
+// A server node holds the key ranges the ring gives it, for every table. Each request that
+// reaches it (the part of a worker's Push/Pull/PushPull that falls in its ranges) is passed to
+// the handler of the table's value type. The default handler keeps the values in memory and
+// sums pushes into them (a key never pushed reads as zero); a custom handler replaces it.
+//
+// Requests from one worker are handled one at a time in the order that worker issued them.
+//
+// Thread safety: handlers run on the node's receive thread, one request at a time; they must
+// not block. Construct and destroy KVServer objects before Node::Run / after it returns.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "pserver/node.h"
+#include "pserver/shared_array.h"
+#include "pserver/status.h"
+#include "pserver/types.h"
+
+namespace pserver {
+
+namespace kv {
+class KVServerCore;
+}  // namespace kv
+
+struct RequestMeta {
+  TableId table;
+  NodeId sender;
+  Timestamp timestamp;
+  bool push = false;       // the request carries values to apply
+  bool pull = false;       // the request wants values back
+  uint32_t width = 1;      // values per key; 0 for a variable-length table
+};
+
+template <typename T>
+struct KVPairs {
+  SharedArray<Key> keys;
+  SharedArray<T> vals;
+  SharedArray<int32_t> lens;  // variable-length tables only: values per key
+};
+
+template <typename T>
+class KVServer {
+ public:
+  // Fills `response` for pulls: the values of request.keys in the same order (and their
+  // lengths for a variable-length table). A non-OK status is returned to the worker's Wait.
+  using Handler = std::function<Status(const RequestMeta& meta, const KVPairs<T>& request, KVPairs<T>* response)>;
+
+  // Serves tables of type T with the default handler (sum pushes, answer pulls).
+  // REQUIRES: `node` is a server and outlives this object.
+  explicit KVServer(Node& node);
+  KVServer(Node& node, Handler handler);
+  ~KVServer();
+  KVServer(const KVServer&) = delete;
+  KVServer& operator=(const KVServer&) = delete;
+
+  // OK if attached to a server node; kInvalidArgument otherwise.
+  Status status() const;
+
+ private:
+  std::shared_ptr<kv::KVServerCore> core_;
+};
+
+extern template class KVServer<float>;
+extern template class KVServer<double>;
+extern template class KVServer<int32_t>;
+extern template class KVServer<int64_t>;
+
+}  // namespace pserver

@@ -1,0 +1,23 @@
+// The environment `pserver launch` gives the programs it starts, and the helper that turns it
+// into NodeOptions. The library itself never reads the environment; a program calls this
+// explicitly (the `pserver` tool's node commands do, as a fallback for missing flags).
+//
+//   PSERVER_ROLE          server | worker
+//   PSERVER_SCHEDULER     the scheduler's address, tcp://host:port
+//   PSERVER_HOST          the host this node listens on (default 127.0.0.1)
+//   PSERVER_NUM_SERVERS   the job's number of servers
+//   PSERVER_NUM_WORKERS   the job's number of workers
+//   PSERVER_RANK_HINT     the node's index among its role, in start order
+//   PSERVER_HEARTBEAT_TIMEOUT_MS, PSERVER_REGISTER_TIMEOUT_MS   optional timeouts
+#pragma once
+
+#include "pserver/options.h"
+#include "pserver/result.h"
+
+namespace pserver {
+
+// Builds NodeOptions from the variables above. kInvalidArgument naming the variable when one
+// is missing (PSERVER_SCHEDULER) or malformed.
+Result<NodeOptions> NodeOptionsFromEnvironment();
+
+}  // namespace pserver

@@ -1,0 +1,87 @@
+// Node: one member of a pserver job -- the scheduler, a server or a worker.
+//
+// A program creates exactly the Node objects it needs (several may live in one process, e.g.
+// in tests); there is no global state. Typical use:
+//
+//   scheduler:  auto node = Node::Start(opts);  write node->address() somewhere; node->Run();
+//   server:     auto node = Node::Start(opts);  KVServer<float> s(*node);  node->Run();
+//   worker:     auto node = Node::Start(opts);  KVWorker<float> w(*node);  ... node->Finalize();
+//
+// Start registers with the scheduler and returns once the whole cluster has registered (for
+// servers and workers) or once listening (for the scheduler). Every later failure -- the
+// scheduler gone, a node declared dead, the job aborted -- is sticky: health() and every call
+// return it from then on.
+//
+// Thread safety: all methods are thread-safe. Destroying a Node stops its threads; destroy the
+// KVWorker/KVServer objects attached to it first.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "pserver/options.h"
+#include "pserver/result.h"
+#include "pserver/table.h"
+#include "pserver/types.h"
+
+namespace pserver {
+
+namespace cluster {
+class NodeRuntime;
+class Scheduler;
+}  // namespace cluster
+namespace internal {
+class NodeAccess;
+}  // namespace internal
+
+inline constexpr std::chrono::milliseconds kDefaultControlTimeout{120000};
+
+class Node {
+ public:
+  // kInvalidArgument for inconsistent options; kUnavailable if the listen address cannot be
+  // bound; kDeadlineExceeded (naming the scheduler's address) if registration does not
+  // complete within options.register_timeout.
+  static Result<std::unique_ptr<Node>> Start(const NodeOptions& options);
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node();
+
+  Role role() const { return role_; }
+  // The scheduler is node 0 with rank 0.
+  NodeId id() const;
+  Rank rank() const;
+  uint32_t num_servers() const;
+  uint32_t num_workers() const;
+  // The address this node listens at (for the scheduler: the one nodes register at).
+  const std::string& address() const;
+
+  // Servers and workers: blocks until every node of `group` has called Barrier with it.
+  // kDeadlineExceeded naming the barrier after `timeout`; the sticky error if the job failed.
+  Status Barrier(BarrierGroup group, std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
+  // Workers (and servers): declares a table by name; every node declaring the same name with
+  // the same spec gets the same id. kInvalidArgument for a bad spec or a conflicting one.
+  Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
+  // Workers: reports this worker done and waits until all workers are (the end of the job).
+  // Call it after the last Wait. OK when the job ended normally.
+  Status Finalize(std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
+  // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
+  // reason otherwise (a dead node, a cluster that did not form in time, ...).
+  Status Run();
+
+  // OK while the node takes part in a live job.
+  Status health() const;
+
+ private:
+  friend class internal::NodeAccess;
+  Node() = default;
+
+  Role role_ = Role::kWorker;
+  std::unique_ptr<cluster::NodeRuntime> runtime_;
+  std::unique_ptr<cluster::Scheduler> scheduler_;
+};
+
+}  // namespace pserver

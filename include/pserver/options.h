@@ -1,0 +1,46 @@
+// NodeOptions: everything a node needs to start, with documented defaults. The library never
+// reads environment variables or flags itself; the `pserver` tool and user programs build
+// NodeOptions (see pserver/launch_env.h for the launcher's environment).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "pserver/types.h"
+
+namespace pserver {
+
+struct NodeOptions {
+  Role role = Role::kWorker;
+
+  // The scheduler's address, "tcp://host:port". For the scheduler itself this is where it
+  // listens (port 0: any free port; read the result from Node::address()).
+  std::string scheduler_address;
+
+  // Host (IP or name) this node listens on; the port is chosen by the system. Peers connect
+  // to it, so on a multi-host cluster it must be an address the others can reach.
+  std::string host = "127.0.0.1";
+
+  // Scheduler only: how many servers and workers form the job.
+  uint32_t num_servers = 1;
+  uint32_t num_workers = 1;
+  // Scheduler only: virtual nodes per server on the consistent-hashing ring.
+  uint32_t virtual_nodes = 64;
+
+  // Preferred rank among the nodes of this role (e.g. the launcher's start order); the
+  // scheduler honours it when it is free and in range. -1: no preference.
+  int64_t rank_hint = -1;
+
+  // How long Start waits for the whole cluster to register.
+  std::chrono::milliseconds register_timeout{60000};
+  // Heartbeats to the scheduler, and how long a silent node (or scheduler) is considered alive.
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  // How long a send may block on a peer that does not take messages.
+  std::chrono::milliseconds send_timeout{10000};
+  // Scheduler only: how long it waits for the remaining servers to confirm a shutdown.
+  std::chrono::milliseconds shutdown_timeout{10000};
+};
+
+}  // namespace pserver

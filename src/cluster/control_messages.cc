@@ -1,0 +1,145 @@
+#include "cluster/control_messages.h"
+
+#include <fmt/format.h>
+
+#include "base/wire_io.h"
+
+namespace pserver::cluster {
+namespace {
+
+using base::WireReader;
+using base::WireWriter;
+
+constexpr uint32_t kMaxNodes = 1 << 16;
+
+bool ReadRole(WireReader& r, Role* role) {
+  uint8_t v;
+  if (!r.U8(&v) || v > static_cast<uint8_t>(Role::kWorker)) return false;
+  *role = static_cast<Role>(v);
+  return true;
+}
+
+WireReader ReaderOf(const transport::Bytes& body) { return WireReader({body.data(), body.size()}); }
+
+Status Malformed(const char* what) { return Status::Corruption(fmt::format("malformed {} body", what)); }
+
+}  // namespace
+
+std::string NodeName(Role role, Rank rank, NodeId id) {
+  if (role == Role::kScheduler) return "scheduler";
+  return fmt::format("{} {} (node {})", RoleName(role), rank.value, id.value);
+}
+
+transport::Bytes Encode(const RegisterRequest& m) {
+  WireWriter w;
+  w.U8(static_cast<uint8_t>(m.role));
+  w.Str(m.address);
+  w.I64(m.rank_hint);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  RegisterRequest m;
+  ReadRole(r, &m.role) && r.Str(&m.address) && r.I64(&m.rank_hint);
+  if (!r.Done() || m.role == Role::kScheduler || m.address.empty()) return Malformed("register");
+  return m;
+}
+
+transport::Bytes Encode(const RegisterReply& m) {
+  WireWriter w;
+  w.U32(m.your_id.value);
+  w.U64(m.view.epoch.value);
+  w.U32(m.view.num_servers);
+  w.U32(m.view.num_workers);
+  w.U32(m.view.virtual_nodes);
+  w.U32(static_cast<uint32_t>(m.view.nodes.size()));
+  for (const NodeInfo& n : m.view.nodes) {
+    w.U32(n.id.value);
+    w.U8(static_cast<uint8_t>(n.role));
+    w.U32(n.rank.value);
+    w.Str(n.address);
+  }
+  return transport::BytesFromString(w.Take());
+}
+
+Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  RegisterReply m;
+  uint32_t count = 0;
+  r.U32(&m.your_id.value) && r.U64(&m.view.epoch.value) && r.U32(&m.view.num_servers) &&
+      r.U32(&m.view.num_workers) && r.U32(&m.view.virtual_nodes) && r.U32(&count);
+  if (!r.ok() || count > kMaxNodes || count != m.view.num_servers + m.view.num_workers) {
+    return Malformed("register-reply");
+  }
+  m.view.nodes.resize(count);
+  for (NodeInfo& n : m.view.nodes) {
+    if (!(r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address))) break;
+  }
+  if (!r.Done()) return Malformed("register-reply");
+  return m;
+}
+
+transport::Bytes Encode(const TableSpec& m) {
+  WireWriter w;
+  w.Str(m.name);
+  w.U8(static_cast<uint8_t>(m.value_type));
+  w.U32(m.width);
+  w.U8(m.variable_length ? 1 : 0);
+  w.U8(static_cast<uint8_t>(m.placement));
+  w.U64(m.key_range.first);
+  w.U64(m.key_range.last);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<TableSpec> DecodeTableSpec(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  TableSpec m;
+  uint8_t vt = 0, var = 0, placement = 0;
+  r.Str(&m.name, 1024) && r.U8(&vt) && r.U32(&m.width) && r.U8(&var) && r.U8(&placement) &&
+      r.U64(&m.key_range.first) && r.U64(&m.key_range.last);
+  if (!r.Done() || var > 1 || placement > static_cast<uint8_t>(KeyPlacement::kIdentity)) {
+    return Malformed("declare-table");
+  }
+  m.value_type = static_cast<ValueType>(vt);
+  m.variable_length = var == 1;
+  m.placement = static_cast<KeyPlacement>(placement);
+  return m;
+}
+
+transport::Bytes Encode(const NodeFailure& m) {
+  WireWriter w;
+  w.U32(m.id.value);
+  w.U8(static_cast<uint8_t>(m.role));
+  w.U32(m.rank.value);
+  w.Str(m.reason);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  NodeFailure m;
+  r.U32(&m.id.value) && ReadRole(r, &m.role) && r.U32(&m.rank.value) && r.Str(&m.reason);
+  if (!r.Done()) return Malformed("node-failed");
+  return m;
+}
+
+Status ValidateTableSpec(const TableSpec& spec) {
+  if (spec.name.empty() || spec.name.size() > 128) {
+    return Status::InvalidArgument(fmt::format("table name must be 1 to 128 bytes, got {}", spec.name.size()));
+  }
+  if (ValueTypeSize(spec.value_type) == 0) {
+    return Status::InvalidArgument(fmt::format("table '{}': unknown value type {}", spec.name,
+                                               static_cast<int>(spec.value_type)));
+  }
+  if (!spec.variable_length && spec.width == 0) {
+    return Status::InvalidArgument(fmt::format("table '{}': width must be at least 1", spec.name));
+  }
+  if (spec.placement == KeyPlacement::kRange && spec.key_range.first > spec.key_range.last) {
+    return Status::InvalidArgument(fmt::format("table '{}': key range [{}, {}] is empty", spec.name,
+                                               spec.key_range.first, spec.key_range.last));
+  }
+  return Status::Ok();
+}
+
+}  // namespace pserver::cluster

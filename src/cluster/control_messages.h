@@ -1,0 +1,68 @@
+// Bodies of the control-plane messages exchanged with the scheduler, and their encoding.
+// Every Decode* returns kCorruption (naming the message) for a body that is truncated, has
+// trailing bytes or holds out-of-range values; none of them can crash on bad input.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pserver/result.h"
+#include "pserver/table.h"
+#include "pserver/types.h"
+#include "transport/message.h"
+
+namespace pserver::cluster {
+
+struct NodeInfo {
+  NodeId id;
+  Role role = Role::kWorker;
+  Rank rank;
+  std::string address;
+  friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
+};
+
+// The membership and routing parameters every node learns at registration.
+struct ClusterView {
+  Epoch epoch;
+  uint32_t num_servers = 0;
+  uint32_t num_workers = 0;
+  uint32_t virtual_nodes = 0;
+  std::vector<NodeInfo> nodes;  // servers and workers (not the scheduler)
+  friend bool operator==(const ClusterView&, const ClusterView&) = default;
+};
+
+struct RegisterRequest {
+  Role role = Role::kWorker;
+  std::string address;
+  int64_t rank_hint = -1;
+};
+
+struct RegisterReply {
+  NodeId your_id;
+  ClusterView view;
+};
+
+struct NodeFailure {
+  NodeId id;
+  Role role = Role::kWorker;
+  Rank rank;
+  std::string reason;
+};
+
+transport::Bytes Encode(const RegisterRequest& m);
+transport::Bytes Encode(const RegisterReply& m);
+transport::Bytes Encode(const TableSpec& m);
+transport::Bytes Encode(const NodeFailure& m);
+
+Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body);
+Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body);
+Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
+Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
+
+// Checks a table spec a user or peer gave: name length, value type, width, range.
+Status ValidateTableSpec(const TableSpec& spec);
+
+// "server 1 (node 2)".
+std::string NodeName(Role role, Rank rank, NodeId id);
+
+}  // namespace pserver::cluster

@@ -1,0 +1,62 @@
+#include "pserver/node.h"
+
+#include <fmt/format.h>
+
+#include "cluster/node_access.h"
+#include "cluster/scheduler.h"
+#include "transport/zmq/zmq_transport.h"
+
+namespace pserver {
+
+Result<std::unique_ptr<Node>> internal::NodeAccess::StartWithTransport(
+    const NodeOptions& options, std::unique_ptr<transport::Transport> transport) {
+  std::unique_ptr<Node> node(new Node());
+  node->role_ = options.role;
+  if (options.role == Role::kScheduler) {
+    PSERVER_ASSIGN_OR_RETURN(node->scheduler_, cluster::Scheduler::Start(options, std::move(transport)));
+  } else {
+    PSERVER_ASSIGN_OR_RETURN(node->runtime_, cluster::NodeRuntime::Start(options, std::move(transport)));
+  }
+  return node;
+}
+
+Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
+  transport::zmq::ZmqOptions zopts;
+  zopts.send_timeout = options.send_timeout;
+  PSERVER_ASSIGN_OR_RETURN(auto transport, transport::zmq::ZmqTransport::Create(zopts));
+  return internal::NodeAccess::StartWithTransport(options, std::move(transport));
+}
+
+Node::~Node() = default;
+
+NodeId Node::id() const { return runtime_ ? runtime_->id() : kSchedulerId; }
+Rank Node::rank() const { return runtime_ ? runtime_->rank() : Rank(0); }
+uint32_t Node::num_servers() const { return runtime_ ? runtime_->view().num_servers : 0; }
+uint32_t Node::num_workers() const { return runtime_ ? runtime_->view().num_workers : 0; }
+const std::string& Node::address() const { return runtime_ ? runtime_->address() : scheduler_->address(); }
+
+Status Node::Barrier(BarrierGroup group, std::chrono::milliseconds timeout) {
+  if (!runtime_) return Status::InvalidArgument("the scheduler does not take part in barriers");
+  return runtime_->Barrier(group, timeout);
+}
+
+Result<TableId> Node::DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout) {
+  if (!runtime_) return Status::InvalidArgument("declare tables from servers or workers, not the scheduler");
+  return runtime_->DeclareTable(spec, timeout);
+}
+
+Status Node::Finalize(std::chrono::milliseconds timeout) {
+  if (role_ != Role::kWorker) return Status::InvalidArgument("only workers finalize; servers and the scheduler Run");
+  return runtime_->Finalize(timeout);
+}
+
+Status Node::Run() {
+  if (scheduler_) return scheduler_->Run();
+  if (role_ != Role::kServer) return Status::InvalidArgument("workers do not Run; they Finalize");
+  // Not a silent hang: the heartbeat timer ends the job if the scheduler goes away.
+  return runtime_->WaitForShutdown(std::chrono::hours(24 * 365));
+}
+
+Status Node::health() const { return runtime_ ? runtime_->health() : Status::Ok(); }
+
+}  // namespace pserver

@@ -1,0 +1,23 @@
+// NodeAccess: the library's own way into a pserver::Node -- its runtime for the KV layer, and
+// construction over a given transport for the in-process test harness. Not for applications.
+#pragma once
+
+#include <memory>
+
+#include "cluster/node_runtime.h"
+#include "pserver/node.h"
+#include "transport/transport.h"
+
+namespace pserver::internal {
+
+class NodeAccess {
+ public:
+  // The runtime of a server or worker node; nullptr for the scheduler.
+  static cluster::NodeRuntime* Runtime(Node& node) { return node.runtime_.get(); }
+
+  // Node::Start over the given transport (e.g. inproc) instead of ZeroMQ.
+  static Result<std::unique_ptr<Node>> StartWithTransport(const NodeOptions& options,
+                                                          std::unique_ptr<transport::Transport> transport);
+};
+
+}  // namespace pserver::internal

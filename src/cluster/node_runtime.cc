@@ -1,0 +1,368 @@
+#include "cluster/node_runtime.h"
+
+#include <fmt/format.h>
+
+#include "base/logging.h"
+
+namespace pserver::cluster {
+
+using transport::Message;
+using transport::MessageType;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+const char* BarrierGroupName(BarrierGroup group) {
+  switch (group) {
+    case BarrierGroup::kAll: return "all";
+    case BarrierGroup::kServers: return "servers";
+    case BarrierGroup::kWorkers: return "workers";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// The error a peer's reply carries: its status code and the message in frame 0.
+Status ReplyError(const Message& reply) {
+  std::string text = reply.frames.empty()
+                         ? std::string("(no message)")
+                         : std::string(reinterpret_cast<const char*>(reply.frames[0].data()), reply.frames[0].size());
+  auto code = static_cast<StatusCode>(reply.header.status);
+  if (code == StatusCode::kOk) code = StatusCode::kInternal;
+  return Status(code, text);
+}
+
+}  // namespace
+
+NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
+    : options_(options), transport_(std::move(transport)) {}
+
+Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& options,
+                                                        std::unique_ptr<transport::Transport> transport) {
+  if (options.role == Role::kScheduler) {
+    return Status::InvalidArgument("NodeRuntime is for servers and workers; the scheduler is cluster::Scheduler");
+  }
+  if (options.scheduler_address.empty()) return Status::InvalidArgument("no scheduler address given");
+  std::unique_ptr<NodeRuntime> node(new NodeRuntime(options, std::move(transport)));
+  std::string listen = options.scheduler_address.rfind("inproc://", 0) == 0
+                           ? std::string("inproc://0")
+                           : fmt::format("tcp://{}:0", options.host);
+  PSERVER_ASSIGN_OR_RETURN(node->address_, node->transport_->Listen(listen));
+  PSERVER_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, options.scheduler_address));
+  PSERVER_RETURN_IF_ERROR(node->Register());
+  node->last_ack_ = Clock::now();
+  node->receive_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->ReceiveLoop(st); });
+  node->heartbeat_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->HeartbeatLoop(st); });
+  return node;
+}
+
+NodeRuntime::~NodeRuntime() {
+  heartbeat_thread_.request_stop();
+  receive_thread_.request_stop();
+  cv_.notify_all();
+  transport_->Shutdown();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (receive_thread_.joinable()) receive_thread_.join();
+}
+
+Message NodeRuntime::ToScheduler(MessageType type) const {
+  Message m;
+  m.header.type = type;
+  m.header.sender = id_;
+  m.header.receiver = kSchedulerId;
+  return m;
+}
+
+Status NodeRuntime::Register() {
+  RegisterRequest req{options_.role, address_, options_.rank_hint};
+  auto deadline = Clock::now() + options_.register_timeout;
+  const std::string& where = options_.scheduler_address;
+  Message m = ToScheduler(MessageType::kRegister);
+  m.frames.push_back(Encode(req));
+  // The scheduler may not be up yet: retry the send until it is accepted or time runs out.
+  for (;;) {
+    Status sent = transport_->Send(m);
+    if (sent.ok()) break;
+    if (Clock::now() >= deadline) {
+      return Status::DeadlineExceeded(fmt::format("cannot reach the scheduler at {} within {} ms: {}", where,
+                                                  options_.register_timeout.count(), sent.message()));
+    }
+  }
+  for (;;) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    Result<Message> reply = transport_->Receive(std::max(left, milliseconds(0)));
+    if (!reply.ok()) {
+      if (reply.status().code() == StatusCode::kDeadlineExceeded) {
+        return Status::DeadlineExceeded(fmt::format(
+            "the scheduler at {} did not complete registration within {} ms (the cluster may be missing nodes)",
+            where, options_.register_timeout.count()));
+      }
+      return reply.status();
+    }
+    const Message& msg = *reply;
+    if (msg.header.type == MessageType::kShutdown) {
+      return Status::Aborted(fmt::format("the scheduler at {} ended the job during registration: {}", where,
+                                         ReplyError(msg).message()));
+    }
+    if (msg.header.type != MessageType::kRegisterReply) continue;
+    if (msg.header.is_error()) return ReplyError(msg).WithContext("registration refused");
+    if (msg.frames.size() != 1) return Status::Corruption("register-reply without a body");
+    PSERVER_ASSIGN_OR_RETURN(RegisterReply rr, DecodeRegisterReply(msg.frames[0]));
+    return ApplyView(rr);
+  }
+}
+
+Status NodeRuntime::ApplyView(const RegisterReply& reply) {
+  id_ = reply.your_id;
+  view_ = reply.view;
+  server_nodes_.assign(view_.num_servers, NodeId());
+  std::vector<uint32_t> server_ranks;
+  bool found_self = false;
+  for (const NodeInfo& n : view_.nodes) {
+    nodes_by_id_[n.id] = n;
+    if (n.id == id_) {
+      rank_ = n.rank;
+      found_self = true;
+    }
+    if (n.role == Role::kServer) {
+      if (n.rank.value >= view_.num_servers) return Status::Corruption("server rank out of range in cluster view");
+      server_nodes_[n.rank.value] = n.id;
+      server_ranks.push_back(n.rank.value);
+    }
+    // Workers talk to servers and servers answer workers; the scheduler talks to everyone.
+    if (n.id != id_ && n.role != options_.role) {
+      PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
+    }
+  }
+  if (!found_self) return Status::Corruption("this node is missing from the cluster view");
+  PSERVER_ASSIGN_OR_RETURN(Ring ring, Ring::Build(server_ranks, view_.virtual_nodes));
+  ring_ = std::move(ring);
+  PSERVER_LOG_INFO("{} registered at {}: {} servers, {} workers", DescribeNode(id_), address_,
+                   view_.num_servers, view_.num_workers);
+  return Status::Ok();
+}
+
+std::string NodeRuntime::DescribeNode(NodeId id) const {
+  if (id == kSchedulerId) return "scheduler";
+  auto it = nodes_by_id_.find(id);
+  if (it == nodes_by_id_.end()) return fmt::format("node {}", id.value);
+  return NodeName(it->second.role, it->second.rank, id);
+}
+
+void NodeRuntime::ReceiveLoop(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
+    if (!msg.ok()) {
+      if (msg.status().code() == StatusCode::kDeadlineExceeded) continue;
+      return;  // shut down
+    }
+    if (transport::IsDataMessage(msg->header.type)) {
+      DeliverData(std::move(*msg));
+    } else {
+      HandleControl(std::move(*msg));
+    }
+  }
+}
+
+void NodeRuntime::DeliverData(Message&& msg) {
+  std::lock_guard lock(data_mu_);
+  if (!data_handler_) {
+    constexpr size_t kMaxEarly = 1 << 16;
+    if (early_data_.size() < kMaxEarly) {
+      early_data_.push_back(std::move(msg));
+    } else {
+      PSERVER_LOG_WARN("{}: dropped {} before a data handler was attached", DescribeNode(id_),
+                       transport::Describe(msg.header));
+    }
+    return;
+  }
+  data_handler_->OnData(std::move(msg));
+}
+
+std::shared_ptr<DataHandler> NodeRuntime::AttachDataHandler(
+    const std::function<std::shared_ptr<DataHandler>()>& make) {
+  std::lock_guard lock(data_mu_);
+  if (data_handler_) return data_handler_;
+  data_handler_ = make();
+  DataHandler* handler = data_handler_.get();
+  for (Message& m : early_data_) handler->OnData(std::move(m));
+  early_data_.clear();
+  std::lock_guard state_lock(mu_);
+  if (Status h = HealthLocked(); !h.ok()) handler->OnShutdown(h);
+  return data_handler_;
+}
+
+void NodeRuntime::HandleControl(Message&& msg) {
+  const auto& h = msg.header;
+  switch (h.type) {
+    case MessageType::kHeartbeatAck: {
+      std::lock_guard lock(mu_);
+      last_ack_ = Clock::now();
+      return;
+    }
+    case MessageType::kBarrierRelease:
+    case MessageType::kDeclareTableReply: {
+      std::lock_guard lock(mu_);
+      auto it = calls_.find(h.request_id);
+      if (it == calls_.end()) return;  // the caller timed out and left
+      it->second.done = true;
+      it->second.reply = std::move(msg);
+      cv_.notify_all();
+      return;
+    }
+    case MessageType::kNodeFailed: {
+      if (msg.frames.size() != 1) return;
+      Result<NodeFailure> f = DecodeNodeFailure(msg.frames[0]);
+      if (!f.ok()) {
+        PSERVER_LOG_WARN("{}: {}", DescribeNode(id_), f.status().ToString());
+        return;
+      }
+      PSERVER_LOG_WARN("{}: the scheduler declared {} dead: {}", DescribeNode(id_),
+                       NodeName(f->role, f->rank, f->id), f->reason);
+      {
+        std::lock_guard lock(mu_);
+        dead_nodes_[f->id] = f->reason;
+      }
+      std::lock_guard lock(data_mu_);
+      if (data_handler_) data_handler_->OnNodeFailed(*f);
+      return;
+    }
+    case MessageType::kShutdown: {
+      Status why = h.is_error() ? ReplyError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
+      Message ack = ToScheduler(MessageType::kShutdown);
+      ack.header.flags = transport::kFlagReply;
+      (void)transport_->Send(std::move(ack));  // best effort: the scheduler times out otherwise
+      EndJob(why);
+      return;
+    }
+    default:
+      PSERVER_LOG_WARN("{}: ignored unexpected {}", DescribeNode(id_), transport::Describe(h));
+  }
+}
+
+void NodeRuntime::EndJob(const Status& why) {
+  {
+    std::lock_guard lock(mu_);
+    if (job_ended_) return;
+    job_ended_ = true;
+    if (!why.ok() && error_.ok()) error_ = why;
+    cv_.notify_all();
+  }
+  std::lock_guard lock(data_mu_);
+  if (data_handler_) data_handler_->OnShutdown(why.ok() ? Status::Aborted("the job has ended") : why);
+}
+
+void NodeRuntime::Fail(const Status& why) {
+  PSERVER_LOG_ERROR("{}: {}", DescribeNode(id_), why.ToString());
+  EndJob(why);
+}
+
+void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
+  std::unique_lock lock(mu_);
+  while (!stop.stop_requested() && !job_ended_) {
+    cv_.wait_for(lock, options_.heartbeat_interval, [&] { return stop.stop_requested() || job_ended_; });
+    if (stop.stop_requested() || job_ended_) return;
+    auto silent = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ack_);
+    if (silent > options_.heartbeat_timeout) {
+      lock.unlock();
+      Fail(Status::Unavailable(fmt::format("the scheduler at {} has not answered heartbeats for {} ms",
+                                           options_.scheduler_address, silent.count())));
+      return;
+    }
+    lock.unlock();
+    (void)transport_->Send(ToScheduler(MessageType::kHeartbeat));  // a lost one is caught above
+    lock.lock();
+  }
+}
+
+Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const std::string& what) {
+  int64_t call_id;
+  {
+    std::lock_guard lock(mu_);
+    if (Status h = HealthLocked(); !h.ok()) return h;
+    call_id = next_call_id_++;
+    calls_.emplace(call_id, ControlCall{});
+  }
+  request.header.request_id = call_id;
+  Status sent = transport_->Send(std::move(request));
+  std::unique_lock lock(mu_);
+  if (!sent.ok()) {
+    calls_.erase(call_id);
+    return sent.WithContext(what);
+  }
+  cv_.wait_for(lock, timeout, [&] { return calls_[call_id].done || !HealthLocked().ok(); });
+  Message reply = std::move(calls_[call_id].reply);
+  bool answered = calls_[call_id].done;
+  calls_.erase(call_id);
+  if (answered) {
+    if (reply.header.is_error()) return ReplyError(reply).WithContext(what);
+    return reply;
+  }
+  if (Status h = HealthLocked(); !h.ok()) return h.WithContext(what);
+  return Status::DeadlineExceeded(fmt::format("{}: no answer from the scheduler within {} ms", what, timeout.count()));
+}
+
+Status NodeRuntime::Barrier(BarrierGroup group, milliseconds timeout) {
+  Message m = ToScheduler(MessageType::kBarrier);
+  m.header.aux = static_cast<uint64_t>(group);
+  std::string what = fmt::format("{}: barrier of {}", DescribeNode(id_), BarrierGroupName(group));
+  return Call(std::move(m), timeout, what).status();
+}
+
+Result<TableId> NodeRuntime::DeclareTable(const TableSpec& spec, milliseconds timeout) {
+  PSERVER_RETURN_IF_ERROR(ValidateTableSpec(spec));
+  Message m = ToScheduler(MessageType::kDeclareTable);
+  m.frames.push_back(Encode(spec));
+  PSERVER_ASSIGN_OR_RETURN(Message reply, Call(std::move(m), timeout, fmt::format("declaring table '{}'", spec.name)));
+  TableId id = reply.header.table;
+  std::lock_guard lock(mu_);
+  tables_[id] = spec;
+  return id;
+}
+
+Result<TableSpec> NodeRuntime::FindTable(TableId id) const {
+  std::lock_guard lock(mu_);
+  auto it = tables_.find(id);
+  if (it == tables_.end()) {
+    return Status::NotFound(fmt::format("table {} was not declared on this node", id.value));
+  }
+  return it->second;
+}
+
+Status NodeRuntime::Finalize(milliseconds timeout) {
+  {
+    std::lock_guard lock(mu_);
+    if (job_ended_) return error_;
+  }
+  PSERVER_RETURN_IF_ERROR(transport_->Send(ToScheduler(MessageType::kFinalize)).WithContext("finalize"));
+  return WaitForShutdown(timeout);
+}
+
+Status NodeRuntime::WaitForShutdown(milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return job_ended_; })) {
+    return Status::DeadlineExceeded(fmt::format("{}: the scheduler did not end the job within {} ms",
+                                                DescribeNode(id_), timeout.count()));
+  }
+  return error_;
+}
+
+Status NodeRuntime::HealthLocked() const {
+  if (!error_.ok()) return error_;
+  if (job_ended_) return Status::Aborted("the job has ended");
+  return Status::Ok();
+}
+
+Status NodeRuntime::health() const {
+  std::lock_guard lock(mu_);
+  return HealthLocked();
+}
+
+Status NodeRuntime::PeerStatus(NodeId id) const {
+  std::lock_guard lock(mu_);
+  auto it = dead_nodes_.find(id);
+  if (it == dead_nodes_.end()) return Status::Ok();
+  return Status::Unavailable(fmt::format("{} is dead: {}", DescribeNode(id), it->second));
+}
+
+}  // namespace pserver::cluster

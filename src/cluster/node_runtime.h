@@ -1,0 +1,146 @@
+// NodeRuntime: the cluster side of one server or worker node.
+//
+// Start() listens, registers with the scheduler, waits until the whole cluster has
+// registered, connects to its peers and starts the node's two threads:
+//   - the receive loop, which handles control messages and hands data messages to the
+//     DataHandler the KV layer attached, and
+//   - the heartbeat timer, which tells the scheduler this node lives and notices when the
+//     scheduler stops answering.
+// Failures are sticky: once the scheduler is gone or the job was aborted, health() and every
+// later call return the error, and the DataHandler hears of it through OnShutdown.
+//
+// Thread safety: all public methods are thread-safe. DataHandler callbacks run on the receive
+// thread and must not block.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "cluster/control_messages.h"
+#include "cluster/ring.h"
+#include "pserver/options.h"
+#include "transport/transport.h"
+
+namespace pserver::cluster {
+
+const char* BarrierGroupName(BarrierGroup group);
+
+// Implemented by the KV layer to receive the data plane.
+class DataHandler {
+ public:
+  virtual ~DataHandler() = default;
+  // A data message (request on a server, reply on a worker).
+  virtual void OnData(transport::Message&& msg) = 0;
+  // The scheduler declared `failure.id` dead; requests to it will never be answered.
+  virtual void OnNodeFailed(const NodeFailure& failure) = 0;
+  // The job ended (OK) or the node can no longer take part (error); pending work must fail.
+  virtual void OnShutdown(const Status& why) = 0;
+};
+
+class NodeRuntime {
+ public:
+  // Blocks until registered or options.register_timeout passes. `transport` is taken over.
+  // kDeadlineExceeded naming the scheduler address when it does not answer in time;
+  // kInvalidArgument for a bad role or address; kAborted if the scheduler refused the node.
+  static Result<std::unique_ptr<NodeRuntime>> Start(const NodeOptions& options,
+                                                    std::unique_ptr<transport::Transport> transport);
+  NodeRuntime(const NodeRuntime&) = delete;
+  NodeRuntime& operator=(const NodeRuntime&) = delete;
+  // Stops the threads. Does not tell the scheduler (call Finalize first for a clean exit).
+  ~NodeRuntime();
+
+  NodeId id() const { return id_; }
+  Role role() const { return options_.role; }
+  Rank rank() const { return rank_; }
+  const ClusterView& view() const { return view_; }
+  const Ring& ring() const { return *ring_; }
+  const std::string& address() const { return address_; }
+  // The node id of the server with the given rank. REQUIRES: rank < view().num_servers.
+  NodeId ServerNode(uint32_t server_rank) const { return server_nodes_[server_rank]; }
+  std::string DescribeNode(NodeId id) const;
+  transport::Transport& transport() { return *transport_; }
+
+  // The node's data-plane handler: the one attached earlier, or a new one from `make`, which
+  // is attached at once. The runtime co-owns it until destruction, after its threads stopped.
+  // Data messages that arrived before the first attach are delivered, in order, on attach.
+  std::shared_ptr<DataHandler> AttachDataHandler(const std::function<std::shared_ptr<DataHandler>()>& make);
+
+  // Waits until every live node of `group` has entered the barrier. kDeadlineExceeded naming
+  // the barrier after `timeout`; kUnavailable if a member died; the sticky error if any.
+  Status Barrier(BarrierGroup group, std::chrono::milliseconds timeout);
+
+  // Declares a table by name at the scheduler and caches its spec locally.
+  // kInvalidArgument if the spec is invalid or conflicts with an earlier declaration.
+  Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout);
+  // The spec of a table this node declared. kNotFound otherwise.
+  Result<TableSpec> FindTable(TableId id) const;
+
+  // Worker: tells the scheduler this worker is done and waits until the job ends.
+  Status Finalize(std::chrono::milliseconds timeout);
+  // Waits until the job ends: OK when it ended normally, the error otherwise.
+  Status WaitForShutdown(std::chrono::milliseconds timeout);
+
+  // OK while the node takes part in a live job; otherwise the sticky error.
+  Status health() const;
+  // kUnavailable naming the node when the scheduler declared it dead; OK otherwise.
+  Status PeerStatus(NodeId id) const;
+
+ private:
+  struct ControlCall {
+    bool done = false;
+    transport::Message reply;
+  };
+
+  NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport);
+  Status Register();
+  Status ApplyView(const RegisterReply& reply);
+  void ReceiveLoop(std::stop_token stop);
+  void HeartbeatLoop(std::stop_token stop);
+  void HandleControl(transport::Message&& msg);
+  void DeliverData(transport::Message&& msg);
+  void Fail(const Status& why);
+  Status HealthLocked() const;  // REQUIRES: mu_ held
+  void EndJob(const Status& why);
+  Result<transport::Message> Call(transport::Message request, std::chrono::milliseconds timeout,
+                                  const std::string& what);
+  transport::Message ToScheduler(transport::MessageType type) const;
+
+  const NodeOptions options_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::string address_;
+  NodeId id_;
+  Rank rank_;
+  ClusterView view_;
+  std::optional<Ring> ring_;
+  std::vector<NodeId> server_nodes_;  // by server rank
+  absl::flat_hash_map<NodeId, NodeInfo> nodes_by_id_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status error_;                      // guarded by mu_; sticky, set only by a failure
+  bool job_ended_ = false;            // guarded by mu_; the job ended, normally or not
+  int64_t next_call_id_ = 1;          // guarded by mu_
+  absl::flat_hash_map<int64_t, ControlCall> calls_;        // guarded by mu_
+  absl::flat_hash_map<TableId, TableSpec> tables_;         // guarded by mu_
+  absl::flat_hash_map<NodeId, std::string> dead_nodes_;    // guarded by mu_
+  std::chrono::steady_clock::time_point last_ack_;         // guarded by mu_
+
+  // Data dispatch: taken by the receive thread around each delivery and by SetDataHandler.
+  std::mutex data_mu_;
+  std::shared_ptr<DataHandler> data_handler_;      // guarded by data_mu_
+  std::vector<transport::Message> early_data_;     // guarded by data_mu_
+
+  std::jthread receive_thread_;
+  std::jthread heartbeat_thread_;
+};
+
+}  // namespace pserver::cluster

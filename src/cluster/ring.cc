@@ -1,0 +1,128 @@
+#include "cluster/ring.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+
+namespace pserver::cluster {
+namespace {
+
+constexpr uint64_t kKeyMax = std::numeric_limits<uint64_t>::max();
+
+struct Point {
+  uint64_t position;
+  uint32_t server;
+};
+
+// Turns the sorted points into segments: (p_prev, p] belongs to p's owner, and the wrap-around
+// (p_last, 2^64-1] and [0, p_first] belongs to the first point's owner. Adjacent segments of one
+// owner are merged.
+std::vector<RingSegment> SegmentsOf(const std::vector<Point>& points) {
+  std::vector<RingSegment> segments;
+  segments.reserve(points.size() + 1);
+  auto append = [&segments](Key first, Key last, uint32_t server) {
+    if (!segments.empty() && segments.back().server == server) {
+      segments.back().range.last = last;
+    } else {
+      segments.push_back({KeyRange{first, last}, server});
+    }
+  };
+  Key next_first = 0;
+  for (const Point& p : points) {
+    append(next_first, p.position, p.server);
+    next_first = p.position + 1;  // wraps to 0 only after the last possible point
+  }
+  if (points.back().position != kKeyMax) append(next_first, kKeyMax, points.front().server);
+  return segments;
+}
+
+}  // namespace
+
+uint64_t RingPoint(uint32_t rank, uint32_t i) {
+  // splitmix64 at state (rank:i + 1) * golden ratio. Each step is a bijection on 64 bits and
+  // rank:i is injective, so distinct virtual nodes cannot collide. The golden-ratio step makes
+  // the points differ from MixKey (key_placement.h), so a mixed key equal to rank:i is not
+  // pinned to a point.
+  uint64_t z = ((static_cast<uint64_t>(rank) << 32 | i) + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+Result<Ring> Ring::Build(std::vector<uint32_t> server_ranks, uint32_t virtual_nodes) {
+  if (server_ranks.empty()) return Status::InvalidArgument("ring: server list is empty");
+  if (virtual_nodes == 0 || virtual_nodes > kMaxVirtualNodes) {
+    return Status::InvalidArgument("ring: virtual_nodes must be in [1, " +
+                                   std::to_string(kMaxVirtualNodes) + "], got " +
+                                   std::to_string(virtual_nodes));
+  }
+  std::sort(server_ranks.begin(), server_ranks.end());
+  auto dup = std::adjacent_find(server_ranks.begin(), server_ranks.end());
+  if (dup != server_ranks.end()) {
+    return Status::InvalidArgument("ring: duplicate server rank " + std::to_string(*dup));
+  }
+
+  std::vector<Point> points;
+  points.reserve(server_ranks.size() * virtual_nodes);
+  for (uint32_t rank : server_ranks) {
+    for (uint32_t i = 0; i < virtual_nodes; ++i) points.push_back({RingPoint(rank, i), rank});
+  }
+  std::sort(points.begin(), points.end(),
+            [](const Point& a, const Point& b) { return a.position < b.position; });
+  // RingPoint is a bijection, so equal positions are a bug of ours, not of the caller.
+  auto same = std::adjacent_find(points.begin(), points.end(), [](const Point& a, const Point& b) {
+    return a.position == b.position;
+  });
+  if (same != points.end()) return Status::Internal("ring: two virtual nodes share a point");
+
+  std::vector<RingSegment> segments = SegmentsOf(points);
+  return Ring(std::move(server_ranks), virtual_nodes, std::move(segments));
+}
+
+size_t Ring::SegmentIndex(uint64_t routing_key) const {
+  // The last segment whose first is <= routing_key; segments_[0].range.first == 0.
+  auto it = std::upper_bound(segments_.begin(), segments_.end(), routing_key,
+                             [](uint64_t k, const RingSegment& s) { return k < s.range.first; });
+  return static_cast<size_t>(it - segments_.begin()) - 1;
+}
+
+uint32_t Ring::Owner(uint64_t routing_key) const {
+  return segments_[SegmentIndex(routing_key)].server;
+}
+
+std::vector<KeyRange> Ring::RangesOf(uint32_t server) const {
+  std::vector<KeyRange> ranges;
+  for (const RingSegment& s : segments_) {
+    if (s.server == server) ranges.push_back(s.range);
+  }
+  return ranges;
+}
+
+Result<Ring> Ring::WithServer(uint32_t rank) const {
+  if (std::binary_search(servers_.begin(), servers_.end(), rank)) {
+    return Status::InvalidArgument("ring: server rank " + std::to_string(rank) +
+                                   " is already on the ring");
+  }
+  std::vector<uint32_t> ranks = servers_;
+  ranks.push_back(rank);
+  return Build(std::move(ranks), virtual_nodes_);
+}
+
+Result<Ring> Ring::WithoutServer(uint32_t rank) const {
+  if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
+    return Status::InvalidArgument("ring: server rank " + std::to_string(rank) +
+                                   " is not on the ring");
+  }
+  if (servers_.size() == 1) {
+    return Status::InvalidArgument("ring: cannot remove server rank " + std::to_string(rank) +
+                                   ", the only server");
+  }
+  std::vector<uint32_t> ranks;
+  ranks.reserve(servers_.size() - 1);
+  for (uint32_t r : servers_) {
+    if (r != rank) ranks.push_back(r);
+  }
+  return Build(std::move(ranks), virtual_nodes_);
+}
+
+}  // namespace pserver::cluster

@@ -1,0 +1,81 @@
+// The consistent-hashing ring: which server owns which part of the 64-bit routing-key space.
+//
+// Each server places `virtual_nodes` points on the ring [0, 2^64-1]. A point p owns the keys
+// (p_prev, p], where p_prev is the point before it; the keys after the last point wrap around
+// to the owner of the first point. Because a server's points depend only on its own rank (not on
+// the other servers), a join or leave moves only the keys next to the joining or leaving
+// server's points: every key that changes owner moves to the joining server, or away from the
+// leaving one. The ring is described as contiguous segments so that a sorted request is sliced
+// by a walk over the segments (see kv/worker/slicer.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "pserver/result.h"
+#include "pserver/types.h"
+
+namespace pserver::cluster {
+
+// A maximal contiguous run of routing keys owned by one server.
+struct RingSegment {
+  KeyRange range;
+  uint32_t server = 0;  // the owner's server rank
+  friend bool operator==(const RingSegment&, const RingSegment&) = default;
+};
+
+// The point that virtual node `i` of server `rank` takes on the ring. A bijection of
+// (rank, i), so two distinct virtual nodes never share a point. Deterministic across runs,
+// builds and machines (pure 64-bit integer arithmetic).
+uint64_t RingPoint(uint32_t rank, uint32_t i);
+
+// An immutable placement of servers on the ring. Copyable value type, thread-compatible
+// (concurrent const use is safe).
+class Ring {
+ public:
+  static constexpr uint32_t kMaxVirtualNodes = 4096;
+
+  // Builds the ring of `server_ranks` (any order), each with `virtual_nodes` points.
+  // Returns InvalidArgument if the list is empty, holds a rank twice, or virtual_nodes is 0 or
+  // greater than kMaxVirtualNodes.
+  static Result<Ring> Build(std::vector<uint32_t> server_ranks, uint32_t virtual_nodes);
+
+  // Segments sorted by range.first, covering [0, UINT64_MAX] exactly with no gaps or overlaps;
+  // adjacent segments always have different owners.
+  const std::vector<RingSegment>& segments() const { return segments_; }
+
+  // The server rank that owns `routing_key`. O(log segments).
+  uint32_t Owner(uint64_t routing_key) const;
+
+  // Index into segments() of the segment that contains `routing_key`. O(log segments).
+  size_t SegmentIndex(uint64_t routing_key) const;
+
+  // The ranges owned by `server`, ascending; empty if `server` is not on the ring.
+  std::vector<KeyRange> RangesOf(uint32_t server) const;
+
+  // The server ranks on the ring, ascending.
+  const std::vector<uint32_t>& servers() const { return servers_; }
+  uint32_t virtual_nodes() const { return virtual_nodes_; }
+
+  // This ring with `rank` added. InvalidArgument if `rank` is already on the ring.
+  Result<Ring> WithServer(uint32_t rank) const;
+  // This ring with `rank` removed. InvalidArgument if `rank` is not on the ring or is the only
+  // server.
+  Result<Ring> WithoutServer(uint32_t rank) const;
+
+  friend bool operator==(const Ring&, const Ring&) = default;
+
+ private:
+  Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments)
+      : servers_(std::move(servers)),
+        virtual_nodes_(virtual_nodes),
+        segments_(std::move(segments)) {}
+
+  std::vector<uint32_t> servers_;
+  uint32_t virtual_nodes_ = 0;
+  std::vector<RingSegment> segments_;
+};
+
+}  // namespace pserver::cluster

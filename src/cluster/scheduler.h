@@ -1,0 +1,95 @@
+// Scheduler: the control plane of one job.
+//
+// It listens at a known address, waits for the configured number of servers and workers to
+// register, assigns node ids and ranks, and sends every node the cluster view (from which each
+// node builds the same consistent-hashing ring). While the job runs it answers heartbeats and
+// declares a node dead when it stays silent longer than heartbeat_timeout, releases barriers,
+// keeps the table registry (name -> id and spec), and ends the job once every worker has
+// finalized. Without replication (a later layer) a dead node cannot be replaced, so a death
+// aborts the job: every node is told why, and Run returns the error.
+//
+// Thread safety: Start and address() from any thread; Run from one thread, and all the work
+// happens on it. Stop() is thread-safe and makes Run return kAborted.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "cluster/control_messages.h"
+#include "cluster/node_runtime.h"
+#include "pserver/options.h"
+#include "transport/transport.h"
+
+namespace pserver::cluster {
+
+class Scheduler {
+ public:
+  // Listens at options.scheduler_address. kUnavailable if the address cannot be bound.
+  static Result<std::unique_ptr<Scheduler>> Start(const NodeOptions& options,
+                                                  std::unique_ptr<transport::Transport> transport);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // The address nodes should register at.
+  const std::string& address() const { return address_; }
+
+  // Runs the job to its end. OK when every worker finalized; kDeadlineExceeded when the
+  // cluster did not form within register_timeout; kUnavailable when a node died; kAborted
+  // after Stop().
+  Status Run();
+
+  // Makes Run return soon; thread-safe.
+  void Stop() { transport_->Shutdown(); }
+
+ private:
+  struct Member {
+    NodeInfo info;
+    int64_t rank_hint = -1;
+    std::chrono::steady_clock::time_point last_seen;
+    bool finalized = false;
+    bool shutdown_acked = false;
+    bool dead = false;
+  };
+  struct BarrierState {
+    absl::flat_hash_map<NodeId, int64_t> arrived;  // node -> its call id
+  };
+
+  Scheduler(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
+      : options_(options), transport_(std::move(transport)) {}
+
+  void Handle(transport::Message&& msg);
+  void HandleRegister(transport::Message&& msg);
+  void HandleBarrier(const transport::Message& msg);
+  void HandleDeclareTable(const transport::Message& msg);
+  void HandleFinalize(const transport::Message& msg);
+  void FormCluster();
+  void CheckLiveness();
+  void TryReleaseBarrier(BarrierGroup group);
+  void Abort(const Status& why);
+  Status FinishShutdown();
+  bool InGroup(const Member& m, BarrierGroup group) const;
+  void Reply(const transport::Message& request, transport::MessageType type, transport::Message reply);
+  void ReplyError(const transport::Message& request, transport::MessageType type, const Status& error);
+  void Broadcast(transport::Message msg);
+  std::string Describe(NodeId id) const;
+
+  const NodeOptions options_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::string address_;
+
+  bool formed_ = false;
+  Status outcome_;    // set when the job ends badly
+  bool ended_ = false;
+  uint32_t next_id_ = 1;
+  std::vector<Member> members_;  // in registration order; index = position, not id
+  absl::flat_hash_map<NodeId, size_t> member_index_;
+  ClusterView view_;
+  BarrierState barriers_[3];
+  absl::flat_hash_map<std::string, std::pair<TableId, TableSpec>> tables_;
+  uint32_t next_table_ = 1;
+};
+
+}  // namespace pserver::cluster

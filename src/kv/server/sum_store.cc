@@ -1,0 +1,133 @@
+#include "kv/server/sum_store.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+namespace pserver::kv {
+
+using transport::Bytes;
+using transport::MessageType;
+
+template <typename T>
+Status SumStore<T>::Handle(const ServerRequest& req, ServerResponse* resp) {
+  const bool push = req.type != MessageType::kPull;
+  const bool pull = req.type != MessageType::kPush;
+  if (req.width == 0) {
+    VarTable& t = var_[req.table];
+    if (push) PSERVER_RETURN_IF_ERROR(PushVar(t, req));
+    if (pull) PullVar(t, req, resp);
+  } else {
+    FixedTable& t = fixed_[req.table];
+    t.width = req.width;
+    if (push) PSERVER_RETURN_IF_ERROR(PushFixed(t, req));
+    if (pull) PullFixed(t, req, resp);
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+Status SumStore<T>::PushFixed(FixedTable& t, const ServerRequest& req) {
+  const size_t w = t.width;
+  const T* src = reinterpret_cast<const T*>(req.vals.data());
+  for (size_t i = 0; i < req.keys.size(); ++i, src += w) {
+    auto [it, fresh] = t.rows.try_emplace(req.keys[i], t.values.size() / w);
+    if (fresh) {
+      t.values.insert(t.values.end(), src, src + w);
+      continue;
+    }
+    T* dst = t.values.data() + it->second * w;
+    for (size_t j = 0; j < w; ++j) dst[j] += src[j];
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+void SumStore<T>::PullFixed(const FixedTable& t, const ServerRequest& req, ServerResponse* resp) const {
+  const size_t w = t.width;
+  SharedArray<T> out(req.keys.size() * w);  // zero: the value of a key never pushed
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto it = t.rows.find(req.keys[i]);
+    if (it != t.rows.end()) std::memcpy(out.data() + i * w, t.values.data() + it->second * w, w * sizeof(T));
+  }
+  resp->vals = transport::AsBytes(out);
+}
+
+template <typename T>
+Status SumStore<T>::PushVar(VarTable& t, const ServerRequest& req) {
+  // Check every length first so that a refused request changes nothing.
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto it = t.rows.find(req.keys[i]);
+    if (it != t.rows.end() && it->second.size() != static_cast<size_t>(req.lens[i])) {
+      return Status::InvalidArgument(fmt::format("key {} holds {} values; a push of {} cannot be added to it",
+                                                 req.keys[i], it->second.size(), req.lens[i]));
+    }
+  }
+  const T* src = reinterpret_cast<const T*>(req.vals.data());
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    const size_t len = static_cast<size_t>(req.lens[i]);
+    auto [it, fresh] = t.rows.try_emplace(req.keys[i]);
+    if (fresh) {
+      it->second.assign(src, src + len);
+    } else {
+      for (size_t j = 0; j < len; ++j) it->second[j] += src[j];
+    }
+    src += len;
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+void SumStore<T>::PullVar(const VarTable& t, const ServerRequest& req, ServerResponse* resp) const {
+  SharedArray<int32_t> lens(req.keys.size());
+  size_t total = 0;
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto it = t.rows.find(req.keys[i]);
+    lens[i] = it == t.rows.end() ? 0 : static_cast<int32_t>(it->second.size());
+    total += static_cast<size_t>(lens[i]);
+  }
+  SharedArray<T> out(total);
+  T* dst = out.data();
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto it = t.rows.find(req.keys[i]);
+    if (it == t.rows.end()) continue;
+    std::memcpy(dst, it->second.data(), it->second.size() * sizeof(T));
+    dst += it->second.size();
+  }
+  resp->vals = transport::AsBytes(out);
+  resp->lens = std::move(lens);
+}
+
+template <typename T>
+size_t SumStore<T>::size(TableId table) const {
+  if (auto it = fixed_.find(table); it != fixed_.end()) return it->second.rows.size();
+  if (auto it = var_.find(table); it != var_.end()) return it->second.rows.size();
+  return 0;
+}
+
+template class SumStore<float>;
+template class SumStore<double>;
+template class SumStore<int32_t>;
+template class SumStore<int64_t>;
+
+namespace {
+
+template <typename T>
+ServerHandler SumHandler() {
+  auto store = std::make_shared<SumStore<T>>();
+  return [store](const ServerRequest& req, ServerResponse* resp) { return store->Handle(req, resp); };
+}
+
+}  // namespace
+
+ServerHandler MakeSumHandler(ValueType type) {
+  switch (type) {
+    case ValueType::kFloat32: return SumHandler<float>();
+    case ValueType::kFloat64: return SumHandler<double>();
+    case ValueType::kInt32: return SumHandler<int32_t>();
+    case ValueType::kInt64: return SumHandler<int64_t>();
+  }
+  return {};
+}
+
+}  // namespace pserver::kv

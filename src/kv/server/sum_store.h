@@ -1,0 +1,46 @@
+// SumStore<T>: the default server-side storage and update rule -- in-memory tables where a push
+// adds its values to the stored ones and a pull reads them (a key never pushed reads as zero).
+//
+// Fixed-width tables keep all rows of a table in one contiguous array indexed through a hash
+// map (key -> row), so a parameter costs its values plus one map slot. Variable-length tables
+// keep one array per key; a push must match the key's stored length (or set it the first time).
+//
+// Thread-compatible: used from the server's receive thread only.
+#pragma once
+
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "kv/server/kv_server_core.h"
+
+namespace pserver::kv {
+
+template <typename T>
+class SumStore {
+ public:
+  // Applies a push (adds) and/or answers a pull of `req` into `resp`.
+  Status Handle(const ServerRequest& req, ServerResponse* resp);
+
+  // Number of keys stored in `table` (0 for an unknown table).
+  size_t size(TableId table) const;
+
+ private:
+  struct FixedTable {
+    uint32_t width = 1;
+    absl::flat_hash_map<Key, uint64_t> rows;  // key -> row index in values
+    std::vector<T> values;
+  };
+  struct VarTable {
+    absl::flat_hash_map<Key, std::vector<T>> rows;
+  };
+
+  Status PushFixed(FixedTable& t, const ServerRequest& req);
+  void PullFixed(const FixedTable& t, const ServerRequest& req, ServerResponse* resp) const;
+  Status PushVar(VarTable& t, const ServerRequest& req);
+  void PullVar(const VarTable& t, const ServerRequest& req, ServerResponse* resp) const;
+
+  absl::flat_hash_map<TableId, FixedTable> fixed_;
+  absl::flat_hash_map<TableId, VarTable> var_;
+};
+
+}  // namespace pserver::kv

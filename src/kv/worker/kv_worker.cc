@@ -1,0 +1,135 @@
+// The typed facade KVWorker<T> over KVWorkerCore, instantiated for the four value types.
+#include "pserver/kv_worker.h"
+
+#include "cluster/node_access.h"
+#include "kv/worker/kv_worker_core.h"
+
+namespace pserver {
+
+using transport::Bytes;
+using transport::MessageType;
+
+KVWorkerBase::KVWorkerBase(Node& node) {
+  cluster::NodeRuntime* runtime = internal::NodeAccess::Runtime(node);
+  // A KVWorker on a non-worker node is a programming error; fail every call clearly instead.
+  if (runtime == nullptr || runtime->role() != Role::kWorker) return;
+  core_ = std::static_pointer_cast<kv::KVWorkerCore>(
+      runtime->AttachDataHandler([runtime] { return std::make_shared<kv::KVWorkerCore>(runtime); }));
+}
+
+KVWorkerBase::~KVWorkerBase() = default;
+
+Result<Timestamp> KVWorkerBase::Submit(Call&& call) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->Submit(std::move(call));
+}
+
+Status KVWorkerBase::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->Wait(ts, timeout);
+}
+
+namespace {
+
+template <typename T>
+SharedArray<T> FromBytes(const Bytes& b) {
+  return SharedArray<T>(b.owner(), reinterpret_cast<T*>(b.data()), b.size() / sizeof(T));
+}
+
+}  // namespace
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
+                                    Callback cb) {
+  Call c;
+  c.type = MessageType::kPush;
+  c.table = table;
+  c.value_type = ValueTypeOf<T>::value;
+  c.keys = keys;
+  c.vals = transport::AsBytes(vals);
+  c.callback = std::move(cb);
+  return Submit(std::move(c));
+}
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
+                                    const SharedArray<int32_t>& lens, Callback cb) {
+  Call c;
+  c.type = MessageType::kPush;
+  c.table = table;
+  c.value_type = ValueTypeOf<T>::value;
+  c.keys = keys;
+  c.vals = transport::AsBytes(vals);
+  c.lens = lens;
+  c.has_lens = true;
+  c.callback = std::move(cb);
+  return Submit(std::move(c));
+}
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals, Callback cb) {
+  return Pull(table, keys, vals, nullptr, std::move(cb));
+}
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals,
+                                    SharedArray<int32_t>* lens, Callback cb) {
+  if (vals == nullptr) return Status::InvalidArgument("Pull needs somewhere to put the values");
+  Call c;
+  c.type = MessageType::kPull;
+  c.table = table;
+  c.value_type = ValueTypeOf<T>::value;
+  c.keys = keys;
+  c.out_vals = transport::AsBytes(*vals);
+  c.on_values = [vals, lens](Bytes v, SharedArray<int32_t> l) {
+    *vals = FromBytes<T>(v);
+    if (lens) *lens = std::move(l);
+  };
+  c.callback = std::move(cb);
+  return Submit(std::move(c));
+}
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
+                                        SharedArray<T>* out, Callback cb) {
+  if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
+  Call c;
+  c.type = MessageType::kPushPull;
+  c.table = table;
+  c.value_type = ValueTypeOf<T>::value;
+  c.keys = keys;
+  c.vals = transport::AsBytes(vals);
+  c.out_vals = transport::AsBytes(*out);
+  c.on_values = [out](Bytes v, SharedArray<int32_t>) { *out = FromBytes<T>(v); };
+  c.callback = std::move(cb);
+  return Submit(std::move(c));
+}
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
+                                        const SharedArray<int32_t>& lens, SharedArray<T>* out,
+                                        SharedArray<int32_t>* out_lens, Callback cb) {
+  if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
+  Call c;
+  c.type = MessageType::kPushPull;
+  c.table = table;
+  c.value_type = ValueTypeOf<T>::value;
+  c.keys = keys;
+  c.vals = transport::AsBytes(vals);
+  c.lens = lens;
+  c.has_lens = true;
+  c.out_vals = transport::AsBytes(*out);
+  c.on_values = [out, out_lens](Bytes v, SharedArray<int32_t> l) {
+    *out = FromBytes<T>(v);
+    if (out_lens) *out_lens = std::move(l);
+  };
+  c.callback = std::move(cb);
+  return Submit(std::move(c));
+}
+
+template class KVWorker<float>;
+template class KVWorker<double>;
+template class KVWorker<int32_t>;
+template class KVWorker<int64_t>;
+
+}  // namespace pserver

@@ -1,0 +1,100 @@
+// KVWorkerCore: the type-independent engine behind KVWorker<T>, one per worker node.
+//
+// Submit validates a request, slices it by the ring (kv/worker/slicer.h), records it under a
+// new timestamp and sends one message per server from the calling thread (so requests of one
+// thread reach each server in issue order). Replies arrive on the node's receive thread
+// (OnData); when the last part of a request is in, pulled values are assembled in key order,
+// the result sink and the callback run, and waiters are woken.
+//
+// Bounded state: a request is forgotten as soon as it completes; only failed requests keep
+// their status until Wait collects it (at most kMaxRememberedErrors, oldest dropped first).
+//
+// Thread safety: thread-safe. Lock order: cluster::NodeRuntime's data lock, then mu_.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "cluster/node_runtime.h"
+#include "kv/worker/slicer.h"
+#include "pserver/kv_worker.h"
+#include "transport/message.h"
+
+namespace pserver {
+
+// One request as the typed facade hands it to the core.
+struct KVWorkerBase::Call {
+  transport::MessageType type = transport::MessageType::kPush;
+  TableId table;
+  ValueType value_type = ValueType::kFloat32;
+  SharedArray<Key> keys;
+  transport::Bytes vals;           // pushed values
+  SharedArray<int32_t> lens;       // pushed lengths (variable-length tables)
+  bool has_lens = false;           // the caller passed a lengths array
+  transport::Bytes out_vals;       // the caller's buffer for pulled values; empty: allocate/alias
+  // Receives the pulled values and lengths before the callback runs (receive thread).
+  std::function<void(transport::Bytes vals, SharedArray<int32_t> lens)> on_values;
+  Callback callback;
+};
+
+namespace kv {
+
+class KVWorkerCore final : public cluster::DataHandler {
+ public:
+  static constexpr size_t kMaxRememberedErrors = 1 << 16;
+
+  // `runtime` is borrowed and outlives the core (it co-owns it).
+  explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime) {}
+
+  Result<Timestamp> Submit(KVWorkerBase::Call&& call);
+  Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
+
+  void OnData(transport::Message&& msg) override;
+  void OnNodeFailed(const cluster::NodeFailure& failure) override;
+  void OnShutdown(const Status& why) override;
+
+ private:
+  struct Part {
+    uint32_t server = 0;
+    NodeId node;
+    std::vector<IndexRun> runs;
+    uint32_t num_keys = 0;
+    bool answered = false;
+    transport::Message reply;
+  };
+  struct Pending {
+    KVWorkerBase::Call call;
+    TableSpec spec;
+    std::vector<Part> parts;
+    size_t unanswered = 0;
+    Status status;
+  };
+
+  Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
+  transport::Message BuildMessage(const Pending& p, const Part& part, int64_t ts) const;
+  // Records a part's outcome; completes the request when it was the last. REQUIRES: mu_ held
+  // by `lock`, which may be released and re-acquired.
+  void Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t part, transport::Message* reply,
+              const Status& error);
+  void Complete(int64_t ts, Pending&& p);
+  Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;
+  void Remember(int64_t ts, const Status& s);  // REQUIRES: mu_ held
+  void FailAll(const Status& why, const NodeId* only);
+
+  cluster::NodeRuntime* const runtime_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  int64_t next_ts_ = 1;                                 // guarded by mu_
+  absl::flat_hash_map<int64_t, Pending> pending_;       // guarded by mu_
+  absl::flat_hash_set<int64_t> completing_;             // guarded by mu_; callbacks running
+  std::map<int64_t, Status> errors_;                    // guarded by mu_
+};
+
+}  // namespace kv
+}  // namespace pserver

@@ -1,0 +1,260 @@
+#include "kv/worker/slicer.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <memory>
+#include <string>
+
+namespace pserver::kv {
+namespace {
+
+using cluster::PlacementKind;
+using cluster::Ring;
+using cluster::RingSegment;
+
+constexpr uint64_t kRoutingMax = std::numeric_limits<uint64_t>::max();
+
+// Positions [begin, end) of the routing-ordered keys that go to one server (as an index into
+// ring.servers()).
+struct Span {
+  uint32_t server_index;
+  uint32_t begin;
+  uint32_t end;
+};
+
+// The first position in [pos + 1, n) whose routing key exceeds `last`, or n. REQUIRES:
+// routing_at(pos) <= last. Gallops from pos, so a short span costs O(log span) probes.
+template <typename RoutingAt>
+size_t FirstAbove(size_t pos, size_t n, uint64_t last, const RoutingAt& routing_at) {
+  size_t lo = pos + 1;  // every position below lo routes to <= last
+  size_t hi = lo;
+  size_t step = 1;
+  while (hi < n && routing_at(hi) <= last) {
+    lo = hi + 1;
+    hi = lo + step;
+    step *= 2;
+  }
+  hi = std::min(hi, n);
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (routing_at(mid) <= last) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Cuts positions [0, n), whose routing keys routing_at(pos) ascend, into maximal spans that lie
+// in one ring segment each: one segment lookup per span, not per key.
+template <typename RoutingAt>
+std::vector<Span> WalkSegments(size_t n, const Ring& ring, const RoutingAt& routing_at) {
+  const std::vector<RingSegment>& segments = ring.segments();
+  const std::vector<uint32_t>& servers = ring.servers();
+  std::vector<Span> spans;
+  size_t pos = 0;
+  while (pos < n) {
+    const RingSegment& segment = segments[ring.SegmentIndex(routing_at(pos))];
+    const size_t end =
+        segment.range.last == kRoutingMax ? n : FirstAbove(pos, n, segment.range.last, routing_at);
+    const auto server = std::lower_bound(servers.begin(), servers.end(), segment.server);
+    spans.push_back({static_cast<uint32_t>(server - servers.begin()), static_cast<uint32_t>(pos),
+                     static_cast<uint32_t>(end)});
+    pos = end;
+  }
+  return spans;
+}
+
+void AppendRun(Slice& slice, uint32_t begin, uint32_t end) {
+  if (!slice.runs.empty() && slice.runs.back().end == begin) {
+    slice.runs.back().end = end;
+  } else {
+    slice.runs.push_back({begin, end});
+  }
+  slice.num_keys += end - begin;
+}
+
+// One slice per server of the ring, runs reserved to `runs_bound(span)` summed over its spans.
+template <typename RunsBound>
+std::vector<Slice> EmptySlices(const Ring& ring, const std::vector<Span>& spans,
+                               const RunsBound& runs_bound) {
+  std::vector<Slice> slices(ring.servers().size());
+  std::vector<size_t> bound(slices.size(), 0);
+  for (const Span& s : spans) bound[s.server_index] += runs_bound(s);
+  for (size_t i = 0; i < slices.size(); ++i) {
+    slices[i].server = ring.servers()[i];
+    slices[i].runs.reserve(bound[i]);
+  }
+  return slices;
+}
+
+std::vector<Slice> WithoutEmpty(std::vector<Slice> slices) {
+  std::erase_if(slices, [](const Slice& s) { return s.num_keys == 0; });
+  return slices;
+}
+
+// kRange and kIdentity: routing order is key order, so a span is already a run.
+template <typename RoutingAt>
+std::vector<Slice> SliceOrdered(size_t n, const Ring& ring, const RoutingAt& routing_at) {
+  const std::vector<Span> spans = WalkSegments(n, ring, routing_at);
+  std::vector<Slice> slices = EmptySlices(ring, spans, [](const Span&) { return size_t{1}; });
+  for (const Span& s : spans) AppendRun(slices[s.server_index], s.begin, s.end);
+  return WithoutEmpty(std::move(slices));
+}
+
+struct Mixed {
+  uint64_t routing;
+  uint32_t index;
+};
+
+void InsertionSort(Mixed* first, Mixed* last) {
+  for (Mixed* p = first + 1; p < last; ++p) {
+    const Mixed x = *p;
+    Mixed* q = p;
+    for (; q > first && (q - 1)->routing > x.routing; --q) *q = *(q - 1);
+    *q = x;
+  }
+}
+
+// Sorts [first, last) by routing, knowing that all share their top `known_bits` bits: one
+// bucket pass on the next bits (about one entry per bucket) through `scratch`, then an
+// insertion sort per bucket. Buckets that crafted keys overfill fall back to std::sort.
+void SortBucket(Mixed* first, Mixed* last, int known_bits, std::vector<Mixed>& scratch,
+                std::vector<uint32_t>& start) {
+  const size_t m = static_cast<size_t>(last - first);
+  if (m <= 16) {
+    InsertionSort(first, last);
+    return;
+  }
+  const int bits = std::min(static_cast<int>(std::bit_width(m)) - 1, 64 - known_bits);
+  const auto bucket = [known_bits, bits](uint64_t r) { return (r << known_bits) >> (64 - bits); };
+  start.assign((size_t{1} << bits) + 1, 0);
+  for (const Mixed* p = first; p < last; ++p) ++start[bucket(p->routing) + 1];
+  for (size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+  scratch.resize(m);
+  for (const Mixed* p = first; p < last; ++p) scratch[start[bucket(p->routing)]++] = *p;
+  // start[i] is now the end of bucket i, which is where bucket i + 1 begins.
+  size_t begin = 0;
+  for (size_t i = 0; i + 1 < start.size(); ++i) {
+    const size_t end = start[i];
+    if (end - begin > 32) {
+      std::sort(scratch.begin() + begin, scratch.begin() + end,
+                [](const Mixed& x, const Mixed& y) { return x.routing < y.routing; });
+    } else {
+      InsertionSort(scratch.data() + begin, scratch.data() + end);
+    }
+    begin = end;
+  }
+  std::copy(scratch.begin(), scratch.begin() + m, first);
+}
+
+// The keys' indices sorted by MixKey, in two bucket passes: the first on the top bits into
+// buckets small enough to stay in cache, the second inside each (SortBucket). The mixed keys
+// are uniform over 2^64, so this is linear in expectation.
+std::unique_ptr<Mixed[]> SortByMixedKey(std::span<const Key> keys) {
+  const size_t n = keys.size();
+  auto sorted = std::make_unique_for_overwrite<Mixed[]>(n);
+  const int bits = std::clamp(static_cast<int>(std::bit_width(n)) - 12, 0, 11);
+  std::vector<uint32_t> start((size_t{1} << bits) + 1, 0);
+  const auto bucket = [bits](uint64_t r) { return bits == 0 ? 0 : r >> (64 - bits); };
+  for (Key k : keys) ++start[bucket(cluster::MixKey(k)) + 1];
+  for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+  std::vector<uint32_t> fill(start.begin(), start.end() - 1);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t m = cluster::MixKey(keys[i]);
+    sorted[fill[bucket(m)]++] = {m, static_cast<uint32_t>(i)};
+  }
+  std::vector<Mixed> scratch;
+  std::vector<uint32_t> sub_start;
+  for (size_t b = 0; b + 1 < start.size(); ++b) {
+    SortBucket(sorted.get() + start[b], sorted.get() + start[b + 1], bits, scratch, sub_start);
+  }
+  return sorted;
+}
+
+std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
+  const std::unique_ptr<Mixed[]> sorted = SortByMixedKey(keys);
+  const Mixed* entries = sorted.get();
+  const auto routing_at = [entries](size_t pos) { return entries[pos].routing; };
+  const std::vector<Span> spans = WalkSegments(keys.size(), ring, routing_at);
+  std::vector<Slice> slices =
+      EmptySlices(ring, spans, [](const Span& s) { return size_t{s.end - s.begin}; });
+  for (const Span& s : spans) {
+    Slice& slice = slices[s.server_index];
+    for (uint32_t p = s.begin; p < s.end; ++p) {
+      const uint32_t i = entries[p].index;
+      if (!slice.runs.empty() && slice.runs.back().end == i) {
+        ++slice.runs.back().end;
+      } else {
+        slice.runs.push_back({i, i + 1});
+      }
+    }
+    slice.num_keys += s.end - s.begin;
+  }
+  return WithoutEmpty(std::move(slices));
+}
+
+std::string RangeString(KeyRange r) {
+  return "[" + std::to_string(r.first) + ", " + std::to_string(r.last) + "]";
+}
+
+// OK if every key lies in `range`; the keys are sorted, so only the ends need a look.
+Status CheckInRange(std::span<const Key> keys, KeyRange range) {
+  size_t bad = keys.size();
+  if (keys.front() < range.first) {
+    bad = 0;
+  } else if (keys.back() > range.last) {
+    bad =
+        static_cast<size_t>(std::upper_bound(keys.begin(), keys.end(), range.last) - keys.begin());
+  }
+  if (bad == keys.size()) return Status::Ok();
+  return Status::InvalidArgument("key " + std::to_string(keys[bad]) + " at index " +
+                                 std::to_string(bad) + " is outside the table's declared range " +
+                                 RangeString(range));
+}
+
+}  // namespace
+
+Status CheckSortedUnique(std::span<const Key> keys) {
+  for (size_t i = 1; i < keys.size(); ++i) {
+    if (keys[i] > keys[i - 1]) continue;
+    if (keys[i] == keys[i - 1]) {
+      return Status::InvalidArgument("duplicate key " + std::to_string(keys[i]) + " at index " +
+                                     std::to_string(i));
+    }
+    return Status::InvalidArgument("keys not sorted ascending at index " + std::to_string(i) +
+                                   ": " + std::to_string(keys[i]) + " follows " +
+                                   std::to_string(keys[i - 1]));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
+                                     const Ring& ring) {
+  if (keys.size() > std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("request has " + std::to_string(keys.size()) +
+                                   " keys; at most 2^32 - 1 are allowed");
+  }
+  if (keys.empty()) return std::vector<Slice>();
+  switch (placement.kind) {
+    case PlacementKind::kHashed: return SliceHashed(keys, ring);
+    case PlacementKind::kIdentity:
+      return SliceOrdered(keys.size(), ring, [keys](size_t i) { return keys[i]; });
+    case PlacementKind::kRange: {
+      const KeyRange range = placement.range;
+      if (range.first > range.last) {
+        return Status::InvalidArgument("table's declared key range " + RangeString(range) +
+                                       " is empty");
+      }
+      PSERVER_RETURN_IF_ERROR(CheckInRange(keys, range));
+      const cluster::RangeScale scale(range);
+      return SliceOrdered(keys.size(), ring, [keys, &scale](size_t i) { return scale(keys[i]); });
+    }
+  }
+  return Status::InvalidArgument("unknown placement kind " +
+                                 std::to_string(static_cast<int>(placement.kind)));
+}
+
+}  // namespace pserver::kv

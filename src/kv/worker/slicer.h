@@ -1,0 +1,58 @@
+// Slicing of a sorted request into one part per server.
+//
+// A worker's request carries its keys sorted ascending without duplicates. The slicer decides,
+// from the table's placement (cluster/key_placement.h) and the ring (cluster/ring.h), which
+// keys go to which server, as runs of indices into the request's arrays so that keys and values
+// can be sent without copying them key by key.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "cluster/key_placement.h"
+#include "cluster/ring.h"
+#include "pserver/result.h"
+#include "pserver/status.h"
+#include "pserver/types.h"
+
+namespace pserver::kv {
+
+// OK if `keys` is strictly ascending. Otherwise InvalidArgument naming the first offending
+// position and keys: "duplicate key 42 at index 3" or
+// "keys not sorted ascending at index 7: 42 follows 99".
+Status CheckSortedUnique(std::span<const Key> keys);
+
+// The indices [begin, end) of a request's key array.
+struct IndexRun {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+  friend bool operator==(IndexRun, IndexRun) = default;
+};
+
+// The part of a request that goes to one server.
+struct Slice {
+  uint32_t server = 0;         // the server's rank
+  std::vector<IndexRun> runs;  // in ascending routing-key order; consecutive runs never touch
+  uint32_t num_keys = 0;       // the total length of runs
+};
+
+// Splits `keys` by the owner of each key's routing key (cluster::RoutingKey) on `ring`.
+// Returns one Slice per server that receives at least one key, ordered by server rank; an
+// empty request gives an empty vector. Within a slice the runs list the key indices in
+// ascending routing-key order, with consecutive indices merged into maximal runs. For kRange
+// and kIdentity the routing order is the key order, so a slice has about one run per ring
+// segment it touches; for kHashed the runs are mostly of length one.
+//
+// Cost: O(s log n) for kRange and kIdentity, s being the number of ring segments the request
+// touches; O(n) expected for kHashed (a bucket sort of the mixed keys). Allocates only the
+// result and, for kHashed, one scratch array of n entries.
+//
+// REQUIRES: `keys` sorted ascending without duplicates (see CheckSortedUnique); if violated
+// the result is unspecified, but no memory outside `keys` is read.
+// Returns InvalidArgument if a kRange placement's range is empty (first > last), if a key lies
+// outside it (naming the key, its index and the range), or if there are 2^32 keys or more.
+Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
+                                     const cluster::Ring& ring);
+
+}  // namespace pserver::kv

@@ -1,0 +1,238 @@
+#include "kv/worker/slicer.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace pserver::kv {
+namespace {
+
+using cluster::Placement;
+using cluster::PlacementKind;
+using cluster::Ring;
+
+constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+
+Ring MustBuild(uint32_t servers, uint32_t vnodes) {
+  std::vector<uint32_t> ranks(servers);
+  for (uint32_t i = 0; i < servers; ++i) ranks[i] = i * 3 + 1;  // sparse ranks on purpose
+  Result<Ring> ring = Ring::Build(ranks, vnodes);
+  EXPECT_TRUE(ring.ok()) << ring.status();
+  return std::move(ring).value();
+}
+
+// The obvious answer: per key Owner(), then per server the indices sorted by routing key, then
+// consecutive indices merged.
+std::vector<Slice> Reference(const std::vector<Key>& keys, const Placement& p, const Ring& ring) {
+  std::vector<Slice> slices;
+  for (uint32_t server : ring.servers()) {
+    std::vector<std::pair<uint64_t, uint32_t>> mine;
+    for (uint32_t i = 0; i < keys.size(); ++i) {
+      const uint64_t routing = cluster::RoutingKey(p, keys[i]);
+      if (ring.Owner(routing) == server) mine.push_back({routing, i});
+    }
+    if (mine.empty()) continue;
+    std::sort(mine.begin(), mine.end());
+    Slice slice{server, {}, static_cast<uint32_t>(mine.size())};
+    for (const auto& [routing, i] : mine) {
+      if (!slice.runs.empty() && slice.runs.back().end == i) {
+        ++slice.runs.back().end;
+      } else {
+        slice.runs.push_back({i, i + 1});
+      }
+    }
+    slices.push_back(std::move(slice));
+  }
+  return slices;
+}
+
+void ExpectSameSlices(const std::vector<Slice>& got, const std::vector<Slice>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t s = 0; s < got.size(); ++s) {
+    EXPECT_EQ(got[s].server, want[s].server) << "slice " << s;
+    EXPECT_EQ(got[s].num_keys, want[s].num_keys) << "slice " << s;
+    ASSERT_EQ(got[s].runs, want[s].runs) << "slice " << s;
+  }
+}
+
+std::vector<Key> SortedUnique(std::vector<Key> keys) {
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
+}
+
+// Keys of three shapes: uniform over 2^64, dense from `base`, and clustered around a few
+// centres (sparse features).
+std::vector<Key> RandomKeys(int shape, size_t n, std::mt19937_64& rng) {
+  std::vector<Key> keys;
+  const Key base = rng() % 1000;
+  for (size_t i = 0; i < n; ++i) {
+    switch (shape) {
+      case 0: keys.push_back(rng()); break;
+      case 1: keys.push_back(base + i); break;
+      default: keys.push_back((rng() % 4) * (kMax / 4) + rng() % (4 * n)); break;
+    }
+  }
+  return SortedUnique(std::move(keys));
+}
+
+TEST(SlicerTest, MatchesPerKeyOwnerReference) {
+  const uint64_t seed = 1234567;
+  std::cout << "seed " << seed << "\n";
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (uint32_t servers : {1u, 2u, 3u, 8u}) {
+    for (uint32_t vnodes : {1u, 64u}) {
+      const Ring ring = MustBuild(servers, vnodes);
+      for (size_t n : {size_t{1}, size_t{2}, size_t{17}, size_t{1000}, size_t{20000}}) {
+        for (int shape = 0; shape < 3; ++shape) {
+          const std::vector<Key> keys = RandomKeys(shape, n, rng);
+          const KeyRange tight{keys.front(), keys.back()};
+          const KeyRange loose{keys.front() / 2, keys.back() + (kMax - keys.back()) / 2};
+          for (const Placement& p :
+               {Placement{PlacementKind::kHashed, {}}, Placement{PlacementKind::kIdentity, {}},
+                Placement{PlacementKind::kRange, tight}, Placement{PlacementKind::kRange, loose},
+                Placement{PlacementKind::kRange, {0, kMax}}}) {
+            SCOPED_TRACE("servers=" + std::to_string(servers) +
+                         " vnodes=" + std::to_string(vnodes) + " n=" + std::to_string(n) +
+                         " shape=" + std::to_string(shape) +
+                         " kind=" + std::to_string(static_cast<int>(p.kind)));
+            Result<std::vector<Slice>> slices = SliceKeys(keys, p, ring);
+            ASSERT_TRUE(slices.ok()) << slices.status();
+            ExpectSameSlices(*slices, Reference(keys, p, ring));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SlicerTest, HashedHandlesKeysCraftedToShareMixedBits) {
+  // Keys whose mixed values are consecutive, or equal in their top bits, defeat the bucket
+  // passes of the hashed sort; the result must still be exact.
+  const Ring ring = MustBuild(3, 64);
+  for (uint64_t base : {uint64_t{0}, uint64_t{1} << 40, kMax - 5000}) {
+    std::vector<Key> keys;
+    for (uint64_t j = 0; j < 3000; ++j) keys.push_back(cluster::UnmixKey(base + j * 7));
+    for (uint64_t j = 0; j < 3000; ++j) keys.push_back(cluster::UnmixKey((j << 50) | base >> 14));
+    keys = SortedUnique(keys);
+    Result<std::vector<Slice>> slices = SliceKeys(keys, Placement{}, ring);
+    ASSERT_TRUE(slices.ok());
+    ExpectSameSlices(*slices, Reference(keys, Placement{}, ring));
+  }
+}
+
+TEST(SlicerTest, EmptyRequestGivesNoSlices) {
+  const Ring ring = MustBuild(3, 64);
+  for (PlacementKind kind :
+       {PlacementKind::kHashed, PlacementKind::kRange, PlacementKind::kIdentity}) {
+    Result<std::vector<Slice>> slices = SliceKeys({}, Placement{kind, {10, 20}}, ring);
+    ASSERT_TRUE(slices.ok());
+    EXPECT_TRUE(slices->empty());
+  }
+}
+
+TEST(SlicerTest, SingleServerGetsEverythingInOneRunWhenOrdered) {
+  const Ring ring = MustBuild(1, 64);
+  std::vector<Key> keys;
+  for (Key k = 0; k < 1000; ++k) keys.push_back(k * 7919);
+  for (const Placement& p : {Placement{PlacementKind::kIdentity, {}},
+                             Placement{PlacementKind::kRange, {0, 1000 * 7919}}}) {
+    Result<std::vector<Slice>> slices = SliceKeys(keys, p, ring);
+    ASSERT_TRUE(slices.ok());
+    ASSERT_EQ(slices->size(), 1u);
+    EXPECT_EQ((*slices)[0].runs, (std::vector<IndexRun>{{0, 1000}}));
+    EXPECT_EQ((*slices)[0].num_keys, 1000u);
+  }
+}
+
+TEST(SlicerTest, SplitsAtRangeBoundaries) {
+  const Ring ring = MustBuild(2, 4);
+  // Keys at both ends of every segment: each segment is one run, and runs alternate servers.
+  std::vector<Key> keys;
+  for (const cluster::RingSegment& s : ring.segments()) {
+    keys.push_back(s.range.first);
+    keys.push_back(s.range.last);
+  }
+  keys = SortedUnique(keys);
+  Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kIdentity, {}}, ring);
+  ASSERT_TRUE(slices.ok());
+  size_t runs = 0;
+  for (const Slice& s : *slices) {
+    runs += s.runs.size();
+    for (const IndexRun& r : s.runs) {
+      EXPECT_EQ(ring.Owner(keys[r.begin]), s.server);
+      EXPECT_EQ(ring.Owner(keys[r.end - 1]), s.server);
+    }
+  }
+  EXPECT_EQ(runs, ring.segments().size());
+}
+
+TEST(SlicerTest, RangePlacementGivesFewRuns) {
+  const Ring ring = MustBuild(8, 64);
+  std::vector<Key> keys;
+  for (Key k = 0; k < 100000; ++k) keys.push_back(k);
+  Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kRange, {0, 99999}}, ring);
+  ASSERT_TRUE(slices.ok());
+  ASSERT_EQ(slices->size(), 8u);
+  size_t runs = 0;
+  for (const Slice& s : *slices) runs += s.runs.size();
+  // One run per segment that holds a key: a segment narrower than the 2^64 / 100000 spacing of
+  // the scaled keys may hold none.
+  std::vector<size_t> touched;
+  for (Key k : keys) touched.push_back(ring.SegmentIndex(cluster::ScaleKey(k, {0, 99999})));
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  EXPECT_EQ(runs, touched.size());
+  EXPECT_GT(runs, ring.segments().size() * 9 / 10);
+}
+
+TEST(SlicerTest, RefusesKeysOutsideDeclaredRange) {
+  const Ring ring = MustBuild(2, 64);
+  const Placement p{PlacementKind::kRange, {10, 20}};
+  const std::vector<Key> below = {5, 10, 11};
+  Status s = SliceKeys(below, p, ring).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "key 5 at index 0 is outside the table's declared range [10, 20]");
+  const std::vector<Key> above = {10, 20, 21, 22};
+  s = SliceKeys(above, p, ring).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "key 21 at index 2 is outside the table's declared range [10, 20]");
+  const std::vector<Key> inside = {10, 20};
+  EXPECT_TRUE(SliceKeys(inside, p, ring).ok());
+}
+
+TEST(SlicerTest, RefusesEmptyDeclaredRange) {
+  const Ring ring = MustBuild(2, 64);
+  const std::vector<Key> keys = {1};
+  const Status s = SliceKeys(keys, {PlacementKind::kRange, {5, 4}}, ring).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "table's declared key range [5, 4] is empty");
+}
+
+TEST(SlicerTest, CheckSortedUniqueAcceptsSortedKeys) {
+  EXPECT_TRUE(CheckSortedUnique({}).ok());
+  const std::vector<Key> one = {kMax};
+  EXPECT_TRUE(CheckSortedUnique(one).ok());
+  const std::vector<Key> sorted = {0, 1, 5, kMax};
+  EXPECT_TRUE(CheckSortedUnique(sorted).ok());
+}
+
+TEST(SlicerTest, CheckSortedUniqueNamesTheOffendingKeys) {
+  const std::vector<Key> dup = {1, 2, 42, 42, 50};
+  Status s = CheckSortedUnique(dup);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "duplicate key 42 at index 3");
+  const std::vector<Key> unsorted = {1, 2, 3, 4, 5, 6, 99, 42};
+  s = CheckSortedUnique(unsorted);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "keys not sorted ascending at index 7: 42 follows 99");
+}
+
+}  // namespace
+}  // namespace pserver::kv

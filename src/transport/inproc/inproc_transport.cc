@@ -1,0 +1,112 @@
+#include "transport/inproc/inproc_transport.h"
+
+#include <fmt/format.h>
+
+namespace pserver::transport::inproc {
+
+Status Mailbox::Put(std::vector<Bytes> frames, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return closed_ || queue_.size() < capacity_; })) {
+    return Status::Unavailable(fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
+  }
+  if (closed_) return Status::Unavailable("receiver has shut down");
+  queue_.push_back(std::move(frames));
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+Result<std::vector<Bytes>> Mailbox::Take(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
+    return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
+  }
+  if (closed_) return Status::Aborted("transport shut down");
+  std::vector<Bytes> frames = std::move(queue_.front());
+  queue_.pop_front();
+  cv_.notify_all();
+  return frames;
+}
+
+void Mailbox::Close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  queue_.clear();
+  cv_.notify_all();
+}
+
+Result<std::shared_ptr<Mailbox>> InprocHub::Bind(const std::string& address, size_t capacity,
+                                                 std::string* actual) {
+  if (address.rfind("inproc://", 0) != 0) {
+    return Status::InvalidArgument(fmt::format("'{}' is not an inproc:// address", address));
+  }
+  std::lock_guard lock(mu_);
+  std::string name = address;
+  if (address == "inproc://0") name = fmt::format("inproc://node-{}", next_name_++);
+  if (mailboxes_.contains(name)) return Status::Unavailable(fmt::format("{} is already bound", name));
+  auto box = std::make_shared<Mailbox>(capacity);
+  mailboxes_.emplace(name, box);
+  *actual = name;
+  return box;
+}
+
+std::shared_ptr<Mailbox> InprocHub::Find(const std::string& address) {
+  std::lock_guard lock(mu_);
+  auto it = mailboxes_.find(address);
+  return it == mailboxes_.end() ? nullptr : it->second;
+}
+
+void InprocHub::Unbind(const std::string& address) {
+  std::lock_guard lock(mu_);
+  mailboxes_.erase(address);
+}
+
+InprocTransport::~InprocTransport() {
+  if (inbox_) {
+    inbox_->Close();
+    hub_->Unbind(address_);
+  }
+}
+
+Result<std::string> InprocTransport::DoListen(const std::string& address) {
+  if (inbox_) return Status::InvalidArgument("already listening at " + address_);
+  PSERVER_ASSIGN_OR_RETURN(inbox_, hub_->Bind(address, options_.queue_capacity, &address_));
+  return address_;
+}
+
+Status InprocTransport::DoConnect(NodeId peer, const std::string& address) {
+  if (address.rfind("inproc://", 0) != 0) {
+    return Status::InvalidArgument(fmt::format("'{}' is not an inproc:// address", address));
+  }
+  std::lock_guard lock(peers_mu_);
+  peers_[peer] = address;
+  return Status::Ok();
+}
+
+Status InprocTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+  std::string address;
+  {
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(receiver);
+    if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
+    address = it->second;
+  }
+  std::shared_ptr<Mailbox> box = hub_->Find(address);
+  if (!box) return Status::Unavailable(fmt::format("nobody listens at {}", address));
+  std::vector<Bytes> all;
+  all.reserve(frames.size() + 1);
+  all.push_back(std::move(header));
+  for (Bytes& f : frames) all.push_back(std::move(f));
+  return box->Put(std::move(all), options_.send_timeout);
+}
+
+Result<Transport::RawFrames> InprocTransport::DoReceive(std::chrono::milliseconds timeout) {
+  if (!inbox_) return Status::InvalidArgument("Receive before Listen");
+  PSERVER_ASSIGN_OR_RETURN(std::vector<Bytes> frames, inbox_->Take(timeout));
+  return RawFrames{std::move(frames)};
+}
+
+void InprocTransport::DoShutdown() {
+  if (inbox_) inbox_->Close();
+}
+
+}  // namespace pserver::transport::inproc

@@ -1,0 +1,112 @@
+// The message: a fixed-layout, versioned binary header plus zero or more raw byte frames.
+//
+// This header and docs/wire_format.md are the one specification of the wire format; keep them
+// in step. The header is always the first frame and exactly kHeaderSize bytes, little-endian:
+//
+//   off size field        meaning
+//    0   4   magic        kMagic ("PSRV" read as bytes P S R V)
+//    4   2   version      kWireVersion
+//    6   1   type         MessageType
+//    7   1   flags        MessageFlags bits
+//    8   4   sender       NodeId of the sender
+//   12   4   receiver     NodeId of the receiver
+//   16   4   table        TableId (data messages), 0 otherwise
+//   20   1   value_type   ValueType of the value frames (data messages), 0 otherwise
+//   21   1   status       StatusCode of a reply (kOk unless kFlagError)
+//   22   2   num_frames   number of frames after the header
+//   24   4   width        values per key; 0 means per-key lengths are carried
+//   28   4   reserved     must be 0
+//   32   8   request_id   the sender's timestamp of the request this message belongs to
+//   40   8   epoch        routing epoch the sender used
+//   48   8   clock        the worker's iteration clock (consistency; 0 when unused)
+//   56   8   aux          type-specific (barrier group, sequence numbers, ...)
+//
+// Thread-compatible value types; the codec functions are pure.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pserver/result.h"
+#include "pserver/shared_array.h"
+#include "pserver/types.h"
+
+namespace pserver::transport {
+
+inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
+inline constexpr uint16_t kWireVersion = 1;
+inline constexpr size_t kHeaderSize = 64;
+inline constexpr uint16_t kMaxFrames = 4096;
+
+enum class MessageType : uint8_t {
+  // Control plane (bodies encoded by cluster/control_messages.h).
+  kRegister = 1,          // node -> scheduler: I exist, here is my address
+  kRegisterReply = 2,     // scheduler -> node: your id and the cluster view
+  kBarrier = 3,           // node -> scheduler: entering barrier of group `aux`
+  kBarrierRelease = 4,    // scheduler -> node: barrier `aux` complete (or failed, kFlagError)
+  kHeartbeat = 5,         // node -> scheduler
+  kHeartbeatAck = 6,      // scheduler -> node
+  kDeclareTable = 7,      // worker -> scheduler: table name and spec
+  kDeclareTableReply = 8, // scheduler -> worker: table id (or an error)
+  kFinalize = 9,          // worker -> scheduler: this worker is done
+  kShutdown = 10,         // scheduler -> all: the job is over (kFlagError: aborted)
+  kNodeFailed = 11,       // scheduler -> all: a node was declared dead
+  // Data plane.
+  kPush = 32,
+  kPull = 33,
+  kPushPull = 34,
+};
+inline constexpr bool IsDataMessage(MessageType t) { return static_cast<uint8_t>(t) >= 32; }
+const char* MessageTypeName(MessageType t);
+
+enum MessageFlags : uint8_t {
+  kFlagReply = 1 << 0,  // a reply to a request with the same request_id
+  kFlagError = 1 << 1,  // the request failed: `status` holds the code, frame 0 the message
+};
+
+struct Header {
+  MessageType type = MessageType::kHeartbeat;
+  uint8_t flags = 0;
+  NodeId sender;
+  NodeId receiver;
+  TableId table;
+  ValueType value_type = ValueType::kFloat32;
+  uint8_t status = 0;
+  uint16_t num_frames = 0;
+  uint32_t width = 0;
+  int64_t request_id = 0;
+  Epoch epoch;
+  uint64_t clock = 0;
+  uint64_t aux = 0;
+
+  bool is_reply() const { return flags & kFlagReply; }
+  bool is_error() const { return flags & kFlagError; }
+};
+
+using Bytes = SharedArray<std::byte>;
+
+// Views a typed array as bytes, sharing ownership (no copy).
+template <typename T>
+Bytes AsBytes(const SharedArray<T>& a) {
+  return Bytes(a.owner(), reinterpret_cast<std::byte*>(a.data()), a.size_bytes());
+}
+Bytes BytesFromString(std::string s);
+
+struct Message {
+  Header header;
+  std::vector<Bytes> frames;  // header.num_frames is set from frames.size() when sending
+};
+
+// Writes the header's kHeaderSize bytes to `out`.
+void EncodeHeader(const Header& h, std::byte* out);
+
+// Decodes and validates a header. kCorruption, naming the field, when the size, magic,
+// version, type, value type, status or reserved bits are wrong.
+Result<Header> DecodeHeader(const std::byte* data, size_t size);
+
+// One line for logs: "push reply from 3 to 5 table 1 req 42 (2 frames)".
+std::string Describe(const Header& h);
+
+}  // namespace pserver::transport

@@ -1,0 +1,87 @@
+#include "transport/transport.h"
+
+#include <fmt/format.h>
+
+#include "base/logging.h"
+
+namespace pserver::transport {
+
+Result<Message> DecodeFrames(std::vector<Bytes> frames) {
+  if (frames.empty()) return Status::Corruption("empty frame sequence");
+  PSERVER_ASSIGN_OR_RETURN(Header h, DecodeHeader(frames[0].data(), frames[0].size()));
+  if (frames.size() - 1 != h.num_frames) {
+    return Status::Corruption(fmt::format("{}: header announces {} frames, {} arrived", Describe(h),
+                                          h.num_frames, frames.size() - 1));
+  }
+  Message msg;
+  msg.header = h;
+  msg.frames.assign(std::make_move_iterator(frames.begin() + 1), std::make_move_iterator(frames.end()));
+  return msg;
+}
+
+Result<std::string> Transport::Listen(const std::string& address) {
+  if (address.empty()) return Status::InvalidArgument("empty listen address");
+  return DoListen(address);
+}
+
+Status Transport::Connect(NodeId peer, const std::string& address) {
+  if (address.empty()) return Status::InvalidArgument(fmt::format("empty address for node {}", peer.value));
+  return DoConnect(peer, address);
+}
+
+Status Transport::Send(Message msg) {
+  if (shut_down_.load(std::memory_order_relaxed)) return Status::Aborted("transport shut down");
+  if (msg.frames.size() > kMaxFrames) {
+    return Status::InvalidArgument(fmt::format("{} frames in one message, at most {}", msg.frames.size(), kMaxFrames));
+  }
+  msg.header.num_frames = static_cast<uint16_t>(msg.frames.size());
+  Bytes header(kHeaderSize);
+  EncodeHeader(msg.header, header.data());
+  uint64_t bytes = kHeaderSize;
+  for (const Bytes& f : msg.frames) bytes += f.size();
+  NodeId receiver = msg.header.receiver;
+  Status s = DoSend(receiver, std::move(header), msg.frames);
+  if (!s.ok()) return s.WithContext(fmt::format("sending {}", Describe(msg.header)));
+  messages_sent_.fetch_add(1, std::memory_order_relaxed);
+  bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Result<Message> Transport::Receive(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (shut_down_.load(std::memory_order_relaxed)) return Status::Aborted("transport shut down");
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
+    PSERVER_ASSIGN_OR_RETURN(RawFrames raw, DoReceive(left));
+    uint64_t bytes = 0;
+    for (const Bytes& f : raw.frames) bytes += f.size();
+    Result<Message> msg = DecodeFrames(std::move(raw.frames));
+    if (!msg.ok()) {
+      uint64_t n = dropped_malformed_.fetch_add(1, std::memory_order_relaxed) + 1;
+      PSERVER_LOG_WARN("dropped a malformed message ({} bytes; {} dropped so far): {}", bytes, n,
+                       msg.status().message());
+      continue;
+    }
+    messages_received_.fetch_add(1, std::memory_order_relaxed);
+    bytes_received_.fetch_add(bytes, std::memory_order_relaxed);
+    return msg;
+  }
+}
+
+void Transport::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  DoShutdown();
+}
+
+TransportStats Transport::stats() const {
+  TransportStats s;
+  s.messages_sent = messages_sent_.load(std::memory_order_relaxed);
+  s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+  s.messages_received = messages_received_.load(std::memory_order_relaxed);
+  s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+  s.dropped_malformed = dropped_malformed_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace pserver::transport

@@ -1,0 +1,88 @@
+// Transport: sends and receives Messages between node ids.
+//
+// The public methods are non-virtual: they validate, encode the header, count and log; the
+// protected virtuals (implemented by zmq::ZmqTransport and inproc::InprocTransport) only move
+// frames. A malformed frame sequence received from a peer is dropped, counted in
+// Stats::dropped_malformed and logged -- it never reaches the caller and never stops Receive.
+//
+// Ordering: messages from one sender to one receiver arrive in the order sent.
+// Thread safety: Connect and Send are thread-safe (any thread). Receive must be called by one
+// thread at a time (the node's receive loop). Shutdown is thread-safe and wakes Receive.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pserver/result.h"
+#include "transport/message.h"
+
+namespace pserver::transport {
+
+struct TransportStats {
+  uint64_t messages_sent = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t messages_received = 0;
+  uint64_t bytes_received = 0;
+  uint64_t dropped_malformed = 0;
+};
+
+class Transport {
+ public:
+  Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+  virtual ~Transport() = default;
+
+  // Starts accepting messages at `address` (implementation-specific form, e.g.
+  // "tcp://127.0.0.1:0" for any free port). Returns the address peers should connect to.
+  // Called once, before Receive. kInvalidArgument for a malformed address, kUnavailable when
+  // it cannot be bound.
+  Result<std::string> Listen(const std::string& address);
+
+  // Makes `peer` reachable at `address` (as returned by its Listen). Connecting the same peer
+  // again to the same address is a no-op; to a different address replaces the connection.
+  Status Connect(NodeId peer, const std::string& address);
+
+  // Sends `msg` to msg.header.receiver; sets header.num_frames from msg.frames. Frames are
+  // sent without copying; their owners are kept alive until the transport is done with them.
+  // kNotFound if the receiver was never connected; kUnavailable if the message could not be
+  // queued within the send timeout (peer gone or not accepting); kAborted after Shutdown.
+  Status Send(Message msg);
+
+  // Blocks until a well-formed message arrives (returned), `timeout` passes
+  // (kDeadlineExceeded) or Shutdown is called (kAborted).
+  Result<Message> Receive(std::chrono::milliseconds timeout);
+
+  // Wakes a blocked Receive; later Receive and Send calls return kAborted.
+  void Shutdown();
+
+  TransportStats stats() const;
+
+ protected:
+  // A received frame sequence: frames[0] should be the header. Empty vector = timed out.
+  struct RawFrames {
+    std::vector<Bytes> frames;
+  };
+
+  virtual Result<std::string> DoListen(const std::string& address) = 0;
+  virtual Status DoConnect(NodeId peer, const std::string& address) = 0;
+  // `header` is the encoded header frame; `frames` the payload frames.
+  virtual Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) = 0;
+  // Returns the next frame sequence; kDeadlineExceeded on timeout, kAborted after shutdown.
+  virtual Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) = 0;
+  virtual void DoShutdown() = 0;
+
+ private:
+  std::atomic<bool> shut_down_{false};
+  std::atomic<uint64_t> messages_sent_{0}, bytes_sent_{0}, messages_received_{0},
+      bytes_received_{0}, dropped_malformed_{0};
+};
+
+// Decodes a received frame sequence into a Message, checking the header and the frame count.
+// Exposed for tests and fuzzing.
+Result<Message> DecodeFrames(std::vector<Bytes> frames);
+
+}  // namespace pserver::transport

@@ -1,0 +1,193 @@
+#include "transport/zmq/zmq_transport.h"
+
+#include <fmt/format.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace pserver::transport::zmq {
+namespace {
+
+std::string ZmqError() { return zmq_strerror(zmq_errno()); }
+
+// Keeps a frame's owner alive while ZeroMQ holds the bytes.
+void ReleaseOwner(void* /*data*/, void* hint) { delete static_cast<std::shared_ptr<void>*>(hint); }
+
+// Owns one received zmq_msg_t.
+struct ReceivedMsg {
+  zmq_msg_t msg;
+  ~ReceivedMsg() { zmq_msg_close(&msg); }
+};
+
+// "tcp://host:0" asks for any free port; ZeroMQ spells that "tcp://host:*".
+std::string ZmqBindAddress(const std::string& address) {
+  if (address.rfind("tcp://", 0) == 0 && address.size() > 2 && address.compare(address.size() - 2, 2, ":0") == 0) {
+    return address.substr(0, address.size() - 1) + "*";
+  }
+  return address;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ZmqTransport>> ZmqTransport::Create(const ZmqOptions& options) {
+  std::unique_ptr<ZmqTransport> t(new ZmqTransport(options));
+  PSERVER_RETURN_IF_ERROR(t->Init());
+  return t;
+}
+
+Status ZmqTransport::Init() {
+  context_ = zmq_ctx_new();
+  if (context_ == nullptr) return Status::Internal("zmq_ctx_new: " + ZmqError());
+  router_ = zmq_socket(context_, ZMQ_ROUTER);
+  wake_receiver_ = zmq_socket(context_, ZMQ_PAIR);
+  wake_sender_ = zmq_socket(context_, ZMQ_PAIR);
+  if (!router_ || !wake_receiver_ || !wake_sender_) return Status::Internal("zmq_socket: " + ZmqError());
+  int zero = 0;
+  zmq_setsockopt(router_, ZMQ_LINGER, &zero, sizeof(zero));
+  zmq_setsockopt(router_, ZMQ_RCVHWM, &options_.receive_hwm, sizeof(int));
+  zmq_setsockopt(wake_receiver_, ZMQ_LINGER, &zero, sizeof(zero));
+  zmq_setsockopt(wake_sender_, ZMQ_LINGER, &zero, sizeof(zero));
+  std::string wake = fmt::format("inproc://pserver-wake-{}", static_cast<const void*>(this));
+  if (zmq_bind(wake_receiver_, wake.c_str()) != 0 || zmq_connect(wake_sender_, wake.c_str()) != 0) {
+    return Status::Internal("wake-up socket: " + ZmqError());
+  }
+  return Status::Ok();
+}
+
+ZmqTransport::~ZmqTransport() {
+  {
+    std::unique_lock lock(peers_mu_);
+    for (auto& [id, peer] : peers_) zmq_close(peer->socket);
+    peers_.clear();
+  }
+  if (router_) zmq_close(router_);
+  if (wake_receiver_) zmq_close(wake_receiver_);
+  if (wake_sender_) zmq_close(wake_sender_);
+  if (context_) zmq_ctx_term(context_);
+}
+
+Result<std::string> ZmqTransport::DoListen(const std::string& address) {
+  std::string bind = ZmqBindAddress(address);
+  if (zmq_bind(router_, bind.c_str()) != 0) {
+    int err = zmq_errno();
+    std::string what = fmt::format("cannot listen at {}: {}", address, zmq_strerror(err));
+    if (err == EINVAL || err == EPROTONOSUPPORT) return Status::InvalidArgument(what);
+    return Status::Unavailable(what);
+  }
+  char endpoint[256];
+  size_t size = sizeof(endpoint);
+  if (zmq_getsockopt(router_, ZMQ_LAST_ENDPOINT, endpoint, &size) != 0) {
+    return Status::Internal("ZMQ_LAST_ENDPOINT: " + ZmqError());
+  }
+  return std::string(endpoint);
+}
+
+Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address) {
+  std::unique_lock lock(peers_mu_);
+  auto it = peers_.find(peer_id);
+  if (it != peers_.end()) {
+    std::lock_guard peer_lock(it->second->mu);
+    if (it->second->address == address) return Status::Ok();
+    zmq_close(it->second->socket);
+    peers_.erase(it);
+  }
+  void* s = zmq_socket(context_, ZMQ_DEALER);
+  if (s == nullptr) return Status::Internal("zmq_socket: " + ZmqError());
+  int one = 1;
+  int timeout = static_cast<int>(options_.send_timeout.count());
+  int linger = static_cast<int>(options_.linger.count());
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_setsockopt(s, ZMQ_SNDHWM, &options_.send_hwm, sizeof(int));
+  zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof(timeout));
+  // Queue only on live connections, so that a send to a peer that is gone times out instead
+  // of piling up in a queue nobody drains.
+  zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof(one));
+  if (zmq_connect(s, address.c_str()) != 0) {
+    std::string what = fmt::format("cannot connect to node {} at {}: {}", peer_id.value, address, ZmqError());
+    zmq_close(s);
+    return Status::InvalidArgument(what);
+  }
+  auto peer = std::make_unique<Peer>();
+  peer->socket = s;
+  peer->address = address;
+  peers_.emplace(peer_id, std::move(peer));
+  return Status::Ok();
+}
+
+Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more) {
+  zmq_msg_t msg;
+  if (frame.size() <= options_.copy_threshold) {
+    zmq_msg_init_size(&msg, frame.size());
+    if (frame.size() > 0) std::memcpy(zmq_msg_data(&msg), frame.data(), frame.size());
+  } else {
+    auto* hint = new std::shared_ptr<void>(frame.owner());
+    zmq_msg_init_data(&msg, frame.data(), frame.size(), &ReleaseOwner, hint);
+  }
+  if (zmq_msg_send(&msg, socket, more ? ZMQ_SNDMORE : 0) < 0) {
+    int err = zmq_errno();
+    zmq_msg_close(&msg);
+    if (err == EAGAIN) {
+      return Status::Unavailable(fmt::format("peer did not accept the message within {} ms",
+                                             options_.send_timeout.count()));
+    }
+    if (err == ETERM) return Status::Aborted("transport shut down");
+    return Status::Unavailable(std::string("zmq_msg_send: ") + zmq_strerror(err));
+  }
+  return Status::Ok();
+}
+
+Status ZmqTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+  std::shared_lock lock(peers_mu_);
+  auto it = peers_.find(receiver);
+  if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
+  Peer& peer = *it->second;
+  std::lock_guard peer_lock(peer.mu);
+  // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
+  // queues a multipart message atomically once its first part is accepted.
+  PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, header, !frames.empty()));
+  for (size_t i = 0; i < frames.size(); ++i) {
+    PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, frames[i], i + 1 < frames.size()));
+  }
+  return Status::Ok();
+}
+
+Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds timeout) {
+  zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {wake_receiver_, 0, ZMQ_POLLIN, 0}};
+  int rc = zmq_poll(items, 2, static_cast<long>(timeout.count()));
+  if (rc < 0) {
+    if (zmq_errno() == EINTR) return Status::DeadlineExceeded("interrupted");
+    return Status::Aborted("zmq_poll: " + ZmqError());
+  }
+  if (items[1].revents & ZMQ_POLLIN) return Status::Aborted("transport shut down");
+  if (!(items[0].revents & ZMQ_POLLIN)) {
+    return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
+  }
+  RawFrames raw;
+  bool first = true;  // the ROUTER's routing-id frame
+  for (;;) {
+    auto holder = std::make_shared<ReceivedMsg>();
+    zmq_msg_init(&holder->msg);
+    if (zmq_msg_recv(&holder->msg, router_, 0) < 0) return Status::Aborted("zmq_msg_recv: " + ZmqError());
+    bool more = zmq_msg_more(&holder->msg);
+    if (!first) {
+      auto* data = static_cast<std::byte*>(zmq_msg_data(&holder->msg));
+      size_t size = zmq_msg_size(&holder->msg);
+      if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+        raw.frames.push_back(Bytes::CopyOf({data, size}));
+      } else {
+        raw.frames.emplace_back(std::move(holder), data, size);
+      }
+    }
+    first = false;
+    if (!more) break;
+  }
+  return raw;
+}
+
+void ZmqTransport::DoShutdown() {
+  std::lock_guard lock(wake_mu_);
+  zmq_send(wake_sender_, "", 0, ZMQ_DONTWAIT);
+}
+
+}  // namespace pserver::transport::zmq

@@ -1,0 +1,74 @@
+// ZmqTransport: the Transport over ZeroMQ (tcp, ipc or inproc addresses).
+//
+// Each transport owns its own ZeroMQ context (no process-wide state, so several nodes can
+// live in one process), one ROUTER socket that receives from every peer, and one DEALER
+// socket per peer for sending. A DEALER->ROUTER connection preserves order, which gives the
+// per-sender ordering the KV layer relies on. Sends are zero-copy for frames above
+// kCopyThreshold: ZeroMQ holds a reference to the frame's owner until the bytes are written.
+// Received frames alias ZeroMQ's buffers when they are 8-byte aligned and are copied to an
+// aligned buffer otherwise, so every delivered frame is 8-byte aligned.
+//
+// Thread safety: as Transport. Each peer socket has its own lock, so sends to different peers
+// do not contend. The owner must stop its Receive loop before destroying the transport.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "transport/transport.h"
+
+namespace pserver::transport::zmq {
+
+struct ZmqOptions {
+  // How long Send may block when the peer's queue is full or the peer is not connected;
+  // after that Send fails with kUnavailable.
+  std::chrono::milliseconds send_timeout{10000};
+  // How long closing the transport waits to deliver messages still queued to live peers.
+  std::chrono::milliseconds linger{1000};
+  // ZeroMQ high-water marks, in messages, per peer.
+  int send_hwm = 4096;
+  int receive_hwm = 4096;
+  // Frames up to this size are copied into ZeroMQ; larger ones are sent zero-copy.
+  size_t copy_threshold = 1024;
+};
+
+class ZmqTransport final : public Transport {
+ public:
+  // kInternal if ZeroMQ cannot create its context or sockets.
+  static Result<std::unique_ptr<ZmqTransport>> Create(const ZmqOptions& options);
+  ~ZmqTransport() override;
+
+ protected:
+  Result<std::string> DoListen(const std::string& address) override;
+  Status DoConnect(NodeId peer, const std::string& address) override;
+  Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
+  Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
+  void DoShutdown() override;
+
+ private:
+  struct Peer {
+    std::mutex mu;
+    void* socket = nullptr;  // DEALER, guarded by mu
+    std::string address;
+  };
+
+  explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}
+  Status Init();
+  Status SendFrame(void* socket, const Bytes& frame, bool more);
+
+  const ZmqOptions options_;
+  void* context_ = nullptr;
+  void* router_ = nullptr;       // used by the receive thread only
+  void* wake_receiver_ = nullptr;  // inproc PAIR polled beside the router
+  std::mutex wake_mu_;
+  void* wake_sender_ = nullptr;  // guarded by wake_mu_
+
+  std::shared_mutex peers_mu_;
+  absl::flat_hash_map<NodeId, std::unique_ptr<Peer>> peers_;  // guarded by peers_mu_
+};
+
+}  // namespace pserver::transport::zmq

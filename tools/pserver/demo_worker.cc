@@ -1,0 +1,73 @@
+#include "pserver/demo_worker.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "pserver/kv_worker.h"
+
+namespace pserver::tools {
+namespace {
+
+// The round's keys: `n` distinct random 64-bit keys, sorted; the same on every worker.
+SharedArray<Key> RoundKeys(uint64_t seed, uint32_t round, uint32_t n) {
+  std::mt19937_64 rng(seed * 1000003 + round);
+  std::vector<Key> keys(n);
+  for (Key& k : keys) k = rng();
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return SharedArray<Key>(std::move(keys));
+}
+
+}  // namespace
+
+Status RunDemoWorker(Node& node, const DemoOptions& o) {
+  const uint32_t rank = node.rank().value;
+  const uint32_t workers = node.num_workers();
+  TableSpec spec;
+  spec.name = "demo";
+  spec.value_type = ValueType::kFloat32;
+  spec.width = o.width;
+  PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec));
+  KVWorker<float> kv(node);
+  std::printf("worker %u: %u rounds of %u keys x %u values, %u servers, %u workers (seed %llu)\n", rank, o.rounds,
+              o.keys, o.width, node.num_servers(), workers, static_cast<unsigned long long>(o.seed));
+  std::fflush(stdout);
+  // Every worker pushes rank+1 to each value of the round's keys, once per round that uses
+  // the key set; key sets cycle over 4 seeds so values accumulate across rounds.
+  constexpr uint32_t kKeySets = 4;
+  const float per_round = static_cast<float>(workers) * static_cast<float>(workers + 1) / 2;
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t bytes = 0;
+  for (uint32_t r = 0; r < o.rounds; ++r) {
+    SharedArray<Key> keys = RoundKeys(o.seed, r % kKeySets, o.keys);
+    std::vector<float> vals(keys.size() * o.width, static_cast<float>(rank + 1));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, keys, SharedArray<float>(std::move(vals))));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    SharedArray<float> pulled;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, keys, &pulled));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
+    const float expected = per_round * static_cast<float>(r / kKeySets + 1);
+    for (size_t i = 0; i < pulled.size(); ++i) {
+      if (pulled[i] != expected) {
+        return Status::Internal(fmt::format("round {}: key {} holds {}, expected {}", r, keys[i / o.width],
+                                            pulled[i], expected));
+      }
+    }
+    bytes += 2 * (keys.size_bytes() + keys.size() * o.width * sizeof(float));
+    // Nobody pushes the next round's keys before everyone has checked this round's.
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("worker %u: round %u/%u: %zu keys pushed and pulled, every sum = %.0f as expected (%.1f MB/s)\n",
+                rank, r + 1, o.rounds, keys.size(), expected, bytes / secs / 1e6);
+    std::fflush(stdout);
+  }
+  return node.Finalize();
+}
+
+}  // namespace pserver::tools

@@ -1,0 +1,59 @@
+#include "pserver/launch_command.h"
+
+#include <memory>
+#include <vector>
+
+#include "pserver/launcher.h"
+
+namespace pserver::tools {
+
+void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<int()>* run) {
+  auto o = std::make_shared<LaunchOptions>();
+  auto program = std::make_shared<std::vector<std::string>>();
+  auto scheduler_flags = std::make_shared<std::vector<std::string>>();
+  auto server_flags = std::make_shared<std::vector<std::string>>();
+  auto startup_ms = std::make_shared<int64_t>(30000);
+  auto grace_ms = std::make_shared<int64_t>(3000);
+  auto no_prefix = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand(
+      "launch",
+      "Start a whole local cluster -- a scheduler, N servers and M copies of PROGRAM as workers, each a process -- "
+      "forward their output prefixed with role and rank, and exit with the workers' status. Without PROGRAM the "
+      "workers run the built-in check workload (`pserver worker`). Everything is torn down when any process "
+      "fails or on Ctrl-C.");
+  cmd->add_option("--servers", o->num_servers, "Number of server processes")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--workers", o->num_workers, "Number of worker processes")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--host", o->host, "Loopback or local address every node listens on")->capture_default_str();
+  cmd->add_option("--startup-timeout-ms", *startup_ms, "How long to wait for the scheduler to start")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--grace-ms", *grace_ms, "How long processes get to exit before SIGTERM, and SIGTERM before SIGKILL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--scheduler-flag", *scheduler_flags, "Extra flag passed to the scheduler (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--server-flag", *server_flags, "Extra flag passed to every server (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
+  cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
+  cmd->callback([=] {
+    *run = [=]() {
+      LaunchOptions opts = *o;
+      opts.worker_argv = program->empty() ? std::vector<std::string>{self_exe, "worker"} : *program;
+      opts.scheduler_argv = {self_exe, "scheduler"};
+      opts.scheduler_argv.insert(opts.scheduler_argv.end(), scheduler_flags->begin(), scheduler_flags->end());
+      opts.server_argv = {self_exe, "server"};
+      opts.server_argv.insert(opts.server_argv.end(), server_flags->begin(), server_flags->end());
+      opts.startup_timeout = std::chrono::milliseconds(*startup_ms);
+      opts.grace = std::chrono::milliseconds(*grace_ms);
+      opts.prefix_output = !*no_prefix;
+      return RunLaunch(opts);
+    };
+  });
+}
+
+}  // namespace pserver::tools

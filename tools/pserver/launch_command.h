@@ -1,0 +1,15 @@
+// The `pserver launch` sub-command: flags -> LaunchOptions -> RunLaunch.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace pserver::tools {
+
+// `self_exe` is this program's path, used to start the scheduler and servers (and the
+// built-in worker when no PROGRAM is given).
+void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<int()>* run);
+
+}  // namespace pserver::tools

@@ -1,0 +1,43 @@
+// The `pserver` command: launch a local cluster, start single nodes, run benchmarks.
+// Thin by design: parse flags, build options, call into the library.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "pserver/launch_command.h"
+#include "pserver/logging.h"
+#include "pserver/node_commands.h"
+
+namespace {
+
+std::string SelfExe(const char* argv0) {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return argv0;
+  buf[n] = '\0';
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"pserver: a parameter server for distributed machine learning"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  std::function<int()> run;
+  pserver::tools::AddSchedulerCommand(app, &run);
+  pserver::tools::AddServerCommand(app, &run);
+  pserver::tools::AddWorkerCommand(app, &run);
+  pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
+  CLI11_PARSE(app, argc, argv);
+  if (!pserver::SetLogLevel(log_level)) {
+    std::fprintf(stderr, "pserver: unknown --log-level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  return run ? run() : 2;
+}

@@ -1,0 +1,176 @@
+#include "pserver/node_commands.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "pserver/demo_worker.h"
+#include "pserver/pserver.h"
+
+namespace pserver::tools {
+namespace {
+
+// Flags every node shares; bound to NodeOptions fields.
+struct CommonFlags {
+  int64_t heartbeat_interval_ms = 500;
+  int64_t heartbeat_timeout_ms = 5000;
+  int64_t register_timeout_ms = 60000;
+  int64_t send_timeout_ms = 10000;
+};
+
+void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
+  cmd->add_option("--host", o->host, "Host (IP or name) this node listens on; peers must reach it")
+      ->envname("PSERVER_HOST")
+      ->capture_default_str();
+  cmd->add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms, "How often nodes tell the scheduler they live")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--heartbeat-timeout-ms", f->heartbeat_timeout_ms,
+                  "A node (or the scheduler) silent this long is declared dead")
+      ->envname("PSERVER_HEARTBEAT_TIMEOUT_MS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--register-timeout-ms", f->register_timeout_ms,
+                  "How long to wait for the whole cluster to register")
+      ->envname("PSERVER_REGISTER_TIMEOUT_MS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--send-timeout-ms", f->send_timeout_ms, "How long a send may block on a peer that does not read")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
+void ApplyCommonFlags(const CommonFlags& f, NodeOptions* o) {
+  o->heartbeat_interval = std::chrono::milliseconds(f.heartbeat_interval_ms);
+  o->heartbeat_timeout = std::chrono::milliseconds(f.heartbeat_timeout_ms);
+  o->register_timeout = std::chrono::milliseconds(f.register_timeout_ms);
+  o->send_timeout = std::chrono::milliseconds(f.send_timeout_ms);
+}
+
+void AddSchedulerFlag(CLI::App* cmd, NodeOptions* o) {
+  cmd->add_option("--scheduler", o->scheduler_address, "The scheduler's address, tcp://host:port")
+      ->envname("PSERVER_SCHEDULER")
+      ->required();
+  cmd->add_option("--rank-hint", o->rank_hint, "Preferred rank among nodes of this role (-1: any)")
+      ->envname("PSERVER_RANK_HINT")
+      ->capture_default_str();
+}
+
+// Writes `text` to `path` atomically (temporary file, then rename).
+Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text << '\n';
+    out.flush();
+    if (!out) return Status::Unavailable(fmt::format("cannot write {}", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::Unavailable(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
+  return Status::Ok();
+}
+
+int Fail(const char* what, const Status& s) {
+  std::fprintf(stderr, "pserver %s: %s\n", what, s.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
+  auto o = std::make_shared<NodeOptions>();
+  auto f = std::make_shared<CommonFlags>();
+  auto port = std::make_shared<int>(0);
+  auto address_file = std::make_shared<std::string>();
+  o->role = Role::kScheduler;
+  CLI::App* cmd = app.add_subcommand("scheduler", "Start the scheduler of a job and run it to the end");
+  AddCommonFlags(cmd, o.get(), f.get());
+  cmd->add_option("--port", *port, "TCP port to listen on (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--num-servers", o->num_servers, "Servers in the job")
+      ->envname("PSERVER_NUM_SERVERS")
+      ->check(CLI::Range(1, 4096))
+      ->required();
+  cmd->add_option("--num-workers", o->num_workers, "Workers in the job")
+      ->envname("PSERVER_NUM_WORKERS")
+      ->check(CLI::Range(1, 65536))
+      ->required();
+  cmd->add_option("--virtual-nodes", o->virtual_nodes, "Virtual nodes per server on the key ring")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--address-file", *address_file,
+                  "Write the address nodes should register at to this file once listening");
+  cmd->callback([=] {
+    *run = [=]() {
+      ApplyCommonFlags(*f, o.get());
+      o->scheduler_address = fmt::format("tcp://{}:{}", o->host, *port);
+      Result<std::unique_ptr<Node>> node = Node::Start(*o);
+      if (!node.ok()) return Fail("scheduler", node.status());
+      std::printf("scheduler listening at %s\n", (*node)->address().c_str());
+      std::fflush(stdout);
+      if (!address_file->empty()) {
+        if (Status s = WriteFileAtomically(*address_file, (*node)->address()); !s.ok()) return Fail("scheduler", s);
+      }
+      Status s = (*node)->Run();
+      if (!s.ok()) return Fail("scheduler", s);
+      std::printf("scheduler: job finished\n");
+      return 0;
+    };
+  });
+}
+
+void AddServerCommand(CLI::App& app, std::function<int()>* run) {
+  auto o = std::make_shared<NodeOptions>();
+  auto f = std::make_shared<CommonFlags>();
+  o->role = Role::kServer;
+  CLI::App* cmd = app.add_subcommand("server", "Start a server (default handler: sum pushes, answer pulls)");
+  AddCommonFlags(cmd, o.get(), f.get());
+  AddSchedulerFlag(cmd, o.get());
+  cmd->callback([=] {
+    *run = [=]() {
+      ApplyCommonFlags(*f, o.get());
+      Result<std::unique_ptr<Node>> node = Node::Start(*o);
+      if (!node.ok()) return Fail("server", node.status());
+      KVServer<float> f32(**node);
+      KVServer<double> f64(**node);
+      KVServer<int32_t> i32(**node);
+      KVServer<int64_t> i64(**node);
+      Status s = (*node)->Run();
+      if (!s.ok()) return Fail("server", s);
+      return 0;
+    };
+  });
+}
+
+void AddWorkerCommand(CLI::App& app, std::function<int()>* run) {
+  auto o = std::make_shared<NodeOptions>();
+  auto f = std::make_shared<CommonFlags>();
+  auto demo = std::make_shared<DemoOptions>();
+  o->role = Role::kWorker;
+  CLI::App* cmd = app.add_subcommand(
+      "worker", "Start a worker running the built-in check workload: rounds of push/pull of known values to random "
+                "sparse keys, verifying every pulled sum");
+  AddCommonFlags(cmd, o.get(), f.get());
+  AddSchedulerFlag(cmd, o.get());
+  cmd->add_option("--keys", demo->keys, "Keys per request")->check(CLI::Range(1, 10000000))->capture_default_str();
+  cmd->add_option("--width", demo->width, "Values per key")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--rounds", demo->rounds, "Push/pull rounds")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_option("--seed", demo->seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      ApplyCommonFlags(*f, o.get());
+      Result<std::unique_ptr<Node>> node = Node::Start(*o);
+      if (!node.ok()) return Fail("worker", node.status());
+      Status s = RunDemoWorker(**node, *demo);
+      if (!s.ok()) return Fail("worker", s);
+      return 0;
+    };
+  });
+}
+
+}  // namespace pserver::tools
