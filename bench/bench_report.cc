@@ -1,0 +1,153 @@
+#include "bench_report.h"
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace pserver::bench {
+namespace {
+
+bool PositiveFinite(double x) { return std::isfinite(x) && x > 0; }
+
+// Fixed-point with a precision that suits the magnitude: 123456, 123.4, 1.23, 0.0123.
+std::string FormatNumber(double x) {
+  if (!std::isfinite(x)) return "-";
+  const double a = std::fabs(x);
+  if (a >= 1000) return fmt::format("{:.0f}", x);
+  if (a >= 10) return fmt::format("{:.1f}", x);
+  if (a >= 1 || a == 0) return fmt::format("{:.2f}", x);
+  return fmt::format("{:.3g}", x);
+}
+
+Status IoError(std::string_view what, const std::string& path, int err) {
+  std::string msg = fmt::format("{} '{}': {}", what, path, std::strerror(err));
+  if (err == ENOENT || err == ENOTDIR) return Status::NotFound(std::move(msg));
+  return Status::Unavailable(std::move(msg));
+}
+
+// Writes all of `text` to a new file at `path`, flushed to the device. On failure the file
+// is removed.
+Status WriteWholeFile(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return IoError("cannot create", path, errno);
+  int err = 0;
+  if (std::fwrite(text.data(), 1, text.size(), f) != text.size()) err = errno;
+  if (err == 0 && std::fflush(f) != 0) err = errno;
+  if (err == 0 && ::fsync(::fileno(f)) != 0) err = errno;
+  if (std::fclose(f) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    std::remove(path.c_str());
+    return IoError("cannot write", path, err);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Summary Summarize(std::vector<double> samples) {
+  if (samples.empty()) return Summary{};
+  std::sort(samples.begin(), samples.end());
+  const size_t n = samples.size();
+  Summary s;
+  s.min = samples.front();
+  s.max = samples.back();
+  s.median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
+  return s;
+}
+
+double Percentile(std::vector<double>& samples, double percent) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  percent = std::clamp(percent, 0.0, 100.0);
+  const double rank = std::ceil(percent / 100.0 * static_cast<double>(samples.size()));
+  const size_t index = rank < 1 ? 0 : static_cast<size_t>(rank) - 1;
+  return samples[std::min(index, samples.size() - 1)];
+}
+
+double ComputeRatio(double value, double bound, bool higher_is_better) {
+  if (!PositiveFinite(value) || !PositiveFinite(bound)) return 0;
+  return higher_is_better ? value / bound : bound / value;
+}
+
+BenchResult MakeBenchResult(std::string name, std::string unit, const std::vector<double>& reps,
+                            double bound, std::string bound_name, bool higher_is_better) {
+  const Summary s = Summarize(reps);
+  BenchResult r;
+  r.name = std::move(name);
+  r.unit = std::move(unit);
+  r.value = s.median;
+  r.min = s.min;
+  r.max = s.max;
+  r.repetitions = static_cast<int>(reps.size());
+  r.bound = bound;
+  r.bound_name = std::move(bound_name);
+  r.higher_is_better = higher_is_better;
+  r.ratio = ComputeRatio(r.value, r.bound, higher_is_better);
+  return r;
+}
+
+void PrintTable(const std::vector<BenchResult>& results, std::FILE* out) {
+  static constexpr size_t kColumns = 6;
+  using Row = std::array<std::string, kColumns>;
+  std::vector<Row> rows;
+  rows.reserve(results.size() + 1);
+  rows.push_back({"name", "value", "unit", "bound", "ratio", "range"});
+  for (const BenchResult& r : results) {
+    const bool has_bound = PositiveFinite(r.bound);
+    const bool has_ratio = PositiveFinite(r.ratio);
+    rows.push_back({r.name, FormatNumber(r.value), r.unit, has_bound ? FormatNumber(r.bound) : "-",
+                    has_ratio ? fmt::format("{:.2f}x", r.ratio) : "-",
+                    fmt::format("[{}, {}]", FormatNumber(r.min), FormatNumber(r.max))});
+  }
+  std::array<size_t, kColumns> width{};
+  for (const Row& row : rows) {
+    for (size_t c = 0; c < kColumns; ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  // Text columns (name, unit, range) align left, numbers right.
+  for (const Row& row : rows) {
+    fmt::print(out, "{:<{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}  {}\n", row[0], width[0], row[1],
+               width[1], row[2], width[2], row[3], width[3], row[4], width[4], row[5]);
+  }
+  std::fflush(out);
+}
+
+Status WriteJson(const std::vector<BenchResult>& results, const std::string& path) {
+  std::string text;
+  try {
+    nlohmann::json array = nlohmann::json::array();
+    for (const BenchResult& r : results) {
+      array.push_back({{"name", r.name},
+                       {"value", r.value},
+                       {"unit", r.unit},
+                       {"bound", r.bound},
+                       {"ratio", r.ratio},
+                       {"higher_is_better", r.higher_is_better},
+                       {"min", r.min},
+                       {"max", r.max},
+                       {"repetitions", r.repetitions},
+                       {"bound_name", r.bound_name}});
+    }
+    text = array.dump(2);
+    text += '\n';
+  } catch (const nlohmann::json::exception& e) {
+    return Status::InvalidArgument(
+        fmt::format("cannot encode benchmark results for '{}': {}", path, e.what()));
+  }
+  const std::string tmp = path + ".tmp";
+  PSERVER_RETURN_IF_ERROR(WriteWholeFile(tmp, text));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return IoError(fmt::format("cannot rename '{}' to", tmp), path, err);
+  }
+  return Status::Ok();
+}
+
+}  // namespace pserver::bench

@@ -1,0 +1,77 @@
+// Reporting for the cluster benchmark: summaries of repeated measurements, results stated as
+// a ratio to a bound measured in the same run, an aligned text table and a JSON file.
+//
+// Everything here is a pure function or writes only where it is told; all of it is
+// thread-compatible. Nothing throws across this interface.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "pserver/status.h"
+
+namespace pserver::bench {
+
+// One reported figure and the bound it is compared with.
+struct BenchResult {
+  std::string name;  // workload, e.g. "push/1MiB/2s2w"
+  double value = 0;  // median over repetitions
+  std::string unit;  // e.g. "req/s", "MiB/s", "us"
+  double bound = 0;  // the same figure for the bound (median); 0 when there is none
+  // Always "fraction of the bound reached", so 1.0 is as good as the bound and smaller is
+  // worse, whatever the unit:
+  //   higher_is_better (throughput): ratio = value / bound
+  //   lower is better (latency):     ratio = bound / value
+  // 0 when bound or value is not positive and finite (see ComputeRatio).
+  double ratio = 0;
+  bool higher_is_better = true;
+  double min = 0;  // range of `value` over the repetitions
+  double max = 0;
+  int repetitions = 1;
+  std::string bound_name;  // e.g. "raw_zmq"; empty when there is no bound
+};
+
+// Median, min and max over the repetitions of one measurement.
+struct Summary {
+  double median = 0;
+  double min = 0;
+  double max = 0;
+};
+
+// The median (mean of the two middle values for an even count), min and max of `samples`.
+// An empty vector gives all zeros.
+Summary Summarize(std::vector<double> samples);
+
+// Nearest-rank percentile: the smallest sample such that at least `percent`% of the samples
+// are <= it. `percent` is clamped to [0, 100]; 0 gives the minimum. An empty vector gives 0.
+// Sorts `samples` in place (pass a copy to keep the order).
+double Percentile(std::vector<double>& samples, double percent);
+
+// The ratio documented on BenchResult::ratio: value/bound if higher_is_better, else
+// bound/value; 0 if either is not positive and finite.
+double ComputeRatio(double value, double bound, bool higher_is_better);
+
+// Builds a BenchResult from the repetitions of the measured figure and the median of its
+// bound (0 for none), filling value/min/max/repetitions and the ratio.
+BenchResult MakeBenchResult(std::string name, std::string unit, const std::vector<double>& reps,
+                            double bound, std::string bound_name, bool higher_is_better);
+
+// Writes a header and one row per result to `out`, columns aligned:
+//   name  value  unit  bound  ratio  range
+// `ratio` prints as e.g. "0.87x" and `range` as "[min, max]"; a missing bound or ratio prints
+// as "-". Write errors on `out` are ignored (it is a report for humans).
+// REQUIRES: out != nullptr.
+void PrintTable(const std::vector<BenchResult>& results, std::FILE* out);
+
+// Writes `results` to `path` as a JSON array of objects with the keys name, value, unit,
+// bound, ratio, higher_is_better, min, max, repetitions, bound_name (non-finite numbers are
+// written as null). The text goes to "<path>.tmp" first and is renamed over `path` only once
+// complete and flushed, so a reader never sees a partial file.
+// Returns kNotFound if the directory of `path` does not exist, kInvalidArgument if a string is
+// not valid UTF-8, kUnavailable for any other I/O failure (permissions, full disk); the
+// message names the path and the errno text. On failure the temporary file is removed and
+// `path` is left as it was.
+Status WriteJson(const std::vector<BenchResult>& results, const std::string& path);
+
+}  // namespace pserver::bench

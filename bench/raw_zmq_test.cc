@@ -1,0 +1,214 @@
+// Sanity tests for the raw ZeroMQ bound and the benchmark report. Durations are tiny and
+// nothing is asserted about speed.
+#include "raw_zmq.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench_report.h"
+
+namespace pserver::bench {
+namespace {
+
+using std::chrono::milliseconds;
+
+RawZmqOptions TinyOptions(Shape shape, size_t bytes) {
+  RawZmqOptions o;
+  o.shape = shape;
+  o.bytes = bytes;
+  o.window = 8;
+  o.min_duration = milliseconds(50);
+  o.warmup_requests = 4;
+  return o;
+}
+
+class RawZmqThroughputTest : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(RawZmqThroughputTest, CompletesRequestsWithOneServerAndOneClient) {
+  const RawZmqOptions o = TinyOptions(GetParam(), 4096);
+  Result<ThroughputResult> r = MeasureRawZmqThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->requests, 0u);
+  EXPECT_GT(r->seconds, 0.0);
+  EXPECT_GT(r->requests_per_sec, 0.0);
+  const double bytes_per_request = static_cast<double>(PayloadBytesPerRequest(o.shape, 4096));
+  EXPECT_DOUBLE_EQ(r->bytes_per_sec, r->requests_per_sec * bytes_per_request);
+}
+
+TEST_P(RawZmqThroughputTest, CompletesRequestsWithTwoServersAndTwoClients) {
+  RawZmqOptions o = TinyOptions(GetParam(), 64 << 10);
+  o.num_servers = 2;
+  o.num_clients = 2;
+  Result<ThroughputResult> r = MeasureRawZmqThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->requests, 0u);
+  EXPECT_GT(r->requests_per_sec, 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RawZmqThroughputTest,
+                         ::testing::Values(Shape::kPush, Shape::kPull, Shape::kPushPull),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           return std::string(ShapeName(info.param));
+                         });
+
+TEST(RawZmqThroughputTest, HandlesEmptyPayloadAndZeroWarmup) {
+  RawZmqOptions o = TinyOptions(Shape::kPushPull, 0);
+  o.warmup_requests = 0;
+  Result<ThroughputResult> r = MeasureRawZmqThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->bytes_per_sec, 0.0);
+}
+
+TEST(RawZmqThroughputTest, RejectsBadOptions) {
+  RawZmqOptions o = TinyOptions(Shape::kPush, 4096);
+  o.window = 0;
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+  o = TinyOptions(Shape::kPush, kMaxPayloadBytes + 1);
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+  o = TinyOptions(Shape::kPush, 4096);
+  o.num_servers = 0;
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+  o = TinyOptions(Shape::kPush, 4096);
+  o.timeout = milliseconds(0);
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(RawZmqRoundTripTest, P50IsAtMostP99) {
+  Result<LatencyResult> r = MeasureRawZmqRoundTrip(4096, milliseconds(50), 10);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->samples, 0u);
+  EXPECT_GT(r->p50_us, 0.0);
+  EXPECT_LE(r->p50_us, r->p99_us);
+  EXPECT_GT(r->mean_us, 0.0);
+}
+
+TEST(RawZmqRoundTripTest, TakesOneSampleWithZeroDuration) {
+  Result<LatencyResult> r = MeasureRawZmqRoundTrip(16, milliseconds(0), 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->samples, 1u);
+  EXPECT_EQ(r->p50_us, r->p99_us);
+}
+
+TEST(RawZmqRoundTripTest, RejectsNegativeWarmup) {
+  EXPECT_EQ(MeasureRawZmqRoundTrip(16, milliseconds(10), -1).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(SummarizeTest, TakesMedianMinAndMax) {
+  const Summary odd = Summarize({3, 1, 2});
+  EXPECT_EQ(odd.median, 2);
+  EXPECT_EQ(odd.min, 1);
+  EXPECT_EQ(odd.max, 3);
+  const Summary even = Summarize({4, 1, 3, 2});
+  EXPECT_EQ(even.median, 2.5);
+  const Summary empty = Summarize({});
+  EXPECT_EQ(empty.median, 0);
+}
+
+TEST(PercentileTest, UsesNearestRank) {
+  std::vector<double> v;
+  for (int i = 100; i >= 1; --i) v.push_back(i);
+  EXPECT_EQ(Percentile(v, 50), 50);
+  EXPECT_EQ(Percentile(v, 99), 99);
+  EXPECT_EQ(Percentile(v, 100), 100);
+  EXPECT_EQ(Percentile(v, 0), 1);
+  std::vector<double> one = {7};
+  EXPECT_EQ(Percentile(one, 99), 7);
+}
+
+TEST(ComputeRatioTest, IsFractionOfBoundInBothDirections) {
+  EXPECT_DOUBLE_EQ(ComputeRatio(50, 100, /*higher_is_better=*/true), 0.5);
+  EXPECT_DOUBLE_EQ(ComputeRatio(200, 100, /*higher_is_better=*/false), 0.5);  // latency
+  EXPECT_EQ(ComputeRatio(50, 0, true), 0);
+  EXPECT_EQ(ComputeRatio(0, 10, false), 0);
+}
+
+std::vector<BenchResult> SampleResults() {
+  return {MakeBenchResult("push/4KiB/1s1w", "req/s", {900, 1000, 1100}, 2000, "raw_zmq", true),
+          MakeBenchResult("rtt/4KiB/1s1w/p99", "us", {40, 50}, 25, "raw_zmq", false),
+          MakeBenchResult("no_bound \"quoted\"", "MiB/s", {1}, 0, "", true)};
+}
+
+// A fresh directory under the test's temporary directory, removed by the test.
+std::string MakeTempDir() {
+  std::string tmpl = ::testing::TempDir() + "raw_zmq_test_XXXXXX";
+  char* dir = ::mkdtemp(tmpl.data());
+  return dir == nullptr ? std::string() : std::string(dir);
+}
+
+TEST(WriteJsonTest, RoundTripsThroughParse) {
+  const std::string dir = MakeTempDir();
+  ASSERT_FALSE(dir.empty());
+  const std::string path = dir + "/results.json";
+  const std::vector<BenchResult> results = SampleResults();
+  ASSERT_TRUE(WriteJson(results, path).ok());
+
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << text.str();
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(j[i].value("name", ""), results[i].name);
+    EXPECT_EQ(j[i].value("unit", ""), results[i].unit);
+    EXPECT_DOUBLE_EQ(j[i].value("value", -1.0), results[i].value);
+    EXPECT_DOUBLE_EQ(j[i].value("bound", -1.0), results[i].bound);
+    EXPECT_DOUBLE_EQ(j[i].value("ratio", -1.0), results[i].ratio);
+    EXPECT_DOUBLE_EQ(j[i].value("min", -1.0), results[i].min);
+    EXPECT_DOUBLE_EQ(j[i].value("max", -1.0), results[i].max);
+    EXPECT_EQ(j[i].value("repetitions", -1), results[i].repetitions);
+    EXPECT_EQ(j[i].value("bound_name", "?"), results[i].bound_name);
+    EXPECT_EQ(j[i].value("higher_is_better", !results[i].higher_is_better),
+              results[i].higher_is_better);
+  }
+  EXPECT_DOUBLE_EQ(j[0].value("ratio", 0.0), 0.5);          // 1000 / 2000
+  EXPECT_DOUBLE_EQ(j[1].value("ratio", 0.0), 25.0 / 45.0);  // bound / median latency
+  EXPECT_NE(::access((path + ".tmp").c_str(), F_OK), 0) << "temporary file left behind";
+  std::remove(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST(WriteJsonTest, MissingDirectoryGivesNotFoundNamingThePath) {
+  const std::string path = ::testing::TempDir() + "no_such_dir_for_raw_zmq_test/out.json";
+  const Status s = WriteJson(SampleResults(), path);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find(path), std::string::npos) << s;
+}
+
+TEST(WriteJsonTest, InvalidUtf8GivesInvalidArgument) {
+  std::vector<BenchResult> results = SampleResults();
+  results[0].name = "bad\xff";
+  const Status s = WriteJson(results, ::testing::TempDir() + "unused.json");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+}
+
+TEST(PrintTableTest, PrintsEveryResultAndMarksMissingBound) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  PrintTable(SampleResults(), f);
+  std::rewind(f);
+  std::string text;
+  char buf[256];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  EXPECT_NE(text.find("name"), std::string::npos) << text;
+  EXPECT_NE(text.find("push/4KiB/1s1w"), std::string::npos) << text;
+  EXPECT_NE(text.find("0.50x"), std::string::npos) << text;
+  EXPECT_NE(text.find("[900.0, 1100]"), std::string::npos) << text;
+  EXPECT_NE(text.find(" - "), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace pserver::bench
