@@ -1,0 +1,78 @@
+// The process supervisor behind `pserver launch`: starts a whole local cluster (one scheduler,
+// N servers, M workers) as child processes, forwards their output, and tears everything down.
+//
+// This is a tool, not library code: it reads no environment variables of its own beyond PATH
+// (to find programs), and the CLI builds LaunchOptions from flags.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace pserver::tools {
+
+struct LaunchOptions {
+  // Cluster shape. REQUIRES: num_servers >= 0, num_workers >= 1.
+  int num_servers = 1;
+  int num_workers = 1;
+
+  // PROGRAM ARGS... run once per worker. REQUIRES: non-empty.
+  std::vector<std::string> worker_argv;
+  // Command prefix of the scheduler; RunLaunch appends
+  //   --host HOST --port 0 --num-servers N --num-workers M --address-file FILE.
+  // The CLI defaults it to {<self exe>, "scheduler"}. REQUIRES: non-empty.
+  std::vector<std::string> scheduler_argv;
+  // Command prefix of each server; RunLaunch appends --scheduler ADDR --host HOST.
+  // The CLI defaults it to {<self exe>, "server"}. REQUIRES: non-empty if num_servers > 0.
+  std::vector<std::string> server_argv;
+
+  std::string host = "127.0.0.1";
+
+  // How long to wait for the scheduler to write its address file.
+  std::chrono::milliseconds startup_timeout{30000};
+  // At teardown: how long the scheduler and servers get to exit by themselves after the
+  // workers succeeded, and how long anything gets between SIGTERM and SIGKILL.
+  std::chrono::milliseconds grace{3000};
+
+  // Prefix each forwarded line with "[scheduler] ", "[server I] " or "[worker I] ".
+  bool prefix_output = true;
+  // Where forwarded output goes: children's stdout lines to `out`; their stderr lines and the
+  // launcher's own "launch: ..." messages to `err`. Borrowed; must outlive RunLaunch. Tests
+  // point these at temporary files.
+  std::FILE* out = stdout;
+  std::FILE* err = stderr;
+};
+
+// Runs the cluster to completion and returns the exit code `pserver launch` should exit with:
+//   0        every worker exited with status 0 (how the scheduler and servers ended, e.g. by
+//            SIGTERM after `grace`, does not change this);
+//   S        the first worker to fail exited with status S, or 128+SIG if killed by SIG;
+//   1        the scheduler or a server failed (non-zero status or signal) before all workers
+//            finished, or exited with status 0 and workers were still running `grace` later;
+//            the scheduler did not write its address within startup_timeout; or a system call
+//            failed;
+//   2        invalid options (nothing was started);
+//   127      a program could not be started (not found, not executable);
+//   130/143  the launcher received SIGINT/SIGTERM (a second one escalates to SIGKILL).
+// Every failure is explained by one "launch: ..." line on options.err.
+//
+// Sequence: makes a private temp dir; starts the scheduler and waits for its address file;
+// starts the servers, then the workers, all with PSERVER_ROLE, PSERVER_SCHEDULER,
+// PSERVER_NUM_SERVERS, PSERVER_NUM_WORKERS, PSERVER_HOST and PSERVER_RANK_HINT (index within
+// the role, in launch order) added to the environment; forwards output line by line; reaps
+// children as they exit. Children get stdin from /dev/null, share one new process group
+// (teardown signals the group, so grandchildren go too) and are SIGKILLed by the kernel if the
+// calling thread dies (PR_SET_PDEATHSIG). If the launcher itself is SIGKILLed, only its direct
+// children are covered: a grandchild that a cluster process started is not.
+//
+// Blocks until every child has been reaped and the temp dir removed: no child process, zombie
+// or group member outlives the call. Single-threaded inside; no timers other than the
+// documented timeouts (and a 20 ms poll of the address file while waiting for it).
+//
+// Not reentrant and not thread-safe: it installs process-wide handlers for SIGCHLD, SIGINT and
+// SIGTERM for its duration (restoring the previous ones on return), so at most one call may run
+// in a process at a time; a concurrent call fails with exit code 1.
+int RunLaunch(const LaunchOptions& options);
+
+}  // namespace pserver::tools
