@@ -20,3 +20,11 @@ function(pserver_add_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
 endfunction()
+
+# pserver_add_bench(NAME SOURCE DEPS ...): a Google Benchmark micro benchmark (not a test).
+function(pserver_add_bench name source)
+  cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
+  add_executable(${name} ${source})
+  target_compile_features(${name} PRIVATE cxx_std_20)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark pserver_warnings)
+endfunction()

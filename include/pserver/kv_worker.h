@@ -56,6 +56,11 @@ class KVWorkerBase {
   // kInvalidArgument for a timestamp this worker never issued.
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout = kDefaultWaitTimeout);
 
+  // The rank of the server that holds `key` of `table` under the current routing.
+  // kNotFound for a table this node did not declare; kInvalidArgument for a key outside a
+  // range-placed table's range.
+  Result<uint32_t> ServerOf(TableId table, Key key) const;
+
  protected:
   friend class kv::KVWorkerCore;
   // Type-erased entry point (see kv/worker/kv_worker_core.h).

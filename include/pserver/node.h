@@ -75,6 +75,10 @@ class Node {
   // OK while the node takes part in a live job.
   Status health() const;
 
+  // Ends this node's part in the job at once (e.g. on Ctrl-C): Run, Finalize, Barrier and
+  // pending requests return kAborted. Peers notice through the scheduler's heartbeats.
+  void Stop();
+
  private:
   friend class internal::NodeAccess;
   Node() = default;

@@ -57,6 +57,11 @@ Status Node::Run() {
   return runtime_->WaitForShutdown(std::chrono::hours(24 * 365));
 }
 
+void Node::Stop() {
+  if (scheduler_) scheduler_->Stop();
+  if (runtime_) runtime_->Stop();
+}
+
 Status Node::health() const { return runtime_ ? runtime_->health() : Status::Ok(); }
 
 }  // namespace pserver

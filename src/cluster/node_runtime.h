@@ -89,6 +89,9 @@ class NodeRuntime {
   // Waits until the job ends: OK when it ended normally, the error otherwise.
   Status WaitForShutdown(std::chrono::milliseconds timeout);
 
+  // Ends the node's part in the job: waits and pending requests fail with kAborted.
+  void Stop() { EndJob(Status::Aborted("the node was stopped")); }
+
   // OK while the node takes part in a live job; otherwise the sticky error.
   Status health() const;
   // kUnavailable naming the node when the scheduler declared it dead; OK otherwise.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "pserver/bench_command.h"
 #include "pserver/launch_command.h"
 #include "pserver/logging.h"
 #include "pserver/node_commands.h"
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   pserver::tools::AddServerCommand(app, &run);
   pserver::tools::AddWorkerCommand(app, &run);
   pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
+  pserver::tools::AddBenchCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   if (!pserver::SetLogLevel(log_level)) {
     std::fprintf(stderr, "pserver: unknown --log-level '%s'\n", log_level.c_str());

@@ -29,6 +29,11 @@ Status KVWorkerBase::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
   return core_->Wait(ts, timeout);
 }
 
+Result<uint32_t> KVWorkerBase::ServerOf(TableId table, Key key) const {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->ServerOf(table, key);
+}
+
 namespace {
 
 template <typename T>

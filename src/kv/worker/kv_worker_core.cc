@@ -313,6 +313,16 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   return Status::Ok();
 }
 
+Result<uint32_t> KVWorkerCore::ServerOf(TableId table, Key key) const {
+  PSERVER_ASSIGN_OR_RETURN(TableSpec spec, runtime_->FindTable(table));
+  cluster::Placement placement = PlacementOf(spec);
+  if (placement.kind == cluster::PlacementKind::kRange && !placement.range.Contains(key)) {
+    return Status::InvalidArgument(fmt::format("key {} lies outside table '{}' range [{}, {}]", key, spec.name,
+                                               placement.range.first, placement.range.last));
+  }
+  return runtime_->ring().Owner(cluster::RoutingKey(placement, key));
+}
+
 void KVWorkerCore::Remember(int64_t ts, const Status& s) {
   errors_[ts] = s;
   while (errors_.size() > kMaxRememberedErrors) errors_.erase(errors_.begin());

@@ -54,6 +54,7 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   Result<Timestamp> Submit(KVWorkerBase::Call&& call);
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
+  Result<uint32_t> ServerOf(TableId table, Key key) const;
 
   void OnData(transport::Message&& msg) override;
   void OnNodeFailed(const cluster::NodeFailure& failure) override;

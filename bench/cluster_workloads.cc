@@ -1,0 +1,155 @@
+#include "cluster_workloads.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "pserver/kv_worker.h"
+#include "testing/local_cluster.h"
+
+namespace pserver::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One key per server: the smallest keys that land on each server.
+Result<std::vector<Key>> KeyPerServer(const KVWorker<float>& kv, TableId table, uint32_t servers) {
+  std::vector<Key> keys(servers, 0);
+  std::vector<bool> found(servers, false);
+  uint32_t missing = servers;
+  for (Key k = 0; missing > 0 && k < 1000000; ++k) {
+    PSERVER_ASSIGN_OR_RETURN(uint32_t s, kv.ServerOf(table, k));
+    if (!found[s]) {
+      found[s] = true;
+      keys[s] = k;
+      --missing;
+    }
+  }
+  if (missing > 0) return Status::Internal("some server owns none of the first million keys");
+  return keys;
+}
+
+Result<TableId> DeclareBenchTable(Node& node, size_t bytes) {
+  TableSpec spec;
+  spec.name = "bench";
+  spec.value_type = ValueType::kFloat32;
+  spec.width = static_cast<uint32_t>(bytes / sizeof(float));
+  return node.DeclareTable(spec);
+}
+
+testing::LocalClusterOptions ClusterOptions(int servers, int workers) {
+  testing::LocalClusterOptions o;
+  o.num_servers = static_cast<uint32_t>(servers);
+  o.num_workers = static_cast<uint32_t>(workers);
+  return o;
+}
+
+Result<Timestamp> Issue(KVWorker<float>& kv, Shape shape, TableId table, const SharedArray<Key>& key,
+                        const SharedArray<float>& vals, SharedArray<float>* out) {
+  out->Clear();  // receive into the network buffer (zero copy)
+  switch (shape) {
+    case Shape::kPush: return kv.Push(table, key, vals);
+    case Shape::kPull: return kv.Pull(table, key, out);
+    case Shape::kPushPull: return kv.PushPull(table, key, vals, out);
+  }
+  return Status::Internal("unknown shape");
+}
+
+}  // namespace
+
+Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& o) {
+  if (o.bytes == 0 || o.bytes % sizeof(float) != 0) return Status::InvalidArgument("bytes must be a multiple of 4");
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers)));
+  std::atomic<uint64_t> total_requests{0};
+  std::atomic<int64_t> first_start{INT64_MAX}, last_end{0};
+  Status s = cluster->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(TableId table, DeclareBenchTable(node, o.bytes));
+    KVWorker<float> kv(node);
+    PSERVER_ASSIGN_OR_RETURN(std::vector<Key> keys, KeyPerServer(kv, table, node.num_servers()));
+    std::vector<SharedArray<Key>> key_arrays;
+    for (Key k : keys) key_arrays.push_back(SharedArray<Key>(std::vector<Key>{k}));
+    SharedArray<float> vals(o.bytes / sizeof(float));
+    std::fill(vals.begin(), vals.end(), 1.0f);
+    const size_t window = static_cast<size_t>(o.window);
+    std::vector<Timestamp> in_flight(window);
+    std::vector<SharedArray<float>> outs(window);
+    uint64_t issued = 0, counted = 0;
+    Clock::time_point start{}, deadline{};
+    bool measuring = false;
+    for (;;) {
+      size_t slot = issued % window;
+      if (issued >= window) {
+        PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[slot]));
+        if (o.verify && o.shape != Shape::kPush && outs[slot].size() != vals.size()) {
+          return Status::Internal("pulled value has the wrong size");
+        }
+        if (measuring) ++counted;
+      }
+      if (!measuring && issued >= static_cast<uint64_t>(o.warmup_requests) + window) {
+        measuring = true;
+        start = Clock::now();
+        deadline = start + o.min_duration;
+      }
+      if (measuring && Clock::now() >= deadline) break;
+      PSERVER_ASSIGN_OR_RETURN(in_flight[slot], Issue(kv, o.shape, table, key_arrays[issued % keys.size()], vals,
+                                                      &outs[slot]));
+      ++issued;
+    }
+    auto end = Clock::now();
+    for (uint64_t i = issued - std::min<uint64_t>(issued, window); i < issued; ++i) {
+      PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
+    }
+    total_requests += counted;
+    int64_t s0 = start.time_since_epoch().count(), e0 = end.time_since_epoch().count();
+    int64_t cur = first_start.load();
+    while (s0 < cur && !first_start.compare_exchange_weak(cur, s0)) {}
+    cur = last_end.load();
+    while (e0 > cur && !last_end.compare_exchange_weak(cur, e0)) {}
+    return node.Barrier(BarrierGroup::kWorkers);
+  });
+  PSERVER_RETURN_IF_ERROR(s);
+  ThroughputResult r;
+  r.requests = total_requests.load();
+  r.seconds = std::chrono::duration<double>(Clock::duration(last_end.load() - first_start.load())).count();
+  r.requests_per_sec = r.requests / r.seconds;
+  r.bytes_per_sec = r.requests_per_sec * static_cast<double>(PayloadBytesPerRequest(o.shape, o.bytes));
+  return r;
+}
+
+Result<LatencyResult> MeasureClusterRoundTrip(size_t bytes, std::chrono::milliseconds min_duration, int warmup) {
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(1, 1)));
+  std::vector<double> samples;
+  Status s = cluster->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(TableId table, DeclareBenchTable(node, bytes));
+    KVWorker<float> kv(node);
+    SharedArray<Key> key(std::vector<Key>{0});
+    SharedArray<float> vals(bytes / sizeof(float));
+    SharedArray<float> out;
+    Clock::time_point deadline{};
+    for (int i = 0;; ++i) {
+      if (i == warmup) deadline = Clock::now() + min_duration;
+      if (i >= warmup && Clock::now() >= deadline) break;
+      auto t0 = Clock::now();
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, Issue(kv, Shape::kPushPull, table, key, vals, &out));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
+      if (i >= warmup) samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+    return Status::Ok();
+  });
+  PSERVER_RETURN_IF_ERROR(s);
+  if (samples.empty()) return Status::Internal("no round trips measured");
+  std::sort(samples.begin(), samples.end());
+  LatencyResult r;
+  r.samples = samples.size();
+  auto rank = [&](double q) { return samples[std::min(samples.size() - 1, static_cast<size_t>(q * samples.size()))]; };
+  r.p50_us = rank(0.50);
+  r.p99_us = rank(0.99);
+  double sum = 0;
+  for (double v : samples) sum += v;
+  r.mean_us = sum / samples.size();
+  return r;
+}
+
+}  // namespace pserver::bench

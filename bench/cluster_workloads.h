@@ -1,0 +1,35 @@
+// The pserver side of `pserver bench`: the same shapes as the raw ZeroMQ bound (raw_zmq.h),
+// run through a real cluster -- scheduler, servers and workers as threads of this process, each
+// node with its own ZeroMQ context over loopback TCP, as the bound's peers are.
+//
+// A request carries ONE key whose value is `bytes` long (a float table of width bytes/4). With
+// several servers each worker cycles over one key per server, so the load spreads as the
+// bound's round-robin over servers does. Servers run the default sum handler.
+#pragma once
+
+#include <chrono>
+
+#include "pserver/result.h"
+#include "raw_zmq.h"
+
+namespace pserver::bench {
+
+struct ClusterWorkloadOptions {
+  Shape shape = Shape::kPush;
+  size_t bytes = 4096;  // REQUIRES: a multiple of 4
+  int window = 32;      // requests in flight per worker
+  int num_workers = 1;
+  int num_servers = 1;
+  std::chrono::milliseconds min_duration{1000};
+  int warmup_requests = 64;
+  bool verify = false;  // check every pulled value against the closed-form sum (slower)
+};
+
+// Requests per second over all workers, like MeasureRawZmqThroughput.
+Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& options);
+
+// One worker, one server, one request in flight: PushPull of one key of `bytes` (the analogue
+// of the bound's REQ/REP echo).
+Result<LatencyResult> MeasureClusterRoundTrip(size_t bytes, std::chrono::milliseconds min_duration, int warmup);
+
+}  // namespace pserver::bench

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Fails if a *_test.cc file is not registered with CMake (no orphan tests).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+status=0
+while IFS= read -r f; do
+  name=$(basename "$f")
+  if ! grep -rqF --include=CMakeLists.txt "$name" "$root"; then
+    echo "check_tests_built: $f is not built by any CMakeLists.txt" >&2
+    status=1
+  fi
+done < <(cd "$root" && find src tools tests bench testing -name '*_test.cc' 2>/dev/null)
+exit $status

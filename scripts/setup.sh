@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs pserver's build and test dependencies from Debian packages (Debian 12).
+# Uses sudo when not run as root. Safe to run again: apt-get skips what is installed.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libzmq3-dev cppzmq-dev libabsl-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libzstd-dev liblz4-dev libgtest-dev libgmock-dev libbenchmark-dev
+  iproute2 nftables procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

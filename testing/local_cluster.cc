@@ -1,0 +1,118 @@
+#include "testing/local_cluster.h"
+
+#include <fmt/format.h>
+
+#include "cluster/node_access.h"
+#include "pserver/kv_server.h"
+#include "transport/inproc/inproc_transport.h"
+
+namespace pserver::testing {
+
+std::shared_ptr<void> DefaultServers(Node& server) {
+  struct All {
+    explicit All(Node& n) : f32(n), f64(n), i32(n), i64(n) {}
+    KVServer<float> f32;
+    KVServer<double> f64;
+    KVServer<int32_t> i32;
+    KVServer<int64_t> i64;
+  };
+  return std::make_shared<All>(server);
+}
+
+namespace {
+
+Result<std::unique_ptr<Node>> StartNode(const NodeOptions& o, transport::inproc::InprocHub* hub) {
+  if (hub == nullptr) return Node::Start(o);
+  return internal::NodeAccess::StartWithTransport(
+      o, std::make_unique<transport::inproc::InprocTransport>(hub, transport::inproc::InprocOptions{}));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options, ServerSetup setup) {
+  std::unique_ptr<LocalCluster> c(new LocalCluster());
+  transport::inproc::InprocHub* hub = nullptr;
+  if (options.inproc) {
+    auto h = std::make_shared<transport::inproc::InprocHub>();
+    hub = h.get();
+    c->hub_ = h;
+  }
+  NodeOptions base = options.node;
+  base.num_servers = options.num_servers;
+  base.num_workers = options.num_workers;
+  NodeOptions sched = base;
+  sched.role = Role::kScheduler;
+  sched.scheduler_address = options.inproc ? "inproc://scheduler" : "tcp://127.0.0.1:0";
+  PSERVER_ASSIGN_OR_RETURN(c->scheduler_, StartNode(sched, hub));
+  base.scheduler_address = c->scheduler_->address();
+
+  // Start blocks until the whole cluster registered, so every node starts in its own thread.
+  const uint32_t total = options.num_servers + options.num_workers;
+  std::vector<std::unique_ptr<Node>> started(total);
+  std::vector<Status> start_status(total);
+  c->results_.assign(total + 1, Status::Ok());
+  Node* scheduler = c->scheduler_.get();
+  c->threads_.emplace_back([c = c.get(), scheduler] { c->results_[0] = scheduler->Run(); });
+  {
+    std::vector<std::jthread> starters;
+    for (uint32_t i = 0; i < total; ++i) {
+      NodeOptions o = base;
+      o.role = i < options.num_servers ? Role::kServer : Role::kWorker;
+      o.rank_hint = i < options.num_servers ? i : i - options.num_servers;
+      starters.emplace_back([&started, &start_status, i, o, hub] {
+        Result<std::unique_ptr<Node>> r = StartNode(o, hub);
+        if (r.ok()) {
+          started[i] = std::move(r).value();
+        } else {
+          start_status[i] = r.status();
+        }
+      });
+    }
+  }
+  for (uint32_t i = 0; i < total; ++i) {
+    if (!start_status[i].ok()) {
+      return start_status[i].WithContext(fmt::format("starting node {} of the local cluster", i));
+    }
+    (i < options.num_servers ? c->servers_ : c->workers_).push_back(std::move(started[i]));
+  }
+  for (size_t i = 0; i < c->servers_.size(); ++i) {
+    Node* server = c->servers_[i].get();
+    std::shared_ptr<void> handlers = setup(*server);
+    c->threads_.emplace_back([c = c.get(), server, handlers, i]() mutable {
+      c->results_[i + 1] = server->Run();
+      handlers.reset();
+    });
+  }
+  return c;
+}
+
+Status LocalCluster::RunWorkers(const std::function<Status(Node&)>& body) {
+  ran_ = true;
+  std::vector<Status> results(workers_.size());
+  {
+    std::vector<std::jthread> threads;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      threads.emplace_back([&, i] {
+        Status s = body(*workers_[i]);
+        Status f = workers_[i]->Finalize();
+        results[i] = s.ok() ? f : s;
+      });
+    }
+  }
+  threads_.clear();  // joins the scheduler and servers, which end with the job
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (!results[i].ok()) return results[i].WithContext(fmt::format("worker {}", workers_[i]->rank().value));
+  }
+  for (const Status& s : results_) PSERVER_RETURN_IF_ERROR(s);
+  return Status::Ok();
+}
+
+LocalCluster::~LocalCluster() {
+  // Without RunWorkers the job never ends by itself: stop every node, then join.
+  if (scheduler_) scheduler_->Stop();
+  for (auto& n : servers_) n->Stop();
+  for (auto& n : workers_) n->Stop();
+  threads_.clear();
+}
+
+}  // namespace pserver::testing

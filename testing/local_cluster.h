@@ -1,0 +1,59 @@
+// LocalCluster: a whole job -- scheduler, servers and workers -- as threads of this process,
+// each node with its own transport (ZeroMQ over loopback TCP, or the inproc transport). Used by
+// the in-process test tier and by `pserver bench`.
+//
+// Start() returns once every node has registered. RunWorkers() runs a function on every worker
+// in parallel, finalizes the workers and waits for the scheduler and servers to finish.
+//
+// Thread safety: drive a LocalCluster from one thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "pserver/node.h"
+#include "pserver/options.h"
+
+namespace pserver::testing {
+
+struct LocalClusterOptions {
+  uint32_t num_servers = 1;
+  uint32_t num_workers = 1;
+  bool inproc = false;  // inproc transport instead of ZeroMQ over loopback TCP
+  // Timeouts and other settings every node gets (role, addresses and counts are filled in).
+  NodeOptions node;
+};
+
+// Called on each server before it runs; the returned object (e.g. KVServer instances) lives
+// until the server's Run returns. The default serves all value types with the sum handler.
+using ServerSetup = std::function<std::shared_ptr<void>(Node& server)>;
+std::shared_ptr<void> DefaultServers(Node& server);
+
+class LocalCluster {
+ public:
+  static Result<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options,
+                                                     ServerSetup setup = DefaultServers);
+  ~LocalCluster();  // joins every thread (after RunWorkers, or by stopping the job)
+
+  Node& worker(uint32_t i) { return *workers_[i]; }
+  uint32_t num_workers() const { return static_cast<uint32_t>(workers_.size()); }
+
+  // Runs body(worker node) on every worker in its own thread, then finalizes each worker and
+  // waits for the job to end. Returns the first error of a body, a Finalize, the servers or
+  // the scheduler. Call once.
+  Status RunWorkers(const std::function<Status(Node& worker)>& body);
+
+ private:
+  LocalCluster() = default;
+  std::shared_ptr<void> hub_;  // the inproc hub, when used
+  std::unique_ptr<Node> scheduler_;
+  std::vector<std::unique_ptr<Node>> servers_;
+  std::vector<std::unique_ptr<Node>> workers_;
+  std::vector<std::jthread> threads_;  // scheduler and servers running
+  std::vector<Status> results_;        // of those threads, by index
+  bool ran_ = false;
+};
+
+}  // namespace pserver::testing

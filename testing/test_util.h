@@ -1,0 +1,39 @@
+// GoogleTest helpers: Status assertions and printed, reproducible seeds.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "pserver/result.h"
+#include "pserver/status.h"
+
+#define PSERVER_TESTING_STATUS_(expr) ::pserver::testing::StatusOf(expr)
+#define ASSERT_OK(expr) ASSERT_TRUE(PSERVER_TESTING_STATUS_(expr).ok()) << PSERVER_TESTING_STATUS_(expr).ToString()
+#define EXPECT_OK(expr)                                                   \
+  do {                                                                    \
+    ::pserver::Status pserver_s_ = PSERVER_TESTING_STATUS_(expr);         \
+    EXPECT_TRUE(pserver_s_.ok()) << pserver_s_.ToString();                \
+  } while (0)
+
+namespace pserver::testing {
+
+inline Status StatusOf(const Status& s) { return s; }
+template <typename T>
+Status StatusOf(const Result<T>& r) {
+  return r.status();
+}
+
+// The seed of a randomized test: PSERVER_TEST_SEED if set, else `fallback`. Always printed
+// (and recorded in the test's XML) so that a failure can be replayed.
+inline uint64_t TestSeed(uint64_t fallback = 20261124) {
+  uint64_t seed = fallback;
+  if (const char* env = std::getenv("PSERVER_TEST_SEED"); env && *env) seed = std::strtoull(env, nullptr, 10);
+  std::printf("[ seed     ] %llu (set PSERVER_TEST_SEED to replay)\n", static_cast<unsigned long long>(seed));
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  return seed;
+}
+
+}  // namespace pserver::testing
