@@ -1,0 +1,1 @@
+# Unit tests of src/base and src/transport (and the control-message codec).
