@@ -29,13 +29,20 @@ class SharedArray {
   SharedArray() = default;
 
   // n value-initialised (zero) elements, 64-byte aligned.
-  explicit SharedArray(size_t n) : size_(n) {
-    if (n == 0) return;
+  explicit SharedArray(size_t n) : SharedArray(Uninitialized(n)) {
+    if (n > 0) std::memset(static_cast<void*>(data_), 0, n * sizeof(T));
+  }
+
+  // n elements whose values are unspecified until written, 64-byte aligned.
+  static SharedArray Uninitialized(size_t n) {
+    SharedArray a;
+    if (n == 0) return a;
     constexpr std::align_val_t kAlign{64};
     T* p = static_cast<T*>(::operator new(n * sizeof(T), kAlign));
-    std::memset(static_cast<void*>(p), 0, n * sizeof(T));
-    owner_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, std::align_val_t{64}); });
-    data_ = p;
+    a.owner_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, std::align_val_t{64}); });
+    a.data_ = p;
+    a.size_ = n;
+    return a;
   }
 
   // Takes the vector over; no element is copied.
@@ -53,7 +60,7 @@ class SharedArray {
 
   // A new array holding a copy of `src`.
   static SharedArray CopyOf(std::span<const T> src) {
-    SharedArray a(src.size());
+    SharedArray a = Uninitialized(src.size());
     if (!src.empty()) std::memcpy(static_cast<void*>(a.data_), src.data(), src.size_bytes());
     return a;
   }

@@ -1,5 +1,7 @@
 #include "kv/worker/slicer.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
 #include <limits>
@@ -197,7 +199,7 @@ std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
 }
 
 std::string RangeString(KeyRange r) {
-  return "[" + std::to_string(r.first) + ", " + std::to_string(r.last) + "]";
+  return fmt::format("[{}, {}]", r.first, r.last);
 }
 
 // OK if every key lies in `range`; the keys are sorted, so only the ends need a look.

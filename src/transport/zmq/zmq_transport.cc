@@ -153,35 +153,53 @@ Status ZmqTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& f
 }
 
 Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds timeout) {
-  zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {wake_receiver_, 0, ZMQ_POLLIN, 0}};
-  int rc = zmq_poll(items, 2, static_cast<long>(timeout.count()));
-  if (rc < 0) {
-    if (zmq_errno() == EINTR) return Status::DeadlineExceeded("interrupted");
-    return Status::Aborted("zmq_poll: " + ZmqError());
+  // Under load a message is usually queued already: take it without a poll system call.
+  zmq_msg_t first;
+  zmq_msg_init(&first);
+  if (zmq_msg_recv(&first, router_, ZMQ_DONTWAIT) < 0) {
+    zmq_msg_close(&first);
+    if (zmq_errno() != EAGAIN) return Status::Aborted("zmq_msg_recv: " + ZmqError());
+    zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0}, {wake_receiver_, 0, ZMQ_POLLIN, 0}};
+    int rc = zmq_poll(items, 2, static_cast<long>(timeout.count()));
+    if (rc < 0) {
+      if (zmq_errno() == EINTR) return Status::DeadlineExceeded("interrupted");
+      return Status::Aborted("zmq_poll: " + ZmqError());
+    }
+    if (items[1].revents & ZMQ_POLLIN) return Status::Aborted("transport shut down");
+    if (!(items[0].revents & ZMQ_POLLIN)) {
+      return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
+    }
+    zmq_msg_init(&first);
+    if (zmq_msg_recv(&first, router_, 0) < 0) {
+      zmq_msg_close(&first);
+      return Status::Aborted("zmq_msg_recv: " + ZmqError());
+    }
   }
-  if (items[1].revents & ZMQ_POLLIN) return Status::Aborted("transport shut down");
-  if (!(items[0].revents & ZMQ_POLLIN)) {
-    return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
-  }
+  // `first` is the ROUTER's routing-id frame; the message's frames follow.
+  bool more = zmq_msg_more(&first);
+  zmq_msg_close(&first);
   RawFrames raw;
-  bool first = true;  // the ROUTER's routing-id frame
-  for (;;) {
+  bool overflow = false;
+  while (more) {
     auto holder = std::make_shared<ReceivedMsg>();
     zmq_msg_init(&holder->msg);
     if (zmq_msg_recv(&holder->msg, router_, 0) < 0) return Status::Aborted("zmq_msg_recv: " + ZmqError());
-    bool more = zmq_msg_more(&holder->msg);
-    if (!first) {
-      auto* data = static_cast<std::byte*>(zmq_msg_data(&holder->msg));
-      size_t size = zmq_msg_size(&holder->msg);
-      if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
-        raw.frames.push_back(Bytes::CopyOf({data, size}));
-      } else {
-        raw.frames.emplace_back(std::move(holder), data, size);
-      }
+    more = zmq_msg_more(&holder->msg);
+    if (raw.frames.size() > kMaxFrames) {
+      overflow = true;  // keep draining the message, then drop it whole
+      continue;
     }
-    first = false;
-    if (!more) break;
+    auto* data = static_cast<std::byte*>(zmq_msg_data(&holder->msg));
+    size_t size = zmq_msg_size(&holder->msg);
+    if (size == 0) {
+      raw.frames.emplace_back();
+    } else if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+      raw.frames.push_back(Bytes::CopyOf({data, size}));
+    } else {
+      raw.frames.emplace_back(std::move(holder), data, size);
+    }
   }
+  if (overflow) raw.frames.clear();  // DecodeFrames refuses an empty sequence
   return raw;
 }
 
