@@ -1,0 +1,306 @@
+// Fault tests on real clusters of separate processes over loopback TCP: a node is SIGKILLed
+// (or never reachable) and the others must fail with a clear error naming it, not hang.
+//
+// The tests start the scheduler, servers and workers themselves (not through `pserver launch`)
+// so that they can kill one. They synchronise only on output ("listening at", "pushing") and on
+// process exit; every wait has a generous hang guard (kHangGuard), which is a hang detector and
+// not an assertion about speed. Subprocess kills and reaps whatever is left when a test ends.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "testing/test_util.h"
+#include "tests/integration/subprocess.h"
+
+namespace pserver::testing {
+namespace {
+
+constexpr std::chrono::seconds kHangGuard{60};
+// Heartbeats of the fault tests: failures are noticed after about a second.
+const std::string kHeartbeatIntervalMs = "100";
+const std::string kHeartbeatTimeoutMs = "1000";
+// A send to a peer that is gone blocks up to the send timeout (10 s by default), also the
+// heartbeat sends that detect a dead scheduler, and the registration send to a scheduler that
+// is not there (see the report in the commit). Every node of these tests gets a send timeout
+// longer than the heartbeat timeout -- so a dead server is still declared dead before a send to
+// it gives up -- but short enough to keep each test to a few seconds.
+const std::string kSendTimeoutMs = "2000";
+
+// EXPECT_TRUE(Contains(text, part)) prints the whole text on failure.
+::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "no \"" << part << "\" in:\n" << text;
+}
+
+// The wait status of `p` once it exited; a test failure (and "hung") if it runs past the guard.
+std::string ExitOf(Subprocess& p, const std::string& who) {
+  std::optional<int> status = p.WaitExit(kHangGuard);
+  if (!status) {
+    ADD_FAILURE() << who << " (pid " << p.pid() << ") did not exit within " << kHangGuard.count()
+                  << " s: it hangs. Output so far:\n"
+                  << p.output();
+    return "hung";
+  }
+  return DescribeWaitStatus(*status);
+}
+
+bool ExitedNonZero(const std::string& described) { return described != "exit 0" && described != "hung"; }
+
+// A small cluster started process by process: the scheduler, then servers and workers.
+class FaultTest : public ::testing::Test {
+ protected:
+  // Starts the scheduler and reads its address from its "listening at" line.
+  void StartScheduler(int servers, int workers) {
+    auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers",
+                                std::to_string(servers), "--num-workers", std::to_string(workers),
+                                "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--heartbeat-timeout-ms",
+                                kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+    ASSERT_OK(s);
+    scheduler_ = std::move(*s);
+    const std::string marker = "scheduler listening at ";
+    std::optional<std::string> line = scheduler_->WaitForLine(marker, kHangGuard);
+    ASSERT_TRUE(line.has_value()) << scheduler_->output();
+    address_ = line->substr(marker.size());
+    ASSERT_EQ(address_.rfind("tcp://127.0.0.1:", 0), 0u) << address_;
+  }
+
+  void StartServer(int rank) {
+    auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1",
+                                "--rank-hint", std::to_string(rank), "--heartbeat-interval-ms", kHeartbeatIntervalMs,
+                                "--heartbeat-timeout-ms", kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+    ASSERT_OK(s);
+    servers_.push_back(std::move(*s));
+  }
+
+  // A kv_check_worker running wait_forever; returns once it printed "pushing" (the cluster
+  // formed and a push to every server completed).
+  void StartPushingWorker(int servers, int workers, int rank) {
+    auto w = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", "wait_forever", "--seed", std::to_string(seed_),
+                                "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--send-timeout-ms", kSendTimeoutMs},
+                               {{"PSERVER_SCHEDULER", address_},
+                                {"PSERVER_HOST", "127.0.0.1"},
+                                {"PSERVER_NUM_SERVERS", std::to_string(servers)},
+                                {"PSERVER_NUM_WORKERS", std::to_string(workers)},
+                                {"PSERVER_RANK_HINT", std::to_string(rank)},
+                                {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
+    ASSERT_OK(w);
+    workers_.push_back(std::move(*w));
+    ASSERT_TRUE(workers_.back()->WaitForOutput("pushing", kHangGuard))
+        << "worker " << rank << " never started pushing:\n"
+        << workers_.back()->output() << "\nscheduler:\n"
+        << scheduler_->output();
+  }
+
+  const uint64_t seed_ = TestSeed();
+  std::string address_;
+  std::unique_ptr<Subprocess> scheduler_;
+  std::vector<std::unique_ptr<Subprocess>> servers_;
+  std::vector<std::unique_ptr<Subprocess>> workers_;
+};
+
+TEST_F(FaultTest, KilledServerFailsWorkerWithClearErrorInsteadOfHanging) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(2, 1));
+  ASSERT_NO_FATAL_FAILURE(StartServer(0));
+  ASSERT_NO_FATAL_FAILURE(StartServer(1));
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(2, 1, 0));
+
+  servers_[1]->Signal(SIGKILL);
+  EXPECT_EQ(ExitOf(*servers_[1], "server 1"), "killed by signal 9 (SIGKILL)");
+
+  // The worker's pending push (or its next call) fails with kUnavailable/kAborted naming the
+  // dead server; wait_forever then exits 3.
+  const std::string worker = ExitOf(*workers_[0], "worker 0");
+  const std::string worker_out = workers_[0]->output();
+  EXPECT_EQ(worker, "exit 3") << worker_out;
+  EXPECT_TRUE(Contains(worker_out, "the cluster failed: Unavailable"));
+  EXPECT_TRUE(Contains(worker_out, "server 1"));
+
+  // The scheduler ends the job with an error naming the dead server.
+  const std::string scheduler = ExitOf(*scheduler_, "scheduler");
+  EXPECT_TRUE(ExitedNonZero(scheduler)) << scheduler << "\n" << scheduler_->output();
+  EXPECT_TRUE(Contains(scheduler_->output(), "pserver scheduler: Unavailable: server 1"));
+
+  // The surviving server is told and exits non-zero too.
+  const std::string survivor = ExitOf(*servers_[0], "server 0");
+  EXPECT_TRUE(ExitedNonZero(survivor)) << survivor << "\n" << servers_[0]->output();
+  EXPECT_TRUE(Contains(servers_[0]->output(), "server 1"));
+}
+
+TEST_F(FaultTest, KilledSchedulerEndsServersAndWorkersWithClearError) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(1, 1));
+  ASSERT_NO_FATAL_FAILURE(StartServer(0));
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(1, 1, 0));
+
+  scheduler_->Signal(SIGKILL);
+  EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "killed by signal 9 (SIGKILL)");
+
+  // Both notice the silence of the scheduler (heartbeat timeout) and say so.
+  const std::string worker = ExitOf(*workers_[0], "worker 0");
+  EXPECT_EQ(worker, "exit 3") << workers_[0]->output();
+  EXPECT_TRUE(Contains(workers_[0]->output(), "the scheduler at " + address_));
+
+  const std::string server = ExitOf(*servers_[0], "server 0");
+  EXPECT_TRUE(ExitedNonZero(server)) << server << "\n" << servers_[0]->output();
+  EXPECT_TRUE(Contains(servers_[0]->output(), "the scheduler at " + address_));
+}
+
+// A TCP port on loopback that refuses connections: bound (so nobody else gets it) but not
+// listening. Closed when the object goes.
+class RefusingPort {
+ public:
+  RefusingPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof(addr);
+    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~RefusingPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// Registration is bounded by the register timeout only once the first send to the scheduler
+// returned, and that send blocks up to the send timeout when nothing listens (kSendTimeoutMs).
+TEST(FaultUnreachableTest, WorkerThatCannotReachSchedulerFailsNamingTheAddress) {
+  RefusingPort closed;
+  ASSERT_NE(closed.port(), 0) << "cannot reserve a loopback port: " << std::strerror(errno);
+  const std::string address = "tcp://127.0.0.1:" + std::to_string(closed.port());
+  auto worker = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", "sum", "--send-timeout-ms", kSendTimeoutMs},
+                                  {{"PSERVER_SCHEDULER", address},
+                                   {"PSERVER_NUM_SERVERS", "1"},
+                                   {"PSERVER_NUM_WORKERS", "1"},
+                                   {"PSERVER_REGISTER_TIMEOUT_MS", "1000"}});
+  ASSERT_OK(worker);
+  const std::string status = ExitOf(**worker, "worker");
+  EXPECT_TRUE(ExitedNonZero(status)) << status << "\n" << (*worker)->output();
+  EXPECT_TRUE(Contains((*worker)->output(), address));
+}
+
+TEST(FaultUnreachableTest, ServerThatCannotReachSchedulerFailsNamingTheAddress) {
+  RefusingPort closed;
+  ASSERT_NE(closed.port(), 0) << "cannot reserve a loopback port: " << std::strerror(errno);
+  const std::string address = "tcp://127.0.0.1:" + std::to_string(closed.port());
+  auto server = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address, "--register-timeout-ms", "1000",
+                                   "--send-timeout-ms", kSendTimeoutMs});
+  ASSERT_OK(server);
+  const std::string status = ExitOf(**server, "server");
+  EXPECT_TRUE(ExitedNonZero(status)) << status << "\n" << (*server)->output();
+  EXPECT_TRUE(Contains((*server)->output(), address));
+}
+
+// Makes this process the reaper of orphaned descendants for the scope, so that a process that
+// `pserver launch` left behind becomes our child, where the test can see it.
+class ChildSubreaper {
+ public:
+  ChildSubreaper() { ok_ = prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
+  ~ChildSubreaper() { prctl(PR_SET_CHILD_SUBREAPER, 0); }
+  ChildSubreaper(const ChildSubreaper&) = delete;
+  ChildSubreaper& operator=(const ChildSubreaper&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  bool ok_ = false;
+};
+
+// Reaps every exited child of this process (orphans adopted as subreaper) without blocking.
+void ReapZombieChildren() {
+  int st = 0;
+  while (waitpid(-1, &st, WNOHANG) > 0) {
+  }
+}
+
+// Live (not zombie) processes whose parent is this process or whose command line has `token`.
+std::vector<ProcessInfo> Leftovers(const std::string& token) {
+  std::vector<ProcessInfo> left;
+  for (ProcessInfo& p : ListProcesses()) {
+    if (p.pid == getpid() || p.state == 'Z') continue;
+    if (p.ppid == getpid() || p.cmdline.find(token) != std::string::npos) left.push_back(std::move(p));
+  }
+  return left;
+}
+
+int ReadPid(const std::string& path) {
+  std::ifstream in(path);
+  int pid = 0;
+  in >> pid;
+  return pid;
+}
+
+TEST(FaultLaunchTest, LaunchLeavesNoProcessBehindWhenAWorkerFails) {
+  ChildSubreaper subreaper;
+  ASSERT_TRUE(subreaper.ok()) << "prctl(PR_SET_CHILD_SUBREAPER): " << std::strerror(errno);
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string d = dir.path();
+  // Each worker records its pid and that of a grandchild it starts in the background (which
+  // only a signal to launch's whole process group reaches). Worker 1 waits (bounded) until
+  // worker 0 is set up and exits 7; worker 0 becomes a kv_check_worker waiting for the
+  // cluster that will never form.
+  const std::string script = "D='" + d +
+                             "'; R=$PSERVER_RANK_HINT\n"
+                             "sleep 1000 &\n"
+                             "echo $! > \"$D/g$R.tmp\" && mv \"$D/g$R.tmp\" \"$D/g$R\"\n"
+                             "echo $$ > \"$D/w$R.tmp\" && mv \"$D/w$R.tmp\" \"$D/w$R\"\n"
+                             "if [ \"$R\" = 1 ]; then\n"
+                             "  i=0; while [ ! -e \"$D/w0\" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n"
+                             "  [ -e \"$D/w0\" ] || { echo 'worker 0 never started' >&2; exit 9; }\n"
+                             "  exit 7\n"
+                             "fi\n"
+                             "exec '" +
+                             CheckWorkerBinary() + "' --scenario wait_forever --tag \"$D\"\n";
+  auto launch = Subprocess::Spawn({PserverBinary(), "launch", "--servers", "2", "--workers", "2", "--grace-ms", "1000",
+                                   "--", "/bin/sh", "-c", script, "worker-script"});
+  ASSERT_OK(launch);
+  const std::string status = ExitOf(**launch, "pserver launch");
+  const std::string out = (*launch)->output();
+  EXPECT_EQ(status, "exit 7") << out;
+
+  // launch has returned: everything it started must be gone. Orphans would have been
+  // re-parented to this process (the subreaper); zombies among them are reaped first.
+  ReapZombieChildren();
+  for (const ProcessInfo& p : Leftovers(d)) {
+    ADD_FAILURE() << "left behind: pid " << p.pid << " (parent " << p.ppid << ", state " << p.state
+                  << "): " << p.cmdline << "\nlaunch output:\n"
+                  << out;
+    kill(p.pid, SIGKILL);
+    if (p.ppid == getpid()) waitpid(p.pid, nullptr, 0);
+  }
+  for (const char* name : {"w0", "w1", "g0", "g1"}) {
+    const int pid = ReadPid(d + "/" + name);
+    ASSERT_GT(pid, 0) << name << " was not recorded; launch output:\n" << out;
+    // A live process of that pid is a leftover if it is still ours (not a reused pid).
+    std::optional<ProcessInfo> p = FindProcess(pid);
+    const bool ours = p && (p->cmdline.find(d) != std::string::npos || p->cmdline.rfind("sleep 1000", 0) == 0);
+    EXPECT_FALSE(ours && p->state != 'Z') << name << " (pid " << pid << ") is still running: " << p->cmdline;
+  }
+  ReapZombieChildren();
+}
+
+}  // namespace
+}  // namespace pserver::testing

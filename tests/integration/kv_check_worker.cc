@@ -1,0 +1,720 @@
+// kv_check_worker: a worker program for the multi-process tests, written against the public
+// API only (pserver/pserver.h). Run it under `pserver launch` (or with the PSERVER_* environment
+// of pserver/launch_env.h); --scenario picks what it checks:
+//
+//   sum           every worker pushes (rank+1) * f(key) to the same random sparse keys of a
+//                 float32, a float64 and an int64 table; after a barrier every worker pulls and
+//                 checks the closed-form sum f(key) * W(W+1)/2 (and zeros for keys never pushed)
+//   matrix        the same for rows of width 8, and for a width-1 table of dense ids 0..9999
+//                 placed by KeyPlacement::kRange (checking that the ids reach every server)
+//   varlen        a variable-length table, each key with its own length: values and lengths
+//   empty         Push, Pull and PushPull with no keys complete OK (callback before return)
+//   big           one Push and one Pull of >= 64 MiB of values, checked exactly
+//   order         push/pull pairs of the same keys without Wait between them: pull i sees
+//                 exactly pushes 0..i (values alternate in sign, so a stale read shows)
+//   errors        bad calls fail at the call with kInvalidArgument/kNotFound naming the
+//                 problem, and nothing of them reaches a server
+//   wait_forever  pushes and waits in a loop; prints "pushing" after the first round. Used by
+//                 the fault tests: once the cluster fails, it prints the error, waits (bounded)
+//                 for the end of the job with Finalize, prints its outcome and exits 3
+//
+// Exit status: 0 the scenario passed; 1 a check failed or a call failed unexpectedly; 2 the
+// program could not start (flags, environment, Node::Start); 3 wait_forever saw the cluster
+// fail with kUnavailable or kAborted. Every failure is explained by a line on stderr.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pserver/pserver.h"
+
+namespace {
+
+using namespace pserver;  // NOLINT(google-build-using-namespace): a test program of the API
+
+struct Context {
+  Node& node;
+  uint32_t rank;
+  uint32_t workers;
+  uint32_t servers;
+  uint64_t seed;
+  uint32_t iterations;     // order: push/pull pairs
+  bool expect_wrong_sums;  // test of the test: expect every sum off by one worker weight
+};
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+Status Mismatch(std::string what) { return Status::Internal("check failed: " + std::move(what)); }
+
+template <typename T>
+Result<T> In(Result<T> r, std::string_view what) {
+  if (!r.ok()) return r.status().WithContext(what);
+  return r;
+}
+Status In(const Status& s, std::string_view what) { return s.WithContext(what); }
+
+// Exactly `n` distinct keys, sorted, the same for every worker given the same seed and stream.
+// If `owner` is set, every key's low byte is `*owner`, so sets of different owners are disjoint.
+SharedArray<Key> RandomKeys(uint64_t seed, uint64_t stream, size_t n, const uint32_t* owner = nullptr) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(stream)};
+  std::mt19937_64 rng(seq);
+  std::set<Key> keys;
+  while (keys.size() < n) {
+    Key k = rng();
+    if (owner) k = (k & ~Key{0xFF}) | (*owner & 0xFF);
+    keys.insert(k);
+  }
+  return SharedArray<Key>(std::vector<Key>(keys.begin(), keys.end()));
+}
+
+// The sum of (rank+1) over all workers: what W workers pushing (rank+1) * v add up to.
+int64_t WorkerWeight(const Context& c) {
+  return int64_t{c.workers} * (c.workers + 1) / 2 + (c.expect_wrong_sums ? 1 : 0);
+}
+
+template <typename T>
+std::string Show(T v) {
+  return fmt::format("{}", v);
+}
+
+// A table and the per-value function f(key, column) its test pushes (scaled by rank+1).
+template <typename T>
+struct SumCase {
+  TableSpec spec;
+  SharedArray<Key> keys;
+  std::function<T(Key, uint32_t)> f;
+  bool pull_into_buffer = false;  // exercise the copy-into-caller's-array path of Pull
+
+  TableId table;
+  SharedArray<T> pulled;
+  Timestamp push_ts, pull_ts;
+};
+
+template <typename T>
+Status DeclareAndPush(Context& c, KVWorker<T>& kv, SumCase<T>& sc) {
+  PSERVER_ASSIGN_OR_RETURN(sc.table, In(c.node.DeclareTable(sc.spec), "declaring table '" + sc.spec.name + "'"));
+  const uint32_t w = sc.spec.width;
+  std::vector<T> vals(sc.keys.size() * w);
+  for (size_t i = 0; i < sc.keys.size(); ++i) {
+    for (uint32_t j = 0; j < w; ++j) vals[i * w + j] = static_cast<T>(sc.f(sc.keys[i], j) * static_cast<T>(c.rank + 1));
+  }
+  PSERVER_ASSIGN_OR_RETURN(
+      sc.push_ts, In(kv.Push(sc.table, sc.keys, SharedArray<T>(std::move(vals))), "push to '" + sc.spec.name + "'"));
+  return Status::Ok();
+}
+
+template <typename T>
+Status PullAndCheck(Context& c, KVWorker<T>& kv, SumCase<T>& sc) {
+  const uint32_t w = sc.spec.width;
+  if (sc.pull_into_buffer) sc.pulled = SharedArray<T>(sc.keys.size() * w);
+  PSERVER_ASSIGN_OR_RETURN(sc.pull_ts, In(kv.Pull(sc.table, sc.keys, &sc.pulled), "pull from '" + sc.spec.name + "'"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(sc.pull_ts), "waiting for the pull from '" + sc.spec.name + "'"));
+  if (sc.pulled.size() != sc.keys.size() * w) {
+    return Mismatch(fmt::format("table '{}': pulled {} values for {} keys of width {}", sc.spec.name, sc.pulled.size(),
+                                sc.keys.size(), w));
+  }
+  const T weight = static_cast<T>(WorkerWeight(c));
+  for (size_t i = 0; i < sc.keys.size(); ++i) {
+    for (uint32_t j = 0; j < w; ++j) {
+      const T want = static_cast<T>(sc.f(sc.keys[i], j) * weight);
+      const T got = sc.pulled[i * w + j];
+      if (got != want) {
+        return Mismatch(fmt::format("table '{}': key {} (index {}) column {} holds {}, expected {} (= f * {})",
+                                    sc.spec.name, sc.keys[i], i, j, Show(got), Show(want), WorkerWeight(c)));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// Keys nobody pushed read as zero.
+template <typename T>
+Status CheckZeros(KVWorker<T>& kv, TableId table, const std::string& name, const SharedArray<Key>& keys,
+                  uint32_t width) {
+  SharedArray<T> vals;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Pull(table, keys, &vals), "pull of unpushed keys"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull of unpushed keys"));
+  if (vals.size() != keys.size() * width) {
+    return Mismatch(fmt::format("table '{}': {} values for {} unpushed keys", name, vals.size(), keys.size()));
+  }
+  for (size_t i = 0; i < vals.size(); ++i) {
+    if (vals[i] != T{0}) {
+      return Mismatch(
+          fmt::format("table '{}': key {} was never pushed but holds {}", name, keys[i / width], Show(vals[i])));
+    }
+  }
+  return Status::Ok();
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+Status SumScenario(Context& c) {
+  SumCase<float> f32;
+  f32.spec = TableSpec{.name = "sum_f32", .value_type = ValueType::kFloat32, .width = 1};
+  f32.keys = RandomKeys(c.seed, 1, 2000);
+  f32.f = [](Key k, uint32_t) { return static_cast<float>(k % 1000 + 1); };
+
+  SumCase<double> f64;
+  f64.spec = TableSpec{.name = "sum_f64", .value_type = ValueType::kFloat64, .width = 3};
+  f64.keys = RandomKeys(c.seed, 2, 1000);
+  f64.f = [](Key k, uint32_t j) { return static_cast<double>(k % 1000003) * 0.25 + j; };
+  f64.pull_into_buffer = true;
+
+  SumCase<int64_t> i64;
+  i64.spec = TableSpec{.name = "sum_i64", .value_type = ValueType::kInt64, .width = 1};
+  i64.keys = RandomKeys(c.seed, 3, 1500);
+  // Up to 2^47 in magnitude and of both signs: integer sums must be exact.
+  i64.f = [](Key k, uint32_t) { return static_cast<int64_t>(k >> 16) - (int64_t{1} << 47); };
+
+  KVWorker<float> kv_f32(c.node);
+  KVWorker<double> kv_f64(c.node);
+  KVWorker<int64_t> kv_i64(c.node);
+  PSERVER_RETURN_IF_ERROR(DeclareAndPush(c, kv_f32, f32));
+  PSERVER_RETURN_IF_ERROR(DeclareAndPush(c, kv_f64, f64));
+  PSERVER_RETURN_IF_ERROR(DeclareAndPush(c, kv_i64, i64));
+  if (f32.table == f64.table || f64.table == i64.table || f32.table == i64.table) {
+    return Mismatch(
+        fmt::format("three table names share ids: {} {} {}", f32.table.value, f64.table.value, i64.table.value));
+  }
+  PSERVER_RETURN_IF_ERROR(In(kv_f32.Wait(f32.push_ts), "waiting for the push to sum_f32"));
+  PSERVER_RETURN_IF_ERROR(In(kv_f64.Wait(f64.push_ts), "waiting for the push to sum_f64"));
+  PSERVER_RETURN_IF_ERROR(In(kv_i64.Wait(i64.push_ts), "waiting for the push to sum_i64"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv_f32, f32));
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv_f64, f64));
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv_i64, i64));
+  PSERVER_RETURN_IF_ERROR(CheckZeros(kv_f32, f32.table, "sum_f32", RandomKeys(c.seed, 4, 300), 1));
+  PSERVER_RETURN_IF_ERROR(CheckZeros(kv_i64, i64.table, "sum_i64", RandomKeys(c.seed, 5, 300), 1));
+  std::printf("worker %u: sum: 3 tables, %zu + %zu + %zu keys, every sum exact\n", c.rank, f32.keys.size(),
+              f64.keys.size(), i64.keys.size());
+  return Status::Ok();
+}
+
+Status MatrixScenario(Context& c) {
+  SumCase<float> rows;
+  rows.spec = TableSpec{.name = "matrix_w8", .value_type = ValueType::kFloat32, .width = 8};
+  rows.keys = RandomKeys(c.seed, 10, 1000);
+  rows.f = [](Key k, uint32_t j) { return static_cast<float>((k % 1009) * 8 + j); };
+  rows.pull_into_buffer = true;
+
+  SumCase<float> ids;
+  ids.spec = TableSpec{.name = "dense_ids",
+                       .value_type = ValueType::kFloat32,
+                       .width = 1,
+                       .placement = KeyPlacement::kRange,
+                       .key_range = KeyRange{0, 9999}};
+  std::vector<Key> all_ids(10000);
+  for (Key i = 0; i < all_ids.size(); ++i) all_ids[i] = i;
+  ids.keys = SharedArray<Key>(std::move(all_ids));
+  ids.f = [](Key k, uint32_t) { return static_cast<float>(k + 1); };
+
+  KVWorker<float> kv(c.node);
+  PSERVER_RETURN_IF_ERROR(DeclareAndPush(c, kv, rows));
+  PSERVER_RETURN_IF_ERROR(DeclareAndPush(c, kv, ids));
+  // Dense small ids must not all land on one server: each server holds some of [0, 9999].
+  std::vector<size_t> per_server(c.servers, 0);
+  for (Key k : ids.keys) {
+    PSERVER_ASSIGN_OR_RETURN(uint32_t s, In(kv.ServerOf(ids.table, k), "ServerOf"));
+    if (s >= c.servers) return Mismatch(fmt::format("ServerOf({}) = {} but there are {} servers", k, s, c.servers));
+    ++per_server[s];
+  }
+  for (uint32_t s = 0; s < c.servers; ++s) {
+    if (per_server[s] == 0) {
+      return Mismatch(
+          fmt::format("no id of [0, 9999] is placed on server {} of {} (KeyPlacement::kRange)", s, c.servers));
+    }
+  }
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(rows.push_ts), "waiting for the push to matrix_w8"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ids.push_ts), "waiting for the push to dense_ids"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv, rows));
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv, ids));
+
+  // A strided subset of the rows: non-contiguous runs on each server.
+  SumCase<float> subset = rows;
+  std::vector<Key> every_third;
+  for (size_t i = 0; i < rows.keys.size(); i += 3) every_third.push_back(rows.keys[i]);
+  subset.keys = SharedArray<Key>(std::move(every_third));
+  subset.pulled = SharedArray<float>();
+  subset.pull_into_buffer = false;
+  PSERVER_RETURN_IF_ERROR(PullAndCheck(c, kv, subset));
+
+  std::string spread;
+  for (uint32_t s = 0; s < c.servers; ++s) spread += fmt::format("{}{}", s ? "/" : "", per_server[s]);
+  std::printf("worker %u: matrix: %zu rows of 8 and 10000 dense ids (per server %s) exact\n", c.rank, rows.keys.size(),
+              spread.c_str());
+  return Status::Ok();
+}
+
+Status VarlenScenario(Context& c) {
+  TableSpec spec{.name = "varlen", .value_type = ValueType::kFloat32, .variable_length = true};
+  PSERVER_ASSIGN_OR_RETURN(TableId table, In(c.node.DeclareTable(spec), "declaring table 'varlen'"));
+  KVWorker<float> kv(c.node);
+  SharedArray<Key> keys = RandomKeys(c.seed, 20, 800);
+  // A key's length is fixed by the key (the same on every worker); 0 is a valid length.
+  auto len_of = [](Key k) { return static_cast<int32_t>(k % 6); };
+  auto f = [](Key k, int32_t j) { return static_cast<float>(k % 1000 + 3 * j + 1); };
+  std::vector<int32_t> lens(keys.size());
+  std::vector<float> vals;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    lens[i] = len_of(keys[i]);
+    for (int32_t j = 0; j < lens[i]; ++j) vals.push_back(f(keys[i], j) * static_cast<float>(c.rank + 1));
+  }
+  const size_t total = vals.size();
+  PSERVER_ASSIGN_OR_RETURN(Timestamp push, In(kv.Push(table, keys, SharedArray<float>(std::move(vals)),
+                                                      SharedArray<int32_t>(std::move(lens))),
+                                              "variable-length push"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(push), "waiting for the variable-length push"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+
+  SharedArray<float> got;
+  SharedArray<int32_t> got_lens;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pull, In(kv.Pull(table, keys, &got, &got_lens), "variable-length pull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(pull), "waiting for the variable-length pull"));
+  if (got_lens.size() != keys.size()) {
+    return Mismatch(fmt::format("varlen: {} lengths returned for {} keys", got_lens.size(), keys.size()));
+  }
+  if (got.size() != total) return Mismatch(fmt::format("varlen: {} values returned, expected {}", got.size(), total));
+  const float weight = static_cast<float>(WorkerWeight(c));
+  size_t pos = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (got_lens[i] != len_of(keys[i])) {
+      return Mismatch(fmt::format("varlen: key {} (index {}) has length {}, expected {}", keys[i], i, got_lens[i],
+                                  len_of(keys[i])));
+    }
+    for (int32_t j = 0; j < got_lens[i]; ++j, ++pos) {
+      if (got[pos] != f(keys[i], j) * weight) {
+        return Mismatch(
+            fmt::format("varlen: key {} value {} is {}, expected {}", keys[i], j, got[pos], f(keys[i], j) * weight));
+      }
+    }
+  }
+  // Keys never pushed have length 0.
+  SharedArray<Key> unpushed = RandomKeys(c.seed, 21, 200);
+  SharedArray<float> none;
+  SharedArray<int32_t> none_lens;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pull0, In(kv.Pull(table, unpushed, &none, &none_lens), "pull of unpushed keys"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(pull0), "waiting for the pull of unpushed keys"));
+  if (!none.empty() || none_lens.size() != unpushed.size() ||
+      std::any_of(none_lens.begin(), none_lens.end(), [](int32_t l) { return l != 0; })) {
+    return Mismatch(fmt::format("varlen: unpushed keys returned {} values and {} lengths (expected 0 and {} zeros)",
+                                none.size(), none_lens.size(), unpushed.size()));
+  }
+  std::printf("worker %u: varlen: %zu keys, %zu values, lengths and values exact\n", c.rank, keys.size(), total);
+  return Status::Ok();
+}
+
+Status EmptyScenario(Context& c) {
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId fixed, In(c.node.DeclareTable(TableSpec{.name = "empty_w4", .width = 4}), "declaring table 'empty_w4'"));
+  PSERVER_ASSIGN_OR_RETURN(TableId var, In(c.node.DeclareTable(TableSpec{.name = "empty_var", .variable_length = true}),
+                                           "declaring table 'empty_var'"));
+  KVWorker<float> kv(c.node);
+  const SharedArray<Key> no_keys;
+  // A request without keys completes (and runs its callback) before the call returns.
+  auto expect_done = [&](const char* what, Result<Timestamp> ts, const bool& called, const Status& cb_status) {
+    if (!ts.ok()) return ts.status().WithContext(what);
+    if (!called) return Mismatch(fmt::format("{}: the callback did not run before the call returned", what));
+    if (!cb_status.ok()) return cb_status.WithContext(fmt::format("{}: callback", what));
+    return In(kv.Wait(*ts), fmt::format("{}: Wait", what));
+  };
+  struct Done {
+    bool called = false;
+    Status status;
+    KVWorker<float>::Callback cb() {
+      return [this](const Status& s) {
+        called = true;
+        status = s;
+      };
+    }
+  };
+  Done d1, d2, d3, d4, d5;
+  PSERVER_RETURN_IF_ERROR(
+      expect_done("empty push", kv.Push(fixed, no_keys, SharedArray<float>(), d1.cb()), d1.called, d1.status));
+  SharedArray<float> vals;
+  PSERVER_RETURN_IF_ERROR(expect_done("empty pull", kv.Pull(fixed, no_keys, &vals, d2.cb()), d2.called, d2.status));
+  if (!vals.empty()) return Mismatch(fmt::format("empty pull returned {} values", vals.size()));
+  SharedArray<float> out;
+  PSERVER_RETURN_IF_ERROR(expect_done(
+      "empty pushpull", kv.PushPull(fixed, no_keys, SharedArray<float>(), &out, d3.cb()), d3.called, d3.status));
+  if (!out.empty()) return Mismatch(fmt::format("empty pushpull returned {} values", out.size()));
+  PSERVER_RETURN_IF_ERROR(expect_done("empty variable-length push",
+                                      kv.Push(var, no_keys, SharedArray<float>(), SharedArray<int32_t>(), d4.cb()),
+                                      d4.called, d4.status));
+  SharedArray<float> vvals;
+  SharedArray<int32_t> vlens;
+  PSERVER_RETURN_IF_ERROR(
+      expect_done("empty variable-length pull", kv.Pull(var, no_keys, &vvals, &vlens, d5.cb()), d5.called, d5.status));
+  if (!vvals.empty() || !vlens.empty()) {
+    return Mismatch(
+        fmt::format("empty variable-length pull returned {} values, {} lengths", vvals.size(), vlens.size()));
+  }
+  // The worker still works after empty requests.
+  SharedArray<Key> one(std::vector<Key>{42});
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Pull(fixed, one, &vals), "pull after empty requests"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull after empty requests"));
+  if (vals.size() != 4) return Mismatch(fmt::format("pull of one key of width 4 returned {} values", vals.size()));
+  std::printf("worker %u: empty: push, pull, pushpull and variable-length requests without keys are OK\n", c.rank);
+  return Status::Ok();
+}
+
+Status BigScenario(Context& c) {
+  constexpr uint32_t kWidth = 4096;
+  constexpr size_t kKeys = 4096;  // 4096 * 4096 floats = 64 MiB in one request
+  static_assert(kKeys * kWidth * sizeof(float) >= (size_t{64} << 20));
+  PSERVER_ASSIGN_OR_RETURN(TableId table,
+                           In(c.node.DeclareTable(TableSpec{.name = "big", .width = kWidth}), "declaring table 'big'"));
+  KVWorker<float> kv(c.node);
+  SharedArray<Key> keys = RandomKeys(c.seed, 30, kKeys);
+  auto f = [](size_t i, uint32_t j) { return static_cast<float>((i * 31 + j) % 65521); };
+  std::vector<float> vals(kKeys * kWidth);
+  for (size_t i = 0; i < kKeys; ++i) {
+    for (uint32_t j = 0; j < kWidth; ++j) vals[i * kWidth + j] = f(i, j) * static_cast<float>(c.rank + 1);
+  }
+  const size_t bytes = vals.size() * sizeof(float);
+  PSERVER_ASSIGN_OR_RETURN(Timestamp push, In(kv.Push(table, keys, SharedArray<float>(std::move(vals))), "big push"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(push), "waiting for the big push"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+  SharedArray<float> got;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pull, In(kv.Pull(table, keys, &got), "big pull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(pull), "waiting for the big pull"));
+  if (got.size() != kKeys * kWidth) {
+    return Mismatch(fmt::format("big: pulled {} values, expected {}", got.size(), kKeys * kWidth));
+  }
+  const float weight = static_cast<float>(WorkerWeight(c));
+  for (size_t i = 0; i < kKeys; ++i) {
+    for (uint32_t j = 0; j < kWidth; ++j) {
+      if (got[i * kWidth + j] != f(i, j) * weight) {
+        return Mismatch(fmt::format("big: key {} (index {}) column {} holds {}, expected {}", keys[i], i, j,
+                                    got[i * kWidth + j], f(i, j) * weight));
+      }
+    }
+  }
+  std::printf("worker %u: big: one push and one pull of %zu MiB, exact\n", c.rank, bytes >> 20);
+  return Status::Ok();
+}
+
+Status OrderScenario(Context& c) {
+  constexpr uint32_t kWidth = 4;
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId table,
+      In(c.node.DeclareTable(TableSpec{.name = "order", .value_type = ValueType::kInt64, .width = kWidth}),
+         "declaring table 'order'"));
+  KVWorker<int64_t> kv(c.node);
+  // Each worker its own keys (low byte = rank), spread over every server, so what a pull sees
+  // depends only on this worker's own pushes.
+  SharedArray<Key> keys = RandomKeys(c.seed, 40 + c.rank, 64, &c.rank);
+  auto base = [](Key k, uint32_t j) { return static_cast<int64_t>(k % 97) + j + 1; };
+  // Push i adds sign_i * (i+1) * base: the running coefficient goes 1, -1, 2, -2, 3, ...
+  std::vector<int64_t> coef(c.iterations);
+  std::vector<Timestamp> push_ts(c.iterations), pull_ts(c.iterations);
+  std::deque<SharedArray<int64_t>> pulled(c.iterations);  // stable addresses for the Pull outputs
+  int64_t running = 0;
+  for (uint32_t i = 0; i < c.iterations; ++i) {
+    const int64_t delta = (i % 2 == 0 ? 1 : -1) * static_cast<int64_t>(i + 1);
+    running += delta;
+    coef[i] = running;
+    std::vector<int64_t> vals(keys.size() * kWidth);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      for (uint32_t j = 0; j < kWidth; ++j) vals[k * kWidth + j] = delta * base(keys[k], j);
+    }
+    PSERVER_ASSIGN_OR_RETURN(
+        push_ts[i], In(kv.Push(table, keys, SharedArray<int64_t>(std::move(vals))), fmt::format("push {}", i)));
+    // No Wait: the pull is issued right behind the push.
+    PSERVER_ASSIGN_OR_RETURN(pull_ts[i], In(kv.Pull(table, keys, &pulled[i]), fmt::format("pull {}", i)));
+  }
+  for (uint32_t i = 0; i < c.iterations; ++i) {
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(push_ts[i]), fmt::format("waiting for push {}", i)));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(pull_ts[i]), fmt::format("waiting for pull {}", i)));
+    if (pulled[i].size() != keys.size() * kWidth) {
+      return Mismatch(fmt::format("order: pull {} returned {} values", i, pulled[i].size()));
+    }
+    for (size_t k = 0; k < keys.size(); ++k) {
+      for (uint32_t j = 0; j < kWidth; ++j) {
+        const int64_t want = coef[i] * base(keys[k], j);
+        if (pulled[i][k * kWidth + j] != want) {
+          return Mismatch(fmt::format("order: pull {} of key {} column {} saw {}, expected {} (pushes 0..{} applied)",
+                                      i, keys[k], j, pulled[i][k * kWidth + j], want, i));
+        }
+      }
+    }
+  }
+  // PushPull returns the values after its own push.
+  std::vector<int64_t> vals(keys.size() * kWidth);
+  for (size_t k = 0; k < keys.size(); ++k) {
+    for (uint32_t j = 0; j < kWidth; ++j) vals[k * kWidth + j] = 1000 * base(keys[k], j);
+  }
+  SharedArray<int64_t> out;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pp,
+                           In(kv.PushPull(table, keys, SharedArray<int64_t>(std::move(vals)), &out), "pushpull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(pp), "waiting for the pushpull"));
+  const int64_t after = running + 1000;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    for (uint32_t j = 0; j < kWidth; ++j) {
+      if (out.size() != keys.size() * kWidth || out[k * kWidth + j] != after * base(keys[k], j)) {
+        return Mismatch(fmt::format("order: pushpull of key {} column {} returned {}, expected {}", keys[k], j,
+                                    out.size() == keys.size() * kWidth ? out[k * kWidth + j] : -1,
+                                    after * base(keys[k], j)));
+      }
+    }
+  }
+  std::printf("worker %u: order: %u push/pull pairs without Wait, each pull saw exactly the pushes before it\n", c.rank,
+              c.iterations);
+  return Status::Ok();
+}
+
+// OK if `got` is an error with `code` whose message contains `needle`.
+Status ExpectError(const Status& got, StatusCode code, std::string_view needle, std::string_view what) {
+  if (got.code() == code && got.message().find(needle) != std::string::npos) {
+    std::printf("  %s: refused as expected: %s\n", std::string(what).c_str(), got.ToString().c_str());
+    return Status::Ok();
+  }
+  return Mismatch(fmt::format("errors: {}: expected {} mentioning \"{}\", got {}", what, StatusCodeName(code), needle,
+                              got.ToString()));
+}
+
+Status ErrorsScenario(Context& c) {
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId fixed, In(c.node.DeclareTable(TableSpec{.name = "errors", .width = 2}), "declaring table 'errors'"));
+  PSERVER_ASSIGN_OR_RETURN(TableId var,
+                           In(c.node.DeclareTable(TableSpec{.name = "errors_var", .variable_length = true}),
+                              "declaring table 'errors_var'"));
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId ranged, In(c.node.DeclareTable(TableSpec{
+                             .name = "errors_range", .placement = KeyPlacement::kRange, .key_range = KeyRange{0, 99}}),
+                         "declaring table 'errors_range'"));
+  KVWorker<float> kv(c.node);
+  // This worker's own keys (low byte = rank) with a known baseline.
+  SharedArray<Key> keys = RandomKeys(c.seed, 50 + c.rank, 8, &c.rank);
+  std::vector<float> base(keys.size() * 2);
+  for (size_t i = 0; i < base.size(); ++i) base[i] = static_cast<float>(i + 1);
+  const std::vector<float> baseline = base;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts,
+                           In(kv.Push(fixed, keys, SharedArray<float>(std::move(base))), "baseline push"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the baseline push"));
+  std::vector<int32_t> var_lens(keys.size(), 2);
+  PSERVER_ASSIGN_OR_RETURN(ts, In(kv.Push(var, keys, SharedArray<float>(std::vector<float>(baseline)),
+                                          SharedArray<int32_t>(std::vector<int32_t>(var_lens))),
+                                  "baseline variable-length push"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the baseline variable-length push"));
+
+  const std::vector<Key> sorted(keys.begin(), keys.end());
+  std::vector<Key> unsorted = sorted;
+  std::swap(unsorted[2], unsorted[5]);
+  std::vector<Key> duplicate = sorted;
+  duplicate[4] = duplicate[3];
+  auto big = [&](size_t n) { return SharedArray<float>(std::vector<float>(n, 1e6f)); };
+  auto lens = [](std::vector<int32_t> v) { return SharedArray<int32_t>(std::move(v)); };
+  const size_t n = sorted.size();
+  std::vector<int32_t> twos(n, 2);
+
+  const StatusCode kInvalid = StatusCode::kInvalidArgument;
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(fixed, SharedArray<Key>(std::vector<Key>(unsorted)), big(2 * n)).status(),
+                                      kInvalid, "not sorted", "push with unsorted keys"));
+  SharedArray<float> pull_out;
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Pull(fixed, SharedArray<Key>(std::vector<Key>(unsorted)), &pull_out).status(),
+                                      kInvalid, "not sorted", "pull with unsorted keys"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Push(fixed, SharedArray<Key>(std::vector<Key>(duplicate)), big(2 * n)).status(), kInvalid,
+                  "duplicate key", "push with duplicate keys"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Push(fixed, keys, big(2 * n - 1)).status(), kInvalid, "values", "push with one value too few"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Push(fixed, keys, big(2 * n + 2)).status(), kInvalid, "values", "push with one row too many"));
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(fixed, keys, big(2 * n), lens(twos)).status(), kInvalid, "length",
+                                      "push with lengths to a fixed-width table"));
+  SharedArray<float> wrong_buffer(2 * n + 1);
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Pull(fixed, keys, &wrong_buffer).status(), kInvalid, "pull buffer",
+                                      "pull into a buffer of the wrong size"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Push(var, keys, big(2 * n)).status(), kInvalid, "length", "variable-length push without lengths"));
+  std::vector<int32_t> short_lens(n - 1, 2);
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(var, keys, big(2 * n), lens(short_lens)).status(), kInvalid, "lengths",
+                                      "variable-length push with too few lengths"));
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(var, keys, big(2 * n + 1), lens(twos)).status(), kInvalid, "lengths",
+                                      "variable-length push whose lengths do not add up"));
+  std::vector<int32_t> negative = twos;
+  negative[1] = -2;
+  negative[2] = 6;
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(var, keys, big(2 * n), lens(negative)).status(), kInvalid,
+                                      "negative length", "variable-length push with a negative length"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Push(TableId(fixed.value + var.value + ranged.value + 1000), keys, big(2 * n)).status(),
+                  StatusCode::kNotFound, "not declared", "push to an undeclared table"));
+  KVWorker<double> wrong_type(c.node);
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(wrong_type.Push(fixed, keys, SharedArray<double>(std::vector<double>(2 * n, 1e6))).status(), kInvalid,
+                  "float32", "push of float64 values to a float32 table"));
+  SharedArray<double> wrong_out;
+  PSERVER_RETURN_IF_ERROR(ExpectError(wrong_type.Pull(fixed, keys, &wrong_out).status(), kInvalid, "float32",
+                                      "pull of float64 values from a float32 table"));
+  PSERVER_RETURN_IF_ERROR(ExpectError(kv.Push(ranged, SharedArray<Key>(std::vector<Key>{5, 99, 100}), big(3)).status(),
+                                      kInvalid, "outside", "push of a key outside the declared range"));
+  PSERVER_RETURN_IF_ERROR(
+      ExpectError(kv.Wait(Timestamp(1 << 30)), kInvalid, "never issued", "Wait for a timestamp never issued"));
+  PSERVER_RETURN_IF_ERROR(ExpectError(c.node.DeclareTable(TableSpec{.name = "errors", .width = 3}).status(), kInvalid,
+                                      "errors", "redeclaring a table with another width"));
+  PSERVER_RETURN_IF_ERROR(ExpectError(c.node.DeclareTable(TableSpec{.name = ""}).status(), kInvalid, "name",
+                                      "declaring a table without a name"));
+  if (!pull_out.empty() || !wrong_out.empty()) {
+    return Mismatch("errors: a refused pull wrote to its output array");
+  }
+
+  // Nothing of the refused calls reached a server: the values are still the baseline.
+  SharedArray<float> now;
+  PSERVER_ASSIGN_OR_RETURN(ts, In(kv.Pull(fixed, keys, &now), "pull after the refused calls"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull after the refused calls"));
+  SharedArray<float> var_now;
+  SharedArray<int32_t> var_now_lens;
+  PSERVER_ASSIGN_OR_RETURN(ts, In(kv.Pull(var, keys, &var_now, &var_now_lens), "variable-length pull after them"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the variable-length pull after them"));
+  SharedArray<float> range_now;
+  SharedArray<Key> range_keys(std::vector<Key>{5, 99});
+  PSERVER_ASSIGN_OR_RETURN(ts, In(kv.Pull(ranged, range_keys, &range_now), "range pull after them"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the range pull after them"));
+  for (size_t i = 0; i < baseline.size(); ++i) {
+    if (now.size() != baseline.size() || now[i] != baseline[i]) {
+      return Mismatch(
+          fmt::format("errors: value {} of table 'errors' changed to {} (baseline {}): a refused call "
+                      "reached a server",
+                      i, now.size() == baseline.size() ? now[i] : -1.0f, baseline[i]));
+    }
+    if (var_now.size() != baseline.size() || var_now[i] != baseline[i]) {
+      return Mismatch(
+          fmt::format("errors: value {} of table 'errors_var' changed: a refused call reached a server", i));
+    }
+  }
+  if (var_now_lens.size() != n ||
+      std::any_of(var_now_lens.begin(), var_now_lens.end(), [](int32_t l) { return l != 2; })) {
+    return Mismatch("errors: lengths of table 'errors_var' changed: a refused call reached a server");
+  }
+  if (range_now.size() != 2 || range_now[0] != 0 || range_now[1] != 0) {
+    return Mismatch("errors: table 'errors_range' changed: a refused call reached a server");
+  }
+  PSERVER_RETURN_IF_ERROR(In(c.node.health(), "node health after the refused calls"));
+  std::printf("worker %u: errors: every bad call was refused at the call and changed nothing\n", c.rank);
+  return Status::Ok();
+}
+
+// Pushes and waits until something fails; returns that failure (never OK).
+Status WaitForeverScenario(Context& c) {
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId table, In(c.node.DeclareTable(TableSpec{.name = "forever", .width = 16}), "declaring table 'forever'"));
+  KVWorker<float> kv(c.node);
+  SharedArray<Key> keys = RandomKeys(c.seed, 60, 256);
+  // Every server must take part, so that killing any one of them is felt by every push.
+  std::vector<bool> reached(c.servers, false);
+  for (Key k : keys) {
+    PSERVER_ASSIGN_OR_RETURN(uint32_t s, In(kv.ServerOf(table, k), "ServerOf"));
+    if (s < c.servers) reached[s] = true;
+  }
+  if (std::count(reached.begin(), reached.end(), true) != static_cast<long>(c.servers)) {
+    return Mismatch("wait_forever: the keys do not reach every server");
+  }
+  for (uint64_t i = 0;; ++i) {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts,
+                             In(kv.Push(table, keys, SharedArray<float>(std::vector<float>(keys.size() * 16, 1.0f))),
+                                fmt::format("push {}", i)));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts, std::chrono::seconds(30)), fmt::format("waiting for push {}", i)));
+    if (i == 0) {
+      std::printf("worker %u: pushing\n", c.rank);
+      std::fflush(stdout);
+    }
+  }
+}
+
+using ScenarioFn = Status (*)(Context&);
+const std::map<std::string, ScenarioFn>& Scenarios() {
+  static const std::map<std::string, ScenarioFn> scenarios = {
+      {"sum", SumScenario},       {"matrix", MatrixScenario},
+      {"varlen", VarlenScenario}, {"empty", EmptyScenario},
+      {"big", BigScenario},       {"order", OrderScenario},
+      {"errors", ErrorsScenario}, {"wait_forever", WaitForeverScenario},
+  };
+  return scenarios;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Worker program of the pserver multi-process tests: runs one check scenario against the cluster "
+      "given by the PSERVER_* environment (see pserver/launch_env.h)"};
+  std::string scenario;
+  uint64_t seed = 1;
+  uint32_t iterations = 300;
+  int64_t heartbeat_interval_ms = 0;
+  int64_t send_timeout_ms = 0;
+  std::string log_level;
+  std::string tag;
+  bool expect_wrong_sums = false;
+  std::vector<std::string> names;
+  for (const auto& [name, fn] : Scenarios()) names.push_back(name);
+  app.add_option("--scenario", scenario, "What to check")->required()->check(CLI::IsMember(names));
+  app.add_option("--seed", seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
+  app.add_option("--iterations", iterations, "order: push/pull pairs")
+      ->check(CLI::Range(1u, 100000u))
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms, "Override the node's heartbeat interval")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--send-timeout-ms", send_timeout_ms, "Override the node's send timeout")->check(CLI::PositiveNumber);
+  app.add_option("--log-level", log_level, "Library log level: trace, debug, info, warn, error or off");
+  app.add_option("--tag", tag, "Ignored; lets a test recognise its processes by their command line");
+  app.add_flag("--expect-wrong-sums", expect_wrong_sums,
+               "Test of the test: expect sums as if one more worker had pushed, so checks must fail");
+  CLI11_PARSE(app, argc, argv);
+
+  std::printf("kv_check_worker: scenario %s, seed %llu\n", scenario.c_str(), static_cast<unsigned long long>(seed));
+  std::fflush(stdout);
+  if (!log_level.empty() && !SetLogLevel(log_level)) {
+    std::fprintf(stderr, "kv_check_worker: unknown log level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  Result<NodeOptions> options = NodeOptionsFromEnvironment();
+  if (!options.ok()) {
+    std::fprintf(stderr, "kv_check_worker: %s\n", options.status().ToString().c_str());
+    return 2;
+  }
+  if (heartbeat_interval_ms > 0) options->heartbeat_interval = std::chrono::milliseconds(heartbeat_interval_ms);
+  if (send_timeout_ms > 0) options->send_timeout = std::chrono::milliseconds(send_timeout_ms);
+  Result<std::unique_ptr<Node>> node = Node::Start(*options);
+  if (!node.ok()) {
+    std::fprintf(stderr, "kv_check_worker: cannot join the cluster: %s\n", node.status().ToString().c_str());
+    return 2;
+  }
+  Context ctx{**node,     (*node)->rank().value, (*node)->num_workers(), (*node)->num_servers(), seed,
+              iterations, expect_wrong_sums};
+  Status s = Scenarios().at(scenario)(ctx);
+  if (scenario == "wait_forever") {
+    if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kAborted) {
+      std::fprintf(stderr, "kv_check_worker: worker %u: the cluster failed: %s\n", ctx.rank, s.ToString().c_str());
+      // Wait (bounded) for the scheduler's verdict before leaving, so that the scheduler does not
+      // wait its shutdown timeout for this worker's confirmation. Finalize returns the job's error.
+      Status end = (*node)->Finalize(std::chrono::seconds(30));
+      std::fprintf(stderr, "kv_check_worker: worker %u: the job ended: %s\n", ctx.rank, end.ToString().c_str());
+      return 3;
+    }
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "kv_check_worker: worker %u: scenario %s FAILED (seed %llu): %s\n", ctx.rank, scenario.c_str(),
+                 static_cast<unsigned long long>(seed), s.ToString().c_str());
+    return 1;
+  }
+  if (Status f = (*node)->Finalize(); !f.ok()) {
+    std::fprintf(stderr, "kv_check_worker: worker %u: Finalize: %s\n", ctx.rank, f.ToString().c_str());
+    return 1;
+  }
+  std::printf("kv_check_worker: worker %u: scenario %s passed\n", ctx.rank, scenario.c_str());
+  return 0;
+}
