@@ -8,7 +8,8 @@
 //   PSERVER_NUM_SERVERS   the job's number of servers
 //   PSERVER_NUM_WORKERS   the job's number of workers
 //   PSERVER_RANK_HINT     the node's index among its role, in start order
-//   PSERVER_HEARTBEAT_TIMEOUT_MS, PSERVER_REGISTER_TIMEOUT_MS   optional timeouts
+//   PSERVER_HEARTBEAT_INTERVAL_MS, PSERVER_HEARTBEAT_TIMEOUT_MS, PSERVER_REGISTER_TIMEOUT_MS,
+//   PSERVER_SEND_TIMEOUT_MS   optional timing settings
 #pragma once
 
 #include "pserver/options.h"

@@ -56,6 +56,12 @@ Result<NodeOptions> NodeOptionsFromEnvironment() {
   v = -1;
   PSERVER_RETURN_IF_ERROR(ReadInt("PSERVER_REGISTER_TIMEOUT_MS", &v));
   if (v > 0) o.register_timeout = std::chrono::milliseconds(v);
+  v = -1;
+  PSERVER_RETURN_IF_ERROR(ReadInt("PSERVER_HEARTBEAT_INTERVAL_MS", &v));
+  if (v > 0) o.heartbeat_interval = std::chrono::milliseconds(v);
+  v = -1;
+  PSERVER_RETURN_IF_ERROR(ReadInt("PSERVER_SEND_TIMEOUT_MS", &v));
+  if (v > 0) o.send_timeout = std::chrono::milliseconds(v);
   return o;
 }
 

@@ -79,14 +79,17 @@ Status NodeRuntime::Register() {
   const std::string& where = options_.scheduler_address;
   Message m = ToScheduler(MessageType::kRegister);
   m.frames.push_back(Encode(req));
-  // The scheduler may not be up yet: retry the send until it is accepted or time runs out.
+  // The scheduler may not be up yet: retry until the connection takes the message or the
+  // registration time is spent. (A non-blocking send fails at once while no connection exists;
+  // the short pause between tries waits for an outside process, not for one of ours.)
   for (;;) {
-    Status sent = transport_->Send(m);
+    Status sent = transport_->SendNoWait(m);
     if (sent.ok()) break;
     if (Clock::now() >= deadline) {
       return Status::DeadlineExceeded(fmt::format("cannot reach the scheduler at {} within {} ms: {}", where,
                                                   options_.register_timeout.count(), sent.message()));
     }
+    std::this_thread::sleep_for(milliseconds(20));
   }
   for (;;) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
@@ -231,7 +234,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       Status why = h.is_error() ? ReplyError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
       Message ack = ToScheduler(MessageType::kShutdown);
       ack.header.flags = transport::kFlagReply;
-      (void)transport_->Send(std::move(ack));  // best effort: the scheduler times out otherwise
+      (void)transport_->SendNoWait(std::move(ack));  // best effort: the scheduler times out otherwise
       EndJob(why);
       return;
     }
@@ -270,7 +273,8 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
       return;
     }
     lock.unlock();
-    (void)transport_->Send(ToScheduler(MessageType::kHeartbeat));  // a lost one is caught above
+    // Never blocks: a scheduler that does not take heartbeats is caught by the check above.
+    (void)transport_->SendNoWait(ToScheduler(MessageType::kHeartbeat));
     lock.lock();
   }
 }

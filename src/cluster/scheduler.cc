@@ -71,7 +71,7 @@ void Scheduler::Handle(Message&& msg) {
       Message ack;
       ack.header.type = MessageType::kHeartbeatAck;
       ack.header.receiver = h.sender;
-      (void)transport_->Send(std::move(ack));
+      (void)transport_->SendNoWait(std::move(ack));
       return;
     }
     case MessageType::kBarrier: return HandleBarrier(msg);
@@ -104,9 +104,9 @@ void Scheduler::HandleRegister(Message&& msg) {
   for (const Member& m : members_) of_role += m.info.role == req->role;
   uint32_t wanted = req->role == Role::kServer ? options_.num_servers : options_.num_workers;
   if (formed_ || of_role >= wanted) {
-    Message reply;
-    reply.header.receiver = id;
-    ReplyError(reply, MessageType::kRegisterReply,
+    Message from_node;  // the request as if it had come from the refused node's new id
+    from_node.header.sender = id;
+    ReplyError(from_node, MessageType::kRegisterReply,
                Status::Aborted(fmt::format("the job already has its {} {}s", wanted, RoleName(req->role))));
     return;
   }
@@ -157,6 +157,7 @@ void Scheduler::FormCluster() {
     reply.header.receiver = m.info.id;
     reply.header.epoch = view_.epoch;
     reply.frames.push_back(Encode(RegisterReply{m.info.id, view_}));
+    // Blocking: the connection to the node that registered last may still be forming.
     if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
       PSERVER_LOG_WARN("scheduler: could not send the cluster view to {}: {}", Describe(m.info.id), s.ToString());
     }
@@ -214,7 +215,7 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
     release.header.receiver = node;
     release.header.request_id = call_id;
     release.header.aux = static_cast<uint64_t>(group);
-    (void)transport_->Send(std::move(release));
+    (void)transport_->SendNoWait(std::move(release));
   }
   b.arrived.clear();
 }
@@ -270,18 +271,25 @@ void Scheduler::Abort(const Status& why) {
 Status Scheduler::FinishShutdown() {
   // Wait (bounded) for the nodes to confirm, so that they exit before the scheduler does.
   auto deadline = Clock::now() + options_.shutdown_timeout;
+  // A node that has stopped talking (e.g. a worker that already exited) is not waited for.
   auto pending = [&] {
-    return std::count_if(members_.begin(), members_.end(),
-                         [](const Member& m) { return !m.shutdown_acked && !m.dead; });
+    auto now = Clock::now();
+    return std::count_if(members_.begin(), members_.end(), [&](const Member& m) {
+      return !m.shutdown_acked && !m.dead && now - m.last_seen <= options_.heartbeat_timeout;
+    });
   };
   while (pending() > 0 && Clock::now() < deadline) {
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    auto left = std::min(options_.heartbeat_interval,
+                         std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
     Result<Message> msg = transport_->Receive(std::max(left, milliseconds(0)));
-    if (!msg.ok()) break;
-    auto it = member_index_.find(msg->header.sender);
-    if (it != member_index_.end() && msg->header.type == MessageType::kShutdown && msg->header.is_reply()) {
-      members_[it->second].shutdown_acked = true;
+    if (!msg.ok()) {
+      if (msg.status().code() == StatusCode::kDeadlineExceeded) continue;
+      break;
     }
+    auto it = member_index_.find(msg->header.sender);
+    if (it == member_index_.end()) continue;
+    members_[it->second].last_seen = Clock::now();
+    if (msg->header.type == MessageType::kShutdown && msg->header.is_reply()) members_[it->second].shutdown_acked = true;
   }
   if (pending() > 0 && outcome_.ok()) {
     PSERVER_LOG_WARN("scheduler: {} nodes did not confirm the shutdown within {} ms", pending(),
@@ -295,7 +303,7 @@ void Scheduler::Broadcast(Message msg) {
     if (m.dead) continue;
     Message copy = msg;
     copy.header.receiver = m.info.id;
-    if (Status s = transport_->Send(std::move(copy)); !s.ok()) {
+    if (Status s = transport_->SendNoWait(std::move(copy)); !s.ok()) {
       PSERVER_LOG_WARN("scheduler: could not tell {}: {}", Describe(m.info.id), s.ToString());
     }
   }
@@ -306,7 +314,13 @@ void Scheduler::Reply(const Message& request, MessageType type, Message reply) {
   reply.header.flags |= transport::kFlagReply;
   reply.header.receiver = request.header.sender;
   reply.header.request_id = request.header.request_id;
-  (void)transport_->Send(std::move(reply));
+  // A registration reply may go to a connection still forming, so it may wait for it; every
+  // other reply goes to a node that is connected, and a node gone must not stall the scheduler.
+  if (type == MessageType::kRegisterReply) {
+    (void)transport_->Send(std::move(reply));
+  } else {
+    (void)transport_->SendNoWait(std::move(reply));
+  }
 }
 
 void Scheduler::ReplyError(const Message& request, MessageType type, const Status& error) {

@@ -29,7 +29,11 @@ Status Transport::Connect(NodeId peer, const std::string& address) {
   return DoConnect(peer, address);
 }
 
-Status Transport::Send(Message msg) {
+Status Transport::Send(Message msg) { return SendImpl(std::move(msg), true); }
+
+Status Transport::SendNoWait(Message msg) { return SendImpl(std::move(msg), false); }
+
+Status Transport::SendImpl(Message msg, bool may_block) {
   if (shut_down_.load(std::memory_order_relaxed)) return Status::Aborted("transport shut down");
   if (msg.frames.size() > kMaxFrames) {
     return Status::InvalidArgument(fmt::format("{} frames in one message, at most {}", msg.frames.size(), kMaxFrames));
@@ -40,7 +44,8 @@ Status Transport::Send(Message msg) {
   uint64_t bytes = kHeaderSize;
   for (const Bytes& f : msg.frames) bytes += f.size();
   NodeId receiver = msg.header.receiver;
-  Status s = DoSend(receiver, std::move(header), msg.frames);
+  Status s = may_block ? DoSend(receiver, std::move(header), msg.frames)
+                       : DoSendNoWait(receiver, std::move(header), msg.frames);
   if (!s.ok()) return s.WithContext(fmt::format("sending {}", Describe(msg.header)));
   messages_sent_.fetch_add(1, std::memory_order_relaxed);
   bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);

@@ -52,6 +52,11 @@ class Transport {
   // queued within the send timeout (peer gone or not accepting); kAborted after Shutdown.
   Status Send(Message msg);
 
+  // As Send, but never blocks: kUnavailable at once when the peer's queue is full or the peer
+  // is not connected. For control messages whose sender must not stall (heartbeats, the
+  // scheduler's replies and broadcasts).
+  Status SendNoWait(Message msg);
+
   // Blocks until a well-formed message arrives (returned), `timeout` passes
   // (kDeadlineExceeded) or Shutdown is called (kAborted).
   Result<Message> Receive(std::chrono::milliseconds timeout);
@@ -71,11 +76,17 @@ class Transport {
   virtual Status DoConnect(NodeId peer, const std::string& address) = 0;
   // `header` is the encoded header frame; `frames` the payload frames.
   virtual Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) = 0;
+  // The non-blocking variant; by default the same as DoSend (for transports that never block).
+  virtual Status DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+    return DoSend(receiver, std::move(header), frames);
+  }
   // Returns the next frame sequence; kDeadlineExceeded on timeout, kAborted after shutdown.
   virtual Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) = 0;
   virtual void DoShutdown() = 0;
 
  private:
+  Status SendImpl(Message msg, bool may_block);
+
   std::atomic<bool> shut_down_{false};
   std::atomic<uint64_t> messages_sent_{0}, bytes_sent_{0}, messages_received_{0},
       bytes_received_{0}, dropped_malformed_{0};

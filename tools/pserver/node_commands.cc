@@ -26,6 +26,7 @@ void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
       ->envname("PSERVER_HOST")
       ->capture_default_str();
   cmd->add_option("--heartbeat-interval-ms", f->heartbeat_interval_ms, "How often nodes tell the scheduler they live")
+      ->envname("PSERVER_HEARTBEAT_INTERVAL_MS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--heartbeat-timeout-ms", f->heartbeat_timeout_ms,
@@ -39,6 +40,7 @@ void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--send-timeout-ms", f->send_timeout_ms, "How long a send may block on a peer that does not read")
+      ->envname("PSERVER_SEND_TIMEOUT_MS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 }

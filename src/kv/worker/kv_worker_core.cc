@@ -179,7 +179,7 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
     if (s.ok()) s = runtime_->transport().Send(std::move(messages[i]));
     if (!s.ok()) {
       std::unique_lock lock(mu_);
-      Answer(lock, ts, i, nullptr, s);
+      Answer(lock, ts, i, nullptr, s.WithContext(runtime_->DescribeNode(node)));
     }
   }
   return Timestamp(ts);

@@ -115,7 +115,7 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address) {
   return Status::Ok();
 }
 
-Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more) {
+Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more, bool may_block) {
   zmq_msg_t msg;
   if (frame.size() <= options_.copy_threshold) {
     zmq_msg_init_size(&msg, frame.size());
@@ -124,10 +124,12 @@ Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more) {
     auto* hint = new std::shared_ptr<void>(frame.owner());
     zmq_msg_init_data(&msg, frame.data(), frame.size(), &ReleaseOwner, hint);
   }
-  if (zmq_msg_send(&msg, socket, more ? ZMQ_SNDMORE : 0) < 0) {
+  int flags = (more ? ZMQ_SNDMORE : 0) | (may_block ? 0 : ZMQ_DONTWAIT);
+  if (zmq_msg_send(&msg, socket, flags) < 0) {
     int err = zmq_errno();
     zmq_msg_close(&msg);
     if (err == EAGAIN) {
+      if (!may_block) return Status::Unavailable("peer is not connected or its queue is full");
       return Status::Unavailable(fmt::format("peer did not accept the message within {} ms",
                                              options_.send_timeout.count()));
     }
@@ -138,6 +140,14 @@ Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more) {
 }
 
 Status ZmqTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+  return SendMessage(receiver, header, frames, true);
+}
+
+Status ZmqTransport::DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+  return SendMessage(receiver, header, frames, false);
+}
+
+Status ZmqTransport::SendMessage(NodeId receiver, Bytes& header, std::vector<Bytes>& frames, bool may_block) {
   std::shared_lock lock(peers_mu_);
   auto it = peers_.find(receiver);
   if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
@@ -145,9 +155,9 @@ Status ZmqTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& f
   std::lock_guard peer_lock(peer.mu);
   // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
   // queues a multipart message atomically once its first part is accepted.
-  PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, header, !frames.empty()));
+  PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, header, !frames.empty(), may_block));
   for (size_t i = 0; i < frames.size(); ++i) {
-    PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, frames[i], i + 1 < frames.size()));
+    PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, frames[i], i + 1 < frames.size(), true));
   }
   return Status::Ok();
 }

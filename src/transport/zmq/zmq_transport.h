@@ -46,6 +46,7 @@ class ZmqTransport final : public Transport {
   Result<std::string> DoListen(const std::string& address) override;
   Status DoConnect(NodeId peer, const std::string& address) override;
   Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
+  Status DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
 
@@ -58,7 +59,8 @@ class ZmqTransport final : public Transport {
 
   explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}
   Status Init();
-  Status SendFrame(void* socket, const Bytes& frame, bool more);
+  Status SendFrame(void* socket, const Bytes& frame, bool more, bool may_block);
+  Status SendMessage(NodeId receiver, Bytes& header, std::vector<Bytes>& frames, bool may_block);
 
   const ZmqOptions options_;
   void* context_ = nullptr;
