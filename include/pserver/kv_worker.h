@@ -61,10 +61,10 @@ class KVWorkerBase {
   // range-placed table's range.
   Result<uint32_t> ServerOf(TableId table, Key key) const;
 
- protected:
-  friend class kv::KVWorkerCore;
-  // Type-erased entry point (see kv/worker/kv_worker_core.h).
+  // One request in type-erased form; defined and used inside the library only.
   struct Call;
+
+ protected:
   Result<Timestamp> Submit(Call&& call);
   std::shared_ptr<kv::KVWorkerCore> core_;
 };

@@ -43,32 +43,48 @@ SharedArray<T> FromBytes(const Bytes& b) {
 
 }  // namespace
 
+namespace {
+
 template <typename T>
-Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                                    Callback cb) {
-  Call c;
-  c.type = MessageType::kPush;
+KVWorkerBase::Call MakeCall(MessageType type, TableId table, const SharedArray<Key>& keys, const SharedArray<T>* vals,
+                            const SharedArray<int32_t>* lens, KVWorkerBase::Callback cb) {
+  KVWorkerBase::Call c;
+  c.type = type;
   c.table = table;
   c.value_type = ValueTypeOf<T>::value;
   c.keys = keys;
-  c.vals = transport::AsBytes(vals);
+  if (vals) c.vals = transport::AsBytes(*vals);
+  if (lens) {
+    c.lens = *lens;
+    c.has_lens = true;
+  }
   c.callback = std::move(cb);
-  return Submit(std::move(c));
+  return c;
+}
+
+// Where a pull's result goes: *vals (and *lens) are set on the receive thread before the
+// callback runs; a non-empty *vals is the caller's buffer and is filled in place.
+template <typename T>
+void SetOutput(KVWorkerBase::Call* c, SharedArray<T>* vals, SharedArray<int32_t>* lens) {
+  c->out_vals = transport::AsBytes(*vals);
+  c->on_values = [vals, lens](Bytes v, SharedArray<int32_t> l) {
+    *vals = FromBytes<T>(v);
+    if (lens) *lens = std::move(l);
+  };
+}
+
+}  // namespace
+
+template <typename T>
+Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
+                                    Callback cb) {
+  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, nullptr, std::move(cb)));
 }
 
 template <typename T>
 Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                                     const SharedArray<int32_t>& lens, Callback cb) {
-  Call c;
-  c.type = MessageType::kPush;
-  c.table = table;
-  c.value_type = ValueTypeOf<T>::value;
-  c.keys = keys;
-  c.vals = transport::AsBytes(vals);
-  c.lens = lens;
-  c.has_lens = true;
-  c.callback = std::move(cb);
-  return Submit(std::move(c));
+  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, &lens, std::move(cb)));
 }
 
 template <typename T>
@@ -80,17 +96,8 @@ template <typename T>
 Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals,
                                     SharedArray<int32_t>* lens, Callback cb) {
   if (vals == nullptr) return Status::InvalidArgument("Pull needs somewhere to put the values");
-  Call c;
-  c.type = MessageType::kPull;
-  c.table = table;
-  c.value_type = ValueTypeOf<T>::value;
-  c.keys = keys;
-  c.out_vals = transport::AsBytes(*vals);
-  c.on_values = [vals, lens](Bytes v, SharedArray<int32_t> l) {
-    *vals = FromBytes<T>(v);
-    if (lens) *lens = std::move(l);
-  };
-  c.callback = std::move(cb);
+  Call c = MakeCall<T>(MessageType::kPull, table, keys, nullptr, nullptr, std::move(cb));
+  SetOutput(&c, vals, lens);
   return Submit(std::move(c));
 }
 
@@ -98,15 +105,8 @@ template <typename T>
 Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                                         SharedArray<T>* out, Callback cb) {
   if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
-  Call c;
-  c.type = MessageType::kPushPull;
-  c.table = table;
-  c.value_type = ValueTypeOf<T>::value;
-  c.keys = keys;
-  c.vals = transport::AsBytes(vals);
-  c.out_vals = transport::AsBytes(*out);
-  c.on_values = [out](Bytes v, SharedArray<int32_t>) { *out = FromBytes<T>(v); };
-  c.callback = std::move(cb);
+  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, nullptr, std::move(cb));
+  SetOutput<T>(&c, out, nullptr);
   return Submit(std::move(c));
 }
 
@@ -115,20 +115,8 @@ Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& k
                                         const SharedArray<int32_t>& lens, SharedArray<T>* out,
                                         SharedArray<int32_t>* out_lens, Callback cb) {
   if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
-  Call c;
-  c.type = MessageType::kPushPull;
-  c.table = table;
-  c.value_type = ValueTypeOf<T>::value;
-  c.keys = keys;
-  c.vals = transport::AsBytes(vals);
-  c.lens = lens;
-  c.has_lens = true;
-  c.out_vals = transport::AsBytes(*out);
-  c.on_values = [out, out_lens](Bytes v, SharedArray<int32_t> l) {
-    *out = FromBytes<T>(v);
-    if (out_lens) *out_lens = std::move(l);
-  };
-  c.callback = std::move(cb);
+  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, &lens, std::move(cb));
+  SetOutput(&c, out, out_lens);
   return Submit(std::move(c));
 }
 

@@ -110,7 +110,8 @@ Status KVWorkerCore::Validate(const KVWorkerBase::Call& call, const TableSpec& s
   return Status::Ok();
 }
 
-Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t ts) const {
+Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t ts,
+                                   const std::vector<uint64_t>& offsets) const {
   const KVWorkerBase::Call& call = p.call;
   const size_t elem = ValueTypeSize(p.spec.value_type);
   Message m;
@@ -125,8 +126,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.frames.push_back(Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
     if (p.spec.variable_length) {
-      std::vector<uint64_t> off = Offsets(call.lens);
-      m.frames.push_back(Gather(call.vals, part.runs, 0, &off, elem));
+      m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem));
       m.frames.push_back(Gather(transport::AsBytes(call.lens), part.runs, sizeof(int32_t), nullptr, 0));
     } else {
       m.frames.push_back(Gather(call.vals, part.runs, size_t{p.spec.width} * elem, nullptr, 0));
@@ -160,11 +160,13 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
 
   std::vector<Message> messages;
   messages.reserve(p.parts.size());
+  const std::vector<uint64_t> offsets =
+      p.spec.variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
   int64_t ts;
   {
     std::unique_lock lock(mu_);
     ts = next_ts_++;
-    for (const Part& part : p.parts) messages.push_back(BuildMessage(p, part, ts));
+    for (const Part& part : p.parts) messages.push_back(BuildMessage(p, part, ts, offsets));
     if (p.parts.empty()) {
       completing_.insert(ts);
       lock.unlock();

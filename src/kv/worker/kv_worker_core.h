@@ -78,7 +78,9 @@ class KVWorkerCore final : public cluster::DataHandler {
   };
 
   Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
-  transport::Message BuildMessage(const Pending& p, const Part& part, int64_t ts) const;
+  // `offsets`: each key's first value for a variable-length push (see Offsets), else empty.
+  transport::Message BuildMessage(const Pending& p, const Part& part, int64_t ts,
+                                  const std::vector<uint64_t>& offsets) const;
   // Records a part's outcome; completes the request when it was the last. REQUIRES: mu_ held
   // by `lock`, which may be released and re-acquired.
   void Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t part, transport::Message* reply,
