@@ -69,7 +69,8 @@ class Node {
   Status Finalize(std::chrono::milliseconds timeout = kDefaultControlTimeout);
 
   // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
-  // reason otherwise (a dead node, a cluster that did not form in time, ...).
+  // reason otherwise (a dead node, a cluster that did not form in time, ...). A server holds
+  // requests that arrive before Run, so create its KVServer objects first.
   Status Run();
 
   // OK while the node takes part in a live job.

@@ -53,6 +53,7 @@ Status Node::Finalize(std::chrono::milliseconds timeout) {
 Status Node::Run() {
   if (scheduler_) return scheduler_->Run();
   if (role_ != Role::kServer) return Status::InvalidArgument("workers do not Run; they Finalize");
+  runtime_->StartServing();
   // Not a silent hang: the heartbeat timer ends the job if the scheduler goes away.
   return runtime_->WaitForShutdown(std::chrono::hours(24 * 365));
 }

@@ -169,7 +169,7 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
 
 void NodeRuntime::DeliverData(Message&& msg) {
   std::lock_guard lock(data_mu_);
-  if (!data_handler_) {
+  if (!data_handler_ || !serving_) {
     constexpr size_t kMaxEarly = 1 << 16;
     if (early_data_.size() < kMaxEarly) {
       early_data_.push_back(std::move(msg));
@@ -187,12 +187,27 @@ std::shared_ptr<DataHandler> NodeRuntime::AttachDataHandler(
   std::lock_guard lock(data_mu_);
   if (data_handler_) return data_handler_;
   data_handler_ = make();
-  DataHandler* handler = data_handler_.get();
-  for (Message& m : early_data_) handler->OnData(std::move(m));
-  early_data_.clear();
+  if (options_.role == Role::kWorker) serving_ = true;
+  FlushEarlyData();
   std::lock_guard state_lock(mu_);
-  if (Status h = HealthLocked(); !h.ok()) handler->OnShutdown(h);
+  if (Status h = HealthLocked(); !h.ok()) data_handler_->OnShutdown(h);
   return data_handler_;
+}
+
+void NodeRuntime::StartServing() {
+  std::lock_guard lock(data_mu_);
+  serving_ = true;
+  if (!data_handler_) {
+    PSERVER_LOG_WARN("{}: serving without a KVServer; data requests will wait unanswered", DescribeNode(id_));
+    return;
+  }
+  FlushEarlyData();
+}
+
+void NodeRuntime::FlushEarlyData() {
+  if (!data_handler_ || !serving_) return;
+  for (Message& m : early_data_) data_handler_->OnData(std::move(m));
+  early_data_.clear();
 }
 
 void NodeRuntime::HandleControl(Message&& msg) {

@@ -71,7 +71,8 @@ class NodeRuntime {
 
   // The node's data-plane handler: the one attached earlier, or a new one from `make`, which
   // is attached at once. The runtime co-owns it until destruction, after its threads stopped.
-  // Data messages that arrived before the first attach are delivered, in order, on attach.
+  // Data messages are held, in order, until the handler is attached and -- on a server -- until
+  // StartServing, so that no request meets a half-configured server.
   std::shared_ptr<DataHandler> AttachDataHandler(const std::function<std::shared_ptr<DataHandler>()>& make);
 
   // Waits until every live node of `group` has entered the barrier. kDeadlineExceeded naming
@@ -83,6 +84,9 @@ class NodeRuntime {
   Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout);
   // The spec of a table this node declared. kNotFound otherwise.
   Result<TableSpec> FindTable(TableId id) const;
+
+  // Server: every handler is configured; deliver the held requests and those to come.
+  void StartServing();
 
   // Worker: tells the scheduler this worker is done and waits until the job ends.
   Status Finalize(std::chrono::milliseconds timeout);
@@ -110,6 +114,7 @@ class NodeRuntime {
   void HeartbeatLoop(std::stop_token stop);
   void HandleControl(transport::Message&& msg);
   void DeliverData(transport::Message&& msg);
+  void FlushEarlyData();  // REQUIRES: data_mu_ held
   void Fail(const Status& why);
   Status HealthLocked() const;  // REQUIRES: mu_ held
   void EndJob(const Status& why);
@@ -140,6 +145,7 @@ class NodeRuntime {
   // Data dispatch: taken by the receive thread around each delivery and by SetDataHandler.
   std::mutex data_mu_;
   std::shared_ptr<DataHandler> data_handler_;      // guarded by data_mu_
+  bool serving_ = false;                           // guarded by data_mu_
   std::vector<transport::Message> early_data_;     // guarded by data_mu_
 
   std::jthread receive_thread_;
