@@ -5,8 +5,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 status=0
 while IFS= read -r f; do
   name=$(basename "$f")
-  if ! grep -rqF --include=CMakeLists.txt "$name" "$root"; then
-    echo "check_tests_built: $f is not built by any CMakeLists.txt" >&2
+  if ! grep -rqF --include=CMakeLists.txt --include='*.cmake' "$name" "$root"; then
+    echo "check_tests_built: $f is not registered in any CMakeLists.txt or *.cmake file" >&2
     status=1
   fi
 done < <(cd "$root" && find src tools tests bench testing -name '*_test.cc' 2>/dev/null)

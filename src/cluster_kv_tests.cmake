@@ -1,1 +1,9 @@
-# Unit and in-process tests of src/cluster and src/kv.
+# Unit and in-process tests of src/cluster and src/kv (and of the in-process cluster harness).
+# cluster/cluster_test_util.h holds their shared helpers (an inproc job, an observing transport).
+pserver_add_test(scheduler_test SOURCES cluster/scheduler_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(node_runtime_test SOURCES cluster/node_runtime_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(sum_store_test SOURCES kv/server/sum_store_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(kv_server_core_test SOURCES kv/server/kv_server_core_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(local_cluster_test SOURCES ${PROJECT_SOURCE_DIR}/testing/local_cluster_test.cc
+                 DEPS pserver_testing LABELS unit)

@@ -41,8 +41,9 @@ transport::Bytes Encode(const RegisterRequest& m) {
 Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   RegisterRequest m;
-  ReadRole(r, &m.role) && r.Str(&m.address) && r.I64(&m.rank_hint);
-  if (!r.Done() || m.role == Role::kScheduler || m.address.empty()) return Malformed("register");
+  // ReadRole can fail on a bad value without failing the reader: keep the chain's result.
+  bool ok = ReadRole(r, &m.role) && r.Str(&m.address) && r.I64(&m.rank_hint);
+  if (!ok || !r.Done() || m.role == Role::kScheduler || m.address.empty()) return Malformed("register");
   return m;
 }
 
@@ -73,10 +74,12 @@ Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body) {
     return Malformed("register-reply");
   }
   m.view.nodes.resize(count);
+  bool ok = true;
   for (NodeInfo& n : m.view.nodes) {
-    if (!(r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address))) break;
+    ok = r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address);
+    if (!ok) break;
   }
-  if (!r.Done()) return Malformed("register-reply");
+  if (!ok || !r.Done()) return Malformed("register-reply");
   return m;
 }
 
@@ -119,8 +122,8 @@ transport::Bytes Encode(const NodeFailure& m) {
 Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   NodeFailure m;
-  r.U32(&m.id.value) && ReadRole(r, &m.role) && r.U32(&m.rank.value) && r.Str(&m.reason);
-  if (!r.Done()) return Malformed("node-failed");
+  bool ok = r.U32(&m.id.value) && ReadRole(r, &m.role) && r.U32(&m.rank.value) && r.Str(&m.reason);
+  if (!ok || !r.Done()) return Malformed("node-failed");
   return m;
 }
 

@@ -87,9 +87,14 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address) {
   std::unique_lock lock(peers_mu_);
   auto it = peers_.find(peer_id);
   if (it != peers_.end()) {
-    std::lock_guard peer_lock(it->second->mu);
-    if (it->second->address == address) return Status::Ok();
-    zmq_close(it->second->socket);
+    {
+      std::lock_guard peer_lock(it->second->mu);
+      if (it->second->address == address) return Status::Ok();
+      zmq_close(it->second->socket);
+      it->second->socket = nullptr;
+    }
+    // Erase only after the peer's lock is released: the lock lives in the Peer. (No DoSend can
+    // be using it: they hold peers_mu_ shared, and we hold it exclusively.)
     peers_.erase(it);
   }
   void* s = zmq_socket(context_, ZMQ_DEALER);

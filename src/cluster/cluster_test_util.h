@@ -1,0 +1,285 @@
+// Test support for the cluster and KV unit tests (test-only; not part of any library):
+//   - StatusIs: a GoogleTest predicate for a status code plus a piece of its message;
+//   - Gate: a one-shot, idempotent open/wait flag for holding a thread until the test says so;
+//   - ObservingTransport: a Transport decorator that reports every message sent and received,
+//     so that tests can wait for protocol events instead of sleeping;
+//   - RecordingDataHandler: a data-plane handler that queues what reaches a node;
+//   - InprocJob: a scheduler and any number of servers and workers over the inproc transport,
+//     each node built by the test (rank hints, timeouts, observers), all owned and torn down here.
+//
+// Thread safety: Gate and ObservingTransport are thread-safe; drive an InprocJob from one thread.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "cluster/node_access.h"
+#include "cluster/node_runtime.h"
+#include "pserver/node.h"
+#include "pserver/status.h"
+#include "transport/inproc/inproc_transport.h"
+#include "transport/transport.h"
+
+namespace pserver::testing {
+
+// True when `s` has `code` and its message contains `text`.
+inline ::testing::AssertionResult StatusIs(const Status& s, StatusCode code, std::string_view text = {}) {
+  if (s.code() != code) {
+    return ::testing::AssertionFailure() << "expected " << StatusCodeName(code) << ", got " << s.ToString();
+  }
+  if (s.message().find(text) == std::string::npos) {
+    return ::testing::AssertionFailure() << "expected the message to contain '" << text << "', got " << s.ToString();
+  }
+  return ::testing::AssertionSuccess() << s.ToString();
+}
+
+// A gate that opens once. Open() may be called any number of times, from any thread.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // True once open; false if `timeout` passed first (a safety net against hanging a test).
+  bool Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Opens a gate when it goes out of scope, so that a failed assertion cannot leave a thread
+// blocked on it forever.
+class OpenOnExit {
+ public:
+  explicit OpenOnExit(Gate& gate) : gate_(gate) {}
+  ~OpenOnExit() { gate_.Open(); }
+  OpenOnExit(const OpenOnExit&) = delete;
+  OpenOnExit& operator=(const OpenOnExit&) = delete;
+
+ private:
+  Gate& gate_;
+};
+
+// Forwards everything to an inner transport and calls the observers with each message sent
+// (before it is sent) and received (before the owner sees it). An optional rewriter may change
+// each outgoing message first (fault injection: corrupt what a well-behaved node would send).
+// Observers and the rewriter run on the sending or receiving thread and must not block.
+class ObservingTransport final : public transport::Transport {
+ public:
+  using Observer = std::function<void(const transport::Message&)>;
+  using Rewriter = std::function<void(transport::Message&)>;
+  ObservingTransport(std::unique_ptr<transport::Transport> inner, Observer on_send, Observer on_receive,
+                     Rewriter rewrite = {})
+      : inner_(std::move(inner)),
+        on_send_(std::move(on_send)),
+        on_receive_(std::move(on_receive)),
+        rewrite_(std::move(rewrite)) {}
+
+ protected:
+  Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
+  Status DoConnect(NodeId peer, const std::string& address) override { return inner_->Connect(peer, address); }
+  Status DoSend(NodeId, transport::Bytes header, std::vector<transport::Bytes>& frames) override {
+    PSERVER_ASSIGN_OR_RETURN(transport::Header h, transport::DecodeHeader(header.data(), header.size()));
+    transport::Message m{h, std::move(frames)};
+    if (rewrite_) rewrite_(m);
+    if (on_send_) on_send_(m);
+    return inner_->Send(std::move(m));
+  }
+  Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
+    PSERVER_ASSIGN_OR_RETURN(transport::Message m, inner_->Receive(timeout));
+    if (on_receive_) on_receive_(m);
+    RawFrames raw;
+    transport::Bytes header(transport::kHeaderSize);
+    transport::EncodeHeader(m.header, header.data());
+    raw.frames.push_back(std::move(header));
+    for (transport::Bytes& f : m.frames) raw.frames.push_back(std::move(f));
+    return raw;
+  }
+  void DoShutdown() override { inner_->Shutdown(); }
+
+ private:
+  std::unique_ptr<transport::Transport> inner_;
+  Observer on_send_;
+  Observer on_receive_;
+  Rewriter rewrite_;
+};
+
+// Queues the data messages that reach a node (attach it with NodeRuntime::AttachDataHandler).
+class RecordingDataHandler final : public cluster::DataHandler {
+ public:
+  void OnData(transport::Message&& msg) override {
+    std::lock_guard lock(mu_);
+    messages_.push_back(std::move(msg));
+    cv_.notify_all();
+  }
+  void OnNodeFailed(const cluster::NodeFailure&) override {}
+  void OnShutdown(const Status&) override {}
+
+  // The next message, or nullopt if none arrives within a generous bound (a failing test then
+  // reports it instead of hanging).
+  std::optional<transport::Message> Next() {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return !messages_.empty(); })) return std::nullopt;
+    transport::Message m = std::move(messages_.front());
+    messages_.pop_front();
+    return m;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<transport::Message> messages_;  // guarded by mu_
+};
+
+// A job over the inproc transport whose nodes the test builds one by one.
+class InprocJob {
+ public:
+  static constexpr const char* kSchedulerAddress = "inproc://scheduler";
+
+  // `base`: the options every node gets (timeouts); role, address and hints are set here.
+  explicit InprocJob(NodeOptions base) : base_(std::move(base)) {}
+  InprocJob(const InprocJob&) = delete;
+  InprocJob& operator=(const InprocJob&) = delete;
+
+  ~InprocJob() {
+    if (scheduler_) scheduler_->Stop();
+    for (auto& n : nodes_) {
+      if (n) n->Stop();
+    }
+    if (scheduler_run_.valid()) scheduler_run_.wait();
+    for (auto& f : spawned_) f.wait();
+    nodes_.clear();
+    scheduler_.reset();
+  }
+
+  // Runs `f` (e.g. a node's Run or Barrier) in a thread that this job joins after stopping every
+  // node, so that a test which fails early cannot hang on it. `f` may use the job's nodes.
+  std::shared_future<Status> Spawn(std::function<Status()> f) {
+    std::shared_future<Status> done = std::async(std::launch::async, std::move(f)).share();
+    spawned_.push_back(done);
+    return done;
+  }
+
+  // Starts the scheduler of a job with `servers` servers and `workers` workers, listening at
+  // kSchedulerAddress, with optional observers on its transport.
+  Status StartScheduler(uint32_t servers, uint32_t workers, ObservingTransport::Observer on_send = {},
+                        ObservingTransport::Observer on_receive = {}) {
+    NodeOptions o = base_;
+    o.role = Role::kScheduler;
+    o.num_servers = servers;
+    o.num_workers = workers;
+    o.scheduler_address = kSchedulerAddress;
+    auto t = std::make_unique<ObservingTransport>(
+        std::make_unique<transport::inproc::InprocTransport>(&hub_, transport::inproc::InprocOptions{}),
+        std::move(on_send), std::move(on_receive));
+    PSERVER_ASSIGN_OR_RETURN(scheduler_, internal::NodeAccess::StartWithTransport(o, std::move(t)));
+    return Status::Ok();
+  }
+
+  // Runs the scheduler's Run in a thread; its outcome comes from SchedulerOutcome().
+  void RunScheduler() {
+    Node* s = scheduler_.get();
+    scheduler_run_ = std::async(std::launch::async, [s] { return s->Run(); });
+  }
+  // The scheduler's Run result (blocks until Run returns). REQUIRES: RunScheduler was called,
+  // and this is the first call.
+  Status SchedulerOutcome() { return scheduler_run_.get(); }
+  // Stops the scheduler, waits for its Run to return and destroys it.
+  void DestroyScheduler() {
+    scheduler_->Stop();
+    if (scheduler_run_.valid()) scheduler_run_.wait();
+    scheduler_.reset();
+  }
+
+  struct NodeSpec {
+    Role role = Role::kWorker;
+    int64_t rank_hint = -1;
+  };
+  // Options of a server or worker of this job (the test may adjust them before StartNodes).
+  NodeOptions OptionsFor(const NodeSpec& spec) const {
+    NodeOptions o = base_;
+    o.role = spec.role;
+    o.rank_hint = spec.rank_hint;
+    o.scheduler_address = kSchedulerAddress;
+    return o;
+  }
+  // Starts one node per option set, all at once (Start blocks until the whole cluster has
+  // registered), and returns each Start's status; started nodes are kept, in the given order.
+  // transports[i], when given and not null, is node i's transport (made with NewTransport,
+  // possibly wrapped); otherwise node i gets a plain one.
+  std::vector<Status> StartNodes(const std::vector<NodeOptions>& options,
+                                 std::vector<std::unique_ptr<transport::Transport>> transports = {}) {
+    transports.resize(options.size());
+    for (auto& t : transports) {
+      if (!t) t = NewTransport();
+    }
+    std::vector<std::unique_ptr<Node>> started(options.size());
+    std::vector<Status> statuses(options.size());
+    {
+      std::vector<std::jthread> threads;
+      for (size_t i = 0; i < options.size(); ++i) {
+        threads.emplace_back([&, i] {
+          Result<std::unique_ptr<Node>> r =
+              internal::NodeAccess::StartWithTransport(options[i], std::move(transports[i]));
+          if (r.ok()) {
+            started[i] = std::move(r).value();
+          } else {
+            statuses[i] = r.status();
+          }
+        });
+      }
+    }
+    for (auto& n : started) nodes_.push_back(std::move(n));
+    return statuses;
+  }
+  // Starts the given nodes and returns the first error, if any.
+  Status StartAll(const std::vector<NodeSpec>& specs) {
+    std::vector<NodeOptions> options;
+    for (const NodeSpec& s : specs) options.push_back(OptionsFor(s));
+    for (const Status& s : StartNodes(options)) PSERVER_RETURN_IF_ERROR(s);
+    return Status::Ok();
+  }
+
+  // The i-th node started (in StartNodes order, over all calls); nullptr if it failed or was
+  // destroyed.
+  Node* node(size_t i) { return nodes_[i].get(); }
+  size_t num_nodes() const { return nodes_.size(); }
+  // Stops and destroys the i-th node.
+  void Destroy(size_t i) {
+    nodes_[i]->Stop();
+    nodes_[i].reset();
+  }
+  Node& scheduler() { return *scheduler_; }
+  // A transport on this job's hub, for starting nodes by hand.
+  std::unique_ptr<transport::Transport> NewTransport() {
+    return std::make_unique<transport::inproc::InprocTransport>(&hub_, transport::inproc::InprocOptions{});
+  }
+
+ private:
+  NodeOptions base_;
+  transport::inproc::InprocHub hub_;  // outlives every node (declared first, destroyed last)
+  std::unique_ptr<Node> scheduler_;
+  std::future<Status> scheduler_run_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::shared_future<Status>> spawned_;  // joined in the destructor, after Stop
+};
+
+}  // namespace pserver::testing

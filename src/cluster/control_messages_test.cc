@@ -1,0 +1,410 @@
+// Control-plane bodies: round trips, and that every truncated or mutated body from a peer
+// either decodes or is refused with kCorruption, never crashes.
+#include "cluster/control_messages.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/wire_io.h"
+#include "testing/test_util.h"
+
+namespace pserver::cluster {
+namespace {
+
+using transport::Bytes;
+
+std::string Str(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
+// An exactly sized heap copy, so that a read past the end is visible to ASan.
+Bytes BodyOf(const std::string& s) {
+  return Bytes::CopyOf(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()));
+}
+
+ClusterView SampleView() {
+  ClusterView v;
+  v.epoch = Epoch(3);
+  v.num_servers = 2;
+  v.num_workers = 1;
+  v.virtual_nodes = 64;
+  v.nodes = {
+      {NodeId(1), Role::kServer, Rank(0), "tcp://10.0.0.1:5000"},
+      {NodeId(2), Role::kServer, Rank(1), "tcp://10.0.0.2:5000"},
+      {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000"},
+  };
+  return v;
+}
+
+TableSpec SampleSpec() {
+  TableSpec s;
+  s.name = "embeddings";
+  s.value_type = ValueType::kFloat64;
+  s.width = 16;
+  s.placement = KeyPlacement::kRange;
+  s.key_range = {100, 200};
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+TEST(ControlMessagesTest, RoundTripsRegisterRequest) {
+  for (Role role : {Role::kServer, Role::kWorker}) {
+    for (int64_t hint : {int64_t{-1}, int64_t{0}, int64_t{7}, std::numeric_limits<int64_t>::max(),
+                         std::numeric_limits<int64_t>::min()}) {
+      RegisterRequest m;
+      m.role = role;
+      m.address = "tcp://127.0.0.1:4242";
+      m.rank_hint = hint;
+      Result<RegisterRequest> d = DecodeRegisterRequest(Encode(m));
+      ASSERT_OK(d);
+      EXPECT_EQ(d->role, role);
+      EXPECT_EQ(d->address, m.address);
+      EXPECT_EQ(d->rank_hint, hint);
+    }
+  }
+}
+
+TEST(ControlMessagesTest, RoundTripsRegisterReply) {
+  RegisterReply m;
+  m.your_id = NodeId(3);
+  m.view = SampleView();
+  Result<RegisterReply> d = DecodeRegisterReply(Encode(m));
+  ASSERT_OK(d);
+  EXPECT_EQ(d->your_id, NodeId(3));
+  EXPECT_EQ(d->view, m.view);
+
+  RegisterReply empty;  // no nodes at all
+  empty.your_id = NodeId(std::numeric_limits<uint32_t>::max());
+  empty.view.epoch = Epoch(std::numeric_limits<uint64_t>::max());
+  Result<RegisterReply> e = DecodeRegisterReply(Encode(empty));
+  ASSERT_OK(e);
+  EXPECT_EQ(e->your_id, empty.your_id);
+  EXPECT_EQ(e->view, empty.view);
+}
+
+TEST(ControlMessagesTest, RoundTripsTableSpec) {
+  std::vector<TableSpec> specs;
+  for (ValueType vt : {ValueType::kFloat32, ValueType::kFloat64, ValueType::kInt32, ValueType::kInt64}) {
+    for (KeyPlacement p : {KeyPlacement::kHashed, KeyPlacement::kRange, KeyPlacement::kIdentity}) {
+      for (bool var : {false, true}) {
+        TableSpec s = SampleSpec();
+        s.value_type = vt;
+        s.placement = p;
+        s.variable_length = var;
+        specs.push_back(s);
+      }
+    }
+  }
+  TableSpec extreme = SampleSpec();
+  extreme.name = std::string(1024, 'n');  // the decoder's limit
+  extreme.width = std::numeric_limits<uint32_t>::max();
+  extreme.key_range = {0, std::numeric_limits<uint64_t>::max()};
+  specs.push_back(extreme);
+  for (const TableSpec& s : specs) {
+    Result<TableSpec> d = DecodeTableSpec(Encode(s));
+    ASSERT_OK(d);
+    EXPECT_EQ(*d, s);
+  }
+}
+
+TEST(ControlMessagesTest, RoundTripsNodeFailure) {
+  for (Role role : {Role::kScheduler, Role::kServer, Role::kWorker}) {
+    NodeFailure m{NodeId(9), role, Rank(4), "no heartbeat for 3000 ms"};
+    Result<NodeFailure> d = DecodeNodeFailure(Encode(m));
+    ASSERT_OK(d);
+    EXPECT_EQ(d->id, m.id);
+    EXPECT_EQ(d->role, m.role);
+    EXPECT_EQ(d->rank, m.rank);
+    EXPECT_EQ(d->reason, m.reason);
+  }
+  NodeFailure no_reason{NodeId(1), Role::kWorker, Rank(0), ""};
+  Result<NodeFailure> d = DecodeNodeFailure(Encode(no_reason));
+  ASSERT_OK(d);
+  EXPECT_EQ(d->reason, "");
+}
+
+TEST(ControlMessagesTest, EncodesNodeFailureLittleEndian) {
+  Bytes b = Encode(NodeFailure{NodeId(0x01020304), Role::kServer, Rank(5), "ab"});
+  EXPECT_EQ(Str(b), std::string("\x04\x03\x02\x01" "\x01" "\x05\x00\x00\x00" "\x02\x00\x00\x00" "ab", 15));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+
+// One decoder, seen as "decode these bytes, then re-encode what came out".
+struct Codec {
+  const char* name;  // as in the refusal message: "malformed <name> body"
+  std::function<Status(const Bytes&, std::string*)> decode_and_reencode;
+};
+
+std::vector<Codec> AllCodecs() {
+  auto wrap = [](auto decode) {
+    return [decode](const Bytes& body, std::string* again) -> Status {
+      auto r = decode(body);
+      if (!r.ok()) return r.status();
+      *again = Str(Encode(*r));
+      return Status::Ok();
+    };
+  };
+  return {
+      {"register", wrap(DecodeRegisterRequest)},
+      {"register-reply", wrap(DecodeRegisterReply)},
+      {"declare-table", wrap(DecodeTableSpec)},
+      {"node-failed", wrap(DecodeNodeFailure)},
+  };
+}
+
+// Valid bodies of each codec, in AllCodecs() order.
+std::vector<std::vector<std::string>> ValidBodies() {
+  RegisterReply reply{NodeId(3), SampleView()};
+  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x"}}}};
+  TableSpec var = SampleSpec();
+  var.variable_length = true;
+  var.placement = KeyPlacement::kIdentity;
+  return {
+      {Str(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1})),
+       Str(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3}))},
+      {Str(Encode(reply)), Str(Encode(lonely))},
+      {Str(Encode(SampleSpec())), Str(Encode(var))},
+      {Str(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
+       Str(Encode(NodeFailure{NodeId(1), Role::kServer, Rank(0), ""}))},
+  };
+}
+
+void ExpectRefused(const Codec& codec, const std::string& body, const std::string& why) {
+  std::string again;
+  Status s = codec.decode_and_reencode(BodyOf(body), &again);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << codec.name << " " << why << ": " << s;
+  EXPECT_EQ(s.message(), std::string("malformed ") + codec.name + " body") << why;
+}
+
+TEST(ControlMessagesTest, RefusesEveryTruncation) {
+  const std::vector<Codec> codecs = AllCodecs();
+  const std::vector<std::vector<std::string>> bodies = ValidBodies();
+  for (size_t c = 0; c < codecs.size(); ++c) {
+    for (const std::string& body : bodies[c]) {
+      for (size_t len = 0; len < body.size(); ++len) {
+        ExpectRefused(codecs[c], body.substr(0, len), "truncated to " + std::to_string(len));
+      }
+    }
+  }
+}
+
+TEST(ControlMessagesTest, RefusesTrailingBytes) {
+  const std::vector<Codec> codecs = AllCodecs();
+  const std::vector<std::vector<std::string>> bodies = ValidBodies();
+  for (size_t c = 0; c < codecs.size(); ++c) {
+    for (const std::string& body : bodies[c]) {
+      ExpectRefused(codecs[c], body + '\0', "one trailing byte");
+      ExpectRefused(codecs[c], body + body, "doubled");
+    }
+  }
+}
+
+TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
+  const std::vector<Codec> codecs = AllCodecs();
+  auto body = [](auto fill) {
+    base::WireWriter w;
+    fill(w);
+    return w.Take();
+  };
+  // register: the scheduler does not register, role 3 does not exist, an address is required.
+  ExpectRefused(codecs[0], body([](auto& w) { w.U8(0); w.Str("tcp://h:1"); w.I64(-1); }), "scheduler role");
+  ExpectRefused(codecs[0], body([](auto& w) { w.U8(3); w.Str("tcp://h:1"); w.I64(-1); }), "role 3");
+  ExpectRefused(codecs[0], body([](auto& w) { w.U8(2); w.Str(""); w.I64(-1); }), "empty address");
+  // register-reply: the node count must match the view, and stay under the limit.
+  auto reply = [&](uint32_t servers, uint32_t workers, uint32_t count, uint8_t role) {
+    return body([&](auto& w) {
+      w.U32(1);
+      w.U64(1);
+      w.U32(servers);
+      w.U32(workers);
+      w.U32(8);
+      w.U32(count);
+      for (uint32_t i = 0; i < std::min<uint32_t>(count, 2); ++i) {
+        w.U32(i);
+        w.U8(role);
+        w.U32(i);
+        w.Str("a");
+      }
+    });
+  };
+  ExpectRefused(codecs[1], reply(1, 1, 1, 1), "count below the view");
+  ExpectRefused(codecs[1], reply(1, 0, 2, 1), "count above the view");
+  ExpectRefused(codecs[1], reply(1u << 16, 1, (1u << 16) + 1, 1), "count over the limit");
+  ExpectRefused(codecs[1], reply(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFEu, 1), "count that only matches by overflow");
+  ExpectRefused(codecs[1], reply(1, 1, 2, 3), "node role 3");
+  ExpectRefused(codecs[1], reply(20000, 20000, 40000, 1), "count far beyond the bytes present");
+  // declare-table: the flags must be 0/1 and the placement known; the name is bounded.
+  auto spec = [&](const std::string& name, uint8_t var, uint8_t placement) {
+    return body([&](auto& w) {
+      w.Str(name);
+      w.U8(1);
+      w.U32(1);
+      w.U8(var);
+      w.U8(placement);
+      w.U64(0);
+      w.U64(10);
+    });
+  };
+  EXPECT_OK(DecodeTableSpec(BodyOf(spec("t", 1, 2))));
+  ExpectRefused(codecs[2], spec("t", 2, 0), "variable_length 2");
+  ExpectRefused(codecs[2], spec("t", 0, 3), "placement 3");
+  ExpectRefused(codecs[2], spec(std::string(1025, 'n'), 0, 0), "1025-byte name");
+  // node-failed: role 3 does not exist.
+  ExpectRefused(codecs[3], body([](auto& w) { w.U32(1); w.U8(3); w.U32(0); w.Str("x"); }), "role 3");
+  // An invalid role byte that ends the body: the decoder must not stop early and take the
+  // fields it did not read as defaults (regression: ReadRole failed without failing the reader).
+  ExpectRefused(codecs[3], body([](auto& w) { w.U32(1); w.U8(7); }), "node-failed ending at a bad role");
+  ExpectRefused(codecs[0], body([](auto& w) { w.U8(7); }), "register ending at a bad role");
+  ExpectRefused(codecs[1], body([](auto& w) {
+                  w.U32(1);
+                  w.U64(1);
+                  w.U32(1);
+                  w.U32(0);
+                  w.U32(8);
+                  w.U32(1);
+                  w.U32(1);
+                  w.U8(0xE0);
+                }),
+                "register-reply ending at a bad role");
+  // A string length far beyond the body.
+  ExpectRefused(codecs[3], body([](auto& w) { w.U32(1); w.U8(1); w.U32(0); w.U32(0xFFFFFFFFu); }), "huge string");
+}
+
+TEST(ControlMessagesTest, DecodeTableSpecLeavesValueTypeToValidate) {
+  // The decoder keeps any value-type byte; ValidateTableSpec (which the scheduler runs on every
+  // declared spec) is what refuses an unknown one.
+  for (uint8_t vt : {uint8_t{0}, uint8_t{5}, uint8_t{255}}) {
+    std::string body = Str(Encode(SampleSpec()));
+    body[4 + SampleSpec().name.size()] = static_cast<char>(vt);
+    Result<TableSpec> d = DecodeTableSpec(BodyOf(body));
+    if (!d.ok()) {
+      EXPECT_EQ(d.status().code(), StatusCode::kCorruption);
+      continue;
+    }
+    EXPECT_EQ(ValidateTableSpec(*d).code(), StatusCode::kInvalidArgument) << int{vt};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random mutations
+
+std::string MutateBody(std::mt19937_64& rng, std::string s) {
+  const int mutations = 1 + static_cast<int>(rng() % 3);
+  for (int m = 0; m < mutations; ++m) {
+    switch (rng() % 7) {
+      case 0:  // flip a bit
+        if (!s.empty()) s[rng() % s.size()] ^= static_cast<char>(1 << (rng() % 8));
+        break;
+      case 1:  // set a byte
+        if (!s.empty()) s[rng() % s.size()] = static_cast<char>(rng());
+        break;
+      case 2:  // insert a byte
+        s.insert(s.begin() + static_cast<std::ptrdiff_t>(rng() % (s.size() + 1)), static_cast<char>(rng()));
+        break;
+      case 3:  // delete a byte
+        if (!s.empty()) s.erase(rng() % s.size(), 1);
+        break;
+      case 4:  // truncate
+        s.resize(rng() % (s.size() + 1));
+        break;
+      case 5:  // append junk
+        for (int i = static_cast<int>(rng() % 8); i >= 0; --i) s.push_back(static_cast<char>(rng()));
+        break;
+      default: {  // overwrite four bytes (a length or count) with a small or huge number
+        if (s.size() < 4) break;
+        size_t at = rng() % (s.size() - 3);
+        uint32_t v = rng() % 2 ? static_cast<uint32_t>(rng() % 8) : static_cast<uint32_t>(rng());
+        for (int i = 0; i < 4; ++i) s[at + i] = static_cast<char>(v >> (8 * i));
+      }
+    }
+  }
+  return s;
+}
+
+TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
+  std::mt19937_64 rng(pserver::testing::TestSeed());
+  const std::vector<Codec> codecs = AllCodecs();
+  const std::vector<std::vector<std::string>> bodies = ValidBodies();
+  for (size_t c = 0; c < codecs.size(); ++c) {
+    int decoded = 0, refused = 0;
+    for (int i = 0; i < 25000; ++i) {
+      const std::vector<std::string>& valid = bodies[c];
+      const std::string body = MutateBody(rng, valid[rng() % valid.size()]);
+      std::string again;
+      Status s = codecs[c].decode_and_reencode(BodyOf(body), &again);
+      if (!s.ok()) {
+        ++refused;
+        ASSERT_EQ(s.code(), StatusCode::kCorruption) << codecs[c].name << " iteration " << i << ": " << s;
+        continue;
+      }
+      ++decoded;
+      // The encoding is canonical: what decodes re-encodes to exactly the bytes received.
+      ASSERT_EQ(again, body) << codecs[c].name << " iteration " << i;
+    }
+    std::printf("[ mutated  ] %s: %d decoded, %d refused\n", codecs[c].name, decoded, refused);
+    EXPECT_GT(refused, 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ValidateTableSpec and NodeName
+
+TEST(ControlMessagesTest, ValidateTableSpecAcceptsSaneSpecs) {
+  EXPECT_OK(ValidateTableSpec(SampleSpec()));
+  TableSpec s;
+  s.name = "w";
+  EXPECT_OK(ValidateTableSpec(s));  // the defaults: float32, width 1, hashed
+  s.name = std::string(128, 'n');
+  EXPECT_OK(ValidateTableSpec(s));
+  s.variable_length = true;
+  s.width = 0;  // ignored for variable-length tables
+  EXPECT_OK(ValidateTableSpec(s));
+  TableSpec one_key = SampleSpec();
+  one_key.key_range = {5, 5};
+  EXPECT_OK(ValidateTableSpec(one_key));
+  TableSpec hashed = SampleSpec();
+  hashed.placement = KeyPlacement::kHashed;
+  hashed.key_range = {10, 1};  // only used by kRange
+  EXPECT_OK(ValidateTableSpec(hashed));
+}
+
+TEST(ControlMessagesTest, ValidateTableSpecRefusesBadSpecs) {
+  struct Case {
+    const char* why;
+    std::function<void(TableSpec&)> change;
+    const char* message_part;
+  };
+  const Case cases[] = {
+      {"empty name", [](TableSpec& s) { s.name.clear(); }, "1 to 128 bytes, got 0"},
+      {"long name", [](TableSpec& s) { s.name = std::string(129, 'n'); }, "1 to 128 bytes, got 129"},
+      {"value type 0", [](TableSpec& s) { s.value_type = static_cast<ValueType>(0); }, "unknown value type 0"},
+      {"value type 5", [](TableSpec& s) { s.value_type = static_cast<ValueType>(5); }, "unknown value type 5"},
+      {"width 0", [](TableSpec& s) { s.width = 0; }, "width must be at least 1"},
+      {"empty range", [](TableSpec& s) { s.key_range = {201, 200}; }, "key range [201, 200] is empty"},
+  };
+  for (const Case& c : cases) {
+    TableSpec s = SampleSpec();
+    c.change(s);
+    Status st = ValidateTableSpec(s);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << c.why;
+    EXPECT_NE(st.message().find(c.message_part), std::string::npos) << c.why << ": " << st;
+  }
+}
+
+TEST(ControlMessagesTest, NodeNameSaysRoleRankAndId) {
+  EXPECT_EQ(NodeName(Role::kScheduler, Rank(0), NodeId(0)), "scheduler");
+  EXPECT_EQ(NodeName(Role::kServer, Rank(1), NodeId(2)), "server 1 (node 2)");
+  EXPECT_EQ(NodeName(Role::kWorker, Rank(0), NodeId(5)), "worker 0 (node 5)");
+}
+
+}  // namespace
+}  // namespace pserver::cluster

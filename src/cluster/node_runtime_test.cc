@@ -1,0 +1,362 @@
+// A server's or worker's runtime over the inproc transport: registration without a scheduler,
+// failure detection (a stopped node, a lost scheduler) and how it reaches pending barriers and
+// requests, Stop, table declarations and role misuse. Failure detection runs with short
+// heartbeats (every 50 ms, dead after 500 ms); nothing waits on time except the nodes' own timers.
+#include "cluster/node_runtime.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cluster/cluster_test_util.h"
+#include "pserver/kv_server.h"
+#include "pserver/kv_worker.h"
+#include "testing/test_util.h"
+
+namespace pserver::cluster {
+namespace {
+
+using pserver::testing::InprocJob;
+using pserver::testing::StatusIs;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr InprocJob::NodeSpec kServer{Role::kServer, -1};
+constexpr InprocJob::NodeSpec kWorker{Role::kWorker, -1};
+InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; }
+InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
+
+// Short heartbeats, for tests of failure detection.
+NodeOptions Fast() {
+  NodeOptions o;
+  o.heartbeat_interval = milliseconds(50);
+  o.heartbeat_timeout = milliseconds(500);
+  o.register_timeout = seconds(30);
+  o.shutdown_timeout = seconds(2);
+  return o;
+}
+
+TableSpec Table(std::string name) {
+  TableSpec s;
+  s.name = std::move(name);
+  return s;
+}
+
+// The smallest key of `table` that the server of rank `server` holds.
+Result<Key> KeyOn(const KVWorkerBase& w, TableId table, uint32_t server) {
+  for (Key k = 0; k < 100000; ++k) {
+    PSERVER_ASSIGN_OR_RETURN(uint32_t owner, w.ServerOf(table, k));
+    if (owner == server) return k;
+  }
+  return Status::NotFound("no key for server " + std::to_string(server));
+}
+
+TEST(NodeRuntimeTest, StartRefusesTheSchedulerRoleAndAMissingAddress) {
+  transport::inproc::InprocHub hub;
+  NodeOptions o;
+  o.role = Role::kScheduler;
+  o.scheduler_address = "inproc://x";
+  EXPECT_TRUE(StatusIs(NodeRuntime::Start(o, std::make_unique<transport::inproc::InprocTransport>(
+                                                 &hub, transport::inproc::InprocOptions{}))
+                           .status(),
+                       StatusCode::kInvalidArgument, "cluster::Scheduler"));
+  o.role = Role::kWorker;
+  o.scheduler_address = "";
+  EXPECT_TRUE(StatusIs(NodeRuntime::Start(o, std::make_unique<transport::inproc::InprocTransport>(
+                                                 &hub, transport::inproc::InprocOptions{}))
+                           .status(),
+                       StatusCode::kInvalidArgument, "no scheduler address"));
+}
+
+TEST(NodeRuntimeTest, RegistrationWithoutASchedulerTimesOutNamingItsAddress) {
+  transport::inproc::InprocHub hub;
+  NodeOptions o;
+  o.role = Role::kWorker;
+  o.scheduler_address = "inproc://nobody-listens-here";
+  o.register_timeout = milliseconds(100);
+  auto started = internal::NodeAccess::StartWithTransport(
+      o, std::make_unique<transport::inproc::InprocTransport>(&hub, transport::inproc::InprocOptions{}));
+  EXPECT_TRUE(StatusIs(started.status(), StatusCode::kDeadlineExceeded, "inproc://nobody-listens-here"));
+  EXPECT_TRUE(StatusIs(started.status(), StatusCode::kDeadlineExceeded, "within 100 ms"));
+}
+
+// A loopback TCP port that nobody listens on (bound, read back, released).
+Result<int> UnusedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return Status::Internal("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  if (!ok) return Status::Internal("bind");
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+TEST(NodeRuntimeTest, RegistrationWithoutASchedulerTimesOutOverZeroMQ) {
+  Result<int> port = UnusedPort();
+  ASSERT_OK(port);
+  NodeOptions o;
+  o.role = Role::kServer;
+  o.scheduler_address = "tcp://127.0.0.1:" + std::to_string(*port);
+  o.register_timeout = milliseconds(200);  // shorter than the send timeout: registration keeps to it
+  auto started = Node::Start(o);
+  EXPECT_TRUE(StatusIs(started.status(), StatusCode::kDeadlineExceeded, o.scheduler_address));
+}
+
+TEST(NodeRuntimeTest, StoppedServerIsDeclaredDeadAndFailsThePendingWorkOfOthers) {
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(2, 2));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Server(1), Worker(0), Worker(1)}));
+  Node& server0 = *job.node(0);
+  Node& worker0 = *job.node(2);
+  Node& worker1 = *job.node(3);
+  // Server 1 serves nothing (no KVServer): requests to it stay pending until it is declared dead.
+  KVServer<float> served(server0);
+  auto server0_run = job.Spawn([&] { return server0.Run(); });
+  Result<TableId> t = worker0.DeclareTable(Table("t"));
+  ASSERT_OK(t);
+  KVWorker<float> w(worker0);
+  Result<Key> on0 = KeyOn(w, *t, 0), on1 = KeyOn(w, *t, 1);
+  ASSERT_OK(on0);
+  ASSERT_OK(on1);
+  Status from_callback;
+  Result<Timestamp> pending =
+      w.Push(*t, std::vector<Key>{*on1}, std::vector<float>{1}, [&](const Status& s) { from_callback = s; });
+  ASSERT_OK(pending);
+  Result<Timestamp> answered = w.Push(*t, std::vector<Key>{*on0}, std::vector<float>{1});
+  ASSERT_OK(answered);
+  EXPECT_OK(w.Wait(*answered));  // server 0 is fine
+  auto barrier = job.Spawn([&] { return worker1.Barrier(BarrierGroup::kAll, seconds(30)); });
+
+  job.Destroy(1);  // server 1 stops and is gone; it sends no more heartbeats
+
+  Status s = w.Wait(*pending, seconds(30));
+  EXPECT_TRUE(StatusIs(s, StatusCode::kUnavailable, "server 1 (node "));
+  EXPECT_TRUE(StatusIs(s, StatusCode::kUnavailable, "died: no heartbeat"));
+  EXPECT_EQ(from_callback, s);
+  EXPECT_TRUE(StatusIs(barrier.get(), StatusCode::kUnavailable, "server 1 (node "));
+  EXPECT_TRUE(StatusIs(server0_run.get(), StatusCode::kUnavailable, "server 1 (node "));
+  EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, "server 1 (node "));
+  // The failure is sticky on the survivors.
+  EXPECT_TRUE(StatusIs(worker0.health(), StatusCode::kUnavailable, "server 1 (node "));
+  EXPECT_TRUE(StatusIs(w.Push(*t, std::vector<Key>{*on0}, std::vector<float>{1}).status(), StatusCode::kUnavailable,
+                       "server 1 (node "));
+  EXPECT_TRUE(StatusIs(worker0.Finalize(seconds(30)), StatusCode::kUnavailable, "server 1 (node "));
+  EXPECT_TRUE(
+      StatusIs(worker1.Barrier(BarrierGroup::kWorkers, seconds(30)), StatusCode::kUnavailable, "server 1 (node "));
+}
+
+TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadAndFailsThePendingWorkOfOthers) {
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 2));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1)}));
+  Node& server = *job.node(0);
+  Node& worker0 = *job.node(1);
+  // The server serves nothing, so worker 0's request stays pending.
+  auto server_run = job.Spawn([&] { return server.Run(); });
+  Result<TableId> t = worker0.DeclareTable(Table("t"));
+  ASSERT_OK(t);
+  KVWorker<float> w(worker0);
+  Result<Timestamp> pending = w.Pull(*t, std::vector<Key>{1, 2, 3}, nullptr);
+  EXPECT_TRUE(StatusIs(pending.status(), StatusCode::kInvalidArgument));  // no place for the values
+  SharedArray<float> vals;
+  pending = w.Pull(*t, std::vector<Key>{1, 2, 3}, &vals);
+  ASSERT_OK(pending);
+  auto barrier = job.Spawn([&] { return worker0.Barrier(BarrierGroup::kWorkers, seconds(30)); });
+
+  job.Destroy(2);  // worker 1
+
+  EXPECT_TRUE(StatusIs(w.Wait(*pending, seconds(30)), StatusCode::kUnavailable, "worker 1 (node "));
+  EXPECT_TRUE(vals.empty());
+  EXPECT_TRUE(StatusIs(barrier.get(), StatusCode::kUnavailable, "worker 1 (node "));
+  EXPECT_TRUE(StatusIs(server_run.get(), StatusCode::kUnavailable, "worker 1 (node "));
+  EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, "worker 1 (node "));
+}
+
+TEST(NodeRuntimeTest, StopAbortsTheNodesOwnPendingCallsAndPeersSeeItDie) {
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  Node& server = *job.node(0);
+  Node& worker = *job.node(1);
+  auto server_run = job.Spawn([&] { return server.Run(); });
+  Result<TableId> t = worker.DeclareTable(Table("t"));
+  ASSERT_OK(t);
+  KVWorker<float> w(worker);
+  Status from_callback;
+  Result<Timestamp> pending =
+      w.Push(*t, std::vector<Key>{7}, std::vector<float>{1}, [&](const Status& s) { from_callback = s; });
+  ASSERT_OK(pending);
+  auto barrier = job.Spawn([&] { return worker.Barrier(BarrierGroup::kAll, seconds(30)); });
+
+  worker.Stop();
+
+  EXPECT_TRUE(StatusIs(barrier.get(), StatusCode::kAborted, "the node was stopped"));
+  EXPECT_TRUE(StatusIs(w.Wait(*pending, seconds(30)), StatusCode::kAborted, "the node was stopped"));
+  EXPECT_TRUE(StatusIs(from_callback, StatusCode::kAborted, "the node was stopped"));
+  EXPECT_TRUE(StatusIs(worker.health(), StatusCode::kAborted, "the node was stopped"));
+  EXPECT_TRUE(StatusIs(w.Push(*t, std::vector<Key>{7}, std::vector<float>{1}).status(), StatusCode::kAborted));
+  EXPECT_TRUE(StatusIs(worker.Finalize(seconds(30)), StatusCode::kAborted, "the node was stopped"));
+  EXPECT_TRUE(StatusIs(worker.DeclareTable(Table("u"), seconds(30)).status(), StatusCode::kAborted));
+  // The stopped worker no longer sends heartbeats: the scheduler declares it dead.
+  EXPECT_TRUE(StatusIs(server_run.get(), StatusCode::kUnavailable, "worker 0 (node "));
+  EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, "worker 0 (node "));
+}
+
+TEST(NodeRuntimeTest, LostSchedulerFailsNodesWithUnavailableNamingIt) {
+  InprocJob job(Fast());
+  std::promise<void> barrier_arrived;
+  auto on_receive = [&barrier_arrived, once = std::make_shared<std::once_flag>()](const transport::Message& m) {
+    if (m.header.type == transport::MessageType::kBarrier) std::call_once(*once, [&] { barrier_arrived.set_value(); });
+  };
+  ASSERT_OK(job.StartScheduler(1, 1, nullptr, on_receive));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  Node& server = *job.node(0);
+  Node& worker = *job.node(1);
+  auto server_run = job.Spawn([&] { return server.Run(); });
+  // The worker waits in a barrier the scheduler knows of (the server never comes)...
+  auto barrier = job.Spawn([&] { return worker.Barrier(BarrierGroup::kAll, seconds(30)); });
+  ASSERT_EQ(barrier_arrived.get_future().wait_for(seconds(30)), std::future_status::ready);
+
+  job.DestroyScheduler();  // ...when the scheduler goes away
+
+  const std::string what = "the scheduler at inproc://scheduler has not answered heartbeats";
+  EXPECT_TRUE(StatusIs(barrier.get(), StatusCode::kUnavailable, what));
+  EXPECT_TRUE(StatusIs(server_run.get(), StatusCode::kUnavailable, what));
+  EXPECT_TRUE(StatusIs(worker.health(), StatusCode::kUnavailable, what));
+  EXPECT_TRUE(StatusIs(worker.Finalize(seconds(30)), StatusCode::kUnavailable, what));
+}
+
+TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  ASSERT_NE(worker, nullptr);
+  EXPECT_TRUE(StatusIs(worker->FindTable(TableId(1)).status(), StatusCode::kNotFound, "table 1 was not declared"));
+
+  TableSpec spec = Table("embeddings");
+  spec.value_type = ValueType::kFloat64;
+  spec.width = 16;
+  Result<TableId> id = worker->DeclareTable(spec, seconds(30));
+  ASSERT_OK(id);
+  Result<TableSpec> found = worker->FindTable(*id);
+  ASSERT_OK(found);
+  EXPECT_EQ(*found, spec);
+  // Servers may declare too, and get the same id; the spec is then known on the server.
+  Result<TableId> on_server = server->DeclareTable(spec, seconds(30));
+  ASSERT_OK(on_server);
+  EXPECT_EQ(*on_server, *id);
+  EXPECT_OK(server->FindTable(*id));
+
+  TableSpec bad = spec;
+  bad.name = std::string(129, 'x');
+  EXPECT_TRUE(StatusIs(worker->DeclareTable(bad, seconds(30)).status(), StatusCode::kInvalidArgument, "1 to 128"));
+  bad = spec;
+  bad.value_type = static_cast<ValueType>(9);
+  EXPECT_TRUE(
+      StatusIs(worker->DeclareTable(bad, seconds(30)).status(), StatusCode::kInvalidArgument, "unknown value type 9"));
+  bad = spec;
+  bad.width = 0;
+  EXPECT_TRUE(StatusIs(worker->DeclareTable(bad, seconds(30)).status(), StatusCode::kInvalidArgument, "width"));
+  bad = spec;
+  bad.width = 8;
+  EXPECT_TRUE(StatusIs(worker->DeclareTable(bad, seconds(30)).status(), StatusCode::kInvalidArgument,
+                       "already declared differently"));
+  // A refused declaration leaves the remembered spec alone.
+  found = worker->FindTable(*id);
+  ASSERT_OK(found);
+  EXPECT_EQ(found->width, 16u);
+}
+
+TEST(NodeRuntimeTest, RequestsArrivingBeforeTheServerServesAreDeliveredInOrder) {
+  InprocJob job(Fast());
+  std::promise<void> both_arrived;
+  auto on_receive = [&both_arrived, n = std::make_shared<int>(0)](const transport::Message& m) {
+    if (transport::IsDataMessage(m.header.type) && ++*n == 2) both_arrived.set_value();
+  };
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  std::vector<std::unique_ptr<transport::Transport>> transports;
+  transports.push_back(std::make_unique<pserver::testing::ObservingTransport>(job.NewTransport(), nullptr, on_receive));
+  for (const Status& s : job.StartNodes({job.OptionsFor(kServer), job.OptionsFor(kWorker)}, std::move(transports))) {
+    ASSERT_OK(s);
+  }
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  Node& worker = *job.node(1);
+  Result<TableId> t = worker.DeclareTable(Table("t"));
+  ASSERT_OK(t);
+  KVWorker<float> w(worker);
+  Result<Timestamp> push = w.Push(*t, std::vector<Key>{1, 2}, std::vector<float>{3, 4});
+  ASSERT_OK(push);
+  SharedArray<float> vals;
+  Result<Timestamp> pull = w.Pull(*t, std::vector<Key>{1, 2}, &vals);
+  ASSERT_OK(pull);
+  // Both requests reached the server's receive loop before it had a handler or ran...
+  ASSERT_EQ(both_arrived.get_future().wait_for(seconds(30)), std::future_status::ready);
+  auto recorder = std::make_shared<pserver::testing::RecordingDataHandler>();
+  server->AttachDataHandler([&] { return recorder; });
+  auto run = job.Spawn([&] { return job.node(0)->Run(); });  // a server may hold requests until it runs
+  // ...and are handed to the handler once it is attached and serves, in the order they were sent.
+  std::optional<transport::Message> first = recorder->Next();
+  std::optional<transport::Message> second = recorder->Next();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(first->header.type, transport::MessageType::kPush);
+  EXPECT_EQ(first->header.request_id, push->value);
+  EXPECT_EQ(second->header.type, transport::MessageType::kPull);
+  EXPECT_EQ(second->header.request_id, pull->value);
+  // A second attach keeps the first handler.
+  auto other = std::make_shared<pserver::testing::RecordingDataHandler>();
+  EXPECT_EQ(server->AttachDataHandler([&] { return other; }), recorder);
+}
+
+TEST(NodeRuntimeTest, CallsThatDoNotFitTheRoleAreInvalidArgument) {
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  Node& scheduler = job.scheduler();
+  Node& server = *job.node(0);
+  Node& worker = *job.node(1);
+  EXPECT_EQ(scheduler.id(), kSchedulerId);
+  EXPECT_EQ(scheduler.role(), Role::kScheduler);
+  EXPECT_TRUE(StatusIs(scheduler.Barrier(BarrierGroup::kAll, seconds(1)), StatusCode::kInvalidArgument));
+  EXPECT_TRUE(StatusIs(scheduler.DeclareTable(Table("t"), seconds(1)).status(), StatusCode::kInvalidArgument));
+  EXPECT_TRUE(StatusIs(scheduler.Finalize(seconds(1)), StatusCode::kInvalidArgument));
+  EXPECT_TRUE(StatusIs(server.Finalize(seconds(1)), StatusCode::kInvalidArgument, "only workers finalize"));
+  EXPECT_TRUE(StatusIs(worker.Run(), StatusCode::kInvalidArgument, "workers do not Run"));
+
+  KVServer<float> server_on_worker(worker);
+  EXPECT_TRUE(StatusIs(server_on_worker.status(), StatusCode::kInvalidArgument, "KVServer needs a server node"));
+  KVServer<float> server_on_scheduler(scheduler);
+  EXPECT_TRUE(StatusIs(server_on_scheduler.status(), StatusCode::kInvalidArgument));
+  KVWorker<float> worker_on_server(server);
+  EXPECT_TRUE(StatusIs(worker_on_server.Push(TableId(1), std::vector<Key>{1}, std::vector<float>{1}).status(),
+                       StatusCode::kInvalidArgument, "KVWorker needs a worker node"));
+  EXPECT_TRUE(StatusIs(worker_on_server.Wait(Timestamp(1)), StatusCode::kInvalidArgument));
+  EXPECT_TRUE(StatusIs(worker_on_server.ServerOf(TableId(1), 1).status(), StatusCode::kInvalidArgument));
+  // None of this hurt the job.
+  EXPECT_OK(server.health());
+  EXPECT_OK(worker.health());
+}
+
+}  // namespace
+}  // namespace pserver::cluster

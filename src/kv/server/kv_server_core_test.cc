@@ -1,0 +1,401 @@
+// KVServerCore's request validation, fed transport::Message objects directly. The core runs on
+// a real server runtime of an in-process cluster (so that its replies travel the inproc
+// transport) but is not attached to it: the test thread calls OnData itself. The worker's runtime
+// has a recording data handler instead of a KVWorker, so the test sees each reply as sent.
+#include "kv/server/kv_server_core.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "cluster/cluster_test_util.h"
+#include "cluster/node_access.h"
+#include "pserver/kv_server.h"
+#include "pserver/kv_worker.h"
+#include "testing/local_cluster.h"
+#include "testing/test_util.h"
+
+namespace pserver::kv {
+namespace {
+
+using pserver::testing::StatusIs;
+using transport::Bytes;
+using transport::Message;
+using transport::MessageType;
+
+template <typename T>
+Bytes BytesOf(std::vector<T> v) {
+  return transport::AsBytes(SharedArray<T>(std::move(v)));
+}
+
+template <typename T>
+std::vector<T> ValuesOf(const Bytes& b) {
+  std::vector<T> v(b.size() / sizeof(T));
+  if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+// A handler's answer: how many values (and lengths) it returns, whatever the request.
+ServerHandler FixedAnswer(size_t num_vals, std::optional<size_t> num_lens = std::nullopt) {
+  return [num_vals, num_lens](const ServerRequest&, ServerResponse* resp) {
+    resp->vals = transport::AsBytes(SharedArray<float>(num_vals));
+    if (num_lens) {
+      SharedArray<int32_t> lens(*num_lens);
+      for (int32_t& l : lens) l = 1;
+      resp->lens = lens;
+    }
+    return Status::Ok();
+  };
+}
+
+class KVServerCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pserver::testing::LocalClusterOptions o;
+    o.inproc = true;
+    Node* server = nullptr;
+    auto c = pserver::testing::LocalCluster::Start(o, [&server](Node& n) -> std::shared_ptr<void> {
+      server = &n;
+      return nullptr;  // no KVServer: the test drives its own core
+    });
+    ASSERT_OK(c);
+    cluster_ = std::move(c).value();
+    ASSERT_NE(server, nullptr);
+    cluster::NodeRuntime* worker = internal::NodeAccess::Runtime(cluster_->worker(0));
+    worker_id_ = worker->id();
+    recorder_ = std::make_shared<pserver::testing::RecordingDataHandler>();
+    worker->AttachDataHandler([this] { return recorder_; });
+    core_ = std::make_unique<KVServerCore>(internal::NodeAccess::Runtime(*server));
+  }
+
+  void TearDown() override {
+    core_.reset();
+    cluster_.reset();
+  }
+
+  // A request from the worker with the given header fields and frames.
+  Message Request(MessageType type, TableId table, ValueType vt, uint32_t width, std::vector<Bytes> frames) {
+    Message m;
+    m.header.type = type;
+    m.header.sender = worker_id_;
+    m.header.table = table;
+    m.header.value_type = vt;
+    m.header.width = width;
+    m.header.request_id = next_request_++;
+    m.frames = std::move(frames);
+    return m;
+  }
+
+  // Hands `m` to the core and returns the status its reply carries (and the reply in *reply).
+  Status Handle(Message m, Message* reply = nullptr) {
+    const int64_t id = m.header.request_id;
+    const MessageType type = m.header.type;
+    core_->OnData(std::move(m));
+    std::optional<Message> r = recorder_->Next();
+    if (!r) return Status::Internal("no reply");
+    EXPECT_TRUE(r->header.is_reply());
+    EXPECT_EQ(r->header.request_id, id);
+    EXPECT_EQ(r->header.type, type);
+    EXPECT_EQ(r->header.receiver, worker_id_);
+    Status s;
+    if (r->header.is_error()) {
+      std::string text =
+          r->frames.empty() ? "" : std::string(reinterpret_cast<const char*>(r->frames[0].data()), r->frames[0].size());
+      s = Status(static_cast<StatusCode>(r->header.status), text);
+    }
+    if (reply) *reply = std::move(*r);
+    return s;
+  }
+
+  Status PushFloats(TableId table, std::vector<Key> keys, std::vector<float> vals, uint32_t width = 1) {
+    return Handle(Request(MessageType::kPush, table, ValueType::kFloat32, width,
+                          {BytesOf(std::move(keys)), BytesOf(std::move(vals)), Bytes()}));
+  }
+  // The float values of `keys`, or empty when the pull failed (with a test failure).
+  std::vector<float> PullFloats(TableId table, std::vector<Key> keys, uint32_t width = 1) {
+    Message reply;
+    Status s = Handle(
+        Request(MessageType::kPull, table, ValueType::kFloat32, width, {BytesOf(std::move(keys)), Bytes(), Bytes()}),
+        &reply);
+    EXPECT_OK(s);
+    if (!s.ok()) return {};
+    EXPECT_EQ(reply.frames.size(), 3u);
+    return reply.frames.size() == 3 ? ValuesOf<float>(reply.frames[1]) : std::vector<float>{};
+  }
+
+  std::unique_ptr<pserver::testing::LocalCluster> cluster_;
+  std::shared_ptr<pserver::testing::RecordingDataHandler> recorder_;
+  std::unique_ptr<KVServerCore> core_;
+  NodeId worker_id_;
+  int64_t next_request_ = 1;
+};
+
+TEST_F(KVServerCoreTest, AnswersWellFormedRequests) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  ASSERT_OK(PushFloats(TableId(1), {1, 2}, {1.5f, 2.5f}));
+  ASSERT_OK(PushFloats(TableId(1), {2, 3}, {10, 20}));
+  EXPECT_EQ(PullFloats(TableId(1), {1, 2, 3, 4}), (std::vector<float>{1.5f, 12.5f, 20, 0}));
+}
+
+TEST_F(KVServerCoreTest, RefusesWrongFrameCount) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  const TableId t(1);
+  EXPECT_TRUE(
+      StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1, {BytesOf<Key>({1}), BytesOf<float>({1})})),
+               StatusCode::kCorruption, "data request with 2 frames, expected 3"));
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 1, {BytesOf<Key>({1}), Bytes(), Bytes(), Bytes()})),
+      StatusCode::kCorruption, "data request with 4 frames, expected 3"));
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 1, {})), StatusCode::kCorruption,
+                       "data request with 0 frames"));
+  // Nothing was applied, and the server still answers.
+  EXPECT_EQ(PullFloats(t, {1}), (std::vector<float>{0}));
+}
+
+TEST_F(KVServerCoreTest, RefusesKeyFrameThatIsNotWholeKeys) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  const TableId t(1);
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1,
+                                      {BytesOf<uint32_t>({1, 2, 3}), BytesOf<float>({1}), Bytes()})),
+                       StatusCode::kCorruption, "key frame of 12 bytes"));
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 1, {BytesOf<uint8_t>({1}), Bytes(), Bytes()})),
+      StatusCode::kCorruption, "key frame of 1 bytes"));
+  EXPECT_EQ(PullFloats(t, {1}), (std::vector<float>{0}));
+}
+
+TEST_F(KVServerCoreTest, RefusesValueSizeThatDoesNotMatchKeysAndWidth) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  const TableId t(1);
+  // Two keys of width 1 need 8 bytes of float32.
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1,
+                                      {BytesOf<Key>({1, 2}), BytesOf<float>({1, 2, 3}), Bytes()})),
+                       StatusCode::kCorruption, "12 value bytes for 2 keys of width 1"));
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPushPull, t, ValueType::kFloat32, 1,
+                                      {BytesOf<Key>({1, 2}), BytesOf<float>({1}), Bytes()})),
+                       StatusCode::kCorruption, "4 value bytes for 2 keys of width 1"));
+  // Width 2 of another table: 2 keys need 4 values.
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, TableId(2), ValueType::kFloat32, 2,
+                                      {BytesOf<Key>({1, 2}), BytesOf<float>({1, 2}), Bytes()})),
+                       StatusCode::kCorruption, "8 value bytes for 2 keys of width 2"));
+  // A pull carries no values.
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 1, {BytesOf<Key>({1}), BytesOf<float>({1}), Bytes()})),
+      StatusCode::kCorruption, "a pull request carries values"));
+  EXPECT_EQ(PullFloats(t, {1, 2}), (std::vector<float>{0, 0}));
+}
+
+TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  const TableId t(3);
+  auto var_push = [&](std::vector<Key> keys, std::vector<float> vals, Bytes lens) {
+    return Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 0,
+                          {BytesOf(std::move(keys)), BytesOf(std::move(vals)), std::move(lens)}));
+  };
+  EXPECT_TRUE(
+      StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({2, -1})), StatusCode::kCorruption, "negative length -1"));
+  EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({2})), StatusCode::kCorruption,
+                       "4 bytes of lengths for 2 keys"));
+  EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({1, 2})), StatusCode::kCorruption,
+                       "8 value bytes where the lengths say 12"));
+  // The table is still empty and usable.
+  ASSERT_OK(var_push({1, 2}, {1, 2, 3}, BytesOf<int32_t>({1, 2})));
+  Message reply;
+  ASSERT_OK(
+      Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 0, {BytesOf<Key>({1, 2}), Bytes(), Bytes()}), &reply));
+  ASSERT_EQ(reply.frames.size(), 3u);
+  EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{1, 2}));
+}
+
+TEST_F(KVServerCoreTest, RefusesChangeOfTableValueTypeOrWidth) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->SetHandler(ValueType::kFloat64, MakeSumHandler(ValueType::kFloat64));
+  const TableId t(7);
+  ASSERT_OK(PushFloats(t, {1, 2}, {3, 4}));
+  EXPECT_TRUE(StatusIs(PushFloats(t, {1, 2}, {1, 1, 1, 1}, 2), StatusCode::kInvalidArgument,
+                       "table 7 holds float32 values of width 1, the request has float32 of width 2"));
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat64, 1,
+                                      {BytesOf<Key>({1}), BytesOf<double>({1}), Bytes()})),
+                       StatusCode::kInvalidArgument, "the request has float64 of width 1"));
+  EXPECT_TRUE(
+      StatusIs(Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 0, {BytesOf<Key>({1}), Bytes(), Bytes()})),
+               StatusCode::kInvalidArgument, "of width 0"));
+  // Nothing changed.
+  EXPECT_EQ(PullFloats(t, {1, 2}), (std::vector<float>{3, 4}));
+}
+
+TEST_F(KVServerCoreTest, RepliesUnavailableWithoutHandlerForTheValueType) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, TableId(2), ValueType::kInt64, 1,
+                                      {BytesOf<Key>({1}), BytesOf<int64_t>({1}), Bytes()})),
+                       StatusCode::kUnavailable, "no handler for int64 tables"));
+  // A removed handler is gone too.
+  core_->SetHandler(ValueType::kFloat32, nullptr);
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, TableId(1), ValueType::kFloat32, 1, {BytesOf<Key>({1}), Bytes(), Bytes()})),
+      StatusCode::kUnavailable, "no handler for float32 tables"));
+}
+
+TEST_F(KVServerCoreTest, RefusesHandlerAnswerOfTheWrongSize) {
+  const TableId t(1);
+  core_->SetHandler(ValueType::kFloat32, FixedAnswer(1));
+  EXPECT_TRUE(
+      StatusIs(Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 1, {BytesOf<Key>({1, 2}), Bytes(), Bytes()})),
+               StatusCode::kInternal, "the handler returned 1 values for 2 keys of width 1"));
+  core_->SetHandler(ValueType::kFloat32, FixedAnswer(5));
+  EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPushPull, TableId(2), ValueType::kFloat32, 2,
+                                      {BytesOf<Key>({1, 2}), BytesOf<float>({1, 2, 3, 4}), Bytes()})),
+                       StatusCode::kInternal, "the handler returned 5 values for 2 keys of width 2"));
+  // Variable length: wrong number of lengths, then values that do not match the lengths.
+  core_->SetHandler(ValueType::kFloat32, FixedAnswer(1, 1));
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, TableId(3), ValueType::kFloat32, 0, {BytesOf<Key>({1, 2}), Bytes(), Bytes()})),
+      StatusCode::kInternal, "the handler returned 1 lengths for 2 keys"));
+  core_->SetHandler(ValueType::kFloat32, FixedAnswer(3, 2));
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, TableId(3), ValueType::kFloat32, 0, {BytesOf<Key>({1, 2}), Bytes(), Bytes()})),
+      StatusCode::kInternal, "the handler returned 3 values where its lengths say 2"));
+  // A push-only request does not look at the answer.
+  ASSERT_OK(PushFloats(t, {1}, {1}));
+  // The right size is accepted.
+  core_->SetHandler(ValueType::kFloat32, FixedAnswer(2));
+  EXPECT_EQ(PullFloats(t, {1, 2}), (std::vector<float>{0, 0}));
+}
+
+TEST_F(KVServerCoreTest, PassesTheHandlersErrorToTheWorker) {
+  core_->SetHandler(ValueType::kFloat32, [](const ServerRequest& req, ServerResponse*) {
+    return Status::NotFound("no key " + std::to_string(req.keys[0]));
+  });
+  EXPECT_TRUE(StatusIs(
+      Handle(Request(MessageType::kPull, TableId(1), ValueType::kFloat32, 1, {BytesOf<Key>({17}), Bytes(), Bytes()})),
+      StatusCode::kNotFound, "no key 17"));
+}
+
+TEST_F(KVServerCoreTest, HandlerSeesTheRequestAsSent) {
+  std::optional<ServerRequest> seen;
+  core_->SetHandler(ValueType::kInt32, [&seen](const ServerRequest& req, ServerResponse* resp) {
+    seen = req;
+    resp->vals = req.vals;
+    resp->lens = req.lens;
+    return Status::Ok();
+  });
+  Message reply;
+  ASSERT_OK(Handle(Request(MessageType::kPushPull, TableId(9), ValueType::kInt32, 0,
+                           {BytesOf<Key>({4, 8}), BytesOf<int32_t>({1, 2, 3}), BytesOf<int32_t>({1, 2})}),
+                   &reply));
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->type, MessageType::kPushPull);
+  EXPECT_EQ(seen->table, TableId(9));
+  EXPECT_EQ(seen->sender, worker_id_);
+  EXPECT_EQ(seen->timestamp, Timestamp(next_request_ - 1));
+  EXPECT_EQ(seen->value_type, ValueType::kInt32);
+  EXPECT_EQ(seen->width, 0u);
+  EXPECT_EQ(std::vector<Key>(seen->keys.begin(), seen->keys.end()), (std::vector<Key>{4, 8}));
+  EXPECT_EQ(ValuesOf<int32_t>(seen->vals), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(std::vector<int32_t>(seen->lens.begin(), seen->lens.end()), (std::vector<int32_t>{1, 2}));
+  ASSERT_EQ(reply.frames.size(), 3u);
+  EXPECT_EQ(ValuesOf<int32_t>(reply.frames[1]), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{1, 2}));
+}
+
+TEST_F(KVServerCoreTest, RefusesMessagesFlaggedAsReplies) {
+  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  Message m = Request(MessageType::kPush, TableId(1), ValueType::kFloat32, 1,
+                      {BytesOf<Key>({1}), BytesOf<float>({1}), Bytes()});
+  m.header.flags = transport::kFlagReply;
+  EXPECT_TRUE(StatusIs(Handle(std::move(m)), StatusCode::kInvalidArgument, "a server does not take replies"));
+  EXPECT_EQ(PullFloats(TableId(1), {1}), (std::vector<float>{0}));
+}
+
+// The same checks seen from a KVWorker: a fault-injecting transport under the worker corrupts
+// its (well-formed) requests on the way out, and Wait returns the server's refusal, naming the
+// problem and the server.
+TEST(KVServerCoreWireTest, WorkerWaitNamesTheProblemOfAMalformedRequest) {
+  enum class Fault { kNone, kDropFrame, kCutKeyFrame, kCutValues, kNegativeLength };
+  std::atomic<Fault> fault{Fault::kNone};
+  auto rewrite = [&fault](Message& m) {
+    if (!transport::IsDataMessage(m.header.type) || m.header.is_reply() || m.frames.size() != 3) return;
+    switch (fault.load()) {
+      case Fault::kNone:
+        return;
+      case Fault::kDropFrame:
+        m.frames.pop_back();
+        return;
+      case Fault::kCutKeyFrame:
+        m.frames[0] = m.frames[0].Slice(0, m.frames[0].size() - 4);
+        return;
+      case Fault::kCutValues:
+        m.frames[1] = m.frames[1].Slice(0, m.frames[1].size() - 4);
+        return;
+      case Fault::kNegativeLength: {
+        SharedArray<int32_t> lens(m.frames[2].size() / sizeof(int32_t));
+        std::memcpy(lens.data(), m.frames[2].data(), m.frames[2].size());
+        lens[0] = -lens[0];
+        m.frames[2] = transport::AsBytes(lens);
+        return;
+      }
+    }
+  };
+  pserver::testing::InprocJob job{NodeOptions{}};
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  std::vector<std::unique_ptr<transport::Transport>> transports;
+  transports.push_back(nullptr);  // the server's: plain
+  transports.push_back(
+      std::make_unique<pserver::testing::ObservingTransport>(job.NewTransport(), nullptr, nullptr, rewrite));
+  std::vector<Status> started =
+      job.StartNodes({job.OptionsFor({Role::kServer, -1}), job.OptionsFor({Role::kWorker, -1})}, std::move(transports));
+  for (const Status& s : started) ASSERT_OK(s);
+  Node& server = *job.node(0);
+  Node& worker = *job.node(1);
+  KVServer<float> serve(server);
+  auto run = job.Spawn([&] { return server.Run(); });
+
+  TableSpec fixed;
+  fixed.name = "fixed";
+  TableSpec var = fixed;
+  var.name = "var";
+  var.variable_length = true;
+  Result<TableId> f = worker.DeclareTable(fixed);
+  Result<TableId> v = worker.DeclareTable(var);
+  ASSERT_OK(f);
+  ASSERT_OK(v);
+  KVWorker<float> w(worker);
+  auto push = [&](Fault what, TableId table, bool variable) -> Status {
+    fault = what;
+    Result<Timestamp> ts =
+        variable ? w.Push(table, std::vector<Key>{1, 2}, std::vector<float>{1, 2, 3}, std::vector<int32_t>{1, 2})
+                 : w.Push(table, std::vector<Key>{1, 2}, std::vector<float>{1, 2});
+    fault = Fault::kNone;
+    PSERVER_RETURN_IF_ERROR(ts.status());
+    return w.Wait(*ts, std::chrono::seconds(30));
+  };
+  const Status dropped = push(Fault::kDropFrame, *f, false);
+  EXPECT_TRUE(StatusIs(dropped, StatusCode::kCorruption, "data request with 2 frames, expected 3"));
+  EXPECT_TRUE(StatusIs(dropped, StatusCode::kCorruption, "push request"));
+  EXPECT_TRUE(StatusIs(dropped, StatusCode::kCorruption, "server 0 (node "));
+  EXPECT_TRUE(StatusIs(push(Fault::kCutKeyFrame, *f, false), StatusCode::kCorruption, "key frame of 12 bytes"));
+  EXPECT_TRUE(
+      StatusIs(push(Fault::kCutValues, *f, false), StatusCode::kCorruption, "4 value bytes for 2 keys of width 1"));
+  // (The first length sent is that of the first key in routing order, which need not be key 1.)
+  EXPECT_TRUE(StatusIs(push(Fault::kNegativeLength, *v, true), StatusCode::kCorruption, "negative length -"));
+  EXPECT_TRUE(
+      StatusIs(push(Fault::kCutValues, *v, true), StatusCode::kCorruption, "8 value bytes where the lengths say 12"));
+  // None of it was applied, and the server still serves.
+  ASSERT_OK(push(Fault::kNone, *f, false));
+  SharedArray<float> got;
+  Result<Timestamp> ts = w.Pull(*f, std::vector<Key>{1, 2}, &got);
+  ASSERT_OK(ts);
+  ASSERT_OK(w.Wait(*ts));
+  EXPECT_EQ(std::vector<float>(got.begin(), got.end()), (std::vector<float>{1, 2}));
+  EXPECT_OK(worker.Finalize());
+  EXPECT_OK(run.get());
+  EXPECT_OK(job.SchedulerOutcome());
+}
+
+}  // namespace
+}  // namespace pserver::kv
