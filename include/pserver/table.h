@@ -3,6 +3,7 @@
 // declares the same name with the same spec gets the same TableId.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "pserver/types.h"
@@ -21,6 +22,52 @@ enum class KeyPlacement : uint8_t {
   kIdentity = 2,
 };
 
+// Where a server keeps a table's rows.
+enum class StorageKind : uint8_t {
+  // A hash table holding only the keys ever pushed (or pulled): for huge, sparse key spaces.
+  kSparse = 0,
+  // One contiguous array over the declared `key_range` (REQUIRES placement kRange and a range
+  // of at most 2^32 keys): for dense parameters with small, contiguous ids.
+  kDense = 1,
+};
+
+// The server-side update rule of a table: how a pushed row changes the stored one.
+// Built-in rules (params, with their defaults):
+//   "add"     value += push                                  (the default; any value type)
+//   "assign"  value = push                                   (any value type)
+//   "sgd"     value -= lr * push                             lr=0.01
+//   "adagrad" n += g^2; value -= lr * g / (sqrt(n) + eps)    lr=0.01 eps=1e-8
+//   "adam"    Kingma & Ba with bias correction, per-key step count
+//                                                             lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8
+//   "ftrl"    FTRL-proximal (McMahan et al. 2013)            alpha=0.05 beta=1 l1=0 l2=0
+//   "prox"    the proximal Newton step of delayed block proximal gradient: pushes carry a
+//             gradient and a curvature per value (push_arity 2) which the server accumulates per
+//             iteration (the pusher's clock); the value becomes the soft-thresholded step
+//             clamped to a trust region.                    l1=0 l2=0 delta=1 (trust region)
+// The rules other than add/assign take float or double tables only. A server may register
+// rules of its own under new names (see pserver/updater.h).
+struct UpdaterSpec {
+  std::string name = "add";
+  std::map<std::string, double> params;  // hyper-parameters; unknown names are refused
+
+  friend bool operator==(const UpdaterSpec&, const UpdaterSpec&) = default;
+};
+
+// The value a row has before its first push.
+struct InitializerSpec {
+  enum class Kind : uint8_t {
+    kZero = 0,
+    // Uniform in [-scale, scale], a pure function of (seed, key, column): the same on every run,
+    // every server and every cluster layout.
+    kUniform = 1,
+  };
+  Kind kind = Kind::kZero;
+  double scale = 0.0;
+  uint64_t seed = 0;
+
+  friend bool operator==(const InitializerSpec&, const InitializerSpec&) = default;
+};
+
 struct TableSpec {
   std::string name;                        // non-empty, at most 128 bytes
   ValueType value_type = ValueType::kFloat32;
@@ -30,7 +77,14 @@ struct TableSpec {
   // Each key carries its own number of values, given by a lengths array in every request.
   bool variable_length = false;
   KeyPlacement placement = KeyPlacement::kHashed;
-  KeyRange key_range{0, ~Key{0}};          // used by KeyPlacement::kRange
+  KeyRange key_range{0, ~Key{0}};          // used by KeyPlacement::kRange and StorageKind::kDense
+  StorageKind storage = StorageKind::kSparse;
+  UpdaterSpec updater;
+  // Values a push carries per stored value: 1, or 2 for the "prox" rule (gradient, curvature).
+  // Workers check pushes against width * push_arity values per key; a server refuses a table
+  // whose rule expects another arity.
+  uint32_t push_arity = 1;
+  InitializerSpec initializer;
 
   friend bool operator==(const TableSpec&, const TableSpec&) = default;
 };

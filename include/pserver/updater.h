@@ -1,0 +1,83 @@
+// Updater: a server-side update rule -- how a pushed row changes a stored row.
+//
+// Every table names its rule in TableSpec::updater (see pserver/table.h for the built-in ones).
+// A rule may keep per-value state (AdaGrad's sum of squares, Adam's moments, FTRL's z and n);
+// the state of a key lives beside its value in the server's storage, so that replication,
+// migration and checkpoints carry it with the value.
+//
+// A user-defined rule implements this interface and is registered with the servers under a
+// name (UpdaterRegistry, passed to KVServer through ServerOptions); tables then name it like a
+// built-in one.
+//
+// Thread safety: Apply is const and may be called from several threads at once for different
+// keys; an Updater must not keep mutable state of its own (all state goes into `state`).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "pserver/result.h"
+#include "pserver/table.h"
+#include "pserver/types.h"
+
+namespace pserver {
+
+// What a rule may know about the push it applies.
+struct UpdateContext {
+  NodeId sender;        // the pushing worker's node
+  Timestamp timestamp;  // the worker's request number
+  uint64_t clock = 0;   // the worker's iteration clock when it pushed (see KVWorkerBase::Clock)
+};
+
+class Updater {
+ public:
+  virtual ~Updater() = default;
+
+  // Values pushed per stored value (1; the "prox" rule takes 2: gradient then curvature).
+  virtual uint32_t push_arity() const { return 1; }
+  // State values kept per stored value, initialised to zero when a key is first stored.
+  virtual uint32_t state_per_value() const { return 0; }
+  // Whether tables of `type` can use this rule (only add and assign take integers).
+  virtual bool Supports(ValueType type) const { return type == ValueType::kFloat32 || type == ValueType::kFloat64; }
+
+  // Applies one pushed row. `value` and `state` are the key's stored row (width values) and
+  // its state (width * state_per_value()); `push` holds width * push_arity() values, laid out
+  // as push_arity() consecutive blocks of width values.
+  virtual void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
+                     std::span<const float> push) const = 0;
+  virtual void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
+                     std::span<const double> push) const = 0;
+  // Integer tables: only rules whose Supports() accepts them are ever called with these.
+  virtual void Apply(const UpdateContext&, std::span<int32_t>, std::span<int32_t>, std::span<const int32_t>) const {}
+  virtual void Apply(const UpdateContext&, std::span<int64_t>, std::span<int64_t>, std::span<const int64_t>) const {}
+};
+
+// Builds a rule from a table's UpdaterSpec. kInvalidArgument, naming the rule and the
+// parameter, for an unknown or out-of-range parameter. Servers build each table's rule when
+// the table is declared, so a bad rule fails the worker's DeclareTable with this error.
+using UpdaterFactory = std::function<Result<std::unique_ptr<Updater>>(const UpdaterSpec& spec)>;
+
+// The rules a server knows: the built-in ones plus those registered. A value type; copy it
+// into ServerOptions.
+class UpdaterRegistry {
+ public:
+  // The built-in rules only.
+  UpdaterRegistry();
+
+  // Adds a rule. kInvalidArgument if `name` is empty or already taken (built-ins included).
+  Status Register(const std::string& name, UpdaterFactory factory);
+
+  // Builds the rule a table names. kNotFound for an unknown name; the factory's error otherwise.
+  Result<std::unique_ptr<Updater>> Create(const UpdaterSpec& spec) const;
+
+  bool Contains(const std::string& name) const { return factories_.contains(name); }
+
+ private:
+  std::map<std::string, UpdaterFactory> factories_;
+};
+
+}  // namespace pserver
