@@ -4,6 +4,7 @@ pserver_add_test(scheduler_test SOURCES cluster/scheduler_test.cc DEPS pserver_t
 pserver_add_test(node_runtime_test SOURCES cluster/node_runtime_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(sum_store_test SOURCES kv/server/sum_store_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(kv_server_core_test SOURCES kv/server/kv_server_core_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(local_cluster_test SOURCES ${PROJECT_SOURCE_DIR}/testing/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit)

@@ -1,9 +1,11 @@
 // KVServer<T>: the server's side of the key-value API, for tables whose values are T.
 //
 // A server node holds the key ranges the ring gives it, for every table. Each request that
-// reaches it (the part of a worker's Push/Pull/PushPull that falls in its ranges) is passed to
-// the handler of the table's value type. The default handler keeps the values in memory and
-// sums pushes into them (a key never pushed reads as zero); a custom handler replaces it.
+// reaches it (the part of a worker's Push/Pull/PushPull that falls in its ranges) is applied
+// by the table's store: the table's update rule (TableSpec::updater; "add" by default) on its
+// storage (sparse or dense), with the optimizer state of each key beside its value. A key never
+// pushed reads as the table's initial value. A custom handler replaces the stores for all
+// tables of its value type.
 //
 // Requests from one worker are handled one at a time in the order that worker issued them.
 //
@@ -18,8 +20,18 @@
 #include "pserver/shared_array.h"
 #include "pserver/status.h"
 #include "pserver/types.h"
+#include "pserver/updater.h"
 
 namespace pserver {
+
+// How a server node serves its tables. The first KVServer of a node sets them.
+struct ServerOptions {
+  // The update rules tables may name: the built-in ones plus those registered here.
+  UpdaterRegistry updaters;
+  // Threads that apply a large request (keys split into shards, one per thread, no lock):
+  // 0 picks min(hardware threads, 4); 1 applies on the receive thread only.
+  uint32_t apply_threads = 0;
+};
 
 namespace kv {
 class KVServerCore;
@@ -48,9 +60,9 @@ class KVServer {
   // lengths for a variable-length table). A non-OK status is returned to the worker's Wait.
   using Handler = std::function<Status(const RequestMeta& meta, const KVPairs<T>& request, KVPairs<T>* response)>;
 
-  // Serves tables of type T with the default handler (sum pushes, answer pulls).
+  // Serves tables of type T with the built-in stores and update rules.
   // REQUIRES: `node` is a server and outlives this object.
-  explicit KVServer(Node& node);
+  explicit KVServer(Node& node, const ServerOptions& options = {});
   KVServer(Node& node, Handler handler);
   ~KVServer();
   KVServer(const KVServer&) = delete;

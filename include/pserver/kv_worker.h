@@ -12,6 +12,20 @@
 // Order: requests of this worker to one server are applied in the order they were issued, so a
 // Pull issued after a Push of the same keys sees that push even without a Wait between them.
 //
+// Consistency (the paper's flexible consistency, as task dependencies): every request is a task
+// of this worker, numbered by its timestamp. A task starts -- is sent -- only when
+//   - every task named in RequestOptions::after has finished (execute-after-finished), and
+//   - with a delay bound tau >= 0 (per table by SetMaxDelay, or per request), every task
+//     <= t - tau - 1 of this worker has finished: tau = 0 is sequential, kEventual (the
+//     default) never waits, and no more than tau + 1 tasks are ever in flight.
+// Tasks start in timestamp order: a held task holds back the tasks issued after it, so the
+// per-server order above still holds. Calls never block for this; Wait does.
+//
+// Stale-synchronous clocks (across workers): Clock() advances this worker's iteration clock
+// and tells every server. With staleness s for a table (SetStaleness), a pull issued at clock c
+// is answered only once every live worker has reached clock c - s (s = 0: bulk-synchronous).
+// A worker that dies is dropped from the clock when the scheduler declares it dead.
+//
 // Errors at the call (nothing is sent): kInvalidArgument for unsorted or duplicate keys, value
 // or length arrays whose size does not match, a table whose value type is not T; kNotFound for
 // a table this node did not declare; the node's sticky error once the job failed. Errors of a
@@ -26,6 +40,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <type_traits>
+#include <vector>
 
 #include "pserver/node.h"
 #include "pserver/result.h"
@@ -39,11 +56,34 @@ class KVWorkerCore;
 }  // namespace kv
 
 inline constexpr std::chrono::milliseconds kDefaultWaitTimeout{120000};
+// A delay bound or staleness of "no limit".
+inline constexpr int64_t kEventual = -1;
+
+// Per-request settings. A callable taking `const Status&` converts to it (a plain callback).
+struct RequestOptions {
+  using Callback = std::function<void(const Status&)>;
+  RequestOptions() = default;
+  template <typename F>
+    requires std::is_invocable_v<F&, const Status&>
+  RequestOptions(F&& f) : callback(std::forward<F>(f)) {}  // NOLINT: implicit on purpose
+
+  // Runs once when the request completed (see the thread note above).
+  Callback callback;
+  // Tasks of this worker that must finish before this one starts. Each must be a timestamp
+  // this worker already issued (kInvalidArgument otherwise).
+  std::vector<Timestamp> after;
+  // The delay bound tau for this request, overriding the table's (kEventual: none).
+  std::optional<int64_t> max_delay;
+  // Pulls: if set, receives per worker rank the newest timestamp of that worker whose pushes
+  // every pulled value includes (the servers' range vector clocks, minimum over the pulled
+  // ranges). Set before the callback runs; must stay valid until then.
+  std::vector<Timestamp>* includes = nullptr;
+};
 
 // The type-independent part of KVWorker<T>; use KVWorker<T>.
 class KVWorkerBase {
  public:
-  using Callback = std::function<void(const Status&)>;
+  using Callback = RequestOptions::Callback;
 
   // REQUIRES: `node` is a worker and outlives this object.
   explicit KVWorkerBase(Node& node);
@@ -61,6 +101,21 @@ class KVWorkerBase {
   // range-placed table's range.
   Result<uint32_t> ServerOf(TableId table, Key key) const;
 
+  // The delay bound tau of later requests of `table` (0 sequential, kEventual none; the
+  // default). kNotFound for an undeclared table; kInvalidArgument for tau < -1.
+  Status SetMaxDelay(TableId table, int64_t tau);
+
+  // The staleness s of later pulls of `table` (kEventual, the default: no clock wait).
+  // kNotFound for an undeclared table; kInvalidArgument for s < -1.
+  Status SetStaleness(TableId table, int64_t staleness);
+
+  // Advances this worker's clock by one and tells every server, in order with this worker's
+  // requests (pushes issued before Clock() count for the old clock). Returns the new clock.
+  // The node's sticky error once the job failed.
+  Result<uint64_t> Clock();
+  // This worker's current clock (0 at the start).
+  uint64_t clock() const;
+
   // One request in type-erased form; defined and used inside the library only.
   struct Call;
 
@@ -72,29 +127,28 @@ class KVWorkerBase {
 template <typename T>
 class KVWorker : public KVWorkerBase {
  public:
-  using KVWorkerBase::Callback;
   explicit KVWorker(Node& node) : KVWorkerBase(node) {}
 
   // Adds (by the server's update rule) `vals` to the values of `keys`.
   Result<Timestamp> Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                         Callback cb = {});
+                         const RequestOptions& opts = {});
   // The same for a variable-length table: key i carries lens[i] values.
   Result<Timestamp> Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                         const SharedArray<int32_t>& lens, Callback cb = {});
+                         const SharedArray<int32_t>& lens, const RequestOptions& opts = {});
 
   // Fetches the values of `keys` into *vals. If *vals is empty it is set to a new (possibly
   // aliased) array; otherwise it must have the right size and the values are copied into it.
-  Result<Timestamp> Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals, Callback cb = {});
+  Result<Timestamp> Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals, const RequestOptions& opts = {});
   // The same for a variable-length table; *lens receives each key's length.
   Result<Timestamp> Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals,
-                         SharedArray<int32_t>* lens, Callback cb = {});
+                         SharedArray<int32_t>* lens, const RequestOptions& opts = {});
 
   // Push then pull in one round trip: *out receives the values after the push was applied.
   Result<Timestamp> PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                             SharedArray<T>* out, Callback cb = {});
+                             SharedArray<T>* out, const RequestOptions& opts = {});
   Result<Timestamp> PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                              const SharedArray<int32_t>& lens, SharedArray<T>* out, SharedArray<int32_t>* out_lens,
-                             Callback cb = {});
+                             const RequestOptions& opts = {});
 };
 
 extern template class KVWorker<float>;

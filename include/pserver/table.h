@@ -44,11 +44,14 @@ enum class StorageKind : uint8_t {
 //             gradient and a curvature per value (push_arity 2) which the server accumulates per
 //             iteration (the pusher's clock); the value becomes the soft-thresholded step
 //             clamped to a trust region.                    l1=0 l2=0 delta=1 (trust region)
-// The rules other than add/assign take float or double tables only. A server may register
-// rules of its own under new names (see pserver/updater.h).
+// The rules other than add/assign take float or double tables only. Parameter ranges: lr, beta,
+// l1, l2 >= 0; eps, alpha, delta > 0; beta1, beta2 in [0, 1); an unknown name or a value out of
+// range (or not finite) makes the table's declaration fail with kInvalidArgument. Integer "add"
+// wraps modulo 2^bits. A server may register rules of its own under new names (see
+// pserver/updater.h).
 struct UpdaterSpec {
   std::string name = "add";
-  std::map<std::string, double> params;  // hyper-parameters; unknown names are refused
+  std::map<std::string, double> params{};  // hyper-parameters; unknown names are refused
 
   friend bool operator==(const UpdaterSpec&, const UpdaterSpec&) = default;
 };
@@ -79,12 +82,12 @@ struct TableSpec {
   KeyPlacement placement = KeyPlacement::kHashed;
   KeyRange key_range{0, ~Key{0}};          // used by KeyPlacement::kRange and StorageKind::kDense
   StorageKind storage = StorageKind::kSparse;
-  UpdaterSpec updater;
+  UpdaterSpec updater{};
   // Values a push carries per stored value: 1, or 2 for the "prox" rule (gradient, curvature).
   // Workers check pushes against width * push_arity values per key; a server refuses a table
   // whose rule expects another arity.
   uint32_t push_arity = 1;
-  InitializerSpec initializer;
+  InitializerSpec initializer{};
 
   friend bool operator==(const TableSpec&, const TableSpec&) = default;
 };

@@ -39,14 +39,19 @@ class Updater {
 
   // Values pushed per stored value (1; the "prox" rule takes 2: gradient then curvature).
   virtual uint32_t push_arity() const { return 1; }
-  // State values kept per stored value, initialised to zero when a key is first stored.
+  // State values kept per stored value, initialised to zero when a key is first stored. The
+  // rule chooses their layout within a row's state (the built-in rules keep state_per_value()
+  // consecutive blocks of width values, like a push); storage only keeps and moves them.
   virtual uint32_t state_per_value() const { return 0; }
   // Whether tables of `type` can use this rule (only add and assign take integers).
   virtual bool Supports(ValueType type) const { return type == ValueType::kFloat32 || type == ValueType::kFloat64; }
 
   // Applies one pushed row. `value` and `state` are the key's stored row (width values) and
   // its state (width * state_per_value()); `push` holds width * push_arity() values, laid out
-  // as push_arity() consecutive blocks of width values.
+  // as push_arity() consecutive blocks of width values. The row's width is value.size() (so
+  // variable-length rows work alike).
+  // REQUIRES: state.size() == value.size() * state_per_value() and push.size() ==
+  // value.size() * push_arity(); the server checks pushes before calling (a rule does not).
   virtual void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
                      std::span<const float> push) const = 0;
   virtual void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
@@ -68,10 +73,12 @@ class UpdaterRegistry {
   // The built-in rules only.
   UpdaterRegistry();
 
-  // Adds a rule. kInvalidArgument if `name` is empty or already taken (built-ins included).
+  // Adds a rule. kInvalidArgument if `name` is empty or already taken (built-ins included), or
+  // if `factory` is empty.
   Status Register(const std::string& name, UpdaterFactory factory);
 
-  // Builds the rule a table names. kNotFound for an unknown name; the factory's error otherwise.
+  // Builds the rule a table names. kNotFound for an unknown name; the factory's error otherwise
+  // (kInternal if it returns a null rule).
   Result<std::unique_ptr<Updater>> Create(const UpdaterSpec& spec) const;
 
   bool Contains(const std::string& name) const { return factories_.contains(name); }

@@ -51,6 +51,8 @@ struct NodeFailure {
 
 transport::Bytes Encode(const RegisterRequest& m);
 transport::Bytes Encode(const RegisterReply& m);
+// The TableSpec body travels in kDeclareTable (worker -> scheduler) and in kTableAnnounce
+// (scheduler -> server, with the table's id in the header), both as one frame.
 transport::Bytes Encode(const TableSpec& m);
 transport::Bytes Encode(const NodeFailure& m);
 
@@ -59,7 +61,12 @@ Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body);
 Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
 Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
 
-// Checks a table spec a user or peer gave: name length, value type, width, range.
+// Checks a table spec a user or peer gave, with kInvalidArgument naming the table and the field:
+// name 1..128 bytes; a known value type; width >= 1 unless variable length; a non-empty key range
+// for placement kRange; storage kDense only with placement kRange and at most 2^32 keys in the
+// range; push_arity 1 or 2; updater name 1..64 bytes with at most 32 params, each named by 1..64
+// bytes and finite; a known initializer kind with a finite scale >= 0. Whether the updater's
+// name and params are known is for the servers to say (see DataHandler::OnTableDeclared).
 Status ValidateTableSpec(const TableSpec& spec);
 
 // "server 1 (node 2)".

@@ -228,6 +228,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       cv_.notify_all();
       return;
     }
+    case MessageType::kTableAnnounce: return HandleTableAnnounce(msg);
     case MessageType::kNodeFailed: {
       if (msg.frames.size() != 1) return;
       Result<NodeFailure> f = DecodeNodeFailure(msg.frames[0]);
@@ -256,6 +257,40 @@ void NodeRuntime::HandleControl(Message&& msg) {
     default:
       PSERVER_LOG_WARN("{}: ignored unexpected {}", DescribeNode(id_), transport::Describe(h));
   }
+}
+
+void NodeRuntime::HandleTableAnnounce(const Message& msg) {
+  const TableId id = msg.header.table;
+  Status taken;
+  if (msg.frames.size() != 1) {
+    taken = Status::Corruption(fmt::format("table-announce of table {} with {} frames, expected 1", id.value,
+                                           msg.frames.size()));
+  } else if (Result<TableSpec> spec = DecodeTableSpec(msg.frames[0]); !spec.ok()) {
+    taken = spec.status();
+  } else if (taken = ValidateTableSpec(*spec); taken.ok()) {
+    // Under data_mu_ (then mu_, the lock order of AttachDataHandler): a handler attached later
+    // finds the spec with FindTable; one attached already hears of it here.
+    std::lock_guard data_lock(data_mu_);
+    if (data_handler_) taken = data_handler_->OnTableDeclared(id, *spec);
+    if (taken.ok()) {
+      std::lock_guard lock(mu_);
+      tables_[id] = *spec;
+    }
+  }
+  if (!taken.ok()) {
+    PSERVER_LOG_WARN("{}: refused table {}: {}", DescribeNode(id_), id.value, taken.ToString());
+  }
+  Message reply = ToScheduler(MessageType::kTableAnnounceReply);
+  reply.header.flags = transport::kFlagReply;
+  reply.header.table = id;
+  reply.header.request_id = msg.header.request_id;
+  if (!taken.ok()) {
+    reply.header.flags |= transport::kFlagError;
+    reply.header.status = static_cast<uint8_t>(taken.code());
+    reply.frames.push_back(transport::BytesFromString(taken.message()));
+  }
+  // Never blocks the receive loop: if the scheduler does not take the answer, its declarers time out.
+  (void)transport_->SendNoWait(std::move(reply));
 }
 
 void NodeRuntime::EndJob(const Status& why) {

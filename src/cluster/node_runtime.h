@@ -7,7 +7,9 @@
 //   - the heartbeat timer, which tells the scheduler this node lives and notices when the
 //     scheduler stops answering.
 // Failures are sticky: once the scheduler is gone or the job was aborted, health() and every
-// later call return the error, and the DataHandler hears of it through OnShutdown.
+// later call return the error, and the DataHandler hears of it through OnShutdown. The death of
+// another worker is not a failure of this node (the job goes on without it); the DataHandler
+// hears of every death through OnNodeFailed.
 //
 // Thread safety: all public methods are thread-safe. DataHandler callbacks run on the receive
 // thread and must not block.
@@ -44,6 +46,18 @@ class DataHandler {
   virtual void OnNodeFailed(const NodeFailure& failure) = 0;
   // The job ended (OK) or the node can no longer take part (error); pending work must fail.
   virtual void OnShutdown(const Status& why) = 0;
+  // Server: the scheduler announces a newly declared table (kTableAnnounce), before any data
+  // request for it can arrive. Called on the receive thread, before the answer to the scheduler
+  // is sent; must not block. Return OK to take the table; an error (e.g. kInvalidArgument for an
+  // unknown update rule or params, or a push_arity the rule does not take) refuses it: the
+  // declaration then fails at the declaring nodes with this error, naming this server, and the
+  // runtime does not keep the spec. A table announced before the handler was attached is not
+  // replayed: the runtime keeps its spec, so the handler finds it with NodeRuntime::FindTable.
+  virtual Status OnTableDeclared(TableId id, const TableSpec& spec) {
+    (void)id;
+    (void)spec;
+    return Status::Ok();
+  }
 };
 
 class NodeRuntime {
@@ -75,14 +89,18 @@ class NodeRuntime {
   // StartServing, so that no request meets a half-configured server.
   std::shared_ptr<DataHandler> AttachDataHandler(const std::function<std::shared_ptr<DataHandler>()>& make);
 
-  // Waits until every live node of `group` has entered the barrier. kDeadlineExceeded naming
-  // the barrier after `timeout`; kUnavailable if a member died; the sticky error if any.
+  // Waits until every live node of `group` has entered the barrier; a worker that dies (before
+  // or during the barrier) is not waited for. kDeadlineExceeded naming the barrier after
+  // `timeout`; kUnavailable when a server died (the job is aborted then); the sticky error if any.
   Status Barrier(BarrierGroup group, std::chrono::milliseconds timeout);
 
-  // Declares a table by name at the scheduler and caches its spec locally.
-  // kInvalidArgument if the spec is invalid or conflicts with an earlier declaration.
+  // Declares a table by name at the scheduler and caches its spec locally. Returns once every
+  // live server has taken the spec (see Scheduler). kInvalidArgument if the spec is invalid or
+  // conflicts with an earlier declaration; the error of a server that refused the spec, naming
+  // it; kDeadlineExceeded after `timeout`; the sticky error if any.
   Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout);
-  // The spec of a table this node declared. kNotFound otherwise.
+  // The spec of a table this node declared or -- on a server -- that was announced to it and
+  // accepted. kNotFound otherwise.
   Result<TableSpec> FindTable(TableId id) const;
 
   // Server: every handler is configured; deliver the held requests and those to come.
@@ -113,6 +131,7 @@ class NodeRuntime {
   void ReceiveLoop(std::stop_token stop);
   void HeartbeatLoop(std::stop_token stop);
   void HandleControl(transport::Message&& msg);
+  void HandleTableAnnounce(const transport::Message& msg);
   void DeliverData(transport::Message&& msg);
   void FlushEarlyData();  // REQUIRES: data_mu_ held
   void Fail(const Status& why);

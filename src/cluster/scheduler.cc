@@ -65,6 +65,23 @@ void Scheduler::Handle(Message&& msg) {
     return;
   }
   Member& member = members_[it->second];
+  if (member.dead) {
+    // Declared dead but still talking (it was only silent): it is no part of the job any more,
+    // and is told so, so that it ends instead of waiting for answers that never come. (Its
+    // confirmation of that shutdown is not answered again.)
+    if (h.type == MessageType::kShutdown && h.is_reply()) return;
+    PSERVER_LOG_WARN("scheduler: ignored {} from {}, which was declared dead", transport::Describe(h),
+                     Describe(h.sender));
+    Message gone;
+    gone.header.type = MessageType::kShutdown;
+    gone.header.receiver = h.sender;
+    gone.header.flags = transport::kFlagError;
+    gone.header.status = static_cast<uint8_t>(StatusCode::kUnavailable);
+    gone.frames.push_back(transport::BytesFromString(
+        fmt::format("the scheduler declared {} dead; it is no longer part of the job", Describe(h.sender))));
+    (void)transport_->SendNoWait(std::move(gone));
+    return;
+  }
   member.last_seen = Clock::now();
   switch (h.type) {
     case MessageType::kHeartbeat: {
@@ -76,6 +93,7 @@ void Scheduler::Handle(Message&& msg) {
     }
     case MessageType::kBarrier: return HandleBarrier(msg);
     case MessageType::kDeclareTable: return HandleDeclareTable(msg);
+    case MessageType::kTableAnnounceReply: return HandleTableAnnounceReply(msg);
     case MessageType::kFinalize: return HandleFinalize(msg);
     case MessageType::kShutdown:
       if (h.is_reply()) member.shutdown_acked = true;
@@ -174,15 +192,41 @@ void Scheduler::CheckLiveness() {
     if (silent <= options_.heartbeat_timeout) continue;
     std::string reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(),
                                      options_.heartbeat_timeout.count());
-    PSERVER_LOG_ERROR("scheduler: {} is dead: {}", Describe(m.info.id), reason);
     m.dead = true;
     Message failed;
     failed.header.type = MessageType::kNodeFailed;
     failed.frames.push_back(Encode(NodeFailure{m.info.id, m.info.role, m.info.rank, reason}));
     Broadcast(std::move(failed));
-    Abort(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
+    if (m.info.role == Role::kServer) {
+      PSERVER_LOG_ERROR("scheduler: {} is dead: {}", Describe(m.info.id), reason);
+      Abort(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
+      return;
+    }
+    PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(m.info.id), reason);
+    ++dead_workers_;
+    WorkerDied(m);
+    if (ended_) return;
+  }
+}
+
+void Scheduler::WorkerDied(const Member& m) {
+  bool all_dead = true;
+  for (const Member& w : members_) {
+    if (w.info.role == Role::kWorker && (!w.dead || w.finalized)) all_dead = false;
+  }
+  if (all_dead) {
+    Abort(Status::Unavailable(
+        fmt::format("every worker died (the last, {}: no heartbeat within {} ms)", Describe(m.info.id),
+                    options_.heartbeat_timeout.count())));
     return;
   }
+  // A barrier its live peers have all entered is released; the dead worker's own arrival, if
+  // any, is forgotten (nobody is left to answer).
+  for (BarrierGroup group : {BarrierGroup::kAll, BarrierGroup::kWorkers}) {
+    barriers_[static_cast<size_t>(group)].arrived.erase(m.info.id);
+    TryReleaseBarrier(group);
+  }
+  EndIfWorkersDone();
 }
 
 bool Scheduler::InGroup(const Member& m, BarrierGroup group) const {
@@ -206,8 +250,9 @@ void Scheduler::HandleBarrier(const Message& msg) {
 
 void Scheduler::TryReleaseBarrier(BarrierGroup group) {
   BarrierState& b = barriers_[static_cast<size_t>(group)];
+  if (b.arrived.empty()) return;
   for (const Member& m : members_) {
-    if (InGroup(m, group) && !b.arrived.contains(m.info.id)) return;
+    if (InGroup(m, group) && !m.dead && !b.arrived.contains(m.info.id)) return;
   }
   for (const auto& [node, call_id] : b.arrived) {
     Message release;
@@ -220,36 +265,139 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
   b.arrived.clear();
 }
 
+namespace {
+
+Status DeclaredDifferently(const TableSpec& old, const TableSpec& spec) {
+  return Status::InvalidArgument(fmt::format(
+      "table '{}' was already declared differently ({}, width {}, {} length, updater '{}', push_arity {})", spec.name,
+      ValueTypeName(old.value_type), old.width, old.variable_length ? "variable" : "fixed", old.updater.name,
+      old.push_arity));
+}
+
+}  // namespace
+
 void Scheduler::HandleDeclareTable(const Message& msg) {
   if (msg.frames.size() != 1) return;
   Result<TableSpec> spec = DecodeTableSpec(msg.frames[0]);
   Status valid = spec.ok() ? ValidateTableSpec(*spec) : spec.status();
   if (!valid.ok()) return ReplyError(msg, MessageType::kDeclareTableReply, valid);
-  auto it = tables_.find(spec->name);
-  if (it == tables_.end()) {
-    it = tables_.emplace(spec->name, std::make_pair(TableId(next_table_++), *spec)).first;
-    PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({}, width {}{})", spec->name, it->second.first.value,
-                     ValueTypeName(spec->value_type), spec->width, spec->variable_length ? ", variable length" : "");
-  } else if (!(it->second.second == *spec)) {
-    const TableSpec& old = it->second.second;
-    return ReplyError(msg, MessageType::kDeclareTableReply,
-                      Status::InvalidArgument(fmt::format(
-                          "table '{}' was already declared differently ({}, width {}, {} length)", spec->name,
-                          ValueTypeName(old.value_type), old.width, old.variable_length ? "variable" : "fixed")));
+  if (auto it = tables_.find(spec->name); it != tables_.end()) {
+    if (!(it->second.second == *spec)) {
+      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.second, *spec));
+    }
+    Message reply;
+    reply.header.table = it->second.first;
+    return Reply(msg, MessageType::kDeclareTableReply, std::move(reply));
   }
-  Message reply;
-  reply.header.table = it->second.first;
-  Reply(msg, MessageType::kDeclareTableReply, std::move(reply));
+  if (auto it = pending_tables_.find(spec->name); it != pending_tables_.end()) {
+    if (!(it->second.spec == *spec)) {
+      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.spec, *spec));
+    }
+    it->second.declarers.push_back(msg.header);  // answered with the first declarer
+    return;
+  }
+  PendingTable& pending = pending_tables_[spec->name];
+  pending.id = TableId(next_table_++);
+  pending.spec = *spec;
+  pending.declarers.push_back(msg.header);
+  AnnounceTable(pending);
+}
+
+void Scheduler::AnnounceTable(PendingTable& pending) {
+  const std::string name = pending.spec.name;
+  std::vector<NodeId> servers;
+  for (const Member& m : members_) {
+    if (m.info.role == Role::kServer && !m.dead) servers.push_back(m.info.id);
+  }
+  pending.awaiting.insert(servers.begin(), servers.end());
+  const int64_t announce_id = next_announce_++;
+  for (NodeId server : servers) {
+    Message announce;
+    announce.header.type = MessageType::kTableAnnounce;
+    announce.header.receiver = server;
+    announce.header.table = pending.id;
+    announce.header.request_id = announce_id;
+    announce.frames.push_back(Encode(pending.spec));
+    // Never blocks: a server that does not take the announcement fails the declaration.
+    if (Status s = transport_->SendNoWait(std::move(announce)); !s.ok()) {
+      return FailPendingTable(name, Status::Unavailable(fmt::format("table '{}' could not be announced to {}: {}",
+                                                                    name, Describe(server), s.message())));
+    }
+  }
+  if (pending.awaiting.empty()) CompletePendingTable(name);
+}
+
+void Scheduler::HandleTableAnnounceReply(const Message& msg) {
+  const NodeId server = msg.header.sender;
+  auto it = std::find_if(pending_tables_.begin(), pending_tables_.end(),
+                         [&](const auto& entry) { return entry.second.id == msg.header.table; });
+  // A late answer for a table already forgotten (another server refused it) is dropped.
+  if (it == pending_tables_.end() || !it->second.awaiting.contains(server)) return;
+  const std::string name = it->first;
+  if (msg.header.is_error()) {
+    std::string text = msg.frames.empty() ? std::string("(no message)")
+                                          : std::string(reinterpret_cast<const char*>(msg.frames[0].data()),
+                                                        msg.frames[0].size());
+    auto code = static_cast<StatusCode>(msg.header.status);
+    if (code == StatusCode::kOk) code = StatusCode::kInternal;
+    return FailPendingTable(name, Status(code, fmt::format("{} refused table '{}': {}", Describe(server), name, text)));
+  }
+  it->second.awaiting.erase(server);
+  if (it->second.awaiting.empty()) CompletePendingTable(name);
+}
+
+void Scheduler::FailPendingTable(const std::string& name, const Status& why) {
+  auto it = pending_tables_.find(name);
+  if (it == pending_tables_.end()) return;
+  PSERVER_LOG_WARN("scheduler: declaration of table '{}' failed: {}", name, why.ToString());
+  PendingTable pending = std::move(it->second);
+  pending_tables_.erase(it);
+  for (const transport::Header& declarer : pending.declarers) {
+    Message reply;
+    reply.header.flags = transport::kFlagError;
+    reply.header.status = static_cast<uint8_t>(why.code());
+    reply.frames.push_back(transport::BytesFromString(why.message()));
+    ReplyTo(declarer, MessageType::kDeclareTableReply, std::move(reply));
+  }
+}
+
+void Scheduler::CompletePendingTable(const std::string& name) {
+  auto it = pending_tables_.find(name);
+  if (it == pending_tables_.end()) return;
+  PendingTable pending = std::move(it->second);
+  pending_tables_.erase(it);
+  const TableSpec& spec = pending.spec;
+  PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({}, width {}{}, updater '{}')", spec.name, pending.id.value,
+                   ValueTypeName(spec.value_type), spec.width, spec.variable_length ? ", variable length" : "",
+                   spec.updater.name);
+  tables_.emplace(name, std::make_pair(pending.id, spec));
+  for (const transport::Header& declarer : pending.declarers) {
+    Message reply;
+    reply.header.table = pending.id;
+    ReplyTo(declarer, MessageType::kDeclareTableReply, std::move(reply));
+  }
 }
 
 void Scheduler::HandleFinalize(const Message& msg) {
   Member& m = members_[member_index_.at(msg.header.sender)];
   if (m.info.role != Role::kWorker || m.finalized) return;
   m.finalized = true;
+  EndIfWorkersDone();
+}
+
+void Scheduler::EndIfWorkersDone() {
+  uint32_t finished = 0;
   for (const Member& w : members_) {
-    if (w.info.role == Role::kWorker && !w.finalized) return;
+    if (w.info.role != Role::kWorker || w.dead) continue;
+    if (!w.finalized) return;
+    ++finished;
   }
-  PSERVER_LOG_INFO("scheduler: all {} workers finished; ending the job", options_.num_workers);
+  if (dead_workers_ > 0) {
+    PSERVER_LOG_WARN("scheduler: the {} live workers finished; {} of {} workers died during the job; ending the job",
+                     finished, dead_workers_, options_.num_workers);
+  } else {
+    PSERVER_LOG_INFO("scheduler: all {} workers finished; ending the job", options_.num_workers);
+  }
   Message shutdown;
   shutdown.header.type = MessageType::kShutdown;
   Broadcast(std::move(shutdown));
@@ -310,10 +458,14 @@ void Scheduler::Broadcast(Message msg) {
 }
 
 void Scheduler::Reply(const Message& request, MessageType type, Message reply) {
+  ReplyTo(request.header, type, std::move(reply));
+}
+
+void Scheduler::ReplyTo(const transport::Header& request, MessageType type, Message reply) {
   reply.header.type = type;
   reply.header.flags |= transport::kFlagReply;
-  reply.header.receiver = request.header.sender;
-  reply.header.request_id = request.header.request_id;
+  reply.header.receiver = request.sender;
+  reply.header.request_id = request.request_id;
   // A registration reply may go to a connection still forming, so it may wait for it; every
   // other reply goes to a node that is connected, and a node gone must not stall the scheduler.
   if (type == MessageType::kRegisterReply) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "cluster/control_messages.h"
 #include "cluster/node_runtime.h"
 #include "pserver/options.h"
@@ -36,9 +37,9 @@ class Scheduler {
   // The address nodes should register at.
   const std::string& address() const { return address_; }
 
-  // Runs the job to its end. OK when every worker finalized; kDeadlineExceeded when the
-  // cluster did not form within register_timeout; kUnavailable when a node died; kAborted
-  // after Stop().
+  // Runs the job to its end. OK when every live worker finalized (workers may have died);
+  // kDeadlineExceeded when the cluster did not form within register_timeout; kUnavailable when
+  // a server died or every worker did; kAborted after Stop().
   Status Run();
 
   // Makes Run return soon; thread-safe.
@@ -56,6 +57,13 @@ class Scheduler {
   struct BarrierState {
     absl::flat_hash_map<NodeId, int64_t> arrived;  // node -> its call id
   };
+  // A declaration waiting for the servers' answers to the announcement of a new table.
+  struct PendingTable {
+    TableId id;
+    TableSpec spec;
+    std::vector<transport::Header> declarers;   // the requests to answer (sender, request_id)
+    absl::flat_hash_set<NodeId> awaiting;       // live servers that have not answered yet
+  };
 
   Scheduler(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
       : options_(options), transport_(std::move(transport)) {}
@@ -64,15 +72,22 @@ class Scheduler {
   void HandleRegister(transport::Message&& msg);
   void HandleBarrier(const transport::Message& msg);
   void HandleDeclareTable(const transport::Message& msg);
+  void HandleTableAnnounceReply(const transport::Message& msg);
+  void AnnounceTable(PendingTable& pending);
+  void FailPendingTable(const std::string& name, const Status& why);
+  void CompletePendingTable(const std::string& name);
   void HandleFinalize(const transport::Message& msg);
   void FormCluster();
   void CheckLiveness();
+  void WorkerDied(const Member& m);
+  void EndIfWorkersDone();
   void TryReleaseBarrier(BarrierGroup group);
   void Abort(const Status& why);
   Status FinishShutdown();
   bool InGroup(const Member& m, BarrierGroup group) const;
   void Reply(const transport::Message& request, transport::MessageType type, transport::Message reply);
   void ReplyError(const transport::Message& request, transport::MessageType type, const Status& error);
+  void ReplyTo(const transport::Header& request, transport::MessageType type, transport::Message reply);
   void Broadcast(transport::Message msg);
   std::string Describe(NodeId id) const;
 
@@ -88,8 +103,11 @@ class Scheduler {
   absl::flat_hash_map<NodeId, size_t> member_index_;
   ClusterView view_;
   BarrierState barriers_[3];
-  absl::flat_hash_map<std::string, std::pair<TableId, TableSpec>> tables_;
+  absl::flat_hash_map<std::string, std::pair<TableId, TableSpec>> tables_;  // declared and accepted
+  absl::flat_hash_map<std::string, PendingTable> pending_tables_;          // being announced
   uint32_t next_table_ = 1;
+  int64_t next_announce_ = 1;  // request_id of the next announcement
+  uint32_t dead_workers_ = 0;
 };
 
 }  // namespace pserver::cluster

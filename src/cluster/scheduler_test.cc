@@ -5,11 +5,15 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -49,6 +53,55 @@ TableSpec SomeTable() {
   return s;
 }
 
+// Short heartbeats, for tests of worker deaths: a stopped node is declared dead after 500 ms by
+// the scheduler's own timer (nothing in the test waits on time).
+NodeOptions Fast() {
+  NodeOptions o;
+  o.heartbeat_interval = milliseconds(50);
+  o.heartbeat_timeout = milliseconds(500);
+  o.register_timeout = seconds(30);
+  o.shutdown_timeout = seconds(2);
+  return o;
+}
+
+// A server's data handler that records the tables announced to it and may refuse some (those
+// whose update rule is in `refused`) or hold the announcement until a gate opens.
+class TableHandler final : public DataHandler {
+ public:
+  explicit TableHandler(std::set<std::string> refused = {}, testing::Gate* hold = nullptr)
+      : refused_(std::move(refused)), hold_(hold) {}
+  void OnData(Message&&) override {}
+  void OnNodeFailed(const NodeFailure&) override {}
+  void OnShutdown(const Status&) override {}
+  Status OnTableDeclared(TableId id, const TableSpec& spec) override {
+    entered_.Open();
+    // Test only: a real handler must not block; this one holds the announcement (bounded) so
+    // that the test can make other declarations meet it pending.
+    if (hold_ != nullptr && !hold_->Wait(seconds(30))) return Status::Internal("the test never opened the gate");
+    if (refused_.contains(spec.updater.name)) {
+      return Status::InvalidArgument(fmt::format("unknown update rule '{}'", spec.updater.name));
+    }
+    std::lock_guard lock(mu_);
+    declared_[id] = spec;
+    return Status::Ok();
+  }
+  std::optional<TableSpec> Declared(TableId id) {
+    std::lock_guard lock(mu_);
+    auto it = declared_.find(id);
+    if (it == declared_.end()) return std::nullopt;
+    return it->second;
+  }
+  // Opens once an announcement reached the handler.
+  testing::Gate& entered() { return entered_; }
+
+ private:
+  const std::set<std::string> refused_;
+  testing::Gate* const hold_;
+  testing::Gate entered_;
+  std::mutex mu_;
+  std::map<TableId, TableSpec> declared_;  // guarded by mu_
+};
+
 // Counts, per message type, what the scheduler received and sent, and lets a test wait for a
 // count to be reached.
 class Traffic {
@@ -82,6 +135,11 @@ class Traffic {
   bool AwaitReceived(MessageType type, int n, uint64_t aux = 0) {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, seconds(30), [&] { return Count(received_, type, aux) >= n; });
+  }
+  // Blocks until the scheduler sent `n` messages of `type` (and `aux`); false after a generous bound.
+  bool AwaitSent(MessageType type, int n, uint64_t aux = 0) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, seconds(30), [&] { return Count(sent_, type, aux) >= n; });
   }
 
  private:
@@ -279,6 +337,194 @@ TEST(SchedulerTest, RunReturnsDeadlineExceededWhenTheClusterDoesNotForm) {
   EXPECT_TRUE(StatusIs(started.status(), StatusCode::kAborted, "only 0 of 1 servers and 1 of 2 workers"));
   EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kDeadlineExceeded,
                        "only 0 of 1 servers and 1 of 2 workers registered within 300 ms"));
+}
+
+
+NodeRuntime& RuntimeOf(Node* node) { return *internal::NodeAccess::Runtime(*node); }
+
+TableSpec Spec(std::string name, std::string updater = "add") {
+  TableSpec s;
+  s.name = std::move(name);
+  s.updater.name = std::move(updater);
+  return s;
+}
+
+TEST(SchedulerTableTest, AnnouncementReachesEveryServerBeforeTheDeclarationReturns) {
+  Traffic traffic;
+  InprocJob job(Quiet());
+  ASSERT_OK(job.StartScheduler(3, 1, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Server(1), Server(2), kWorker}));
+  // Servers 0 and 1 have a data handler; server 2 has none yet (it only keeps the spec).
+  std::vector<std::shared_ptr<TableHandler>> handlers;
+  for (size_t i = 0; i < 2; ++i) {
+    auto h = std::make_shared<TableHandler>();
+    RuntimeOf(job.node(i)).AttachDataHandler([&] { return h; });
+    handlers.push_back(h);
+  }
+  TableSpec spec = Spec("weights", "sgd");
+  spec.updater.params = {{"lr", 0.1}};
+  spec.value_type = ValueType::kFloat64;
+  spec.placement = KeyPlacement::kRange;
+  spec.key_range = {0, 999};
+  spec.storage = StorageKind::kDense;
+  spec.initializer = {InitializerSpec::Kind::kUniform, 0.01, 7};
+  Result<TableId> id = job.node(3)->DeclareTable(spec, seconds(30));
+  ASSERT_OK(id);
+  // By the time the worker has its id, every server has answered the announcement...
+  EXPECT_EQ(traffic.Sent(MessageType::kTableAnnounce), 3);
+  EXPECT_EQ(traffic.Received(MessageType::kTableAnnounceReply), 3);
+  std::set<NodeId> announced;
+  for (NodeId n : traffic.SentTo(MessageType::kTableAnnounce)) announced.insert(n);
+  EXPECT_EQ(announced, (std::set<NodeId>{job.node(0)->id(), job.node(1)->id(), job.node(2)->id()}));
+  // ...and holds the whole spec: its handler heard of it, and FindTable finds it.
+  for (size_t i = 0; i < 3; ++i) {
+    Result<TableSpec> found = RuntimeOf(job.node(i)).FindTable(*id);
+    ASSERT_OK(found);
+    EXPECT_EQ(*found, spec) << "server " << i;
+  }
+  for (auto& h : handlers) {
+    std::optional<TableSpec> heard = h->Declared(*id);
+    ASSERT_TRUE(heard.has_value());
+    EXPECT_EQ(*heard, spec);
+  }
+  // A second declaration of the same spec is answered from the registry: no new announcement.
+  EXPECT_EQ(*job.node(3)->DeclareTable(spec, seconds(30)), *id);
+  EXPECT_EQ(traffic.Sent(MessageType::kTableAnnounce), 3);
+  // A different spec under the same name is refused, naming what was declared.
+  TableSpec other = spec;
+  other.updater.name = "adagrad";
+  EXPECT_TRUE(StatusIs(job.node(3)->DeclareTable(other, seconds(30)).status(), StatusCode::kInvalidArgument,
+                       "already declared differently (float64, width 1, fixed length, updater 'sgd'"));
+}
+
+TEST(SchedulerTableTest, ServerRefusingTheSpecFailsTheDeclarationNamingIt) {
+  InprocJob job(Quiet());
+  ASSERT_OK(job.StartScheduler(2, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Server(1), kWorker}));
+  auto accepting = std::make_shared<TableHandler>();
+  auto refusing = std::make_shared<TableHandler>(std::set<std::string>{"mystery"});
+  RuntimeOf(job.node(0)).AttachDataHandler([&] { return accepting; });
+  RuntimeOf(job.node(1)).AttachDataHandler([&] { return refusing; });
+  Node& worker = *job.node(2);
+
+  Result<TableId> refused = worker.DeclareTable(Spec("t", "mystery"), seconds(30));
+  const std::string server1 = fmt::format("server 1 (node {})", job.node(1)->id().value);
+  EXPECT_TRUE(StatusIs(refused.status(), StatusCode::kInvalidArgument, server1 + " refused table 't'"));
+  EXPECT_TRUE(StatusIs(refused.status(), StatusCode::kInvalidArgument, "unknown update rule 'mystery'"));
+  EXPECT_TRUE(StatusIs(refused.status(), StatusCode::kInvalidArgument, "declaring table 't'"));
+
+  // The scheduler forgot the table: the name can be declared again, with a spec the servers take.
+  Result<TableId> id = worker.DeclareTable(Spec("t", "add"), seconds(30));
+  ASSERT_OK(id);
+  EXPECT_TRUE(accepting->Declared(*id).has_value());
+  EXPECT_TRUE(refusing->Declared(*id).has_value());
+  Result<TableSpec> on_refuser = RuntimeOf(job.node(1)).FindTable(*id);
+  ASSERT_OK(on_refuser);
+  EXPECT_EQ(on_refuser->updater.name, "add");
+  Result<TableSpec> on_worker = RuntimeOf(&worker).FindTable(*id);
+  ASSERT_OK(on_worker);
+  EXPECT_EQ(on_worker->updater.name, "add");
+  // The job is unharmed.
+  EXPECT_OK(worker.health());
+  EXPECT_OK(job.node(1)->health());
+}
+
+TEST(SchedulerTableTest, ConcurrentDeclarationsOfOneNameGetOneId) {
+  Traffic traffic;
+  InprocJob job(Quiet());
+  ASSERT_OK(job.StartScheduler(1, 3, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker, kWorker, kWorker}));
+  testing::Gate hold;
+  testing::OpenOnExit release(hold);
+  auto handler = std::make_shared<TableHandler>(std::set<std::string>{}, &hold);
+  RuntimeOf(job.node(0)).AttachDataHandler([&] { return handler; });
+
+  // Worker 1's declaration is announced; the server holds its answer...
+  auto first = job.Spawn([&] { return job.node(1)->DeclareTable(Spec("shared"), seconds(30)).status(); });
+  ASSERT_TRUE(handler->entered().Wait(seconds(30)));
+  // ...while worker 2 declares the same table: the scheduler has it pending once it received it,
+  // as the server's answer can only come after (the scheduler handles messages in order).
+  Result<TableId> second_id = Status::Internal("not returned");
+  auto second = job.Spawn([&] {
+    second_id = job.node(2)->DeclareTable(Spec("shared"), seconds(30));
+    return second_id.status();
+  });
+  ASSERT_TRUE(traffic.AwaitReceived(MessageType::kDeclareTable, 2));
+  // A conflicting declaration meanwhile is refused at once, without waiting for the servers.
+  TableSpec conflicting = Spec("shared");
+  conflicting.width = 4;
+  EXPECT_TRUE(StatusIs(job.node(3)->DeclareTable(conflicting, seconds(30)).status(), StatusCode::kInvalidArgument,
+                       "already declared differently"));
+  EXPECT_EQ(traffic.Sent(MessageType::kDeclareTableReply), 1);  // only the conflicting one
+  hold.Open();
+  EXPECT_OK(first.get());
+  EXPECT_OK(second.get());
+  Result<TableSpec> on_first = RuntimeOf(job.node(1)).FindTable(*second_id);
+  ASSERT_OK(on_first);  // worker 1 got the same id as worker 2
+  EXPECT_EQ(*on_first, Spec("shared"));
+  EXPECT_EQ(traffic.Sent(MessageType::kTableAnnounce), 1);  // announced once
+  EXPECT_TRUE(handler->Declared(*second_id).has_value());
+}
+
+TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotAbortTheJobAndBarriersOfTheLiveOnesComplete) {
+  Traffic traffic;
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 3, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1), Worker(2)}));
+  auto server = job.Spawn([&] { return job.node(0)->Run(); });
+  // Workers 0 and 1 wait in barriers of the workers and of all nodes that worker 2 never enters.
+  auto workers0 = job.Spawn([&] { return job.node(1)->Barrier(BarrierGroup::kWorkers, seconds(30)); });
+  auto workers1 = job.Spawn([&] { return job.node(2)->Barrier(BarrierGroup::kWorkers, seconds(30)); });
+  ASSERT_TRUE(traffic.AwaitReceived(MessageType::kBarrier, 2, static_cast<uint64_t>(BarrierGroup::kWorkers)));
+  EXPECT_EQ(traffic.Sent(MessageType::kBarrierRelease, static_cast<uint64_t>(BarrierGroup::kWorkers)), 0);
+
+  job.Destroy(3);  // worker 2 stops; it sends no more heartbeats
+
+  EXPECT_OK(workers0.get());
+  EXPECT_OK(workers1.get());
+  // Every live node was told of the death.
+  EXPECT_EQ(traffic.Sent(MessageType::kNodeFailed), 3);
+  // Barriers of all nodes count only the live ones from now on.
+  auto all0 = job.Spawn([&] { return job.node(0)->Barrier(BarrierGroup::kAll, seconds(30)); });
+  auto all1 = job.Spawn([&] { return job.node(1)->Barrier(BarrierGroup::kAll, seconds(30)); });
+  EXPECT_OK(job.node(2)->Barrier(BarrierGroup::kAll, seconds(30)));
+  EXPECT_OK(all0.get());
+  EXPECT_OK(all1.get());
+  // Tables can still be declared (the server is alive), and the job ends normally once the live
+  // workers finalized.
+  EXPECT_OK(job.node(1)->DeclareTable(SomeTable(), seconds(30)));
+  auto finalize0 = job.Spawn([&] { return job.node(1)->Finalize(seconds(30)); });
+  EXPECT_OK(job.node(2)->Finalize(seconds(30)));
+  EXPECT_OK(finalize0.get());
+  EXPECT_OK(server.get());
+  EXPECT_OK(job.SchedulerOutcome());
+}
+
+TEST(SchedulerWorkerLossTest, WorkerDyingInsideABarrierIsNotWaitedFor) {
+  Traffic traffic;
+  InprocJob job(Fast());
+  ASSERT_OK(job.StartScheduler(1, 2, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1)}));
+  auto server = job.Spawn([&] { return job.node(0)->Run(); });
+  const auto workers = static_cast<uint64_t>(BarrierGroup::kWorkers);
+  // Worker 1 enters the barrier and then dies in it; worker 0 comes afterwards.
+  auto doomed = job.Spawn([&] { return job.node(2)->Barrier(BarrierGroup::kWorkers, seconds(30)); });
+  ASSERT_TRUE(traffic.AwaitReceived(MessageType::kBarrier, 1, workers));
+  job.node(2)->Stop();  // it sends no more heartbeats
+  EXPECT_TRUE(StatusIs(doomed.get(), StatusCode::kAborted, "the node was stopped"));
+  // Once the scheduler has declared it dead (told the server and worker 0), worker 0 enters.
+  ASSERT_TRUE(traffic.AwaitSent(MessageType::kNodeFailed, 2));
+  EXPECT_OK(job.node(1)->Barrier(BarrierGroup::kWorkers, seconds(30)));
+  // Only the live worker was released.
+  EXPECT_EQ(traffic.SentTo(MessageType::kBarrierRelease), std::vector<NodeId>{job.node(1)->id()});
+  EXPECT_OK(job.node(1)->Finalize(seconds(30)));
+  EXPECT_OK(server.get());
+  EXPECT_OK(job.SchedulerOutcome());
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ U Get(const std::byte* in, size_t off) {
 }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 11) || (t >= 32 && t <= 34);
+  return (t >= 1 && t <= 13) || (t >= 32 && t <= 35);
 }
 
 }  // namespace
@@ -38,9 +38,12 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kFinalize: return "finalize";
     case MessageType::kShutdown: return "shutdown";
     case MessageType::kNodeFailed: return "node-failed";
+    case MessageType::kTableAnnounce: return "table-announce";
+    case MessageType::kTableAnnounceReply: return "table-announce-reply";
     case MessageType::kPush: return "push";
     case MessageType::kPull: return "pull";
     case MessageType::kPushPull: return "push-pull";
+    case MessageType::kClock: return "clock";
   }
   return "unknown";
 }

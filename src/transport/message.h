@@ -36,7 +36,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 1;
+inline constexpr uint16_t kWireVersion = 2;
 inline constexpr size_t kHeaderSize = 64;
 inline constexpr uint16_t kMaxFrames = 4096;
 
@@ -53,10 +53,13 @@ enum class MessageType : uint8_t {
   kFinalize = 9,          // worker -> scheduler: this worker is done
   kShutdown = 10,         // scheduler -> all: the job is over (kFlagError: aborted)
   kNodeFailed = 11,       // scheduler -> all: a node was declared dead
+  kTableAnnounce = 12,    // scheduler -> server: a newly declared table (header.table) and its spec
+  kTableAnnounceReply = 13,  // server -> scheduler: the server took the spec (or refused it)
   // Data plane.
   kPush = 32,
   kPull = 33,
   kPushPull = 34,
+  kClock = 35,            // worker -> server: the worker's iteration clock advanced to header.clock
 };
 inline constexpr bool IsDataMessage(MessageType t) { return static_cast<uint8_t>(t) >= 32; }
 const char* MessageTypeName(MessageType t);

@@ -20,17 +20,18 @@
 namespace pserver::transport {
 namespace {
 
-constexpr std::array<MessageType, 14> kAllTypes = {
-    MessageType::kRegister,     MessageType::kRegisterReply,     MessageType::kBarrier,
-    MessageType::kBarrierRelease, MessageType::kHeartbeat,       MessageType::kHeartbeatAck,
-    MessageType::kDeclareTable, MessageType::kDeclareTableReply, MessageType::kFinalize,
-    MessageType::kShutdown,     MessageType::kNodeFailed,        MessageType::kPush,
-    MessageType::kPull,         MessageType::kPushPull,
+constexpr std::array<MessageType, 17> kAllTypes = {
+    MessageType::kRegister,       MessageType::kRegisterReply,       MessageType::kBarrier,
+    MessageType::kBarrierRelease, MessageType::kHeartbeat,           MessageType::kHeartbeatAck,
+    MessageType::kDeclareTable,   MessageType::kDeclareTableReply,   MessageType::kFinalize,
+    MessageType::kShutdown,       MessageType::kNodeFailed,          MessageType::kTableAnnounce,
+    MessageType::kTableAnnounceReply, MessageType::kPush,            MessageType::kPull,
+    MessageType::kPushPull,       MessageType::kClock,
 };
 constexpr std::array<ValueType, 4> kAllValueTypes = {ValueType::kFloat32, ValueType::kFloat64, ValueType::kInt32,
                                                      ValueType::kInt64};
 
-bool IsKnownType(unsigned t) { return (t >= 1 && t <= 11) || (t >= 32 && t <= 34); }
+bool IsKnownType(unsigned t) { return (t >= 1 && t <= 13) || (t >= 32 && t <= 35); }
 
 // A header with every field set to something other than its default.
 Header SampleHeader() {
@@ -111,7 +112,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.aux = 0x5152535455565758;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x01, 0x00,                                      //  4 version 1
+      0x02, 0x00,                                      //  4 version 2
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender
@@ -207,7 +208,7 @@ TEST(MessageTest, ControlMessageMayOmitValueType) {
 }
 
 TEST(MessageTest, RefusesDataMessageWithoutValueType) {
-  for (MessageType t : {MessageType::kPush, MessageType::kPull, MessageType::kPushPull}) {
+  for (MessageType t : {MessageType::kPush, MessageType::kPull, MessageType::kPushPull, MessageType::kClock}) {
     std::vector<std::byte> bytes = Encoded(SampleHeader());
     bytes[6] = static_cast<std::byte>(t);
     bytes[20] = std::byte{0};
@@ -218,7 +219,7 @@ TEST(MessageTest, RefusesDataMessageWithoutValueType) {
 }
 
 TEST(MessageTest, RefusesWrongVersion) {
-  for (uint16_t version : {uint16_t{0}, uint16_t{2}, uint16_t{0x100}, uint16_t{0xFFFF}}) {
+  for (uint16_t version : {uint16_t{0}, uint16_t{1}, uint16_t{3}, uint16_t{0x200}, uint16_t{0xFFFF}}) {
     std::vector<std::byte> bytes = Encoded(SampleHeader());
     bytes[4] = static_cast<std::byte>(version & 0xFF);
     bytes[5] = static_cast<std::byte>(version >> 8);
@@ -403,9 +404,15 @@ TEST(MessageTest, NamesEveryType) {
   for (MessageType t : kAllTypes) EXPECT_STRNE(MessageTypeName(t), "unknown");
   EXPECT_STREQ(MessageTypeName(MessageType::kPush), "push");
   EXPECT_STREQ(MessageTypeName(MessageType::kRegisterReply), "register-reply");
+  EXPECT_STREQ(MessageTypeName(MessageType::kTableAnnounce), "table-announce");
+  EXPECT_STREQ(MessageTypeName(MessageType::kTableAnnounceReply), "table-announce-reply");
+  EXPECT_STREQ(MessageTypeName(MessageType::kClock), "clock");
   EXPECT_STREQ(MessageTypeName(static_cast<MessageType>(200)), "unknown");
   EXPECT_TRUE(IsDataMessage(MessageType::kPull));
   EXPECT_FALSE(IsDataMessage(MessageType::kNodeFailed));
+  EXPECT_FALSE(IsDataMessage(MessageType::kTableAnnounce));
+  EXPECT_FALSE(IsDataMessage(MessageType::kTableAnnounceReply));
+  EXPECT_TRUE(IsDataMessage(MessageType::kClock));
 }
 
 TEST(MessageTest, DescribeNamesTypeFlagsAndEnds) {

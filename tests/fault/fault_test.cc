@@ -1,5 +1,6 @@
 // Fault tests on real clusters of separate processes over loopback TCP: a node is SIGKILLed
-// (or never reachable) and the others must fail with a clear error naming it, not hang.
+// (or never reachable). When it is a server or the scheduler, the others must fail with a clear
+// error naming it, not hang; when it is a worker, the others finish the job normally.
 //
 // The tests start the scheduler, servers and workers themselves (not through `pserver launch`)
 // so that they can kill one. They synchronise only on output ("listening at", "pushing") and on
@@ -85,10 +86,12 @@ class FaultTest : public ::testing::Test {
     servers_.push_back(std::move(*s));
   }
 
-  // A kv_check_worker running wait_forever; returns once it printed "pushing" (the cluster
-  // formed and a push to every server completed).
-  void StartPushingWorker(int servers, int workers, int rank) {
-    auto w = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", "wait_forever", "--seed", std::to_string(seed_),
+  // A kv_check_worker running `scenario` (wait_forever by default); returns once it printed
+  // "pushing" (the cluster formed and its first push completed).
+  // With wait false it returns at once; WaitPushing(i) then waits for workers_[i].
+  void StartPushingWorker(int servers, int workers, int rank, const std::string& scenario = "wait_forever",
+                          bool wait = true) {
+    auto w = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", scenario, "--seed", std::to_string(seed_),
                                 "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--send-timeout-ms", kSendTimeoutMs},
                                {{"PSERVER_SCHEDULER", address_},
                                 {"PSERVER_HOST", "127.0.0.1"},
@@ -98,9 +101,13 @@ class FaultTest : public ::testing::Test {
                                 {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
     ASSERT_OK(w);
     workers_.push_back(std::move(*w));
-    ASSERT_TRUE(workers_.back()->WaitForOutput("pushing", kHangGuard))
-        << "worker " << rank << " never started pushing:\n"
-        << workers_.back()->output() << "\nscheduler:\n"
+    if (wait) WaitPushing(workers_.size() - 1);
+  }
+
+  void WaitPushing(size_t i) {
+    ASSERT_TRUE(workers_[i]->WaitForOutput("pushing", kHangGuard))
+        << "worker process " << i << " never started pushing:\n"
+        << workers_[i]->output() << "\nscheduler:\n"
         << scheduler_->output();
   }
 
@@ -155,6 +162,35 @@ TEST_F(FaultTest, KilledSchedulerEndsServersAndWorkersWithClearError) {
   const std::string server = ExitOf(*servers_[0], "server 0");
   EXPECT_TRUE(ExitedNonZero(server)) << server << "\n" << servers_[0]->output();
   EXPECT_TRUE(Contains(servers_[0]->output(), "the scheduler at " + address_));
+}
+
+TEST_F(FaultTest, KilledWorkerLeavesTheJobAndTheOthersFinishNormally) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(1, 2));
+  ASSERT_NO_FATAL_FAILURE(StartServer(0));
+  // Worker 1 pushes in a loop until it is killed; worker 0 pushes once and then waits in a
+  // barrier of the workers that only the death of worker 1 can complete.
+  // (The cluster forms only once both have registered.)
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(1, 2, 1, "wait_forever", /*wait=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(1, 2, 0, "outlive", /*wait=*/false));
+  ASSERT_NO_FATAL_FAILURE(WaitPushing(0));
+  ASSERT_NO_FATAL_FAILURE(WaitPushing(1));
+
+  workers_[0]->Signal(SIGKILL);
+  EXPECT_EQ(ExitOf(*workers_[0], "worker 1"), "killed by signal 9 (SIGKILL)");
+
+  // The survivor's barrier completes, it checks what it pulls and finalizes: the job ends well.
+  const std::string survivor = ExitOf(*workers_[1], "worker 0");
+  EXPECT_EQ(survivor, "exit 0") << workers_[1]->output() << "\nscheduler:\n" << scheduler_->output();
+  EXPECT_TRUE(Contains(workers_[1]->output(), "worker 0: the barrier completed"));
+  EXPECT_TRUE(Contains(workers_[1]->output(), "scenario outlive passed"));
+
+  const std::string server = ExitOf(*servers_[0], "server 0");
+  EXPECT_EQ(server, "exit 0") << servers_[0]->output();
+
+  const std::string scheduler = ExitOf(*scheduler_, "scheduler");
+  EXPECT_EQ(scheduler, "exit 0") << scheduler_->output();
+  EXPECT_TRUE(Contains(scheduler_->output(), "worker 1 (node "));
+  EXPECT_TRUE(Contains(scheduler_->output(), "1 of 2 workers died"));
 }
 
 // A TCP port on loopback that refuses connections: bound (so nobody else gets it) but not

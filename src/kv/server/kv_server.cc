@@ -13,22 +13,23 @@ SharedArray<T> View(const transport::Bytes& b) {
   return SharedArray<T>(b.owner(), reinterpret_cast<T*>(b.data()), b.size() / sizeof(T));
 }
 
-std::shared_ptr<kv::KVServerCore> AttachCore(Node& node) {
+std::shared_ptr<kv::KVServerCore> AttachCore(Node& node, const ServerOptions* options) {
   cluster::NodeRuntime* runtime = internal::NodeAccess::Runtime(node);
   if (runtime == nullptr || runtime->role() != Role::kServer) return nullptr;
-  return std::static_pointer_cast<kv::KVServerCore>(
-      runtime->AttachDataHandler([runtime] { return std::make_shared<kv::KVServerCore>(runtime); }));
+  // The first KVServer of the node creates the core with its options.
+  return std::static_pointer_cast<kv::KVServerCore>(runtime->AttachDataHandler(
+      [&] { return std::make_shared<kv::KVServerCore>(runtime, options ? *options : ServerOptions{}); }));
 }
 
 }  // namespace
 
 template <typename T>
-KVServer<T>::KVServer(Node& node) : core_(AttachCore(node)) {
-  if (core_) core_->SetHandler(ValueTypeOf<T>::value, kv::MakeSumHandler(ValueTypeOf<T>::value));
+KVServer<T>::KVServer(Node& node, const ServerOptions& options) : core_(AttachCore(node, &options)) {
+  if (core_) core_->ServeDefault(ValueTypeOf<T>::value, true);
 }
 
 template <typename T>
-KVServer<T>::KVServer(Node& node, Handler handler) : core_(AttachCore(node)) {
+KVServer<T>::KVServer(Node& node, Handler handler) : core_(AttachCore(node, nullptr)) {
   if (!core_) return;
   core_->SetHandler(ValueTypeOf<T>::value, [handler = std::move(handler)](const kv::ServerRequest& req,
                                                                          kv::ServerResponse* resp) {
@@ -50,7 +51,9 @@ KVServer<T>::KVServer(Node& node, Handler handler) : core_(AttachCore(node)) {
 
 template <typename T>
 KVServer<T>::~KVServer() {
-  if (core_) core_->SetHandler(ValueTypeOf<T>::value, nullptr);
+  if (!core_) return;
+  core_->SetHandler(ValueTypeOf<T>::value, nullptr);
+  core_->ServeDefault(ValueTypeOf<T>::value, false);
 }
 
 template <typename T>

@@ -2,13 +2,56 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "base/logging.h"
+#include "cluster/key_placement.h"
+#include "kv/server/apply_pool.h"
+#include "kv/server/sum_store.h"
+#include "kv/server/table_store.h"
 
 namespace pserver::kv {
 
 using transport::Bytes;
 using transport::Message;
 using transport::MessageType;
+
+namespace {
+
+bool Pushes(MessageType t) { return t == MessageType::kPush || t == MessageType::kPushPull; }
+bool Pulls(MessageType t) { return t == MessageType::kPull || t == MessageType::kPushPull; }
+
+// Tables the plain summing store keeps (it also takes variable-length rows).
+bool UsesSumStore(const TableSpec& spec) {
+  return spec.updater.name == "add" && spec.updater.params.empty() && spec.storage == StorageKind::kSparse &&
+         spec.initializer.kind == InitializerSpec::Kind::kZero && spec.push_arity == 1;
+}
+
+uint32_t ApplyThreads(uint32_t requested) {
+  if (requested != 0) return requested;
+  return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+}
+
+}  // namespace
+
+struct KVServerCore::Table {
+  Table(const TableSpec& s, uint32_t num_workers) : spec(s), clock(num_workers) {}
+  TableSpec spec;
+  std::unique_ptr<TableStore> store;  // null: SumStore (UsesSumStore)
+  RangeClock clock;
+};
+
+KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
+    : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
+  for (const cluster::NodeInfo& n : runtime_->view().nodes) {
+    if (n.role != Role::kWorker) continue;
+    worker_rank_[n.id] = n.rank.value;
+    worker_clock_[n.id] = 0;
+  }
+}
+
+KVServerCore::~KVServerCore() = default;
 
 void KVServerCore::SetHandler(ValueType type, ServerHandler handler) {
   std::lock_guard lock(mu_);
@@ -19,17 +62,58 @@ void KVServerCore::SetHandler(ValueType type, ServerHandler handler) {
   }
 }
 
-Result<ServerRequest> KVServerCore::Decode(Message& msg) {
+void KVServerCore::ServeDefault(ValueType type, bool serve) {
+  std::lock_guard lock(mu_);
+  defaults_[type] = serve;
+}
+
+Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const TableSpec& spec) {
+  auto table = std::make_unique<Table>(spec, runtime_->view().num_workers);
+  if (UsesSumStore(spec)) return table;
+  const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
+  Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
+  if (!updater.ok()) return updater.status().WithContext(where);
+  Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get());
+  if (!store.ok()) return store.status().WithContext(where);
+  table->store = std::move(*store);
+  return table;
+}
+
+Status KVServerCore::OnTableDeclared(TableId id, const TableSpec& spec) {
+  if (tables_.contains(id)) return Status::Ok();
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, spec));
+  tables_.emplace(id, std::move(table));
+  return Status::Ok();
+}
+
+Result<KVServerCore::Table*> KVServerCore::FindTable(TableId id) {
+  auto it = tables_.find(id);
+  if (it != tables_.end()) return it->second.get();
+  // Announced before this core was attached: build it now.
+  Result<TableSpec> spec = runtime_->FindTable(id);
+  if (!spec.ok()) return Status::NotFound(fmt::format("table {} was never declared to this server", id.value));
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, *spec));
+  return tables_.emplace(id, std::move(table)).first->second.get();
+}
+
+Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
   const auto& h = msg.header;
-  if (h.is_reply()) return Status::InvalidArgument("a server does not take replies");
+  const TableSpec& spec = table.spec;
   if (msg.frames.size() != 3) {
     return Status::Corruption(fmt::format("data request with {} frames, expected 3", msg.frames.size()));
+  }
+  const uint32_t width = spec.variable_length ? 0 : spec.width;
+  if (h.value_type != spec.value_type || h.width != width) {
+    return Status::InvalidArgument(fmt::format("table '{}' holds {} values of width {}, the request has {} of width {}",
+                                               spec.name, ValueTypeName(spec.value_type), width,
+                                               ValueTypeName(h.value_type), h.width));
   }
   ServerRequest r;
   r.type = h.type;
   r.table = h.table;
   r.sender = h.sender;
   r.timestamp = Timestamp(h.request_id);
+  r.clock = h.clock;
   r.value_type = h.value_type;
   r.width = h.width;
   const size_t elem = ValueTypeSize(h.value_type);
@@ -37,7 +121,7 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg) {
   if (keys.size() % sizeof(Key) != 0) return Status::Corruption(fmt::format("key frame of {} bytes", keys.size()));
   r.keys = SharedArray<Key>(keys.owner(), reinterpret_cast<Key*>(keys.data()), keys.size() / sizeof(Key));
   const size_t n = r.keys.size();
-  const bool push = h.type != MessageType::kPull;
+  const bool push = Pushes(h.type);
   const Bytes& lens = msg.frames[2];
   if (push && h.width == 0) {
     if (lens.size() != n * sizeof(int32_t)) {
@@ -53,20 +137,14 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg) {
       return Status::Corruption(fmt::format("{} value bytes where the lengths say {}", msg.frames[1].size(), total * elem));
     }
   } else if (push) {
-    if (msg.frames[1].size() != uint64_t{n} * h.width * elem) {
-      return Status::Corruption(fmt::format("{} value bytes for {} keys of width {}", msg.frames[1].size(), n, h.width));
+    if (msg.frames[1].size() != uint64_t{n} * h.width * spec.push_arity * elem) {
+      return Status::Corruption(fmt::format("{} value bytes for {} keys of width {} (push arity {})",
+                                            msg.frames[1].size(), n, h.width, spec.push_arity));
     }
   } else if (!msg.frames[1].empty() || !lens.empty()) {
     return Status::Corruption("a pull request carries values");
   }
   r.vals = std::move(msg.frames[1]);
-  // A table's shape is fixed by its first request.
-  auto [it, fresh] = tables_.try_emplace(h.table, TableShape{h.value_type, h.width});
-  if (!fresh && (it->second.value_type != h.value_type || it->second.width != h.width)) {
-    return Status::InvalidArgument(fmt::format("table {} holds {} values of width {}, the request has {} of width {}",
-                                               h.table.value, ValueTypeName(it->second.value_type), it->second.width,
-                                               ValueTypeName(h.value_type), h.width));
-  }
   return r;
 }
 
@@ -92,27 +170,136 @@ Status KVServerCore::CheckResponse(const ServerRequest& req, const ServerRespons
   return Status::Ok();
 }
 
-void KVServerCore::OnData(Message&& msg) {
-  const transport::Header header = msg.header;
-  Result<ServerRequest> req = Decode(msg);
-  if (!req.ok()) return Reply(header, req.status(), nullptr);
-  ServerHandler handler;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handlers_.find(req->value_type);
-    if (it != handlers_.end()) handler = it->second;
+bool KVServerCore::Admits(const transport::Header& h) const {
+  if (!Pulls(h.type) || h.aux == 0) return true;
+  const uint64_t staleness = h.aux - 1;
+  if (h.clock <= staleness) return true;
+  const uint64_t need = h.clock - staleness;
+  for (const auto& [node, clock] : worker_clock_) {
+    if (clock < need) return false;
   }
-  if (!handler) {
-    return Reply(header, Status::Unavailable(fmt::format("this server has no handler for {} tables",
-                                                         ValueTypeName(req->value_type))), nullptr);
-  }
-  ServerResponse resp;
-  Status s = handler(*req, &resp);
-  if (s.ok() && req->type != MessageType::kPush) s = CheckResponse(*req, resp);
-  Reply(header, s, req->type == MessageType::kPush ? nullptr : &resp);
+  return true;
 }
 
-void KVServerCore::Reply(const transport::Header& request, const Status& status, ServerResponse* resp) {
+void KVServerCore::OnData(Message&& msg) {
+  if (msg.header.is_reply()) {
+    return Reply(msg.header, Status::InvalidArgument("a server does not take replies"), nullptr, nullptr);
+  }
+  const NodeId sender = msg.header.sender;
+  auto w = waiting_.find(sender);
+  if ((w != waiting_.end() && !w->second.empty()) || !Admits(msg.header)) {
+    waiting_[sender].push_back(std::move(msg));
+    ++num_waiting_;
+    return;
+  }
+  Process(std::move(msg));
+  if (num_waiting_ > 0) ReleaseWaiting();
+}
+
+void KVServerCore::ReleaseWaiting() {
+  bool progress = true;
+  while (progress && num_waiting_ > 0) {
+    progress = false;
+    for (auto& [sender, queue] : waiting_) {
+      while (!queue.empty() && Admits(queue.front().header)) {
+        Message m = std::move(queue.front());
+        queue.pop_front();
+        --num_waiting_;
+        Process(std::move(m));  // a clock tick may admit more: go round again
+        progress = true;
+      }
+    }
+  }
+}
+
+void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
+  if (failure.role != Role::kWorker) return;
+  if (worker_clock_.erase(failure.id) > 0) {
+    PSERVER_LOG_WARN("server {}: dropped worker {} from the stale-synchronous clock: it was declared dead ({})",
+                     runtime_->rank().value, failure.rank.value, failure.reason);
+  }
+  auto it = waiting_.find(failure.id);
+  if (it != waiting_.end()) {
+    num_waiting_ -= it->second.size();
+    waiting_.erase(it);
+  }
+  if (num_waiting_ > 0) ReleaseWaiting();
+}
+
+void KVServerCore::Process(Message&& msg) {
+  const transport::Header header = msg.header;
+  if (header.type == MessageType::kClock) {
+    auto it = worker_clock_.find(header.sender);
+    if (it != worker_clock_.end()) it->second = std::max(it->second, header.clock);
+    return;
+  }
+  Result<Table*> table = FindTable(header.table);
+  if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
+  Result<ServerRequest> req = Decode(msg, **table);
+  if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
+  Table& t = **table;
+
+  ServerHandler handler;
+  bool serve_default = false;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = handlers_.find(req->value_type); it != handlers_.end()) handler = it->second;
+    if (auto it = defaults_.find(req->value_type); it != defaults_.end()) serve_default = it->second;
+    if (!handler && serve_default && !t.store) {
+      auto [sum, fresh] = sums_.try_emplace(req->value_type);
+      if (fresh) sum->second = MakeSumHandler(req->value_type);
+      handler = sum->second;
+    }
+  }
+  if (!handler && !(serve_default && t.store)) {
+    return Reply(header, Status::Unavailable(fmt::format("this server has no handler for {} tables",
+                                                         ValueTypeName(req->value_type))),
+                 nullptr, nullptr);
+  }
+
+  // Vector clock: a push this range already includes is a duplicate; do not apply it again.
+  // Ranges are of routing keys (ring positions): a worker sends each server its keys in
+  // routing order, so the first and last key bound the request's range.
+  const bool has_keys = !req->keys.empty();
+  KeyRange range{};
+  if (has_keys) {
+    const cluster::Placement placement{static_cast<cluster::PlacementKind>(t.spec.placement), t.spec.key_range};
+    range = {cluster::RoutingKey(placement, req->keys[0]), cluster::RoutingKey(placement, req->keys[req->keys.size() - 1])};
+    if (range.first > range.last) std::swap(range.first, range.last);
+  }
+  auto rank = worker_rank_.find(req->sender);
+  const bool from_worker = rank != worker_rank_.end();
+  bool duplicate = false;
+  if (Pushes(req->type) && has_keys && from_worker) {
+    duplicate = t.clock.Covers(range, rank->second, req->timestamp.value);
+    if (duplicate) {
+      PSERVER_LOG_DEBUG("server {}: request {} of worker {} was applied before; not applying it again",
+                        runtime_->rank().value, req->timestamp.value, rank->second);
+      if (req->type == MessageType::kPush) return Reply(header, Status::Ok(), nullptr, nullptr);
+      req->type = MessageType::kPull;  // answer the pull part only
+      req->vals = Bytes();
+    }
+  }
+
+  ServerResponse resp;
+  Status s;
+  if (handler) {
+    s = handler(*req, &resp);
+  } else {
+    UpdateContext ctx{req->sender, req->timestamp, req->clock};
+    s = t.store->Handle(*req, ctx, &resp);
+  }
+  if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
+  if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
+    t.clock.Set(range, rank->second, req->timestamp.value);
+  }
+  if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
+  std::vector<int64_t> clock = has_keys ? t.clock.Get(range) : std::vector<int64_t>();
+  Reply(header, s, &resp, has_keys ? &clock : nullptr);
+}
+
+void KVServerCore::Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
+                         std::vector<int64_t>* clock) {
   Message m;
   m.header.type = request.type;
   m.header.flags = transport::kFlagReply;
@@ -132,6 +319,7 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     m.frames.emplace_back();
     m.frames.push_back(std::move(resp->vals));
     m.frames.push_back(transport::AsBytes(resp->lens));
+    if (clock) m.frames.push_back(transport::AsBytes(SharedArray<int64_t>(std::move(*clock))));
   }
   if (Status s = runtime_->transport().Send(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not answer {}: {}", runtime_->rank().value, transport::Describe(request),

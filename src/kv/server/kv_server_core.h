@@ -1,21 +1,47 @@
 // KVServerCore: the type-independent engine behind KVServer<T>, one per server node.
 //
-// On the receive thread it checks each data request (frame layout, sizes, the table's value
-// type and width, which must not change from the first request of a table), passes it to the
-// handler registered for the value type, checks the handler's answer and replies. A bad
-// request gets an error reply naming what was wrong; it never crashes the server.
+// On the receive thread it checks each data request against its table's spec (frame layout,
+// value type, width, push arity), passes it to the table's store -- or to a custom handler
+// registered for the value type -- checks the answer and replies. A bad request gets an error
+// reply naming what was wrong; it never crashes the server.
 //
-// Thread safety: SetHandler is thread-safe; everything else runs on the receive thread.
+// Tables: the scheduler announces every declared table (OnTableDeclared); the core builds the
+// table's store then, so a table whose update rule this server does not know (or whose
+// parameters are bad) fails the worker's DeclareTable. A table with the plain "add" rule,
+// zero initial values and sparse storage is kept by SumStore (variable-length rows, zero-copy
+// large rows); every other table by a TableStore (update rule, optimizer state beside the
+// value, dense or sparse storage, multi-threaded apply).
+//
+// Vector clocks: each table keeps a RangeClock. A push that the clock shows as applied already
+// (a duplicate of an earlier request: same worker, not newer timestamp, same range) is not
+// applied again; pull replies carry the clock of the pulled range as a fourth frame.
+//
+// Stale-synchronous pulls: a pull whose header carries a staleness (aux = s + 1) issued at
+// clock c waits until every live worker's clock (kClock messages) reached c - s. While a
+// request of a worker waits, that worker's later requests wait behind it, so each worker's
+// requests stay in order. A worker the scheduler declares dead is dropped from the clock.
+//
+// Thread safety: Configure and SetHandler are thread-safe; everything else runs on the
+// receive thread.
 #pragma once
 
+#include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "cluster/node_runtime.h"
+#include "kv/server/range_clock.h"
+#include "pserver/kv_server.h"
+#include "pserver/updater.h"
 #include "transport/message.h"
 
 namespace pserver::kv {
+
+class ApplyPool;
+class TableStore;
 
 // A data request as handlers see it (values as raw bytes of the table's type).
 struct ServerRequest {
@@ -23,6 +49,7 @@ struct ServerRequest {
   TableId table;
   NodeId sender;
   Timestamp timestamp;
+  uint64_t clock = 0;  // the worker's iteration clock
   ValueType value_type = ValueType::kFloat32;
   uint32_t width = 1;  // 0: variable length
   SharedArray<Key> keys;
@@ -39,31 +66,50 @@ using ServerHandler = std::function<Status(const ServerRequest&, ServerResponse*
 
 class KVServerCore final : public cluster::DataHandler {
  public:
-  explicit KVServerCore(cluster::NodeRuntime* runtime) : runtime_(runtime) {}
+  explicit KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options = {});
+  ~KVServerCore() override;
 
-  // Installs (or with an empty function removes) the handler for tables of `type`.
+  // Installs (or with an empty function removes) a custom handler for tables of `type`.
   void SetHandler(ValueType type, ServerHandler handler);
+  // Serves tables of `type` with the built-in stores (or stops serving them).
+  void ServeDefault(ValueType type, bool serve);
 
   void OnData(transport::Message&& msg) override;
-  void OnNodeFailed(const cluster::NodeFailure&) override {}
+  void OnNodeFailed(const cluster::NodeFailure& failure) override;
   void OnShutdown(const Status&) override {}
+  Status OnTableDeclared(TableId id, const TableSpec& spec) override;
 
  private:
-  struct TableShape {
-    ValueType value_type;
-    uint32_t width;
-  };
-  Result<ServerRequest> Decode(transport::Message& msg);
+  struct Table;
+
+  // The table's state, built from its spec on first use. kNotFound for a table never announced.
+  Result<Table*> FindTable(TableId id);
+  Result<std::unique_ptr<Table>> MakeTable(TableId id, const TableSpec& spec);
+  Result<ServerRequest> Decode(transport::Message& msg, const Table& table);
   Status CheckResponse(const ServerRequest& req, const ServerResponse& resp) const;
-  void Reply(const transport::Header& request, const Status& status, ServerResponse* resp);
+  // Applies one request and replies (or handles a clock tick).
+  void Process(transport::Message&& msg);
+  // Whether a request may be processed now (stale-synchronous pulls).
+  bool Admits(const transport::Header& h) const;
+  // Processes waiting requests that became admissible.
+  void ReleaseWaiting();
+  void Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
+             std::vector<int64_t>* clock);
 
   cluster::NodeRuntime* const runtime_;
   std::mutex mu_;
   absl::flat_hash_map<ValueType, ServerHandler> handlers_;  // guarded by mu_
-  absl::flat_hash_map<TableId, TableShape> tables_;         // receive thread only
-};
+  absl::flat_hash_map<ValueType, bool> defaults_;           // guarded by mu_
+  absl::flat_hash_map<ValueType, ServerHandler> sums_;      // guarded by mu_; SumStore per type
+  const ServerOptions options_;
+  std::unique_ptr<ApplyPool> pool_;
 
-// The default handler for value type `type`: in-memory tables that sum pushes.
-ServerHandler MakeSumHandler(ValueType type);
+  // Receive thread only.
+  absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_;
+  absl::flat_hash_map<NodeId, uint32_t> worker_rank_;        // every worker of the job
+  absl::flat_hash_map<NodeId, uint64_t> worker_clock_;       // live workers only
+  absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_;
+  size_t num_waiting_ = 0;
+};
 
 }  // namespace pserver::kv

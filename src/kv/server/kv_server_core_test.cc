@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstring>
 #include <optional>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "cluster/cluster_test_util.h"
@@ -77,7 +79,14 @@ class KVServerCoreTest : public ::testing::Test {
   }
 
   // A request from the worker with the given header fields and frames.
+  // The first request of a table declares it with that request's shape, as the scheduler's
+  // announcement would.
   Message Request(MessageType type, TableId table, ValueType vt, uint32_t width, std::vector<Bytes> frames) {
+    if (declared_.insert(table.value).second) {
+      TableSpec spec{.name = "t" + std::to_string(table.value), .value_type = vt, .width = width == 0 ? 1 : width,
+                     .variable_length = width == 0};
+      EXPECT_OK(core_->OnTableDeclared(table, spec));
+    }
     Message m;
     m.header.type = type;
     m.header.sender = worker_id_;
@@ -122,8 +131,8 @@ class KVServerCoreTest : public ::testing::Test {
         &reply);
     EXPECT_OK(s);
     if (!s.ok()) return {};
-    EXPECT_EQ(reply.frames.size(), 3u);
-    return reply.frames.size() == 3 ? ValuesOf<float>(reply.frames[1]) : std::vector<float>{};
+    EXPECT_EQ(reply.frames.size(), 4u);  // the fourth: the range's vector clock
+    return reply.frames.size() >= 3 ? ValuesOf<float>(reply.frames[1]) : std::vector<float>{};
   }
 
   std::unique_ptr<pserver::testing::LocalCluster> cluster_;
@@ -131,17 +140,18 @@ class KVServerCoreTest : public ::testing::Test {
   std::unique_ptr<KVServerCore> core_;
   NodeId worker_id_;
   int64_t next_request_ = 1;
+  std::set<uint32_t> declared_;
 };
 
 TEST_F(KVServerCoreTest, AnswersWellFormedRequests) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   ASSERT_OK(PushFloats(TableId(1), {1, 2}, {1.5f, 2.5f}));
   ASSERT_OK(PushFloats(TableId(1), {2, 3}, {10, 20}));
   EXPECT_EQ(PullFloats(TableId(1), {1, 2, 3, 4}), (std::vector<float>{1.5f, 12.5f, 20, 0}));
 }
 
 TEST_F(KVServerCoreTest, RefusesWrongFrameCount) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   const TableId t(1);
   EXPECT_TRUE(
       StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1, {BytesOf<Key>({1}), BytesOf<float>({1})})),
@@ -156,7 +166,7 @@ TEST_F(KVServerCoreTest, RefusesWrongFrameCount) {
 }
 
 TEST_F(KVServerCoreTest, RefusesKeyFrameThatIsNotWholeKeys) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   const TableId t(1);
   EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1,
                                       {BytesOf<uint32_t>({1, 2, 3}), BytesOf<float>({1}), Bytes()})),
@@ -168,7 +178,7 @@ TEST_F(KVServerCoreTest, RefusesKeyFrameThatIsNotWholeKeys) {
 }
 
 TEST_F(KVServerCoreTest, RefusesValueSizeThatDoesNotMatchKeysAndWidth) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   const TableId t(1);
   // Two keys of width 1 need 8 bytes of float32.
   EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 1,
@@ -189,7 +199,7 @@ TEST_F(KVServerCoreTest, RefusesValueSizeThatDoesNotMatchKeysAndWidth) {
 }
 
 TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   const TableId t(3);
   auto var_push = [&](std::vector<Key> keys, std::vector<float> vals, Bytes lens) {
     return Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 0,
@@ -206,18 +216,18 @@ TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
   Message reply;
   ASSERT_OK(
       Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 0, {BytesOf<Key>({1, 2}), Bytes(), Bytes()}), &reply));
-  ASSERT_EQ(reply.frames.size(), 3u);
+  ASSERT_EQ(reply.frames.size(), 4u);  // values, lengths and the range's vector clock
   EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{1, 2, 3}));
   EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{1, 2}));
 }
 
 TEST_F(KVServerCoreTest, RefusesChangeOfTableValueTypeOrWidth) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
-  core_->SetHandler(ValueType::kFloat64, MakeSumHandler(ValueType::kFloat64));
+  core_->ServeDefault(ValueType::kFloat32, true);
+  core_->ServeDefault(ValueType::kFloat64, true);
   const TableId t(7);
   ASSERT_OK(PushFloats(t, {1, 2}, {3, 4}));
   EXPECT_TRUE(StatusIs(PushFloats(t, {1, 2}, {1, 1, 1, 1}, 2), StatusCode::kInvalidArgument,
-                       "table 7 holds float32 values of width 1, the request has float32 of width 2"));
+                       "table 't7' holds float32 values of width 1, the request has float32 of width 2"));
   EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, t, ValueType::kFloat64, 1,
                                       {BytesOf<Key>({1}), BytesOf<double>({1}), Bytes()})),
                        StatusCode::kInvalidArgument, "the request has float64 of width 1"));
@@ -229,12 +239,12 @@ TEST_F(KVServerCoreTest, RefusesChangeOfTableValueTypeOrWidth) {
 }
 
 TEST_F(KVServerCoreTest, RepliesUnavailableWithoutHandlerForTheValueType) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   EXPECT_TRUE(StatusIs(Handle(Request(MessageType::kPush, TableId(2), ValueType::kInt64, 1,
                                       {BytesOf<Key>({1}), BytesOf<int64_t>({1}), Bytes()})),
                        StatusCode::kUnavailable, "no handler for int64 tables"));
-  // A removed handler is gone too.
-  core_->SetHandler(ValueType::kFloat32, nullptr);
+  // Tables no longer served are refused too.
+  core_->ServeDefault(ValueType::kFloat32, false);
   EXPECT_TRUE(StatusIs(
       Handle(Request(MessageType::kPull, TableId(1), ValueType::kFloat32, 1, {BytesOf<Key>({1}), Bytes(), Bytes()})),
       StatusCode::kUnavailable, "no handler for float32 tables"));
@@ -297,13 +307,13 @@ TEST_F(KVServerCoreTest, HandlerSeesTheRequestAsSent) {
   EXPECT_EQ(std::vector<Key>(seen->keys.begin(), seen->keys.end()), (std::vector<Key>{4, 8}));
   EXPECT_EQ(ValuesOf<int32_t>(seen->vals), (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(std::vector<int32_t>(seen->lens.begin(), seen->lens.end()), (std::vector<int32_t>{1, 2}));
-  ASSERT_EQ(reply.frames.size(), 3u);
+  ASSERT_EQ(reply.frames.size(), 4u);  // values, lengths and the range's vector clock
   EXPECT_EQ(ValuesOf<int32_t>(reply.frames[1]), (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{1, 2}));
 }
 
 TEST_F(KVServerCoreTest, RefusesMessagesFlaggedAsReplies) {
-  core_->SetHandler(ValueType::kFloat32, MakeSumHandler(ValueType::kFloat32));
+  core_->ServeDefault(ValueType::kFloat32, true);
   Message m = Request(MessageType::kPush, TableId(1), ValueType::kFloat32, 1,
                       {BytesOf<Key>({1}), BytesOf<float>({1}), Bytes()});
   m.header.flags = transport::kFlagReply;

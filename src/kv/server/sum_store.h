@@ -57,4 +57,7 @@ class SumStore {
   absl::flat_hash_map<TableId, VarTable> var_;
 };
 
+// A handler over one SumStore of value type `type` (every table of that type).
+ServerHandler MakeSumHandler(ValueType type);
+
 }  // namespace pserver::kv

@@ -34,6 +34,23 @@ Result<uint32_t> KVWorkerBase::ServerOf(TableId table, Key key) const {
   return core_->ServerOf(table, key);
 }
 
+Status KVWorkerBase::SetMaxDelay(TableId table, int64_t tau) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->SetMaxDelay(table, tau);
+}
+
+Status KVWorkerBase::SetStaleness(TableId table, int64_t staleness) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->SetStaleness(table, staleness);
+}
+
+Result<uint64_t> KVWorkerBase::Clock() {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->Clock();
+}
+
+uint64_t KVWorkerBase::clock() const { return core_ ? core_->clock() : 0; }
+
 namespace {
 
 template <typename T>
@@ -47,7 +64,7 @@ namespace {
 
 template <typename T>
 KVWorkerBase::Call MakeCall(MessageType type, TableId table, const SharedArray<Key>& keys, const SharedArray<T>* vals,
-                            const SharedArray<int32_t>* lens, KVWorkerBase::Callback cb) {
+                            const SharedArray<int32_t>* lens, const RequestOptions& opts) {
   KVWorkerBase::Call c;
   c.type = type;
   c.table = table;
@@ -58,7 +75,10 @@ KVWorkerBase::Call MakeCall(MessageType type, TableId table, const SharedArray<K
     c.lens = *lens;
     c.has_lens = true;
   }
-  c.callback = std::move(cb);
+  c.callback = opts.callback;
+  c.after = opts.after;
+  c.max_delay = opts.max_delay;
+  c.includes = opts.includes;
   return c;
 }
 
@@ -77,35 +97,35 @@ void SetOutput(KVWorkerBase::Call* c, SharedArray<T>* vals, SharedArray<int32_t>
 
 template <typename T>
 Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                                    Callback cb) {
-  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, nullptr, std::move(cb)));
+                                    const RequestOptions& opts) {
+  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, nullptr, opts));
 }
 
 template <typename T>
 Result<Timestamp> KVWorker<T>::Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                                    const SharedArray<int32_t>& lens, Callback cb) {
-  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, &lens, std::move(cb)));
+                                    const SharedArray<int32_t>& lens, const RequestOptions& opts) {
+  return Submit(MakeCall<T>(MessageType::kPush, table, keys, &vals, &lens, opts));
 }
 
 template <typename T>
-Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals, Callback cb) {
-  return Pull(table, keys, vals, nullptr, std::move(cb));
+Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals, const RequestOptions& opts) {
+  return Pull(table, keys, vals, nullptr, opts);
 }
 
 template <typename T>
 Result<Timestamp> KVWorker<T>::Pull(TableId table, const SharedArray<Key>& keys, SharedArray<T>* vals,
-                                    SharedArray<int32_t>* lens, Callback cb) {
+                                    SharedArray<int32_t>* lens, const RequestOptions& opts) {
   if (vals == nullptr) return Status::InvalidArgument("Pull needs somewhere to put the values");
-  Call c = MakeCall<T>(MessageType::kPull, table, keys, nullptr, nullptr, std::move(cb));
+  Call c = MakeCall<T>(MessageType::kPull, table, keys, nullptr, nullptr, opts);
   SetOutput(&c, vals, lens);
   return Submit(std::move(c));
 }
 
 template <typename T>
 Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
-                                        SharedArray<T>* out, Callback cb) {
+                                        SharedArray<T>* out, const RequestOptions& opts) {
   if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
-  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, nullptr, std::move(cb));
+  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, nullptr, opts);
   SetOutput<T>(&c, out, nullptr);
   return Submit(std::move(c));
 }
@@ -113,9 +133,9 @@ Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& k
 template <typename T>
 Result<Timestamp> KVWorker<T>::PushPull(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                                         const SharedArray<int32_t>& lens, SharedArray<T>* out,
-                                        SharedArray<int32_t>* out_lens, Callback cb) {
+                                        SharedArray<int32_t>* out_lens, const RequestOptions& opts) {
   if (out == nullptr) return Status::InvalidArgument("PushPull needs somewhere to put the values");
-  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, &lens, std::move(cb));
+  Call c = MakeCall<T>(MessageType::kPushPull, table, keys, &vals, &lens, opts);
   SetOutput(&c, out, out_lens);
   return Submit(std::move(c));
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "base/logging.h"
@@ -98,9 +99,15 @@ Status KVWorkerCore::Validate(const KVWorkerBase::Call& call, const TableSpec& s
                                                spec.width));
   }
   const uint64_t expected = uint64_t{n} * spec.width * elem;
-  if (Pushes(call.type) && call.vals.size() != expected) {
-    return Status::InvalidArgument(fmt::format("{} keys of width {} need {} values, {} were given", n, spec.width,
-                                               uint64_t{n} * spec.width, call.vals.size() / elem));
+  const uint64_t pushed = expected * spec.push_arity;
+  if (Pushes(call.type) && call.vals.size() != pushed) {
+    return Status::InvalidArgument(fmt::format("{} keys of width {} need {} values{}, {} were given", n, spec.width,
+                                               pushed / elem,
+                                               spec.push_arity > 1 ? fmt::format(" ({} per value: table '{}' rule '{}')",
+                                                                                 spec.push_arity, spec.name,
+                                                                                 spec.updater.name)
+                                                                   : "",
+                                               call.vals.size() / elem));
   }
   if (Pulls(call.type) && !call.out_vals.empty() && call.out_vals.size() != expected) {
     return Status::InvalidArgument(fmt::format("the pull buffer holds {} values, {} keys of width {} need {}",
@@ -129,7 +136,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
       m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem));
       m.frames.push_back(Gather(transport::AsBytes(call.lens), part.runs, sizeof(int32_t), nullptr, 0));
     } else {
-      m.frames.push_back(Gather(call.vals, part.runs, size_t{p.spec.width} * elem, nullptr, 0));
+      m.frames.push_back(Gather(call.vals, part.runs, size_t{p.spec.width} * p.spec.push_arity * elem, nullptr, 0));
       m.frames.emplace_back();
     }
   } else {
@@ -143,6 +150,9 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   PSERVER_RETURN_IF_ERROR(runtime_->health());
   PSERVER_ASSIGN_OR_RETURN(TableSpec spec, runtime_->FindTable(call.table));
   PSERVER_RETURN_IF_ERROR(Validate(call, spec));
+  if (call.max_delay && *call.max_delay < kEventual) {
+    return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
+  }
   PSERVER_ASSIGN_OR_RETURN(std::vector<Slice> slices,
                            SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring()));
   Pending p;
@@ -158,33 +168,181 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   p.call = std::move(call);
   p.unanswered = p.parts.size();
 
-  std::vector<Message> messages;
-  messages.reserve(p.parts.size());
   const std::vector<uint64_t> offsets =
       p.spec.variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
-  int64_t ts;
-  {
-    std::unique_lock lock(mu_);
-    ts = next_ts_++;
-    for (const Part& part : p.parts) messages.push_back(BuildMessage(p, part, ts, offsets));
-    if (p.parts.empty()) {
-      completing_.insert(ts);
-      lock.unlock();
-      Complete(ts, std::move(p));
-      return Timestamp(ts);
+  std::unique_lock send_lock(send_mu_);
+  std::unique_lock lock(mu_);
+  const int64_t ts = next_ts_;
+  for (Timestamp d : p.call.after) {
+    if (d.value <= 0 || d.value >= ts) {
+      return Status::InvalidArgument(fmt::format("dependency {} is not a request this worker issued", d.value));
     }
+  }
+  ++next_ts_;
+  const TableConsistency& tc = consistency_[p.call.table];
+  p.max_delay = p.call.max_delay.value_or(tc.max_delay);
+  uint64_t aux = 0;
+  if (Pulls(p.call.type) && tc.staleness >= 0) aux = static_cast<uint64_t>(tc.staleness) + 1;
+  std::vector<Message> messages;
+  messages.reserve(p.parts.size());
+  for (const Part& part : p.parts) {
+    messages.push_back(BuildMessage(p, part, ts, offsets));
+    messages.back().header.clock = clock_;
+    messages.back().header.aux = aux;
+  }
+  unfinished_.insert(ts);
+  if (!held_.empty() || !Ready(ts, p)) {
+    p.unsent = std::move(messages);
     pending_.emplace(ts, std::move(p));
+    held_.push_back(Held{ts, {}});
+    return Timestamp(ts);
   }
-  for (size_t i = 0; i < messages.size(); ++i) {
-    NodeId node = messages[i].header.receiver;
+  if (p.parts.empty()) {
+    completing_.insert(ts);
+    lock.unlock();
+    send_lock.unlock();
+    Complete(ts, std::move(p));
+    return Timestamp(ts);
+  }
+  pending_.emplace(ts, std::move(p));
+  lock.unlock();
+  Unsent unsent;
+  for (Message& m : messages) unsent.emplace_back(ts, std::move(m));
+  SendAll(send_lock, std::move(unsent));
+  return Timestamp(ts);
+}
+
+bool KVWorkerCore::Ready(int64_t ts, const Pending& p) const {
+  for (Timestamp d : p.call.after) {
+    if (unfinished_.contains(d.value)) return false;
+  }
+  // Every task <= ts - tau - 1 finished: the oldest unfinished task is at least ts - tau.
+  return p.max_delay < 0 || unfinished_.empty() || *unfinished_.begin() >= ts - p.max_delay;
+}
+
+void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
+  std::vector<std::pair<int64_t, Status>> failed;  // (ts, error) with the part's node in the error
+  std::vector<NodeId> failed_nodes;
+  for (auto& [ts, m] : msgs) {
+    const NodeId node = m.header.receiver;
     Status s = runtime_->PeerStatus(node);
-    if (s.ok()) s = runtime_->transport().Send(std::move(messages[i]));
+    if (s.ok()) s = runtime_->transport().Send(std::move(m));
     if (!s.ok()) {
-      std::unique_lock lock(mu_);
-      Answer(lock, ts, i, nullptr, s.WithContext(runtime_->DescribeNode(node)));
+      if (ts == 0) {
+        PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
+                         runtime_->DescribeNode(node), s.ToString());
+        continue;
+      }
+      failed.emplace_back(ts, s.WithContext(runtime_->DescribeNode(node)));
+      failed_nodes.push_back(node);
     }
   }
-  return Timestamp(ts);
+  send_lock.unlock();
+  for (size_t f = 0; f < failed.size(); ++f) {
+    std::unique_lock lock(mu_);
+    auto it = pending_.find(failed[f].first);
+    if (it == pending_.end()) continue;
+    for (size_t i = 0; i < it->second.parts.size(); ++i) {
+      if (it->second.parts[i].node == failed_nodes[f]) {
+        Answer(lock, failed[f].first, i, nullptr, failed[f].second);
+        break;
+      }
+    }
+  }
+}
+
+void KVWorkerCore::StartReady() {
+  std::unique_lock send_lock(send_mu_);
+  Unsent unsent;
+  std::vector<std::pair<int64_t, Pending>> empty_done;  // released tasks without parts
+  {
+    std::lock_guard lock(mu_);
+    while (!held_.empty()) {
+      Held& h = held_.front();
+      if (h.ts == 0) {
+        for (Message& m : h.tick) unsent.emplace_back(0, std::move(m));
+        held_.pop_front();
+        continue;
+      }
+      auto it = pending_.find(h.ts);
+      if (it == pending_.end()) {  // failed while held
+        held_.pop_front();
+        continue;
+      }
+      if (!Ready(h.ts, it->second)) break;
+      Pending& p = it->second;
+      const int64_t ts = h.ts;
+      held_.pop_front();
+      if (p.parts.empty()) {
+        completing_.insert(ts);
+        empty_done.emplace_back(ts, std::move(p));
+        pending_.erase(it);
+        continue;
+      }
+      for (size_t i = 0; i < p.parts.size(); ++i) {
+        if (!p.parts[i].answered) unsent.emplace_back(ts, std::move(p.unsent[i]));
+      }
+      p.unsent.clear();
+    }
+  }
+  SendAll(send_lock, std::move(unsent));
+  for (auto& [ts, p] : empty_done) Complete(ts, std::move(p));
+}
+
+std::vector<Message> KVWorkerCore::TickMessages(uint64_t clock) const {
+  std::vector<Message> out;
+  for (uint32_t s = 0; s < runtime_->view().num_servers; ++s) {
+    Message m;
+    m.header.type = MessageType::kClock;
+    m.header.sender = runtime_->id();
+    m.header.receiver = runtime_->ServerNode(s);
+    m.header.epoch = runtime_->view().epoch;
+    m.header.clock = clock;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<uint64_t> KVWorkerCore::Clock() {
+  PSERVER_RETURN_IF_ERROR(runtime_->health());
+  std::unique_lock send_lock(send_mu_);
+  std::unique_lock lock(mu_);
+  const uint64_t clock = ++clock_;
+  std::vector<Message> tick = TickMessages(clock);
+  if (!held_.empty()) {
+    held_.push_back(Held{0, std::move(tick)});
+    return clock;
+  }
+  lock.unlock();
+  Unsent unsent;
+  for (Message& m : tick) unsent.emplace_back(0, std::move(m));
+  SendAll(send_lock, std::move(unsent));
+  return clock;
+}
+
+uint64_t KVWorkerCore::clock() const {
+  std::lock_guard lock(mu_);
+  return clock_;
+}
+
+Status KVWorkerCore::SetMaxDelay(TableId table, int64_t tau) {
+  PSERVER_RETURN_IF_ERROR(runtime_->FindTable(table).status());
+  if (tau < kEventual) return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", tau));
+  {
+    std::lock_guard lock(mu_);
+    consistency_[table].max_delay = tau;
+  }
+  return Status::Ok();
+}
+
+Status KVWorkerCore::SetStaleness(TableId table, int64_t staleness) {
+  PSERVER_RETURN_IF_ERROR(runtime_->FindTable(table).status());
+  if (staleness < kEventual) {
+    return Status::InvalidArgument(fmt::format("staleness {} is below -1 (kEventual)", staleness));
+  }
+  std::lock_guard lock(mu_);
+  consistency_[table].staleness = staleness;
+  return Status::Ok();
 }
 
 void KVWorkerCore::OnData(Message&& msg) {
@@ -229,12 +387,37 @@ void KVWorkerCore::Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t
 }
 
 void KVWorkerCore::Complete(int64_t ts, Pending&& p) {
+  Finish(ts, std::move(p));
+  StartReady();
+}
+
+void KVWorkerCore::MergeIncludes(const Pending& p) const {
+  // Frame 3 of a pull reply: per worker rank, the newest timestamp the pulled range includes.
+  std::vector<Timestamp>& out = *p.call.includes;
+  out.assign(runtime_->view().num_workers, Timestamp(std::numeric_limits<int64_t>::max()));
+  bool any = false;
+  for (const Part& part : p.parts) {
+    if (part.reply.frames.size() < 4) continue;
+    const Bytes& f = part.reply.frames[3];
+    const size_t n = std::min(out.size(), f.size() / sizeof(int64_t));
+    for (size_t w = 0; w < n; ++w) {
+      int64_t v;
+      std::memcpy(&v, f.data() + w * sizeof(int64_t), sizeof v);
+      out[w] = Timestamp(std::min(out[w].value, v));
+    }
+    any = true;
+  }
+  if (!any) out.assign(out.size(), Timestamp(0));
+}
+
+void KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   Status status = p.status;
   if (status.ok() && Pulls(p.call.type)) {
     Bytes vals;
     SharedArray<int32_t> lens;
     status = Assemble(p, &vals, &lens);
     if (status.ok() && p.call.on_values) p.call.on_values(std::move(vals), std::move(lens));
+    if (status.ok() && p.call.includes) MergeIncludes(p);
   }
   if (!status.ok()) {
     status = status.WithContext(fmt::format("{} request {} of table '{}'", transport::MessageTypeName(p.call.type), ts,
@@ -244,6 +427,7 @@ void KVWorkerCore::Complete(int64_t ts, Pending&& p) {
   std::lock_guard lock(mu_);
   if (!status.ok()) Remember(ts, status);
   completing_.erase(ts);
+  unfinished_.erase(ts);
   done_cv_.notify_all();
 }
 
@@ -252,8 +436,8 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   const size_t n = p.call.keys.size();
   const bool var = p.spec.variable_length;
   for (const Part& part : p.parts) {
-    if (part.reply.frames.size() != 3) {
-      return Status::Corruption(fmt::format("{} sent a pull reply with {} frames, expected 3",
+    if (part.reply.frames.size() != 3 && part.reply.frames.size() != 4) {
+      return Status::Corruption(fmt::format("{} sent a pull reply with {} frames, expected 3 or 4",
                                             runtime_->DescribeNode(part.node), part.reply.frames.size()));
     }
   }
@@ -343,6 +527,13 @@ Status KVWorkerCore::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
   }
   if (!finished) {
     const Pending& p = pending_.at(ts.value);
+    if (!p.unsent.empty()) {
+      return Status::DeadlineExceeded(fmt::format(
+          "{} request {} of table '{}' not started after {} ms: held by its dependencies (delay bound {}, {} "
+          "explicit); oldest unfinished request is {}",
+          transport::MessageTypeName(p.call.type), ts.value, p.spec.name, timeout.count(), p.max_delay,
+          p.call.after.size(), unfinished_.empty() ? 0 : *unfinished_.begin()));
+    }
     std::string waiting;
     for (const Part& part : p.parts) {
       if (part.answered) continue;

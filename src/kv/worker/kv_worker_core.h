@@ -1,20 +1,28 @@
 // KVWorkerCore: the type-independent engine behind KVWorker<T>, one per worker node.
 //
 // Submit validates a request, slices it by the ring (kv/worker/slicer.h), records it under a
-// new timestamp and sends one message per server from the calling thread (so requests of one
-// thread reach each server in issue order). Replies arrive on the node's receive thread
+// new timestamp and -- once its dependencies allow (see "Consistency" in pserver/kv_worker.h)
+// -- sends one message per server. Tasks start in timestamp order: the sends of all tasks and
+// clock ticks are serialised by send_mu_, and a task that may not start yet is held, with
+// everything after it, in held_ until a completion releases it (on whichever thread completed
+// the blocking task, usually the receive thread). So every server sees this worker's requests
+// in timestamp order, which the servers' vector clocks rely on. Replies arrive on the node's receive thread
 // (OnData); when the last part of a request is in, pulled values are assembled in key order,
 // the result sink and the callback run, and waiters are woken.
 //
 // Bounded state: a request is forgotten as soon as it completes; only failed requests keep
 // their status until Wait collects it (at most kMaxRememberedErrors, oldest dropped first).
 //
-// Thread safety: thread-safe. Lock order: cluster::NodeRuntime's data lock, then mu_.
+// Thread safety: thread-safe. Lock order: cluster::NodeRuntime's data lock, then send_mu_,
+// then mu_. Callbacks run without any of this class's locks held.
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -41,6 +49,9 @@ struct KVWorkerBase::Call {
   // Receives the pulled values and lengths before the callback runs (receive thread).
   std::function<void(transport::Bytes vals, SharedArray<int32_t> lens)> on_values;
   Callback callback;
+  std::vector<Timestamp> after;                // tasks to finish first
+  std::optional<int64_t> max_delay;            // overrides the table's bound
+  std::vector<Timestamp>* includes = nullptr;  // pulls: the vector clock of the values
 };
 
 namespace kv {
@@ -54,6 +65,10 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   Result<Timestamp> Submit(KVWorkerBase::Call&& call);
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
+  Status SetMaxDelay(TableId table, int64_t tau);
+  Status SetStaleness(TableId table, int64_t staleness);
+  Result<uint64_t> Clock();
+  uint64_t clock() const;
   Result<uint32_t> ServerOf(TableId table, Key key) const;
 
   void OnData(transport::Message&& msg) override;
@@ -73,9 +88,21 @@ class KVWorkerCore final : public cluster::DataHandler {
     KVWorkerBase::Call call;
     TableSpec spec;
     std::vector<Part> parts;
+    std::vector<transport::Message> unsent;  // by part, while the task is held
+    int64_t max_delay = -1;
     size_t unanswered = 0;
     Status status;
   };
+  // A held item: a task, or (ts == 0) a clock tick's messages.
+  struct Held {
+    int64_t ts = 0;
+    std::vector<transport::Message> tick;
+  };
+  struct TableConsistency {
+    int64_t max_delay = -1;
+    int64_t staleness = -1;
+  };
+  using Unsent = std::vector<std::pair<int64_t, transport::Message>>;  // (ts or 0, message)
 
   Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
   // `offsets`: each key's first value for a variable-length push (see Offsets), else empty.
@@ -85,18 +112,34 @@ class KVWorkerCore final : public cluster::DataHandler {
   // by `lock`, which may be released and re-acquired.
   void Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t part, transport::Message* reply,
               const Status& error);
+  // Finishes a request (result, callback, bookkeeping), then starts what it released.
   void Complete(int64_t ts, Pending&& p);
+  void Finish(int64_t ts, Pending&& p);
+  // Whether task `ts` may start now. REQUIRES: mu_ held.
+  bool Ready(int64_t ts, const Pending& p) const;
+  // Starts held tasks from the front of held_ while they are ready.
+  void StartReady();
+  // Sends `msgs` in order; reports failed task parts afterwards. REQUIRES: send_mu_ held by
+  // `send_lock`, which is released before failures are reported.
+  void SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs);
+  std::vector<transport::Message> TickMessages(uint64_t clock) const;
+  void MergeIncludes(const Pending& p) const;
   Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;
   void Remember(int64_t ts, const Status& s);  // REQUIRES: mu_ held
   void FailAll(const Status& why, const NodeId* only);
 
   cluster::NodeRuntime* const runtime_;
-  std::mutex mu_;
+  std::mutex send_mu_;  // serialises starting tasks and clock ticks
+  mutable std::mutex mu_;
   std::condition_variable done_cv_;
   int64_t next_ts_ = 1;                                 // guarded by mu_
   absl::flat_hash_map<int64_t, Pending> pending_;       // guarded by mu_
   absl::flat_hash_set<int64_t> completing_;             // guarded by mu_; callbacks running
   std::map<int64_t, Status> errors_;                    // guarded by mu_
+  std::set<int64_t> unfinished_;                        // guarded by mu_; issued, not finished
+  std::deque<Held> held_;                               // guarded by mu_; not started, in order
+  absl::flat_hash_map<TableId, TableConsistency> consistency_;  // guarded by mu_
+  uint64_t clock_ = 0;                                  // guarded by mu_
 };
 
 }  // namespace kv

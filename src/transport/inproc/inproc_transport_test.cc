@@ -274,7 +274,7 @@ std::vector<std::vector<Bytes>> MalformedSequences() {
   valid.value_type = ValueType::kInt64;
 
   Bytes wrong_version = EncodedHeader(valid);
-  wrong_version[4] = std::byte{2};
+  wrong_version[4] = static_cast<std::byte>(kWireVersion + 1);  // a future version
   Bytes truncated = Bytes::CopyOf(EncodedHeader(valid).span().first(40));
   Header one = valid;
   one.num_frames = 1;

@@ -392,7 +392,7 @@ std::vector<std::vector<std::string>> MalformedSequences() {
   valid.value_type = ValueType::kInt64;
 
   std::string wrong_version = EncodedHeader(valid);
-  wrong_version[4] = 2;
+  wrong_version[4] = static_cast<uint8_t>(kWireVersion + 1);  // a future version
   std::string bad_magic = EncodedHeader(valid);
   bad_magic[0] = 'X';
   Header one = valid;

@@ -1,0 +1,216 @@
+// Micro benchmark of TableStore (kv/server/table_store.h): push and pull of 100k random keys per
+// request into a sparse width-1 float table with plain SGD, and the memory per parameter.
+//
+// The table holds a universe of 1M random 64-bit keys (pushed once before timing); each request
+// is a sorted random 100k-key subset of it, so the figures are the steady state of updates, not
+// of inserts. The bound, measured in the same run over the same requests, is a single-thread
+// in-memory SGD loop into a pre-sized flat array indexed by each key's position in the universe
+// (what an ideal store would do: no hashing, no lookup, no reply). Each store benchmark reports
+// `vs_bound` = its wall time / the bound's wall time (below 1: faster than the bound, possible
+// with several shards). Wall time, since the store runs on several threads.
+//
+// BM_MemoryPerParameter pushes 10M random keys (100 requests of 100k) and reports
+// `bytes_per_param` = memory_bytes() / num_keys() (the acceptance figure: <= 20) next to the
+// 12 bytes of a bare key and value.
+//
+//   table_store_bench --benchmark_counters_tabular=true --benchmark_repetitions=3
+//                     --benchmark_report_aggregates_only=true
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kv/server/apply_pool.h"
+#include "kv/server/table_store.h"
+
+namespace pserver::kv {
+namespace {
+
+constexpr uint64_t kSeed = 42;
+constexpr size_t kUniverse = 1'000'000;
+constexpr size_t kRequestKeys = 100'000;
+constexpr size_t kRequests = 8;  // distinct requests cycled through
+constexpr float kLr = 0.01f;
+constexpr TableId kTable{1};
+
+// value -= lr * push (the built-in "sgd" rule lives in updaters.cc; this one keeps the bench
+// independent of it).
+class SgdRule : public Updater {
+ public:
+  void Apply(const UpdateContext&, std::span<float> v, std::span<float>, std::span<const float> g) const override {
+    for (size_t i = 0; i < v.size(); ++i) v[i] -= kLr * g[i];
+  }
+  void Apply(const UpdateContext&, std::span<double> v, std::span<double>, std::span<const double> g) const override {
+    for (size_t i = 0; i < v.size(); ++i) v[i] -= kLr * g[i];
+  }
+};
+
+struct Workload {
+  std::vector<Key> universe;                  // random keys
+  std::vector<std::vector<uint32_t>> picks;   // per request: sorted-by-key positions in universe
+  std::vector<ServerRequest> pushes, pulls;
+};
+
+Workload MakeWorkload() {
+  Workload wl;
+  Workload* w = &wl;
+  {
+    std::mt19937_64 rng(kSeed);
+    w->universe.resize(kUniverse);
+    for (Key& k : w->universe) k = rng();
+    std::sort(w->universe.begin(), w->universe.end());  // so that sorted positions = sorted keys
+    std::vector<uint32_t> all(kUniverse);
+    for (uint32_t i = 0; i < kUniverse; ++i) all[i] = i;
+    for (size_t r = 0; r < kRequests; ++r) {
+      std::vector<uint32_t> pick;
+      std::sample(all.begin(), all.end(), std::back_inserter(pick), kRequestKeys, rng);
+      std::vector<Key> keys(pick.size());
+      std::vector<float> grads(pick.size());
+      for (size_t i = 0; i < pick.size(); ++i) {
+        keys[i] = w->universe[pick[i]];
+        grads[i] = static_cast<float>(rng() % 1000) / 1000.0f - 0.5f;
+      }
+      ServerRequest push;
+      push.type = transport::MessageType::kPush;
+      push.table = kTable;
+      push.keys = SharedArray<Key>(std::move(keys));
+      push.vals = transport::AsBytes(SharedArray<float>(std::move(grads)));
+      ServerRequest pull = push;
+      pull.type = transport::MessageType::kPull;
+      pull.vals = {};
+      w->picks.push_back(std::move(pick));
+      w->pushes.push_back(std::move(push));
+      w->pulls.push_back(std::move(pull));
+    }
+  }
+  return wl;
+}
+
+const Workload& GetWorkload() {
+  static const Workload w = MakeWorkload();  // built once, on first use
+  return w;
+}
+
+std::unique_ptr<TableStore> MakeStore(ApplyPool* pool) {
+  TableSpec spec;
+  spec.name = std::string("bench");
+  spec.updater.name = "sgd";
+  return std::move(TableStore::Create(kTable, spec, std::make_unique<SgdRule>(), pool)).value();
+}
+
+// A store holding the whole universe.
+std::unique_ptr<TableStore> FilledStore(ApplyPool* pool) {
+  const Workload& w = GetWorkload();
+  auto store = MakeStore(pool);
+  ServerRequest fill;
+  fill.type = transport::MessageType::kPush;
+  fill.table = kTable;
+  fill.keys = SharedArray<Key>(std::vector<Key>(w.universe));
+  fill.vals = transport::AsBytes(SharedArray<float>(std::vector<float>(kUniverse, 0.5f)));
+  ServerResponse resp;
+  if (!store->Handle(fill, UpdateContext{}, &resp).ok()) std::abort();
+  return store;
+}
+
+// The bound: the SGD step of every request's keys into a flat array, one thread.
+void BoundPass(std::vector<float>& flat, const std::vector<uint32_t>& pick, const float* grads) {
+  for (size_t i = 0; i < pick.size(); ++i) flat[pick[i]] -= kLr * grads[i];
+}
+
+// Wall seconds per request of the bound, averaged over at least 0.2 s.
+double BoundSeconds() {
+  const Workload& w = GetWorkload();
+  std::vector<float> flat(kUniverse, 0.5f);
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t reps = 0;
+  double elapsed = 0;
+  do {
+    const size_t r = reps % kRequests;
+    BoundPass(flat, w.picks[r], reinterpret_cast<const float*>(w.pushes[r].vals.data()));
+    benchmark::DoNotOptimize(flat.data());
+    ++reps;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (elapsed < 0.2);
+  return elapsed / static_cast<double>(reps);
+}
+
+// Arg: shards (pool size). Pushes (push = true) or pulls 100k keys per request.
+void RunStore(benchmark::State& state, bool push) {
+  const Workload& w = GetWorkload();
+  ApplyPool pool(static_cast<uint32_t>(state.range(0)));
+  auto store = FilledStore(&pool);
+  const double bound = BoundSeconds();
+  size_t r = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    ServerResponse resp;
+    const Status s = store->Handle(push ? w.pushes[r] : w.pulls[r], UpdateContext{}, &resp);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(resp);
+    r = (r + 1) % kRequests;
+  }
+  const double per_request = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                             static_cast<double>(state.iterations());
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kRequestKeys));
+  state.counters["vs_bound"] = per_request / bound;
+  state.counters["bound_keys_per_s"] = static_cast<double>(kRequestKeys) / bound;
+}
+
+void BM_Push(benchmark::State& state) { RunStore(state, true); }
+void BM_Pull(benchmark::State& state) { RunStore(state, false); }
+
+// The bound on its own, for reading its items/s.
+void BM_FlatArrayBound(benchmark::State& state) {
+  const Workload& w = GetWorkload();
+  std::vector<float> flat(kUniverse, 0.5f);
+  size_t r = 0;
+  for (auto _ : state) {
+    BoundPass(flat, w.picks[r], reinterpret_cast<const float*>(w.pushes[r].vals.data()));
+    benchmark::DoNotOptimize(flat.data());
+    r = (r + 1) % kRequests;
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kRequestKeys));
+}
+
+// Arg: shards. Memory per parameter after pushing 10M random keys.
+void BM_MemoryPerParameter(benchmark::State& state) {
+  constexpr size_t kKeys = 10'000'000;
+  for (auto _ : state) {
+    ApplyPool pool(static_cast<uint32_t>(state.range(0)));
+    auto store = MakeStore(&pool);
+    std::mt19937_64 rng(kSeed + 1);
+    for (size_t done = 0; done < kKeys; done += kRequestKeys) {
+      std::vector<Key> keys(kRequestKeys);
+      for (Key& k : keys) k = rng();
+      std::sort(keys.begin(), keys.end());
+      ServerRequest req;
+      req.type = transport::MessageType::kPush;
+      req.table = kTable;
+      req.keys = SharedArray<Key>(std::move(keys));
+      req.vals = transport::AsBytes(SharedArray<float>(std::vector<float>(kRequestKeys, 1.0f)));
+      ServerResponse resp;
+      if (!store->Handle(req, UpdateContext{}, &resp).ok()) std::abort();
+    }
+    state.counters["keys"] = static_cast<double>(store->num_keys());
+    state.counters["bytes_per_param"] =
+        static_cast<double>(store->memory_bytes()) / static_cast<double>(store->num_keys());
+    state.counters["bare_key_value_bytes"] = sizeof(Key) + sizeof(float);
+  }
+}
+
+BENCHMARK(BM_Push)->ArgName("shards")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Pull)->ArgName("shards")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FlatArrayBound)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MemoryPerParameter)->ArgName("shards")->Arg(1)->Arg(4)->Iterations(1)->Unit(benchmark::kSecond)
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace pserver::kv
+
+BENCHMARK_MAIN();

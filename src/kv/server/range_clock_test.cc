@@ -1,0 +1,90 @@
+#include "kv/server/range_clock.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <random>
+
+namespace pserver::kv {
+namespace {
+
+constexpr Key kMax = std::numeric_limits<Key>::max();
+
+TEST(RangeClockTest, StartsAtZeroEverywhere) {
+  RangeClock c(3);
+  EXPECT_EQ(c.Get({0, kMax}), (std::vector<int64_t>{0, 0, 0}));
+  EXPECT_EQ(c.num_segments(), 1u);
+}
+
+TEST(RangeClockTest, SetSplitsIntoAtMostThreeSegments) {
+  RangeClock c(2);
+  c.Set({100, 200}, 1, 5);
+  EXPECT_EQ(c.num_segments(), 3u);
+  EXPECT_EQ(c.Get({100, 200}), (std::vector<int64_t>{0, 5}));
+  EXPECT_EQ(c.Get({0, 99}), (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(c.Get({201, kMax}), (std::vector<int64_t>{0, 0}));
+  // A range straddling the edge includes only what all its keys include.
+  EXPECT_EQ(c.Get({150, 250}), (std::vector<int64_t>{0, 0}));
+}
+
+TEST(RangeClockTest, EqualNeighboursMerge) {
+  RangeClock c(1);
+  c.Set({100, 200}, 0, 5);
+  c.Set({0, 99}, 0, 5);
+  c.Set({201, kMax}, 0, 5);
+  EXPECT_EQ(c.num_segments(), 1u);
+  EXPECT_EQ(c.Get({0, kMax}), (std::vector<int64_t>{5}));
+}
+
+TEST(RangeClockTest, CoversDetectsDuplicatesOnly) {
+  RangeClock c(2);
+  c.Set({10, 20}, 0, 1);
+  c.Set({30, 40}, 0, 2);
+  EXPECT_TRUE(c.Covers({10, 20}, 0, 1));   // the same request again
+  EXPECT_TRUE(c.Covers({12, 18}, 0, 1));
+  EXPECT_FALSE(c.Covers({10, 20}, 0, 3));  // a newer request
+  EXPECT_FALSE(c.Covers({15, 35}, 0, 2));  // keys 21..29 never saw request 2
+  EXPECT_FALSE(c.Covers({10, 20}, 1, 1));  // another worker
+}
+
+TEST(RangeClockTest, WholeKeySpaceEdges) {
+  RangeClock c(1);
+  c.Set({0, kMax}, 0, 7);
+  EXPECT_EQ(c.num_segments(), 1u);
+  c.Set({kMax, kMax}, 0, 8);
+  EXPECT_EQ(c.Get({kMax, kMax}), (std::vector<int64_t>{8}));
+  EXPECT_EQ(c.Get({0, kMax}), (std::vector<int64_t>{7}));
+  EXPECT_EQ(c.num_segments(), 2u);
+}
+
+// Against a brute-force model over a small key space: per key, per worker, the newest set.
+TEST(RangeClockTest, MatchesPerKeyModelOnRandomSets) {
+  const uint32_t seed = 20261130;
+  std::printf("seed %u\n", seed);
+  std::mt19937_64 rng(seed);
+  const Key space = 64;
+  const uint32_t workers = 3;
+  RangeClock c(workers);
+  std::vector<std::vector<int64_t>> model(space, std::vector<int64_t>(workers, 0));
+  std::vector<int64_t> next_ts(workers, 1);
+  for (int step = 0; step < 2000; ++step) {
+    Key a = rng() % space, b = rng() % space;
+    if (a > b) std::swap(a, b);
+    uint32_t w = rng() % workers;
+    int64_t ts = next_ts[w]++;
+    c.Set({a, b}, w, ts);
+    for (Key k = a; k <= b; ++k) model[k][w] = ts;
+    Key qa = rng() % space, qb = rng() % space;
+    if (qa > qb) std::swap(qa, qb);
+    std::vector<int64_t> want(workers, std::numeric_limits<int64_t>::max());
+    for (Key k = qa; k <= qb; ++k) {
+      for (uint32_t v = 0; v < workers; ++v) want[v] = std::min(want[v], model[k][v]);
+    }
+    // Keys beyond the model's space were never set.
+    ASSERT_EQ(c.Get({qa, qb}), want) << "step " << step;
+    ASSERT_LE(c.num_segments(), 2 * space + 1);
+  }
+}
+
+}  // namespace
+}  // namespace pserver::kv

@@ -1,0 +1,166 @@
+// SparseRows<T>: an open-addressing hash table from 64-bit keys to fixed-length rows of T, made
+// for huge, sparse key spaces where a stored parameter must cost little more than its bytes.
+//
+// Layout. Two parallel arrays: one uint64 per slot and one row of `row_len` T per slot (a table
+// row: its values, then its update rule's state). A slot holds not the key but MixKey(key), a
+// bijective 64-bit mix of it, so the key is recovered with UnmixKey and no hash is ever
+// recomputed. A key's home slot is the mix's multiply-shift range reduction into the capacity
+// (any capacity, not only powers of two); collisions probe linearly. The slots are kept sorted
+// by mix (ordered linear probing, i.e. Robin Hood with linear probing), which gives three things:
+//   * the empty marker is the mix 2^64-1: a lookup scans `while (slot < mix)` and stops at an
+//     empty slot without a second test; the one key whose mix is 2^64-1 lives in a side slot,
+//     so every key value can be stored;
+//   * an absent key is found absent as fast as a present one is found (the scan stops at the
+//     first larger mix), so a high load factor stays cheap;
+//   * growing is one linear pass that copies the slots in order, without probing.
+// Probing never wraps around: the arrays have a small tail past the capacity, whose last slot
+// stays empty as the sentinel; a table whose probe would run past it grows.
+//
+// Memory: (8 + row_len * sizeof(T)) bytes per slot, the load kept between about 0.64 and 0.875
+// for narrow rows (growth by 1.375x): a width-1 float row costs 12 / load, 14-19 bytes.
+// Wider rows (over 16 bytes) keep the load between 0.5 and 0.75 (growth 1.5x) because an insert
+// shifts the rest of its probe run by one slot, and that costs more with wide rows.
+//
+// Thread safety: thread-compatible. Const methods may run concurrently with each other; any
+// non-const call needs exclusive access.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <span>
+#include <vector>
+
+#include "pserver/types.h"
+
+namespace pserver::kv {
+
+// A bijective 64-bit mix of a key (the MurmurHash3 finaliser) and its inverse.
+constexpr uint64_t MixKey(Key key) {
+  uint64_t x = key;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+namespace sparse_rows_internal {
+// Frees what AllocateArray (sparse_rows.cc) allocated with the alignment it recorded.
+struct AlignedDelete {
+  size_t alignment = 64;
+  void operator()(void* p) const { ::operator delete(p, std::align_val_t{alignment}); }
+};
+__extension__ typedef unsigned __int128 Uint128;  // __extension__: no -Wpedantic warning
+// The inverse of an odd number modulo 2^64 (Newton's iteration: 3 -> 6 -> ... -> 96 bits).
+constexpr uint64_t InverseMod64(uint64_t a) {
+  uint64_t y = a;
+  for (int i = 0; i < 5; ++i) y *= 2 - a * y;
+  return y;
+}
+}  // namespace sparse_rows_internal
+
+constexpr Key UnmixKey(uint64_t x) {
+  using sparse_rows_internal::InverseMod64;
+  x ^= x >> 33;
+  x *= InverseMod64(0xc4ceb9fe1a85ec53ULL);
+  x ^= x >> 33;
+  x *= InverseMod64(0xff51afd7ed558ccdULL);
+  x ^= x >> 33;
+  return x;
+}
+
+template <typename T>
+class SparseRows {
+ public:
+  struct Slot {
+    T* row;         // the key's row_len() values
+    bool inserted;  // true: the key was not stored before and its row is uninitialised
+  };
+
+  // An empty table of rows of `row_len` values. REQUIRES: row_len >= 1.
+  explicit SparseRows(uint32_t row_len);
+
+  SparseRows(const SparseRows&) = delete;
+  SparseRows& operator=(const SparseRows&) = delete;
+  SparseRows(SparseRows&&) noexcept = default;
+  SparseRows& operator=(SparseRows&&) noexcept = default;
+
+  // The row of `key`, inserting the key first if absent (its row is then uninitialised: the
+  // caller fills it). The returned pointer, and every pointer returned before, stays valid only
+  // until the next insertion.
+  Slot FindOrInsert(Key key) { return FindOrInsertMixed(MixKey(key)); }
+  // The row of `key`, or nullptr if the key is not stored.
+  T* Find(Key key) { return const_cast<T*>(FindMixed(MixKey(key))); }
+  const T* Find(Key key) const { return FindMixed(MixKey(key)); }
+
+  // The same, given mix = MixKey(key) already computed by the caller.
+  Slot FindOrInsertMixed(uint64_t mix);
+  const T* FindMixed(uint64_t mix) const {
+    if (mix == kEmpty) return has_max_ ? max_row_.data() : nullptr;
+    if (slots_ == 0) return nullptr;
+    size_t i = Home(mix);
+    while (mixes_[i] < mix) ++i;  // stops at the latest at the empty sentinel
+    return mixes_[i] == mix ? Row(i) : nullptr;
+  }
+  // Hints the CPU to load the cache lines a lookup of `mix` starts with.
+  void Prefetch(uint64_t mix) const {
+    if (slots_ == 0) return;
+    const size_t home = Home(mix);
+    __builtin_prefetch(&mixes_[home]);
+    __builtin_prefetch(Row(home));
+  }
+
+  // Makes room for `n` keys in all without further growth.
+  void Reserve(size_t n);
+
+  // Calls fn(key, row) for every stored key, in an unspecified but deterministic order.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    if (has_max_) fn(UnmixKey(kEmpty), static_cast<const T*>(max_row_.data()));
+    for (size_t i = 0; i < slots_; ++i) {
+      if (mixes_[i] != kEmpty) fn(UnmixKey(mixes_[i]), static_cast<const T*>(rows_.get() + i * row_len_));
+    }
+  }
+
+  size_t size() const { return size_; }
+  uint32_t row_len() const { return row_len_; }
+  // Slots the keys are spread over (excluding the tail); size() / capacity() is the load.
+  size_t capacity() const { return capacity_; }
+  // Bytes held by the table: both arrays including the tail, the side slot and the object.
+  size_t memory_bytes() const;
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+
+  size_t Home(uint64_t mix) const {
+    return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity_) >> 64);
+  }
+  T* Row(size_t slot) const { return rows_.get() + slot * row_len_; }
+  // Regrows to hold at least `keys` keys at the maximal load; at least a `factor` larger.
+  void Grow(size_t keys, double factor);
+  // Rebuilds the arrays with `capacity` home slots; false if a probe run would pass the tail.
+  bool Rebuild(size_t capacity);
+
+  uint32_t row_len_;
+  double max_load_;
+  double growth_;
+  size_t capacity_ = 0;  // home slots
+  size_t slots_ = 0;     // capacity_ + tail; 0 before the first insertion
+  size_t size_ = 0;      // keys stored, the side slot included
+  // Arrays of 2 MiB and more are 2 MiB-aligned and advised to use transparent huge pages:
+  // random lookups in a large table otherwise spend much of their time on TLB misses.
+  std::unique_ptr<uint64_t[], sparse_rows_internal::AlignedDelete> mixes_;
+  std::unique_ptr<T[], sparse_rows_internal::AlignedDelete> rows_;
+  bool has_max_ = false;  // the key whose mix is kEmpty is stored, in max_row_
+  std::vector<T> max_row_;
+};
+
+extern template class SparseRows<float>;
+extern template class SparseRows<double>;
+extern template class SparseRows<int32_t>;
+extern template class SparseRows<int64_t>;
+
+}  // namespace pserver::kv

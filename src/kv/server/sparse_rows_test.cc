@@ -1,0 +1,135 @@
+#include "kv/server/sparse_rows.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include "testing/test_util.h"
+
+namespace pserver::kv {
+namespace {
+
+TEST(SparseRowsTest, MixIsABijection) {
+  std::mt19937_64 rng(pserver::testing::TestSeed());
+  std::vector<uint64_t> xs = {0, 1, 2, ~uint64_t{0}, ~uint64_t{0} - 1, uint64_t{1} << 63};
+  for (int i = 0; i < 100000; ++i) xs.push_back(rng());
+  for (uint64_t x : xs) {
+    EXPECT_EQ(UnmixKey(MixKey(x)), x);
+    EXPECT_EQ(MixKey(UnmixKey(x)), x);
+  }
+  static_assert(UnmixKey(MixKey(12345)) == 12345);
+}
+
+TEST(SparseRowsTest, EmptyTableFindsNothing) {
+  SparseRows<float> rows(1);
+  EXPECT_EQ(rows.size(), 0u);
+  EXPECT_EQ(rows.Find(0), nullptr);
+  EXPECT_EQ(rows.Find(UnmixKey(~uint64_t{0})), nullptr);
+}
+
+TEST(SparseRowsTest, StoresEveryKeyValueIncludingTheEmptyMarkersKey) {
+  SparseRows<int64_t> rows(2);
+  const Key special = UnmixKey(~uint64_t{0});  // the key whose mix is the empty marker
+  const std::vector<Key> keys = {0, 1, ~Key{0}, special, 42};
+  for (Key k : keys) {
+    auto [row, inserted] = rows.FindOrInsert(k);
+    ASSERT_TRUE(inserted) << k;
+    row[0] = static_cast<int64_t>(k);
+    row[1] = -static_cast<int64_t>(k);
+  }
+  EXPECT_EQ(rows.size(), keys.size());
+  for (Key k : keys) {
+    auto [row, inserted] = rows.FindOrInsert(k);
+    EXPECT_FALSE(inserted) << k;
+    EXPECT_EQ(row[0], static_cast<int64_t>(k));
+    const int64_t* found = rows.Find(k);
+    ASSERT_NE(found, nullptr) << k;
+    EXPECT_EQ(found[1], -static_cast<int64_t>(k));
+  }
+  EXPECT_EQ(rows.Find(7), nullptr);
+}
+
+// Random and sequential keys against std::unordered_map, through many growths.
+TEST(SparseRowsTest, MatchesAReferenceMapThroughGrowth) {
+  const uint64_t seed = pserver::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  SparseRows<double> rows(3);
+  std::unordered_map<Key, double> ref;
+  for (int i = 0; i < 200000; ++i) {
+    // Half sequential small ids (dense clusters), half random 64-bit keys, some repeats.
+    const Key k = (i % 2 == 0) ? static_cast<Key>(rng() % 150000) : rng();
+    const double v = static_cast<double>(i);
+    auto [row, inserted] = rows.FindOrInsert(k);
+    auto [it, fresh] = ref.try_emplace(k, 0.0);
+    ASSERT_EQ(inserted, fresh) << "key " << k << " step " << i;
+    if (inserted) {
+      row[0] = row[1] = row[2] = 0.0;
+    }
+    row[0] += v;
+    row[2] = static_cast<double>(k % 1000);
+    it->second += v;
+  }
+  ASSERT_EQ(rows.size(), ref.size());
+  for (const auto& [k, v] : ref) {
+    const double* row = rows.Find(k);
+    ASSERT_NE(row, nullptr) << k;
+    EXPECT_EQ(row[0], v);
+    EXPECT_EQ(row[1], 0.0);
+    EXPECT_EQ(row[2], static_cast<double>(k % 1000));
+  }
+  for (int i = 0; i < 10000; ++i) {
+    const Key k = rng();
+    if (!ref.contains(k)) {
+      EXPECT_EQ(rows.Find(k), nullptr) << k;
+    }
+  }
+  // ForEach visits each stored key once, with its row.
+  size_t visited = 0;
+  rows.ForEach([&](Key k, const double* row) {
+    ++visited;
+    auto it = ref.find(k);
+    ASSERT_NE(it, ref.end()) << k;
+    EXPECT_EQ(row[0], it->second);
+  });
+  EXPECT_EQ(visited, ref.size());
+  const double load = static_cast<double>(rows.size()) / static_cast<double>(rows.capacity());
+  EXPECT_LE(load, 0.9);
+}
+
+TEST(SparseRowsTest, ReserveAvoidsGrowth) {
+  SparseRows<float> rows(1);
+  rows.Reserve(100000);
+  const size_t capacity = rows.capacity();
+  for (Key k = 0; k < 100000; ++k) rows.FindOrInsert(k * 7919).row[0] = 1.0f;
+  EXPECT_EQ(rows.capacity(), capacity);
+  EXPECT_EQ(rows.size(), 100000u);
+}
+
+// Sanity check of the memory figure (not a timing test): a width-1 float table keeps its load
+// between about 0.6 and 0.9, i.e. at most 20 bytes per key all overhead included.
+TEST(SparseRowsTest, NarrowRowsCostAtMostTwentyBytesPerKey) {
+  std::mt19937_64 rng(pserver::testing::TestSeed());
+  SparseRows<float> rows(1);
+  size_t worst_checked = 0;
+  for (size_t i = 1; i <= 1'000'000; ++i) {
+    rows.FindOrInsert(rng()).row[0] = 0.5f;
+    if (i >= 100'000 && i % 25'000 == 0) {
+      const double per_key = static_cast<double>(rows.memory_bytes()) / static_cast<double>(rows.size());
+      EXPECT_LE(per_key, 20.0) << "at " << i << " keys";
+      const double load = static_cast<double>(rows.size()) / static_cast<double>(rows.capacity());
+      EXPECT_GE(load, 0.6) << "at " << i << " keys";
+      EXPECT_LE(load, 0.9) << "at " << i << " keys";
+      ++worst_checked;
+    }
+  }
+  EXPECT_GT(worst_checked, 0u);
+  std::printf("1M float keys: %.2f bytes/key, load %.3f\n",
+              static_cast<double>(rows.memory_bytes()) / static_cast<double>(rows.size()),
+              static_cast<double>(rows.size()) / static_cast<double>(rows.capacity()));
+}
+
+}  // namespace
+}  // namespace pserver::kv

@@ -1,0 +1,394 @@
+#include "kv/server/table_store.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kv/server/sparse_rows.h"
+
+namespace pserver::kv {
+
+using transport::MessageType;
+
+namespace {
+
+// Lookups issued ahead of the one being applied (hides the cache misses of random keys).
+constexpr size_t kPrefetchDistance = 16;
+
+// The shard of a key: the low half of its mix, range-reduced (SparseRows places keys by the high
+// bits of the same mix, so a shard's keys still spread over its whole table).
+uint32_t ShardOf(uint64_t mix, uint32_t num_shards) {
+  return static_cast<uint32_t>(((mix & 0xffffffffULL) * num_shards) >> 32);
+}
+
+uint64_t Mix(uint64_t x) { return MixKey(x); }
+
+bool StrictlyIncreasing(const SharedArray<Key>& keys) {
+  for (size_t i = 1; i < keys.size(); ++i) {
+    if (keys[i - 1] >= keys[i]) return false;
+  }
+  return true;
+}
+
+std::string RangeString(KeyRange r) { return fmt::format("[{}, {}]", r.first, r.last); }
+
+template <typename T>
+class TypedTableStore final : public TableStore {
+ public:
+  TypedTableStore(TableId table, const TableSpec& spec, std::unique_ptr<Updater> updater, ApplyPool* pool)
+      : TableStore(table, spec),
+        width_(spec.width),
+        state_len_(spec.width * updater->state_per_value()),
+        row_len_(width_ + state_len_),
+        push_len_(spec.width * spec.push_arity),
+        updater_(std::move(updater)),
+        pool_(pool),
+        num_shards_(pool == nullptr ? 1 : pool->size()),
+        dense_(spec.storage == StorageKind::kDense) {
+    if (dense_) {
+      const KeyRange r = spec.key_range;
+      dense_keys_ = static_cast<size_t>(r.last - r.first) + 1;
+      dense_rows_ = std::make_unique_for_overwrite<T[]>(dense_keys_ * row_len_);
+      for (size_t i = 0; i < dense_keys_; ++i) InitRow(r.first + i, DenseRow(i));
+    } else {
+      shards_.reserve(num_shards_);
+      for (uint32_t s = 0; s < num_shards_; ++s) shards_.emplace_back(row_len_);
+    }
+  }
+
+  Status Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) override;
+  size_t num_keys() const override;
+  size_t memory_bytes() const override;
+  void ForEach(const RowVisitor& fn) const override;
+  Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
+
+ private:
+  struct Item {
+    uint64_t mix;
+    size_t index;  // the key's position in the request
+  };
+  struct Shard {
+    explicit Shard(uint32_t row_len) : rows(row_len) {}
+    SparseRows<T> rows;
+    std::vector<Item> items;  // scratch: this shard's keys of the current request
+  };
+  // What one request asks; the pointers stay valid during Handle.
+  struct Job {
+    const ServerRequest* req;
+    const UpdateContext* ctx;
+    const T* push;  // nullptr: no push
+    T* out;         // nullptr: no pull
+  };
+
+  T* DenseRow(size_t i) const { return dense_rows_.get() + i * row_len_; }
+  T Initial(Key key, uint32_t column) const {
+    if (spec().initializer.kind == InitializerSpec::Kind::kZero) return T{};
+    return static_cast<T>(InitialValue(spec().initializer, key, column));
+  }
+  void InitRow(Key key, T* row) const {
+    for (uint32_t c = 0; c < width_; ++c) row[c] = Initial(key, c);
+    std::fill(row + width_, row + row_len_, T{});
+  }
+  void Apply(const Job& job, size_t i, T* row) const {
+    updater_->Apply(*job.ctx, std::span<T>(row, width_), std::span<T>(row + width_, state_len_),
+                    std::span<const T>(job.push + i * push_len_, push_len_));
+  }
+  void Answer(const Job& job, size_t i, Key key, const T* row) const {
+    T* dst = job.out + i * width_;
+    if (row != nullptr) {
+      if (width_ <= 8) {  // no call to memcpy for narrow rows
+        for (uint32_t c = 0; c < width_; ++c) dst[c] = row[c];
+      } else {
+        std::memcpy(dst, row, width_ * sizeof(T));
+      }
+    } else {
+      for (uint32_t c = 0; c < width_; ++c) dst[c] = Initial(key, c);
+    }
+  }
+  void PushSparse(const Job& job, Shard& shard, uint64_t mix, size_t i) {
+    auto [row, inserted] = shard.rows.FindOrInsertMixed(mix);
+    if (inserted) InitRow(job.req->keys[i], row);
+    Apply(job, i, row);
+  }
+
+  // The whole request on the calling thread.
+  void RunInline(const Job& job);
+  // Shard `s`'s part of the request (sparse: its keys; dense: its chunk of positions).
+  void RunShard(const Job& job, uint32_t s);
+
+  const uint32_t width_;
+  const uint32_t state_len_;
+  const uint32_t row_len_;
+  const uint32_t push_len_;
+  const std::unique_ptr<Updater> updater_;
+  ApplyPool* const pool_;
+  const uint32_t num_shards_;
+  const bool dense_;
+  // Dense: one row per key of the range, key first + i at row i.
+  size_t dense_keys_ = 0;
+  std::unique_ptr<T[]> dense_rows_;
+  // Sparse: the shards.
+  std::vector<Shard> shards_;
+};
+
+template <typename T>
+Status TypedTableStore<T>::Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) {
+  const TableSpec& s = spec();
+  if (req.table != table()) {
+    return Status::InvalidArgument(fmt::format("request for table {} given to the store of table {}",
+                                               req.table.value, table().value));
+  }
+  if (req.value_type != s.value_type) {
+    return Status::InvalidArgument(fmt::format("table {} holds {} values, the request carries {}", s.name,
+                                               ValueTypeName(s.value_type), ValueTypeName(req.value_type)));
+  }
+  if (req.width != width_) {
+    return Status::InvalidArgument(
+        fmt::format("table {} has width {}, the request width {}", s.name, width_, req.width));
+  }
+  const size_t n = req.keys.size();
+  if (n > 0xffffffffULL) return Status::InvalidArgument(fmt::format("a request of {} keys", n));
+  const bool push = req.type != MessageType::kPull;
+  const bool pull = req.type != MessageType::kPush;
+  SharedArray<T> aligned;  // the pushed values, copied only if the bytes are misaligned for T
+  const T* push_vals = nullptr;
+  if (push) {
+    if (req.vals.size() != n * push_len_ * sizeof(T)) {
+      return Status::InvalidArgument(fmt::format("table {}: {} value bytes pushed for {} keys x {} values of {} bytes",
+                                                 s.name, req.vals.size(), n, push_len_, sizeof(T)));
+    }
+    if (reinterpret_cast<uintptr_t>(req.vals.data()) % alignof(T) == 0) {
+      push_vals = reinterpret_cast<const T*>(req.vals.data());
+    } else {
+      aligned = SharedArray<T>::Uninitialized(n * push_len_);
+      if (n > 0) std::memcpy(aligned.data(), req.vals.data(), req.vals.size());
+      push_vals = aligned.data();
+    }
+  }
+  if (dense_) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!s.key_range.Contains(req.keys[i])) {
+        return Status::InvalidArgument(fmt::format("key {} is outside the key range {} of dense table {}",
+                                                   req.keys[i], RangeString(s.key_range), s.name));
+      }
+    }
+  }
+  SharedArray<T> out;
+  if (pull) out = SharedArray<T>::Uninitialized(n * width_);
+  const Job job{&req, &ctx, push_vals, pull ? out.data() : nullptr};
+  if (n == 0) {
+    // nothing to do
+  } else if (n < kParallelMinKeys || (dense_ && !StrictlyIncreasing(req.keys))) {
+    RunInline(job);
+  } else if (num_shards_ == 1) {
+    RunShard(job, 0);  // the shard path prefetches; the inline one does not
+  } else {
+    pool_->Run([this, &job](uint32_t shard) { RunShard(job, shard); });
+  }
+  if (pull) resp->vals = transport::AsBytes(out);
+  return Status::Ok();
+}
+
+template <typename T>
+void TypedTableStore<T>::RunInline(const Job& job) {
+  const SharedArray<Key>& keys = job.req->keys;
+  const size_t n = keys.size();
+  const Key first = spec().key_range.first;
+  if (job.push != nullptr) {
+    for (size_t i = 0; i < n; ++i) {
+      if (dense_) {
+        Apply(job, i, DenseRow(keys[i] - first));
+      } else {
+        const uint64_t mix = Mix(keys[i]);
+        PushSparse(job, shards_[ShardOf(mix, num_shards_)], mix, i);
+      }
+    }
+  }
+  if (job.out != nullptr) {
+    for (size_t i = 0; i < n; ++i) {
+      if (dense_) {
+        Answer(job, i, keys[i], DenseRow(keys[i] - first));
+      } else {
+        const uint64_t mix = Mix(keys[i]);
+        Answer(job, i, keys[i], shards_[ShardOf(mix, num_shards_)].rows.FindMixed(mix));
+      }
+    }
+  }
+}
+
+template <typename T>
+void TypedTableStore<T>::RunShard(const Job& job, uint32_t s) {
+  const SharedArray<Key>& keys = job.req->keys;
+  const size_t n = keys.size();
+  if (dense_) {  // keys strictly increasing: a contiguous chunk of positions per shard
+    const size_t begin = n * s / num_shards_;
+    const size_t end = n * (s + 1) / num_shards_;
+    const Key first = spec().key_range.first;
+    if (job.push != nullptr) {
+      for (size_t i = begin; i < end; ++i) Apply(job, i, DenseRow(keys[i] - first));
+    }
+    if (job.out != nullptr) {
+      for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRow(keys[i] - first));
+    }
+    return;
+  }
+  Shard& shard = shards_[s];
+  std::vector<Item>& items = shard.items;
+  items.clear();
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t mix = Mix(keys[i]);
+    if (ShardOf(mix, num_shards_) == s) items.push_back({mix, i});
+  }
+  const size_t m = items.size();
+  if (job.push != nullptr) {
+    for (size_t j = 0; j < m; ++j) {
+      if (j + kPrefetchDistance < m) shard.rows.Prefetch(items[j + kPrefetchDistance].mix);
+      PushSparse(job, shard, items[j].mix, items[j].index);
+    }
+  }
+  if (job.out != nullptr) {
+    for (size_t j = 0; j < m; ++j) {
+      if (j + kPrefetchDistance < m) shard.rows.Prefetch(items[j + kPrefetchDistance].mix);
+      Answer(job, items[j].index, keys[items[j].index], shard.rows.FindMixed(items[j].mix));
+    }
+  }
+}
+
+template <typename T>
+size_t TypedTableStore<T>::num_keys() const {
+  if (dense_) return dense_keys_;
+  size_t n = 0;
+  for (const Shard& s : shards_) n += s.rows.size();
+  return n;
+}
+
+template <typename T>
+size_t TypedTableStore<T>::memory_bytes() const {
+  size_t bytes = sizeof(*this) + dense_keys_ * row_len_ * sizeof(T) + shards_.capacity() * sizeof(Shard);
+  for (const Shard& s : shards_) {
+    bytes += s.rows.memory_bytes() - sizeof(s.rows) + s.items.capacity() * sizeof(Item);
+  }
+  return bytes;
+}
+
+template <typename T>
+void TypedTableStore<T>::ForEach(const RowVisitor& fn) const {
+  const auto visit = [&](Key key, const T* row) {
+    fn(key, std::as_bytes(std::span<const T>(row, width_)), std::as_bytes(std::span<const T>(row + width_, state_len_)));
+  };
+  if (dense_) {
+    for (size_t i = 0; i < dense_keys_; ++i) visit(spec().key_range.first + i, DenseRow(i));
+    return;
+  }
+  for (const Shard& s : shards_) s.rows.ForEach(visit);
+}
+
+template <typename T>
+Status TypedTableStore<T>::PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) {
+  if (value.size() != width_ * sizeof(T) || state.size() != state_len_ * sizeof(T)) {
+    return Status::InvalidArgument(fmt::format("table {}: a row of {} value and {} state bytes, expected {} and {}",
+                                               spec().name, value.size(), state.size(), width_ * sizeof(T),
+                                               state_len_ * sizeof(T)));
+  }
+  T* row = nullptr;
+  if (dense_) {
+    if (!spec().key_range.Contains(key)) {
+      return Status::InvalidArgument(fmt::format("key {} is outside the key range {} of dense table {}", key,
+                                                 RangeString(spec().key_range), spec().name));
+    }
+    row = DenseRow(key - spec().key_range.first);
+  } else {
+    const uint64_t mix = Mix(key);
+    row = shards_[ShardOf(mix, num_shards_)].rows.FindOrInsertMixed(mix).row;
+  }
+  if (!value.empty()) std::memcpy(row, value.data(), value.size());
+  if (!state.empty()) std::memcpy(row + width_, state.data(), state.size());
+  return Status::Ok();
+}
+
+Status CheckSpec(const TableSpec& spec, const Updater* updater) {
+  const std::string& name = spec.name;
+  if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", name));
+  if (spec.variable_length) {
+    return Status::InvalidArgument(fmt::format("table {} is variable-length: TableStore takes fixed widths only", name));
+  }
+  if (spec.width == 0) return Status::InvalidArgument(fmt::format("table {} has width 0", name));
+  if (!updater->Supports(spec.value_type)) {
+    return Status::InvalidArgument(fmt::format("the rule {} of table {} does not take {} values", spec.updater.name,
+                                               name, ValueTypeName(spec.value_type)));
+  }
+  if (spec.push_arity != updater->push_arity()) {
+    return Status::InvalidArgument(fmt::format("table {} declares push_arity {}, its rule {} takes {}", name,
+                                               spec.push_arity, spec.updater.name, updater->push_arity()));
+  }
+  const uint64_t row_len = uint64_t{spec.width} * (uint64_t{updater->state_per_value()} + 1);
+  const uint64_t push_len = uint64_t{spec.width} * spec.push_arity;
+  if (row_len > 0x7fffffffULL || push_len > 0x7fffffffULL) {
+    return Status::InvalidArgument(fmt::format("table {}: rows of {} values are too wide", name, row_len));
+  }
+  const InitializerSpec& init = spec.initializer;
+  if (init.kind == InitializerSpec::Kind::kUniform) {
+    if (!std::isfinite(init.scale) || init.scale < 0) {
+      return Status::InvalidArgument(fmt::format("table {}: uniform initializer scale {}", name, init.scale));
+    }
+    if (spec.value_type != ValueType::kFloat32 && spec.value_type != ValueType::kFloat64) {
+      return Status::InvalidArgument(fmt::format("table {}: the uniform initializer needs a float or double table, not {}",
+                                                 name, ValueTypeName(spec.value_type)));
+    }
+  } else if (init.kind != InitializerSpec::Kind::kZero) {
+    return Status::InvalidArgument(fmt::format("table {}: unknown initializer kind {}", name, static_cast<int>(init.kind)));
+  }
+  if (spec.storage == StorageKind::kDense) {
+    const KeyRange r = spec.key_range;
+    if (spec.placement != KeyPlacement::kRange) {
+      return Status::InvalidArgument(fmt::format("dense table {} needs KeyPlacement::kRange", name));
+    }
+    if (r.first > r.last || r.last - r.first >= (uint64_t{1} << 32)) {
+      return Status::InvalidArgument(fmt::format(
+          "dense table {} needs a key range of 1 to 2^32 keys, not {}", name, RangeString(r)));
+    }
+  } else if (spec.storage != StorageKind::kSparse) {
+    return Status::InvalidArgument(fmt::format("table {}: unknown storage kind {}", name, static_cast<int>(spec.storage)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+double InitialValue(const InitializerSpec& init, Key key, uint32_t column) {
+  if (init.kind != InitializerSpec::Kind::kUniform) return 0.0;
+  uint64_t x = Mix(init.seed ^ 0x9e3779b97f4a7c15ULL);
+  x = Mix(x ^ key);
+  x = Mix(x ^ (uint64_t{column} + 0x632be59bd9b4e019ULL));
+  const double u = static_cast<double>(x >> 11) * 0x1.0p-53;  // [0, 1)
+  return init.scale * (2.0 * u - 1.0);
+}
+
+Result<std::unique_ptr<TableStore>> TableStore::Create(TableId table, const TableSpec& spec,
+                                                       std::unique_ptr<Updater> updater, ApplyPool* pool) {
+  PSERVER_RETURN_IF_ERROR(CheckSpec(spec, updater.get()));
+  std::unique_ptr<TableStore> store;
+  switch (spec.value_type) {
+    case ValueType::kFloat32:
+      store = std::make_unique<TypedTableStore<float>>(table, spec, std::move(updater), pool);
+      break;
+    case ValueType::kFloat64:
+      store = std::make_unique<TypedTableStore<double>>(table, spec, std::move(updater), pool);
+      break;
+    case ValueType::kInt32:
+      store = std::make_unique<TypedTableStore<int32_t>>(table, spec, std::move(updater), pool);
+      break;
+    case ValueType::kInt64:
+      store = std::make_unique<TypedTableStore<int64_t>>(table, spec, std::move(updater), pool);
+      break;
+    default:
+      return Status::InvalidArgument(
+          fmt::format("table {}: unknown value type {}", spec.name, static_cast<int>(spec.value_type)));
+  }
+  return store;
+}
+
+}  // namespace pserver::kv

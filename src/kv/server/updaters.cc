@@ -1,0 +1,445 @@
+#include "kv/server/updaters.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace pserver {
+namespace kv {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+enum class Bound : uint8_t {
+  kNonNegative,  // [0, inf)
+  kPositive,     // (0, inf)
+  kUnit,         // [0, 1)
+};
+
+struct ParamDef {
+  std::string_view name;
+  double default_value;
+  Bound bound;
+};
+
+bool InBound(double v, Bound bound) {
+  if (!std::isfinite(v)) return false;
+  switch (bound) {
+    case Bound::kNonNegative: return v >= 0.0;
+    case Bound::kPositive: return v > 0.0;
+    case Bound::kUnit: return v >= 0.0 && v < 1.0;
+  }
+  return false;
+}
+
+std::string_view BoundText(Bound bound) {
+  switch (bound) {
+    case Bound::kNonNegative: return "a finite number >= 0";
+    case Bound::kPositive: return "a finite number > 0";
+    case Bound::kUnit: return "in [0, 1)";
+  }
+  return "";
+}
+
+// Reads spec.params against `defs` (listed in name order): returns the values in the order of
+// `defs`, defaults filled in; kInvalidArgument for an unknown name or an out-of-range value.
+template <size_t N>
+Result<std::array<double, N>> ReadParams(std::string_view rule, const UpdaterSpec& spec,
+                                         const std::array<ParamDef, N>& defs) {
+  std::array<double, N> values{};
+  for (size_t i = 0; i < N; ++i) values[i] = defs[i].default_value;
+  for (const auto& [name, value] : spec.params) {
+    size_t i = 0;
+    while (i < N && defs[i].name != name) ++i;
+    if (i == N) {
+      std::string known;
+      for (const ParamDef& d : defs) {
+        if (!known.empty()) known += ", ";
+        known += d.name;
+      }
+      if (known.empty()) known = "none";
+      return Status::InvalidArgument(
+          fmt::format("updater '{}': unknown parameter '{}' (known: {})", rule, name, known));
+    }
+    if (!InBound(value, defs[i].bound)) {
+      return Status::InvalidArgument(fmt::format("updater '{}': parameter '{}' = {} is out of range (must be {})",
+                                                 rule, name, value, BoundText(defs[i].bound)));
+    }
+    values[i] = value;
+  }
+  return values;
+}
+
+template <typename Rule, typename... Args>
+Result<std::unique_ptr<Updater>> Make(Args&&... args) {
+  return std::unique_ptr<Updater>(std::make_unique<Rule>(std::forward<Args>(args)...));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule bases. A virtual Apply handles one row; the per-value loop inside it is a plain,
+// non-virtual template (Derived::Run<T>), instantiated for float and double.
+
+template <typename Derived>
+class RealUpdater : public Updater {
+ public:
+  using Updater::Apply;
+  void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
+             std::span<const float> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
+             std::span<const double> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+};
+
+template <typename Derived>
+class AnyTypeUpdater : public Updater {
+ public:
+  bool Supports(ValueType) const final { return true; }
+  void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
+             std::span<const float> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
+             std::span<const double> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void Apply(const UpdateContext& ctx, std::span<int32_t> value, std::span<int32_t> state,
+             std::span<const int32_t> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void Apply(const UpdateContext& ctx, std::span<int64_t> value, std::span<int64_t> state,
+             std::span<const int64_t> push) const final {
+    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// add, assign
+
+class AddUpdater final : public AnyTypeUpdater<AddUpdater> {
+ public:
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T>, std::span<const T> push) const {
+    assert(push.size() == value.size());
+    const size_t n = value.size();
+    T* w = value.data();
+    const T* g = push.data();
+    if constexpr (std::is_integral_v<T>) {
+      // Wraps modulo 2^bits instead of overflowing (signed overflow is undefined).
+      using U = std::make_unsigned_t<T>;
+      for (size_t i = 0; i < n; ++i) w[i] = static_cast<T>(static_cast<U>(w[i]) + static_cast<U>(g[i]));
+    } else {
+      for (size_t i = 0; i < n; ++i) w[i] += g[i];
+    }
+  }
+};
+
+class AssignUpdater final : public AnyTypeUpdater<AssignUpdater> {
+ public:
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T>, std::span<const T> push) const {
+    assert(push.size() == value.size());
+    std::copy(push.begin(), push.end(), value.begin());
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// sgd
+
+class SgdUpdater final : public RealUpdater<SgdUpdater> {
+ public:
+  explicit SgdUpdater(double lr) : lr_(lr) {}
+
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T>, std::span<const T> push) const {
+    assert(push.size() == value.size());
+    const size_t n = value.size();
+    T* w = value.data();
+    const T* g = push.data();
+    const double lr = lr_;
+    for (size_t i = 0; i < n; ++i) w[i] = static_cast<T>(static_cast<double>(w[i]) - lr * static_cast<double>(g[i]));
+  }
+
+ private:
+  double lr_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// adagrad
+
+class AdagradUpdater final : public RealUpdater<AdagradUpdater> {
+ public:
+  AdagradUpdater(double lr, double eps) : lr_(lr), eps_(eps) {}
+  uint32_t state_per_value() const override { return 1; }
+
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    const size_t n = value.size();
+    assert(push.size() == n && state.size() == n);
+    T* w = value.data();
+    T* acc = state.data();
+    const T* grad = push.data();
+    const double lr = lr_;
+    const double eps = eps_;
+    for (size_t i = 0; i < n; ++i) {
+      const double g = grad[i];
+      const double sum = static_cast<double>(acc[i]) + g * g;
+      acc[i] = static_cast<T>(sum);
+      w[i] = static_cast<T>(static_cast<double>(w[i]) - lr * g / (std::sqrt(sum) + eps));
+    }
+  }
+
+ private:
+  double lr_;
+  double eps_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// adam
+
+class AdamUpdater final : public RealUpdater<AdamUpdater> {
+ public:
+  AdamUpdater(double lr, double beta1, double beta2, double eps) : lr_(lr), b1_(beta1), b2_(beta2), eps_(eps) {}
+  uint32_t state_per_value() const override { return 3; }
+
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    const size_t n = value.size();
+    assert(push.size() == n && state.size() == 3 * n);
+    T* w = value.data();
+    T* m_state = state.data();
+    T* v_state = state.data() + n;
+    T* t_state = state.data() + 2 * n;
+    const T* grad = push.data();
+    const double lr = lr_, b1 = b1_, b2 = b2_, eps = eps_;
+    for (size_t i = 0; i < n; ++i) {
+      const double g = grad[i];
+      const double t = static_cast<double>(t_state[i]) + 1.0;
+      const double m = b1 * static_cast<double>(m_state[i]) + (1.0 - b1) * g;
+      const double v = b2 * static_cast<double>(v_state[i]) + (1.0 - b2) * g * g;
+      const double m_hat = m / (1.0 - std::pow(b1, t));
+      const double v_hat = v / (1.0 - std::pow(b2, t));
+      t_state[i] = static_cast<T>(t);
+      m_state[i] = static_cast<T>(m);
+      v_state[i] = static_cast<T>(v);
+      w[i] = static_cast<T>(static_cast<double>(w[i]) - lr * m_hat / (std::sqrt(v_hat) + eps));
+    }
+  }
+
+ private:
+  double lr_, b1_, b2_, eps_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// ftrl
+
+class FtrlUpdater final : public RealUpdater<FtrlUpdater> {
+ public:
+  FtrlUpdater(double alpha, double beta, double l1, double l2) : alpha_(alpha), beta_(beta), l1_(l1), l2_(l2) {}
+  uint32_t state_per_value() const override { return 2; }
+
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    const size_t n = value.size();
+    assert(push.size() == n && state.size() == 2 * n);
+    T* w = value.data();
+    T* z_state = state.data();
+    T* n_state = state.data() + n;
+    const T* grad = push.data();
+    const double alpha = alpha_, beta = beta_, l1 = l1_, l2 = l2_;
+    for (size_t i = 0; i < n; ++i) {
+      const double g = grad[i];
+      const double n_old = n_state[i];
+      const double n_new = n_old + g * g;
+      const double sqrt_n_new = std::sqrt(n_new);
+      const double sigma = (sqrt_n_new - std::sqrt(n_old)) / alpha;
+      const double z = static_cast<double>(z_state[i]) + g - sigma * static_cast<double>(w[i]);
+      z_state[i] = static_cast<T>(z);
+      n_state[i] = static_cast<T>(n_new);
+      w[i] = std::abs(z) <= l1 ? T(0)
+                               : static_cast<T>(-(z - std::copysign(l1, z)) / ((beta + sqrt_n_new) / alpha + l2));
+    }
+  }
+
+ private:
+  double alpha_, beta_, l1_, l2_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// prox
+
+class ProxUpdater final : public RealUpdater<ProxUpdater> {
+ public:
+  ProxUpdater(double l1, double l2, double delta) : l1_(l1), l2_(l2), delta_(delta) {}
+  uint32_t push_arity() const override { return 2; }
+  uint32_t state_per_value() const override { return 4; }
+
+  template <typename T>
+  void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    const size_t n = value.size();
+    assert(push.size() == 2 * n && state.size() == 4 * n);
+    T* w = value.data();
+    T* w0_state = state.data();
+    T* g_state = state.data() + n;
+    T* u_state = state.data() + 2 * n;
+    T* c_state = state.data() + 3 * n;
+    const T* grad = push.data();
+    const T* curv = push.data() + n;
+    const T clock = static_cast<T>(ctx.clock + 1);
+    const double l1 = l1_, l2 = l2_, delta = delta_;
+    for (size_t i = 0; i < n; ++i) {
+      if (c_state[i] != clock) {  // the first push of a new iteration
+        w0_state[i] = w[i];
+        g_state[i] = T(0);
+        u_state[i] = T(0);
+        c_state[i] = clock;
+      }
+      // The step is a function of the stored sums only, so that it does not depend on the
+      // order in which one iteration's pushes arrive.
+      g_state[i] = static_cast<T>(static_cast<double>(g_state[i]) + static_cast<double>(grad[i]));
+      u_state[i] = static_cast<T>(static_cast<double>(u_state[i]) + static_cast<double>(curv[i]));
+      const double w0 = w0_state[i];
+      const double big_g = g_state[i];
+      const double big_u = u_state[i];
+      const double denom = big_u + l2;
+      if (!(denom > 0.0)) continue;  // no curvature yet: keep the value
+      const double a = big_u * w0 - big_g;
+      const double shrunk = std::abs(a) - l1;
+      const double x = shrunk > 0.0 ? std::copysign(shrunk, a) / denom : 0.0;
+      w[i] = static_cast<T>(std::clamp(x, w0 - delta, w0 + delta));
+    }
+  }
+
+ private:
+  double l1_, l2_, delta_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Factories
+
+Result<std::unique_ptr<Updater>> MakeAddUpdater(const UpdaterSpec& spec) {
+  PSERVER_RETURN_IF_ERROR(ReadParams("add", spec, std::array<ParamDef, 0>{}).status());
+  return Make<AddUpdater>();
+}
+
+Result<std::unique_ptr<Updater>> MakeAssignUpdater(const UpdaterSpec& spec) {
+  PSERVER_RETURN_IF_ERROR(ReadParams("assign", spec, std::array<ParamDef, 0>{}).status());
+  return Make<AssignUpdater>();
+}
+
+Result<std::unique_ptr<Updater>> MakeSgdUpdater(const UpdaterSpec& spec) {
+  static constexpr std::array<ParamDef, 1> kDefs{{{"lr", 0.01, Bound::kNonNegative}}};
+  PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("sgd", spec, kDefs));
+  return Make<SgdUpdater>(p[0]);
+}
+
+Result<std::unique_ptr<Updater>> MakeAdagradUpdater(const UpdaterSpec& spec) {
+  static constexpr std::array<ParamDef, 2> kDefs{{
+      {"eps", 1e-8, Bound::kPositive},
+      {"lr", 0.01, Bound::kNonNegative},
+  }};
+  PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("adagrad", spec, kDefs));
+  return Make<AdagradUpdater>(/*lr=*/p[1], /*eps=*/p[0]);
+}
+
+Result<std::unique_ptr<Updater>> MakeAdamUpdater(const UpdaterSpec& spec) {
+  static constexpr std::array<ParamDef, 4> kDefs{{
+      {"beta1", 0.9, Bound::kUnit},
+      {"beta2", 0.999, Bound::kUnit},
+      {"eps", 1e-8, Bound::kPositive},
+      {"lr", 0.001, Bound::kNonNegative},
+  }};
+  PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("adam", spec, kDefs));
+  return Make<AdamUpdater>(/*lr=*/p[3], /*beta1=*/p[0], /*beta2=*/p[1], /*eps=*/p[2]);
+}
+
+Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec) {
+  static constexpr std::array<ParamDef, 4> kDefs{{
+      {"alpha", 0.05, Bound::kPositive},
+      {"beta", 1.0, Bound::kNonNegative},
+      {"l1", 0.0, Bound::kNonNegative},
+      {"l2", 0.0, Bound::kNonNegative},
+  }};
+  PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("ftrl", spec, kDefs));
+  return Make<FtrlUpdater>(/*alpha=*/p[0], /*beta=*/p[1], /*l1=*/p[2], /*l2=*/p[3]);
+}
+
+Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
+  static constexpr std::array<ParamDef, 3> kDefs{{
+      {"delta", 1.0, Bound::kPositive},
+      {"l1", 0.0, Bound::kNonNegative},
+      {"l2", 0.0, Bound::kNonNegative},
+  }};
+  PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("prox", spec, kDefs));
+  return Make<ProxUpdater>(/*l1=*/p[1], /*l2=*/p[2], /*delta=*/p[0]);
+}
+
+Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec) {
+  if (!updater.Supports(spec.value_type)) {
+    return Status::InvalidArgument(fmt::format("table '{}': updater '{}' does not take {} values", spec.name,
+                                               spec.updater.name, ValueTypeName(spec.value_type)));
+  }
+  if (updater.push_arity() != spec.push_arity) {
+    return Status::InvalidArgument(fmt::format("table '{}': updater '{}' takes pushes of arity {}, the table declares {}",
+                                               spec.name, spec.updater.name, updater.push_arity(), spec.push_arity));
+  }
+  return Status::Ok();
+}
+
+}  // namespace kv
+
+// ---------------------------------------------------------------------------------------------
+// UpdaterRegistry (declared in pserver/updater.h)
+
+UpdaterRegistry::UpdaterRegistry() {
+  factories_.emplace("add", kv::MakeAddUpdater);
+  factories_.emplace("assign", kv::MakeAssignUpdater);
+  factories_.emplace("sgd", kv::MakeSgdUpdater);
+  factories_.emplace("adagrad", kv::MakeAdagradUpdater);
+  factories_.emplace("adam", kv::MakeAdamUpdater);
+  factories_.emplace("ftrl", kv::MakeFtrlUpdater);
+  factories_.emplace("prox", kv::MakeProxUpdater);
+}
+
+Status UpdaterRegistry::Register(const std::string& name, UpdaterFactory factory) {
+  if (name.empty()) return Status::InvalidArgument("updater name must not be empty");
+  if (!factory) return Status::InvalidArgument(fmt::format("updater '{}': the factory is empty", name));
+  if (factories_.contains(name)) {
+    return Status::InvalidArgument(fmt::format("updater '{}' is already registered", name));
+  }
+  factories_.emplace(name, std::move(factory));
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Updater>> UpdaterRegistry::Create(const UpdaterSpec& spec) const {
+  auto it = factories_.find(spec.name);
+  if (it == factories_.end()) {
+    std::string known;
+    for (const auto& [name, factory] : factories_) {
+      if (!known.empty()) known += ", ";
+      known += name;
+    }
+    return Status::NotFound(fmt::format("unknown updater '{}' (known: {})", spec.name, known));
+  }
+  Result<std::unique_ptr<Updater>> made = it->second(spec);
+  if (made.ok() && *made == nullptr) {
+    return Status::Internal(fmt::format("updater '{}': the factory returned no rule", spec.name));
+  }
+  return made;
+}
+
+}  // namespace pserver
