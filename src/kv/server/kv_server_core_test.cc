@@ -409,3 +409,64 @@ TEST(KVServerCoreWireTest, WorkerWaitNamesTheProblemOfAMalformedRequest) {
 
 }  // namespace
 }  // namespace pserver::kv
+
+namespace pserver::kv {
+namespace {
+
+// The range vector clocks: a request seen twice (same worker, same timestamp) is applied once,
+// for the summing store and for an update-rule store alike; the pull part of a duplicated
+// push-pull is still answered.
+TEST_F(KVServerCoreTest, DuplicatedRequestIsAppliedOnce) {
+  core_->ServeDefault(ValueType::kFloat32, true);
+  TableSpec sgd{.name = "sgd", .value_type = ValueType::kFloat32, .width = 1};
+  sgd.updater = {.name = "sgd", .params = {{"lr", 0.5}}};
+  ASSERT_OK(core_->OnTableDeclared(TableId(5), sgd));
+  declared_.insert(5);
+  for (TableId t : {TableId(1), TableId(5)}) {
+    SCOPED_TRACE(t.value);
+    const float unit = t == TableId(5) ? -0.5f : 1.0f;  // what one push of 1 does to a value
+    Message push = Request(MessageType::kPush, t, ValueType::kFloat32, 1,
+                           {BytesOf<Key>({1, 2, 3}), BytesOf<float>({1, 1, 1}), Bytes()});
+    ASSERT_OK(Handle(push));
+    ASSERT_OK(Handle(push));  // the resend
+    EXPECT_EQ(PullFloats(t, {1, 2, 3}), (std::vector<float>{unit, unit, unit}));
+    // A resend of a push-pull answers the pull without applying the push again.
+    Message pp = Request(MessageType::kPushPull, t, ValueType::kFloat32, 1,
+                         {BytesOf<Key>({2}), BytesOf<float>({1}), Bytes()});
+    Message reply;
+    ASSERT_OK(Handle(pp, &reply));
+    EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{2 * unit}));
+    ASSERT_OK(Handle(pp, &reply));
+    EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{2 * unit}));
+    // A newer request over the same keys is applied.
+    ASSERT_OK(PushFloats(t, {1, 2, 3}, {1, 1, 1}));
+    EXPECT_EQ(PullFloats(t, {1, 2, 3}), (std::vector<float>{2 * unit, 3 * unit, 2 * unit}));
+  }
+}
+
+TEST_F(KVServerCoreTest, PullRepliesCarryTheRangesVectorClock) {
+  core_->ServeDefault(ValueType::kFloat32, true);
+  ASSERT_OK(PushFloats(TableId(1), {1, 2}, {1, 1}));   // request 1
+  ASSERT_OK(PushFloats(TableId(1), {1, 2}, {1, 1}));   // request 2
+  Message reply;
+  ASSERT_OK(Handle(Request(MessageType::kPull, TableId(1), ValueType::kFloat32, 1,
+                           {BytesOf<Key>({1, 2}), Bytes(), Bytes()}),
+                   &reply));
+  ASSERT_EQ(reply.frames.size(), 4u);
+  EXPECT_EQ(ValuesOf<int64_t>(reply.frames[3]), (std::vector<int64_t>{2}));  // one worker, up to request 2
+}
+
+TEST_F(KVServerCoreTest, TableWithUnknownRuleOrBadParameterIsRefusedAtDeclaration) {
+  TableSpec unknown{.name = "u", .value_type = ValueType::kFloat32, .width = 1};
+  unknown.updater = {.name = "no_such_rule", .params = {}};
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(8), unknown), StatusCode::kNotFound, "no_such_rule"));
+  TableSpec bad{.name = "b", .value_type = ValueType::kFloat32, .width = 1};
+  bad.updater = {.name = "adam", .params = {{"lr2", 1.0}}};
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(9), bad), StatusCode::kInvalidArgument, "lr2"));
+  TableSpec ints{.name = "i", .value_type = ValueType::kInt32, .width = 1};
+  ints.updater = {.name = "sgd", .params = {}};
+  EXPECT_EQ(core_->OnTableDeclared(TableId(10), ints).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pserver::kv
