@@ -388,6 +388,12 @@ void KVWorkerCore::Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t
 
 void KVWorkerCore::Complete(int64_t ts, Pending&& p) {
   Finish(ts, std::move(p));
+  {
+    // Nothing held: nothing to start (a task held later sees this one finished, or is started
+    // by the completion it waits for).
+    std::lock_guard lock(mu_);
+    if (held_.empty()) return;
+  }
   StartReady();
 }
 
