@@ -9,5 +9,5 @@ while IFS= read -r f; do
     echo "check_tests_built: $f is not registered in any CMakeLists.txt or *.cmake file" >&2
     status=1
   fi
-done < <(cd "$root" && find src tools tests bench testing -name '*_test.cc' 2>/dev/null)
+done < <(cd "$root" && find src apps tools tests bench testing -name '*_test.cc' 2>/dev/null)
 exit $status

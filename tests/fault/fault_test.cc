@@ -89,10 +89,14 @@ class FaultTest : public ::testing::Test {
   // A kv_check_worker running `scenario` (wait_forever by default); returns once it printed
   // "pushing" (the cluster formed and its first push completed).
   // With wait false it returns at once; WaitPushing(i) then waits for workers_[i].
+  // `extra` are more flags of kv_check_worker.
   void StartPushingWorker(int servers, int workers, int rank, const std::string& scenario = "wait_forever",
-                          bool wait = true) {
-    auto w = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", scenario, "--seed", std::to_string(seed_),
-                                "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--send-timeout-ms", kSendTimeoutMs},
+                          bool wait = true, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {CheckWorkerBinary(),       "--scenario",         scenario,
+                                     "--seed",                  std::to_string(seed_), "--heartbeat-interval-ms",
+                                     kHeartbeatIntervalMs,      "--send-timeout-ms",  kSendTimeoutMs};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto w = Subprocess::Spawn(argv,
                                {{"PSERVER_SCHEDULER", address_},
                                 {"PSERVER_HOST", "127.0.0.1"},
                                 {"PSERVER_NUM_SERVERS", std::to_string(servers)},
@@ -191,6 +195,49 @@ TEST_F(FaultTest, KilledWorkerLeavesTheJobAndTheOthersFinishNormally) {
   EXPECT_EQ(scheduler, "exit 0") << scheduler_->output();
   EXPECT_TRUE(Contains(scheduler_->output(), "worker 1 (node "));
   EXPECT_TRUE(Contains(scheduler_->output(), "1 of 2 workers died"));
+}
+
+// Stale-synchronous rounds (staleness 1) with 3 workers: the slow worker 2 stops after clock 2
+// and blocks; the fast workers 0 and 1 each check in every pull at clock C that it includes
+// every live worker's pushes before clock C - 1, and block at clock 4 (which needs worker 2 at
+// clock 3). No pull of clock 4 may complete while worker 2 lives; once it is killed, the
+// scheduler drops it from the clock and the fast workers finish their 6 rounds and the job.
+TEST_F(FaultTest, KilledSlowWorkerReleasesStaleSynchronousPullsAndTheOthersFinish) {
+  ASSERT_NO_FATAL_FAILURE(StartScheduler(2, 3));
+  ASSERT_NO_FATAL_FAILURE(StartServer(0));
+  ASSERT_NO_FATAL_FAILURE(StartServer(1));
+  const std::vector<std::string> flags = {"--rounds", "6", "--slow-clock", "2"};
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(2, 3, 2, "ssp", /*wait=*/false, flags));
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(2, 3, 0, "ssp", /*wait=*/false, flags));
+  ASSERT_NO_FATAL_FAILURE(StartPushingWorker(2, 3, 1, "ssp", /*wait=*/false, flags));
+  Subprocess& slow = *workers_[0];
+  ASSERT_TRUE(slow.WaitForOutput("worker 2: ssp: stuck at clock 2", kHangGuard)) << slow.output();
+  for (int i : {1, 2}) {
+    const std::string rank = std::to_string(i - 1);
+    ASSERT_TRUE(workers_[i]->WaitForOutput("worker " + rank + ": ssp: waiting for the slow worker at clock 4",
+                                           kHangGuard))
+        << workers_[i]->output();
+    // Up to clock 3 the fast workers ran (3 - 1 <= 2), and not beyond while worker 2 lives.
+    EXPECT_TRUE(Contains(workers_[i]->output(), "worker " + rank + ": ssp: clock 3 pulled"));
+  }
+  for (int i : {1, 2}) {
+    EXPECT_FALSE(workers_[i]->output().find("ssp: clock 4 pulled") != std::string::npos)
+        << "a pull at clock 4 completed while worker 2 was at clock 2 (staleness 1):\n"
+        << workers_[i]->output();
+  }
+  slow.Signal(SIGKILL);
+  EXPECT_EQ(ExitOf(slow, "worker 2"), "killed by signal 9 (SIGKILL)");
+
+  for (int i : {1, 2}) {
+    const std::string rank = std::to_string(i - 1);
+    const std::string status = ExitOf(*workers_[i], "worker " + rank);
+    EXPECT_EQ(status, "exit 0") << workers_[i]->output() << "\nscheduler:\n" << scheduler_->output();
+    EXPECT_TRUE(Contains(workers_[i]->output(), "worker " + rank + ": ssp: clock 6 pulled"));
+    EXPECT_TRUE(Contains(workers_[i]->output(), "scenario ssp passed"));
+  }
+  for (int i : {0, 1}) EXPECT_EQ(ExitOf(*servers_[i], "server " + std::to_string(i)), "exit 0") << servers_[i]->output();
+  EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
+  EXPECT_TRUE(Contains(scheduler_->output(), "1 of 3 workers died"));
 }
 
 // A TCP port on loopback that refuses connections: bound (so nobody else gets it) but not

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +74,66 @@ TEST(ClusterTest, SixtyFourMiBRequestRoundTripsExactly) { RunScenario("big", 1, 
 TEST(ClusterTest, PullSeesEarlierPushWithoutWait) { RunScenario("order", 2, 2); }
 
 TEST(ClusterTest, BadCallsFailAtTheCallAndSendNothing) { RunScenario("errors", 2, 1); }
+
+// The bounded-delay model: with tau = 0 (sequential) and tau = 2, no task of a worker starts
+// before every task <= t - tau - 1 finished; a pending bulk-synchronous pull holds back all but
+// tau requests behind it (seen by the other worker on a counter key), and pulls issued without
+// Wait see every earlier push of their worker.
+TEST(ClusterTest, SequentialTasksStartOnlyAfterThePreviousFinished) { RunScenario("delay", 2, 2, {"--max-delay", "0"}); }
+
+TEST(ClusterTest, BoundedDelayKeepsAtMostTauPlusOneTasksInFlight) { RunScenario("delay", 2, 2, {"--max-delay", "2"}); }
+
+// Every built-in update rule (add, assign, sgd, adagrad, adam, ftrl, prox) on two servers
+// matches a plain double reference of its formula to 1e-6.
+TEST(ClusterTest, BuiltInUpdateRulesMatchTheReference) { RunScenario("rules", 2, 2); }
+
+// A server program that registers its own rule ("scaled_add", w += k * push) serves tables
+// naming it; a table naming an unknown rule fails to declare with an error naming it.
+TEST(ClusterTest, UserDefinedUpdateRuleOnItsOwnServerProgram) {
+  const uint64_t seed = TestSeed();
+  constexpr int kServers = 2, kWorkers = 2;
+  auto scheduler = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                      "--num-servers", std::to_string(kServers), "--num-workers",
+                                      std::to_string(kWorkers)});
+  ASSERT_OK(scheduler);
+  const std::string marker = "scheduler listening at ";
+  std::optional<std::string> line = (*scheduler)->WaitForLine(marker, kHangGuard);
+  ASSERT_TRUE(line.has_value()) << (*scheduler)->output();
+  const std::string address = line->substr(marker.size());
+  auto env = [&](int rank) {
+    return std::map<std::string, std::string>{{"PSERVER_SCHEDULER", address},
+                                              {"PSERVER_HOST", "127.0.0.1"},
+                                              {"PSERVER_NUM_SERVERS", std::to_string(kServers)},
+                                              {"PSERVER_NUM_WORKERS", std::to_string(kWorkers)},
+                                              {"PSERVER_RANK_HINT", std::to_string(rank)}};
+  };
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  for (int r = 0; r < kServers; ++r) {
+    auto s = Subprocess::Spawn({CUSTOM_RULE_SERVER}, env(r));
+    ASSERT_OK(s);
+    nodes.push_back(std::move(*s));
+  }
+  for (int r = 0; r < kWorkers; ++r) {
+    auto w = Subprocess::Spawn({CheckWorkerBinary(), "--scenario", "custom_rule", "--seed", std::to_string(seed)},
+                               env(r));
+    ASSERT_OK(w);
+    nodes.push_back(std::move(*w));
+  }
+  std::string all;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    std::optional<int> status = nodes[i]->WaitExit(kHangGuard);
+    const std::string who = i < kServers ? "custom_rule_server " + std::to_string(i)
+                                         : "worker " + std::to_string(i - kServers);
+    ASSERT_TRUE(status.has_value()) << who << " still running; output:\n" << nodes[i]->output();
+    EXPECT_EQ(DescribeWaitStatus(*status), "exit 0") << who << ", seed " << seed << ":\n" << nodes[i]->output();
+    all += nodes[i]->output();
+  }
+  std::optional<int> status = (*scheduler)->WaitExit(kHangGuard);
+  ASSERT_TRUE(status.has_value()) << (*scheduler)->output();
+  EXPECT_EQ(DescribeWaitStatus(*status), "exit 0") << (*scheduler)->output();
+  EXPECT_EQ(CountOccurrences(all, "scenario custom_rule passed"), static_cast<size_t>(kWorkers)) << all;
+  EXPECT_EQ(CountOccurrences(all, "unknown rule refused"), static_cast<size_t>(kWorkers)) << all;
+}
 
 // The checks can fail: with --expect-wrong-sums every worker expects sums off by one, so the
 // scenario must fail and launch must pass the worker's failure on (the tests above cannot pass

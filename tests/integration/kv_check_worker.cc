@@ -14,6 +14,14 @@
 //                 exactly pushes 0..i (values alternate in sign, so a stale read shows)
 //   errors        bad calls fail at the call with kInvalidArgument/kNotFound naming the
 //                 problem, and nothing of them reaches a server
+//   delay         the bounded-delay model with tau = --max-delay (2 workers): push/pull pairs
+//                 without Wait, and a pending bulk-synchronous pull that lets only tau requests
+//                 behind it start (see DelayScenario)
+//   ssp           stale-synchronous rounds, staleness 1, the last worker stopping after
+//                 --slow-clock clocks and blocking until killed (see SspScenario)
+//   rules         every built-in update rule against a plain double reference of its formula
+//   custom_rule   a table with the user rule "scaled_add" (servers: custom_rule_server), and
+//                 a table naming an unknown rule refused with an error naming it
 //   wait_forever  pushes and waits in a loop; prints "pushing" after the first round. Used by
 //                 the fault tests: once the cluster fails, it prints the error, waits (bounded)
 //                 for the end of the job with Finalize, prints its outcome and exits 3
@@ -26,11 +34,14 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 #include <string>
@@ -56,6 +67,9 @@ struct Context {
   uint64_t seed;
   uint32_t iterations;     // order: push/pull pairs
   bool expect_wrong_sums;  // test of the test: expect every sum off by one worker weight
+  int64_t max_delay;       // delay: the delay bound tau
+  uint32_t rounds;         // ssp: rounds of the fast workers
+  uint32_t slow_clock;     // ssp: the clock the slow (last) worker stops at
 };
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -672,6 +686,443 @@ Status OutliveScenario(Context& c) {
   return Status::Ok();
 }
 
+// ---- consistency ------------------------------------------------------------------------------
+
+// delay: the bounded-delay model with tau = --max-delay (0: sequential). Needs 2 workers.
+//  1. Push/pull pairs without Wait on this worker's own keys: pull i sees exactly pushes 0..i.
+//  2. A gate: worker 0 advances its clock and issues a bulk-synchronous pull (staleness 0) that
+//     the servers hold until worker 1 ticks its clock too; behind it, without waiting, N
+//     PushPulls that each add 1 to a counter key. With the delay bound, only the first tau of
+//     them may start while the gate is pending. After a barrier worker 1 reads the counter
+//     (it must be <= tau; with no bound it would read N), then ticks its clock, which releases
+//     the gate. In worker 0 every callback checks that all tasks <= t - tau - 1 had finished
+//     when task t finished, and PushPull k returns exactly k.
+Status DelayScenario(Context& c) {
+  if (c.workers != 2) return Mismatch("delay: needs exactly 2 workers");
+  const int64_t tau = c.max_delay;
+  PSERVER_ASSIGN_OR_RETURN(TableId pairs, In(c.node.DeclareTable(TableSpec{.name = "delay_pairs",
+                                                                           .value_type = ValueType::kInt64}),
+                                             "declaring table 'delay_pairs'"));
+  PSERVER_ASSIGN_OR_RETURN(TableId counter, In(c.node.DeclareTable(TableSpec{.name = "delay_counter",
+                                                                             .value_type = ValueType::kInt64}),
+                                               "declaring table 'delay_counter'"));
+  PSERVER_ASSIGN_OR_RETURN(TableId gate, In(c.node.DeclareTable(TableSpec{.name = "delay_gate",
+                                                                          .value_type = ValueType::kInt64}),
+                                            "declaring table 'delay_gate'"));
+  KVWorker<int64_t> kv(c.node);
+  for (TableId t : {pairs, counter, gate}) PSERVER_RETURN_IF_ERROR(In(kv.SetMaxDelay(t, tau), "SetMaxDelay"));
+
+  // 1. Pairs.
+  SharedArray<Key> keys = RandomKeys(c.seed, 80 + c.rank, 32, &c.rank);
+  const uint32_t n_pairs = 50;
+  std::vector<Timestamp> pair_ts;
+  std::deque<SharedArray<int64_t>> pulled(n_pairs);
+  for (uint32_t i = 0; i < n_pairs; ++i) {
+    std::vector<int64_t> vals(keys.size());
+    for (size_t k = 0; k < keys.size(); ++k) vals[k] = static_cast<int64_t>((keys[k] % 13 + 1) * (i + 1));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp p, In(kv.Push(pairs, keys, SharedArray<int64_t>(std::move(vals))),
+                                             fmt::format("pair push {}", i)));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp q, In(kv.Pull(pairs, keys, &pulled[i]), fmt::format("pair pull {}", i)));
+    pair_ts.push_back(p);
+    pair_ts.push_back(q);
+  }
+  for (Timestamp t : pair_ts) PSERVER_RETURN_IF_ERROR(In(kv.Wait(t), "waiting for a pair"));
+  for (uint32_t i = 0; i < n_pairs; ++i) {
+    if (pulled[i].size() != keys.size()) return Mismatch(fmt::format("delay: pull {} returned {} values", i, pulled[i].size()));
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const int64_t want = static_cast<int64_t>((keys[k] % 13 + 1) * (i + 1) * (i + 2) / 2);
+      if (pulled[i][k] != want) {
+        return Mismatch(fmt::format("delay: pull {} of key {} saw {}, expected {} (pushes 0..{})", i, keys[k],
+                                    pulled[i][k], want, i));
+      }
+    }
+  }
+
+  // 2. The gate.
+  SharedArray<Key> counter_key(std::vector<Key>{7});
+  SharedArray<Key> gate_key(std::vector<Key>{11});
+  const int64_t n_tasks = 20;
+  if (c.rank == 0) {
+    PSERVER_RETURN_IF_ERROR(In(kv.SetStaleness(gate, 0), "SetStaleness"));
+    PSERVER_RETURN_IF_ERROR(In(kv.Clock().status(), "Clock"));
+    struct Shared {
+      std::mutex mu;
+      std::map<int64_t, bool> done;  // timestamp -> finished
+      std::vector<std::string> errors;
+    };
+    auto sh = std::make_shared<Shared>();
+    std::deque<SharedArray<int64_t>> outs(n_tasks + 1);
+    std::vector<Timestamp> ts(n_tasks + 1);
+    // Task k (0: the gate, 1..n_tasks: the PushPulls) finished: every task <= k - tau - 1 must
+    // have finished before it (it could not even start before).
+    auto on_done = [sh, tau](int64_t k) {
+      return [sh, tau, k](const Status& s) {
+        std::lock_guard lock(sh->mu);
+        if (!s.ok()) sh->errors.push_back(fmt::format("task {} failed: {}", k, s.ToString()));
+        for (int64_t j = 0; j <= k - tau - 1; ++j) {
+          if (!sh->done[j]) {
+            sh->errors.push_back(fmt::format("task {} finished before task {} (delay bound {})", k, j, tau));
+          }
+        }
+        sh->done[k] = true;
+      };
+    };
+    SharedArray<int64_t> gate_out;
+    RequestOptions gate_opts = on_done(0);
+    PSERVER_ASSIGN_OR_RETURN(ts[0], In(kv.Pull(gate, gate_key, &gate_out, gate_opts), "gate pull"));
+    for (int64_t k = 1; k <= n_tasks; ++k) {
+      RequestOptions o = on_done(k);
+      PSERVER_ASSIGN_OR_RETURN(ts[k], In(kv.PushPull(counter, counter_key, SharedArray<int64_t>(std::vector<int64_t>{1}),
+                                                     &outs[k], o),
+                                         fmt::format("counter PushPull {}", k)));
+      if (ts[k].value != ts[0].value + k) {
+        return Mismatch(fmt::format("delay: timestamps not consecutive: gate {}, task {} got {}", ts[0].value, k,
+                                    ts[k].value));
+      }
+    }
+    std::printf("worker 0: delay: gate and %lld PushPulls issued\n", static_cast<long long>(n_tasks));
+    std::fflush(stdout);
+    PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after issuing"));
+    for (int64_t k = 0; k <= n_tasks; ++k) PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts[k]), fmt::format("waiting for task {}", k)));
+    std::lock_guard lock(sh->mu);
+    if (!sh->errors.empty()) return Mismatch("delay: " + sh->errors.front());
+    // PushPull k applied pushes 1..k (one worker's requests to a server are applied in order).
+    for (int64_t k = 1; k <= n_tasks; ++k) {
+      if (outs[k].size() != 1 || outs[k][0] != k) {
+        return Mismatch(fmt::format("delay: PushPull {} returned {}, expected {}", k,
+                                    outs[k].size() == 1 ? outs[k][0] : -1, k));
+      }
+    }
+  } else {
+    PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after issuing"));
+    // Worker 0's gate is pending (this worker is still at clock 0): at most tau of its
+    // PushPulls can have reached the counter.
+    SharedArray<int64_t> now;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp t, In(kv.Pull(counter, counter_key, &now), "counter pull"));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(t), "waiting for the counter pull"));
+    if (now.size() != 1 || now[0] > tau) {
+      return Mismatch(fmt::format("delay: while worker 0's gate was pending the counter read {}, but at most {} "
+                                  "tasks may start behind it (delay bound {})",
+                                  now.size() == 1 ? now[0] : -1, tau, tau));
+    }
+    std::printf("worker 1: delay: counter %lld while the gate was pending (bound %lld)\n",
+                static_cast<long long>(now[0]), static_cast<long long>(tau));
+    PSERVER_RETURN_IF_ERROR(In(kv.Clock().status(), "Clock (releases the gate)"));
+  }
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "final barrier"));
+  SharedArray<int64_t> fin;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp t, In(kv.Pull(counter, counter_key, &fin), "final counter pull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(t), "waiting for the final counter pull"));
+  if (fin.size() != 1 || fin[0] != n_tasks) {
+    return Mismatch(fmt::format("delay: final counter {}, expected {}", fin.size() == 1 ? fin[0] : -1, n_tasks));
+  }
+  std::printf("worker %u: delay: bound %lld held\n", c.rank, static_cast<long long>(tau));
+  return Status::Ok();
+}
+
+// ssp: stale-synchronous rounds with staleness 1 and a slow last worker. Every worker w adds 1
+// per clock to its own key w, then ticks its clock and pulls all keys at the new clock C (the
+// servers answer once every live worker reached C - 1). The last worker stops after
+// --slow-clock clocks, prints "stuck at clock", and blocks (the test kills it). The others run
+// --rounds rounds; before a pull that needs the slow worker past its last clock they print
+// "waiting for the slow worker". Every pull at clock C checks that it includes each worker's
+// pushes of clocks < C - s (the slow worker's: of clocks < min(C - s, --slow-clock), as it may
+// be dead by then), at most the slow worker's --slow-clock pushes, and exactly this worker's C
+// pushes. A pull at C answered means every live worker reached C - s: no worker runs more
+// than s clocks ahead of the slowest live one (the test checks that no pull needing the slow
+// worker past its last clock completes before the test kills it).
+Status SspScenario(Context& c) {
+  constexpr int64_t kStaleness = 1;
+  const uint32_t slow = c.workers - 1;
+  PSERVER_ASSIGN_OR_RETURN(TableId table, In(c.node.DeclareTable(TableSpec{.name = "ssp", .value_type = ValueType::kFloat64}),
+                                             "declaring table 'ssp'"));
+  KVWorker<double> kv(c.node);
+  PSERVER_RETURN_IF_ERROR(In(kv.SetStaleness(table, kStaleness), "SetStaleness"));
+  std::vector<Key> all(c.workers);
+  for (uint32_t w = 0; w < c.workers; ++w) all[w] = 1000 + w;
+  SharedArray<Key> all_keys{std::vector<Key>(all)};
+  SharedArray<Key> own(std::vector<Key>{all[c.rank]});
+  const uint32_t rounds = c.rank == slow ? c.slow_clock : c.rounds;
+  for (uint32_t r = 0; r < rounds; ++r) {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp p, In(kv.Push(table, own, SharedArray<double>(std::vector<double>{1.0})),
+                                             fmt::format("push at clock {}", r)));
+    PSERVER_ASSIGN_OR_RETURN(uint64_t clock, In(kv.Clock(), "Clock"));
+    const int64_t C = static_cast<int64_t>(clock);
+    if (c.rank != slow && C - kStaleness > static_cast<int64_t>(c.slow_clock)) {
+      std::printf("worker %u: ssp: waiting for the slow worker at clock %lld\n", c.rank, static_cast<long long>(C));
+      std::fflush(stdout);
+    }
+    SharedArray<double> got;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp q, In(kv.Pull(table, all_keys, &got), fmt::format("pull at clock {}", C)));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(p), "waiting for the push"));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(q), fmt::format("waiting for the pull at clock {}", C)));
+    if (got.size() != c.workers) return Mismatch(fmt::format("ssp: pull at clock {}: {} values", C, got.size()));
+    std::string seen;
+    for (uint32_t w = 0; w < c.workers; ++w) {
+      const double v = got[w];
+      seen += fmt::format(" {}", v);
+      // Worker w pushes 1 at each clock 0..; at clock C - s it must have pushed C - s times.
+      const double lower = w == slow ? std::min<double>(C - kStaleness, c.slow_clock) : C - kStaleness;
+      if (v < lower) {
+        return Mismatch(fmt::format("ssp: pull at clock {} saw {} pushes of worker {}, expected at least {} "
+                                    "(staleness {})",
+                                    C, v, w, lower, kStaleness));
+      }
+      if (w == slow && v > c.slow_clock) {
+        return Mismatch(fmt::format("ssp: saw {} pushes of the slow worker, it made {}", v, c.slow_clock));
+      }
+      if (w == c.rank && v != C) {
+        return Mismatch(fmt::format("ssp: pull at clock {} saw {} of this worker's own pushes, expected {}", C, v, C));
+      }
+    }
+    std::printf("worker %u: ssp: clock %lld pulled%s\n", c.rank, static_cast<long long>(C), seen.c_str());
+    std::fflush(stdout);
+  }
+  if (c.rank == slow) {
+    std::printf("worker %u: ssp: stuck at clock %u\n", c.rank, c.slow_clock);
+    std::fflush(stdout);
+    // Nobody else enters this barrier: the worker blocks until the test kills it.
+    Status s = c.node.Barrier(BarrierGroup::kWorkers, std::chrono::hours(1));
+    return Mismatch("ssp: the slow worker's barrier returned: " + s.ToString());
+  }
+  std::printf("worker %u: ssp: %u rounds done\n", c.rank, c.rounds);
+  return Status::Ok();
+}
+
+// ---- update rules -----------------------------------------------------------------------------
+
+// Plain double references of the built-in rules (from the formulas in pserver/table.h).
+struct RefState {
+  double w = 0, a = 0, b = 0, t = 0;  // value and up to three state values
+};
+
+double Param(const UpdaterSpec& u, const char* name) { return u.params.at(name); }
+
+void RefApply(const UpdaterSpec& u, RefState& s, double g) {
+  if (u.name == "add") {
+    s.w += g;
+  } else if (u.name == "assign") {
+    s.w = g;
+  } else if (u.name == "sgd") {
+    s.w -= Param(u, "lr") * g;
+  } else if (u.name == "adagrad") {
+    s.a += g * g;
+    s.w -= Param(u, "lr") * g / (std::sqrt(s.a) + Param(u, "eps"));
+  } else if (u.name == "adam") {
+    const double b1 = Param(u, "beta1"), b2 = Param(u, "beta2");
+    s.t += 1;
+    s.a = b1 * s.a + (1 - b1) * g;      // m
+    s.b = b2 * s.b + (1 - b2) * g * g;  // v
+    const double mh = s.a / (1 - std::pow(b1, s.t));
+    const double vh = s.b / (1 - std::pow(b2, s.t));
+    s.w -= Param(u, "lr") * mh / (std::sqrt(vh) + Param(u, "eps"));
+  } else if (u.name == "ftrl") {
+    const double alpha = Param(u, "alpha"), beta = Param(u, "beta"), l1 = Param(u, "l1"), l2 = Param(u, "l2");
+    const double n_new = s.b + g * g;  // a = z, b = n
+    const double sigma = (std::sqrt(n_new) - std::sqrt(s.b)) / alpha;
+    s.a += g - sigma * s.w;
+    s.b = n_new;
+    if (std::abs(s.a) <= l1) {
+      s.w = 0;
+    } else {
+      const double sign = s.a > 0 ? 1.0 : -1.0;
+      s.w = -(s.a - sign * l1) / ((beta + std::sqrt(n_new)) / alpha + l2);
+    }
+  }
+}
+
+// One prox iteration from the summed gradient g and curvature u of the iteration.
+double RefProx(const UpdaterSpec& p, double w0, double g, double u) {
+  const double l1 = Param(p, "l1"), l2 = Param(p, "l2"), delta = Param(p, "delta");
+  if (!(u + l2 > 0)) return w0;
+  const double a = u * w0 - g;
+  double x = 0;
+  if (a > l1) x = (a - l1) / (u + l2);
+  if (a < -l1) x = (a + l1) / (u + l2);
+  return std::min(std::max(x, w0 - delta), w0 + delta);
+}
+
+bool Close(double got, double want) { return std::abs(got - want) <= 1e-6 * std::max(1.0, std::abs(want)); }
+
+// A seeded gradient in [-1, 1) for (worker, rule, push, key index, column).
+double Grad(uint64_t seed, uint32_t worker, uint32_t rule, uint32_t push, size_t key, uint32_t col) {
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), worker, rule, push,
+                    static_cast<uint32_t>(key), col};
+  std::mt19937_64 rng(seq);
+  return std::uniform_real_distribution<double>(-1.0, 1.0)(rng);
+}
+
+// rules: every built-in rule on its own float64 table of width 4. Each worker pushes
+// kPushes seeded gradient rows to its own keys (the order across workers does not matter),
+// then after a barrier every worker pulls every worker's keys and compares with the reference.
+// prox: both workers push the same keys, one clock per round with a barrier between rounds;
+// the reference steps from the round's summed gradients and curvatures.
+Status RulesScenario(Context& c) {
+  constexpr uint32_t kWidth = 4, kPushes = 6, kKeys = 40;
+  const std::vector<UpdaterSpec> rules = {
+      {"add", {}},
+      {"assign", {}},
+      {"sgd", {{"lr", 0.1}}},
+      {"adagrad", {{"lr", 0.5}, {"eps", 1e-6}}},
+      {"adam", {{"lr", 0.05}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}}},
+      {"ftrl", {{"alpha", 0.1}, {"beta", 1.0}, {"l1", 0.05}, {"l2", 0.1}}},
+  };
+  KVWorker<double> kv(c.node);
+  std::vector<SharedArray<Key>> keys_of(c.workers);
+  for (uint32_t w = 0; w < c.workers; ++w) keys_of[w] = RandomKeys(c.seed, 90 + w, kKeys, &w);
+  std::vector<TableId> tables;
+  std::vector<Timestamp> pending;
+  for (uint32_t r = 0; r < rules.size(); ++r) {
+    const std::string name = "rule_" + rules[r].name;
+    PSERVER_ASSIGN_OR_RETURN(TableId t, In(c.node.DeclareTable(TableSpec{.name = name,
+                                                                         .value_type = ValueType::kFloat64,
+                                                                         .width = kWidth,
+                                                                         .updater = rules[r]}),
+                                           "declaring table '" + name + "'"));
+    tables.push_back(t);
+    const SharedArray<Key>& keys = keys_of[c.rank];
+    for (uint32_t p = 0; p < kPushes; ++p) {
+      std::vector<double> vals(keys.size() * kWidth);
+      for (size_t k = 0; k < keys.size(); ++k) {
+        for (uint32_t j = 0; j < kWidth; ++j) vals[k * kWidth + j] = Grad(c.seed, c.rank, r, p, k, j);
+      }
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Push(t, keys, SharedArray<double>(std::move(vals))),
+                                                fmt::format("push {} to '{}'", p, name)));
+      pending.push_back(ts);
+    }
+  }
+  // prox: shared keys, one clock per round.
+  const UpdaterSpec prox{"prox", {{"l1", 0.1}, {"l2", 0.5}, {"delta", 1.0}}};
+  PSERVER_ASSIGN_OR_RETURN(TableId prox_table,
+                           In(c.node.DeclareTable(TableSpec{.name = "rule_prox",
+                                                            .value_type = ValueType::kFloat64,
+                                                            .width = kWidth,
+                                                            .updater = prox,
+                                                            .push_arity = 2}),
+                              "declaring table 'rule_prox'"));
+  const uint32_t prox_id = static_cast<uint32_t>(rules.size());
+  SharedArray<Key> shared = RandomKeys(c.seed, 99, kKeys);
+  auto curvature = [&](uint32_t w, uint32_t p, size_t k, uint32_t j) {
+    return 0.5 + 0.5 * (1.0 + Grad(c.seed, w, prox_id + 1, p, k, j));  // in [0.5, 1.5)
+  };
+  for (Timestamp ts : pending) PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for a push"));
+  for (uint32_t p = 0; p < kPushes; ++p) {
+    std::vector<double> vals(shared.size() * kWidth * 2);
+    for (size_t k = 0; k < shared.size(); ++k) {
+      for (uint32_t j = 0; j < kWidth; ++j) {
+        vals[k * kWidth * 2 + j] = 3.0 * Grad(c.seed, c.rank, prox_id, p, k, j);
+        vals[k * kWidth * 2 + kWidth + j] = curvature(c.rank, p, k, j);
+      }
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Push(prox_table, shared, SharedArray<double>(std::move(vals))),
+                                              fmt::format("prox push {}", p)));
+    PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), fmt::format("waiting for prox push {}", p)));
+    PSERVER_RETURN_IF_ERROR(In(kv.Clock().status(), "Clock"));
+    PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), fmt::format("barrier after prox round {}", p)));
+  }
+
+  // Check every rule on every worker's keys.
+  for (uint32_t r = 0; r < rules.size(); ++r) {
+    for (uint32_t w = 0; w < c.workers; ++w) {
+      const SharedArray<Key>& keys = keys_of[w];
+      SharedArray<double> got;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Pull(tables[r], keys, &got), "pull of rule_" + rules[r].name));
+      PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull of rule_" + rules[r].name));
+      if (got.size() != keys.size() * kWidth) return Mismatch(fmt::format("rules: {} values pulled", got.size()));
+      for (size_t k = 0; k < keys.size(); ++k) {
+        for (uint32_t j = 0; j < kWidth; ++j) {
+          RefState s;
+          for (uint32_t p = 0; p < kPushes; ++p) RefApply(rules[r], s, Grad(c.seed, w, r, p, k, j));
+          if (!Close(got[k * kWidth + j], s.w)) {
+            return Mismatch(fmt::format("rules: '{}' key {} of worker {} column {} holds {:.17g}, the reference "
+                                        "gives {:.17g}",
+                                        rules[r].name, keys[k], w, j, got[k * kWidth + j], s.w));
+          }
+        }
+      }
+    }
+  }
+  SharedArray<double> got;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Pull(prox_table, shared, &got), "pull of rule_prox"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull of rule_prox"));
+  if (got.size() != shared.size() * kWidth) return Mismatch(fmt::format("rules: prox: {} values pulled", got.size()));
+  size_t clamped = 0;
+  for (size_t k = 0; k < shared.size(); ++k) {
+    for (uint32_t j = 0; j < kWidth; ++j) {
+      double w = 0;
+      for (uint32_t p = 0; p < kPushes; ++p) {
+        double g = 0, u = 0;
+        for (uint32_t v = 0; v < c.workers; ++v) {
+          g += 3.0 * Grad(c.seed, v, prox_id, p, k, j);
+          u += curvature(v, p, k, j);
+        }
+        const double next = RefProx(prox, w, g, u);
+        if (std::abs(next - w) >= Param(prox, "delta") - 1e-12) ++clamped;
+        w = next;
+      }
+      if (!Close(got[k * kWidth + j], w)) {
+        return Mismatch(fmt::format("rules: 'prox' key {} column {} holds {:.17g}, the reference gives {:.17g}",
+                                    shared[k], j, got[k * kWidth + j], w));
+      }
+    }
+  }
+  std::printf("worker %u: rules: %zu rules + prox match the reference (%zu prox steps clamped)\n", c.rank,
+              rules.size(), clamped);
+  return Status::Ok();
+}
+
+// custom_rule: run against servers that registered "scaled_add" (w += k * push), e.g.
+// custom_rule_server. Every worker pushes (rank+1) * f(key) to the same keys 3 times with
+// k = 3; after a barrier the sum is 3 * 3 * f * W(W+1)/2. A table naming an unknown rule must
+// fail to declare with an error naming the rule.
+Status CustomRuleScenario(Context& c) {
+  constexpr uint32_t kWidth = 2, kPushes = 3;
+  constexpr float kK = 3.0f;
+  PSERVER_ASSIGN_OR_RETURN(TableId table,
+                           In(c.node.DeclareTable(TableSpec{.name = "scaled",
+                                                            .width = kWidth,
+                                                            .updater = UpdaterSpec{"scaled_add", {{"k", kK}}}}),
+                              "declaring table 'scaled'"));
+  KVWorker<float> kv(c.node);
+  SharedArray<Key> keys = RandomKeys(c.seed, 100, 500);
+  auto f = [](Key k, uint32_t j) { return static_cast<float>(k % 100 + j + 1); };
+  std::vector<Timestamp> pending;
+  for (uint32_t p = 0; p < kPushes; ++p) {
+    std::vector<float> vals(keys.size() * kWidth);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      for (uint32_t j = 0; j < kWidth; ++j) vals[i * kWidth + j] = f(keys[i], j) * static_cast<float>(c.rank + 1);
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Push(table, keys, SharedArray<float>(std::move(vals))), "push"));
+    pending.push_back(ts);
+  }
+  for (Timestamp ts : pending) PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for a push"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+  SharedArray<float> got;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Pull(table, keys, &got), "pull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), "waiting for the pull"));
+  if (got.size() != keys.size() * kWidth) return Mismatch(fmt::format("custom_rule: {} values pulled", got.size()));
+  const float weight = static_cast<float>(WorkerWeight(c));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (uint32_t j = 0; j < kWidth; ++j) {
+      const float want = kK * kPushes * f(keys[i], j) * weight;
+      if (got[i * kWidth + j] != want) {
+        return Mismatch(fmt::format("custom_rule: key {} column {} holds {}, expected {} (= k * pushes * f * {})",
+                                    keys[i], j, got[i * kWidth + j], want, WorkerWeight(c)));
+      }
+    }
+  }
+  Result<TableId> bad = c.node.DeclareTable(
+      TableSpec{.name = "unknown_rule", .updater = UpdaterSpec{"no_such_rule", {}}});
+  if (bad.ok() || bad.status().message().find("no_such_rule") == std::string::npos) {
+    return Mismatch(fmt::format("custom_rule: declaring a table with rule 'no_such_rule' gave {}, expected an error "
+                                "naming the rule",
+                                bad.ok() ? std::string("OK") : bad.status().ToString()));
+  }
+  std::printf("worker %u: custom_rule: scaled_add exact; unknown rule refused: %s\n", c.rank,
+              bad.status().ToString().c_str());
+  return Status::Ok();
+}
+
 using ScenarioFn = Status (*)(Context&);
 const std::map<std::string, ScenarioFn>& Scenarios() {
   static const std::map<std::string, ScenarioFn> scenarios = {
@@ -680,6 +1131,8 @@ const std::map<std::string, ScenarioFn>& Scenarios() {
       {"big", BigScenario},       {"order", OrderScenario},
       {"errors", ErrorsScenario}, {"wait_forever", WaitForeverScenario},
       {"outlive", OutliveScenario},
+      {"delay", DelayScenario},   {"ssp", SspScenario},
+      {"rules", RulesScenario},   {"custom_rule", CustomRuleScenario},
   };
   return scenarios;
 }
@@ -698,12 +1151,22 @@ int main(int argc, char** argv) {
   std::string log_level;
   std::string tag;
   bool expect_wrong_sums = false;
+  int64_t max_delay = 0;
+  uint32_t rounds = 6;
+  uint32_t slow_clock = 2;
   std::vector<std::string> names;
   for (const auto& [name, fn] : Scenarios()) names.push_back(name);
   app.add_option("--scenario", scenario, "What to check")->required()->check(CLI::IsMember(names));
   app.add_option("--seed", seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
   app.add_option("--iterations", iterations, "order: push/pull pairs")
       ->check(CLI::Range(1u, 100000u))
+      ->capture_default_str();
+  app.add_option("--max-delay", max_delay, "delay: the delay bound tau (0: sequential)")
+      ->check(CLI::Range(int64_t{0}, int64_t{19}))
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "ssp: rounds of the fast workers")->check(CLI::Range(1u, 1000u))->capture_default_str();
+  app.add_option("--slow-clock", slow_clock, "ssp: the clock the slow (last) worker stops at")
+      ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
   app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms, "Override the node's heartbeat interval")
       ->check(CLI::PositiveNumber);
@@ -732,8 +1195,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kv_check_worker: cannot join the cluster: %s\n", node.status().ToString().c_str());
     return 2;
   }
-  Context ctx{**node,     (*node)->rank().value, (*node)->num_workers(), (*node)->num_servers(), seed,
-              iterations, expect_wrong_sums};
+  Context ctx{**node,      (*node)->rank().value, (*node)->num_workers(), (*node)->num_servers(), seed,
+              iterations, expect_wrong_sums,     max_delay,              rounds,                  slow_clock};
   Status s = Scenarios().at(scenario)(ctx);
   if (scenario == "wait_forever") {
     if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kAborted) {

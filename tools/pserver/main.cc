@@ -12,6 +12,7 @@
 #include "pserver/launch_command.h"
 #include "pserver/logging.h"
 #include "pserver/node_commands.h"
+#include "pserver/train_command.h"
 
 namespace {
 
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   pserver::tools::AddWorkerCommand(app, &run);
   pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
   pserver::tools::AddBenchCommand(app, &run);
+  pserver::tools::AddTrainCommand(app, SelfExe(argv[0]), std::vector<std::string>(argv, argv + argc), &run);
+  pserver::tools::AddPredictCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   if (!pserver::SetLogLevel(log_level)) {
     std::fprintf(stderr, "pserver: unknown --log-level '%s'\n", log_level.c_str());

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 
+#include "apps/linear/dbpg_rule.h"
 #include "pserver/demo_worker.h"
 #include "pserver/pserver.h"
 
@@ -130,7 +131,8 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
   auto o = std::make_shared<NodeOptions>();
   auto f = std::make_shared<CommonFlags>();
   o->role = Role::kServer;
-  CLI::App* cmd = app.add_subcommand("server", "Start a server (default handler: sum pushes, answer pulls)");
+  CLI::App* cmd = app.add_subcommand(
+      "server", "Start a server: serves every table with its update rule (built-in ones and the apps' \"dbpg\")");
   AddCommonFlags(cmd, o.get(), f.get());
   AddSchedulerFlag(cmd, o.get());
   cmd->callback([=] {
@@ -138,7 +140,10 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
       ApplyCommonFlags(*f, o.get());
       Result<std::unique_ptr<Node>> node = Node::Start(*o);
       if (!node.ok()) return Fail("server", node.status());
-      KVServer<float> f32(**node);
+      // The built-in update rules plus those of the apps (e.g. "dbpg" of `pserver train linear`).
+      ServerOptions options;
+      if (Status s = linear::RegisterLinearRules(options.updaters); !s.ok()) return Fail("server", s);
+      KVServer<float> f32(**node, options);
       KVServer<double> f64(**node);
       KVServer<int32_t> i32(**node);
       KVServer<int64_t> i64(**node);

@@ -1,0 +1,187 @@
+#include "apps/linear/data_cache.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+
+#include "apps/linear/synthetic.h"
+
+namespace pserver::linear {
+namespace {
+
+class DataCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path() /
+           fmt::format("pserver_linear_cache_{}_{}", info->name(), ::getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto gen = SyntheticData::Create({.num_rows = 777,
+                                      .num_features = 3000,
+                                      .nnz_per_row = 9,
+                                      .binary_values = false,
+                                      .seed = 3});
+    ASSERT_TRUE(gen.ok());
+    data_ = gen->Generate();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string File(const std::string& name) const { return (dir_ / name).string(); }
+
+  static std::string Slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static void Spit(const std::string& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  }
+
+  std::filesystem::path dir_;
+  Dataset data_;
+};
+
+TEST(Xxh64Test, MatchesReferenceVectors) {
+  // Reference values from libxxhash 0.8.1.
+  EXPECT_EQ(Xxh64("", 0, 0), 0xef46db3751d8e999ULL);
+  EXPECT_EQ(Xxh64("abc", 3, 0), 0x44bc2cf5ad770999ULL);
+  const char* s = "Nobody inspects the spammish repetition";
+  EXPECT_EQ(Xxh64(s, std::strlen(s), 0), 0xfbcea83c8a378bf1ULL);
+  unsigned char bytes[100];
+  for (int i = 0; i < 100; ++i) bytes[i] = static_cast<unsigned char>(i);
+  EXPECT_EQ(Xxh64(bytes, 100, 12345), 0x28ba1ae2de4de27ULL);
+}
+
+TEST_F(DataCacheTest, RoundTripIsExact) {
+  const std::string path = File("a.psdata");
+  ASSERT_TRUE(WriteDataCache(data_, path).ok());
+  auto back = ReadDataCache(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(*back == data_);
+  EXPECT_EQ(back->num_features(), data_.num_features());
+  // Empty data sets too.
+  ASSERT_TRUE(WriteDataCache(Dataset(), File("empty.psdata")).ok());
+  auto empty = ReadDataCache(File("empty.psdata"));
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(*empty == Dataset());
+  // No temporary files left behind.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 2);
+}
+
+TEST_F(DataCacheTest, TruncatedFileIsCorruption) {
+  const std::string path = File("t.psdata");
+  ASSERT_TRUE(WriteDataCache(data_, path).ok());
+  const std::string bytes = Slurp(path);
+  for (size_t keep :
+       {size_t{0}, size_t{10}, size_t{63}, size_t{64}, size_t{1000}, bytes.size() - 1}) {
+    Spit(path, bytes.substr(0, keep));
+    const Status s = ReadDataCache(path).status();
+    EXPECT_EQ(s.code(), StatusCode::kCorruption) << keep;
+    EXPECT_NE(s.message().find(path), std::string::npos) << s;
+    EXPECT_NE(s.message().find("truncated"), std::string::npos) << s;
+  }
+  Spit(path, bytes + "x");
+  EXPECT_NE(ReadDataCache(path).status().message().find("trailing"), std::string::npos);
+}
+
+TEST_F(DataCacheTest, CorruptedByteIsCorruption) {
+  const std::string path = File("c.psdata");
+  ASSERT_TRUE(WriteDataCache(data_, path).ok());
+  const std::string bytes = Slurp(path);
+  // Flip one bit in the header fields, the checksum and at several places in the payload.
+  for (size_t pos : {size_t{20}, size_t{33}, size_t{50}, size_t{57}, size_t{64}, size_t{5000},
+                     bytes.size() / 2, bytes.size() - 1}) {
+    std::string bad = bytes;
+    bad[pos] = static_cast<char>(bad[pos] ^ 0x10);
+    Spit(path, bad);
+    const Status s = ReadDataCache(path).status();
+    EXPECT_EQ(s.code(), StatusCode::kCorruption) << "byte " << pos;
+    EXPECT_NE(s.message().find(path), std::string::npos) << s;
+  }
+  std::string bad = bytes;
+  bad[0] = 'X';
+  Spit(path, bad);
+  EXPECT_NE(ReadDataCache(path).status().message().find("bad magic"), std::string::npos);
+}
+
+TEST_F(DataCacheTest, WrongVersionIsCorruption) {
+  const std::string path = File("v.psdata");
+  ASSERT_TRUE(WriteDataCache(data_, path).ok());
+  std::string bytes = Slurp(path);
+  const uint32_t version = 2;
+  std::memcpy(&bytes[8], &version, 4);
+  Spit(path, bytes);
+  const Status s = ReadDataCache(path).status();
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_EQ(s.message(),
+            path + ": data cache has unsupported version 2 (this build reads version 1)");
+}
+
+TEST_F(DataCacheTest, MissingFileIsNotFound) {
+  EXPECT_EQ(ReadDataCache(File("none")).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(WriteDataCache(data_, File("no/such/dir/x")).code(), StatusCode::kNotFound);
+}
+
+TEST_F(DataCacheTest, LoadOrParseUsesTheCacheOnTheSecondRun) {
+  const std::string text = File("in.svm");
+  ASSERT_TRUE(WriteLibsvm(data_, text).ok());
+  const std::string cache = File("cache");
+  for (int parts : {1, 3}) {
+    Dataset first_all, second_all;
+    for (int p = 0; p < parts; ++p) {
+      auto first = LoadOrParse({text}, p, parts, cache);
+      ASSERT_TRUE(first.ok()) << first.status();
+      EXPECT_FALSE(first->from_cache);
+      auto second = LoadOrParse({text}, p, parts, cache);
+      ASSERT_TRUE(second.ok()) << second.status();
+      EXPECT_TRUE(second->from_cache);
+      EXPECT_EQ(second->cache_path, first->cache_path);
+      EXPECT_TRUE(second->data == first->data);
+      auto direct = ReadPart({text}, p, parts);
+      ASSERT_TRUE(direct.ok());
+      EXPECT_TRUE(second->data == *direct);
+      first_all.Append(first->data);
+    }
+    EXPECT_TRUE(first_all == data_);
+  }
+  // A changed input is parsed again (a different size and modification time).
+  Dataset more = data_;
+  ASSERT_TRUE(more.AppendRow(1, std::vector<uint64_t>{1}, std::vector<float>{1}).ok());
+  ASSERT_TRUE(WriteLibsvm(more, text).ok());
+  auto changed = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_TRUE(changed.ok());
+  EXPECT_FALSE(changed->from_cache);
+  EXPECT_TRUE(changed->data == more);
+  // A corrupt cache file is replaced, and says why.
+  Spit(changed->cache_path, "garbage");
+  auto again = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->from_cache);
+  EXPECT_NE(again->note.find("truncated"), std::string::npos) << again->note;
+  auto fixed = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_TRUE(fixed->from_cache);
+  EXPECT_TRUE(fixed->data == more);
+  // Without a cache directory it just parses.
+  auto plain = LoadOrParse({text}, 0, 1, "");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->from_cache);
+  EXPECT_TRUE(plain->cache_path.empty());
+}
+
+}  // namespace
+}  // namespace pserver::linear

@@ -1,0 +1,321 @@
+#include "apps/linear/dbpg.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <string>
+#include <unordered_map>
+
+#include "apps/linear/dbpg_rule.h"
+#include "apps/linear/job_stats.h"
+#include "apps/linear/logistic.h"
+#include "pserver/kv_worker.h"
+#include "pserver/table.h"
+
+namespace pserver::linear {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+
+// The worker's rows by feature (compressed sparse columns), features in ascending id order.
+struct Columns {
+  std::vector<uint64_t> ids;       // local feature ids, sorted
+  std::vector<uint64_t> offsets;   // ids.size() + 1
+  std::vector<uint32_t> rows;
+  std::vector<float> vals;
+};
+
+Columns ToColumns(const Dataset& d) {
+  Columns c;
+  std::unordered_map<uint64_t, uint64_t> count;
+  for (uint64_t f : d.feature_ids()) ++count[f];
+  c.ids.reserve(count.size());
+  for (const auto& [f, n] : count) c.ids.push_back(f);
+  std::sort(c.ids.begin(), c.ids.end());
+  std::unordered_map<uint64_t, uint64_t> index;
+  index.reserve(c.ids.size());
+  c.offsets.assign(c.ids.size() + 1, 0);
+  for (size_t j = 0; j < c.ids.size(); ++j) {
+    index[c.ids[j]] = j;
+    c.offsets[j + 1] = c.offsets[j] + count[c.ids[j]];
+  }
+  c.rows.resize(d.feature_ids().size());
+  c.vals.resize(d.feature_ids().size());
+  std::vector<uint64_t> fill(c.offsets.begin(), c.offsets.end() - 1);
+  for (uint64_t i = 0; i + 1 < d.offsets().size(); ++i) {
+    for (uint64_t k = d.offsets()[i]; k < d.offsets()[i + 1]; ++k) {
+      uint64_t& pos = fill[index[d.feature_ids()[k]]];
+      c.rows[pos] = static_cast<uint32_t>(i);
+      c.vals[pos] = d.values()[k];
+      ++pos;
+    }
+  }
+  return c;
+}
+
+// A pull of one iteration's block, in flight.
+struct InFlight {
+  int64_t iteration = 0;
+  std::vector<uint32_t> local;  // local column of each pulled key
+  SharedArray<double> vals;     // (w, G) per key
+  Timestamp ts;
+};
+
+class Trainer {
+ public:
+  Trainer(Node& node, const Dataset& data, const DbpgOptions& o)
+      : node_(node), data_(data), o_(o), kv_(node) {}
+
+  Result<DbpgResult> Run(const std::function<void(const PassReport&)>& on_pass);
+
+ private:
+  Status Setup();
+  Status StartIteration(int64_t t);
+  Status FinishPull(InFlight& p);
+  Status DrainUpTo(int64_t last);  // completes every pull of an iteration <= last
+  Result<PassReport> EndPass(int pass);
+  Result<std::vector<std::pair<uint64_t, double>>> CollectWeights();
+  Status Wait(Timestamp ts) {
+    const auto start = Clock::now();
+    Status s = kv_.Wait(ts, o_.wait_timeout);
+    idle_ += Clock::now() - start;
+    return s;
+  }
+
+  Node& node_;
+  const Dataset& data_;
+  const DbpgOptions o_;
+  KVWorker<double> kv_;
+  TableId w_table_;
+  std::unique_ptr<JobStats> stats_;
+
+  Columns cols_;
+  uint64_t num_features_ = 0;
+  std::vector<uint64_t> block_begin_;  // local column where each block starts (+ end)
+  std::vector<double> margin_;         // <x_i, w> per local row
+  std::vector<double> weight_;         // current weight per local column
+  std::vector<bool> active_;           // not filtered out by the KKT filter
+  std::vector<bool> next_active_;
+  std::vector<double> d_, h_, s_;      // per row: loss derivative, curvature, block row |x| sum
+  std::deque<InFlight> inflight_;
+  uint64_t bytes_sent_ = 0;
+  Clock::time_point start_;
+  Clock::duration idle_{};
+  uint64_t active_this_pass_ = 0;
+};
+
+Status Trainer::Setup() {
+  if (o_.num_blocks == 0) return Status::InvalidArgument("num_blocks must be at least 1");
+  if (o_.l1 < 0 || o_.l2 < 0) return Status::InvalidArgument("l1 and l2 must be >= 0");
+  if (o_.tau < 0) return Status::InvalidArgument("tau must be >= 0");
+  TableSpec w{.name = o_.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 2};
+  w.updater = {.name = kDbpgRuleName,
+               .params = {{"l1", o_.l1}, {"l2", 2 * o_.l2}, {"delta", o_.trust_region}}};
+  PSERVER_ASSIGN_OR_RETURN(w_table_, node_.DeclareTable(w, o_.wait_timeout));
+  PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
+  cols_ = ToColumns(data_);
+  const size_t n = cols_.ids.size();
+  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, o_.wait_timeout));
+  num_features_ = stats_->num_features();
+  // Blocks: contiguous feature-id ranges [F b / B, F (b+1) / B).
+  block_begin_.resize(o_.num_blocks + 1);
+  for (uint32_t b = 0; b <= o_.num_blocks; ++b) {
+    // floor(F b / B) without overflow.
+    const uint64_t first = num_features_ / o_.num_blocks * b + num_features_ % o_.num_blocks * b / o_.num_blocks;
+    block_begin_[b] = std::lower_bound(cols_.ids.begin(), cols_.ids.end(), first) - cols_.ids.begin();
+  }
+  margin_.assign(data_.num_rows(), 0.0);
+  weight_.assign(n, 0.0);
+  active_.assign(n, true);
+  next_active_.assign(n, true);
+  d_.assign(data_.num_rows(), 0.0);
+  h_.assign(data_.num_rows(), 0.0);
+  s_.assign(data_.num_rows(), 0.0);
+  return Status::Ok();
+}
+
+Status Trainer::StartIteration(int64_t t) {
+  const uint32_t b = static_cast<uint32_t>(t % o_.num_blocks);
+  const uint64_t begin = block_begin_[b], end = block_begin_[b + 1];
+  // Row coefficients at the current margins: loss derivative and curvature.
+  for (size_t i = 0; i < margin_.size(); ++i) {
+    const double y = data_.labels()[i];
+    const double p = Sigmoid(y * margin_[i]);  // probability of the true label
+    d_[i] = -y * (1 - p);
+    h_[i] = p * (1 - p);
+  }
+  // s_i: sum of |x_ij| over the active features of this block and of the blocks whose steps
+  // are still in flight (they change the margins at the same time as this one), for the
+  // diagonal bound of their joint Hessian (Gershgorin: X^T D X <= diag(sum_i D_i |x_ij| s_i)).
+  const int64_t delay = std::min<int64_t>(o_.tau, o_.num_blocks - 1);
+  auto for_window = [&](auto&& fn) {
+    for (int64_t q = std::max<int64_t>(0, t - delay); q <= t; ++q) {
+      const uint32_t qb = static_cast<uint32_t>(q % o_.num_blocks);
+      for (uint64_t j = block_begin_[qb]; j < block_begin_[qb + 1]; ++j) {
+        if (!active_[j]) continue;
+        for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) fn(k);
+      }
+    }
+  };
+  for_window([&](uint64_t k) { s_[cols_.rows[k]] += std::abs(cols_.vals[k]); });
+  InFlight pull;
+  pull.iteration = t;
+  std::vector<Key> keys;
+  std::vector<double> vals;
+  for (uint64_t j = begin; j < end; ++j) {
+    if (!active_[j]) continue;
+    double g = 0, u = 0;
+    for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
+      const uint32_t i = cols_.rows[k];
+      const double x = cols_.vals[k];
+      g += d_[i] * x;
+      u += h_[i] * std::abs(x) * s_[i];
+    }
+    keys.push_back(cols_.ids[j]);
+    vals.push_back(g);
+    vals.push_back(u);
+    pull.local.push_back(static_cast<uint32_t>(j));
+  }
+  for_window([&](uint64_t k) { s_[cols_.rows[k]] = 0; });
+  active_this_pass_ += keys.size();
+  bytes_sent_ += keys.size() * (sizeof(Key) + 2 * sizeof(double));
+  SharedArray<Key> shared_keys(std::move(keys));
+  // An empty push still marks the iteration; the clock tick after it lets the others go on.
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv_.Push(w_table_, shared_keys, SharedArray<double>(std::move(vals))));
+  (void)pushed;  // completion is implied by the pull after it (per-server order)
+  PSERVER_RETURN_IF_ERROR(kv_.Clock().status());
+  bytes_sent_ += shared_keys.size() * sizeof(Key);
+  // The pull writes its values into the queued entry (a deque keeps elements in place).
+  InFlight& queued = inflight_.emplace_back(std::move(pull));
+  Result<Timestamp> ts = kv_.Pull(w_table_, shared_keys, &queued.vals);
+  if (!ts.ok()) {
+    inflight_.pop_back();
+    return ts.status();
+  }
+  queued.ts = *ts;
+  return Status::Ok();
+}
+
+Status Trainer::FinishPull(InFlight& p) {
+  PSERVER_RETURN_IF_ERROR(Wait(p.ts));
+  const double band = (1 - o_.kkt_margin) * o_.l1;
+  for (size_t k = 0; k < p.local.size(); ++k) {
+    const uint32_t j = p.local[k];
+    const double w = p.vals[2 * k], grad = p.vals[2 * k + 1];
+    const double delta = w - weight_[j];
+    if (delta != 0) {
+      for (uint64_t q = cols_.offsets[j]; q < cols_.offsets[j + 1]; ++q) {
+        margin_[cols_.rows[q]] += delta * cols_.vals[q];
+      }
+      weight_[j] = w;
+    }
+    next_active_[j] = !(o_.kkt_filter && w == 0 && std::abs(grad) <= band);
+  }
+  return Status::Ok();
+}
+
+Status Trainer::DrainUpTo(int64_t last) {
+  while (!inflight_.empty() && inflight_.front().iteration <= last) {
+    PSERVER_RETURN_IF_ERROR(FinishPull(inflight_.front()));
+    inflight_.pop_front();
+  }
+  return Status::Ok();
+}
+
+Result<PassReport> Trainer::EndPass(int pass) {
+  double loss = 0, reg = 0, nnz = 0, active = 0;
+  for (size_t i = 0; i < margin_.size(); ++i) loss += Log1pExp(-data_.labels()[i] * margin_[i]);
+  for (size_t j = 0; j < weight_.size(); ++j) {
+    if (!stats_->owned()[j]) continue;
+    const double w = weight_[j];
+    reg += o_.l1 * std::abs(w) + o_.l2 * w * w;
+    nnz += w != 0 ? 1 : 0;
+  }
+  active = static_cast<double>(active_this_pass_);
+  const double idle = std::chrono::duration<double>(idle_).count();
+  PSERVER_ASSIGN_OR_RETURN(JobStats::Row sum,
+                           stats_->Sum(pass, {loss, reg, nnz, active, static_cast<double>(bytes_sent_), idle}, &idle_));
+  PassReport r;
+  r.pass = pass;
+  r.objective = sum[0] + sum[1];
+  r.nnz = static_cast<uint64_t>(sum[2]);
+  r.active_features = static_cast<uint64_t>(sum[3]);
+  const auto elapsed = Clock::now() - start_;
+  r.seconds = std::chrono::duration<double>(elapsed).count();
+  r.bytes_sent = static_cast<uint64_t>(sum[4]);
+  const double workers = node_.num_workers();
+  r.idle_fraction = r.seconds > 0 ? sum[5] / (workers * r.seconds) : 0;
+  active_this_pass_ = 0;
+  return r;
+}
+
+Result<std::vector<std::pair<uint64_t, double>>> Trainer::CollectWeights() {
+  std::vector<std::pair<uint64_t, double>> out;
+  constexpr uint64_t kChunk = 1 << 20;
+  for (uint64_t first = 0; first < num_features_; first += kChunk) {
+    const uint64_t last = std::min(num_features_, first + kChunk);
+    std::vector<Key> keys(last - first);
+    for (uint64_t f = first; f < last; ++f) keys[f - first] = f;
+    SharedArray<double> vals;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(w_table_, std::move(keys), &vals));
+    PSERVER_RETURN_IF_ERROR(kv_.Wait(ts, o_.wait_timeout));
+    for (uint64_t f = first; f < last; ++f) {
+      const double w = vals[2 * (f - first)];
+      if (w != 0) out.emplace_back(f, w);
+    }
+  }
+  return out;
+}
+
+Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on_pass) {
+  start_ = Clock::now();
+  PSERVER_RETURN_IF_ERROR(Setup());
+  DbpgResult result;
+  result.num_features = num_features_;
+  double previous = std::numeric_limits<double>::infinity();
+  bool verifying = false;  // this pass runs every feature to confirm the filtered optimum
+  int64_t t = 0;
+  for (int pass = 1; pass <= o_.max_passes; ++pass) {
+    for (uint32_t b = 0; b < o_.num_blocks; ++b, ++t) {
+      // A block is never recomputed before its own previous step is in the margins: the
+      // effective delay is min(tau, B - 1).
+      const int64_t delay = std::min<int64_t>(o_.tau, o_.num_blocks - 1);
+      PSERVER_RETURN_IF_ERROR(DrainUpTo(t - delay - 1));
+      PSERVER_RETURN_IF_ERROR(StartIteration(t));
+    }
+    PSERVER_RETURN_IF_ERROR(DrainUpTo(t));
+    PSERVER_ASSIGN_OR_RETURN(PassReport r, EndPass(pass));
+    result.passes.push_back(r);
+    if (on_pass) on_pass(r);
+    const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
+    previous = r.objective;
+    const bool converged = change < o_.rel_tol;
+    const bool filtered = std::find(active_.begin(), active_.end(), false) != active_.end();
+    if (converged && (!o_.kkt_filter || verifying || !filtered)) break;
+    if (converged) {
+      verifying = true;  // one pass over every feature before stopping
+      std::fill(active_.begin(), active_.end(), true);
+    } else {
+      verifying = false;
+      active_ = next_active_;
+    }
+  }
+  if (node_.rank().value == 0) {
+    PSERVER_ASSIGN_OR_RETURN(result.weights, CollectWeights());
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<DbpgResult> TrainDbpg(Node& node, const Dataset& local, const DbpgOptions& options,
+                             const std::function<void(const PassReport&)>& on_pass) {
+  Trainer trainer(node, local, options);
+  return trainer.Run(on_pass);
+}
+
+}  // namespace pserver::linear

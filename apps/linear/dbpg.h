@@ -1,0 +1,74 @@
+// Delayed block proximal gradient (DBPG) for L1-regularised logistic regression, the
+// algorithm of Li et al. (NIPS 2014) on the parameter server:
+//
+//   minimise  sum_i log(1 + exp(-y_i <x_i, w>)) + l1 |w|_1 + l2 |w|_2^2      (no bias term)
+//
+// Features are split into blocks of contiguous ids. Iteration t works on block t mod B: every
+// worker computes, on its own rows, the gradient g_j and a diagonal curvature bound u_j of
+// each feature j of the block and pushes them to the "dbpg" table; the servers sum the pushes
+// of the iteration and apply the proximal Newton step (apps/linear/dbpg_rule.h); each worker
+// then pulls the block's new weights and updates its margins. With delay bound tau a worker
+// computes iteration t with margins that include every iteration <= t - tau - 1 (the pulls of
+// the last tau iterations may still be in flight), which is the paper's bounded delay: tau = 0
+// is sequential block coordinate descent. The pulls are stale-synchronous pulls with staleness
+// 0 at clock t + 1, so they return only once every live worker pushed iteration t. A block is
+// never recomputed before its own previous step reached the margins, so the effective delay is
+// min(tau, B - 1).
+//
+// KKT filter: a feature whose weight is 0 and whose full gradient lies inside the L1 band
+// with a margin (|G_j| <= (1 - kkt_margin) * l1) stays 0 under the next step; it is dropped
+// from later passes -- neither computed nor sent -- until the end, when a pass over every
+// feature checks that nothing changes (otherwise training goes on with all features).
+//
+// Every worker of the job calls TrainDbpg with its own rows (SPMD); they must agree on the
+// options. The servers must know the "dbpg" rule (RegisterLinearRules).
+//
+// Thread safety: TrainDbpg blocks its calling thread; progress callbacks run on it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "apps/linear/dataset.h"
+#include "pserver/node.h"
+#include "pserver/result.h"
+
+namespace pserver::linear {
+
+struct DbpgOptions {
+  double l1 = 1.0;
+  double l2 = 0.0;
+  int64_t tau = 0;             // delay bound (iterations)
+  uint32_t num_blocks = 8;     // feature blocks per pass
+  int max_passes = 100;
+  double rel_tol = 1e-5;       // stop when the objective changes less than this (relative)
+  bool kkt_filter = true;
+  double kkt_margin = 0.1;
+  double trust_region = 5.0;   // |w_j - w0_j| per iteration
+  std::string table_prefix = "dbpg";
+  std::chrono::milliseconds wait_timeout{300000};
+};
+
+struct PassReport {
+  int pass = 0;                  // 1-based
+  double objective = 0;          // over all workers' rows
+  uint64_t nnz = 0;              // non-zero weights
+  double seconds = 0;            // since training started
+  uint64_t bytes_sent = 0;       // payload all workers sent so far (pushed keys and values, pulled keys)
+  double idle_fraction = 0;      // workers' mean share of the elapsed time spent waiting (pulls, barriers)
+  uint64_t active_features = 0;  // features computed in this pass (KKT filter), over all blocks
+};
+
+struct DbpgResult {
+  std::vector<PassReport> passes;
+  uint64_t num_features = 0;  // the job's feature count (max feature id + 1)
+  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (worker 0 only)
+};
+
+// `on_pass` runs on every worker after each pass (with the same objective everywhere).
+Result<DbpgResult> TrainDbpg(Node& node, const Dataset& local, const DbpgOptions& options,
+                             const std::function<void(const PassReport&)>& on_pass = {});
+
+}  // namespace pserver::linear

@@ -1,0 +1,372 @@
+#include "apps/linear/libsvm_reader.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "apps/linear/io_util.h"
+
+namespace pserver::linear {
+namespace {
+
+using internal::ErrnoStatus;
+using internal::FilePtr;
+
+inline bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+
+// Exactly what std::from_chars gives for short plain decimals ([-+]digits[.digits], at most 7
+// significant digits, at most 10 after the point), which are most values in practice, and
+// several times faster: m and 10^k are exact floats, so m / 10^k is one correctly rounded
+// division (Clinger's fast path). Returns false for anything else (the caller falls back).
+inline bool ParseSimpleFloat(const char* p, const char* e, float* out) {
+  static constexpr float kPow10[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f,
+                                     1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
+  bool negative = false;
+  if (p < e && (*p == '-' || *p == '+')) negative = *p++ == '-';
+  uint32_t m = 0;
+  int digits = 0, frac = 0;  // significant digits, digits after the point
+  bool point = false, any_digit = false;
+  for (; p < e; ++p) {
+    const char c = *p;
+    if (c >= '0' && c <= '9') {
+      any_digit = true;
+      if (m != 0 || c != '0') ++digits;
+      m = m * 10 + static_cast<uint32_t>(c - '0');
+      if (point) ++frac;
+      if (digits > 7 || frac > 10) return false;
+    } else if (c == '.' && !point) {
+      point = true;
+    } else {
+      return false;
+    }
+  }
+  if (!any_digit) return false;  // "", ".", "-"
+  const float v = static_cast<float>(m) / kPow10[frac];
+  *out = negative ? -v : v;
+  return true;
+}
+
+// Parses one line at a time into a Dataset. On a malformed line, ParseLine returns false and
+// error() says what is wrong (without the file and line, which the caller knows).
+class LineParser {
+ public:
+  explicit LineParser(Dataset* out) : out_(out) {}
+
+  bool ParseLine(const char* p, const char* e) {
+    if (const void* hash = std::memchr(p, '#', static_cast<size_t>(e - p))) {
+      e = static_cast<const char*>(hash);
+    }
+    while (p < e && IsSpace(*p)) ++p;
+    if (p == e) return true;  // blank or comment only
+    const char* t = p;
+    while (t < e && !IsSpace(*t)) ++t;
+    float label = 0;
+    if (!ParseLabel(p, t, &label)) {
+      error_ = fmt::format("bad label '{}' (expected +1, -1, 1 or 0)", std::string_view(p, t - p));
+      return false;
+    }
+    p = t;
+    ids_.clear();
+    values_.clear();
+    uint64_t prev = 0;
+    for (;;) {
+      while (p < e && IsSpace(*p)) ++p;
+      if (p == e) break;
+      t = p;
+      while (t < e && !IsSpace(*t)) ++t;
+      const std::string_view token(p, t - p);
+      // The index, inline (the common case); any problem is diagnosed on the slow path.
+      uint64_t index = 0;
+      const char* colon = p;
+      bool overflow = false;
+      for (; colon < t && static_cast<unsigned>(*colon - '0') < 10; ++colon) {
+        const uint64_t digit = static_cast<uint64_t>(*colon - '0');
+        overflow |= index > (std::numeric_limits<uint64_t>::max() - digit) / 10;
+        index = index * 10 + digit;
+      }
+      if (colon == p || colon == t || *colon != ':' || overflow) {
+        colon = static_cast<const char*>(std::memchr(p, ':', token.size()));
+        if (colon == nullptr) {
+          error_ = fmt::format("missing ':' in '{}' (expected index:value)", token);
+        } else {
+          error_ =
+              fmt::format("bad feature index '{}' in '{}'", std::string_view(p, colon - p), token);
+        }
+        return false;
+      }
+      if (index == 0) {
+        error_ = fmt::format("feature index 0 in '{}' (indices are 1-based)", token);
+        return false;
+      }
+      if (index <= prev) {
+        error_ = fmt::format(
+            "feature index {} after index {} (indices must be strictly increasing)", index, prev);
+        return false;
+      }
+      float value = 0;
+      if (!ParseSimpleFloat(colon + 1, t, &value) && !ParseFloat(colon + 1, t, &value)) {
+        error_ = fmt::format("bad value '{}' for feature {}",
+                             std::string_view(colon + 1, t - colon - 1), index);
+        return false;
+      }
+      ids_.push_back(index - 1);
+      values_.push_back(value);
+      prev = index;
+      p = t;
+    }
+    const Status s = out_->AppendRow(label, ids_, values_);
+    if (!s.ok()) {  // cannot happen: the checks above are stricter
+      error_ = s.message();
+      return false;
+    }
+    return true;
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  // Any finite float that from_chars reads, also with a leading '+'.
+  static bool ParseFloat(const char* v, const char* t, float* value) {
+    if (v < t && *v == '+' && v + 1 < t && v[1] != '-') ++v;
+    auto [end, ec] = std::from_chars(v, t, *value);
+    return ec == std::errc() && end == t && std::isfinite(*value);
+  }
+
+  static bool ParseLabel(const char* p, const char* t, float* label) {
+    if (t - p == 2 && (p[0] == '+' || p[0] == '-') && p[1] == '1') {
+      *label = p[0] == '+' ? 1.0f : -1.0f;
+      return true;
+    }
+    if (p < t && *p == '+') {
+      ++p;
+      if (p < t && *p == '-') return false;
+    }
+    double x = 0;
+    auto [end, ec] = std::from_chars(p, t, x);
+    if (ec != std::errc() || end != t) return false;
+    if (x == 1.0) {
+      *label = 1.0f;
+    } else if (x == -1.0 || x == 0.0) {
+      *label = -1.0f;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  Dataset* out_;
+  std::vector<uint64_t> ids_;
+  std::vector<float> values_;
+  std::string error_;
+};
+
+// Number of '\n' bytes in [0, end) of the file (for line numbers of errors found in a part
+// that did not start at the beginning of its file).
+Result<uint64_t> CountNewlines(const std::string& path, uint64_t end) {
+  FilePtr f(std::fopen(path.c_str(), "rb"));
+  if (!f) return ErrnoStatus(path, "open", errno);
+  std::vector<char> buf(size_t{1} << 20);
+  uint64_t count = 0, pos = 0;
+  while (pos < end) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+    const size_t got = std::fread(buf.data(), 1, want, f.get());
+    count += static_cast<uint64_t>(std::count(buf.data(), buf.data() + got, '\n'));
+    pos += got;
+    if (got < want) break;
+  }
+  return count;
+}
+
+// Parses into `out` the lines of file `path` that begin at a byte offset in [start, limit).
+// The first byte of the file begins a line; any other line begins after a '\n'.
+Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
+                 const LibsvmReadOptions& options, Dataset* out) {
+  FilePtr f(std::fopen(path.c_str(), "rb"));
+  if (!f) return ErrnoStatus(path, "open", errno);
+  // When starting mid-file, read from the byte before `start` and skip to the end of the
+  // line it belongs to: if it is a '\n', the line at `start` is the first one.
+  const bool align = start > 0;
+  uint64_t buf_offset = align ? start - 1 : 0;  // file offset of buf[0]
+  if (buf_offset > 0 && fseeko(f.get(), static_cast<off_t>(buf_offset), SEEK_SET) != 0) {
+    return ErrnoStatus(path, "seek", errno);
+  }
+  std::vector<char> buf(std::max<size_t>(options.chunk_bytes, 64));
+  size_t have = 0;
+  bool eof = false;
+  bool skipping = align;
+  uint64_t first_line_offset = start;  // file offset of the first line parsed
+  uint64_t lines_seen = 0;             // physical lines passed since first_line_offset
+  LineParser parser(out);
+
+  auto fail = [&]() -> Status {
+    uint64_t line = lines_seen + 1;
+    if (first_line_offset > 0) {
+      Result<uint64_t> before = CountNewlines(path, first_line_offset);
+      if (!before.ok()) return before.status();
+      line += *before;
+    }
+    return Status::Corruption(fmt::format("{}:{}: {}", path, line, parser.error()));
+  };
+
+  for (;;) {
+    if (!eof) {
+      const size_t want = buf.size() - have;
+      const size_t got = std::fread(buf.data() + have, 1, want, f.get());
+      if (got < want) {
+        if (std::ferror(f.get())) return ErrnoStatus(path, "read", errno);
+        eof = true;
+      }
+      have += got;
+    }
+    size_t p = 0;
+    if (skipping) {
+      const void* nl = std::memchr(buf.data(), '\n', have);
+      if (nl == nullptr) {
+        if (eof) return Status::Ok();  // the part starts inside the file's last line
+        buf_offset += have;
+        have = 0;
+        continue;
+      }
+      p = static_cast<size_t>(static_cast<const char*>(nl) - buf.data()) + 1;
+      skipping = false;
+      first_line_offset = buf_offset + p;
+    }
+    for (;;) {
+      if (buf_offset + p >= limit || p >= have) break;
+      const char* line = buf.data() + p;
+      const void* nl = std::memchr(line, '\n', have - p);
+      if (nl == nullptr) break;
+      const char* line_end = static_cast<const char*>(nl);
+      if (!parser.ParseLine(line, line_end)) return fail();
+      ++lines_seen;
+      p = static_cast<size_t>(line_end - buf.data()) + 1;
+    }
+    if (buf_offset + p >= limit) return Status::Ok();
+    if (eof) {
+      if (p < have && !parser.ParseLine(buf.data() + p, buf.data() + have)) return fail();
+      return Status::Ok();
+    }
+    // Keep the incomplete last line; grow the buffer if it holds nothing else.
+    std::memmove(buf.data(), buf.data() + p, have - p);
+    buf_offset += p;
+    have -= p;
+    if (have == buf.size()) buf.resize(buf.size() * 2);
+  }
+}
+
+Result<uint64_t> FileSize(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(path, "stat", errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// floor(total * p / n) without overflow.
+uint64_t CutPoint(uint64_t total, uint64_t p, uint64_t n) {
+  return (total / n) * p + (total % n) * p / n;
+}
+
+}  // namespace
+
+Result<Dataset> ParseLibsvm(std::string_view text, std::string_view name, uint64_t first_line) {
+  Dataset out;
+  LineParser parser(&out);
+  uint64_t line = first_line;
+  const char* p = text.data();
+  const char* const e = text.data() + text.size();
+  while (p < e) {
+    const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(e - p)));
+    const char* line_end = nl == nullptr ? e : nl;
+    if (!parser.ParseLine(p, line_end)) {
+      return Status::Corruption(fmt::format("{}:{}: {}", name, line, parser.error()));
+    }
+    ++line;
+    p = nl == nullptr ? e : nl + 1;
+  }
+  return out;
+}
+
+Result<Dataset> ReadLibsvm(const std::string& path, const LibsvmReadOptions& options) {
+  Dataset out;
+  PSERVER_RETURN_IF_ERROR(ReadLines(path, 0, std::numeric_limits<uint64_t>::max(), options, &out));
+  return out;
+}
+
+Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int num_parts,
+                         const LibsvmReadOptions& options) {
+  if (paths.empty()) return Status::InvalidArgument("ReadPart: no input files");
+  if (num_parts < 1 || part < 0 || part >= num_parts) {
+    return Status::InvalidArgument(
+        fmt::format("ReadPart: part {} of {} is out of range", part, num_parts));
+  }
+  Dataset out;
+  const size_t n = static_cast<size_t>(num_parts);
+  if (paths.size() >= n) {
+    for (size_t i = static_cast<size_t>(part); i < paths.size(); i += n) {
+      PSERVER_RETURN_IF_ERROR(
+          ReadLines(paths[i], 0, std::numeric_limits<uint64_t>::max(), options, &out));
+    }
+    return out;
+  }
+  std::vector<uint64_t> sizes;
+  uint64_t total = 0;
+  for (const std::string& path : paths) {
+    PSERVER_ASSIGN_OR_RETURN(uint64_t size, FileSize(path));
+    sizes.push_back(size);
+    total += size;
+  }
+  const uint64_t begin = CutPoint(total, static_cast<uint64_t>(part), n);
+  const uint64_t end = CutPoint(total, static_cast<uint64_t>(part) + 1, n);
+  uint64_t file_begin = 0;  // offset of the current file in the concatenation
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const uint64_t file_end = file_begin + sizes[i];
+    const uint64_t a = std::max(begin, file_begin), b = std::min(end, file_end);
+    if (a < b) {
+      PSERVER_RETURN_IF_ERROR(ReadLines(paths[i], a - file_begin, b - file_begin, options, &out));
+    }
+    file_begin = file_end;
+  }
+  return out;
+}
+
+void AppendLibsvmRow(const RowView& row, std::string* out) {
+  out->append(row.label > 0 ? "+1" : "-1");
+  char buf[64];
+  for (size_t k = 0; k < row.feature_ids.size(); ++k) {
+    char* p = buf;
+    *p++ = ' ';
+    p = std::to_chars(p, buf + sizeof(buf), row.feature_ids[k] + 1).ptr;
+    *p++ = ':';
+    p = std::to_chars(p, buf + sizeof(buf), row.values[k]).ptr;
+    out->append(buf, p);
+  }
+  out->push_back('\n');
+}
+
+Status WriteLibsvm(const Dataset& data, const std::string& path) {
+  FilePtr f(std::fopen(path.c_str(), "wb"));
+  if (!f) return ErrnoStatus(path, "open for writing", errno);
+  std::string buf;
+  constexpr size_t kFlushBytes = size_t{4} << 20;
+  auto flush = [&]() -> Status {
+    if (!buf.empty() && std::fwrite(buf.data(), 1, buf.size(), f.get()) != buf.size()) {
+      return ErrnoStatus(path, "write", errno);
+    }
+    buf.clear();
+    return Status::Ok();
+  };
+  for (size_t r = 0; r < data.num_rows(); ++r) {
+    AppendLibsvmRow(data.row(r), &buf);
+    if (buf.size() >= kFlushBytes) PSERVER_RETURN_IF_ERROR(flush());
+  }
+  PSERVER_RETURN_IF_ERROR(flush());
+  if (std::fclose(f.release()) != 0) return ErrnoStatus(path, "close", errno);
+  return Status::Ok();
+}
+
+}  // namespace pserver::linear

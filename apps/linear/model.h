@@ -1,0 +1,55 @@
+// LinearModel: the sparse weights of a trained linear model, its file format and its use.
+//
+// File format (little-endian), written atomically (temporary file, fsync, rename):
+//   magic "PSLM" (4 bytes) | version u32 (1) | num_features u64 | count u64 |
+//   count x (feature u64, weight f64), features strictly increasing |
+//   checksum u64: FNV-1a 64 of every byte before it.
+// Load refuses, with kCorruption naming the file and what is wrong, a file that is short,
+// long, of another magic or version, unsorted, or whose checksum does not match.
+//
+// Thread-compatible value type.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "apps/linear/dataset.h"
+#include "pserver/result.h"
+#include "pserver/status.h"
+
+namespace pserver::linear {
+
+struct Metrics {
+  double log_loss = 0;  // mean over rows
+  double auc = 0;       // area under the ROC curve (0.5 when one class is missing)
+  double accuracy = 0;  // sign of the score against the label
+  size_t rows = 0;
+};
+
+class LinearModel {
+ public:
+  LinearModel() = default;
+  // REQUIRES: `weights` sorted by feature, features < num_features.
+  LinearModel(uint64_t num_features, std::vector<std::pair<uint64_t, double>> weights);
+
+  static Result<LinearModel> Load(const std::string& path);
+  Status Save(const std::string& path) const;
+
+  uint64_t num_features() const { return num_features_; }
+  const std::vector<std::pair<uint64_t, double>>& weights() const { return weights_; }
+  double Weight(uint64_t feature) const;
+
+  // <x_r, w> for every row (features beyond the model count as weight 0).
+  std::vector<double> Scores(const Dataset& data) const;
+
+ private:
+  uint64_t num_features_ = 0;
+  std::vector<std::pair<uint64_t, double>> weights_;
+};
+
+// Log-loss, AUC and accuracy of `scores` (margins) against `labels` (+1/-1).
+Metrics Evaluate(const std::vector<double>& scores, const std::vector<float>& labels);
+
+}  // namespace pserver::linear

@@ -1,0 +1,158 @@
+#include "apps/linear/online.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+#include "apps/linear/job_stats.h"
+#include "apps/linear/logistic.h"
+#include "pserver/kv_worker.h"
+
+namespace pserver::linear {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<uint64_t> SortedFeatures(const Dataset& d, size_t first_row, size_t end_row) {
+  std::vector<uint64_t> f(d.feature_ids().begin() + static_cast<ptrdiff_t>(d.offsets()[first_row]),
+                          d.feature_ids().begin() + static_cast<ptrdiff_t>(d.offsets()[end_row]));
+  std::sort(f.begin(), f.end());
+  f.erase(std::unique(f.begin(), f.end()), f.end());
+  return f;
+}
+
+// Index of each feature of `keys` (sorted), for looking weights up by feature.
+std::unordered_map<uint64_t, size_t> IndexOf(const std::vector<uint64_t>& keys) {
+  std::unordered_map<uint64_t, size_t> index;
+  index.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) index.emplace(keys[i], i);
+  return index;
+}
+
+}  // namespace
+
+Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOptions& o,
+                                 const std::function<void(const PassReport&)>& on_pass) {
+  if (o.rule != "sgd" && o.rule != "ftrl") {
+    return Status::InvalidArgument(fmt::format("online rule must be sgd or ftrl, not '{}'", o.rule));
+  }
+  if (o.minibatch == 0 || o.tau < 0 || o.l1 < 0 || o.l2 < 0 || !(o.learning_rate > 0)) {
+    return Status::InvalidArgument("online training needs minibatch >= 1, tau >= 0, l1, l2 >= 0, learning rate > 0");
+  }
+  const auto start = Clock::now();
+  Clock::duration idle{};
+  KVWorker<double> kv(node);
+  TableSpec spec{.name = o.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 1};
+  if (o.rule == "sgd") {
+    spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}}};
+  } else {
+    spec.updater = {.name = "ftrl", .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1}, {"l2", 2 * o.l2}}};
+  }
+  PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec, o.wait_timeout));
+  PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
+  const std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<JobStats> stats,
+                           JobStats::Create(node, o.table_prefix, all_features, o.wait_timeout));
+  auto wait = [&](Timestamp ts) {
+    const auto t0 = Clock::now();
+    Status s = kv.Wait(ts, o.wait_timeout);
+    idle += Clock::now() - t0;
+    return s;
+  };
+
+  OnlineResult result;
+  result.num_features = stats->num_features();
+  uint64_t bytes_sent = 0;
+  double previous = std::numeric_limits<double>::infinity();
+  std::vector<Timestamp> pushes;  // completed by the table's delay bound; collected each pass
+  for (int pass = 1; pass <= o.max_passes; ++pass) {
+    for (size_t first = 0; first < data.num_rows(); first += o.minibatch) {
+      const size_t end = std::min(data.num_rows(), first + o.minibatch);
+      std::vector<uint64_t> keys = SortedFeatures(data, first, end);
+      SharedArray<double> w;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp pulled, kv.Pull(table, std::vector<Key>(keys), &w));
+      bytes_sent += keys.size() * sizeof(Key);
+      PSERVER_RETURN_IF_ERROR(wait(pulled));
+      const auto index = IndexOf(keys);
+      std::vector<double> grad(keys.size(), 0.0);
+      for (size_t r = first; r < end; ++r) {
+        RowView row = data.row(r);
+        double m = 0;
+        for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
+        const double coef = -row.label * (1 - Sigmoid(row.label * m));
+        for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] += coef * row.values[k];
+      }
+      // SGD steps on the mean gradient of the minibatch plus 1/N of the regulariser's
+      // (sub)gradient (N: this worker's rows); FTRL takes the summed gradient and applies l1, l2
+      // itself, so that its accumulated z matches the objective's scale.
+      if (o.rule == "sgd") {
+        const double scale = 1.0 / static_cast<double>(end - first);
+        const double reg_scale = 1.0 / static_cast<double>(data.num_rows());
+        for (size_t j = 0; j < keys.size(); ++j) {
+          grad[j] = grad[j] * scale + reg_scale * (o.l1 * (w[j] > 0 ? 1 : w[j] < 0 ? -1 : 0) + 2 * o.l2 * w[j]);
+        }
+      }
+      bytes_sent += keys.size() * (sizeof(Key) + sizeof(double));
+      PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv.Push(table, std::move(keys), std::move(grad)));
+      pushes.push_back(pushed);
+    }
+    for (Timestamp ts : pushes) PSERVER_RETURN_IF_ERROR(wait(ts));
+    pushes.clear();
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));  // every push applied
+    // The objective at the pass's end: this worker's loss and its share of the regulariser.
+    SharedArray<double> w;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w));
+    PSERVER_RETURN_IF_ERROR(wait(ts));
+    const auto index = IndexOf(all_features);
+    double loss = 0, reg = 0, nnz = 0;
+    for (size_t r = 0; r < data.num_rows(); ++r) {
+      RowView row = data.row(r);
+      double m = 0;
+      for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
+      loss += Log1pExp(-row.label * m);
+    }
+    for (size_t j = 0; j < all_features.size(); ++j) {
+      if (!stats->owned()[j]) continue;
+      reg += o.l1 * std::abs(w[j]) + o.l2 * w[j] * w[j];
+      nnz += w[j] != 0 ? 1 : 0;
+    }
+    const double idle_s = std::chrono::duration<double>(idle).count();
+    PSERVER_ASSIGN_OR_RETURN(
+        JobStats::Row sum,
+        stats->Sum(pass, {loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent), idle_s},
+                   &idle));
+    PassReport r;
+    r.pass = pass;
+    r.objective = sum[0] + sum[1];
+    r.nnz = static_cast<uint64_t>(sum[2]);
+    r.active_features = static_cast<uint64_t>(sum[3]);
+    r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    r.bytes_sent = static_cast<uint64_t>(sum[4]);
+    r.idle_fraction = r.seconds > 0 ? sum[5] / (node.num_workers() * r.seconds) : 0;
+    result.passes.push_back(r);
+    if (on_pass) on_pass(r);
+    const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
+    previous = r.objective;
+    if (change < o.rel_tol) break;
+  }
+  if (node.rank().value == 0) {
+    constexpr uint64_t kChunk = 1 << 20;
+    for (uint64_t first = 0; first < result.num_features; first += kChunk) {
+      const uint64_t last = std::min(result.num_features, first + kChunk);
+      std::vector<Key> keys(last - first);
+      for (uint64_t f = first; f < last; ++f) keys[f - first] = f;
+      SharedArray<double> w;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::move(keys), &w));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(ts, o.wait_timeout));
+      for (uint64_t f = first; f < last; ++f) {
+        if (w[f - first] != 0) result.weights.emplace_back(f, w[f - first]);
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace pserver::linear

@@ -1,0 +1,48 @@
+// Asynchronous minibatch SGD and FTRL-proximal for the same model as DBPG (apps/linear/dbpg.h):
+// the online alternative. Each worker walks its rows in minibatches: it pulls the weights of
+// the minibatch's features, computes the gradient of the minibatch's logistic loss and pushes
+// it; the servers apply the table's rule -- "sgd" (w -= lr * g, with the L1 subgradient and
+// the L2 gradient added by the worker) or "ftrl" (FTRL-proximal with alpha = learning rate,
+// beta = 1 and the job's l1, l2 applied on the server). With delay bound tau no more than
+// tau + 1 of a worker's requests are in flight (KVWorker::SetMaxDelay): tau = 0 waits for each
+// push before the next pull. After each pass the workers agree on the objective (JobStats).
+//
+// SPMD like TrainDbpg: every worker calls TrainOnline with its own rows and the same options.
+// Thread safety: blocks the calling thread; `on_pass` runs on it.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "apps/linear/dataset.h"
+#include "apps/linear/dbpg.h"
+#include "pserver/node.h"
+#include "pserver/result.h"
+
+namespace pserver::linear {
+
+struct OnlineOptions {
+  std::string rule = "ftrl";   // "sgd" or "ftrl"
+  double l1 = 1.0;
+  double l2 = 0.0;
+  int64_t tau = 0;
+  double learning_rate = 0.1;  // sgd step, ftrl alpha
+  uint32_t minibatch = 1000;
+  int max_passes = 20;
+  double rel_tol = 1e-4;
+  std::string table_prefix = "online";
+  std::chrono::milliseconds wait_timeout{300000};
+};
+
+struct OnlineResult {
+  std::vector<PassReport> passes;
+  uint64_t num_features = 0;
+  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights (worker 0 only)
+};
+
+Result<OnlineResult> TrainOnline(Node& node, const Dataset& local, const OnlineOptions& options,
+                                 const std::function<void(const PassReport&)>& on_pass = {});
+
+}  // namespace pserver::linear

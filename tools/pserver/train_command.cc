@@ -1,0 +1,245 @@
+#include "pserver/train_command.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "apps/linear/data_cache.h"
+#include "apps/linear/dbpg.h"
+#include "apps/linear/model.h"
+#include "apps/linear/online.h"
+#include "pserver/launcher.h"
+#include "pserver/pserver.h"
+
+namespace pserver::tools {
+namespace {
+
+struct TrainFlags {
+  std::vector<std::string> data;
+  std::string algo = "dbpg";
+  double l1 = 1.0;
+  double l2 = 0.0;
+  int64_t tau = 0;
+  uint32_t blocks = 8;
+  int max_passes = 100;
+  double tol = 1e-5;
+  bool no_kkt = false;
+  double learning_rate = 0.1;  // sgd / ftrl alpha
+  uint32_t minibatch = 1000;
+  int servers = 1;
+  int workers = 2;
+  std::string model_out;
+  std::string report;
+  std::string cache_dir = "data/cache";
+  std::string scheduler;
+};
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& passes, double seconds) {
+  if (f.report.empty()) return Status::Ok();
+  const linear::PassReport last = passes.empty() ? linear::PassReport{} : passes.back();
+  nlohmann::json j = {{"algo", f.algo},          {"objective", last.objective},   {"nnz", last.nnz},
+                      {"passes", passes.size()}, {"seconds", seconds},             {"bytes_sent", last.bytes_sent},
+                      {"idle_fraction", last.idle_fraction}, {"l1", f.l1}, {"l2", f.l2}, {"tau", f.tau},
+                      {"workers", f.workers},    {"servers", f.servers}};
+  nlohmann::json per_pass = nlohmann::json::array();
+  for (const linear::PassReport& p : passes) {
+    per_pass.push_back({{"pass", p.pass},
+                        {"objective", p.objective},
+                        {"nnz", p.nnz},
+                        {"seconds", p.seconds},
+                        {"bytes_sent", p.bytes_sent},
+                        {"idle_fraction", p.idle_fraction},
+                        {"active_features", p.active_features}});
+  }
+  j["per_pass"] = per_pass;
+  std::ofstream out(f.report + ".tmp", std::ios::trunc);
+  out << j.dump(2) << "\n";
+  out.close();
+  if (!out || std::rename((f.report + ".tmp").c_str(), f.report.c_str()) != 0) {
+    return Status::Unavailable(fmt::format("cannot write report {}", f.report));
+  }
+  return Status::Ok();
+}
+
+int RunTrainWorker(const TrainFlags& f) {
+  Result<NodeOptions> opts = NodeOptionsFromEnvironment();
+  if (!f.scheduler.empty()) {
+    if (!opts.ok()) opts = NodeOptions{};
+    opts->scheduler_address = f.scheduler;
+  }
+  if (!opts.ok()) return Fail(opts.status());
+  opts->role = Role::kWorker;
+  Result<std::unique_ptr<Node>> node = Node::Start(*opts);
+  if (!node.ok()) return Fail(node.status());
+  Node& n = **node;
+  const bool lead = n.rank().value == 0;
+  const auto start = std::chrono::steady_clock::now();
+  Result<linear::LoadedData> data =
+      linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), f.cache_dir);
+  if (!data.ok()) {
+    n.Stop();
+    return Fail(data.status());
+  }
+  std::printf("worker %u: %zu rows, %zu non-zeros (%s)\n", n.rank().value, data->data.num_rows(), data->data.nnz(),
+              data->from_cache ? "from the cache" : "parsed");
+  std::fflush(stdout);
+  auto progress = [&](const linear::PassReport& p) {
+    if (!lead) return;
+    std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu\n", p.pass,
+                p.objective, static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
+                100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features));
+    std::fflush(stdout);
+  };
+  std::vector<linear::PassReport> passes;
+  uint64_t num_features = 0;
+  std::vector<std::pair<uint64_t, double>> weights;
+  if (f.algo == "dbpg") {
+    linear::DbpgOptions o;
+    o.l1 = f.l1;
+    o.l2 = f.l2;
+    o.tau = f.tau;
+    o.num_blocks = f.blocks;
+    o.max_passes = f.max_passes;
+    o.rel_tol = f.tol;
+    o.kkt_filter = !f.no_kkt;
+    Result<linear::DbpgResult> r = linear::TrainDbpg(n, data->data, o, progress);
+    if (!r.ok()) return Fail(r.status());
+    passes = std::move(r->passes);
+    num_features = r->num_features;
+    weights = std::move(r->weights);
+  } else {
+    linear::OnlineOptions o;
+    o.rule = f.algo;
+    o.l1 = f.l1;
+    o.l2 = f.l2;
+    o.tau = f.tau;
+    o.learning_rate = f.learning_rate;
+    o.minibatch = f.minibatch;
+    o.max_passes = f.max_passes;
+    o.rel_tol = f.tol;
+    Result<linear::OnlineResult> r = linear::TrainOnline(n, data->data, o, progress);
+    if (!r.ok()) return Fail(r.status());
+    passes = std::move(r->passes);
+    num_features = r->num_features;
+    weights = std::move(r->weights);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (lead) {
+    if (!f.model_out.empty()) {
+      if (Status s = linear::LinearModel(num_features, std::move(weights)).Save(f.model_out); !s.ok()) return Fail(s);
+      std::printf("model written to %s\n", f.model_out.c_str());
+    }
+    if (Status s = WriteReport(f, passes, seconds); !s.ok()) return Fail(s);
+  }
+  if (Status s = n.Finalize(); !s.ok()) return Fail(s);
+  return 0;
+}
+
+}  // namespace
+
+void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vector<std::string>& argv,
+                     std::function<int()>* run) {
+  CLI::App* train = app.add_subcommand("train", "Train a model on a local cluster (or as a worker of a running job)");
+  train->require_subcommand(1);
+  auto f = std::make_shared<TrainFlags>();
+  CLI::App* cmd = train->add_subcommand(
+      "linear", "Sparse logistic regression with L1 (and L2) regularisation: delayed block proximal gradient (dbpg), "
+                "or asynchronous minibatch SGD / FTRL-proximal");
+  cmd->add_option("--data", f->data, "libsvm files (split across workers by file, or by byte range)")->required();
+  cmd->add_option("--algo", f->algo, "dbpg, sgd or ftrl")
+      ->check(CLI::IsMember({"dbpg", "sgd", "ftrl"}))
+      ->capture_default_str();
+  cmd->add_option("--l1", f->l1, "L1 penalty lambda_1")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--l2", f->l2, "L2 penalty lambda_2 (objective term lambda_2 |w|^2)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--tau", f->tau, "Delay bound: iterations (dbpg) or minibatches (sgd/ftrl) in flight beyond one")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000}))
+      ->capture_default_str();
+  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-passes", f->max_passes, "Passes over the data at most")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--tol", f->tol, "Stop when the objective changes less than this, relatively")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("--no-kkt", f->no_kkt, "dbpg: compute and send every feature (no KKT filter)");
+  cmd->add_option("--learning-rate", f->learning_rate, "sgd: step size; ftrl: alpha")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--minibatch", f->minibatch, "sgd/ftrl: rows per minibatch")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--servers", f->servers, "Servers of the local cluster")->check(CLI::Range(1, 256))->capture_default_str();
+  cmd->add_option("--workers", f->workers, "Workers of the local cluster")->check(CLI::Range(1, 62))->capture_default_str();
+  cmd->add_option("--model-out", f->model_out, "Write the trained model here");
+  cmd->add_option("--report", f->report, "Write a JSON summary here (objective, nnz, passes, seconds, bytes_sent)");
+  cmd->add_option("--cache-dir", f->cache_dir, "Binary cache of the parsed data (empty: none)")->capture_default_str();
+  cmd->add_option("--scheduler", f->scheduler, "Join the running job at this scheduler address as a worker")
+      ->envname("PSERVER_SCHEDULER");
+  cmd->callback([=] {
+    *run = [=]() {
+      if (!f->scheduler.empty()) return RunTrainWorker(*f);
+      LaunchOptions launch;
+      launch.num_servers = f->servers;
+      launch.num_workers = f->workers;
+      launch.worker_argv = {self_exe};
+      launch.worker_argv.insert(launch.worker_argv.end(), argv.begin() + 1, argv.end());
+      launch.scheduler_argv = {self_exe, "scheduler"};
+      launch.server_argv = {self_exe, "server"};
+      launch.prefix_output = true;
+      return RunLaunch(launch);
+    };
+  });
+}
+
+void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
+  auto model = std::make_shared<std::string>();
+  auto data = std::make_shared<std::vector<std::string>>();
+  auto scores_out = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("predict", "Score libsvm data with a trained linear model; print log-loss, AUC "
+                                                "and accuracy");
+  cmd->add_option("--model", *model, "Model file written by `pserver train linear --model-out`")->required();
+  cmd->add_option("--data", *data, "libsvm files to score")->required();
+  cmd->add_option("--scores-out", *scores_out, "Write one score (the margin <x, w>) per row here");
+  cmd->callback([=] {
+    *run = [=]() {
+      Result<linear::LinearModel> m = linear::LinearModel::Load(*model);
+      if (!m.ok()) {
+        std::fprintf(stderr, "pserver predict: %s\n", m.status().ToString().c_str());
+        return 1;
+      }
+      Result<linear::Dataset> d = linear::ReadPart(*data, 0, 1);
+      if (!d.ok()) {
+        std::fprintf(stderr, "pserver predict: %s\n", d.status().ToString().c_str());
+        return 1;
+      }
+      const std::vector<double> scores = m->Scores(*d);
+      if (!scores_out->empty()) {
+        std::ofstream out(*scores_out, std::ios::trunc);
+        for (double s : scores) out << fmt::format("{:.9g}\n", s);
+        out.close();
+        if (!out) {
+          std::fprintf(stderr, "pserver predict: cannot write %s\n", scores_out->c_str());
+          return 1;
+        }
+      }
+      const linear::Metrics metrics = linear::Evaluate(scores, d->labels());
+      std::printf("rows %zu  log-loss %.6f  AUC %.6f  accuracy %.6f  (model: %zu non-zero weights)\n", metrics.rows,
+                  metrics.log_loss, metrics.auc, metrics.accuracy, m->weights().size());
+      return 0;
+    };
+  });
+}
+
+}  // namespace pserver::tools
