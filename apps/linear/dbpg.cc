@@ -101,6 +101,7 @@ class Trainer {
   std::vector<bool> active_;           // not filtered out by the KKT filter
   std::vector<bool> next_active_;
   std::vector<double> d_, h_, s_;      // per row: loss derivative, curvature, block row |x| sum
+  std::vector<int64_t> stamp_;         // per row: iteration + 1 whose d_, h_ it holds
   std::deque<InFlight> inflight_;
   uint64_t bytes_sent_ = 0;
   Clock::time_point start_;
@@ -135,19 +136,23 @@ Status Trainer::Setup() {
   d_.assign(data_.num_rows(), 0.0);
   h_.assign(data_.num_rows(), 0.0);
   s_.assign(data_.num_rows(), 0.0);
+  stamp_.assign(data_.num_rows(), 0);
   return Status::Ok();
 }
 
 Status Trainer::StartIteration(int64_t t) {
   const uint32_t b = static_cast<uint32_t>(t % o_.num_blocks);
   const uint64_t begin = block_begin_[b], end = block_begin_[b + 1];
-  // Row coefficients at the current margins: loss derivative and curvature.
-  for (size_t i = 0; i < margin_.size(); ++i) {
+  // Row coefficients at the current margins (loss derivative and curvature), computed only
+  // for the rows this block touches: an iteration costs the block's non-zeros, not all rows.
+  auto coefficients = [&](uint32_t i) {
+    if (stamp_[i] == t + 1) return;
+    stamp_[i] = t + 1;
     const double y = data_.labels()[i];
     const double p = Sigmoid(y * margin_[i]);  // probability of the true label
     d_[i] = -y * (1 - p);
     h_[i] = p * (1 - p);
-  }
+  };
   // s_i: sum of |x_ij| over the active features of this block and of the blocks whose steps
   // are still in flight (they change the margins at the same time as this one), for the
   // diagonal bound of their joint Hessian (Gershgorin: X^T D X <= diag(sum_i D_i |x_ij| s_i)).
@@ -172,6 +177,7 @@ Status Trainer::StartIteration(int64_t t) {
     for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
       const uint32_t i = cols_.rows[k];
       const double x = cols_.vals[k];
+      coefficients(i);
       g += d_[i] * x;
       u += h_[i] * std::abs(x) * s_[i];
     }

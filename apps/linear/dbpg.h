@@ -41,7 +41,7 @@ struct DbpgOptions {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;             // delay bound (iterations)
-  uint32_t num_blocks = 8;     // feature blocks per pass
+  uint32_t num_blocks = 32;    // feature blocks per pass
   int max_passes = 100;
   double rel_tol = 1e-5;       // stop when the objective changes less than this (relative)
   bool kkt_filter = true;

@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 #include <cstdio>
 #include <mutex>
 #include <random>
 
 #include "apps/linear/dbpg_rule.h"
 #include "apps/linear/logistic.h"
+#include "apps/linear/online.h"
 #include "pserver/kv_server.h"
 #include "testing/local_cluster.h"
 #include "testing/test_util.h"
@@ -87,8 +90,10 @@ std::vector<double> ReferenceSolve(const Dataset& d, size_t features, double l1,
   return w;
 }
 
-// Every worker trains on rows r with r % workers == rank; returns worker 0's result.
-Result<DbpgResult> TrainOnCluster(const Dataset& all, const DbpgOptions& o, uint32_t workers, uint32_t servers) {
+// Every worker runs `train` on rows r with r % workers == rank; returns worker 0's result.
+template <typename R>
+Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
+                       const std::function<Result<R>(Node&, const Dataset&)>& train) {
   LocalClusterOptions c;
   c.inproc = true;
   c.num_workers = workers;
@@ -105,14 +110,14 @@ Result<DbpgResult> TrainOnCluster(const Dataset& all, const DbpgOptions& o, uint
   });
   PSERVER_RETURN_IF_ERROR(cluster.status());
   std::mutex mu;
-  DbpgResult first;
+  R first;
   Status s = (*cluster)->RunWorkers([&](Node& node) -> Status {
     Dataset mine;
     for (size_t r = node.rank().value; r < all.num_rows(); r += node.num_workers()) {
       RowView row = all.row(r);
       PSERVER_RETURN_IF_ERROR(mine.AppendRow(row.label, row.feature_ids, row.values));
     }
-    PSERVER_ASSIGN_OR_RETURN(DbpgResult res, TrainDbpg(node, mine, o));
+    PSERVER_ASSIGN_OR_RETURN(R res, train(node, mine));
     if (node.rank().value == 0) {
       std::lock_guard lock(mu);
       first = std::move(res);
@@ -121,6 +126,11 @@ Result<DbpgResult> TrainOnCluster(const Dataset& all, const DbpgOptions& o, uint
   });
   PSERVER_RETURN_IF_ERROR(s);
   return first;
+}
+
+Result<DbpgResult> TrainOnCluster(const Dataset& all, const DbpgOptions& o, uint32_t workers, uint32_t servers) {
+  return RunOnCluster<DbpgResult>(all, workers, servers,
+                                  [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, o); });
 }
 
 struct Case {
@@ -186,6 +196,34 @@ TEST(DbpgKktTest, FilterChangesTrafficNotTheResult) {
   const double per_pass_without = static_cast<double>(active_without) / without->passes.size();
   std::printf("features computed per pass: %.1f with the filter, %.1f without\n", per_pass_with, per_pass_without);
   EXPECT_LT(per_pass_with, per_pass_without);
+}
+
+// The online solvers approach the same optimum (loosely: they are stochastic first-order
+// methods) and their objective goes down.
+TEST(OnlineTest, SgdAndFtrlApproachTheOptimum) {
+  const size_t features = 12;
+  const Dataset data = TinyData(1234, 80, features);
+  const double l1 = 1.0, l2 = 0.01;
+  const double ref_obj = Objective(data, ReferenceSolve(data, features, l1, l2), l1, l2);
+  for (const char* rule : {"sgd", "ftrl"}) {
+    OnlineOptions o;
+    o.rule = rule;
+    o.l1 = l1;
+    o.l2 = l2;
+    o.tau = 1;
+    o.minibatch = 8;
+    o.learning_rate = 0.5;
+    o.max_passes = std::string(rule) == "sgd" ? 300 : 100;
+    o.rel_tol = 1e-9;
+    Result<OnlineResult> r = RunOnCluster<OnlineResult>(
+        data, 2, 2, [&](Node& node, const Dataset& mine) { return TrainOnline(node, mine, o); });
+    ASSERT_OK(r);
+    const double first = r->passes.front().objective, last = r->passes.back().objective;
+    std::printf("%s: objective %.6f after 1 pass, %.6f after %zu; optimum %.6f\n", rule, first, last,
+                r->passes.size(), ref_obj);
+    EXPECT_LT(last, first) << rule;
+    EXPECT_LE((last - ref_obj) / ref_obj, 0.05) << rule;
+  }
 }
 
 TEST(DbpgRuleTest, ProxStepClosedForm) {

@@ -49,7 +49,9 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   if (o.rule == "sgd") {
     spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}}};
   } else {
-    spec.updater = {.name = "ftrl", .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1}, {"l2", 2 * o.l2}}};
+    const double passes = o.max_passes;
+    spec.updater = {.name = "ftrl",
+                    .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1 * passes}, {"l2", 2 * o.l2 * passes}}};
   }
   PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec, o.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
@@ -86,8 +88,8 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
         for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] += coef * row.values[k];
       }
       // SGD steps on the mean gradient of the minibatch plus 1/N of the regulariser's
-      // (sub)gradient (N: this worker's rows); FTRL takes the summed gradient and applies l1, l2
-      // itself, so that its accumulated z matches the objective's scale.
+      // (sub)gradient (N: this worker's rows). FTRL takes the summed gradient and applies its
+      // own l1, l2 (scaled to the run, see the header).
       if (o.rule == "sgd") {
         const double scale = 1.0 / static_cast<double>(end - first);
         const double reg_scale = 1.0 / static_cast<double>(data.num_rows());
@@ -136,7 +138,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
-    if (change < o.rel_tol) break;
+    if (change < o.rel_tol && o.rule == "sgd") break;
   }
   if (node.rank().value == 0) {
     constexpr uint64_t kChunk = 1 << 20;

@@ -6,6 +6,10 @@
 // beta = 1 and the job's l1, l2 applied on the server). With delay bound tau no more than
 // tau + 1 of a worker's requests are in flight (KVWorker::SetMaxDelay): tau = 0 waits for each
 // push before the next pull. After each pass the workers agree on the objective (JobStats).
+// FTRL regularises against the sum of every gradient it received, which after P passes is P
+// times the objective's: its l1 and l2 are therefore max_passes times the job's, and FTRL
+// always runs max_passes passes (earlier passes are over-regularised; the last matches the
+// objective). SGD stops early on rel_tol.
 //
 // SPMD like TrainDbpg: every worker calls TrainOnline with its own rows and the same options.
 // Thread safety: blocks the calling thread; `on_pass` runs on it.

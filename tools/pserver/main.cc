@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   pserver::tools::AddBenchCommand(app, &run);
   pserver::tools::AddTrainCommand(app, SelfExe(argv[0]), std::vector<std::string>(argv, argv + argc), &run);
   pserver::tools::AddPredictCommand(app, &run);
+  pserver::tools::AddGenDataCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   if (!pserver::SetLogLevel(log_level)) {
     std::fprintf(stderr, "pserver: unknown --log-level '%s'\n", log_level.c_str());

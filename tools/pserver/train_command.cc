@@ -10,6 +10,7 @@
 #include "apps/linear/data_cache.h"
 #include "apps/linear/dbpg.h"
 #include "apps/linear/model.h"
+#include "apps/linear/synthetic.h"
 #include "apps/linear/online.h"
 #include "pserver/launcher.h"
 #include "pserver/pserver.h"
@@ -23,7 +24,7 @@ struct TrainFlags {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;
-  uint32_t blocks = 8;
+  uint32_t blocks = 32;
   int max_passes = 100;
   double tol = 1e-5;
   bool no_kkt = false;
@@ -237,6 +238,50 @@ void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
       const linear::Metrics metrics = linear::Evaluate(scores, d->labels());
       std::printf("rows %zu  log-loss %.6f  AUC %.6f  accuracy %.6f  (model: %zu non-zero weights)\n", metrics.rows,
                   metrics.log_loss, metrics.auc, metrics.accuracy, m->weights().size());
+      return 0;
+    };
+  });
+}
+
+void AddGenDataCommand(CLI::App& app, std::function<int()>* run) {
+  auto o = std::make_shared<linear::SyntheticOptions>();
+  auto out = std::make_shared<std::string>();
+  auto files = std::make_shared<int>(1);
+  CLI::App* cmd = app.add_subcommand(
+      "gen-data", "Write a seeded synthetic click-style data set in libsvm format: power-law feature frequencies, "
+                  "labels drawn from a known sparse logistic model (the same output for the same flags)");
+  cmd->add_option("--out", *out, "Output file (with --files N > 1: OUT.0 ... OUT.N-1)")->required();
+  cmd->add_option("--rows", o->num_rows, "Examples")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--features", o->num_features, "Feature ids 1..FEATURES")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--nnz-per-row", o->nnz_per_row, "Mean distinct features per example")
+      ->check(CLI::Range(1.0, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--zipf", o->zipf_exponent, "Power-law exponent of feature frequencies (0: uniform)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--weight-density", o->weight_density, "Share of features with a non-zero true weight")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
+  cmd->add_option("--files", *files, "Split the rows over this many files")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      Result<linear::SyntheticData> gen = linear::SyntheticData::Create(*o);
+      if (!gen.ok()) {
+        std::fprintf(stderr, "pserver gen-data: %s\n", gen.status().ToString().c_str());
+        return 2;
+      }
+      const uint64_t per_file = (o->num_rows + *files - 1) / *files;
+      for (int i = 0; i < *files; ++i) {
+        const uint64_t first = per_file * i;
+        const uint64_t count = first >= o->num_rows ? 0 : std::min(per_file, o->num_rows - first);
+        const std::string path = *files == 1 ? *out : fmt::format("{}.{}", *out, i);
+        if (Status s = gen->WriteLibsvm(path, first, count); !s.ok()) {
+          std::fprintf(stderr, "pserver gen-data: %s\n", s.ToString().c_str());
+          return 1;
+        }
+        std::printf("wrote %llu rows to %s\n", static_cast<unsigned long long>(count), path.c_str());
+      }
       return 0;
     };
   });

@@ -19,5 +19,7 @@ namespace pserver::tools {
 void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vector<std::string>& argv,
                      std::function<int()>* run);
 void AddPredictCommand(CLI::App& app, std::function<int()>* run);
+// `pserver gen-data`: the seeded synthetic data generator (apps/linear/synthetic.h).
+void AddGenDataCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace pserver::tools
