@@ -1,0 +1,107 @@
+// `pserver gen-data`, `pserver train linear` and `pserver predict` as a user runs them: a real
+// local cluster (scheduler, servers and workers as processes), the model file and the report
+// they write, and predict's refusal of a corrupted model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unistd.h>
+
+#include "tests/integration/subprocess.h"
+#include "testing/test_util.h"
+
+namespace pserver::testing {
+namespace {
+
+constexpr std::chrono::milliseconds kHangGuard{240000};
+
+class TrainCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("pserver_train_cli_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // Runs the pserver binary to its end; returns (exit description, output).
+  std::pair<std::string, std::string> Run(std::vector<std::string> args) {
+    args.insert(args.begin(), PserverBinary());
+    auto p = Subprocess::Spawn(args);
+    EXPECT_OK(p.status());
+    if (!p.ok()) return {"spawn failed", ""};
+    std::optional<int> status = (*p)->WaitExit(kHangGuard);
+    return {status ? DescribeWaitStatus(*status) : "hung", (*p)->output()};
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(TrainCliTest, TrainsOnALocalClusterThenPredictsAndRefusesACorruptModel) {
+  const uint64_t seed = TestSeed();
+  auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "4000", "--features", "500",
+                                    "--nnz-per-row", "15", "--seed", std::to_string(seed)});
+  ASSERT_EQ(gen_status, "exit 0") << gen_out;
+
+  auto [status, out] = Run({"train", "linear", "--data", Path("train.svm"), "--l1", "1", "--servers", "2", "--workers",
+                            "2", "--tau", "1", "--blocks", "8", "--model-out", Path("model.bin"), "--report",
+                            Path("report.json"), "--cache-dir", Path("cache")});
+  ASSERT_EQ(status, "exit 0") << out;
+  EXPECT_NE(out.find("[worker 0] pass   1  objective"), std::string::npos) << out;
+  EXPECT_NE(out.find("model written to"), std::string::npos) << out;
+
+  std::ifstream report_file(Path("report.json"));
+  nlohmann::json report = nlohmann::json::parse(report_file, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(report.is_discarded());
+  for (const char* field : {"objective", "nnz", "passes", "seconds", "bytes_sent"}) {
+    EXPECT_TRUE(report.contains(field)) << field;
+  }
+  EXPECT_GT(report["passes"].get<int>(), 1);
+  EXPECT_GT(report["bytes_sent"].get<double>(), 0);
+  // The objective decreases from the all-zero model's n * log 2.
+  EXPECT_LT(report["objective"].get<double>(), 4000 * std::log(2.0));
+
+  auto [p_status, p_out] = Run({"predict", "--model", Path("model.bin"), "--data", Path("train.svm"), "--scores-out",
+                                Path("scores.txt")});
+  ASSERT_EQ(p_status, "exit 0") << p_out;
+  EXPECT_NE(p_out.find("rows 4000  log-loss"), std::string::npos) << p_out;
+  EXPECT_NE(p_out.find("AUC"), std::string::npos) << p_out;
+  size_t lines = 0;
+  std::ifstream scores(Path("scores.txt"));
+  for (std::string line; std::getline(scores, line);) ++lines;
+  EXPECT_EQ(lines, 4000u);
+
+  // A second run reads the binary cache instead of parsing the text again.
+  auto [again_status, again_out] = Run({"train", "linear", "--data", Path("train.svm"), "--l1", "1", "--servers",
+                                        "1", "--workers", "2", "--max-passes", "2", "--cache-dir", Path("cache")});
+  ASSERT_EQ(again_status, "exit 0") << again_out;
+  EXPECT_NE(again_out.find("(from the cache)"), std::string::npos) << again_out;
+
+  // One flipped byte in the model: predict refuses it, naming the file.
+  {
+    std::fstream f(Path("model.bin"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(28);
+    f.put('\x7f');
+  }
+  auto [bad_status, bad_out] = Run({"predict", "--model", Path("model.bin"), "--data", Path("train.svm")});
+  EXPECT_EQ(bad_status, "exit 1") << bad_out;
+  EXPECT_NE(bad_out.find("model file " + Path("model.bin")), std::string::npos) << bad_out;
+  EXPECT_NE(bad_out.find("Corruption"), std::string::npos) << bad_out;
+}
+
+TEST_F(TrainCliTest, MalformedDataFailsTheJobNamingFileAndLine) {
+  {
+    std::ofstream f(Path("bad.svm"));
+    f << "+1 1:1 3:1\n-1 2:1\n+1 4:abc\n";
+  }
+  auto [status, out] = Run({"train", "linear", "--data", Path("bad.svm"), "--servers", "1", "--workers", "1",
+                            "--cache-dir", ""});
+  EXPECT_NE(status, "exit 0") << out;
+  EXPECT_NE(out.find(Path("bad.svm") + ":3: bad value 'abc' for feature 4"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace pserver::testing
