@@ -79,10 +79,27 @@ Result<Ring> Ring::Build(std::vector<uint32_t> server_ranks, uint32_t virtual_no
   return Ring(std::move(server_ranks), virtual_nodes, std::move(segments));
 }
 
+Ring::Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments)
+    : servers_(std::move(servers)), virtual_nodes_(virtual_nodes), segments_(std::move(segments)) {
+  const size_t prefixes = size_t{1} << kPrefixBits;
+  first_segment_of_prefix_.resize(prefixes + 1);
+  size_t seg = 0;
+  for (size_t p = 0; p < prefixes; ++p) {
+    const uint64_t first_key = static_cast<uint64_t>(p) << (64 - kPrefixBits);
+    while (seg + 1 < segments_.size() && segments_[seg + 1].range.first <= first_key) ++seg;
+    first_segment_of_prefix_[p] = static_cast<uint32_t>(seg);
+  }
+  first_segment_of_prefix_[prefixes] = static_cast<uint32_t>(segments_.size() - 1);
+}
+
 size_t Ring::SegmentIndex(uint64_t routing_key) const {
-  // The last segment whose first is <= routing_key; segments_[0].range.first == 0.
-  auto it = std::upper_bound(segments_.begin(), segments_.end(), routing_key,
-                             [](uint64_t k, const RingSegment& s) { return k < s.range.first; });
+  // The last segment whose first is <= routing_key, searched among the segments that meet the
+  // key's prefix: from the one holding the prefix's first key to the one holding the next
+  // prefix's first key.
+  const size_t p = static_cast<size_t>(routing_key >> (64 - kPrefixBits));
+  const auto lo = segments_.begin() + first_segment_of_prefix_[p];
+  const auto hi = segments_.begin() + first_segment_of_prefix_[p + 1] + 1;
+  auto it = std::upper_bound(lo, hi, routing_key, [](uint64_t k, const RingSegment& s) { return k < s.range.first; });
   return static_cast<size_t>(it - segments_.begin()) - 1;
 }
 

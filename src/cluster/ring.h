@@ -68,14 +68,16 @@ class Ring {
   friend bool operator==(const Ring&, const Ring&) = default;
 
  private:
-  Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments)
-      : servers_(std::move(servers)),
-        virtual_nodes_(virtual_nodes),
-        segments_(std::move(segments)) {}
+  static constexpr int kPrefixBits = 12;
+
+  Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments);
 
   std::vector<uint32_t> servers_;
   uint32_t virtual_nodes_ = 0;
   std::vector<RingSegment> segments_;
+  // For each prefix p of kPrefixBits bits: the index of the segment holding p's first key.
+  // Derived from segments_ (so equal rings have equal tables).
+  std::vector<uint32_t> first_segment_of_prefix_;
 };
 
 }  // namespace pserver::cluster

@@ -6,7 +6,6 @@
 #include <thread>
 
 #include "base/logging.h"
-#include "cluster/key_placement.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/sum_store.h"
 #include "kv/server/table_store.h"
@@ -121,6 +120,12 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
   if (keys.size() % sizeof(Key) != 0) return Status::Corruption(fmt::format("key frame of {} bytes", keys.size()));
   r.keys = SharedArray<Key>(keys.owner(), reinterpret_cast<Key*>(keys.data()), keys.size() / sizeof(Key));
   const size_t n = r.keys.size();
+  for (size_t i = 1; i < n; ++i) {
+    if (r.keys[i - 1] >= r.keys[i]) {
+      return Status::Corruption(fmt::format("keys not sorted ascending and unique at index {} ({} then {})", i,
+                                            r.keys[i - 1], r.keys[i]));
+    }
+  }
   const bool push = Pushes(h.type);
   const Bytes& lens = msg.frames[2];
   if (push && h.width == 0) {
@@ -258,15 +263,9 @@ void KVServerCore::Process(Message&& msg) {
   }
 
   // Vector clock: a push this range already includes is a duplicate; do not apply it again.
-  // Ranges are of routing keys (ring positions): a worker sends each server its keys in
-  // routing order, so the first and last key bound the request's range.
+  // The keys are sorted (Decode checked), so the first and last bound the request's range.
   const bool has_keys = !req->keys.empty();
-  KeyRange range{};
-  if (has_keys) {
-    const cluster::Placement placement{static_cast<cluster::PlacementKind>(t.spec.placement), t.spec.key_range};
-    range = {cluster::RoutingKey(placement, req->keys[0]), cluster::RoutingKey(placement, req->keys[req->keys.size() - 1])};
-    if (range.first > range.last) std::swap(range.first, range.last);
-  }
+  const KeyRange range = has_keys ? KeyRange{req->keys[0], req->keys[req->keys.size() - 1]} : KeyRange{};
   auto rank = worker_rank_.find(req->sender);
   const bool from_worker = rank != worker_rank_.end();
   bool duplicate = false;

@@ -36,14 +36,18 @@
 
 namespace pserver::kv {
 
-// A bijective 64-bit mix of a key (the MurmurHash3 finaliser) and its inverse.
+// A bijective 64-bit mix of a key and its inverse: Stafford's "Mix13" variant of the
+// MurmurHash3 finaliser. Deliberately NOT the routing mix (cluster/key_placement.h, the
+// MurmurHash3 finaliser itself): a server owns a contiguous range of routing positions, and
+// a storage hash equal to the routing hash would crowd all of its keys into a fraction of the
+// table's home slots.
 constexpr uint64_t MixKey(Key key) {
   uint64_t x = key;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
   return x;
 }
 
@@ -62,13 +66,23 @@ constexpr uint64_t InverseMod64(uint64_t a) {
 }
 }  // namespace sparse_rows_internal
 
+namespace sparse_rows_internal {
+// The inverse of x ^= x >> shift.
+constexpr uint64_t UnXorShift(uint64_t y, int shift) {
+  uint64_t x = y;
+  for (int s = shift; s < 64; s += shift) x = y ^ (x >> shift);
+  return x;
+}
+}  // namespace sparse_rows_internal
+
 constexpr Key UnmixKey(uint64_t x) {
   using sparse_rows_internal::InverseMod64;
-  x ^= x >> 33;
-  x *= InverseMod64(0xc4ceb9fe1a85ec53ULL);
-  x ^= x >> 33;
-  x *= InverseMod64(0xff51afd7ed558ccdULL);
-  x ^= x >> 33;
+  using sparse_rows_internal::UnXorShift;
+  x = UnXorShift(x, 31);
+  x *= InverseMod64(0x94d049bb133111ebULL);
+  x = UnXorShift(x, 27);
+  x *= InverseMod64(0xbf58476d1ce4e5b9ULL);
+  x = UnXorShift(x, 30);
   return x;
 }
 

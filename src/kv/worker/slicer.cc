@@ -106,94 +106,29 @@ std::vector<Slice> SliceOrdered(size_t n, const Ring& ring, const RoutingAt& rou
   return WithoutEmpty(std::move(slices));
 }
 
-struct Mixed {
-  uint64_t routing;
-  uint32_t index;
-};
-
-void InsertionSort(Mixed* first, Mixed* last) {
-  for (Mixed* p = first + 1; p < last; ++p) {
-    const Mixed x = *p;
-    Mixed* q = p;
-    for (; q > first && (q - 1)->routing > x.routing; --q) *q = *(q - 1);
-    *q = x;
-  }
-}
-
-// Sorts [first, last) by routing, knowing that all share their top `known_bits` bits: one
-// bucket pass on the next bits (about one entry per bucket) through `scratch`, then an
-// insertion sort per bucket. Buckets that crafted keys overfill fall back to std::sort.
-void SortBucket(Mixed* first, Mixed* last, int known_bits, std::vector<Mixed>& scratch,
-                std::vector<uint32_t>& start) {
-  const size_t m = static_cast<size_t>(last - first);
-  if (m <= 16) {
-    InsertionSort(first, last);
-    return;
-  }
-  const int bits = std::min(static_cast<int>(std::bit_width(m)) - 1, 64 - known_bits);
-  const auto bucket = [known_bits, bits](uint64_t r) { return (r << known_bits) >> (64 - bits); };
-  start.assign((size_t{1} << bits) + 1, 0);
-  for (const Mixed* p = first; p < last; ++p) ++start[bucket(p->routing) + 1];
-  for (size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
-  scratch.resize(m);
-  for (const Mixed* p = first; p < last; ++p) scratch[start[bucket(p->routing)]++] = *p;
-  // start[i] is now the end of bucket i, which is where bucket i + 1 begins.
-  size_t begin = 0;
-  for (size_t i = 0; i + 1 < start.size(); ++i) {
-    const size_t end = start[i];
-    if (end - begin > 32) {
-      std::sort(scratch.begin() + begin, scratch.begin() + end,
-                [](const Mixed& x, const Mixed& y) { return x.routing < y.routing; });
-    } else {
-      InsertionSort(scratch.data() + begin, scratch.data() + end);
-    }
-    begin = end;
-  }
-  std::copy(scratch.begin(), scratch.begin() + m, first);
-}
-
-// The keys' indices sorted by MixKey, in two bucket passes: the first on the top bits into
-// buckets small enough to stay in cache, the second inside each (SortBucket). The mixed keys
-// are uniform over 2^64, so this is linear in expectation.
-std::unique_ptr<Mixed[]> SortByMixedKey(std::span<const Key> keys) {
-  const size_t n = keys.size();
-  auto sorted = std::make_unique_for_overwrite<Mixed[]>(n);
-  const int bits = std::clamp(static_cast<int>(std::bit_width(n)) - 12, 0, 11);
-  std::vector<uint32_t> start((size_t{1} << bits) + 1, 0);
-  const auto bucket = [bits](uint64_t r) { return bits == 0 ? 0 : r >> (64 - bits); };
-  for (Key k : keys) ++start[bucket(cluster::MixKey(k)) + 1];
-  for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-  std::vector<uint32_t> fill(start.begin(), start.end() - 1);
-  for (size_t i = 0; i < n; ++i) {
-    const uint64_t m = cluster::MixKey(keys[i]);
-    sorted[fill[bucket(m)]++] = {m, static_cast<uint32_t>(i)};
-  }
-  std::vector<Mixed> scratch;
-  std::vector<uint32_t> sub_start;
-  for (size_t b = 0; b + 1 < start.size(); ++b) {
-    SortBucket(sorted.get() + start[b], sorted.get() + start[b + 1], bits, scratch, sub_start);
-  }
-  return sorted;
-}
-
+// kHashed: each key goes to the owner of its mixed routing key; every slice keeps its keys in
+// request (ascending key) order, so a request to one server is one run and travels without a
+// copy.
 std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
-  const std::unique_ptr<Mixed[]> sorted = SortByMixedKey(keys);
-  const Mixed* entries = sorted.get();
-  const auto routing_at = [entries](size_t pos) { return entries[pos].routing; };
-  const std::vector<Span> spans = WalkSegments(keys.size(), ring, routing_at);
-  std::vector<Slice> slices =
-      EmptySlices(ring, spans, [](const Span& s) { return size_t{s.end - s.begin}; });
-  for (const Span& s : spans) {
-    Slice& slice = slices[s.server_index];
-    for (uint32_t p = s.begin; p < s.end; ++p) {
-      const uint32_t i = entries[p].index;
-      if (!slice.runs.empty() && slice.runs.back().end == i) {
-        ++slice.runs.back().end;
-      } else {
-        slice.runs.push_back({i, i + 1});
-      }
+  const std::vector<uint32_t>& servers = ring.servers();
+  std::vector<Slice> slices(servers.size());
+  for (size_t i = 0; i < slices.size(); ++i) slices[i].server = servers[i];
+  if (servers.size() == 1) {
+    AppendRun(slices[0], 0, static_cast<uint32_t>(keys.size()));
+    return WithoutEmpty(std::move(slices));
+  }
+  // Server rank -> slice index (ranks are small: 0 .. num_servers - 1 plus joins).
+  std::vector<uint32_t> slice_of(servers.back() + 1, 0);
+  for (size_t i = 0; i < servers.size(); ++i) slice_of[servers[i]] = static_cast<uint32_t>(i);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Slice& slice = slices[slice_of[ring.Owner(cluster::MixKey(keys[i]))]];
+    const auto k = static_cast<uint32_t>(i);
+    if (!slice.runs.empty() && slice.runs.back().end == k) {
+      ++slice.runs.back().end;
+    } else {
+      slice.runs.push_back({k, k + 1});
     }
-    slice.num_keys += s.end - s.begin;
+    ++slice.num_keys;
   }
   return WithoutEmpty(std::move(slices));
 }

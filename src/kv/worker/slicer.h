@@ -33,20 +33,21 @@ struct IndexRun {
 // The part of a request that goes to one server.
 struct Slice {
   uint32_t server = 0;         // the server's rank
-  std::vector<IndexRun> runs;  // in ascending routing-key order; consecutive runs never touch
+  std::vector<IndexRun> runs;  // ascending (key order); consecutive runs never touch
   uint32_t num_keys = 0;       // the total length of runs
 };
 
 // Splits `keys` by the owner of each key's routing key (cluster::RoutingKey) on `ring`.
 // Returns one Slice per server that receives at least one key, ordered by server rank; an
 // empty request gives an empty vector. Within a slice the runs list the key indices in
-// ascending routing-key order, with consecutive indices merged into maximal runs. For kRange
-// and kIdentity the routing order is the key order, so a slice has about one run per ring
-// segment it touches; for kHashed the runs are mostly of length one.
+// ascending order (so each server gets its keys sorted), with consecutive indices merged into
+// maximal runs. For kRange and kIdentity a slice has about one run per ring segment it
+// touches; for kHashed with several servers the runs are short (one key per run on average
+// with many servers), and with one server the whole request is one run.
 //
 // Cost: O(s log n) for kRange and kIdentity, s being the number of ring segments the request
-// touches; O(n) expected for kHashed (a bucket sort of the mixed keys). Allocates only the
-// result and, for kHashed, one scratch array of n entries.
+// touches; O(n) expected for kHashed (one mix and one ring lookup per key, see Ring::Owner).
+// Allocates only the result.
 //
 // REQUIRES: `keys` sorted ascending without duplicates (see CheckSortedUnique); if violated
 // the result is unspecified, but no memory outside `keys` is read.
