@@ -93,6 +93,12 @@ BenchResult MakeBenchResult(std::string name, std::string unit, const std::vecto
   return r;
 }
 
+BenchResult MakeTargetResult(std::string name, std::string unit, double value, double target) {
+  BenchResult r = MakeBenchResult(std::move(name), std::move(unit), {value}, target, "target_max", false);
+  r.ratio = ComputeRatio(value, target, true);  // value / target: <= 1 meets the target
+  return r;
+}
+
 void PrintTable(const std::vector<BenchResult>& results, std::FILE* out) {
   static constexpr size_t kColumns = 6;
   using Row = std::array<std::string, kColumns>;

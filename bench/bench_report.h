@@ -24,6 +24,9 @@ struct BenchResult {
   //   higher_is_better (throughput): ratio = value / bound
   //   lower is better (latency):     ratio = bound / value
   // 0 when bound or value is not positive and finite (see ComputeRatio).
+  // The one exception is a ceiling that is a target rather than a measured bound
+  // (bound_name "target_max", e.g. the memory figure in bytes per parameter): there the ratio
+  // is value / bound and at most 1.0 meets the target (built by MakeTargetResult).
   double ratio = 0;
   bool higher_is_better = true;
   double min = 0;  // range of `value` over the repetitions
@@ -56,6 +59,11 @@ double ComputeRatio(double value, double bound, bool higher_is_better);
 // bound (0 for none), filling value/min/max/repetitions and the ratio.
 BenchResult MakeBenchResult(std::string name, std::string unit, const std::vector<double>& reps,
                             double bound, std::string bound_name, bool higher_is_better);
+
+// A single figure against a fixed ceiling `target` (lower is better): value = min = max =
+// `value`, one repetition, bound = target, bound_name "target_max", ratio = value / target
+// (0 if either is not positive and finite), so a ratio of at most 1.0 meets the target.
+BenchResult MakeTargetResult(std::string name, std::string unit, double value, double target);
 
 // Writes a header and one row per result to `out`, columns aligned:
 //   name  value  unit  bound  ratio  range

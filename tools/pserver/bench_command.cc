@@ -2,14 +2,19 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench_report.h"
 #include "cluster_workloads.h"
+#include "pserver/logging.h"
 #include "raw_zmq.h"
+#include "sparse_workloads.h"
 
 namespace pserver::tools {
 namespace {
@@ -24,8 +29,17 @@ struct BenchFlags {
   int repetitions = 3;
   int64_t min_duration_ms = 1000;
   int window = 32;
+  // Sparse workloads (sparse_push, sparse_pull) and the memory figure.
+  size_t sparse_keys = 100'000;
+  uint64_t sparse_key_space = 10'000'000;
+  int sparse_window = 4;
+  size_t memory_keys = 10'000'000;
   std::string json;
+  bool quiet_logs = true;  // no --log-level given: the bench lowers the library's logs to warn
 };
+
+// Target for the memory figure: bytes per stored float parameter of a sparse SGD table.
+constexpr double kMemoryTargetBytes = 20;
 
 Result<size_t> ParseSize(const std::string& s) {
   size_t n = 0, pos = 0;
@@ -50,7 +64,8 @@ Result<Shape> ParseShape(const std::string& s) {
   if (s == "push") return Shape::kPush;
   if (s == "pull") return Shape::kPull;
   if (s == "pushpull") return Shape::kPushPull;
-  return Status::InvalidArgument(fmt::format("unknown workload '{}' (push, pull, pushpull, rtt)", s));
+  return Status::InvalidArgument(
+      fmt::format("unknown workload '{}' (push, pull, pushpull, rtt, sparse_push, sparse_pull, memory)", s));
 }
 
 // Throughput of one cell: repetitions alternate between the bound and pserver so that both
@@ -99,8 +114,54 @@ Result<std::vector<BenchResult>> RoundTripCells(const BenchFlags& f) {
       bench::MakeBenchResult("rtt/4KiB/p99", "us", p99, bench::Summarize(bp99).median, "raw_zmq_req_rep", false)};
 }
 
+bench::SparseWorkloadOptions SparseOptions(const BenchFlags& f, bool push, int servers, int workers) {
+  bench::SparseWorkloadOptions o;
+  o.push = push;
+  o.num_servers = servers;
+  o.num_workers = workers;
+  o.keys_per_request = f.sparse_keys;
+  o.key_space = f.sparse_key_space;
+  o.window = f.sparse_window;
+  o.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+  return o;
+}
+
+std::string KeyCount(uint64_t n) {
+  if (n >= 1'000'000 && n % 1'000'000 == 0) return fmt::format("{}M", n / 1'000'000);
+  if (n >= 1000 && n % 1000 == 0) return fmt::format("{}k", n / 1000);
+  return fmt::format("{}", n);
+}
+
+// Keys per second per server of a sparse workload; repetitions alternate between the flat-array
+// bound and pserver so that both see the same machine load.
+Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests& requests, bool push, int servers,
+                               int workers) {
+  const bench::SparseWorkloadOptions o = SparseOptions(f, push, servers, workers);
+  std::vector<double> ours, bound;
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    bound.push_back(bench::MeasureSparseBound(o, requests));
+    PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput r, bench::MeasureClusterSparse(o, requests));
+    ours.push_back(r.keys_per_sec_per_server);
+  }
+  std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
+                                 servers, workers);
+  return bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median,
+                                push ? "flat_array_sgd_1thread" : "flat_array_gather_1thread", true);
+}
+
+// Bytes per stored parameter of the server's sparse SGD store (deterministic: one repetition),
+// with the server's default number of shards.
+Result<BenchResult> MemoryCell(const BenchFlags& f) {
+  const uint32_t shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  PSERVER_ASSIGN_OR_RETURN(bench::SparseMemory m, bench::MeasureSparseMemory(f.memory_keys, shards, 43));
+  return bench::MakeTargetResult(fmt::format("memory/sparse_sgd/{}keys/{}shards", KeyCount(m.keys), m.shards),
+                                 "B/param", m.bytes_per_param, kMemoryTargetBytes);
+}
+
 int Run(const BenchFlags& f) {
+  if (f.quiet_logs) SetLogLevel("warn");  // the nodes' info lines would interleave with the table
   std::vector<BenchResult> results;
+  std::optional<bench::SparseRequests> sparse_requests;  // generated on first use, shared by the cells
   auto report = [&](const BenchResult& r) {
     bench::PrintTable({r}, stdout);
     std::fflush(stdout);
@@ -111,6 +172,30 @@ int Run(const BenchFlags& f) {
       Result<std::vector<BenchResult>> rtt = RoundTripCells(f);
       if (!rtt.ok()) return std::fprintf(stderr, "pserver bench: rtt: %s\n", rtt.status().ToString().c_str()), 1;
       for (const BenchResult& r : *rtt) report(r);
+      continue;
+    }
+    if (w == "memory") {
+      Result<BenchResult> r = MemoryCell(f);
+      if (!r.ok()) return std::fprintf(stderr, "pserver bench: memory: %s\n", r.status().ToString().c_str()), 1;
+      report(*r);
+      continue;
+    }
+    if (w == "sparse_push" || w == "sparse_pull") {
+      if (!sparse_requests) {
+        Result<bench::SparseRequests> reqs = bench::MakeSparseRequests(SparseOptions(f, true, 1, 1));
+        if (!reqs.ok()) return std::fprintf(stderr, "pserver bench: %s\n", reqs.status().ToString().c_str()), 2;
+        sparse_requests = std::move(*reqs);
+      }
+      for (const std::string& t : f.topologies) {
+        Result<std::pair<int, int>> topo = ParseTopology(t);
+        if (!topo.ok()) return std::fprintf(stderr, "pserver bench: %s\n", topo.status().ToString().c_str()), 2;
+        Result<BenchResult> r = SparseCell(f, *sparse_requests, w == "sparse_push", topo->first, topo->second);
+        if (!r.ok()) {
+          std::fprintf(stderr, "pserver bench: %s %s: %s\n", w.c_str(), t.c_str(), r.status().ToString().c_str());
+          return 1;
+        }
+        report(*r);
+      }
       continue;
     }
     Result<Shape> shape = ParseShape(w);
@@ -131,7 +216,10 @@ int Run(const BenchFlags& f) {
       }
     }
   }
-  std::printf("\nsummary (ratio = fraction of the raw ZeroMQ bound reached; latency: bound/value)\n");
+  std::printf(
+      "\nsummary (ratio = fraction of the bound reached: raw ZeroMQ for push/pull/pushpull/rtt (latency: "
+      "bound/value), a single-thread flat-array loop over the same keys for sparse_*; memory: value/target, <= 1 "
+      "meets it)\n");
   bench::PrintTable(results, stdout);
   if (!f.json.empty()) {
     if (Status s = bench::WriteJson(results, f.json); !s.ok()) {
@@ -146,11 +234,17 @@ int Run(const BenchFlags& f) {
 
 void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<BenchFlags>();
+  CLI::App* root = &app;
   CLI::App* cmd = app.add_subcommand(
       "bench",
-      "Run named workloads on an in-process cluster (nodes as threads over loopback TCP) and, in the same run, the "
-      "raw ZeroMQ bound for the same shape; print each result with its ratio to the bound");
-  cmd->add_option("--workloads", f->workloads, "push, pull, pushpull (one key per request, 32 in flight), rtt")
+      "Run named workloads on an in-process cluster (nodes as threads over loopback TCP) and, in the same run, their "
+      "bound (raw ZeroMQ for the same shape; a single-thread in-memory loop for the sparse ones); print each result "
+      "with its ratio to the bound");
+  cmd->add_option("--workloads", f->workloads,
+                  "push, pull, pushpull (one key per request, 32 in flight), rtt; also (not by default) "
+                  "sparse_push, sparse_pull (--sparse-keys random keys per request into a sparse SGD table, keys/s "
+                  "per server against a single-thread flat-array loop) and memory (bytes per parameter of a "
+                  "sparse SGD store of --memory-keys keys, against the 20-byte target)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--sizes", f->sizes, "Value sizes of the one key per request")->delimiter(',')->capture_default_str();
@@ -162,8 +256,24 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--window", f->window, "Requests in flight per worker")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--sparse-keys", f->sparse_keys, "sparse_*: distinct sorted keys per request")
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}))
+      ->capture_default_str();
+  cmd->add_option("--sparse-key-space", f->sparse_key_space, "sparse_*: keys are drawn from [0, this)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}))
+      ->capture_default_str();
+  cmd->add_option("--sparse-window", f->sparse_window, "sparse_*: requests in flight per worker")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--memory-keys", f->memory_keys, "memory: keys stored before measuring")
+      ->check(CLI::Range(size_t{1}, size_t{1'000'000'000}))
+      ->capture_default_str();
   cmd->add_option("--json", f->json, "Also write the results as a JSON array to this file");
-  cmd->callback([=] { *run = [=] { return Run(*f); }; });
+  cmd->callback([=] {
+    const CLI::Option* level = root->get_option_no_throw("--log-level");
+    f->quiet_logs = level == nullptr || level->count() == 0;
+    *run = [=] { return Run(*f); };
+  });
 }
 
 }  // namespace pserver::tools
