@@ -302,8 +302,8 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     const bool converged = change < o_.rel_tol;
     const bool filtered = std::find(active_.begin(), active_.end(), false) != active_.end();
     if (converged && (!o_.kkt_filter || verifying || !filtered)) break;
-    if (converged) {
-      verifying = true;  // one pass over every feature before stopping
+    if (converged || (o_.kkt_full_pass_every > 0 && pass % o_.kkt_full_pass_every == 0)) {
+      verifying = converged;  // a pass over every feature (before stopping, or periodically)
       std::fill(active_.begin(), active_.end(), true);
     } else {
       verifying = false;

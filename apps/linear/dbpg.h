@@ -17,8 +17,9 @@
 //
 // KKT filter: a feature whose weight is 0 and whose full gradient lies inside the L1 band
 // with a margin (|G_j| <= (1 - kkt_margin) * l1) stays 0 under the next step; it is dropped
-// from later passes -- neither computed nor sent -- until the end, when a pass over every
-// feature checks that nothing changes (otherwise training goes on with all features).
+// from later passes -- neither computed nor sent. Every kkt_full_pass_every passes, and before
+// stopping, a pass over every feature re-checks the filtered ones (training goes on if that
+// pass changes the objective by more than the tolerance).
 //
 // Every worker of the job calls TrainDbpg with its own rows (SPMD); they must agree on the
 // options. The servers must know the "dbpg" rule (RegisterLinearRules).
@@ -41,11 +42,12 @@ struct DbpgOptions {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;             // delay bound (iterations)
-  uint32_t num_blocks = 32;    // feature blocks per pass
+  uint32_t num_blocks = 256;   // feature blocks per pass
   int max_passes = 100;
   double rel_tol = 1e-5;       // stop when the objective changes less than this (relative)
   bool kkt_filter = true;
-  double kkt_margin = 0.1;
+  double kkt_margin = 0.5;     // filter when |G_j| <= (1 - margin) * l1
+  int kkt_full_pass_every = 5; // every this many passes, a pass over every feature
   double trust_region = 5.0;   // |w_j - w0_j| per iteration
   std::string table_prefix = "dbpg";
   std::chrono::milliseconds wait_timeout{300000};

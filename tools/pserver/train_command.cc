@@ -24,7 +24,7 @@ struct TrainFlags {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;
-  uint32_t blocks = 32;
+  uint32_t blocks = 256;
   int max_passes = 100;
   double tol = 1e-5;
   bool no_kkt = false;
