@@ -78,7 +78,6 @@ class Trainer {
   Status FinishPull(InFlight& p);
   Status DrainUpTo(int64_t last);  // completes every pull of an iteration <= last
   Result<PassReport> EndPass(int pass);
-  Result<std::vector<std::pair<uint64_t, double>>> CollectWeights();
   Status Wait(Timestamp ts) {
     const auto start = Clock::now();
     Status s = kv_.Wait(ts, o_.wait_timeout);
@@ -243,38 +242,10 @@ Result<PassReport> Trainer::EndPass(int pass) {
   }
   active = static_cast<double>(active_this_pass_);
   const double idle = std::chrono::duration<double>(idle_).count();
-  PSERVER_ASSIGN_OR_RETURN(JobStats::Row sum,
-                           stats_->Sum(pass, {loss, reg, nnz, active, static_cast<double>(bytes_sent_), idle}, &idle_));
-  PassReport r;
-  r.pass = pass;
-  r.objective = sum[0] + sum[1];
-  r.nnz = static_cast<uint64_t>(sum[2]);
-  r.active_features = static_cast<uint64_t>(sum[3]);
-  const auto elapsed = Clock::now() - start_;
-  r.seconds = std::chrono::duration<double>(elapsed).count();
-  r.bytes_sent = static_cast<uint64_t>(sum[4]);
-  const double workers = node_.num_workers();
-  r.idle_fraction = r.seconds > 0 ? sum[5] / (workers * r.seconds) : 0;
+  PSERVER_ASSIGN_OR_RETURN(
+      PassReport r, stats_->EndPass(pass, {loss, reg, nnz, active, static_cast<double>(bytes_sent_), idle}, start_, &idle_));
   active_this_pass_ = 0;
   return r;
-}
-
-Result<std::vector<std::pair<uint64_t, double>>> Trainer::CollectWeights() {
-  std::vector<std::pair<uint64_t, double>> out;
-  constexpr uint64_t kChunk = 1 << 20;
-  for (uint64_t first = 0; first < num_features_; first += kChunk) {
-    const uint64_t last = std::min(num_features_, first + kChunk);
-    std::vector<Key> keys(last - first);
-    for (uint64_t f = first; f < last; ++f) keys[f - first] = f;
-    SharedArray<double> vals;
-    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(w_table_, std::move(keys), &vals));
-    PSERVER_RETURN_IF_ERROR(kv_.Wait(ts, o_.wait_timeout));
-    for (uint64_t f = first; f < last; ++f) {
-      const double w = vals[2 * (f - first)];
-      if (w != 0) out.emplace_back(f, w);
-    }
-  }
-  return out;
 }
 
 Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on_pass) {
@@ -311,7 +282,7 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     }
   }
   if (node_.rank().value == 0) {
-    PSERVER_ASSIGN_OR_RETURN(result.weights, CollectWeights());
+    PSERVER_ASSIGN_OR_RETURN(result.weights, stats_->CollectWeights(kv_, w_table_, 2));
   }
   return result;
 }

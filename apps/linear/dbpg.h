@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "apps/linear/dataset.h"
+#include "apps/linear/job_stats.h"
 #include "pserver/node.h"
 #include "pserver/result.h"
 
@@ -51,16 +52,6 @@ struct DbpgOptions {
   double trust_region = 5.0;   // |w_j - w0_j| per iteration
   std::string table_prefix = "dbpg";
   std::chrono::milliseconds wait_timeout{300000};
-};
-
-struct PassReport {
-  int pass = 0;                  // 1-based
-  double objective = 0;          // over all workers' rows
-  uint64_t nnz = 0;              // non-zero weights
-  double seconds = 0;            // since training started
-  uint64_t bytes_sent = 0;       // payload all workers sent so far (pushed keys and values, pulled keys)
-  double idle_fraction = 0;      // workers' mean share of the elapsed time spent waiting (pulls, barriers)
-  uint64_t active_features = 0;  // features computed in this pass (KKT filter), over all blocks
 };
 
 struct DbpgResult {

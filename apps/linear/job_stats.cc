@@ -64,4 +64,37 @@ Result<JobStats::Row> JobStats::Sum(int pass, const Row& mine, std::chrono::stea
   return out;
 }
 
+Result<PassReport> JobStats::EndPass(int pass, const Row& mine, std::chrono::steady_clock::time_point start,
+                                     std::chrono::steady_clock::duration* waited) {
+  PSERVER_ASSIGN_OR_RETURN(Row sum, Sum(pass, mine, waited));
+  PassReport r;
+  r.pass = pass;
+  r.objective = sum[0] + sum[1];
+  r.nnz = static_cast<uint64_t>(sum[2]);
+  r.active_features = static_cast<uint64_t>(sum[3]);
+  r.bytes_sent = static_cast<uint64_t>(sum[4]);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.idle_fraction = r.seconds > 0 ? sum[5] / (node_.num_workers() * r.seconds) : 0;
+  return r;
+}
+
+Result<std::vector<std::pair<uint64_t, double>>> JobStats::CollectWeights(KVWorker<double>& kv, TableId table,
+                                                                          uint32_t width) {
+  std::vector<std::pair<uint64_t, double>> out;
+  constexpr uint64_t kChunk = 1 << 20;
+  for (uint64_t first = 0; first < num_features_; first += kChunk) {
+    const uint64_t last = std::min(num_features_, first + kChunk);
+    std::vector<Key> keys(last - first);
+    for (uint64_t f = first; f < last; ++f) keys[f - first] = f;
+    SharedArray<double> vals;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::move(keys), &vals));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(ts, timeout_));
+    for (uint64_t f = first; f < last; ++f) {
+      const double w = vals[width * (f - first)];
+      if (w != 0) out.emplace_back(f, w);
+    }
+  }
+  return out;
+}
+
 }  // namespace pserver::linear

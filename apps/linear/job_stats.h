@@ -21,6 +21,17 @@
 
 namespace pserver::linear {
 
+// One pass of training as every worker sees it (the sums over all workers).
+struct PassReport {
+  int pass = 0;                  // 1-based
+  double objective = 0;          // over all workers' rows
+  uint64_t nnz = 0;              // non-zero weights
+  double seconds = 0;            // since training started
+  uint64_t bytes_sent = 0;       // payload all workers sent so far (pushed keys and values, pulled keys)
+  double idle_fraction = 0;      // workers' mean share of the elapsed time spent waiting (pulls, barriers)
+  uint64_t active_features = 0;  // features computed in this pass (over all workers)
+};
+
 class JobStats {
  public:
   static constexpr uint32_t kWidth = 6;
@@ -40,6 +51,16 @@ class JobStats {
   // Adds `mine` into the row of `pass`, waits for every worker (barrier) and returns the sum.
   // `*waited` grows by the time spent in the barrier.
   Result<Row> Sum(int pass, const Row& mine, std::chrono::steady_clock::duration* waited);
+
+  // Sum() for the row {loss, regulariser, non-zeros, features computed, bytes sent, seconds
+  // waited}, as a PassReport timed from `start`.
+  Result<PassReport> EndPass(int pass, const Row& mine, std::chrono::steady_clock::time_point start,
+                             std::chrono::steady_clock::duration* waited);
+
+  // The non-zero weights of `table` (value i of each row of `width` values) over every
+  // feature of the job, pulled in chunks: the model to save.
+  Result<std::vector<std::pair<uint64_t, double>>> CollectWeights(KVWorker<double>& kv, TableId table,
+                                                                  uint32_t width);
 
  private:
   JobStats(Node& node, std::chrono::milliseconds timeout) : node_(node), stats_(node), presence_(node), timeout_(timeout) {}

@@ -123,17 +123,10 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     }
     const double idle_s = std::chrono::duration<double>(idle).count();
     PSERVER_ASSIGN_OR_RETURN(
-        JobStats::Row sum,
-        stats->Sum(pass, {loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent), idle_s},
-                   &idle));
-    PassReport r;
-    r.pass = pass;
-    r.objective = sum[0] + sum[1];
-    r.nnz = static_cast<uint64_t>(sum[2]);
-    r.active_features = static_cast<uint64_t>(sum[3]);
-    r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    r.bytes_sent = static_cast<uint64_t>(sum[4]);
-    r.idle_fraction = r.seconds > 0 ? sum[5] / (node.num_workers() * r.seconds) : 0;
+        PassReport r,
+        stats->EndPass(pass,
+                       {loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent), idle_s},
+                       start, &idle));
     result.passes.push_back(r);
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
@@ -141,18 +134,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     if (change < o.rel_tol && o.rule == "sgd") break;
   }
   if (node.rank().value == 0) {
-    constexpr uint64_t kChunk = 1 << 20;
-    for (uint64_t first = 0; first < result.num_features; first += kChunk) {
-      const uint64_t last = std::min(result.num_features, first + kChunk);
-      std::vector<Key> keys(last - first);
-      for (uint64_t f = first; f < last; ++f) keys[f - first] = f;
-      SharedArray<double> w;
-      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::move(keys), &w));
-      PSERVER_RETURN_IF_ERROR(kv.Wait(ts, o.wait_timeout));
-      for (uint64_t f = first; f < last; ++f) {
-        if (w[f - first] != 0) result.weights.emplace_back(f, w[f - first]);
-      }
-    }
+    PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
   }
   return result;
 }
