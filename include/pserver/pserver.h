@@ -12,3 +12,4 @@
 #include "pserver/status.h"
 #include "pserver/table.h"
 #include "pserver/types.h"
+#include "pserver/updater.h"
