@@ -59,7 +59,7 @@ struct SparseThroughput {
 // Runs the workload on an in-process cluster (ZeroMQ over loopback TCP, like the dense cells).
 Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& options, const SparseRequests& requests);
 
-// Keys per second of the single-thread flat-array bound (push: SGD step; pull: gather) over the
+// Keys per second of the single-thread flat_hash_map bound (push: SGD step; pull: gather) over the
 // same requests, timed for at least options.min_duration.
 double MeasureSparseBound(const SparseWorkloadOptions& options, const SparseRequests& requests);
 

@@ -132,7 +132,7 @@ std::string KeyCount(uint64_t n) {
   return fmt::format("{}", n);
 }
 
-// Keys per second per server of a sparse workload; repetitions alternate between the flat-array
+// Keys per second per server of a sparse workload; repetitions alternate between the hash-map
 // bound and pserver so that both see the same machine load.
 Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests& requests, bool push, int servers,
                                int workers) {
@@ -146,7 +146,7 @@ Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests&
   std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
                                  servers, workers);
   return bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median,
-                                push ? "flat_array_sgd_1thread" : "flat_array_gather_1thread", true);
+                                push ? "flat_hash_map_sgd_1thread" : "flat_hash_map_gather_1thread", true);
 }
 
 // Bytes per stored parameter of the server's sparse SGD store (deterministic: one repetition),
@@ -218,7 +218,7 @@ int Run(const BenchFlags& f) {
   }
   std::printf(
       "\nsummary (ratio = fraction of the bound reached: raw ZeroMQ for push/pull/pushpull/rtt (latency: "
-      "bound/value), a single-thread flat-array loop over the same keys for sparse_*; memory: value/target, <= 1 "
+      "bound/value), a single-thread flat_hash_map loop over the same keys for sparse_*; memory: value/target, <= 1 "
       "meets it)\n");
   bench::PrintTable(results, stdout);
   if (!f.json.empty()) {
@@ -243,7 +243,7 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--workloads", f->workloads,
                   "push, pull, pushpull (one key per request, 32 in flight), rtt; also (not by default) "
                   "sparse_push, sparse_pull (--sparse-keys random keys per request into a sparse SGD table, keys/s "
-                  "per server against a single-thread flat-array loop) and memory (bytes per parameter of a "
+                  "per server against a single-thread flat_hash_map loop over the same keys) and memory (bytes per parameter of a "
                   "sparse SGD store of --memory-keys keys, against the 20-byte target)")
       ->delimiter(',')
       ->capture_default_str();
