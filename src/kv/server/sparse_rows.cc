@@ -40,7 +40,7 @@ SparseRows<T>::SparseRows(uint32_t row_len) : row_len_(row_len < 1 ? 1 : row_len
 }
 
 template <typename T>
-typename SparseRows<T>::Slot SparseRows<T>::FindOrInsertMixed(uint64_t mix) {
+typename SparseRows<T>::Slot SparseRows<T>::Insert(uint64_t mix) {
   if (mix == kEmpty) {
     const bool inserted = !has_max_;
     if (inserted) {

@@ -111,7 +111,15 @@ class SparseRows {
   const T* Find(Key key) const { return FindMixed(MixKey(key)); }
 
   // The same, given mix = MixKey(key) already computed by the caller.
-  Slot FindOrInsertMixed(uint64_t mix);
+  // The hit (the common case of a push to a stored key) is inline; inserts are out of line.
+  Slot FindOrInsertMixed(uint64_t mix) {
+    if (mix != kEmpty && slots_ != 0) {
+      size_t i = Home(mix);
+      while (mixes_[i] < mix) ++i;  // stops at the latest at the empty sentinel
+      if (mixes_[i] == mix) return {Row(i), false};
+    }
+    return Insert(mix);
+  }
   const T* FindMixed(uint64_t mix) const {
     if (mix == kEmpty) return has_max_ ? max_row_.data() : nullptr;
     if (slots_ == 0) return nullptr;
@@ -148,6 +156,9 @@ class SparseRows {
 
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
+
+  // FindOrInsertMixed's slow path: the special key, the first key, or an insert.
+  Slot Insert(uint64_t mix);
 
   size_t Home(uint64_t mix) const {
     return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity_) >> 64);
