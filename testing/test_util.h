@@ -18,6 +18,12 @@
     EXPECT_TRUE(pserver_s_.ok()) << pserver_s_.ToString();                \
   } while (0)
 
+// In a worker body that returns a Status (rather than asserting): fail with the condition's text.
+#define PSERVER_RETURN_IF_FALSE(cond)                                            \
+  do {                                                                           \
+    if (!(cond)) return Status::Internal(std::string("check failed: ") + #cond); \
+  } while (0)
+
 namespace pserver::testing {
 
 inline Status StatusOf(const Status& s) { return s; }

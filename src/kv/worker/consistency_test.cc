@@ -29,11 +29,6 @@ using pserver::testing::LocalClusterOptions;
 using pserver::testing::OpenOnExit;
 using pserver::testing::StatusIs;
 
-#define PSERVER_RETURN_IF_FALSE(cond)                                            \
-  do {                                                                           \
-    if (!(cond)) return Status::Internal(std::string("check failed: ") + #cond); \
-  } while (0)
-
 // Which requests of the (one) worker reached the server, and which completed at the worker.
 class EventLog {
  public:

@@ -33,12 +33,6 @@ using pserver::testing::ServerSetup;
 using pserver::testing::StatusIs;
 using pserver::testing::TestSeed;
 
-// Failure of a check inside a worker body (which returns a Status rather than asserting).
-#define PSERVER_RETURN_IF_FALSE(cond)                                            \
-  do {                                                                           \
-    if (!(cond)) return Status::Internal(std::string("check failed: ") + #cond); \
-  } while (0)
-
 // `n` distinct keys drawn uniformly from [lo, hi], sorted.
 std::vector<Key> RandomKeys(std::mt19937_64& rng, size_t n, Key lo, Key hi) {
   std::uniform_int_distribution<Key> dist(lo, hi);
