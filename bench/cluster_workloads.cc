@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pserver/kv_worker.h"
+#include "run_span.h"
 #include "testing/local_cluster.h"
 
 namespace pserver::bench {
@@ -63,7 +64,7 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
   if (o.bytes == 0 || o.bytes % sizeof(float) != 0) return Status::InvalidArgument("bytes must be a multiple of 4");
   PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers)));
   std::atomic<uint64_t> total_requests{0};
-  std::atomic<int64_t> first_start{INT64_MAX}, last_end{0};
+  RunSpan span;
   Status s = cluster->RunWorkers([&](Node& node) -> Status {
     PSERVER_ASSIGN_OR_RETURN(TableId table, DeclareBenchTable(node, o.bytes));
     KVWorker<float> kv(node);
@@ -102,17 +103,13 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
       PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
     }
     total_requests += counted;
-    int64_t s0 = start.time_since_epoch().count(), e0 = end.time_since_epoch().count();
-    int64_t cur = first_start.load();
-    while (s0 < cur && !first_start.compare_exchange_weak(cur, s0)) {}
-    cur = last_end.load();
-    while (e0 > cur && !last_end.compare_exchange_weak(cur, e0)) {}
+    span.Record(start, end);
     return node.Barrier(BarrierGroup::kWorkers);
   });
   PSERVER_RETURN_IF_ERROR(s);
   ThroughputResult r;
   r.requests = total_requests.load();
-  r.seconds = std::chrono::duration<double>(Clock::duration(last_end.load() - first_start.load())).count();
+  r.seconds = span.seconds();
   r.requests_per_sec = r.requests / r.seconds;
   r.bytes_per_sec = r.requests_per_sec * static_cast<double>(PayloadBytesPerRequest(o.shape, o.bytes));
   return r;

@@ -12,6 +12,7 @@
 #include "kv/server/table_store.h"
 #include "kv/server/updaters.h"
 #include "pserver/kv_worker.h"
+#include "run_span.h"
 #include "testing/local_cluster.h"
 
 namespace pserver::bench {
@@ -74,7 +75,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
   co.num_workers = static_cast<uint32_t>(o.num_workers);
   PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(co));
   std::atomic<uint64_t> total_requests{0}, total_keys{0};
-  std::atomic<int64_t> first_start{INT64_MAX}, last_end{0};
+  RunSpan span;
   Status s = cluster->RunWorkers([&](Node& node) -> Status {
     PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(SparseSgdSpec()));
     KVWorker<float> kv(node);
@@ -125,17 +126,13 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     }
     total_requests += done;
     total_keys += keys;
-    const int64_t s0 = start.time_since_epoch().count(), e0 = end.time_since_epoch().count();
-    int64_t cur = first_start.load();
-    while (s0 < cur && !first_start.compare_exchange_weak(cur, s0)) {}
-    cur = last_end.load();
-    while (e0 > cur && !last_end.compare_exchange_weak(cur, e0)) {}
+    span.Record(start, end);
     return node.Barrier(BarrierGroup::kWorkers);
   });
   PSERVER_RETURN_IF_ERROR(s);
   SparseThroughput r;
   r.requests = total_requests.load();
-  r.seconds = std::chrono::duration<double>(Clock::duration(last_end.load() - first_start.load())).count();
+  r.seconds = span.seconds();
   if (r.seconds <= 0) return Status::Internal("sparse workload: no time measured");
   r.keys_per_sec = static_cast<double>(total_keys.load()) / r.seconds;
   r.keys_per_sec_per_server = r.keys_per_sec / o.num_servers;
