@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "testing/test_util.h"
+#include "transport/transport_test_util.h"
 
 namespace pserver::transport::inproc {
 namespace {
@@ -21,26 +22,11 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// An upper bound for waits that should end at once; only reached when the code is broken.
-constexpr milliseconds kLongWait = std::chrono::duration_cast<milliseconds>(seconds(30));
-
-constexpr NodeId kA(1);
-constexpr NodeId kB(2);
-
-std::string Text(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
-
-Message Data(NodeId from, NodeId to, int64_t request_id, std::vector<Bytes> frames) {
-  Message m;
-  m.header.type = MessageType::kPush;
-  m.header.sender = from;
-  m.header.receiver = to;
-  m.header.table = TableId(4);
-  m.header.value_type = ValueType::kFloat32;
-  m.header.width = 1;
-  m.header.request_id = request_id;
-  m.frames = std::move(frames);
-  return m;
-}
+using testing::Data;
+using testing::kA;
+using testing::kB;
+using testing::kLongWait;
+using testing::Text;
 
 Bytes EncodedHeader(Header h) {
   Bytes b(kHeaderSize);

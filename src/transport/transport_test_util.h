@@ -1,0 +1,36 @@
+// Helpers shared by the transport implementations' unit tests (test-only; header-only so that
+// the transport tests link nothing above pserver_transport).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "transport/message.h"
+
+namespace pserver::transport::testing {
+
+// An upper bound for waits that should end at once; only reached when the code is broken.
+inline constexpr std::chrono::milliseconds kLongWait{30000};
+
+inline constexpr NodeId kA(1);
+inline constexpr NodeId kB(2);
+
+inline std::string Text(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
+
+// A push from `from` to `to` with the given request id and payload frames.
+inline Message Data(NodeId from, NodeId to, int64_t request_id, std::vector<Bytes> frames) {
+  Message m;
+  m.header.type = MessageType::kPush;
+  m.header.sender = from;
+  m.header.receiver = to;
+  m.header.table = TableId(4);
+  m.header.value_type = ValueType::kFloat32;
+  m.header.width = 1;
+  m.header.request_id = request_id;
+  m.frames = std::move(frames);
+  return m;
+}
+
+}  // namespace pserver::transport::testing
