@@ -282,4 +282,10 @@ class InprocJob {
   std::vector<std::shared_future<Status>> spawned_;  // joined in the destructor, after Stop
 };
 
+// Node specs for InprocJob: a server or worker with no rank preference, or with one.
+inline constexpr InprocJob::NodeSpec kServer{Role::kServer, -1};
+inline constexpr InprocJob::NodeSpec kWorker{Role::kWorker, -1};
+inline InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; }
+inline InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
+
 }  // namespace pserver::testing

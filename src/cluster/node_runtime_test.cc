@@ -28,10 +28,10 @@ using pserver::testing::StatusIs;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr InprocJob::NodeSpec kServer{Role::kServer, -1};
-constexpr InprocJob::NodeSpec kWorker{Role::kWorker, -1};
-InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; }
-InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
+using pserver::testing::kServer;
+using pserver::testing::kWorker;
+using pserver::testing::Server;
+using pserver::testing::Worker;
 
 // Short heartbeats, for tests of failure detection.
 NodeOptions Fast() {

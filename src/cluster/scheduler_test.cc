@@ -32,10 +32,10 @@ using std::chrono::seconds;
 using transport::Message;
 using transport::MessageType;
 
-constexpr InprocJob::NodeSpec kServer{Role::kServer, -1};
-constexpr InprocJob::NodeSpec kWorker{Role::kWorker, -1};
-InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; }
-InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
+using pserver::testing::kServer;
+using pserver::testing::kWorker;
+using pserver::testing::Server;
+using pserver::testing::Worker;
 
 // Options for tests that do not exercise failure detection: no heartbeat falls due during the
 // test, so the only control messages are the test's own.
