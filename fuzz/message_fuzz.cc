@@ -1,10 +1,12 @@
-// libFuzzer target for everything a peer's bytes reach before any node logic: the frame
-// sequence decoder (header codec + frame count) and the control-plane body decoders.
+// libFuzzer target for everything a peer's bytes reach before any node logic: the wire
+// decoder (header codec, frame table, inline and out-of-line frames) and the control-plane
+// body decoders.
 //
 // Beyond "no crash, no ASan report", it checks two properties and traps when they break:
-//   - a frame sequence that DecodeFrames accepts re-encodes to the received header bytes
-//     (apart from a control message's value type 0, which reads as float32) and keeps every
-//     payload frame, in order, without copying;
+//   - a wire frame sequence that DecodeWire accepts re-encodes to the received header bytes
+//     (apart from a control message's value type 0, which reads as float32), keeps every
+//     out-of-line frame, in order, without copying, and its payload frames, frame table and
+//     padding account for every byte of the head;
 //   - a control body that a decoder accepts re-encodes to exactly the received bytes
 //     (the encodings are canonical), and ValidateTableSpec never crashes on a decoded spec.
 //
@@ -12,8 +14,11 @@
 //   byte 0          mode bits, to help the fuzzer past the cheap checks:
 //                     bit 0: write a valid magic and version into the first frame
 //                     bit 1: zero the reserved header bytes
-//                     bit 2: set num_frames to the real number of payload frames
-//                     bit 3: cut or zero-pad the first frame to exactly 64 bytes
+//                     bit 2: set num_frames to the number of frames after the first
+//                     bit 3: rebuild the first frame as a well-formed head: its first 64
+//                            bytes (zero-padded), a frame table naming each later frame as
+//                            out of line, then the rest of its bytes as one inline frame
+//                            (num_frames set to match; applied before bits 0-2)
 //   then frames     each a 2-byte little-endian length (clamped to what is left) and that many
 //                   bytes; the first frame is the header.
 #include <algorithm>
@@ -71,6 +76,24 @@ void Put16(Bytes& f, size_t off, uint16_t v) {
   f[off + 1] = static_cast<std::byte>(v >> 8);
 }
 
+void Put64(Bytes& f, size_t off, uint64_t v) {
+  for (size_t i = 0; i < 8; ++i) f[off + i] = static_cast<std::byte>(v >> (8 * i));
+}
+
+// See mode bit 3.
+Bytes WellFormedHead(const Bytes& first, const std::vector<Bytes>& frames) {
+  const size_t out_of_line = frames.size() - 1;
+  const size_t rest = first.size() > transport::kHeaderSize ? first.size() - transport::kHeaderSize : 0;
+  const size_t table = transport::kHeaderSize + 8 * (out_of_line + 1);
+  Bytes head(table + (rest + 7) / 8 * 8);  // zero-filled: header padding and inline padding
+  std::memcpy(head.data(), first.data(), std::min(first.size(), transport::kHeaderSize));
+  Put16(head, 22, static_cast<uint16_t>(out_of_line + 1));
+  for (size_t i = 0; i < out_of_line; ++i) Put64(head, transport::kHeaderSize + 8 * i, frames[i + 1].size() | transport::kOutOfLine);
+  Put64(head, transport::kHeaderSize + 8 * out_of_line, rest);
+  if (rest > 0) std::memcpy(head.data() + table, first.data() + transport::kHeaderSize, rest);
+  return head;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -90,32 +113,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   if (!frames.empty()) {
     Bytes& header = frames[0];
-    if (mode & 8) {
-      Bytes exact(transport::kHeaderSize);
-      std::memcpy(exact.data(), header.data(), std::min(header.size(), transport::kHeaderSize));
-      header = exact;
-    }
+    if (mode & 8) header = WellFormedHead(header, frames);
     if ((mode & 1) && header.size() >= 6) {
       for (size_t i = 0; i < 4; ++i) header[i] = static_cast<std::byte>(transport::kMagic >> (8 * i));
       Put16(header, 4, transport::kWireVersion);
     }
     if ((mode & 2) && header.size() >= 32) std::memset(header.data() + 28, 0, 4);
-    if ((mode & 4) && header.size() >= 24) Put16(header, 22, static_cast<uint16_t>(frames.size() - 1));
+    if ((mode & 4) && header.size() >= 24 && !(mode & 8)) {
+      Put16(header, 22, static_cast<uint16_t>(frames.size() - 1));
+    }
   }
 
   const std::vector<Bytes> sent = frames;
-  auto msg = transport::DecodeFrames(std::move(frames));
+  auto msg = transport::DecodeWire(std::move(frames));
   if (msg.ok()) {
-    Check(sent[0].size() == transport::kHeaderSize);
-    Check(msg->header.num_frames == sent.size() - 1 && msg->frames.size() == sent.size() - 1);
-    for (size_t i = 0; i < msg->frames.size(); ++i) Check(msg->frames[i].data() == sent[i + 1].data());
+    Check(sent[0].size() >= transport::kHeaderSize && msg->frames.size() == msg->header.num_frames);
     Bytes again(transport::kHeaderSize);
     transport::EncodeHeader(msg->header, again.data());
     if (sent[0][20] == std::byte{0}) {
       Check(!transport::IsDataMessage(msg->header.type));
       again[20] = std::byte{0};
     }
-    Check(SameBytes(again, sent[0]));
+    Check(SameBytes(again, Bytes::CopyOf(sent[0].span().first(transport::kHeaderSize))));
+    size_t next_wire = 1, head_bytes = transport::kHeaderSize + 8 * msg->frames.size();
+    for (const Bytes& f : msg->frames) {
+      if (next_wire < sent.size() && f.data() == sent[next_wire].data() && f.size() == sent[next_wire].size()) {
+        ++next_wire;  // (empty frames match either way: they add no bytes)
+      } else {
+        head_bytes += (f.size() + 7) / 8 * 8;
+      }
+    }
+    Check(next_wire == sent.size() && head_bytes == sent[0].size());
     (void)transport::Describe(msg->header);
   } else {
     Check(msg.status().code() == pserver::StatusCode::kCorruption);

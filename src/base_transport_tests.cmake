@@ -45,7 +45,7 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
       target_include_directories(message_fuzz PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
       target_compile_options(message_fuzz PRIVATE -fsanitize=fuzzer,address -fno-omit-frame-pointer)
       target_link_options(message_fuzz PRIVATE -fsanitize=fuzzer,address)
-      target_link_libraries(message_fuzz PRIVATE fmt::fmt spdlog::spdlog Threads::Threads pserver_warnings)
+      target_link_libraries(message_fuzz PRIVATE fmt::fmt spdlog::spdlog Threads::Threads absl::inlined_vector pserver_warnings)
       # A short, deterministic run (fixed seed and run count) so that ctest catches regressions;
       # real fuzzing runs are started by hand (docs/wire_format.md).
       add_test(NAME message_fuzz_smoke COMMAND message_fuzz -seed=1 -runs=50000)

@@ -96,22 +96,16 @@ class ObservingTransport final : public transport::Transport {
  protected:
   Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
   Status DoConnect(NodeId peer, const std::string& address) override { return inner_->Connect(peer, address); }
-  Status DoSend(NodeId, transport::Bytes header, std::vector<transport::Bytes>& frames) override {
-    PSERVER_ASSIGN_OR_RETURN(transport::Header h, transport::DecodeHeader(header.data(), header.size()));
-    transport::Message m{h, std::move(frames)};
+  Status DoSend(NodeId, const transport::WireMessage& wire, bool may_block) override {
+    transport::Message m = wire.message();
     if (rewrite_) rewrite_(m);
     if (on_send_) on_send_(m);
-    return inner_->Send(std::move(m));
+    return may_block ? inner_->Send(std::move(m)) : inner_->SendNoWait(std::move(m));
   }
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
     PSERVER_ASSIGN_OR_RETURN(transport::Message m, inner_->Receive(timeout));
     if (on_receive_) on_receive_(m);
-    RawFrames raw;
-    transport::Bytes header(transport::kHeaderSize);
-    transport::EncodeHeader(m.header, header.data());
-    raw.frames.push_back(std::move(header));
-    for (transport::Bytes& f : m.frames) raw.frames.push_back(std::move(f));
-    return raw;
+    return RawFrames{transport::EncodeWire(transport::WireMessage(m))};
   }
   void DoShutdown() override { inner_->Shutdown(); }
 

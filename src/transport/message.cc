@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace pserver::transport {
@@ -18,6 +19,8 @@ U Get(const std::byte* in, size_t off) {
   for (size_t i = 0; i < sizeof(U); ++i) v |= static_cast<uint64_t>(in[off + i]) << (8 * i);
   return static_cast<U>(v);
 }
+
+constexpr size_t Padded(size_t n) { return (n + 7) & ~size_t{7}; }
 
 bool KnownType(uint8_t t) {
   return (t >= 1 && t <= 13) || (t >= 32 && t <= 35);
@@ -116,6 +119,97 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
   h.clock = Get<uint64_t>(in, 48);
   h.aux = Get<uint64_t>(in, 56);
   return h;
+}
+
+WireMessage::WireMessage(const Message& msg) : msg_(msg) {
+  head_size_ = kHeaderSize + 8 * msg.frames.size();
+  for (const Bytes& f : msg.frames) {
+    if (f.size() <= kInlineLimit && head_size_ + Padded(f.size()) <= kMaxHeadSize) {
+      head_size_ += Padded(f.size());
+    } else {
+      out_of_line_.push_back(&f);
+    }
+  }
+}
+
+void WireMessage::EncodeHead(std::byte* out) const {
+  EncodeHeader(msg_.header, out);
+  std::byte* table = out + kHeaderSize;
+  std::byte* data = table + 8 * msg_.frames.size();
+  size_t next_out = 0;
+  for (size_t i = 0; i < msg_.frames.size(); ++i) {
+    const Bytes& f = msg_.frames[i];
+    const bool out_of_line = next_out < out_of_line_.size() && out_of_line_[next_out] == &f;
+    Put<uint64_t>(table, 8 * i, f.size() | (out_of_line ? kOutOfLine : 0));
+    if (out_of_line) {
+      ++next_out;
+      continue;
+    }
+    if (f.size() > 0) std::memcpy(data, f.data(), f.size());
+    std::memset(data + f.size(), 0, Padded(f.size()) - f.size());
+    data += Padded(f.size());
+  }
+}
+
+std::vector<Bytes> EncodeWire(const WireMessage& wire) {
+  std::vector<Bytes> frames;
+  frames.reserve(wire.out_of_line().size() + 1);
+  frames.push_back(Bytes::Uninitialized(wire.head_size()));
+  wire.EncodeHead(frames[0].data());
+  for (const Bytes* f : wire.out_of_line()) frames.push_back(*f);
+  return frames;
+}
+
+Result<Message> DecodeWire(std::vector<Bytes> wire) {
+  if (wire.empty()) return Status::Corruption("empty frame sequence");
+  const Bytes& head = wire[0];
+  PSERVER_ASSIGN_OR_RETURN(Header h, DecodeHeader(head.data(), std::min(head.size(), kHeaderSize)));
+  const size_t table_end = kHeaderSize + 8 * size_t{h.num_frames};
+  if (head.size() < table_end) {
+    return Status::Corruption(fmt::format("{}: head is {} bytes, too short for its {}-entry frame table",
+                                          Describe(h), head.size(), h.num_frames));
+  }
+  Message msg;
+  msg.header = h;
+  msg.frames.reserve(h.num_frames);
+  size_t offset = table_end;  // of the next inline frame in the head
+  size_t next_wire = 1;       // index of the next out-of-line frame in `wire`
+  for (size_t i = 0; i < h.num_frames; ++i) {
+    const uint64_t entry = Get<uint64_t>(head.data(), kHeaderSize + 8 * i);
+    const uint64_t size = entry & ~kOutOfLine;
+    if (entry & kOutOfLine) {
+      if (next_wire >= wire.size()) {
+        return Status::Corruption(fmt::format("{}: frame {} is out of line but only {} wire frames arrived",
+                                              Describe(h), i, wire.size()));
+      }
+      if (wire[next_wire].size() != size) {
+        return Status::Corruption(fmt::format("{}: frame {} is {} bytes, its table entry says {}", Describe(h), i,
+                                              wire[next_wire].size(), size));
+      }
+      msg.frames.push_back(std::move(wire[next_wire++]));
+      continue;
+    }
+    if (Padded(size) > head.size() - offset) {
+      return Status::Corruption(fmt::format("{}: inline frame {} of {} bytes overruns the {}-byte head",
+                                            Describe(h), i, size, head.size()));
+    }
+    for (size_t pad = offset + size; pad < offset + Padded(size); ++pad) {
+      if (head[pad] != std::byte{0}) {
+        return Status::Corruption(fmt::format("{}: padding after inline frame {} is not zero", Describe(h), i));
+      }
+    }
+    msg.frames.push_back(size == 0 ? Bytes() : head.Slice(offset, offset + size));
+    offset += Padded(size);
+  }
+  if (offset != head.size()) {
+    return Status::Corruption(fmt::format("{}: head has {} bytes after its inline frames", Describe(h),
+                                          head.size() - offset));
+  }
+  if (next_wire != wire.size()) {
+    return Status::Corruption(fmt::format("{}: frame table names {} out-of-line frames, {} arrived", Describe(h),
+                                          next_wire - 1, wire.size() - 1));
+  }
+  return msg;
 }
 
 std::string Describe(const Header& h) {

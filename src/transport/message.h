@@ -1,7 +1,16 @@
-// The message: a fixed-layout, versioned binary header plus zero or more raw byte frames.
+// The message: a fixed-layout, versioned binary header plus zero or more raw byte frames
+// ("payload frames").
 //
 // This header and docs/wire_format.md are the one specification of the wire format; keep them
-// in step. The header is always the first frame and exactly kHeaderSize bytes, little-endian:
+// in step. On the wire a message is one or more transport frames. Wire frame 0, the "head", is
+// the header, then a frame table of num_frames little-endian u64 descriptors (bits 0-62: the
+// payload frame's length; bit 63: it travels out of line), then the inline payload frames'
+// bytes in order, each padded with zeros to a multiple of 8. Each out-of-line payload frame
+// follows as its own wire frame, in order. Senders put a payload frame inline when it is at
+// most kInlineLimit bytes and the head stays within kMaxHeadSize, so a small message is a
+// single wire frame, while a large array is still sent without a copy.
+//
+// The header is kHeaderSize bytes, little-endian:
 //
 //   off size field        meaning
 //    0   4   magic        kMagic ("PSRV" read as bytes P S R V)
@@ -29,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "pserver/result.h"
 #include "pserver/shared_array.h"
 #include "pserver/types.h"
@@ -36,9 +46,15 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 2;
+inline constexpr uint16_t kWireVersion = 3;
 inline constexpr size_t kHeaderSize = 64;
 inline constexpr uint16_t kMaxFrames = 4096;
+// Payload frames up to this many bytes travel inside the head (copied once, on send).
+inline constexpr size_t kInlineLimit = 8192;
+// A sender inlines frames only while the head stays within this many bytes.
+inline constexpr size_t kMaxHeadSize = 65536;
+// Bit 63 of a frame-table descriptor: the payload frame is a wire frame of its own.
+inline constexpr uint64_t kOutOfLine = uint64_t{1} << 63;
 
 enum class MessageType : uint8_t {
   // Control plane (bodies encoded by cluster/control_messages.h).
@@ -108,6 +124,37 @@ void EncodeHeader(const Header& h, std::byte* out);
 // Decodes and validates a header. kCorruption, naming the field, when the size, magic,
 // version, type, value type, status or reserved bits are wrong.
 Result<Header> DecodeHeader(const std::byte* data, size_t size);
+
+// The wire form of a message being sent: which payload frames go inline and how big the
+// head is. Borrows `msg`, which must outlive it and stay unchanged. Sets nothing in `msg`:
+// the caller sets msg.header.num_frames first.
+class WireMessage {
+ public:
+  explicit WireMessage(const Message& msg);
+
+  // Bytes of wire frame 0.
+  size_t head_size() const { return head_size_; }
+  // Writes wire frame 0 (head_size() bytes) to `out`.
+  void EncodeHead(std::byte* out) const;
+  // The payload frames that follow the head as wire frames of their own, in order.
+  const absl::InlinedVector<const Bytes*, 4>& out_of_line() const { return out_of_line_; }
+  const Message& message() const { return msg_; }
+
+ private:
+  const Message& msg_;
+  size_t head_size_ = 0;
+  absl::InlinedVector<const Bytes*, 4> out_of_line_;
+};
+
+// The whole wire frame sequence of `msg` (a new head, then the out-of-line frames, shared):
+// for transports that hand frames over in memory, and for tests.
+std::vector<Bytes> EncodeWire(const WireMessage& wire);
+
+// Decodes a received wire frame sequence into a Message: checks the header, the frame table
+// against the head's size and the out-of-line frames, and returns the payload frames in order
+// (inline ones as views into the head, sharing its owner: no copy). kCorruption, naming what
+// is wrong, otherwise.
+Result<Message> DecodeWire(std::vector<Bytes> wire);
 
 // One line for logs: "push reply from 3 to 5 table 1 req 42 (2 frames)".
 std::string Describe(const Header& h);

@@ -1,4 +1,4 @@
-// The message header codec (EncodeHeader / DecodeHeader) and DecodeFrames: everything a peer
+// The message codec (EncodeHeader / DecodeHeader, WireMessage / DecodeWire): everything a peer
 // can send must either decode or be refused with kCorruption, never crash.
 #include "transport/message.h"
 
@@ -82,14 +82,26 @@ void ExpectSameHeader(const Header& a, const Header& b) {
 
 Bytes FrameOf(const std::string& s) { return BytesFromString(s); }
 
+// The wire frames a sender makes of `h` and `payload` (head, then the out-of-line frames).
 std::vector<Bytes> FramesFor(Header h, std::vector<Bytes> payload) {
   h.num_frames = static_cast<uint16_t>(payload.size());
-  Bytes header(kHeaderSize);
-  EncodeHeader(h, header.data());
-  std::vector<Bytes> frames;
-  frames.push_back(header);
-  for (Bytes& f : payload) frames.push_back(std::move(f));
-  return frames;
+  Message msg{h, std::move(payload)};
+  return EncodeWire(WireMessage(msg));
+}
+
+// A frame of `n` bytes, each its index mod 251 (so that misplaced bytes show).
+Bytes Pattern(size_t n) {
+  Bytes b = Bytes::Uninitialized(n);
+  for (size_t i = 0; i < n; ++i) b[i] = static_cast<std::byte>(i % 251);
+  return b;
+}
+
+bool SameContent(const Bytes& a, const Bytes& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
+}
+
+void PutU64(Bytes& b, size_t off, uint64_t v) {
+  for (size_t i = 0; i < 8; ++i) b[off + i] = static_cast<std::byte>(v >> (8 * i));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,7 +124,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.aux = 0x5152535455565758;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x02, 0x00,                                      //  4 version 2
+      0x03, 0x00,                                      //  4 version 3
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender
@@ -219,7 +231,7 @@ TEST(MessageTest, RefusesDataMessageWithoutValueType) {
 }
 
 TEST(MessageTest, RefusesWrongVersion) {
-  for (uint16_t version : {uint16_t{0}, uint16_t{1}, uint16_t{3}, uint16_t{0x200}, uint16_t{0xFFFF}}) {
+  for (uint16_t version : {uint16_t{0}, uint16_t{1}, uint16_t{kWireVersion - 1}, uint16_t{kWireVersion + 1}, uint16_t{0x200}, uint16_t{0xFFFF}}) {
     std::vector<std::byte> bytes = Encoded(SampleHeader());
     bytes[4] = static_cast<std::byte>(version & 0xFF);
     bytes[5] = static_cast<std::byte>(version >> 8);
@@ -333,68 +345,156 @@ TEST(MessageTest, RefusesOversizeHeader) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// DecodeFrames
+// Wire form: head (header, frame table, inline frames) and out-of-line frames
 
-TEST(MessageTest, DecodeFramesKeepsPayloadWithoutCopy) {
+TEST(MessageTest, SmallMessageIsOneWireFrame) {
   Bytes keys = AsBytes(SharedArray<uint64_t>(std::vector<uint64_t>{1, 2, 3}));
-  Bytes vals = FrameOf("values");
+  Bytes vals = Pattern(4096);
   Bytes lens;  // empty frame
   std::vector<Bytes> frames = FramesFor(SampleHeader(), {keys, vals, lens});
-  Result<Message> m = DecodeFrames(frames);
+  ASSERT_EQ(frames.size(), 1u);
+  // header, 3 descriptors, keys (24 bytes), values (4096), nothing for the empty frame
+  EXPECT_EQ(frames[0].size(), kHeaderSize + 3 * 8 + 24 + 4096);
+  Result<Message> m = DecodeWire(frames);
   ASSERT_OK(m);
   Header want = SampleHeader();
   want.num_frames = 3;
   ExpectSameHeader(m->header, want);
   ASSERT_EQ(m->frames.size(), 3u);
-  EXPECT_EQ(m->frames[0].data(), keys.data());
-  EXPECT_EQ(m->frames[0].owner(), keys.owner());
-  EXPECT_EQ(m->frames[1].data(), vals.data());
-  EXPECT_EQ(m->frames[1].size(), 6u);
+  EXPECT_TRUE(SameContent(m->frames[0], keys));
+  EXPECT_TRUE(SameContent(m->frames[1], vals));
   EXPECT_TRUE(m->frames[2].empty());
+  // Inline frames are views into the head, 8-byte aligned, sharing its owner.
+  for (const Bytes& f : {m->frames[0], m->frames[1]}) {
+    EXPECT_EQ(f.owner(), frames[0].owner());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(f.data()) % 8, 0u);
+  }
 }
 
-TEST(MessageTest, DecodeFramesAcceptsHeaderOnly) {
+TEST(MessageTest, InlineFramesArePaddedToEightBytes) {
+  std::vector<Bytes> frames = FramesFor(SampleHeader(), {FrameOf("abc"), FrameOf("defghijkl")});
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].size(), kHeaderSize + 2 * 8 + 8 + 16);
+  Result<Message> m = DecodeWire(frames);
+  ASSERT_OK(m);
+  EXPECT_TRUE(SameContent(m->frames[0], FrameOf("abc")));
+  EXPECT_TRUE(SameContent(m->frames[1], FrameOf("defghijkl")));
+}
+
+TEST(MessageTest, LargeFrameTravelsOutOfLineWithoutCopy) {
+  Bytes keys = AsBytes(SharedArray<uint64_t>(std::vector<uint64_t>{7}));
+  Bytes big = Pattern(kInlineLimit + 1);
+  Bytes lens = FrameOf("len!");
+  std::vector<Bytes> frames = FramesFor(SampleHeader(), {keys, big, lens});
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[1].data(), big.data());
+  Result<Message> m = DecodeWire(frames);
+  ASSERT_OK(m);
+  ASSERT_EQ(m->frames.size(), 3u);
+  EXPECT_TRUE(SameContent(m->frames[0], keys));
+  EXPECT_EQ(m->frames[1].data(), big.data());
+  EXPECT_EQ(m->frames[1].owner(), big.owner());
+  EXPECT_TRUE(SameContent(m->frames[2], lens));
+  // A frame of exactly the limit still goes inline.
+  EXPECT_EQ(FramesFor(SampleHeader(), {Pattern(kInlineLimit)}).size(), 1u);
+}
+
+TEST(MessageTest, HeadStopsGrowingAtItsCap) {
+  std::vector<Bytes> payload(10, Pattern(kInlineLimit));
+  std::vector<Bytes> frames = FramesFor(SampleHeader(), payload);
+  // 64 + 80 + 7 * 8192 fits in 64 KiB; an eighth frame would not.
+  ASSERT_EQ(frames.size(), 4u);
+  EXPECT_LE(frames[0].size(), kMaxHeadSize);
+  Result<Message> m = DecodeWire(frames);
+  ASSERT_OK(m);
+  ASSERT_EQ(m->frames.size(), 10u);
+  for (const Bytes& f : m->frames) EXPECT_TRUE(SameContent(f, payload[0]));
+  for (size_t i = 7; i < 10; ++i) EXPECT_EQ(m->frames[i].data(), payload[i].data()) << i;
+}
+
+TEST(MessageTest, DecodeWireAcceptsHeaderOnly) {
   Header h = SampleHeader();
   h.type = MessageType::kHeartbeat;
-  Result<Message> m = DecodeFrames(FramesFor(h, {}));
+  std::vector<Bytes> frames = FramesFor(h, {});
+  ASSERT_EQ(frames[0].size(), kHeaderSize);
+  Result<Message> m = DecodeWire(frames);
   ASSERT_OK(m);
   EXPECT_EQ(m->header.type, MessageType::kHeartbeat);
   EXPECT_EQ(m->header.num_frames, 0);
   EXPECT_TRUE(m->frames.empty());
 }
 
-TEST(MessageTest, DecodeFramesAcceptsMaxFrames) {
+TEST(MessageTest, DecodeWireAcceptsMaxFrames) {
   std::vector<Bytes> payload(kMaxFrames);
-  Result<Message> m = DecodeFrames(FramesFor(SampleHeader(), payload));
+  Result<Message> m = DecodeWire(FramesFor(SampleHeader(), payload));
   ASSERT_OK(m);
   EXPECT_EQ(m->frames.size(), size_t{kMaxFrames});
 }
 
-TEST(MessageTest, DecodeFramesRefusesEmptySequence) {
-  Result<Message> m = DecodeFrames({});
+TEST(MessageTest, DecodeWireRefusesEmptySequence) {
+  Result<Message> m = DecodeWire({});
   EXPECT_EQ(m.status().code(), StatusCode::kCorruption);
 }
 
-TEST(MessageTest, DecodeFramesRefusesFrameCountMismatch) {
-  for (size_t actual : {0, 1, 2, 4, 5, 100}) {
-    Header h = SampleHeader();
-    std::vector<Bytes> frames = FramesFor(h, {FrameOf("a"), FrameOf("b"), FrameOf("c")});  // announces 3
-    frames.resize(1 + actual, FrameOf("x"));
-    Result<Message> m = DecodeFrames(frames);
-    EXPECT_EQ(m.status().code(), StatusCode::kCorruption) << actual;
-    EXPECT_NE(m.status().message().find("announces 3 frames, " + std::to_string(actual) + " arrived"),
-              std::string::npos)
-        << m.status();
-  }
+// Decodes `frames` and expects kCorruption with `what` in the message.
+void ExpectRefused(std::vector<Bytes> frames, const std::string& what) {
+  Result<Message> m = DecodeWire(std::move(frames));
+  EXPECT_EQ(m.status().code(), StatusCode::kCorruption) << what;
+  EXPECT_NE(m.status().message().find(what), std::string::npos) << m.status();
 }
 
-TEST(MessageTest, DecodeFramesRefusesBadHeaderFrame) {
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), {FrameOf("a")});
+TEST(MessageTest, DecodeWireRefusesFrameTableMismatches) {
+  const Bytes big = Pattern(kInlineLimit + 8);
+  const std::vector<Bytes> good = FramesFor(SampleHeader(), {FrameOf("abc"), big});  // head + 1
+  ASSERT_EQ(good.size(), 2u);
+  ASSERT_OK(DecodeWire(good));
+
+  std::vector<Bytes> missing = {good[0]};
+  ExpectRefused(missing, "out of line but only 1 wire frames arrived");
+  std::vector<Bytes> extra = good;
+  extra.push_back(FrameOf("x"));
+  ExpectRefused(extra, "frame table names 1 out-of-line frames, 2 arrived");
+  std::vector<Bytes> resized = good;
+  resized[1] = Pattern(kInlineLimit + 7);
+  ExpectRefused(resized, "its table entry says");
+
+  // The head must end exactly after its inline frames.
+  std::vector<Bytes> longer = good;
+  longer[0] = Bytes(good[0].size() + 8);
+  std::memcpy(longer[0].data(), good[0].data(), good[0].size());
+  ExpectRefused(longer, "head has 8 bytes after its inline frames");
+  std::vector<Bytes> shorter = good;
+  shorter[0] = Bytes::CopyOf(good[0].span().first(good[0].size() - 8));
+  ExpectRefused(shorter, "overruns");
+  // Too short even for the table.
+  std::vector<Bytes> no_table = {Bytes::CopyOf(good[0].span().first(kHeaderSize + 8)), good[1]};
+  ExpectRefused(no_table, "too short for its 2-entry frame table");
+  // An inline length that runs past the head (even one near 2^63).
+  std::vector<Bytes> huge = good;
+  huge[0] = Bytes::CopyOf(good[0].span());
+  PutU64(huge[0], kHeaderSize, (uint64_t{1} << 63) - 1);
+  ExpectRefused(huge, "overruns");
+  // Padding after an inline frame must be zero.
+  std::vector<Bytes> dirty = good;
+  dirty[0] = Bytes::CopyOf(good[0].span());
+  dirty[0][kHeaderSize + 2 * 8 + 3] = std::byte{1};
+  ExpectRefused(dirty, "padding after inline frame 0 is not zero");
+}
+
+TEST(MessageTest, DecodeWireRefusesFrameCountBeyondTable) {
+  Header h = SampleHeader();
+  std::vector<Bytes> frames = FramesFor(h, {FrameOf("a"), FrameOf("b"), FrameOf("c")});  // announces 3
+  frames[0][22] = std::byte{4};  // now announces 4: the table runs into the inline data
+  EXPECT_EQ(DecodeWire(frames).status().code(), StatusCode::kCorruption);
+}
+
+TEST(MessageTest, DecodeWireRefusesBadHeaderFrame) {
+  std::vector<Bytes> frames = FramesFor(SampleHeader(), {Pattern(kInlineLimit + 1)});
   std::vector<Bytes> garbage = frames;
   garbage[0] = FrameOf("not a header");
-  EXPECT_EQ(DecodeFrames(garbage).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeWire(garbage).status().code(), StatusCode::kCorruption);
   std::vector<Bytes> swapped = {frames[1], frames[0]};  // payload first
-  EXPECT_EQ(DecodeFrames(swapped).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeWire(swapped).status().code(), StatusCode::kCorruption);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,6 +553,11 @@ std::vector<Bytes> RandomMessage(std::mt19937_64& rng) {
   h.aux = rng();
   std::vector<Bytes> payload(rng() % 6);
   for (Bytes& f : payload) {
+    if (rng() % 8 == 0) {  // out of line
+      f = Bytes(kInlineLimit + 1 + rng() % 64);
+      f[0] = static_cast<std::byte>(rng());
+      continue;
+    }
     f = Bytes(rng() % 33);
     for (std::byte& b : f) b = static_cast<std::byte>(rng());
   }
@@ -516,7 +621,7 @@ TEST(MessageTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
     const int mutations = 1 + static_cast<int>(rng() % 3);
     for (int m = 0; m < mutations; ++m) Mutate(rng, frames);
     const std::vector<Bytes> sent = frames;
-    Result<Message> msg = DecodeFrames(std::move(frames));
+    Result<Message> msg = DecodeWire(std::move(frames));
     if (!msg.ok()) {
       ++refused;
       ASSERT_EQ(msg.status().code(), StatusCode::kCorruption) << "iteration " << i << ": " << msg.status();
@@ -524,18 +629,26 @@ TEST(MessageTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
       continue;
     }
     ++decoded;
-    // What decodes is exactly what was sent: the same payload frames, and a header that
-    // re-encodes to the received bytes (a control message's value type 0 reads as float32).
-    ASSERT_EQ(msg->header.num_frames, sent.size() - 1) << "iteration " << i;
-    ASSERT_EQ(msg->frames.size(), sent.size() - 1);
-    for (size_t f = 0; f < msg->frames.size(); ++f) {
-      ASSERT_EQ(msg->frames[f].data(), sent[f + 1].data());
-      ASSERT_EQ(msg->frames[f].size(), sent[f + 1].size());
-    }
+    // What decodes is exactly what was sent: a header that re-encodes to the head's first
+    // bytes (a control message's value type 0 reads as float32); every out-of-line wire frame,
+    // uncopied and in order; and payload that, with the frame table and padding, accounts for
+    // every byte of the head.
+    ASSERT_EQ(msg->frames.size(), msg->header.num_frames) << "iteration " << i;
     std::vector<std::byte> again = Encoded(msg->header);
-    ASSERT_EQ(sent[0].size(), kHeaderSize);
+    ASSERT_GE(sent[0].size(), kHeaderSize);
     if (sent[0][20] == std::byte{0}) again[20] = std::byte{0};
     ASSERT_TRUE(std::equal(again.begin(), again.end(), sent[0].begin())) << "iteration " << i;
+    size_t next_wire = 1, head_bytes = kHeaderSize + 8 * msg->frames.size();
+    for (const Bytes& f : msg->frames) {
+      // (Empty frames match either way: they add no bytes.)
+      if (next_wire < sent.size() && f.data() == sent[next_wire].data() && f.size() == sent[next_wire].size()) {
+        ++next_wire;
+      } else {
+        head_bytes += (f.size() + 7) / 8 * 8;
+      }
+    }
+    ASSERT_EQ(next_wire, sent.size()) << "iteration " << i;
+    ASSERT_EQ(head_bytes, sent[0].size()) << "iteration " << i;
   }
   std::printf("[ mutated  ] %d decoded, %d refused\n", decoded, refused);
   EXPECT_GT(decoded, 0);

@@ -6,19 +6,6 @@
 
 namespace pserver::transport {
 
-Result<Message> DecodeFrames(std::vector<Bytes> frames) {
-  if (frames.empty()) return Status::Corruption("empty frame sequence");
-  PSERVER_ASSIGN_OR_RETURN(Header h, DecodeHeader(frames[0].data(), frames[0].size()));
-  if (frames.size() - 1 != h.num_frames) {
-    return Status::Corruption(fmt::format("{}: header announces {} frames, {} arrived", Describe(h),
-                                          h.num_frames, frames.size() - 1));
-  }
-  Message msg;
-  msg.header = h;
-  msg.frames.assign(std::make_move_iterator(frames.begin() + 1), std::make_move_iterator(frames.end()));
-  return msg;
-}
-
 Result<std::string> Transport::Listen(const std::string& address) {
   if (address.empty()) return Status::InvalidArgument("empty listen address");
   return DoListen(address);
@@ -39,13 +26,10 @@ Status Transport::SendImpl(Message msg, bool may_block) {
     return Status::InvalidArgument(fmt::format("{} frames in one message, at most {}", msg.frames.size(), kMaxFrames));
   }
   msg.header.num_frames = static_cast<uint16_t>(msg.frames.size());
-  Bytes header(kHeaderSize);
-  EncodeHeader(msg.header, header.data());
-  uint64_t bytes = kHeaderSize;
-  for (const Bytes& f : msg.frames) bytes += f.size();
-  NodeId receiver = msg.header.receiver;
-  Status s = may_block ? DoSend(receiver, std::move(header), msg.frames)
-                       : DoSendNoWait(receiver, std::move(header), msg.frames);
+  const WireMessage wire(msg);
+  uint64_t bytes = wire.head_size();
+  for (const Bytes* f : wire.out_of_line()) bytes += f->size();
+  Status s = DoSend(msg.header.receiver, wire, may_block);
   if (!s.ok()) return s.WithContext(fmt::format("sending {}", Describe(msg.header)));
   messages_sent_.fetch_add(1, std::memory_order_relaxed);
   bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
@@ -61,7 +45,7 @@ Result<Message> Transport::Receive(std::chrono::milliseconds timeout) {
     PSERVER_ASSIGN_OR_RETURN(RawFrames raw, DoReceive(left));
     uint64_t bytes = 0;
     for (const Bytes& f : raw.frames) bytes += f.size();
-    Result<Message> msg = DecodeFrames(std::move(raw.frames));
+    Result<Message> msg = DecodeWire(std::move(raw.frames));
     if (!msg.ok()) {
       uint64_t n = dropped_malformed_.fetch_add(1, std::memory_order_relaxed) + 1;
       PSERVER_LOG_WARN("dropped a malformed message ({} bytes; {} dropped so far): {}", bytes, n,

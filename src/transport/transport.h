@@ -67,19 +67,17 @@ class Transport {
   TransportStats stats() const;
 
  protected:
-  // A received frame sequence: frames[0] should be the header. Empty vector = timed out.
+  // A received wire frame sequence (see message.h): frames[0] should be the head.
   struct RawFrames {
     std::vector<Bytes> frames;
   };
 
   virtual Result<std::string> DoListen(const std::string& address) = 0;
   virtual Status DoConnect(NodeId peer, const std::string& address) = 0;
-  // `header` is the encoded header frame; `frames` the payload frames.
-  virtual Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) = 0;
-  // The non-blocking variant; by default the same as DoSend (for transports that never block).
-  virtual Status DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
-    return DoSend(receiver, std::move(header), frames);
-  }
+  // Sends `wire`'s head (written with WireMessage::EncodeHead) and then its out-of-line frames.
+  // With !may_block, fails at once where it would block (transports that never block ignore
+  // the flag).
+  virtual Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) = 0;
   // Returns the next frame sequence; kDeadlineExceeded on timeout, kAborted after shutdown.
   virtual Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) = 0;
   virtual void DoShutdown() = 0;
@@ -91,9 +89,5 @@ class Transport {
   std::atomic<uint64_t> messages_sent_{0}, bytes_sent_{0}, messages_received_{0},
       bytes_received_{0}, dropped_malformed_{0};
 };
-
-// Decodes a received frame sequence into a Message, checking the header and the frame count.
-// Exposed for tests and fuzzing.
-Result<Message> DecodeFrames(std::vector<Bytes> frames);
 
 }  // namespace pserver::transport

@@ -82,7 +82,7 @@ Status InprocTransport::DoConnect(NodeId peer, const std::string& address) {
   return Status::Ok();
 }
 
-Status InprocTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
+Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*may_block*/) {
   std::string address;
   {
     std::lock_guard lock(peers_mu_);
@@ -92,11 +92,7 @@ Status InprocTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>
   }
   std::shared_ptr<Mailbox> box = hub_->Find(address);
   if (!box) return Status::Unavailable(fmt::format("nobody listens at {}", address));
-  std::vector<Bytes> all;
-  all.reserve(frames.size() + 1);
-  all.push_back(std::move(header));
-  for (Bytes& f : frames) all.push_back(std::move(f));
-  return box->Put(std::move(all), options_.send_timeout);
+  return box->Put(EncodeWire(wire), options_.send_timeout);
 }
 
 Result<Transport::RawFrames> InprocTransport::DoReceive(std::chrono::milliseconds timeout) {

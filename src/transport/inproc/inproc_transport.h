@@ -65,7 +65,7 @@ class InprocTransport final : public Transport {
  protected:
   Result<std::string> DoListen(const std::string& address) override;
   Status DoConnect(NodeId peer, const std::string& address) override;
-  Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
+  Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
 

@@ -126,10 +126,12 @@ TEST_F(InprocTransportTest, SendsAndReceivesSeveralFrames) {
 
   TransportStats sent = a_->stats();
   EXPECT_EQ(sent.messages_sent, 1u);
-  EXPECT_EQ(sent.bytes_sent, kHeaderSize + 24 + 12);
+  // The wire form: header, 3 frame-table entries, keys, values padded to 16 bytes.
+  const uint64_t wire_bytes = kHeaderSize + 3 * 8 + 24 + 16;
+  EXPECT_EQ(sent.bytes_sent, wire_bytes);
   TransportStats received = b_->stats();
   EXPECT_EQ(received.messages_received, 1u);
-  EXPECT_EQ(received.bytes_received, kHeaderSize + 24 + 12);
+  EXPECT_EQ(received.bytes_received, wire_bytes);
   EXPECT_EQ(received.dropped_malformed, 0u);
 }
 

@@ -129,10 +129,14 @@ Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more, bool
     auto* hint = new std::shared_ptr<void>(frame.owner());
     zmq_msg_init_data(&msg, frame.data(), frame.size(), &ReleaseOwner, hint);
   }
+  return SendMsg(socket, &msg, more, may_block);
+}
+
+Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block) {
   int flags = (more ? ZMQ_SNDMORE : 0) | (may_block ? 0 : ZMQ_DONTWAIT);
-  if (zmq_msg_send(&msg, socket, flags) < 0) {
+  if (zmq_msg_send(msg, socket, flags) < 0) {
     int err = zmq_errno();
-    zmq_msg_close(&msg);
+    zmq_msg_close(msg);
     if (err == EAGAIN) {
       if (!may_block) return Status::Unavailable("peer is not connected or its queue is full");
       return Status::Unavailable(fmt::format("peer did not accept the message within {} ms",
@@ -144,25 +148,23 @@ Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more, bool
   return Status::Ok();
 }
 
-Status ZmqTransport::DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
-  return SendMessage(receiver, header, frames, true);
-}
-
-Status ZmqTransport::DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) {
-  return SendMessage(receiver, header, frames, false);
-}
-
-Status ZmqTransport::SendMessage(NodeId receiver, Bytes& header, std::vector<Bytes>& frames, bool may_block) {
+Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
   std::shared_lock lock(peers_mu_);
   auto it = peers_.find(receiver);
   if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
   Peer& peer = *it->second;
+  // The head is written straight into ZeroMQ's buffer: one allocation, one copy of the inline
+  // frames.
+  zmq_msg_t head;
+  if (zmq_msg_init_size(&head, wire.head_size()) != 0) return Status::Internal("zmq_msg_init_size: " + ZmqError());
+  wire.EncodeHead(static_cast<std::byte*>(zmq_msg_data(&head)));
+  const auto& rest = wire.out_of_line();
   std::lock_guard peer_lock(peer.mu);
   // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
   // queues a multipart message atomically once its first part is accepted.
-  PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, header, !frames.empty(), may_block));
-  for (size_t i = 0; i < frames.size(); ++i) {
-    PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, frames[i], i + 1 < frames.size(), true));
+  PSERVER_RETURN_IF_ERROR(SendMsg(peer.socket, &head, !rest.empty(), may_block));
+  for (size_t i = 0; i < rest.size(); ++i) {
+    PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, *rest[i], i + 1 < rest.size(), true));
   }
   return Status::Ok();
 }
@@ -194,6 +196,7 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   bool more = zmq_msg_more(&first);
   zmq_msg_close(&first);
   RawFrames raw;
+  raw.frames.reserve(2);  // most messages are a head alone, or a head and one large array
   bool overflow = false;
   while (more) {
     auto holder = std::make_shared<ReceivedMsg>();
@@ -209,7 +212,11 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
     if (size == 0) {
       raw.frames.emplace_back();
     } else if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
-      raw.frames.push_back(Bytes::CopyOf({data, size}));
+      // One allocation for the buffer and its owner (operator new aligns it to 16).
+      std::shared_ptr<std::byte[]> copy = std::make_shared_for_overwrite<std::byte[]>(size);
+      std::memcpy(copy.get(), data, size);
+      std::byte* p = copy.get();
+      raw.frames.emplace_back(std::move(copy), p, size);
     } else {
       raw.frames.emplace_back(std::move(holder), data, size);
     }

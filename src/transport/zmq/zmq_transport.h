@@ -3,14 +3,18 @@
 // Each transport owns its own ZeroMQ context (no process-wide state, so several nodes can
 // live in one process), one ROUTER socket that receives from every peer, and one DEALER
 // socket per peer for sending. A DEALER->ROUTER connection preserves order, which gives the
-// per-sender ordering the KV layer relies on. Sends are zero-copy for frames above
-// kCopyThreshold: ZeroMQ holds a reference to the frame's owner until the bytes are written.
+// per-sender ordering the KV layer relies on. A message's head (header, frame table and small
+// frames, see message.h) is written straight into a ZeroMQ buffer; the frames too large to go
+// inline are sent zero-copy (above copy_threshold): ZeroMQ holds a reference to the frame's
+// owner until the bytes are written.
 // Received frames alias ZeroMQ's buffers when they are 8-byte aligned and are copied to an
 // aligned buffer otherwise, so every delivered frame is 8-byte aligned.
 //
 // Thread safety: as Transport. Each peer socket has its own lock, so sends to different peers
 // do not contend. The owner must stop its Receive loop before destroying the transport.
 #pragma once
+
+#include <zmq.h>
 
 #include <chrono>
 #include <memory>
@@ -32,7 +36,7 @@ struct ZmqOptions {
   // ZeroMQ high-water marks, in messages, per peer.
   int send_hwm = 4096;
   int receive_hwm = 4096;
-  // Frames up to this size are copied into ZeroMQ; larger ones are sent zero-copy.
+  // Out-of-line frames up to this size are copied into ZeroMQ; larger ones are sent zero-copy.
   size_t copy_threshold = 1024;
 };
 
@@ -45,8 +49,7 @@ class ZmqTransport final : public Transport {
  protected:
   Result<std::string> DoListen(const std::string& address) override;
   Status DoConnect(NodeId peer, const std::string& address) override;
-  Status DoSend(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
-  Status DoSendNoWait(NodeId receiver, Bytes header, std::vector<Bytes>& frames) override;
+  Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
 
@@ -59,8 +62,10 @@ class ZmqTransport final : public Transport {
 
   explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}
   Status Init();
+  // Sends one wire frame, copying it when small and zero-copy otherwise.
   Status SendFrame(void* socket, const Bytes& frame, bool more, bool may_block);
-  Status SendMessage(NodeId receiver, Bytes& header, std::vector<Bytes>& frames, bool may_block);
+  // Sends `msg` (taking it over: it is closed on failure and emptied by ZeroMQ on success).
+  Status SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block);
 
   const ZmqOptions options_;
   void* context_ = nullptr;

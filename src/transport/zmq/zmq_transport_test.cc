@@ -36,6 +36,14 @@ std::string EncodedHeader(Header h) {
   return b;
 }
 
+// A frame-table entry (docs/wire_format.md): the length, and bit 63 for a frame out of line.
+std::string TableEntry(uint64_t size, bool out_of_line) {
+  std::string e(8, '\0');
+  const uint64_t v = size | (out_of_line ? kOutOfLine : 0);
+  for (int i = 0; i < 8; ++i) e[i] = static_cast<char>(v >> (8 * i));
+  return e;
+}
+
 // Bytes 0, 1, 2, ... (mod 251) so that a shifted or truncated copy is noticed.
 Bytes Pattern(size_t n, unsigned seed) {
   Bytes b(n);
@@ -206,10 +214,14 @@ TEST_F(ZmqTransportTest, SendsAndReceivesSeveralFrames) {
     EXPECT_TRUE(HasPattern(got->frames[i], sizes[i], static_cast<unsigned>(i))) << "frame " << i;
     payload += sizes[i];
   }
+  // On the wire: the header, the frame table, the small frames inline (padded to 8 bytes) and
+  // the 100000-byte frame out of line.
+  const uint64_t wire_bytes = kHeaderSize + 8 * sizes.size() + (0 + 8 + 1024 + 1032) + 100000;
+  ASSERT_EQ(payload, 0 + 1 + 1024 + 1025 + 100000u);
   EXPECT_EQ(a_->stats().messages_sent, 1u);
-  EXPECT_EQ(a_->stats().bytes_sent, kHeaderSize + payload);
+  EXPECT_EQ(a_->stats().bytes_sent, wire_bytes);
   EXPECT_EQ(b_->stats().messages_received, 1u);
-  EXPECT_EQ(b_->stats().bytes_received, kHeaderSize + payload);
+  EXPECT_EQ(b_->stats().bytes_received, wire_bytes);
 }
 
 TEST_F(ZmqTransportTest, RepliesFlowBothWays) {
@@ -385,9 +397,10 @@ std::vector<std::vector<std::string>> MalformedSequences() {
   one.num_frames = 1;
   Header two = valid;
   two.num_frames = 2;
+  const std::string garbage_entry = TableEntry(29, true);
   Header over_limit = valid;
   over_limit.num_frames = kMaxFrames + 1;
-  const std::string garbage = "this is not a pserver message";
+  const std::string garbage = "this is not a pserver message";  // 29 bytes
 
   std::vector<std::string> many(kMaxFrames + 2, "x");
   many[0] = EncodedHeader(over_limit);
@@ -398,8 +411,11 @@ std::vector<std::vector<std::string>> MalformedSequences() {
       {bad_magic},                                             // not our protocol
       {EncodedHeader(valid).substr(0, 40)},                    // cut short
       {EncodedHeader(valid) + "!"},                            // one byte too long
-      {EncodedHeader(one), garbage, garbage, garbage},         // more frames than announced
-      {EncodedHeader(two), garbage},                           // fewer frames than announced
+      {EncodedHeader(one)},                                    // no frame table
+      {EncodedHeader(one) + TableEntry(9, false) + "12345678"},  // inline frame overruns the head
+      {EncodedHeader(one) + garbage_entry, garbage, garbage, garbage},      // more frames than announced
+      {EncodedHeader(two) + garbage_entry + garbage_entry, garbage},        // fewer frames than announced
+      {EncodedHeader(one) + TableEntry(30, true), garbage},    // out-of-line frame of the wrong size
       many,                                                    // over the frame limit
       {garbage, EncodedHeader(valid)},                         // header not first
   };
@@ -418,7 +434,7 @@ TEST_F(ZmqTransportTest, DropsAndCountsMalformedInputAndKeepsReceiving) {
   for (int round = 1; round <= 3; ++round) {
     for (const std::vector<std::string>& frames : bad) ASSERT_TRUE(raw.Send(frames));
     valid.request_id = round;
-    ASSERT_TRUE(raw.Send({EncodedHeader(valid), "from raw"}));
+    ASSERT_TRUE(raw.Send({EncodedHeader(valid) + TableEntry(8, false) + "from raw"}));
     // One connection keeps its order: the valid message comes after all the malformed ones.
     Result<Message> got = b_->Receive(kLongWait);
     ASSERT_OK(got);
