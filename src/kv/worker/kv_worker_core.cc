@@ -36,7 +36,7 @@ std::vector<uint64_t> Offsets(const SharedArray<int32_t>& lens) {
 
 // Copies the given index runs of `src` (rows of `row` bytes, or variable rows by `offsets`
 // scaled by `elem`) into one new contiguous buffer, or aliases `src` when there is one run.
-Bytes Gather(const Bytes& src, const std::vector<IndexRun>& runs, size_t row, const std::vector<uint64_t>* offsets,
+Bytes Gather(const Bytes& src, const IndexRuns& runs, size_t row, const std::vector<uint64_t>* offsets,
              size_t elem) {
   auto begin_of = [&](uint32_t i) { return offsets ? (*offsets)[i] * elem : uint64_t{i} * row; };
   if (runs.size() == 1) {
@@ -130,6 +130,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.width = p.spec.variable_length ? 0 : p.spec.width;
   m.header.request_id = ts;
   m.header.epoch = runtime_->view().epoch;
+  m.frames.reserve(3);
   m.frames.push_back(Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
     if (p.spec.variable_length) {
@@ -183,16 +184,15 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   p.max_delay = p.call.max_delay.value_or(tc.max_delay);
   uint64_t aux = 0;
   if (Pulls(p.call.type) && tc.staleness >= 0) aux = static_cast<uint64_t>(tc.staleness) + 1;
-  std::vector<Message> messages;
-  messages.reserve(p.parts.size());
+  Unsent messages;
   for (const Part& part : p.parts) {
-    messages.push_back(BuildMessage(p, part, ts, offsets));
-    messages.back().header.clock = clock_;
-    messages.back().header.aux = aux;
+    Message& m = messages.emplace_back(ts, BuildMessage(p, part, ts, offsets)).second;
+    m.header.clock = clock_;
+    m.header.aux = aux;
   }
-  unfinished_.insert(ts);
+  unfinished_.Add(ts);
   if (!held_.empty() || !Ready(ts, p)) {
-    p.unsent = std::move(messages);
+    for (auto& tm : messages) p.unsent.push_back(std::move(tm.second));
     pending_.emplace(ts, std::move(p));
     held_.push_back(Held{ts, {}});
     return Timestamp(ts);
@@ -206,18 +206,16 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   }
   pending_.emplace(ts, std::move(p));
   lock.unlock();
-  Unsent unsent;
-  for (Message& m : messages) unsent.emplace_back(ts, std::move(m));
-  SendAll(send_lock, std::move(unsent));
+  SendAll(send_lock, std::move(messages));
   return Timestamp(ts);
 }
 
 bool KVWorkerCore::Ready(int64_t ts, const Pending& p) const {
   for (Timestamp d : p.call.after) {
-    if (unfinished_.contains(d.value)) return false;
+    if (unfinished_.Contains(d.value)) return false;
   }
   // Every task <= ts - tau - 1 finished: the oldest unfinished task is at least ts - tau.
-  return p.max_delay < 0 || unfinished_.empty() || *unfinished_.begin() >= ts - p.max_delay;
+  return p.max_delay < 0 || unfinished_.empty() || unfinished_.oldest() >= ts - p.max_delay;
 }
 
 void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
@@ -433,7 +431,7 @@ void KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   std::lock_guard lock(mu_);
   if (!status.ok()) Remember(ts, status);
   completing_.erase(ts);
-  unfinished_.erase(ts);
+  unfinished_.Remove(ts);
   done_cv_.notify_all();
 }
 
@@ -538,7 +536,7 @@ Status KVWorkerCore::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
           "{} request {} of table '{}' not started after {} ms: held by its dependencies (delay bound {}, {} "
           "explicit); oldest unfinished request is {}",
           transport::MessageTypeName(p.call.type), ts.value, p.spec.name, timeout.count(), p.max_delay,
-          p.call.after.size(), unfinished_.empty() ? 0 : *unfinished_.begin()));
+          p.call.after.size(), unfinished_.empty() ? 0 : unfinished_.oldest()));
     }
     std::string waiting;
     for (const Part& part : p.parts) {

@@ -22,15 +22,16 @@
 #include <functional>
 #include <map>
 #include <optional>
-#include <set>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "cluster/node_runtime.h"
 #include "kv/worker/slicer.h"
+#include "kv/worker/unfinished_tasks.h"
 #include "pserver/kv_worker.h"
 #include "transport/message.h"
 
@@ -79,7 +80,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   struct Part {
     uint32_t server = 0;
     NodeId node;
-    std::vector<IndexRun> runs;
+    IndexRuns runs;
     uint32_t num_keys = 0;
     bool answered = false;
     transport::Message reply;
@@ -87,7 +88,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   struct Pending {
     KVWorkerBase::Call call;
     TableSpec spec;
-    std::vector<Part> parts;
+    absl::InlinedVector<Part, 1> parts;       // most requests go to one server
     std::vector<transport::Message> unsent;  // by part, while the task is held
     int64_t max_delay = -1;
     size_t unanswered = 0;
@@ -102,7 +103,7 @@ class KVWorkerCore final : public cluster::DataHandler {
     int64_t max_delay = -1;
     int64_t staleness = -1;
   };
-  using Unsent = std::vector<std::pair<int64_t, transport::Message>>;  // (ts or 0, message)
+  using Unsent = absl::InlinedVector<std::pair<int64_t, transport::Message>, 1>;  // (ts or 0, message)
 
   Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
   // `offsets`: each key's first value for a variable-length push (see Offsets), else empty.
@@ -136,7 +137,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   absl::flat_hash_map<int64_t, Pending> pending_;       // guarded by mu_
   absl::flat_hash_set<int64_t> completing_;             // guarded by mu_; callbacks running
   std::map<int64_t, Status> errors_;                    // guarded by mu_
-  std::set<int64_t> unfinished_;                        // guarded by mu_; issued, not finished
+  UnfinishedTasks unfinished_;                          // guarded by mu_; issued, not finished
   std::deque<Held> held_;                               // guarded by mu_; not started, in order
   absl::flat_hash_map<TableId, TableConsistency> consistency_;  // guarded by mu_
   uint64_t clock_ = 0;                                  // guarded by mu_

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "cluster/key_placement.h"
 #include "cluster/ring.h"
 #include "pserver/result.h"
@@ -30,10 +31,13 @@ struct IndexRun {
   friend bool operator==(IndexRun, IndexRun) = default;
 };
 
+// Most slices are one run (a request to one server, or a range-placed table).
+using IndexRuns = absl::InlinedVector<IndexRun, 1>;
+
 // The part of a request that goes to one server.
 struct Slice {
   uint32_t server = 0;         // the server's rank
-  std::vector<IndexRun> runs;  // ascending (key order); consecutive runs never touch
+  IndexRuns runs;              // ascending (key order); consecutive runs never touch
   uint32_t num_keys = 0;       // the total length of runs
 };
 

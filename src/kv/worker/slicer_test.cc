@@ -146,7 +146,7 @@ TEST(SlicerTest, SingleServerGetsEverythingInOneRunWhenOrdered) {
     Result<std::vector<Slice>> slices = SliceKeys(keys, p, ring);
     ASSERT_TRUE(slices.ok());
     ASSERT_EQ(slices->size(), 1u);
-    EXPECT_EQ((*slices)[0].runs, (std::vector<IndexRun>{{0, 1000}}));
+    EXPECT_EQ((*slices)[0].runs, (IndexRuns{{0, 1000}}));
     EXPECT_EQ((*slices)[0].num_keys, 1000u);
   }
 }
