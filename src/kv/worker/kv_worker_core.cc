@@ -385,14 +385,9 @@ void KVWorkerCore::Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t
 }
 
 void KVWorkerCore::Complete(int64_t ts, Pending&& p) {
-  Finish(ts, std::move(p));
-  {
-    // Nothing held: nothing to start (a task held later sees this one finished, or is started
-    // by the completion it waits for).
-    std::lock_guard lock(mu_);
-    if (held_.empty()) return;
-  }
-  StartReady();
+  // Nothing held: nothing to start (a task held later sees this one finished, or is started
+  // by the completion it waits for).
+  if (Finish(ts, std::move(p))) StartReady();
 }
 
 void KVWorkerCore::MergeIncludes(const Pending& p) const {
@@ -414,7 +409,7 @@ void KVWorkerCore::MergeIncludes(const Pending& p) const {
   if (!any) out.assign(out.size(), Timestamp(0));
 }
 
-void KVWorkerCore::Finish(int64_t ts, Pending&& p) {
+bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   Status status = p.status;
   if (status.ok() && Pulls(p.call.type)) {
     Bytes vals;
@@ -433,6 +428,7 @@ void KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   completing_.erase(ts);
   unfinished_.Remove(ts);
   done_cv_.notify_all();
+  return !held_.empty();
 }
 
 Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* lens) const {

@@ -115,7 +115,8 @@ class KVWorkerCore final : public cluster::DataHandler {
               const Status& error);
   // Finishes a request (result, callback, bookkeeping), then starts what it released.
   void Complete(int64_t ts, Pending&& p);
-  void Finish(int64_t ts, Pending&& p);
+  // Returns whether tasks are held (so that the caller should try to start them).
+  bool Finish(int64_t ts, Pending&& p);
   // Whether task `ts` may start now. REQUIRES: mu_ held.
   bool Ready(int64_t ts, const Pending& p) const;
   // Starts held tasks from the front of held_ while they are ready.
