@@ -73,6 +73,13 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
     for (Key k : keys) key_arrays.push_back(SharedArray<Key>(std::vector<Key>{k}));
     SharedArray<float> vals(o.bytes / sizeof(float));
     std::fill(vals.begin(), vals.end(), 1.0f);
+    if (o.shape == Shape::kPull) {
+      // Pull stored rows, as a model's parameters are, not the shared zeros of keys never pushed.
+      for (const SharedArray<Key>& key : key_arrays) {
+        PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, key, vals));
+        PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
+      }
+    }
     const size_t window = static_cast<size_t>(o.window);
     std::vector<Timestamp> in_flight(window);
     std::vector<SharedArray<float>> outs(window);

@@ -128,6 +128,9 @@ void SumStore<T>::PullFixed(const FixedTable& t, const ServerRequest& req, Serve
       resp->vals = transport::AsBytes(it->second);  // shared, not copied: see PushLarge
       return;
     }
+    if (t.zero_row.empty()) t.zero_row = SharedArray<T>(w);
+    resp->vals = transport::AsBytes(t.zero_row);
+    return;
   }
   auto out = SharedArray<T>::Uninitialized(req.keys.size() * w);
   for (size_t i = 0; i < req.keys.size(); ++i) {

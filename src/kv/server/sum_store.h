@@ -4,7 +4,8 @@
 // Fixed-width tables of small rows keep all rows in one contiguous array indexed through a hash
 // map (key -> row), so a parameter costs its values plus one map slot. Rows of at least
 // kLargeRowBytes are kept one buffer each and shared copy-on-write with pull replies: a
-// one-key pull of a large row sends the stored buffer itself (no copy), and a push to a row
+// one-key pull of a large row sends the stored buffer itself (no copy; a key never pushed
+// sends one shared row of zeros), and a push to a row
 // that a reply still holds writes old + delta into a fresh buffer (the same memory traffic as
 // an in-place add). Freed row buffers are recycled through a small pool, so steady traffic
 // does not page-fault in fresh memory. Variable-length tables keep one array per key; a push
@@ -41,6 +42,9 @@ class SumStore {
     std::vector<T> values;
     absl::flat_hash_map<Key, SharedArray<T>> large_rows;  // large rows, copy-on-write
     std::shared_ptr<BufferPool> pool;                     // large rows' recycled buffers
+    // A large row of zeros, made at the first pull of a large key never pushed and sent, shared,
+    // to every such pull (replies never change it).
+    mutable SharedArray<T> zero_row;
   };
   struct VarTable {
     absl::flat_hash_map<Key, std::vector<T>> rows;

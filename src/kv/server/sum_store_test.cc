@@ -132,6 +132,23 @@ TYPED_TEST(SumStoreTest, LargeRowPulledEarlierIsNotChangedByLaterPush) {
   EXPECT_EQ(this->store_.size(t), 1u);
 }
 
+TYPED_TEST(SumStoreTest, LargeKeyNeverPushedPullsZerosThatLaterPushesDoNotChange) {
+  using T = TypeParam;
+  const TableId t(7);
+  const uint32_t w = (1u << 15) + 3;
+  const std::vector<T> zeros(w, T{0});
+  ServerResponse first, second;
+  ASSERT_OK(this->store_.Handle(Request<T>(MessageType::kPull, t, {9}, {}, w), &first));
+  ASSERT_OK(this->store_.Handle(Request<T>(MessageType::kPull, t, {10}, {}, w), &second));
+  EXPECT_EQ(Values<T>(first), zeros);
+  EXPECT_EQ(first.vals.data(), second.vals.data());  // one shared row of zeros, not one per pull
+  ASSERT_OK(this->Push(t, {9}, std::vector<T>(w, T{5}), w));
+  EXPECT_EQ(Values<T>(first), zeros);
+  EXPECT_EQ(this->Pull(t, {9}, w), std::vector<T>(w, T{5}));
+  EXPECT_EQ(this->Pull(t, {10}, w), zeros);
+  EXPECT_EQ(this->store_.size(t), 1u);
+}
+
 TYPED_TEST(SumStoreTest, VariableLengthRowsTakeTheirLengthFromTheFirstPush) {
   using T = TypeParam;
   const TableId t(5);
