@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "base/logging.h"
 
 namespace pserver::transport {
@@ -37,11 +39,16 @@ Status Transport::SendImpl(Message msg, bool may_block) {
 }
 
 Result<Message> Transport::Receive(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // The clock is read only once a malformed message was dropped: a message that arrives in
+  // time costs no clock reads.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   for (;;) {
     if (shut_down_.load(std::memory_order_relaxed)) return Status::Aborted("transport shut down");
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() < 0) left = std::chrono::milliseconds(0);
+    std::chrono::milliseconds left = timeout;
+    if (deadline) {
+      left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+      if (left.count() < 0) left = std::chrono::milliseconds(0);
+    }
     PSERVER_ASSIGN_OR_RETURN(RawFrames raw, DoReceive(left));
     uint64_t bytes = 0;
     for (const Bytes& f : raw.frames) bytes += f.size();
@@ -50,6 +57,7 @@ Result<Message> Transport::Receive(std::chrono::milliseconds timeout) {
       uint64_t n = dropped_malformed_.fetch_add(1, std::memory_order_relaxed) + 1;
       PSERVER_LOG_WARN("dropped a malformed message ({} bytes; {} dropped so far): {}", bytes, n,
                        msg.status().message());
+      if (!deadline) deadline = std::chrono::steady_clock::now() + timeout;
       continue;
     }
     messages_received_.fetch_add(1, std::memory_order_relaxed);

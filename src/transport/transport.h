@@ -58,7 +58,9 @@ class Transport {
   Status SendNoWait(Message msg);
 
   // Blocks until a well-formed message arrives (returned), `timeout` passes
-  // (kDeadlineExceeded) or Shutdown is called (kAborted).
+  // (kDeadlineExceeded) or Shutdown is called (kAborted). When malformed messages are dropped
+  // meanwhile, the timeout restarts once, at the first of them (so the wait lasts at most about
+  // twice `timeout`): the common case then reads no clock.
   Result<Message> Receive(std::chrono::milliseconds timeout);
 
   // Wakes a blocked Receive; later Receive and Send calls return kAborted.
