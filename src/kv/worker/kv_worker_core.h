@@ -17,6 +17,7 @@
 // then mu_. Callbacks run without any of this class's locks held.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -60,6 +61,8 @@ namespace kv {
 class KVWorkerCore final : public cluster::DataHandler {
  public:
   static constexpr size_t kMaxRememberedErrors = 1 << 16;
+  // Rounds of yielding (each up to 64 yields) that Wait spends before it sleeps.
+  static constexpr int kWaitSpins = 2;
 
   // `runtime` is borrowed and outlives the core (it co-owns it).
   explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime) {}
@@ -142,6 +145,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   std::deque<Held> held_;                               // guarded by mu_; not started, in order
   absl::flat_hash_map<TableId, TableConsistency> consistency_;  // guarded by mu_
   uint64_t clock_ = 0;                                  // guarded by mu_
+  std::atomic<uint64_t> completions_{0};                // requests finished so far (Wait spins on it)
 };
 
 }  // namespace kv
