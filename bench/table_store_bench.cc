@@ -1,5 +1,7 @@
 // Micro benchmark of TableStore (kv/server/table_store.h): push and pull of 100k random keys per
 // request into a sparse width-1 float table with plain SGD, and the memory per parameter.
+// BM_Push applies a user rule (Apply only, so the default one-row-at-a-time ApplyBatch);
+// BM_PushBuiltinSgd the built-in "sgd" rule (its own batched loop).
 //
 // The table holds a universe of 1M random 64-bit keys (pushed once before timing); each request
 // is a sorted random 100k-key subset of it, so the figures are the steady state of updates, not
@@ -25,6 +27,7 @@
 #include "benchmark/benchmark.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/table_store.h"
+#include "kv/server/updaters.h"
 
 namespace pserver::kv {
 namespace {
@@ -94,17 +97,21 @@ const Workload& GetWorkload() {
   return w;
 }
 
-std::unique_ptr<TableStore> MakeStore(ApplyPool* pool) {
+// builtin: the server's own "sgd" rule (batched apply); otherwise SgdRule above, a user rule
+// with Apply only (the default ApplyBatch: one virtual call per row).
+std::unique_ptr<TableStore> MakeStore(ApplyPool* pool, bool builtin = false) {
   TableSpec spec;
   spec.name = std::string("bench");
-  spec.updater.name = "sgd";
-  return std::move(TableStore::Create(kTable, spec, std::make_unique<SgdRule>(), pool)).value();
+  spec.updater = {"sgd", {{"lr", kLr}}};
+  std::unique_ptr<Updater> rule =
+      builtin ? std::move(MakeSgdUpdater(spec.updater)).value() : std::make_unique<SgdRule>();
+  return std::move(TableStore::Create(kTable, spec, std::move(rule), pool)).value();
 }
 
 // A store holding the whole universe.
-std::unique_ptr<TableStore> FilledStore(ApplyPool* pool) {
+std::unique_ptr<TableStore> FilledStore(ApplyPool* pool, bool builtin) {
   const Workload& w = GetWorkload();
-  auto store = MakeStore(pool);
+  auto store = MakeStore(pool, builtin);
   ServerRequest fill;
   fill.type = transport::MessageType::kPush;
   fill.table = kTable;
@@ -138,10 +145,10 @@ double BoundSeconds() {
 }
 
 // Arg: shards (pool size). Pushes (push = true) or pulls 100k keys per request.
-void RunStore(benchmark::State& state, bool push) {
+void RunStore(benchmark::State& state, bool push, bool builtin = false) {
   const Workload& w = GetWorkload();
   ApplyPool pool(static_cast<uint32_t>(state.range(0)));
-  auto store = FilledStore(&pool);
+  auto store = FilledStore(&pool, builtin);
   const double bound = BoundSeconds();
   size_t r = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -163,6 +170,7 @@ void RunStore(benchmark::State& state, bool push) {
 }
 
 void BM_Push(benchmark::State& state) { RunStore(state, true); }
+void BM_PushBuiltinSgd(benchmark::State& state) { RunStore(state, true, /*builtin=*/true); }
 void BM_Pull(benchmark::State& state) { RunStore(state, false); }
 
 // The bound on its own, for reading its items/s.
@@ -205,6 +213,7 @@ void BM_MemoryPerParameter(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Push)->ArgName("shards")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PushBuiltinSgd)->ArgName("shards")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Pull)->ArgName("shards")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FlatArrayBound)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MemoryPerParameter)->ArgName("shards")->Arg(1)->Arg(4)->Iterations(1)->Unit(benchmark::kSecond)

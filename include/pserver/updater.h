@@ -9,8 +9,14 @@
 // name (UpdaterRegistry, passed to KVServer through ServerOptions); tables then name it like a
 // built-in one.
 //
-// Thread safety: Apply is const and may be called from several threads at once for different
-// keys; an Updater must not keep mutable state of its own (all state goes into `state`).
+// A server applies a request's rows in batches (ApplyBatch: one call per run of rows); the
+// default ApplyBatch calls Apply once per row, so a rule only has to implement Apply. A rule
+// may override ApplyBatch with a tight loop (the built-in ones do); both must then give the
+// same results.
+//
+// Thread safety: Apply and ApplyBatch are const and may be called from several threads at once
+// for different keys; an Updater must not keep mutable state of its own (all state goes into
+// `state`).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +37,17 @@ struct UpdateContext {
   NodeId sender;        // the pushing worker's node
   Timestamp timestamp;  // the worker's request number
   uint64_t clock = 0;   // the worker's iteration clock when it pushed (see KVWorkerBase::Clock)
+};
+
+// One row of a batch (Updater::ApplyBatch): a key's stored value (width values), its state
+// (width * state_per_value() values) and its pushed values (width * push_arity() values), laid
+// out as Apply's spans are. Several entries of one batch may name the same row (a key pushed
+// twice in a request).
+template <typename T>
+struct RowUpdate {
+  T* value;
+  T* state;
+  const T* push;
 };
 
 class Updater {
@@ -59,6 +76,16 @@ class Updater {
   // Integer tables: only rules whose Supports() accepts them are ever called with these.
   virtual void Apply(const UpdateContext&, std::span<int32_t>, std::span<int32_t>, std::span<const int32_t>) const {}
   virtual void Apply(const UpdateContext&, std::span<int64_t>, std::span<int64_t>, std::span<const int64_t>) const {}
+
+  // Applies a batch of pushed rows of `width` values each, in order: the same as calling
+  // Apply(ctx, {value, width}, {state, width * state_per_value()}, {push, width * push_arity()})
+  // for rows[0], rows[1], ... in turn (an entry sees the effect of the earlier ones on its row).
+  // The default does exactly that; a rule overrides it to save a virtual call per row.
+  // REQUIRES: as for Apply, for every entry.
+  virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<float>> rows) const;
+  virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const;
+  virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const;
+  virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int64_t>> rows) const;
 };
 
 // Builds a rule from a table's UpdaterSpec. kInvalidArgument, naming the rule and the

@@ -14,8 +14,9 @@ constexpr size_t kMinCapacity = 16;
 constexpr size_t kNarrowRowBytes = 16;
 
 // Slots past the capacity: enough for the probe runs of a table at its maximal load (runs
-// longer than this are rare; one makes the table grow early).
-size_t TailSlots(size_t capacity) { return 64 + capacity / 256; }
+// longer than this are rare; one makes the table grow early), and at least a lookup's window.
+constexpr size_t kMinTailSlots = 64;
+size_t TailSlots(size_t capacity) { return kMinTailSlots + capacity / 256; }
 
 constexpr size_t kHugePage = size_t{2} << 20;
 
@@ -87,6 +88,7 @@ void SparseRows<T>::Grow(size_t keys, double factor) {
 
 template <typename T>
 bool SparseRows<T>::Rebuild(size_t capacity) {
+  static_assert(kWindow <= kMinTailSlots, "a lookup window must fit in the tail");
   const size_t slots = capacity + TailSlots(capacity);
   auto mixes = AllocateArray<uint64_t>(slots);
   auto rows = AllocateArray<T>(slots * row_len_);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "testing/test_util.h"
@@ -50,6 +51,32 @@ TEST(SparseRowsTest, StoresEveryKeyValueIncludingTheEmptyMarkersKey) {
     EXPECT_EQ(found[1], -static_cast<int64_t>(k));
   }
   EXPECT_EQ(rows.Find(7), nullptr);
+}
+
+// Mixes that share a home slot make probe runs longer than a lookup's branch-free window (8
+// slots); lookups of stored and absent mixes inside, before and after such runs stay exact.
+TEST(SparseRowsTest, FindsKeysInProbeRunsLongerThanTheLookupWindow) {
+  SparseRows<float> rows(1);
+  rows.Reserve(1000);  // capacity ~1150: mixes within 2^64 / 2^11 of each other share a home
+  constexpr uint64_t kBase = uint64_t{1} << 62;
+  std::vector<uint64_t> stored;
+  for (uint64_t i = 0; i < 40; ++i) stored.push_back(kBase + 2 * i);  // one run of 40 slots
+  for (uint64_t i = 0; i < 20; ++i) stored.push_back((uint64_t{3} << 62) + 4 * i);
+  for (uint64_t i = 0; i < stored.size(); ++i) {
+    auto [row, inserted] = rows.FindOrInsertMixed(stored[i]);
+    ASSERT_TRUE(inserted) << i;
+    *row = static_cast<float>(i);
+  }
+  for (uint64_t i = 0; i < stored.size(); ++i) {
+    const float* row = std::as_const(rows).FindMixed(stored[i]);
+    ASSERT_NE(row, nullptr) << i;
+    EXPECT_EQ(*row, static_cast<float>(i));
+    EXPECT_FALSE(rows.FindOrInsertMixed(stored[i]).inserted) << i;
+    EXPECT_EQ(std::as_const(rows).FindMixed(stored[i] + 1), nullptr) << i;  // between stored mixes
+  }
+  EXPECT_EQ(std::as_const(rows).FindMixed(kBase - 1), nullptr);
+  EXPECT_EQ(std::as_const(rows).FindMixed(kBase + 200), nullptr);
+  EXPECT_EQ(rows.size(), stored.size());
 }
 
 // Random and sequential keys against std::unordered_map, through many growths.

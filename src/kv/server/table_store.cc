@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "kv/server/sparse_rows.h"
@@ -15,8 +17,10 @@ using transport::MessageType;
 
 namespace {
 
-// Lookups issued ahead of the one being applied (hides the cache misses of random keys).
+// Lookups prefetched ahead of the one being done (hides the cache misses of random keys).
 constexpr size_t kPrefetchDistance = 16;
+// Pushed rows applied per Updater::ApplyBatch call.
+constexpr size_t kBatch = 32;
 
 // The shard of a key: the low half of its mix, range-reduced (SparseRows places keys by the high
 // bits of the same mix, so a shard's keys still spread over its whole table).
@@ -34,6 +38,70 @@ bool StrictlyIncreasing(const SharedArray<Key>& keys) {
 }
 
 std::string RangeString(KeyRange r) { return fmt::format("[{}, {}]", r.first, r.last); }
+
+// A key of a request: its mix and its position in the request.
+struct Item {
+  uint64_t mix;
+  size_t index;
+};
+
+// The keys of a whole request, in order.
+class AllKeys {
+ public:
+  explicit AllKeys(const SharedArray<Key>& keys) : keys_(keys.data()), n_(keys.size()) {}
+  size_t size() const { return n_; }
+  uint64_t mix(size_t j) const { return Mix(keys_[j]); }
+  size_t index(size_t j) const { return j; }
+
+ private:
+  const Key* keys_;
+  size_t n_;
+};
+
+// Some keys of a request (one shard's part of it), their mixes computed already.
+class SomeKeys {
+ public:
+  explicit SomeKeys(std::span<const Item> items) : items_(items) {}
+  size_t size() const { return items_.size(); }
+  uint64_t mix(size_t j) const { return items_[j].mix; }
+  size_t index(size_t j) const { return items_[j].index; }
+
+ private:
+  std::span<const Item> items_;
+};
+
+// Collects pushed rows and applies them kBatch at a time (one virtual call per batch). The
+// owner calls Flush when done; the destructor applies what is still queued all the same.
+template <typename T>
+class PushBatch {
+ public:
+  PushBatch(const Updater& rule, const UpdateContext& ctx, uint32_t width, uint32_t push_len, const T* push)
+      : rule_(rule), ctx_(ctx), width_(width), push_len_(push_len), push_(push) {}
+  ~PushBatch() { Flush(); }
+  PushBatch(const PushBatch&) = delete;
+  PushBatch& operator=(const PushBatch&) = delete;
+
+  // Queues the push of request position `index` into `row` (values, then state).
+  void Add(T* row, size_t index) {
+    entries_[used_++] = {row, row + width_, push_ + index * push_len_};
+    if (used_ == kBatch) Flush();
+  }
+  // Applies the queued rows. Before anything may move rows (a SparseRows insertion).
+  void Flush() {
+    if (used_ == 0) return;
+    rule_.ApplyBatch(ctx_, width_, std::span<const RowUpdate<T>>(entries_, used_));
+    used_ = 0;
+  }
+
+ private:
+  const Updater& rule_;
+  const UpdateContext& ctx_;
+  const uint32_t width_;
+  const uint32_t push_len_;
+  const T* const push_;
+  size_t used_ = 0;
+  RowUpdate<T> entries_[kBatch];
+};
 
 template <typename T>
 class TypedTableStore final : public TableStore {
@@ -55,7 +123,7 @@ class TypedTableStore final : public TableStore {
       for (size_t i = 0; i < dense_keys_; ++i) InitRow(r.first + i, DenseRow(i));
     } else {
       shards_.reserve(num_shards_);
-      for (uint32_t s = 0; s < num_shards_; ++s) shards_.emplace_back(row_len_);
+      for (uint32_t s = 0; s < num_shards_; ++s) shards_.emplace_back(row_len_, num_shards_);
     }
   }
 
@@ -66,14 +134,12 @@ class TypedTableStore final : public TableStore {
   Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
 
  private:
-  struct Item {
-    uint64_t mix;
-    size_t index;  // the key's position in the request
-  };
   struct Shard {
-    explicit Shard(uint32_t row_len) : rows(row_len) {}
+    Shard(uint32_t row_len, uint32_t num_shards) : rows(row_len), parts(num_shards) {}
     SparseRows<T> rows;
-    std::vector<Item> items;  // scratch: this shard's keys of the current request
+    // Scratch of a parallel request: parts[d] holds the keys of this shard's chunk of the
+    // request (in request order) that belong to shard d.
+    std::vector<std::vector<Item>> parts;
   };
   // What one request asks; the pointers stay valid during Handle.
   struct Job {
@@ -92,10 +158,6 @@ class TypedTableStore final : public TableStore {
     for (uint32_t c = 0; c < width_; ++c) row[c] = Initial(key, c);
     std::fill(row + width_, row + row_len_, T{});
   }
-  void Apply(const Job& job, size_t i, T* row) const {
-    updater_->Apply(*job.ctx, std::span<T>(row, width_), std::span<T>(row + width_, state_len_),
-                    std::span<const T>(job.push + i * push_len_, push_len_));
-  }
   void Answer(const Job& job, size_t i, Key key, const T* row) const {
     T* dst = job.out + i * width_;
     if (row != nullptr) {
@@ -108,16 +170,26 @@ class TypedTableStore final : public TableStore {
       for (uint32_t c = 0; c < width_; ++c) dst[c] = Initial(key, c);
     }
   }
-  void PushSparse(const Job& job, Shard& shard, uint64_t mix, size_t i) {
-    auto [row, inserted] = shard.rows.FindOrInsertMixed(mix);
-    if (inserted) InitRow(job.req->keys[i], row);
-    Apply(job, i, row);
+  PushBatch<T> MakeBatch(const Job& job) const {
+    return PushBatch<T>(*updater_, *job.ctx, width_, push_len_, job.push);
   }
 
-  // The whole request on the calling thread.
-  void RunInline(const Job& job);
-  // Shard `s`'s part of the request (sparse: its keys; dense: its chunk of positions).
-  void RunShard(const Job& job, uint32_t s);
+  // Sparse: the push, or the pull, of the keys `src` gives (all of a request or one shard's
+  // part of it), in order. `shard_of(mix)` is the Shard of a key.
+  template <typename Source, typename ShardOfFn>
+  void PushSparse(const Job& job, const Source& src, ShardOfFn shard_of);
+  template <typename Source, typename ShardOfFn>
+  void PullSparse(const Job& job, const Source& src, ShardOfFn shard_of) const;
+  // Both, the whole push first.
+  template <typename Source, typename ShardOfFn>
+  void RunSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
+    if (job.push != nullptr) PushSparse(job, src, shard_of);
+    if (job.out != nullptr) PullSparse(job, src, shard_of);
+  }
+  // Sparse, parallel: puts the keys of chunk `s` of the request into shards_[s].parts.
+  void Partition(const Job& job, uint32_t s);
+  // Dense: the push, then the pull, of request positions [begin, end).
+  void RunDense(const Job& job, size_t begin, size_t end);
 
   const uint32_t width_;
   const uint32_t state_len_;
@@ -179,81 +251,112 @@ Status TypedTableStore<T>::Handle(const ServerRequest& req, const UpdateContext&
   SharedArray<T> out;
   if (pull) out = SharedArray<T>::Uninitialized(n * width_);
   const Job job{&req, &ctx, push_vals, pull ? out.data() : nullptr};
+  const bool parallel = n >= kParallelMinKeys && num_shards_ > 1;
   if (n == 0) {
     // nothing to do
-  } else if (n < kParallelMinKeys || (dense_ && !StrictlyIncreasing(req.keys))) {
-    RunInline(job);
+  } else if (dense_) {
+    if (parallel && StrictlyIncreasing(req.keys)) {  // a contiguous chunk of positions per shard
+      pool_->Run([this, &job, n](uint32_t shard) {
+        RunDense(job, n * shard / num_shards_, n * (shard + 1) / num_shards_);
+      });
+    } else {
+      RunDense(job, 0, n);
+    }
   } else if (num_shards_ == 1) {
-    RunShard(job, 0);  // the shard path prefetches; the inline one does not
+    RunSparse(job, AllKeys(req.keys), [this](uint64_t) -> Shard& { return shards_[0]; });
+  } else if (!parallel) {
+    RunSparse(job, AllKeys(req.keys), [this](uint64_t mix) -> Shard& { return shards_[ShardOf(mix, num_shards_)]; });
   } else {
-    pool_->Run([this, &job](uint32_t shard) { RunShard(job, shard); });
+    // Two passes over the pool: each thread sorts its chunk of the request by shard, then each
+    // applies its shard's keys, taking the chunks' parts in chunk (= request) order.
+    pool_->Run([this, &job](uint32_t shard) { Partition(job, shard); });
+    pool_->Run([this, &job](uint32_t shard) {
+      Shard& mine = shards_[shard];
+      const auto shard_of = [&mine](uint64_t) -> Shard& { return mine; };
+      if (job.push != nullptr) {
+        for (const Shard& chunk : shards_) PushSparse(job, SomeKeys(chunk.parts[shard]), shard_of);
+      }
+      if (job.out != nullptr) {
+        for (const Shard& chunk : shards_) PullSparse(job, SomeKeys(chunk.parts[shard]), shard_of);
+      }
+    });
   }
   if (pull) resp->vals = transport::AsBytes(out);
   return Status::Ok();
 }
 
 template <typename T>
-void TypedTableStore<T>::RunInline(const Job& job) {
+void TypedTableStore<T>::Partition(const Job& job, uint32_t s) {
   const SharedArray<Key>& keys = job.req->keys;
   const size_t n = keys.size();
-  const Key first = spec().key_range.first;
-  if (job.push != nullptr) {
-    for (size_t i = 0; i < n; ++i) {
-      if (dense_) {
-        Apply(job, i, DenseRow(keys[i] - first));
-      } else {
-        const uint64_t mix = Mix(keys[i]);
-        PushSparse(job, shards_[ShardOf(mix, num_shards_)], mix, i);
-      }
-    }
+  const size_t begin = n * s / num_shards_;
+  const size_t end = n * (s + 1) / num_shards_;
+  std::vector<std::vector<Item>>& parts = shards_[s].parts;
+  for (std::vector<Item>& part : parts) {
+    part.clear();
+    part.reserve((end - begin) / num_shards_ + (end - begin) / 16 + 16);  // no regrowth for even spreads
   }
-  if (job.out != nullptr) {
-    for (size_t i = 0; i < n; ++i) {
-      if (dense_) {
-        Answer(job, i, keys[i], DenseRow(keys[i] - first));
-      } else {
-        const uint64_t mix = Mix(keys[i]);
-        Answer(job, i, keys[i], shards_[ShardOf(mix, num_shards_)].rows.FindMixed(mix));
-      }
-    }
+  for (size_t i = begin; i < end; ++i) {
+    const uint64_t mix = Mix(keys[i]);
+    parts[ShardOf(mix, num_shards_)].push_back({mix, i});
   }
 }
 
 template <typename T>
-void TypedTableStore<T>::RunShard(const Job& job, uint32_t s) {
+template <typename Source, typename ShardOfFn>
+void TypedTableStore<T>::PushSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
+  const size_t m = src.size();
   const SharedArray<Key>& keys = job.req->keys;
-  const size_t n = keys.size();
-  if (dense_) {  // keys strictly increasing: a contiguous chunk of positions per shard
-    const size_t begin = n * s / num_shards_;
-    const size_t end = n * (s + 1) / num_shards_;
-    const Key first = spec().key_range.first;
-    if (job.push != nullptr) {
-      for (size_t i = begin; i < end; ++i) Apply(job, i, DenseRow(keys[i] - first));
+  const auto prefetch = [&](size_t j) {
+    const uint64_t mix = src.mix(j);
+    shard_of(mix).rows.Prefetch(mix);
+  };
+  PushBatch<T> batch = MakeBatch(job);
+  for (size_t j = 0; j < std::min(kPrefetchDistance, m); ++j) prefetch(j);
+  for (size_t j = 0; j < m; ++j) {
+    if (j + kPrefetchDistance < m) prefetch(j + kPrefetchDistance);
+    const uint64_t mix = src.mix(j);
+    SparseRows<T>& rows = shard_of(mix).rows;
+    T* row = rows.FindMixed(mix);
+    if (row == nullptr) {  // a new key: its insertion may move the queued rows
+      batch.Flush();
+      row = rows.FindOrInsertMixed(mix).row;
+      InitRow(keys[src.index(j)], row);
     }
-    if (job.out != nullptr) {
-      for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRow(keys[i] - first));
-    }
-    return;
+    batch.Add(row, src.index(j));
   }
-  Shard& shard = shards_[s];
-  std::vector<Item>& items = shard.items;
-  items.clear();
-  for (size_t i = 0; i < n; ++i) {
-    const uint64_t mix = Mix(keys[i]);
-    if (ShardOf(mix, num_shards_) == s) items.push_back({mix, i});
+  batch.Flush();
+}
+
+template <typename T>
+template <typename Source, typename ShardOfFn>
+void TypedTableStore<T>::PullSparse(const Job& job, const Source& src, ShardOfFn shard_of) const {
+  const size_t m = src.size();
+  const SharedArray<Key>& keys = job.req->keys;
+  const auto prefetch = [&](size_t j) {
+    const uint64_t mix = src.mix(j);
+    shard_of(mix).rows.Prefetch(mix);
+  };
+  for (size_t j = 0; j < std::min(kPrefetchDistance, m); ++j) prefetch(j);
+  for (size_t j = 0; j < m; ++j) {
+    if (j + kPrefetchDistance < m) prefetch(j + kPrefetchDistance);
+    const uint64_t mix = src.mix(j);
+    const size_t i = src.index(j);
+    Answer(job, i, keys[i], std::as_const(shard_of(mix).rows).FindMixed(mix));
   }
-  const size_t m = items.size();
+}
+
+template <typename T>
+void TypedTableStore<T>::RunDense(const Job& job, size_t begin, size_t end) {
+  const SharedArray<Key>& keys = job.req->keys;
+  const Key first = spec().key_range.first;
   if (job.push != nullptr) {
-    for (size_t j = 0; j < m; ++j) {
-      if (j + kPrefetchDistance < m) shard.rows.Prefetch(items[j + kPrefetchDistance].mix);
-      PushSparse(job, shard, items[j].mix, items[j].index);
-    }
+    PushBatch<T> batch = MakeBatch(job);
+    for (size_t i = begin; i < end; ++i) batch.Add(DenseRow(keys[i] - first), i);
+    batch.Flush();
   }
   if (job.out != nullptr) {
-    for (size_t j = 0; j < m; ++j) {
-      if (j + kPrefetchDistance < m) shard.rows.Prefetch(items[j + kPrefetchDistance].mix);
-      Answer(job, items[j].index, keys[items[j].index], shard.rows.FindMixed(items[j].mix));
-    }
+    for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRow(keys[i] - first));
   }
 }
 
@@ -269,7 +372,8 @@ template <typename T>
 size_t TypedTableStore<T>::memory_bytes() const {
   size_t bytes = sizeof(*this) + dense_keys_ * row_len_ * sizeof(T) + shards_.capacity() * sizeof(Shard);
   for (const Shard& s : shards_) {
-    bytes += s.rows.memory_bytes() - sizeof(s.rows) + s.items.capacity() * sizeof(Item);
+    bytes += s.rows.memory_bytes() - sizeof(s.rows) + s.parts.capacity() * sizeof(s.parts[0]);
+    for (const std::vector<Item>& part : s.parts) bytes += part.capacity() * sizeof(Item);
   }
   return bytes;
 }

@@ -18,10 +18,18 @@
 // Large requests (at least kParallelMinKeys keys) are applied on the ApplyPool given at creation:
 // a sparse table's rows are split into pool->size() shards by a hash of the key, each shard its
 // own hash table that exactly one pool thread touches during a request, so the hot path takes no
-// lock; each shard's thread scans the request's keys, handles those that map to it and writes
-// their pull answers at the keys' positions in the reply (disjoint writes). A dense table splits
-// a request of strictly increasing keys into contiguous chunks instead. Small requests run
-// inline on the calling thread. Results are bit-identical whatever the number of shards.
+// lock. A request takes two runs of the pool: first each thread sorts one contiguous chunk of
+// the request's keys by shard (one pass, into per-shard scratch kept between requests), then
+// each thread handles its shard's keys from every chunk, in request order, and writes their pull
+// answers at the keys' positions in the reply (disjoint writes). A dense table splits a request
+// of strictly increasing keys into contiguous chunks instead. Small requests, and every request
+// of a one-shard store, run inline on the calling thread. Results are bit-identical whatever the
+// number of shards.
+//
+// The hot loop: sparse lookups prefetch the slots of the keys a few positions ahead (random keys
+// miss the cache; the prefetches let those misses overlap), and pushed rows go to the rule a
+// batch at a time (Updater::ApplyBatch: one virtual call per batch, a new key's insertion ending
+// a batch early since it may move stored rows).
 //
 // Variable-length tables are not handled here (they stay on SumStore with the add rule).
 //

@@ -401,6 +401,109 @@ TEST(TableStoreTest, ShardedAndSingleThreadedGiveIdenticalResultsDense) {
   RunShardedVersusSingle(spec, pserver::testing::TestSeed());
 }
 
+// Forwards to another rule's Apply only, so that a store applies it one row at a time (the
+// default ApplyBatch) -- the reference for that rule's own batched loop.
+class RowByRow final : public Updater {
+ public:
+  explicit RowByRow(std::unique_ptr<Updater> rule) : rule_(std::move(rule)) {}
+  uint32_t push_arity() const override { return rule_->push_arity(); }
+  uint32_t state_per_value() const override { return rule_->state_per_value(); }
+  bool Supports(ValueType type) const override { return rule_->Supports(type); }
+  void Apply(const UpdateContext& ctx, std::span<float> v, std::span<float> s, std::span<const float> g) const override {
+    rule_->Apply(ctx, v, s, g);
+  }
+  void Apply(const UpdateContext& ctx, std::span<double> v, std::span<double> s, std::span<const double> g) const override {
+    rule_->Apply(ctx, v, s, g);
+  }
+
+ private:
+  std::unique_ptr<Updater> rule_;
+};
+
+// The built-in rules (their batched loops) through the store give the bits of the same rule
+// applied row by row on one thread, on one shard and on four. The requests are large (the
+// pool's path: keys partitioned by shard) and their keys unsorted and repeated (so the order
+// of application within a key matters), many of them new (insertions between batched rows).
+TEST(TableStoreTest, BuiltinRulesGiveTheRowByRowResultsOnAnyNumberOfShards) {
+  const uint64_t seed = pserver::testing::TestSeed();
+  for (const UpdaterSpec& rule : {UpdaterSpec{"sgd", {{"lr", 0.25}}}, UpdaterSpec{"adam", {}},
+                                  UpdaterSpec{"ftrl", {{"l1", 0.01}}}, UpdaterSpec{"prox", {{"l1", 0.01}}}}) {
+    SCOPED_TRACE(rule.name);
+    UpdaterRegistry registry;
+    const auto make_rule = [&] { return std::move(registry.Create(rule)).value(); };
+    TableSpec spec = Spec(ValueType::kFloat32, 2);
+    spec.updater = rule;
+    spec.push_arity = make_rule()->push_arity();
+    spec.initializer = {InitializerSpec::Kind::kUniform, 0.5, 3};
+    ApplyPool pool(4);
+    auto reference = Make(spec, std::make_unique<RowByRow>(make_rule()));
+    auto single = Make(spec, make_rule());
+    auto sharded = Make(spec, make_rule(), &pool);
+    ASSERT_TRUE(reference && single && sharded);
+    std::mt19937_64 rng(seed);
+    const uint32_t push_len = spec.width * spec.push_arity;
+    for (int round = 0; round < 6; ++round) {
+      const size_t n = std::uniform_int_distribution<size_t>(TableStore::kParallelMinKeys,
+                                                             3 * TableStore::kParallelMinKeys)(rng);
+      std::vector<Key> keys(n);
+      for (Key& k : keys) k = rng() % (3 * TableStore::kParallelMinKeys);
+      std::vector<float> vals(n * push_len);
+      for (size_t i = 0; i < vals.size(); ++i) {
+        const float x = static_cast<float>(std::uniform_int_distribution<int>(-64, 64)(rng)) / 16;
+        vals[i] = i % push_len >= spec.width ? std::abs(x) : x;  // prox: curvatures >= 0
+      }
+      const MessageType type = round % 2 == 0 ? MessageType::kPush : MessageType::kPushPull;
+      const ServerRequest req = Request<float>(type, keys, vals, spec.width);
+      UpdateContext ctx;
+      ctx.clock = static_cast<uint64_t>(round / 2);
+      ServerResponse want, got1, got4;
+      ASSERT_OK(reference->Handle(req, ctx, &want));
+      ASSERT_OK(single->Handle(req, ctx, &got1));
+      ASSERT_OK(sharded->Handle(req, ctx, &got4));
+      ASSERT_EQ(Values<float>(got1), Values<float>(want)) << "round " << round;
+      ASSERT_EQ(Values<float>(got4), Values<float>(want)) << "round " << round;
+    }
+    std::map<Key, std::vector<std::byte>> rows[3];
+    int which = 0;
+    for (TableStore* store : {reference.get(), single.get(), sharded.get()}) {
+      std::map<Key, std::vector<std::byte>>& out = rows[which++];
+      store->ForEach([&out](Key key, std::span<const std::byte> v, std::span<const std::byte> s) {
+        std::vector<std::byte>& row = out[key];
+        row.assign(v.begin(), v.end());
+        row.insert(row.end(), s.begin(), s.end());
+      });
+    }
+    EXPECT_EQ(rows[0].size(), reference->num_keys());
+    EXPECT_TRUE(rows[0] == rows[1]);
+    EXPECT_TRUE(rows[0] == rows[2]);
+  }
+}
+
+// A large request (the pool's path) with unsorted, repeated keys against a plain model: every
+// occurrence is applied exactly once, and a pull answers every position.
+TEST(TableStoreTest, LargeRequestsApplyEveryOccurrenceOnceOnEveryShardCount) {
+  std::mt19937_64 rng(pserver::testing::TestSeed());
+  const size_t n = 3 * TableStore::kParallelMinKeys;
+  std::vector<Key> keys(n);
+  for (Key& k : keys) k = rng() % n;  // about a third repeated
+  std::vector<int64_t> vals(n);
+  for (int64_t& v : vals) v = static_cast<int64_t>(rng() % 1000);
+  std::map<Key, int64_t> model;
+  for (size_t i = 0; i < n; ++i) model[keys[i]] += 2 * vals[i];  // pushed twice below
+  for (uint32_t shards : {1u, 2u, 3u, 4u}) {
+    SCOPED_TRACE(shards);
+    ApplyPool pool(shards);
+    auto store = Make(Spec(ValueType::kInt64), std::make_unique<AddRule>(), &pool);
+    ASSERT_OK(Push<int64_t>(*store, keys, vals));
+    ServerResponse resp;
+    ASSERT_OK(store->Handle(Request<int64_t>(MessageType::kPushPull, keys, vals, 1), UpdateContext{}, &resp));
+    const std::vector<int64_t> got = Values<int64_t>(resp);
+    ASSERT_EQ(got.size(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], model[keys[i]]) << "position " << i;
+    EXPECT_EQ(store->num_keys(), model.size());
+  }
+}
+
 // A sanity check of the memory figure (no timing): 1M keys of a width-1 float SGD table.
 TEST(TableStoreTest, MemoryPerKeyIsSmallAtOneMillionKeys) {
   ApplyPool pool(2);

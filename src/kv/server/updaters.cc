@@ -86,13 +86,31 @@ Result<std::unique_ptr<Updater>> Make(Args&&... args) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule bases. A virtual Apply handles one row; the per-value loop inside it is a plain,
-// non-virtual template (Derived::Run<T>), instantiated for float and double.
+// Rule bases. A virtual Apply handles one row and a virtual ApplyBatch a run of rows; the
+// per-value loop inside both is a plain, non-virtual template (Derived::Run<T>), inlined into
+// the batch loop. Rows of width 1 (a sparse vector) get a loop of their own, in which the
+// width is a constant.
+
+template <typename Derived, typename T>
+void RunBatch(const Derived& rule, const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<T>> rows) {
+  const size_t state_len = size_t{width} * rule.state_per_value();
+  const size_t push_len = size_t{width} * rule.push_arity();
+  if (width == 1) {
+    for (const RowUpdate<T>& r : rows) {
+      rule.Run(ctx, std::span<T>(r.value, 1), std::span<T>(r.state, state_len), std::span<const T>(r.push, push_len));
+    }
+    return;
+  }
+  for (const RowUpdate<T>& r : rows) {
+    rule.Run(ctx, std::span<T>(r.value, width), std::span<T>(r.state, state_len), std::span<const T>(r.push, push_len));
+  }
+}
 
 template <typename Derived>
 class RealUpdater : public Updater {
  public:
   using Updater::Apply;
+  using Updater::ApplyBatch;
   void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
              std::span<const float> push) const final {
     static_cast<const Derived*>(this)->Run(ctx, value, state, push);
@@ -100,6 +118,12 @@ class RealUpdater : public Updater {
   void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
              std::span<const double> push) const final {
     static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<float>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
   }
 };
 
@@ -122,6 +146,18 @@ class AnyTypeUpdater : public Updater {
   void Apply(const UpdateContext& ctx, std::span<int64_t> value, std::span<int64_t> state,
              std::span<const int64_t> push) const final {
     static_cast<const Derived*>(this)->Run(ctx, value, state, push);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<float>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
+  }
+  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int64_t>> rows) const final {
+    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
   }
 };
 
@@ -401,6 +437,33 @@ Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec) {
 }
 
 }  // namespace kv
+
+// ---------------------------------------------------------------------------------------------
+// Updater's default ApplyBatch (declared in pserver/updater.h): one Apply per row.
+
+namespace {
+template <typename T>
+void ApplyEach(const Updater& rule, const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<T>> rows) {
+  const size_t state_len = size_t{width} * rule.state_per_value();
+  const size_t push_len = size_t{width} * rule.push_arity();
+  for (const RowUpdate<T>& r : rows) {
+    rule.Apply(ctx, std::span<T>(r.value, width), std::span<T>(r.state, state_len), std::span<const T>(r.push, push_len));
+  }
+}
+}  // namespace
+
+void Updater::ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<float>> rows) const {
+  ApplyEach(*this, ctx, width, rows);
+}
+void Updater::ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const {
+  ApplyEach(*this, ctx, width, rows);
+}
+void Updater::ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const {
+  ApplyEach(*this, ctx, width, rows);
+}
+void Updater::ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int64_t>> rows) const {
+  ApplyEach(*this, ctx, width, rows);
+}
 
 // ---------------------------------------------------------------------------------------------
 // UpdaterRegistry (declared in pserver/updater.h)

@@ -12,8 +12,12 @@
 // consecutive blocks of width values (block k holds state variable k of every value), the
 // same layout as a push of arity s. All state starts at zero (the storage zero-fills it).
 //
-// Thread safety: the rules are immutable after construction; Apply may run concurrently on
-// different rows.
+// Batches: every rule implements ApplyBatch as a loop over Apply's own non-virtual per-value
+// code (one virtual call per batch; rows of width 1 get a loop of their own), so a batch gives
+// exactly the values and states that Apply row by row gives.
+//
+// Thread safety: the rules are immutable after construction; Apply and ApplyBatch may run
+// concurrently on different rows.
 #pragma once
 
 #include <memory>

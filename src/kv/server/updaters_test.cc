@@ -13,6 +13,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "pserver/updater.h"
@@ -259,6 +260,72 @@ TYPED_TEST(UpdatersTypedTest, AddAndAssignMatchReference) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ApplyBatch: a built-in rule's batched loop must give exactly what Apply gives row by row.
+
+// Rows of `width` values (and the rule's state) in one flat array each, as a table keeps them.
+template <typename T>
+struct RowSet {
+  std::vector<T> values, states;
+};
+
+// Applies `batches` seeded random batches to `num_rows` rows twice -- by ApplyBatch, and by
+// Apply one entry at a time -- and requires bit-identical values and states. Entries pick rows
+// at random, so a batch often names a row twice (a key repeated in a request).
+template <typename T>
+void ExpectBatchEqualsRowByRow(const Updater& rule, uint32_t width, uint64_t seed) {
+  SCOPED_TRACE("width " + std::to_string(width) + ", seed " + std::to_string(seed));
+  constexpr size_t kRows = 12;
+  const size_t state_len = size_t{width} * rule.state_per_value();
+  const size_t push_len = size_t{width} * rule.push_arity();
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> small(-8, 8);
+  const auto draw = [&](bool positive) {  // exact in every type; curvatures kept positive
+    const int x = small(rng);
+    return static_cast<T>(positive ? std::abs(x) : x) / static_cast<T>(std::is_integral_v<T> ? 1 : 4);
+  };
+  RowSet<T> batched{std::vector<T>(kRows * width), std::vector<T>(kRows * state_len, T(0))};
+  for (T& v : batched.values) v = draw(false);
+  RowSet<T> single = batched;
+  for (int round = 0; round < 20; ++round) {
+    UpdateContext ctx;
+    ctx.clock = static_cast<uint64_t>(round / 3);  // prox: several batches per iteration
+    const size_t n = 1 + rng() % 40;
+    std::vector<T> pushes(n * push_len);
+    for (size_t i = 0; i < pushes.size(); ++i) pushes[i] = draw(i % push_len >= width);
+    std::vector<size_t> picks(n);
+    for (size_t& r : picks) r = rng() % kRows;
+    std::vector<RowUpdate<T>> entries;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t r = picks[k];
+      entries.push_back({batched.values.data() + r * width, batched.states.data() + r * state_len,
+                         pushes.data() + k * push_len});
+    }
+    rule.ApplyBatch(ctx, width, std::span<const RowUpdate<T>>(entries));
+    for (size_t k = 0; k < n; ++k) {
+      const size_t r = picks[k];
+      rule.Apply(ctx, std::span<T>(single.values.data() + r * width, width),
+                 std::span<T>(single.states.data() + r * state_len, state_len),
+                 std::span<const T>(pushes.data() + k * push_len, push_len));
+    }
+    ASSERT_EQ(batched.values, single.values) << "round " << round;
+    ASSERT_EQ(batched.states, single.states) << "round " << round;
+  }
+}
+
+TYPED_TEST(UpdatersTypedTest, ApplyBatchEqualsApplyRowByRow) {
+  const uint64_t seed = TestSeed(16);
+  for (const char* name : {"add", "assign", "sgd", "adagrad", "adam", "ftrl", "prox"}) {
+    SCOPED_TRACE(name);
+    UpdaterSpec spec{name, {}};
+    if (std::string(name) == "ftrl") spec.params = {{"l1", 0.5}, {"l2", 0.25}};
+    if (std::string(name) == "prox") spec.params = {{"l1", 0.5}, {"delta", 0.75}};
+    auto rule = MustCreate(spec);
+    ASSERT_NE(rule, nullptr);
+    for (uint32_t width : {1u, 3u}) ExpectBatchEqualsRowByRow<TypeParam>(*rule, width, seed + width);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // add / assign on integer tables
 
 template <typename T>
@@ -290,6 +357,16 @@ TYPED_TEST(UpdatersIntegerTest, AddAndAssignAreExact) {
       }
       ASSERT_EQ(last.value, push);
     }
+  }
+}
+
+TYPED_TEST(UpdatersIntegerTest, ApplyBatchEqualsApplyRowByRow) {
+  const uint64_t seed = TestSeed(17);
+  for (const char* name : {"add", "assign"}) {
+    SCOPED_TRACE(name);
+    auto rule = MustCreate(UpdaterSpec{name, {}});
+    ASSERT_NE(rule, nullptr);
+    for (uint32_t width : {1u, 3u}) ExpectBatchEqualsRowByRow<TypeParam>(*rule, width, seed + width);
   }
 }
 
@@ -539,6 +616,57 @@ TEST(UpdatersTest, UserRuleIsCreatedThroughTheRegistry) {
                         return std::unique_ptr<Updater>();
                       }).ok());
   EXPECT_EQ(registry.Create(UpdaterSpec{"broken", {}}).status().code(), StatusCode::kInternal);
+}
+
+// A rule with Apply only: the default ApplyBatch calls Apply once per entry, in order, with the
+// entry's spans.
+class CallLog final : public Updater {
+ public:
+  uint32_t push_arity() const override { return 2; }
+  uint32_t state_per_value() const override { return 3; }
+  using Updater::Apply;
+  void Apply(const UpdateContext& ctx, std::span<float> v, std::span<float> s, std::span<const float> p) const override {
+    calls.push_back({v.data(), v.size(), s.data(), s.size(), p.data(), p.size(), ctx.clock});
+    v[0] += p[0];  // later entries for the same row must see this
+  }
+  void Apply(const UpdateContext&, std::span<double>, std::span<double>, std::span<const double>) const override {}
+
+  struct Call {
+    const float* value;
+    size_t value_size;
+    const float* state;
+    size_t state_size;
+    const float* push;
+    size_t push_size;
+    uint64_t clock;
+  };
+  mutable std::vector<Call> calls;  // a test double: single-threaded
+};
+
+TEST(UpdatersTest, DefaultApplyBatchCallsApplyOncePerEntryInOrder) {
+  CallLog rule;
+  constexpr uint32_t kWidth = 2;
+  std::vector<float> values(2 * kWidth, 1.0f), states(2 * kWidth * 3, 0.0f), pushes(3 * kWidth * 2, 2.0f);
+  const std::vector<RowUpdate<float>> entries = {
+      {values.data(), states.data(), pushes.data()},
+      {values.data() + kWidth, states.data() + kWidth * 3, pushes.data() + kWidth * 2},
+      {values.data(), states.data(), pushes.data() + 2 * kWidth * 2},
+  };
+  UpdateContext ctx;
+  ctx.clock = 9;
+  static_cast<const Updater&>(rule).ApplyBatch(ctx, kWidth, std::span<const RowUpdate<float>>(entries));
+  ASSERT_EQ(rule.calls.size(), entries.size());
+  for (size_t k = 0; k < entries.size(); ++k) {
+    EXPECT_EQ(rule.calls[k].value, entries[k].value);
+    EXPECT_EQ(rule.calls[k].value_size, kWidth);
+    EXPECT_EQ(rule.calls[k].state, entries[k].state);
+    EXPECT_EQ(rule.calls[k].state_size, kWidth * 3);
+    EXPECT_EQ(rule.calls[k].push, entries[k].push);
+    EXPECT_EQ(rule.calls[k].push_size, kWidth * 2);
+    EXPECT_EQ(rule.calls[k].clock, 9u);
+  }
+  EXPECT_EQ(values[0], 5.0f);  // row 0 twice: 1 + 2 + 2
+  EXPECT_EQ(values[kWidth], 3.0f);
 }
 
 TEST(UpdatersTest, UnknownParameterIsNamedWithTheKnownOnes) {
