@@ -46,7 +46,11 @@ Bytes Gather(const Bytes& src, const IndexRuns& runs, size_t row, const std::vec
   }
   uint64_t total = 0;
   for (const IndexRun& r : runs) total += begin_of(r.end) - begin_of(r.begin);
-  Bytes out(total);
+  Bytes out = Bytes::Uninitialized(total);
+  if (!offsets) {
+    GatherRows(src.data(), runs, row, out.data());
+    return out;
+  }
   uint64_t pos = 0;
   for (const IndexRun& r : runs) {
     uint64_t b = begin_of(r.begin), n = begin_of(r.end) - b;
@@ -487,9 +491,14 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
     *lens = std::move(out_lens);
     return Status::Ok();
   }
-  Bytes out = p.call.out_vals.empty() ? Bytes(total) : p.call.out_vals;
+  // Every key is some part's (the slices cover the request), so the buffer needs no zeroing.
+  Bytes out = p.call.out_vals.empty() ? Bytes::Uninitialized(total) : p.call.out_vals;
   for (const Part& part : p.parts) {
     const std::byte* src = part.reply.frames[1].data();
+    if (!var) {
+      ScatterRows(src, part.runs, row, out.data());
+      continue;
+    }
     for (const IndexRun& r : part.runs) {
       uint64_t b = begin_of(r.begin), bytes = begin_of(r.end) - b;
       if (bytes) std::memcpy(out.data() + b, src, bytes);

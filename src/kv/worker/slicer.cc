@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -152,7 +153,41 @@ Status CheckInRange(std::span<const Key> keys, KeyRange range) {
                                  RangeString(range));
 }
 
+// Row copies of a size known at compile time compile to plain moves.
+template <size_t kRow>
+void GatherFixed(const std::byte* src, const IndexRuns& runs, std::byte* dst) {
+  for (const IndexRun& r : runs) {
+    for (uint32_t i = r.begin; i < r.end; ++i, dst += kRow) std::memcpy(dst, src + size_t{i} * kRow, kRow);
+  }
+}
+template <size_t kRow>
+void ScatterFixed(const std::byte* src, const IndexRuns& runs, std::byte* dst) {
+  for (const IndexRun& r : runs) {
+    for (uint32_t i = r.begin; i < r.end; ++i, src += kRow) std::memcpy(dst + size_t{i} * kRow, src, kRow);
+  }
+}
+
 }  // namespace
+
+void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
+  if (row == 4) return GatherFixed<4>(src, runs, dst);
+  if (row == 8) return GatherFixed<8>(src, runs, dst);
+  for (const IndexRun& r : runs) {
+    const size_t bytes = size_t{r.end - r.begin} * row;
+    if (bytes) std::memcpy(dst, src + size_t{r.begin} * row, bytes);
+    dst += bytes;
+  }
+}
+
+void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
+  if (row == 4) return ScatterFixed<4>(src, runs, dst);
+  if (row == 8) return ScatterFixed<8>(src, runs, dst);
+  for (const IndexRun& r : runs) {
+    const size_t bytes = size_t{r.end - r.begin} * row;
+    if (bytes) std::memcpy(dst + size_t{r.begin} * row, src, bytes);
+    src += bytes;
+  }
+}
 
 Status CheckSortedUnique(std::span<const Key> keys) {
   for (size_t i = 1; i < keys.size(); ++i) {

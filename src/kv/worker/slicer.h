@@ -57,6 +57,14 @@ struct Slice {
 // the result is unspecified, but no memory outside `keys` is read.
 // Returns InvalidArgument if a kRange placement's range is empty (first > last), if a key lies
 // outside it (naming the key, its index and the range), or if there are 2^32 keys or more.
+// Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another.
+// Rows of 4 or 8 bytes (one float, int or double per key: the common sparse case, where a
+// hashed request to several servers is mostly runs of one key) are copied without a memcpy
+// call per run.
+void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
+// The inverse of GatherRows: consecutive rows from `src` go to `runs`' indices in `dst`.
+void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
+
 Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
                                      const cluster::Ring& ring);
 
