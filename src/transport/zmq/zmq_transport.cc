@@ -221,7 +221,7 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
       raw.frames.emplace_back(std::move(holder), data, size);
     }
   }
-  if (overflow) raw.frames.clear();  // DecodeFrames refuses an empty sequence
+  if (overflow) raw.frames.clear();  // DecodeWire refuses an empty sequence
   return raw;
 }
 
