@@ -199,26 +199,33 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   raw.frames.reserve(2);  // most messages are a head alone, or a head and one large array
   bool overflow = false;
   while (more) {
-    auto holder = std::make_shared<ReceivedMsg>();
-    zmq_msg_init(&holder->msg);
-    if (zmq_msg_recv(&holder->msg, router_, 0) < 0) return Status::Aborted("zmq_msg_recv: " + ZmqError());
-    more = zmq_msg_more(&holder->msg);
+    ReceivedMsg part;
+    zmq_msg_init(&part.msg);
+    if (zmq_msg_recv(&part.msg, router_, 0) < 0) return Status::Aborted("zmq_msg_recv: " + ZmqError());
+    more = zmq_msg_more(&part.msg);
     if (raw.frames.size() > kMaxFrames) {
       overflow = true;  // keep draining the message, then drop it whole
       continue;
     }
-    auto* data = static_cast<std::byte*>(zmq_msg_data(&holder->msg));
-    size_t size = zmq_msg_size(&holder->msg);
+    auto* data = static_cast<std::byte*>(zmq_msg_data(&part.msg));
+    size_t size = zmq_msg_size(&part.msg);
+    // Small frames live inside the zmq_msg_t itself (their address changes when it moves):
+    // those, and unaligned ones, are copied.
     if (size == 0) {
       raw.frames.emplace_back();
-    } else if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+    } else if (size <= kHeaderSize || reinterpret_cast<uintptr_t>(data) % 8 != 0) {
       // One allocation for the buffer and its owner (operator new aligns it to 16).
       std::shared_ptr<std::byte[]> copy = std::make_shared_for_overwrite<std::byte[]>(size);
       std::memcpy(copy.get(), data, size);
       std::byte* p = copy.get();
       raw.frames.emplace_back(std::move(copy), p, size);
     } else {
-      raw.frames.emplace_back(std::move(holder), data, size);
+      // Alias ZeroMQ's buffer (which stays put when the message moves into a holder the frame
+      // co-owns).
+      auto holder = std::make_shared<ReceivedMsg>();
+      zmq_msg_init(&holder->msg);
+      zmq_msg_move(&holder->msg, &part.msg);
+      raw.frames.emplace_back(holder, static_cast<std::byte*>(zmq_msg_data(&holder->msg)), size);
     }
   }
   if (overflow) raw.frames.clear();  // DecodeWire refuses an empty sequence
