@@ -55,7 +55,7 @@ KVServerCore::~KVServerCore() = default;
 void KVServerCore::SetHandler(ValueType type, ServerHandler handler) {
   std::lock_guard lock(mu_);
   if (handler) {
-    handlers_[type] = std::move(handler);
+    handlers_[type] = std::make_shared<const ServerHandler>(std::move(handler));
   } else {
     handlers_.erase(type);
   }
@@ -244,7 +244,9 @@ void KVServerCore::Process(Message&& msg) {
   if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
   Table& t = **table;
 
-  ServerHandler handler;
+  // Shared, not copied: a std::function copy may allocate, and SetHandler may replace the
+  // handler while this request still runs it.
+  std::shared_ptr<const ServerHandler> handler;
   bool serve_default = false;
   {
     std::lock_guard lock(mu_);
@@ -252,7 +254,7 @@ void KVServerCore::Process(Message&& msg) {
     if (auto it = defaults_.find(req->value_type); it != defaults_.end()) serve_default = it->second;
     if (!handler && serve_default && !t.store) {
       auto [sum, fresh] = sums_.try_emplace(req->value_type);
-      if (fresh) sum->second = MakeSumHandler(req->value_type);
+      if (fresh) sum->second = std::make_shared<const ServerHandler>(MakeSumHandler(req->value_type));
       handler = sum->second;
     }
   }
@@ -283,7 +285,7 @@ void KVServerCore::Process(Message&& msg) {
   ServerResponse resp;
   Status s;
   if (handler) {
-    s = handler(*req, &resp);
+    s = (*handler)(*req, &resp);
   } else {
     UpdateContext ctx{req->sender, req->timestamp, req->clock};
     s = t.store->Handle(*req, ctx, &resp);
@@ -315,6 +317,7 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     m.frames.push_back(transport::BytesFromString(status.message()));
     PSERVER_LOG_DEBUG("server: refused {}: {}", transport::Describe(request), status.ToString());
   } else if (resp) {
+    m.frames.reserve(4);
     m.frames.emplace_back();
     m.frames.push_back(std::move(resp->vals));
     m.frames.push_back(transport::AsBytes(resp->lens));

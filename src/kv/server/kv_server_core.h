@@ -98,9 +98,9 @@ class KVServerCore final : public cluster::DataHandler {
 
   cluster::NodeRuntime* const runtime_;
   std::mutex mu_;
-  absl::flat_hash_map<ValueType, ServerHandler> handlers_;  // guarded by mu_
+  absl::flat_hash_map<ValueType, std::shared_ptr<const ServerHandler>> handlers_;  // guarded by mu_
   absl::flat_hash_map<ValueType, bool> defaults_;           // guarded by mu_
-  absl::flat_hash_map<ValueType, ServerHandler> sums_;      // guarded by mu_; SumStore per type
+  absl::flat_hash_map<ValueType, std::shared_ptr<const ServerHandler>> sums_;  // guarded by mu_; SumStore per type
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
 
