@@ -433,7 +433,7 @@ bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   completing_.erase(ts);
   unfinished_.Remove(ts);
   completions_.fetch_add(1, std::memory_order_release);
-  done_cv_.notify_all();
+  if (waiters_.contains(ts)) done_cv_.notify_all();
   return !held_.empty();
 }
 
@@ -531,6 +531,16 @@ Status KVWorkerCore::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
     return Status::InvalidArgument(fmt::format("timestamp {} was never issued by this worker", ts.value));
   }
   auto done = [&] { return !pending_.contains(ts.value) && !completing_.contains(ts.value); };
+  // Finish wakes waiters only for a request somebody waits on (a wake-up is a scheduler round
+  // trip; with several servers replies complete out of order).
+  ++waiters_[ts.value];
+  struct Unregister {
+    absl::flat_hash_map<int64_t, int>& waiters;
+    int64_t ts;
+    ~Unregister() {
+      if (auto it = waiters.find(ts); it != waiters.end() && --it->second == 0) waiters.erase(it);
+    }
+  } unregister{waiters_, ts.value};  // runs with mu_ held: `lock` is declared before it
   // A caller with one request in flight is latency bound, and its reply is often tens of
   // microseconds away: it yields a few times (watching the completion count, without the lock)
   // before sleeping on the condition variable, whose wake-up costs a scheduler round trip. With

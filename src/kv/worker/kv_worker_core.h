@@ -140,6 +140,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   int64_t next_ts_ = 1;                                 // guarded by mu_
   absl::flat_hash_map<int64_t, Pending> pending_;       // guarded by mu_
   absl::flat_hash_set<int64_t> completing_;             // guarded by mu_; callbacks running
+  absl::flat_hash_map<int64_t, int> waiters_;           // guarded by mu_; ts -> threads in Wait(ts)
   std::map<int64_t, Status> errors_;                    // guarded by mu_
   UnfinishedTasks unfinished_;                          // guarded by mu_; issued, not finished
   std::deque<Held> held_;                               // guarded by mu_; not started, in order
