@@ -97,8 +97,10 @@ size_t Ring::SegmentIndex(uint64_t routing_key) const {
   // key's prefix: from the one holding the prefix's first key to the one holding the next
   // prefix's first key.
   const size_t p = static_cast<size_t>(routing_key >> (64 - kPrefixBits));
-  const auto lo = segments_.begin() + first_segment_of_prefix_[p];
-  const auto hi = segments_.begin() + first_segment_of_prefix_[p + 1] + 1;
+  const uint32_t first = first_segment_of_prefix_[p], last = first_segment_of_prefix_[p + 1];
+  if (first == last) return first;  // the whole prefix lies in one segment: the common case
+  const auto lo = segments_.begin() + first;
+  const auto hi = segments_.begin() + last + 1;
   auto it = std::upper_bound(lo, hi, routing_key, [](uint64_t k, const RingSegment& s) { return k < s.range.first; });
   return static_cast<size_t>(it - segments_.begin()) - 1;
 }

@@ -121,15 +121,35 @@ std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
   // Server rank -> slice index (ranks are small: 0 .. num_servers - 1 plus joins).
   std::vector<uint32_t> slice_of(servers.back() + 1, 0);
   for (size_t i = 0; i < servers.size(); ++i) slice_of[servers[i]] = static_cast<uint32_t>(i);
+  // Pass 1: each key's slice, and the slices' sizes.
+  std::vector<uint32_t> owner(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    Slice& slice = slices[slice_of[ring.Owner(cluster::MixKey(keys[i]))]];
+    owner[i] = slice_of[ring.Owner(cluster::MixKey(keys[i]))];
+    ++slices[owner[i]].num_keys;
+  }
+  // Pass 2: the runs, appended without a branch on the random owners (a mispredicted branch
+  // per key cost more than the rest of the slicing): every key writes a one-key run at its
+  // slice's end, and either keeps it (a new run) or folds it into the previous run.
+  std::vector<IndexRun*> runs(slices.size());
+  std::vector<size_t> used(slices.size(), 0);
+  for (size_t s = 0; s < slices.size(); ++s) {
+    slices[s].runs.resize(std::max<size_t>(slices[s].num_keys, 1));  // at most one run per key
+    runs[s] = slices[s].runs.data();
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const uint32_t s = owner[i];
     const auto k = static_cast<uint32_t>(i);
-    if (!slice.runs.empty() && slice.runs.back().end == k) {
-      ++slice.runs.back().end;
-    } else {
-      slice.runs.push_back({k, k + 1});
-    }
-    ++slice.num_keys;
+    IndexRun* r = runs[s];
+    const size_t u = used[s];
+    IndexRun& last = r[u > 0 ? u - 1 : 0];
+    const bool extend = u > 0 && last.end == k;
+    r[u] = {k, k + 1};  // (slot u exists: u < this slice's keys so far + 1 <= its size)
+    last.end = extend ? k + 1 : last.end;
+    used[s] = u + (extend ? 0 : 1);
+  }
+  for (size_t s = 0; s < slices.size(); ++s) {
+    slices[s].runs.resize(used[s]);
+    if (used[s] < slices[s].runs.capacity() / 2) slices[s].runs.shrink_to_fit();  // requests may be huge
   }
   return WithoutEmpty(std::move(slices));
 }
