@@ -60,6 +60,25 @@ Bytes Gather(const Bytes& src, const IndexRuns& runs, size_t row, const std::vec
   return out;
 }
 
+// Bytes pushed per key of a fixed-width table.
+size_t PushRowBytes(const TableSpec& spec) {
+  return size_t{spec.width} * spec.push_arity * ValueTypeSize(spec.value_type);
+}
+
+// Splits `src` (rows of `row` bytes, one per key) into one new buffer per slice, in one pass
+// over `owners` (see SliceKeys).
+std::vector<Bytes> SplitBySlice(const Bytes& src, const std::vector<uint32_t>& owners, size_t row,
+                                const absl::InlinedVector<uint32_t, 4>& keys_per_slice) {
+  std::vector<Bytes> out;
+  absl::InlinedVector<std::byte*, 4> dst;
+  for (uint32_t n : keys_per_slice) {
+    out.push_back(Bytes::Uninitialized(size_t{n} * row));
+    dst.push_back(out.back().data());
+  }
+  GatherBySlice(src.data(), owners, row, {dst.data(), dst.size()});
+  return out;
+}
+
 std::string ReplyText(const Message& m) {
   if (m.frames.empty()) return "(no message)";
   return std::string(reinterpret_cast<const char*>(m.frames[0].data()), m.frames[0].size());
@@ -123,7 +142,7 @@ Status KVWorkerCore::Validate(const KVWorkerBase::Call& call, const TableSpec& s
 }
 
 Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t ts,
-                                   const std::vector<uint64_t>& offsets) const {
+                                   const std::vector<uint64_t>& offsets, Bytes keys, Bytes vals) const {
   const KVWorkerBase::Call& call = p.call;
   const size_t elem = ValueTypeSize(p.spec.value_type);
   Message m;
@@ -136,13 +155,15 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.request_id = ts;
   m.header.epoch = runtime_->view().epoch;
   m.frames.reserve(3);
-  m.frames.push_back(Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
+  const bool gathered = !p.owners.empty();  // by SplitBySlice, for a hashed request
+  m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
     if (p.spec.variable_length) {
       m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem));
       m.frames.push_back(Gather(transport::AsBytes(call.lens), part.runs, sizeof(int32_t), nullptr, 0));
     } else {
-      m.frames.push_back(Gather(call.vals, part.runs, size_t{p.spec.width} * p.spec.push_arity * elem, nullptr, 0));
+      m.frames.push_back(gathered ? std::move(vals)
+                                  : Gather(call.vals, part.runs, PushRowBytes(p.spec), nullptr, 0));
       m.frames.emplace_back();
     }
   } else {
@@ -159,10 +180,20 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   if (call.max_delay && *call.max_delay < kEventual) {
     return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
   }
+  // Fixed-width rows of a hashed request over several servers move by owners; variable rows
+  // go by runs.
+  std::vector<uint32_t> owners;
   PSERVER_ASSIGN_OR_RETURN(std::vector<Slice> slices,
-                           SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring()));
+                           SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring(),
+                                     spec.variable_length ? nullptr : &owners));
+  if (slices.size() == 1 && !owners.empty()) {
+    // Every key went to one server: the whole request is its one run (sent without a copy).
+    slices[0].runs = {IndexRun{0, static_cast<uint32_t>(call.keys.size())}};
+    owners.clear();
+  }
   Pending p;
   p.spec = std::move(spec);
+  p.owners = std::move(owners);
   for (Slice& s : slices) {
     Part part;
     part.server = s.server;
@@ -176,6 +207,14 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
 
   const std::vector<uint64_t> offsets =
       p.spec.variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
+  // A hashed request over several servers: each part's keys and values in one pass each.
+  std::vector<Bytes> part_keys, part_vals;
+  if (!p.owners.empty()) {
+    absl::InlinedVector<uint32_t, 4> keys_per_part;
+    for (const Part& part : p.parts) keys_per_part.push_back(part.num_keys);
+    part_keys = SplitBySlice(transport::AsBytes(p.call.keys), p.owners, sizeof(Key), keys_per_part);
+    if (Pushes(p.call.type)) part_vals = SplitBySlice(p.call.vals, p.owners, PushRowBytes(p.spec), keys_per_part);
+  }
   std::unique_lock send_lock(send_mu_);
   std::unique_lock lock(mu_);
   const int64_t ts = next_ts_;
@@ -190,8 +229,12 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   uint64_t aux = 0;
   if (Pulls(p.call.type) && tc.staleness >= 0) aux = static_cast<uint64_t>(tc.staleness) + 1;
   Unsent messages;
-  for (const Part& part : p.parts) {
-    Message& m = messages.emplace_back(ts, BuildMessage(p, part, ts, offsets)).second;
+  for (size_t i = 0; i < p.parts.size(); ++i) {
+    Message& m = messages
+                     .emplace_back(ts, BuildMessage(p, p.parts[i], ts, offsets,
+                                                    part_keys.empty() ? Bytes() : std::move(part_keys[i]),
+                                                    part_vals.empty() ? Bytes() : std::move(part_vals[i])))
+                     .second;
     m.header.clock = clock_;
     m.header.aux = aux;
   }
@@ -473,8 +516,10 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   const uint64_t total = begin_of(static_cast<uint32_t>(n));
   // Check each part's value bytes before touching the output.
   for (const Part& part : p.parts) {
-    uint64_t want = 0;
-    for (const IndexRun& r : part.runs) want += begin_of(r.end) - begin_of(r.begin);
+    uint64_t want = var ? 0 : uint64_t{part.num_keys} * row;  // (a request split by owners has no runs)
+    if (var) {
+      for (const IndexRun& r : part.runs) want += begin_of(r.end) - begin_of(r.begin);
+    }
     if (part.reply.frames[1].size() != want) {
       return Status::Corruption(fmt::format("{} returned {} value bytes, expected {}",
                                             runtime_->DescribeNode(part.node), part.reply.frames[1].size(), want));
@@ -493,6 +538,14 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   }
   // Every key is some part's (the slices cover the request), so the buffer needs no zeroing.
   Bytes out = p.call.out_vals.empty() ? Bytes::Uninitialized(total) : p.call.out_vals;
+  if (!p.owners.empty()) {  // fixed width, hashed over several servers: one pass
+    absl::InlinedVector<const std::byte*, 4> src;
+    for (const Part& part : p.parts) src.push_back(part.reply.frames[1].data());
+    ScatterBySlice({src.data(), src.size()}, p.owners, row, out.data());
+    *vals = std::move(out);
+    *lens = std::move(out_lens);
+    return Status::Ok();
+  }
   for (const Part& part : p.parts) {
     const std::byte* src = part.reply.frames[1].data();
     if (!var) {

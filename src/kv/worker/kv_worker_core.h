@@ -92,6 +92,8 @@ class KVWorkerCore final : public cluster::DataHandler {
     KVWorkerBase::Call call;
     TableSpec spec;
     absl::InlinedVector<Part, 1> parts;       // most requests go to one server
+    std::vector<uint32_t> owners;             // fixed-width hashed request over several servers:
+                                              // each key's part (SliceKeys); else empty
     std::vector<transport::Message> unsent;  // by part, while the task is held
     int64_t max_delay = -1;
     size_t unanswered = 0;
@@ -110,8 +112,11 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
   // `offsets`: each key's first value for a variable-length push (see Offsets), else empty.
+  // `keys` and `vals`: the part's frames when the request was split by owners (p.owners), else
+  // empty (gathered here from the part's runs).
   transport::Message BuildMessage(const Pending& p, const Part& part, int64_t ts,
-                                  const std::vector<uint64_t>& offsets) const;
+                                  const std::vector<uint64_t>& offsets, transport::Bytes keys,
+                                  transport::Bytes vals) const;
   // Records a part's outcome; completes the request when it was the last. REQUIRES: mu_ held
   // by `lock`, which may be released and re-acquired.
   void Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t part, transport::Message* reply,

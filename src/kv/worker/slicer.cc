@@ -110,7 +110,7 @@ std::vector<Slice> SliceOrdered(size_t n, const Ring& ring, const RoutingAt& rou
 // kHashed: each key goes to the owner of its mixed routing key; every slice keeps its keys in
 // request (ascending key) order, so a request to one server is one run and travels without a
 // copy.
-std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
+std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint32_t>* owners) {
   const std::vector<uint32_t>& servers = ring.servers();
   std::vector<Slice> slices(servers.size());
   for (size_t i = 0; i < slices.size(); ++i) slices[i].server = servers[i];
@@ -126,6 +126,18 @@ std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring) {
   for (size_t i = 0; i < keys.size(); ++i) {
     owner[i] = slice_of[ring.Owner(cluster::MixKey(keys[i]))];
     ++slices[owner[i]].num_keys;
+  }
+  if (owners) {
+    // The caller moves rows by owners: no runs. Renumber by the slices that remain once the
+    // empty ones are dropped.
+    std::vector<uint32_t> remaining(slices.size());
+    uint32_t next = 0;
+    for (size_t s = 0; s < slices.size(); ++s) remaining[s] = slices[s].num_keys > 0 ? next++ : 0;
+    if (next != slices.size()) {
+      for (uint32_t& o : owner) o = remaining[o];
+    }
+    *owners = std::move(owner);
+    return WithoutEmpty(std::move(slices));
   }
   // Pass 2: the runs, appended without a branch on the random owners (a mispredicted branch
   // per key cost more than the rest of the slicing): every key writes a one-key run at its
@@ -187,7 +199,41 @@ void ScatterFixed(const std::byte* src, const IndexRuns& runs, std::byte* dst) {
   }
 }
 
+// One pass over all rows, each to (or from) the buffer of its slice. kRow is the row size when
+// it is known at compile time (the copies become plain moves), 0 otherwise.
+template <size_t kRow>
+void GatherBySliceImpl(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst) {
+  if constexpr (kRow != 0) row = kRow;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    std::byte*& d = dst[owners[i]];
+    std::memcpy(d, src + i * row, kRow != 0 ? kRow : row);
+    d += row;
+  }
+}
+template <size_t kRow>
+void ScatterBySliceImpl(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row,
+                        std::byte* out) {
+  if constexpr (kRow != 0) row = kRow;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    const std::byte*& from = src[owners[i]];
+    std::memcpy(out + i * row, from, kRow != 0 ? kRow : row);
+    from += row;
+  }
+}
+
 }  // namespace
+
+void GatherBySlice(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst) {
+  if (row == 4) return GatherBySliceImpl<4>(src, owners, row, dst);
+  if (row == 8) return GatherBySliceImpl<8>(src, owners, row, dst);
+  GatherBySliceImpl<0>(src, owners, row, dst);
+}
+
+void ScatterBySlice(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row, std::byte* out) {
+  if (row == 4) return ScatterBySliceImpl<4>(src, owners, row, out);
+  if (row == 8) return ScatterBySliceImpl<8>(src, owners, row, out);
+  ScatterBySliceImpl<0>(src, owners, row, out);
+}
 
 void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
   if (row == 4) return GatherFixed<4>(src, runs, dst);
@@ -224,14 +270,15 @@ Status CheckSortedUnique(std::span<const Key> keys) {
 }
 
 Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
-                                     const Ring& ring) {
+                                     const Ring& ring, std::vector<uint32_t>* owners) {
+  if (owners) owners->clear();
   if (keys.size() > std::numeric_limits<uint32_t>::max()) {
     return Status::InvalidArgument("request has " + std::to_string(keys.size()) +
                                    " keys; at most 2^32 - 1 are allowed");
   }
   if (keys.empty()) return std::vector<Slice>();
   switch (placement.kind) {
-    case PlacementKind::kHashed: return SliceHashed(keys, ring);
+    case PlacementKind::kHashed: return SliceHashed(keys, ring, owners);
     case PlacementKind::kIdentity:
       return SliceOrdered(keys.size(), ring, [keys](size_t i) { return keys[i]; });
     case PlacementKind::kRange: {

@@ -65,7 +65,20 @@ void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::by
 // The inverse of GatherRows: consecutive rows from `src` go to `runs`' indices in `dst`.
 void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
 
+//
+// `owners`, when given, receives each key's slice for a kHashed request split over several
+// servers: (*owners)[i] is the index in the result of the slice holding key i, and the slices'
+// runs are then left empty (num_keys still counts their keys). Such a request would be mostly
+// runs of one or two keys; one pass over `owners` moves its rows faster (see GatherBySlice). In
+// every other case `owners` is left empty and the runs are filled.
 Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
-                                     const cluster::Ring& ring);
+                                     const cluster::Ring& ring, std::vector<uint32_t>* owners = nullptr);
+
+// One pass over a request's rows (row i at src + i * row) that appends each to its slice's
+// buffer: dst[owners[i]] advances by `row` bytes per row. The buffers must hold their slices'
+// rows.
+void GatherBySlice(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst);
+// The inverse: row i of `out` comes from the next row of src[owners[i]].
+void ScatterBySlice(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row, std::byte* out);
 
 }  // namespace pserver::kv
