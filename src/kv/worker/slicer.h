@@ -3,7 +3,9 @@
 // A worker's request carries its keys sorted ascending without duplicates. The slicer decides,
 // from the table's placement (cluster/key_placement.h) and the ring (cluster/ring.h), which
 // keys go to which server, as runs of indices into the request's arrays so that keys and values
-// can be sent without copying them key by key.
+// can be sent without copying them key by key -- or, for a hashed request over several servers
+// (runs of one or two keys), as each key's server, so that one pass moves every row to its
+// server's buffer.
 #pragma once
 
 #include <cstdint>
