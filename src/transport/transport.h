@@ -21,11 +21,13 @@
 
 namespace pserver::transport {
 
+// Counts since the transport was created. Bytes are wire bytes: each message's head (header,
+// frame table, padded inline frames) plus its out-of-line frames (see message.h).
 struct TransportStats {
   uint64_t messages_sent = 0;
   uint64_t bytes_sent = 0;
   uint64_t messages_received = 0;
-  uint64_t bytes_received = 0;
+  uint64_t bytes_received = 0;  // of well-formed messages; dropped ones are only counted below
   uint64_t dropped_malformed = 0;
 };
 
