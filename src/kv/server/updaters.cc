@@ -127,18 +127,13 @@ class RealUpdater : public Updater {
   }
 };
 
+// RealUpdater plus the integer value types.
 template <typename Derived>
-class AnyTypeUpdater : public Updater {
+class AnyTypeUpdater : public RealUpdater<Derived> {
  public:
+  using RealUpdater<Derived>::Apply;
+  using RealUpdater<Derived>::ApplyBatch;
   bool Supports(ValueType) const final { return true; }
-  void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
-             std::span<const float> push) const final {
-    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
-  }
-  void Apply(const UpdateContext& ctx, std::span<double> value, std::span<double> state,
-             std::span<const double> push) const final {
-    static_cast<const Derived*>(this)->Run(ctx, value, state, push);
-  }
   void Apply(const UpdateContext& ctx, std::span<int32_t> value, std::span<int32_t> state,
              std::span<const int32_t> push) const final {
     static_cast<const Derived*>(this)->Run(ctx, value, state, push);
@@ -146,12 +141,6 @@ class AnyTypeUpdater : public Updater {
   void Apply(const UpdateContext& ctx, std::span<int64_t> value, std::span<int64_t> state,
              std::span<const int64_t> push) const final {
     static_cast<const Derived*>(this)->Run(ctx, value, state, push);
-  }
-  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<float>> rows) const final {
-    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
-  }
-  void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const final {
-    RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
   }
   void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const final {
     RunBatch(*static_cast<const Derived*>(this), ctx, width, rows);
