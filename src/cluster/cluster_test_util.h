@@ -282,4 +282,15 @@ inline constexpr InprocJob::NodeSpec kWorker{Role::kWorker, -1};
 inline InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; }
 inline InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
 
+// Short heartbeats, for tests of failure detection: a stopped node is declared dead after
+// 500 ms by the scheduler's own timer (the tests wait for that event, not for time).
+inline NodeOptions FastHeartbeats() {
+  NodeOptions o;
+  o.heartbeat_interval = std::chrono::milliseconds(50);
+  o.heartbeat_timeout = std::chrono::milliseconds(500);
+  o.register_timeout = std::chrono::seconds(30);
+  o.shutdown_timeout = std::chrono::seconds(2);
+  return o;
+}
+
 }  // namespace pserver::testing

@@ -28,20 +28,11 @@ using pserver::testing::StatusIs;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+using pserver::testing::FastHeartbeats;
 using pserver::testing::kServer;
 using pserver::testing::kWorker;
 using pserver::testing::Server;
 using pserver::testing::Worker;
-
-// Short heartbeats, for tests of failure detection.
-NodeOptions Fast() {
-  NodeOptions o;
-  o.heartbeat_interval = milliseconds(50);
-  o.heartbeat_timeout = milliseconds(500);
-  o.register_timeout = seconds(30);
-  o.shutdown_timeout = seconds(2);
-  return o;
-}
 
 TableSpec Table(std::string name) {
   TableSpec s;
@@ -115,7 +106,7 @@ TEST(NodeRuntimeTest, RegistrationWithoutASchedulerTimesOutOverZeroMQ) {
 }
 
 TEST(NodeRuntimeTest, StoppedServerIsDeclaredDeadAndFailsThePendingWorkOfOthers) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(2, 2));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({Server(0), Server(1), Worker(0), Worker(1)}));
@@ -159,7 +150,7 @@ TEST(NodeRuntimeTest, StoppedServerIsDeclaredDeadAndFailsThePendingWorkOfOthers)
 }
 
 TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadAndTheOthersGoOn) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 2));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1)}));
@@ -195,7 +186,7 @@ TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadAndTheOthersGoOn) {
 }
 
 TEST(NodeRuntimeTest, StopAbortsTheNodesOwnPendingCallsAndPeersSeeItDie) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, kWorker}));
@@ -228,7 +219,7 @@ TEST(NodeRuntimeTest, StopAbortsTheNodesOwnPendingCallsAndPeersSeeItDie) {
 }
 
 TEST(NodeRuntimeTest, LostSchedulerFailsNodesWithUnavailableNamingIt) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   std::promise<void> barrier_arrived;
   auto on_receive = [&barrier_arrived, once = std::make_shared<std::once_flag>()](const transport::Message& m) {
     if (m.header.type == transport::MessageType::kBarrier) std::call_once(*once, [&] { barrier_arrived.set_value(); });
@@ -253,7 +244,7 @@ TEST(NodeRuntimeTest, LostSchedulerFailsNodesWithUnavailableNamingIt) {
 }
 
 TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, kWorker}));
@@ -297,7 +288,7 @@ TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {
 }
 
 TEST(NodeRuntimeTest, RequestsArrivingBeforeTheServerServesAreDeliveredInOrder) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   std::promise<void> both_arrived;
   auto on_receive = [&both_arrived, n = std::make_shared<int>(0)](const transport::Message& m) {
     if (transport::IsDataMessage(m.header.type) && ++*n == 2) both_arrived.set_value();
@@ -339,7 +330,7 @@ TEST(NodeRuntimeTest, RequestsArrivingBeforeTheServerServesAreDeliveredInOrder) 
 }
 
 TEST(NodeRuntimeTest, CallsThatDoNotFitTheRoleAreInvalidArgument) {
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, kWorker}));

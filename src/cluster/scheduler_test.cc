@@ -32,6 +32,7 @@ using std::chrono::seconds;
 using transport::Message;
 using transport::MessageType;
 
+using pserver::testing::FastHeartbeats;
 using pserver::testing::kServer;
 using pserver::testing::kWorker;
 using pserver::testing::Server;
@@ -51,17 +52,6 @@ TableSpec SomeTable() {
   TableSpec s;
   s.name = "probe";
   return s;
-}
-
-// Short heartbeats, for tests of worker deaths: a stopped node is declared dead after 500 ms by
-// the scheduler's own timer (nothing in the test waits on time).
-NodeOptions Fast() {
-  NodeOptions o;
-  o.heartbeat_interval = milliseconds(50);
-  o.heartbeat_timeout = milliseconds(500);
-  o.register_timeout = seconds(30);
-  o.shutdown_timeout = seconds(2);
-  return o;
 }
 
 // A server's data handler that records the tables announced to it and may refuse some (those
@@ -471,7 +461,7 @@ TEST(SchedulerTableTest, ConcurrentDeclarationsOfOneNameGetOneId) {
 
 TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotAbortTheJobAndBarriersOfTheLiveOnesComplete) {
   Traffic traffic;
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 3, traffic.OnSend(), traffic.OnReceive()));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1), Worker(2)}));
@@ -506,7 +496,7 @@ TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotAbortTheJobAndBarriersOfTheLiveOn
 
 TEST(SchedulerWorkerLossTest, WorkerDyingInsideABarrierIsNotWaitedFor) {
   Traffic traffic;
-  InprocJob job(Fast());
+  InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 2, traffic.OnSend(), traffic.OnReceive()));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1)}));
