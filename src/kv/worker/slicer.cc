@@ -185,20 +185,6 @@ Status CheckInRange(std::span<const Key> keys, KeyRange range) {
                                  RangeString(range));
 }
 
-// Row copies of a size known at compile time compile to plain moves.
-template <size_t kRow>
-void GatherFixed(const std::byte* src, const IndexRuns& runs, std::byte* dst) {
-  for (const IndexRun& r : runs) {
-    for (uint32_t i = r.begin; i < r.end; ++i, dst += kRow) std::memcpy(dst, src + size_t{i} * kRow, kRow);
-  }
-}
-template <size_t kRow>
-void ScatterFixed(const std::byte* src, const IndexRuns& runs, std::byte* dst) {
-  for (const IndexRun& r : runs) {
-    for (uint32_t i = r.begin; i < r.end; ++i, src += kRow) std::memcpy(dst + size_t{i} * kRow, src, kRow);
-  }
-}
-
 // One pass over all rows, each to (or from) the buffer of its slice. kRow is the row size when
 // it is known at compile time (the copies become plain moves), 0 otherwise.
 template <size_t kRow>
@@ -236,8 +222,6 @@ void ScatterBySlice(std::span<const std::byte*> src, std::span<const uint32_t> o
 }
 
 void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
-  if (row == 4) return GatherFixed<4>(src, runs, dst);
-  if (row == 8) return GatherFixed<8>(src, runs, dst);
   for (const IndexRun& r : runs) {
     const size_t bytes = size_t{r.end - r.begin} * row;
     if (bytes) std::memcpy(dst, src + size_t{r.begin} * row, bytes);
@@ -246,8 +230,6 @@ void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::by
 }
 
 void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
-  if (row == 4) return ScatterFixed<4>(src, runs, dst);
-  if (row == 8) return ScatterFixed<8>(src, runs, dst);
   for (const IndexRun& r : runs) {
     const size_t bytes = size_t{r.end - r.begin} * row;
     if (bytes) std::memcpy(dst + size_t{r.begin} * row, src, bytes);

@@ -59,14 +59,6 @@ struct Slice {
 // the result is unspecified, but no memory outside `keys` is read.
 // Returns InvalidArgument if a kRange placement's range is empty (first > last), if a key lies
 // outside it (naming the key, its index and the range), or if there are 2^32 keys or more.
-// Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another.
-// Rows of 4 or 8 bytes (one float, int or double per key: the common sparse case, where a
-// hashed request to several servers is mostly runs of one key) are copied without a memcpy
-// call per run.
-void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
-// The inverse of GatherRows: consecutive rows from `src` go to `runs`' indices in `dst`.
-void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
-
 //
 // `owners`, when given, receives each key's slice for a kHashed request split over several
 // servers: (*owners)[i] is the index in the result of the slice holding key i, and the slices'
@@ -75,6 +67,12 @@ void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::b
 // every other case `owners` is left empty and the runs are filled.
 Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
                                      const cluster::Ring& ring, std::vector<uint32_t>* owners = nullptr);
+
+// Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another
+// (one memcpy per run).
+void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
+// The inverse of GatherRows: consecutive rows from `src` go to `runs`' indices in `dst`.
+void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
 
 // One pass over a request's rows (row i at src + i * row) that appends each to its slice's
 // buffer: dst[owners[i]] advances by `row` bytes per row. The buffers must hold their slices'

@@ -293,8 +293,8 @@ TEST(SlicerTest, OwnersOfAHashedRequestMatchItsRunsAndMoveTheSameRows) {
   EXPECT_TRUE(owners.empty());
 }
 
-// GatherRows and ScatterRows against a byte-by-byte reference, for the fast row sizes (4, 8)
-// and others, with runs of one row and longer ones.
+// GatherRows and ScatterRows against a byte-by-byte reference, for rows of several sizes,
+// with runs of one row and longer ones.
 TEST(SlicerTest, GatherAndScatterRowsMatchAReferenceAndInvertEachOther) {
   std::mt19937_64 rng(20261130);
   for (size_t row : {1, 4, 8, 12, 64}) {
