@@ -100,17 +100,19 @@ BenchResult MakeTargetResult(std::string name, std::string unit, double value, d
 }
 
 void PrintTable(const std::vector<BenchResult>& results, std::FILE* out) {
-  static constexpr size_t kColumns = 6;
+  static constexpr size_t kColumns = 8;
   using Row = std::array<std::string, kColumns>;
   std::vector<Row> rows;
   rows.reserve(results.size() + 1);
-  rows.push_back({"name", "value", "unit", "bound", "ratio", "range"});
+  rows.push_back({"name", "value", "unit", "bound", "ratio", "range", "cpu_us/req", "bound_cpu_us/req"});
+  auto cpu = [](double us) { return PositiveFinite(us) ? fmt::format("{:.1f}", us) : std::string("-"); };
   for (const BenchResult& r : results) {
     const bool has_bound = PositiveFinite(r.bound);
     const bool has_ratio = PositiveFinite(r.ratio);
     rows.push_back({r.name, FormatNumber(r.value), r.unit, has_bound ? FormatNumber(r.bound) : "-",
                     has_ratio ? fmt::format("{:.2f}x", r.ratio) : "-",
-                    fmt::format("[{}, {}]", FormatNumber(r.min), FormatNumber(r.max))});
+                    fmt::format("[{}, {}]", FormatNumber(r.min), FormatNumber(r.max)), cpu(r.cpu_us),
+                    cpu(r.bound_cpu_us)});
   }
   std::array<size_t, kColumns> width{};
   for (const Row& row : rows) {
@@ -118,8 +120,9 @@ void PrintTable(const std::vector<BenchResult>& results, std::FILE* out) {
   }
   // Text columns (name, unit, range) align left, numbers right.
   for (const Row& row : rows) {
-    fmt::print(out, "{:<{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}  {}\n", row[0], width[0], row[1],
-               width[1], row[2], width[2], row[3], width[3], row[4], width[4], row[5]);
+    fmt::print(out, "{:<{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}\n", row[0], width[0],
+               row[1], width[1], row[2], width[2], row[3], width[3], row[4], width[4], row[5], width[5],
+               row[6], width[6], row[7], width[7]);
   }
   std::fflush(out);
 }
@@ -138,7 +141,9 @@ Status WriteJson(const std::vector<BenchResult>& results, const std::string& pat
                        {"min", r.min},
                        {"max", r.max},
                        {"repetitions", r.repetitions},
-                       {"bound_name", r.bound_name}});
+                       {"bound_name", r.bound_name},
+                       {"cpu_us", r.cpu_us},
+                       {"bound_cpu_us", r.bound_cpu_us}});
     }
     text = array.dump(2);
     text += '\n';

@@ -33,6 +33,12 @@ struct BenchResult {
   double max = 0;
   int repetitions = 1;
   std::string bound_name;  // e.g. "raw_zmq"; empty when there is no bound
+  // Process CPU time (all threads, user + system) per request, in microseconds: medians over
+  // the repetitions for the measured figure and for its bound. It shows how much of the
+  // machine each side needs per request, which the shared machine's noise hardly moves.
+  // 0 where it was not measured.
+  double cpu_us = 0;
+  double bound_cpu_us = 0;
 };
 
 // Median, min and max over the repetitions of one measurement.
@@ -66,15 +72,15 @@ BenchResult MakeBenchResult(std::string name, std::string unit, const std::vecto
 BenchResult MakeTargetResult(std::string name, std::string unit, double value, double target);
 
 // Writes a header and one row per result to `out`, columns aligned:
-//   name  value  unit  bound  ratio  range
-// `ratio` prints as e.g. "0.87x" and `range` as "[min, max]"; a missing bound or ratio prints
-// as "-". Write errors on `out` are ignored (it is a report for humans).
+//   name  value  unit  bound  ratio  range  cpu_us/req  bound_cpu_us/req
+// `ratio` prints as e.g. "0.87x" and `range` as "[min, max]"; a missing bound, ratio or CPU
+// time prints as "-". Write errors on `out` are ignored (it is a report for humans).
 // REQUIRES: out != nullptr.
 void PrintTable(const std::vector<BenchResult>& results, std::FILE* out);
 
 // Writes `results` to `path` as a JSON array of objects with the keys name, value, unit,
-// bound, ratio, higher_is_better, min, max, repetitions, bound_name (non-finite numbers are
-// written as null). The text goes to "<path>.tmp" first and is renamed over `path` only once
+// bound, ratio, higher_is_better, min, max, repetitions, bound_name, cpu_us, bound_cpu_us
+// (non-finite numbers are written as null). The text goes to "<path>.tmp" first and is renamed over `path` only once
 // complete and flushed, so a reader never sees a partial file.
 // Returns kNotFound if the directory of `path` does not exist, kInvalidArgument if a string is
 // not valid UTF-8, kUnavailable for any other I/O failure (permissions, full disk); the

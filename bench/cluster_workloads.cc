@@ -85,6 +85,7 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
     std::vector<SharedArray<float>> outs(window);
     uint64_t issued = 0, counted = 0;
     Clock::time_point start{}, deadline{};
+    double cpu_start = 0;
     bool measuring = false;
     for (;;) {
       size_t slot = issued % window;
@@ -98,6 +99,7 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
       if (!measuring && issued >= static_cast<uint64_t>(o.warmup_requests) + window) {
         measuring = true;
         start = Clock::now();
+        cpu_start = ProcessCpuSeconds();
         deadline = start + o.min_duration;
       }
       if (measuring && Clock::now() >= deadline) break;
@@ -106,17 +108,19 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
       ++issued;
     }
     auto end = Clock::now();
+    const double cpu_end = ProcessCpuSeconds();
     for (uint64_t i = issued - std::min<uint64_t>(issued, window); i < issued; ++i) {
       PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
     }
     total_requests += counted;
-    span.Record(start, end);
+    span.Record(start, end, cpu_start, cpu_end);
     return node.Barrier(BarrierGroup::kWorkers);
   });
   PSERVER_RETURN_IF_ERROR(s);
   ThroughputResult r;
   r.requests = total_requests.load();
   r.seconds = span.seconds();
+  r.cpu_seconds = span.cpu_seconds();
   r.requests_per_sec = r.requests / r.seconds;
   r.bytes_per_sec = r.requests_per_sec * static_cast<double>(PayloadBytesPerRequest(o.shape, o.bytes));
   return r;

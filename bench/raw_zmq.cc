@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench_report.h"
+#include "run_span.h"
 
 namespace pserver::bench {
 namespace {
@@ -480,16 +481,19 @@ Result<ThroughputResult> MeasureRawZmqThroughput(const RawZmqOptions& options) {
     std::this_thread::sleep_for(milliseconds(1));
   }
   const auto start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
   control.measuring.store(true);
   const bool failed = SleepUntilOrFailure(start + o.min_duration, control);
   control.measuring.store(false);
   const auto end = Clock::now();
+  const double cpu_end = ProcessCpuSeconds();
   if (failed) return stop_all_after_failure();
   PSERVER_RETURN_IF_ERROR(JoinAll(clients, servers));
 
   ThroughputResult r;
   for (uint64_t c : counted) r.requests += c;
   r.seconds = std::chrono::duration<double>(end - start).count();
+  r.cpu_seconds = cpu_end - cpu_start;
   if (r.seconds > 0) {
     r.requests_per_sec = static_cast<double>(r.requests) / r.seconds;
     r.bytes_per_sec =

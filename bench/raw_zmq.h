@@ -83,6 +83,7 @@ struct ThroughputResult {
   double bytes_per_sec = 0;     // requests_per_sec * PayloadBytesPerRequest(shape, bytes)
   uint64_t requests = 0;        // replies received inside the measured window, all clients
   double seconds = 0;           // length of the measured window (steady_clock)
+  double cpu_seconds = 0;       // CPU time of the whole process (all threads) over that window
 };
 
 // Starts options.num_servers servers and options.num_clients clients as threads (see the file

@@ -133,9 +133,13 @@ TEST(ComputeRatioTest, IsFractionOfBoundInBothDirections) {
 }
 
 std::vector<BenchResult> SampleResults() {
-  return {MakeBenchResult("push/4KiB/1s1w", "req/s", {900, 1000, 1100}, 2000, "raw_zmq", true),
-          MakeBenchResult("rtt/4KiB/1s1w/p99", "us", {40, 50}, 25, "raw_zmq", false),
-          MakeBenchResult("no_bound \"quoted\"", "MiB/s", {1}, 0, "", true)};
+  std::vector<BenchResult> results = {
+      MakeBenchResult("push/4KiB/1s1w", "req/s", {900, 1000, 1100}, 2000, "raw_zmq", true),
+      MakeBenchResult("rtt/4KiB/1s1w/p99", "us", {40, 50}, 25, "raw_zmq", false),
+      MakeBenchResult("no_bound \"quoted\"", "MiB/s", {1}, 0, "", true)};
+  results[0].cpu_us = 14.25;
+  results[0].bound_cpu_us = 8.5;
+  return results;
 }
 
 // A fresh directory under the test's temporary directory, removed by the test.
@@ -169,6 +173,8 @@ TEST(WriteJsonTest, RoundTripsThroughParse) {
     EXPECT_DOUBLE_EQ(j[i].value("max", -1.0), results[i].max);
     EXPECT_EQ(j[i].value("repetitions", -1), results[i].repetitions);
     EXPECT_EQ(j[i].value("bound_name", "?"), results[i].bound_name);
+    EXPECT_DOUBLE_EQ(j[i].value("cpu_us", -1.0), results[i].cpu_us);
+    EXPECT_DOUBLE_EQ(j[i].value("bound_cpu_us", -1.0), results[i].bound_cpu_us);
     EXPECT_EQ(j[i].value("higher_is_better", !results[i].higher_is_better),
               results[i].higher_is_better);
   }
@@ -207,6 +213,9 @@ TEST(PrintTableTest, PrintsEveryResultAndMarksMissingBound) {
   EXPECT_NE(text.find("push/4KiB/1s1w"), std::string::npos) << text;
   EXPECT_NE(text.find("0.50x"), std::string::npos) << text;
   EXPECT_NE(text.find("[900.0, 1100]"), std::string::npos) << text;
+  EXPECT_NE(text.find("cpu_us/req"), std::string::npos) << text;
+  EXPECT_NE(text.find("14.2"), std::string::npos) << text;  // CPU per request, ours and the bound's
+  EXPECT_NE(text.find("8.5"), std::string::npos) << text;
   EXPECT_NE(text.find(" - "), std::string::npos) << text;
 }
 

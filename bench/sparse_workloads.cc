@@ -91,6 +91,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     std::vector<SharedArray<float>> outs(window);
     uint64_t issued = 0, done = 0, keys = 0;  // done, keys: answered while measuring
     Clock::time_point start{}, deadline{};
+    double cpu_start = 0;
     bool measuring = false;
     for (;;) {
       const size_t slot = issued % window;
@@ -106,6 +107,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
           // The pipeline is full from here on: start the clock (filling it is not measured).
           measuring = true;
           start = Clock::now();
+          cpu_start = ProcessCpuSeconds();
           deadline = start + o.min_duration;
         }
       }
@@ -121,18 +123,20 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     }
     // Answers that arrive after the deadline are waited for but neither counted nor timed.
     const Clock::time_point end = Clock::now();
+    const double cpu_end = ProcessCpuSeconds();
     for (uint64_t i = issued - std::min<uint64_t>(issued, window); i < issued; ++i) {
       PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
     }
     total_requests += done;
     total_keys += keys;
-    span.Record(start, end);
+    span.Record(start, end, cpu_start, cpu_end);
     return node.Barrier(BarrierGroup::kWorkers);
   });
   PSERVER_RETURN_IF_ERROR(s);
   SparseThroughput r;
   r.requests = total_requests.load();
   r.seconds = span.seconds();
+  r.cpu_seconds = span.cpu_seconds();
   if (r.seconds <= 0) return Status::Internal("sparse workload: no time measured");
   r.keys_per_sec = static_cast<double>(total_keys.load()) / r.seconds;
   r.keys_per_sec_per_server = r.keys_per_sec / o.num_servers;

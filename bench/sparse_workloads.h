@@ -52,6 +52,7 @@ Result<SparseRequests> MakeSparseRequests(const SparseWorkloadOptions& options);
 struct SparseThroughput {
   uint64_t requests = 0;
   double seconds = 0;
+  double cpu_seconds = 0;              // process CPU time (all threads) over the measured span
   double keys_per_sec = 0;             // over all servers
   double keys_per_sec_per_server = 0;  // keys_per_sec / num_servers
 };

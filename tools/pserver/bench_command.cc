@@ -71,7 +71,9 @@ Result<Shape> ParseShape(const std::string& s) {
 // Throughput of one cell: repetitions alternate between the bound and pserver so that both
 // see the same machine load.
 Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
-  std::vector<double> ours, bound;
+  std::vector<double> ours, bound, ours_cpu, bound_cpu;
+  // CPU microseconds per request of one measurement (0 when nothing was answered).
+  auto cpu_us = [](const bench::ThroughputResult& t) { return t.requests ? t.cpu_seconds * 1e6 / t.requests : 0.0; };
   for (int rep = 0; rep < f.repetitions; ++rep) {
     bench::RawZmqOptions raw;
     raw.shape = shape;
@@ -82,6 +84,7 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     raw.min_duration = std::chrono::milliseconds(f.min_duration_ms);
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureRawZmqThroughput(raw));
     bound.push_back(b.requests_per_sec);
+    bound_cpu.push_back(cpu_us(b));
     bench::ClusterWorkloadOptions c;
     c.shape = shape;
     c.bytes = bytes;
@@ -91,11 +94,15 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     c.min_duration = raw.min_duration;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult r, bench::MeasureClusterThroughput(c));
     ours.push_back(r.requests_per_sec);
+    ours_cpu.push_back(cpu_us(r));
   }
   std::string name = fmt::format("{}/{}/{}s{}w", bench::ShapeName(shape), bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
                                                                           : fmt::format("{}KiB", bytes >> 10),
                                  servers, workers);
-  return bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median, "raw_zmq", true);
+  BenchResult result = bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median, "raw_zmq", true);
+  result.cpu_us = bench::Summarize(ours_cpu).median;
+  result.bound_cpu_us = bench::Summarize(bound_cpu).median;
+  return result;
 }
 
 Result<std::vector<BenchResult>> RoundTripCells(const BenchFlags& f) {
@@ -137,16 +144,21 @@ std::string KeyCount(uint64_t n) {
 Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests& requests, bool push, int servers,
                                int workers) {
   const bench::SparseWorkloadOptions o = SparseOptions(f, push, servers, workers);
-  std::vector<double> ours, bound;
+  std::vector<double> ours, bound, ours_cpu;
   for (int rep = 0; rep < f.repetitions; ++rep) {
     bound.push_back(bench::MeasureSparseBound(o, requests));
     PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput r, bench::MeasureClusterSparse(o, requests));
     ours.push_back(r.keys_per_sec_per_server);
+    if (r.requests > 0) ours_cpu.push_back(r.cpu_seconds * 1e6 / static_cast<double>(r.requests));
   }
   std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
                                  servers, workers);
-  return bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median,
-                                push ? "flat_hash_map_sgd_1thread" : "flat_hash_map_gather_1thread", true);
+  BenchResult result = bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median,
+                                              push ? "flat_hash_map_sgd_1thread" : "flat_hash_map_gather_1thread", true);
+  result.cpu_us = bench::Summarize(ours_cpu).median;
+  // The bound is one thread that never waits: its CPU per request is its time per request.
+  if (result.bound > 0) result.bound_cpu_us = static_cast<double>(f.sparse_keys) / result.bound * 1e6;
+  return result;
 }
 
 // Bytes per stored parameter of the server's sparse SGD store (deterministic: one repetition),
