@@ -9,8 +9,6 @@ namespace {
 __extension__ typedef unsigned __int128 Uint128;
 
 constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-constexpr uint64_t kMix1 = 0xff51afd7ed558ccdULL;
-constexpr uint64_t kMix2 = 0xc4ceb9fe1a85ec53ULL;
 
 // The inverse of odd `a` modulo 2^64 by Newton's iteration: x = a is right to 3 bits and each
 // step doubles the correct bits (3, 6, 12, 24, 48, 96).
@@ -20,20 +18,11 @@ constexpr uint64_t InverseMod64(uint64_t a) {
   return x;
 }
 
-constexpr uint64_t kUnmix1 = InverseMod64(kMix1);
-constexpr uint64_t kUnmix2 = InverseMod64(kMix2);
-static_assert(kMix1 * kUnmix1 == 1 && kMix2 * kUnmix2 == 1);
+constexpr uint64_t kUnmix1 = InverseMod64(kMixMultiplier1);
+constexpr uint64_t kUnmix2 = InverseMod64(kMixMultiplier2);
+static_assert(kMixMultiplier1 * kUnmix1 == 1 && kMixMultiplier2 * kUnmix2 == 1);
 
 }  // namespace
-
-uint64_t MixKey(Key k) {
-  k ^= k >> 33;
-  k *= kMix1;
-  k ^= k >> 33;
-  k *= kMix2;
-  k ^= k >> 33;
-  return k;
-}
 
 Key UnmixKey(uint64_t m) {
   // x ^= x >> 33 is its own inverse because 2 * 33 >= 64.

@@ -16,9 +16,21 @@
 
 namespace pserver::cluster {
 
+// MixKey's multipliers (odd, so that each step can be undone: see UnmixKey).
+inline constexpr uint64_t kMixMultiplier1 = 0xff51afd7ed558ccdULL;
+inline constexpr uint64_t kMixMultiplier2 = 0xc4ceb9fe1a85ec53ULL;
+
 // A bijective 64-bit mix (the murmur3 64-bit finalizer): dense inputs land spread over the
-// whole 64-bit space. Deterministic across runs and machines.
-uint64_t MixKey(Key k);
+// whole 64-bit space. Deterministic across runs and machines. In the header: the worker mixes
+// every key of a hashed request.
+constexpr uint64_t MixKey(Key k) {
+  k ^= k >> 33;
+  k *= kMixMultiplier1;
+  k ^= k >> 33;
+  k *= kMixMultiplier2;
+  k ^= k >> 33;
+  return k;
+}
 
 // The exact inverse of MixKey: UnmixKey(MixKey(k)) == k and MixKey(UnmixKey(m)) == m.
 Key UnmixKey(uint64_t m);

@@ -92,21 +92,14 @@ Ring::Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<Ri
   first_segment_of_prefix_[prefixes] = static_cast<uint32_t>(segments_.size() - 1);
 }
 
-size_t Ring::SegmentIndex(uint64_t routing_key) const {
+size_t Ring::SearchSegments(uint64_t routing_key, uint32_t first, uint32_t last) const {
   // The last segment whose first is <= routing_key, searched among the segments that meet the
   // key's prefix: from the one holding the prefix's first key to the one holding the next
   // prefix's first key.
-  const size_t p = static_cast<size_t>(routing_key >> (64 - kPrefixBits));
-  const uint32_t first = first_segment_of_prefix_[p], last = first_segment_of_prefix_[p + 1];
-  if (first == last) return first;  // the whole prefix lies in one segment: the common case
   const auto lo = segments_.begin() + first;
   const auto hi = segments_.begin() + last + 1;
   auto it = std::upper_bound(lo, hi, routing_key, [](uint64_t k, const RingSegment& s) { return k < s.range.first; });
   return static_cast<size_t>(it - segments_.begin()) - 1;
-}
-
-uint32_t Ring::Owner(uint64_t routing_key) const {
-  return segments_[SegmentIndex(routing_key)].server;
 }
 
 std::vector<KeyRange> Ring::RangesOf(uint32_t server) const {

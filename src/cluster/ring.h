@@ -46,11 +46,19 @@ class Ring {
   // adjacent segments always have different owners.
   const std::vector<RingSegment>& segments() const { return segments_; }
 
-  // The server rank that owns `routing_key`. O(log segments).
-  uint32_t Owner(uint64_t routing_key) const;
+  // The server rank that owns `routing_key`. O(log segments), O(1) when the key's prefix lies in
+  // one segment (most keys: see SegmentIndex).
+  uint32_t Owner(uint64_t routing_key) const { return segments_[SegmentIndex(routing_key)].server; }
 
-  // Index into segments() of the segment that contains `routing_key`. O(log segments).
-  size_t SegmentIndex(uint64_t routing_key) const;
+  // Index into segments() of the segment that contains `routing_key`. O(log segments), O(1)
+  // when the key's prefix lies in one segment. Inline: the worker looks up every key of a
+  // hashed request.
+  size_t SegmentIndex(uint64_t routing_key) const {
+    const size_t p = static_cast<size_t>(routing_key >> (64 - kPrefixBits));
+    const uint32_t first = first_segment_of_prefix_[p], last = first_segment_of_prefix_[p + 1];
+    if (first == last) return first;  // the whole prefix lies in one segment: the common case
+    return SearchSegments(routing_key, first, last);
+  }
 
   // The ranges owned by `server`, ascending; empty if `server` is not on the ring.
   std::vector<KeyRange> RangesOf(uint32_t server) const;
@@ -71,6 +79,9 @@ class Ring {
   static constexpr int kPrefixBits = 12;
 
   Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments);
+
+  // SegmentIndex among segments first..last (those that meet the key's prefix).
+  size_t SearchSegments(uint64_t routing_key, uint32_t first, uint32_t last) const;
 
   std::vector<uint32_t> servers_;
   uint32_t virtual_nodes_ = 0;

@@ -65,17 +65,17 @@ size_t PushRowBytes(const TableSpec& spec) {
   return size_t{spec.width} * spec.push_arity * ValueTypeSize(spec.value_type);
 }
 
-// Splits `src` (rows of `row` bytes, one per key) into one new buffer per slice, in one pass
-// over `owners` (see SliceKeys).
-std::vector<Bytes> SplitBySlice(const Bytes& src, const std::vector<uint32_t>& owners, size_t row,
+// Splits `src` (rows of `row` bytes, one per key) into one new buffer per slice by `order`
+// (see SliceKeys): slice s takes the next keys_per_slice[s] entries of it.
+std::vector<Bytes> SplitBySlice(const Bytes& src, std::span<const uint32_t> order, size_t row,
                                 const absl::InlinedVector<uint32_t, 4>& keys_per_slice) {
   std::vector<Bytes> out;
-  absl::InlinedVector<std::byte*, 4> dst;
+  out.reserve(keys_per_slice.size());
   for (uint32_t n : keys_per_slice) {
     out.push_back(Bytes::Uninitialized(size_t{n} * row));
-    dst.push_back(out.back().data());
+    GatherByOrder(src.data(), order.first(n), row, out.back().data());
+    order = order.subspan(n);
   }
-  GatherBySlice(src.data(), owners, row, {dst.data(), dst.size()});
   return out;
 }
 
@@ -155,7 +155,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.request_id = ts;
   m.header.epoch = runtime_->view().epoch;
   m.frames.reserve(3);
-  const bool gathered = !p.owners.empty();  // by SplitBySlice, for a hashed request
+  const bool gathered = !p.order.empty();  // by SplitBySlice, for a hashed request
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
     if (p.spec.variable_length) {
@@ -180,20 +180,15 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   if (call.max_delay && *call.max_delay < kEventual) {
     return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
   }
-  // Fixed-width rows of a hashed request over several servers move by owners; variable rows
+  // Fixed-width rows of a hashed request over several servers move by order; variable rows
   // go by runs.
-  std::vector<uint32_t> owners;
+  std::vector<uint32_t> order;
   PSERVER_ASSIGN_OR_RETURN(std::vector<Slice> slices,
                            SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring(),
-                                     spec.variable_length ? nullptr : &owners));
-  if (slices.size() == 1 && !owners.empty()) {
-    // Every key went to one server: the whole request is its one run (sent without a copy).
-    slices[0].runs = {IndexRun{0, static_cast<uint32_t>(call.keys.size())}};
-    owners.clear();
-  }
+                                     spec.variable_length ? nullptr : &order));
   Pending p;
   p.spec = std::move(spec);
-  p.owners = std::move(owners);
+  p.order = std::move(order);
   for (Slice& s : slices) {
     Part part;
     part.server = s.server;
@@ -209,11 +204,11 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
       p.spec.variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
   // A hashed request over several servers: each part's keys and values in one pass each.
   std::vector<Bytes> part_keys, part_vals;
-  if (!p.owners.empty()) {
+  if (!p.order.empty()) {
     absl::InlinedVector<uint32_t, 4> keys_per_part;
     for (const Part& part : p.parts) keys_per_part.push_back(part.num_keys);
-    part_keys = SplitBySlice(transport::AsBytes(p.call.keys), p.owners, sizeof(Key), keys_per_part);
-    if (Pushes(p.call.type)) part_vals = SplitBySlice(p.call.vals, p.owners, PushRowBytes(p.spec), keys_per_part);
+    part_keys = SplitBySlice(transport::AsBytes(p.call.keys), p.order, sizeof(Key), keys_per_part);
+    if (Pushes(p.call.type)) part_vals = SplitBySlice(p.call.vals, p.order, PushRowBytes(p.spec), keys_per_part);
   }
   std::unique_lock send_lock(send_mu_);
   std::unique_lock lock(mu_);
@@ -516,7 +511,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   const uint64_t total = begin_of(static_cast<uint32_t>(n));
   // Check each part's value bytes before touching the output.
   for (const Part& part : p.parts) {
-    uint64_t want = var ? 0 : uint64_t{part.num_keys} * row;  // (a request split by owners has no runs)
+    uint64_t want = var ? 0 : uint64_t{part.num_keys} * row;  // (a request split by order has no runs)
     if (var) {
       for (const IndexRun& r : part.runs) want += begin_of(r.end) - begin_of(r.begin);
     }
@@ -538,10 +533,12 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   }
   // Every key is some part's (the slices cover the request), so the buffer needs no zeroing.
   Bytes out = p.call.out_vals.empty() ? Bytes::Uninitialized(total) : p.call.out_vals;
-  if (!p.owners.empty()) {  // fixed width, hashed over several servers: one pass
-    absl::InlinedVector<const std::byte*, 4> src;
-    for (const Part& part : p.parts) src.push_back(part.reply.frames[1].data());
-    ScatterBySlice({src.data(), src.size()}, p.owners, row, out.data());
+  if (!p.order.empty()) {  // fixed width, hashed over several servers: each part by order
+    std::span<const uint32_t> order = p.order;
+    for (const Part& part : p.parts) {
+      ScatterByOrder(part.reply.frames[1].data(), order.first(part.num_keys), row, out.data());
+      order = order.subspan(part.num_keys);
+    }
     *vals = std::move(out);
     *lens = std::move(out_lens);
     return Status::Ok();

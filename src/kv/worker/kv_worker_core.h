@@ -92,8 +92,8 @@ class KVWorkerCore final : public cluster::DataHandler {
     KVWorkerBase::Call call;
     TableSpec spec;
     absl::InlinedVector<Part, 1> parts;       // most requests go to one server
-    std::vector<uint32_t> owners;             // fixed-width hashed request over several servers:
-                                              // each key's part (SliceKeys); else empty
+    std::vector<uint32_t> order;              // fixed-width hashed request over several servers:
+                                              // key indices grouped by part (SliceKeys); else empty
     std::vector<transport::Message> unsent;  // by part, while the task is held
     int64_t max_delay = -1;
     size_t unanswered = 0;
@@ -112,7 +112,7 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   Status Validate(const KVWorkerBase::Call& call, const TableSpec& spec) const;
   // `offsets`: each key's first value for a variable-length push (see Offsets), else empty.
-  // `keys` and `vals`: the part's frames when the request was split by owners (p.owners), else
+  // `keys` and `vals`: the part's frames when the request was split by order (p.order), else
   // empty (gathered here from the part's runs).
   transport::Message BuildMessage(const Pending& p, const Part& part, int64_t ts,
                                   const std::vector<uint64_t>& offsets, transport::Bytes keys,

@@ -107,10 +107,32 @@ std::vector<Slice> SliceOrdered(size_t n, const Ring& ring, const RoutingAt& rou
   return WithoutEmpty(std::move(slices));
 }
 
+// Fills `order` with the key indices grouped by slice (a stable counting sort by owner).
+void GroupBySlice(const std::vector<uint32_t>& owner, const std::vector<Slice>& slices, std::vector<uint32_t>* order) {
+  order->resize(owner.size());
+  uint32_t* out = order->data();
+  if (slices.size() == 2) {
+    // The common split, with both cursors in registers (a cursor array in memory makes every
+    // key wait for the store of the one before) and no branch on the random owner (a
+    // mispredicted branch per key costs more than the rest of the loop).
+    uint32_t next0 = 0, next1 = slices[0].num_keys;
+    for (size_t i = 0; i < owner.size(); ++i) {
+      const uint32_t o = owner[i];  // 0 or 1
+      out[next0 ^ ((next0 ^ next1) & (0u - o))] = static_cast<uint32_t>(i);
+      next0 += 1 - o;
+      next1 += o;
+    }
+    return;
+  }
+  std::vector<uint32_t> next(slices.size());
+  for (size_t s = 1; s < slices.size(); ++s) next[s] = next[s - 1] + slices[s - 1].num_keys;
+  for (size_t i = 0; i < owner.size(); ++i) out[next[owner[i]]++] = static_cast<uint32_t>(i);
+}
+
 // kHashed: each key goes to the owner of its mixed routing key; every slice keeps its keys in
 // request (ascending key) order, so a request to one server is one run and travels without a
 // copy.
-std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint32_t>* owners) {
+std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint32_t>* order) {
   const std::vector<uint32_t>& servers = ring.servers();
   std::vector<Slice> slices(servers.size());
   for (size_t i = 0; i < slices.size(); ++i) slices[i].server = servers[i];
@@ -123,21 +145,32 @@ std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std:
   for (size_t i = 0; i < servers.size(); ++i) slice_of[servers[i]] = static_cast<uint32_t>(i);
   // Pass 1: each key's slice, and the slices' sizes.
   std::vector<uint32_t> owner(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    owner[i] = slice_of[ring.Owner(cluster::MixKey(keys[i]))];
-    ++slices[owner[i]].num_keys;
+  for (size_t i = 0; i < keys.size(); ++i) owner[i] = slice_of[ring.Owner(cluster::MixKey(keys[i]))];
+  if (slices.size() == 2) {  // a sum (vectorised), not a counter in memory per key
+    uint32_t second = 0;
+    for (uint32_t o : owner) second += o;
+    slices[0].num_keys = static_cast<uint32_t>(keys.size()) - second;
+    slices[1].num_keys = second;
+  } else {
+    for (uint32_t o : owner) ++slices[o].num_keys;
   }
-  if (owners) {
-    // The caller moves rows by owners: no runs. Renumber by the slices that remain once the
-    // empty ones are dropped.
-    std::vector<uint32_t> remaining(slices.size());
-    uint32_t next = 0;
-    for (size_t s = 0; s < slices.size(); ++s) remaining[s] = slices[s].num_keys > 0 ? next++ : 0;
-    if (next != slices.size()) {
-      for (uint32_t& o : owner) o = remaining[o];
+  if (order) {
+    // The caller moves rows by `order`: no runs -- unless every key went to one server, when
+    // the whole request is that slice's one run (and travels without a copy).
+    std::vector<Slice> result = WithoutEmpty(std::move(slices));
+    if (result.size() == 1) {
+      result[0].runs = {IndexRun{0, result[0].num_keys}};
+    } else {
+      if (result.size() != servers.size()) {  // renumber the owners by the slices that remain
+        std::vector<uint32_t> remaining(servers.size(), 0);
+        for (size_t s = 0, next = 0; s < servers.size(); ++s) {
+          if (next < result.size() && result[next].server == servers[s]) remaining[s] = static_cast<uint32_t>(next++);
+        }
+        for (uint32_t& o : owner) o = remaining[o];
+      }
+      GroupBySlice(owner, result, order);
     }
-    *owners = std::move(owner);
-    return WithoutEmpty(std::move(slices));
+    return result;
   }
   // Pass 2: the runs, appended without a branch on the random owners (a mispredicted branch
   // per key cost more than the rest of the slicing): every key writes a one-key run at its
@@ -185,40 +218,31 @@ Status CheckInRange(std::span<const Key> keys, KeyRange range) {
                                  RangeString(range));
 }
 
-// One pass over all rows, each to (or from) the buffer of its slice. kRow is the row size when
-// it is known at compile time (the copies become plain moves), 0 otherwise.
+// Rows moved by `order`. kRow is the row size when it is known at compile time (the copies
+// become plain moves), 0 otherwise.
 template <size_t kRow>
-void GatherBySliceImpl(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst) {
+void GatherByOrderImpl(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* dst) {
   if constexpr (kRow != 0) row = kRow;
-  for (size_t i = 0; i < owners.size(); ++i) {
-    std::byte*& d = dst[owners[i]];
-    std::memcpy(d, src + i * row, kRow != 0 ? kRow : row);
-    d += row;
-  }
+  for (size_t p = 0; p < order.size(); ++p) std::memcpy(dst + p * row, src + size_t{order[p]} * row, row);
 }
 template <size_t kRow>
-void ScatterBySliceImpl(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row,
-                        std::byte* out) {
+void ScatterByOrderImpl(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* out) {
   if constexpr (kRow != 0) row = kRow;
-  for (size_t i = 0; i < owners.size(); ++i) {
-    const std::byte*& from = src[owners[i]];
-    std::memcpy(out + i * row, from, kRow != 0 ? kRow : row);
-    from += row;
-  }
+  for (size_t p = 0; p < order.size(); ++p) std::memcpy(out + size_t{order[p]} * row, src + p * row, row);
 }
 
 }  // namespace
 
-void GatherBySlice(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst) {
-  if (row == 4) return GatherBySliceImpl<4>(src, owners, row, dst);
-  if (row == 8) return GatherBySliceImpl<8>(src, owners, row, dst);
-  GatherBySliceImpl<0>(src, owners, row, dst);
+void GatherByOrder(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* dst) {
+  if (row == 4) return GatherByOrderImpl<4>(src, order, row, dst);
+  if (row == 8) return GatherByOrderImpl<8>(src, order, row, dst);
+  GatherByOrderImpl<0>(src, order, row, dst);
 }
 
-void ScatterBySlice(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row, std::byte* out) {
-  if (row == 4) return ScatterBySliceImpl<4>(src, owners, row, out);
-  if (row == 8) return ScatterBySliceImpl<8>(src, owners, row, out);
-  ScatterBySliceImpl<0>(src, owners, row, out);
+void ScatterByOrder(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* out) {
+  if (row == 4) return ScatterByOrderImpl<4>(src, order, row, out);
+  if (row == 8) return ScatterByOrderImpl<8>(src, order, row, out);
+  ScatterByOrderImpl<0>(src, order, row, out);
 }
 
 void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {

@@ -60,13 +60,15 @@ struct Slice {
 // Returns InvalidArgument if a kRange placement's range is empty (first > last), if a key lies
 // outside it (naming the key, its index and the range), or if there are 2^32 keys or more.
 //
-// `owners`, when given, receives each key's slice for a kHashed request split over several
-// servers: (*owners)[i] is the index in the result of the slice holding key i, and the slices'
-// runs are then left empty (num_keys still counts their keys). Such a request would be mostly
-// runs of one or two keys; one pass over `owners` moves its rows faster (see GatherBySlice). In
-// every other case `owners` is left empty and the runs are filled.
+// `order`, when given, receives for a kHashed request split over several servers the request's
+// key indices grouped by slice: the keys of the result's slice s are, in ascending order,
+// (*order)[first .. first + num_keys), where `first` sums the num_keys of the slices before s.
+// The slices' runs are then left empty (num_keys still counts their keys). Such a request
+// would be mostly runs of one or two keys; moving its rows by `order` (GatherByOrder,
+// ScatterByOrder) is faster. In every other case (including a kHashed request whose keys all
+// go to one server) `order` is left empty and the runs are filled.
 Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
-                                     const cluster::Ring& ring, std::vector<uint32_t>* owners = nullptr);
+                                     const cluster::Ring& ring, std::vector<uint32_t>* order = nullptr);
 
 // Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another
 // (one memcpy per run).
@@ -74,11 +76,11 @@ void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::by
 // The inverse of GatherRows: consecutive rows from `src` go to `runs`' indices in `dst`.
 void ScatterRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst);
 
-// One pass over a request's rows (row i at src + i * row) that appends each to its slice's
-// buffer: dst[owners[i]] advances by `row` bytes per row. The buffers must hold their slices'
-// rows.
-void GatherBySlice(const std::byte* src, std::span<const uint32_t> owners, size_t row, std::span<std::byte*> dst);
-// The inverse: row i of `out` comes from the next row of src[owners[i]].
-void ScatterBySlice(std::span<const std::byte*> src, std::span<const uint32_t> owners, size_t row, std::byte* out);
+// Row p of `dst` becomes row order[p] of `src` (rows of `row` bytes; row i at src + i * row):
+// with one slice's part of SliceKeys' `order`, dst receives that slice's rows. No row depends
+// on another, so the copies overlap in the CPU.
+void GatherByOrder(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* dst);
+// The inverse: row p of `src` goes to row order[p] of `out`.
+void ScatterByOrder(const std::byte* src, std::span<const uint32_t> order, size_t row, std::byte* out);
 
 }  // namespace pserver::kv

@@ -233,10 +233,10 @@ TEST(SlicerTest, CheckSortedUniqueNamesTheOffendingKeys) {
   EXPECT_EQ(s.message(), "keys not sorted ascending at index 7: 42 follows 99");
 }
 
-// The owners of a hashed request name, for each key, the slice whose runs (when asked for
-// without owners) hold it, renumbered when some server gets no key; moving rows by owners
-// equals moving them by runs.
-TEST(SlicerTest, OwnersOfAHashedRequestMatchItsRunsAndMoveTheSameRows) {
+// The order of a hashed request lists, slice after slice, exactly the keys that slice's runs
+// (when asked for without an order) hold, ascending; moving rows by order equals moving them by
+// runs. A request whose keys all go to one server gets that slice's one run instead.
+TEST(SlicerTest, OrderOfAHashedRequestMatchesItsRunsAndMovesTheSameRows) {
   std::mt19937_64 rng(20261130);
   for (uint32_t servers : {2u, 3u, 8u}) {
     const Ring ring = MustBuild(servers, 64);
@@ -245,52 +245,56 @@ TEST(SlicerTest, OwnersOfAHashedRequestMatchItsRunsAndMoveTheSameRows) {
       for (Key& k : keys) k = rng();
       std::sort(keys.begin(), keys.end());
       keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-      std::vector<uint32_t> owners;
-      Result<std::vector<Slice>> by_owners = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring, &owners);
+      std::vector<uint32_t> order = {7};
+      Result<std::vector<Slice>> by_order = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring, &order);
       Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring);
-      ASSERT_TRUE(by_owners.ok() && slices.ok());
-      ASSERT_EQ(owners.size(), keys.size()) << servers << " servers, " << n << " keys";
-      // The same slices, without runs.
-      ASSERT_EQ(by_owners->size(), slices->size());
+      ASSERT_TRUE(by_order.ok() && slices.ok());
+      ASSERT_EQ(by_order->size(), slices->size());
+      if (slices->size() == 1) {  // one server: its one run, no order
+        EXPECT_TRUE(order.empty());
+        EXPECT_EQ((*by_order)[0].runs, (*slices)[0].runs);
+        EXPECT_EQ((*by_order)[0].num_keys, keys.size());
+        continue;
+      }
+      ASSERT_EQ(order.size(), keys.size()) << servers << " servers, " << n << " keys";
+      // The same slices, without runs; each slice's part of the order is its runs' keys.
+      std::span<const uint32_t> rest = order;
       for (size_t s = 0; s < slices->size(); ++s) {
-        EXPECT_EQ((*by_owners)[s].server, (*slices)[s].server);
-        EXPECT_EQ((*by_owners)[s].num_keys, (*slices)[s].num_keys);
-        EXPECT_TRUE((*by_owners)[s].runs.empty());
-      }
-      std::vector<uint32_t> from_runs(keys.size(), ~0u);
-      for (uint32_t s = 0; s < slices->size(); ++s) {
+        EXPECT_EQ((*by_order)[s].server, (*slices)[s].server);
+        EXPECT_EQ((*by_order)[s].num_keys, (*slices)[s].num_keys);
+        EXPECT_TRUE((*by_order)[s].runs.empty());
+        std::vector<uint32_t> from_runs;
         for (const IndexRun& r : (*slices)[s].runs) {
-          for (uint32_t i = r.begin; i < r.end; ++i) from_runs[i] = s;
+          for (uint32_t i = r.begin; i < r.end; ++i) from_runs.push_back(i);
         }
+        ASSERT_LE(from_runs.size(), rest.size());
+        EXPECT_EQ(std::vector<uint32_t>(rest.begin(), rest.begin() + from_runs.size()), from_runs) << "slice " << s;
+        rest = rest.subspan(from_runs.size());
       }
-      ASSERT_EQ(owners, from_runs);
-      // Rows of 4 and 12 bytes, split by owners and by runs, then put back.
-      for (size_t row : {size_t{4}, size_t{12}}) {
+      EXPECT_TRUE(rest.empty());
+      // Rows of 4, 8 and 12 bytes, split by order and by runs, then put back.
+      for (size_t row : {size_t{4}, size_t{8}, size_t{12}}) {
         std::vector<std::byte> src(keys.size() * row);
         for (std::byte& b : src) b = static_cast<std::byte>(rng());
-        std::vector<std::vector<std::byte>> by_owner, by_runs;
-        std::vector<std::byte*> dst;
-        for (const Slice& s : *slices) {
-          by_owner.emplace_back(s.num_keys * row);
-          by_runs.emplace_back(s.num_keys * row);
-          GatherRows(src.data(), s.runs, row, by_runs.back().data());
-        }
-        for (auto& b : by_owner) dst.push_back(b.data());
-        GatherBySlice(src.data(), owners, row, dst);
-        ASSERT_EQ(by_owner, by_runs);
-        std::vector<const std::byte*> back_src;
-        for (auto& b : by_owner) back_src.push_back(b.data());
         std::vector<std::byte> back(src.size());
-        ScatterBySlice(back_src, owners, row, back.data());
+        std::span<const uint32_t> part = order;
+        for (const Slice& s : *slices) {
+          std::vector<std::byte> by_runs(s.num_keys * row), by_order_rows(s.num_keys * row);
+          GatherRows(src.data(), s.runs, row, by_runs.data());
+          GatherByOrder(src.data(), part.first(s.num_keys), row, by_order_rows.data());
+          ASSERT_EQ(by_order_rows, by_runs);
+          ScatterByOrder(by_order_rows.data(), part.first(s.num_keys), row, back.data());
+          part = part.subspan(s.num_keys);
+        }
         ASSERT_EQ(back, src);
       }
     }
   }
-  // Other placements leave the owners empty.
-  std::vector<uint32_t> owners = {7};
+  // Other placements leave the order empty.
+  std::vector<uint32_t> order = {7};
   const std::vector<Key> keys = {1, 2, 3};
-  ASSERT_TRUE(SliceKeys(keys, {PlacementKind::kIdentity, {}}, MustBuild(2, 64), &owners).ok());
-  EXPECT_TRUE(owners.empty());
+  ASSERT_TRUE(SliceKeys(keys, {PlacementKind::kIdentity, {}}, MustBuild(2, 64), &order).ok());
+  EXPECT_TRUE(order.empty());
 }
 
 // GatherRows and ScatterRows against a byte-by-byte reference, for rows of several sizes,
