@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
@@ -43,6 +44,24 @@ std::string RangeString(KeyRange r) { return fmt::format("[{}, {}]", r.first, r.
 struct Item {
   uint64_t mix;
   size_t index;
+};
+
+// Items kept across requests: grows, never shrinks, and is never zeroed (every item used is
+// written first).
+struct ItemBuffer {
+  std::unique_ptr<Item[]> items;
+  size_t capacity = 0;
+  size_t size = 0;
+
+  // Makes room for exactly n items (their values unspecified).
+  void Resize(size_t n) {
+    if (n > capacity) {
+      items = std::make_unique_for_overwrite<Item[]>(n);
+      capacity = n;
+    }
+    size = n;
+  }
+  std::span<const Item> view() const { return {items.get(), size}; }
 };
 
 // The keys of a whole request, in order.
@@ -139,7 +158,7 @@ class TypedTableStore final : public TableStore {
     SparseRows<T> rows;
     // Scratch of a parallel request: parts[d] holds the keys of this shard's chunk of the
     // request (in request order) that belong to shard d.
-    std::vector<std::vector<Item>> parts;
+    std::vector<ItemBuffer> parts;
   };
   // What one request asks; the pointers stay valid during Handle.
   struct Job {
@@ -274,10 +293,10 @@ Status TypedTableStore<T>::Handle(const ServerRequest& req, const UpdateContext&
       Shard& mine = shards_[shard];
       const auto shard_of = [&mine](uint64_t) -> Shard& { return mine; };
       if (job.push != nullptr) {
-        for (const Shard& chunk : shards_) PushSparse(job, SomeKeys(chunk.parts[shard]), shard_of);
+        for (const Shard& chunk : shards_) PushSparse(job, SomeKeys(chunk.parts[shard].view()), shard_of);
       }
       if (job.out != nullptr) {
-        for (const Shard& chunk : shards_) PullSparse(job, SomeKeys(chunk.parts[shard]), shard_of);
+        for (const Shard& chunk : shards_) PullSparse(job, SomeKeys(chunk.parts[shard].view()), shard_of);
       }
     });
   }
@@ -291,14 +310,35 @@ void TypedTableStore<T>::Partition(const Job& job, uint32_t s) {
   const size_t n = keys.size();
   const size_t begin = n * s / num_shards_;
   const size_t end = n * (s + 1) / num_shards_;
-  std::vector<std::vector<Item>>& parts = shards_[s].parts;
-  for (std::vector<Item>& part : parts) {
-    part.clear();
-    part.reserve((end - begin) / num_shards_ + (end - begin) / 16 + 16);  // no regrowth for even spreads
+  std::vector<ItemBuffer>& parts = shards_[s].parts;
+  // Two passes, mixing each key twice (a few multiplies): count, then place each item at its
+  // part's exact position. The random shards must not become branches or a chain of stores.
+  if (num_shards_ == 2) {
+    size_t second = 0;  // a sum, vectorised
+    for (size_t i = begin; i < end; ++i) second += ShardOf(Mix(keys[i]), 2);
+    parts[0].Resize(end - begin - second);
+    parts[1].Resize(second);
+    Item* const base[2] = {parts[0].items.get(), parts[1].items.get()};
+    size_t next0 = 0, next1 = 0;  // in registers
+    for (size_t i = begin; i < end; ++i) {
+      const uint64_t mix = Mix(keys[i]);
+      const size_t d = ShardOf(mix, 2);
+      base[d][next0 ^ ((next0 ^ next1) & (0 - d))] = {mix, i};
+      next0 += 1 - d;
+      next1 += d;
+    }
+    return;
+  }
+  std::vector<size_t> count(num_shards_, 0);
+  for (size_t i = begin; i < end; ++i) ++count[ShardOf(Mix(keys[i]), num_shards_)];
+  std::vector<Item*> next(num_shards_);
+  for (uint32_t d = 0; d < num_shards_; ++d) {
+    parts[d].Resize(count[d]);
+    next[d] = parts[d].items.get();
   }
   for (size_t i = begin; i < end; ++i) {
     const uint64_t mix = Mix(keys[i]);
-    parts[ShardOf(mix, num_shards_)].push_back({mix, i});
+    *next[ShardOf(mix, num_shards_)]++ = {mix, i};
   }
 }
 
@@ -373,7 +413,7 @@ size_t TypedTableStore<T>::memory_bytes() const {
   size_t bytes = sizeof(*this) + dense_keys_ * row_len_ * sizeof(T) + shards_.capacity() * sizeof(Shard);
   for (const Shard& s : shards_) {
     bytes += s.rows.memory_bytes() - sizeof(s.rows) + s.parts.capacity() * sizeof(s.parts[0]);
-    for (const std::vector<Item>& part : s.parts) bytes += part.capacity() * sizeof(Item);
+    for (const ItemBuffer& part : s.parts) bytes += part.capacity * sizeof(Item);
   }
   return bytes;
 }
