@@ -274,7 +274,7 @@ void NodeRuntime::HandleTableAnnounce(const Message& msg) {
     if (data_handler_) taken = data_handler_->OnTableDeclared(id, *spec);
     if (taken.ok()) {
       std::lock_guard lock(mu_);
-      tables_[id] = *spec;
+      tables_[id] = std::make_shared<const TableSpec>(*spec);
     }
   }
   if (!taken.ok()) {
@@ -370,11 +370,11 @@ Result<TableId> NodeRuntime::DeclareTable(const TableSpec& spec, milliseconds ti
   PSERVER_ASSIGN_OR_RETURN(Message reply, Call(std::move(m), timeout, fmt::format("declaring table '{}'", spec.name)));
   TableId id = reply.header.table;
   std::lock_guard lock(mu_);
-  tables_[id] = spec;
+  tables_[id] = std::make_shared<const TableSpec>(spec);
   return id;
 }
 
-Result<TableSpec> NodeRuntime::FindTable(TableId id) const {
+Result<std::shared_ptr<const TableSpec>> NodeRuntime::FindTable(TableId id) const {
   std::lock_guard lock(mu_);
   auto it = tables_.find(id);
   if (it == tables_.end()) {

@@ -100,8 +100,9 @@ class NodeRuntime {
   // it; kDeadlineExceeded after `timeout`; the sticky error if any.
   Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout);
   // The spec of a table this node declared or -- on a server -- that was announced to it and
-  // accepted. kNotFound otherwise.
-  Result<TableSpec> FindTable(TableId id) const;
+  // accepted, shared (a spec never changes once taken, and the worker looks it up on every
+  // request). kNotFound otherwise.
+  Result<std::shared_ptr<const TableSpec>> FindTable(TableId id) const;
 
   // Server: every handler is configured; deliver the held requests and those to come.
   void StartServing();
@@ -157,7 +158,7 @@ class NodeRuntime {
   bool job_ended_ = false;            // guarded by mu_; the job ended, normally or not
   int64_t next_call_id_ = 1;          // guarded by mu_
   absl::flat_hash_map<int64_t, ControlCall> calls_;        // guarded by mu_
-  absl::flat_hash_map<TableId, TableSpec> tables_;         // guarded by mu_
+  absl::flat_hash_map<TableId, std::shared_ptr<const TableSpec>> tables_;  // guarded by mu_
   absl::flat_hash_map<NodeId, std::string> dead_nodes_;    // guarded by mu_
   std::chrono::steady_clock::time_point last_ack_;         // guarded by mu_
 

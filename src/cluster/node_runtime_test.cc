@@ -258,9 +258,9 @@ TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {
   spec.width = 16;
   Result<TableId> id = worker->DeclareTable(spec, seconds(30));
   ASSERT_OK(id);
-  Result<TableSpec> found = worker->FindTable(*id);
+  Result<std::shared_ptr<const TableSpec>> found = worker->FindTable(*id);
   ASSERT_OK(found);
-  EXPECT_EQ(*found, spec);
+  EXPECT_EQ(**found, spec);
   // Servers may declare too, and get the same id; the spec is then known on the server.
   Result<TableId> on_server = server->DeclareTable(spec, seconds(30));
   ASSERT_OK(on_server);
@@ -284,7 +284,7 @@ TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {
   // A refused declaration leaves the remembered spec alone.
   found = worker->FindTable(*id);
   ASSERT_OK(found);
-  EXPECT_EQ(found->width, 16u);
+  EXPECT_EQ((*found)->width, 16u);
 }
 
 TEST(NodeRuntimeTest, RequestsArrivingBeforeTheServerServesAreDeliveredInOrder) {

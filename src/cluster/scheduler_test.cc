@@ -369,9 +369,9 @@ TEST(SchedulerTableTest, AnnouncementReachesEveryServerBeforeTheDeclarationRetur
   EXPECT_EQ(announced, (std::set<NodeId>{job.node(0)->id(), job.node(1)->id(), job.node(2)->id()}));
   // ...and holds the whole spec: its handler heard of it, and FindTable finds it.
   for (size_t i = 0; i < 3; ++i) {
-    Result<TableSpec> found = RuntimeOf(job.node(i)).FindTable(*id);
+    Result<std::shared_ptr<const TableSpec>> found = RuntimeOf(job.node(i)).FindTable(*id);
     ASSERT_OK(found);
-    EXPECT_EQ(*found, spec) << "server " << i;
+    EXPECT_EQ(**found, spec) << "server " << i;
   }
   for (auto& h : handlers) {
     std::optional<TableSpec> heard = h->Declared(*id);
@@ -410,12 +410,12 @@ TEST(SchedulerTableTest, ServerRefusingTheSpecFailsTheDeclarationNamingIt) {
   ASSERT_OK(id);
   EXPECT_TRUE(accepting->Declared(*id).has_value());
   EXPECT_TRUE(refusing->Declared(*id).has_value());
-  Result<TableSpec> on_refuser = RuntimeOf(job.node(1)).FindTable(*id);
+  Result<std::shared_ptr<const TableSpec>> on_refuser = RuntimeOf(job.node(1)).FindTable(*id);
   ASSERT_OK(on_refuser);
-  EXPECT_EQ(on_refuser->updater.name, "add");
-  Result<TableSpec> on_worker = RuntimeOf(&worker).FindTable(*id);
+  EXPECT_EQ((*on_refuser)->updater.name, "add");
+  Result<std::shared_ptr<const TableSpec>> on_worker = RuntimeOf(&worker).FindTable(*id);
   ASSERT_OK(on_worker);
-  EXPECT_EQ(on_worker->updater.name, "add");
+  EXPECT_EQ((*on_worker)->updater.name, "add");
   // The job is unharmed.
   EXPECT_OK(worker.health());
   EXPECT_OK(job.node(1)->health());
@@ -452,9 +452,9 @@ TEST(SchedulerTableTest, ConcurrentDeclarationsOfOneNameGetOneId) {
   hold.Open();
   EXPECT_OK(first.get());
   EXPECT_OK(second.get());
-  Result<TableSpec> on_first = RuntimeOf(job.node(1)).FindTable(*second_id);
+  Result<std::shared_ptr<const TableSpec>> on_first = RuntimeOf(job.node(1)).FindTable(*second_id);
   ASSERT_OK(on_first);  // worker 1 got the same id as worker 2
-  EXPECT_EQ(*on_first, Spec("shared"));
+  EXPECT_EQ(**on_first, Spec("shared"));
   EXPECT_EQ(traffic.Sent(MessageType::kTableAnnounce), 1);  // announced once
   EXPECT_TRUE(handler->Declared(*second_id).has_value());
 }

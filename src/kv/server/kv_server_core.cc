@@ -89,9 +89,9 @@ Result<KVServerCore::Table*> KVServerCore::FindTable(TableId id) {
   auto it = tables_.find(id);
   if (it != tables_.end()) return it->second.get();
   // Announced before this core was attached: build it now.
-  Result<TableSpec> spec = runtime_->FindTable(id);
+  Result<std::shared_ptr<const TableSpec>> spec = runtime_->FindTable(id);
   if (!spec.ok()) return Status::NotFound(fmt::format("table {} was never declared to this server", id.value));
-  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, *spec));
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, **spec));
   return tables_.emplace(id, std::move(table)).first->second.get();
 }
 

@@ -144,26 +144,26 @@ Status KVWorkerCore::Validate(const KVWorkerBase::Call& call, const TableSpec& s
 Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t ts,
                                    const std::vector<uint64_t>& offsets, Bytes keys, Bytes vals) const {
   const KVWorkerBase::Call& call = p.call;
-  const size_t elem = ValueTypeSize(p.spec.value_type);
+  const size_t elem = ValueTypeSize(p.spec->value_type);
   Message m;
   m.header.type = call.type;
   m.header.sender = runtime_->id();
   m.header.receiver = part.node;
   m.header.table = call.table;
-  m.header.value_type = p.spec.value_type;
-  m.header.width = p.spec.variable_length ? 0 : p.spec.width;
+  m.header.value_type = p.spec->value_type;
+  m.header.width = p.spec->variable_length ? 0 : p.spec->width;
   m.header.request_id = ts;
   m.header.epoch = runtime_->view().epoch;
   m.frames.reserve(3);
   const bool gathered = !p.order.empty();  // by SplitBySlice, for a hashed request
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
-    if (p.spec.variable_length) {
+    if (p.spec->variable_length) {
       m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem));
       m.frames.push_back(Gather(transport::AsBytes(call.lens), part.runs, sizeof(int32_t), nullptr, 0));
     } else {
       m.frames.push_back(gathered ? std::move(vals)
-                                  : Gather(call.vals, part.runs, PushRowBytes(p.spec), nullptr, 0));
+                                  : Gather(call.vals, part.runs, PushRowBytes(*p.spec), nullptr, 0));
       m.frames.emplace_back();
     }
   } else {
@@ -175,7 +175,8 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
 
 Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   PSERVER_RETURN_IF_ERROR(runtime_->health());
-  PSERVER_ASSIGN_OR_RETURN(TableSpec spec, runtime_->FindTable(call.table));
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, runtime_->FindTable(call.table));
+  const TableSpec& spec = *found;
   PSERVER_RETURN_IF_ERROR(Validate(call, spec));
   if (call.max_delay && *call.max_delay < kEventual) {
     return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
@@ -187,7 +188,7 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
                            SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring(),
                                      spec.variable_length ? nullptr : &order));
   Pending p;
-  p.spec = std::move(spec);
+  p.spec = std::move(found);
   p.order = std::move(order);
   for (Slice& s : slices) {
     Part part;
@@ -201,14 +202,14 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   p.unanswered = p.parts.size();
 
   const std::vector<uint64_t> offsets =
-      p.spec.variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
+      p.spec->variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
   // A hashed request over several servers: each part's keys and values in one pass each.
   std::vector<Bytes> part_keys, part_vals;
   if (!p.order.empty()) {
     absl::InlinedVector<uint32_t, 4> keys_per_part;
     for (const Part& part : p.parts) keys_per_part.push_back(part.num_keys);
     part_keys = SplitBySlice(transport::AsBytes(p.call.keys), p.order, sizeof(Key), keys_per_part);
-    if (Pushes(p.call.type)) part_vals = SplitBySlice(p.call.vals, p.order, PushRowBytes(p.spec), keys_per_part);
+    if (Pushes(p.call.type)) part_vals = SplitBySlice(p.call.vals, p.order, PushRowBytes(*p.spec), keys_per_part);
   }
   std::unique_lock send_lock(send_mu_);
   std::unique_lock lock(mu_);
@@ -463,7 +464,7 @@ bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   }
   if (!status.ok()) {
     status = status.WithContext(fmt::format("{} request {} of table '{}'", transport::MessageTypeName(p.call.type), ts,
-                                            p.spec.name));
+                                            p.spec->name));
   }
   if (p.call.callback) p.call.callback(status);
   std::lock_guard lock(mu_);
@@ -476,9 +477,9 @@ bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
 }
 
 Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* lens) const {
-  const size_t elem = ValueTypeSize(p.spec.value_type);
+  const size_t elem = ValueTypeSize(p.spec->value_type);
   const size_t n = p.call.keys.size();
-  const bool var = p.spec.variable_length;
+  const bool var = p.spec->variable_length;
   for (const Part& part : p.parts) {
     if (part.reply.frames.size() != 3 && part.reply.frames.size() != 4) {
       return Status::Corruption(fmt::format("{} sent a pull reply with {} frames, expected 3 or 4",
@@ -506,7 +507,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
     }
     offsets = Offsets(out_lens);
   }
-  const size_t row = var ? 0 : size_t{p.spec.width} * elem;
+  const size_t row = var ? 0 : size_t{p.spec->width} * elem;
   auto begin_of = [&](uint32_t i) { return var ? offsets[i] * elem : uint64_t{i} * row; };
   const uint64_t total = begin_of(static_cast<uint32_t>(n));
   // Check each part's value bytes before touching the output.
@@ -561,7 +562,8 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
 }
 
 Result<uint32_t> KVWorkerCore::ServerOf(TableId table, Key key) const {
-  PSERVER_ASSIGN_OR_RETURN(TableSpec spec, runtime_->FindTable(table));
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, runtime_->FindTable(table));
+  const TableSpec& spec = *found;
   cluster::Placement placement = PlacementOf(spec);
   if (placement.kind == cluster::PlacementKind::kRange && !placement.range.Contains(key)) {
     return Status::InvalidArgument(fmt::format("key {} lies outside table '{}' range [{}, {}]", key, spec.name,
@@ -612,7 +614,7 @@ Status KVWorkerCore::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
       return Status::DeadlineExceeded(fmt::format(
           "{} request {} of table '{}' not started after {} ms: held by its dependencies (delay bound {}, {} "
           "explicit); oldest unfinished request is {}",
-          transport::MessageTypeName(p.call.type), ts.value, p.spec.name, timeout.count(), p.max_delay,
+          transport::MessageTypeName(p.call.type), ts.value, p.spec->name, timeout.count(), p.max_delay,
           p.call.after.size(), unfinished_.empty() ? 0 : unfinished_.oldest()));
     }
     std::string waiting;
@@ -622,7 +624,7 @@ Status KVWorkerCore::Wait(Timestamp ts, std::chrono::milliseconds timeout) {
       waiting += runtime_->DescribeNode(part.node);
     }
     return Status::DeadlineExceeded(fmt::format("{} request {} of table '{}' not complete after {} ms; waiting for {}",
-                                                transport::MessageTypeName(p.call.type), ts.value, p.spec.name,
+                                                transport::MessageTypeName(p.call.type), ts.value, p.spec->name,
                                                 timeout.count(), waiting));
   }
   auto err = errors_.find(ts.value);

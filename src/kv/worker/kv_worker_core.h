@@ -90,7 +90,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   };
   struct Pending {
     KVWorkerBase::Call call;
-    TableSpec spec;
+    std::shared_ptr<const TableSpec> spec;  // never null
     absl::InlinedVector<Part, 1> parts;       // most requests go to one server
     std::vector<uint32_t> order;              // fixed-width hashed request over several servers:
                                               // key indices grouped by part (SliceKeys); else empty
