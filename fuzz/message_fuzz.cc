@@ -81,7 +81,7 @@ void Put64(Bytes& f, size_t off, uint64_t v) {
 }
 
 // See mode bit 3.
-Bytes WellFormedHead(const Bytes& first, const std::vector<Bytes>& frames) {
+Bytes WellFormedHead(const Bytes& first, const transport::Frames& frames) {
   const size_t out_of_line = frames.size() - 1;
   const size_t rest = first.size() > transport::kHeaderSize ? first.size() - transport::kHeaderSize : 0;
   const size_t table = transport::kHeaderSize + 8 * (out_of_line + 1);
@@ -99,7 +99,7 @@ Bytes WellFormedHead(const Bytes& first, const std::vector<Bytes>& frames) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t mode = data[0];
-  std::vector<Bytes> frames;
+  transport::Frames frames;
   size_t pos = 1;
   while (pos < size && frames.size() <= transport::kMaxFrames + 1) {
     size_t len = data[pos];
@@ -124,7 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  const std::vector<Bytes> sent = frames;
+  const transport::Frames sent = frames;
   auto msg = transport::DecodeWire(std::move(frames));
   if (msg.ok()) {
     Check(sent[0].size() >= transport::kHeaderSize && msg->frames.size() == msg->header.num_frames);

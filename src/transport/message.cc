@@ -151,8 +151,8 @@ void WireMessage::EncodeHead(std::byte* out) const {
   }
 }
 
-std::vector<Bytes> EncodeWire(const WireMessage& wire) {
-  std::vector<Bytes> frames;
+Frames EncodeWire(const WireMessage& wire) {
+  Frames frames;
   frames.reserve(wire.out_of_line().size() + 1);
   frames.push_back(Bytes::Uninitialized(wire.head_size()));
   wire.EncodeHead(frames[0].data());
@@ -160,7 +160,7 @@ std::vector<Bytes> EncodeWire(const WireMessage& wire) {
   return frames;
 }
 
-Result<Message> DecodeWire(std::vector<Bytes> wire) {
+Result<Message> DecodeWire(Frames wire) {
   if (wire.empty()) return Status::Corruption("empty frame sequence");
   const Bytes& head = wire[0];
   PSERVER_ASSIGN_OR_RETURN(Header h, DecodeHeader(head.data(), std::min(head.size(), kHeaderSize)));

@@ -113,9 +113,14 @@ Bytes AsBytes(const SharedArray<T>& a) {
 }
 Bytes BytesFromString(std::string s);
 
+// A message's frames, or a wire frame sequence. Data messages have three payload frames (keys,
+// values, lengths), and a received one is mostly a head alone or a head and one large array:
+// inline, so that neither costs an allocation.
+using Frames = absl::InlinedVector<Bytes, 3>;
+
 struct Message {
   Header header;
-  std::vector<Bytes> frames;  // header.num_frames is set from frames.size() when sending
+  Frames frames;  // header.num_frames is set from frames.size() when sending
 };
 
 // Writes the header's kHeaderSize bytes to `out`.
@@ -148,13 +153,13 @@ class WireMessage {
 
 // The whole wire frame sequence of `msg` (a new head, then the out-of-line frames, shared):
 // for transports that hand frames over in memory, and for tests.
-std::vector<Bytes> EncodeWire(const WireMessage& wire);
+Frames EncodeWire(const WireMessage& wire);
 
 // Decodes a received wire frame sequence into a Message: checks the header, the frame table
 // against the head's size and the out-of-line frames, and returns the payload frames in order
 // (inline ones as views into the head, sharing its owner: no copy). kCorruption, naming what
 // is wrong, otherwise.
-Result<Message> DecodeWire(std::vector<Bytes> wire);
+Result<Message> DecodeWire(Frames wire);
 
 // One line for logs: "push reply from 3 to 5 table 1 req 42 (2 frames)".
 std::string Describe(const Header& h);

@@ -83,7 +83,7 @@ void ExpectSameHeader(const Header& a, const Header& b) {
 Bytes FrameOf(const std::string& s) { return BytesFromString(s); }
 
 // The wire frames a sender makes of `h` and `payload` (head, then the out-of-line frames).
-std::vector<Bytes> FramesFor(Header h, std::vector<Bytes> payload) {
+Frames FramesFor(Header h, Frames payload) {
   h.num_frames = static_cast<uint16_t>(payload.size());
   Message msg{h, std::move(payload)};
   return EncodeWire(WireMessage(msg));
@@ -351,7 +351,7 @@ TEST(MessageTest, SmallMessageIsOneWireFrame) {
   Bytes keys = AsBytes(SharedArray<uint64_t>(std::vector<uint64_t>{1, 2, 3}));
   Bytes vals = Pattern(4096);
   Bytes lens;  // empty frame
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), {keys, vals, lens});
+  Frames frames = FramesFor(SampleHeader(), {keys, vals, lens});
   ASSERT_EQ(frames.size(), 1u);
   // header, 3 descriptors, keys (24 bytes), values (4096), nothing for the empty frame
   EXPECT_EQ(frames[0].size(), kHeaderSize + 3 * 8 + 24 + 4096);
@@ -372,7 +372,7 @@ TEST(MessageTest, SmallMessageIsOneWireFrame) {
 }
 
 TEST(MessageTest, InlineFramesArePaddedToEightBytes) {
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), {FrameOf("abc"), FrameOf("defghijkl")});
+  Frames frames = FramesFor(SampleHeader(), {FrameOf("abc"), FrameOf("defghijkl")});
   ASSERT_EQ(frames.size(), 1u);
   EXPECT_EQ(frames[0].size(), kHeaderSize + 2 * 8 + 8 + 16);
   Result<Message> m = DecodeWire(frames);
@@ -385,7 +385,7 @@ TEST(MessageTest, LargeFrameTravelsOutOfLineWithoutCopy) {
   Bytes keys = AsBytes(SharedArray<uint64_t>(std::vector<uint64_t>{7}));
   Bytes big = Pattern(kInlineLimit + 1);
   Bytes lens = FrameOf("len!");
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), {keys, big, lens});
+  Frames frames = FramesFor(SampleHeader(), {keys, big, lens});
   ASSERT_EQ(frames.size(), 2u);
   EXPECT_EQ(frames[1].data(), big.data());
   Result<Message> m = DecodeWire(frames);
@@ -400,8 +400,8 @@ TEST(MessageTest, LargeFrameTravelsOutOfLineWithoutCopy) {
 }
 
 TEST(MessageTest, HeadStopsGrowingAtItsCap) {
-  std::vector<Bytes> payload(10, Pattern(kInlineLimit));
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), payload);
+  Frames payload(10, Pattern(kInlineLimit));
+  Frames frames = FramesFor(SampleHeader(), payload);
   // 64 + 80 + 7 * 8192 fits in 64 KiB; an eighth frame would not.
   ASSERT_EQ(frames.size(), 4u);
   EXPECT_LE(frames[0].size(), kMaxHeadSize);
@@ -415,7 +415,7 @@ TEST(MessageTest, HeadStopsGrowingAtItsCap) {
 TEST(MessageTest, DecodeWireAcceptsHeaderOnly) {
   Header h = SampleHeader();
   h.type = MessageType::kHeartbeat;
-  std::vector<Bytes> frames = FramesFor(h, {});
+  Frames frames = FramesFor(h, {});
   ASSERT_EQ(frames[0].size(), kHeaderSize);
   Result<Message> m = DecodeWire(frames);
   ASSERT_OK(m);
@@ -425,7 +425,7 @@ TEST(MessageTest, DecodeWireAcceptsHeaderOnly) {
 }
 
 TEST(MessageTest, DecodeWireAcceptsMaxFrames) {
-  std::vector<Bytes> payload(kMaxFrames);
+  Frames payload(kMaxFrames);
   Result<Message> m = DecodeWire(FramesFor(SampleHeader(), payload));
   ASSERT_OK(m);
   EXPECT_EQ(m->frames.size(), size_t{kMaxFrames});
@@ -437,7 +437,7 @@ TEST(MessageTest, DecodeWireRefusesEmptySequence) {
 }
 
 // Decodes `frames` and expects kCorruption with `what` in the message.
-void ExpectRefused(std::vector<Bytes> frames, const std::string& what) {
+void ExpectRefused(Frames frames, const std::string& what) {
   Result<Message> m = DecodeWire(std::move(frames));
   EXPECT_EQ(m.status().code(), StatusCode::kCorruption) << what;
   EXPECT_NE(m.status().message().find(what), std::string::npos) << m.status();
@@ -445,37 +445,37 @@ void ExpectRefused(std::vector<Bytes> frames, const std::string& what) {
 
 TEST(MessageTest, DecodeWireRefusesFrameTableMismatches) {
   const Bytes big = Pattern(kInlineLimit + 8);
-  const std::vector<Bytes> good = FramesFor(SampleHeader(), {FrameOf("abc"), big});  // head + 1
+  const Frames good = FramesFor(SampleHeader(), {FrameOf("abc"), big});  // head + 1
   ASSERT_EQ(good.size(), 2u);
   ASSERT_OK(DecodeWire(good));
 
-  std::vector<Bytes> missing = {good[0]};
+  Frames missing = {good[0]};
   ExpectRefused(missing, "out of line but only 1 wire frames arrived");
-  std::vector<Bytes> extra = good;
+  Frames extra = good;
   extra.push_back(FrameOf("x"));
   ExpectRefused(extra, "frame table names 1 out-of-line frames, 2 arrived");
-  std::vector<Bytes> resized = good;
+  Frames resized = good;
   resized[1] = Pattern(kInlineLimit + 7);
   ExpectRefused(resized, "its table entry says");
 
   // The head must end exactly after its inline frames.
-  std::vector<Bytes> longer = good;
+  Frames longer = good;
   longer[0] = Bytes(good[0].size() + 8);
   std::memcpy(longer[0].data(), good[0].data(), good[0].size());
   ExpectRefused(longer, "head has 8 bytes after its inline frames");
-  std::vector<Bytes> shorter = good;
+  Frames shorter = good;
   shorter[0] = Bytes::CopyOf(good[0].span().first(good[0].size() - 8));
   ExpectRefused(shorter, "overruns");
   // Too short even for the table.
-  std::vector<Bytes> no_table = {Bytes::CopyOf(good[0].span().first(kHeaderSize + 8)), good[1]};
+  Frames no_table = {Bytes::CopyOf(good[0].span().first(kHeaderSize + 8)), good[1]};
   ExpectRefused(no_table, "too short for its 2-entry frame table");
   // An inline length that runs past the head (even one near 2^63).
-  std::vector<Bytes> huge = good;
+  Frames huge = good;
   huge[0] = Bytes::CopyOf(good[0].span());
   PutU64(huge[0], kHeaderSize, (uint64_t{1} << 63) - 1);
   ExpectRefused(huge, "overruns");
   // Padding after an inline frame must be zero.
-  std::vector<Bytes> dirty = good;
+  Frames dirty = good;
   dirty[0] = Bytes::CopyOf(good[0].span());
   dirty[0][kHeaderSize + 2 * 8 + 3] = std::byte{1};
   ExpectRefused(dirty, "padding after inline frame 0 is not zero");
@@ -483,17 +483,17 @@ TEST(MessageTest, DecodeWireRefusesFrameTableMismatches) {
 
 TEST(MessageTest, DecodeWireRefusesFrameCountBeyondTable) {
   Header h = SampleHeader();
-  std::vector<Bytes> frames = FramesFor(h, {FrameOf("a"), FrameOf("b"), FrameOf("c")});  // announces 3
+  Frames frames = FramesFor(h, {FrameOf("a"), FrameOf("b"), FrameOf("c")});  // announces 3
   frames[0][22] = std::byte{4};  // now announces 4: the table runs into the inline data
   EXPECT_EQ(DecodeWire(frames).status().code(), StatusCode::kCorruption);
 }
 
 TEST(MessageTest, DecodeWireRefusesBadHeaderFrame) {
-  std::vector<Bytes> frames = FramesFor(SampleHeader(), {Pattern(kInlineLimit + 1)});
-  std::vector<Bytes> garbage = frames;
+  Frames frames = FramesFor(SampleHeader(), {Pattern(kInlineLimit + 1)});
+  Frames garbage = frames;
   garbage[0] = FrameOf("not a header");
   EXPECT_EQ(DecodeWire(garbage).status().code(), StatusCode::kCorruption);
-  std::vector<Bytes> swapped = {frames[1], frames[0]};  // payload first
+  Frames swapped = {frames[1], frames[0]};  // payload first
   EXPECT_EQ(DecodeWire(swapped).status().code(), StatusCode::kCorruption);
 }
 
@@ -537,7 +537,7 @@ TEST(MessageTest, AsBytesSharesOwner) {
 // Random mutations of valid messages
 
 // A valid frame sequence with a random header and 0..5 random payload frames.
-std::vector<Bytes> RandomMessage(std::mt19937_64& rng) {
+Frames RandomMessage(std::mt19937_64& rng) {
   Header h;
   h.type = kAllTypes[rng() % kAllTypes.size()];
   h.flags = static_cast<uint8_t>(rng() % 4);
@@ -551,7 +551,7 @@ std::vector<Bytes> RandomMessage(std::mt19937_64& rng) {
   h.epoch = Epoch(rng());
   h.clock = rng();
   h.aux = rng();
-  std::vector<Bytes> payload(rng() % 6);
+  Frames payload(rng() % 6);
   for (Bytes& f : payload) {
     if (rng() % 8 == 0) {  // out of line
       f = Bytes(kInlineLimit + 1 + rng() % 64);
@@ -564,7 +564,7 @@ std::vector<Bytes> RandomMessage(std::mt19937_64& rng) {
   return FramesFor(h, std::move(payload));
 }
 
-void Mutate(std::mt19937_64& rng, std::vector<Bytes>& frames) {
+void Mutate(std::mt19937_64& rng, Frames& frames) {
   auto header_byte = [&](size_t i) -> std::byte& { return frames[0][i % frames[0].size()]; };
   switch (rng() % 10) {
     case 0:  // flip one bit of the header
@@ -615,12 +615,12 @@ TEST(MessageTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
   std::mt19937_64 rng(pserver::testing::TestSeed());
   int decoded = 0, refused = 0;
   for (int i = 0; i < 100000; ++i) {
-    std::vector<Bytes> frames = RandomMessage(rng);
+    Frames frames = RandomMessage(rng);
     // Each frame gets its own buffer so that mutating one message cannot touch another.
     frames[0] = Bytes::CopyOf(frames[0].span());
     const int mutations = 1 + static_cast<int>(rng() % 3);
     for (int m = 0; m < mutations; ++m) Mutate(rng, frames);
-    const std::vector<Bytes> sent = frames;
+    const Frames sent = frames;
     Result<Message> msg = DecodeWire(std::move(frames));
     if (!msg.ok()) {
       ++refused;

@@ -73,7 +73,7 @@ class Transport {
  protected:
   // A received wire frame sequence (see message.h): frames[0] should be the head.
   struct RawFrames {
-    std::vector<Bytes> frames;
+    Frames frames;
   };
 
   virtual Result<std::string> DoListen(const std::string& address) = 0;

@@ -20,7 +20,7 @@ inline constexpr NodeId kB(2);
 inline std::string Text(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
 
 // A push from `from` to `to` with the given request id and payload frames.
-inline Message Data(NodeId from, NodeId to, int64_t request_id, std::vector<Bytes> frames) {
+inline Message Data(NodeId from, NodeId to, int64_t request_id, Frames frames) {
   Message m;
   m.header.type = MessageType::kPush;
   m.header.sender = from;

@@ -81,7 +81,7 @@ class KVServerCoreTest : public ::testing::Test {
   // A request from the worker with the given header fields and frames.
   // The first request of a table declares it with that request's shape, as the scheduler's
   // announcement would.
-  Message Request(MessageType type, TableId table, ValueType vt, uint32_t width, std::vector<Bytes> frames) {
+  Message Request(MessageType type, TableId table, ValueType vt, uint32_t width, transport::Frames frames) {
     if (declared_.insert(table.value).second) {
       TableSpec spec{.name = "t" + std::to_string(table.value), .value_type = vt, .width = width == 0 ? 1 : width,
                      .variable_length = width == 0};

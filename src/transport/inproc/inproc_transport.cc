@@ -4,7 +4,7 @@
 
 namespace pserver::transport::inproc {
 
-Status Mailbox::Put(std::vector<Bytes> frames, std::chrono::milliseconds timeout) {
+Status Mailbox::Put(Frames frames, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return closed_ || queue_.size() < capacity_; })) {
     return Status::Unavailable(fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
@@ -15,13 +15,13 @@ Status Mailbox::Put(std::vector<Bytes> frames, std::chrono::milliseconds timeout
   return Status::Ok();
 }
 
-Result<std::vector<Bytes>> Mailbox::Take(std::chrono::milliseconds timeout) {
+Result<Frames> Mailbox::Take(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
     return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
   }
   if (closed_) return Status::Aborted("transport shut down");
-  std::vector<Bytes> frames = std::move(queue_.front());
+  Frames frames = std::move(queue_.front());
   queue_.pop_front();
   cv_.notify_all();
   return frames;
@@ -97,7 +97,7 @@ Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*
 
 Result<Transport::RawFrames> InprocTransport::DoReceive(std::chrono::milliseconds timeout) {
   if (!inbox_) return Status::InvalidArgument("Receive before Listen");
-  PSERVER_ASSIGN_OR_RETURN(std::vector<Bytes> frames, inbox_->Take(timeout));
+  PSERVER_ASSIGN_OR_RETURN(Frames frames, inbox_->Take(timeout));
   return RawFrames{std::move(frames)};
 }
 

@@ -27,14 +27,14 @@ class InprocTransport;
 class Mailbox {
  public:
   explicit Mailbox(size_t capacity) : capacity_(capacity) {}
-  Status Put(std::vector<Bytes> frames, std::chrono::milliseconds timeout);
-  Result<std::vector<Bytes>> Take(std::chrono::milliseconds timeout);
+  Status Put(Frames frames, std::chrono::milliseconds timeout);
+  Result<Frames> Take(std::chrono::milliseconds timeout);
   void Close();
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::vector<Bytes>> queue_;  // guarded by mu_
+  std::deque<Frames> queue_;  // guarded by mu_
   bool closed_ = false;                    // guarded by mu_
   const size_t capacity_;
 };

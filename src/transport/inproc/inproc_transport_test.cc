@@ -249,12 +249,12 @@ TEST_F(InprocTransportTest, SendAfterShutdownIsAborted) {
 }
 
 TEST_F(InprocTransportTest, SendRefusesTooManyFrames) {
-  std::vector<Bytes> frames(kMaxFrames + 1);
+  Frames frames(kMaxFrames + 1);
   EXPECT_EQ(a_->Send(Data(kA, kB, 1, std::move(frames))).code(), StatusCode::kInvalidArgument);
 }
 
 // Frame sequences no correct sender produces, put straight into B's mailbox.
-std::vector<std::vector<Bytes>> MalformedSequences() {
+std::vector<Frames> MalformedSequences() {
   Header valid;
   valid.type = MessageType::kPush;
   valid.sender = kA;
@@ -287,9 +287,9 @@ std::vector<std::vector<Bytes>> MalformedSequences() {
 TEST_F(InprocTransportTest, DropsAndCountsMalformedInputAndKeepsReceiving) {
   std::shared_ptr<Mailbox> inbox = hub_.Find(b_address_);
   ASSERT_NE(inbox, nullptr);
-  const std::vector<std::vector<Bytes>> bad = MalformedSequences();
+  const std::vector<Frames> bad = MalformedSequences();
   for (int round = 1; round <= 3; ++round) {
-    for (const std::vector<Bytes>& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
+    for (const Frames& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
     ASSERT_OK(a_->Send(Data(kA, kB, round, {BytesFromString("ok")})));
     Result<Message> got = b_->Receive(kLongWait);
     ASSERT_OK(got);
@@ -300,7 +300,7 @@ TEST_F(InprocTransportTest, DropsAndCountsMalformedInputAndKeepsReceiving) {
     EXPECT_EQ(stats.messages_received, static_cast<uint64_t>(round));
   }
   // Only malformed input pending: Receive still times out normally instead of failing.
-  for (const std::vector<Bytes>& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
+  for (const Frames& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
   EXPECT_EQ(b_->Receive(milliseconds(10)).status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(b_->stats().dropped_malformed, 4 * bad.size());
 }

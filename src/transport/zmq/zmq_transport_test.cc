@@ -191,7 +191,7 @@ TEST_F(ZmqTransportTest, ReconnectingToSameAddressIsNoOpAndToNewAddressReplaces)
 TEST_F(ZmqTransportTest, SendsAndReceivesSeveralFrames) {
   // Empty, small (copied into ZeroMQ) and large (zero-copy) frames in one message.
   std::vector<size_t> sizes = {0, 1, 1024, 1025, 100000};
-  std::vector<Bytes> frames;
+  Frames frames;
   for (size_t i = 0; i < sizes.size(); ++i) frames.push_back(Pattern(sizes[i], static_cast<unsigned>(i)));
   Message m = Data(kA, kB, 41, frames);
   m.header.epoch = Epoch(12);
@@ -293,7 +293,7 @@ TEST_F(ZmqTransportTest, ReleasesLargeFrameOwnerAfterDelivery) {
 TEST_F(ZmqTransportTest, ReceivedFramesAreEightByteAligned) {
   std::vector<size_t> sizes = {0, 1, 3, 7, 8, 9, 31, 33, 63, 64, 65, 1023, 1024, 1025, 4095, 4097, 65537};
   for (int round = 0; round < 4; ++round) {
-    std::vector<Bytes> frames;
+    Frames frames;
     for (size_t i = 0; i < sizes.size(); ++i) frames.push_back(Pattern(sizes[i] + round, static_cast<unsigned>(i)));
     ASSERT_OK(a_->Send(Data(kA, kB, round, frames)));
   }
