@@ -80,7 +80,7 @@ void BM_SliceKeys(benchmark::State& state) {
   size_t runs = 0;
   const double t0 = CpuSeconds();
   for (auto _ : state) {
-    Result<std::vector<Slice>> slices = SliceKeys(keys, placement, ring);
+    Result<Slices> slices = SliceKeys(keys, placement, ring);
     if (!slices.ok()) {
       state.SkipWithError(slices.status().ToString().c_str());
       return;
@@ -109,7 +109,7 @@ void BM_SplitPush(benchmark::State& state) {
   std::vector<uint32_t> order;
   const double t0 = CpuSeconds();
   for (auto _ : state) {
-    Result<std::vector<Slice>> slices = SliceKeys(keys, placement, ring, &order);
+    Result<Slices> slices = SliceKeys(keys, placement, ring, &order);
     if (!slices.ok() || order.size() != keys.size()) {
       state.SkipWithError("SliceKeys did not split the request by order");
       return;

@@ -184,7 +184,7 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   // Fixed-width rows of a hashed request over several servers move by order; variable rows
   // go by runs.
   std::vector<uint32_t> order;
-  PSERVER_ASSIGN_OR_RETURN(std::vector<Slice> slices,
+  PSERVER_ASSIGN_OR_RETURN(Slices slices,
                            SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring(),
                                      spec.variable_length ? nullptr : &order));
   Pending p;

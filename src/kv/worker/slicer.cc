@@ -81,9 +81,9 @@ void AppendRun(Slice& slice, uint32_t begin, uint32_t end) {
 
 // One slice per server of the ring, runs reserved to `runs_bound(span)` summed over its spans.
 template <typename RunsBound>
-std::vector<Slice> EmptySlices(const Ring& ring, const std::vector<Span>& spans,
+Slices EmptySlices(const Ring& ring, const std::vector<Span>& spans,
                                const RunsBound& runs_bound) {
-  std::vector<Slice> slices(ring.servers().size());
+  Slices slices(ring.servers().size());
   std::vector<size_t> bound(slices.size(), 0);
   for (const Span& s : spans) bound[s.server_index] += runs_bound(s);
   for (size_t i = 0; i < slices.size(); ++i) {
@@ -93,22 +93,23 @@ std::vector<Slice> EmptySlices(const Ring& ring, const std::vector<Span>& spans,
   return slices;
 }
 
-std::vector<Slice> WithoutEmpty(std::vector<Slice> slices) {
-  std::erase_if(slices, [](const Slice& s) { return s.num_keys == 0; });
+Slices WithoutEmpty(Slices slices) {
+  slices.erase(std::remove_if(slices.begin(), slices.end(), [](const Slice& s) { return s.num_keys == 0; }),
+               slices.end());
   return slices;
 }
 
 // kRange and kIdentity: routing order is key order, so a span is already a run.
 template <typename RoutingAt>
-std::vector<Slice> SliceOrdered(size_t n, const Ring& ring, const RoutingAt& routing_at) {
+Slices SliceOrdered(size_t n, const Ring& ring, const RoutingAt& routing_at) {
   const std::vector<Span> spans = WalkSegments(n, ring, routing_at);
-  std::vector<Slice> slices = EmptySlices(ring, spans, [](const Span&) { return size_t{1}; });
+  Slices slices = EmptySlices(ring, spans, [](const Span&) { return size_t{1}; });
   for (const Span& s : spans) AppendRun(slices[s.server_index], s.begin, s.end);
   return WithoutEmpty(std::move(slices));
 }
 
 // Fills `order` with the key indices grouped by slice (a stable counting sort by owner).
-void GroupBySlice(const std::vector<uint32_t>& owner, const std::vector<Slice>& slices, std::vector<uint32_t>* order) {
+void GroupBySlice(const std::vector<uint32_t>& owner, const Slices& slices, std::vector<uint32_t>* order) {
   order->resize(owner.size());
   uint32_t* out = order->data();
   if (slices.size() == 2) {
@@ -132,9 +133,9 @@ void GroupBySlice(const std::vector<uint32_t>& owner, const std::vector<Slice>& 
 // kHashed: each key goes to the owner of its mixed routing key; every slice keeps its keys in
 // request (ascending key) order, so a request to one server is one run and travels without a
 // copy.
-std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint32_t>* order) {
+Slices SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint32_t>* order) {
   const std::vector<uint32_t>& servers = ring.servers();
-  std::vector<Slice> slices(servers.size());
+  Slices slices(servers.size());
   for (size_t i = 0; i < slices.size(); ++i) slices[i].server = servers[i];
   if (servers.size() == 1) {
     AppendRun(slices[0], 0, static_cast<uint32_t>(keys.size()));
@@ -157,7 +158,7 @@ std::vector<Slice> SliceHashed(std::span<const Key> keys, const Ring& ring, std:
   if (order) {
     // The caller moves rows by `order`: no runs -- unless every key went to one server, when
     // the whole request is that slice's one run (and travels without a copy).
-    std::vector<Slice> result = WithoutEmpty(std::move(slices));
+    Slices result = WithoutEmpty(std::move(slices));
     if (result.size() == 1) {
       result[0].runs = {IndexRun{0, result[0].num_keys}};
     } else {
@@ -275,14 +276,14 @@ Status CheckSortedUnique(std::span<const Key> keys) {
   return Status::Ok();
 }
 
-Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
+Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
                                      const Ring& ring, std::vector<uint32_t>* owners) {
   if (owners) owners->clear();
   if (keys.size() > std::numeric_limits<uint32_t>::max()) {
     return Status::InvalidArgument("request has " + std::to_string(keys.size()) +
                                    " keys; at most 2^32 - 1 are allowed");
   }
-  if (keys.empty()) return std::vector<Slice>();
+  if (keys.empty()) return Slices();
   switch (placement.kind) {
     case PlacementKind::kHashed: return SliceHashed(keys, ring, owners);
     case PlacementKind::kIdentity:

@@ -42,6 +42,8 @@ struct Slice {
   IndexRuns runs;              // ascending (key order); consecutive runs never touch
   uint32_t num_keys = 0;       // the total length of runs
 };
+// The slices of one request, by server. Most requests go to one server: inline.
+using Slices = absl::InlinedVector<Slice, 1>;
 
 // Splits `keys` by the owner of each key's routing key (cluster::RoutingKey) on `ring`.
 // Returns one Slice per server that receives at least one key, ordered by server rank; an
@@ -67,7 +69,7 @@ struct Slice {
 // would be mostly runs of one or two keys; moving its rows by `order` (GatherByOrder,
 // ScatterByOrder) is faster. In every other case (including a kHashed request whose keys all
 // go to one server) `order` is left empty and the runs are filled.
-Result<std::vector<Slice>> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
+Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
                                      const cluster::Ring& ring, std::vector<uint32_t>* order = nullptr);
 
 // Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another

@@ -29,8 +29,8 @@ Ring MustBuild(uint32_t servers, uint32_t vnodes) {
 
 // The obvious answer: per key Owner(), then per server its indices in key order, consecutive
 // indices merged.
-std::vector<Slice> Reference(const std::vector<Key>& keys, const Placement& p, const Ring& ring) {
-  std::vector<Slice> slices;
+Slices Reference(const std::vector<Key>& keys, const Placement& p, const Ring& ring) {
+  Slices slices;
   for (uint32_t server : ring.servers()) {
     std::vector<std::pair<uint64_t, uint32_t>> mine;
     for (uint32_t i = 0; i < keys.size(); ++i) {
@@ -51,7 +51,7 @@ std::vector<Slice> Reference(const std::vector<Key>& keys, const Placement& p, c
   return slices;
 }
 
-void ExpectSameSlices(const std::vector<Slice>& got, const std::vector<Slice>& want) {
+void ExpectSameSlices(const Slices& got, const Slices& want) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t s = 0; s < got.size(); ++s) {
     EXPECT_EQ(got[s].server, want[s].server) << "slice " << s;
@@ -102,7 +102,7 @@ TEST(SlicerTest, MatchesPerKeyOwnerReference) {
                          " vnodes=" + std::to_string(vnodes) + " n=" + std::to_string(n) +
                          " shape=" + std::to_string(shape) +
                          " kind=" + std::to_string(static_cast<int>(p.kind)));
-            Result<std::vector<Slice>> slices = SliceKeys(keys, p, ring);
+            Result<Slices> slices = SliceKeys(keys, p, ring);
             ASSERT_TRUE(slices.ok()) << slices.status();
             ExpectSameSlices(*slices, Reference(keys, p, ring));
           }
@@ -121,7 +121,7 @@ TEST(SlicerTest, HashedHandlesKeysCraftedToShareMixedBits) {
     for (uint64_t j = 0; j < 3000; ++j) keys.push_back(cluster::UnmixKey(base + j * 7));
     for (uint64_t j = 0; j < 3000; ++j) keys.push_back(cluster::UnmixKey((j << 50) | base >> 14));
     keys = SortedUnique(keys);
-    Result<std::vector<Slice>> slices = SliceKeys(keys, Placement{}, ring);
+    Result<Slices> slices = SliceKeys(keys, Placement{}, ring);
     ASSERT_TRUE(slices.ok());
     ExpectSameSlices(*slices, Reference(keys, Placement{}, ring));
   }
@@ -131,7 +131,7 @@ TEST(SlicerTest, EmptyRequestGivesNoSlices) {
   const Ring ring = MustBuild(3, 64);
   for (PlacementKind kind :
        {PlacementKind::kHashed, PlacementKind::kRange, PlacementKind::kIdentity}) {
-    Result<std::vector<Slice>> slices = SliceKeys({}, Placement{kind, {10, 20}}, ring);
+    Result<Slices> slices = SliceKeys({}, Placement{kind, {10, 20}}, ring);
     ASSERT_TRUE(slices.ok());
     EXPECT_TRUE(slices->empty());
   }
@@ -143,7 +143,7 @@ TEST(SlicerTest, SingleServerGetsEverythingInOneRunWhenOrdered) {
   for (Key k = 0; k < 1000; ++k) keys.push_back(k * 7919);
   for (const Placement& p : {Placement{PlacementKind::kIdentity, {}},
                              Placement{PlacementKind::kRange, {0, 1000 * 7919}}}) {
-    Result<std::vector<Slice>> slices = SliceKeys(keys, p, ring);
+    Result<Slices> slices = SliceKeys(keys, p, ring);
     ASSERT_TRUE(slices.ok());
     ASSERT_EQ(slices->size(), 1u);
     EXPECT_EQ((*slices)[0].runs, (IndexRuns{{0, 1000}}));
@@ -160,7 +160,7 @@ TEST(SlicerTest, SplitsAtRangeBoundaries) {
     keys.push_back(s.range.last);
   }
   keys = SortedUnique(keys);
-  Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kIdentity, {}}, ring);
+  Result<Slices> slices = SliceKeys(keys, {PlacementKind::kIdentity, {}}, ring);
   ASSERT_TRUE(slices.ok());
   size_t runs = 0;
   for (const Slice& s : *slices) {
@@ -177,7 +177,7 @@ TEST(SlicerTest, RangePlacementGivesFewRuns) {
   const Ring ring = MustBuild(8, 64);
   std::vector<Key> keys;
   for (Key k = 0; k < 100000; ++k) keys.push_back(k);
-  Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kRange, {0, 99999}}, ring);
+  Result<Slices> slices = SliceKeys(keys, {PlacementKind::kRange, {0, 99999}}, ring);
   ASSERT_TRUE(slices.ok());
   ASSERT_EQ(slices->size(), 8u);
   size_t runs = 0;
@@ -246,8 +246,8 @@ TEST(SlicerTest, OrderOfAHashedRequestMatchesItsRunsAndMovesTheSameRows) {
       std::sort(keys.begin(), keys.end());
       keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
       std::vector<uint32_t> order = {7};
-      Result<std::vector<Slice>> by_order = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring, &order);
-      Result<std::vector<Slice>> slices = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring);
+      Result<Slices> by_order = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring, &order);
+      Result<Slices> slices = SliceKeys(keys, {PlacementKind::kHashed, {}}, ring);
       ASSERT_TRUE(by_order.ok() && slices.ok());
       ASSERT_EQ(by_order->size(), slices->size());
       if (slices->size() == 1) {  // one server: its one run, no order
