@@ -543,6 +543,10 @@ std::vector<std::string> Launcher::RoleEnvironment(Role role, int rank) const {
     vars.push_back("PSERVER_SCHEDULER=" + address_);
     vars.push_back("PSERVER_RANK_HINT=" + std::to_string(rank));
   }
+  if (role == Role::kServer && getenv("PSERVER_APPLY_THREADS") == nullptr) {
+    const unsigned share = std::max(1u, opt_.hardware_threads / static_cast<unsigned>(std::max(1, opt_.num_servers)));
+    vars.push_back("PSERVER_APPLY_THREADS=" + std::to_string(share));
+  }
   return BuildEnvironment(vars);
 }
 

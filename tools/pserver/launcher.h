@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace pserver::tools {
@@ -28,6 +29,12 @@ struct LaunchOptions {
   std::vector<std::string> server_argv;
 
   std::string host = "127.0.0.1";
+
+  // The machine's hardware threads, shared out among the local servers: each server gets
+  // PSERVER_APPLY_THREADS = max(1, hardware_threads / num_servers) in its environment (its
+  // update rules' apply threads), so that servers on one machine do not each take every core.
+  // A PSERVER_APPLY_THREADS already in the launcher's environment is passed on unchanged.
+  unsigned hardware_threads = std::thread::hardware_concurrency();
 
   // How long to wait for the scheduler to write its address file.
   std::chrono::milliseconds startup_timeout{30000};

@@ -124,7 +124,7 @@ class LauncherTest : public ::testing::Test {
                          "record_pid server.$PSERVER_RANK_HINT.pid\n"
                          "echo \"server args: $*\" >&2\n"
                          "echo \"server env: $PSERVER_ROLE|$PSERVER_SCHEDULER|$PSERVER_NUM_SERVERS|"
-                         "$PSERVER_NUM_WORKERS|$PSERVER_HOST|$PSERVER_RANK_HINT\" >&2\n" +
+                         "$PSERVER_NUM_WORKERS|$PSERVER_HOST|$PSERVER_RANK_HINT|apply=$PSERVER_APPLY_THREADS\" >&2\n" +
                          Behaviour(fake));
   }
 
@@ -240,16 +240,40 @@ TEST_F(LauncherTest, PassesClusterEnvironmentToServersAndWorkers) {
   LaunchOptions options = Options(2, 2, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
                                   "echo \"env: $PSERVER_ROLE|$PSERVER_SCHEDULER|"
                                   "$PSERVER_NUM_SERVERS|$PSERVER_NUM_WORKERS|$PSERVER_HOST|"
-                                  "$PSERVER_RANK_HINT\"");
+                                  "$PSERVER_RANK_HINT|apply=$PSERVER_APPLY_THREADS\"");
+  options.hardware_threads = 5;  // shared out: 5 / 2 servers = 2 apply threads each
 
   ASSERT_EQ(RunLaunch(options), 0) << Err();
 
   const std::string out = Out();
   const std::string err = Err();
-  EXPECT_TRUE(Contains(out, "[worker 0] env: worker|tcp://127.0.0.1:1|2|2|127.0.0.1|0\n"));
-  EXPECT_TRUE(Contains(out, "[worker 1] env: worker|tcp://127.0.0.1:1|2|2|127.0.0.1|1\n"));
-  EXPECT_TRUE(Contains(err, "[server 0] server env: server|tcp://127.0.0.1:1|2|2|127.0.0.1|0"));
-  EXPECT_TRUE(Contains(err, "[server 1] server env: server|tcp://127.0.0.1:1|2|2|127.0.0.1|1"));
+  EXPECT_TRUE(Contains(out, "[worker 0] env: worker|tcp://127.0.0.1:1|2|2|127.0.0.1|0|apply=\n"));
+  EXPECT_TRUE(Contains(out, "[worker 1] env: worker|tcp://127.0.0.1:1|2|2|127.0.0.1|1|apply=\n"));
+  EXPECT_TRUE(Contains(err, "[server 0] server env: server|tcp://127.0.0.1:1|2|2|127.0.0.1|0|apply=2\n"));
+  EXPECT_TRUE(Contains(err, "[server 1] server env: server|tcp://127.0.0.1:1|2|2|127.0.0.1|1|apply=2\n"));
+}
+
+// Servers get at least one apply thread however many share the machine.
+TEST_F(LauncherTest, SharesHardwareThreadsAmongServers) {
+  LaunchOptions options = Options(3, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "true");
+  options.hardware_threads = 2;
+  ASSERT_EQ(RunLaunch(options), 0) << Err();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(Contains(Err(), "[server " + std::to_string(i) + "] server env: server|tcp://127.0.0.1:1|3|1|127.0.0.1|" +
+                                    std::to_string(i) + "|apply=1\n"))
+        << Err();
+  }
+}
+
+TEST_F(LauncherTest, PassesTheUsersApplyThreadsOnUnchanged) {
+  ASSERT_EQ(::setenv("PSERVER_APPLY_THREADS", "7", 1), 0);
+  LaunchOptions chosen = Options(2, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "true");
+  chosen.hardware_threads = 16;
+  const int status = RunLaunch(chosen);
+  ::unsetenv("PSERVER_APPLY_THREADS");
+  ASSERT_EQ(status, 0) << Err();
+  EXPECT_TRUE(Contains(Err(), "[server 0] server env: server|tcp://127.0.0.1:1|2|1|127.0.0.1|0|apply=7\n")) << Err();
+  EXPECT_TRUE(Contains(Err(), "[server 1] server env: server|tcp://127.0.0.1:1|2|1|127.0.0.1|1|apply=7\n")) << Err();
 }
 
 TEST_F(LauncherTest, ReturnsFailingWorkerStatusAndStopsTheCluster) {

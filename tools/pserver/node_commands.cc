@@ -135,6 +135,13 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
       "server", "Start a server: serves every table with its update rule (built-in ones and the apps' \"dbpg\")");
   AddCommonFlags(cmd, o.get(), f.get());
   AddSchedulerFlag(cmd, o.get());
+  auto apply_threads = std::make_shared<uint32_t>(0);
+  cmd->add_option("--apply-threads", *apply_threads,
+                  "Threads that apply a large request's updates, each to its own shard of the keys (0: one per "
+                  "hardware thread, at most 4; `pserver launch` shares the machine's threads among its servers)")
+      ->envname("PSERVER_APPLY_THREADS")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
   cmd->callback([=] {
     *run = [=]() {
       ApplyCommonFlags(*f, o.get());
@@ -142,6 +149,7 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
       if (!node.ok()) return Fail("server", node.status());
       // The built-in update rules plus those of the apps (e.g. "dbpg" of `pserver train linear`).
       ServerOptions options;
+      options.apply_threads = *apply_threads;
       if (Status s = linear::RegisterLinearRules(options.updaters); !s.ok()) return Fail("server", s);
       KVServer<float> f32(**node, options);
       KVServer<double> f64(**node);

@@ -48,6 +48,8 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
     worker_rank_[n.id] = n.rank.value;
     worker_clock_[n.id] = 0;
   }
+  PSERVER_LOG_INFO("{}: applies large requests on {} shard thread(s)", runtime_->DescribeNode(runtime_->id()),
+                   pool_->size());
 }
 
 KVServerCore::~KVServerCore() = default;
