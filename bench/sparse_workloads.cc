@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <atomic>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/table_store.h"
 #include "kv/server/updaters.h"
+#include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "run_span.h"
 #include "testing/local_cluster.h"
@@ -73,7 +75,16 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
   testing::LocalClusterOptions co;
   co.num_servers = static_cast<uint32_t>(o.num_servers);
   co.num_workers = static_cast<uint32_t>(o.num_workers);
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(co));
+  // Each server applies on its share of the machine's hardware threads, as `pserver launch`
+  // gives its local servers (LaunchOptions::hardware_threads).
+  const uint32_t apply_threads =
+      std::max(1u, std::thread::hardware_concurrency() / static_cast<uint32_t>(std::max(1, o.num_servers)));
+  PSERVER_ASSIGN_OR_RETURN(auto cluster,
+                           testing::LocalCluster::Start(co, [apply_threads](Node& server) -> std::shared_ptr<void> {
+                             ServerOptions so;
+                             so.apply_threads = apply_threads;
+                             return std::make_shared<KVServer<float>>(server, so);
+                           }));
   std::atomic<uint64_t> total_requests{0}, total_keys{0};
   RunSpan span;
   Status s = cluster->RunWorkers([&](Node& node) -> Status {

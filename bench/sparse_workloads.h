@@ -5,7 +5,8 @@
 // Each request carries `keys_per_request` distinct, sorted keys drawn (seeded) from
 // [0, key_space); a few such request key sets are generated once and cycled through. Before
 // timing, every worker pushes each set once, so the measured pushes update stored rows and the
-// pulls read stored rows (the steady state, not the inserts).
+// pulls read stored rows (the steady state, not the inserts). Each server applies on its share
+// of the machine's hardware threads (at least one), as `pserver launch` gives its local servers.
 //
 // The bound, measured in the same process over the same key sets: the same sparse table without
 // a parameter server -- one thread, an in-memory absl::flat_hash_map from key to value holding
