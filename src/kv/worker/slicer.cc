@@ -81,8 +81,7 @@ void AppendRun(Slice& slice, uint32_t begin, uint32_t end) {
 
 // One slice per server of the ring, runs reserved to `runs_bound(span)` summed over its spans.
 template <typename RunsBound>
-Slices EmptySlices(const Ring& ring, const std::vector<Span>& spans,
-                               const RunsBound& runs_bound) {
+Slices EmptySlices(const Ring& ring, const std::vector<Span>& spans, const RunsBound& runs_bound) {
   Slices slices(ring.servers().size());
   std::vector<size_t> bound(slices.size(), 0);
   for (const Span& s : spans) bound[s.server_index] += runs_bound(s);
