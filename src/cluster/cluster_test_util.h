@@ -283,11 +283,13 @@ inline InprocJob::NodeSpec Server(int64_t hint) { return {Role::kServer, hint}; 
 inline InprocJob::NodeSpec Worker(int64_t hint) { return {Role::kWorker, hint}; }
 
 // Short heartbeats, for tests of failure detection: a stopped node is declared dead after
-// 500 ms by the scheduler's own timer (the tests wait for that event, not for time).
+// 1.5 s by the scheduler's own timer (the tests wait for that event, not for time). Not
+// shorter: a live node starved of CPU that long on a loaded 2-core machine must not be taken
+// for dead (the multi-process fault tests once saw a one-second starvation).
 inline NodeOptions FastHeartbeats() {
   NodeOptions o;
   o.heartbeat_interval = std::chrono::milliseconds(50);
-  o.heartbeat_timeout = std::chrono::milliseconds(500);
+  o.heartbeat_timeout = std::chrono::milliseconds(1500);
   o.register_timeout = std::chrono::seconds(30);
   o.shutdown_timeout = std::chrono::seconds(2);
   return o;

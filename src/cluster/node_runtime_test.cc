@@ -1,7 +1,7 @@
 // A server's or worker's runtime over the inproc transport: registration without a scheduler,
 // failure detection (a stopped node, a lost scheduler) and how it reaches pending barriers and
 // requests, Stop, table declarations and role misuse. Failure detection runs with short
-// heartbeats (every 50 ms, dead after 500 ms); nothing waits on time except the nodes' own timers.
+// heartbeats (every 50 ms, dead after 1.5 s); nothing waits on time except the nodes' own timers.
 #include "cluster/node_runtime.h"
 
 #include <arpa/inet.h>
