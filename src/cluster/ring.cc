@@ -90,6 +90,11 @@ Ring::Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<Ri
     first_segment_of_prefix_[p] = static_cast<uint32_t>(seg);
   }
   first_segment_of_prefix_[prefixes] = static_cast<uint32_t>(segments_.size() - 1);
+  owner_of_prefix_.resize(prefixes);
+  for (size_t p = 0; p < prefixes; ++p) {
+    const uint32_t first = first_segment_of_prefix_[p];
+    owner_of_prefix_[p] = first == first_segment_of_prefix_[p + 1] ? segments_[first].server : kSplitPrefix;
+  }
 }
 
 size_t Ring::SearchSegments(uint64_t routing_key, uint32_t first, uint32_t last) const {

@@ -48,7 +48,10 @@ class Ring {
 
   // The server rank that owns `routing_key`. O(log segments), O(1) when the key's prefix lies in
   // one segment (most keys: see SegmentIndex).
-  uint32_t Owner(uint64_t routing_key) const { return segments_[SegmentIndex(routing_key)].server; }
+  uint32_t Owner(uint64_t routing_key) const {
+    const uint32_t owner = owner_of_prefix_[static_cast<size_t>(routing_key >> (64 - kPrefixBits))];
+    return owner != kSplitPrefix ? owner : segments_[SegmentIndex(routing_key)].server;
+  }
 
   // Index into segments() of the segment that contains `routing_key`. O(log segments), O(1)
   // when the key's prefix lies in one segment. Inline: the worker looks up every key of a
@@ -77,6 +80,7 @@ class Ring {
 
  private:
   static constexpr int kPrefixBits = 12;
+  static constexpr uint32_t kSplitPrefix = ~0u;  // in owner_of_prefix_: more than one segment
 
   Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments);
 
@@ -89,6 +93,9 @@ class Ring {
   // For each prefix p of kPrefixBits bits: the index of the segment holding p's first key.
   // Derived from segments_ (so equal rings have equal tables).
   std::vector<uint32_t> first_segment_of_prefix_;
+  // For each prefix: the server owning all of it, or kSplitPrefix when segments meet inside it
+  // (Owner's one load for most keys). Derived from segments_.
+  std::vector<uint32_t> owner_of_prefix_;
 };
 
 }  // namespace pserver::cluster
