@@ -156,20 +156,12 @@ Slices SliceHashed(std::span<const Key> keys, const Ring& ring, std::vector<uint
   }
   if (order) {
     // The caller moves rows by `order`: no runs -- unless every key went to one server, when
-    // the whole request is that slice's one run (and travels without a copy).
+    // the whole request is that slice's one run (and travels without a copy). Grouped before
+    // the empty slices are dropped: they take no room in the order, so no position changes.
+    const auto nonempty = std::count_if(slices.begin(), slices.end(), [](const Slice& s) { return s.num_keys > 0; });
+    if (nonempty > 1) GroupBySlice(owner, slices, order);
     Slices result = WithoutEmpty(std::move(slices));
-    if (result.size() == 1) {
-      result[0].runs = {IndexRun{0, result[0].num_keys}};
-    } else {
-      if (result.size() != servers.size()) {  // renumber the owners by the slices that remain
-        std::vector<uint32_t> remaining(servers.size(), 0);
-        for (size_t s = 0, next = 0; s < servers.size(); ++s) {
-          if (next < result.size() && result[next].server == servers[s]) remaining[s] = static_cast<uint32_t>(next++);
-        }
-        for (uint32_t& o : owner) o = remaining[o];
-      }
-      GroupBySlice(owner, result, order);
-    }
+    if (result.size() == 1) result[0].runs = {IndexRun{0, result[0].num_keys}};
     return result;
   }
   // Pass 2: the runs, appended without a branch on the random owners (a mispredicted branch
