@@ -343,20 +343,28 @@ void TypedTableStore<T>::Partition(const Job& job, uint32_t s) {
   }
 }
 
-template <typename T>
-template <typename Source, typename ShardOfFn>
-void TypedTableStore<T>::PushSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
+// Calls visit(j, mix) for each key of `src` in order, the slots of the key kPrefetchDistance
+// positions ahead prefetched first (shard_of(mix).rows holds a key's row).
+template <typename Source, typename ShardOfFn, typename Visit>
+void VisitPrefetched(const Source& src, ShardOfFn shard_of, Visit visit) {
   const size_t m = src.size();
-  const SharedArray<Key>& keys = job.req->keys;
   const auto prefetch = [&](size_t j) {
     const uint64_t mix = src.mix(j);
     shard_of(mix).rows.Prefetch(mix);
   };
-  PushBatch<T> batch = MakeBatch(job);
   for (size_t j = 0; j < std::min(kPrefetchDistance, m); ++j) prefetch(j);
   for (size_t j = 0; j < m; ++j) {
     if (j + kPrefetchDistance < m) prefetch(j + kPrefetchDistance);
-    const uint64_t mix = src.mix(j);
+    visit(j, src.mix(j));
+  }
+}
+
+template <typename T>
+template <typename Source, typename ShardOfFn>
+void TypedTableStore<T>::PushSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
+  const SharedArray<Key>& keys = job.req->keys;
+  PushBatch<T> batch = MakeBatch(job);
+  VisitPrefetched(src, shard_of, [&](size_t j, uint64_t mix) {
     SparseRows<T>& rows = shard_of(mix).rows;
     T* row = rows.FindMixed(mix);
     if (row == nullptr) {  // a new key: its insertion may move the queued rows
@@ -365,26 +373,18 @@ void TypedTableStore<T>::PushSparse(const Job& job, const Source& src, ShardOfFn
       InitRow(keys[src.index(j)], row);
     }
     batch.Add(row, src.index(j));
-  }
+  });
   batch.Flush();
 }
 
 template <typename T>
 template <typename Source, typename ShardOfFn>
 void TypedTableStore<T>::PullSparse(const Job& job, const Source& src, ShardOfFn shard_of) const {
-  const size_t m = src.size();
   const SharedArray<Key>& keys = job.req->keys;
-  const auto prefetch = [&](size_t j) {
-    const uint64_t mix = src.mix(j);
-    shard_of(mix).rows.Prefetch(mix);
-  };
-  for (size_t j = 0; j < std::min(kPrefetchDistance, m); ++j) prefetch(j);
-  for (size_t j = 0; j < m; ++j) {
-    if (j + kPrefetchDistance < m) prefetch(j + kPrefetchDistance);
-    const uint64_t mix = src.mix(j);
+  VisitPrefetched(src, shard_of, [&](size_t j, uint64_t mix) {
     const size_t i = src.index(j);
     Answer(job, i, keys[i], std::as_const(shard_of(mix).rows).FindMixed(mix));
-  }
+  });
 }
 
 template <typename T>
