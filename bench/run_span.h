@@ -20,6 +20,12 @@ inline double ProcessCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// CPU microseconds per request of a measurement: `cpu_seconds` over `requests` answered; 0 when
+// none was.
+inline double CpuMicrosPerRequest(double cpu_seconds, uint64_t requests) {
+  return requests > 0 ? cpu_seconds * 1e6 / static_cast<double>(requests) : 0.0;
+}
+
 class RunSpan {
  public:
   using Clock = std::chrono::steady_clock;

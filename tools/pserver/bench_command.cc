@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bench_report.h"
+#include "run_span.h"
 #include "cluster_workloads.h"
 #include "pserver/logging.h"
 #include "raw_zmq.h"
@@ -72,8 +73,6 @@ Result<Shape> ParseShape(const std::string& s) {
 // see the same machine load.
 Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
   std::vector<double> ours, bound, ours_cpu, bound_cpu;
-  // CPU microseconds per request of one measurement (0 when nothing was answered).
-  auto cpu_us = [](const bench::ThroughputResult& t) { return t.requests ? t.cpu_seconds * 1e6 / t.requests : 0.0; };
   for (int rep = 0; rep < f.repetitions; ++rep) {
     bench::RawZmqOptions raw;
     raw.shape = shape;
@@ -84,7 +83,7 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     raw.min_duration = std::chrono::milliseconds(f.min_duration_ms);
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureRawZmqThroughput(raw));
     bound.push_back(b.requests_per_sec);
-    bound_cpu.push_back(cpu_us(b));
+    bound_cpu.push_back(bench::CpuMicrosPerRequest(b.cpu_seconds, b.requests));
     bench::ClusterWorkloadOptions c;
     c.shape = shape;
     c.bytes = bytes;
@@ -94,7 +93,7 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     c.min_duration = raw.min_duration;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult r, bench::MeasureClusterThroughput(c));
     ours.push_back(r.requests_per_sec);
-    ours_cpu.push_back(cpu_us(r));
+    ours_cpu.push_back(bench::CpuMicrosPerRequest(r.cpu_seconds, r.requests));
   }
   std::string name = fmt::format("{}/{}/{}s{}w", bench::ShapeName(shape), bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
                                                                           : fmt::format("{}KiB", bytes >> 10),
@@ -149,7 +148,7 @@ Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests&
     bound.push_back(bench::MeasureSparseBound(o, requests));
     PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput r, bench::MeasureClusterSparse(o, requests));
     ours.push_back(r.keys_per_sec_per_server);
-    if (r.requests > 0) ours_cpu.push_back(r.cpu_seconds * 1e6 / static_cast<double>(r.requests));
+    ours_cpu.push_back(bench::CpuMicrosPerRequest(r.cpu_seconds, r.requests));
   }
   std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
                                  servers, workers);
