@@ -196,7 +196,6 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   bool more = zmq_msg_more(&first);
   zmq_msg_close(&first);
   RawFrames raw;
-  raw.frames.reserve(2);  // most messages are a head alone, or a head and one large array
   bool overflow = false;
   while (more) {
     ReceivedMsg part;
