@@ -6,9 +6,10 @@
 #include <atomic>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "run_span.h"
-#include "testing/local_cluster.h"
 
 namespace pserver::bench {
 namespace {
@@ -58,11 +59,32 @@ Result<Timestamp> Issue(KVWorker<float>& kv, Shape shape, TableId table, const S
   return Status::Internal("unknown shape");
 }
 
+// ServerWork::kNone: a float server whose handler stores nothing. A pull is answered with a row
+// of zeros shared by every reply of its size (handlers run one at a time on the receive thread,
+// so the cache needs no lock).
+std::shared_ptr<void> NoWorkServers(Node& server) {
+  auto zeros = std::make_shared<absl::flat_hash_map<size_t, SharedArray<float>>>();
+  return std::make_shared<KVServer<float>>(
+      server, [zeros](const RequestMeta& meta, const KVPairs<float>& request, KVPairs<float>* response) {
+        if (!meta.pull) return Status::Ok();
+        const size_t n = request.keys.size() * meta.width;
+        auto [it, fresh] = zeros->try_emplace(n);
+        if (fresh) it->second = SharedArray<float>(n);
+        response->vals = it->second;
+        return Status::Ok();
+      });
+}
+
 }  // namespace
+
+testing::ServerSetup ServerSetupFor(ServerWork work) {
+  return work == ServerWork::kNone ? NoWorkServers : testing::DefaultServers;
+}
 
 Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& o) {
   if (o.bytes == 0 || o.bytes % sizeof(float) != 0) return Status::InvalidArgument("bytes must be a multiple of 4");
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers)));
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers),
+                                                                      ServerSetupFor(o.server_work)));
   std::atomic<uint64_t> total_requests{0};
   RunSpan span;
   Status s = cluster->RunWorkers([&](Node& node) -> Status {

@@ -4,15 +4,28 @@
 //
 // A request carries ONE key whose value is `bytes` long (a float table of width bytes/4). With
 // several servers each worker cycles over one key per server, so the load spreads as the
-// bound's round-robin over servers does. Servers run the default sum handler.
+// bound's round-robin over servers does. Servers run the default sum handler, or -- as a
+// diagnostic that separates the server's arithmetic from the rest of the path -- a handler that
+// does no work (ServerWork::kNone).
 #pragma once
 
 #include <chrono>
 
 #include "pserver/result.h"
 #include "raw_zmq.h"
+#include "testing/local_cluster.h"
 
 namespace pserver::bench {
+
+// What the servers do with a request.
+enum class ServerWork {
+  kStore,  // the default store: pushes are added to the stored row, pulls read it
+  kNone,   // diagnostic: pushes are acknowledged and dropped, pulls answered with a shared row
+           // of zeros -- the path of a request without the server's arithmetic
+};
+
+// How LocalCluster sets up each server for `work`.
+testing::ServerSetup ServerSetupFor(ServerWork work);
 
 struct ClusterWorkloadOptions {
   Shape shape = Shape::kPush;
@@ -22,7 +35,8 @@ struct ClusterWorkloadOptions {
   int num_servers = 1;
   std::chrono::milliseconds min_duration{1000};
   int warmup_requests = 64;
-  bool verify = false;  // check every pulled value against the closed-form sum (slower)
+  bool verify = false;  // check every pulled row's size (slower)
+  ServerWork server_work = ServerWork::kStore;
 };
 
 // Requests per second over all workers, like MeasureRawZmqThroughput.

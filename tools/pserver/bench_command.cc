@@ -30,6 +30,7 @@ struct BenchFlags {
   int repetitions = 3;
   int64_t min_duration_ms = 1000;
   int window = 32;
+  std::string server_work = "store";  // push, pull, pushpull cells: store or none
   // Sparse workloads (sparse_push, sparse_pull) and the memory figure.
   size_t sparse_keys = 100'000;
   uint64_t sparse_key_space = 10'000'000;
@@ -91,6 +92,7 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     c.num_servers = servers;
     c.num_workers = workers;
     c.min_duration = raw.min_duration;
+    c.server_work = f.server_work == "none" ? bench::ServerWork::kNone : bench::ServerWork::kStore;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult r, bench::MeasureClusterThroughput(c));
     ours.push_back(r.requests_per_sec);
     ours_cpu.push_back(bench::CpuMicrosPerRequest(r.cpu_seconds, r.requests));
@@ -98,6 +100,8 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
   std::string name = fmt::format("{}/{}/{}s{}w", bench::ShapeName(shape), bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
                                                                           : fmt::format("{}KiB", bytes >> 10),
                                  servers, workers);
+  // Results without the server's work never share a name with the real ones.
+  if (f.server_work != "store") name += "/server-" + f.server_work;
   BenchResult result = bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median, "raw_zmq", true);
   result.cpu_us = bench::Summarize(ours_cpu).median;
   result.bound_cpu_us = bench::Summarize(bound_cpu).median;
@@ -267,6 +271,13 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--window", f->window, "Requests in flight per worker")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--server-work", f->server_work,
+                  "push, pull, pushpull: what the servers do. store: add pushed rows and read pulled ones (the "
+                  "figure that counts). none: a diagnostic that acknowledges pushes without storing them and answers "
+                  "pulls with zeros, to show the path's cost without the server's arithmetic; its results are named "
+                  "with a /server-none suffix")
+      ->check(CLI::IsMember({"store", "none"}))
+      ->capture_default_str();
   cmd->add_option("--sparse-keys", f->sparse_keys, "sparse_*: distinct sorted keys per request")
       ->check(CLI::Range(size_t{1}, size_t{100'000'000}))
       ->capture_default_str();

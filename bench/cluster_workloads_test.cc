@@ -1,0 +1,94 @@
+// The pserver side of `pserver bench`'s dense cells: every shape completes requests on a small
+// cluster under either server setup, and the setups do what they claim -- the default servers
+// store the pushed rows, the diagnostic ones (ServerWork::kNone) store nothing and answer
+// pulls with zeros. Durations are tiny and nothing is asserted about speed.
+#include "cluster_workloads.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "pserver/kv_worker.h"
+#include "testing/test_util.h"
+
+namespace pserver::bench {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct Cell {
+  Shape shape;
+  ServerWork work;
+};
+
+class ClusterThroughputTest : public ::testing::TestWithParam<Cell> {};
+
+TEST_P(ClusterThroughputTest, CompletesRequestsOnTwoServers) {
+  ClusterWorkloadOptions o;
+  o.shape = GetParam().shape;
+  o.server_work = GetParam().work;
+  o.bytes = 4096;
+  o.window = 8;
+  o.num_servers = 2;
+  o.min_duration = milliseconds(50);
+  o.warmup_requests = 4;
+  o.verify = true;
+  Result<ThroughputResult> r = MeasureClusterThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->requests, 0u);
+  EXPECT_GT(r->requests_per_sec, 0.0);
+  EXPECT_GT(r->cpu_seconds, 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cells, ClusterThroughputTest,
+    ::testing::Values(Cell{Shape::kPush, ServerWork::kStore}, Cell{Shape::kPull, ServerWork::kStore},
+                      Cell{Shape::kPushPull, ServerWork::kStore}, Cell{Shape::kPush, ServerWork::kNone},
+                      Cell{Shape::kPull, ServerWork::kNone}, Cell{Shape::kPushPull, ServerWork::kNone}),
+    [](const ::testing::TestParamInfo<Cell>& info) {
+      return std::string(ShapeName(info.param.shape)) + (info.param.work == ServerWork::kNone ? "_none" : "_store");
+    });
+
+TEST(ClusterThroughputTest, RejectsASizeThatIsNotWholeFloats) {
+  ClusterWorkloadOptions o;
+  o.bytes = 4097;
+  EXPECT_EQ(MeasureClusterThroughput(o).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Pushes 1, 2 and 3 to two keys of a width-4 table, then pulls them back.
+Result<std::vector<float>> PushThreeTimesAndPull(ServerWork work) {
+  testing::LocalClusterOptions options;
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(options, ServerSetupFor(work)));
+  SharedArray<float> pulled;
+  PSERVER_RETURN_IF_ERROR(cluster->RunWorkers([&](Node& node) -> Status {
+    TableSpec spec;
+    spec.name = "rows";
+    spec.width = 4;
+    PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec));
+    KVWorker<float> kv(node);
+    const SharedArray<Key> keys(std::vector<Key>{3, 70});
+    for (float v : {1.0f, 2.0f, 3.0f}) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, keys, std::vector<float>(8, v)));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, keys, &pulled));
+    return kv.Wait(ts);
+  }));
+  return std::vector<float>(pulled.begin(), pulled.end());
+}
+
+TEST(ServerSetupTest, StoreAddsThePushedRows) {
+  Result<std::vector<float>> pulled = PushThreeTimesAndPull(ServerWork::kStore);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(*pulled, std::vector<float>(8, 6.0f));
+}
+
+TEST(ServerSetupTest, NoneStoresNothingAndAnswersZeros) {
+  Result<std::vector<float>> pulled = PushThreeTimesAndPull(ServerWork::kNone);
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(*pulled, std::vector<float>(8, 0.0f));
+}
+
+}  // namespace
+}  // namespace pserver::bench
