@@ -8,11 +8,13 @@
 //              client's one thread sends and receives, constant (never freed) payload messages;
 //   copy       the same, but each request and each ack is copied into a message ZeroMQ
 //              allocates and frees, as pserver's transport does with a message's head;
-//   structure  copy, with pserver's threads and connections: the client's issuing thread
-//              sends, the server answers over a connection of its own (its DEALER to the
-//              client's ROUTER), and a client receive thread takes the acks and wakes the
-//              issuing thread through a mutex and condition variable when its window is full.
-// So copy/bound is the cost of allocated messages, structure/copy the cost of the threads.
+//   reply_conn copy, with pserver's connections: the server answers over a connection of its
+//              own (its DEALER to the client's ROUTER), which the issuing thread reads;
+//   structure  reply_conn, with pserver's threads: a client receive thread takes the acks and
+//              wakes the issuing thread through a mutex and condition variable when its window
+//              is full.
+// So copy/bound is the cost of allocated messages, reply_conn/copy that of the second
+// connection, structure/reply_conn that of handing each ack to another thread.
 // Rounds alternate the variants; each figure is the median of the rounds, with its range.
 //
 // No wait is unbounded: every receive is a zmq_poll or condition wait with a timeout, and a
@@ -21,7 +23,6 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -52,12 +53,14 @@ struct Flags {
   int timeout_ms = 10000;
 };
 
-enum class Variant { kBound, kCopy, kStructure };
-constexpr Variant kVariants[] = {Variant::kBound, Variant::kCopy, Variant::kStructure};
+enum class Variant { kBound, kCopy, kReplyConnection, kStructure };
+constexpr Variant kVariants[] = {Variant::kBound, Variant::kCopy, Variant::kReplyConnection, Variant::kStructure};
+constexpr int kNumVariants = 4;
 const char* VariantName(Variant v) {
   switch (v) {
     case Variant::kBound: return "bound";
     case Variant::kCopy: return "copy";
+    case Variant::kReplyConnection: return "reply_conn";
     case Variant::kStructure: return "structure";
   }
   return "unknown";
@@ -155,26 +158,27 @@ Result<Round> RunRound(const Flags& f, Variant v) {
   PSERVER_ASSIGN_OR_RETURN(std::string server_address, BindAny(server_in));
   PSERVER_ASSIGN_OR_RETURN(void* client_out, client_peer.Socket(ZMQ_DEALER));
   if (zmq_connect(client_out, server_address.c_str()) != 0) return ZmqError("zmq_connect");
-  // kStructure: the acks' own connection, server DEALER -> client ROUTER.
+  // The acks' own connection, server DEALER -> client ROUTER.
+  const bool reply_connection = v == Variant::kReplyConnection || v == Variant::kStructure;
   void* client_in = client_out;
   void* server_out = server_in;
-  if (v == Variant::kStructure) {
+  if (reply_connection) {
     PSERVER_ASSIGN_OR_RETURN(client_in, client_peer.Socket(ZMQ_ROUTER));
     PSERVER_ASSIGN_OR_RETURN(std::string client_address, BindAny(client_in));
     PSERVER_ASSIGN_OR_RETURN(server_out, server_peer.Socket(ZMQ_DEALER));
     if (zmq_connect(server_out, client_address.c_str()) != 0) return ZmqError("zmq_connect");
   }
 
-  std::atomic<bool> stop{false};
-  std::jthread server([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
+  // The threads are declared after the peers, so they are joined before the sockets close.
+  std::jthread server([&](std::stop_token st) {
+    while (!st.stop_requested()) {
       zmq_msg_t identity;
       zmq_msg_init(&identity);
       if (!ReceiveMessage(server_in, milliseconds(20), &identity)) {
         zmq_msg_close(&identity);
         continue;
       }
-      if (v == Variant::kStructure) {
+      if (reply_connection) {
         zmq_msg_close(&identity);
         SendBytes(server_out, ack, kAckBytes, copy, 0);
       } else if (zmq_msg_send(&identity, server_out, ZMQ_SNDMORE) < 0) {
@@ -185,7 +189,7 @@ Result<Round> RunRound(const Flags& f, Variant v) {
     }
   });
 
-  // Acks taken by the client's receive thread (kStructure), or by the issuing thread itself.
+  // Acks taken by the client's receive thread (kStructure), or else by the issuing thread.
   std::mutex mu;
   std::condition_variable acked_cv;
   uint64_t acked = 0;         // guarded by mu
@@ -246,7 +250,7 @@ Result<Round> RunRound(const Flags& f, Variant v) {
   // Drain what is in flight so that no thread is mid-message when the sockets close.
   while (status.ok() && completed < issued && wait_for_next_ack()) {
   }
-  stop = true;
+  server.request_stop();
   server.join();
   if (receiver.joinable()) {
     receiver.request_stop();
@@ -259,7 +263,7 @@ Result<Round> RunRound(const Flags& f, Variant v) {
 }
 
 Status Run(const Flags& f) {
-  std::vector<double> rate[3], cpu[3];
+  std::vector<double> rate[kNumVariants], cpu[kNumVariants];
   for (int r = 0; r < f.rounds; ++r) {
     for (Variant v : kVariants) {
       PSERVER_ASSIGN_OR_RETURN(Round round, RunRound(f, v));
