@@ -154,7 +154,6 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.width = p.spec->variable_length ? 0 : p.spec->width;
   m.header.request_id = ts;
   m.header.epoch = runtime_->view().epoch;
-  m.frames.reserve(3);
   const bool gathered = !p.order.empty();  // by SplitBySlice, for a hashed request
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {

@@ -267,16 +267,16 @@ Status CheckSortedUnique(std::span<const Key> keys) {
   return Status::Ok();
 }
 
-Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
-                                     const Ring& ring, std::vector<uint32_t>* owners) {
-  if (owners) owners->clear();
+Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const Ring& ring,
+                         std::vector<uint32_t>* order) {
+  if (order) order->clear();
   if (keys.size() > std::numeric_limits<uint32_t>::max()) {
     return Status::InvalidArgument("request has " + std::to_string(keys.size()) +
                                    " keys; at most 2^32 - 1 are allowed");
   }
   if (keys.empty()) return Slices();
   switch (placement.kind) {
-    case PlacementKind::kHashed: return SliceHashed(keys, ring, owners);
+    case PlacementKind::kHashed: return SliceHashed(keys, ring, order);
     case PlacementKind::kIdentity:
       return SliceOrdered(keys.size(), ring, [keys](size_t i) { return keys[i]; });
     case PlacementKind::kRange: {

@@ -69,8 +69,8 @@ using Slices = absl::InlinedVector<Slice, 1>;
 // would be mostly runs of one or two keys; moving its rows by `order` (GatherByOrder,
 // ScatterByOrder) is faster. In every other case (including a kHashed request whose keys all
 // go to one server) `order` is left empty and the runs are filled.
-Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement,
-                                     const cluster::Ring& ring, std::vector<uint32_t>* order = nullptr);
+Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const cluster::Ring& ring,
+                         std::vector<uint32_t>* order = nullptr);
 
 // Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another
 // (one memcpy per run).
