@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libzmq3-dev cppzmq-dev libabsl-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libzstd-dev liblz4-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libzstd-dev liblz4-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables procps
 )
 
