@@ -280,9 +280,62 @@ TEST(TableStoreTest, UniformInitializerIsDeterministicAndInRange) {
   other.seed = 8;
   EXPECT_NE(InitialValue(init, 5, 0), InitialValue(other, 5, 0));
   EXPECT_EQ(InitialValue({}, 5, 0), 0.0);  // kZero
-  // A fixed value, so that a change of the function (which would change every model) is seen.
-  EXPECT_EQ(InitialValue({InitializerSpec::Kind::kUniform, 1.0, 0}, 0, 0),
-            InitialValue({InitializerSpec::Kind::kUniform, 1.0, 0}, 0, 0));
+}
+
+// Fixed values of the uniform initializer, written down once (from the formula in
+// table_store.cc: three rounds of the storage mix (Stafford's Mix13, kv/server/sparse_rows.h)
+// over seed, key and column, the top 53 bits as u in [0, 1), scale * (2u - 1)): a change of the function, which would change
+// every model trained with it, or an initializer that ignores its seed, key or column, fails.
+TEST(TableStoreTest, UniformInitializerGivesTheDocumentedFixedValues) {
+  struct Golden {
+    double scale;
+    uint64_t seed;
+    Key key;
+    uint32_t column;
+    double value;
+  };
+  const Golden golden[] = {
+      {1, 0, 0, 0, -0x1.f5219a8a4f8a8p-2},
+      {1, 0, 1, 0, -0x1.0988ce154bde2p-1},  // another key
+      {1, 0, 0, 1, -0x1.157c34c84b38p-6},   // another column
+      {1, 7, 0, 0, 0x1.fc64064afbfbp-4},    // another seed
+      {0.01, 7, 12345, 3, 0x1.4d5df6f312029p-10},
+      {1, ~uint64_t{0}, ~Key{0}, 7, 0x1.5129478be2fbep-1},
+  };
+  for (const Golden& g : golden) {
+    const InitializerSpec init{InitializerSpec::Kind::kUniform, g.scale, g.seed};
+    EXPECT_EQ(InitialValue(init, g.key, g.column), g.value)
+        << "scale " << g.scale << " seed " << g.seed << " key " << g.key << " column " << g.column;
+  }
+}
+
+// Properties a broken initializer fails, independent of the hash: the scale multiplies
+// exactly; two seeds give unrelated streams (no key shares its value, no correlation); the
+// values fill [-scale, scale] evenly (ten bins, each within 5 % of a tenth); the variance is
+// that of U[-s, s], s^2 / 3.
+TEST(TableStoreTest, UniformInitializerScalesExactlyAndSeedsGiveUnrelatedStreams) {
+  const InitializerSpec one{InitializerSpec::Kind::kUniform, 1.0, 11};
+  const InitializerSpec four{InitializerSpec::Kind::kUniform, 4.0, 11};
+  const InitializerSpec other{InitializerSpec::Kind::kUniform, 1.0, 12};
+  constexpr int kKeys = 50000;
+  int same = 0;
+  double dot = 0, sum_sq = 0;
+  std::vector<int> bins(10, 0);
+  for (Key k = 0; k < kKeys; ++k) {
+    const double a = InitialValue(one, k, 0);
+    const double b = InitialValue(other, k, 0);
+    ASSERT_EQ(InitialValue(four, k, 0), 4 * a) << "key " << k;
+    same += a == b ? 1 : 0;
+    dot += a * b;
+    sum_sq += a * a;
+    ++bins[std::min(9, static_cast<int>((a + 1) * 5))];
+  }
+  EXPECT_EQ(same, 0);
+  EXPECT_LT(std::abs(dot / kKeys), 0.01);  // correlation of two independent U[-1, 1]: ~0 +- 0.0015
+  EXPECT_NEAR(sum_sq / kKeys, 1.0 / 3, 0.01);
+  for (int b = 0; b < 10; ++b) {
+    EXPECT_NEAR(bins[b], kKeys / 10, kKeys / 200) << "bin " << b;
+  }
 }
 
 TEST(TableStoreTest, DenseRowsExistFromTheStartAndRefuseKeysOutsideTheRange) {
