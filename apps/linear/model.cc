@@ -1,22 +1,25 @@
 #include "apps/linear/model.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
+
+#include <xxhash.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 
 #include "apps/linear/logistic.h"
+#include "pserver/atomic_file.h"
 
 namespace pserver::linear {
 namespace {
 
 constexpr char kMagic[4] = {'P', 'S', 'L', 'M'};
-constexpr uint32_t kVersion = 1;
+// Version 1 had an FNV-1a 64 checksum; version 2 (written now) has XXH64. Both are read.
+constexpr uint32_t kVersionFnv = 1;
+constexpr uint32_t kVersion = 2;
 constexpr size_t kHeaderBytes = 4 + 4 + 8 + 8;
 constexpr size_t kEntryBytes = 16;
 
@@ -54,6 +57,12 @@ double LinearModel::Weight(uint64_t feature) const {
 }
 
 Status LinearModel::Save(const std::string& path) const {
+  for (const auto& [f, w] : weights_) {
+    if (!std::isfinite(w)) {
+      return Status::InvalidArgument(
+          fmt::format("model file {}: refusing to write the non-finite weight {} of feature {}", path, w, f));
+    }
+  }
   std::string bytes(kMagic, 4);
   Put<uint32_t>(bytes, kVersion);
   Put<uint64_t>(bytes, num_features_);
@@ -62,33 +71,8 @@ Status LinearModel::Save(const std::string& path) const {
     Put<uint64_t>(bytes, f);
     Put<double>(bytes, w);
   }
-  Put<uint64_t>(bytes, Fnv1a(bytes.data(), bytes.size()));
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::Unavailable(fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Status::Unavailable(fmt::format("cannot write {}: {}", tmp, std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::Unavailable(fmt::format("cannot write {}: {}", tmp, std::strerror(err)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::Unavailable(fmt::format("cannot rename {} to {}: {}", tmp, path, std::strerror(err)));
-  }
-  return Status::Ok();
+  Put<uint64_t>(bytes, XXH64(bytes.data(), bytes.size(), 0));
+  return WriteFileAtomically(path, bytes);
 }
 
 Result<LinearModel> LinearModel::Load(const std::string& path) {
@@ -101,7 +85,9 @@ Result<LinearModel> LinearModel::Load(const std::string& path) {
   if (bytes.size() < kHeaderBytes + 8) return bad(fmt::format("truncated ({} bytes)", bytes.size()));
   if (std::memcmp(bytes.data(), kMagic, 4) != 0) return bad("not a pserver model (bad magic)");
   const uint32_t version = Get<uint32_t>(bytes.data() + 4);
-  if (version != kVersion) return bad(fmt::format("version {} (this build reads {})", version, kVersion));
+  if (version != kVersion && version != kVersionFnv) {
+    return bad(fmt::format("version {} (this build reads {} and {})", version, kVersionFnv, kVersion));
+  }
   const uint64_t num_features = Get<uint64_t>(bytes.data() + 8);
   const uint64_t count = Get<uint64_t>(bytes.data() + 16);
   if (count > (bytes.size() - kHeaderBytes - 8) / kEntryBytes ||
@@ -109,13 +95,18 @@ Result<LinearModel> LinearModel::Load(const std::string& path) {
     return bad(fmt::format("{} bytes do not hold the {} weights the header announces", bytes.size(), count));
   }
   const size_t body = bytes.size() - 8;
-  if (Get<uint64_t>(bytes.data() + body) != Fnv1a(bytes.data(), body)) return bad("checksum mismatch");
+  const uint64_t checksum = version == kVersionFnv ? Fnv1a(bytes.data(), body) : XXH64(bytes.data(), body, 0);
+  if (Get<uint64_t>(bytes.data() + body) != checksum) return bad("checksum mismatch");
   std::vector<std::pair<uint64_t, double>> weights(count);
   for (uint64_t i = 0; i < count; ++i) {
     const char* p = bytes.data() + kHeaderBytes + i * kEntryBytes;
     weights[i] = {Get<uint64_t>(p), Get<double>(p + 8)};
     if (weights[i].first >= num_features || (i > 0 && weights[i].first <= weights[i - 1].first)) {
       return bad(fmt::format("weight {} has feature {} out of order or range", i, weights[i].first));
+    }
+    if (!std::isfinite(weights[i].second)) {
+      return bad(fmt::format("weight {} (feature {}) is {}, not a finite number", i, weights[i].first,
+                             weights[i].second));
     }
   }
   return LinearModel(num_features, std::move(weights));
@@ -152,11 +143,18 @@ Metrics Evaluate(const std::vector<double>& scores, const std::vector<float>& la
   // AUC by the rank-sum of the positives, ties sharing their mean rank.
   std::vector<size_t> order(m.rows);
   for (size_t i = 0; i < m.rows; ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
+  // A NaN score (from a model or data that overflowed) ranks below every number and ties with
+  // the other NaNs: the comparator must be a strict weak ordering, and `<` is none with NaNs.
+  auto less = [&](size_t a, size_t b) {
+    const bool a_nan = std::isnan(scores[a]), b_nan = std::isnan(scores[b]);
+    if (a_nan || b_nan) return a_nan && !b_nan;
+    return scores[a] < scores[b];
+  };
+  std::sort(order.begin(), order.end(), less);
   double positives = 0, rank_sum = 0;
   for (size_t i = 0; i < m.rows;) {
-    size_t j = i;
-    while (j < m.rows && scores[order[j]] == scores[order[i]]) ++j;
+    size_t j = i + 1;
+    while (j < m.rows && !less(order[i], order[j])) ++j;
     const double mean_rank = (static_cast<double>(i) + static_cast<double>(j) + 1) / 2;  // 1-based
     for (size_t k = i; k < j; ++k) {
       if (labels[order[k]] > 0) {

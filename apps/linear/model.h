@@ -1,11 +1,12 @@
 // LinearModel: the sparse weights of a trained linear model, its file format and its use.
 //
-// File format (little-endian), written atomically (temporary file, fsync, rename):
-//   magic "PSLM" (4 bytes) | version u32 (1) | num_features u64 | count u64 |
-//   count x (feature u64, weight f64), features strictly increasing |
-//   checksum u64: FNV-1a 64 of every byte before it.
+// File format (little-endian), written atomically (pserver/atomic_file.h):
+//   magic "PSLM" (4 bytes) | version u32 (2) | num_features u64 | count u64 |
+//   count x (feature u64, weight f64), features strictly increasing, weights finite |
+//   checksum u64: XXH64 (seed 0) of every byte before it (version 1: FNV-1a 64; still read).
 // Load refuses, with kCorruption naming the file and what is wrong, a file that is short,
-// long, of another magic or version, unsorted, or whose checksum does not match.
+// long, of another magic or version, unsorted, holding a NaN or infinite weight (naming the
+// feature), or whose checksum does not match.
 //
 // Thread-compatible value type.
 #pragma once
@@ -35,6 +36,8 @@ class LinearModel {
   LinearModel(uint64_t num_features, std::vector<std::pair<uint64_t, double>> weights);
 
   static Result<LinearModel> Load(const std::string& path);
+  // Writes the model atomically. kInvalidArgument (and nothing written) if a weight is NaN or
+  // infinite; the errors of WriteFileAtomically (pserver/atomic_file.h) otherwise.
   Status Save(const std::string& path) const;
 
   uint64_t num_features() const { return num_features_; }
@@ -49,7 +52,8 @@ class LinearModel {
   std::vector<std::pair<uint64_t, double>> weights_;
 };
 
-// Log-loss, AUC and accuracy of `scores` (margins) against `labels` (+1/-1).
+// Log-loss, AUC and accuracy of `scores` (margins) against `labels` (+1/-1). Ends on any
+// input: a NaN score ranks below every number (tied with the other NaNs) for the AUC.
 Metrics Evaluate(const std::vector<double>& scores, const std::vector<float>& labels);
 
 }  // namespace pserver::linear

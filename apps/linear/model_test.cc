@@ -4,10 +4,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "testing/test_util.h"
 
@@ -36,6 +40,31 @@ class ModelTest : public ::testing::Test {
 
   std::filesystem::path dir_;
 };
+
+// A version-1 model file (FNV-1a 64 checksum), built by hand so that a file holding any
+// weight, also one that Save refuses, can be written well-formed.
+std::string ModelFileV1(uint64_t num_features, const std::vector<std::pair<uint64_t, double>>& weights) {
+  std::string b = "PSLM";
+  auto put = [&](auto v) {
+    char raw[sizeof(v)];
+    std::memcpy(raw, &v, sizeof(v));
+    b.append(raw, sizeof(v));
+  };
+  put(uint32_t{1});
+  put(num_features);
+  put(uint64_t{weights.size()});
+  for (const auto& [f, w] : weights) {
+    put(f);
+    put(w);
+  }
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : b) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  put(h);
+  return b;
+}
 
 TEST_F(ModelTest, SaveAndLoadRoundTripExactly) {
   LinearModel m(100, {{3, 0.5}, {17, -1.25}, {99, 1e-300}});
@@ -74,6 +103,64 @@ TEST_F(ModelTest, RefusesCorruptTruncatedAndForeignFiles) {
   expect_refused(version, "version 9");
   expect_refused(good + "x", "do not hold");
   EXPECT_EQ(LinearModel::Load(Path("missing")).status().code(), StatusCode::kNotFound);
+}
+
+// Issue 11: a well-formed model holding a NaN or infinite weight is refused when loaded, with
+// the file and the feature named (predict used to spin forever on it).
+TEST_F(ModelTest, LoadRefusesANonFiniteWeight) {
+  for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                     -std::numeric_limits<double>::infinity()}) {
+    WriteAll(Path("nan"), ModelFileV1(10, {{1, 2.0}, {7, bad}}));
+    Status s = LinearModel::Load(Path("nan")).status();
+    EXPECT_EQ(s.code(), StatusCode::kCorruption) << s;
+    EXPECT_NE(s.message().find(Path("nan")), std::string::npos) << s;
+    EXPECT_NE(s.message().find("feature 7"), std::string::npos) << s;
+  }
+}
+
+// Issue 11: training never writes a non-finite weight: Save refuses one and writes nothing.
+TEST_F(ModelTest, SaveRefusesANonFiniteWeightAndWritesNothing) {
+  LinearModel m(10, {{1, 2.0}, {4, std::numeric_limits<double>::quiet_NaN()}});
+  Status s = m.Save(Path("m"));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("feature 4"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(Path("m")), std::string::npos) << s;
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
+}
+
+// The version-1 files written before the checksum became XXH64 still load.
+TEST_F(ModelTest, LoadsVersionOneFiles) {
+  WriteAll(Path("v1"), ModelFileV1(100, {{3, 0.5}, {17, -1.25}}));
+  Result<LinearModel> m = LinearModel::Load(Path("v1"));
+  ASSERT_OK(m);
+  EXPECT_EQ(m->Weight(17), -1.25);
+  EXPECT_EQ(m->num_features(), 100u);
+}
+
+TEST_F(ModelTest, SaveFailsWithTheReasonForAMissingDirectory) {
+  Status s = LinearModel(10, {{1, 2.0}}).Save(Path("no/such/dir/m"));
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find("No such file or directory"), std::string::npos) << s;
+}
+
+// Issue 11: Evaluate ends on scores that are NaN (the rank loop made no progress on a NaN,
+// and the sort's comparator was no strict weak ordering), and the rest of the metrics stay
+// meaningful for the finite scores.
+TEST(EvaluateTest, EndsOnNonFiniteScores) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> scores;
+  std::vector<float> labels;
+  for (int i = 0; i < 1000; ++i) {
+    scores.push_back(i % 3 == 0 ? nan : (i % 7 == 0 ? inf : i % 11 - 5.0));
+    labels.push_back(i % 2 == 0 ? 1.0f : -1.0f);
+  }
+  Metrics m = Evaluate(scores, labels);
+  EXPECT_EQ(m.rows, 1000u);
+  EXPECT_GE(m.auc, 0.0);
+  EXPECT_LE(m.auc, 1.0);
+  // Every score NaN: all tied, AUC 0.5.
+  EXPECT_DOUBLE_EQ(Evaluate({nan, nan, nan, nan}, {1, -1, 1, -1}).auc, 0.5);
 }
 
 TEST(EvaluateTest, MetricsMatchClosedForm) {
