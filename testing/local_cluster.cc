@@ -21,15 +21,24 @@ std::shared_ptr<void> DefaultServers(Node& server) {
 
 namespace {
 
-Result<std::unique_ptr<Node>> StartNode(const NodeOptions& o, transport::inproc::InprocHub* hub) {
+Result<std::unique_ptr<Node>> StartNode(const NodeOptions& o, transport::inproc::InprocHub* hub,
+                                        const LocalClusterOptions& options) {
   if (hub == nullptr) return Node::Start(o);
-  return internal::NodeAccess::StartWithTransport(
-      o, std::make_unique<transport::inproc::InprocTransport>(hub, transport::inproc::InprocOptions{}));
+  std::unique_ptr<transport::Transport> t =
+      std::make_unique<transport::inproc::InprocTransport>(hub, transport::inproc::InprocOptions{});
+  if (options.wrap_transport) {
+    const uint32_t hint = o.rank_hint < 0 ? 0 : static_cast<uint32_t>(o.rank_hint);
+    t = options.wrap_transport(o.role, hint, std::move(t));
+  }
+  return internal::NodeAccess::StartWithTransport(o, std::move(t));
 }
 
 }  // namespace
 
 Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options, ServerSetup setup) {
+  if (options.wrap_transport && !options.inproc) {
+    return Status::InvalidArgument("LocalClusterOptions::wrap_transport needs the inproc transport");
+  }
   std::unique_ptr<LocalCluster> c(new LocalCluster());
   transport::inproc::InprocHub* hub = nullptr;
   if (options.inproc) {
@@ -43,7 +52,7 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOpti
   NodeOptions sched = base;
   sched.role = Role::kScheduler;
   sched.scheduler_address = options.inproc ? "inproc://scheduler" : "tcp://127.0.0.1:0";
-  PSERVER_ASSIGN_OR_RETURN(c->scheduler_, StartNode(sched, hub));
+  PSERVER_ASSIGN_OR_RETURN(c->scheduler_, StartNode(sched, hub, options));
   base.scheduler_address = c->scheduler_->address();
 
   // Start blocks until the whole cluster registered, so every node starts in its own thread.
@@ -59,8 +68,8 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOpti
       NodeOptions o = base;
       o.role = i < options.num_servers ? Role::kServer : Role::kWorker;
       o.rank_hint = i < options.num_servers ? i : i - options.num_servers;
-      starters.emplace_back([&started, &start_status, i, o, hub] {
-        Result<std::unique_ptr<Node>> r = StartNode(o, hub);
+      starters.emplace_back([&started, &start_status, &options, i, o, hub] {
+        Result<std::unique_ptr<Node>> r = StartNode(o, hub, options);
         if (r.ok()) {
           started[i] = std::move(r).value();
         } else {

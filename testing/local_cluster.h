@@ -15,6 +15,7 @@
 
 #include "pserver/node.h"
 #include "pserver/options.h"
+#include "transport/transport.h"
 
 namespace pserver::testing {
 
@@ -24,6 +25,14 @@ struct LocalClusterOptions {
   bool inproc = false;  // inproc transport instead of ZeroMQ over loopback TCP
   // Timeouts and other settings every node gets (role, addresses and counts are filled in).
   NodeOptions node;
+  // inproc only: wraps each node's transport before the node starts (e.g. in a
+  // testing::InterceptingTransport, to watch, hold or re-send its messages). Called with the
+  // node's role and rank hint (servers and workers get their index as hint, which the
+  // scheduler honours; the scheduler gets 0). The wrapper must keep the inner transport. Called
+  // from several threads at once (nodes start in parallel).
+  std::function<std::unique_ptr<transport::Transport>(Role role, uint32_t rank_hint,
+                                                      std::unique_ptr<transport::Transport> inner)>
+      wrap_transport;
 };
 
 // Called on each server before it runs; the returned object (e.g. KVServer instances) lives

@@ -1,0 +1,217 @@
+#include "testing/intercepting_transport.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace pserver::testing {
+
+using transport::Bytes;
+using transport::Message;
+
+InterceptingTransport::InterceptingTransport(std::unique_ptr<transport::Transport> inner)
+    : inner_(std::move(inner)), rng_(1) {}
+
+InterceptingTransport::~InterceptingTransport() = default;
+
+void InterceptingTransport::SetRewriter(Rewriter rewrite) {
+  std::lock_guard lock(send_mu_);
+  rewrite_ = std::move(rewrite);
+}
+
+void InterceptingTransport::SetObserver(Observer observe) {
+  std::lock_guard lock(mu_);
+  observe_ = std::move(observe);
+}
+
+void InterceptingTransport::Hold(MessageMatch match, HoldMode mode) {
+  std::lock_guard lock(send_mu_);
+  hold_ = std::move(match);
+  hold_mode_ = mode;
+}
+
+Result<size_t> InterceptingTransport::Release() {
+  std::lock_guard lock(send_mu_);
+  hold_ = nullptr;
+  size_t sent = 0;
+  while (!held_.empty()) {
+    Held h = std::move(held_.front());
+    held_.pop_front();
+    {
+      std::lock_guard state(mu_);
+      held_count_ = held_.size();
+    }
+    PSERVER_RETURN_IF_ERROR(SendInner(std::move(h.msg), h.may_block));
+    ++sent;
+  }
+  // Delayed messages wait for later sends; a release sends them too, so that none is stranded.
+  std::vector<Delayed> delayed = std::move(delayed_);
+  delayed_.clear();
+  for (Delayed& d : delayed) PSERVER_RETURN_IF_ERROR(SendInner(std::move(d.msg), true));
+  return sent;
+}
+
+size_t InterceptingTransport::num_held() const {
+  std::lock_guard lock(mu_);
+  return held_count_;
+}
+
+void InterceptingTransport::Record(MessageMatch match) {
+  std::lock_guard lock(send_mu_);
+  record_ = std::move(match);
+}
+
+std::vector<Message> InterceptingTransport::Recorded() const {
+  std::lock_guard lock(mu_);
+  return recorded_;
+}
+
+Status InterceptingTransport::Inject(Message msg) {
+  std::lock_guard lock(send_mu_);
+  return SendInner(std::move(msg), true);
+}
+
+void InterceptingTransport::SetFaults(FaultPolicy policy) {
+  std::lock_guard lock(send_mu_);
+  rng_.seed(policy.seed);
+  faults_ = std::move(policy);
+  faults_on_ = faults_.drop > 0 || faults_.duplicate > 0 || faults_.delay > 0 || faults_.corrupt > 0;
+}
+
+FaultCounts InterceptingTransport::fault_counts() const {
+  std::lock_guard lock(mu_);
+  return counts_;
+}
+
+size_t InterceptingTransport::Count(Direction direction, const HeaderMatch& match) const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [d, h] : log_) n += d == direction && match(h) ? 1 : 0;
+  return n;
+}
+
+bool InterceptingTransport::WaitFor(Direction direction, const HeaderMatch& match, size_t n,
+                                    std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  size_t counted = 0;  // log_ only grows: count each entry once
+  size_t seen = 0;
+  return cv_.wait_for(lock, timeout, [&] {
+    for (; seen < log_.size(); ++seen) counted += log_[seen].first == direction && match(log_[seen].second) ? 1 : 0;
+    return counted >= n;
+  });
+}
+
+void InterceptingTransport::Log(Direction direction, const Message& msg) {
+  std::lock_guard lock(mu_);
+  log_.emplace_back(direction, msg.header);
+  if (observe_) observe_(direction, msg);
+  cv_.notify_all();
+}
+
+bool InterceptingTransport::Chance(double p) {
+  if (p <= 0) return false;
+  return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
+}
+
+Status InterceptingTransport::SendInner(Message msg, bool may_block) {
+  if (record_ && record_(msg)) {
+    std::lock_guard lock(mu_);
+    recorded_.push_back(msg);
+  }
+  Log(Direction::kSend, msg);
+  return may_block ? inner_->Send(std::move(msg)) : inner_->SendNoWait(std::move(msg));
+}
+
+void InterceptingTransport::TickDelayed() {
+  for (size_t i = 0; i < delayed_.size();) {
+    if (--delayed_[i].sends_left > 0) {
+      ++i;
+      continue;
+    }
+    Message m = std::move(delayed_[i].msg);
+    delayed_.erase(delayed_.begin() + static_cast<std::ptrdiff_t>(i));
+    (void)SendInner(std::move(m), true);  // the node was told it was sent: a loss is the fault
+  }
+}
+
+Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire, bool may_block) {
+  Message m = wire.message();
+  std::lock_guard lock(send_mu_);
+  if (rewrite_) rewrite_(m);
+  const bool faulty = faults_on_ && (faults_.applies ? faults_.applies(m) : transport::IsDataMessage(m.header.type));
+  if (faulty) {
+    if (Chance(faults_.drop)) {
+      std::lock_guard state(mu_);
+      ++counts_.dropped;
+      return Status::Ok();
+    }
+    if (Chance(faults_.duplicate)) {
+      {
+        std::lock_guard state(mu_);
+        ++counts_.duplicated;
+      }
+      Message copy = m;
+      PSERVER_RETURN_IF_ERROR(SendInner(std::move(copy), may_block));
+    } else if (Chance(faults_.delay)) {
+      {
+        std::lock_guard state(mu_);
+        ++counts_.delayed;
+      }
+      const uint32_t after = 1 + static_cast<uint32_t>(rng_() % std::max<uint32_t>(faults_.max_delay_sends, 1));
+      delayed_.push_back(Delayed{std::move(m), after});
+      return Status::Ok();
+    } else if (Chance(faults_.corrupt)) {
+      for (size_t tries = 0; tries < m.frames.size(); ++tries) {
+        const size_t f = rng_() % m.frames.size();
+        if (m.frames[f].empty()) continue;
+        Bytes copy = Bytes::Uninitialized(m.frames[f].size());
+        std::memcpy(copy.data(), m.frames[f].data(), copy.size());
+        copy.data()[rng_() % copy.size()] ^= std::byte{0x5a};
+        m.frames[f] = std::move(copy);
+        std::lock_guard state(mu_);
+        ++counts_.corrupted;
+        break;
+      }
+    }
+  }
+  bool hold = hold_ && hold_(m);
+  if (!hold && hold_mode_ == HoldMode::kKeepOrder) {
+    for (const Held& h : held_) hold = hold || h.msg.header.receiver == m.header.receiver;
+  }
+  if (hold) {
+    held_.push_back(Held{std::move(m), may_block});
+    std::lock_guard state(mu_);
+    held_count_ = held_.size();
+    return Status::Ok();
+  }
+  Status s = SendInner(std::move(m), may_block);
+  if (!delayed_.empty()) TickDelayed();
+  return s;
+}
+
+Result<std::string> InterceptingTransport::DoListen(const std::string& address) { return inner_->Listen(address); }
+
+Status InterceptingTransport::DoConnect(NodeId peer, const std::string& address,
+                                        const transport::ConnectionId& present_as) {
+  return inner_->Connect(peer, address, present_as);  // the node presents this wrapper's identity
+}
+
+Result<transport::Transport::RawFrames> InterceptingTransport::DoReceive(std::chrono::milliseconds timeout) {
+  PSERVER_ASSIGN_OR_RETURN(Message m, inner_->Receive(timeout));
+  Log(Direction::kReceive, m);
+  return RawFrames{transport::EncodeWire(transport::WireMessage(m)), m.origin};
+}
+
+void InterceptingTransport::DoShutdown() { inner_->Shutdown(); }
+
+Message KeySubRange(const Message& msg, size_t begin, size_t end) {
+  Message out;
+  out.header = msg.header;
+  const size_t n = msg.frames[0].size() / sizeof(Key);
+  out.frames.push_back(msg.frames[0].Slice(begin * sizeof(Key), end * sizeof(Key)));
+  const size_t row = n == 0 ? 0 : msg.frames[1].size() / n;
+  out.frames.push_back(msg.frames[1].Slice(begin * row, end * row));
+  out.frames.push_back(msg.frames[2]);
+  return out;
+}
+
+}  // namespace pserver::testing
