@@ -40,7 +40,10 @@ TEST_P(RawZmqThroughputTest, CompletesRequestsWithOneServerAndOneClient) {
   EXPECT_GT(r->requests, 0u);
   EXPECT_GT(r->seconds, 0.0);
   EXPECT_GT(r->requests_per_sec, 0.0);
-  const double bytes_per_request = static_cast<double>(PayloadBytesPerRequest(o.shape, 4096));
+  EXPECT_DOUBLE_EQ(r->requests_per_sec, static_cast<double>(r->requests) / r->seconds);
+  // The payload a request of each shape moves, written out: 4 KiB one way for push and pull
+  // (the 16-byte ack or request frame is not payload), 4 KiB each way for push-pull.
+  const double bytes_per_request = GetParam() == Shape::kPushPull ? 8192 : 4096;
   EXPECT_DOUBLE_EQ(r->bytes_per_sec, r->requests_per_sec * bytes_per_request);
 }
 
@@ -59,6 +62,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RawZmqThroughputTest,
                          [](const ::testing::TestParamInfo<Shape>& info) {
                            return std::string(ShapeName(info.param));
                          });
+
+TEST(PayloadBytesPerRequestTest, CountsThePayloadOfEachDirectionThatCarriesOne) {
+  EXPECT_EQ(PayloadBytesPerRequest(Shape::kPush, 4096), 4096u);
+  EXPECT_EQ(PayloadBytesPerRequest(Shape::kPull, 4096), 4096u);
+  EXPECT_EQ(PayloadBytesPerRequest(Shape::kPushPull, 4096), 8192u);
+  EXPECT_EQ(PayloadBytesPerRequest(Shape::kPushPull, 0), 0u);
+  EXPECT_EQ(PayloadBytesPerRequest(Shape::kPushPull, kMaxPayloadBytes), uint64_t{1} << 31);
+}
 
 TEST(RawZmqThroughputTest, HandlesEmptyPayloadAndZeroWarmup) {
   RawZmqOptions o = TinyOptions(Shape::kPushPull, 0);
