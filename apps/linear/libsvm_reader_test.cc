@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "apps/linear/synthetic.h"
+#include "testing/test_util.h"
 
 namespace pserver::linear {
 namespace {
@@ -75,9 +76,9 @@ TEST(LibsvmReaderTest, ToleratesCommentsBlankLinesCrlfAndTabs) {
 
 // Values take a fast path for short decimals; it must agree with std::from_chars exactly.
 TEST(LibsvmReaderTest, ValuesReadExactlyAsFromChars) {
-  const uint32_t seed = std::random_device{}();
-  std::printf("ValuesReadExactlyAsFromChars seed=%u\n", seed);
-  std::mt19937 rng(seed);
+  const uint64_t seed = pserver::testing::TestSeed(20261201);
+  SCOPED_TRACE(fmt::format("seed={} (PSERVER_TEST_SEED replays it)", seed));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::vector<std::string> texts = {
       "0",          "-0",    "1",         "+1",        "0.1",      ".5",           "5.",
       "-.25",       "0.3",   "9999999",   "0.0000001", "1234567.", "3.4028235e38", "16777217",
@@ -138,9 +139,9 @@ TEST(LibsvmReaderTest, MalformedLinesNameFileLineAndProblem) {
 // Arbitrary bytes are either parsed or refused with kCorruption naming the source: never a
 // crash (run under ASan/UBSan in the sanitizer builds).
 TEST(LibsvmReaderTest, RandomBytesNeverCrash) {
-  const uint32_t seed = std::random_device{}();
-  std::printf("RandomBytesNeverCrash seed=%u\n", seed);
-  std::mt19937 rng(seed);
+  const uint64_t seed = pserver::testing::TestSeed(20261202);
+  SCOPED_TRACE(fmt::format("seed={} (PSERVER_TEST_SEED replays it)", seed));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   const std::string alphabet("0123456789+-.:#eEnaif \t\r\n\x00\xff", 27);
   for (int i = 0; i < 5000; ++i) {
     std::string text;
@@ -214,9 +215,8 @@ std::vector<std::string> RowStrings(const Dataset& d) {
 // Every line is read by exactly one part, for 1..7 parts, over random files with comments,
 // blank lines, CRLF and varied line lengths, cut into 1..4 files at random points.
 TEST(LibsvmReaderTest, ReadPartCoversEveryLineExactlyOnce) {
-  const uint32_t seed = std::random_device{}();
-  std::printf("ReadPartCoversEveryLineExactlyOnce seed=%u\n", seed);
-  SCOPED_TRACE(fmt::format("seed={}", seed));
+  const uint64_t seed = pserver::testing::TestSeed(20261203);
+  SCOPED_TRACE(fmt::format("seed={} (PSERVER_TEST_SEED replays it)", seed));
   std::mt19937_64 rng(seed);
   TempDir dir;
   for (int trial = 0; trial < 6; ++trial) {
