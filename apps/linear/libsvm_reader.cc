@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "apps/linear/io_util.h"
+#include "pserver/atomic_file.h"
 
 namespace pserver::linear {
 namespace {
@@ -349,24 +350,19 @@ void AppendLibsvmRow(const RowView& row, std::string* out) {
 }
 
 Status WriteLibsvm(const Dataset& data, const std::string& path) {
-  FilePtr f(std::fopen(path.c_str(), "wb"));
-  if (!f) return ErrnoStatus(path, "open for writing", errno);
+  // Atomic (pserver/atomic_file.h): a failed write leaves no partial file under `path`.
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
   std::string buf;
   constexpr size_t kFlushBytes = size_t{4} << 20;
-  auto flush = [&]() -> Status {
-    if (!buf.empty() && std::fwrite(buf.data(), 1, buf.size(), f.get()) != buf.size()) {
-      return ErrnoStatus(path, "write", errno);
-    }
-    buf.clear();
-    return Status::Ok();
-  };
   for (size_t r = 0; r < data.num_rows(); ++r) {
     AppendLibsvmRow(data.row(r), &buf);
-    if (buf.size() >= kFlushBytes) PSERVER_RETURN_IF_ERROR(flush());
+    if (buf.size() >= kFlushBytes) {
+      PSERVER_RETURN_IF_ERROR(out->Append(buf));
+      buf.clear();
+    }
   }
-  PSERVER_RETURN_IF_ERROR(flush());
-  if (std::fclose(f.release()) != 0) return ErrnoStatus(path, "close", errno);
-  return Status::Ok();
+  PSERVER_RETURN_IF_ERROR(out->Append(buf));
+  return out->Commit();
 }
 
 }  // namespace pserver::linear

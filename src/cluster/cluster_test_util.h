@@ -95,7 +95,9 @@ class ObservingTransport final : public transport::Transport {
 
  protected:
   Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
-  Status DoConnect(NodeId peer, const std::string& address) override { return inner_->Connect(peer, address); }
+  Status DoConnect(NodeId peer, const std::string& address, const transport::ConnectionId& present_as) override {
+    return inner_->Connect(peer, address, present_as);
+  }
   Status DoSend(NodeId, const transport::WireMessage& wire, bool may_block) override {
     transport::Message m = wire.message();
     if (rewrite_) rewrite_(m);
@@ -105,7 +107,7 @@ class ObservingTransport final : public transport::Transport {
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
     PSERVER_ASSIGN_OR_RETURN(transport::Message m, inner_->Receive(timeout));
     if (on_receive_) on_receive_(m);
-    return RawFrames{transport::EncodeWire(transport::WireMessage(m))};
+    return RawFrames{transport::EncodeWire(transport::WireMessage(m)), m.origin};
   }
   void DoShutdown() override { inner_->Shutdown(); }
 

@@ -49,6 +49,9 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
                            : fmt::format("tcp://{}:0", options.host);
   PSERVER_ASSIGN_OR_RETURN(node->address_, node->transport_->Listen(listen));
   PSERVER_RETURN_IF_ERROR(node->transport_->Connect(kSchedulerId, options.scheduler_address));
+  node->transport_->NamePeer(kSchedulerId, node->DescribeNode(kSchedulerId));
+  PSERVER_LOG_INFO("{} listening at {}; registering with the scheduler at {}", RoleName(options.role), node->address_,
+                   options.scheduler_address);
   PSERVER_RETURN_IF_ERROR(node->Register());
   node->last_ack_ = Clock::now();
   node->receive_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->ReceiveLoop(st); });
@@ -74,7 +77,7 @@ Message NodeRuntime::ToScheduler(MessageType type) const {
 }
 
 Status NodeRuntime::Register() {
-  RegisterRequest req{options_.role, address_, options_.rank_hint};
+  RegisterRequest req{options_.role, address_, options_.rank_hint, scheduler_identity_};
   auto deadline = Clock::now() + options_.register_timeout;
   const std::string& where = options_.scheduler_address;
   Message m = ToScheduler(MessageType::kRegister);
@@ -103,7 +106,13 @@ Status NodeRuntime::Register() {
       return reply.status();
     }
     const Message& msg = *reply;
+    if (!FromScheduler(msg)) {
+      Refuse(msg, "during registration, from a connection that is not the scheduler's");
+      continue;
+    }
     if (msg.header.type == MessageType::kShutdown) {
+      PSERVER_LOG_WARN("{} at {}: the scheduler at {} ended the job during registration", RoleName(options_.role),
+                       address_, where);
       return Status::Aborted(fmt::format("the scheduler at {} ended the job during registration: {}", where,
                                          ReplyError(msg).message()));
     }
@@ -135,6 +144,7 @@ Status NodeRuntime::ApplyView(const RegisterReply& reply) {
     // Workers talk to servers and servers answer workers; the scheduler talks to everyone.
     if (n.id != id_ && n.role != options_.role) {
       PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
+      transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
     }
   }
   if (!found_self) return Status::Corruption("this node is missing from the cluster view");
@@ -146,7 +156,7 @@ Status NodeRuntime::ApplyView(const RegisterReply& reply) {
 }
 
 std::string NodeRuntime::DescribeNode(NodeId id) const {
-  if (id == kSchedulerId) return "scheduler";
+  if (id == kSchedulerId) return NodeName(Role::kScheduler, Rank(), kSchedulerId);
   auto it = nodes_by_id_.find(id);
   if (it == nodes_by_id_.end()) return fmt::format("node {}", id.value);
   return NodeName(it->second.role, it->second.rank, id);
@@ -160,10 +170,35 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
       return;  // shut down
     }
     if (transport::IsDataMessage(msg->header.type)) {
+      if (!FromDataPeer(*msg)) {
+        Refuse(*msg, "data message from a connection that is not the claimed peer's");
+        continue;
+      }
       DeliverData(std::move(*msg));
     } else {
+      if (!FromScheduler(*msg)) {
+        Refuse(*msg, "control message from a connection that is not the scheduler's");
+        continue;
+      }
       HandleControl(std::move(*msg));
     }
+  }
+}
+
+bool NodeRuntime::FromDataPeer(const Message& msg) const {
+  // nodes_by_id_ is written only before the receive thread starts.
+  auto it = nodes_by_id_.find(msg.header.sender);
+  return it != nodes_by_id_.end() && it->second.role != options_.role && it->second.identity == msg.origin;
+}
+
+void NodeRuntime::Refuse(const Message& msg, const char* why) {
+  const uint64_t n = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (n <= 10 || n % 1000 == 0) {
+    // Before registration completes this node has no id yet: it is named by role and address.
+    const std::string self = nodes_by_id_.contains(id_) ? DescribeNode(id_)
+                                                        : fmt::format("{} at {}", RoleName(options_.role), address_);
+    PSERVER_LOG_WARN("{}: dropped {} (connection {}): {}; {} dropped so far", self,
+                     transport::Describe(msg.header), msg.origin.ShortString(), why, n);
   }
 }
 
@@ -248,6 +283,11 @@ void NodeRuntime::HandleControl(Message&& msg) {
     }
     case MessageType::kShutdown: {
       Status why = h.is_error() ? ReplyError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
+      if (why.ok()) {
+        PSERVER_LOG_INFO("{}: the scheduler (node 0) ended the job", DescribeNode(id_));
+      } else {
+        PSERVER_LOG_WARN("{}: the scheduler (node 0) ended the job: {}", DescribeNode(id_), why.ToString());
+      }
       Message ack = ToScheduler(MessageType::kShutdown);
       ack.header.flags = transport::kFlagReply;
       (void)transport_->SendNoWait(std::move(ack));  // best effort: the scheduler times out otherwise
@@ -318,8 +358,9 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
     auto silent = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ack_);
     if (silent > options_.heartbeat_timeout) {
       lock.unlock();
-      Fail(Status::Unavailable(fmt::format("the scheduler at {} has not answered heartbeats for {} ms",
-                                           options_.scheduler_address, silent.count())));
+      Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {})",
+                                           DescribeNode(kSchedulerId), silent.count(),
+                                           options_.scheduler_address)));
       return;
     }
     lock.unlock();
@@ -353,7 +394,8 @@ Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const s
     return reply;
   }
   if (Status h = HealthLocked(); !h.ok()) return h.WithContext(what);
-  return Status::DeadlineExceeded(fmt::format("{}: no answer from the scheduler within {} ms", what, timeout.count()));
+  return Status::DeadlineExceeded(
+      fmt::format("{}: no answer from {} within {} ms", what, DescribeNode(kSchedulerId), timeout.count()));
 }
 
 Status NodeRuntime::Barrier(BarrierGroup group, milliseconds timeout) {

@@ -11,6 +11,14 @@
 // another worker is not a failure of this node (the job goes on without it); the DataHandler
 // hears of every death through OnNodeFailed.
 //
+// Who is believed: control messages only from the scheduler's connection -- the connection
+// presenting the identity this node asked the scheduler to present (RegisterRequest), not
+// whatever sender id a header claims -- and data messages only from a node of the cluster view
+// of the other role (servers hear workers, workers hear servers), over a connection presenting
+// that node's identity (NodeInfo::identity). Anything else is dropped, counted
+// (refused_messages()) and logged (rate-limited), and never acted on, also during registration.
+// A node that ends because of a shutdown logs why and from whom.
+//
 // Thread safety: all public methods are thread-safe. DataHandler callbacks run on the receive
 // thread and must not block.
 #pragma once
@@ -120,6 +128,9 @@ class NodeRuntime {
   // kUnavailable naming the node when the scheduler declared it dead; OK otherwise.
   Status PeerStatus(NodeId id) const;
 
+  // Messages dropped because their connection may not send them (see above), since Start.
+  uint64_t refused_messages() const { return refused_.load(std::memory_order_relaxed); }
+
  private:
   struct ControlCall {
     bool done = false;
@@ -132,6 +143,12 @@ class NodeRuntime {
   void ReceiveLoop(std::stop_token stop);
   void HeartbeatLoop(std::stop_token stop);
   void HandleControl(transport::Message&& msg);
+  // Whether `msg` came over the scheduler's connection.
+  bool FromScheduler(const transport::Message& msg) const { return msg.origin == scheduler_identity_; }
+  // Whether data message `msg` came from a peer of the view that may send it.
+  bool FromDataPeer(const transport::Message& msg) const;
+  // Drops `msg`: counts it and logs it (the first ten, then every 1000th).
+  void Refuse(const transport::Message& msg, const char* why);
   void HandleTableAnnounce(const transport::Message& msg);
   void DeliverData(transport::Message&& msg);
   void FlushEarlyData();  // REQUIRES: data_mu_ held
@@ -144,6 +161,9 @@ class NodeRuntime {
 
   const NodeOptions options_;
   std::unique_ptr<transport::Transport> transport_;
+  // What the scheduler's connection to this node presents (sent in the registration).
+  const transport::ConnectionId scheduler_identity_ = transport::ConnectionId::Random();
+  std::atomic<uint64_t> refused_{0};
   std::string address_;
   NodeId id_;
   Rank rank_;

@@ -60,11 +60,10 @@ void Scheduler::Handle(Message&& msg) {
   const auto& h = msg.header;
   if (h.type == MessageType::kRegister) return HandleRegister(std::move(msg));
   auto it = member_index_.find(h.sender);
-  if (it == member_index_.end()) {
-    PSERVER_LOG_WARN("scheduler: ignored {} from an unregistered node", transport::Describe(h));
-    return;
-  }
+  if (it == member_index_.end()) return Refuse(msg, "from an unregistered node");
   Member& member = members_[it->second];
+  // The header's sender is only a claim: the connection must present that node's identity.
+  if (msg.origin != member.info.identity) return Refuse(msg, "from a connection that is not the claimed node's");
   if (member.dead) {
     // Declared dead but still talking (it was only silent): it is no part of the job any more,
     // and is told so, so that it ends instead of waiting for answers that never come. (Its
@@ -110,11 +109,14 @@ void Scheduler::HandleRegister(Message&& msg) {
     PSERVER_LOG_WARN("scheduler: {}", req.status().ToString());
     return;
   }
+  if (msg.origin.anonymous()) return Refuse(msg, "registration from a connection without a pserver identity");
   for (const Member& m : members_) {
     if (m.info.address == req->address) return;  // a resent registration
   }
   NodeId id(next_id_++);
-  if (Status s = transport_->Connect(id, req->address); !s.ok()) {
+  // Back to the node over a connection presenting the identity it asked for: the node believes
+  // control messages only from that connection.
+  if (Status s = transport_->Connect(id, req->address, req->scheduler_identity); !s.ok()) {
     PSERVER_LOG_WARN("scheduler: cannot connect back to {}: {}", req->address, s.ToString());
     return;
   }
@@ -129,7 +131,8 @@ void Scheduler::HandleRegister(Message&& msg) {
     return;
   }
   Member m;
-  m.info = NodeInfo{id, req->role, Rank(), req->address};
+  m.info = NodeInfo{id, req->role, Rank(), req->address, msg.origin};
+  transport_->NamePeer(id, fmt::format("{} (node {})", RoleName(req->role), id.value));
   m.rank_hint = req->rank_hint;
   member_index_[id] = members_.size();
   members_.push_back(std::move(m));
@@ -164,7 +167,10 @@ void Scheduler::FormCluster() {
   view_.num_servers = options_.num_servers;
   view_.num_workers = options_.num_workers;
   view_.virtual_nodes = options_.virtual_nodes;
-  for (const Member& m : members_) view_.nodes.push_back(m.info);
+  for (const Member& m : members_) {
+    view_.nodes.push_back(m.info);
+    transport_->NamePeer(m.info.id, Describe(m.info.id));
+  }
   std::sort(view_.nodes.begin(), view_.nodes.end(),
             [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
   auto now = Clock::now();
@@ -435,7 +441,10 @@ Status Scheduler::FinishShutdown() {
       break;
     }
     auto it = member_index_.find(msg->header.sender);
-    if (it == member_index_.end()) continue;
+    if (it == member_index_.end() || msg->origin != members_[it->second].info.identity) {
+      Refuse(*msg, "from a connection that is not the claimed node's");
+      continue;
+    }
     members_[it->second].last_seen = Clock::now();
     if (msg->header.type == MessageType::kShutdown && msg->header.is_reply()) members_[it->second].shutdown_acked = true;
   }
@@ -444,6 +453,14 @@ Status Scheduler::FinishShutdown() {
                      options_.shutdown_timeout.count());
   }
   return Status::Ok();
+}
+
+void Scheduler::Refuse(const Message& msg, const char* why) {
+  ++refused_;
+  if (refused_ <= 10 || refused_ % 1000 == 0) {
+    PSERVER_LOG_WARN("scheduler: dropped {} (connection {}): {}; {} dropped so far", transport::Describe(msg.header),
+                     msg.origin.ShortString(), why, refused_);
+  }
 }
 
 void Scheduler::Broadcast(Message msg) {

@@ -8,6 +8,11 @@
 // finalized. Without replication (a later layer) a dead node cannot be replaced, so a death
 // aborts the job: every node is told why, and Run returns the error.
 //
+// Who is believed: a registration from any connection that presents a pserver identity (the
+// transport is not authenticated yet; see docs/wire_format.md), and every later message claiming
+// a node only from the connection that registered it (NodeInfo::identity). Anything else is
+// dropped, counted (refused_messages()) and logged (rate-limited).
+//
 // Thread safety: Start and address() from any thread; Run from one thread, and all the work
 // happens on it. Stop() is thread-safe and makes Run return kAborted.
 #pragma once
@@ -44,6 +49,10 @@ class Scheduler {
 
   // Makes Run return soon; thread-safe.
   void Stop() { transport_->Shutdown(); }
+
+  // Messages dropped because their connection may not send them. Call from Run's thread or
+  // after Run returned.
+  uint64_t refused_messages() const { return refused_; }
 
  private:
   struct Member {
@@ -89,6 +98,7 @@ class Scheduler {
   void ReplyError(const transport::Message& request, transport::MessageType type, const Status& error);
   void ReplyTo(const transport::Header& request, transport::MessageType type, transport::Message reply);
   void Broadcast(transport::Message msg);
+  void Refuse(const transport::Message& msg, const char* why);
   std::string Describe(NodeId id) const;
 
   const NodeOptions options_;
@@ -107,6 +117,7 @@ class Scheduler {
   absl::flat_hash_map<std::string, PendingTable> pending_tables_;          // being announced
   uint32_t next_table_ = 1;
   int64_t next_announce_ = 1;  // request_id of the next announcement
+  uint64_t refused_ = 0;
   uint32_t dead_workers_ = 0;
 };
 

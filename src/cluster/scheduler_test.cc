@@ -270,7 +270,7 @@ TEST(SchedulerTest, BarrierThatCannotCompleteTimesOutNamingIt) {
   ASSERT_OK(job.StartAll({kServer, kWorker, kWorker}));
   // The other members never come.
   EXPECT_TRUE(StatusIs(job.node(1)->Barrier(BarrierGroup::kAll, milliseconds(20)), StatusCode::kDeadlineExceeded,
-                       "barrier of all: no answer from the scheduler within 20 ms"));
+                       "barrier of all: no answer from the scheduler (node 0) within 20 ms"));
   // A group whose members all came is not held up by the others.
   EXPECT_OK(job.node(0)->Barrier(BarrierGroup::kServers, seconds(30)));
   EXPECT_TRUE(StatusIs(job.node(2)->Barrier(BarrierGroup::kWorkers, milliseconds(20)), StatusCode::kDeadlineExceeded,
@@ -299,6 +299,44 @@ TEST(SchedulerTest, RunReturnsOkOnceEveryWorkerFinalized) {
   // Afterwards the nodes report the ended job.
   EXPECT_TRUE(StatusIs(job.node(1)->health(), StatusCode::kAborted, "the job has ended"));
   EXPECT_TRUE(StatusIs(job.node(1)->Barrier(BarrierGroup::kAll, seconds(1)), StatusCode::kAborted));
+}
+
+// A message claiming to come from node `claimed`, sent by a transport of the job's hub that is
+// not that node's: it presents another identity.
+Message Forged(MessageType type, NodeId claimed, NodeId receiver) {
+  Message m;
+  m.header.type = type;
+  m.header.sender = claimed;
+  m.header.receiver = receiver;
+  return m;
+}
+
+TEST(SchedulerTest, MessagesClaimingANodeFromAnotherConnectionAreIgnored) {
+  Traffic traffic;
+  InprocJob job(Quiet());
+  ASSERT_OK(job.StartScheduler(1, 1, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  auto server = job.Spawn([&] { return job.node(0)->Run(); });
+  Node& worker = *job.node(1);
+  // Another program reaches the scheduler and speaks for the worker: it finalizes, enters a
+  // barrier and confirms a shutdown in the worker's name.
+  std::unique_ptr<transport::Transport> forger = job.NewTransport();
+  ASSERT_OK(forger->Listen("inproc://0").status());
+  ASSERT_OK(forger->Connect(kSchedulerId, InprocJob::kSchedulerAddress));
+  for (MessageType type : {MessageType::kFinalize, MessageType::kBarrier, MessageType::kHeartbeat}) {
+    ASSERT_OK(forger->Send(Forged(type, worker.id(), kSchedulerId)));
+  }
+  ASSERT_TRUE(traffic.AwaitReceived(MessageType::kFinalize, 1));
+  // The job did not end: the worker still works (the scheduler answers its calls, which it
+  // takes after the forged ones), and only its own Finalize ends the job.
+  EXPECT_OK(worker.DeclareTable(SomeTable(), seconds(30)));
+  EXPECT_OK(worker.Barrier(BarrierGroup::kWorkers, seconds(30)));
+  EXPECT_EQ(traffic.Sent(MessageType::kShutdown), 0);
+  EXPECT_OK(worker.health());
+  EXPECT_OK(worker.Finalize(seconds(30)));
+  EXPECT_OK(server.get());
+  EXPECT_OK(job.SchedulerOutcome());
 }
 
 TEST(SchedulerTest, RunReturnsDeadlineExceededWhenTheClusterDoesNotForm) {
