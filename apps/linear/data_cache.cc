@@ -4,15 +4,17 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
-#include <atomic>
 #include <bit>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <utility>
 
 #include "apps/linear/io_util.h"
+#include "pserver/atomic_file.h"
 
 namespace pserver::linear {
 
@@ -27,12 +29,6 @@ constexpr char kMagic[8] = {'P', 'S', 'L', 'D', 'A', 'T', 'A', '\n'};
 constexpr size_t kHeaderBytes = 64;
 constexpr size_t kChecksumOffset = 56;
 
-constexpr uint64_t kP1 = 11400714785074694791ULL;
-constexpr uint64_t kP2 = 14029467366897019727ULL;
-constexpr uint64_t kP3 = 1609587929392839161ULL;
-constexpr uint64_t kP4 = 9650029242287828579ULL;
-constexpr uint64_t kP5 = 2870177450012600261ULL;
-
 inline uint64_t Read64(const unsigned char* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -42,15 +38,6 @@ inline uint32_t Read32(const unsigned char* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
-}
-inline uint64_t Round(uint64_t acc, uint64_t input) {
-  acc += input * kP2;
-  acc = std::rotl(acc, 31);
-  return acc * kP1;
-}
-inline uint64_t Merge(uint64_t acc, uint64_t val) {
-  acc ^= Round(0, val);
-  return acc * kP1 + kP4;
 }
 
 struct Header {
@@ -92,20 +79,6 @@ uint64_t Checksum(const unsigned char* header, const std::vector<float>& labels,
   return h;
 }
 
-Status WriteAll(int fd, const std::string& path, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, p, std::min<size_t>(size, size_t{1} << 30));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(path, "write", errno);
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 // Reads exactly `size` bytes; returns false at a premature end of file.
 Result<bool> ReadAll(int fd, const std::string& path, void* data, size_t size) {
   char* p = static_cast<char*>(data);
@@ -137,9 +110,42 @@ class Fd {
   int fd_;
 };
 
-std::atomic<uint64_t> temp_counter{0};
+// The content key of the inputs: XXH3-64 of every input's bytes, in order, and the split.
+Result<uint64_t> InputsKey(const std::vector<std::string>& paths, int part, int num_parts) {
+  XXH3_state_t* state = XXH3_createState();
+  if (state == nullptr) return Status::Internal("XXH3_createState failed");
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> owner(state, XXH3_freeState);
+  (void)XXH3_64bits_reset(state);
+  const std::string head =
+      fmt::format("pserver-linear-data v{} part {} of {} files {}\n", kDataCacheVersion, part, num_parts,
+                  paths.size());
+  (void)XXH3_64bits_update(state, head.data(), head.size());
+  std::vector<char> buf(size_t{1} << 20);
+  for (const std::string& p : paths) {
+    Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) return ErrnoStatus(p, "open", errno);
+    uint64_t size = 0;
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(p, "read", errno);
+      }
+      if (n == 0) break;
+      (void)XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
+      size += static_cast<uint64_t>(n);
+    }
+    // The length ends each file, so that moving bytes from one file to the next changes the key.
+    (void)XXH3_64bits_update(state, &size, sizeof(size));
+  }
+  return XXH3_64bits_digest(state);
+}
 
-Status WriteBody(int fd, const std::string& path, const Dataset& data) {
+}  // namespace
+
+uint64_t Xxh64(const void* data, size_t size, uint64_t seed) { return XXH64(data, size, seed); }
+
+Status WriteDataCache(const Dataset& data, const std::string& path) {
   Header h;
   h.num_rows = data.num_rows();
   h.nnz = data.nnz();
@@ -149,80 +155,13 @@ Status WriteBody(int fd, const std::string& path, const Dataset& data) {
   EncodeHeader(h, header);
   h.checksum = Checksum(header, data.labels(), data.offsets(), data.feature_ids(), data.values());
   EncodeHeader(h, header);
-  PSERVER_RETURN_IF_ERROR(WriteAll(fd, path, header, kHeaderBytes));
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
+  PSERVER_RETURN_IF_ERROR(out->Append({reinterpret_cast<const char*>(header), kHeaderBytes}));
   for (auto bytes : {Bytes(data.labels()), Bytes(data.offsets()), Bytes(data.feature_ids()),
                      Bytes(data.values())}) {
-    PSERVER_RETURN_IF_ERROR(WriteAll(fd, path, bytes.data(), bytes.size()));
+    PSERVER_RETURN_IF_ERROR(out->Append({reinterpret_cast<const char*>(bytes.data()), bytes.size()}));
   }
-  if (::fsync(fd) != 0) return ErrnoStatus(path, "fsync", errno);
-  return Status::Ok();
-}
-
-}  // namespace
-
-uint64_t Xxh64(const void* data, size_t size, uint64_t seed) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  const unsigned char* const end = p + size;
-  uint64_t h;
-  if (size >= 32) {
-    uint64_t v1 = seed + kP1 + kP2, v2 = seed + kP2, v3 = seed, v4 = seed - kP1;
-    const unsigned char* const limit = end - 32;
-    do {
-      v1 = Round(v1, Read64(p));
-      v2 = Round(v2, Read64(p + 8));
-      v3 = Round(v3, Read64(p + 16));
-      v4 = Round(v4, Read64(p + 24));
-      p += 32;
-    } while (p <= limit);
-    h = std::rotl(v1, 1) + std::rotl(v2, 7) + std::rotl(v3, 12) + std::rotl(v4, 18);
-    h = Merge(h, v1);
-    h = Merge(h, v2);
-    h = Merge(h, v3);
-    h = Merge(h, v4);
-  } else {
-    h = seed + kP5;
-  }
-  h += static_cast<uint64_t>(size);
-  while (p + 8 <= end) {
-    h ^= Round(0, Read64(p));
-    h = std::rotl(h, 27) * kP1 + kP4;
-    p += 8;
-  }
-  if (p + 4 <= end) {
-    h ^= static_cast<uint64_t>(Read32(p)) * kP1;
-    h = std::rotl(h, 23) * kP2 + kP3;
-    p += 4;
-  }
-  while (p < end) {
-    h ^= static_cast<uint64_t>(*p) * kP5;
-    h = std::rotl(h, 11) * kP1;
-    ++p;
-  }
-  h ^= h >> 33;
-  h *= kP2;
-  h ^= h >> 29;
-  h *= kP3;
-  h ^= h >> 32;
-  return h;
-}
-
-Status WriteDataCache(const Dataset& data, const std::string& path) {
-  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), temp_counter++);
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return ErrnoStatus(tmp, "create", errno);
-  Status s = WriteBody(fd.get(), tmp, data);
-  if (s.ok() && ::close(fd.release()) != 0) s = ErrnoStatus(tmp, "close", errno);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoStatus(path, "rename", errno);
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  // Make the rename durable (best effort: some file systems refuse fsync on a directory).
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::filesystem::path dir = parent.empty() ? std::filesystem::path(".") : parent;
-  Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.get() >= 0) (void)::fsync(dir_fd.get());
-  return Status::Ok();
+  return out->Commit();
 }
 
 Result<Dataset> ReadDataCache(const std::string& path) {
@@ -312,19 +251,7 @@ Result<LoadedData> LoadOrParse(const std::vector<std::string>& paths, int part, 
     return Status::InvalidArgument(
         fmt::format("LoadOrParse: part {} of {} is out of range", part, num_parts));
   }
-  // The key: every input's identity and version, and the split.
-  std::string key =
-      fmt::format("pserver-linear-data v{} part {} of {}\n", kDataCacheVersion, part, num_parts);
-  for (const std::string& p : paths) {
-    std::error_code ec;
-    const std::filesystem::path abs = std::filesystem::absolute(p, ec);
-    struct stat st {};
-    if (::stat(p.c_str(), &st) != 0) return ErrnoStatus(p, "stat", errno);
-    key += fmt::format("{}\t{}\t{}.{:09}\n", ec ? p : abs.string(),
-                       static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec),
-                       static_cast<int64_t>(st.st_mtim.tv_nsec));
-  }
-  const uint64_t hash = Xxh64(key.data(), key.size(), 0);
+  PSERVER_ASSIGN_OR_RETURN(const uint64_t hash, InputsKey(paths, part, num_parts));
   out.cache_path = (std::filesystem::path(cache_dir) /
                     fmt::format("{:016x}.part{}of{}.psdata", hash, part, num_parts))
                        .string();
@@ -336,13 +263,15 @@ Result<LoadedData> LoadOrParse(const std::vector<std::string>& paths, int part, 
   }
   if (cached.status().code() != StatusCode::kNotFound) out.note = cached.status().ToString();
   PSERVER_ASSIGN_OR_RETURN(out.data, ReadPart(paths, part, num_parts, options));
+  // The cache only saves time: when it cannot be written, say why and go on without it.
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
-  if (ec) {
-    return Status::Unavailable(
-        fmt::format("{}: cannot create cache directory: {}", cache_dir, ec.message()));
+  Status written = ec ? Status::Unavailable(fmt::format("{}: cannot create the directory: {}", cache_dir, ec.message()))
+                      : WriteDataCache(out.data, out.cache_path);
+  if (!written.ok()) {
+    out.warning = fmt::format("data cache not written, continuing without it: {}", written.message());
+    out.cache_path.clear();
   }
-  PSERVER_RETURN_IF_ERROR(WriteDataCache(out.data, out.cache_path));
   return out;
 }
 

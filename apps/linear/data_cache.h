@@ -13,8 +13,9 @@
 //                       previous hash as seed) over each payload array in order
 //          64  payload  labels float[R], offsets uint64[R+1], feature ids uint64[E],
 //                       values float[E]
-// Files are written atomically (a temporary file in the same directory, fsync, rename), so a
-// reader sees either the old file, the new one, or none.
+// Files are written atomically (pserver/atomic_file.h: a temporary file in the same directory,
+// fsync, rename, fsync of the directory), so a reader sees either the old file, the new one,
+// or none, and a failed write leaves nothing behind.
 //
 // All functions are thread-safe (no shared state) and block on file I/O. Two processes may
 // race to write the same cache file; the last rename wins and both files are complete.
@@ -34,7 +35,7 @@ namespace pserver::linear {
 
 inline constexpr uint32_t kDataCacheVersion = 1;
 
-// XXH64 (Yann Collet's xxHash, 64-bit) of `size` bytes at `data` with `seed`.
+// XXH64 (Yann Collet's xxHash, 64-bit; libxxhash) of `size` bytes at `data` with `seed`.
 uint64_t Xxh64(const void* data, size_t size, uint64_t seed);
 
 // Writes `data` to `path` atomically. Returns kUnavailable (or kNotFound for a missing
@@ -53,15 +54,21 @@ struct LoadedData {
   std::string cache_path;   // the cache file used or written; empty without a cache_dir
   // Why the text was parsed although a cache file existed (e.g. it was corrupt); else empty.
   std::string note;
+  // Why the cache could not be written (e.g. a full disk, or a cache directory that cannot be
+  // created); the data was parsed and is complete. Empty when the cache was written or used.
+  std::string warning;
 };
 
 // Returns part `part` of `num_parts` of the libsvm files `paths` (as ReadPart), from a cache
 // file in `cache_dir` when one matches, else by parsing the text and then writing the cache.
-// The cache file name is derived from the inputs' absolute paths, sizes and modification
-// times and from (part, num_parts), so a changed input or a different split never uses a
-// stale cache. A cache file that cannot be read (corrupt, truncated, other version) is
-// replaced (see LoadedData::note). An empty `cache_dir` disables caching; a missing one is
-// created. Errors: those of ReadPart, and of creating `cache_dir` or writing the cache.
+// The cache file name is derived from the inputs' content (XXH3-64 of every input's bytes, in
+// order; the whole of each input is read once to hash it) and from (part, num_parts), so a
+// changed input or a different split never uses a stale cache, also when the input was
+// rewritten in place with the same size and modification time. A cache file that cannot be
+// read (corrupt, truncated, other version) is replaced (see LoadedData::note). An empty
+// `cache_dir` disables caching; a missing one is created. A cache that cannot be written is
+// no error: the parsed data is returned with LoadedData::warning saying why. Errors: those of
+// reading the inputs (ReadPart's, and kNotFound / kUnavailable from hashing them).
 Result<LoadedData> LoadOrParse(const std::vector<std::string>& paths, int part, int num_parts,
                                const std::string& cache_dir, const LibsvmReadOptions& options = {});
 

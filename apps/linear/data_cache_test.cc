@@ -1,9 +1,13 @@
 #include "apps/linear/data_cache.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +185,77 @@ TEST_F(DataCacheTest, LoadOrParseUsesTheCacheOnTheSecondRun) {
   ASSERT_TRUE(plain.ok());
   EXPECT_FALSE(plain->from_cache);
   EXPECT_TRUE(plain->cache_path.empty());
+}
+
+// Issue 11: an input rewritten in place with the same size and modification time (a copy
+// tool that keeps times, a clock step, a coarse file-system clock) was read from the stale
+// cache. The cache is keyed on the content now.
+TEST_F(DataCacheTest, LoadOrParseNoticesAnInputChangedInPlaceWithTheSameSizeAndTime) {
+  const std::string text = File("in.svm");
+  ASSERT_TRUE(WriteLibsvm(data_, text).ok());
+  const std::string cache = File("cache");
+  auto first = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_TRUE(first.ok()) << first.status();
+  struct stat before {};
+  ASSERT_EQ(::stat(text.c_str(), &before), 0);
+
+  // Flip the first label: same length, other content.
+  std::string bytes = Slurp(text);
+  ASSERT_TRUE(bytes.starts_with("+1") || bytes.starts_with("-1"));
+  bytes[0] = bytes[0] == '+' ? '-' : '+';
+  Spit(text, bytes);
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, text.c_str(), times, 0), 0);
+  struct stat after {};
+  ASSERT_EQ(::stat(text.c_str(), &after), 0);
+  ASSERT_EQ(after.st_size, before.st_size);
+  ASSERT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+  ASSERT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+
+  auto second = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(second->from_cache);
+  auto direct = ReadPart({text}, 0, 1);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_TRUE(second->data == *direct);
+  EXPECT_NE(second->data.labels()[0], first->data.labels()[0]);
+}
+
+// Issue 11: a cache that cannot be written (a directory that cannot exist, a full disk) is no
+// reason to fail: the data is parsed, and the reason comes back as a warning.
+TEST_F(DataCacheTest, LoadOrParseWarnsAndGoesOnWhenTheCacheDirectoryCannotBeCreated) {
+  const std::string text = File("in.svm");
+  ASSERT_TRUE(WriteLibsvm(data_, text).ok());
+  // A regular file where the directory should be: ENOTDIR, for root as well.
+  Spit(File("blocker"), "x");
+  auto loaded = LoadOrParse({text}, 0, 1, File("blocker/cache"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->from_cache);
+  EXPECT_TRUE(loaded->data == data_);
+  EXPECT_NE(loaded->warning.find(File("blocker/cache")), std::string::npos) << loaded->warning;
+  EXPECT_NE(loaded->warning.find("Not a directory"), std::string::npos) << loaded->warning;
+}
+
+TEST_F(DataCacheTest, LoadOrParseWarnsAndGoesOnWhenTheCacheFileCannotBeWritten) {
+  const std::string text = File("in.svm");
+  ASSERT_TRUE(WriteLibsvm(data_, text).ok());
+  const std::string cache = File("cache");
+  // A file size limit makes every write past 4 KiB fail with EFBIG, as a full disk would.
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto loaded = LoadOrParse({text}, 0, 1, cache);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->from_cache);
+  EXPECT_TRUE(loaded->data == data_);
+  EXPECT_NE(loaded->warning.find("File too large"), std::string::npos) << loaded->warning;
+  // Nothing is left in the cache directory: no truncated cache file, no temporary.
+  EXPECT_TRUE(!std::filesystem::exists(cache) || std::filesystem::is_empty(cache));
 }
 
 }  // namespace

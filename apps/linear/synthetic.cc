@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <numbers>
 #include <numeric>
 #include <utility>
 
 #include "apps/linear/io_util.h"
 #include "apps/linear/libsvm_reader.h"
+#include "pserver/atomic_file.h"
 
 namespace pserver::linear {
 namespace {
@@ -166,14 +168,8 @@ Dataset SyntheticData::Generate(uint64_t first_row, uint64_t count) const {
 
 Status SyntheticData::WriteLibsvm(const std::string& path, uint64_t first_row,
                                   uint64_t count) const {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  internal::FilePtr f(std::fopen(tmp.c_str(), "wb"));
-  if (!f) return internal::ErrnoStatus(tmp, "open for writing", errno);
-  auto fail = [&](Status s) {
-    f.reset();
-    std::remove(tmp.c_str());
-    return s;
-  };
+  // Atomic (pserver/atomic_file.h): a failed write leaves no partial file under `path`.
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
   constexpr uint64_t kBatchRows = 4096;
   Dataset batch;
   std::string text;
@@ -183,15 +179,9 @@ Status SyntheticData::WriteLibsvm(const std::string& path, uint64_t first_row,
     for (uint64_t i = 0; i < n; ++i) AppendRow(r + i, &batch);
     text.clear();
     for (size_t i = 0; i < batch.num_rows(); ++i) AppendLibsvmRow(batch.row(i), &text);
-    if (std::fwrite(text.data(), 1, text.size(), f.get()) != text.size()) {
-      return fail(internal::ErrnoStatus(tmp, "write", errno));
-    }
+    PSERVER_RETURN_IF_ERROR(out->Append(text));
   }
-  if (std::fclose(f.release()) != 0) return fail(internal::ErrnoStatus(tmp, "close", errno));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(internal::ErrnoStatus(path, "rename", errno));
-  }
-  return Status::Ok();
+  return out->Commit();
 }
 
 }  // namespace pserver::linear
