@@ -44,7 +44,7 @@ Status Malformed(const char* what) { return Status::Corruption(fmt::format("malf
 }  // namespace
 
 std::string NodeName(Role role, Rank rank, NodeId id) {
-  if (role == Role::kScheduler) return "scheduler";
+  if (role == Role::kScheduler) return fmt::format("the scheduler (node {})", id.value);
   return fmt::format("{} {} (node {})", RoleName(role), rank.value, id.value);
 }
 
@@ -53,6 +53,8 @@ transport::Bytes Encode(const RegisterRequest& m) {
   w.U8(static_cast<uint8_t>(m.role));
   w.Str(m.address);
   w.I64(m.rank_hint);
+  w.U64(m.scheduler_identity.hi);
+  w.U64(m.scheduler_identity.lo);
   return transport::BytesFromString(w.Take());
 }
 
@@ -60,8 +62,11 @@ Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   RegisterRequest m;
   // ReadRole can fail on a bad value without failing the reader: keep the chain's result.
-  bool ok = ReadRole(r, &m.role) && r.Str(&m.address) && r.I64(&m.rank_hint);
-  if (!ok || !r.Done() || m.role == Role::kScheduler || m.address.empty()) return Malformed("register");
+  bool ok = ReadRole(r, &m.role) && r.Str(&m.address) && r.I64(&m.rank_hint) && r.U64(&m.scheduler_identity.hi) &&
+            r.U64(&m.scheduler_identity.lo);
+  if (!ok || !r.Done() || m.role == Role::kScheduler || m.address.empty() || m.scheduler_identity.anonymous()) {
+    return Malformed("register");
+  }
   return m;
 }
 
@@ -78,6 +83,8 @@ transport::Bytes Encode(const RegisterReply& m) {
     w.U8(static_cast<uint8_t>(n.role));
     w.U32(n.rank.value);
     w.Str(n.address);
+    w.U64(n.identity.hi);
+    w.U64(n.identity.lo);
   }
   return transport::BytesFromString(w.Take());
 }
@@ -94,7 +101,8 @@ Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body) {
   m.view.nodes.resize(count);
   bool ok = true;
   for (NodeInfo& n : m.view.nodes) {
-    ok = r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address);
+    ok = r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address) &&
+         r.U64(&n.identity.hi) && r.U64(&n.identity.lo);
     if (!ok) break;
   }
   if (!ok || !r.Done()) return Malformed("register-reply");

@@ -18,6 +18,9 @@ struct NodeInfo {
   Role role = Role::kWorker;
   Rank rank;
   std::string address;
+  // The identity the node's connections present (the origin of its registration, as the
+  // scheduler's transport saw it): peers accept data messages claiming this node only from it.
+  transport::ConnectionId identity;
   friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
 };
 
@@ -35,6 +38,11 @@ struct RegisterRequest {
   Role role = Role::kWorker;
   std::string address;
   int64_t rank_hint = -1;
+  // The identity the scheduler must present on its connection back to this node: a random
+  // secret the node makes, sent only over the connection the node opened to the scheduler's
+  // address, so that the node believes control messages only from that connection. Never
+  // anonymous (refused as malformed).
+  transport::ConnectionId scheduler_identity;
 };
 
 struct RegisterReply {
@@ -69,7 +77,7 @@ Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
 // name and params are known is for the servers to say (see DataHandler::OnTableDeclared).
 Status ValidateTableSpec(const TableSpec& spec);
 
-// "server 1 (node 2)".
+// "server 1 (node 2)", "worker 0 (node 5)", "the scheduler (node 0)".
 std::string NodeName(Role role, Rank rank, NodeId id);
 
 }  // namespace pserver::cluster

@@ -34,9 +34,9 @@ ClusterView SampleView() {
   v.num_workers = 1;
   v.virtual_nodes = 64;
   v.nodes = {
-      {NodeId(1), Role::kServer, Rank(0), "tcp://10.0.0.1:5000"},
-      {NodeId(2), Role::kServer, Rank(1), "tcp://10.0.0.2:5000"},
-      {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000"},
+      {NodeId(1), Role::kServer, Rank(0), "tcp://10.0.0.1:5000", {1, 0xFFFFFFFFFFFFFFFF}},
+      {NodeId(2), Role::kServer, Rank(1), "tcp://10.0.0.2:5000", {2, 0x8000000000000000}},
+      {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000", {3, 3}},
   };
   return v;
 }
@@ -74,11 +74,13 @@ TEST(ControlMessagesTest, RoundTripsRegisterRequest) {
       m.role = role;
       m.address = "tcp://127.0.0.1:4242";
       m.rank_hint = hint;
+      m.scheduler_identity = transport::ConnectionId{0x0102030405060708, 0xF1F2F3F4F5F6F7F8};
       Result<RegisterRequest> d = DecodeRegisterRequest(Encode(m));
       ASSERT_OK(d);
       EXPECT_EQ(d->role, role);
       EXPECT_EQ(d->address, m.address);
       EXPECT_EQ(d->rank_hint, hint);
+      EXPECT_EQ(d->scheduler_identity, m.scheduler_identity);
     }
   }
 }
@@ -221,15 +223,15 @@ std::vector<Codec> AllCodecs() {
 // Valid bodies of each codec, in AllCodecs() order.
 std::vector<std::vector<std::string>> ValidBodies() {
   RegisterReply reply{NodeId(3), SampleView()};
-  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x"}}}};
+  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}}};
   TableSpec var = SampleSpec();
   var.variable_length = true;
   var.placement = KeyPlacement::kIdentity;
   var.updater = UpdaterSpec{};
   var.initializer = InitializerSpec{};
   return {
-      {Str(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1})),
-       Str(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3}))},
+      {Str(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1, {1, 2}})),
+       Str(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3, {0, 1}}))},
       {Str(Encode(reply)), Str(Encode(lonely))},
       {Str(Encode(SampleSpec())), Str(Encode(var)), Str(Encode(DenseSpec()))},
       {Str(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
@@ -274,10 +276,21 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
     fill(w);
     return w.Take();
   };
-  // register: the scheduler does not register, role 3 does not exist, an address is required.
-  ExpectRefused(codecs[0], body([](auto& w) { w.U8(0); w.Str("tcp://h:1"); w.I64(-1); }), "scheduler role");
-  ExpectRefused(codecs[0], body([](auto& w) { w.U8(3); w.Str("tcp://h:1"); w.I64(-1); }), "role 3");
-  ExpectRefused(codecs[0], body([](auto& w) { w.U8(2); w.Str(""); w.I64(-1); }), "empty address");
+  // register: the scheduler does not register, role 3 does not exist, an address and a
+  // scheduler identity are required.
+  auto reg = [&](uint8_t role, const char* address, uint64_t id_hi, uint64_t id_lo) {
+    return body([&](auto& w) {
+      w.U8(role);
+      w.Str(address);
+      w.I64(-1);
+      w.U64(id_hi);
+      w.U64(id_lo);
+    });
+  };
+  ExpectRefused(codecs[0], reg(0, "tcp://h:1", 1, 1), "scheduler role");
+  ExpectRefused(codecs[0], reg(3, "tcp://h:1", 1, 1), "role 3");
+  ExpectRefused(codecs[0], reg(2, "", 1, 1), "empty address");
+  ExpectRefused(codecs[0], reg(2, "tcp://h:1", 0, 0), "anonymous scheduler identity");
   // register-reply: the node count must match the view, and stay under the limit.
   auto reply = [&](uint32_t servers, uint32_t workers, uint32_t count, uint8_t role) {
     return body([&](auto& w) {
@@ -292,6 +305,8 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
         w.U8(role);
         w.U32(i);
         w.Str("a");
+        w.U64(1);
+        w.U64(1);
       }
     });
   };
@@ -576,7 +591,7 @@ TEST(ControlMessagesTest, ValidateTableSpecRefusesBadSpecs) {
 }
 
 TEST(ControlMessagesTest, NodeNameSaysRoleRankAndId) {
-  EXPECT_EQ(NodeName(Role::kScheduler, Rank(0), NodeId(0)), "scheduler");
+  EXPECT_EQ(NodeName(Role::kScheduler, Rank(0), NodeId(0)), "the scheduler (node 0)");
   EXPECT_EQ(NodeName(Role::kServer, Rank(1), NodeId(2)), "server 1 (node 2)");
   EXPECT_EQ(NodeName(Role::kWorker, Rank(0), NodeId(5)), "worker 0 (node 5)");
 }

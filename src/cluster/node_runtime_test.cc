@@ -236,11 +236,126 @@ TEST(NodeRuntimeTest, LostSchedulerFailsNodesWithUnavailableNamingIt) {
 
   job.DestroyScheduler();  // ...when the scheduler goes away
 
-  const std::string what = "the scheduler at inproc://scheduler has not answered heartbeats";
-  EXPECT_TRUE(StatusIs(barrier.get(), StatusCode::kUnavailable, what));
+  // The error names the scheduler by role and id, and says where it was.
+  const std::string what = "the scheduler (node 0) has not answered heartbeats";
+  const Status barrier_status = barrier.get();
+  EXPECT_TRUE(StatusIs(barrier_status, StatusCode::kUnavailable, what));
+  EXPECT_TRUE(StatusIs(barrier_status, StatusCode::kUnavailable, "(the scheduler at inproc://scheduler)"));
   EXPECT_TRUE(StatusIs(server_run.get(), StatusCode::kUnavailable, what));
   EXPECT_TRUE(StatusIs(worker.health(), StatusCode::kUnavailable, what));
   EXPECT_TRUE(StatusIs(worker.Finalize(seconds(30)), StatusCode::kUnavailable, what));
+}
+
+transport::Message Forged(transport::MessageType type, NodeId claimed, NodeId receiver) {
+  transport::Message m;
+  m.header.type = type;
+  m.header.sender = claimed;
+  m.header.receiver = receiver;
+  return m;
+}
+
+// Another program that reaches the nodes' ports sends well-formed control messages in the
+// scheduler's name, and data messages in the worker's: none is acted on, each is counted, and
+// the job finishes with the right values.
+TEST(NodeRuntimeTest, ForgedControlAndDataMessagesAreDroppedAndTheJobGoesOn) {
+  using transport::MessageType;
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  Node& server = *job.node(0);
+  Node& worker = *job.node(1);
+  NodeRuntime* server_rt = internal::NodeAccess::Runtime(server);
+  NodeRuntime* worker_rt = internal::NodeAccess::Runtime(worker);
+  KVServer<float> serve(server);
+  auto server_run = job.Spawn([&] { return server.Run(); });
+  Result<TableId> t = worker.DeclareTable(Table("w"));
+  ASSERT_OK(t);
+  KVWorker<float> w(worker);
+
+  std::unique_ptr<transport::Transport> forger = job.NewTransport();
+  ASSERT_OK(forger->Listen("inproc://0").status());
+  ASSERT_OK(forger->Connect(server.id(), server_rt->address()));
+  ASSERT_OK(forger->Connect(worker.id(), worker_rt->address()));
+  const NodeId targets[] = {server.id(), worker.id()};
+  for (NodeId to : targets) {
+    for (MessageType type : {MessageType::kShutdown, MessageType::kNodeFailed, MessageType::kBarrierRelease,
+                             MessageType::kHeartbeatAck, MessageType::kTableAnnounce}) {
+      ASSERT_OK(forger->Send(Forged(type, kSchedulerId, to)));
+    }
+    transport::Message abort = Forged(MessageType::kShutdown, kSchedulerId, to);
+    abort.header.flags = transport::kFlagError;
+    abort.header.status = static_cast<uint8_t>(StatusCode::kUnavailable);
+    abort.frames.push_back(transport::BytesFromString("forged"));
+    ASSERT_OK(forger->Send(std::move(abort)));
+  }
+  // A push in the worker's name, with real keys and values, and a pull reply in the server's.
+  transport::Message push = Forged(MessageType::kPush, worker.id(), server.id());
+  push.header.table = *t;
+  push.header.width = 1;
+  push.frames.push_back(transport::AsBytes(SharedArray<Key>(std::vector<Key>{1, 2, 3})));
+  push.frames.push_back(transport::AsBytes(SharedArray<float>(std::vector<float>{100, 100, 100})));
+  ASSERT_OK(forger->Send(std::move(push)));
+  transport::Message reply = Forged(MessageType::kPull, server.id(), worker.id());
+  reply.header.flags = transport::kFlagReply;
+  reply.header.request_id = 1;
+  ASSERT_OK(forger->Send(std::move(reply)));
+
+  // Each node takes its messages in order from one queue: once the worker's round trip below is
+  // answered, both nodes have seen every forged message.
+  Result<Timestamp> pushed = w.Push(*t, std::vector<Key>{1, 2, 3}, std::vector<float>{1, 2, 3});
+  ASSERT_OK(pushed);
+  EXPECT_OK(w.Wait(*pushed, seconds(30)));
+  SharedArray<float> vals;
+  Result<Timestamp> pulled = w.Pull(*t, std::vector<Key>{1, 2, 3}, &vals);
+  ASSERT_OK(pulled);
+  EXPECT_OK(w.Wait(*pulled, seconds(30)));
+  EXPECT_EQ(std::vector<float>(vals.begin(), vals.end()), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(server_rt->refused_messages(), 7u);
+  EXPECT_EQ(worker_rt->refused_messages(), 7u);
+  EXPECT_OK(server.health());
+  EXPECT_OK(worker.health());
+  EXPECT_OK(server_rt->PeerStatus(worker.id()));
+  EXPECT_OK(worker.Finalize(seconds(30)));
+  EXPECT_OK(server_run.get());
+  EXPECT_OK(job.SchedulerOutcome());
+}
+
+// During registration too: a shutdown in the scheduler's name reaches each node after it sent
+// its registration and before the scheduler answered; both nodes still join the job.
+TEST(NodeRuntimeTest, ForgedShutdownDuringRegistrationIsDropped) {
+  using transport::MessageType;
+  InprocJob job(FastHeartbeats());
+  std::unique_ptr<transport::Transport> forger = job.NewTransport();
+  ASSERT_OK(forger->Listen("inproc://0").status());
+  std::mutex mu;
+  uint32_t next_peer = 100;
+  // Runs on the scheduler's receive thread, before it handles the registration.
+  auto on_receive = [&](const transport::Message& m) {
+    if (m.header.type != MessageType::kRegister || m.frames.size() != 1) return;
+    Result<RegisterRequest> req = DecodeRegisterRequest(m.frames[0]);
+    if (!req.ok()) return;
+    std::lock_guard lock(mu);
+    const NodeId peer(next_peer++);
+    if (!forger->Connect(peer, req->address).ok()) return;
+    transport::Message abort = Forged(MessageType::kShutdown, kSchedulerId, peer);
+    abort.header.flags = transport::kFlagError;
+    abort.header.status = static_cast<uint8_t>(StatusCode::kAborted);
+    abort.frames.push_back(transport::BytesFromString("forged"));
+    (void)forger->Send(std::move(abort));
+  };
+  ASSERT_OK(job.StartScheduler(1, 1, nullptr, on_receive));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, kWorker}));
+  for (size_t i = 0; i < 2; ++i) {
+    NodeRuntime* rt = internal::NodeAccess::Runtime(*job.node(i));
+    EXPECT_EQ(rt->refused_messages(), 1u) << i;
+    EXPECT_OK(rt->health());
+  }
+  auto server_run = job.Spawn([&] { return job.node(0)->Run(); });
+  EXPECT_OK(job.node(1)->Finalize(seconds(30)));
+  EXPECT_OK(server_run.get());
+  EXPECT_OK(job.SchedulerOutcome());
 }
 
 TEST(NodeRuntimeTest, DeclareTableValidatesTheSpecAndRemembersIt) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
 namespace pserver::transport {
 namespace {
@@ -49,6 +50,21 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kClock: return "clock";
   }
   return "unknown";
+}
+
+ConnectionId ConnectionId::Random() {
+  std::random_device rd;
+  ConnectionId id;
+  do {
+    id.hi = (uint64_t{rd()} << 32) | rd();
+    id.lo = (uint64_t{rd()} << 32) | rd();
+  } while (id.anonymous());
+  return id;
+}
+
+std::string ConnectionId::ShortString() const {
+  if (anonymous()) return "anonymous";
+  return fmt::format("{:08x}", static_cast<uint32_t>(hi >> 32));
 }
 
 Bytes BytesFromString(std::string s) {

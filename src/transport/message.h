@@ -46,7 +46,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 3;
+inline constexpr uint16_t kWireVersion = 4;
 inline constexpr size_t kHeaderSize = 64;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -66,7 +66,7 @@ enum class MessageType : uint8_t {
   kHeartbeatAck = 6,      // scheduler -> node
   kDeclareTable = 7,      // worker -> scheduler: table name and spec
   kDeclareTableReply = 8, // scheduler -> worker: table id (or an error)
-  kFinalize = 9,          // worker -> scheduler: this worker is done
+  kFinalize = 9,          // worker -> scheduler: this worker is done (kFlagError: it failed)
   kShutdown = 10,         // scheduler -> all: the job is over (kFlagError: aborted)
   kNodeFailed = 11,       // scheduler -> all: a node was declared dead
   kTableAnnounce = 12,    // scheduler -> server: a newly declared table (header.table) and its spec
@@ -118,9 +118,28 @@ Bytes BytesFromString(std::string s);
 // inline, so that neither costs an allocation.
 using Frames = absl::InlinedVector<Bytes, 3>;
 
+// The identity of the connection a message arrived on, as the transport saw it: 16 bytes the
+// sending transport presents when it connects (its own random ConnectionId, or the one its
+// Connect was given), never a header field. The zero value means "anonymous": a connection that
+// presented no pserver identity (a raw ZeroMQ socket, a foreign program). Until the transport is
+// authenticated (CURVE), an identity is a bearer secret: whoever learns it can present it.
+struct ConnectionId {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+
+  bool anonymous() const { return hi == 0 && lo == 0; }
+  friend bool operator==(const ConnectionId&, const ConnectionId&) = default;
+  // 128 bits from std::random_device; never the anonymous value.
+  static ConnectionId Random();
+  // A short form for logs: the first 8 hex digits (enough to tell connections apart, too few
+  // to present the identity).
+  std::string ShortString() const;
+};
+
 struct Message {
   Header header;
   Frames frames;  // header.num_frames is set from frames.size() when sending
+  ConnectionId origin;  // set by Transport::Receive; ignored by Send
 };
 
 // Writes the header's kHeaderSize bytes to `out`.

@@ -85,7 +85,9 @@ Bytes FrameOf(const std::string& s) { return BytesFromString(s); }
 // The wire frames a sender makes of `h` and `payload` (head, then the out-of-line frames).
 Frames FramesFor(Header h, Frames payload) {
   h.num_frames = static_cast<uint16_t>(payload.size());
-  Message msg{h, std::move(payload)};
+  Message msg;
+  msg.header = h;
+  msg.frames = std::move(payload);
   return EncodeWire(WireMessage(msg));
 }
 
@@ -124,7 +126,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.aux = 0x5152535455565758;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x03, 0x00,                                      //  4 version 3
+      0x04, 0x00,                                      //  4 version 4
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender

@@ -13,9 +13,21 @@ Result<std::string> Transport::Listen(const std::string& address) {
   return DoListen(address);
 }
 
-Status Transport::Connect(NodeId peer, const std::string& address) {
-  if (address.empty()) return Status::InvalidArgument(fmt::format("empty address for node {}", peer.value));
-  return DoConnect(peer, address);
+Status Transport::Connect(NodeId peer, const std::string& address, const ConnectionId& present_as) {
+  if (address.empty()) return Status::InvalidArgument(fmt::format("empty address for {}", PeerName(peer)));
+  return DoConnect(peer, address, present_as.anonymous() ? local_id_ : present_as);
+}
+
+void Transport::NamePeer(NodeId peer, std::string name) {
+  std::lock_guard lock(names_mu_);
+  names_[peer] = std::move(name);
+}
+
+std::string Transport::PeerName(NodeId peer) const {
+  std::lock_guard lock(names_mu_);
+  auto it = names_.find(peer);
+  if (it == names_.end()) return fmt::format("node {}", peer.value);
+  return it->second;
 }
 
 Status Transport::Send(Message msg) { return SendImpl(std::move(msg), true); }
@@ -32,7 +44,11 @@ Status Transport::SendImpl(Message msg, bool may_block) {
   uint64_t bytes = wire.head_size();
   for (const Bytes* f : wire.out_of_line()) bytes += f->size();
   Status s = DoSend(msg.header.receiver, wire, may_block);
-  if (!s.ok()) return s.WithContext(fmt::format("sending {}", Describe(msg.header)));
+  if (!s.ok()) {
+    const Header& h = msg.header;
+    return s.WithContext(fmt::format("sending {}{} to {}", MessageTypeName(h.type), h.is_reply() ? " reply" : "",
+                                     PeerName(h.receiver)));
+  }
   messages_sent_.fetch_add(1, std::memory_order_relaxed);
   bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
   return Status::Ok();
@@ -55,13 +71,14 @@ Result<Message> Transport::Receive(std::chrono::milliseconds timeout) {
     Result<Message> msg = DecodeWire(std::move(raw.frames));
     if (!msg.ok()) {
       uint64_t n = dropped_malformed_.fetch_add(1, std::memory_order_relaxed) + 1;
-      PSERVER_LOG_WARN("dropped a malformed message ({} bytes; {} dropped so far): {}", bytes, n,
-                       msg.status().message());
+      PSERVER_LOG_WARN("dropped a malformed message ({} bytes from connection {}; {} dropped so far): {}", bytes,
+                       raw.origin.ShortString(), n, msg.status().message());
       if (!deadline) deadline = std::chrono::steady_clock::now() + timeout;
       continue;
     }
     messages_received_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(bytes, std::memory_order_relaxed);
+    msg->origin = raw.origin;
     return msg;
   }
 }

@@ -5,6 +5,11 @@
 // frames. A malformed frame sequence received from a peer is dropped, counted in
 // Stats::dropped_malformed and logged -- it never reaches the caller and never stops Receive.
 //
+// Identity: every received Message carries `origin`, the ConnectionId its connection presented
+// (see message.h). A transport presents its own random local_id() on the connections Connect
+// makes, unless Connect is given another identity for that peer. The layers above decide whom to
+// believe by origin, never by the header's `sender` field, which any peer can write.
+//
 // Ordering: messages from one sender to one receiver arrive in the order sent.
 // Thread safety: Connect and Send are thread-safe (any thread). Receive must be called by one
 // thread at a time (the node's receive loop). Shutdown is thread-safe and wakes Receive.
@@ -13,9 +18,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "pserver/result.h"
 #include "transport/message.h"
 
@@ -44,14 +51,25 @@ class Transport {
   // it cannot be bound.
   Result<std::string> Listen(const std::string& address);
 
-  // Makes `peer` reachable at `address` (as returned by its Listen). Connecting the same peer
-  // again to the same address is a no-op; to a different address replaces the connection.
-  Status Connect(NodeId peer, const std::string& address);
+  // Makes `peer` reachable at `address` (as returned by its Listen). Messages sent to it arrive
+  // there with origin `present_as`, or local_id() when `present_as` is anonymous. Connecting the
+  // same peer again to the same address with the same identity is a no-op; otherwise it replaces
+  // the connection.
+  Status Connect(NodeId peer, const std::string& address, const ConnectionId& present_as = {});
+
+  // The identity this transport presents on its connections (random, fixed at construction).
+  const ConnectionId& local_id() const { return local_id_; }
+
+  // How errors name `peer` ("the scheduler (node 0)", "server 1 (node 2)"); "node N" until
+  // named. Thread-safe; the name is read only when a send fails.
+  void NamePeer(NodeId peer, std::string name);
+  std::string PeerName(NodeId peer) const;
 
   // Sends `msg` to msg.header.receiver; sets header.num_frames from msg.frames. Frames are
   // sent without copying; their owners are kept alive until the transport is done with them.
   // kNotFound if the receiver was never connected; kUnavailable if the message could not be
-  // queued within the send timeout (peer gone or not accepting); kAborted after Shutdown.
+  // queued within the send timeout (peer gone or not accepting); kAborted after Shutdown. Errors
+  // name the receiver by PeerName.
   Status Send(Message msg);
 
   // As Send, but never blocks: kUnavailable at once when the peer's queue is full or the peer
@@ -74,10 +92,12 @@ class Transport {
   // A received wire frame sequence (see message.h): frames[0] should be the head.
   struct RawFrames {
     Frames frames;
+    ConnectionId origin;  // the identity the connection presented; anonymous if none
   };
 
   virtual Result<std::string> DoListen(const std::string& address) = 0;
-  virtual Status DoConnect(NodeId peer, const std::string& address) = 0;
+  // `present_as` is never anonymous here (Connect substitutes local_id()).
+  virtual Status DoConnect(NodeId peer, const std::string& address, const ConnectionId& present_as) = 0;
   // Sends `wire`'s head (written with WireMessage::EncodeHead) and then its out-of-line frames.
   // With !may_block, fails at once where it would block (transports that never block ignore
   // the flag).
@@ -89,6 +109,9 @@ class Transport {
  private:
   Status SendImpl(Message msg, bool may_block);
 
+  const ConnectionId local_id_ = ConnectionId::Random();
+  mutable std::mutex names_mu_;
+  absl::flat_hash_map<NodeId, std::string> names_;  // guarded by names_mu_
   std::atomic<bool> shut_down_{false};
   std::atomic<uint64_t> messages_sent_{0}, bytes_sent_{0}, messages_received_{0},
       bytes_received_{0}, dropped_malformed_{0};

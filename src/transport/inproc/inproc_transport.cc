@@ -4,27 +4,27 @@
 
 namespace pserver::transport::inproc {
 
-Status Mailbox::Put(Frames frames, std::chrono::milliseconds timeout) {
+Status Mailbox::Put(Letter letter, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return closed_ || queue_.size() < capacity_; })) {
     return Status::Unavailable(fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
   }
   if (closed_) return Status::Unavailable("receiver has shut down");
-  queue_.push_back(std::move(frames));
+  queue_.push_back(std::move(letter));
   cv_.notify_all();
   return Status::Ok();
 }
 
-Result<Frames> Mailbox::Take(std::chrono::milliseconds timeout) {
+Result<Mailbox::Letter> Mailbox::Take(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
     return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
   }
   if (closed_) return Status::Aborted("transport shut down");
-  Frames frames = std::move(queue_.front());
+  Letter letter = std::move(queue_.front());
   queue_.pop_front();
   cv_.notify_all();
-  return frames;
+  return letter;
 }
 
 void Mailbox::Close() {
@@ -73,32 +73,32 @@ Result<std::string> InprocTransport::DoListen(const std::string& address) {
   return address_;
 }
 
-Status InprocTransport::DoConnect(NodeId peer, const std::string& address) {
+Status InprocTransport::DoConnect(NodeId peer, const std::string& address, const ConnectionId& present_as) {
   if (address.rfind("inproc://", 0) != 0) {
     return Status::InvalidArgument(fmt::format("'{}' is not an inproc:// address", address));
   }
   std::lock_guard lock(peers_mu_);
-  peers_[peer] = address;
+  peers_[peer] = Peer{address, present_as};
   return Status::Ok();
 }
 
 Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*may_block*/) {
-  std::string address;
+  Peer peer;
   {
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(receiver);
-    if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
-    address = it->second;
+    if (it == peers_.end()) return Status::NotFound("the peer is not connected");
+    peer = it->second;
   }
-  std::shared_ptr<Mailbox> box = hub_->Find(address);
-  if (!box) return Status::Unavailable(fmt::format("nobody listens at {}", address));
-  return box->Put(EncodeWire(wire), options_.send_timeout);
+  std::shared_ptr<Mailbox> box = hub_->Find(peer.address);
+  if (!box) return Status::Unavailable(fmt::format("nobody listens at {}", peer.address));
+  return box->Put(Mailbox::Letter{EncodeWire(wire), peer.identity}, options_.send_timeout);
 }
 
 Result<Transport::RawFrames> InprocTransport::DoReceive(std::chrono::milliseconds timeout) {
   if (!inbox_) return Status::InvalidArgument("Receive before Listen");
-  PSERVER_ASSIGN_OR_RETURN(Frames frames, inbox_->Take(timeout));
-  return RawFrames{std::move(frames)};
+  PSERVER_ASSIGN_OR_RETURN(Mailbox::Letter letter, inbox_->Take(timeout));
+  return RawFrames{std::move(letter.frames), letter.origin};
 }
 
 void InprocTransport::DoShutdown() {

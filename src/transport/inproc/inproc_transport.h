@@ -27,14 +27,19 @@ class InprocTransport;
 class Mailbox {
  public:
   explicit Mailbox(size_t capacity) : capacity_(capacity) {}
-  Status Put(Frames frames, std::chrono::milliseconds timeout);
-  Result<Frames> Take(std::chrono::milliseconds timeout);
+  // A message's wire frames and the identity of the connection that sent them.
+  struct Letter {
+    Frames frames;
+    ConnectionId origin;
+  };
+  Status Put(Letter letter, std::chrono::milliseconds timeout);
+  Result<Letter> Take(std::chrono::milliseconds timeout);
   void Close();
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Frames> queue_;  // guarded by mu_
+  std::deque<Letter> queue_;  // guarded by mu_
   bool closed_ = false;                    // guarded by mu_
   const size_t capacity_;
 };
@@ -64,7 +69,7 @@ class InprocTransport final : public Transport {
 
  protected:
   Result<std::string> DoListen(const std::string& address) override;
-  Status DoConnect(NodeId peer, const std::string& address) override;
+  Status DoConnect(NodeId peer, const std::string& address, const ConnectionId& present_as) override;
   Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
@@ -75,7 +80,11 @@ class InprocTransport final : public Transport {
   std::string address_;
   std::shared_ptr<Mailbox> inbox_;
   std::mutex peers_mu_;
-  absl::flat_hash_map<NodeId, std::string> peers_;  // guarded by peers_mu_
+  struct Peer {
+    std::string address;
+    ConnectionId identity;
+  };
+  absl::flat_hash_map<NodeId, Peer> peers_;  // guarded by peers_mu_
 };
 
 }  // namespace pserver::transport::inproc

@@ -208,6 +208,29 @@ TEST_F(InprocTransportTest, ShutdownWakesBlockedReceive) {
   EXPECT_EQ(b_->Send(Data(kB, kA, 1, {})).code(), StatusCode::kAborted);
 }
 
+TEST_F(InprocTransportTest, ReceivedMessagesCarryTheIdentityTheirConnectionPresented) {
+  ASSERT_OK(a_->Send(Data(kA, kB, 1, {})));
+  Result<Message> got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->origin, a_->local_id());
+  const ConnectionId chosen = ConnectionId::Random();
+  ASSERT_OK(a_->Connect(NodeId(7), b_address_, chosen));
+  ASSERT_OK(a_->Send(Data(kA, NodeId(7), 2, {})));
+  got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->origin, chosen);
+  // Frames put into the mailbox without an identity are anonymous.
+  std::shared_ptr<Mailbox> inbox = hub_.Find(b_address_);
+  ASSERT_NE(inbox, nullptr);
+  Message m = Data(kA, kB, 3, {});
+  m.header.num_frames = 0;
+  ASSERT_OK(inbox->Put({EncodeWire(WireMessage(m)), {}}, kLongWait));
+  got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->header.request_id, 3);
+  EXPECT_TRUE(got->origin.anonymous());
+}
+
 TEST_F(InprocTransportTest, SendToNeverConnectedNodeIsNotFound) {
   Status s = a_->Send(Data(kA, NodeId(99), 1, {}));
   EXPECT_EQ(s.code(), StatusCode::kNotFound);
@@ -289,7 +312,7 @@ TEST_F(InprocTransportTest, DropsAndCountsMalformedInputAndKeepsReceiving) {
   ASSERT_NE(inbox, nullptr);
   const std::vector<Frames> bad = MalformedSequences();
   for (int round = 1; round <= 3; ++round) {
-    for (const Frames& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
+    for (const Frames& frames : bad) ASSERT_OK(inbox->Put({frames, {}}, kLongWait));
     ASSERT_OK(a_->Send(Data(kA, kB, round, {BytesFromString("ok")})));
     Result<Message> got = b_->Receive(kLongWait);
     ASSERT_OK(got);
@@ -300,7 +323,7 @@ TEST_F(InprocTransportTest, DropsAndCountsMalformedInputAndKeepsReceiving) {
     EXPECT_EQ(stats.messages_received, static_cast<uint64_t>(round));
   }
   // Only malformed input pending: Receive still times out normally instead of failing.
-  for (const Frames& frames : bad) ASSERT_OK(inbox->Put(frames, kLongWait));
+  for (const Frames& frames : bad) ASSERT_OK(inbox->Put({frames, {}}, kLongWait));
   EXPECT_EQ(b_->Receive(milliseconds(10)).status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(b_->stats().dropped_malformed, 4 * bad.size());
 }

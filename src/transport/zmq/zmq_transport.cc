@@ -28,6 +28,32 @@ std::string ZmqBindAddress(const std::string& address) {
   return address;
 }
 
+constexpr size_t kRoutingIdSize = 21;
+constexpr unsigned char kRoutingIdTag = 'P';  // a routing id must not start with 0 (ZeroMQ's own)
+
+// `serial` tells apart two connections of one identity to the same ROUTER (which would refuse
+// the second one if their routing ids were equal); it is not part of the identity.
+void EncodeRoutingId(const ConnectionId& id, uint32_t serial, unsigned char* out) {
+  out[0] = kRoutingIdTag;
+  for (int i = 0; i < 8; ++i) {
+    out[1 + i] = static_cast<unsigned char>(id.hi >> (8 * i));
+    out[9 + i] = static_cast<unsigned char>(id.lo >> (8 * i));
+  }
+  for (int i = 0; i < 4; ++i) out[17 + i] = static_cast<unsigned char>(serial >> (8 * i));
+}
+
+ConnectionId DecodeRoutingId(const zmq_msg_t* frame) {
+  ConnectionId id;
+  if (zmq_msg_size(frame) != kRoutingIdSize) return id;
+  const auto* p = static_cast<const unsigned char*>(zmq_msg_data(const_cast<zmq_msg_t*>(frame)));
+  if (p[0] != kRoutingIdTag) return id;
+  for (int i = 0; i < 8; ++i) {
+    id.hi |= uint64_t{p[1 + i]} << (8 * i);
+    id.lo |= uint64_t{p[9 + i]} << (8 * i);
+  }
+  return id;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ZmqTransport>> ZmqTransport::Create(const ZmqOptions& options) {
@@ -83,13 +109,13 @@ Result<std::string> ZmqTransport::DoListen(const std::string& address) {
   return std::string(endpoint);
 }
 
-Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address) {
+Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const ConnectionId& present_as) {
   std::unique_lock lock(peers_mu_);
   auto it = peers_.find(peer_id);
   if (it != peers_.end()) {
     {
       std::lock_guard peer_lock(it->second->mu);
-      if (it->second->address == address) return Status::Ok();
+      if (it->second->address == address && it->second->identity == present_as) return Status::Ok();
       zmq_close(it->second->socket);
       it->second->socket = nullptr;
     }
@@ -108,14 +134,18 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address) {
   // Queue only on live connections, so that a send to a peer that is gone times out instead
   // of piling up in a queue nobody drains.
   zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof(one));
+  unsigned char routing_id[kRoutingIdSize];
+  EncodeRoutingId(present_as, next_serial_++, routing_id);
+  zmq_setsockopt(s, ZMQ_ROUTING_ID, routing_id, sizeof(routing_id));
   if (zmq_connect(s, address.c_str()) != 0) {
-    std::string what = fmt::format("cannot connect to node {} at {}: {}", peer_id.value, address, ZmqError());
+    std::string what = fmt::format("cannot connect to {} at {}: {}", PeerName(peer_id), address, ZmqError());
     zmq_close(s);
     return Status::InvalidArgument(what);
   }
   auto peer = std::make_unique<Peer>();
   peer->socket = s;
   peer->address = address;
+  peer->identity = present_as;
   peers_.emplace(peer_id, std::move(peer));
   return Status::Ok();
 }
@@ -138,8 +168,8 @@ Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_b
     int err = zmq_errno();
     zmq_msg_close(msg);
     if (err == EAGAIN) {
-      if (!may_block) return Status::Unavailable("peer is not connected or its queue is full");
-      return Status::Unavailable(fmt::format("peer did not accept the message within {} ms",
+      if (!may_block) return Status::Unavailable("the peer is not connected or its queue is full");
+      return Status::Unavailable(fmt::format("the peer did not accept the message within {} ms",
                                              options_.send_timeout.count()));
     }
     if (err == ETERM) return Status::Aborted("transport shut down");
@@ -151,7 +181,7 @@ Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_b
 Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
   std::shared_lock lock(peers_mu_);
   auto it = peers_.find(receiver);
-  if (it == peers_.end()) return Status::NotFound(fmt::format("node {} is not connected", receiver.value));
+  if (it == peers_.end()) return Status::NotFound("the peer is not connected");
   Peer& peer = *it->second;
   // The head is written straight into ZeroMQ's buffer: one allocation, one copy of the inline
   // frames.
@@ -192,10 +222,11 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
       return Status::Aborted("zmq_msg_recv: " + ZmqError());
     }
   }
-  // `first` is the ROUTER's routing-id frame; the message's frames follow.
+  // `first` is the ROUTER's routing-id frame (the sender's identity); the message's frames follow.
+  RawFrames raw;
+  raw.origin = DecodeRoutingId(&first);
   bool more = zmq_msg_more(&first);
   zmq_msg_close(&first);
-  RawFrames raw;
   bool overflow = false;
   while (more) {
     ReceivedMsg part;

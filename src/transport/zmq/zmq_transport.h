@@ -7,6 +7,11 @@
 // frames, see message.h) is written straight into a ZeroMQ buffer; the frames too large to go
 // inline are sent zero-copy (above copy_threshold): ZeroMQ holds a reference to the frame's
 // owner until the bytes are written.
+// Each DEALER presents its ConnectionId in its ZeroMQ routing id (21 bytes: 'P', the id's 16
+// bytes, little-endian hi then lo, and a 4-byte serial number of the connection, so that two
+// connections of one transport to the same peer do not collide: a ROUTER refuses a second
+// connection presenting a routing id already connected). The routing-id frame of each received
+// message gives its origin (anonymous unless it has exactly that form).
 // Received frames alias ZeroMQ's buffers when they are 8-byte aligned and are copied to an
 // aligned buffer otherwise, so every delivered frame is 8-byte aligned.
 //
@@ -48,7 +53,7 @@ class ZmqTransport final : public Transport {
 
  protected:
   Result<std::string> DoListen(const std::string& address) override;
-  Status DoConnect(NodeId peer, const std::string& address) override;
+  Status DoConnect(NodeId peer, const std::string& address, const ConnectionId& present_as) override;
   Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
@@ -58,6 +63,7 @@ class ZmqTransport final : public Transport {
     std::mutex mu;
     void* socket = nullptr;  // DEALER, guarded by mu
     std::string address;
+    ConnectionId identity;
   };
 
   explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}
@@ -76,6 +82,7 @@ class ZmqTransport final : public Transport {
 
   std::shared_mutex peers_mu_;
   absl::flat_hash_map<NodeId, std::unique_ptr<Peer>> peers_;  // guarded by peers_mu_
+  uint32_t next_serial_ = 1;                                   // guarded by peers_mu_
 };
 
 }  // namespace pserver::transport::zmq

@@ -91,6 +91,16 @@ class RawDealer {
 
   bool connected() const { return connected_; }
 
+  // Presents `routing_id` on the connection (call before Connect).
+  RawDealer(const std::string& address, const std::string& routing_id) {
+    context_ = zmq_ctx_new();
+    socket_ = zmq_socket(context_, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(socket_, ZMQ_LINGER, &zero, sizeof(zero));
+    zmq_setsockopt(socket_, ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
+    connected_ = zmq_connect(socket_, address.c_str()) == 0;
+  }
+
   // Sends `frames` as one multipart message; false if ZeroMQ refused it.
   bool Send(const std::vector<std::string>& frames) {
     for (size_t i = 0; i < frames.size(); ++i) {
@@ -330,6 +340,59 @@ TEST_F(ZmqTransportTest, ShutdownWakesBlockedReceive) {
   EXPECT_EQ(b_->Receive(milliseconds(0)).status().code(), StatusCode::kAborted);
   EXPECT_EQ(b_->Send(Data(kB, kA, 1, {})).code(), StatusCode::kAborted);
   b_->Shutdown();  // twice is harmless
+}
+
+TEST_F(ZmqTransportTest, ReceivedMessagesCarryTheIdentityTheirConnectionPresented) {
+  EXPECT_FALSE(a_->local_id().anonymous());
+  EXPECT_FALSE(a_->local_id() == b_->local_id());
+  ASSERT_OK(a_->Send(Data(kA, kB, 1, {})));
+  Result<Message> got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->origin, a_->local_id());
+
+  // A connection made to present another identity (as the scheduler does towards each node).
+  const ConnectionId chosen = ConnectionId::Random();
+  ASSERT_OK(a_->Connect(NodeId(7), b_address_, chosen));
+  ASSERT_OK(a_->Send(Data(kA, NodeId(7), 2, {})));
+  got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->header.request_id, 2);
+  EXPECT_EQ(got->origin, chosen);
+
+  // Raw sockets without a pserver identity are anonymous, whatever the header claims, also
+  // when their routing id has another form than a pserver identity's.
+  Header h;
+  h.type = MessageType::kShutdown;
+  h.sender = kA;
+  h.receiver = kB;
+  for (const std::string& routing_id : {std::string(), std::string("P-but-too-short"), std::string(21, 'Q')}) {
+    auto raw = routing_id.empty() ? std::make_unique<RawDealer>(b_address_)
+                                  : std::make_unique<RawDealer>(b_address_, routing_id);
+    ASSERT_TRUE(raw->connected());
+    ASSERT_TRUE(raw->Send({EncodedHeader(h)}));
+    got = b_->Receive(kLongWait);
+    ASSERT_OK(got);
+    EXPECT_EQ(got->header.type, MessageType::kShutdown);
+    EXPECT_EQ(got->header.sender, kA);
+    EXPECT_TRUE(got->origin.anonymous()) << got->origin.ShortString();
+  }
+}
+
+TEST(ZmqTransportUnreachableTest, SendErrorsNameThePeerByItsRole) {
+  ZmqOptions options = TestOptions();
+  options.send_timeout = milliseconds(50);
+  std::unique_ptr<ZmqTransport> t = MakeTransport(options);
+  ASSERT_NE(t, nullptr);
+  ASSERT_OK(t->Connect(NodeId(0), "tcp://127.0.0.1:1"));
+  t->NamePeer(NodeId(0), "the scheduler (node 0)");
+  Status s = t->Send(Data(NodeId(3), NodeId(0), 1, {}));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("to the scheduler (node 0): the peer did not accept the message within 50 ms"),
+            std::string::npos)
+      << s;
+  s = t->SendNoWait(Data(NodeId(3), NodeId(0), 1, {}));
+  EXPECT_NE(s.message().find("the scheduler (node 0)"), std::string::npos) << s;
+  EXPECT_EQ(t->PeerName(NodeId(4)), "node 4");  // not named
 }
 
 TEST_F(ZmqTransportTest, SendToNeverConnectedNodeIsNotFound) {
