@@ -21,6 +21,25 @@ using internal::FilePtr;
 
 inline bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
+// A token for an error message, in single quotes: at most its first kQuoteBytes bytes, then
+// "... (N bytes)" when it is longer, with every byte that is not printable ASCII (NUL,
+// control bytes, UTF-8) written as \xNN, so that a message stays short and printable.
+constexpr size_t kQuoteBytes = 64;
+std::string Quote(std::string_view token) {
+  std::string out = "'";
+  for (const char c : token.substr(0, kQuoteBytes)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      out += fmt::format("\\x{:02x}", u);
+    }
+  }
+  out.push_back('\'');
+  if (token.size() > kQuoteBytes) out += fmt::format("... ({} bytes)", token.size());
+  return out;
+}
+
 // Exactly what std::from_chars gives for short plain decimals ([-+]digits[.digits], at most 7
 // significant digits, at most 10 after the point), which are most values in practice, and
 // several times faster: m and 10^k are exact floats, so m / 10^k is one correctly rounded
@@ -63,13 +82,28 @@ class LineParser {
     if (const void* hash = std::memchr(p, '#', static_cast<size_t>(e - p))) {
       e = static_cast<const char*>(hash);
     }
+    if (ParseFields(p, e)) return true;
+    // A NUL byte fails every field; name it rather than the token it happens to end up in.
+    // Looked for only here, so that good lines pay nothing for it.
+    if (const void* nul = std::memchr(p, '\0', static_cast<size_t>(e - p))) {
+      error_ = fmt::format("NUL byte at column {} (binary data?)",
+                           static_cast<const char*>(nul) - p + 1);
+    }
+    return false;
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  // Parses the fields of a line without its comment.
+  bool ParseFields(const char* p, const char* e) {
     while (p < e && IsSpace(*p)) ++p;
     if (p == e) return true;  // blank or comment only
     const char* t = p;
     while (t < e && !IsSpace(*t)) ++t;
     float label = 0;
     if (!ParseLabel(p, t, &label)) {
-      error_ = fmt::format("bad label '{}' (expected +1, -1, 1 or 0)", std::string_view(p, t - p));
+      error_ = fmt::format("bad label {} (expected +1, -1, 1 or 0)", Quote(std::string_view(p, t - p)));
       return false;
     }
     p = t;
@@ -94,15 +128,15 @@ class LineParser {
       if (colon == p || colon == t || *colon != ':' || overflow) {
         colon = static_cast<const char*>(std::memchr(p, ':', token.size()));
         if (colon == nullptr) {
-          error_ = fmt::format("missing ':' in '{}' (expected index:value)", token);
+          error_ = fmt::format("missing ':' in {} (expected index:value)", Quote(token));
         } else {
-          error_ =
-              fmt::format("bad feature index '{}' in '{}'", std::string_view(p, colon - p), token);
+          error_ = fmt::format("bad feature index {} in {}", Quote(std::string_view(p, colon - p)),
+                               Quote(token));
         }
         return false;
       }
       if (index == 0) {
-        error_ = fmt::format("feature index 0 in '{}' (indices are 1-based)", token);
+        error_ = fmt::format("feature index 0 in {} (indices are 1-based)", Quote(token));
         return false;
       }
       if (index <= prev) {
@@ -112,8 +146,8 @@ class LineParser {
       }
       float value = 0;
       if (!ParseSimpleFloat(colon + 1, t, &value) && !ParseFloat(colon + 1, t, &value)) {
-        error_ = fmt::format("bad value '{}' for feature {}",
-                             std::string_view(colon + 1, t - colon - 1), index);
+        error_ = fmt::format("bad value {} for feature {}",
+                             Quote(std::string_view(colon + 1, t - colon - 1)), index);
         return false;
       }
       ids_.push_back(index - 1);
@@ -129,9 +163,6 @@ class LineParser {
     return true;
   }
 
-  const std::string& error() const { return error_; }
-
- private:
   // Any finite float that from_chars reads, also with a leading '+'.
   static bool ParseFloat(const char* v, const char* t, float* value) {
     if (v < t && *v == '+' && v + 1 < t && v[1] != '-') ++v;
@@ -184,12 +215,23 @@ Result<uint64_t> CountNewlines(const std::string& path, uint64_t end) {
   return count;
 }
 
-// Parses into `out` the lines of file `path` that begin at a byte offset in [start, limit).
-// The first byte of the file begins a line; any other line begins after a '\n'.
-Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
-                 const LibsvmReadOptions& options, Dataset* out) {
+// What a line visitor of ScanLines tells it to do next.
+enum class LineAction { kNext, kStop, kFail };
+
+// Calls `on_line(begin, end, &error)` (end excludes the '\n') for each line of file `path`
+// that begins at a byte offset in [start, limit), in order, until it returns kStop or kFail;
+// on kFail, returns kCorruption "<path>:<line>: <error>". A line longer than
+// options.max_line_bytes is kCorruption before any of it is visited; the buffer never grows
+// past max(options.chunk_bytes, options.max_line_bytes + 1) bytes. The first byte of the file
+// begins a line; any other line begins after a '\n'. A directory is kInvalidArgument.
+template <typename OnLine>
+Status ScanLines(const std::string& path, uint64_t start, uint64_t limit,
+                 const LibsvmReadOptions& options, OnLine&& on_line) {
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) return ErrnoStatus(path, "open", errno);
+  struct stat st {};
+  if (::fstat(::fileno(f.get()), &st) != 0) return ErrnoStatus(path, "stat", errno);
+  if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(fmt::format("{}: is a directory", path));
   // When starting mid-file, read from the byte before `start` and skip to the end of the
   // line it belongs to: if it is a '\n', the line at `start` is the first one.
   const bool align = start > 0;
@@ -197,22 +239,29 @@ Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
   if (buf_offset > 0 && fseeko(f.get(), static_cast<off_t>(buf_offset), SEEK_SET) != 0) {
     return ErrnoStatus(path, "seek", errno);
   }
+  const size_t max_line = std::max<size_t>(options.max_line_bytes, 1);
   std::vector<char> buf(std::max<size_t>(options.chunk_bytes, 64));
   size_t have = 0;
   bool eof = false;
   bool skipping = align;
-  uint64_t first_line_offset = start;  // file offset of the first line parsed
+  uint64_t first_line_offset = start;  // file offset of the first line visited
   uint64_t lines_seen = 0;             // physical lines passed since first_line_offset
-  LineParser parser(out);
+  std::string error;
 
-  auto fail = [&]() -> Status {
+  // "<path>:<line>: <what>" for the line after the `lines_seen` ones.
+  auto fail = [&](const std::string& what) -> Status {
     uint64_t line = lines_seen + 1;
     if (first_line_offset > 0) {
       Result<uint64_t> before = CountNewlines(path, first_line_offset);
       if (!before.ok()) return before.status();
       line += *before;
     }
-    return Status::Corruption(fmt::format("{}:{}: {}", path, line, parser.error()));
+    return Status::Corruption(fmt::format("{}:{}: {}", path, line, what));
+  };
+  auto too_long = [&](const char* line, size_t size) -> Status {
+    const bool nul = std::memchr(line, '\0', size) != nullptr;
+    return fail(fmt::format("line longer than {} bytes{}", max_line,
+                            nul ? " (it holds NUL bytes: binary data?)" : ""));
   };
 
   for (;;) {
@@ -229,7 +278,8 @@ Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
     if (skipping) {
       const void* nl = std::memchr(buf.data(), '\n', have);
       if (nl == nullptr) {
-        if (eof) return Status::Ok();  // the part starts inside the file's last line
+        // No line begins before offset buf_offset + have: done if that is past the range.
+        if (eof || buf_offset + have >= limit) return Status::Ok();
         buf_offset += have;
         have = 0;
         continue;
@@ -244,27 +294,62 @@ Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
       const void* nl = std::memchr(line, '\n', have - p);
       if (nl == nullptr) break;
       const char* line_end = static_cast<const char*>(nl);
-      if (!parser.ParseLine(line, line_end)) return fail();
+      const size_t size = static_cast<size_t>(line_end - line);
+      if (size > max_line) return too_long(line, size);
+      switch (on_line(line, line_end, &error)) {
+        case LineAction::kNext:
+          break;
+        case LineAction::kStop:
+          return Status::Ok();
+        case LineAction::kFail:
+          return fail(error);
+      }
       ++lines_seen;
       p = static_cast<size_t>(line_end - buf.data()) + 1;
     }
     if (buf_offset + p >= limit) return Status::Ok();
+    if (have - p > max_line) return too_long(buf.data() + p, have - p);
     if (eof) {
-      if (p < have && !parser.ParseLine(buf.data() + p, buf.data() + have)) return fail();
+      if (p < have && on_line(buf.data() + p, buf.data() + have, &error) == LineAction::kFail) {
+        return fail(error);
+      }
       return Status::Ok();
     }
-    // Keep the incomplete last line; grow the buffer if it holds nothing else.
+    // Keep the incomplete last line; grow the buffer if it holds nothing else (at most to
+    // max_line + 1 bytes: a fuller buffer without a '\n' is a line that is too long).
     std::memmove(buf.data(), buf.data() + p, have - p);
     buf_offset += p;
     have -= p;
-    if (have == buf.size()) buf.resize(buf.size() * 2);
+    if (have == buf.size()) buf.resize(std::min(buf.size() * 2, max_line + 1));
   }
+}
+
+// Parses into `out` the lines of file `path` that begin at a byte offset in [start, limit).
+Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
+                 const LibsvmReadOptions& options, Dataset* out) {
+  LineParser parser(out);
+  return ScanLines(path, start, limit, options,
+                   [&](const char* b, const char* e, std::string* error) {
+                     if (parser.ParseLine(b, e)) return LineAction::kNext;
+                     *error = parser.error();
+                     return LineAction::kFail;
+                   });
 }
 
 Result<uint64_t> FileSize(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(path, "stat", errno);
   return static_cast<uint64_t>(st.st_size);
+}
+
+// "a FIFO", "a character device", ... for a file that is not regular.
+const char* FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
 }
 
 // floor(total * p / n) without overflow.
@@ -305,6 +390,7 @@ Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int nu
     return Status::InvalidArgument(
         fmt::format("ReadPart: part {} of {} is out of range", part, num_parts));
   }
+  PSERVER_RETURN_IF_ERROR(CheckInputFiles(paths));
   Dataset out;
   const size_t n = static_cast<size_t>(num_parts);
   if (paths.size() >= n) {
@@ -317,7 +403,17 @@ Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int nu
   std::vector<uint64_t> sizes;
   uint64_t total = 0;
   for (const std::string& path : paths) {
-    PSERVER_ASSIGN_OR_RETURN(uint64_t size, FileSize(path));
+    // Only a regular file's size is known: a device or pipe says 0 (/dev/zero), and a
+    // split by that size would silently give every part nothing.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(path, "stat", errno);
+    if (!S_ISREG(st.st_mode)) {
+      return Status::InvalidArgument(fmt::format(
+          "{}: not a regular file ({}), so it cannot be split by byte range into {} parts; give "
+          "a regular file, or at least {} files so that each part reads whole files",
+          path, FileKind(st.st_mode), num_parts, num_parts));
+    }
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
     sizes.push_back(size);
     total += size;
   }
@@ -333,6 +429,44 @@ Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int nu
     file_begin = file_end;
   }
   return out;
+}
+
+Status CheckInputFiles(const std::vector<std::string>& paths) {
+  std::vector<struct stat> stats(paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (::stat(paths[i].c_str(), &stats[i]) != 0) return ErrnoStatus(paths[i], "stat", errno);
+    if (S_ISDIR(stats[i].st_mode)) {
+      return Status::InvalidArgument(fmt::format("{}: is a directory", paths[i]));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (stats[j].st_dev != stats[i].st_dev || stats[j].st_ino != stats[i].st_ino) continue;
+      if (paths[j] == paths[i]) {
+        return Status::InvalidArgument(fmt::format(
+            "{} is given twice as input (its rows would be read twice)", paths[i]));
+      }
+      return Status::InvalidArgument(
+          fmt::format("{} and {} are the same file, given twice as input (its rows would be read "
+                      "twice)",
+                      paths[j], paths[i]));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<bool> HasDataRows(const std::vector<std::string>& paths,
+                         const LibsvmReadOptions& options) {
+  for (const std::string& path : paths) {
+    bool found = false;
+    PSERVER_RETURN_IF_ERROR(ScanLines(path, 0, std::numeric_limits<uint64_t>::max(), options,
+                                      [&](const char* b, const char* e, std::string*) {
+                                        while (b < e && IsSpace(*b)) ++b;
+                                        if (b == e || *b == '#') return LineAction::kNext;
+                                        found = true;
+                                        return LineAction::kStop;
+                                      }));
+    if (found) return true;
+  }
+  return false;
 }
 
 void AppendLibsvmRow(const RowView& row, std::string* out) {
