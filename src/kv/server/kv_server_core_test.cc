@@ -17,6 +17,7 @@
 #include "cluster/node_access.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
+#include "testing/intercepting_transport.h"
 #include "testing/local_cluster.h"
 #include "testing/test_util.h"
 
@@ -441,6 +442,93 @@ TEST_F(KVServerCoreTest, DuplicatedRequestIsAppliedOnce) {
     // A newer request over the same keys is applied.
     ASSERT_OK(PushFloats(t, {1, 2, 3}, {1, 1, 1}));
     EXPECT_EQ(PullFloats(t, {1, 2, 3}), (std::vector<float>{2 * unit, 3 * unit, 2 * unit}));
+  }
+}
+
+// Exactly-once on the wire (item 15 of issue 11): two workers push three rounds to the same
+// keys of a summing table and an SGD table over two servers; then each re-sends, through an
+// intercepting transport under it, its round-1 push messages whole and its round-2 push
+// messages cut to a sub-range of their keys -- copies of requests the servers already applied,
+// arriving after later pushes of the same worker. Both workers use the same timestamps, so a
+// clock that ignored the worker would drop the other's pushes. The final values must be the
+// closed form of the three rounds, each applied once.
+TEST(KVServerCoreWireTest, ResentPushesAndSubRangesOfThemAreAppliedOnce) {
+  constexpr uint32_t kWorkers = 2;
+  std::vector<pserver::testing::InterceptingTransport*> wires(kWorkers, nullptr);
+  pserver::testing::LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = 2;
+  o.num_workers = kWorkers;
+  o.wrap_transport = [&wires](Role role, uint32_t hint, std::unique_ptr<transport::Transport> inner)
+      -> std::unique_ptr<transport::Transport> {
+    if (role != Role::kWorker) return inner;
+    auto t = std::make_unique<pserver::testing::InterceptingTransport>(std::move(inner));
+    t->Record([](const Message& m) { return m.header.type == MessageType::kPush && !m.header.is_reply(); });
+    wires[hint] = t.get();
+    return t;
+  };
+  auto cluster = pserver::testing::LocalCluster::Start(o);
+  ASSERT_OK(cluster);
+  std::vector<Key> keys;
+  for (Key k = 0; k < 64; ++k) keys.push_back(k * 7919);
+  constexpr int kRounds = 3;
+  std::atomic<size_t> resent{0};
+  std::vector<std::vector<float>> sums(kWorkers), sgd(kWorkers);
+  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) -> Status {
+    const uint32_t rank = node.rank().value;
+    pserver::testing::InterceptingTransport* wire = wires[rank];
+    PSERVER_RETURN_IF_FALSE(wire != nullptr);
+    TableSpec sum_spec{.name = "sum", .value_type = ValueType::kFloat32, .width = 1};
+    TableSpec sgd_spec{.name = "sgd", .value_type = ValueType::kFloat32, .width = 1};
+    sgd_spec.updater = {.name = "sgd", .params = {{"lr", 0.5}}};
+    PSERVER_ASSIGN_OR_RETURN(TableId t_sum, node.DeclareTable(sum_spec));
+    PSERVER_ASSIGN_OR_RETURN(TableId t_sgd, node.DeclareTable(sgd_spec));
+    KVWorker<float> kv(node);
+    // Round r (1..3) pushes (rank + 1) * r to every key of both tables: requests 2r-1 and 2r.
+    for (int r = 1; r <= kRounds; ++r) {
+      const std::vector<float> vals(keys.size(), static_cast<float>((rank + 1) * r));
+      PSERVER_ASSIGN_OR_RETURN(Timestamp a, kv.Push(t_sum, std::vector<Key>(keys), std::vector<float>(vals)));
+      PSERVER_ASSIGN_OR_RETURN(Timestamp b, kv.Push(t_sgd, std::vector<Key>(keys), std::vector<float>(vals)));
+      PSERVER_RETURN_IF_FALSE(a.value == 2 * r - 1 && b.value == 2 * r);
+      PSERVER_RETURN_IF_ERROR(kv.Wait(a));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(b));
+    }
+    // The resends: rounds 1 (requests 1, 2) whole, round 2 (requests 3, 4) as a sub-range.
+    size_t mine = 0;
+    for (const Message& m : wire->Recorded()) {
+      const size_t n = m.frames[0].size() / sizeof(Key);
+      if (m.header.request_id <= 2) {
+        PSERVER_RETURN_IF_ERROR(wire->Inject(m));
+      } else if (m.header.request_id <= 4 && n >= 3) {
+        PSERVER_RETURN_IF_ERROR(wire->Inject(pserver::testing::KeySubRange(m, 1, n - 1)));
+      } else {
+        continue;
+      }
+      ++mine;
+    }
+    PSERVER_RETURN_IF_FALSE(mine >= 8);  // 4 requests over 2 servers (every part has >= 3 keys)
+    resent += mine;
+    // Each resend is answered (the worker ignores the answer to a request it finished): once all
+    // answers are in, the servers have handled every resend.
+    const size_t originals = wire->Count(pserver::testing::Direction::kSend, pserver::testing::IsRequest(MessageType::kPush)) - mine;
+    PSERVER_RETURN_IF_FALSE(wire->WaitFor(pserver::testing::Direction::kReceive,
+                                          pserver::testing::IsReply(MessageType::kPush), originals + mine));
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    SharedArray<float> a, b;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pa, kv.Pull(t_sum, std::vector<Key>(keys), &a));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pb, kv.Pull(t_sgd, std::vector<Key>(keys), &b));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pa));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pb));
+    sums[rank].assign(a.begin(), a.end());
+    sgd[rank].assign(b.begin(), b.end());
+    return Status::Ok();
+  }));
+  EXPECT_GE(resent, 16u);
+  // (1 + 2) workers' weights times (1 + 2 + 3) rounds, each push once.
+  const float total = 3.0f * 6.0f;
+  for (uint32_t w = 0; w < kWorkers; ++w) {
+    EXPECT_EQ(sums[w], std::vector<float>(keys.size(), total)) << "worker " << w;
+    EXPECT_EQ(sgd[w], std::vector<float>(keys.size(), -0.5f * total)) << "worker " << w;
   }
 }
 

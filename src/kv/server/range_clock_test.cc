@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <random>
 
@@ -82,6 +83,23 @@ TEST(RangeClockTest, MatchesPerKeyModelOnRandomSets) {
     }
     // Keys beyond the model's space were never set.
     ASSERT_EQ(c.Get({qa, qb}), want) << "step " << step;
+    // Covers (the duplicate test) against the model: a push `ts` of worker v over [qa, qb] was
+    // applied iff every key there includes v's push ts. Timestamps around the newest sets, and
+    // sub-ranges of the set just made (a resend of part of it), are asked most.
+    for (int q = 0; q < 4; ++q) {
+      const uint32_t v = q == 0 ? w : static_cast<uint32_t>(rng() % workers);
+      Key ca = qa, cb = qb;
+      if (q == 0) {  // a sub-range of the set just made
+        ca = a + rng() % (b - a + 1);
+        cb = ca + rng() % (b - ca + 1);
+      }
+      const int64_t newest = next_ts[v] - 1;
+      const int64_t probe = std::max<int64_t>(1, newest - static_cast<int64_t>(rng() % 4) + (q == 3 ? 1 : 0));
+      bool covered = true;
+      for (Key k = ca; k <= cb; ++k) covered = covered && model[k][v] >= probe;
+      ASSERT_EQ(c.Covers({ca, cb}, v, probe), covered)
+          << "step " << step << ": worker " << v << " ts " << probe << " over [" << ca << ", " << cb << "]";
+    }
     ASSERT_LE(c.num_segments(), 2 * space + 1);
   }
 }
