@@ -52,6 +52,7 @@ struct DbpgOptions {
   double trust_region = 5.0;   // |w_j - w0_j| per iteration
   std::string table_prefix = "dbpg";
   std::chrono::milliseconds wait_timeout{300000};
+  DataDescriber describe_data;  // names a lost worker's data in the error (job_stats.h)
 };
 
 struct DbpgResult {

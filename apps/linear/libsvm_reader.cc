@@ -1,6 +1,7 @@
 #include "apps/linear/libsvm_reader.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -497,6 +498,35 @@ Status WriteLibsvm(const Dataset& data, const std::string& path) {
   }
   PSERVER_RETURN_IF_ERROR(out->Append(buf));
   return out->Commit();
+}
+
+std::string DescribePart(const std::vector<std::string>& paths, int part, int num_parts) {
+  if (num_parts < 1 || part < 0 || part >= num_parts) return fmt::format("part {} of {}", part, num_parts);
+  const size_t n = static_cast<size_t>(num_parts);
+  std::vector<std::string> pieces;
+  if (paths.size() >= n) {
+    for (size_t i = static_cast<size_t>(part); i < paths.size(); i += n) pieces.push_back(paths[i]);
+    return fmt::format("{}", fmt::join(pieces, ", "));
+  }
+  std::vector<uint64_t> sizes;
+  uint64_t total = 0;
+  for (const std::string& path : paths) {
+    Result<uint64_t> size = FileSize(path);
+    if (!size.ok()) return fmt::format("part {} of {} of {}", part + 1, num_parts, fmt::join(paths, ", "));
+    sizes.push_back(*size);
+    total += *size;
+  }
+  const uint64_t begin = CutPoint(total, static_cast<uint64_t>(part), n);
+  const uint64_t end = CutPoint(total, static_cast<uint64_t>(part) + 1, n);
+  uint64_t file_begin = 0;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const uint64_t file_end = file_begin + sizes[i];
+    const uint64_t a = std::max(begin, file_begin), b = std::min(end, file_end);
+    if (a < b) pieces.push_back(fmt::format("the lines starting in bytes [{}, {}) of {}", a - file_begin, b - file_begin, paths[i]));
+    file_begin = file_end;
+  }
+  if (pieces.empty()) return "no data (an empty part)";
+  return fmt::format("{}", fmt::join(pieces, ", "));
 }
 
 }  // namespace pserver::linear

@@ -57,7 +57,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
   const std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<JobStats> stats,
-                           JobStats::Create(node, o.table_prefix, all_features, o.wait_timeout));
+                           JobStats::Create(node, o.table_prefix, all_features, o.wait_timeout, o.describe_data));
   auto wait = [&](Timestamp ts) {
     const auto t0 = Clock::now();
     Status s = kv.Wait(ts, o.wait_timeout);
@@ -133,9 +133,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     previous = r.objective;
     if (change < o.rel_tol && o.rule == "sgd") break;
   }
-  if (node.rank().value == 0) {
-    PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
-  }
+  PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
   return result;
 }
 

@@ -38,6 +38,7 @@ struct OnlineOptions {
   double rel_tol = 1e-4;
   std::string table_prefix = "online";
   std::chrono::milliseconds wait_timeout{300000};
+  DataDescriber describe_data;  // names a lost worker's data in the error (job_stats.h)
 };
 
 struct OnlineResult {
