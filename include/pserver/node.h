@@ -68,6 +68,12 @@ class Node {
   // Call it after the last Wait. OK when the job ended normally.
   Status Finalize(std::chrono::milliseconds timeout = kDefaultControlTimeout);
 
+  // Workers: this worker cannot do its part of the job (`why`, e.g. its data could not be read,
+  // or its results would be wrong). Instead of leaving the job to end without its work -- which
+  // could look like success -- the scheduler ends the job at once for every node with an error
+  // naming this worker and `why`. Waits up to `timeout` for that end; returns the job's error.
+  Status FinalizeWithError(const Status& why, std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
   // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
   // reason otherwise (a dead node, a cluster that did not form in time, ...). A server holds
   // requests that arrive before Run, so create its KVServer objects first.

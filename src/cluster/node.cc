@@ -50,6 +50,11 @@ Status Node::Finalize(std::chrono::milliseconds timeout) {
   return runtime_->Finalize(timeout);
 }
 
+Status Node::FinalizeWithError(const Status& why, std::chrono::milliseconds timeout) {
+  if (role_ != Role::kWorker) return Status::InvalidArgument("only workers finalize; servers and the scheduler Run");
+  return runtime_->FinalizeWithError(why, timeout);
+}
+
 Status Node::Run() {
   if (scheduler_) return scheduler_->Run();
   if (role_ != Role::kServer) return Status::InvalidArgument("workers do not Run; they Finalize");

@@ -434,6 +434,19 @@ Status NodeRuntime::Finalize(milliseconds timeout) {
   return WaitForShutdown(timeout);
 }
 
+Status NodeRuntime::FinalizeWithError(const Status& why, milliseconds timeout) {
+  {
+    std::lock_guard lock(mu_);
+    if (job_ended_) return error_;
+  }
+  Message failed = ToScheduler(MessageType::kFinalize);
+  failed.header.flags |= transport::kFlagError;
+  failed.header.status = static_cast<uint8_t>(why.ok() ? StatusCode::kInternal : why.code());
+  failed.frames.push_back(transport::BytesFromString(why.message()));
+  PSERVER_RETURN_IF_ERROR(transport_->Send(std::move(failed)).WithContext("reporting this worker's failure"));
+  return WaitForShutdown(timeout);
+}
+
 Status NodeRuntime::WaitForShutdown(milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return job_ended_; })) {

@@ -117,6 +117,10 @@ class NodeRuntime {
 
   // Worker: tells the scheduler this worker is done and waits until the job ends.
   Status Finalize(std::chrono::milliseconds timeout);
+  // Worker: tells the scheduler this worker cannot do its part (`why`), so that the scheduler
+  // ends the job for every node with an error naming this worker and `why`; waits until the
+  // job ends. Returns the job's error.
+  Status FinalizeWithError(const Status& why, std::chrono::milliseconds timeout);
   // Waits until the job ends: OK when it ended normally, the error otherwise.
   Status WaitForShutdown(std::chrono::milliseconds timeout);
 

@@ -1,6 +1,7 @@
 #include "cluster/scheduler.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -25,6 +26,23 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
                    options.num_workers);
   return s;
 }
+
+namespace {
+
+// The error a node's message carries (kFlagError): its status code and the message in frame 0,
+// cut to a sane length (a peer's bytes).
+Status PeerError(const Message& msg) {
+  constexpr size_t kMaxText = 4096;
+  std::string text = msg.frames.empty()
+                         ? std::string("(no message)")
+                         : std::string(reinterpret_cast<const char*>(msg.frames[0].data()),
+                                       std::min(msg.frames[0].size(), kMaxText));
+  auto code = static_cast<StatusCode>(msg.header.status);
+  if (code == StatusCode::kOk || code > StatusCode::kInternal) code = StatusCode::kInternal;
+  return Status(code, std::move(text));
+}
+
+}  // namespace
 
 std::string Scheduler::Describe(NodeId id) const {
   auto it = member_index_.find(id);
@@ -209,7 +227,7 @@ void Scheduler::CheckLiveness() {
       return;
     }
     PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(m.info.id), reason);
-    ++dead_workers_;
+    lost_workers_.push_back(fmt::format("{} ({})", Describe(m.info.id), reason));
     WorkerDied(m);
     if (ended_) return;
   }
@@ -341,12 +359,9 @@ void Scheduler::HandleTableAnnounceReply(const Message& msg) {
   if (it == pending_tables_.end() || !it->second.awaiting.contains(server)) return;
   const std::string name = it->first;
   if (msg.header.is_error()) {
-    std::string text = msg.frames.empty() ? std::string("(no message)")
-                                          : std::string(reinterpret_cast<const char*>(msg.frames[0].data()),
-                                                        msg.frames[0].size());
-    auto code = static_cast<StatusCode>(msg.header.status);
-    if (code == StatusCode::kOk) code = StatusCode::kInternal;
-    return FailPendingTable(name, Status(code, fmt::format("{} refused table '{}': {}", Describe(server), name, text)));
+    const Status why = PeerError(msg);
+    return FailPendingTable(name, Status(why.code(), fmt::format("{} refused table '{}': {}", Describe(server), name,
+                                                                 why.message())));
   }
   it->second.awaiting.erase(server);
   if (it->second.awaiting.empty()) CompletePendingTable(name);
@@ -388,6 +403,14 @@ void Scheduler::HandleFinalize(const Message& msg) {
   Member& m = members_[member_index_.at(msg.header.sender)];
   if (m.info.role != Role::kWorker || m.finalized) return;
   m.finalized = true;
+  if (msg.header.is_error()) {
+    // The worker cannot do its part (Node::FinalizeWithError): the job cannot be complete, so it
+    // ends now, for every node, with the worker's reason.
+    const Status why = PeerError(msg);
+    PSERVER_LOG_ERROR("scheduler: {} failed: {}", Describe(m.info.id), why.message());
+    Abort(Status(why.code(), fmt::format("{} failed: {}", Describe(m.info.id), why.message())));
+    return;
+  }
   EndIfWorkersDone();
 }
 
@@ -398,12 +421,18 @@ void Scheduler::EndIfWorkersDone() {
     if (!w.finalized) return;
     ++finished;
   }
-  if (dead_workers_ > 0) {
-    PSERVER_LOG_WARN("scheduler: the {} live workers finished; {} of {} workers died during the job; ending the job",
-                     finished, dead_workers_, options_.num_workers);
-  } else {
-    PSERVER_LOG_INFO("scheduler: all {} workers finished; ending the job", options_.num_workers);
+  if (!lost_workers_.empty()) {
+    // The job went on without them, but their share of the work is not in its result: the job
+    // ends with an error, so that no process reports success for it.
+    const Status lost = Status::Unavailable(fmt::format(
+        "the job lost {} of {} workers before they finished: {}; the {} live workers finished, but the lost "
+        "workers' share of the work is missing from the result",
+        lost_workers_.size(), options_.num_workers, fmt::join(lost_workers_, "; "), finished));
+    PSERVER_LOG_ERROR("scheduler: {}", lost.message());
+    Abort(lost);
+    return;
   }
+  PSERVER_LOG_INFO("scheduler: all {} workers finished; ending the job", options_.num_workers);
   Message shutdown;
   shutdown.header.type = MessageType::kShutdown;
   Broadcast(std::move(shutdown));

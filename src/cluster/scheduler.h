@@ -42,9 +42,11 @@ class Scheduler {
   // The address nodes should register at.
   const std::string& address() const { return address_; }
 
-  // Runs the job to its end. OK when every live worker finalized (workers may have died);
-  // kDeadlineExceeded when the cluster did not form within register_timeout; kUnavailable when
-  // a server died or every worker did; kAborted after Stop().
+  // Runs the job to its end. OK when every worker finalized; kUnavailable when a server died,
+  // or when a worker died before it finalized -- the others go on without it to the end, but
+  // its share of the work is missing, so the job ends with an error naming it (every node's
+  // Run and Finalize return it); kDeadlineExceeded when the cluster did not form within
+  // register_timeout; kAborted after Stop().
   Status Run();
 
   // Makes Run return soon; thread-safe.
@@ -118,7 +120,7 @@ class Scheduler {
   uint32_t next_table_ = 1;
   int64_t next_announce_ = 1;  // request_id of the next announcement
   uint64_t refused_ = 0;
-  uint32_t dead_workers_ = 0;
+  std::vector<std::string> lost_workers_;  // workers declared dead before they finalized, and why
 };
 
 }  // namespace pserver::cluster
