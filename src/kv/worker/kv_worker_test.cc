@@ -521,6 +521,97 @@ TEST_P(KVWorkerTest, PullSeesPushWithoutWait) {
   }));
 }
 
+// Per-sender order on the zero-copy path: a row of 1 MiB is pulled, pushed and pulled again,
+// three times over, with no Wait between any of them. The servers keep such a row as one
+// buffer shared copy-on-write with pull replies, and a one-key pull of it sends that buffer
+// itself: each pull must see exactly the pushes issued before it, and a pulled row must keep
+// its value after later pushes (a push that wrote into a buffer a reply still holds would
+// change it).
+TEST_P(KVWorkerTest, LargeRowPulledPushedAndPulledWithoutWaitIsExactAtEveryStep) {
+  constexpr uint32_t kWidth = 256 * 1024;  // 1 MiB of float32
+  constexpr int kRounds = 3;
+  auto cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_OK(cluster->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(
+        TableId t, node.DeclareTable(Spec("big_" + std::to_string(node.rank().value), ValueType::kFloat32, kWidth)));
+    KVWorker<float> w(node);
+    const std::vector<Key> key{42};
+    auto delta = [](int round, uint32_t j) { return static_cast<float>((j % 17 + 1) * (round + 1)); };
+    std::vector<SharedArray<float>> pulled(kRounds + 1);
+    std::vector<Timestamp> ts;
+    for (int round = 0; round <= kRounds; ++round) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp q, w.Pull(t, std::vector<Key>(key), &pulled[round]));
+      ts.push_back(q);
+      if (round == kRounds) break;
+      std::vector<float> vals(kWidth);
+      for (uint32_t j = 0; j < kWidth; ++j) vals[j] = delta(round, j);
+      PSERVER_ASSIGN_OR_RETURN(Timestamp p, w.Push(t, std::vector<Key>(key), std::move(vals)));
+      ts.push_back(p);
+    }
+    for (Timestamp x : ts) PSERVER_RETURN_IF_ERROR(w.Wait(x));
+    // Pull r saw pushes 0 .. r-1: (j % 17 + 1) * (1 + 2 + ... + r).
+    for (int round = 0; round <= kRounds; ++round) {
+      PSERVER_RETURN_IF_FALSE(pulled[round].size() == kWidth);
+      const float sum = static_cast<float>(round * (round + 1) / 2);
+      for (uint32_t j = 0; j < kWidth; ++j) {
+        if (pulled[round][j] != static_cast<float>(j % 17 + 1) * sum) {
+          return Status::Internal("pull " + std::to_string(round) + " column " + std::to_string(j) + " holds " +
+                                  std::to_string(pulled[round][j]) + ", expected " +
+                                  std::to_string(static_cast<float>(j % 17 + 1) * sum));
+        }
+      }
+    }
+    return Status::Ok();
+  }));
+}
+
+// Per-sender order on the parallel apply path: pushes of 8,192 keys per server to a table with
+// an update rule (SGD, lr 0.5) are applied on the servers' shard threads; pulls of the same keys
+// issued between them without Wait must see exactly the pushes before them. Gradients are small
+// integers, so every value is exact: after r pushes, w = -0.5 * g * r.
+TEST_P(KVWorkerTest, UpdateRulePushesOf8192KeysInterleavedWithPullsAreExact) {
+  const uint64_t seed = TestSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<Key> keys = RandomKeys(rng, 8192 * servers(), 0, ~Key{0});
+  constexpr int kRounds = 4;
+  // Four apply threads whatever the machine, so that the shards really run in parallel.
+  auto cluster = StartCluster([](Node& n) -> std::shared_ptr<void> {
+    ServerOptions o;
+    o.apply_threads = 4;
+    return std::make_shared<KVServer<float>>(n, o);
+  });
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_OK(cluster->RunWorkers([&](Node& node) -> Status {
+    TableSpec spec = Spec("sgd_" + std::to_string(node.rank().value), ValueType::kFloat32);
+    spec.updater = {.name = "sgd", .params = {{"lr", 0.5}}};
+    PSERVER_ASSIGN_OR_RETURN(TableId t, node.DeclareTable(spec));
+    KVWorker<float> w(node);
+    std::vector<float> grads(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) grads[i] = static_cast<float>(i % 7 + 1);
+    std::vector<SharedArray<float>> pulled(kRounds);
+    std::vector<Timestamp> ts;
+    for (int round = 0; round < kRounds; ++round) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp p, w.Push(t, std::vector<Key>(keys), std::vector<float>(grads)));
+      PSERVER_ASSIGN_OR_RETURN(Timestamp q, w.Pull(t, std::vector<Key>(keys), &pulled[round]));
+      ts.push_back(p);
+      ts.push_back(q);
+    }
+    for (Timestamp x : ts) PSERVER_RETURN_IF_ERROR(w.Wait(x));
+    for (int round = 0; round < kRounds; ++round) {
+      PSERVER_RETURN_IF_FALSE(pulled[round].size() == keys.size());
+      for (size_t i = 0; i < keys.size(); ++i) {
+        const float want = -0.5f * grads[i] * static_cast<float>(round + 1);
+        if (pulled[round][i] != want) {
+          return Status::Internal("pull " + std::to_string(round) + " of key " + std::to_string(keys[i]) + " holds " +
+                                  std::to_string(pulled[round][i]) + ", expected " + std::to_string(want));
+        }
+      }
+    }
+    return Status::Ok();
+  }));
+}
+
 TEST_P(KVWorkerTest, CallErrorsAreReturnedAtTheCallAndSendNothing) {
   CountingServers counting;
   auto cluster = StartCluster(counting.Setup());
