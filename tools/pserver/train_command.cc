@@ -38,15 +38,22 @@ struct TrainFlags {
   std::string scheduler;
 };
 
+// How long a failing worker waits for the scheduler to end the job after telling it why.
+constexpr std::chrono::seconds kReportFailureTimeout{60};
+
 int Fail(const Status& s) {
   std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
   return 1;
 }
 
-Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& passes, double seconds) {
+// The JSON summary of the job. `outcome` is its end: a failed job's report says so ("status":
+// "failed" and the error), so that it never reads as a complete run.
+Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& passes, double seconds,
+                   const Status& outcome) {
   if (f.report.empty()) return Status::Ok();
   const linear::PassReport last = passes.empty() ? linear::PassReport{} : passes.back();
-  nlohmann::json j = {{"algo", f.algo},          {"objective", last.objective},   {"nnz", last.nnz},
+  nlohmann::json j = {{"status", outcome.ok() ? "ok" : "failed"},
+                      {"algo", f.algo},          {"objective", last.objective},   {"nnz", last.nnz},
                       {"passes", passes.size()}, {"seconds", seconds},             {"bytes_sent", last.bytes_sent},
                       {"idle_fraction", last.idle_fraction}, {"l1", f.l1}, {"l2", f.l2}, {"tau", f.tau},
                       {"workers", f.workers},    {"servers", f.servers}};
@@ -61,6 +68,7 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                         {"active_features", p.active_features}});
   }
   j["per_pass"] = per_pass;
+  if (!outcome.ok()) j["error"] = outcome.ToString();
   std::ofstream out(f.report + ".tmp", std::ios::trunc);
   out << j.dump(2) << "\n";
   out.close();
@@ -86,22 +94,31 @@ int RunTrainWorker(const TrainFlags& f) {
   Result<linear::LoadedData> data =
       linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), f.cache_dir);
   if (!data.ok()) {
-    n.Stop();
+    // The job cannot be complete without this worker's data: end it for everyone, saying why.
+    (void)n.FinalizeWithError(data.status(), kReportFailureTimeout);
     return Fail(data.status());
   }
   std::printf("worker %u: %zu rows, %zu non-zeros (%s)\n", n.rank().value, data->data.num_rows(), data->data.nnz(),
               data->from_cache ? "from the cache" : "parsed");
   std::fflush(stdout);
+  std::vector<linear::PassReport> passes;  // as every worker agreed on them, even if training fails later
   auto progress = [&](const linear::PassReport& p) {
+    passes.push_back(p);
     if (!lead) return;
     std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu\n", p.pass,
                 p.objective, static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
                 100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features));
     std::fflush(stdout);
   };
-  std::vector<linear::PassReport> passes;
+  // A worker that leaves the job takes its data with it: the error names it and its data.
+  const std::vector<std::string> inputs = f.data;
+  const int num_workers = static_cast<int>(n.num_workers());
+  linear::DataDescriber describe = [inputs, num_workers](uint32_t rank) {
+    return linear::DescribePart(inputs, static_cast<int>(rank), num_workers);
+  };
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;
+  Status trained;
   if (f.algo == "dbpg") {
     linear::DbpgOptions o;
     o.l1 = f.l1;
@@ -111,11 +128,13 @@ int RunTrainWorker(const TrainFlags& f) {
     o.max_passes = f.max_passes;
     o.rel_tol = f.tol;
     o.kkt_filter = !f.no_kkt;
+    o.describe_data = describe;
     Result<linear::DbpgResult> r = linear::TrainDbpg(n, data->data, o, progress);
-    if (!r.ok()) return Fail(r.status());
-    passes = std::move(r->passes);
-    num_features = r->num_features;
-    weights = std::move(r->weights);
+    trained = r.status();
+    if (r.ok()) {
+      num_features = r->num_features;
+      weights = std::move(r->weights);
+    }
   } else {
     linear::OnlineOptions o;
     o.rule = f.algo;
@@ -126,21 +145,36 @@ int RunTrainWorker(const TrainFlags& f) {
     o.minibatch = f.minibatch;
     o.max_passes = f.max_passes;
     o.rel_tol = f.tol;
+    o.describe_data = describe;
     Result<linear::OnlineResult> r = linear::TrainOnline(n, data->data, o, progress);
-    if (!r.ok()) return Fail(r.status());
-    passes = std::move(r->passes);
-    num_features = r->num_features;
-    weights = std::move(r->weights);
+    trained = r.status();
+    if (r.ok()) {
+      num_features = r->num_features;
+      weights = std::move(r->weights);
+    }
   }
+  // The model is complete only once the job ended well: every worker finished (Finalize fails
+  // when the scheduler ended the job without one). So nothing is written before that, and a
+  // failed job leaves no model -- only the report, which records the failure.
+  if (trained.ok()) trained = n.Finalize();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!trained.ok()) {
+    // Ends the job for every node with this worker's reason (at once if the job already ended).
+    (void)n.FinalizeWithError(trained, kReportFailureTimeout);
+    if (lead) {
+      if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) {
+        std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
+      }
+    }
+    return Fail(Status(trained.code(), trained.message() + (f.model_out.empty() || !lead ? "" : "; no model was written")));
+  }
   if (lead) {
     if (!f.model_out.empty()) {
       if (Status s = linear::LinearModel(num_features, std::move(weights)).Save(f.model_out); !s.ok()) return Fail(s);
       std::printf("model written to %s\n", f.model_out.c_str());
     }
-    if (Status s = WriteReport(f, passes, seconds); !s.ok()) return Fail(s);
+    if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) return Fail(s);
   }
-  if (Status s = n.Finalize(); !s.ok()) return Fail(s);
   return 0;
 }
 
