@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,7 @@
 #include "apps/linear/model.h"
 #include "apps/linear/synthetic.h"
 #include "apps/linear/online.h"
+#include "pserver/atomic_file.h"
 #include "pserver/launcher.h"
 #include "pserver/pserver.h"
 
@@ -69,13 +72,30 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
   }
   j["per_pass"] = per_pass;
   if (!outcome.ok()) j["error"] = outcome.ToString();
-  std::ofstream out(f.report + ".tmp", std::ios::trunc);
-  out << j.dump(2) << "\n";
-  out.close();
-  if (!out || std::rename((f.report + ".tmp").c_str(), f.report.c_str()) != 0) {
-    return Status::Unavailable(fmt::format("cannot write report {}", f.report));
-  }
+  return WriteFileAtomically(f.report, j.dump(2) + "\n").WithContext("cannot write the report");
+}
+
+// Checks, before any work, that the model and the report can be written where the flags say
+// (any worker may become the lead that writes them, so every worker checks): a missing or
+// unwritable directory fails the job in seconds instead of after the last pass.
+Status CheckTrainOutputs(const TrainFlags& f) {
+  if (!f.model_out.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.model_out).WithContext("--model-out"));
+  if (!f.report.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.report).WithContext("--report"));
   return Status::Ok();
+}
+
+// The cache directory to use: `cache_dir`, created if missing, or "" (no cache) with a warning
+// when it cannot be created or written. The cache only saves time, so it never fails the job.
+std::string UsableCacheDir(const std::string& cache_dir) {
+  if (cache_dir.empty()) return cache_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(cache_dir, ec);
+  Status s = ec ? Status::Unavailable(fmt::format("{}: cannot create the directory: {}", cache_dir, ec.message()))
+                : CheckWritableDirectory(cache_dir);
+  if (s.ok()) return cache_dir;
+  std::fprintf(stderr, "pserver train: warning: --cache-dir %s is not usable, training without a data cache: %s\n",
+               cache_dir.c_str(), s.message().c_str());
+  return "";
 }
 
 int RunTrainWorker(const TrainFlags& f) {
@@ -86,18 +106,21 @@ int RunTrainWorker(const TrainFlags& f) {
   }
   if (!opts.ok()) return Fail(opts.status());
   opts->role = Role::kWorker;
+  if (Status s = CheckTrainOutputs(f); !s.ok()) return Fail(s);
+  const std::string cache_dir = UsableCacheDir(f.cache_dir);
   Result<std::unique_ptr<Node>> node = Node::Start(*opts);
   if (!node.ok()) return Fail(node.status());
   Node& n = **node;
   const bool lead = n.rank().value == 0;
   const auto start = std::chrono::steady_clock::now();
   Result<linear::LoadedData> data =
-      linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), f.cache_dir);
+      linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), cache_dir);
   if (!data.ok()) {
     // The job cannot be complete without this worker's data: end it for everyone, saying why.
     (void)n.FinalizeWithError(data.status(), kReportFailureTimeout);
     return Fail(data.status());
   }
+  if (!data->warning.empty()) std::fprintf(stderr, "pserver train: warning: %s\n", data->warning.c_str());
   std::printf("worker %u: %zu rows, %zu non-zeros (%s)\n", n.rank().value, data->data.num_rows(), data->data.nnz(),
               data->from_cache ? "from the cache" : "parsed");
   std::fflush(stdout);
@@ -225,6 +248,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->callback([=] {
     *run = [=]() {
       if (!f->scheduler.empty()) return RunTrainWorker(*f);
+      if (Status s = CheckTrainOutputs(*f); !s.ok()) return Fail(s);
       LaunchOptions launch;
       launch.num_servers = f->servers;
       launch.num_workers = f->workers;
@@ -238,6 +262,25 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   });
 }
 
+namespace {
+
+// One score per line, written atomically.
+Status WriteScores(const std::string& path, const std::vector<double>& scores) {
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
+  std::string text;
+  for (double s : scores) {
+    fmt::format_to(std::back_inserter(text), "{:.9g}\n", s);
+    if (text.size() >= (size_t{1} << 20)) {
+      PSERVER_RETURN_IF_ERROR(out->Append(text));
+      text.clear();
+    }
+  }
+  PSERVER_RETURN_IF_ERROR(out->Append(text));
+  return out->Commit();
+}
+
+}  // namespace
+
 void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
   auto model = std::make_shared<std::string>();
   auto data = std::make_shared<std::vector<std::string>>();
@@ -249,6 +292,12 @@ void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--scores-out", *scores_out, "Write one score (the margin <x, w>) per row here");
   cmd->callback([=] {
     *run = [=]() {
+      if (!scores_out->empty()) {
+        if (Status s = CheckWritableOutput(*scores_out).WithContext("--scores-out"); !s.ok()) {
+          std::fprintf(stderr, "pserver predict: %s\n", s.ToString().c_str());
+          return 1;
+        }
+      }
       Result<linear::LinearModel> m = linear::LinearModel::Load(*model);
       if (!m.ok()) {
         std::fprintf(stderr, "pserver predict: %s\n", m.status().ToString().c_str());
@@ -261,11 +310,9 @@ void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
       }
       const std::vector<double> scores = m->Scores(*d);
       if (!scores_out->empty()) {
-        std::ofstream out(*scores_out, std::ios::trunc);
-        for (double s : scores) out << fmt::format("{:.9g}\n", s);
-        out.close();
-        if (!out) {
-          std::fprintf(stderr, "pserver predict: cannot write %s\n", scores_out->c_str());
+        // Atomic: a failed write (a full disk) leaves nothing under the name, not a short file.
+        if (Status s = WriteScores(*scores_out, scores); !s.ok()) {
+          std::fprintf(stderr, "pserver predict: %s\n", s.ToString().c_str());
           return 1;
         }
       }
