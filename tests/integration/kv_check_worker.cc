@@ -738,9 +738,26 @@ Status DelayScenario(Context& c) {
     }
   }
 
-  // 2. The gate.
-  SharedArray<Key> counter_key(std::vector<Key>{7});
+  // 2. The gate. The counter must live on another server than the gate: a server holds a
+  // worker's later requests behind its held pull, so a counter on the gate's server would read 0
+  // whatever the worker's delay bound, and the check below would prove nothing.
   SharedArray<Key> gate_key(std::vector<Key>{11});
+  PSERVER_ASSIGN_OR_RETURN(uint32_t gate_server, In(kv.ServerOf(gate, gate_key[0]), "ServerOf (gate)"));
+  Key counter_at = 7;
+  for (;; ++counter_at) {
+    PSERVER_ASSIGN_OR_RETURN(uint32_t s, In(kv.ServerOf(counter, counter_at), "ServerOf (counter)"));
+    if (s != gate_server) break;
+    if (counter_at > 7 + 10000) {
+      return Mismatch(fmt::format("delay: no counter key on another server than the gate's (server {}); {} servers",
+                                  gate_server, c.servers));
+    }
+  }
+  SharedArray<Key> counter_key(std::vector<Key>{counter_at});
+  PSERVER_ASSIGN_OR_RETURN(uint32_t counter_server, In(kv.ServerOf(counter, counter_at), "ServerOf (counter)"));
+  if (counter_server == gate_server) return Mismatch("delay: the counter and the gate live on the same server");
+  std::printf("worker %u: delay: gate key %llu on server %u, counter key %llu on server %u\n", c.rank,
+              static_cast<unsigned long long>(gate_key[0]), gate_server, static_cast<unsigned long long>(counter_at),
+              counter_server);
   const int64_t n_tasks = 20;
   if (c.rank == 0) {
     PSERVER_RETURN_IF_ERROR(In(kv.SetStaleness(gate, 0), "SetStaleness"));
@@ -848,13 +865,25 @@ Status SspScenario(Context& c) {
                                              fmt::format("push at clock {}", r)));
     PSERVER_ASSIGN_OR_RETURN(uint64_t clock, In(kv.Clock(), "Clock"));
     const int64_t C = static_cast<int64_t>(clock);
-    if (c.rank != slow && C - kStaleness > static_cast<int64_t>(c.slow_clock)) {
-      std::printf("worker %u: ssp: waiting for the slow worker at clock %lld\n", c.rank, static_cast<long long>(C));
-      std::fflush(stdout);
-    }
     SharedArray<double> got;
     PSERVER_ASSIGN_OR_RETURN(Timestamp q, In(kv.Pull(table, all_keys, &got), fmt::format("pull at clock {}", C)));
     PSERVER_RETURN_IF_ERROR(In(kv.Wait(p), "waiting for the push"));
+    if (c.rank != slow && C - kStaleness > static_cast<int64_t>(c.slow_clock)) {
+      // The pull is sent (and the push before it answered, so the pull is at or on its way to
+      // the servers). The test kills the slow worker only after every fast worker printed the
+      // line below, so until then the slow worker lives at clock --slow-clock and no server may
+      // answer this pull: one answered in the first moments is a broken clock, said here (the
+      // window only catches it early; a correct server never answers, whatever the timing).
+      Status early = kv.Wait(q, std::chrono::milliseconds(300));
+      if (early.ok()) {
+        return Mismatch(fmt::format("ssp: the pull at clock {} was answered while the slow worker was at clock {} "
+                                    "(staleness {})",
+                                    C, c.slow_clock, kStaleness));
+      }
+      if (early.code() != StatusCode::kDeadlineExceeded) return In(early, fmt::format("pull at clock {}", C));
+      std::printf("worker %u: ssp: waiting for the slow worker at clock %lld\n", c.rank, static_cast<long long>(C));
+      std::fflush(stdout);
+    }
     PSERVER_RETURN_IF_ERROR(In(kv.Wait(q), fmt::format("waiting for the pull at clock {}", C)));
     if (got.size() != c.workers) return Mismatch(fmt::format("ssp: pull at clock {}: {} values", C, got.size()));
     std::string seen;
