@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "pserver/atomic_file.h"
+
 namespace pserver::bench {
 namespace {
 
@@ -24,29 +26,6 @@ std::string FormatNumber(double x) {
   if (a >= 10) return fmt::format("{:.1f}", x);
   if (a >= 1 || a == 0) return fmt::format("{:.2f}", x);
   return fmt::format("{:.3g}", x);
-}
-
-Status IoError(std::string_view what, const std::string& path, int err) {
-  std::string msg = fmt::format("{} '{}': {}", what, path, std::strerror(err));
-  if (err == ENOENT || err == ENOTDIR) return Status::NotFound(std::move(msg));
-  return Status::Unavailable(std::move(msg));
-}
-
-// Writes all of `text` to a new file at `path`, flushed to the device. On failure the file
-// is removed.
-Status WriteWholeFile(const std::string& path, const std::string& text) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return IoError("cannot create", path, errno);
-  int err = 0;
-  if (std::fwrite(text.data(), 1, text.size(), f) != text.size()) err = errno;
-  if (err == 0 && std::fflush(f) != 0) err = errno;
-  if (err == 0 && ::fsync(::fileno(f)) != 0) err = errno;
-  if (std::fclose(f) != 0 && err == 0) err = errno;
-  if (err != 0) {
-    std::remove(path.c_str());
-    return IoError("cannot write", path, err);
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -151,14 +130,7 @@ Status WriteJson(const std::vector<BenchResult>& results, const std::string& pat
     return Status::InvalidArgument(
         fmt::format("cannot encode benchmark results for '{}': {}", path, e.what()));
   }
-  const std::string tmp = path + ".tmp";
-  PSERVER_RETURN_IF_ERROR(WriteWholeFile(tmp, text));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return IoError(fmt::format("cannot rename '{}' to", tmp), path, err);
-  }
-  return Status::Ok();
+  return WriteFileAtomically(path, text);
 }
 
 }  // namespace pserver::bench

@@ -80,8 +80,8 @@ void PrintTable(const std::vector<BenchResult>& results, std::FILE* out);
 
 // Writes `results` to `path` as a JSON array of objects with the keys name, value, unit,
 // bound, ratio, higher_is_better, min, max, repetitions, bound_name, cpu_us, bound_cpu_us
-// (non-finite numbers are written as null). The text goes to "<path>.tmp" first and is renamed over `path` only once
-// complete and flushed, so a reader never sees a partial file.
+// (non-finite numbers are written as null). Written atomically (pserver/atomic_file.h), so a
+// reader never sees a partial file.
 // Returns kNotFound if the directory of `path` does not exist, kInvalidArgument if a string is
 // not valid UTF-8, kUnavailable for any other I/O failure (permissions, full disk); the
 // message names the path and the errno text. On failure the temporary file is removed and

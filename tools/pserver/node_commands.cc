@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "apps/linear/dbpg_rule.h"
+#include "pserver/atomic_file.h"
 #include "pserver/demo_worker.h"
 #include "pserver/pserver.h"
 
@@ -62,21 +63,6 @@ void AddSchedulerFlag(CLI::App* cmd, NodeOptions* o) {
       ->capture_default_str();
 }
 
-// Writes `text` to `path` atomically (temporary file, then rename).
-Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text << '\n';
-    out.flush();
-    if (!out) return Status::Unavailable(fmt::format("cannot write {}", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::Unavailable(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
-  return Status::Ok();
-}
-
 int Fail(const char* what, const Status& s) {
   std::fprintf(stderr, "pserver %s: %s\n", what, s.ToString().c_str());
   return 1;
@@ -117,7 +103,9 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       std::printf("scheduler listening at %s\n", (*node)->address().c_str());
       std::fflush(stdout);
       if (!address_file->empty()) {
-        if (Status s = WriteFileAtomically(*address_file, (*node)->address()); !s.ok()) return Fail("scheduler", s);
+        if (Status s = WriteFileAtomically(*address_file, (*node)->address() + "\n"); !s.ok()) {
+          return Fail("scheduler", s);
+        }
       }
       Status s = (*node)->Run();
       if (!s.ok()) return Fail("scheduler", s);
