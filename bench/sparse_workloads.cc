@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <latch>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "kv/server/apply_pool.h"
+#include "kv/server/sparse_rows.h"
 #include "kv/server/table_store.h"
 #include "kv/server/updaters.h"
 #include "pserver/kv_server.h"
@@ -39,6 +41,11 @@ TableSpec SparseSgdSpec() {
 void Escape(const void* p) { asm volatile("" : : "g"(p) : "memory"); }
 
 }  // namespace
+
+uint32_t SparseApplyThreads(const SparseWorkloadOptions& o) {
+  if (o.apply_threads > 0) return o.apply_threads;
+  return std::max(1u, std::thread::hardware_concurrency() / static_cast<uint32_t>(std::max(1, o.num_servers)));
+}
 
 Result<SparseRequests> MakeSparseRequests(const SparseWorkloadOptions& o) {
   if (o.keys_per_request == 0 || o.keys_per_request > o.key_space) {
@@ -72,13 +79,16 @@ Result<SparseRequests> MakeSparseRequests(const SparseWorkloadOptions& o) {
 
 Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, const SparseRequests& req) {
   if (req.keys.empty()) return Status::InvalidArgument("sparse workload: no requests");
+  if (o.exact_requests > 0 && o.exact_requests <= static_cast<uint64_t>(o.window)) {
+    return Status::InvalidArgument(fmt::format("sparse workload: exact_requests ({}) must exceed the window ({})",
+                                               o.exact_requests, o.window));
+  }
   testing::LocalClusterOptions co;
   co.num_servers = static_cast<uint32_t>(o.num_servers);
   co.num_workers = static_cast<uint32_t>(o.num_workers);
   // Each server applies on its share of the machine's hardware threads, as `pserver launch`
   // gives its local servers (LaunchOptions::hardware_threads).
-  const uint32_t apply_threads =
-      std::max(1u, std::thread::hardware_concurrency() / static_cast<uint32_t>(std::max(1, o.num_servers)));
+  const uint32_t apply_threads = SparseApplyThreads(o);
   PSERVER_ASSIGN_OR_RETURN(auto cluster,
                            testing::LocalCluster::Start(co, [apply_threads](Node& server) -> std::shared_ptr<void> {
                              ServerOptions so;
@@ -87,10 +97,13 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
                            }));
   std::atomic<uint64_t> total_requests{0}, total_keys{0};
   RunSpan span;
+  std::vector<std::vector<float>> values;  // written by worker 0 only
   Status s = cluster->RunWorkers([&](Node& node) -> Status {
     PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(SparseSgdSpec()));
     KVWorker<float> kv(node);
     const size_t sets = req.keys.size();
+    const bool collect = o.collect_values && node.rank().value == 0;
+    if (collect) values.assign(sets, {});
     // Warm-up: store every key of every set, so that the timed part is the steady state.
     for (size_t i = 0; i < sets; ++i) {
       PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, req.keys[i], req.grads[i]));
@@ -100,6 +113,17 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     const size_t window = static_cast<size_t>(o.window);
     std::vector<Timestamp> in_flight(window);
     std::vector<SharedArray<float>> outs(window);
+    // Waits for request i and checks (and, collecting, keeps) a pull's answer.
+    auto finish = [&](uint64_t i) -> Status {
+      PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
+      if (o.push) return Status::Ok();
+      const SharedArray<float>& answer = outs[i % window];
+      if (answer.size() != req.keys[i % sets].size()) {
+        return Status::Internal("sparse pull: answer has the wrong number of values");
+      }
+      if (collect) values[i % sets].assign(answer.data(), answer.data() + answer.size());
+      return Status::Ok();
+    };
     uint64_t issued = 0, done = 0, keys = 0;  // done, keys: answered while measuring
     Clock::time_point start{}, deadline{};
     double cpu_start = 0;
@@ -107,10 +131,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     for (;;) {
       const size_t slot = issued % window;
       if (issued >= window) {
-        PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[slot]));
-        if (!o.push && outs[slot].size() != req.keys[(issued - window) % sets].size()) {
-          return Status::Internal("sparse pull: answer has the wrong number of values");
-        }
+        PSERVER_RETURN_IF_ERROR(finish(issued - window));
         if (measuring) {
           ++done;
           keys += req.keys[(issued - window) % sets].size();
@@ -122,7 +143,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
           deadline = start + o.min_duration;
         }
       }
-      if (measuring && Clock::now() >= deadline) break;
+      if (o.exact_requests > 0 ? issued == o.exact_requests : measuring && Clock::now() >= deadline) break;
       const size_t set = issued % sets;
       if (o.push) {
         PSERVER_ASSIGN_OR_RETURN(in_flight[slot], kv.Push(table, req.keys[set], req.grads[set]));
@@ -136,11 +157,21 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     const Clock::time_point end = Clock::now();
     const double cpu_end = ProcessCpuSeconds();
     for (uint64_t i = issued - std::min<uint64_t>(issued, window); i < issued; ++i) {
-      PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight[i % window]));
+      PSERVER_RETURN_IF_ERROR(finish(i));
     }
     total_requests += done;
     total_keys += keys;
     span.Record(start, end, cpu_start, cpu_end);
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    if (collect && o.push) {
+      // Every worker's pushes were acknowledged before the barrier: the values now are final.
+      for (size_t i = 0; i < sets; ++i) {
+        SharedArray<float> answer;
+        PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, req.keys[i], &answer));
+        PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
+        values[i].assign(answer.data(), answer.data() + answer.size());
+      }
+    }
     return node.Barrier(BarrierGroup::kWorkers);
   });
   PSERVER_RETURN_IF_ERROR(s);
@@ -151,39 +182,92 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
   if (r.seconds <= 0) return Status::Internal("sparse workload: no time measured");
   r.keys_per_sec = static_cast<double>(total_keys.load()) / r.seconds;
   r.keys_per_sec_per_server = r.keys_per_sec / o.num_servers;
+  r.values = std::move(values);
   return r;
 }
 
-double MeasureSparseBound(const SparseWorkloadOptions& o, const SparseRequests& req) {
-  // The same sparse table without a parameter server: Abseil's flat_hash_map from key to
-  // value, holding every key the requests touch, one thread.
-  absl::flat_hash_map<Key, float> w;
-  for (const SharedArray<Key>& k : req.keys) {
-    for (Key key : k) w.emplace(key, 0.5f);
+SparseBound MeasureSparseBound(const SparseWorkloadOptions& o, const SparseRequests& req) {
+  // The same sparse table without a parameter server, sharded like a server's store over as
+  // many threads as one server applies on: thread t owns the keys with MixKey(key) mod T == t,
+  // in its own Abseil flat_hash_map holding every such key the requests touch, and walks its
+  // share of every request (split once, here, not per request).
+  const uint32_t threads = SparseApplyThreads(o);
+  const size_t sets = req.keys.size();
+  struct Shard {
+    std::vector<std::vector<Key>> keys;     // by request set
+    std::vector<std::vector<float>> grads;  // by request set
+    uint64_t keys_done = 0;
+    Clock::time_point end;
+  };
+  std::vector<Shard> shards(threads);
+  for (Shard& sh : shards) {
+    sh.keys.resize(sets);
+    sh.grads.resize(sets);
   }
-  std::vector<float> out(o.keys_per_request);
+  for (size_t set = 0; set < sets; ++set) {
+    const SharedArray<Key>& k = req.keys[set];
+    const SharedArray<float>& g = req.grads[set];
+    for (size_t i = 0; i < k.size(); ++i) {
+      Shard& sh = shards[kv::MixKey(k[i]) % threads];
+      sh.keys[set].push_back(k[i]);
+      sh.grads[set].push_back(g[i]);
+    }
+  }
   const float lr = static_cast<float>(kLr);
-  const auto t0 = Clock::now();
   const auto min_duration = std::max<Clock::duration>(o.min_duration, std::chrono::milliseconds(200));
+  std::latch built(threads);  // every thread has built its map
+  std::latch go(1);           // the clock has started
+  std::atomic<int64_t> start_ns{0};
+  auto run = [&](Shard& sh) {
+    absl::flat_hash_map<Key, float> w;  // built by the thread that uses it
+    for (const std::vector<Key>& k : sh.keys) {
+      for (Key key : k) w.emplace(key, 0.5f);
+    }
+    std::vector<float> out(o.keys_per_request);
+    built.count_down();
+    go.wait();
+    const Clock::time_point t0(Clock::duration(start_ns.load()));
+    for (size_t r = 0;; ++r) {
+      const std::vector<Key>& k = sh.keys[r % sets];
+      const size_t n = k.size();
+      const Key* kp = k.data();
+      if (o.push) {
+        const float* g = sh.grads[r % sets].data();
+        for (size_t i = 0; i < n; ++i) w[kp[i]] -= lr * g[i];
+        Escape(&w);
+      } else {
+        for (size_t i = 0; i < n; ++i) out[i] = w.find(kp[i])->second;
+        Escape(out.data());
+      }
+      sh.keys_done += n;
+      sh.end = Clock::now();
+      if (sh.end - t0 >= min_duration) break;
+    }
+  };
+  std::vector<std::jthread> pool;
+  pool.reserve(threads);
+  double cpu_start = 0;
+  for (Shard& sh : shards) pool.emplace_back(run, std::ref(sh));
+  built.wait();
+  cpu_start = ProcessCpuSeconds();
+  start_ns = Clock::now().time_since_epoch().count();
+  go.count_down();
+  for (std::jthread& t : pool) t.join();
+  const double cpu_seconds = ProcessCpuSeconds() - cpu_start;
+  const Clock::time_point t0(Clock::duration(start_ns.load()));
   uint64_t keys = 0;
   Clock::duration elapsed{};
-  for (size_t r = 0;; ++r) {
-    const SharedArray<Key>& k = req.keys[r % req.keys.size()];
-    const size_t n = k.size();
-    const Key* kp = k.data();
-    if (o.push) {
-      const float* g = req.grads[r % req.keys.size()].data();
-      for (size_t i = 0; i < n; ++i) w[kp[i]] -= lr * g[i];
-      Escape(&w);
-    } else {
-      for (size_t i = 0; i < n; ++i) out[i] = w.find(kp[i])->second;
-      Escape(out.data());
-    }
-    keys += n;
-    elapsed = Clock::now() - t0;
-    if (elapsed >= min_duration) break;
+  for (const Shard& sh : shards) {
+    keys += sh.keys_done;
+    elapsed = std::max(elapsed, sh.end - t0);
   }
-  return static_cast<double>(keys) / std::chrono::duration<double>(elapsed).count();
+  SparseBound b;
+  b.threads = threads;
+  const double seconds = std::chrono::duration<double>(elapsed).count();
+  b.keys_per_sec = seconds > 0 ? static_cast<double>(keys) / seconds : 0.0;
+  const double requests = static_cast<double>(keys) / static_cast<double>(std::max<size_t>(1, o.keys_per_request));
+  b.cpu_us_per_request = requests > 0 ? cpu_seconds * 1e6 / requests : 0.0;
+  return b;
 }
 
 Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, uint64_t seed) {

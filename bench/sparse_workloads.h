@@ -1,17 +1,24 @@
 // Sparse workloads of `pserver bench`: many random keys per request into a sparse float SGD
 // table, the shape of a sparse model's gradient push and weight pull.
 //
-// The table: float, width 1, sparse storage, hashed placement, built-in "sgd" rule (lr 0.01).
-// Each request carries `keys_per_request` distinct, sorted keys drawn (seeded) from
-// [0, key_space); a few such request key sets are generated once and cycled through. Before
-// timing, every worker pushes each set once, so the measured pushes update stored rows and the
-// pulls read stored rows (the steady state, not the inserts). Each server applies on its share
+// The table: float, width 1, sparse storage, hashed placement, built-in "sgd" rule (lr 0.01),
+// zero initial values. Each request carries `keys_per_request` distinct, sorted keys drawn
+// (seeded) from [0, key_space); a few such request key sets are generated once and cycled
+// through (request i uses set i mod request_sets). Before timing, every worker pushes each set
+// once, so the measured pushes update stored rows and the pulls read stored rows (the steady
+// state, not the inserts). Each server applies on SparseApplyThreads(options) threads: its share
 // of the machine's hardware threads (at least one), as `pserver launch` gives its local servers.
 //
 // The bound, measured in the same process over the same key sets: the same sparse table without
-// a parameter server -- one thread, an in-memory absl::flat_hash_map from key to value holding
-// every key the requests touch, doing w[k] -= lr * g for a push and out[i] = w[k] for a pull
-// (no messages, no slicing, no copies).
+// a parameter server, sharded over as many threads as one server applies on
+// (SparseApplyThreads), so that the ratio compares like with like on any number of cores -- a
+// one-thread bound would let the ratio grow with the core count. Each thread owns the keys
+// that hash to it (an absl::flat_hash_map from key to value holding every key of its shard the
+// requests touch) and walks every request's share of its shard, doing w[k] -= lr * g for a push
+// and out[i] = w[k] for a pull: no messages, no slicing, no copies, and no join between
+// requests (each thread runs free; a request's keys are split by shard once, before timing,
+// where a server splits every request). Everything it leaves out makes the bound higher, never
+// lower. Its figure is keys per second summed over its threads: the bound for one server.
 //
 // The memory figure builds the server's store (kv::TableStore, sparse, built-in "sgd") directly
 // and pushes `num_keys` random 64-bit keys into it, 100k per request.
@@ -39,7 +46,20 @@ struct SparseWorkloadOptions {
   int window = 4;                     // requests in flight per worker
   std::chrono::milliseconds min_duration{1000};
   uint64_t seed = 42;
+  // Threads each server applies on; 0: hardware threads / num_servers, at least 1
+  // (SparseApplyThreads).
+  uint32_t apply_threads = 0;
+  // For correctness tests. exact_requests > 0: each worker issues exactly this many requests
+  // after the warm-up (REQUIRES: > window) and stops, whatever min_duration says; the first
+  // `window` are not timed. collect_values: worker 0 returns the values it pulled (see
+  // SparseThroughput::values).
+  uint64_t exact_requests = 0;
+  bool collect_values = false;
 };
+
+// Threads each server of the workload applies on, and the bound's threads: options.apply_threads,
+// or when 0 the machine's hardware threads divided among the servers (at least 1).
+uint32_t SparseApplyThreads(const SparseWorkloadOptions& options);
 
 // The pre-generated requests: keys[i] sorted and distinct, grads[i] of the same length.
 struct SparseRequests {
@@ -56,14 +76,26 @@ struct SparseThroughput {
   double cpu_seconds = 0;              // process CPU time (all threads) over the measured span
   double keys_per_sec = 0;             // over all servers
   double keys_per_sec_per_server = 0;  // keys_per_sec / num_servers
+  // With options.collect_values, per request set (values[i] for keys[i]): for a pull workload
+  // the answer to worker 0's last pull of the set; for a push workload what worker 0 pulls
+  // after every worker's last push was acknowledged. Empty otherwise.
+  std::vector<std::vector<float>> values;
 };
 
 // Runs the workload on an in-process cluster (ZeroMQ over loopback TCP, like the dense cells).
+// kInvalidArgument for no requests, or exact_requests in [1, window]; a node's error otherwise;
+// kInternal if a pull's answer has the wrong number of values.
 Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& options, const SparseRequests& requests);
 
-// Keys per second of the single-thread flat_hash_map bound (push: SGD step; pull: gather) over the
-// same requests, timed for at least options.min_duration.
-double MeasureSparseBound(const SparseWorkloadOptions& options, const SparseRequests& requests);
+struct SparseBound {
+  double keys_per_sec = 0;     // over all its threads
+  double cpu_us_per_request = 0;  // process CPU over the span per keys_per_request keys
+  uint32_t threads = 0;        // SparseApplyThreads(options)
+};
+
+// The sharded flat_hash_map bound (push: SGD step; pull: gather) over the same requests, every
+// thread timed for at least options.min_duration (and 200 ms).
+SparseBound MeasureSparseBound(const SparseWorkloadOptions& options, const SparseRequests& requests);
 
 struct SparseMemory {
   size_t keys = 0;
