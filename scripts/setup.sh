@@ -8,6 +8,7 @@ packages=(
   libzmq3-dev cppzmq-dev libabsl-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libzstd-dev liblz4-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables procps
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -17,42 +17,5 @@ foreach(t wire_io_test status_test atomic_file_test message_test inproc_transpor
   target_include_directories(${t} PRIVATE ${PROJECT_SOURCE_DIR})
 endforeach()
 
-# libFuzzer target for the frame and control-body decoders (clang only; see docs/wire_format.md).
-# The decoders' sources are compiled into the target itself so that they carry the fuzzer's
-# coverage instrumentation; the libraries stay uninstrumented for every other binary.
-if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-  option(PSERVER_BUILD_FUZZERS "Build the libFuzzer targets (clang only)" ON)
-  if(PSERVER_BUILD_FUZZERS AND (NOT PSERVER_SANITIZE OR PSERVER_SANITIZE STREQUAL "address"))
-    include(CheckCXXSourceCompiles)
-    set(CMAKE_REQUIRED_FLAGS "-fsanitize=fuzzer,address")
-    set(CMAKE_REQUIRED_LINK_OPTIONS "-fsanitize=fuzzer,address")
-    check_cxx_source_compiles("
-      #include <cstddef>
-      #include <cstdint>
-      extern \"C\" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }"
-      PSERVER_HAVE_LIBFUZZER)
-    unset(CMAKE_REQUIRED_FLAGS)
-    unset(CMAKE_REQUIRED_LINK_OPTIONS)
-    if(PSERVER_HAVE_LIBFUZZER)
-      add_executable(message_fuzz
-        ${PROJECT_SOURCE_DIR}/fuzz/message_fuzz.cc
-        base/status.cc
-        base/types.cc
-        base/wire_io.cc
-        transport/message.cc
-        transport/transport.cc
-        cluster/control_messages.cc)
-      target_compile_features(message_fuzz PRIVATE cxx_std_20)
-      target_include_directories(message_fuzz PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
-      target_compile_options(message_fuzz PRIVATE -fsanitize=fuzzer,address -fno-omit-frame-pointer)
-      target_link_options(message_fuzz PRIVATE -fsanitize=fuzzer,address)
-      target_link_libraries(message_fuzz PRIVATE fmt::fmt spdlog::spdlog Threads::Threads absl::inlined_vector pserver_warnings)
-      # A short, deterministic run (fixed seed and run count) so that ctest catches regressions;
-      # real fuzzing runs are started by hand (docs/wire_format.md).
-      add_test(NAME message_fuzz_smoke COMMAND message_fuzz -seed=1 -runs=50000)
-      set_tests_properties(message_fuzz_smoke PROPERTIES LABELS "unit;fuzz" TIMEOUT 120)
-    else()
-      message(STATUS "libFuzzer not found (install libclang-rt-dev): message_fuzz is not built")
-    endif()
-  endif()
-endif()
+# The fuzz target of the frame and control-body decoders, message_fuzz, lives in fuzz/ with the
+# others (fuzz/CMakeLists.txt).
