@@ -31,16 +31,25 @@ namespace pserver::testing {
 namespace {
 
 constexpr std::chrono::seconds kHangGuard{60};
-// Heartbeats of the fault tests: failures are noticed after about three seconds. (With one
-// second, a live scheduler starved of CPU for a second -- two compilers and a parallel ctest on
-// two cores -- was once taken for dead by its server.)
+// Heartbeats of the fault tests. Failure is detected on one path only -- the scheduler judging
+// the servers and workers, or the servers and workers judging the scheduler -- and each test
+// makes short only the path that must detect its victim: the other path, on which only live
+// processes are judged, gets kNeverMs, longer than the scenarios run (yet within kHangGuard, so
+// that a node that missed the end of the job still ends), so no starved but live process can be
+// taken for dead there. (With one second on every path, a live scheduler starved of CPU for
+// a second -- two compilers and a parallel ctest on two cores -- was once taken for dead by its
+// server.) The detecting path's timeout is 10 s: a survivor on that path (say, the live server
+// while the scheduler waits for the killed one) would have to get no CPU for 10 s to be taken
+// for dead, and the killed process is found after 10 s.
 const std::string kHeartbeatIntervalMs = "100";
-const std::string kHeartbeatTimeoutMs = "3000";
+const std::string kDetectMs = "10000";
+const std::string kNeverMs = "45000";
 // A send to a peer that is gone blocks up to the send timeout (10 s by default), also the
-// heartbeat sends that detect a dead scheduler, and the registration send to a scheduler that
-// is not there (see the report in the commit). Every node of these tests gets a send timeout
-// longer than the heartbeat timeout -- so a dead server is still declared dead before a send to
-// it gives up -- but short enough to keep each test to a few seconds.
+// registration send to a scheduler that is not there (see the report in the commit). The nodes
+// of a cluster get a send timeout longer than the detecting heartbeat timeout, so that a dead
+// server is declared dead before a send to it gives up; the tests of an unreachable scheduler
+// use kSendTimeoutMs, short enough to keep them to a few seconds.
+const std::string kClusterSendTimeoutMs = "12000";
 const std::string kSendTimeoutMs = "4000";
 
 // EXPECT_TRUE(Contains(text, part)) prints the whole text on failure.
@@ -71,7 +80,7 @@ class FaultTest : public ::testing::Test {
     auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers",
                                 std::to_string(servers), "--num-workers", std::to_string(workers),
                                 "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--heartbeat-timeout-ms",
-                                kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+                                scheduler_heartbeat_timeout_ms_, "--send-timeout-ms", kClusterSendTimeoutMs});
     ASSERT_OK(s);
     scheduler_ = std::move(*s);
     const std::string marker = "scheduler listening at ";
@@ -84,7 +93,8 @@ class FaultTest : public ::testing::Test {
   void StartServer(int rank) {
     auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1",
                                 "--rank-hint", std::to_string(rank), "--heartbeat-interval-ms", kHeartbeatIntervalMs,
-                                "--heartbeat-timeout-ms", kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+                                "--heartbeat-timeout-ms", node_heartbeat_timeout_ms_, "--send-timeout-ms",
+                                kClusterSendTimeoutMs});
     ASSERT_OK(s);
     servers_.push_back(std::move(*s));
   }
@@ -97,7 +107,7 @@ class FaultTest : public ::testing::Test {
                           bool wait = true, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv = {CheckWorkerBinary(),       "--scenario",         scenario,
                                      "--seed",                  std::to_string(seed_), "--heartbeat-interval-ms",
-                                     kHeartbeatIntervalMs,      "--send-timeout-ms",  kSendTimeoutMs};
+                                     kHeartbeatIntervalMs,      "--send-timeout-ms",  kClusterSendTimeoutMs};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto w = Subprocess::Spawn(argv,
                                {{"PSERVER_SCHEDULER", address_},
@@ -105,7 +115,7 @@ class FaultTest : public ::testing::Test {
                                 {"PSERVER_NUM_SERVERS", std::to_string(servers)},
                                 {"PSERVER_NUM_WORKERS", std::to_string(workers)},
                                 {"PSERVER_RANK_HINT", std::to_string(rank)},
-                                {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
+                                {"PSERVER_HEARTBEAT_TIMEOUT_MS", node_heartbeat_timeout_ms_}});
     ASSERT_OK(w);
     workers_.push_back(std::move(*w));
     if (wait) WaitPushing(workers_.size() - 1);
@@ -118,6 +128,10 @@ class FaultTest : public ::testing::Test {
         << scheduler_->output();
   }
 
+  // The scheduler judges the servers and workers; they judge the scheduler (see kDetectMs).
+  // By default a server or worker is the victim; a test that kills the scheduler swaps them.
+  std::string scheduler_heartbeat_timeout_ms_ = kDetectMs;
+  std::string node_heartbeat_timeout_ms_ = kNeverMs;
   const uint64_t seed_ = TestSeed();
   std::string address_;
   std::unique_ptr<Subprocess> scheduler_;
@@ -154,6 +168,9 @@ TEST_F(FaultTest, KilledServerFailsWorkerWithClearErrorInsteadOfHanging) {
 }
 
 TEST_F(FaultTest, KilledSchedulerEndsServersAndWorkersWithClearError) {
+  // The victim is the scheduler: only the nodes' judgement of it is short.
+  scheduler_heartbeat_timeout_ms_ = kNeverMs;
+  node_heartbeat_timeout_ms_ = kDetectMs;
   ASSERT_NO_FATAL_FAILURE(StartScheduler(1, 1));
   ASSERT_NO_FATAL_FAILURE(StartServer(0));
   ASSERT_NO_FATAL_FAILURE(StartPushingWorker(1, 1, 0));

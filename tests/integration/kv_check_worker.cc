@@ -841,8 +841,8 @@ Status DelayScenario(Context& c) {
 // per clock to its own key w, then ticks its clock and pulls all keys at the new clock C (the
 // servers answer once every live worker reached C - 1). The last worker stops after
 // --slow-clock clocks, prints "stuck at clock", and blocks (the test kills it). The others run
-// --rounds rounds; before a pull that needs the slow worker past its last clock they print
-// "waiting for the slow worker". Every pull at clock C checks that it includes each worker's
+// --rounds rounds; once the first pull that needs the slow worker past its last clock is sent
+// and not answered at once, they print "waiting for the slow worker". Every pull at clock C checks that it includes each worker's
 // pushes of clocks < C - s (the slow worker's: of clocks < min(C - s, --slow-clock), as it may
 // be dead by then), at most the slow worker's --slow-clock pushes, and exactly this worker's C
 // pushes. A pull at C answered means every live worker reached C - s: no worker runs more
@@ -868,12 +868,13 @@ Status SspScenario(Context& c) {
     SharedArray<double> got;
     PSERVER_ASSIGN_OR_RETURN(Timestamp q, In(kv.Pull(table, all_keys, &got), fmt::format("pull at clock {}", C)));
     PSERVER_RETURN_IF_ERROR(In(kv.Wait(p), "waiting for the push"));
-    if (c.rank != slow && C - kStaleness > static_cast<int64_t>(c.slow_clock)) {
-      // The pull is sent (and the push before it answered, so the pull is at or on its way to
-      // the servers). The test kills the slow worker only after every fast worker printed the
-      // line below, so until then the slow worker lives at clock --slow-clock and no server may
-      // answer this pull: one answered in the first moments is a broken clock, said here (the
-      // window only catches it early; a correct server never answers, whatever the timing).
+    if (c.rank != slow && C - kStaleness == static_cast<int64_t>(c.slow_clock) + 1) {
+      // The first pull that needs the slow worker past its last clock. It is sent (and the push
+      // before it answered, so the pull is at or on its way to the servers). The test kills the
+      // slow worker only after every fast worker printed the line below, so until then the slow
+      // worker lives at clock --slow-clock and no server may answer this pull: one answered in
+      // the first moments is a broken clock, said here (the window only catches it early; a
+      // correct server never answers, whatever the timing). Later pulls come after the kill.
       Status early = kv.Wait(q, std::chrono::milliseconds(300));
       if (early.ok()) {
         return Mismatch(fmt::format("ssp: the pull at clock {} was answered while the slow worker was at clock {} "
