@@ -88,9 +88,9 @@ struct SparseThroughput {
 Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& options, const SparseRequests& requests);
 
 struct SparseBound {
-  double keys_per_sec = 0;     // over all its threads
-  double cpu_us_per_request = 0;  // process CPU over the span per keys_per_request keys
-  uint32_t threads = 0;        // SparseApplyThreads(options)
+  double keys_per_sec = 0;        // over all its threads
+  double cpu_us_per_request = 0;  // process CPU over its span per keys_per_request keys
+  uint32_t threads = 0;           // SparseApplyThreads(options)
 };
 
 // The sharded flat_hash_map bound (push: SGD step; pull: gather) over the same requests, every

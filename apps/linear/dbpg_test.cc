@@ -222,10 +222,11 @@ Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
     if (dbpg_rows == nullptr) {
       EXPECT_OK(RegisterLinearRules(so.updaters));
     } else {
-      EXPECT_OK(so.updaters.Register(kDbpgRuleName, [dbpg_rows](const UpdaterSpec& spec) -> Result<std::unique_ptr<Updater>> {
+      auto counting = [dbpg_rows](const UpdaterSpec& spec) -> Result<std::unique_ptr<Updater>> {
         PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> rule, MakeDbpgRule(spec));
         return std::unique_ptr<Updater>(std::make_unique<CountingRule>(std::move(rule), dbpg_rows));
-      }));
+      };
+      EXPECT_OK(so.updaters.Register(kDbpgRuleName, counting));
     }
     struct Both {
       Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n) {}

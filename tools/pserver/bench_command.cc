@@ -160,10 +160,10 @@ Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests&
   }
   std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
                                  servers, workers);
-  BenchResult result = bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median,
-                                              fmt::format("flat_hash_map_{}_{}thread{}", push ? "sgd" : "gather", bound_threads,
-                                                          bound_threads == 1 ? "" : "s"),
-                                              true);
+  const std::string bound_name =
+      fmt::format("flat_hash_map_{}_{}thread{}", push ? "sgd" : "gather", bound_threads, bound_threads == 1 ? "" : "s");
+  BenchResult result =
+      bench::MakeBenchResult(name, "keys/s/server", ours, bench::Summarize(bound).median, bound_name, true);
   result.cpu_us = bench::Summarize(ours_cpu).median;
   result.bound_cpu_us = bench::Summarize(bound_cpu).median;
   return result;
