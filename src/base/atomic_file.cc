@@ -65,12 +65,13 @@ Result<std::string> ResolveTarget(const std::string& path) {
   return target;
 }
 
-Status WriteAll(int fd, const std::string& path, const char* p, size_t size) {
+// Errors name `path` (the final name the user knows) and `temp` (the file written).
+Status WriteAll(int fd, const std::string& path, const std::string& temp, const char* p, size_t size) {
   while (size > 0) {
     const ssize_t n = ::write(fd, p, std::min<size_t>(size, size_t{1} << 30));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return IoError(path, "write", errno);
+      return IoError(path, fmt::format("write to {}", temp), errno);
     }
     p += n;
     size -= static_cast<size_t>(n);
@@ -153,7 +154,7 @@ Status AtomicFileWriter::Fail(Status s) {
 
 Status AtomicFileWriter::WriteBuffer() {
   if (buffer_.empty()) return Status::Ok();
-  Status s = WriteAll(fd_, temp_path_, buffer_.data(), buffer_.size());
+  Status s = WriteAll(fd_, path_, temp_path_, buffer_.data(), buffer_.size());
   buffer_.clear();
   return s;
 }
@@ -165,7 +166,7 @@ Status AtomicFileWriter::Append(std::string_view bytes) {
   if (buffer_.size() + bytes.size() > kBufferBytes) {
     if (Status s = WriteBuffer(); !s.ok()) return Fail(std::move(s));
     if (bytes.size() >= kBufferBytes) {
-      if (Status s = WriteAll(fd_, temp_path_, bytes.data(), bytes.size()); !s.ok()) return Fail(std::move(s));
+      if (Status s = WriteAll(fd_, path_, temp_path_, bytes.data(), bytes.size()); !s.ok()) return Fail(std::move(s));
       return Status::Ok();
     }
   }
@@ -177,9 +178,9 @@ Status AtomicFileWriter::Commit() {
   if (!error_.ok()) return error_;
   if (committed_) return Status::Internal(fmt::format("{}: Commit called twice", path_));
   if (Status s = WriteBuffer(); !s.ok()) return Fail(std::move(s));
-  if (::fsync(fd_) != 0) return Fail(IoError(temp_path_, "fsync", errno));
+  if (::fsync(fd_) != 0) return Fail(IoError(path_, fmt::format("fsync of {}", temp_path_), errno));
   const int fd = std::exchange(fd_, -1);
-  if (::close(fd) != 0) return Fail(IoError(temp_path_, "close", errno));
+  if (::close(fd) != 0) return Fail(IoError(path_, fmt::format("close of {}", temp_path_), errno));
   if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
     return Fail(IoError(path_, fmt::format("rename from {}", temp_path_), errno));
   }
