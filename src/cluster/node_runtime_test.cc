@@ -149,7 +149,7 @@ TEST(NodeRuntimeTest, StoppedServerIsDeclaredDeadAndFailsThePendingWorkOfOthers)
       StatusIs(worker1.Barrier(BarrierGroup::kWorkers, seconds(30)), StatusCode::kUnavailable, "server 1 (node "));
 }
 
-TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadAndTheOthersGoOn) {
+TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadTheOthersGoOnAndTheJobEndsNamingIt) {
   InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 2));
   job.RunScheduler();
@@ -179,10 +179,12 @@ TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadAndTheOthersGoOn) {
   ASSERT_OK(pull);
   EXPECT_OK(w.Wait(*pull, seconds(30)));
   EXPECT_EQ(std::vector<float>(vals.begin(), vals.end()), (std::vector<float>{1, 2, 3}));
-  // The job ends normally once the live worker finalized.
-  EXPECT_OK(worker0.Finalize(seconds(30)));
-  EXPECT_OK(server_run.get());
-  EXPECT_OK(job.SchedulerOutcome());
+  // Once the live worker finalized, the job ends -- with an error naming the lost worker, whose
+  // share of the work is missing, at every node.
+  const std::string lost = "the job lost 1 of 2 workers before they finished: worker 1 (node";
+  EXPECT_TRUE(StatusIs(worker0.Finalize(seconds(30)), StatusCode::kUnavailable, lost));
+  EXPECT_TRUE(StatusIs(server_run.get(), StatusCode::kUnavailable, lost));
+  EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, lost));
 }
 
 TEST(NodeRuntimeTest, StopAbortsTheNodesOwnPendingCallsAndPeersSeeItDie) {

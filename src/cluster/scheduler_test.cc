@@ -497,7 +497,7 @@ TEST(SchedulerTableTest, ConcurrentDeclarationsOfOneNameGetOneId) {
   EXPECT_TRUE(handler->Declared(*second_id).has_value());
 }
 
-TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotAbortTheJobAndBarriersOfTheLiveOnesComplete) {
+TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotStopTheOthersButTheJobEndsNamingIt) {
   Traffic traffic;
   InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 3, traffic.OnSend(), traffic.OnReceive()));
@@ -522,14 +522,15 @@ TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotAbortTheJobAndBarriersOfTheLiveOn
   EXPECT_OK(job.node(2)->Barrier(BarrierGroup::kAll, seconds(30)));
   EXPECT_OK(all0.get());
   EXPECT_OK(all1.get());
-  // Tables can still be declared (the server is alive), and the job ends normally once the live
-  // workers finalized.
+  // Tables can still be declared (the server is alive). Once the live workers finalized the job
+  // ends, with an error naming the lost worker (its share of the work is missing).
   EXPECT_OK(job.node(1)->DeclareTable(SomeTable(), seconds(30)));
   auto finalize0 = job.Spawn([&] { return job.node(1)->Finalize(seconds(30)); });
-  EXPECT_OK(job.node(2)->Finalize(seconds(30)));
-  EXPECT_OK(finalize0.get());
-  EXPECT_OK(server.get());
-  EXPECT_OK(job.SchedulerOutcome());
+  const std::string lost = "the job lost 1 of 3 workers before they finished: worker 2 (node";
+  EXPECT_TRUE(StatusIs(job.node(2)->Finalize(seconds(30)), StatusCode::kUnavailable, lost));
+  EXPECT_TRUE(StatusIs(finalize0.get(), StatusCode::kUnavailable, lost));
+  EXPECT_TRUE(StatusIs(server.get(), StatusCode::kUnavailable, lost));
+  EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, lost));
 }
 
 TEST(SchedulerWorkerLossTest, WorkerDyingInsideABarrierIsNotWaitedFor) {
