@@ -1,10 +1,14 @@
 #include "apps/linear/model.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -75,10 +79,46 @@ Status LinearModel::Save(const std::string& path) const {
   return WriteFileAtomically(path, bytes);
 }
 
+namespace {
+
+// The bytes of the model file at `path`. A directory or a file that is not regular (a device
+// such as /dev/zero would never end) is refused by its kind, without reading it.
+Result<std::string> ReadModelFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string msg = fmt::format("cannot open model file {}: {}", path, std::strerror(err));
+    return err == ENOENT ? Status::NotFound(msg) : Status::Unavailable(msg);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Status::Unavailable(fmt::format("cannot stat model file {}: {}", path, std::strerror(errno)));
+  }
+  if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(fmt::format("{}: is a directory, not a model file", path));
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(fmt::format("{}: not a regular file, so not a model file", path));
+  }
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::Unavailable(fmt::format("cannot read model file {}: {}", path, std::strerror(errno)));
+    if (n == 0) break;  // shrank while read: the checks below see a short file
+    done += static_cast<size_t>(n);
+  }
+  bytes.resize(done);
+  return bytes;
+}
+
+}  // namespace
+
 Result<LinearModel> LinearModel::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(fmt::format("cannot open model file {}", path));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  PSERVER_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(path));
   auto bad = [&](const std::string& what) {
     return Status::Corruption(fmt::format("model file {}: {}", path, what));
   };

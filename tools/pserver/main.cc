@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <string>
 #include <unistd.h>
@@ -24,9 +25,7 @@ std::string SelfExe(const char* argv0) {
   return buf;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   CLI::App app{"pserver: a parameter server for distributed machine learning"};
   app.require_subcommand(1);
   std::string log_level = "info";
@@ -46,4 +45,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   return run ? run() : 2;
+}
+
+}  // namespace
+
+// Errors are Status values throughout; an exception that still reaches here is a bug. It is
+// reported as one with exit status 1 -- never an abort (exit 134) that reads like a crash of
+// the input, and never exit 0.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pserver: internal error: uncaught exception: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "pserver: internal error: uncaught exception of unknown type\n");
+  }
+  return 1;
 }

@@ -1,6 +1,8 @@
 #include "pserver/train_command.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -11,10 +13,12 @@
 
 #include "apps/linear/data_cache.h"
 #include "apps/linear/dbpg.h"
+#include "apps/linear/libsvm_reader.h"
 #include "apps/linear/model.h"
 #include "apps/linear/synthetic.h"
 #include "apps/linear/online.h"
 #include "pserver/atomic_file.h"
+#include "pserver/flag_checks.h"
 #include "pserver/launcher.h"
 #include "pserver/pserver.h"
 
@@ -84,6 +88,32 @@ Status CheckTrainOutputs(const TrainFlags& f) {
   return Status::Ok();
 }
 
+// Checks the --data files before any work: those of linear::CheckInputFiles (each exists, none
+// is a directory, none is named twice), and that each is a regular file -- training reads its
+// data more than once (the split among workers stats sizes, the data cache keys on size and
+// modification time, the empty-data check below), which a pipe or device cannot give: a
+// device's size is 0 and a pipe's cache key would match a stale cache. With `scan_for_rows`,
+// also that the files hold at least one data row (reading each only up to its first row).
+Status CheckTrainInputs(const std::vector<std::string>& data, bool scan_for_rows) {
+  PSERVER_RETURN_IF_ERROR(linear::CheckInputFiles(data).WithContext("--data"));
+  for (const std::string& path : data) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      return Status::InvalidArgument(
+          fmt::format("--data: {}: not a regular file (training reads its data more than once: to split it among "
+                      "workers, for the data cache); copy it to a file first",
+                      path));
+    }
+  }
+  if (!scan_for_rows) return Status::Ok();
+  PSERVER_ASSIGN_OR_RETURN(bool any, linear::HasDataRows(data));
+  if (!any) {
+    return Status::InvalidArgument(fmt::format(
+        "no data rows in --data {}: the files are empty or hold only blank and comment lines", fmt::join(data, " ")));
+  }
+  return Status::Ok();
+}
+
 // The cache directory to use: `cache_dir`, created if missing, or "" (no cache) with a warning
 // when it cannot be created or written. The cache only saves time, so it never fails the job.
 std::string UsableCacheDir(const std::string& cache_dir) {
@@ -107,6 +137,7 @@ int RunTrainWorker(const TrainFlags& f) {
   if (!opts.ok()) return Fail(opts.status());
   opts->role = Role::kWorker;
   if (Status s = CheckTrainOutputs(f); !s.ok()) return Fail(s);
+  if (Status s = CheckTrainInputs(f.data, /*scan_for_rows=*/false); !s.ok()) return Fail(s);
   const std::string cache_dir = UsableCacheDir(f.cache_dir);
   Result<std::unique_ptr<Node>> node = Node::Start(*opts);
   if (!node.ok()) return Fail(node.status());
@@ -121,6 +152,14 @@ int RunTrainWorker(const TrainFlags& f) {
     return Fail(data.status());
   }
   if (!data->warning.empty()) std::fprintf(stderr, "pserver train: warning: %s\n", data->warning.c_str());
+  if (data->data.num_rows() == 0) {
+    // An empty part is fine while other parts have rows (a file or byte range without any);
+    // a job without a single row would write an empty model and call it a success.
+    if (Status s = CheckTrainInputs(f.data, /*scan_for_rows=*/true); !s.ok()) {
+      (void)n.FinalizeWithError(s, kReportFailureTimeout);
+      return Fail(s);
+    }
+  }
   std::printf("worker %u: %zu rows, %zu non-zeros (%s)\n", n.rank().value, data->data.num_rows(), data->data.nnz(),
               data->from_cache ? "from the cache" : "parsed");
   std::fflush(stdout);
@@ -215,8 +254,9 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->add_option("--algo", f->algo, "dbpg, sgd or ftrl")
       ->check(CLI::IsMember({"dbpg", "sgd", "ftrl"}))
       ->capture_default_str();
-  cmd->add_option("--l1", f->l1, "L1 penalty lambda_1")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--l1", f->l1, "L1 penalty lambda_1")->check(FiniteNumber())->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--l2", f->l2, "L2 penalty lambda_2 (objective term lambda_2 |w|^2)")
+      ->check(FiniteNumber())
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--tau", f->tau, "Delay bound: iterations (dbpg) or minibatches (sgd/ftrl) in flight beyond one")
@@ -229,10 +269,12 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd->add_option("--tol", f->tol, "Stop when the objective changes less than this, relatively")
+      ->check(FiniteNumber())
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_flag("--no-kkt", f->no_kkt, "dbpg: compute and send every feature (no KKT filter)");
   cmd->add_option("--learning-rate", f->learning_rate, "sgd: step size; ftrl: alpha")
+      ->check(FiniteNumber())
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--minibatch", f->minibatch, "sgd/ftrl: rows per minibatch")
@@ -249,6 +291,8 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
     *run = [=]() {
       if (!f->scheduler.empty()) return RunTrainWorker(*f);
       if (Status s = CheckTrainOutputs(*f); !s.ok()) return Fail(s);
+      // Bad or empty inputs fail here, once, before a cluster is started.
+      if (Status s = CheckTrainInputs(f->data, /*scan_for_rows=*/true); !s.ok()) return Fail(s);
       LaunchOptions launch;
       launch.num_servers = f->servers;
       launch.num_workers = f->workers;
@@ -308,6 +352,10 @@ void AddPredictCommand(CLI::App& app, std::function<int()>* run) {
         std::fprintf(stderr, "pserver predict: %s\n", d.status().ToString().c_str());
         return 1;
       }
+      if (d->num_rows() == 0) {  // metrics of nothing (AUC 0) would read as a result
+        std::fprintf(stderr, "pserver predict: no rows in %s: nothing to score\n", fmt::format("{}", fmt::join(*data, " ")).c_str());
+        return 1;
+      }
       const std::vector<double> scores = m->Scores(*d);
       if (!scores_out->empty()) {
         // Atomic: a failed write (a full disk) leaves nothing under the name, not a short file.
@@ -335,12 +383,15 @@ void AddGenDataCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--rows", o->num_rows, "Examples")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--features", o->num_features, "Feature ids 1..FEATURES")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--nnz-per-row", o->nnz_per_row, "Mean distinct features per example")
+      ->check(FiniteNumber())
       ->check(CLI::Range(1.0, 1e6))
       ->capture_default_str();
   cmd->add_option("--zipf", o->zipf_exponent, "Power-law exponent of feature frequencies (0: uniform)")
+      ->check(FiniteNumber())
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--weight-density", o->weight_density, "Share of features with a non-zero true weight")
+      ->check(FiniteNumber())
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
