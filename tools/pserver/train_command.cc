@@ -76,7 +76,9 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
   }
   j["per_pass"] = per_pass;
   if (!outcome.ok()) j["error"] = outcome.ToString();
-  return WriteFileAtomically(f.report, j.dump(2) + "\n").WithContext("cannot write the report");
+  // Invalid UTF-8 (a file name in an error, say) is replaced rather than thrown as type_error.
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return WriteFileAtomically(f.report, text).WithContext("cannot write the report");
 }
 
 // Checks, before any work, that the model and the report can be written where the flags say
