@@ -11,8 +11,8 @@
 // "<file>:<line>: <what is wrong>", e.g. "data/x.svm:17: bad value 'abc' for feature 5"
 // (line numbers are 1-based and count every physical line, including blank ones).
 //
-// A line holding a NUL byte is refused ("<file>:<line>: NUL byte at column C (binary data?)"),
-// and so is a line longer than LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer
+// A NUL byte outside a comment is refused
+// ("<file>:<line>: NUL byte at column C (binary data?)"), and so is a line longer than LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer
 // than N bytes"). A token quoted in an error message is cut to its first 64 bytes followed by
 // "... (N bytes)", and bytes that are not printable ASCII are shown as \xNN.
 //
