@@ -12,8 +12,8 @@
 // (line numbers are 1-based and count every physical line, including blank ones).
 //
 // A NUL byte outside a comment is refused
-// ("<file>:<line>: NUL byte at column C (binary data?)"), and so is a line longer than LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer
-// than N bytes"). A token quoted in an error message is cut to its first 64 bytes followed by
+// ("<file>:<line>: NUL byte at column C (binary data?)"), and so is a line longer than
+// LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer than N bytes"). A token quoted in an error message is cut to its first 64 bytes followed by
 // "... (N bytes)", and bytes that are not printable ASCII are shown as \xNN.
 //
 // Files are read in chunks (LibsvmReadOptions::chunk_bytes), so the reader needs memory for
