@@ -13,8 +13,9 @@
 //
 // A NUL byte outside a comment is refused
 // ("<file>:<line>: NUL byte at column C (binary data?)"), and so is a line longer than
-// LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer than N bytes"). A token quoted in an error message is cut to its first 64 bytes followed by
-// "... (N bytes)", and bytes that are not printable ASCII are shown as \xNN.
+// LibsvmReadOptions::max_line_bytes ("<file>:<line>: line longer than N bytes"). A token
+// quoted in an error message is cut to its first 64 bytes followed by "... (N bytes)", and
+// bytes that are not printable ASCII are shown as \xNN.
 //
 // Files are read in chunks (LibsvmReadOptions::chunk_bytes), so the reader needs memory for
 // the parsed Dataset plus max(chunk_bytes, max_line_bytes + 1) bytes, whatever the file size
