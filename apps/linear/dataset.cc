@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cassert>
 #include <utility>
 
@@ -10,6 +11,26 @@ namespace pserver::linear {
 namespace {
 
 bool IsLabel(float label) { return label == 1.0f || label == -1.0f; }
+
+// The largest feature id: num_features() = id + 1 must fit in 64 bits.
+constexpr uint64_t kMaxFeatureId = ~uint64_t{0} - 1;
+
+// Ids strictly increasing, at most kMaxFeatureId; values finite. The error says where (k).
+Status CheckEntries(std::span<const uint64_t> ids, std::span<const float> values) {
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (k > 0 && ids[k] <= ids[k - 1]) {
+      return Status::InvalidArgument(
+          fmt::format("feature ids not strictly increasing ({} after {})", ids[k], ids[k - 1]));
+    }
+    if (!std::isfinite(values[k])) {
+      return Status::InvalidArgument(fmt::format("feature {} has the value {}, not a finite number", ids[k], values[k]));
+    }
+  }
+  if (!ids.empty() && ids.back() > kMaxFeatureId) {
+    return Status::InvalidArgument(fmt::format("feature id {} is above the largest, {}", ids.back(), kMaxFeatureId));
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -37,13 +58,9 @@ Result<Dataset> Dataset::FromArrays(std::vector<float> labels, std::vector<uint6
     if (end < begin || end > feature_ids.size()) {
       return Status::InvalidArgument(fmt::format("row {}: bad offsets [{}, {})", r, begin, end));
     }
-    for (uint64_t k = begin + 1; k < end; ++k) {
-      if (feature_ids[k] <= feature_ids[k - 1]) {
-        return Status::InvalidArgument(
-            fmt::format("row {}: feature ids not strictly increasing ({} after {})", r,
-                        feature_ids[k], feature_ids[k - 1]));
-      }
-    }
+    const Status entries = CheckEntries(std::span<const uint64_t>(feature_ids).subspan(begin, end - begin),
+                                        std::span<const float>(values).subspan(begin, end - begin));
+    if (!entries.ok()) return Status::InvalidArgument(fmt::format("row {}: {}", r, entries.message()));
     if (end > begin) num_features = std::max(num_features, feature_ids[end - 1] + 1);
   }
   Dataset d;
@@ -64,12 +81,7 @@ Status Dataset::AppendRow(float label, std::span<const uint64_t> ids,
     return Status::InvalidArgument(
         fmt::format("{} feature ids but {} values", ids.size(), values.size()));
   }
-  for (size_t k = 1; k < ids.size(); ++k) {
-    if (ids[k] <= ids[k - 1]) {
-      return Status::InvalidArgument(
-          fmt::format("feature ids not strictly increasing ({} after {})", ids[k], ids[k - 1]));
-    }
-  }
+  PSERVER_RETURN_IF_ERROR(CheckEntries(ids, values));
   labels_.push_back(label);
   feature_ids_.insert(feature_ids_.end(), ids.begin(), ids.end());
   values_.insert(values_.end(), values.begin(), values.end());

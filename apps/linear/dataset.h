@@ -2,8 +2,8 @@
 //
 // Row r has the label labels()[r] (+1 or -1) and the entries
 // feature_ids()[k], values()[k] for k in [offsets()[r], offsets()[r + 1]). Feature ids are
-// 0-based (the libsvm reader subtracts one from the file's 1-based indices) and strictly
-// increasing within a row. offsets() always has num_rows() + 1 elements, the first being 0.
+// 0-based (the libsvm reader subtracts one from the file's 1-based indices), strictly
+// increasing within a row and at most 2^64 - 2 (so that num_features() fits); values are finite. offsets() always has num_rows() + 1 elements, the first being 0.
 //
 // A Dataset is a plain value type: copyable, movable, thread-compatible (concurrent const
 // access is safe; any mutation needs external synchronisation).

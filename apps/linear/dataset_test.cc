@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
 namespace pserver::linear {
@@ -47,6 +49,30 @@ TEST(DatasetTest, FromArraysChecksInvariants) {
   EXPECT_FALSE(Dataset::FromArrays({1}, {0, 3}, {1, 4}, {1, 1}).ok());        // last offset
   EXPECT_FALSE(Dataset::FromArrays({2}, {0, 1}, {1}, {1}).ok());              // label
   EXPECT_FALSE(Dataset::FromArrays({1, 1}, {0, 2, 1}, {1, 4}, {1, 1}).ok());  // decreasing
+}
+
+// A non-finite value or a feature id of 2^64 - 1 (whose num_features() would wrap to 0) breaks
+// the solvers: refused wherever a Dataset is built, also from a data cache whose checksum is
+// right (issue 11).
+TEST(DatasetTest, RefusesNonFiniteValuesAndTheLargestId) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const uint64_t top = std::numeric_limits<uint64_t>::max();
+  for (float bad : {nan, inf, -inf}) {
+    Dataset d;
+    Status s = d.AppendRow(1, std::vector<uint64_t>{3, 4}, std::vector<float>{1.f, bad});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("feature 4"), std::string::npos) << s.ToString();
+    EXPECT_TRUE(d.empty());
+    Result<Dataset> r = Dataset::FromArrays({1.f}, {0, 1}, {7}, {bad});
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("row 0: feature 7"), std::string::npos) << r.status().ToString();
+  }
+  Dataset d;
+  EXPECT_EQ(d.AppendRow(1, std::vector<uint64_t>{top}, std::vector<float>{1.f}).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(d.AppendRow(1, std::vector<uint64_t>{top - 1}, std::vector<float>{1.f}).ok());
+  EXPECT_EQ(d.num_features(), top);
+  EXPECT_EQ(Dataset::FromArrays({1.f}, {0, 1}, {top}, {1.f}).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(DatasetTest, AppendConcatenates) {
