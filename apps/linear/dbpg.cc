@@ -119,7 +119,7 @@ Status Trainer::Setup() {
   PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
   cols_ = ToColumns(data_);
   const size_t n = cols_.ids.size();
-  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, o_.wait_timeout, o_.describe_data));
+  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, data_.num_rows(), o_.wait_timeout, o_.describe_data));
   num_features_ = stats_->num_features();
   // Blocks: contiguous feature-id ranges [F b / B, F (b+1) / B).
   block_begin_.resize(o_.num_blocks + 1);

@@ -32,7 +32,7 @@ uint64_t RanksOf(double low, double high) {
 }  // namespace
 
 Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string& prefix,
-                                                   const std::vector<uint64_t>& features,
+                                                   const std::vector<uint64_t>& features, uint64_t rows,
                                                    std::chrono::milliseconds timeout, DataDescriber describe_data) {
   if (node.num_workers() > kMaxWorkers) {
     return Status::InvalidArgument(fmt::format("linear models support at most {} workers", kMaxWorkers));
@@ -49,11 +49,14 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
   const uint32_t rank = node.rank().value;
   const uint32_t workers = node.num_workers();
   // Key r of the stats table: worker r's feature count (max id + 1, which fits 64 bits because
-  // the reader's ids are at most 2^64 - 2), in two exact 32-bit halves, and its rank bits.
+  // a Dataset's ids are at most 2^64 - 2) and its row count, each in two exact 32-bit halves,
+  // and its rank bits.
   const uint64_t count = features.empty() ? 0 : features.back() + 1;
   std::vector<double> mine(kStatsWidth, 0.0);
   mine[0] = static_cast<double>(count >> 32);
   mine[1] = static_cast<double>(count & 0xffffffffu);
+  mine[2] = static_cast<double>(rows >> 32);
+  mine[3] = static_cast<double>(rows & 0xffffffffu);
   const auto bits = RankBits(rank);
   mine[kFigures] = bits[0];
   mine[kFigures + 1] = bits[1];
@@ -76,6 +79,7 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
     const double* row = &counts[kStatsWidth * r];
     const uint64_t n = (static_cast<uint64_t>(row[0]) << 32) | static_cast<uint64_t>(row[1]);
     js->num_features_ = std::max(js->num_features_, n);
+    js->num_rows_ += (static_cast<uint64_t>(row[2]) << 32) | static_cast<uint64_t>(row[3]);
     seen |= RanksOf(row[kFigures], row[kFigures + 1]);
   }
   PSERVER_RETURN_IF_ERROR(js->CheckEveryWorker(seen, "before training started"));

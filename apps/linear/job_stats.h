@@ -53,16 +53,18 @@ class JobStats {
   static constexpr uint32_t kFigures = 6;
   using Row = std::array<double, kFigures>;
 
-  // `features`: this worker's feature ids, sorted and unique. Declares the tables
-  // `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`. kInvalidArgument for more than
-  // 62 workers.
+  // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows. Declares
+  // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`. kInvalidArgument for
+  // more than 62 workers.
   static Result<std::unique_ptr<JobStats>> Create(Node& node, const std::string& prefix,
-                                                  const std::vector<uint64_t>& features,
+                                                  const std::vector<uint64_t>& features, uint64_t rows,
                                                   std::chrono::milliseconds timeout,
                                                   DataDescriber describe_data = {});
 
   // Max feature id + 1 over every worker (exact for any 64-bit id).
   uint64_t num_features() const { return num_features_; }
+  // The rows of every worker's data together.
+  uint64_t num_rows() const { return num_rows_; }
   // owned()[j]: this worker is the lowest-ranked holder of features[j], so it alone counts it.
   const std::vector<bool>& owned() const { return owned_; }
 
@@ -95,6 +97,7 @@ class JobStats {
   TableId stats_table_, presence_table_, model_table_;
   std::vector<uint64_t> features_;
   uint64_t num_features_ = 0;
+  uint64_t num_rows_ = 0;
   std::vector<bool> owned_;
 };
 

@@ -57,7 +57,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
   const std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<JobStats> stats,
-                           JobStats::Create(node, o.table_prefix, all_features, o.wait_timeout, o.describe_data));
+                           JobStats::Create(node, o.table_prefix, all_features, data.num_rows(), o.wait_timeout, o.describe_data));
   auto wait = [&](Timestamp ts) {
     const auto t0 = Clock::now();
     Status s = kv.Wait(ts, o.wait_timeout);
@@ -88,11 +88,13 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
         for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] += coef * row.values[k];
       }
       // SGD steps on the mean gradient of the minibatch plus 1/N of the regulariser's
-      // (sub)gradient (N: this worker's rows). FTRL takes the summed gradient and applies its
+      // (sub)gradient. FTRL takes the summed gradient and applies its
       // own l1, l2 (scaled to the run, see the header).
       if (o.rule == "sgd") {
         const double scale = 1.0 / static_cast<double>(end - first);
-        const double reg_scale = 1.0 / static_cast<double>(data.num_rows());
+        // 1/N with N the job's rows (not this worker's): over a pass the workers take N / |B|
+        // steps together, so the regulariser counts once, whatever the number of workers.
+        const double reg_scale = 1.0 / static_cast<double>(std::max<uint64_t>(stats->num_rows(), 1));
         for (size_t j = 0; j < keys.size(); ++j) {
           grad[j] = grad[j] * scale + reg_scale * (o.l1 * (w[j] > 0 ? 1 : w[j] < 0 ? -1 : 0) + 2 * o.l2 * w[j]);
         }
