@@ -66,7 +66,7 @@ enum class MessageType : uint8_t {
   kHeartbeatAck = 6,      // scheduler -> node
   kDeclareTable = 7,      // worker -> scheduler: table name and spec
   kDeclareTableReply = 8, // scheduler -> worker: table id (or an error)
-  kFinalize = 9,          // worker -> scheduler: this worker is done (kFlagError: it failed) (kFlagError: it failed)
+  kFinalize = 9,          // worker -> scheduler: this worker is done (kFlagError: it failed)
   kShutdown = 10,         // scheduler -> all: the job is over (kFlagError: aborted)
   kNodeFailed = 11,       // scheduler -> all: a node was declared dead
   kTableAnnounce = 12,    // scheduler -> server: a newly declared table (header.table) and its spec
