@@ -108,7 +108,9 @@ Status CheckTrainInputs(const std::vector<std::string>& data, bool scan_for_rows
     }
   }
   if (!scan_for_rows) return Status::Ok();
-  PSERVER_ASSIGN_OR_RETURN(bool any, linear::HasDataRows(data));
+  linear::LibsvmReadOptions scan;
+  scan.chunk_bytes = size_t{64} << 10;  // the first row is usually in the first few bytes
+  PSERVER_ASSIGN_OR_RETURN(bool any, linear::HasDataRows(data, scan));
   if (!any) {
     return Status::InvalidArgument(fmt::format(
         "no data rows in --data {}: the files are empty or hold only blank and comment lines", fmt::join(data, " ")));
