@@ -12,11 +12,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "apps/linear/dataset.h"
+#include "pserver/atomic_file.h"
 #include "pserver/result.h"
 #include "pserver/status.h"
 
@@ -38,7 +40,13 @@ class LinearModel {
   static Result<LinearModel> Load(const std::string& path);
   // Writes the model atomically. kInvalidArgument (and nothing written) if a weight is NaN or
   // infinite; the errors of WriteFileAtomically (pserver/atomic_file.h) otherwise.
+  // Writes the model file to `path` atomically (include/pserver/atomic_file.h). kInvalidArgument
+  // for a non-finite weight; the writer's errors otherwise.
   Status Save(const std::string& path) const;
+  // Save in two steps: the file written and synced beside `path`, to be put in place by the
+  // returned writer's Commit() (a cheap rename) -- or dropped, with nothing left, if the writer
+  // is destroyed first. Errors as Save.
+  Result<std::unique_ptr<AtomicFileWriter>> Stage(const std::string& path) const;
 
   uint64_t num_features() const { return num_features_; }
   const std::vector<std::pair<uint64_t, double>>& weights() const { return weights_; }

@@ -62,9 +62,16 @@ class AtomicFileWriter {
   // the temporary file is already removed.
   Status Append(std::string_view bytes);
 
+  // Writes what is buffered and fsyncs the temporary file: the slow part of Commit, done ahead
+  // (e.g. a model staged before the job's end, so that only the rename is left after it).
+  // Errors as Append. Appending after it is allowed (Commit syncs again).
+  Status Sync();
+
   // Writes what is buffered, fsyncs, renames the temporary file over the final path and fsyncs
-  // the directory. On error the temporary file is removed and the final path is unchanged.
-  // REQUIRES: called at most once.
+  // the directory. On an error before the rename the temporary file is removed and the final
+  // path is unchanged. If only the directory's fsync fails, the file is already in place under
+  // the final path: kUnavailable says so ("... renamed, but ..."), and the rename may not
+  // survive a crash of the machine. REQUIRES: called at most once.
   Status Commit();
 
   const std::string& path() const { return path_; }

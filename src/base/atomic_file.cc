@@ -174,6 +174,14 @@ Status AtomicFileWriter::Append(std::string_view bytes) {
   return Status::Ok();
 }
 
+Status AtomicFileWriter::Sync() {
+  if (!error_.ok()) return error_;
+  if (committed_) return Status::Internal(fmt::format("{}: Sync after Commit", path_));
+  if (Status s = WriteBuffer(); !s.ok()) return Fail(std::move(s));
+  if (::fsync(fd_) != 0) return Fail(IoError(path_, fmt::format("fsync of {}", temp_path_), errno));
+  return Status::Ok();
+}
+
 Status AtomicFileWriter::Commit() {
   if (!error_.ok()) return error_;
   if (committed_) return Status::Internal(fmt::format("{}: Commit called twice", path_));
@@ -186,7 +194,7 @@ Status AtomicFileWriter::Commit() {
   }
   committed_ = true;
   // The file is complete under its name; only the durability of the rename is in question.
-  return SyncDirectory(DirectoryOf(target_));
+  return SyncDirectory(DirectoryOf(target_)).WithContext(fmt::format("{}: renamed into place, but", path_));
 }
 
 }  // namespace pserver

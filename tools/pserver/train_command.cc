@@ -47,6 +47,8 @@ struct TrainFlags {
 
 // How long a failing worker waits for the scheduler to end the job after telling it why.
 constexpr std::chrono::seconds kReportFailureTimeout{60};
+// How long a worker's Finalize waits for the end of the job (see RunTrainWorker).
+constexpr std::chrono::hours kJobEndTimeout{24};
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
@@ -92,9 +94,9 @@ Status CheckTrainOutputs(const TrainFlags& f) {
 
 // Checks the --data files before any work: those of linear::CheckInputFiles (each exists, none
 // is a directory, none is named twice), and that each is a regular file -- training reads its
-// data more than once (the split among workers stats sizes, the data cache keys on size and
-// modification time, the empty-data check below), which a pipe or device cannot give: a
-// device's size is 0 and a pipe's cache key would match a stale cache. With `scan_for_rows`,
+// data more than once (the split among workers stats sizes, the data cache hashes the inputs'
+// content, the empty-data check below), which a pipe or device cannot give: a device's size is
+// 0 and a pipe's content is gone once read. With `scan_for_rows`,
 // also that the files hold at least one data row (reading each only up to its first row).
 Status CheckTrainInputs(const std::vector<std::string>& data, bool scan_for_rows) {
   PSERVER_RETURN_IF_ERROR(linear::CheckInputFiles(data).WithContext("--data"));
@@ -220,25 +222,37 @@ int RunTrainWorker(const TrainFlags& f) {
     }
   }
   // The model is complete only once the job ended well: every worker finished (Finalize fails
-  // when the scheduler ended the job without one). So nothing is written before that, and a
-  // failed job leaves no model -- only the report, which records the failure.
-  if (trained.ok()) trained = n.Finalize();
+  // when the scheduler ended the job without one). So the lead stages it beforehand -- written
+  // and synced beside --model-out, the slow part -- and puts it in place only after Finalize
+  // returned OK (a rename); a failed job leaves no model, only the report, which records the
+  // failure. Finalize waits for the lead's collection and staging of the model on the other
+  // workers, so its bound is long: a node that dies ends the wait sooner, through heartbeats.
+  std::unique_ptr<AtomicFileWriter> staged_model;
+  if (trained.ok() && lead && !f.model_out.empty()) {
+    Result<std::unique_ptr<AtomicFileWriter>> staged =
+        linear::LinearModel(num_features, std::move(weights)).Stage(f.model_out);
+    if (staged.ok()) {
+      staged_model = std::move(*staged);
+    } else {
+      trained = staged.status();
+    }
+  }
+  if (trained.ok()) trained = n.Finalize(kJobEndTimeout);
+  if (trained.ok() && staged_model) trained = staged_model->Commit();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!trained.ok()) {
     // Ends the job for every node with this worker's reason (at once if the job already ended).
     (void)n.FinalizeWithError(trained, kReportFailureTimeout);
+    staged_model.reset();  // removes the staged file, if the rename did not happen
     if (lead) {
       if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) {
         std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
       }
     }
-    return Fail(Status(trained.code(), trained.message() + (f.model_out.empty() || !lead ? "" : "; no model was written")));
+    return Fail(trained);
   }
+  if (staged_model) std::printf("model written to %s\n", f.model_out.c_str());
   if (lead) {
-    if (!f.model_out.empty()) {
-      if (Status s = linear::LinearModel(num_features, std::move(weights)).Save(f.model_out); !s.ok()) return Fail(s);
-      std::printf("model written to %s\n", f.model_out.c_str());
-    }
     if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) return Fail(s);
   }
   return 0;
