@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
@@ -241,6 +242,17 @@ Status ValidateTableSpec(const TableSpec& spec) {
                                                spec.name, spec.initializer.scale));
   }
   return Status::Ok();
+}
+
+Status CarriedError(const transport::Message& msg) {
+  constexpr size_t kMaxText = 4096;
+  std::string text = msg.frames.empty()
+                         ? std::string("(no message)")
+                         : std::string(reinterpret_cast<const char*>(msg.frames[0].data()),
+                                       std::min(msg.frames[0].size(), kMaxText));
+  auto code = static_cast<StatusCode>(msg.header.status);
+  if (code == StatusCode::kOk || code > StatusCode::kInternal) code = StatusCode::kInternal;
+  return Status(code, std::move(text));
 }
 
 }  // namespace pserver::cluster

@@ -80,4 +80,8 @@ Status ValidateTableSpec(const TableSpec& spec);
 // "server 1 (node 2)", "worker 0 (node 5)", "the scheduler (node 0)".
 std::string NodeName(Role role, Rank rank, NodeId id);
 
+// The error a control message carries (kFlagError): its status code (kInternal for kOk or a code
+// out of range) and the message in frame 0, cut to 4 KiB (a peer's bytes).
+Status CarriedError(const transport::Message& msg);
+
 }  // namespace pserver::cluster

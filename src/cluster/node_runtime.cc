@@ -20,20 +20,6 @@ const char* BarrierGroupName(BarrierGroup group) {
   return "unknown";
 }
 
-namespace {
-
-// The error a peer's reply carries: its status code and the message in frame 0.
-Status ReplyError(const Message& reply) {
-  std::string text = reply.frames.empty()
-                         ? std::string("(no message)")
-                         : std::string(reinterpret_cast<const char*>(reply.frames[0].data()), reply.frames[0].size());
-  auto code = static_cast<StatusCode>(reply.header.status);
-  if (code == StatusCode::kOk) code = StatusCode::kInternal;
-  return Status(code, text);
-}
-
-}  // namespace
-
 NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
     : options_(options), transport_(std::move(transport)) {}
 
@@ -114,10 +100,10 @@ Status NodeRuntime::Register() {
       PSERVER_LOG_WARN("{} at {}: the scheduler at {} ended the job during registration", RoleName(options_.role),
                        address_, where);
       return Status::Aborted(fmt::format("the scheduler at {} ended the job during registration: {}", where,
-                                         ReplyError(msg).message()));
+                                         CarriedError(msg).message()));
     }
     if (msg.header.type != MessageType::kRegisterReply) continue;
-    if (msg.header.is_error()) return ReplyError(msg).WithContext("registration refused");
+    if (msg.header.is_error()) return CarriedError(msg).WithContext("registration refused");
     if (msg.frames.size() != 1) return Status::Corruption("register-reply without a body");
     PSERVER_ASSIGN_OR_RETURN(RegisterReply rr, DecodeRegisterReply(msg.frames[0]));
     return ApplyView(rr);
@@ -282,7 +268,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kShutdown: {
-      Status why = h.is_error() ? ReplyError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
+      Status why = h.is_error() ? CarriedError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
       if (why.ok()) {
         PSERVER_LOG_INFO("{}: the scheduler (node 0) ended the job", DescribeNode(id_));
       } else {
@@ -390,7 +376,7 @@ Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const s
   bool answered = calls_[call_id].done;
   calls_.erase(call_id);
   if (answered) {
-    if (reply.header.is_error()) return ReplyError(reply).WithContext(what);
+    if (reply.header.is_error()) return CarriedError(reply).WithContext(what);
     return reply;
   }
   if (Status h = HealthLocked(); !h.ok()) return h.WithContext(what);

@@ -27,23 +27,6 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
   return s;
 }
 
-namespace {
-
-// The error a node's message carries (kFlagError): its status code and the message in frame 0,
-// cut to a sane length (a peer's bytes).
-Status PeerError(const Message& msg) {
-  constexpr size_t kMaxText = 4096;
-  std::string text = msg.frames.empty()
-                         ? std::string("(no message)")
-                         : std::string(reinterpret_cast<const char*>(msg.frames[0].data()),
-                                       std::min(msg.frames[0].size(), kMaxText));
-  auto code = static_cast<StatusCode>(msg.header.status);
-  if (code == StatusCode::kOk || code > StatusCode::kInternal) code = StatusCode::kInternal;
-  return Status(code, std::move(text));
-}
-
-}  // namespace
-
 std::string Scheduler::Describe(NodeId id) const {
   auto it = member_index_.find(id);
   if (it == member_index_.end()) return fmt::format("node {}", id.value);
@@ -359,7 +342,7 @@ void Scheduler::HandleTableAnnounceReply(const Message& msg) {
   if (it == pending_tables_.end() || !it->second.awaiting.contains(server)) return;
   const std::string name = it->first;
   if (msg.header.is_error()) {
-    const Status why = PeerError(msg);
+    const Status why = CarriedError(msg);
     return FailPendingTable(name, Status(why.code(), fmt::format("{} refused table '{}': {}", Describe(server), name,
                                                                  why.message())));
   }
@@ -401,16 +384,19 @@ void Scheduler::CompletePendingTable(const std::string& name) {
 
 void Scheduler::HandleFinalize(const Message& msg) {
   Member& m = members_[member_index_.at(msg.header.sender)];
-  if (m.info.role != Role::kWorker || m.finalized) return;
-  m.finalized = true;
+  if (m.info.role != Role::kWorker) return;
   if (msg.header.is_error()) {
-    // The worker cannot do its part (Node::FinalizeWithError): the job cannot be complete, so it
-    // ends now, for every node, with the worker's reason.
-    const Status why = PeerError(msg);
+    // The worker cannot do its part (Node::FinalizeWithError) -- even one that finalized before
+    // and failed afterwards: the job cannot be complete, so it ends now, for every node, with the
+    // worker's reason.
+    m.finalized = true;
+    const Status why = CarriedError(msg);
     PSERVER_LOG_ERROR("scheduler: {} failed: {}", Describe(m.info.id), why.message());
     Abort(Status(why.code(), fmt::format("{} failed: {}", Describe(m.info.id), why.message())));
     return;
   }
+  if (m.finalized) return;
+  m.finalized = true;
   EndIfWorkersDone();
 }
 

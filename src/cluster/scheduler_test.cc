@@ -533,6 +533,39 @@ TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotStopTheOthersButTheJobEndsNamingI
   EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, lost));
 }
 
+// A worker that cannot do its part ends the job at once for every node, with its reason and its
+// status code -- also after it finalized (a failure after its last step, e.g. writing output).
+TEST(SchedulerWorkerLossTest, WorkerFinalizingWithAnErrorEndsTheJobForEveryNodeWithItsReason) {
+  for (bool finalized_first : {false, true}) {
+    SCOPED_TRACE(finalized_first ? "after Finalize" : "instead of Finalize");
+    Traffic traffic;
+    InprocJob job(FastHeartbeats());
+    ASSERT_OK(job.StartScheduler(1, 3, traffic.OnSend(), traffic.OnReceive()));
+    job.RunScheduler();
+    // Worker 1 has finished, worker 2 is still busy (so the job has not ended) when worker 0 fails.
+    ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1), Worker(2)}));
+    auto server = job.Spawn([&] { return job.node(0)->Run(); });
+    auto other = job.Spawn([&] { return job.node(2)->Finalize(seconds(30)); });
+    ASSERT_TRUE(traffic.AwaitReceived(MessageType::kFinalize, 1));
+    std::shared_future<Status> own;
+    if (finalized_first) {
+      own = job.Spawn([&] { return job.node(1)->Finalize(seconds(30)); });
+      ASSERT_TRUE(traffic.AwaitReceived(MessageType::kFinalize, 2));  // the scheduler has both
+    }
+    const std::string why = "worker 0 (node";
+    Status failed = job.node(1)->FinalizeWithError(Status::InvalidArgument("its data is unreadable"), seconds(30));
+    EXPECT_TRUE(StatusIs(failed, StatusCode::kInvalidArgument, "failed: its data is unreadable")) << failed.ToString();
+    EXPECT_TRUE(StatusIs(failed, StatusCode::kInvalidArgument, why));
+    EXPECT_TRUE(StatusIs(other.get(), StatusCode::kInvalidArgument, "failed: its data is unreadable"));
+    EXPECT_TRUE(StatusIs(server.get(), StatusCode::kInvalidArgument, "failed: its data is unreadable"));
+    EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kInvalidArgument, "failed: its data is unreadable"));
+    if (finalized_first) {
+      EXPECT_TRUE(StatusIs(own.get(), StatusCode::kInvalidArgument, "its data is unreadable"));
+    }
+    EXPECT_TRUE(StatusIs(job.node(3)->Finalize(seconds(30)), StatusCode::kInvalidArgument, "its data is unreadable"));
+  }
+}
+
 TEST(SchedulerWorkerLossTest, WorkerDyingInsideABarrierIsNotWaitedFor) {
   Traffic traffic;
   InprocJob job(FastHeartbeats());
