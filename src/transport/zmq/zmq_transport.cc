@@ -72,6 +72,11 @@ Status ZmqTransport::Init() {
   int zero = 0;
   zmq_setsockopt(router_, ZMQ_LINGER, &zero, sizeof(zero));
   zmq_setsockopt(router_, ZMQ_RCVHWM, &options_.receive_hwm, sizeof(int));
+  // Peers present fixed routing ids (their identity): a peer whose TCP connection broke and
+  // reconnects presents the same id, and the ROUTER must take the new connection over the old
+  // one, which it may not yet know to be dead (it never writes on it), instead of ignoring it.
+  int one_handover = 1;
+  zmq_setsockopt(router_, ZMQ_ROUTER_HANDOVER, &one_handover, sizeof(one_handover));
   zmq_setsockopt(wake_receiver_, ZMQ_LINGER, &zero, sizeof(zero));
   zmq_setsockopt(wake_sender_, ZMQ_LINGER, &zero, sizeof(zero));
   std::string wake = fmt::format("inproc://pserver-wake-{}", static_cast<const void*>(this));
