@@ -60,7 +60,7 @@ double LinearModel::Weight(uint64_t feature) const {
   return it != weights_.end() && it->first == feature ? it->second : 0.0;
 }
 
-Status LinearModel::Save(const std::string& path) const {
+Result<std::unique_ptr<AtomicFileWriter>> LinearModel::Stage(const std::string& path) const {
   for (const auto& [f, w] : weights_) {
     if (!std::isfinite(w)) {
       return Status::InvalidArgument(
@@ -76,7 +76,15 @@ Status LinearModel::Save(const std::string& path) const {
     Put<double>(bytes, w);
   }
   Put<uint64_t>(bytes, XXH64(bytes.data(), bytes.size(), 0));
-  return WriteFileAtomically(path, bytes);
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
+  PSERVER_RETURN_IF_ERROR(out->Append(bytes));
+  PSERVER_RETURN_IF_ERROR(out->Sync());
+  return out;
+}
+
+Status LinearModel::Save(const std::string& path) const {
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, Stage(path));
+  return out->Commit();
 }
 
 namespace {
@@ -102,7 +110,21 @@ Result<std::string> ReadModelFile(const std::string& path) {
   if (!S_ISREG(st.st_mode)) {
     return Status::InvalidArgument(fmt::format("{}: not a regular file, so not a model file", path));
   }
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  // The size must be what the header announces before the file is read whole: a sparse or
+  // foreign file of a terabyte is refused here, not allocated.
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size >= kHeaderBytes + 8) {
+    char header[kHeaderBytes];
+    if (::pread(fd, header, kHeaderBytes, 0) != static_cast<ssize_t>(kHeaderBytes)) {
+      return Status::Unavailable(fmt::format("cannot read model file {}: {}", path, std::strerror(errno)));
+    }
+    const uint64_t count = Get<uint64_t>(header + 16);
+    if (count > (size - kHeaderBytes) / kEntryBytes || size != kHeaderBytes + count * kEntryBytes + 8) {
+      return Status::Corruption(
+          fmt::format("model file {}: {} bytes do not hold the {} weights the header announces", path, size, count));
+    }
+  }
+  std::string bytes(static_cast<size_t>(size), '\0');
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);

@@ -105,6 +105,17 @@ TEST_F(ModelTest, RefusesCorruptTruncatedAndForeignFiles) {
   EXPECT_EQ(LinearModel::Load(Path("missing")).status().code(), StatusCode::kNotFound);
 }
 
+// A file whose size is not what its header announces is refused before it is read whole: a
+// sparse terabyte is not allocated (issue 11).
+TEST_F(ModelTest, RefusesAHugeFileByItsHeaderWithoutReadingIt) {
+  LinearModel m(10, {{1, 2.0}, {4, -3.0}});
+  ASSERT_OK(m.Save(Path("m")));
+  ASSERT_EQ(::truncate(Path("m").c_str(), off_t{1} << 40), 0);
+  Status s = LinearModel::Load(Path("m")).status();
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("1099511627776 bytes do not hold the 2 weights"), std::string::npos) << s.ToString();
+}
+
 // Issue 11: a well-formed model holding a NaN or infinite weight is refused when loaded, with
 // the file and the feature named (predict used to spin forever on it).
 TEST_F(ModelTest, LoadRefusesANonFiniteWeight) {
