@@ -97,6 +97,13 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
 
 Status JobStats::CheckEveryWorker(uint64_t ranks_seen, const std::string& when) const {
   const uint32_t workers = node_.num_workers();
+  const uint64_t all = (uint64_t{1} << workers) - 1;
+  if (ranks_seen > all) {
+    // A worker added its row twice (the sums carried into other ranks' bits): the figures are
+    // not the job's.
+    return Status::Internal(fmt::format("the workers' contributions {} do not add up: {:#x} is more than every worker ({:#x})",
+                                        when, ranks_seen, all));
+  }
   std::vector<std::string> lost;
   for (uint32_t r = 0; r < workers; ++r) {
     if (ranks_seen >> r & 1) continue;
@@ -153,23 +160,30 @@ Result<std::vector<std::pair<uint64_t, double>>> JobStats::CollectWeights(KVWork
   // This worker's share: the non-zero weights of the features it owns (every feature of the
   // data is owned by exactly one worker; a feature in no worker's data never moved from 0).
   const std::vector<uint64_t> owned = OwnedFeatures();
-  std::vector<Key> keys{kRankBase * node_.rank().value};
-  std::vector<int64_t> vals{1, 0};
+  // Each chunk's non-zero weights are handed in as they are pulled; the head row with their
+  // count goes last, so that a head row means every weight before it was handed in.
+  const Key head = kRankBase * node_.rank().value;
+  uint64_t handed_in = 0;
   for (size_t first = 0; first < owned.size(); first += kChunk) {
     const size_t last = std::min(owned.size(), first + kChunk);
     SharedArray<double> w;
     PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(owned.begin() + first, owned.begin() + last), &w));
     PSERVER_RETURN_IF_ERROR(kv.Wait(ts, timeout_));
+    std::vector<Key> keys;
+    std::vector<int64_t> vals;
     for (size_t j = first; j < last; ++j) {
       const double weight = w[width * (j - first)];
       if (weight == 0) continue;
-      keys.push_back(keys.front() + keys.size());
+      keys.push_back(head + 1 + handed_in++);
       vals.push_back(static_cast<int64_t>(owned[j]));
       vals.push_back(std::bit_cast<int64_t>(weight));
     }
+    if (keys.empty()) continue;
+    PSERVER_ASSIGN_OR_RETURN(ts, ints_.Push(model_table_, std::move(keys), std::move(vals)));
+    PSERVER_RETURN_IF_ERROR(ints_.Wait(ts, timeout_));
   }
-  vals[1] = static_cast<int64_t>(keys.size() - 1);
-  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, ints_.Push(model_table_, std::move(keys), std::move(vals)));
+  PSERVER_ASSIGN_OR_RETURN(
+      Timestamp ts, ints_.Push(model_table_, std::vector<Key>{head}, std::vector<int64_t>{1, static_cast<int64_t>(handed_in)}));
   PSERVER_RETURN_IF_ERROR(ints_.Wait(ts, timeout_));
   PSERVER_RETURN_IF_ERROR(node_.Barrier(BarrierGroup::kWorkers, timeout_));
   std::vector<std::pair<uint64_t, double>> out;
