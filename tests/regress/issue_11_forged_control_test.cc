@@ -35,9 +35,14 @@ namespace {
 using std::chrono::milliseconds;
 
 constexpr std::chrono::seconds kHangGuard{60};
+// Heartbeats as in the fault tests: the scheduler, which judges the nodes, never has to detect
+// one here, so it gets kNeverMs and a live but starved node (a parallel ctest on two cores) is
+// not taken for dead; the nodes judge the scheduler -- killed in one test -- with kDetectMs. The
+// send timeout stays above the detecting timeout.
 const std::string kHeartbeatIntervalMs = "100";
-const std::string kHeartbeatTimeoutMs = "3000";
-const std::string kSendTimeoutMs = "4000";
+const std::string kDetectMs = "10000";
+const std::string kNeverMs = "45000";
+const std::string kSendTimeoutMs = "12000";
 
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
@@ -155,7 +160,7 @@ class ForgedControlTest : public ::testing::Test {
     auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers",
                                 std::to_string(servers), "--num-workers", std::to_string(workers),
                                 "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--heartbeat-timeout-ms",
-                                kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+                                kNeverMs, "--send-timeout-ms", kSendTimeoutMs});
     ASSERT_OK(s);
     scheduler_ = std::move(*s);
     const std::string marker = "scheduler listening at ";
@@ -168,7 +173,7 @@ class ForgedControlTest : public ::testing::Test {
   void StartServer(std::string* address) {
     auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1",
                                 "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--heartbeat-timeout-ms",
-                                kHeartbeatTimeoutMs, "--send-timeout-ms", kSendTimeoutMs});
+                                kDetectMs, "--send-timeout-ms", kSendTimeoutMs});
     ASSERT_OK(s);
     server_ = std::move(*s);
     const std::string marker = "server listening at ";
@@ -267,7 +272,7 @@ TEST_F(ForgedControlTest, WorkerOfAKilledSchedulerNamesTheSchedulerByRole) {
                               {"PSERVER_HOST", "127.0.0.1"},
                               {"PSERVER_NUM_SERVERS", "1"},
                               {"PSERVER_NUM_WORKERS", "1"},
-                              {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
+                              {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
   ASSERT_OK(w);
   Subprocess& worker = **w;
   ASSERT_TRUE(worker.WaitForOutput("pushing", kHangGuard)) << worker.output();

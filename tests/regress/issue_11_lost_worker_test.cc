@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,13 @@ namespace pserver::testing {
 namespace {
 
 constexpr std::chrono::seconds kHangGuard{240};
-// A frozen or killed worker is declared dead after this silence; long enough that a live but
-// starved process (two cores, a parallel ctest) is not taken for dead.
-const std::string kHeartbeatTimeoutMs = "5000";
+// Heartbeats: only the path that must detect the victim -- the scheduler judging the workers --
+// is short enough for the test (a killed or frozen worker is declared dead after kDetectMs); the
+// nodes judge the scheduler, which stays alive, with kNeverMs, so a live but starved process (two
+// cores, a parallel ctest) is not taken for dead there. Under `pserver train` every process
+// shares one setting (the environment): kDetectMs.
+const std::string kDetectMs = "10000";
+const std::string kNeverMs = "45000";
 const std::string kHeartbeatIntervalMs = "100";
 
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
@@ -75,7 +80,7 @@ class LostWorkerTest : public ::testing::Test {
   void StartScheduler() {
     auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers", "1",
                                 "--num-workers", "2", "--heartbeat-interval-ms", kHeartbeatIntervalMs,
-                                "--heartbeat-timeout-ms", kHeartbeatTimeoutMs});
+                                "--heartbeat-timeout-ms", kDetectMs});
     ASSERT_OK(s);
     scheduler_ = std::move(*s);
     const std::string marker = "scheduler listening at ";
@@ -84,7 +89,7 @@ class LostWorkerTest : public ::testing::Test {
     address_ = line->substr(marker.size());
     auto server = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1",
                                      "--heartbeat-interval-ms", kHeartbeatIntervalMs, "--heartbeat-timeout-ms",
-                                     kHeartbeatTimeoutMs});
+                                     kNeverMs});
     ASSERT_OK(server);
     server_ = std::move(*server);
   }
@@ -97,7 +102,7 @@ class LostWorkerTest : public ::testing::Test {
     auto w = Subprocess::Spawn(argv, {{"PSERVER_HOST", "127.0.0.1"},
                                       {"PSERVER_RANK_HINT", std::to_string(rank)},
                                       {"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
-                                      {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
+                                      {"PSERVER_HEARTBEAT_TIMEOUT_MS", kNeverMs}});
     ASSERT_OK(w);
     workers_.push_back(std::move(*w));
   }
@@ -165,22 +170,25 @@ TEST_F(LostWorkerTest, StoppedWorkerUnderTrainFailsTheJobAndWritesNoModel) {
   argv.insert(argv.begin(), PserverBinary());
   argv.insert(argv.end(), {"--servers", "1", "--workers", "2"});
   auto train = Subprocess::Spawn(argv, {{"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
-                                        {"PSERVER_HEARTBEAT_TIMEOUT_MS", kHeartbeatTimeoutMs}});
+                                        {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
   ASSERT_OK(train);
   Subprocess& job = **train;
   ASSERT_TRUE(job.WaitForOutput("[worker 1] worker 1: ", kHangGuard)) << job.output();
-  // Worker 1 is the launched process whose environment gave it rank 1: find it by its parent
-  // (the launcher) and its rank hint is not in its command line, so freeze every worker process
-  // but the lead, which is the one that prints the passes.
+  // Freeze one of the launcher's two worker processes. Whichever rank it has, the other worker
+  // must notice it left, the job must fail, and no model may be written.
   std::vector<pid_t> workers;
   for (const ProcessInfo& p : ListProcesses()) {
     if (p.ppid == job.pid() && p.cmdline.find(" train linear ") != std::string::npos) workers.push_back(p.pid);
   }
   ASSERT_EQ(workers.size(), 2u) << "the launcher's worker processes";
-  // Freezing both is not what we want: freeze one, and whichever it is, the job must fail.
   ASSERT_EQ(::kill(workers[1], SIGSTOP), 0);
+  // The launcher tears every process down when the job fails (SIGKILL reaches a frozen one).
   const std::string exit = ExitOf(job);
-  ::kill(workers[1], SIGKILL);  // the launcher tears down what is left; make sure of the frozen one
+  std::optional<ProcessInfo> left = FindProcess(workers[1]);
+  if (left && left->state != 'Z' && left->cmdline.find(" train linear ") != std::string::npos) {
+    ADD_FAILURE() << "the launcher left the frozen worker " << workers[1] << " behind";
+    ::kill(workers[1], SIGKILL);
+  }
   const std::string out = job.output();
   EXPECT_TRUE(ExitedNonZero(exit)) << exit << "\n" << out;
   EXPECT_TRUE(Contains(out, "1 of 2 workers left the job"));
