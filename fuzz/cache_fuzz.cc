@@ -9,8 +9,8 @@
 //   - ReadDataCache accepts or refuses with kCorruption naming the file;
 //   - an accepted data set keeps the Dataset invariants (Dataset::FromArrays of its arrays
 //     succeeds and gives the same data set);
-//   - WriteDataCache of an accepted data set, read again, gives the same data set (bit for bit:
-//     the cache takes non-finite values, which the libsvm reader refuses).
+//   - WriteDataCache of an accepted data set, read again, gives the same data set (bit for bit;
+//     non-finite values are refused, as by the libsvm reader: Dataset's invariants).
 #include <xxhash.h>
 
 #include <cstddef>

@@ -13,6 +13,7 @@
 #include "bench_report.h"
 #include "run_span.h"
 #include "cluster_workloads.h"
+#include "pserver/atomic_file.h"
 #include "pserver/logging.h"
 #include "raw_zmq.h"
 #include "sparse_workloads.h"
@@ -180,6 +181,12 @@ Result<BenchResult> MemoryCell(const BenchFlags& f) {
 
 int Run(const BenchFlags& f) {
   if (f.quiet_logs) SetLogLevel("warn");  // the nodes' info lines would interleave with the table
+  // A long run must not end unable to write its results.
+  if (!f.json.empty()) {
+    if (Status s = CheckWritableOutput(f.json).WithContext("--json"); !s.ok()) {
+      return std::fprintf(stderr, "pserver bench: %s\n", s.ToString().c_str()), 2;
+    }
+  }
   std::vector<BenchResult> results;
   std::optional<bench::SparseRequests> sparse_requests;  // generated on first use, shared by the cells
   auto report = [&](const BenchResult& r) {
