@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <filesystem>
@@ -110,8 +111,50 @@ class Fd {
   int fd_;
 };
 
-// The content key of the inputs: XXH3-64 of every input's bytes, in order, and the split.
-Result<uint64_t> InputsKey(const std::vector<std::string>& paths, int part, int num_parts) {
+// Adds to `state` the bytes of `span` that decide which lines the part holds: a whole file, or
+// for a byte range [b, e) the byte before b (does b begin a line?), [b, e), and the rest of the
+// line that straddles e (up to its newline, or the line limit, or the end of the file) -- so that
+// a worker hashes its share of the data, not every input.
+Status HashSpan(const FileSpan& span, size_t max_line_bytes, XXH3_state_t* state, std::vector<char>& buf) {
+  Fd fd(::open(span.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(span.path, "open", errno);
+  const bool whole = span.end == FileSpan::kToEnd;
+  uint64_t at = whole || span.begin == 0 ? 0 : span.begin - 1;
+  const uint64_t hard_end = whole ? FileSpan::kToEnd : span.end + max_line_bytes + 1;
+  uint64_t hashed = 0;
+  for (bool done = false; !done && at < hard_end;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), hard_end - at));
+    const ssize_t n = ::pread(fd.get(), buf.data(), want, static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(span.path, "read", errno);
+    }
+    if (n == 0) break;
+    size_t take = static_cast<size_t>(n);
+    if (!whole && at + take > span.end) {
+      // Past e, hash up to the straddling line's newline and stop.
+      const size_t from = at >= span.end ? 0 : static_cast<size_t>(span.end - at);
+      const void* nl = std::memchr(buf.data() + from, '\n', take - from);
+      if (nl != nullptr) {
+        take = static_cast<size_t>(static_cast<const char*>(nl) - buf.data()) + 1;
+        done = true;
+      }
+    }
+    (void)XXH3_64bits_update(state, buf.data(), take);
+    at += take;
+    hashed += take;
+  }
+  // The span's bounds and length end it, so that moving bytes between spans changes the key.
+  const uint64_t tail[3] = {span.begin, span.end, hashed};
+  (void)XXH3_64bits_update(state, tail, sizeof(tail));
+  return Status::Ok();
+}
+
+// The content key of a worker's part: XXH3-64 of the bytes of its spans (HashSpan), in order,
+// and the split.
+Result<uint64_t> InputsKey(const std::vector<std::string>& paths, int part, int num_parts,
+                           const LibsvmReadOptions& options) {
+  PSERVER_ASSIGN_OR_RETURN(std::vector<FileSpan> spans, PartSpans(paths, part, num_parts));
   XXH3_state_t* state = XXH3_createState();
   if (state == nullptr) return Status::Internal("XXH3_createState failed");
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> owner(state, XXH3_freeState);
@@ -121,23 +164,7 @@ Result<uint64_t> InputsKey(const std::vector<std::string>& paths, int part, int 
                   paths.size());
   (void)XXH3_64bits_update(state, head.data(), head.size());
   std::vector<char> buf(size_t{1} << 20);
-  for (const std::string& p : paths) {
-    Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) return ErrnoStatus(p, "open", errno);
-    uint64_t size = 0;
-    for (;;) {
-      const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(p, "read", errno);
-      }
-      if (n == 0) break;
-      (void)XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
-      size += static_cast<uint64_t>(n);
-    }
-    // The length ends each file, so that moving bytes from one file to the next changes the key.
-    (void)XXH3_64bits_update(state, &size, sizeof(size));
-  }
+  for (const FileSpan& span : spans) PSERVER_RETURN_IF_ERROR(HashSpan(span, options.max_line_bytes, state, buf));
   return XXH3_64bits_digest(state);
 }
 
@@ -251,7 +278,7 @@ Result<LoadedData> LoadOrParse(const std::vector<std::string>& paths, int part, 
     return Status::InvalidArgument(
         fmt::format("LoadOrParse: part {} of {} is out of range", part, num_parts));
   }
-  PSERVER_ASSIGN_OR_RETURN(const uint64_t hash, InputsKey(paths, part, num_parts));
+  PSERVER_ASSIGN_OR_RETURN(const uint64_t hash, InputsKey(paths, part, num_parts, options));
   out.cache_path = (std::filesystem::path(cache_dir) /
                     fmt::format("{:016x}.part{}of{}.psdata", hash, part, num_parts))
                        .string();

@@ -61,10 +61,12 @@ struct LoadedData {
 
 // Returns part `part` of `num_parts` of the libsvm files `paths` (as ReadPart), from a cache
 // file in `cache_dir` when one matches, else by parsing the text and then writing the cache.
-// The cache file name is derived from the inputs' content (XXH3-64 of every input's bytes, in
-// order; the whole of each input is read once to hash it) and from (part, num_parts), so a
-// changed input or a different split never uses a stale cache, also when the input was
-// rewritten in place with the same size and modification time. A cache file that cannot be
+// The cache file name is derived from the content of this part (XXH3-64 of the bytes that
+// decide its lines -- its whole files, or its byte range with the byte before it and the rest
+// of the line straddling its end, see PartSpans -- so each worker reads only its share once
+// more to hash it) and from (part, num_parts), so a changed input or a different split never
+// uses a stale cache, also when the input was rewritten in place with the same size and
+// modification time. A cache file that cannot be
 // read (corrupt, truncated, other version) is replaced (see LoadedData::note). An empty
 // `cache_dir` disables caching; a missing one is created. A cache that cannot be written is
 // no error: the parsed data is returned with LoadedData::warning saying why. Errors: those of

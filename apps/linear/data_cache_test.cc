@@ -221,6 +221,41 @@ TEST_F(DataCacheTest, LoadOrParseNoticesAnInputChangedInPlaceWithTheSameSizeAndT
   EXPECT_NE(second->data.labels()[0], first->data.labels()[0]);
 }
 
+// Split by byte range, each worker's cache is keyed on its own share: a change in the other
+// half keeps it, a change in the line that straddles its end (which it reads) does not.
+TEST_F(DataCacheTest, ByteRangePartsAreKeyedOnTheBytesTheyRead) {
+  const std::string text = File("in.svm");
+  ASSERT_TRUE(WriteLibsvm(data_, text).ok());
+  const std::string cache = File("cache");
+  for (int p : {0, 1}) ASSERT_TRUE(LoadOrParse({text}, p, 2, cache).ok());
+  std::string bytes = Slurp(text);
+  const size_t cut = bytes.size() / 2;  // CutPoint(size, 1, 2)
+  // Flip a label of a line starting well inside part 1: part 0 keeps its cache.
+  const size_t late = bytes.find('\n', cut + (bytes.size() - cut) / 2) + 1;
+  ASSERT_TRUE(bytes[late] == '+' || bytes[late] == '-');
+  bytes[late] = bytes[late] == '+' ? '-' : '+';
+  Spit(text, bytes);
+  auto p0 = LoadOrParse({text}, 0, 2, cache);
+  auto p1 = LoadOrParse({text}, 1, 2, cache);
+  ASSERT_TRUE(p0.ok() && p1.ok());
+  EXPECT_TRUE(p0->from_cache);
+  EXPECT_FALSE(p1->from_cache);
+  // Change the last digit of the line that straddles the cut: it is part 0's last row.
+  const size_t line_end = bytes.find('\n', cut);
+  ASSERT_NE(line_end, std::string::npos);
+  ASSERT_GT(line_end, cut) << "the cut falls on a line end; pick other data";
+  char& digit = bytes[line_end - 1];
+  ASSERT_TRUE(digit >= '0' && digit <= '9') << bytes.substr(line_end - 20, 21);
+  digit = digit == '9' ? '8' : static_cast<char>(digit + 1);
+  Spit(text, bytes);
+  p0 = LoadOrParse({text}, 0, 2, cache);
+  ASSERT_TRUE(p0.ok());
+  EXPECT_FALSE(p0->from_cache);
+  auto direct = ReadPart({text}, 0, 2);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_TRUE(p0->data == *direct);
+}
+
 // Issue 11: a cache that cannot be written (a directory that cannot exist, a full disk) is no
 // reason to fail: the data is parsed, and the reason comes back as a warning.
 TEST_F(DataCacheTest, LoadOrParseWarnsAndGoesOnWhenTheCacheDirectoryCannotBeCreated) {

@@ -337,12 +337,6 @@ Status ReadLines(const std::string& path, uint64_t start, uint64_t limit,
                    });
 }
 
-Result<uint64_t> FileSize(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(path, "stat", errno);
-  return static_cast<uint64_t>(st.st_size);
-}
-
 // "a FIFO", "a character device", ... for a file that is not regular.
 const char* FileKind(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
@@ -384,22 +378,18 @@ Result<Dataset> ReadLibsvm(const std::string& path, const LibsvmReadOptions& opt
   return out;
 }
 
-Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int num_parts,
-                         const LibsvmReadOptions& options) {
+Result<std::vector<FileSpan>> PartSpans(const std::vector<std::string>& paths, int part, int num_parts) {
   if (paths.empty()) return Status::InvalidArgument("ReadPart: no input files");
   if (num_parts < 1 || part < 0 || part >= num_parts) {
     return Status::InvalidArgument(
         fmt::format("ReadPart: part {} of {} is out of range", part, num_parts));
   }
   PSERVER_RETURN_IF_ERROR(CheckInputFiles(paths));
-  Dataset out;
+  std::vector<FileSpan> spans;
   const size_t n = static_cast<size_t>(num_parts);
   if (paths.size() >= n) {
-    for (size_t i = static_cast<size_t>(part); i < paths.size(); i += n) {
-      PSERVER_RETURN_IF_ERROR(
-          ReadLines(paths[i], 0, std::numeric_limits<uint64_t>::max(), options, &out));
-    }
-    return out;
+    for (size_t i = static_cast<size_t>(part); i < paths.size(); i += n) spans.push_back(FileSpan{paths[i]});
+    return spans;
   }
   std::vector<uint64_t> sizes;
   uint64_t total = 0;
@@ -424,10 +414,18 @@ Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int nu
   for (size_t i = 0; i < paths.size(); ++i) {
     const uint64_t file_end = file_begin + sizes[i];
     const uint64_t a = std::max(begin, file_begin), b = std::min(end, file_end);
-    if (a < b) {
-      PSERVER_RETURN_IF_ERROR(ReadLines(paths[i], a - file_begin, b - file_begin, options, &out));
-    }
+    if (a < b) spans.push_back(FileSpan{paths[i], a - file_begin, b - file_begin});
     file_begin = file_end;
+  }
+  return spans;
+}
+
+Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int num_parts,
+                         const LibsvmReadOptions& options) {
+  PSERVER_ASSIGN_OR_RETURN(std::vector<FileSpan> spans, PartSpans(paths, part, num_parts));
+  Dataset out;
+  for (const FileSpan& span : spans) {
+    PSERVER_RETURN_IF_ERROR(ReadLines(span.path, span.begin, span.end, options, &out));
   }
   return out;
 }
@@ -501,29 +499,13 @@ Status WriteLibsvm(const Dataset& data, const std::string& path) {
 }
 
 std::string DescribePart(const std::vector<std::string>& paths, int part, int num_parts) {
-  if (num_parts < 1 || part < 0 || part >= num_parts) return fmt::format("part {} of {}", part, num_parts);
-  const size_t n = static_cast<size_t>(num_parts);
+  Result<std::vector<FileSpan>> spans = PartSpans(paths, part, num_parts);
+  if (!spans.ok()) return fmt::format("part {} of {} of {}", part + 1, num_parts, fmt::join(paths, ", "));
   std::vector<std::string> pieces;
-  if (paths.size() >= n) {
-    for (size_t i = static_cast<size_t>(part); i < paths.size(); i += n) pieces.push_back(paths[i]);
-    return fmt::format("{}", fmt::join(pieces, ", "));
-  }
-  std::vector<uint64_t> sizes;
-  uint64_t total = 0;
-  for (const std::string& path : paths) {
-    Result<uint64_t> size = FileSize(path);
-    if (!size.ok()) return fmt::format("part {} of {} of {}", part + 1, num_parts, fmt::join(paths, ", "));
-    sizes.push_back(*size);
-    total += *size;
-  }
-  const uint64_t begin = CutPoint(total, static_cast<uint64_t>(part), n);
-  const uint64_t end = CutPoint(total, static_cast<uint64_t>(part) + 1, n);
-  uint64_t file_begin = 0;
-  for (size_t i = 0; i < paths.size(); ++i) {
-    const uint64_t file_end = file_begin + sizes[i];
-    const uint64_t a = std::max(begin, file_begin), b = std::min(end, file_end);
-    if (a < b) pieces.push_back(fmt::format("the lines starting in bytes [{}, {}) of {}", a - file_begin, b - file_begin, paths[i]));
-    file_begin = file_end;
+  for (const FileSpan& span : *spans) {
+    pieces.push_back(span.end == FileSpan::kToEnd
+                         ? span.path
+                         : fmt::format("the lines starting in bytes [{}, {}) of {}", span.begin, span.end, span.path));
   }
   if (pieces.empty()) return "no data (an empty part)";
   return fmt::format("{}", fmt::join(pieces, ", "));

@@ -73,6 +73,20 @@ Result<Dataset> ReadLibsvm(const std::string& path, const LibsvmReadOptions& opt
 Result<Dataset> ReadPart(const std::vector<std::string>& paths, int part, int num_parts,
                          const LibsvmReadOptions& options = {});
 
+// One input's share of a part: the lines that begin in bytes [begin, end) of `path` (a line
+// straddling `end` included; kToEnd: to the end of the file).
+struct FileSpan {
+  static constexpr uint64_t kToEnd = ~uint64_t{0};
+  std::string path;
+  uint64_t begin = 0;
+  uint64_t end = kToEnd;
+};
+
+// What ReadPart(paths, part, num_parts) reads, in order: its split, planned without reading any
+// data. Errors as ReadPart's before it reads (bad arguments, CheckInputFiles, a byte-range
+// split of a file that is not regular).
+Result<std::vector<FileSpan>> PartSpans(const std::vector<std::string>& paths, int part, int num_parts);
+
 // Names the share of the inputs that ReadPart(paths, part, num_parts) reads, for messages
 // (e.g. "b.svm, d.svm" or "bytes [1024, 2048) of a.svm"). Never fails: a file whose size
 // cannot be read is named whole.
