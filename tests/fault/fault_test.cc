@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "testing/test_util.h"
+#include "tests/integration/process_expectations.h"
 #include "tests/integration/subprocess.h"
 
 namespace pserver::testing {
@@ -52,25 +53,7 @@ const std::string kNeverMs = "45000";
 const std::string kClusterSendTimeoutMs = "12000";
 const std::string kSendTimeoutMs = "4000";
 
-// EXPECT_TRUE(Contains(text, part)) prints the whole text on failure.
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "no \"" << part << "\" in:\n" << text;
-}
-
-// The wait status of `p` once it exited; a test failure (and "hung") if it runs past the guard.
-std::string ExitOf(Subprocess& p, const std::string& who) {
-  std::optional<int> status = p.WaitExit(kHangGuard);
-  if (!status) {
-    ADD_FAILURE() << who << " (pid " << p.pid() << ") did not exit within " << kHangGuard.count()
-                  << " s: it hangs. Output so far:\n"
-                  << p.output();
-    return "hung";
-  }
-  return DescribeWaitStatus(*status);
-}
-
-bool ExitedNonZero(const std::string& described) { return described != "exit 0" && described != "hung"; }
+std::string ExitOf(Subprocess& p, const std::string& who) { return testing::ExitOf(p, who, kHangGuard); }
 
 // A small cluster started process by process: the scheduler, then servers and workers.
 class FaultTest : public ::testing::Test {

@@ -27,6 +27,7 @@
 
 #include "pserver/pserver.h"
 #include "testing/test_util.h"
+#include "tests/integration/process_expectations.h"
 #include "tests/integration/subprocess.h"
 
 namespace pserver::testing {
@@ -44,21 +45,7 @@ const std::string kDetectMs = "10000";
 const std::string kNeverMs = "45000";
 const std::string kSendTimeoutMs = "12000";
 
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "no \"" << part << "\" in:\n" << text;
-}
-
-std::string ExitOf(Subprocess& p, const std::string& who) {
-  std::optional<int> status = p.WaitExit(kHangGuard);
-  if (!status) {
-    ADD_FAILURE() << who << " (pid " << p.pid() << ") did not exit within " << kHangGuard.count()
-                  << " s: it hangs. Output so far:\n"
-                  << p.output();
-    return "hung";
-  }
-  return DescribeWaitStatus(*status);
-}
+std::string ExitOf(Subprocess& p, const std::string& who) { return testing::ExitOf(p, who, kHangGuard); }
 
 // A message as docs/wire_format.md lays it out, written by hand: the 64-byte header, the frame
 // table, then every payload frame inline, padded to 8 bytes.

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "testing/test_util.h"
+#include "tests/integration/process_expectations.h"
 #include "tests/integration/subprocess.h"
 
 namespace pserver::testing {
@@ -41,21 +42,7 @@ const std::string kDetectMs = "10000";
 const std::string kNeverMs = "45000";
 const std::string kHeartbeatIntervalMs = "100";
 
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "no \"" << part << "\" in:\n" << text;
-}
-
-bool ExitedNonZero(const std::string& described) { return described != "exit 0" && described != "hung"; }
-
-std::string ExitOf(Subprocess& p) {
-  std::optional<int> status = p.WaitExit(kHangGuard);
-  if (!status) {
-    ADD_FAILURE() << "pid " << p.pid() << " did not exit within " << kHangGuard.count() << " s:\n" << p.output();
-    return "hung";
-  }
-  return DescribeWaitStatus(*status);
-}
+std::string ExitOf(Subprocess& p) { return testing::ExitOf(p, "pid " + std::to_string(p.pid()), kHangGuard); }
 
 class LostWorkerTest : public ::testing::Test {
  protected:
