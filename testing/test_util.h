@@ -32,6 +32,20 @@ Status StatusOf(const Result<T>& r) {
   return r.status();
 }
 
+// Whether this build runs under a sanitizer (whose shadow memory does not fit an address-space
+// limit, for example).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 // The seed of a randomized test: PSERVER_TEST_SEED if set, else `fallback`. Always printed
 // (and recorded in the test's XML) so that a failure can be replayed.
 inline uint64_t TestSeed(uint64_t fallback = 20261124) {

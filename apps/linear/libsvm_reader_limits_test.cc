@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "apps/linear/libsvm_reader.h"
+#include "testing/test_util.h"
 
 namespace pserver::linear {
 namespace {
@@ -251,18 +252,6 @@ TEST(LibsvmReaderLimitsTest, CheckInputFilesNamesWhatIsWrong) {
   EXPECT_TRUE(Contains(s.message(), dir.File("a.svm") + " and " + again + " are the same file")) << s;
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 // Reads /dev/zero with the default options under a 1 GiB address-space limit, and exits 0
 // when the reader stopped at its line-length limit with a clear error (1 otherwise). A reader
 // that grows its buffer until memory runs out dies of std::bad_alloc instead.
@@ -282,7 +271,7 @@ constexpr bool kSanitized = false;
 }
 
 TEST(LibsvmReaderLimitsTest, DevZeroFailsAtTheLineLimitInBoundedMemory) {
-  if (kSanitized) GTEST_SKIP() << "an address-space limit does not fit a sanitizer's shadow memory";
+  if (pserver::testing::kSanitized) GTEST_SKIP() << "an address-space limit does not fit a sanitizer's shadow memory";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(ReadDevZeroInBoundedMemoryAndExit(), ::testing::ExitedWithCode(0), "line longer than");
 }

@@ -26,18 +26,6 @@ namespace {
 // Hang guard only (a run that never ends fails as "hung"); no assertion on speed.
 constexpr std::chrono::milliseconds kHangGuard{120000};
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 class Issue11InputTest : public ::testing::Test {
  protected:
   void SetUp() override {
