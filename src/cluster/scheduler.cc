@@ -36,8 +36,11 @@ std::string Scheduler::Describe(NodeId id) const {
 
 Status Scheduler::Run() {
   const auto started = Clock::now();
+  auto last_turn = Clock::now();
   while (!ended_) {
     Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
+    CreditOwnStall(Clock::now() - last_turn);
+    last_turn = Clock::now();
     if (msg.ok()) {
       Handle(std::move(*msg));
     } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
@@ -189,6 +192,18 @@ void Scheduler::FormCluster() {
   }
   formed_ = true;
   PSERVER_LOG_INFO("scheduler: cluster formed: {} servers, {} workers", options_.num_servers, options_.num_workers);
+}
+
+void Scheduler::CreditOwnStall(Clock::duration turn) {
+  // A turn of the loop waits at most one heartbeat interval for a message and then handles it.
+  // Much longer, and the scheduler itself was not running (starved of CPU, stopped, swapped):
+  // the members' heartbeats of that time wait in its queue, unread. That silence is the
+  // scheduler's, not theirs, so each member is credited with it before liveness is judged --
+  // otherwise a scheduler that wakes from a stall declares every live node dead at once. A node
+  // that really died meanwhile is declared dead that much later.
+  const Clock::duration expected = 2 * options_.heartbeat_interval;
+  if (turn <= expected) return;
+  for (Member& m : members_) m.last_seen += turn - expected;
 }
 
 void Scheduler::CheckLiveness() {

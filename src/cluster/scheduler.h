@@ -89,6 +89,9 @@ class Scheduler {
   void CompletePendingTable(const std::string& name);
   void HandleFinalize(const transport::Message& msg);
   void FormCluster();
+  // Credits every member with the part of one loop turn (`turn`) that the scheduler itself was
+  // stalled, beyond the wait for a message (see the definition).
+  void CreditOwnStall(std::chrono::steady_clock::duration turn);
   void CheckLiveness();
   void WorkerDied(const Member& m);
   void EndIfWorkersDone();

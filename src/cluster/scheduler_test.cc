@@ -566,6 +566,42 @@ TEST(SchedulerWorkerLossTest, WorkerFinalizingWithAnErrorEndsTheJobForEveryNodeW
   }
 }
 
+// A scheduler that was itself stalled longer than the heartbeat timeout (starved of CPU) finds
+// the live nodes' heartbeats waiting in its queue when it wakes: it must not declare them dead.
+// The stall is injected on the scheduler's receive path; the nodes judge the scheduler with a
+// long timeout, so only the scheduler's judgement is tested.
+TEST(SchedulerLivenessTest, AStalledSchedulerDoesNotDeclareLiveNodesDead) {
+  Traffic traffic;
+  std::atomic<bool> stall{false};
+  const NodeOptions base = FastHeartbeats();
+  auto observe = traffic.OnReceive();
+  InprocJob job(base);
+  ASSERT_OK(job.StartScheduler(1, 2, traffic.OnSend(), [&](const Message& m) {
+    observe(m);
+    // The fault under test: the scheduler's thread stops for twice the heartbeat timeout.
+    if (stall.exchange(false)) std::this_thread::sleep_for(2 * base.heartbeat_timeout);
+  }));
+  job.RunScheduler();
+  std::vector<NodeOptions> options;
+  for (const auto& spec : {kServer, Worker(0), Worker(1)}) {
+    NodeOptions o = job.OptionsFor(spec);
+    o.heartbeat_timeout = std::chrono::seconds(120);
+    options.push_back(o);
+  }
+  for (const Status& s : job.StartNodes(options)) ASSERT_OK(s);
+  auto server = job.Spawn([&] { return job.node(0)->Run(); });
+  // The next message the scheduler receives stalls it; the workers' Finalize messages queue
+  // behind it, so the scheduler judges liveness after the stall before the job can end.
+  stall = true;
+  auto finalize0 = job.Spawn([&] { return job.node(1)->Finalize(seconds(60)); });
+  EXPECT_OK(job.node(2)->Finalize(seconds(60)));
+  EXPECT_OK(finalize0.get());
+  EXPECT_FALSE(stall.load()) << "the stall was not injected";
+  EXPECT_EQ(traffic.Sent(MessageType::kNodeFailed), 0);
+  EXPECT_OK(server.get());
+  EXPECT_OK(job.SchedulerOutcome());
+}
+
 TEST(SchedulerWorkerLossTest, WorkerDyingInsideABarrierIsNotWaitedFor) {
   Traffic traffic;
   InprocJob job(FastHeartbeats());
