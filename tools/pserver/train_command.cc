@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -120,20 +119,6 @@ Status CheckTrainInputs(const std::vector<std::string>& data, bool scan_for_rows
   return Status::Ok();
 }
 
-// The cache directory to use: `cache_dir`, created if missing, or "" (no cache) with a warning
-// when it cannot be created or written. The cache only saves time, so it never fails the job.
-std::string UsableCacheDir(const std::string& cache_dir) {
-  if (cache_dir.empty()) return cache_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(cache_dir, ec);
-  Status s = ec ? Status::Unavailable(fmt::format("{}: cannot create the directory: {}", cache_dir, ec.message()))
-                : CheckWritableDirectory(cache_dir);
-  if (s.ok()) return cache_dir;
-  std::fprintf(stderr, "pserver train: warning: --cache-dir %s is not usable, training without a data cache: %s\n",
-               cache_dir.c_str(), s.message().c_str());
-  return "";
-}
-
 int RunTrainWorker(const TrainFlags& f) {
   Result<NodeOptions> opts = NodeOptionsFromEnvironment();
   if (!f.scheduler.empty()) {
@@ -144,19 +129,19 @@ int RunTrainWorker(const TrainFlags& f) {
   opts->role = Role::kWorker;
   if (Status s = CheckTrainOutputs(f); !s.ok()) return Fail(s);
   if (Status s = CheckTrainInputs(f.data, /*scan_for_rows=*/false); !s.ok()) return Fail(s);
-  const std::string cache_dir = UsableCacheDir(f.cache_dir);
   Result<std::unique_ptr<Node>> node = Node::Start(*opts);
   if (!node.ok()) return Fail(node.status());
   Node& n = **node;
   const bool lead = n.rank().value == 0;
   const auto start = std::chrono::steady_clock::now();
   Result<linear::LoadedData> data =
-      linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), cache_dir);
+      linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), f.cache_dir);
   if (!data.ok()) {
     // The job cannot be complete without this worker's data: end it for everyone, saying why.
     (void)n.FinalizeWithError(data.status(), kReportFailureTimeout);
     return Fail(data.status());
   }
+  // A cache that cannot be created or written only costs time: LoadOrParse says why and goes on.
   if (!data->warning.empty()) std::fprintf(stderr, "pserver train: warning: %s\n", data->warning.c_str());
   if (data->data.num_rows() == 0) {
     // An empty part is fine while other parts have rows (a file or byte range without any);
