@@ -1,5 +1,5 @@
 // Mutex, MutexLock and CondVar: std::mutex and std::condition_variable with clang's thread-safety
-// annotations, so that `ABSL_GUARDED_BY(mu_)` fields and `ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)`
+// annotations (and SharedMutex with ReaderMutexLock / WriterMutexLock over std::shared_mutex), so that `ABSL_GUARDED_BY(mu_)` fields and `ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)`
 // helpers are checked by the compiler (clang -Wthread-safety; CI builds with it and -Werror).
 // Under GCC the annotations expand to nothing.
 //
@@ -36,13 +36,14 @@
 // (clang analyses a lambda body on its own; CondVar calls it with the mutex held). A plain
 // `while (!ready_) cv_.Wait(&mu_);` loop needs no annotation.
 //
-// Thread safety: Mutex and CondVar are thread-safe (that is their purpose). A MutexLock belongs
-// to the thread that made it. Mutex is not recursive: locking it twice on one thread deadlocks.
+// Thread safety: Mutex, SharedMutex and CondVar are thread-safe (that is their purpose). A
+// MutexLock (ReaderMutexLock, WriterMutexLock) belongs to the thread that made it. Mutex is not recursive: locking it twice on one thread deadlocks.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <shared_mutex>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -106,6 +107,52 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
  private:
   Mutex* const mu_;
   bool held_ = true;
+};
+
+// A readers-writer lock: many holders in shared mode or one in exclusive mode. Not recursive.
+// Thread-safe. Use it only where readers are many and long enough to matter; Mutex is cheaper.
+class ABSL_LOCKABLE SharedMutex {
+ public:
+  SharedMutex() = default;
+  SharedMutex(const SharedMutex&) = delete;
+  SharedMutex& operator=(const SharedMutex&) = delete;
+
+  // Exclusive mode. REQUIRES: not held by this thread (in either mode).
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  // Shared mode. REQUIRES: not held by this thread (in either mode).
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { mu_.lock_shared(); }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+  // As Mutex::AssertHeld: for the analysis only.
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
+  void AssertReaderHeld() const ABSL_ASSERT_SHARED_LOCK() {}
+
+ private:
+  std::shared_mutex mu_;
+};
+
+// Holds a SharedMutex in exclusive mode for its lifetime. `mu` is borrowed.
+class ABSL_SCOPED_LOCKABLE WriterMutexLock {
+ public:
+  explicit WriterMutexLock(SharedMutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->Lock(); }
+  ~WriterMutexLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+  WriterMutexLock(const WriterMutexLock&) = delete;
+  WriterMutexLock& operator=(const WriterMutexLock&) = delete;
+
+ private:
+  SharedMutex* const mu_;
+};
+
+// Holds a SharedMutex in shared mode for its lifetime. `mu` is borrowed.
+class ABSL_SCOPED_LOCKABLE ReaderMutexLock {
+ public:
+  explicit ReaderMutexLock(SharedMutex* mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) { mu_->ReaderLock(); }
+  ~ReaderMutexLock() ABSL_UNLOCK_FUNCTION() { mu_->ReaderUnlock(); }
+  ReaderMutexLock(const ReaderMutexLock&) = delete;
+  ReaderMutexLock& operator=(const ReaderMutexLock&) = delete;
+
+ private:
+  SharedMutex* const mu_;
 };
 
 // A condition variable whose waits release and retake a pserver::Mutex. Every wait may wake

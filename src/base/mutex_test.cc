@@ -205,5 +205,65 @@ TEST(CondVarTest, UnconditionalWaitsReleaseAndRetakeTheMutex) {
   EXPECT_EQ(g.value, 3);
 }
 
+// Writers exclude each other and readers; readers share: two readers are inside at once.
+class Table {
+ public:
+  void Write() ABSL_LOCKS_EXCLUDED(mu_) {
+    WriterMutexLock lock(&mu_);
+    if (inside_.fetch_add(1) != 0) overlaps_.fetch_add(1);
+    const int64_t v = value_;
+    std::this_thread::yield();
+    value_ = v + 1;
+    inside_.fetch_sub(1);
+  }
+  // Holds the shared lock until `readers` readers were inside together (true) or 30 s passed.
+  bool ReadTogether(int readers) ABSL_LOCKS_EXCLUDED(mu_) {
+    ReaderMutexLock lock(&mu_);
+    mu_.AssertReaderHeld();
+    readers_.fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+    while (readers_.load() < readers) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return value_ >= 0;
+  }
+  int64_t value() ABSL_LOCKS_EXCLUDED(mu_) {
+    ReaderMutexLock lock(&mu_);
+    return value_;
+  }
+  int overlaps() const { return overlaps_.load(); }
+
+ private:
+  SharedMutex mu_;
+  int64_t value_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int> inside_{0};
+  std::atomic<int> overlaps_{0};
+  std::atomic<int> readers_{0};
+};
+
+TEST(SharedMutexTest, WritersExcludeEachOtherAndReadersShare) {
+  constexpr int kThreads = 6;
+  constexpr int kPerThread = 2000;
+  Table table;
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&table] {
+        for (int i = 0; i < kPerThread; ++i) table.Write();
+      });
+    }
+  }
+  EXPECT_EQ(table.value(), int64_t{kThreads} * kPerThread);
+  EXPECT_EQ(table.overlaps(), 0);
+
+  bool shared[2] = {false, false};
+  {
+    std::jthread a([&] { shared[0] = table.ReadTogether(2); });
+    std::jthread b([&] { shared[1] = table.ReadTogether(2); });
+  }
+  EXPECT_TRUE(shared[0] && shared[1]) << "two readers never held the lock together";
+}
+
 }  // namespace
 }  // namespace pserver

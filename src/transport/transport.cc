@@ -19,12 +19,12 @@ Status Transport::Connect(NodeId peer, const std::string& address, const Connect
 }
 
 void Transport::NamePeer(NodeId peer, std::string name) {
-  std::lock_guard lock(names_mu_);
+  MutexLock lock(&names_mu_);
   names_[peer] = std::move(name);
 }
 
 std::string Transport::PeerName(NodeId peer) const {
-  std::lock_guard lock(names_mu_);
+  MutexLock lock(&names_mu_);
   auto it = names_.find(peer);
   if (it == names_.end()) return fmt::format("node {}", peer.value);
   return it->second;

@@ -18,11 +18,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "pserver/result.h"
 #include "transport/message.h"
 
@@ -62,8 +63,8 @@ class Transport {
 
   // How errors name `peer` ("the scheduler (node 0)", "server 1 (node 2)"); "node N" until
   // named. Thread-safe; the name is read only when a send fails.
-  void NamePeer(NodeId peer, std::string name);
-  std::string PeerName(NodeId peer) const;
+  void NamePeer(NodeId peer, std::string name) ABSL_LOCKS_EXCLUDED(names_mu_);
+  std::string PeerName(NodeId peer) const ABSL_LOCKS_EXCLUDED(names_mu_);
 
   // Sends `msg` to msg.header.receiver; sets header.num_frames from msg.frames. Frames are
   // sent without copying; their owners are kept alive until the transport is done with them.
@@ -110,8 +111,8 @@ class Transport {
   Status SendImpl(Message msg, bool may_block);
 
   const ConnectionId local_id_ = ConnectionId::Random();
-  mutable std::mutex names_mu_;
-  absl::flat_hash_map<NodeId, std::string> names_;  // guarded by names_mu_
+  mutable Mutex names_mu_;
+  absl::flat_hash_map<NodeId, std::string> names_ ABSL_GUARDED_BY(names_mu_);
   std::atomic<bool> shut_down_{false};
   std::atomic<uint64_t> messages_sent_{0}, bytes_sent_{0}, messages_received_{0},
       bytes_received_{0}, dropped_malformed_{0};

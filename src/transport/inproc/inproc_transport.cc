@@ -5,33 +5,34 @@
 namespace pserver::transport::inproc {
 
 Status Mailbox::Put(Letter letter, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  if (!cv_.wait_for(lock, timeout, [&] { return closed_ || queue_.size() < capacity_; })) {
+  MutexLock lock(&mu_);
+  if (!cv_.WaitFor(&mu_, timeout,
+                   [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || queue_.size() < capacity_; })) {
     return Status::Unavailable(fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
   }
   if (closed_) return Status::Unavailable("receiver has shut down");
   queue_.push_back(std::move(letter));
-  cv_.notify_all();
+  cv_.SignalAll();
   return Status::Ok();
 }
 
 Result<Mailbox::Letter> Mailbox::Take(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  if (!cv_.wait_for(lock, timeout, [&] { return closed_ || !queue_.empty(); })) {
+  MutexLock lock(&mu_);
+  if (!cv_.WaitFor(&mu_, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !queue_.empty(); })) {
     return Status::DeadlineExceeded(fmt::format("no message within {} ms", timeout.count()));
   }
   if (closed_) return Status::Aborted("transport shut down");
   Letter letter = std::move(queue_.front());
   queue_.pop_front();
-  cv_.notify_all();
+  cv_.SignalAll();
   return letter;
 }
 
 void Mailbox::Close() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   closed_ = true;
   queue_.clear();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 Result<std::shared_ptr<Mailbox>> InprocHub::Bind(const std::string& address, size_t capacity,
@@ -39,7 +40,7 @@ Result<std::shared_ptr<Mailbox>> InprocHub::Bind(const std::string& address, siz
   if (address.rfind("inproc://", 0) != 0) {
     return Status::InvalidArgument(fmt::format("'{}' is not an inproc:// address", address));
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::string name = address;
   if (address == "inproc://0") name = fmt::format("inproc://node-{}", next_name_++);
   if (mailboxes_.contains(name)) return Status::Unavailable(fmt::format("{} is already bound", name));
@@ -50,13 +51,13 @@ Result<std::shared_ptr<Mailbox>> InprocHub::Bind(const std::string& address, siz
 }
 
 std::shared_ptr<Mailbox> InprocHub::Find(const std::string& address) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = mailboxes_.find(address);
   return it == mailboxes_.end() ? nullptr : it->second;
 }
 
 void InprocHub::Unbind(const std::string& address) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   mailboxes_.erase(address);
 }
 
@@ -77,7 +78,7 @@ Status InprocTransport::DoConnect(NodeId peer, const std::string& address, const
   if (address.rfind("inproc://", 0) != 0) {
     return Status::InvalidArgument(fmt::format("'{}' is not an inproc:// address", address));
   }
-  std::lock_guard lock(peers_mu_);
+  MutexLock lock(&peers_mu_);
   peers_[peer] = Peer{address, present_as};
   return Status::Ok();
 }
@@ -85,7 +86,7 @@ Status InprocTransport::DoConnect(NodeId peer, const std::string& address, const
 Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*may_block*/) {
   Peer peer;
   {
-    std::lock_guard lock(peers_mu_);
+    MutexLock lock(&peers_mu_);
     auto it = peers_.find(receiver);
     if (it == peers_.end()) return Status::NotFound("the peer is not connected");
     peer = it->second;

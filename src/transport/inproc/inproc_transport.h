@@ -9,13 +9,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "transport/transport.h"
 
 namespace pserver::transport::inproc {
@@ -32,28 +32,29 @@ class Mailbox {
     Frames frames;
     ConnectionId origin;
   };
-  Status Put(Letter letter, std::chrono::milliseconds timeout);
-  Result<Letter> Take(std::chrono::milliseconds timeout);
-  void Close();
+  Status Put(Letter letter, std::chrono::milliseconds timeout) ABSL_LOCKS_EXCLUDED(mu_);
+  Result<Letter> Take(std::chrono::milliseconds timeout) ABSL_LOCKS_EXCLUDED(mu_);
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Letter> queue_;  // guarded by mu_
-  bool closed_ = false;                    // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Letter> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   const size_t capacity_;
 };
 
 class InprocHub {
  public:
-  Result<std::shared_ptr<Mailbox>> Bind(const std::string& address, size_t capacity, std::string* actual);
-  std::shared_ptr<Mailbox> Find(const std::string& address);
-  void Unbind(const std::string& address);
+  Result<std::shared_ptr<Mailbox>> Bind(const std::string& address, size_t capacity, std::string* actual)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<Mailbox> Find(const std::string& address) ABSL_LOCKS_EXCLUDED(mu_);
+  void Unbind(const std::string& address) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  std::mutex mu_;
-  uint64_t next_name_ = 1;                                              // guarded by mu_
-  absl::flat_hash_map<std::string, std::shared_ptr<Mailbox>> mailboxes_;  // guarded by mu_
+  Mutex mu_;
+  uint64_t next_name_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<std::string, std::shared_ptr<Mailbox>> mailboxes_ ABSL_GUARDED_BY(mu_);
 };
 
 struct InprocOptions {
@@ -79,12 +80,12 @@ class InprocTransport final : public Transport {
   const InprocOptions options_;
   std::string address_;
   std::shared_ptr<Mailbox> inbox_;
-  std::mutex peers_mu_;
+  Mutex peers_mu_;
   struct Peer {
     std::string address;
     ConnectionId identity;
   };
-  absl::flat_hash_map<NodeId, Peer> peers_;  // guarded by peers_mu_
+  absl::flat_hash_map<NodeId, Peer> peers_ ABSL_GUARDED_BY(peers_mu_);
 };
 
 }  // namespace pserver::transport::inproc

@@ -65,6 +65,9 @@ Result<std::unique_ptr<ZmqTransport>> ZmqTransport::Create(const ZmqOptions& opt
 Status ZmqTransport::Init() {
   context_ = zmq_ctx_new();
   if (context_ == nullptr) return Status::Internal("zmq_ctx_new: " + ZmqError());
+  // Before the transport is shared the lock costs nothing, and it lets the analysis see the
+  // guarded wake_sender_ written under it.
+  MutexLock wake_lock(&wake_mu_);
   router_ = zmq_socket(context_, ZMQ_ROUTER);
   wake_receiver_ = zmq_socket(context_, ZMQ_PAIR);
   wake_sender_ = zmq_socket(context_, ZMQ_PAIR);
@@ -88,13 +91,19 @@ Status ZmqTransport::Init() {
 
 ZmqTransport::~ZmqTransport() {
   {
-    std::unique_lock lock(peers_mu_);
-    for (auto& [id, peer] : peers_) zmq_close(peer->socket);
+    WriterMutexLock lock(&peers_mu_);
+    for (auto& [id, peer] : peers_) {
+      MutexLock peer_lock(&peer->mu);
+      zmq_close(peer->socket);
+    }
     peers_.clear();
   }
   if (router_) zmq_close(router_);
   if (wake_receiver_) zmq_close(wake_receiver_);
-  if (wake_sender_) zmq_close(wake_sender_);
+  {
+    MutexLock lock(&wake_mu_);
+    if (wake_sender_) zmq_close(wake_sender_);
+  }
   if (context_) zmq_ctx_term(context_);
 }
 
@@ -115,11 +124,11 @@ Result<std::string> ZmqTransport::DoListen(const std::string& address) {
 }
 
 Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const ConnectionId& present_as) {
-  std::unique_lock lock(peers_mu_);
+  WriterMutexLock lock(&peers_mu_);
   auto it = peers_.find(peer_id);
   if (it != peers_.end()) {
     {
-      std::lock_guard peer_lock(it->second->mu);
+      MutexLock peer_lock(&it->second->mu);
       if (it->second->address == address && it->second->identity == present_as) return Status::Ok();
       zmq_close(it->second->socket);
       it->second->socket = nullptr;
@@ -148,7 +157,10 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
     return Status::InvalidArgument(what);
   }
   auto peer = std::make_unique<Peer>();
-  peer->socket = s;
+  {
+    MutexLock peer_lock(&peer->mu);  // not shared yet; for the analysis
+    peer->socket = s;
+  }
   peer->address = address;
   peer->identity = present_as;
   peers_.emplace(peer_id, std::move(peer));
@@ -184,7 +196,7 @@ Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_b
 }
 
 Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
-  std::shared_lock lock(peers_mu_);
+  ReaderMutexLock lock(&peers_mu_);
   auto it = peers_.find(receiver);
   if (it == peers_.end()) return Status::NotFound("the peer is not connected");
   Peer& peer = *it->second;
@@ -194,7 +206,7 @@ Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_b
   if (zmq_msg_init_size(&head, wire.head_size()) != 0) return Status::Internal("zmq_msg_init_size: " + ZmqError());
   wire.EncodeHead(static_cast<std::byte*>(zmq_msg_data(&head)));
   const auto& rest = wire.out_of_line();
-  std::lock_guard peer_lock(peer.mu);
+  MutexLock peer_lock(&peer.mu);
   // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
   // queues a multipart message atomically once its first part is accepted.
   PSERVER_RETURN_IF_ERROR(SendMsg(peer.socket, &head, !rest.empty(), may_block));
@@ -268,7 +280,7 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
 }
 
 void ZmqTransport::DoShutdown() {
-  std::lock_guard lock(wake_mu_);
+  MutexLock lock(&wake_mu_);
   zmq_send(wake_sender_, "", 0, ZMQ_DONTWAIT);
 }
 

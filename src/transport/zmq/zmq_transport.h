@@ -17,17 +17,18 @@
 //
 // Thread safety: as Transport. Each peer socket has its own lock, so sends to different peers
 // do not contend. The owner must stop its Receive loop before destroying the transport.
+// Lock order: peers_mu_ before a Peer's mu.
 #pragma once
 
 #include <zmq.h>
 
 #include <chrono>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "transport/transport.h"
 
 namespace pserver::transport::zmq {
@@ -59,15 +60,16 @@ class ZmqTransport final : public Transport {
   void DoShutdown() override;
 
  private:
+  // address and identity are fixed from creation on (read under peers_mu_).
   struct Peer {
-    std::mutex mu;
-    void* socket = nullptr;  // DEALER, guarded by mu
+    Mutex mu;
+    void* socket ABSL_GUARDED_BY(mu) = nullptr;  // DEALER
     std::string address;
     ConnectionId identity;
   };
 
   explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}
-  Status Init();
+  Status Init() ABSL_LOCKS_EXCLUDED(wake_mu_);
   // Sends one wire frame, copying it when small and zero-copy otherwise.
   Status SendFrame(void* socket, const Bytes& frame, bool more, bool may_block);
   // Sends `msg` (taking it over: it is closed on failure and emptied by ZeroMQ on success).
@@ -77,12 +79,13 @@ class ZmqTransport final : public Transport {
   void* context_ = nullptr;
   void* router_ = nullptr;       // used by the receive thread only
   void* wake_receiver_ = nullptr;  // inproc PAIR polled beside the router
-  std::mutex wake_mu_;
-  void* wake_sender_ = nullptr;  // guarded by wake_mu_
+  Mutex wake_mu_;
+  void* wake_sender_ ABSL_GUARDED_BY(wake_mu_) = nullptr;
 
-  std::shared_mutex peers_mu_;
-  absl::flat_hash_map<NodeId, std::unique_ptr<Peer>> peers_;  // guarded by peers_mu_
-  uint32_t next_serial_ = 1;                                   // guarded by peers_mu_
+  // Shared by DoSend, exclusive by DoConnect (which replaces Peers).
+  SharedMutex peers_mu_;
+  absl::flat_hash_map<NodeId, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
+  uint32_t next_serial_ ABSL_GUARDED_BY(peers_mu_) = 1;
 };
 
 }  // namespace pserver::transport::zmq
