@@ -72,6 +72,16 @@ BenchResult MakeBenchResult(std::string name, std::string unit, const std::vecto
   return r;
 }
 
+void SetArithmeticBound(BenchResult* result, const std::vector<double>& reps, std::string name, double cpu_us) {
+  const Summary s = Summarize(reps);
+  result->arith_bound = s.median;
+  result->arith_bound_min = s.min;
+  result->arith_bound_max = s.max;
+  result->arith_bound_name = std::move(name);
+  result->arith_bound_cpu_us = cpu_us;
+  result->arith_ratio = ComputeRatio(result->value, s.median, result->higher_is_better);
+}
+
 BenchResult MakeTargetResult(std::string name, std::string unit, double value, double target) {
   BenchResult r = MakeBenchResult(std::move(name), std::move(unit), {value}, target, "target_max", false);
   r.ratio = ComputeRatio(value, target, true);  // value / target: <= 1 meets the target
@@ -79,29 +89,33 @@ BenchResult MakeTargetResult(std::string name, std::string unit, double value, d
 }
 
 void PrintTable(const std::vector<BenchResult>& results, std::FILE* out) {
-  static constexpr size_t kColumns = 8;
+  static constexpr size_t kColumns = 11;
   using Row = std::array<std::string, kColumns>;
   std::vector<Row> rows;
   rows.reserve(results.size() + 1);
-  rows.push_back({"name", "value", "unit", "bound", "ratio", "range", "cpu_us/req", "bound_cpu_us/req"});
+  rows.push_back({"name", "value", "unit", "bound", "ratio", "arith_bound", "arith_ratio", "range", "cpu_us/req",
+                  "bound_cpu_us/req", "arith_cpu_us/req"});
   auto cpu = [](double us) { return PositiveFinite(us) ? fmt::format("{:.1f}", us) : std::string("-"); };
+  auto number = [](double x) { return PositiveFinite(x) ? FormatNumber(x) : std::string("-"); };
+  auto ratio = [](double x) { return PositiveFinite(x) ? fmt::format("{:.2f}x", x) : std::string("-"); };
   for (const BenchResult& r : results) {
-    const bool has_bound = PositiveFinite(r.bound);
-    const bool has_ratio = PositiveFinite(r.ratio);
-    rows.push_back({r.name, FormatNumber(r.value), r.unit, has_bound ? FormatNumber(r.bound) : "-",
-                    has_ratio ? fmt::format("{:.2f}x", r.ratio) : "-",
-                    fmt::format("[{}, {}]", FormatNumber(r.min), FormatNumber(r.max)), cpu(r.cpu_us),
-                    cpu(r.bound_cpu_us)});
+    rows.push_back({r.name, FormatNumber(r.value), r.unit, number(r.bound), ratio(r.ratio), number(r.arith_bound),
+                    ratio(r.arith_ratio), fmt::format("[{}, {}]", FormatNumber(r.min), FormatNumber(r.max)),
+                    cpu(r.cpu_us), cpu(r.bound_cpu_us), cpu(r.arith_bound_cpu_us)});
   }
   std::array<size_t, kColumns> width{};
   for (const Row& row : rows) {
     for (size_t c = 0; c < kColumns; ++c) width[c] = std::max(width[c], row[c].size());
   }
   // Text columns (name, unit, range) align left, numbers right.
+  constexpr std::array<bool, kColumns> kLeft = {true, false, true, false, false, false, false, true, false, false, false};
   for (const Row& row : rows) {
-    fmt::print(out, "{:<{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}  {:<{}}  {:>{}}  {:>{}}\n", row[0], width[0],
-               row[1], width[1], row[2], width[2], row[3], width[3], row[4], width[4], row[5], width[5],
-               row[6], width[6], row[7], width[7]);
+    std::string line;
+    for (size_t c = 0; c < kColumns; ++c) {
+      if (c > 0) line += "  ";
+      line += kLeft[c] ? fmt::format("{:<{}}", row[c], width[c]) : fmt::format("{:>{}}", row[c], width[c]);
+    }
+    fmt::print(out, "{}\n", line);
   }
   std::fflush(out);
 }
@@ -122,7 +136,13 @@ Status WriteJson(const std::vector<BenchResult>& results, const std::string& pat
                        {"repetitions", r.repetitions},
                        {"bound_name", r.bound_name},
                        {"cpu_us", r.cpu_us},
-                       {"bound_cpu_us", r.bound_cpu_us}});
+                       {"bound_cpu_us", r.bound_cpu_us},
+                       {"arith_bound", r.arith_bound},
+                       {"arith_bound_min", r.arith_bound_min},
+                       {"arith_bound_max", r.arith_bound_max},
+                       {"arith_ratio", r.arith_ratio},
+                       {"arith_bound_name", r.arith_bound_name},
+                       {"arith_bound_cpu_us", r.arith_bound_cpu_us}});
     }
     text = array.dump(2);
     text += '\n';

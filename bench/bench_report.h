@@ -39,6 +39,17 @@ struct BenchResult {
   // 0 where it was not measured.
   double cpu_us = 0;
   double bound_cpu_us = 0;
+  // A second bound, for the figures that have one (push, pull and push-pull cells: the same
+  // plain ZeroMQ doing the server's arithmetic, "raw_zmq_arith"; raw_zmq.h). Its median, its
+  // range over the repetitions, the ratio to it (as `ratio`: value / arith_bound for
+  // higher_is_better), its name and its CPU time per request (median). All 0 or empty where the
+  // figure has no second bound (see SetArithmeticBound).
+  double arith_bound = 0;
+  double arith_bound_min = 0;
+  double arith_bound_max = 0;
+  double arith_ratio = 0;
+  std::string arith_bound_name;
+  double arith_bound_cpu_us = 0;
 };
 
 // Median, min and max over the repetitions of one measurement.
@@ -66,21 +77,29 @@ double ComputeRatio(double value, double bound, bool higher_is_better);
 BenchResult MakeBenchResult(std::string name, std::string unit, const std::vector<double>& reps,
                             double bound, std::string bound_name, bool higher_is_better);
 
+// Sets the second bound of `result` from its repetitions `reps` (median, min, max, the ratio of
+// result->value to the median) with the name `name` and CPU time per request `cpu_us`.
+// REQUIRES: result != nullptr.
+void SetArithmeticBound(BenchResult* result, const std::vector<double>& reps, std::string name, double cpu_us);
+
 // A single figure against a fixed ceiling `target` (lower is better): value = min = max =
 // `value`, one repetition, bound = target, bound_name "target_max", ratio = value / target
 // (0 if either is not positive and finite), so a ratio of at most 1.0 meets the target.
 BenchResult MakeTargetResult(std::string name, std::string unit, double value, double target);
 
 // Writes a header and one row per result to `out`, columns aligned:
-//   name  value  unit  bound  ratio  range  cpu_us/req  bound_cpu_us/req
-// `ratio` prints as e.g. "0.87x" and `range` as "[min, max]"; a missing bound, ratio or CPU
-// time prints as "-". Write errors on `out` are ignored (it is a report for humans).
+//   name  value  unit  bound  ratio  arith_bound  arith_ratio  range  cpu_us/req
+//   bound_cpu_us/req  arith_cpu_us/req
+// (the arith_ columns are the second bound's median, the ratio to it and its CPU time per
+// request). Ratios print as e.g. "0.87x" and `range` (of the value) as "[min, max]"; a missing
+// bound, ratio or CPU time prints as "-". Write errors on `out` are ignored (it is a report for humans).
 // REQUIRES: out != nullptr.
 void PrintTable(const std::vector<BenchResult>& results, std::FILE* out);
 
 // Writes `results` to `path` as a JSON array of objects with the keys name, value, unit,
-// bound, ratio, higher_is_better, min, max, repetitions, bound_name, cpu_us, bound_cpu_us
-// (non-finite numbers are written as null). Written atomically (pserver/atomic_file.h), so a
+// bound, ratio, higher_is_better, min, max, repetitions, bound_name, cpu_us, bound_cpu_us,
+// arith_bound, arith_bound_min, arith_bound_max, arith_ratio, arith_bound_name,
+// arith_bound_cpu_us (non-finite numbers are written as null). Written atomically (pserver/atomic_file.h), so a
 // reader never sees a partial file.
 // Returns kNotFound if the directory of `path` does not exist, kInvalidArgument if a string is
 // not valid UTF-8, kUnavailable for any other I/O failure (permissions, full disk); the

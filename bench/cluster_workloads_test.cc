@@ -1,7 +1,8 @@
 // The pserver side of `pserver bench`'s dense cells: every shape completes requests on a small
 // cluster under either server setup, and the setups do what they claim -- the default servers
 // store the pushed rows, the diagnostic ones (ServerWork::kNone) store nothing and answer
-// pulls with zeros. Durations are tiny and nothing is asserted about speed.
+// pulls with zeros -- and the arithmetic raw ZeroMQ bound runs the same shapes and really sums.
+// Durations are tiny and nothing is asserted about speed.
 #include "cluster_workloads.h"
 
 #include <gtest/gtest.h>
@@ -49,6 +50,52 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Cell>& info) {
       return std::string(ShapeName(info.param.shape)) + (info.param.work == ServerWork::kNone ? "_none" : "_store");
     });
+
+// The arithmetic bound that `pserver bench` prints beside each cell runs the cell's own shape:
+// the same payload per request, the same servers and workers, and for pull a stored row per key
+// (pushed once before timing, as the cluster cell does). Its servers really sum: the rows pulled
+// after the run add up to what was pushed.
+class ArithmeticBoundTest : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(ArithmeticBoundTest, RunsTheCellsShapeAndSums) {
+  ClusterWorkloadOptions c;
+  c.shape = GetParam();
+  c.bytes = 4096;
+  c.window = 8;
+  c.num_servers = 2;
+  c.num_workers = 2;
+  c.min_duration = milliseconds(50);
+  c.warmup_requests = 4;
+  Result<ThroughputResult> ours = MeasureClusterThroughput(c);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+
+  RawZmqOptions b;
+  b.shape = c.shape;
+  b.bytes = c.bytes;
+  b.window = c.window;
+  b.num_servers = c.num_servers;
+  b.num_clients = c.num_workers;
+  b.min_duration = c.min_duration;
+  b.warmup_requests = c.warmup_requests;
+  b.work = BoundWork::kSum;
+  b.verify = true;
+  Result<ThroughputResult> bound = MeasureRawZmqThroughput(b);
+  ASSERT_TRUE(bound.ok()) << bound.status();
+
+  // Byte rates per request rate are the same for both: ratios of either mean the same.
+  EXPECT_DOUBLE_EQ(ours->bytes_per_sec / ours->requests_per_sec, bound->bytes_per_sec / bound->requests_per_sec);
+  float stored = 0;
+  for (const std::vector<float>& row : bound->pulled_rows) {
+    ASSERT_EQ(row.size(), c.bytes / sizeof(float));
+    stored += row.front();
+    EXPECT_EQ(row.back(), row.front());
+  }
+  EXPECT_EQ(stored, static_cast<float>(bound->pushes_sent) * kPushedValue);
+  EXPECT_GT(bound->pushes_sent, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ArithmeticBoundTest, ::testing::Values(Shape::kPush, Shape::kPull, Shape::kPushPull),
+                         [](const ::testing::TestParamInfo<Shape>& info) { return std::string(ShapeName(info.param)); });
 
 TEST(ClusterThroughputTest, RejectsASizeThatIsNotWholeFloats) {
   ClusterWorkloadOptions o;

@@ -19,6 +19,20 @@
 // Servers and clients are threads of the calling process, each with its own context, which is
 // as close to separate processes as ZeroMQ can tell; the kernel's loopback TCP is the same.
 //
+// The ARITHMETIC bound (BoundWork::kSum) is the same DEALER/ROUTER pair whose servers do the
+// work of pserver's sum store, so that pserver can also be compared with plain ZeroMQ doing the
+// same arithmetic:
+//   - a request is pserver's two frames: a key frame (one uint64 key) and, for push and
+//     push-pull, a value frame of N bytes (N/4 floats, every one kPushedValue); a pull is the
+//     key frame alone. Client i's request j carries key j % num_servers, which the DEALER's
+//     round-robin sends to server j % num_servers;
+//   - each server keeps a row of N/4 floats per key (a hash map of rows); a push adds the
+//     pushed row into the stored one (a key's first push stores it), a pull copies the stored
+//     row into a reply buffer (recycled through a small pool) and sends that, a push-pull does
+//     both; a pull of a key never pushed stores and answers a row of zeros;
+//   - for pull, each client first pushes its num_servers keys once (as pserver's pull cells
+//     push each key before timing), so the pulled rows are stored ones.
+//
 // No call here throws or blocks without a bound: every wait is a zmq_poll with a timeout or a
 // socket call under ZMQ_SNDTIMEO/ZMQ_RCVTIMEO, and a peer that stops answering for `timeout`
 // yields kDeadlineExceeded.
@@ -31,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "pserver/result.h"
 
@@ -54,6 +69,18 @@ inline constexpr int kMaxPeers = 256;  // per side: clients, servers
 // "push", "pull" or "pushpull".
 std::string_view ShapeName(Shape shape);
 
+// What the bound's servers do with a request.
+enum class BoundWork {
+  kNone,  // plain: one frame each way, nothing stored, constant replies
+  kSum,   // arithmetic: key + value frames, rows stored, pushes added, pulls copied (file comment)
+};
+
+// "raw_zmq" or "raw_zmq_arith": the bound's name in reports.
+std::string_view BoundName(BoundWork work);
+
+// The value of every float an arithmetic client pushes, so a stored row is a whole multiple of it.
+inline constexpr float kPushedValue = 1.0f;
+
 // Payload bytes one request of `shape` moves, counting the N-byte payload in each direction
 // that carries one: N for push and pull, 2N for push-pull. The kAckBytes frames are not
 // counted. ThroughputResult::bytes_per_sec uses this; the pserver side should too, so that
@@ -76,6 +103,13 @@ struct RawZmqOptions {
   // longest the warm-up may take, before the measurement fails with kDeadlineExceeded.
   // REQUIRES: > 0.
   std::chrono::milliseconds timeout{10000};
+  // kSum REQUIRES: bytes a positive multiple of 4 (whole floats).
+  BoundWork work = BoundWork::kNone;
+  // kSum only (ignored for kNone); slower, for tests. Every client checks each pulled row
+  // (all its floats equal, a whole multiple >= 1 of kPushedValue) and, once stopped, waits for
+  // the replies to all its requests; then one more DEALER pulls every key 0..num_servers-1 from
+  // every server into ThroughputResult::pulled_rows, before the servers stop.
+  bool verify = false;
 };
 
 struct ThroughputResult {
@@ -84,6 +118,11 @@ struct ThroughputResult {
   uint64_t requests = 0;        // replies received inside the measured window, all clients
   double seconds = 0;           // length of the measured window (steady_clock)
   double cpu_seconds = 0;       // CPU time of the whole process (all threads) over that window
+  // BoundWork::kSum with verify only (else 0 and empty):
+  uint64_t pushes_sent = 0;  // push and push-pull requests all clients sent, warm-up included
+  // The rows pulled after every client had its replies: server s's key k at s * num_servers + k.
+  // Their element-wise sum is pushes_sent * kPushedValue in every element.
+  std::vector<std::vector<float>> pulled_rows;
 };
 
 // Starts options.num_servers servers and options.num_clients clients as threads (see the file
@@ -91,7 +130,8 @@ struct ThroughputResult {
 // Blocks for about warm-up + min_duration; at most about 2 * timeout + min_duration.
 // Returns kInvalidArgument for options outside their REQUIRES, kDeadlineExceeded if a client
 // waited `timeout` for a reply or warm-up did not finish within `timeout`, kCorruption if a
-// reply had an unexpected size or frame count, kUnavailable or kInternal if ZeroMQ failed
+// reply or request had an unexpected size or frame count (or, with verify, a pulled row was not
+// a uniform whole multiple of kPushedValue), kUnavailable or kInternal if ZeroMQ failed
 // (the message names the call and errno text).
 Result<ThroughputResult> MeasureRawZmqThroughput(const RawZmqOptions& options);
 

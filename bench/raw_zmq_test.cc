@@ -93,6 +93,84 @@ TEST(RawZmqThroughputTest, RejectsBadOptions) {
   EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
 }
 
+// The arithmetic bound (BoundWork::kSum), with verify: after the run every key of every server
+// is pulled, and the rows must hold, element by element, the sum of everything pushed -- the
+// closed form pushes_sent * kPushedValue -- so a server that skipped the arithmetic (or stored
+// only part of a row) fails here.
+struct ArithCell {
+  Shape shape;
+  int servers;
+  int clients;
+  size_t bytes;
+};
+
+class RawZmqArithmeticTest : public ::testing::TestWithParam<ArithCell> {};
+
+TEST_P(RawZmqArithmeticTest, PulledRowsAreTheSumsOfThePushes) {
+  const ArithCell cell = GetParam();
+  RawZmqOptions o = TinyOptions(cell.shape, cell.bytes);
+  o.work = BoundWork::kSum;
+  o.verify = true;
+  o.num_servers = cell.servers;
+  o.num_clients = cell.clients;
+  Result<ThroughputResult> r = MeasureRawZmqThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->requests, 0u);
+  const size_t width = cell.bytes / sizeof(float);
+  ASSERT_EQ(r->pulled_rows.size(), static_cast<size_t>(cell.servers * cell.servers));  // keys 0..S-1 per server
+  if (cell.shape == Shape::kPull) {
+    // Only the initial pushes: each client pushed each of its keys once.
+    EXPECT_EQ(r->pushes_sent, static_cast<uint64_t>(cell.servers * cell.clients));
+  } else {
+    EXPECT_GE(r->pushes_sent, r->requests + static_cast<uint64_t>(o.warmup_requests));
+  }
+  std::vector<double> sums(width, 0.0);
+  for (const std::vector<float>& row : r->pulled_rows) {
+    ASSERT_EQ(row.size(), width);
+    for (size_t j = 0; j < width; ++j) sums[j] += row[j];
+  }
+  const double expected = static_cast<double>(r->pushes_sent) * kPushedValue;
+  for (size_t j = 0; j < width; ++j) ASSERT_EQ(sums[j], expected) << "float " << j;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cells, RawZmqArithmeticTest,
+                         ::testing::Values(ArithCell{Shape::kPush, 1, 1, 4096}, ArithCell{Shape::kPull, 1, 1, 4096},
+                                           ArithCell{Shape::kPushPull, 1, 1, 4096},
+                                           ArithCell{Shape::kPush, 2, 2, 64 << 10},
+                                           ArithCell{Shape::kPull, 2, 2, 64 << 10},
+                                           ArithCell{Shape::kPushPull, 2, 2, 64 << 10},
+                                           ArithCell{Shape::kPushPull, 2, 1, 12}),
+                         [](const ::testing::TestParamInfo<ArithCell>& info) {
+                           const ArithCell& c = info.param;
+                           return std::string(ShapeName(c.shape)) + "_" + std::to_string(c.servers) + "s" +
+                                  std::to_string(c.clients) + "w_" + std::to_string(c.bytes) + "B";
+                         });
+
+TEST(RawZmqArithmeticTest, MovesThePayloadOfThePlainBound) {
+  RawZmqOptions o = TinyOptions(Shape::kPushPull, 4096);
+  o.work = BoundWork::kSum;
+  Result<ThroughputResult> r = MeasureRawZmqThroughput(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->bytes_per_sec, r->requests_per_sec * 8192);
+  EXPECT_EQ(r->pushes_sent, 0u);  // counted with verify only
+  EXPECT_TRUE(r->pulled_rows.empty());
+}
+
+TEST(RawZmqArithmeticTest, RejectsRowsThatAreNotWholeFloats) {
+  RawZmqOptions o = TinyOptions(Shape::kPush, 4097);
+  o.work = BoundWork::kSum;
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+  o.bytes = 0;
+  EXPECT_EQ(MeasureRawZmqThroughput(o).status().code(), StatusCode::kInvalidArgument);
+  o.work = BoundWork::kNone;  // the plain bound takes any size
+  EXPECT_TRUE(MeasureRawZmqThroughput(o).ok());
+}
+
+TEST(BoundNameTest, NamesBothBounds) {
+  EXPECT_EQ(BoundName(BoundWork::kNone), "raw_zmq");
+  EXPECT_EQ(BoundName(BoundWork::kSum), "raw_zmq_arith");
+}
+
 TEST(RawZmqRoundTripTest, P50IsAtMostP99) {
   Result<LatencyResult> r = MeasureRawZmqRoundTrip(4096, milliseconds(50), 10);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -150,7 +228,20 @@ std::vector<BenchResult> SampleResults() {
       MakeBenchResult("no_bound \"quoted\"", "MiB/s", {1}, 0, "", true)};
   results[0].cpu_us = 14.25;
   results[0].bound_cpu_us = 8.5;
+  SetArithmeticBound(&results[0], {1200, 1250, 1300}, "raw_zmq_arith", 11.75);
   return results;
+}
+
+TEST(SetArithmeticBoundTest, TakesMedianRangeAndRatio) {
+  BenchResult r = MakeBenchResult("push/4KiB/1s1w", "req/s", {900, 1000, 1100}, 2000, "raw_zmq", true);
+  SetArithmeticBound(&r, {1300, 1200, 1250, 1400}, "raw_zmq_arith", 9.5);
+  EXPECT_DOUBLE_EQ(r.arith_bound, 1275);
+  EXPECT_DOUBLE_EQ(r.arith_bound_min, 1200);
+  EXPECT_DOUBLE_EQ(r.arith_bound_max, 1400);
+  EXPECT_DOUBLE_EQ(r.arith_ratio, 1000.0 / 1275);
+  EXPECT_EQ(r.arith_bound_name, "raw_zmq_arith");
+  EXPECT_DOUBLE_EQ(r.arith_bound_cpu_us, 9.5);
+  EXPECT_DOUBLE_EQ(r.ratio, 0.5);  // the first bound's ratio is left alone
 }
 
 // A fresh directory under the test's temporary directory, removed by the test.
@@ -188,7 +279,15 @@ TEST(WriteJsonTest, RoundTripsThroughParse) {
     EXPECT_DOUBLE_EQ(j[i].value("bound_cpu_us", -1.0), results[i].bound_cpu_us);
     EXPECT_EQ(j[i].value("higher_is_better", !results[i].higher_is_better),
               results[i].higher_is_better);
+    EXPECT_DOUBLE_EQ(j[i].value("arith_bound", -1.0), results[i].arith_bound);
+    EXPECT_DOUBLE_EQ(j[i].value("arith_bound_min", -1.0), results[i].arith_bound_min);
+    EXPECT_DOUBLE_EQ(j[i].value("arith_bound_max", -1.0), results[i].arith_bound_max);
+    EXPECT_DOUBLE_EQ(j[i].value("arith_ratio", -1.0), results[i].arith_ratio);
+    EXPECT_EQ(j[i].value("arith_bound_name", "?"), results[i].arith_bound_name);
+    EXPECT_DOUBLE_EQ(j[i].value("arith_bound_cpu_us", -1.0), results[i].arith_bound_cpu_us);
   }
+  EXPECT_DOUBLE_EQ(j[0].value("arith_ratio", 0.0), 0.8);  // 1000 / 1250
+  EXPECT_EQ(j[1].value("arith_bound_name", "?"), "");     // no second bound
   EXPECT_DOUBLE_EQ(j[0].value("ratio", 0.0), 0.5);          // 1000 / 2000
   EXPECT_DOUBLE_EQ(j[1].value("ratio", 0.0), 25.0 / 45.0);  // bound / median latency
   EXPECT_NE(::access((path + ".tmp").c_str(), F_OK), 0) << "temporary file left behind";
@@ -227,6 +326,10 @@ TEST(PrintTableTest, PrintsEveryResultAndMarksMissingBound) {
   EXPECT_NE(text.find("cpu_us/req"), std::string::npos) << text;
   EXPECT_NE(text.find("14.2"), std::string::npos) << text;  // CPU per request, ours and the bound's
   EXPECT_NE(text.find("8.5"), std::string::npos) << text;
+  EXPECT_NE(text.find("arith_ratio"), std::string::npos) << text;
+  EXPECT_NE(text.find("0.80x"), std::string::npos) << text;  // 1000 / 1250, the second bound
+  EXPECT_NE(text.find("1250"), std::string::npos) << text;
+  EXPECT_NE(text.find("11.8"), std::string::npos) << text;  // the second bound's CPU per request
   EXPECT_NE(text.find(" - "), std::string::npos) << text;
 }
 

@@ -71,10 +71,11 @@ Result<Shape> ParseShape(const std::string& s) {
       fmt::format("unknown workload '{}' (push, pull, pushpull, rtt, sparse_push, sparse_pull, memory)", s));
 }
 
-// Throughput of one cell: repetitions alternate between the bound and pserver so that both
-// see the same machine load.
+// Throughput of one cell against two bounds: plain raw ZeroMQ and raw ZeroMQ whose servers do
+// the sum store's arithmetic (raw_zmq.h). Repetitions alternate between the plain bound, the
+// arithmetic bound and pserver so that all three see the same machine load.
 Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
-  std::vector<double> ours, bound, ours_cpu, bound_cpu;
+  std::vector<double> ours, bound, arith, ours_cpu, bound_cpu, arith_cpu;
   for (int rep = 0; rep < f.repetitions; ++rep) {
     bench::RawZmqOptions raw;
     raw.shape = shape;
@@ -86,6 +87,10 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureRawZmqThroughput(raw));
     bound.push_back(b.requests_per_sec);
     bound_cpu.push_back(bench::CpuMicrosPerRequest(b.cpu_seconds, b.requests));
+    raw.work = bench::BoundWork::kSum;
+    PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureRawZmqThroughput(raw));
+    arith.push_back(a.requests_per_sec);
+    arith_cpu.push_back(bench::CpuMicrosPerRequest(a.cpu_seconds, a.requests));
     bench::ClusterWorkloadOptions c;
     c.shape = shape;
     c.bytes = bytes;
@@ -103,9 +108,12 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
                                  servers, workers);
   // Results without the server's work never share a name with the real ones.
   if (f.server_work != "store") name += "/server-" + f.server_work;
-  BenchResult result = bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median, "raw_zmq", true);
+  BenchResult result = bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median,
+                                              std::string(bench::BoundName(bench::BoundWork::kNone)), true);
   result.cpu_us = bench::Summarize(ours_cpu).median;
   result.bound_cpu_us = bench::Summarize(bound_cpu).median;
+  bench::SetArithmeticBound(&result, arith, std::string(bench::BoundName(bench::BoundWork::kSum)),
+                            bench::Summarize(arith_cpu).median);
   return result;
 }
 
@@ -245,7 +253,8 @@ int Run(const BenchFlags& f) {
   }
   std::printf(
       "\nsummary (ratio = fraction of the bound reached: raw ZeroMQ for push/pull/pushpull/rtt (latency: "
-      "bound/value), a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; memory: value/target, <= 1 "
+      "bound/value); arith_ratio, push/pull/pushpull only: the same raw ZeroMQ with servers that store a row per "
+      "key, add pushes into it and copy pulls from it; a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; memory: value/target, <= 1 "
       "meets it)\n");
   bench::PrintTable(results, stdout);
   if (!f.json.empty()) {
@@ -265,8 +274,9 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
   CLI::App* cmd = app.add_subcommand(
       "bench",
       "Run named workloads on an in-process cluster (nodes as threads over loopback TCP) and, in the same run, their "
-      "bound (raw ZeroMQ for the same shape; an in-memory loop on a server's apply threads for the sparse ones); print each result "
-      "with its ratio to the bound");
+      "bound (raw ZeroMQ for the same shape, and for push, pull and pushpull also raw ZeroMQ whose servers do the "
+      "sum store's arithmetic; an in-memory loop on a server's apply threads for the sparse ones); print each result "
+      "with its ratio to the bound(s)");
   cmd->add_option("--workloads", f->workloads,
                   "push, pull, pushpull (one key per request, 32 in flight), rtt; also (not by default) "
                   "sparse_push, sparse_pull (--sparse-keys random keys per request into a sparse SGD table, keys/s "
