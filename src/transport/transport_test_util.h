@@ -1,8 +1,10 @@
-// Helpers shared by the transport implementations' unit tests (test-only; header-only so that
+// Helpers shared by the transport tests: the conformance suite (testing/transport_conformance_test.cc),
+// the implementations' own tests and the intercepting wrapper's (test-only; header-only so that
 // the transport tests link nothing above pserver_transport).
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -31,6 +33,21 @@ inline Message Data(NodeId from, NodeId to, int64_t request_id, Frames frames) {
   m.header.request_id = request_id;
   m.frames = std::move(frames);
   return m;
+}
+
+// Bytes seed, seed+1, ... (mod 251), so that a shifted or truncated copy is noticed.
+inline Bytes Pattern(size_t n, unsigned seed) {
+  Bytes b(n);
+  for (size_t i = 0; i < n; ++i) b[i] = static_cast<std::byte>((i + seed) % 251);
+  return b;
+}
+
+inline bool HasPattern(const Bytes& b, size_t n, unsigned seed) {
+  if (b.size() != n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    if (b[i] != static_cast<std::byte>((i + seed) % 251)) return false;
+  }
+  return true;
 }
 
 }  // namespace pserver::transport::testing
