@@ -8,10 +8,12 @@ pserver_add_test(status_test SOURCES base/status_test.cc DEPS pserver_base LABEL
 pserver_add_test(atomic_file_test SOURCES base/atomic_file_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(mutex_test SOURCES base/mutex_test.cc DEPS pserver_base LABELS unit concurrency)
 pserver_add_test(message_test SOURCES transport/message_test.cc DEPS pserver_transport LABELS unit)
+# What only one transport does; the contract every transport shares is tested once, in
+# testing/transport_conformance_test.cc.
 pserver_add_test(inproc_transport_test SOURCES transport/inproc/inproc_transport_test.cc
-  DEPS pserver_transport LABELS unit)
+  DEPS pserver_transport LABELS unit concurrency)
 pserver_add_test(zmq_transport_test SOURCES transport/zmq/zmq_transport_test.cc
-  DEPS pserver_transport LABELS unit TIMEOUT 120)
+  DEPS pserver_transport LABELS unit concurrency TIMEOUT 120)
 pserver_add_test(control_messages_test SOURCES cluster/control_messages_test.cc
   DEPS pserver_cluster LABELS unit)
 foreach(t wire_io_test status_test atomic_file_test message_test inproc_transport_test zmq_transport_test control_messages_test)
