@@ -28,8 +28,10 @@
 // non-const call needs exclusive access.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <span>
@@ -164,6 +166,12 @@ class SparseRows {
     }
   }
 
+  // Removes every stored key for which pred(key) is true and returns how many were removed.
+  // One pass over the slots; the memory is kept (the table does not shrink). Like an insertion,
+  // it may move the rows of the keys kept.
+  template <typename Pred>
+  size_t EraseIf(Pred&& pred);
+
   size_t size() const { return size_; }
   uint32_t row_len() const { return row_len_; }
   // Slots the keys are spread over (excluding the tail); size() / capacity() is the load.
@@ -218,6 +226,40 @@ class SparseRows {
   bool has_max_ = false;  // the key whose mix is kEmpty is stored, in max_row_
   std::vector<T> max_row_;
 };
+
+template <typename T>
+template <typename Pred>
+size_t SparseRows<T>::EraseIf(Pred&& pred) {
+  size_t erased = 0;
+  if (has_max_ && pred(UnmixKey(kEmpty))) {
+    has_max_ = false;
+    max_row_.clear();
+    ++erased;
+  }
+  // Each kept key moves to max(home, previous kept + 1), as Rebuild places them: never later
+  // than where it was (its home is not after it, nor is the slot after the previous kept key),
+  // and every slot between that and its old one is empty by then, so the slots stay sorted with
+  // gap-free runs.
+  size_t next = 0;
+  for (size_t i = 0; i < slots_; ++i) {
+    const uint64_t mix = mixes_[i];
+    if (mix == kEmpty) continue;
+    if (pred(UnmixKey(mix))) {
+      mixes_[i] = kEmpty;
+      ++erased;
+      continue;
+    }
+    const size_t pos = std::max(Home(mix), next);
+    if (pos != i) {
+      mixes_[pos] = mix;
+      mixes_[i] = kEmpty;
+      std::memcpy(Row(pos), Row(i), size_t{row_len_} * sizeof(T));
+    }
+    next = pos + 1;
+  }
+  size_ -= erased;
+  return erased;
+}
 
 extern template class SparseRows<float>;
 extern template class SparseRows<double>;

@@ -126,6 +126,55 @@ TEST(SparseRowsTest, MatchesAReferenceMapThroughGrowth) {
   EXPECT_LE(load, 0.9);
 }
 
+// Erasing keeps every other key findable with its row (also in long probe runs and for the key
+// whose mix is the empty marker), and later inserts and lookups work as before.
+TEST(SparseRowsTest, EraseIfRemovesExactlyTheMatchingKeys) {
+  std::mt19937_64 rng(pserver::testing::TestSeed());
+  SparseRows<int64_t> rows(2);
+  std::unordered_map<Key, int64_t> ref;
+  const Key special = UnmixKey(~uint64_t{0});
+  std::vector<Key> keys = {special, 0, 1, ~Key{0}};
+  for (int i = 0; i < 50000; ++i) keys.push_back(i % 2 == 0 ? static_cast<Key>(i) : rng());
+  for (Key k : keys) {
+    auto [row, inserted] = rows.FindOrInsert(k);
+    row[0] = static_cast<int64_t>(k * 3);
+    row[1] = -static_cast<int64_t>(k);
+    ref[k] = static_cast<int64_t>(k * 3);
+  }
+  // Clustered mixes: a probe run far longer than the lookup window, half of it erased.
+  for (uint64_t i = 0; i < 40; ++i) {
+    const Key k = UnmixKey((uint64_t{1} << 62) + i);
+    rows.FindOrInsert(k).row[0] = static_cast<int64_t>(k * 3);
+    ref[k] = static_cast<int64_t>(k * 3);
+  }
+  const auto doomed = [special](Key k) { return k == special || k % 3 == 0; };
+  size_t want = 0;
+  for (const auto& [k, v] : ref) want += doomed(k) ? 1 : 0;
+  EXPECT_EQ(rows.EraseIf(doomed), want);
+  std::erase_if(ref, [&](const auto& kv) { return doomed(kv.first); });
+  ASSERT_EQ(rows.size(), ref.size());
+  for (const auto& [k, v] : ref) {
+    const int64_t* row = rows.Find(k);
+    ASSERT_NE(row, nullptr) << k;
+    EXPECT_EQ(row[0], v);
+  }
+  for (Key k : keys) {
+    if (doomed(k)) {
+      EXPECT_EQ(rows.Find(k), nullptr) << k;
+    }
+  }
+  size_t visited = 0;
+  rows.ForEach([&](Key k, const int64_t*) { visited += ref.contains(k) ? 1 : 0; });
+  EXPECT_EQ(visited, ref.size());
+  // The erased keys come back as new ones.
+  EXPECT_TRUE(rows.FindOrInsert(special).inserted);
+  EXPECT_TRUE(rows.FindOrInsert(3).inserted);
+  EXPECT_FALSE(rows.FindOrInsert(1).inserted);
+  EXPECT_EQ(rows.EraseIf([](Key) { return true; }), ref.size() + 2);
+  EXPECT_EQ(rows.size(), 0u);
+  EXPECT_EQ(rows.Find(1), nullptr);
+}
+
 TEST(SparseRowsTest, ReserveAvoidsGrowth) {
   SparseRows<float> rows(1);
   rows.Reserve(100000);

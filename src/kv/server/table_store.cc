@@ -10,457 +10,57 @@
 #include <utility>
 #include <vector>
 
+#include "cluster/key_placement.h"
 #include "kv/server/sparse_rows.h"
+#include "kv/server/table_store_internal.h"
 
 namespace pserver::kv {
 
-using transport::MessageType;
-
-namespace {
-
-// Lookups prefetched ahead of the one being done (hides the cache misses of random keys).
-constexpr size_t kPrefetchDistance = 16;
-// Pushed rows applied per Updater::ApplyBatch call.
-constexpr size_t kBatch = 32;
-
-// The shard of a key: the low half of its mix, range-reduced (SparseRows places keys by the high
-// bits of the same mix, so a shard's keys still spread over its whole table).
-uint32_t ShardOf(uint64_t mix, uint32_t num_shards) {
-  return static_cast<uint32_t>(((mix & 0xffffffffULL) * num_shards) >> 32);
-}
-
-uint64_t Mix(uint64_t x) { return MixKey(x); }
-
-bool StrictlyIncreasing(const SharedArray<Key>& keys) {
-  for (size_t i = 1; i < keys.size(); ++i) {
-    if (keys[i - 1] >= keys[i]) return false;
-  }
-  return true;
-}
+namespace table_store_internal {
 
 std::string RangeString(KeyRange r) { return fmt::format("[{}, {}]", r.first, r.last); }
 
-// A key of a request: its mix and its position in the request.
-struct Item {
-  uint64_t mix;
-  size_t index;
-};
-
-// Items kept across requests: grows, never shrinks, and is never zeroed (every item used is
-// written first).
-struct ItemBuffer {
-  std::unique_ptr<Item[]> items;
-  size_t capacity = 0;
-  size_t size = 0;
-
-  // Makes room for exactly n items (their values unspecified).
-  void Resize(size_t n) {
-    if (n > capacity) {
-      items = std::make_unique_for_overwrite<Item[]>(n);
-      capacity = n;
-    }
-    size = n;
+std::string RangesString(std::span<const KeyRange> ranges) {
+  if (ranges.empty()) return "none";
+  std::string out;
+  for (const KeyRange& r : ranges) {
+    if (!out.empty()) out += ", ";
+    out += RangeString(r);
   }
-  std::span<const Item> view() const { return {items.get(), size}; }
-};
+  return out;
+}
 
-// The keys of a whole request, in order.
-class AllKeys {
- public:
-  explicit AllKeys(const SharedArray<Key>& keys) : keys_(keys.data()), n_(keys.size()) {}
-  size_t size() const { return n_; }
-  uint64_t mix(size_t j) const { return Mix(keys_[j]); }
-  size_t index(size_t j) const { return j; }
-
- private:
-  const Key* keys_;
-  size_t n_;
-};
-
-// Some keys of a request (one shard's part of it), their mixes computed already.
-class SomeKeys {
- public:
-  explicit SomeKeys(std::span<const Item> items) : items_(items) {}
-  size_t size() const { return items_.size(); }
-  uint64_t mix(size_t j) const { return items_[j].mix; }
-  size_t index(size_t j) const { return items_[j].index; }
-
- private:
-  std::span<const Item> items_;
-};
-
-// Collects pushed rows and applies them kBatch at a time (one virtual call per batch). The
-// owner calls Flush when done; the destructor applies what is still queued all the same.
-template <typename T>
-class PushBatch {
- public:
-  PushBatch(const Updater& rule, const UpdateContext& ctx, uint32_t width, uint32_t push_len, const T* push)
-      : rule_(rule), ctx_(ctx), width_(width), push_len_(push_len), push_(push) {}
-  ~PushBatch() { Flush(); }
-  PushBatch(const PushBatch&) = delete;
-  PushBatch& operator=(const PushBatch&) = delete;
-
-  // Queues the push of request position `index` into `row` (values, then state).
-  void Add(T* row, size_t index) {
-    entries_[used_++] = {row, row + width_, push_ + index * push_len_};
-    if (used_ == kBatch) Flush();
-  }
-  // Applies the queued rows. Before anything may move rows (a SparseRows insertion).
-  void Flush() {
-    if (used_ == 0) return;
-    rule_.ApplyBatch(ctx_, width_, std::span<const RowUpdate<T>>(entries_, used_));
-    used_ = 0;
-  }
-
- private:
-  const Updater& rule_;
-  const UpdateContext& ctx_;
-  const uint32_t width_;
-  const uint32_t push_len_;
-  const T* const push_;
-  size_t used_ = 0;
-  RowUpdate<T> entries_[kBatch];
-};
-
-template <typename T>
-class TypedTableStore final : public TableStore {
- public:
-  TypedTableStore(TableId table, const TableSpec& spec, std::unique_ptr<Updater> updater, ApplyPool* pool)
-      : TableStore(table, spec),
-        width_(spec.width),
-        state_len_(spec.width * updater->state_per_value()),
-        row_len_(width_ + state_len_),
-        push_len_(spec.width * spec.push_arity),
-        updater_(std::move(updater)),
-        pool_(pool),
-        num_shards_(pool == nullptr ? 1 : pool->size()),
-        dense_(spec.storage == StorageKind::kDense) {
-    if (dense_) {
-      const KeyRange r = spec.key_range;
-      dense_keys_ = static_cast<size_t>(r.last - r.first) + 1;
-      dense_rows_ = std::make_unique_for_overwrite<T[]>(dense_keys_ * row_len_);
-      for (size_t i = 0; i < dense_keys_; ++i) InitRow(r.first + i, DenseRow(i));
-    } else {
-      shards_.reserve(num_shards_);
-      for (uint32_t s = 0; s < num_shards_; ++s) shards_.emplace_back(row_len_, num_shards_);
-    }
-  }
-
-  Status Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) override;
-  size_t num_keys() const override;
-  size_t memory_bytes() const override;
-  void ForEach(const RowVisitor& fn) const override;
-  Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
-
- private:
-  struct Shard {
-    Shard(uint32_t row_len, uint32_t num_shards) : rows(row_len), parts(num_shards) {}
-    SparseRows<T> rows;
-    // Scratch of a parallel request: parts[d] holds the keys of this shard's chunk of the
-    // request (in request order) that belong to shard d.
-    std::vector<ItemBuffer> parts;
-  };
-  // What one request asks; the pointers stay valid during Handle.
-  struct Job {
-    const ServerRequest* req;
-    const UpdateContext* ctx;
-    const T* push;  // nullptr: no push
-    T* out;         // nullptr: no pull
-  };
-
-  T* DenseRow(size_t i) const { return dense_rows_.get() + i * row_len_; }
-  T Initial(Key key, uint32_t column) const {
-    if (spec().initializer.kind == InitializerSpec::Kind::kZero) return T{};
-    return static_cast<T>(InitialValue(spec().initializer, key, column));
-  }
-  void InitRow(Key key, T* row) const {
-    for (uint32_t c = 0; c < width_; ++c) row[c] = Initial(key, c);
-    std::fill(row + width_, row + row_len_, T{});
-  }
-  void Answer(const Job& job, size_t i, Key key, const T* row) const {
-    T* dst = job.out + i * width_;
-    if (row != nullptr) {
-      if (width_ <= 8) {  // no call to memcpy for narrow rows
-        for (uint32_t c = 0; c < width_; ++c) dst[c] = row[c];
-      } else {
-        std::memcpy(dst, row, width_ * sizeof(T));
-      }
-    } else {
-      for (uint32_t c = 0; c < width_; ++c) dst[c] = Initial(key, c);
-    }
-  }
-  PushBatch<T> MakeBatch(const Job& job) const {
-    return PushBatch<T>(*updater_, *job.ctx, width_, push_len_, job.push);
-  }
-
-  // Sparse: the push, or the pull, of the keys `src` gives (all of a request or one shard's
-  // part of it), in order. `shard_of(mix)` is the Shard of a key.
-  template <typename Source, typename ShardOfFn>
-  void PushSparse(const Job& job, const Source& src, ShardOfFn shard_of);
-  template <typename Source, typename ShardOfFn>
-  void PullSparse(const Job& job, const Source& src, ShardOfFn shard_of) const;
-  // Both, the whole push first.
-  template <typename Source, typename ShardOfFn>
-  void RunSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
-    if (job.push != nullptr) PushSparse(job, src, shard_of);
-    if (job.out != nullptr) PullSparse(job, src, shard_of);
-  }
-  // Sparse, parallel: puts the keys of chunk `s` of the request into shards_[s].parts.
-  void Partition(const Job& job, uint32_t s);
-  // Dense: the push, then the pull, of request positions [begin, end).
-  void RunDense(const Job& job, size_t begin, size_t end);
-
-  const uint32_t width_;
-  const uint32_t state_len_;
-  const uint32_t row_len_;
-  const uint32_t push_len_;
-  const std::unique_ptr<Updater> updater_;
-  ApplyPool* const pool_;
-  const uint32_t num_shards_;
-  const bool dense_;
-  // Dense: one row per key of the range, key first + i at row i.
-  size_t dense_keys_ = 0;
-  std::unique_ptr<T[]> dense_rows_;
-  // Sparse: the shards.
-  std::vector<Shard> shards_;
-};
-
-template <typename T>
-Status TypedTableStore<T>::Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) {
-  const TableSpec& s = spec();
-  if (req.table != table()) {
+Status CheckRequest(const TableStore& store, const ServerRequest& req, uint32_t width) {
+  const TableSpec& s = store.spec();
+  if (req.table != store.table()) {
     return Status::InvalidArgument(fmt::format("request for table {} given to the store of table {}",
-                                               req.table.value, table().value));
+                                               req.table.value, store.table().value));
   }
   if (req.value_type != s.value_type) {
     return Status::InvalidArgument(fmt::format("table {} holds {} values, the request carries {}", s.name,
                                                ValueTypeName(s.value_type), ValueTypeName(req.value_type)));
   }
-  if (req.width != width_) {
-    return Status::InvalidArgument(
-        fmt::format("table {} has width {}, the request width {}", s.name, width_, req.width));
+  if (req.width != width) {
+    return Status::InvalidArgument(fmt::format("table {} has width {}, the request width {}", s.name, width, req.width));
   }
-  const size_t n = req.keys.size();
-  if (n > 0xffffffffULL) return Status::InvalidArgument(fmt::format("a request of {} keys", n));
-  const bool push = req.type != MessageType::kPull;
-  const bool pull = req.type != MessageType::kPush;
-  SharedArray<T> aligned;  // the pushed values, copied only if the bytes are misaligned for T
-  const T* push_vals = nullptr;
-  if (push) {
-    if (req.vals.size() != n * push_len_ * sizeof(T)) {
-      return Status::InvalidArgument(fmt::format("table {}: {} value bytes pushed for {} keys x {} values of {} bytes",
-                                                 s.name, req.vals.size(), n, push_len_, sizeof(T)));
-    }
-    if (reinterpret_cast<uintptr_t>(req.vals.data()) % alignof(T) == 0) {
-      push_vals = reinterpret_cast<const T*>(req.vals.data());
-    } else {
-      aligned = SharedArray<T>::Uninitialized(n * push_len_);
-      if (n > 0) std::memcpy(aligned.data(), req.vals.data(), req.vals.size());
-      push_vals = aligned.data();
-    }
+  if (req.keys.size() > 0xffffffffULL) {
+    return Status::InvalidArgument(fmt::format("a request of {} keys", req.keys.size()));
   }
-  if (dense_) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!s.key_range.Contains(req.keys[i])) {
-        return Status::InvalidArgument(fmt::format("key {} is outside the key range {} of dense table {}",
-                                                   req.keys[i], RangeString(s.key_range), s.name));
-      }
-    }
-  }
-  SharedArray<T> out;
-  if (pull) out = SharedArray<T>::Uninitialized(n * width_);
-  const Job job{&req, &ctx, push_vals, pull ? out.data() : nullptr};
-  const bool parallel = n >= kParallelMinKeys && num_shards_ > 1;
-  if (n == 0) {
-    // nothing to do
-  } else if (dense_) {
-    if (parallel && StrictlyIncreasing(req.keys)) {  // a contiguous chunk of positions per shard
-      pool_->Run([this, &job, n](uint32_t shard) {
-        RunDense(job, n * shard / num_shards_, n * (shard + 1) / num_shards_);
-      });
-    } else {
-      RunDense(job, 0, n);
-    }
-  } else if (num_shards_ == 1) {
-    RunSparse(job, AllKeys(req.keys), [this](uint64_t) -> Shard& { return shards_[0]; });
-  } else if (!parallel) {
-    RunSparse(job, AllKeys(req.keys), [this](uint64_t mix) -> Shard& { return shards_[ShardOf(mix, num_shards_)]; });
-  } else {
-    // Two passes over the pool: each thread sorts its chunk of the request by shard, then each
-    // applies its shard's keys, taking the chunks' parts in chunk (= request) order.
-    pool_->Run([this, &job](uint32_t shard) { Partition(job, shard); });
-    pool_->Run([this, &job](uint32_t shard) {
-      Shard& mine = shards_[shard];
-      const auto shard_of = [&mine](uint64_t) -> Shard& { return mine; };
-      if (job.push != nullptr) {
-        for (const Shard& chunk : shards_) PushSparse(job, SomeKeys(chunk.parts[shard].view()), shard_of);
-      }
-      if (job.out != nullptr) {
-        for (const Shard& chunk : shards_) PullSparse(job, SomeKeys(chunk.parts[shard].view()), shard_of);
-      }
-    });
-  }
-  if (pull) resp->vals = transport::AsBytes(out);
   return Status::Ok();
 }
 
-template <typename T>
-void TypedTableStore<T>::Partition(const Job& job, uint32_t s) {
-  const SharedArray<Key>& keys = job.req->keys;
-  const size_t n = keys.size();
-  const size_t begin = n * s / num_shards_;
-  const size_t end = n * (s + 1) / num_shards_;
-  std::vector<ItemBuffer>& parts = shards_[s].parts;
-  // Two passes, mixing each key twice (a few multiplies): count, then place each item at its
-  // part's exact position. For two shards both cursors stay in registers and the key's random
-  // shard picks one without a branch (a mispredicted branch per key would cost more).
-  if (num_shards_ == 2) {
-    size_t second = 0;  // a sum, vectorised
-    for (size_t i = begin; i < end; ++i) second += ShardOf(Mix(keys[i]), 2);
-    parts[0].Resize(end - begin - second);
-    parts[1].Resize(second);
-    Item* const base[2] = {parts[0].items.get(), parts[1].items.get()};
-    size_t next0 = 0, next1 = 0;  // in registers
-    for (size_t i = begin; i < end; ++i) {
-      const uint64_t mix = Mix(keys[i]);
-      const size_t d = ShardOf(mix, 2);
-      base[d][next0 ^ ((next0 ^ next1) & (0 - d))] = {mix, i};
-      next0 += 1 - d;
-      next1 += d;
-    }
-    return;
-  }
-  std::vector<size_t> count(num_shards_, 0);
-  for (size_t i = begin; i < end; ++i) ++count[ShardOf(Mix(keys[i]), num_shards_)];
-  std::vector<Item*> next(num_shards_);
-  for (uint32_t d = 0; d < num_shards_; ++d) {
-    parts[d].Resize(count[d]);
-    next[d] = parts[d].items.get();
-  }
-  for (size_t i = begin; i < end; ++i) {
-    const uint64_t mix = Mix(keys[i]);
-    *next[ShardOf(mix, num_shards_)]++ = {mix, i};
-  }
-}
+}  // namespace table_store_internal
 
-// Calls visit(j, mix) for each key of `src` in order, the slots of the key kPrefetchDistance
-// positions ahead prefetched first (shard_of(mix).rows holds a key's row).
-template <typename Source, typename ShardOfFn, typename Visit>
-void VisitPrefetched(const Source& src, ShardOfFn shard_of, Visit visit) {
-  const size_t m = src.size();
-  const auto prefetch = [&](size_t j) {
-    const uint64_t mix = src.mix(j);
-    shard_of(mix).rows.Prefetch(mix);
-  };
-  for (size_t j = 0; j < std::min(kPrefetchDistance, m); ++j) prefetch(j);
-  for (size_t j = 0; j < m; ++j) {
-    if (j + kPrefetchDistance < m) prefetch(j + kPrefetchDistance);
-    visit(j, src.mix(j));
-  }
-}
+using table_store_internal::RangeString;
 
-template <typename T>
-template <typename Source, typename ShardOfFn>
-void TypedTableStore<T>::PushSparse(const Job& job, const Source& src, ShardOfFn shard_of) {
-  const SharedArray<Key>& keys = job.req->keys;
-  PushBatch<T> batch = MakeBatch(job);
-  VisitPrefetched(src, shard_of, [&](size_t j, uint64_t mix) {
-    SparseRows<T>& rows = shard_of(mix).rows;
-    T* row = rows.FindMixed(mix);
-    if (row == nullptr) {  // a new key: its insertion may move the queued rows
-      batch.Flush();
-      row = rows.FindOrInsertMixed(mix).row;
-      InitRow(keys[src.index(j)], row);
-    }
-    batch.Add(row, src.index(j));
-  });
-  batch.Flush();
-}
-
-template <typename T>
-template <typename Source, typename ShardOfFn>
-void TypedTableStore<T>::PullSparse(const Job& job, const Source& src, ShardOfFn shard_of) const {
-  const SharedArray<Key>& keys = job.req->keys;
-  VisitPrefetched(src, shard_of, [&](size_t j, uint64_t mix) {
-    const size_t i = src.index(j);
-    Answer(job, i, keys[i], std::as_const(shard_of(mix).rows).FindMixed(mix));
-  });
-}
-
-template <typename T>
-void TypedTableStore<T>::RunDense(const Job& job, size_t begin, size_t end) {
-  const SharedArray<Key>& keys = job.req->keys;
-  const Key first = spec().key_range.first;
-  if (job.push != nullptr) {
-    PushBatch<T> batch = MakeBatch(job);
-    for (size_t i = begin; i < end; ++i) batch.Add(DenseRow(keys[i] - first), i);
-    batch.Flush();
-  }
-  if (job.out != nullptr) {
-    for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRow(keys[i] - first));
-  }
-}
-
-template <typename T>
-size_t TypedTableStore<T>::num_keys() const {
-  if (dense_) return dense_keys_;
-  size_t n = 0;
-  for (const Shard& s : shards_) n += s.rows.size();
-  return n;
-}
-
-template <typename T>
-size_t TypedTableStore<T>::memory_bytes() const {
-  size_t bytes = sizeof(*this) + dense_keys_ * row_len_ * sizeof(T) + shards_.capacity() * sizeof(Shard);
-  for (const Shard& s : shards_) {
-    bytes += s.rows.memory_bytes() - sizeof(s.rows) + s.parts.capacity() * sizeof(s.parts[0]);
-    for (const ItemBuffer& part : s.parts) bytes += part.capacity * sizeof(Item);
-  }
-  return bytes;
-}
-
-template <typename T>
-void TypedTableStore<T>::ForEach(const RowVisitor& fn) const {
-  const auto visit = [&](Key key, const T* row) {
-    fn(key, std::as_bytes(std::span<const T>(row, width_)), std::as_bytes(std::span<const T>(row + width_, state_len_)));
-  };
-  if (dense_) {
-    for (size_t i = 0; i < dense_keys_; ++i) visit(spec().key_range.first + i, DenseRow(i));
-    return;
-  }
-  for (const Shard& s : shards_) s.rows.ForEach(visit);
-}
-
-template <typename T>
-Status TypedTableStore<T>::PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) {
-  if (value.size() != width_ * sizeof(T) || state.size() != state_len_ * sizeof(T)) {
-    return Status::InvalidArgument(fmt::format("table {}: a row of {} value and {} state bytes, expected {} and {}",
-                                               spec().name, value.size(), state.size(), width_ * sizeof(T),
-                                               state_len_ * sizeof(T)));
-  }
-  T* row = nullptr;
-  if (dense_) {
-    if (!spec().key_range.Contains(key)) {
-      return Status::InvalidArgument(fmt::format("key {} is outside the key range {} of dense table {}", key,
-                                                 RangeString(spec().key_range), spec().name));
-    }
-    row = DenseRow(key - spec().key_range.first);
-  } else {
-    const uint64_t mix = Mix(key);
-    row = shards_[ShardOf(mix, num_shards_)].rows.FindOrInsertMixed(mix).row;
-  }
-  if (!value.empty()) std::memcpy(row, value.data(), value.size());
-  if (!state.empty()) std::memcpy(row + width_, state.data(), state.size());
-  return Status::Ok();
-}
+namespace {
 
 Status CheckSpec(const TableSpec& spec, const Updater* updater) {
   const std::string& name = spec.name;
   if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", name));
-  if (spec.variable_length) {
-    return Status::InvalidArgument(fmt::format("table {} is variable-length: TableStore takes fixed widths only", name));
+  if (!spec.variable_length && spec.width == 0) {
+    return Status::InvalidArgument(fmt::format("table {} has width 0", name));
   }
-  if (spec.width == 0) return Status::InvalidArgument(fmt::format("table {} has width 0", name));
   if (!updater->Supports(spec.value_type)) {
     return Status::InvalidArgument(fmt::format("the rule {} of table {} does not take {} values", spec.updater.name,
                                                name, ValueTypeName(spec.value_type)));
@@ -469,8 +69,10 @@ Status CheckSpec(const TableSpec& spec, const Updater* updater) {
     return Status::InvalidArgument(fmt::format("table {} declares push_arity {}, its rule {} takes {}", name,
                                                spec.push_arity, spec.updater.name, updater->push_arity()));
   }
-  const uint64_t row_len = uint64_t{spec.width} * (uint64_t{updater->state_per_value()} + 1);
-  const uint64_t push_len = uint64_t{spec.width} * spec.push_arity;
+  // A variable-length row's width comes from an int32 length: its row is checked per push.
+  const uint64_t width = spec.variable_length ? 1 : spec.width;
+  const uint64_t row_len = width * (uint64_t{updater->state_per_value()} + 1);
+  const uint64_t push_len = width * spec.push_arity;
   if (row_len > 0x7fffffffULL || push_len > 0x7fffffffULL) {
     return Status::InvalidArgument(fmt::format("table {}: rows of {} values are too wide", name, row_len));
   }
@@ -491,6 +93,9 @@ Status CheckSpec(const TableSpec& spec, const Updater* updater) {
     if (spec.placement != KeyPlacement::kRange) {
       return Status::InvalidArgument(fmt::format("dense table {} needs KeyPlacement::kRange", name));
     }
+    if (spec.variable_length) {
+      return Status::InvalidArgument(fmt::format("table {} is variable-length: it needs sparse storage", name));
+    }
     if (r.first > r.last || r.last - r.first >= (uint64_t{1} << 32)) {
       return Status::InvalidArgument(fmt::format(
           "dense table {} needs a key range of 1 to 2^32 keys, not {}", name, RangeString(r)));
@@ -501,39 +106,165 @@ Status CheckSpec(const TableSpec& spec, const Updater* updater) {
   return Status::Ok();
 }
 
+
+// The owned ranges of a dense table, sorted and merged; the whole key range for nullopt.
+Result<std::vector<KeyRange>> OwnedRanges(const TableSpec& spec, std::optional<std::vector<KeyRange>> owned) {
+  if (!owned) return std::vector<KeyRange>{spec.key_range};
+  std::vector<KeyRange> ranges = std::move(*owned);
+  for (const KeyRange& r : ranges) {
+    if (r.first > r.last || !spec.key_range.Contains(r.first) || !spec.key_range.Contains(r.last)) {
+      return Status::InvalidArgument(fmt::format("dense table {}: owned range {} is empty or not within its key range {}",
+                                                 spec.name, RangeString(r), RangeString(spec.key_range)));
+    }
+  }
+  std::sort(ranges.begin(), ranges.end(), [](KeyRange a, KeyRange b) { return a.first < b.first; });
+  std::vector<KeyRange> merged;
+  for (const KeyRange& r : ranges) {
+    if (!merged.empty() && (merged.back().last == ~Key{0} || r.first <= merged.back().last + 1)) {
+      merged.back().last = std::max(merged.back().last, r.last);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
 }  // namespace
 
 double InitialValue(const InitializerSpec& init, Key key, uint32_t column) {
   if (init.kind != InitializerSpec::Kind::kUniform) return 0.0;
-  uint64_t x = Mix(init.seed ^ 0x9e3779b97f4a7c15ULL);
-  x = Mix(x ^ key);
-  x = Mix(x ^ (uint64_t{column} + 0x632be59bd9b4e019ULL));
+  uint64_t x = MixKey(init.seed ^ 0x9e3779b97f4a7c15ULL);
+  x = MixKey(x ^ key);
+  x = MixKey(x ^ (uint64_t{column} + 0x632be59bd9b4e019ULL));
   const double u = static_cast<double>(x >> 11) * 0x1.0p-53;  // [0, 1)
   return init.scale * (2.0 * u - 1.0);
 }
 
 Result<std::unique_ptr<TableStore>> TableStore::Create(TableId table, const TableSpec& spec,
-                                                       std::unique_ptr<Updater> updater, ApplyPool* pool) {
+                                                       std::unique_ptr<Updater> updater, ApplyPool* pool,
+                                                       std::optional<std::vector<KeyRange>> owned_ranges) {
   PSERVER_RETURN_IF_ERROR(CheckSpec(spec, updater.get()));
-  std::unique_ptr<TableStore> store;
-  switch (spec.value_type) {
-    case ValueType::kFloat32:
-      store = std::make_unique<TypedTableStore<float>>(table, spec, std::move(updater), pool);
-      break;
-    case ValueType::kFloat64:
-      store = std::make_unique<TypedTableStore<double>>(table, spec, std::move(updater), pool);
-      break;
-    case ValueType::kInt32:
-      store = std::make_unique<TypedTableStore<int32_t>>(table, spec, std::move(updater), pool);
-      break;
-    case ValueType::kInt64:
-      store = std::make_unique<TypedTableStore<int64_t>>(table, spec, std::move(updater), pool);
-      break;
-    default:
-      return Status::InvalidArgument(
-          fmt::format("table {}: unknown value type {}", spec.name, static_cast<int>(spec.value_type)));
+  if (ValueTypeSize(spec.value_type) == 0) {
+    return Status::InvalidArgument(
+        fmt::format("table {}: unknown value type {}", spec.name, static_cast<int>(spec.value_type)));
   }
-  return store;
+  if (spec.variable_length) return table_store_internal::NewVarRowStore(table, spec, std::move(updater));
+  if (spec.storage == StorageKind::kDense) {
+    PSERVER_ASSIGN_OR_RETURN(std::vector<KeyRange> owned, OwnedRanges(spec, std::move(owned_ranges)));
+    return table_store_internal::NewFixedRowStore(table, spec, std::move(updater), pool, std::move(owned));
+  }
+  if (uint64_t{spec.width} * ValueTypeSize(spec.value_type) >= kLargeRowBytes) {
+    return table_store_internal::NewLargeRowStore(table, spec, std::move(updater));
+  }
+  return table_store_internal::NewFixedRowStore(table, spec, std::move(updater), pool, {});
+}
+
+RowBatch TableStore::ListRows(const KeyPredicate& pred) const {
+  struct Row {
+    Key key;
+    std::span<const std::byte> value;
+    std::span<const std::byte> state;
+  };
+  std::vector<Row> rows;
+  size_t value_bytes = 0, state_bytes = 0;
+  // The spans stay valid until the store changes: collect them, sort, then copy once.
+  ForEachIf(pred, [&](Key key, std::span<const std::byte> value, std::span<const std::byte> state) {
+    rows.push_back({key, value, state});
+    value_bytes += value.size();
+    state_bytes += state.size();
+  });
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.key < b.key; });
+  const TableSpec& s = spec();
+  const size_t elem = ValueTypeSize(s.value_type);
+  RowBatch batch;
+  batch.value_type = s.value_type;
+  batch.width = s.variable_length ? 0 : s.width;
+  batch.state_per_value = state_per_value();
+  batch.keys = SharedArray<Key>::Uninitialized(rows.size());
+  if (s.variable_length) batch.lens = SharedArray<int32_t>::Uninitialized(rows.size());
+  batch.values = transport::Bytes::Uninitialized(value_bytes);
+  batch.states = transport::Bytes::Uninitialized(state_bytes);
+  std::byte* value_out = batch.values.data();
+  std::byte* state_out = batch.states.data();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    batch.keys[i] = r.key;
+    if (s.variable_length) batch.lens[i] = static_cast<int32_t>(r.value.size() / elem);
+    if (!r.value.empty()) std::memcpy(value_out, r.value.data(), r.value.size());
+    if (!r.state.empty()) std::memcpy(state_out, r.state.data(), r.state.size());
+    value_out += r.value.size();
+    state_out += r.state.size();
+  }
+  return batch;
+}
+
+Status TableStore::InsertRows(const RowBatch& batch) {
+  const TableSpec& s = spec();
+  const uint32_t width = s.variable_length ? 0 : s.width;
+  const uint32_t spv = state_per_value();
+  if (batch.value_type != s.value_type || batch.width != width || batch.state_per_value != spv) {
+    return Status::InvalidArgument(fmt::format(
+        "table {} holds {} rows of width {} with {} state values per value; the batch {} rows of width {} with {}", s.name,
+        ValueTypeName(s.value_type), width, spv, ValueTypeName(batch.value_type), batch.width, batch.state_per_value));
+  }
+  const size_t n = batch.keys.size();
+  const size_t elem = ValueTypeSize(s.value_type);
+  uint64_t values = 0;
+  if (s.variable_length) {
+    if (batch.lens.size() != n) {
+      return Status::InvalidArgument(fmt::format("table {}: a batch of {} keys and {} lengths", s.name, n, batch.lens.size()));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (batch.lens[i] < 0) {
+        return Status::InvalidArgument(
+            fmt::format("table {}: negative length {} for key {}", s.name, batch.lens[i], batch.keys[i]));
+      }
+      values += static_cast<uint64_t>(batch.lens[i]);
+    }
+  } else {
+    if (!batch.lens.empty()) {
+      return Status::InvalidArgument(fmt::format("table {} has fixed width {}: a batch with lengths", s.name, width));
+    }
+    values = uint64_t{n} * width;
+  }
+  if (batch.values.size() != values * elem || batch.states.size() != values * spv * elem) {
+    return Status::InvalidArgument(
+        fmt::format("table {}: a batch of {} value and {} state bytes where its rows hold {} and {}", s.name,
+                    batch.values.size(), batch.states.size(), values * elem, values * spv * elem));
+  }
+  for (size_t i = 0; i < n; ++i) PSERVER_RETURN_IF_ERROR(CheckInsert(batch.keys[i]));
+  size_t value_off = 0, state_off = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t len = (s.variable_length ? static_cast<size_t>(batch.lens[i]) : width) * elem;
+    const std::span<const std::byte> value(batch.values.data() + value_off, len);
+    const std::span<const std::byte> state(batch.states.data() + state_off, len * spv);
+    // Checked above: PutRow cannot fail here, so a refused batch has changed nothing.
+    PSERVER_RETURN_IF_ERROR(PutRow(batch.keys[i], value, state));
+    value_off += len;
+    state_off += len * spv;
+  }
+  return Status::Ok();
+}
+
+KeyPredicate RoutingRangePredicate(const TableSpec& spec, std::vector<KeyRange> routing_ranges) {
+  const auto in = [ranges = std::move(routing_ranges)](uint64_t r) {
+    for (const KeyRange& range : ranges) {
+      if (range.Contains(r)) return true;
+    }
+    return false;
+  };
+  switch (spec.placement) {
+    case KeyPlacement::kHashed:
+      return [in](Key k) { return in(cluster::MixKey(k)); };
+    case KeyPlacement::kRange:
+      if (spec.key_range.first > spec.key_range.last) return [](Key) { return false; };
+      return [in, declared = spec.key_range, scale = cluster::RangeScale(spec.key_range)](Key k) {
+        return declared.Contains(k) && in(scale(k));
+      };
+    case KeyPlacement::kIdentity:
+      return [in](Key k) { return in(k); };
+  }
+  return [](Key) { return false; };
 }
 
 }  // namespace pserver::kv

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "kv/server/table_store_test_util.h"
+#include "kv/server/updaters.h"
 #include "testing/test_util.h"
 
 namespace pserver::kv {
@@ -84,69 +87,16 @@ class AddRule : public Updater {
   }
 };
 
-constexpr TableId kTable{7};
-
-TableSpec Spec(ValueType type = ValueType::kFloat32, uint32_t width = 1) {
-  TableSpec spec;
-  spec.name = std::string("t");  // not = "t": GCC 12 -Wrestrict false positive (PR105329)
-  spec.value_type = type;
-  spec.width = width;
-  return spec;
-}
-
-TableSpec DenseSpec(KeyRange range, uint32_t width = 1) {
-  TableSpec spec = Spec(ValueType::kFloat32, width);
-  spec.storage = StorageKind::kDense;
-  spec.placement = KeyPlacement::kRange;
-  spec.key_range = range;
-  return spec;
-}
-
-std::unique_ptr<TableStore> Make(const TableSpec& spec, std::unique_ptr<Updater> rule, ApplyPool* pool = nullptr) {
-  Result<std::unique_ptr<TableStore>> store = TableStore::Create(kTable, spec, std::move(rule), pool);
-  EXPECT_TRUE(store.ok()) << store.status();
-  return store.ok() ? std::move(store).value() : nullptr;
-}
-
-template <typename T>
-ServerRequest Request(MessageType type, std::vector<Key> keys, std::vector<T> vals, uint32_t width) {
-  ServerRequest r;
-  r.type = type;
-  r.table = kTable;
-  r.value_type = ValueTypeOf<T>::value;
-  r.width = width;
-  r.keys = SharedArray<Key>(std::move(keys));
-  r.vals = transport::AsBytes(SharedArray<T>(std::move(vals)));
-  return r;
-}
-
-template <typename T>
-std::vector<T> Values(const ServerResponse& resp) {
-  std::vector<T> v(resp.vals.size() / sizeof(T));
-  if (!v.empty()) std::memcpy(v.data(), resp.vals.data(), resp.vals.size());
-  return v;
-}
-
-template <typename T>
-Status Push(TableStore& store, std::vector<Key> keys, std::vector<T> vals, uint32_t width = 1, uint64_t clock = 0) {
-  ServerResponse resp;
-  UpdateContext ctx;
-  ctx.clock = clock;
-  return store.Handle(Request<T>(MessageType::kPush, std::move(keys), std::move(vals), width), ctx, &resp);
-}
-
-template <typename T>
-std::vector<T> Pull(TableStore& store, std::vector<Key> keys, uint32_t width = 1) {
-  ServerResponse resp;
-  Status s = store.Handle(Request<T>(MessageType::kPull, std::move(keys), {}, width), UpdateContext{}, &resp);
-  EXPECT_TRUE(s.ok()) << s;
-  return Values<T>(resp);
-}
-
-void ExpectInvalid(const Status& s, const std::string& needle = "") {
-  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find(needle), std::string::npos) << s;
-}
+using table_store_test::DenseSpec;
+using table_store_test::ExpectInvalid;
+using table_store_test::kTable;
+using table_store_test::Make;
+using table_store_test::Pull;
+using table_store_test::Push;
+using table_store_test::Request;
+using table_store_test::Spec;
+using table_store_test::Values;
+using table_store_test::VarRequest;
 
 TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   const auto create = [](const TableSpec& spec, std::unique_ptr<Updater> rule) {
@@ -155,7 +105,9 @@ TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   ExpectInvalid(create(Spec(), nullptr), "no update rule");
   TableSpec var = Spec();
   var.variable_length = true;
-  ExpectInvalid(create(var, std::make_unique<AddRule>()), "variable-length");
+  EXPECT_OK(create(var, std::make_unique<AddRule>()));
+  var.width = 0;  // ignored for variable length
+  EXPECT_OK(create(var, std::make_unique<AddRule>()));
   ExpectInvalid(create(Spec(ValueType::kFloat32, 0), std::make_unique<AddRule>()), "width 0");
   ExpectInvalid(create(Spec(ValueType::kInt32), std::make_unique<SgdRule>()), "int32");
   ExpectInvalid(create(Spec(), std::make_unique<ProductRule>()), "push_arity 1");
@@ -179,6 +131,8 @@ TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "kRange");
   dense.placement = KeyPlacement::kRange;
   EXPECT_OK(create(dense, std::make_unique<SgdRule>()));
+  dense.variable_length = true;
+  ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "variable-length");
 }
 
 TEST(TableStoreTest, SgdPushesGiveTheClosedForm) {
@@ -555,6 +509,242 @@ TEST(TableStoreTest, LargeRequestsApplyEveryOccurrenceOnceOnEveryShardCount) {
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], model[keys[i]]) << "position " << i;
     EXPECT_EQ(store->num_keys(), model.size());
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default table: the built-in "add" rule on zero initial values, sparse storage, for every
+// value type -- fixed width, large rows (one buffer per key, shared with pull replies) and
+// variable length.
+
+template <typename T>
+class AddTableTest : public ::testing::Test {
+ protected:
+  static std::unique_ptr<TableStore> AddStore(uint32_t width, bool variable_length = false) {
+    TableSpec spec = Spec(ValueTypeOf<T>::value, width);
+    spec.variable_length = variable_length;
+    return Make(spec, std::move(MakeAddUpdater(spec.updater)).value());
+  }
+  static Status PushVar(TableStore& store, std::vector<Key> keys, std::vector<T> vals, std::vector<int32_t> lens) {
+    ServerResponse resp;
+    return store.Handle(VarRequest<T>(MessageType::kPush, std::move(keys), std::move(vals), std::move(lens)),
+                        UpdateContext{}, &resp);
+  }
+  // The values and each key's length.
+  static std::pair<std::vector<T>, std::vector<int32_t>> PullVar(TableStore& store, std::vector<Key> keys) {
+    ServerResponse resp;
+    EXPECT_OK(store.Handle(VarRequest<T>(MessageType::kPull, std::move(keys), {}, {}), UpdateContext{}, &resp));
+    return {Values<T>(resp), std::vector<int32_t>(resp.lens.begin(), resp.lens.end())};
+  }
+  static ServerResponse PullResponse(TableStore& store, std::vector<Key> keys, uint32_t width) {
+    ServerResponse resp;
+    EXPECT_OK(store.Handle(Request<T>(MessageType::kPull, std::move(keys), {}, width), UpdateContext{}, &resp));
+    return resp;
+  }
+};
+
+using ValueTypes = ::testing::Types<float, double, int32_t, int64_t>;
+TYPED_TEST_SUITE(AddTableTest, ValueTypes);
+
+// Rows of 128 KiB and more: stored one buffer each (at least TableStore::kLargeRowBytes).
+constexpr uint32_t kLargeWidth = (1u << 15) + 3;
+
+TYPED_TEST(AddTableTest, PullOfNeverPushedKeyIsZero) {
+  using T = TypeParam;
+  auto narrow = this->AddStore(1);
+  auto wide = this->AddStore(4);
+  auto var = this->AddStore(0, true);
+  EXPECT_EQ(Pull<T>(*narrow, {3, 99, ~Key{0}}), (std::vector<T>{0, 0, 0}));
+  EXPECT_EQ(Pull<T>(*wide, {7}, 4), (std::vector<T>{0, 0, 0, 0}));
+  auto [vals, lens] = this->PullVar(*var, {1, 2});
+  EXPECT_TRUE(vals.empty());
+  EXPECT_EQ(lens, (std::vector<int32_t>{0, 0}));
+  EXPECT_EQ(narrow->num_keys() + wide->num_keys() + var->num_keys(), 0u);  // a pull stores nothing
+}
+
+TYPED_TEST(AddTableTest, PushAddsToStoredValues) {
+  using T = TypeParam;
+  auto store = this->AddStore(1);
+  ASSERT_OK(Push<T>(*store, {1, 5, 9}, {1, 2, 3}));
+  ASSERT_OK(Push<T>(*store, {5, 9, 12}, {10, 20, 30}));
+  ASSERT_OK(Push<T>(*store, {9}, {100}));
+  EXPECT_EQ(Pull<T>(*store, {1, 5, 9, 12, 77}), (std::vector<T>{1, 12, 123, 30, 0}));
+  EXPECT_EQ(store->num_keys(), 4u);
+  // Keys in any order: the answer follows the request's order.
+  EXPECT_EQ(Pull<T>(*store, {12, 1}), (std::vector<T>{30, 1}));
+}
+
+TYPED_TEST(AddTableTest, PushPullAnswersWithValuesAfterThePush) {
+  using T = TypeParam;
+  auto store = this->AddStore(1);
+  ASSERT_OK(Push<T>(*store, {4}, {6}));
+  ServerResponse resp;
+  ASSERT_OK(store->Handle(Request<T>(MessageType::kPushPull, {4, 8}, {1, 2}, 1), UpdateContext{}, &resp));
+  EXPECT_EQ(Values<T>(resp), (std::vector<T>{7, 2}));
+  EXPECT_EQ(Pull<T>(*store, {4, 8}), (std::vector<T>{7, 2}));
+}
+
+TYPED_TEST(AddTableTest, WideRowsAddElementwise) {
+  using T = TypeParam;
+  auto store = this->AddStore(3);
+  ASSERT_OK(Push<T>(*store, {10, 20}, {1, 2, 3, 4, 5, 6}, 3));
+  ASSERT_OK(Push<T>(*store, {20, 30}, {10, 20, 30, 7, 8, 9}, 3));
+  EXPECT_EQ(Pull<T>(*store, {10, 20, 30, 40}, 3), (std::vector<T>{1, 2, 3, 14, 25, 36, 7, 8, 9, 0, 0, 0}));
+}
+
+TYPED_TEST(AddTableTest, LargeRowPulledEarlierIsNotChangedByLaterPush) {
+  using T = TypeParam;
+  const uint32_t w = kLargeWidth;
+  auto store = this->AddStore(w);
+  std::vector<T> row(w), delta(w);
+  for (uint32_t j = 0; j < w; ++j) {
+    row[j] = static_cast<T>(j % 1000);
+    delta[j] = static_cast<T>(j % 7 + 1);
+  }
+  ASSERT_OK(Push<T>(*store, {42}, row, w));
+  // A reply shares the stored row; it must still show the value it was sent with.
+  const ServerResponse held = this->PullResponse(*store, {42}, w);
+  ASSERT_OK(Push<T>(*store, {42}, delta, w));
+  std::vector<T> sum(w);
+  for (uint32_t j = 0; j < w; ++j) sum[j] = row[j] + delta[j];
+  EXPECT_EQ(Values<T>(held), row);
+  EXPECT_EQ(Pull<T>(*store, {42}, w), sum);
+  // Several keys, one never pushed: a copy.
+  std::vector<T> both = sum;
+  both.resize(2 * size_t{w}, T{0});
+  EXPECT_EQ(Pull<T>(*store, {42, 43}, w), both);
+  EXPECT_EQ(store->num_keys(), 1u);
+}
+
+// The zero-copy pull of a large row: a one-key pull answers with the stored buffer itself.
+TYPED_TEST(AddTableTest, LargeRowPullSharesTheStoredBuffer) {
+  using T = TypeParam;
+  const uint32_t w = kLargeWidth;
+  auto store = this->AddStore(w);
+  ASSERT_OK(Push<T>(*store, {5}, std::vector<T>(w, T{2}), w));
+  const std::byte* stored = nullptr;
+  store->ForEach([&](Key, std::span<const std::byte> value, std::span<const std::byte>) { stored = value.data(); });
+  const ServerResponse first = this->PullResponse(*store, {5}, w);
+  const ServerResponse second = this->PullResponse(*store, {5}, w);
+  EXPECT_EQ(first.vals.data(), stored);
+  EXPECT_EQ(second.vals.data(), stored);
+  // A push while replies hold the row writes a fresh buffer, which the next pull shares.
+  ASSERT_OK(Push<T>(*store, {5}, std::vector<T>(w, T{1}), w));
+  const ServerResponse third = this->PullResponse(*store, {5}, w);
+  EXPECT_NE(third.vals.data(), stored);
+  EXPECT_EQ(Values<T>(first), std::vector<T>(w, T{2}));
+  EXPECT_EQ(Values<T>(third), std::vector<T>(w, T{3}));
+}
+
+TYPED_TEST(AddTableTest, LargeKeyNeverPushedPullsZerosThatLaterPushesDoNotChange) {
+  using T = TypeParam;
+  const uint32_t w = kLargeWidth;
+  auto store = this->AddStore(w);
+  const std::vector<T> zeros(w, T{0});
+  const ServerResponse first = this->PullResponse(*store, {9}, w);
+  const ServerResponse second = this->PullResponse(*store, {10}, w);
+  EXPECT_EQ(Values<T>(first), zeros);
+  EXPECT_EQ(first.vals.data(), second.vals.data());  // one shared row of zeros, not one per pull
+  ASSERT_OK(Push<T>(*store, {9}, std::vector<T>(w, T{5}), w));
+  EXPECT_EQ(Values<T>(first), zeros);
+  EXPECT_EQ(Pull<T>(*store, {9}, w), std::vector<T>(w, T{5}));
+  EXPECT_EQ(Pull<T>(*store, {10}, w), zeros);
+  EXPECT_EQ(store->num_keys(), 1u);
+}
+
+TYPED_TEST(AddTableTest, VariableLengthRowsTakeTheirLengthFromTheFirstPush) {
+  using T = TypeParam;
+  auto store = this->AddStore(0, true);
+  ASSERT_OK(this->PushVar(*store, {1, 2, 3}, {1, 2, 3, 4, 5}, {2, 0, 3}));
+  ASSERT_OK(this->PushVar(*store, {1, 3}, {10, 20, 30, 40, 50}, {2, 3}));
+  auto [vals, lens] = this->PullVar(*store, {1, 2, 3, 4});
+  EXPECT_EQ(lens, (std::vector<int32_t>{2, 0, 3, 0}));
+  EXPECT_EQ(vals, (std::vector<T>{11, 22, 33, 44, 55}));
+  EXPECT_EQ(store->num_keys(), 3u);
+}
+
+TYPED_TEST(AddTableTest, VariableLengthPushOfAnotherLengthIsRefusedAndChangesNothing) {
+  using T = TypeParam;
+  auto store = this->AddStore(0, true);
+  ASSERT_OK(this->PushVar(*store, {1, 2}, {1, 2, 3}, {2, 1}));
+  // Key 1 matches its length, key 2 does not: the whole push is refused, key 1 included.
+  ExpectInvalid(this->PushVar(*store, {1, 2, 3}, {5, 5, 5, 5, 9}, {2, 2, 1}), "key 2 holds 1 values");
+  // So is a new key given two lengths, a negative length, and values the lengths do not add up to.
+  ExpectInvalid(this->PushVar(*store, {7, 7}, {1, 2, 3}, {1, 2}), "key 7 holds 1 values");
+  ExpectInvalid(this->PushVar(*store, {1, 8}, {1, 2}, {2, -1}), "negative length -1 for key 8");
+  ExpectInvalid(this->PushVar(*store, {1}, {1, 2, 3}, {2}), "value bytes");
+  ExpectInvalid(this->PushVar(*store, {1}, {1, 2}, {}), "lengths");
+  auto [vals, lens] = this->PullVar(*store, {1, 2, 3});
+  EXPECT_EQ(lens, (std::vector<int32_t>{2, 1, 0}));
+  EXPECT_EQ(vals, (std::vector<T>{1, 2, 3}));
+  EXPECT_EQ(store->num_keys(), 2u);
+}
+
+TEST(AddTableTest, IntegerSumsAreExactAndWrap) {
+  TableSpec spec = Spec(ValueType::kInt64);
+  auto store = Make(spec, std::move(MakeAddUpdater(spec.updater)).value());
+  const int64_t big = int64_t{1} << 53;  // not representable after +1 in a double
+  ASSERT_OK(Push<int64_t>(*store, {1, 2}, {big, std::numeric_limits<int64_t>::max()}));
+  ASSERT_OK(Push<int64_t>(*store, {1, 2}, {1, 1}));
+  EXPECT_EQ(Pull<int64_t>(*store, {1, 2}), (std::vector<int64_t>{big + 1, std::numeric_limits<int64_t>::min()}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large and variable-length rows under other rules.
+
+TEST(TableStoreTest, LargeRowsOfAStatefulRuleAreCopiedOnWriteWhileAReplyHoldsThem) {
+  const uint32_t w = kLargeWidth;
+  TableSpec spec = Spec(ValueType::kFloat64, w);
+  spec.initializer = {InitializerSpec::Kind::kUniform, 1.0, 5};
+  auto store = Make(spec, std::make_unique<MeanRule>());
+  // Never pushed: the initial values, computed per key.
+  const std::vector<double> init = Pull<double>(*store, {3}, w);
+  ASSERT_EQ(init.size(), w);
+  EXPECT_EQ(init[7], InitialValue(spec.initializer, 3, 7));
+  ASSERT_OK(Push<double>(*store, {3}, std::vector<double>(w, 4.0), w, /*clock=*/1));
+  ServerResponse held;
+  ASSERT_OK(store->Handle(Request<double>(MessageType::kPull, {3}, {}, w), UpdateContext{}, &held));
+  ASSERT_OK(Push<double>(*store, {3}, std::vector<double>(w, 8.0), w, /*clock=*/2));
+  EXPECT_EQ(Values<double>(held), std::vector<double>(w, 4.0 + 1));  // mean 4 + clock 1
+  EXPECT_EQ(Pull<double>(*store, {3}, w), std::vector<double>(w, 6.0 + 2));
+  size_t rows = 0;
+  store->ForEach([&](Key, std::span<const std::byte> v, std::span<const std::byte> s) {
+    ++rows;
+    EXPECT_EQ(v.size(), w * sizeof(double));
+    ASSERT_EQ(s.size(), 2 * w * sizeof(double));
+    double count = 0, sum = 0;
+    std::memcpy(&count, s.data(), sizeof(double));
+    std::memcpy(&sum, s.data() + w * sizeof(double), sizeof(double));
+    EXPECT_EQ(count, 2);
+    EXPECT_EQ(sum, 12);
+  });
+  EXPECT_EQ(rows, 1u);
+}
+
+TEST(TableStoreTest, VariableLengthRowsKeepStateAndTakePushArity) {
+  TableSpec spec = Spec(ValueType::kFloat32, 0);
+  spec.variable_length = true;
+  auto mean = Make(spec, std::make_unique<MeanRule>());
+  ServerResponse resp;
+  ASSERT_OK(mean->Handle(VarRequest<float>(MessageType::kPush, {1, 2}, {2, 4, 6}, {1, 2}), UpdateContext{}, &resp));
+  UpdateContext later;
+  later.clock = 10;
+  ASSERT_OK(mean->Handle(VarRequest<float>(MessageType::kPushPull, {1, 2}, {4, 0, 0}, {1, 2}), later, &resp));
+  EXPECT_EQ(Values<float>(resp), (std::vector<float>{13, 12, 13}));  // means + clock
+  EXPECT_EQ(std::vector<int32_t>(resp.lens.begin(), resp.lens.end()), (std::vector<int32_t>{1, 2}));
+  std::map<Key, std::pair<size_t, size_t>> sizes;
+  mean->ForEach([&](Key k, std::span<const std::byte> v, std::span<const std::byte> s) {
+    sizes[k] = {v.size(), s.size()};
+  });
+  EXPECT_EQ(sizes[1], std::make_pair(sizeof(float), 2 * sizeof(float)));
+  EXPECT_EQ(sizes[2], std::make_pair(2 * sizeof(float), 4 * sizeof(float)));
+  // Push arity 2: a key of length l carries 2 l values.
+  spec.push_arity = 2;
+  auto product = Make(spec, std::make_unique<ProductRule>());
+  ASSERT_OK(product->Handle(VarRequest<float>(MessageType::kPushPull, {5, 6}, {1, 2, 3, 4, 5, 6}, {1, 2}),
+                            UpdateContext{}, &resp));
+  EXPECT_EQ(Values<float>(resp), (std::vector<float>{2, 15, 24}));  // 1*2; (3, 4) * (5, 6)
+  ExpectInvalid(product->Handle(VarRequest<float>(MessageType::kPush, {5}, {1}, {1}), UpdateContext{}, &resp),
+                "value bytes");
 }
 
 // A sanity check of the memory figure (no timing): 1M keys of a width-1 float SGD table.

@@ -356,6 +356,8 @@ class ProxUpdater final : public RealUpdater<ProxUpdater> {
 // ---------------------------------------------------------------------------------------------
 // Factories
 
+bool IsAddRule(const Updater& updater) { return dynamic_cast<const AddUpdater*>(&updater) != nullptr; }
+
 Result<std::unique_ptr<Updater>> MakeAddUpdater(const UpdaterSpec& spec) {
   PSERVER_RETURN_IF_ERROR(ReadParams("add", spec, std::array<ParamDef, 0>{}).status());
   return Make<AddUpdater>();

@@ -33,6 +33,10 @@ namespace pserver::kv {
 // "add": value += push. Any value type; integers wrap modulo 2^bits. No params.
 Result<std::unique_ptr<Updater>> MakeAddUpdater(const UpdaterSpec& spec);
 
+// Whether `updater` is the built-in "add" rule (so that storage may fuse its step with a copy:
+// TableStore's large rows write old + push into a fresh buffer in one pass).
+bool IsAddRule(const Updater& updater);
+
 // "assign": value = push. Any value type. No params.
 Result<std::unique_ptr<Updater>> MakeAssignUpdater(const UpdaterSpec& spec);
 
