@@ -1,12 +1,23 @@
 #include "testing/intercepting_transport.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
+
+#include "base/logging.h"
 
 namespace pserver::testing {
 
 using transport::Bytes;
 using transport::Message;
+
+std::string FaultPolicy::Describe() const {
+  return fmt::format(
+      "seed={} drop={} duplicate={} delay={} (max {} sends) reorder={} (max distance {}) corrupt={}{}", seed, drop,
+      duplicate, delay, max_delay_sends, reorder, max_reorder_distance, corrupt,
+      applies ? " (to the messages a predicate selects)" : " (to data messages)");
+}
 
 InterceptingTransport::InterceptingTransport(std::unique_ptr<transport::Transport> inner)
     : inner_(std::move(inner)), rng_(1) {}
@@ -14,76 +25,82 @@ InterceptingTransport::InterceptingTransport(std::unique_ptr<transport::Transpor
 InterceptingTransport::~InterceptingTransport() = default;
 
 void InterceptingTransport::SetRewriter(Rewriter rewrite) {
-  std::lock_guard lock(send_mu_);
+  MutexLock lock(&send_mu_);
   rewrite_ = std::move(rewrite);
 }
 
 void InterceptingTransport::SetObserver(Observer observe) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   observe_ = std::move(observe);
 }
 
 void InterceptingTransport::Hold(MessageMatch match, HoldMode mode) {
-  std::lock_guard lock(send_mu_);
+  MutexLock lock(&send_mu_);
   hold_ = std::move(match);
   hold_mode_ = mode;
 }
 
 Result<size_t> InterceptingTransport::Release() {
-  std::lock_guard lock(send_mu_);
+  MutexLock lock(&send_mu_);
   hold_ = nullptr;
   size_t sent = 0;
   while (!held_.empty()) {
     Held h = std::move(held_.front());
     held_.pop_front();
     {
-      std::lock_guard state(mu_);
+      MutexLock state(&mu_);
       held_count_ = held_.size();
     }
-    PSERVER_RETURN_IF_ERROR(SendInner(std::move(h.msg), h.may_block));
+    PSERVER_RETURN_IF_ERROR(SendPassing(std::move(h.msg), h.may_block));
     ++sent;
   }
-  // Delayed messages wait for later sends; a release sends them too, so that none is stranded.
+  // Delayed and reordered messages wait for later sends; a release sends them too, so that none
+  // is stranded.
   std::vector<Delayed> delayed = std::move(delayed_);
   delayed_.clear();
-  for (Delayed& d : delayed) PSERVER_RETURN_IF_ERROR(SendInner(std::move(d.msg), true));
+  for (Delayed& d : delayed) PSERVER_RETURN_IF_ERROR(SendPassing(std::move(d.msg), true));
+  std::vector<Reordered> reordered = std::move(reordered_);
+  reordered_.clear();
+  for (Reordered& r : reordered) PSERVER_RETURN_IF_ERROR(SendInner(std::move(r.msg), true));
   return sent;
 }
 
 size_t InterceptingTransport::num_held() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return held_count_;
 }
 
 void InterceptingTransport::Record(MessageMatch match) {
-  std::lock_guard lock(send_mu_);
+  MutexLock lock(&send_mu_);
   record_ = std::move(match);
 }
 
 std::vector<Message> InterceptingTransport::Recorded() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return recorded_;
 }
 
 Status InterceptingTransport::Inject(Message msg) {
-  std::lock_guard lock(send_mu_);
-  return SendInner(std::move(msg), true);
+  MutexLock lock(&send_mu_);
+  return SendPassing(std::move(msg), true);
 }
 
 void InterceptingTransport::SetFaults(FaultPolicy policy) {
-  std::lock_guard lock(send_mu_);
+  PSERVER_LOG_INFO("InterceptingTransport: faults {}", policy.Describe());
+  MutexLock lock(&send_mu_);
   rng_.seed(policy.seed);
   faults_ = std::move(policy);
-  faults_on_ = faults_.drop > 0 || faults_.duplicate > 0 || faults_.delay > 0 || faults_.corrupt > 0;
+  faults_on_ =
+      faults_.drop > 0 || faults_.duplicate > 0 || faults_.delay > 0 || faults_.reorder > 0 || faults_.corrupt > 0;
 }
 
 FaultCounts InterceptingTransport::fault_counts() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return counts_;
 }
 
 size_t InterceptingTransport::Count(Direction direction, const HeaderMatch& match) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   size_t n = 0;
   for (const auto& [d, h] : log_) n += d == direction && match(h) ? 1 : 0;
   return n;
@@ -91,34 +108,56 @@ size_t InterceptingTransport::Count(Direction direction, const HeaderMatch& matc
 
 bool InterceptingTransport::WaitFor(Direction direction, const HeaderMatch& match, size_t n,
                                     std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   size_t counted = 0;  // log_ only grows: count each entry once
   size_t seen = 0;
-  return cv_.wait_for(lock, timeout, [&] {
+  return cv_.WaitFor(&mu_, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (; seen < log_.size(); ++seen) counted += log_[seen].first == direction && match(log_[seen].second) ? 1 : 0;
     return counted >= n;
   });
 }
 
 void InterceptingTransport::Log(Direction direction, const Message& msg) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   log_.emplace_back(direction, msg.header);
   if (observe_) observe_(direction, msg);
-  cv_.notify_all();
+  cv_.SignalAll();
+}
+
+void InterceptingTransport::Tally(uint64_t FaultCounts::*which) {
+  MutexLock lock(&mu_);
+  ++(counts_.*which);
 }
 
 bool InterceptingTransport::Chance(double p) {
-  if (p <= 0) return false;
+  if (p <= 0) return false;  // draws nothing: a policy without this fault replays as before
   return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
 }
 
 Status InterceptingTransport::SendInner(Message msg, bool may_block) {
   if (record_ && record_(msg)) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     recorded_.push_back(msg);
   }
   Log(Direction::kSend, msg);
   return may_block ? inner_->Send(std::move(msg)) : inner_->SendNoWait(std::move(msg));
+}
+
+Status InterceptingTransport::SendPassing(Message msg, bool may_block) {
+  const NodeId to = msg.header.receiver;
+  PSERVER_RETURN_IF_ERROR(SendInner(std::move(msg), may_block));
+  if (reordered_.empty()) return Status::Ok();
+  std::vector<Message> due;  // in the order they were held back
+  for (auto it = reordered_.begin(); it != reordered_.end();) {
+    if (it->msg.header.receiver == to && --it->passes_left == 0) {
+      due.push_back(std::move(it->msg));
+      it = reordered_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (Message& m : due) (void)SendInner(std::move(m), true);  // the node was told it was sent: a loss is the fault
+  return Status::Ok();
 }
 
 void InterceptingTransport::TickDelayed() {
@@ -129,35 +168,33 @@ void InterceptingTransport::TickDelayed() {
     }
     Message m = std::move(delayed_[i].msg);
     delayed_.erase(delayed_.begin() + static_cast<std::ptrdiff_t>(i));
-    (void)SendInner(std::move(m), true);  // the node was told it was sent: a loss is the fault
+    (void)SendPassing(std::move(m), true);  // the node was told it was sent: a loss is the fault
   }
 }
 
 Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire, bool may_block) {
   Message m = wire.message();
-  std::lock_guard lock(send_mu_);
+  MutexLock lock(&send_mu_);
   if (rewrite_) rewrite_(m);
   const bool faulty = faults_on_ && (faults_.applies ? faults_.applies(m) : transport::IsDataMessage(m.header.type));
   if (faulty) {
     if (Chance(faults_.drop)) {
-      std::lock_guard state(mu_);
-      ++counts_.dropped;
+      Tally(&FaultCounts::dropped);
       return Status::Ok();
     }
     if (Chance(faults_.duplicate)) {
-      {
-        std::lock_guard state(mu_);
-        ++counts_.duplicated;
-      }
+      Tally(&FaultCounts::duplicated);
       Message copy = m;
-      PSERVER_RETURN_IF_ERROR(SendInner(std::move(copy), may_block));
+      PSERVER_RETURN_IF_ERROR(SendPassing(std::move(copy), may_block));
     } else if (Chance(faults_.delay)) {
-      {
-        std::lock_guard state(mu_);
-        ++counts_.delayed;
-      }
+      Tally(&FaultCounts::delayed);
       const uint32_t after = 1 + static_cast<uint32_t>(rng_() % std::max<uint32_t>(faults_.max_delay_sends, 1));
       delayed_.push_back(Delayed{std::move(m), after});
+      return Status::Ok();
+    } else if (Chance(faults_.reorder)) {
+      Tally(&FaultCounts::reordered);
+      const uint32_t passes = 1 + static_cast<uint32_t>(rng_() % std::max<uint32_t>(faults_.max_reorder_distance, 1));
+      reordered_.push_back(Reordered{std::move(m), passes});
       return Status::Ok();
     } else if (Chance(faults_.corrupt)) {
       for (size_t tries = 0; tries < m.frames.size(); ++tries) {
@@ -167,8 +204,7 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
         std::memcpy(copy.data(), m.frames[f].data(), copy.size());
         copy.data()[rng_() % copy.size()] ^= std::byte{0x5a};
         m.frames[f] = std::move(copy);
-        std::lock_guard state(mu_);
-        ++counts_.corrupted;
+        Tally(&FaultCounts::corrupted);
         break;
       }
     }
@@ -179,11 +215,11 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
   }
   if (hold) {
     held_.push_back(Held{std::move(m), may_block});
-    std::lock_guard state(mu_);
+    MutexLock state(&mu_);
     held_count_ = held_.size();
     return Status::Ok();
   }
-  Status s = SendInner(std::move(m), may_block);
+  Status s = SendPassing(std::move(m), may_block);
   if (!delayed_.empty()) TickDelayed();
   return s;
 }

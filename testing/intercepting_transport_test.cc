@@ -1,9 +1,11 @@
 // InterceptingTransport between two inproc transports: what it logs, holds, records, re-sends
-// and -- under a seeded fault policy -- drops, duplicates, delays and corrupts.
+// and -- under a seeded fault policy -- drops, duplicates, delays, reorders and corrupts.
 #include "testing/intercepting_transport.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -211,11 +213,110 @@ TEST(InterceptingTransportFaultTest, SeededFaultsAreReproducibleAndDoWhatTheySay
   EXPECT_EQ(twice, c1.duplicated);
   EXPECT_GT(out_of_order, 0u);
   EXPECT_EQ(changed, c1.corrupted);
+  EXPECT_EQ(c1.reordered, 0u);  // not asked for
   // No policy: everything arrives once, in order, unchanged.
   FaultCounts none;
   const auto clean = UnderFaults(FaultPolicy{}, &none);
   ASSERT_EQ(clean.size(), 200u);
   for (size_t i = 0; i < clean.size(); ++i) EXPECT_EQ(clean[i], (std::pair<int64_t, float>(i + 1, i + 1.0f)));
+}
+
+// A message held back for reordering is overtaken by exactly the next `distance` messages to its
+// own receiver; messages to other receivers do not count, and it follows right after the last of
+// its overtakers.
+TEST_F(InterceptingTransportTest, ReorderedMessageIsOvertakenByTheNextMessagesToItsReceiver) {
+  transport::inproc::InprocTransport c(&hub_, transport::inproc::InprocOptions{});
+  Result<std::string> addr_c = c.Listen("inproc://0");
+  ASSERT_OK(addr_c);
+  constexpr NodeId kC(3);
+  ASSERT_OK(a_->Connect(kC, *addr_c));
+  FaultPolicy p;
+  p.seed = TestSeed(7);
+  p.reorder = 1;
+  p.max_reorder_distance = 2;  // the distance drawn is 1 or 2
+  p.applies = [](const Message& m) { return m.header.request_id == 2; };
+  a_->SetFaults(p);
+  // To B: 1, 2 (held back), then 5, 6, 7; to C in between: 3, 4.
+  for (int64_t id : {1, 2}) ASSERT_OK(a_->Send(Push(id)));
+  EXPECT_EQ(ReceivedIds(1), (std::vector<int64_t>{1}));
+  EXPECT_EQ(b_->Receive(std::chrono::milliseconds(0)).status().code(), StatusCode::kDeadlineExceeded);  // 2 waits
+  for (int64_t id : {3, 4}) ASSERT_OK(a_->Send(Data(kA, kC, id, {})));
+  EXPECT_EQ(b_->Receive(std::chrono::milliseconds(0)).status().code(), StatusCode::kDeadlineExceeded);  // still
+  for (int64_t id : {5, 6, 7}) ASSERT_OK(a_->Send(Push(id)));
+  EXPECT_EQ(a_->fault_counts().reordered, 1u);
+  const std::vector<int64_t> at_b = ReceivedIds(4);
+  ASSERT_EQ(at_b.size(), 4u);
+  const auto two = std::find(at_b.begin(), at_b.end(), 2);
+  ASSERT_NE(two, at_b.end());
+  const auto overtaken_by = two - at_b.begin();  // messages sent after 2 that arrived before it
+  EXPECT_TRUE(overtaken_by == 1 || overtaken_by == 2) << overtaken_by;
+  std::vector<int64_t> expected = {5, 6, 7};
+  expected.insert(expected.begin() + overtaken_by, 2);
+  EXPECT_EQ(at_b, expected);
+  for (int64_t id : {3, 4}) {  // C's messages, in order and not held
+    Result<Message> m = c.Receive(kLongWait);
+    ASSERT_OK(m);
+    EXPECT_EQ(m->header.request_id, id);
+  }
+  EXPECT_EQ(a_->Count(Direction::kSend, IsRequest(MessageType::kPush)), 7u);  // logged when sent
+}
+
+TEST_F(InterceptingTransportTest, ReleaseSendsAMessageHeldBackForReordering) {
+  FaultPolicy p;
+  p.seed = TestSeed(8);
+  p.reorder = 1;
+  a_->SetFaults(p);
+  ASSERT_OK(a_->Send(Push(1)));  // nothing follows it: it waits
+  EXPECT_EQ(b_->Receive(std::chrono::milliseconds(0)).status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(a_->Count(Direction::kSend, IsRequest(MessageType::kPush)), 0u);
+  Result<size_t> released = a_->Release();
+  ASSERT_OK(released);
+  EXPECT_EQ(*released, 0u);  // (it counts held messages, not faults)
+  EXPECT_EQ(ReceivedIds(1), (std::vector<int64_t>{1}));
+}
+
+TEST(InterceptingTransportFaultTest, SeededReorderIsReproducibleAndLosesNothing) {
+  FaultPolicy p;
+  p.seed = TestSeed(20261204);
+  p.reorder = 0.2;
+  p.max_reorder_distance = 4;
+  FaultCounts c1, c2;
+  const auto first = UnderFaults(p, &c1);
+  const auto second = UnderFaults(p, &c2);
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(c1.reordered, c2.reordered);
+  EXPECT_GT(c1.reordered, 0u);
+  EXPECT_EQ(c1.dropped + c1.duplicated + c1.delayed + c1.corrupted, 0u);
+  // Every message arrives once and unchanged; only the order differs.
+  ASSERT_EQ(first.size(), 200u);
+  std::vector<int64_t> ids;
+  size_t out_of_order = 0;
+  for (size_t i = 0; i < first.size(); ++i) {
+    EXPECT_EQ(first[i].second, static_cast<float>(first[i].first));
+    if (i > 0 && first[i].first < first[i - 1].first) ++out_of_order;
+    ids.push_back(first[i].first);
+  }
+  EXPECT_GT(out_of_order, 0u);
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size(); ++i) ASSERT_EQ(ids[i], static_cast<int64_t>(i + 1));
+  // Another seed, another order (the policy is not ignored).
+  FaultPolicy other = p;
+  other.seed = p.seed + 1;
+  FaultCounts c3;
+  EXPECT_NE(UnderFaults(other, &c3), first);
+}
+
+TEST(InterceptingTransportFaultTest, DescribeNamesTheSeedAndEveryFault) {
+  FaultPolicy p;
+  p.seed = 12345;
+  p.drop = 0.5;
+  p.reorder = 0.25;
+  p.max_reorder_distance = 9;
+  const std::string d = p.Describe();
+  EXPECT_NE(d.find("seed=12345"), std::string::npos) << d;
+  EXPECT_NE(d.find("drop=0.5"), std::string::npos) << d;
+  EXPECT_NE(d.find("reorder=0.25 (max distance 9)"), std::string::npos) << d;
+  for (const char* fault : {"duplicate=", "delay=", "corrupt="}) EXPECT_NE(d.find(fault), std::string::npos) << d;
 }
 
 }  // namespace
