@@ -24,15 +24,15 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "bench_report.h"
 #include "pserver/result.h"
 #include "run_span.h"
@@ -190,18 +190,20 @@ Result<Round> RunRound(const Flags& f, Variant v) {
   });
 
   // Acks taken by the client's receive thread (kStructure), or else by the issuing thread.
-  std::mutex mu;
-  std::condition_variable acked_cv;
-  uint64_t acked = 0;         // guarded by mu
-  bool issuer_waits = false;  // guarded by mu
+  struct Acks {
+    Mutex mu;
+    CondVar acked_cv;
+    uint64_t acked ABSL_GUARDED_BY(mu) = 0;
+    bool issuer_waits ABSL_GUARDED_BY(mu) = false;
+  } acks;
   std::jthread receiver;
   if (v == Variant::kStructure) {
     receiver = std::jthread([&](std::stop_token st) {
       while (!st.stop_requested()) {
         if (!ReceiveMessage(client_in, milliseconds(20), nullptr)) continue;
-        std::lock_guard lock(mu);
-        ++acked;
-        if (issuer_waits) acked_cv.notify_one();
+        MutexLock lock(&acks.mu);
+        ++acks.acked;
+        if (acks.issuer_waits) acks.acked_cv.Signal();
       }
     });
   }
@@ -211,10 +213,11 @@ Result<Round> RunRound(const Flags& f, Variant v) {
     if (v != Variant::kStructure) {
       if (!ReceiveMessage(client_in, timeout, nullptr)) return false;
     } else {
-      std::unique_lock lock(mu);
-      issuer_waits = true;
-      const bool ok = acked_cv.wait_for(lock, timeout, [&] { return acked > completed; });
-      issuer_waits = false;
+      MutexLock lock(&acks.mu);
+      acks.issuer_waits = true;
+      const bool ok = acks.acked_cv.WaitFor(&acks.mu, timeout,
+                                            [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(acks.mu) { return acks.acked > completed; });
+      acks.issuer_waits = false;
       if (!ok) return false;
     }
     ++completed;

@@ -13,18 +13,18 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "cluster/node_access.h"
 #include "cluster/node_runtime.h"
 #include "pserver/node.h"
@@ -48,21 +48,21 @@ inline ::testing::AssertionResult StatusIs(const Status& s, StatusCode code, std
 // A gate that opens once. Open() may be called any number of times, from any thread.
 class Gate {
  public:
-  void Open() {
-    std::lock_guard lock(mu_);
+  void Open() ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     open_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   // True once open; false if `timeout` passed first (a safety net against hanging a test).
-  bool Wait(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return open_; });
+  bool Wait(std::chrono::milliseconds timeout) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return cv_.WaitFor(&mu_, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return open_; });
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Opens a gate when it goes out of scope, so that a failed assertion cannot leave a thread
@@ -121,28 +121,31 @@ class ObservingTransport final : public transport::Transport {
 // Queues the data messages that reach a node (attach it with NodeRuntime::AttachDataHandler).
 class RecordingDataHandler final : public cluster::DataHandler {
  public:
-  void OnData(transport::Message&& msg) override {
-    std::lock_guard lock(mu_);
+  void OnData(transport::Message&& msg) override ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     messages_.push_back(std::move(msg));
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   void OnNodeFailed(const cluster::NodeFailure&) override {}
   void OnShutdown(const Status&) override {}
 
   // The next message, or nullopt if none arrives within a generous bound (a failing test then
   // reports it instead of hanging).
-  std::optional<transport::Message> Next() {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return !messages_.empty(); })) return std::nullopt;
+  std::optional<transport::Message> Next() ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    if (!cv_.WaitFor(&mu_, std::chrono::seconds(30),
+                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !messages_.empty(); })) {
+      return std::nullopt;
+    }
     transport::Message m = std::move(messages_.front());
     messages_.pop_front();
     return m;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<transport::Message> messages_;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<transport::Message> messages_ ABSL_GUARDED_BY(mu_);
 };
 
 // A job over the inproc transport whose nodes the test builds one by one.

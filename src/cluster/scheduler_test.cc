@@ -9,15 +9,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <future>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "cluster/cluster_test_util.h"
 #include "testing/test_util.h"
 
@@ -63,7 +63,7 @@ class TableHandler final : public DataHandler {
   void OnData(Message&&) override {}
   void OnNodeFailed(const NodeFailure&) override {}
   void OnShutdown(const Status&) override {}
-  Status OnTableDeclared(TableId id, const TableSpec& spec) override {
+  Status OnTableDeclared(TableId id, const TableSpec& spec) override ABSL_LOCKS_EXCLUDED(mu_) {
     entered_.Open();
     // Test only: a real handler must not block; this one holds the announcement (bounded) so
     // that the test can make other declarations meet it pending.
@@ -71,12 +71,12 @@ class TableHandler final : public DataHandler {
     if (refused_.contains(spec.updater.name)) {
       return Status::InvalidArgument(fmt::format("unknown update rule '{}'", spec.updater.name));
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     declared_[id] = spec;
     return Status::Ok();
   }
-  std::optional<TableSpec> Declared(TableId id) {
-    std::lock_guard lock(mu_);
+  std::optional<TableSpec> Declared(TableId id) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     auto it = declared_.find(id);
     if (it == declared_.end()) return std::nullopt;
     return it->second;
@@ -88,8 +88,8 @@ class TableHandler final : public DataHandler {
   const std::set<std::string> refused_;
   testing::Gate* const hold_;
   testing::Gate entered_;
-  std::mutex mu_;
-  std::map<TableId, TableSpec> declared_;  // guarded by mu_
+  Mutex mu_;
+  std::map<TableId, TableSpec> declared_ ABSL_GUARDED_BY(mu_);
 };
 
 // Counts, per message type, what the scheduler received and sent, and lets a test wait for a
@@ -97,23 +97,23 @@ class TableHandler final : public DataHandler {
 class Traffic {
  public:
   ObservingTransport::Observer OnSend() {
-    return [this](const Message& m) { Record(sent_, m); };
+    return [this](const Message& m) { Record(/*sent=*/true, m); };
   }
   ObservingTransport::Observer OnReceive() {
-    return [this](const Message& m) { Record(received_, m); };
+    return [this](const Message& m) { Record(/*sent=*/false, m); };
   }
   // Messages of `type` (and barrier group `aux`, for barrier messages) so far.
-  int Received(MessageType type, uint64_t aux = 0) {
-    std::lock_guard lock(mu_);
+  int Received(MessageType type, uint64_t aux = 0) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return Count(received_, type, aux);
   }
-  int Sent(MessageType type, uint64_t aux = 0) {
-    std::lock_guard lock(mu_);
+  int Sent(MessageType type, uint64_t aux = 0) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return Count(sent_, type, aux);
   }
   // Receivers of the messages of `type` sent so far.
-  std::vector<NodeId> SentTo(MessageType type) {
-    std::lock_guard lock(mu_);
+  std::vector<NodeId> SentTo(MessageType type) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     std::vector<NodeId> out;
     for (const auto& h : sent_) {
       if (h.type == type) out.push_back(h.receiver);
@@ -122,21 +122,23 @@ class Traffic {
   }
   // Blocks until the scheduler received `n` messages of `type` (and `aux`); false after a
   // generous bound (the test then fails instead of hanging).
-  bool AwaitReceived(MessageType type, int n, uint64_t aux = 0) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, seconds(30), [&] { return Count(received_, type, aux) >= n; });
+  bool AwaitReceived(MessageType type, int n, uint64_t aux = 0) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return cv_.WaitFor(&mu_, seconds(30),
+                       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return Count(received_, type, aux) >= n; });
   }
   // Blocks until the scheduler sent `n` messages of `type` (and `aux`); false after a generous bound.
-  bool AwaitSent(MessageType type, int n, uint64_t aux = 0) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, seconds(30), [&] { return Count(sent_, type, aux) >= n; });
+  bool AwaitSent(MessageType type, int n, uint64_t aux = 0) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return cv_.WaitFor(&mu_, seconds(30),
+                       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return Count(sent_, type, aux) >= n; });
   }
 
  private:
-  void Record(std::vector<transport::Header>& log, const Message& m) {
-    std::lock_guard lock(mu_);
-    log.push_back(m.header);
-    cv_.notify_all();
+  void Record(bool sent, const Message& m) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    (sent ? sent_ : received_).push_back(m.header);
+    cv_.SignalAll();
   }
   static bool Matches(const transport::Header& h, MessageType type, uint64_t aux) {
     if (h.type != type) return false;
@@ -148,10 +150,10 @@ class Traffic {
         std::count_if(log.begin(), log.end(), [&](const transport::Header& h) { return Matches(h, type, aux); }));
   }
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<transport::Header> received_;  // guarded by mu_
-  std::vector<transport::Header> sent_;      // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<transport::Header> received_ ABSL_GUARDED_BY(mu_);
+  std::vector<transport::Header> sent_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST(SchedulerTest, RegistrationAssignsDistinctRanksHonouringHints) {
