@@ -147,7 +147,7 @@ TEST(SparseRowsTest, EraseIfRemovesExactlyTheMatchingKeys) {
     rows.FindOrInsert(k).row[0] = static_cast<int64_t>(k * 3);
     ref[k] = static_cast<int64_t>(k * 3);
   }
-  const auto doomed = [special](Key k) { return k == special || k % 3 == 0; };
+  const auto doomed = [&](Key k) { return k == special || k % 3 == 0; };
   size_t want = 0;
   for (const auto& [k, v] : ref) want += doomed(k) ? 1 : 0;
   EXPECT_EQ(rows.EraseIf(doomed), want);
