@@ -7,7 +7,6 @@
 
 #include "base/logging.h"
 #include "kv/server/apply_pool.h"
-#include "kv/server/sum_store.h"
 #include "kv/server/table_store.h"
 
 namespace pserver::kv {
@@ -21,12 +20,6 @@ namespace {
 bool Pushes(MessageType t) { return t == MessageType::kPush || t == MessageType::kPushPull; }
 bool Pulls(MessageType t) { return t == MessageType::kPull || t == MessageType::kPushPull; }
 
-// Tables the plain summing store keeps (it also takes variable-length rows).
-bool UsesSumStore(const TableSpec& spec) {
-  return spec.updater.name == "add" && spec.updater.params.empty() && spec.storage == StorageKind::kSparse &&
-         spec.initializer.kind == InitializerSpec::Kind::kZero && spec.push_arity == 1;
-}
-
 uint32_t ApplyThreads(uint32_t requested) {
   if (requested != 0) return requested;
   return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
@@ -37,7 +30,7 @@ uint32_t ApplyThreads(uint32_t requested) {
 struct KVServerCore::Table {
   Table(const TableSpec& s, uint32_t num_workers) : spec(s), clock(num_workers) {}
   TableSpec spec;
-  std::unique_ptr<TableStore> store;  // null: SumStore (UsesSumStore)
+  std::unique_ptr<TableStore> store;  // never null
   RangeClock clock;
 };
 
@@ -70,7 +63,6 @@ void KVServerCore::ServeDefault(ValueType type, bool serve) {
 
 Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const TableSpec& spec) {
   auto table = std::make_unique<Table>(spec, runtime_->view().num_workers);
-  if (UsesSumStore(spec)) return table;
   const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
   if (!updater.ok()) return updater.status().WithContext(where);
@@ -254,13 +246,8 @@ void KVServerCore::Process(Message&& msg) {
     std::lock_guard lock(mu_);
     if (auto it = handlers_.find(req->value_type); it != handlers_.end()) handler = it->second;
     if (auto it = defaults_.find(req->value_type); it != defaults_.end()) serve_default = it->second;
-    if (!handler && serve_default && !t.store) {
-      auto [sum, fresh] = sums_.try_emplace(req->value_type);
-      if (fresh) sum->second = std::make_shared<const ServerHandler>(MakeSumHandler(req->value_type));
-      handler = sum->second;
-    }
   }
-  if (!handler && !(serve_default && t.store)) {
+  if (!handler && !serve_default) {
     return Reply(header, Status::Unavailable(fmt::format("this server has no handler for {} tables",
                                                          ValueTypeName(req->value_type))),
                  nullptr, nullptr);

@@ -7,10 +7,11 @@
 //
 // Tables: the scheduler announces every declared table (OnTableDeclared); the core builds the
 // table's store then, so a table whose update rule this server does not know (or whose
-// parameters are bad) fails the worker's DeclareTable. A table with the plain "add" rule,
-// zero initial values and sparse storage is kept by SumStore (variable-length rows, zero-copy
-// large rows); every other table by a TableStore (update rule, optimizer state beside the
-// value, dense or sparse storage, multi-threaded apply).
+// parameters are bad) fails the worker's DeclareTable. Every table is kept by a TableStore
+// (kv/server/table_store.h: its update rule, the rule's state beside the value, sparse, dense,
+// large-row or variable-length storage, multi-threaded apply), whose rows can be listed and
+// inserted. A custom handler (SetHandler), where one is set for the table's value type, takes
+// the table's requests instead; without one, ServeDefault(type, true) lets the stores answer.
 //
 // Vector clocks: each table keeps a RangeClock. A push that the clock shows as applied already
 // (a duplicate of an earlier request: same worker, not newer timestamp, same range) is not
@@ -100,7 +101,6 @@ class KVServerCore final : public cluster::DataHandler {
   std::mutex mu_;
   absl::flat_hash_map<ValueType, std::shared_ptr<const ServerHandler>> handlers_;  // guarded by mu_
   absl::flat_hash_map<ValueType, bool> defaults_;           // guarded by mu_
-  absl::flat_hash_map<ValueType, std::shared_ptr<const ServerHandler>> sums_;  // guarded by mu_; SumStore per type
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
 

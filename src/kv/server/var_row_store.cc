@@ -73,7 +73,7 @@ Status VarRowStore<T>::CheckLengths(const ServerRequest& req) const {
     }
     if (held != len) {
       return Status::InvalidArgument(
-          fmt::format("key {} holds {} values; a push of {} cannot be applied to it", key, held, len));
+          fmt::format("key {} holds {} values; a push of {} cannot be added to it", key, held, len));
     }
   }
   if (req.vals.size() != total * push_arity_ * sizeof(T)) {
