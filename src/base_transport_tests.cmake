@@ -7,6 +7,7 @@ pserver_add_test(wire_io_test SOURCES base/wire_io_test.cc DEPS pserver_base LAB
 pserver_add_test(status_test SOURCES base/status_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(atomic_file_test SOURCES base/atomic_file_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(mutex_test SOURCES base/mutex_test.cc DEPS pserver_base LABELS unit concurrency)
+pserver_add_test(clock_test SOURCES base/clock_test.cc DEPS pserver_base LABELS unit concurrency)
 pserver_add_test(message_test SOURCES transport/message_test.cc DEPS pserver_transport LABELS unit)
 # What only one transport does; the contract every transport shares is tested once, in
 # testing/transport_conformance_test.cc.
