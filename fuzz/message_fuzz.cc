@@ -86,7 +86,8 @@ Bytes WellFormedHead(const Bytes& first, const transport::Frames& frames) {
   const size_t rest = first.size() > transport::kHeaderSize ? first.size() - transport::kHeaderSize : 0;
   const size_t table = transport::kHeaderSize + 8 * (out_of_line + 1);
   Bytes head(table + (rest + 7) / 8 * 8);  // zero-filled: header padding and inline padding
-  std::memcpy(head.data(), first.data(), std::min(first.size(), transport::kHeaderSize));
+  // An empty frame's data() is null, which memcpy must not be given even for 0 bytes.
+  if (!first.empty()) std::memcpy(head.data(), first.data(), std::min(first.size(), transport::kHeaderSize));
   Put16(head, 22, static_cast<uint16_t>(out_of_line + 1));
   for (size_t i = 0; i < out_of_line; ++i) Put64(head, transport::kHeaderSize + 8 * i, frames[i + 1].size() | transport::kOutOfLine);
   Put64(head, transport::kHeaderSize + 8 * out_of_line, rest);

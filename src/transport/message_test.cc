@@ -581,7 +581,8 @@ void Mutate(std::mt19937_64& rng, Frames& frames) {
     case 3: {  // extend the header
       if (frames.empty()) break;
       Bytes longer(frames[0].size() + 1 + rng() % 8);
-      std::memcpy(longer.data(), frames[0].data(), frames[0].size());
+      // An empty frame's data() is null, which memcpy must not be given even for 0 bytes.
+      if (!frames[0].empty()) std::memcpy(longer.data(), frames[0].data(), frames[0].size());
       frames[0] = longer;
       break;
     }
