@@ -1,10 +1,13 @@
 # Unit and in-process tests of src/cluster and src/kv (and of the in-process cluster harness).
 # cluster/cluster_test_util.h holds their shared helpers (an inproc job, an observing transport).
-pserver_add_test(scheduler_test SOURCES cluster/scheduler_test.cc DEPS pserver_testing LABELS unit)
-pserver_add_test(node_runtime_test SOURCES cluster/node_runtime_test.cc DEPS pserver_testing LABELS unit)
+# The label "concurrency" marks the tests whose threads share state: scripts/test.sh runs them
+# under ThreadSanitizer.
+pserver_add_test(scheduler_test SOURCES cluster/scheduler_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(node_runtime_test SOURCES cluster/node_runtime_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(launch_env_test SOURCES cluster/launch_env_test.cc DEPS pserver_testing LABELS unit)
-pserver_add_test(kv_server_core_test SOURCES kv/server/kv_server_core_test.cc DEPS pserver_testing LABELS unit)
-pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pserver_testing LABELS unit)
-pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit)
+pserver_add_test(kv_server_core_test SOURCES kv/server/kv_server_core_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(view_change_test SOURCES kv/view_change_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(local_cluster_test SOURCES ${PROJECT_SOURCE_DIR}/testing/local_cluster_test.cc
-                 DEPS pserver_testing LABELS unit)
+                 DEPS pserver_testing LABELS unit concurrency)

@@ -37,6 +37,10 @@ struct NodeOptions {
   // Heartbeats to the scheduler, and how long a silent node (or scheduler) is considered alive.
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{5000};
+  // How long a server holds a request routed with a newer cluster view than its own while it
+  // waits to learn that view (then the request fails with kUnavailable), and how long a node
+  // waits for a peer's data message that others overtook (then the node fails with kUnavailable).
+  std::chrono::milliseconds view_timeout{60000};
   // How long a send may block on a peer that does not take messages.
   std::chrono::milliseconds send_timeout{10000};
   // Scheduler only: how long it waits for the remaining servers to confirm a shutdown.

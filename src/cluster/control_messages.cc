@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
 #include "base/wire_io.h"
 
 namespace pserver::cluster {
@@ -71,15 +72,15 @@ Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body) {
   return m;
 }
 
-transport::Bytes Encode(const RegisterReply& m) {
-  WireWriter w;
-  w.U32(m.your_id.value);
-  w.U64(m.view.epoch.value);
-  w.U32(m.view.num_servers);
-  w.U32(m.view.num_workers);
-  w.U32(m.view.virtual_nodes);
-  w.U32(static_cast<uint32_t>(m.view.nodes.size()));
-  for (const NodeInfo& n : m.view.nodes) {
+namespace {
+
+void WriteView(WireWriter& w, const ClusterView& v) {
+  w.U64(v.epoch.value);
+  w.U32(v.num_servers);
+  w.U32(v.num_workers);
+  w.U32(v.virtual_nodes);
+  w.U32(static_cast<uint32_t>(v.nodes.size()));
+  for (const NodeInfo& n : v.nodes) {
     w.U32(n.id.value);
     w.U8(static_cast<uint8_t>(n.role));
     w.U32(n.rank.value);
@@ -87,26 +88,68 @@ transport::Bytes Encode(const RegisterReply& m) {
     w.U64(n.identity.hi);
     w.U64(n.identity.lo);
   }
+  w.U32(static_cast<uint32_t>(v.ring.size()));
+  for (uint32_t rank : v.ring) w.U32(rank);
+}
+
+// Reads a view and checks what a node relies on: the node count matches the role counts, every
+// server rank and node id is unique, and the ring lists distinct ranks of servers of the view
+// (at least one when there are servers).
+bool ReadView(WireReader& r, ClusterView* v) {
+  uint32_t count = 0;
+  r.U64(&v->epoch.value) && r.U32(&v->num_servers) && r.U32(&v->num_workers) && r.U32(&v->virtual_nodes) &&
+      r.U32(&count);
+  if (!r.ok() || count > kMaxNodes || uint64_t{count} != uint64_t{v->num_servers} + v->num_workers) return false;
+  v->nodes.resize(count);
+  absl::flat_hash_set<uint32_t> ids, server_ranks;
+  uint32_t servers = 0;
+  for (NodeInfo& n : v->nodes) {
+    if (!(r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address) &&
+          r.U64(&n.identity.hi) && r.U64(&n.identity.lo))) {
+      return false;
+    }
+    if (n.role == Role::kScheduler || !ids.insert(n.id.value).second) return false;
+    if (n.role == Role::kServer) {
+      ++servers;
+      if (!server_ranks.insert(n.rank.value).second) return false;
+    }
+  }
+  if (servers != v->num_servers || !r.U32(&count) || count > v->num_servers) return false;
+  if (count == 0 && v->num_servers > 0) return false;
+  v->ring.resize(count);
+  absl::flat_hash_set<uint32_t> on_ring;
+  for (uint32_t& rank : v->ring) {
+    if (!r.U32(&rank) || !server_ranks.contains(rank) || !on_ring.insert(rank).second) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+transport::Bytes Encode(const ClusterView& m) {
+  WireWriter w;
+  WriteView(w, m);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<ClusterView> DecodeClusterView(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  ClusterView m;
+  if (!ReadView(r, &m) || !r.Done()) return Malformed("cluster-view");
+  return m;
+}
+
+transport::Bytes Encode(const RegisterReply& m) {
+  WireWriter w;
+  w.U32(m.your_id.value);
+  WriteView(w, m.view);
   return transport::BytesFromString(w.Take());
 }
 
 Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   RegisterReply m;
-  uint32_t count = 0;
-  r.U32(&m.your_id.value) && r.U64(&m.view.epoch.value) && r.U32(&m.view.num_servers) &&
-      r.U32(&m.view.num_workers) && r.U32(&m.view.virtual_nodes) && r.U32(&count);
-  if (!r.ok() || count > kMaxNodes || count != m.view.num_servers + m.view.num_workers) {
-    return Malformed("register-reply");
-  }
-  m.view.nodes.resize(count);
-  bool ok = true;
-  for (NodeInfo& n : m.view.nodes) {
-    ok = r.U32(&n.id.value) && ReadRole(r, &n.role) && r.U32(&n.rank.value) && r.Str(&n.address) &&
-         r.U64(&n.identity.hi) && r.U64(&n.identity.lo);
-    if (!ok) break;
-  }
-  if (!ok || !r.Done()) return Malformed("register-reply");
+  if (!r.U32(&m.your_id.value) || !ReadView(r, &m.view) || !r.Done()) return Malformed("register-reply");
   return m;
 }
 

@@ -24,13 +24,17 @@ struct NodeInfo {
   friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
 };
 
-// The membership and routing parameters every node learns at registration.
+// The membership and routing of the job at one routing epoch: what every node learns at
+// registration and again with each kViewChange. Servers are named on the ring by their rank,
+// which is the server's stable name: it is never given to another server of the job, so it is
+// not a dense index (a view may lack ranks, and the ring may hold only some of the servers).
 struct ClusterView {
   Epoch epoch;
   uint32_t num_servers = 0;
   uint32_t num_workers = 0;
   uint32_t virtual_nodes = 0;
   std::vector<NodeInfo> nodes;  // servers and workers (not the scheduler)
+  std::vector<uint32_t> ring;   // ranks of the servers that own keys (on the ring), any order
   friend bool operator==(const ClusterView&, const ClusterView&) = default;
 };
 
@@ -59,6 +63,8 @@ struct NodeFailure {
 
 transport::Bytes Encode(const RegisterRequest& m);
 transport::Bytes Encode(const RegisterReply& m);
+// kViewChange's body, and frame 0 of a redirect (transport::kFlagRedirect).
+transport::Bytes Encode(const ClusterView& m);
 // The TableSpec body travels in kDeclareTable (worker -> scheduler) and in kTableAnnounce
 // (scheduler -> server, with the table's id in the header), both as one frame.
 transport::Bytes Encode(const TableSpec& m);
@@ -66,6 +72,10 @@ transport::Bytes Encode(const NodeFailure& m);
 
 Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body);
 Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body);
+// Also refuses a view whose node count does not match its role counts, that names a node id or
+// a server rank twice, or whose ring is empty (with servers), repeats a rank or names one that
+// is not a server of the view.
+Result<ClusterView> DecodeClusterView(const transport::Bytes& body);
 Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
 Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
 

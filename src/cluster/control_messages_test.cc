@@ -38,6 +38,7 @@ ClusterView SampleView() {
       {NodeId(2), Role::kServer, Rank(1), "tcp://10.0.0.2:5000", {2, 0x8000000000000000}},
       {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000", {3, 3}},
   };
+  v.ring = {1, 0};
   return v;
 }
 
@@ -217,13 +218,14 @@ std::vector<Codec> AllCodecs() {
       {"register-reply", wrap(DecodeRegisterReply)},
       {"declare-table", wrap(DecodeTableSpec)},
       {"node-failed", wrap(DecodeNodeFailure)},
+      {"cluster-view", wrap(DecodeClusterView)},
   };
 }
 
 // Valid bodies of each codec, in AllCodecs() order.
 std::vector<std::vector<std::string>> ValidBodies() {
   RegisterReply reply{NodeId(3), SampleView()};
-  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}}};
+  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}, {0}}};
   TableSpec var = SampleSpec();
   var.variable_length = true;
   var.placement = KeyPlacement::kIdentity;
@@ -236,6 +238,7 @@ std::vector<std::vector<std::string>> ValidBodies() {
       {Str(Encode(SampleSpec())), Str(Encode(var)), Str(Encode(DenseSpec()))},
       {Str(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
        Str(Encode(NodeFailure{NodeId(1), Role::kServer, Rank(0), ""}))},
+      {Str(Encode(reply.view)), Str(Encode(lonely.view))},
   };
 }
 
@@ -316,6 +319,38 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   ExpectRefused(codecs[1], reply(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFEu, 1), "count that only matches by overflow");
   ExpectRefused(codecs[1], reply(1, 1, 2, 3), "node role 3");
   ExpectRefused(codecs[1], reply(20000, 20000, 40000, 1), "count far beyond the bytes present");
+  // cluster-view: ids and server ranks unique; the ring non-empty (with servers), of distinct
+  // ranks of servers of the view.
+  auto view = [&](std::vector<std::pair<uint32_t, uint8_t>> nodes, std::vector<uint32_t> ring) {
+    return body([&](auto& w) {
+      uint32_t servers = 0;
+      for (auto [rank, role] : nodes) servers += role == 1;
+      w.U64(2);
+      w.U32(servers);
+      w.U32(static_cast<uint32_t>(nodes.size()) - servers);
+      w.U32(8);
+      w.U32(static_cast<uint32_t>(nodes.size()));
+      uint32_t id = 1;
+      for (auto [rank, role] : nodes) {
+        w.U32(id++);
+        w.U8(role);
+        w.U32(rank);
+        w.Str("a");
+        w.U64(1);
+        w.U64(1);
+      }
+      w.U32(static_cast<uint32_t>(ring.size()));
+      for (uint32_t r : ring) w.U32(r);
+    });
+  };
+  std::string ok_view = view({{0, 1}, {4, 1}, {0, 2}}, {4, 0});
+  std::string again;
+  EXPECT_TRUE(codecs[4].decode_and_reencode(BodyOf(ok_view), &again).ok());
+  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {}), "no server on the ring");
+  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {4, 4}), "a rank twice on the ring");
+  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {3}), "a ring rank that is no server");
+  ExpectRefused(codecs[4], view({{0, 1}, {0, 1}, {0, 2}}, {0}), "a server rank twice");
+  ExpectRefused(codecs[4], view({{0, 1}, {1, 1}, {0, 2}}, {0, 1, 0}), "a ring longer than the servers");
   // declare-table: the flags must be 0/1, the placement, storage and initializer kinds known,
   // the names bounded, the updater params in strictly ascending order and not too many.
   struct SpecBody {

@@ -31,8 +31,8 @@ Node::~Node() = default;
 
 NodeId Node::id() const { return runtime_ ? runtime_->id() : kSchedulerId; }
 Rank Node::rank() const { return runtime_ ? runtime_->rank() : Rank(0); }
-uint32_t Node::num_servers() const { return runtime_ ? runtime_->view().num_servers : 0; }
-uint32_t Node::num_workers() const { return runtime_ ? runtime_->view().num_workers : 0; }
+uint32_t Node::num_servers() const { return runtime_ ? runtime_->routing()->view().num_servers : 0; }
+uint32_t Node::num_workers() const { return runtime_ ? runtime_->routing()->view().num_workers : 0; }
 const std::string& Node::address() const { return runtime_ ? runtime_->address() : scheduler_->address(); }
 
 Status Node::Barrier(BarrierGroup group, std::chrono::milliseconds timeout) {

@@ -14,6 +14,8 @@ class NodeAccess {
  public:
   // The runtime of a server or worker node; nullptr for the scheduler.
   static cluster::NodeRuntime* Runtime(Node& node) { return node.runtime_.get(); }
+  // The scheduler of a scheduler node; nullptr for servers and workers.
+  static cluster::Scheduler* Scheduler(Node& node) { return node.scheduler_.get(); }
 
   // Node::Start over the given transport (e.g. inproc) instead of ZeroMQ.
   static Result<std::unique_ptr<Node>> StartWithTransport(const NodeOptions& options,

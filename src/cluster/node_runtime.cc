@@ -112,47 +112,63 @@ Status NodeRuntime::Register() {
 
 Status NodeRuntime::ApplyView(const RegisterReply& reply) {
   id_ = reply.your_id;
-  view_ = reply.view;
-  server_nodes_.assign(view_.num_servers, NodeId());
-  std::vector<uint32_t> server_ranks;
-  bool found_self = false;
-  for (const NodeInfo& n : view_.nodes) {
-    nodes_by_id_[n.id] = n;
-    if (n.id == id_) {
-      rank_ = n.rank;
-      found_self = true;
-    }
-    if (n.role == Role::kServer) {
-      if (n.rank.value >= view_.num_servers) return Status::Corruption("server rank out of range in cluster view");
-      server_nodes_[n.rank.value] = n.id;
-      server_ranks.push_back(n.rank.value);
-    }
-    // Workers talk to servers and servers answer workers; the scheduler talks to everyone.
-    if (n.id != id_ && n.role != options_.role) {
-      PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
-      transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
-    }
+  const NodeInfo* self = nullptr;
+  for (const NodeInfo& n : reply.view.nodes) {
+    if (n.id == id_) self = &n;
   }
-  if (!found_self) return Status::Corruption("this node is missing from the cluster view");
-  PSERVER_ASSIGN_OR_RETURN(Ring ring, Ring::Build(server_ranks, view_.virtual_nodes));
-  ring_ = std::move(ring);
+  if (self == nullptr) return Status::Corruption("this node is missing from the cluster view");
+  rank_ = self->rank;
+  PSERVER_RETURN_IF_ERROR(InstallView(reply.view).status());
   PSERVER_LOG_INFO("{} registered at {}: {} servers, {} workers", DescribeNode(id_), address_,
-                   view_.num_servers, view_.num_workers);
+                   reply.view.num_servers, reply.view.num_workers);
   return Status::Ok();
+}
+
+Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterView& view) {
+  std::lock_guard lock(view_mu_);
+  std::shared_ptr<const Routing> old = routing();
+  if (old && view.epoch <= old->epoch()) return old;
+  bool found_self = false;
+  for (const NodeInfo& n : view.nodes) found_self |= n.id == id_;
+  if (!found_self) {
+    return Status::Corruption(fmt::format("the view of epoch {} lacks this node (node {})", view.epoch.value, id_.value));
+  }
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Routing> next, Routing::Build(view));
+  // Workers talk to servers and servers answer workers; the scheduler talks to everyone.
+  for (const NodeInfo& n : view.nodes) {
+    if (n.id == id_ || n.role == options_.role || (old && old->Find(n.id) != nullptr)) continue;
+    PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
+    transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
+  }
+  routing_.store(next, std::memory_order_release);
+  if (old) {
+    PSERVER_LOG_INFO("{}: routes by the view of epoch {} now ({} of {} servers on the ring)", DescribeNode(id_),
+                     view.epoch.value, view.ring.size(), view.num_servers);
+  }
+  return next;
+}
+
+Result<std::shared_ptr<const Routing>> NodeRuntime::AdoptView(const ClusterView& view) {
+  return InstallView(view);
 }
 
 std::string NodeRuntime::DescribeNode(NodeId id) const {
   if (id == kSchedulerId) return NodeName(Role::kScheduler, Rank(), kSchedulerId);
-  auto it = nodes_by_id_.find(id);
-  if (it == nodes_by_id_.end()) return fmt::format("node {}", id.value);
-  return NodeName(it->second.role, it->second.rank, id);
+  std::shared_ptr<const Routing> r = routing();
+  const NodeInfo* n = r ? r->Find(id) : nullptr;
+  if (n == nullptr) return fmt::format("node {}", id.value);
+  return NodeName(n->role, n->rank, id);
 }
 
 void NodeRuntime::ReceiveLoop(std::stop_token stop) {
+  std::vector<Message> ready;
   while (!stop.stop_requested()) {
     Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
     if (!msg.ok()) {
-      if (msg.status().code() == StatusCode::kDeadlineExceeded) continue;
+      if (msg.status().code() == StatusCode::kDeadlineExceeded) {
+        ExpireWaits();
+        continue;
+      }
       return;  // shut down
     }
     if (transport::IsDataMessage(msg->header.type)) {
@@ -160,7 +176,27 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
         Refuse(*msg, "data message from a connection that is not the claimed peer's");
         continue;
       }
-      DeliverData(std::move(*msg));
+      if (msg->header.is_reply()) {  // replies are matched to their requests, not ordered
+        DeliverData(std::move(*msg));
+        continue;
+      }
+      ready.clear();
+      const NodeId sender = msg->header.sender;
+      [[maybe_unused]] const uint32_t seq = msg->header.seq;
+      switch (in_order_.Accept(std::move(*msg), Clock::now(), &ready)) {
+        case ChannelOrder::Outcome::kDelivered:
+          for (Message& m : ready) DeliverData(std::move(m));
+          break;
+        case ChannelOrder::Outcome::kHeld: break;
+        case ChannelOrder::Outcome::kDuplicate:
+          PSERVER_LOG_DEBUG("{}: dropped a repeated data message {} from {}", DescribeNode(id_), seq,
+                            DescribeNode(sender));
+          break;
+        case ChannelOrder::Outcome::kOverflow:
+          Fail(Status::Unavailable(fmt::format("{} holds {} data messages of {} that overtook a missing one",
+                                            DescribeNode(id_), ChannelOrder::kMaxHeld, DescribeNode(sender))));
+          return;
+      }
     } else {
       if (!FromScheduler(*msg)) {
         Refuse(*msg, "control message from a connection that is not the scheduler's");
@@ -168,21 +204,54 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
       }
       HandleControl(std::move(*msg));
     }
+    ExpireWaits();
+  }
+}
+
+void NodeRuntime::ExpireWaits() {
+  const auto now = Clock::now();
+  if (std::optional<ChannelOrder::Gap> gap = in_order_.OldestGap(); gap && now - gap->since > options_.view_timeout) {
+    Fail(Status::Unavailable(fmt::format(
+        "{}: data message {} of {} never arrived within {} ms, while {} later ones (from {}) did; a lost request "
+        "or reply would be a lost update",
+        DescribeNode(id_), gap->expected, DescribeNode(gap->sender), options_.view_timeout.count(), gap->held,
+        gap->first_held)));
+    return;
+  }
+  std::lock_guard lock(data_mu_);
+  while (!parked_.empty() && now - parked_.front().since > options_.view_timeout) {
+    Message m = std::move(parked_.front().msg);
+    parked_.pop_front();
+    if (--parked_by_sender_[m.header.sender] == 0) parked_by_sender_.erase(m.header.sender);
+    const Epoch mine = routing()->epoch();
+    PSERVER_LOG_WARN("{}: {} was routed with the view of epoch {}, but this server learned no view newer than {} "
+                     "within {} ms",
+                     DescribeNode(id_), transport::Describe(m.header), m.header.epoch.value, mine.value,
+                     options_.view_timeout.count());
+    Message reply;
+    reply.header = m.header;
+    reply.header.flags = transport::kFlagReply | transport::kFlagError;
+    reply.header.sender = id_;
+    reply.header.receiver = m.header.sender;
+    reply.header.status = static_cast<uint8_t>(StatusCode::kUnavailable);
+    reply.frames.push_back(transport::BytesFromString(fmt::format(
+        "routed with the view of epoch {}, but {} learned no view newer than epoch {} within {} ms",
+        m.header.epoch.value, DescribeNode(id_), mine.value, options_.view_timeout.count())));
+    (void)SendData(std::move(reply));
   }
 }
 
 bool NodeRuntime::FromDataPeer(const Message& msg) const {
-  // nodes_by_id_ is written only before the receive thread starts.
-  auto it = nodes_by_id_.find(msg.header.sender);
-  return it != nodes_by_id_.end() && it->second.role != options_.role && it->second.identity == msg.origin;
+  std::shared_ptr<const Routing> r = routing();
+  const NodeInfo* n = r->Find(msg.header.sender);
+  return n != nullptr && n->role != options_.role && n->identity == msg.origin;
 }
 
 void NodeRuntime::Refuse(const Message& msg, const char* why) {
   const uint64_t n = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (n <= 10 || n % 1000 == 0) {
     // Before registration completes this node has no id yet: it is named by role and address.
-    const std::string self = nodes_by_id_.contains(id_) ? DescribeNode(id_)
-                                                        : fmt::format("{} at {}", RoleName(options_.role), address_);
+    const std::string self = routing() ? DescribeNode(id_) : fmt::format("{} at {}", RoleName(options_.role), address_);
     PSERVER_LOG_WARN("{}: dropped {} (connection {}): {}; {} dropped so far", self,
                      transport::Describe(msg.header), msg.origin.ShortString(), why, n);
   }
@@ -200,7 +269,39 @@ void NodeRuntime::DeliverData(Message&& msg) {
     }
     return;
   }
+  DeliverOrPark(std::move(msg));
+}
+
+void NodeRuntime::DeliverOrPark(Message&& msg) {
+  if (options_.role == Role::kServer && !msg.header.is_reply()) {
+    const NodeId sender = msg.header.sender;
+    auto waiting = parked_by_sender_.find(sender);
+    if (msg.header.epoch > routing()->epoch() || waiting != parked_by_sender_.end()) {
+      ++parked_by_sender_[sender];
+      parked_.push_back(Parked{std::move(msg), Clock::now()});
+      return;
+    }
+  }
   data_handler_->OnData(std::move(msg));
+}
+
+void NodeRuntime::ReleaseParked() {
+  if (parked_.empty()) return;
+  const Epoch now = routing()->epoch();
+  std::deque<Parked> still;
+  absl::flat_hash_map<NodeId, size_t> still_by_sender;
+  for (Parked& p : parked_) {
+    const NodeId sender = p.msg.header.sender;
+    // A sender's requests stay in order: once one of them must wait, the rest wait behind it.
+    if (p.msg.header.epoch > now || still_by_sender.contains(sender)) {
+      ++still_by_sender[sender];
+      still.push_back(std::move(p));
+      continue;
+    }
+    data_handler_->OnData(std::move(p.msg));
+  }
+  parked_ = std::move(still);
+  parked_by_sender_ = std::move(still_by_sender);
 }
 
 std::shared_ptr<DataHandler> NodeRuntime::AttachDataHandler(
@@ -227,7 +328,7 @@ void NodeRuntime::StartServing() {
 
 void NodeRuntime::FlushEarlyData() {
   if (!data_handler_ || !serving_) return;
-  for (Message& m : early_data_) data_handler_->OnData(std::move(m));
+  for (Message& m : early_data_) DeliverOrPark(std::move(m));
   early_data_.clear();
 }
 
@@ -250,6 +351,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kTableAnnounce: return HandleTableAnnounce(msg);
+    case MessageType::kViewChange: return HandleViewChange(msg);
     case MessageType::kNodeFailed: {
       if (msg.frames.size() != 1) return;
       Result<NodeFailure> f = DecodeNodeFailure(msg.frames[0]);
@@ -317,6 +419,45 @@ void NodeRuntime::HandleTableAnnounce(const Message& msg) {
   }
   // Never blocks the receive loop: if the scheduler does not take the answer, its declarers time out.
   (void)transport_->SendNoWait(std::move(reply));
+}
+
+void NodeRuntime::HandleViewChange(const Message& msg) {
+  Result<ClusterView> view =
+      msg.frames.size() == 1 ? DecodeClusterView(msg.frames[0]) : Status::Corruption("view-change without a body");
+  Result<std::shared_ptr<const Routing>> routing = view.ok() ? InstallView(*view) : view.status();
+  if (!routing.ok()) {
+    // A view this node cannot route by: it can no longer take part correctly.
+    Fail(routing.status().WithContext("the scheduler announced a new view"));
+    return;
+  }
+  {
+    std::lock_guard lock(data_mu_);
+    if (data_handler_) data_handler_->OnViewChanged(*routing);
+    if (data_handler_ && serving_) ReleaseParked();
+  }
+  Message ack = ToScheduler(MessageType::kViewChangeReply);
+  ack.header.flags = transport::kFlagReply;
+  ack.header.request_id = msg.header.request_id;
+  ack.header.epoch = (*routing)->epoch();
+  (void)transport_->SendNoWait(std::move(ack));  // the scheduler's caller times out otherwise
+}
+
+Status NodeRuntime::SendData(Message msg) {
+  if (msg.header.is_reply()) return transport_->Send(std::move(msg));  // unsequenced
+  OutChannel* channel;
+  {
+    std::lock_guard lock(channels_mu_);
+    std::unique_ptr<OutChannel>& c = out_channels_[msg.header.receiver];
+    if (!c) c = std::make_unique<OutChannel>();
+    channel = c.get();
+  }
+  // Stamp and send under the channel's lock, so that the numbers go out in order. A blocked send
+  // holds up only later messages to the same peer.
+  std::lock_guard lock(channel->mu);
+  msg.header.seq = channel->next_seq;
+  PSERVER_RETURN_IF_ERROR(transport_->Send(std::move(msg)));
+  if (++channel->next_seq == 0) channel->next_seq = 1;  // 0 means unsequenced
+  return Status::Ok();
 }
 
 void NodeRuntime::EndJob(const Status& why) {

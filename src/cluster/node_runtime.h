@@ -11,6 +11,23 @@
 // another worker is not a failure of this node (the job goes on without it); the DataHandler
 // hears of every death through OnNodeFailed.
 //
+// Routing: the node routes by one immutable snapshot of the cluster view (routing()), which
+// it swaps whole when the scheduler announces a new view (kViewChange; the DataHandler hears of
+// it through OnViewChanged, and the scheduler gets a kViewChangeReply once the node routes by
+// it) or -- on a worker -- when a server's redirect carries a newer view (AdoptView). A view
+// never goes back: an older or equal epoch is ignored. A server holds a request routed with a
+// newer epoch than its own until it learns that view, keeping each sender's order (a sender's
+// later requests wait behind it); after options.view_timeout without it the request is answered
+// with kUnavailable.
+//
+// Data channels: every data message is sent through SendData, which stamps each request with
+// the next sequence number of the channel to its receiver, and received requests pass
+// ChannelOrder (cluster/channel_order.h), so each peer's requests reach the DataHandler exactly
+// once and in the order sent, whatever a network or proxy duplicates or reorders. A gap that
+// stays open for options.view_timeout fails the node with kUnavailable naming the peer (a lost
+// request would otherwise be a lost update). Replies are not sequenced: the worker matches each
+// to its request part and ignores repeats, and a lost one fails that request's Wait.
+//
 // Who is believed: control messages only from the scheduler's connection -- the connection
 // presenting the identity this node asked the scheduler to present (RegisterRequest), not
 // whatever sender id a header claims -- and data messages only from a node of the cluster view
@@ -26,6 +43,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,7 +54,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "cluster/control_messages.h"
+#include "cluster/channel_order.h"
 #include "cluster/ring.h"
+#include "cluster/routing.h"
 #include "pserver/options.h"
 #include "transport/transport.h"
 
@@ -54,6 +74,9 @@ class DataHandler {
   virtual void OnNodeFailed(const NodeFailure& failure) = 0;
   // The job ended (OK) or the node can no longer take part (error); pending work must fail.
   virtual void OnShutdown(const Status& why) = 0;
+  // The node routes by `routing` now (a newer view the scheduler announced), on the receive
+  // thread, before any data message delivered after it. Must not block.
+  virtual void OnViewChanged(const std::shared_ptr<const Routing>& routing) { (void)routing; }
   // Server: the scheduler announces a newly declared table (kTableAnnounce), before any data
   // request for it can arrive. Called on the receive thread, before the answer to the scheduler
   // is sent; must not block. Return OK to take the table; an error (e.g. kInvalidArgument for an
@@ -83,13 +106,20 @@ class NodeRuntime {
   NodeId id() const { return id_; }
   Role role() const { return options_.role; }
   Rank rank() const { return rank_; }
-  const ClusterView& view() const { return view_; }
-  const Ring& ring() const { return *ring_; }
   const std::string& address() const { return address_; }
-  // The node id of the server with the given rank. REQUIRES: rank < view().num_servers.
-  NodeId ServerNode(uint32_t server_rank) const { return server_nodes_[server_rank]; }
+  // The current routing snapshot; never null after Start. Take it once per request and use
+  // that snapshot throughout.
+  std::shared_ptr<const Routing> routing() const { return routing_.load(std::memory_order_acquire); }
   std::string DescribeNode(NodeId id) const;
   transport::Transport& transport() { return *transport_; }
+
+  // Sends a data message to msg.header.receiver: a request on its sequenced channel, a reply as
+  // it is (see "Data channels"). Blocks like Transport::Send (at most options.send_timeout).
+  Status SendData(transport::Message msg);
+  // Worker: routes by `view` from now on if it is newer than the current view (from a server's
+  // redirect), connecting to the servers it adds. Returns the routing in force afterwards.
+  // kCorruption if the view is malformed or lacks this node.
+  Result<std::shared_ptr<const Routing>> AdoptView(const ClusterView& view);
 
   // The node's data-plane handler: the one attached earlier, or a new one from `make`, which
   // is attached at once. The runtime co-owns it until destruction, after its threads stopped.
@@ -142,8 +172,25 @@ class NodeRuntime {
   };
 
   NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport);
+  // Data messages of one channel, stamped and sent in one order.
+  struct OutChannel {
+    std::mutex mu;
+    uint32_t next_seq = 1;  // guarded by mu
+  };
+
   Status Register();
   Status ApplyView(const RegisterReply& reply);
+  // Connects to the peers `view` adds and makes it the routing. Serialised by view_mu_.
+  // REQUIRES: view.epoch is newer than the current one.
+  Result<std::shared_ptr<const Routing>> InstallView(const ClusterView& view);
+  void HandleViewChange(const transport::Message& msg);
+  // Server: holds requests routed with a newer view than this node's (see "Routing"), and
+  // delivers those the current view admits. REQUIRES: data_mu_ held.
+  void DeliverOrPark(transport::Message&& msg);
+  void ReleaseParked();  // REQUIRES: data_mu_ held
+  // Answers parked requests older than view_timeout with kUnavailable, and fails the node when a
+  // channel gap is that old. Receive thread.
+  void ExpireWaits();
   void ReceiveLoop(std::stop_token stop);
   void HeartbeatLoop(std::stop_token stop);
   void HandleControl(transport::Message&& msg);
@@ -171,10 +218,12 @@ class NodeRuntime {
   std::string address_;
   NodeId id_;
   Rank rank_;
-  ClusterView view_;
-  std::optional<Ring> ring_;
-  std::vector<NodeId> server_nodes_;  // by server rank
-  absl::flat_hash_map<NodeId, NodeInfo> nodes_by_id_;
+  std::atomic<std::shared_ptr<const Routing>> routing_;
+  std::mutex view_mu_;  // serialises InstallView
+
+  std::mutex channels_mu_;
+  absl::flat_hash_map<NodeId, std::unique_ptr<OutChannel>> out_channels_;  // guarded by channels_mu_
+  ChannelOrder in_order_;  // receive thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -191,6 +240,12 @@ class NodeRuntime {
   std::shared_ptr<DataHandler> data_handler_;      // guarded by data_mu_
   bool serving_ = false;                           // guarded by data_mu_
   std::vector<transport::Message> early_data_;     // guarded by data_mu_
+  struct Parked {
+    transport::Message msg;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::deque<Parked> parked_;                      // guarded by data_mu_; in arrival order
+  absl::flat_hash_map<NodeId, size_t> parked_by_sender_;  // guarded by data_mu_
 
   std::jthread receive_thread_;
   std::jthread heartbeat_thread_;

@@ -10,12 +10,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <future>
+#include <random>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "cluster/cluster_test_util.h"
+#include "cluster/scheduler.h"
+#include "testing/intercepting_transport.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/test_util.h"
@@ -474,6 +480,195 @@ TEST(NodeRuntimeTest, CallsThatDoNotFitTheRoleAreInvalidArgument) {
   // None of this hurt the job.
   EXPECT_OK(server.health());
   EXPECT_OK(worker.health());
+}
+
+// A data message from `from` to `to`, as a worker's request of table 1 routed with `epoch`.
+transport::Message Request(NodeRuntime& from, NodeId to, Epoch epoch, int64_t id) {
+  transport::Message m;
+  m.header.type = transport::MessageType::kPull;
+  m.header.sender = from.id();
+  m.header.receiver = to;
+  m.header.table = TableId(1);
+  m.header.request_id = id;
+  m.header.epoch = epoch;
+  m.frames.resize(3);
+  return m;
+}
+
+Scheduler& SchedulerOf(InprocJob& job) { return *internal::NodeAccess::Scheduler(job.scheduler()); }
+
+TEST(NodeRuntimeTest, ViewChangesSwapTheRoutingWhileReadersRoute) {
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(3, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Server(1), Server(2), Worker(0)}));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(3));
+  EXPECT_EQ(worker->routing()->epoch(), Epoch(1));
+  EXPECT_EQ(worker->routing()->ring().servers(), (std::vector<uint32_t>{0, 1, 2}));
+  // Readers take snapshots while the views change under them: each snapshot is whole (its ring
+  // is its view's ring) and epochs never go back.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> reads{0}, torn{0}, backwards{0};
+  std::vector<std::jthread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      uint64_t last = 0;
+      while (!stop.load()) {
+        std::shared_ptr<const Routing> snap = worker->routing();
+        std::vector<uint32_t> ring = snap->view().ring;
+        std::sort(ring.begin(), ring.end());
+        if (ring != snap->ring().servers()) ++torn;
+        if (snap->epoch().value < last) ++backwards;
+        last = snap->epoch().value;
+        ++reads;
+      }
+    });
+  }
+  const std::vector<std::vector<uint32_t>> rings = {{0, 1}, {1, 2}, {2}, {0, 1, 2}, {0}};
+  for (size_t i = 0; i < rings.size(); ++i) {
+    Result<Epoch> e = SchedulerOf(job).NewView(rings[i], seconds(30));
+    ASSERT_OK(e);
+    EXPECT_EQ(*e, Epoch(2 + i));
+    ASSERT_OK(SchedulerOf(job).SendView({}, seconds(30)));
+    // SendView returned: every node confirmed it routes by the new view.
+    for (size_t n = 0; n < 4; ++n) {
+      EXPECT_EQ(internal::NodeAccess::Runtime(*job.node(n))->routing()->epoch(), *e);
+    }
+    std::vector<uint32_t> want = rings[i];
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(worker->routing()->ring().servers(), want);
+  }
+  stop = true;
+  readers.clear();
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(torn.load(), 0u);
+  EXPECT_EQ(backwards.load(), 0u);
+  // An older view is ignored; a bad ring is refused before anything is sent.
+  cluster::ClusterView old = worker->routing()->view();
+  old.epoch = Epoch(2);
+  old.ring = {0, 1};
+  ASSERT_OK(worker->AdoptView(old));
+  EXPECT_EQ(worker->routing()->epoch(), Epoch(6));
+  EXPECT_TRUE(StatusIs(SchedulerOf(job).NewView({5}, seconds(30)).status(), StatusCode::kInvalidArgument,
+                       "server 5 is not in the cluster"));
+}
+
+TEST(NodeRuntimeTest, AServerHoldsRequestsOfANewerViewUntilItLearnsItInEachSendersOrder) {
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Worker(0)}));
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  auto recorder = std::make_shared<pserver::testing::RecordingDataHandler>();
+  server->AttachDataHandler([&] { return recorder; });
+  server->StartServing();
+  // Request 1 comes routed by epoch 2, which the server does not know yet; request 2 (epoch 1)
+  // must wait behind it, and request 3 too.
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(2), 1)));
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 2)));
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(2), 3)));
+  ASSERT_OK(SchedulerOf(job).NewView({0}, seconds(30)));
+  ASSERT_OK(SchedulerOf(job).SendView({server->id()}, seconds(30)));
+  for (int64_t id : {1, 2, 3}) {
+    std::optional<transport::Message> m = recorder->Next();
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(m->header.request_id, id);
+  }
+}
+
+TEST(NodeRuntimeTest, ARequestOfAViewThatNeverComesIsRefusedAfterTheViewTimeout) {
+  NodeOptions o = FastHeartbeats();
+  o.view_timeout = milliseconds(200);
+  InprocJob job(o);
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({Server(0), Worker(0)}));
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  auto on_server = std::make_shared<pserver::testing::RecordingDataHandler>();
+  server->AttachDataHandler([&] { return on_server; });
+  server->StartServing();
+  auto on_worker = std::make_shared<pserver::testing::RecordingDataHandler>();
+  worker->AttachDataHandler([&] { return on_worker; });
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(9), 1)));
+  std::optional<transport::Message> reply = on_worker->Next();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_TRUE(reply->header.is_reply());
+  EXPECT_TRUE(StatusIs(CarriedError(*reply), StatusCode::kUnavailable,
+                       "routed with the view of epoch 9, but " + server->DescribeNode(server->id()) +
+                           " learned no view newer than epoch 1 within 200 ms"));
+  EXPECT_OK(server->health());
+}
+
+TEST(NodeRuntimeTest, RepeatedAndReorderedDataMessagesReachTheHandlerOnceInOrder) {
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  std::vector<std::unique_ptr<transport::Transport>> transports(2);
+  auto faulty = std::make_unique<pserver::testing::InterceptingTransport>(job.NewTransport());
+  pserver::testing::InterceptingTransport* faults = faulty.get();
+  transports[1] = std::move(faulty);
+  for (const Status& s : job.StartNodes({job.OptionsFor(Server(0)), job.OptionsFor(Worker(0))}, std::move(transports))) {
+    ASSERT_OK(s);
+  }
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  auto recorder = std::make_shared<pserver::testing::RecordingDataHandler>();
+  server->AttachDataHandler([&] { return recorder; });
+  server->StartServing();
+  pserver::testing::FaultPolicy policy;
+  policy.seed = std::random_device{}();
+  std::printf("fault seed %llu\n", static_cast<unsigned long long>(policy.seed));
+  policy.duplicate = 0.3;
+  policy.delay = 0.3;
+  faults->SetFaults(policy);
+  constexpr int kRequests = 300;
+  for (int i = 1; i <= kRequests; ++i) ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), i)));
+  faults->SetFaults(pserver::testing::FaultPolicy{});  // flushes nothing: later sends move the delayed ones
+  for (int i = kRequests + 1; i <= kRequests + 4; ++i) {
+    ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), i)));
+  }
+  for (int i = 1; i <= kRequests + 4; ++i) {
+    std::optional<transport::Message> m = recorder->Next();
+    ASSERT_TRUE(m.has_value()) << i;
+    ASSERT_EQ(m->header.request_id, i) << "seed " << policy.seed;
+  }
+  const pserver::testing::FaultCounts counts = faults->fault_counts();
+  EXPECT_GT(counts.duplicated, 0u);
+  EXPECT_GT(counts.delayed, 0u);
+}
+
+TEST(NodeRuntimeTest, ADataMessageThatNeverArrivesFailsTheReceiverAfterTheViewTimeout) {
+  NodeOptions o = FastHeartbeats();
+  o.view_timeout = milliseconds(200);
+  InprocJob job(o);
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  std::vector<std::unique_ptr<transport::Transport>> transports(2);
+  auto faulty = std::make_unique<pserver::testing::InterceptingTransport>(job.NewTransport());
+  pserver::testing::InterceptingTransport* faults = faulty.get();
+  transports[1] = std::move(faulty);
+  for (const Status& s : job.StartNodes({job.OptionsFor(Server(0)), job.OptionsFor(Worker(0))}, std::move(transports))) {
+    ASSERT_OK(s);
+  }
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  auto recorder = std::make_shared<pserver::testing::RecordingDataHandler>();
+  server->AttachDataHandler([&] { return recorder; });
+  server->StartServing();
+  pserver::testing::FaultPolicy drop_first;
+  drop_first.drop = 1;
+  drop_first.applies = [n = std::make_shared<int>(0)](const transport::Message& m) {
+    return transport::IsDataMessage(m.header.type) && ++*n == 1;
+  };
+  faults->SetFaults(drop_first);
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 1)));
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 2)));
+  Status ended = server->WaitForShutdown(seconds(30));
+  EXPECT_TRUE(StatusIs(ended, StatusCode::kUnavailable,
+                       "data message 1 of " + server->DescribeNode(worker->id()) + " never arrived within 200 ms"));
+  EXPECT_EQ(faults->fault_counts().dropped, 1u);
 }
 
 }  // namespace

@@ -54,7 +54,12 @@ Status Scheduler::Run() {
           workers, options_.num_workers, options_.register_timeout.count())));
     }
     if (formed_) CheckLiveness();
+    RunCommands();
+    CheckViewDeliveries();
   }
+  for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
+  view_deliveries_.clear();
+  RunCommands();  // each command sees ended_ and says the job ended
   Status done = FinishShutdown();
   if (!outcome_.ok()) return outcome_;
   return done;
@@ -97,6 +102,7 @@ void Scheduler::Handle(Message&& msg) {
     case MessageType::kBarrier: return HandleBarrier(msg);
     case MessageType::kDeclareTable: return HandleDeclareTable(msg);
     case MessageType::kTableAnnounceReply: return HandleTableAnnounceReply(msg);
+    case MessageType::kViewChangeReply: return HandleViewChangeReply(msg);
     case MessageType::kFinalize: return HandleFinalize(msg);
     case MessageType::kShutdown:
       if (h.is_reply()) member.shutdown_acked = true;
@@ -172,6 +178,7 @@ void Scheduler::FormCluster() {
   view_.num_workers = options_.num_workers;
   view_.virtual_nodes = options_.virtual_nodes;
   for (const Member& m : members_) {
+    if (m.info.role == Role::kServer) view_.ring.push_back(m.info.rank.value);
     view_.nodes.push_back(m.info);
     transport_->NamePeer(m.info.id, Describe(m.info.id));
   }
@@ -192,6 +199,124 @@ void Scheduler::FormCluster() {
   }
   formed_ = true;
   PSERVER_LOG_INFO("scheduler: cluster formed: {} servers, {} workers", options_.num_servers, options_.num_workers);
+}
+
+template <typename T>
+Result<T> Scheduler::OnRunThread(std::function<void(std::promise<Result<T>>&)> command,
+                                 std::chrono::milliseconds timeout, const char* what) {
+  auto done = std::make_shared<std::promise<Result<T>>>();
+  std::future<Result<T>> result = done->get_future();
+  {
+    MutexLock lock(&commands_mu_);
+    commands_.push_back([command = std::move(command), done] { command(*done); });
+  }
+  if (result.wait_for(timeout) != std::future_status::ready) {
+    return Status::DeadlineExceeded(fmt::format("scheduler: {} did not complete within {} ms", what, timeout.count()));
+  }
+  return result.get();
+}
+
+void Scheduler::RunCommands() {
+  std::vector<std::function<void()>> commands;
+  {
+    MutexLock lock(&commands_mu_);
+    commands.swap(commands_);
+  }
+  for (auto& c : commands) c();
+}
+
+Result<Epoch> Scheduler::NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout) {
+  return OnRunThread<Epoch>(
+      [this, ring = std::move(ring)](std::promise<Result<Epoch>>& done) {
+        if (ended_ || !formed_) {
+          done.set_value(Status::Aborted(ended_ ? "the job has ended" : "the cluster has not formed yet"));
+          return;
+        }
+        for (uint32_t rank : ring) {
+          for (const Member& m : members_) {
+            if (m.info.role == Role::kServer && m.info.rank.value == rank && m.dead) {
+              done.set_value(Status::InvalidArgument(fmt::format("{} is dead", Describe(m.info.id))));
+              return;
+            }
+          }
+        }
+        Result<ClusterView> next = WithRing(view_, ring, Epoch(view_.epoch.value + 1));
+        if (!next.ok()) {
+          done.set_value(next.status());
+          return;
+        }
+        view_ = std::move(*next);
+        PSERVER_LOG_INFO("scheduler: view of epoch {}: {} of {} servers on the ring", view_.epoch.value,
+                         view_.ring.size(), view_.num_servers);
+        done.set_value(view_.epoch);
+      },
+      timeout, "a new view");
+}
+
+Status Scheduler::SendView(std::vector<NodeId> nodes, std::chrono::milliseconds timeout) {
+  auto delivered = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = delivered->get_future();
+  Result<bool> started = OnRunThread<bool>(
+      [this, nodes = std::move(nodes), delivered](std::promise<Result<bool>>& done) {
+        if (ended_ || !formed_) {
+          done.set_value(Status::Aborted(ended_ ? "the job has ended" : "the cluster has not formed yet"));
+          return;
+        }
+        ViewDelivery d{view_.epoch, {}, delivered};
+        for (const Member& m : members_) {
+          if (m.dead || (!nodes.empty() && std::find(nodes.begin(), nodes.end(), m.info.id) == nodes.end())) continue;
+          Message msg;
+          msg.header.type = MessageType::kViewChange;
+          msg.header.receiver = m.info.id;
+          msg.header.epoch = view_.epoch;
+          msg.frames.push_back(Encode(view_));
+          if (Status s = transport_->SendNoWait(std::move(msg)); !s.ok()) {
+            PSERVER_LOG_WARN("scheduler: could not send the view of epoch {} to {}: {}", view_.epoch.value,
+                             Describe(m.info.id), s.ToString());
+          }
+          d.awaiting.insert(m.info.id);
+        }
+        view_deliveries_.push_back(std::move(d));
+        done.set_value(true);
+      },
+      timeout, "sending a view");
+  PSERVER_RETURN_IF_ERROR(started.status());
+  if (result.wait_for(timeout) == std::future_status::ready) return result.get();
+  Result<std::string> silent = OnRunThread<std::string>(
+      [this, delivered](std::promise<Result<std::string>>& done) {
+        std::vector<std::string> names;
+        for (const ViewDelivery& d : view_deliveries_) {
+          if (d.done != delivered) continue;
+          for (NodeId id : d.awaiting) names.push_back(Describe(id));
+        }
+        std::sort(names.begin(), names.end());
+        done.set_value(fmt::format("{}", fmt::join(names, ", ")));
+      },
+      std::chrono::seconds(5), "listing the nodes that did not confirm a view");
+  return Status::DeadlineExceeded(fmt::format("scheduler: {} did not confirm the view within {} ms",
+                                              silent.ok() ? *silent : std::string("some nodes"), timeout.count()));
+}
+
+void Scheduler::HandleViewChangeReply(const Message& msg) {
+  for (ViewDelivery& d : view_deliveries_) {
+    if (msg.header.epoch >= d.epoch) d.awaiting.erase(msg.header.sender);
+  }
+  CheckViewDeliveries();
+}
+
+void Scheduler::CheckViewDeliveries() {
+  for (auto it = view_deliveries_.begin(); it != view_deliveries_.end();) {
+    absl::erase_if(it->awaiting, [&](NodeId id) {
+      auto m = member_index_.find(id);
+      return m == member_index_.end() || members_[m->second].dead;
+    });
+    if (it->awaiting.empty()) {
+      it->done->set_value(Status::Ok());
+      it = view_deliveries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Scheduler::CreditOwnStall(Clock::duration turn) {

@@ -18,12 +18,16 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
+#include "base/mutex.h"
 #include "cluster/control_messages.h"
 #include "cluster/node_runtime.h"
 #include "pserver/options.h"
@@ -52,6 +56,22 @@ class Scheduler {
   // Makes Run return soon; thread-safe.
   void Stop() { transport_->Shutdown(); }
 
+  // View changes, for whoever moves key ranges between servers (today the tests' harness; the
+  // scheduler's own join and leave later). Both are thread-safe: they run on Run's thread (at its
+  // next turn, within one heartbeat interval) and wait for it up to `timeout`
+  // (kDeadlineExceeded), or fail with kAborted when the job ended first.
+  //
+  // Makes `ring` (server ranks) the ring of a new view, whose epoch is one after the current one,
+  // and returns that epoch. Sends it to no one: SendView does, in the order the move needs (e.g.
+  // first to the servers that lose keys, so that they stop applying them, then -- after their rows
+  // moved -- to everyone). kInvalidArgument if `ring` is empty, repeats a rank or names one that
+  // is not a live server.
+  Result<Epoch> NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout);
+  // Sends the current view to `nodes` (every live server and worker when empty) and returns once
+  // each live one of them routes by it (a node declared dead meanwhile is not waited for).
+  // kDeadlineExceeded naming the nodes that did not confirm.
+  Status SendView(std::vector<NodeId> nodes, std::chrono::milliseconds timeout);
+
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
   uint64_t refused_messages() const { return refused_; }
@@ -76,8 +96,23 @@ class Scheduler {
     absl::flat_hash_set<NodeId> awaiting;       // live servers that have not answered yet
   };
 
+  // A SendView waiting for confirmations.
+  struct ViewDelivery {
+    Epoch epoch;
+    absl::flat_hash_set<NodeId> awaiting;
+    std::shared_ptr<std::promise<Status>> done;
+  };
+
   Scheduler(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
       : options_(options), transport_(std::move(transport)) {}
+
+  // Runs `command` on Run's thread at its next turn and waits for the value it sets.
+  template <typename T>
+  Result<T> OnRunThread(std::function<void(std::promise<Result<T>>&)> command, std::chrono::milliseconds timeout,
+                        const char* what);
+  void RunCommands();
+  void HandleViewChangeReply(const transport::Message& msg);
+  void CheckViewDeliveries();
 
   void Handle(transport::Message&& msg);
   void HandleRegister(transport::Message&& msg);
@@ -124,6 +159,10 @@ class Scheduler {
   int64_t next_announce_ = 1;  // request_id of the next announcement
   uint64_t refused_ = 0;
   std::vector<std::string> lost_workers_;  // workers declared dead before they finalized, and why
+  std::vector<ViewDelivery> view_deliveries_;
+
+  Mutex commands_mu_;
+  std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread
 };
 
 }  // namespace pserver::cluster

@@ -24,7 +24,7 @@ U Get(const std::byte* in, size_t off) {
 constexpr size_t Padded(size_t n) { return (n + 7) & ~size_t{7}; }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 13) || (t >= 32 && t <= 35);
+  return (t >= 1 && t <= 15) || (t >= 32 && t <= 35);
 }
 
 }  // namespace
@@ -44,6 +44,8 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kNodeFailed: return "node-failed";
     case MessageType::kTableAnnounce: return "table-announce";
     case MessageType::kTableAnnounceReply: return "table-announce-reply";
+    case MessageType::kViewChange: return "view-change";
+    case MessageType::kViewChangeReply: return "view-change-reply";
     case MessageType::kPush: return "push";
     case MessageType::kPull: return "pull";
     case MessageType::kPushPull: return "push-pull";
@@ -91,6 +93,8 @@ void EncodeHeader(const Header& h, std::byte* out) {
   Put<uint64_t>(out, 40, h.epoch.value);
   Put<uint64_t>(out, 48, h.clock);
   Put<uint64_t>(out, 56, h.aux);
+  Put<uint32_t>(out, 64, h.seq);
+  Put<uint32_t>(out, 68, h.part);
 }
 
 Result<Header> DecodeHeader(const std::byte* in, size_t size) {
@@ -108,7 +112,7 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
   if (!KnownType(type)) return Status::Corruption(fmt::format("unknown message type {}", type));
   h.type = static_cast<MessageType>(type);
   h.flags = Get<uint8_t>(in, 7);
-  if (h.flags & ~(kFlagReply | kFlagError)) {
+  if (h.flags & ~(kFlagReply | kFlagError | kFlagRedirect | kFlagResend)) {
     return Status::Corruption(fmt::format("unknown flag bits {:#04x}", h.flags));
   }
   h.sender = NodeId(Get<uint32_t>(in, 8));
@@ -134,6 +138,8 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
   h.epoch = Epoch(Get<uint64_t>(in, 40));
   h.clock = Get<uint64_t>(in, 48);
   h.aux = Get<uint64_t>(in, 56);
+  h.seq = Get<uint32_t>(in, 64);
+  h.part = Get<uint32_t>(in, 68);
   return h;
 }
 
@@ -229,9 +235,10 @@ Result<Message> DecodeWire(Frames wire) {
 }
 
 std::string Describe(const Header& h) {
-  return fmt::format("{}{}{} from node {} to node {} table {} req {} ({} frames)", MessageTypeName(h.type),
-                     h.is_reply() ? " reply" : "", h.is_error() ? " error" : "", h.sender.value,
-                     h.receiver.value, h.table.value, h.request_id, h.num_frames);
+  return fmt::format("{}{}{}{} from node {} to node {} table {} req {} ({} frames)", MessageTypeName(h.type),
+                     h.is_reply() ? " reply" : "", h.is_error() ? " error" : "",
+                     h.is_redirect() ? " redirect" : "", h.sender.value, h.receiver.value, h.table.value,
+                     h.request_id, h.num_frames);
 }
 
 }  // namespace pserver::transport

@@ -28,7 +28,11 @@
 //   32   8   request_id   the sender's timestamp of the request this message belongs to
 //   40   8   epoch        routing epoch the sender used
 //   48   8   clock        the worker's iteration clock (consistency; 0 when unused)
-//   56   8   aux          type-specific (barrier group, sequence numbers, ...)
+//   56   8   aux          type-specific (barrier group, pull staleness, ...)
+//   64   4   seq          data messages: the sender's sequence number on its channel to the
+//                         receiver (1, 2, ...; see cluster/channel_order.h); 0 otherwise
+//   68   4   part         data messages: which part of request `request_id` this is (the
+//                         sender numbers the parts it sends of one request; a reply echoes it)
 //
 // Thread-compatible value types; the codec functions are pure.
 #pragma once
@@ -46,8 +50,8 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 4;
-inline constexpr size_t kHeaderSize = 64;
+inline constexpr uint16_t kWireVersion = 5;
+inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
 inline constexpr size_t kInlineLimit = 8192;
@@ -71,6 +75,8 @@ enum class MessageType : uint8_t {
   kNodeFailed = 11,       // scheduler -> all: a node was declared dead
   kTableAnnounce = 12,    // scheduler -> server: a newly declared table (header.table) and its spec
   kTableAnnounceReply = 13,  // server -> scheduler: the server took the spec (or refused it)
+  kViewChange = 14,       // scheduler -> node: a new cluster view (routing epoch), body ClusterView
+  kViewChangeReply = 15,  // node -> scheduler: the node routes by that view now (header.epoch)
   // Data plane.
   kPush = 32,
   kPull = 33,
@@ -83,6 +89,12 @@ const char* MessageTypeName(MessageType t);
 enum MessageFlags : uint8_t {
   kFlagReply = 1 << 0,  // a reply to a request with the same request_id
   kFlagError = 1 << 1,  // the request failed: `status` holds the code, frame 0 the message
+  // A data reply: the server does not own every key of the request under its view (epoch in
+  // the header); nothing was applied. Frame 0 holds the server's view (a ClusterView body).
+  kFlagRedirect = 1 << 2,
+  // A data request: a part the worker re-sliced and sent again after a redirect (never applied
+  // anywhere before; see kv/server/kv_server_core.h).
+  kFlagResend = 1 << 3,
 };
 
 struct Header {
@@ -99,9 +111,12 @@ struct Header {
   Epoch epoch;
   uint64_t clock = 0;
   uint64_t aux = 0;
+  uint32_t seq = 0;
+  uint32_t part = 0;
 
   bool is_reply() const { return flags & kFlagReply; }
   bool is_error() const { return flags & kFlagError; }
+  bool is_redirect() const { return flags & kFlagRedirect; }
 };
 
 using Bytes = SharedArray<std::byte>;

@@ -20,18 +20,19 @@
 namespace pserver::transport {
 namespace {
 
-constexpr std::array<MessageType, 17> kAllTypes = {
+constexpr std::array<MessageType, 19> kAllTypes = {
     MessageType::kRegister,       MessageType::kRegisterReply,       MessageType::kBarrier,
     MessageType::kBarrierRelease, MessageType::kHeartbeat,           MessageType::kHeartbeatAck,
     MessageType::kDeclareTable,   MessageType::kDeclareTableReply,   MessageType::kFinalize,
     MessageType::kShutdown,       MessageType::kNodeFailed,          MessageType::kTableAnnounce,
-    MessageType::kTableAnnounceReply, MessageType::kPush,            MessageType::kPull,
-    MessageType::kPushPull,       MessageType::kClock,
+    MessageType::kTableAnnounceReply, MessageType::kViewChange,      MessageType::kViewChangeReply,
+    MessageType::kPush,           MessageType::kPull,                MessageType::kPushPull,
+    MessageType::kClock,
 };
 constexpr std::array<ValueType, 4> kAllValueTypes = {ValueType::kFloat32, ValueType::kFloat64, ValueType::kInt32,
                                                      ValueType::kInt64};
 
-bool IsKnownType(unsigned t) { return (t >= 1 && t <= 13) || (t >= 32 && t <= 35); }
+bool IsKnownType(unsigned t) { return (t >= 1 && t <= 15) || (t >= 32 && t <= 35); }
 
 // A header with every field set to something other than its default.
 Header SampleHeader() {
@@ -49,6 +50,8 @@ Header SampleHeader() {
   h.epoch = Epoch(7);
   h.clock = 9;
   h.aux = 11;
+  h.seq = 12;
+  h.part = 13;
   return h;
 }
 
@@ -78,6 +81,8 @@ void ExpectSameHeader(const Header& a, const Header& b) {
   EXPECT_EQ(a.epoch, b.epoch);
   EXPECT_EQ(a.clock, b.clock);
   EXPECT_EQ(a.aux, b.aux);
+  EXPECT_EQ(a.seq, b.seq);
+  EXPECT_EQ(a.part, b.part);
 }
 
 Bytes FrameOf(const std::string& s) { return BytesFromString(s); }
@@ -124,9 +129,11 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.epoch = Epoch(0x3132333435363738);
   h.clock = 0x4142434445464748;
   h.aux = 0x5152535455565758;
+  h.seq = 0x61626364;
+  h.part = 0x71727374;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x04, 0x00,                                      //  4 version 4
+      0x05, 0x00,                                      //  4 version 5
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender
@@ -141,6 +148,8 @@ TEST(MessageTest, EncodesDocumentedLayout) {
       0x38, 0x37, 0x36, 0x35, 0x34, 0x33, 0x32, 0x31,  // 40 epoch
       0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41,  // 48 clock
       0x58, 0x57, 0x56, 0x55, 0x54, 0x53, 0x52, 0x51,  // 56 aux
+      0x64, 0x63, 0x62, 0x61,                          // 64 seq
+      0x74, 0x73, 0x72, 0x71,                          // 68 part
   };
   ASSERT_EQ(want.size(), kHeaderSize);
   std::vector<std::byte> bytes = Encoded(h);
@@ -281,7 +290,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
         bool legal = false;
         std::string field = f.name;
         if (field == "type") legal = IsKnownType(v);
-        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError}) == 0;
+        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend}) == 0;
         if (field == "value_type") legal = v >= 1 && v <= 4;
         if (field == "status") legal = v <= static_cast<unsigned>(StatusCode::kInternal);
         if (field == "num_frames") legal = num_frames <= kMaxFrames;
@@ -314,7 +323,7 @@ TEST(MessageTest, CarriesAnyValueInUnvalidatedFields) {
   // The id, width and 64-bit fields carry any value: every single-byte change decodes to it.
   const Header base = SampleHeader();
   const std::vector<std::byte> good = Encoded(base);
-  for (size_t off : {8, 11, 12, 15, 16, 19, 24, 27, 32, 39, 40, 47, 48, 55, 56, 63}) {
+  for (size_t off : {8, 11, 12, 15, 16, 19, 24, 27, 32, 39, 40, 47, 48, 55, 56, 63, 64, 67, 68, 71}) {
     std::vector<std::byte> bytes = good;
     bytes[off] = ~bytes[off];
     Result<Header> d = DecodeCopy(bytes, kHeaderSize);

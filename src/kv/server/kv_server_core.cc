@@ -8,6 +8,7 @@
 #include "base/logging.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/table_store.h"
+#include "kv/worker/slicer.h"
 
 namespace pserver::kv {
 
@@ -36,7 +37,8 @@ struct KVServerCore::Table {
 
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
     : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
-  for (const cluster::NodeInfo& n : runtime_->view().nodes) {
+  MutexLock lock(&apply_mu_);
+  for (const cluster::NodeInfo& n : runtime_->routing()->view().nodes) {
     if (n.role != Role::kWorker) continue;
     worker_rank_[n.id] = n.rank.value;
     worker_clock_[n.id] = 0;
@@ -62,7 +64,7 @@ void KVServerCore::ServeDefault(ValueType type, bool serve) {
 }
 
 Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const TableSpec& spec) {
-  auto table = std::make_unique<Table>(spec, runtime_->view().num_workers);
+  auto table = std::make_unique<Table>(spec, runtime_->routing()->view().num_workers);
   const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
   if (!updater.ok()) return updater.status().WithContext(where);
@@ -73,6 +75,7 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
 }
 
 Status KVServerCore::OnTableDeclared(TableId id, const TableSpec& spec) {
+  MutexLock lock(&apply_mu_);
   if (tables_.contains(id)) return Status::Ok();
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, spec));
   tables_.emplace(id, std::move(table));
@@ -181,6 +184,7 @@ bool KVServerCore::Admits(const transport::Header& h) const {
 }
 
 void KVServerCore::OnData(Message&& msg) {
+  MutexLock lock(&apply_mu_);
   if (msg.header.is_reply()) {
     return Reply(msg.header, Status::InvalidArgument("a server does not take replies"), nullptr, nullptr);
   }
@@ -213,6 +217,7 @@ void KVServerCore::ReleaseWaiting() {
 
 void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
   if (failure.role != Role::kWorker) return;
+  MutexLock lock(&apply_mu_);
   if (worker_clock_.erase(failure.id) > 0) {
     PSERVER_LOG_WARN("server {}: dropped worker {} from the stale-synchronous clock: it was declared dead ({})",
                      runtime_->rank().value, failure.rank.value, failure.reason);
@@ -238,6 +243,17 @@ void KVServerCore::Process(Message&& msg) {
   if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
   Table& t = **table;
 
+  // Ownership: nothing is applied unless this server owns every key under its view; a request
+  // routed by an older view is redirected with this one (requests of newer views wait in the
+  // runtime until this server has their view).
+  if (!req->keys.empty()) {
+    std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+    if (std::optional<size_t> miss = FirstNotOwned({req->keys.data(), req->keys.size()}, cluster::PlacementOf(t.spec),
+                                                   routing->ring(), runtime_->rank().value)) {
+      return Redirect(header, *routing, req->keys[*miss]);
+    }
+  }
+
   // Shared, not copied: a std::function copy may allocate, and SetHandler may replace the
   // handler while this request still runs it.
   std::shared_ptr<const ServerHandler> handler;
@@ -260,7 +276,10 @@ void KVServerCore::Process(Message&& msg) {
   auto rank = worker_rank_.find(req->sender);
   const bool from_worker = rank != worker_rank_.end();
   bool duplicate = false;
-  if (Pushes(req->type) && has_keys && from_worker) {
+  // A resend after a redirect was applied nowhere (the redirect applied nothing), and may come
+  // after newer requests of its worker: the clock would take it for a duplicate.
+  const bool resend = header.flags & transport::kFlagResend;
+  if (Pushes(req->type) && has_keys && from_worker && !resend) {
     duplicate = t.clock.Covers(range, rank->second, req->timestamp.value);
     if (duplicate) {
       PSERVER_LOG_DEBUG("server {}: request {} of worker {} was applied before; not applying it again",
@@ -300,6 +319,7 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
   m.header.width = request.width;
   m.header.request_id = request.request_id;
   m.header.epoch = request.epoch;
+  m.header.part = request.part;
   if (!status.ok()) {
     m.header.flags |= transport::kFlagError;
     m.header.status = static_cast<uint8_t>(status.code());
@@ -312,10 +332,56 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     m.frames.push_back(transport::AsBytes(resp->lens));
     if (clock) m.frames.push_back(transport::AsBytes(SharedArray<int64_t>(std::move(*clock))));
   }
-  if (Status s = runtime_->transport().Send(std::move(m)); !s.ok()) {
+  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not answer {}: {}", runtime_->rank().value, transport::Describe(request),
                      s.ToString());
   }
+}
+
+void KVServerCore::Redirect(const transport::Header& request, const cluster::Routing& routing,
+                            [[maybe_unused]] Key not_owned) {
+  PSERVER_LOG_DEBUG("server {}: redirected {} routed with epoch {} (key {} is not this server's at epoch {})",
+                    runtime_->rank().value, transport::Describe(request), request.epoch.value, not_owned,
+                    routing.epoch().value);
+  Message m;
+  m.header.type = request.type;
+  m.header.flags = transport::kFlagReply | transport::kFlagRedirect;
+  m.header.sender = runtime_->id();
+  m.header.receiver = request.sender;
+  m.header.table = request.table;
+  m.header.value_type = request.value_type;
+  m.header.width = request.width;
+  m.header.request_id = request.request_id;
+  m.header.epoch = routing.epoch();
+  m.header.part = request.part;
+  m.frames.push_back(cluster::Encode(routing.view()));
+  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+    PSERVER_LOG_WARN("server {}: could not redirect {}: {}", runtime_->rank().value, transport::Describe(request),
+                     s.ToString());
+  }
+}
+
+Result<TableStore*> KVServerCore::FindStore(TableId id) {
+  PSERVER_ASSIGN_OR_RETURN(Table * table, FindTable(id));
+  return table->store.get();
+}
+
+Result<RowBatch> KVServerCore::ListRows(TableId id, const std::function<bool(Key)>& choose) {
+  MutexLock lock(&apply_mu_);
+  PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return store->ListRows(choose);
+}
+
+Status KVServerCore::InsertRows(TableId id, const RowBatch& rows) {
+  MutexLock lock(&apply_mu_);
+  PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return store->InsertRows(rows);
+}
+
+Result<size_t> KVServerCore::EraseRows(TableId id, const std::function<bool(Key)>& choose) {
+  MutexLock lock(&apply_mu_);
+  PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return store->EraseRows(choose);
 }
 
 }  // namespace pserver::kv

@@ -13,6 +13,12 @@
 // inserted. A custom handler (SetHandler), where one is set for the table's value type, takes
 // the table's requests instead; without one, ServeDefault(type, true) lets the stores answer.
 //
+// Ownership: a request is applied only when this server owns every one of its keys under its
+// current view (cluster/routing.h); otherwise nothing of it is applied and the worker gets a
+// redirect (transport::kFlagRedirect) carrying this server's view, by which it re-slices and
+// resends the request (kFlagResend). A request routed with a newer view than this server's
+// never reaches the core before the server learns that view (cluster::NodeRuntime holds it).
+//
 // Vector clocks: each table keeps a RangeClock. A push that the clock shows as applied already
 // (a duplicate of an earlier request: same worker, not newer timestamp, same range) is not
 // applied again; pull replies carry the clock of the pulled range as a fourth frame.
@@ -22,8 +28,8 @@
 // request of a worker waits, that worker's later requests wait behind it, so each worker's
 // requests stay in order. A worker the scheduler declares dead is dropped from the clock.
 //
-// Thread safety: Configure and SetHandler are thread-safe; everything else runs on the
-// receive thread.
+// Thread safety: SetHandler, ServeDefault and the row calls (ListRows, ...) are thread-safe;
+// the DataHandler calls run on the receive thread.
 #pragma once
 
 #include <deque>
@@ -32,7 +38,9 @@
 #include <mutex>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "cluster/node_runtime.h"
 #include "kv/server/range_clock.h"
 #include "pserver/kv_server.h"
@@ -43,6 +51,7 @@ namespace pserver::kv {
 
 class ApplyPool;
 class TableStore;
+struct RowBatch;
 
 // A data request as handlers see it (values as raw bytes of the table's type).
 struct ServerRequest {
@@ -75,27 +84,40 @@ class KVServerCore final : public cluster::DataHandler {
   // Serves tables of `type` with the built-in stores (or stops serving them).
   void ServeDefault(ValueType type, bool serve);
 
-  void OnData(transport::Message&& msg) override;
-  void OnNodeFailed(const cluster::NodeFailure& failure) override;
+  void OnData(transport::Message&& msg) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnShutdown(const Status&) override {}
-  Status OnTableDeclared(TableId id, const TableSpec& spec) override;
+  Status OnTableDeclared(TableId id, const TableSpec& spec) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+
+  // Moving rows between servers (the tests' harness today; transfer between servers,
+  // replication and checkpoints later): the rows of table `id` whose keys `choose` picks (every
+  // row when empty), with their rule state; inserting such rows; erasing them. Each runs between
+  // two requests (thread-safe). kNotFound for a table this server never met; InsertRows refuses
+  // (kInvalidArgument, changing nothing) rows that do not fit the table.
+  Result<RowBatch> ListRows(TableId id, const std::function<bool(Key)>& choose) ABSL_LOCKS_EXCLUDED(apply_mu_);
+  Status InsertRows(TableId id, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(apply_mu_);
+  Result<size_t> EraseRows(TableId id, const std::function<bool(Key)>& choose) ABSL_LOCKS_EXCLUDED(apply_mu_);
 
  private:
   struct Table;
 
   // The table's state, built from its spec on first use. kNotFound for a table never announced.
-  Result<Table*> FindTable(TableId id);
+  Result<Table*> FindTable(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // The store of FindTable's table.
+  Result<TableStore*> FindStore(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   Result<std::unique_ptr<Table>> MakeTable(TableId id, const TableSpec& spec);
   Result<ServerRequest> Decode(transport::Message& msg, const Table& table);
   Status CheckResponse(const ServerRequest& req, const ServerResponse& resp) const;
   // Applies one request and replies (or handles a clock tick).
-  void Process(transport::Message&& msg);
+  void Process(transport::Message&& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Whether a request may be processed now (stale-synchronous pulls).
-  bool Admits(const transport::Header& h) const;
+  bool Admits(const transport::Header& h) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Processes waiting requests that became admissible.
-  void ReleaseWaiting();
+  void ReleaseWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
              std::vector<int64_t>* clock);
+  // Answers a request this server does not own (`not_owned` is one such key) with its view.
+  void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
 
   cluster::NodeRuntime* const runtime_;
   std::mutex mu_;
@@ -104,12 +126,13 @@ class KVServerCore final : public cluster::DataHandler {
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
 
-  // Receive thread only.
-  absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_;
-  absl::flat_hash_map<NodeId, uint32_t> worker_rank_;        // every worker of the job
-  absl::flat_hash_map<NodeId, uint64_t> worker_clock_;       // live workers only
-  absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_;
-  size_t num_waiting_ = 0;
+  // Taken by the receive thread around each message it hands over, and by the migration calls.
+  Mutex apply_mu_;
+  absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_ ABSL_GUARDED_BY(apply_mu_);
+  absl::flat_hash_map<NodeId, uint32_t> worker_rank_ ABSL_GUARDED_BY(apply_mu_);    // every worker of the job
+  absl::flat_hash_map<NodeId, uint64_t> worker_clock_ ABSL_GUARDED_BY(apply_mu_);   // live workers only
+  absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_ ABSL_GUARDED_BY(apply_mu_);
+  size_t num_waiting_ ABSL_GUARDED_BY(apply_mu_) = 0;
 };
 
 }  // namespace pserver::kv

@@ -18,12 +18,7 @@ using transport::MessageType;
 
 namespace {
 
-cluster::Placement PlacementOf(const TableSpec& spec) {
-  cluster::Placement p;
-  p.kind = static_cast<cluster::PlacementKind>(spec.placement);
-  p.range = spec.key_range;
-  return p;
-}
+using cluster::PlacementOf;
 
 bool Pushes(MessageType t) { return t == MessageType::kPush || t == MessageType::kPushPull; }
 bool Pulls(MessageType t) { return t == MessageType::kPull || t == MessageType::kPushPull; }
@@ -153,7 +148,10 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.value_type = p.spec->value_type;
   m.header.width = p.spec->variable_length ? 0 : p.spec->width;
   m.header.request_id = ts;
-  m.header.epoch = runtime_->view().epoch;
+  m.header.epoch = part.epoch;
+  m.header.part = static_cast<uint32_t>(&part - p.parts.data());
+  m.header.clock = p.clock;
+  m.header.aux = p.aux;
   const bool gathered = !p.order.empty();  // by SplitBySlice, for a hashed request
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
@@ -183,8 +181,9 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   // Fixed-width rows of a hashed request over several servers move by order; variable rows
   // go by runs.
   std::vector<uint32_t> order;
+  const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
   PSERVER_ASSIGN_OR_RETURN(Slices slices,
-                           SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), runtime_->ring(),
+                           SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), routing->ring(),
                                      spec.variable_length ? nullptr : &order));
   Pending p;
   p.spec = std::move(found);
@@ -192,9 +191,10 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   for (Slice& s : slices) {
     Part part;
     part.server = s.server;
-    part.node = runtime_->ServerNode(s.server);
+    part.node = routing->Server(s.server)->id;  // the ring holds servers of the view only
     part.runs = std::move(s.runs);
     part.num_keys = s.num_keys;
+    part.epoch = routing->epoch();
     p.parts.push_back(std::move(part));
   }
   p.call = std::move(call);
@@ -221,17 +221,13 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   ++next_ts_;
   const TableConsistency& tc = consistency_[p.call.table];
   p.max_delay = p.call.max_delay.value_or(tc.max_delay);
-  uint64_t aux = 0;
-  if (Pulls(p.call.type) && tc.staleness >= 0) aux = static_cast<uint64_t>(tc.staleness) + 1;
+  if (Pulls(p.call.type) && tc.staleness >= 0) p.aux = static_cast<uint64_t>(tc.staleness) + 1;
+  p.clock = clock_;
   Unsent messages;
   for (size_t i = 0; i < p.parts.size(); ++i) {
-    Message& m = messages
-                     .emplace_back(ts, BuildMessage(p, p.parts[i], ts, offsets,
-                                                    part_keys.empty() ? Bytes() : std::move(part_keys[i]),
-                                                    part_vals.empty() ? Bytes() : std::move(part_vals[i])))
-                     .second;
-    m.header.clock = clock_;
-    m.header.aux = aux;
+    messages.emplace_back(ts, BuildMessage(p, p.parts[i], ts, offsets,
+                                           part_keys.empty() ? Bytes() : std::move(part_keys[i]),
+                                           part_vals.empty() ? Bytes() : std::move(part_vals[i])));
   }
   unfinished_.Add(ts);
   if (!held_.empty() || !Ready(ts, p)) {
@@ -262,33 +258,30 @@ bool KVWorkerCore::Ready(int64_t ts, const Pending& p) const {
 }
 
 void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
-  std::vector<std::pair<int64_t, Status>> failed;  // (ts, error) with the part's node in the error
-  std::vector<NodeId> failed_nodes;
+  struct Failed {
+    int64_t ts;
+    uint32_t part;
+    Status error;  // names the part's node
+  };
+  std::vector<Failed> failed;
   for (auto& [ts, m] : msgs) {
     const NodeId node = m.header.receiver;
+    const uint32_t part = m.header.part;
     Status s = runtime_->PeerStatus(node);
-    if (s.ok()) s = runtime_->transport().Send(std::move(m));
+    if (s.ok()) s = runtime_->SendData(std::move(m));
     if (!s.ok()) {
       if (ts == 0) {
         PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
                          runtime_->DescribeNode(node), s.ToString());
         continue;
       }
-      failed.emplace_back(ts, s.WithContext(runtime_->DescribeNode(node)));
-      failed_nodes.push_back(node);
+      failed.push_back(Failed{ts, part, s.WithContext(runtime_->DescribeNode(node))});
     }
   }
   send_lock.unlock();
-  for (size_t f = 0; f < failed.size(); ++f) {
+  for (const Failed& f : failed) {
     std::unique_lock lock(mu_);
-    auto it = pending_.find(failed[f].first);
-    if (it == pending_.end()) continue;
-    for (size_t i = 0; i < it->second.parts.size(); ++i) {
-      if (it->second.parts[i].node == failed_nodes[f]) {
-        Answer(lock, failed[f].first, i, nullptr, failed[f].second);
-        break;
-      }
-    }
+    Answer(lock, f.ts, f.part, nullptr, f.error);
   }
 }
 
@@ -332,12 +325,13 @@ void KVWorkerCore::StartReady() {
 
 std::vector<Message> KVWorkerCore::TickMessages(uint64_t clock) const {
   std::vector<Message> out;
-  for (uint32_t s = 0; s < runtime_->view().num_servers; ++s) {
+  const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+  for (uint32_t s : routing->server_ranks()) {
     Message m;
     m.header.type = MessageType::kClock;
     m.header.sender = runtime_->id();
-    m.header.receiver = runtime_->ServerNode(s);
-    m.header.epoch = runtime_->view().epoch;
+    m.header.receiver = routing->Server(s)->id;
+    m.header.epoch = routing->epoch();
     m.header.clock = clock;
     out.push_back(std::move(m));
   }
@@ -395,17 +389,108 @@ void KVWorkerCore::OnData(Message&& msg) {
   std::unique_lock lock(mu_);
   auto it = pending_.find(h.request_id);
   if (it == pending_.end()) return;  // already failed (e.g. its server was declared dead)
-  for (size_t i = 0; i < it->second.parts.size(); ++i) {
-    Part& part = it->second.parts[i];
-    if (part.node != h.sender || part.answered) continue;
-    Status error;
-    if (h.is_error()) {
-      error = Status(static_cast<StatusCode>(h.status), ReplyText(msg))
-                  .WithContext(fmt::format("{}", runtime_->DescribeNode(h.sender)));
-    }
-    Answer(lock, h.request_id, i, &msg, error);
+  if (h.part >= it->second.parts.size()) return;
+  Part& part = it->second.parts[h.part];
+  if (part.node != h.sender || part.answered) return;  // a stray or repeated reply
+  if (h.is_redirect()) {
+    Unsent resend = Reroute(lock, h.request_id, h.part, msg);
+    if (resend.empty()) return;
+    lock.unlock();
+    std::unique_lock send_lock(send_mu_);
+    SendAll(send_lock, std::move(resend));
     return;
   }
+  Status error;
+  if (h.is_error()) {
+    error = Status(static_cast<StatusCode>(h.status), ReplyText(msg))
+                .WithContext(fmt::format("{}", runtime_->DescribeNode(h.sender)));
+  }
+  Answer(lock, h.request_id, h.part, &msg, error);
+}
+
+namespace {
+
+// The maximal runs of consecutive values in ascending `indices`.
+IndexRuns RunsOf(std::span<const uint32_t> indices) {
+  IndexRuns runs;
+  for (uint32_t i : indices) {
+    if (!runs.empty() && runs.back().end == i) {
+      ++runs.back().end;
+    } else {
+      runs.push_back(IndexRun{i, i + 1});
+    }
+  }
+  return runs;
+}
+
+}  // namespace
+
+KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index,
+                                           const Message& redirect) {
+  Pending& p = pending_.at(ts);
+  const NodeId from = redirect.header.sender;
+  auto fail = [&](const Status& why) {
+    Answer(lock, ts, index, nullptr, why.WithContext(runtime_->DescribeNode(from)));
+    return Unsent();
+  };
+  Result<cluster::ClusterView> view = redirect.frames.size() == 1 ? cluster::DecodeClusterView(redirect.frames[0])
+                                                                   : Status::Corruption("a redirect without a view");
+  if (!view.ok()) return fail(view.status());
+  Result<std::shared_ptr<const cluster::Routing>> routing = runtime_->AdoptView(*view);
+  if (!routing.ok()) return fail(routing.status());
+  const Epoch sent_with = p.parts[index].epoch;
+  if ((*routing)->epoch() <= sent_with) {
+    return fail(Status::Internal(fmt::format(
+        "redirected a request routed with the view of epoch {}, but its own view (epoch {}) is not newer",
+        sent_with.value, view->epoch.value)));
+  }
+  // A request split by order: its parts become runs, so that new parts can join them.
+  if (!p.order.empty()) {
+    std::span<const uint32_t> order = p.order;
+    for (Part& part : p.parts) {
+      std::vector<uint32_t> mine(order.begin(), order.begin() + part.num_keys);
+      std::sort(mine.begin(), mine.end());
+      part.runs = RunsOf(mine);
+      order = order.subspan(part.num_keys);
+    }
+    p.order.clear();
+  }
+  // The part's key indices and keys, re-sliced by the newer ring.
+  std::vector<uint32_t> indices;
+  for (const IndexRun& r : p.parts[index].runs) {
+    for (uint32_t i = r.begin; i < r.end; ++i) indices.push_back(i);
+  }
+  std::vector<Key> keys(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) keys[i] = p.call.keys[indices[i]];
+  Result<Slices> slices = SliceKeys(keys, PlacementOf(*p.spec), (*routing)->ring());
+  if (!slices.ok()) return fail(slices.status());
+  p.parts[index].answered = true;
+  p.parts[index].rerouted = true;
+  --p.unanswered;
+  const std::vector<uint64_t> offsets =
+      p.spec->variable_length && Pushes(p.call.type) ? Offsets(p.call.lens) : std::vector<uint64_t>();
+  Unsent out;
+  for (const Slice& s : *slices) {
+    Part part;
+    part.server = s.server;
+    part.node = (*routing)->Server(s.server)->id;
+    part.num_keys = s.num_keys;
+    part.epoch = (*routing)->epoch();
+    std::vector<uint32_t> mine;  // the slice's runs index `keys`; map them back to the request
+    for (const IndexRun& r : s.runs) {
+      for (uint32_t i = r.begin; i < r.end; ++i) mine.push_back(indices[i]);
+    }
+    part.runs = RunsOf(mine);
+    p.parts.push_back(std::move(part));
+    ++p.unanswered;
+    Message m = BuildMessage(p, p.parts.back(), ts, offsets, Bytes(), Bytes());
+    m.header.flags |= transport::kFlagResend;
+    out.emplace_back(ts, std::move(m));
+  }
+  PSERVER_LOG_DEBUG("worker {}: request {} part {} redirected by {} to the view of epoch {}: resent as {} part(s)",
+                    runtime_->rank().value, ts, index, runtime_->DescribeNode(from), (*routing)->epoch().value,
+                    out.size());
+  return out;
 }
 
 void KVWorkerCore::Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, Message* reply,
@@ -436,10 +521,10 @@ void KVWorkerCore::Complete(int64_t ts, Pending&& p) {
 void KVWorkerCore::MergeIncludes(const Pending& p) const {
   // Frame 3 of a pull reply: per worker rank, the newest timestamp the pulled range includes.
   std::vector<Timestamp>& out = *p.call.includes;
-  out.assign(runtime_->view().num_workers, Timestamp(std::numeric_limits<int64_t>::max()));
+  out.assign(runtime_->routing()->view().num_workers, Timestamp(std::numeric_limits<int64_t>::max()));
   bool any = false;
   for (const Part& part : p.parts) {
-    if (part.reply.frames.size() < 4) continue;
+    if (part.rerouted || part.reply.frames.size() < 4) continue;
     const Bytes& f = part.reply.frames[3];
     const size_t n = std::min(out.size(), f.size() / sizeof(int64_t));
     for (size_t w = 0; w < n; ++w) {
@@ -480,6 +565,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   const size_t n = p.call.keys.size();
   const bool var = p.spec->variable_length;
   for (const Part& part : p.parts) {
+    if (part.rerouted) continue;
     if (part.reply.frames.size() != 3 && part.reply.frames.size() != 4) {
       return Status::Corruption(fmt::format("{} sent a pull reply with {} frames, expected 3 or 4",
                                             runtime_->DescribeNode(part.node), part.reply.frames.size()));
@@ -491,6 +577,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   if (var) {
     out_lens = SharedArray<int32_t>(n);
     for (const Part& part : p.parts) {
+      if (part.rerouted) continue;
       const Bytes& f = part.reply.frames[2];
       if (f.size() != part.num_keys * sizeof(int32_t)) {
         return Status::Corruption(fmt::format("{} returned {} bytes of lengths for {} keys",
@@ -511,6 +598,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
   const uint64_t total = begin_of(static_cast<uint32_t>(n));
   // Check each part's value bytes before touching the output.
   for (const Part& part : p.parts) {
+    if (part.rerouted) continue;
     uint64_t want = var ? 0 : uint64_t{part.num_keys} * row;  // (a request split by order has no runs)
     if (var) {
       for (const IndexRun& r : part.runs) want += begin_of(r.end) - begin_of(r.begin);
@@ -544,6 +632,7 @@ Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* len
     return Status::Ok();
   }
   for (const Part& part : p.parts) {
+    if (part.rerouted) continue;
     const std::byte* src = part.reply.frames[1].data();
     if (!var) {
       ScatterRows(src, part.runs, row, out.data());
@@ -568,7 +657,7 @@ Result<uint32_t> KVWorkerCore::ServerOf(TableId table, Key key) const {
     return Status::InvalidArgument(fmt::format("key {} lies outside table '{}' range [{}, {}]", key, spec.name,
                                                placement.range.first, placement.range.last));
   }
-  return runtime_->ring().Owner(cluster::RoutingKey(placement, key));
+  return runtime_->routing()->ring().Owner(cluster::RoutingKey(placement, key));
 }
 
 void KVWorkerCore::Remember(int64_t ts, const Status& s) {

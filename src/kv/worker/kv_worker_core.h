@@ -10,6 +10,13 @@
 // (OnData); when the last part of a request is in, pulled values are assembled in key order,
 // the result sink and the callback run, and waiters are woken.
 //
+// Routing: each request is sliced by one routing snapshot (cluster/routing.h) and each part
+// carries that snapshot's epoch and its index in the request (header.part; replies echo it). A
+// server that does not own every key of a part under its (newer) view applies nothing of it and
+// answers with a redirect carrying its view: the worker adopts that view, re-slices the part's
+// keys by it and sends them again as new parts of the same request (kFlagResend), so a request
+// completes across any number of view changes.
+//
 // Bounded state: a request is forgotten as soon as it completes; only failed requests keep
 // their status until Wait collects it (at most kMaxRememberedErrors, oldest dropped first).
 //
@@ -85,7 +92,9 @@ class KVWorkerCore final : public cluster::DataHandler {
     NodeId node;
     IndexRuns runs;
     uint32_t num_keys = 0;
+    Epoch epoch;            // of the routing the part was sliced by
     bool answered = false;
+    bool rerouted = false;  // redirected: its keys went out again as later parts (no reply)
     transport::Message reply;
   };
   struct Pending {
@@ -96,6 +105,8 @@ class KVWorkerCore final : public cluster::DataHandler {
                                               // key indices grouped by part (SliceKeys); else empty
     std::vector<transport::Message> unsent;  // by part, while the task is held
     int64_t max_delay = -1;
+    uint64_t clock = 0;  // the header fields every part carries
+    uint64_t aux = 0;
     size_t unanswered = 0;
     Status status;
   };
@@ -121,6 +132,11 @@ class KVWorkerCore final : public cluster::DataHandler {
   // by `lock`, which may be released and re-acquired.
   void Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t part, transport::Message* reply,
               const Status& error);
+  // A redirect of part `index` of request `ts` carrying a server's view: adopts the view and
+  // re-slices the part's keys by it into new parts, returned for sending; or answers the part
+  // with an error when the redirect cannot be followed. REQUIRES: mu_ held by `lock`, which
+  // may be released and re-acquired.
+  Unsent Reroute(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, const transport::Message& redirect);
   // Finishes a request (result, callback, bookkeeping), then starts what it released.
   void Complete(int64_t ts, Pending&& p);
   // Returns whether tasks are held (so that the caller should try to start them).

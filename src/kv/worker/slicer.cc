@@ -294,4 +294,38 @@ Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& pl
                                  std::to_string(static_cast<int>(placement.kind)));
 }
 
+std::optional<size_t> FirstNotOwned(std::span<const Key> keys, const cluster::Placement& placement, const Ring& ring,
+                                    uint32_t server) {
+  if (keys.empty()) return std::nullopt;
+  // Ordered placements: the keys' routing keys ascend, so the request is owned iff every ring
+  // segment from the first key's to the last key's is; only then is a key-by-key search needed.
+  auto ordered = [&](const auto& routing_at) -> std::optional<size_t> {
+    const size_t first = ring.SegmentIndex(routing_at(0)), last = ring.SegmentIndex(routing_at(keys.size() - 1));
+    bool all = true;
+    for (size_t s = first; s <= last && all; ++s) all = ring.segments()[s].server == server;
+    if (all) return std::nullopt;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (ring.Owner(routing_at(i)) != server) return i;
+    }
+    return std::nullopt;
+  };
+  switch (placement.kind) {
+    case PlacementKind::kHashed:
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (ring.Owner(cluster::MixKey(keys[i])) != server) return i;
+      }
+      return std::nullopt;
+    case PlacementKind::kIdentity: return ordered([keys](size_t i) { return keys[i]; });
+    case PlacementKind::kRange: {
+      const KeyRange range = placement.range;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (!range.Contains(keys[i])) return i;
+      }
+      const cluster::RangeScale scale(range);
+      return ordered([keys, &scale](size_t i) { return scale(keys[i]); });
+    }
+  }
+  return 0;
+}
+
 }  // namespace pserver::kv

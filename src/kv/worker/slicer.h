@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -71,6 +72,14 @@ using Slices = absl::InlinedVector<Slice, 1>;
 // go to one server) `order` is left empty and the runs are filled.
 Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const cluster::Ring& ring,
                          std::vector<uint32_t>* order = nullptr);
+
+// The index of the first key of `keys` that server `server` does not own on `ring` under
+// `placement` (a kRange key outside the declared range counts as not owned), or nullopt when it
+// owns them all: the server's check that it may apply a request. REQUIRES: `keys` sorted
+// ascending without duplicates. O(s) segment lookups for kRange and kIdentity when owned (s: the
+// segments the keys span), O(n) for kHashed.
+std::optional<size_t> FirstNotOwned(std::span<const Key> keys, const cluster::Placement& placement,
+                                    const cluster::Ring& ring, uint32_t server);
 
 // Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another
 // (one memcpy per run).

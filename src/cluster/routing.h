@@ -1,0 +1,60 @@
+// Routing: one immutable, epoch-stamped snapshot of the cluster's routing state -- the view
+// (members, their addresses and identities), the ring built from it and the epoch -- that a
+// node swaps as a whole when the scheduler announces a new view (NodeRuntime::routing()).
+// Whoever routes or checks a request takes one snapshot and uses it throughout, so a request is
+// never sliced by half of one view and half of another.
+//
+// Servers are named on the ring by their rank, their stable name (see ClusterView); nothing
+// here assumes the ranks are dense.
+//
+// Thread safety: immutable after Build; shared freely between threads (std::shared_ptr).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "cluster/control_messages.h"
+#include "cluster/ring.h"
+#include "pserver/result.h"
+
+namespace pserver::cluster {
+
+class Routing {
+ public:
+  // The snapshot of `view`: the ring of view.ring's servers with view.virtual_nodes points each.
+  // kCorruption if the view's ring is empty or names a rank that is no server of the view, if a
+  // node id or server rank repeats, or if the ring cannot be built (e.g. virtual_nodes of 0).
+  static Result<std::shared_ptr<const Routing>> Build(ClusterView view);
+
+  Epoch epoch() const { return view_.epoch; }
+  const ClusterView& view() const { return view_; }
+  const Ring& ring() const { return ring_; }
+
+  // The node of the server with rank `rank`, or nullptr if the view has none.
+  const NodeInfo* Server(uint32_t rank) const;
+  // The node with id `id`, or nullptr if it is not a member of the view.
+  const NodeInfo* Find(NodeId id) const;
+  // The ranks of every server of the view (on the ring or not), ascending.
+  const std::vector<uint32_t>& server_ranks() const { return server_ranks_; }
+
+  // Whether server `rank` owns `routing_key` under this view.
+  bool Owns(uint32_t rank, uint64_t routing_key) const { return ring_.Owner(routing_key) == rank; }
+
+ private:
+  Routing(ClusterView view, Ring ring);
+
+  ClusterView view_;
+  Ring ring_;
+  absl::flat_hash_map<NodeId, size_t> by_id_;        // index into view_.nodes
+  absl::flat_hash_map<uint32_t, size_t> by_server_;  // server rank -> index into view_.nodes
+  std::vector<uint32_t> server_ranks_;
+};
+
+// The view that `base` becomes with `ring` (server ranks) as its ring and `epoch` as its epoch:
+// what a scheduler announces. kInvalidArgument if `ring` is empty, repeats a rank or names one
+// that is no server of `base`.
+Result<ClusterView> WithRing(const ClusterView& base, std::vector<uint32_t> ring, Epoch epoch);
+
+}  // namespace pserver::cluster

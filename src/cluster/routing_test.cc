@@ -1,0 +1,82 @@
+// Routing: a snapshot built from a view (ring of the view's ring servers only, lookups by
+// stable name), the checks on malformed views, and WithRing.
+#include "cluster/routing.h"
+
+#include <gtest/gtest.h>
+
+#include "cluster/cluster_test_util.h"
+
+namespace pserver::cluster {
+namespace {
+
+ClusterView ThreeServers() {
+  ClusterView v;
+  v.epoch = Epoch(4);
+  v.num_servers = 3;
+  v.num_workers = 1;
+  v.virtual_nodes = 16;
+  // Server ranks need not be dense: rank 7 is a server's stable name like any other.
+  v.nodes = {
+      {NodeId(1), Role::kServer, Rank(0), "inproc://a", {1, 1}},
+      {NodeId(2), Role::kServer, Rank(7), "inproc://b", {2, 2}},
+      {NodeId(5), Role::kServer, Rank(2), "inproc://c", {3, 3}},
+      {NodeId(3), Role::kWorker, Rank(0), "inproc://w", {4, 4}},
+  };
+  v.ring = {7, 0};
+  return v;
+}
+
+TEST(RoutingTest, BuildsTheRingOfTheViewsRingServersOnly) {
+  Result<std::shared_ptr<const Routing>> r = Routing::Build(ThreeServers());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Routing& routing = **r;
+  EXPECT_EQ(routing.epoch(), Epoch(4));
+  EXPECT_EQ(routing.ring().servers(), (std::vector<uint32_t>{0, 7}));
+  EXPECT_EQ(routing.server_ranks(), (std::vector<uint32_t>{0, 2, 7}));
+  ASSERT_NE(routing.Server(7), nullptr);
+  EXPECT_EQ(routing.Server(7)->id, NodeId(2));
+  EXPECT_EQ(routing.Server(2)->id, NodeId(5));
+  EXPECT_EQ(routing.Server(1), nullptr);
+  EXPECT_EQ(routing.Find(NodeId(3))->role, Role::kWorker);
+  EXPECT_EQ(routing.Find(NodeId(9)), nullptr);
+  // Every routing key is owned by exactly one ring server, and never by server 2 (off the ring).
+  for (uint64_t k : {uint64_t{0}, uint64_t{1} << 63, ~uint64_t{0}, uint64_t{0x1234567890abcdef}}) {
+    const int owners = routing.Owns(0, k) + routing.Owns(7, k) + routing.Owns(2, k);
+    EXPECT_EQ(owners, 1) << k;
+    EXPECT_FALSE(routing.Owns(2, k));
+  }
+}
+
+TEST(RoutingTest, RefusesViewsItCannotRouteBy) {
+  ClusterView v = ThreeServers();
+  v.ring.clear();
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "no server on its ring"));
+  v = ThreeServers();
+  v.ring = {0, 9};
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names server 9"));
+  v = ThreeServers();
+  v.nodes[2].id = NodeId(1);
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names node 1 twice"));
+  v = ThreeServers();
+  v.nodes[2].rank = Rank(7);
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names server 7 twice"));
+  v = ThreeServers();
+  v.virtual_nodes = 0;
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "epoch 4"));
+}
+
+TEST(RoutingTest, WithRingChecksTheRingAndStampsTheEpoch) {
+  const ClusterView base = ThreeServers();
+  Result<ClusterView> v = WithRing(base, {2, 0, 7}, Epoch(5));
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(v->epoch, Epoch(5));
+  EXPECT_EQ(v->ring, (std::vector<uint32_t>{2, 0, 7}));
+  EXPECT_EQ(v->nodes, base.nodes);
+  EXPECT_TRUE(testing::StatusIs(WithRing(base, {}, Epoch(5)).status(), StatusCode::kInvalidArgument, "at least one"));
+  EXPECT_TRUE(testing::StatusIs(WithRing(base, {0, 0}, Epoch(5)).status(), StatusCode::kInvalidArgument, "twice"));
+  EXPECT_TRUE(testing::StatusIs(WithRing(base, {3}, Epoch(5)).status(), StatusCode::kInvalidArgument,
+                                "server 3 is not in the cluster"));
+}
+
+}  // namespace
+}  // namespace pserver::cluster
