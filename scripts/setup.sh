@@ -8,7 +8,9 @@ packages=(
   libzmq3-dev cppzmq-dev libabsl-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libzstd-dev liblz4-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 nftables procps
-  clang libclang-rt-14-dev
+  # clang builds of scripts/test.sh: libFuzzer, ASan+UBSan, TSan (runtimes in libclang-rt-14-dev;
+  # llvm's llvm-symbolizer turns the sanitizers' addresses into file:line)
+  clang libclang-rt-14-dev llvm
 )
 
 missing=()
