@@ -10,14 +10,15 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "bench_report.h"
 #include "run_span.h"
 
@@ -232,9 +233,9 @@ class ReplyBuffers {
   ReplyBuffers& operator=(const ReplyBuffers&) = delete;
 
   // A buffer of the pool's size, contents unspecified.
-  void* Take() {
+  void* Take() ABSL_LOCKS_EXCLUDED(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (!free_.empty()) {
         void* p = free_.back();
         free_.pop_back();
@@ -248,9 +249,9 @@ class ReplyBuffers {
   static void Give(void* data, void* hint) { static_cast<ReplyBuffers*>(hint)->Put(data); }
 
  private:
-  void Put(void* p) {
+  void Put(void* p) ABSL_LOCKS_EXCLUDED(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (free_.size() < kMaxFree) {
         free_.push_back(p);  // never allocates: reserved
         return;
@@ -260,8 +261,8 @@ class ReplyBuffers {
   }
 
   const size_t bytes_;
-  std::mutex mu_;
-  std::vector<void*> free_;  // guarded by mu_
+  Mutex mu_;
+  std::vector<void*> free_ ABSL_GUARDED_BY(mu_);
 };
 
 // dst[j] += the j-th float of `src`, for j < n. `src` points into a received message and need
