@@ -1,6 +1,7 @@
 // libFuzzer target for everything a peer's bytes reach before any node logic: the wire
 // decoder (header codec, frame table, inline and out-of-line frames) and the control-plane
-// body decoders.
+// body decoders (every frame is tried as each body, the ClusterView of kViewChange and of a
+// redirect included).
 //
 // Beyond "no crash, no ASan report", it checks two properties and traps when they break:
 //   - a wire frame sequence that DecodeWire accepts re-encodes to the received header bytes
@@ -15,12 +16,16 @@
 //                     bit 0: write a valid magic and version into the first frame
 //                     bit 1: zero the reserved header bytes
 //                     bit 2: set num_frames to the number of frames after the first
-//                     bit 3: rebuild the first frame as a well-formed head: its first 64
-//                            bytes (zero-padded), a frame table naming each later frame as
-//                            out of line, then the rest of its bytes as one inline frame
-//                            (num_frames set to match; applied before bits 0-2)
+//                     bit 3: rebuild the first frame as a well-formed head: its first
+//                            kHeaderSize (72) bytes (zero-padded), a frame table naming
+//                            each later frame as out of line, then the rest of its bytes as
+//                            one inline frame (num_frames set to match; applied before
+//                            bits 0-2)
 //   then frames     each a 2-byte little-endian length (clamped to what is left) and that many
 //                   bytes; the first frame is the header.
+//
+// The seeds in fuzz/corpus/message_fuzz are written by fuzz/message_corpus.cc with the codec
+// itself (rerun it when the wire format changes; ctest's message_corpus test says when).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -65,6 +70,7 @@ void CheckBody(const Bytes& body, Decode decode) {
 void CheckControlBodies(const Bytes& body) {
   CheckBody(body, cluster::DecodeRegisterRequest);
   CheckBody(body, cluster::DecodeRegisterReply);
+  CheckBody(body, cluster::DecodeClusterView);
   CheckBody(body, cluster::DecodeNodeFailure);
   CheckBody(body, cluster::DecodeTableSpec);
   auto spec = cluster::DecodeTableSpec(body);
