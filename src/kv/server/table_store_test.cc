@@ -380,7 +380,9 @@ void RunShardedVersusSingle(const TableSpec& spec, uint64_t seed) {
     ASSERT_OK(sharded->Handle(req, ctx, &r2));
     ASSERT_EQ(r1.vals.size(), r2.vals.size());
     // (An empty reply's data() is null, which memcmp must not be given even for 0 bytes.)
-    if (!r1.vals.empty()) ASSERT_EQ(0, std::memcmp(r1.vals.data(), r2.vals.data(), r1.vals.size())) << "round " << round;
+    if (!r1.vals.empty()) {
+      ASSERT_EQ(0, std::memcmp(r1.vals.data(), r2.vals.data(), r1.vals.size())) << "round " << round;
+    }
   }
   EXPECT_EQ(single->num_keys(), sharded->num_keys());
   std::map<Key, std::vector<std::byte>> rows1, rows2;
