@@ -39,7 +39,11 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
   PSERVER_LOG_INFO("{} listening at {}; registering with the scheduler at {}", RoleName(options.role), node->address_,
                    options.scheduler_address);
   PSERVER_RETURN_IF_ERROR(node->Register());
-  node->last_ack_ = Clock::now();
+  {
+    MutexLock lock(&node->mu_);
+    node->last_ack_ = Clock::now();
+  }
+  node->data_thread_ = std::jthread([n = node.get()] { n->DataLoop(); });
   node->receive_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->ReceiveLoop(st); });
   node->heartbeat_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->HeartbeatLoop(st); });
   return node;
@@ -48,10 +52,16 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
 NodeRuntime::~NodeRuntime() {
   heartbeat_thread_.request_stop();
   receive_thread_.request_stop();
-  cv_.notify_all();
+  cv_.SignalAll();
   transport_->Shutdown();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   if (receive_thread_.joinable()) receive_thread_.join();
+  {
+    MutexLock lock(&queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.SignalAll();
+  if (data_thread_.joinable()) data_thread_.join();
 }
 
 Message NodeRuntime::ToScheduler(MessageType type) const {
@@ -125,7 +135,7 @@ Status NodeRuntime::ApplyView(const RegisterReply& reply) {
 }
 
 Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterView& view) {
-  std::lock_guard lock(view_mu_);
+  MutexLock lock(&view_mu_);
   std::shared_ptr<const Routing> old = routing();
   if (old && view.epoch <= old->epoch()) return old;
   bool found_self = false;
@@ -166,7 +176,7 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
     Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
     if (!msg.ok()) {
       if (msg.status().code() == StatusCode::kDeadlineExceeded) {
-        ExpireWaits();
+        CheckGaps();
         continue;
       }
       return;  // shut down
@@ -177,7 +187,7 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
         continue;
       }
       if (msg->header.is_reply()) {  // replies are matched to their requests, not ordered
-        DeliverData(std::move(*msg));
+        Enqueue(DataItem(std::move(*msg)));
         continue;
       }
       ready.clear();
@@ -185,7 +195,7 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
       [[maybe_unused]] const uint32_t seq = msg->header.seq;
       switch (in_order_.Accept(std::move(*msg), Clock::now(), &ready)) {
         case ChannelOrder::Outcome::kDelivered:
-          for (Message& m : ready) DeliverData(std::move(m));
+          for (Message& m : ready) Enqueue(DataItem(std::move(m)));
           break;
         case ChannelOrder::Outcome::kHeld: break;
         case ChannelOrder::Outcome::kDuplicate:
@@ -204,11 +214,48 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
       }
       HandleControl(std::move(*msg));
     }
-    ExpireWaits();
+    CheckGaps();
   }
 }
 
-void NodeRuntime::ExpireWaits() {
+void NodeRuntime::Enqueue(DataItem item) {
+  MutexLock lock(&queue_mu_);
+  // Bounded: a peer that sends faster than this node applies is slowed down (its sends block
+  // in the transport) instead of filling this node's memory. The wait is on our own data thread.
+  queue_cv_.Wait(&queue_mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+    return queue_.size() < kMaxQueued || stopping_;
+  });
+  queue_.push_back(std::move(item));
+  if (queue_.size() == 1) queue_cv_.SignalAll();
+}
+
+void NodeRuntime::DataLoop() {
+  std::deque<DataItem> batch;
+  for (;;) {
+    {
+      MutexLock lock(&queue_mu_);
+      // Timed: parked requests expire even when nothing arrives.
+      queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval,
+                        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return !queue_.empty() || stopping_; });
+      if (stopping_) return;
+      const bool was_full = queue_.size() >= kMaxQueued;
+      batch.swap(queue_);
+      if (was_full) queue_cv_.SignalAll();
+    }
+    MutexLock lock(&data_mu_);
+    for (DataItem& item : batch) {
+      if (item.task) {
+        item.task();
+      } else {
+        DeliverData(std::move(item.msg));
+      }
+    }
+    batch.clear();
+    ExpireParked();
+  }
+}
+
+void NodeRuntime::CheckGaps() {
   const auto now = Clock::now();
   if (std::optional<ChannelOrder::Gap> gap = in_order_.OldestGap(); gap && now - gap->since > options_.view_timeout) {
     Fail(Status::Unavailable(fmt::format(
@@ -216,9 +263,11 @@ void NodeRuntime::ExpireWaits() {
         "or reply would be a lost update",
         DescribeNode(id_), gap->expected, DescribeNode(gap->sender), options_.view_timeout.count(), gap->held,
         gap->first_held)));
-    return;
   }
-  std::lock_guard lock(data_mu_);
+}
+
+void NodeRuntime::ExpireParked() {
+  const auto now = Clock::now();
   while (!parked_.empty() && now - parked_.front().since > options_.view_timeout) {
     Message m = std::move(parked_.front().msg);
     parked_.pop_front();
@@ -258,7 +307,6 @@ void NodeRuntime::Refuse(const Message& msg, const char* why) {
 }
 
 void NodeRuntime::DeliverData(Message&& msg) {
-  std::lock_guard lock(data_mu_);
   if (!data_handler_ || !serving_) {
     constexpr size_t kMaxEarly = 1 << 16;
     if (early_data_.size() < kMaxEarly) {
@@ -306,18 +354,18 @@ void NodeRuntime::ReleaseParked() {
 
 std::shared_ptr<DataHandler> NodeRuntime::AttachDataHandler(
     const std::function<std::shared_ptr<DataHandler>()>& make) {
-  std::lock_guard lock(data_mu_);
+  MutexLock lock(&data_mu_);
   if (data_handler_) return data_handler_;
   data_handler_ = make();
   if (options_.role == Role::kWorker) serving_ = true;
   FlushEarlyData();
-  std::lock_guard state_lock(mu_);
+  MutexLock state_lock(&mu_);
   if (Status h = HealthLocked(); !h.ok()) data_handler_->OnShutdown(h);
   return data_handler_;
 }
 
 void NodeRuntime::StartServing() {
-  std::lock_guard lock(data_mu_);
+  MutexLock lock(&data_mu_);
   serving_ = true;
   if (!data_handler_) {
     PSERVER_LOG_WARN("{}: serving without a KVServer; data requests will wait unanswered", DescribeNode(id_));
@@ -336,21 +384,26 @@ void NodeRuntime::HandleControl(Message&& msg) {
   const auto& h = msg.header;
   switch (h.type) {
     case MessageType::kHeartbeatAck: {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       last_ack_ = Clock::now();
       return;
     }
     case MessageType::kBarrierRelease:
     case MessageType::kDeclareTableReply: {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       auto it = calls_.find(h.request_id);
       if (it == calls_.end()) return;  // the caller timed out and left
       it->second.done = true;
       it->second.reply = std::move(msg);
-      cv_.notify_all();
+      cv_.SignalAll();
       return;
     }
-    case MessageType::kTableAnnounce: return HandleTableAnnounce(msg);
+    case MessageType::kTableAnnounce:
+      // In order with the data: the handler hears of the table before any request for it.
+      Enqueue(DataItem(std::function<void()>([this, announce = std::move(msg)]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+                         HandleTableAnnounce(announce);
+                       })));
+      return;
     case MessageType::kViewChange: return HandleViewChange(msg);
     case MessageType::kNodeFailed: {
       if (msg.frames.size() != 1) return;
@@ -362,11 +415,12 @@ void NodeRuntime::HandleControl(Message&& msg) {
       PSERVER_LOG_WARN("{}: the scheduler declared {} dead: {}", DescribeNode(id_),
                        NodeName(f->role, f->rank, f->id), f->reason);
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(&mu_);
         dead_nodes_[f->id] = f->reason;
       }
-      std::lock_guard lock(data_mu_);
-      if (data_handler_) data_handler_->OnNodeFailed(*f);
+      Enqueue(DataItem(std::function<void()>([this, failure = *f]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+                         if (data_handler_) data_handler_->OnNodeFailed(failure);
+                       })));
       return;
     }
     case MessageType::kShutdown: {
@@ -396,12 +450,11 @@ void NodeRuntime::HandleTableAnnounce(const Message& msg) {
   } else if (Result<TableSpec> spec = DecodeTableSpec(msg.frames[0]); !spec.ok()) {
     taken = spec.status();
   } else if (taken = ValidateTableSpec(*spec); taken.ok()) {
-    // Under data_mu_ (then mu_, the lock order of AttachDataHandler): a handler attached later
-    // finds the spec with FindTable; one attached already hears of it here.
-    std::lock_guard data_lock(data_mu_);
+    // Under data_mu_ (held by the data thread; then mu_, the lock order of AttachDataHandler): a
+    // handler attached later finds the spec with FindTable; one attached already hears of it here.
     if (data_handler_) taken = data_handler_->OnTableDeclared(id, *spec);
     if (taken.ok()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       tables_[id] = std::make_shared<const TableSpec>(*spec);
     }
   }
@@ -430,30 +483,33 @@ void NodeRuntime::HandleViewChange(const Message& msg) {
     Fail(routing.status().WithContext("the scheduler announced a new view"));
     return;
   }
-  {
-    std::lock_guard lock(data_mu_);
-    if (data_handler_) data_handler_->OnViewChanged(*routing);
-    if (data_handler_ && serving_) ReleaseParked();
-  }
-  Message ack = ToScheduler(MessageType::kViewChangeReply);
-  ack.header.flags = transport::kFlagReply;
-  ack.header.request_id = msg.header.request_id;
-  ack.header.epoch = (*routing)->epoch();
-  (void)transport_->SendNoWait(std::move(ack));  // the scheduler's caller times out otherwise
+  // The data thread answers once every data message before the view was handled: from then
+  // on this node applies nothing by an older view.
+  Enqueue(DataItem(std::function<void()>([this, routing = *routing, request_id = msg.header.request_id]()
+                           ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+                             if (data_handler_) data_handler_->OnViewChanged(routing);
+                             if (data_handler_ && serving_) ReleaseParked();
+                             Message ack = ToScheduler(MessageType::kViewChangeReply);
+                             ack.header.flags = transport::kFlagReply;
+                             ack.header.request_id = request_id;
+                             ack.header.epoch = routing->epoch();
+                             // Never blocks: the scheduler's caller times out otherwise.
+                             (void)transport_->SendNoWait(std::move(ack));
+                           })));
 }
 
 Status NodeRuntime::SendData(Message msg) {
   if (msg.header.is_reply()) return transport_->Send(std::move(msg));  // unsequenced
   OutChannel* channel;
   {
-    std::lock_guard lock(channels_mu_);
+    MutexLock lock(&channels_mu_);
     std::unique_ptr<OutChannel>& c = out_channels_[msg.header.receiver];
     if (!c) c = std::make_unique<OutChannel>();
     channel = c.get();
   }
   // Stamp and send under the channel's lock, so that the numbers go out in order. A blocked send
   // holds up only later messages to the same peer.
-  std::lock_guard lock(channel->mu);
+  MutexLock lock(&channel->mu);
   msg.header.seq = channel->next_seq;
   PSERVER_RETURN_IF_ERROR(transport_->Send(std::move(msg)));
   if (++channel->next_seq == 0) channel->next_seq = 1;  // 0 means unsequenced
@@ -462,13 +518,13 @@ Status NodeRuntime::SendData(Message msg) {
 
 void NodeRuntime::EndJob(const Status& why) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (job_ended_) return;
     job_ended_ = true;
     if (!why.ok() && error_.ok()) error_ = why;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
-  std::lock_guard lock(data_mu_);
+  MutexLock lock(&data_mu_);
   if (data_handler_) data_handler_->OnShutdown(why.ok() ? Status::Aborted("the job has ended") : why);
 }
 
@@ -478,41 +534,43 @@ void NodeRuntime::Fail(const Status& why) {
 }
 
 void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   while (!stop.stop_requested() && !job_ended_) {
-    cv_.wait_for(lock, options_.heartbeat_interval, [&] { return stop.stop_requested() || job_ended_; });
+    cv_.WaitFor(&mu_, options_.heartbeat_interval,
+                [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
     auto silent = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ack_);
     if (silent > options_.heartbeat_timeout) {
-      lock.unlock();
+      lock.Unlock();
       Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {})",
                                            DescribeNode(kSchedulerId), silent.count(),
                                            options_.scheduler_address)));
       return;
     }
-    lock.unlock();
+    lock.Unlock();
     // Never blocks: a scheduler that does not take heartbeats is caught by the check above.
     (void)transport_->SendNoWait(ToScheduler(MessageType::kHeartbeat));
-    lock.lock();
+    lock.Lock();
   }
 }
 
 Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const std::string& what) {
   int64_t call_id;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (Status h = HealthLocked(); !h.ok()) return h;
     call_id = next_call_id_++;
     calls_.emplace(call_id, ControlCall{});
   }
   request.header.request_id = call_id;
   Status sent = transport_->Send(std::move(request));
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   if (!sent.ok()) {
     calls_.erase(call_id);
     return sent.WithContext(what);
   }
-  cv_.wait_for(lock, timeout, [&] { return calls_[call_id].done || !HealthLocked().ok(); });
+  cv_.WaitFor(&mu_, timeout,
+              [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_[call_id].done || !HealthLocked().ok(); });
   Message reply = std::move(calls_[call_id].reply);
   bool answered = calls_[call_id].done;
   calls_.erase(call_id);
@@ -538,13 +596,13 @@ Result<TableId> NodeRuntime::DeclareTable(const TableSpec& spec, milliseconds ti
   m.frames.push_back(Encode(spec));
   PSERVER_ASSIGN_OR_RETURN(Message reply, Call(std::move(m), timeout, fmt::format("declaring table '{}'", spec.name)));
   TableId id = reply.header.table;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   tables_[id] = std::make_shared<const TableSpec>(spec);
   return id;
 }
 
 Result<std::shared_ptr<const TableSpec>> NodeRuntime::FindTable(TableId id) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = tables_.find(id);
   if (it == tables_.end()) {
     return Status::NotFound(fmt::format("table {} was not declared on this node", id.value));
@@ -554,7 +612,7 @@ Result<std::shared_ptr<const TableSpec>> NodeRuntime::FindTable(TableId id) cons
 
 Status NodeRuntime::Finalize(milliseconds timeout) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (job_ended_) return error_;
   }
   PSERVER_RETURN_IF_ERROR(transport_->Send(ToScheduler(MessageType::kFinalize)).WithContext("finalize"));
@@ -563,7 +621,7 @@ Status NodeRuntime::Finalize(milliseconds timeout) {
 
 Status NodeRuntime::FinalizeWithError(const Status& why, milliseconds timeout) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (job_ended_) return error_;
   }
   Message failed = ToScheduler(MessageType::kFinalize);
@@ -575,8 +633,8 @@ Status NodeRuntime::FinalizeWithError(const Status& why, milliseconds timeout) {
 }
 
 Status NodeRuntime::WaitForShutdown(milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  if (!cv_.wait_for(lock, timeout, [&] { return job_ended_; })) {
+  MutexLock lock(&mu_);
+  if (!cv_.WaitFor(&mu_, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return job_ended_; })) {
     return Status::DeadlineExceeded(fmt::format("{}: the scheduler did not end the job within {} ms",
                                                 DescribeNode(id_), timeout.count()));
   }
@@ -590,12 +648,12 @@ Status NodeRuntime::HealthLocked() const {
 }
 
 Status NodeRuntime::health() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return HealthLocked();
 }
 
 Status NodeRuntime::PeerStatus(NodeId id) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = dead_nodes_.find(id);
   if (it == dead_nodes_.end()) return Status::Ok();
   return Status::Unavailable(fmt::format("{} is dead: {}", DescribeNode(id), it->second));

@@ -1,9 +1,12 @@
 // NodeRuntime: the cluster side of one server or worker node.
 //
 // Start() listens, registers with the scheduler, waits until the whole cluster has
-// registered, connects to its peers and starts the node's two threads:
-//   - the receive loop, which handles control messages and hands data messages to the
-//     DataHandler the KV layer attached, and
+// registered, connects to its peers and starts the node's three threads:
+//   - the receive loop, which only receives: it handles control messages (heartbeat answers,
+//     views, calls) and puts data messages in order (see "Data channels") on the data queue;
+//   - the data thread, which hands the queued data messages to the DataHandler the KV layer
+//     attached, one at a time in arrival order, so that a long apply or a slow callback never
+//     keeps the receive loop from hearing the scheduler (a live node never looks dead); and
 //   - the heartbeat timer, which tells the scheduler this node lives and notices when the
 //     scheduler stops answering.
 // Failures are sticky: once the scheduler is gone or the job was aborted, health() and every
@@ -36,23 +39,24 @@
 // (refused_messages()) and logged (rate-limited), and never acted on, also during registration.
 // A node that ends because of a shutdown logs why and from whom.
 //
-// Thread safety: all public methods are thread-safe. DataHandler callbacks run on the receive
-// thread and must not block.
+// Thread safety: all public methods are thread-safe. DataHandler callbacks run on the data
+// thread, one at a time (OnShutdown may also run on the thread that ends the job); they should
+// not block for long: the node's later data messages wait behind them.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "cluster/control_messages.h"
 #include "cluster/channel_order.h"
 #include "cluster/ring.h"
@@ -68,18 +72,19 @@ const char* BarrierGroupName(BarrierGroup group);
 class DataHandler {
  public:
   virtual ~DataHandler() = default;
+  // Every callback but OnShutdown runs on the node's data thread, in the order of the messages
+  // that caused it.
   // A data message (request on a server, reply on a worker).
   virtual void OnData(transport::Message&& msg) = 0;
   // The scheduler declared `failure.id` dead; requests to it will never be answered.
   virtual void OnNodeFailed(const NodeFailure& failure) = 0;
   // The job ended (OK) or the node can no longer take part (error); pending work must fail.
   virtual void OnShutdown(const Status& why) = 0;
-  // The node routes by `routing` now (a newer view the scheduler announced), on the receive
-  // thread, before any data message delivered after it. Must not block.
+  // The node routes by `routing` now (a newer view the scheduler announced); the scheduler hears
+  // that the node took the view once this returns. Must not block.
   virtual void OnViewChanged(const std::shared_ptr<const Routing>& routing) { (void)routing; }
   // Server: the scheduler announces a newly declared table (kTableAnnounce), before any data
-  // request for it can arrive. Called on the receive thread, before the answer to the scheduler
-  // is sent; must not block. Return OK to take the table; an error (e.g. kInvalidArgument for an
+  // request for it can arrive. Called before the answer to the scheduler is sent; must not block. Return OK to take the table; an error (e.g. kInvalidArgument for an
   // unknown update rule or params, or a push_arity the rule does not take) refuses it: the
   // declaration then fails at the declaring nodes with this error, naming this server, and the
   // runtime does not keep the spec. A table announced before the handler was attached is not
@@ -170,29 +175,40 @@ class NodeRuntime {
     bool done = false;
     transport::Message reply;
   };
-
-  NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport);
   // Data messages of one channel, stamped and sent in one order.
   struct OutChannel {
-    std::mutex mu;
-    uint32_t next_seq = 1;  // guarded by mu
+    Mutex mu;
+    uint32_t next_seq ABSL_GUARDED_BY(mu) = 1;
   };
+  // What the receive thread hands to the data thread: a data message, or control work that must
+  // keep its place among them (run with data_mu_ held).
+  struct DataItem {
+    explicit DataItem(transport::Message m) : msg(std::move(m)) {}
+    explicit DataItem(std::function<void()> t) : task(std::move(t)) {}
+    transport::Message msg;
+    std::function<void()> task;
+  };
+  struct Parked {
+    transport::Message msg;
+    std::chrono::steady_clock::time_point since;
+  };
+
+  NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport);
 
   Status Register();
   Status ApplyView(const RegisterReply& reply);
-  // Connects to the peers `view` adds and makes it the routing. Serialised by view_mu_.
-  // REQUIRES: view.epoch is newer than the current one.
-  Result<std::shared_ptr<const Routing>> InstallView(const ClusterView& view);
+  // Connects to the peers `view` adds and makes it the routing, unless it is not newer than the
+  // current one. Serialised by view_mu_.
+  Result<std::shared_ptr<const Routing>> InstallView(const ClusterView& view) ABSL_LOCKS_EXCLUDED(view_mu_);
   void HandleViewChange(const transport::Message& msg);
-  // Server: holds requests routed with a newer view than this node's (see "Routing"), and
-  // delivers those the current view admits. REQUIRES: data_mu_ held.
-  void DeliverOrPark(transport::Message&& msg);
-  void ReleaseParked();  // REQUIRES: data_mu_ held
-  // Answers parked requests older than view_timeout with kUnavailable, and fails the node when a
-  // channel gap is that old. Receive thread.
-  void ExpireWaits();
   void ReceiveLoop(std::stop_token stop);
-  void HeartbeatLoop(std::stop_token stop);
+  // The data thread: hands queued data messages to the DataHandler in arrival order, and expires
+  // parked requests.
+  void DataLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, data_mu_);
+  // Queues an item for the data thread. Blocks while kMaxQueued items wait (the peers' sends
+  // then back up, as they would on a node that reads slowly).
+  void Enqueue(DataItem item) ABSL_LOCKS_EXCLUDED(queue_mu_);
+  void HeartbeatLoop(std::stop_token stop) ABSL_LOCKS_EXCLUDED(mu_);
   void HandleControl(transport::Message&& msg);
   // Whether `msg` came over the scheduler's connection.
   bool FromScheduler(const transport::Message& msg) const { return msg.origin == scheduler_identity_; }
@@ -200,15 +216,27 @@ class NodeRuntime {
   bool FromDataPeer(const transport::Message& msg) const;
   // Drops `msg`: counts it and logs it (the first ten, then every 1000th).
   void Refuse(const transport::Message& msg, const char* why);
-  void HandleTableAnnounce(const transport::Message& msg);
-  void DeliverData(transport::Message&& msg);
-  void FlushEarlyData();  // REQUIRES: data_mu_ held
+  void HandleTableAnnounce(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
+  // Hands `msg` to the handler, or keeps it until the handler is attached and serves.
+  void DeliverData(transport::Message&& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
+  // Server: holds requests routed with a newer view than this node's (see "Routing"), and
+  // delivers those the current view admits.
+  void DeliverOrPark(transport::Message&& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
+  void ReleaseParked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
+  // Answers parked requests older than view_timeout with kUnavailable.
+  void ExpireParked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
+  // Fails the node when a gap in a peer's requests is older than view_timeout. Receive thread.
+  void CheckGaps();
+  void FlushEarlyData() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_);
   void Fail(const Status& why);
-  Status HealthLocked() const;  // REQUIRES: mu_ held
-  void EndJob(const Status& why);
+  Status HealthLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndJob(const Status& why) ABSL_LOCKS_EXCLUDED(mu_, data_mu_);
   Result<transport::Message> Call(transport::Message request, std::chrono::milliseconds timeout,
-                                  const std::string& what);
+                                  const std::string& what) ABSL_LOCKS_EXCLUDED(mu_);
   transport::Message ToScheduler(transport::MessageType type) const;
+
+  // Items the data queue holds before the receive thread waits for the data thread.
+  static constexpr size_t kMaxQueued = 1 << 16;
 
   const NodeOptions options_;
   std::unique_ptr<transport::Transport> transport_;
@@ -219,35 +247,39 @@ class NodeRuntime {
   NodeId id_;
   Rank rank_;
   std::atomic<std::shared_ptr<const Routing>> routing_;
-  std::mutex view_mu_;  // serialises InstallView
+  Mutex view_mu_;  // serialises InstallView
 
-  std::mutex channels_mu_;
-  absl::flat_hash_map<NodeId, std::unique_ptr<OutChannel>> out_channels_;  // guarded by channels_mu_
+  Mutex channels_mu_;
+  absl::flat_hash_map<NodeId, std::unique_ptr<OutChannel>> out_channels_ ABSL_GUARDED_BY(channels_mu_);
   ChannelOrder in_order_;  // receive thread only
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Status error_;                      // guarded by mu_; sticky, set only by a failure
-  bool job_ended_ = false;            // guarded by mu_; the job ended, normally or not
-  int64_t next_call_id_ = 1;          // guarded by mu_
-  absl::flat_hash_map<int64_t, ControlCall> calls_;        // guarded by mu_
-  absl::flat_hash_map<TableId, std::shared_ptr<const TableSpec>> tables_;  // guarded by mu_
-  absl::flat_hash_map<NodeId, std::string> dead_nodes_;    // guarded by mu_
-  std::chrono::steady_clock::time_point last_ack_;         // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;
+  Status error_ ABSL_GUARDED_BY(mu_);  // sticky, set only by a failure
+  bool job_ended_ ABSL_GUARDED_BY(mu_) = false;  // the job ended, normally or not
+  int64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<int64_t, ControlCall> calls_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TableId, std::shared_ptr<const TableSpec>> tables_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<NodeId, std::string> dead_nodes_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_ack_ ABSL_GUARDED_BY(mu_);
 
-  // Data dispatch: taken by the receive thread around each delivery and by SetDataHandler.
-  std::mutex data_mu_;
-  std::shared_ptr<DataHandler> data_handler_;      // guarded by data_mu_
-  bool serving_ = false;                           // guarded by data_mu_
-  std::vector<transport::Message> early_data_;     // guarded by data_mu_
-  struct Parked {
-    transport::Message msg;
-    std::chrono::steady_clock::time_point since;
-  };
-  std::deque<Parked> parked_;                      // guarded by data_mu_; in arrival order
-  absl::flat_hash_map<NodeId, size_t> parked_by_sender_;  // guarded by data_mu_
+  // The data queue, from the receive thread to the data thread.
+  Mutex queue_mu_;
+  CondVar queue_cv_;  // signalled when items arrive, when room frees up, and at stop
+  std::deque<DataItem> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  // Data dispatch: held by the data thread around each batch it hands over, and by
+  // AttachDataHandler, StartServing and EndJob. Lock order: data_mu_, then mu_.
+  Mutex data_mu_;
+  std::shared_ptr<DataHandler> data_handler_ ABSL_GUARDED_BY(data_mu_);
+  bool serving_ ABSL_GUARDED_BY(data_mu_) = false;
+  std::vector<transport::Message> early_data_ ABSL_GUARDED_BY(data_mu_);
+  std::deque<Parked> parked_ ABSL_GUARDED_BY(data_mu_);  // in arrival order
+  absl::flat_hash_map<NodeId, size_t> parked_by_sender_ ABSL_GUARDED_BY(data_mu_);
 
   std::jthread receive_thread_;
+  std::jthread data_thread_;
   std::jthread heartbeat_thread_;
 };
 

@@ -671,5 +671,56 @@ TEST(NodeRuntimeTest, ADataMessageThatNeverArrivesFailsTheReceiverAfterTheViewTi
   EXPECT_EQ(faults->fault_counts().dropped, 1u);
 }
 
+// A data handler whose OnData blocks until `release` opens (a long apply).
+class BlockingHandler final : public DataHandler {
+ public:
+  explicit BlockingHandler(pserver::testing::Gate& release) : release_(release) {}
+  void OnData(transport::Message&&) override {
+    entered.Open();
+    release_.Wait(seconds(120));
+    done.Open();
+  }
+  void OnNodeFailed(const NodeFailure&) override {}
+  void OnShutdown(const Status&) override {}
+  pserver::testing::Gate entered, done;
+
+ private:
+  pserver::testing::Gate& release_;
+};
+
+TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
+  // Heartbeats every 50 ms, a node without an answer for 1.5 s takes the scheduler for dead.
+  // The apply lasts until the server has received 60 heartbeat answers (3 s of them): were
+  // data handled on the receive thread, those answers would wait unread behind the apply and
+  // the server would fail itself.
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  pserver::testing::Gate release;
+  pserver::testing::OpenOnExit release_on_exit(release);
+  std::atomic<bool> applying{false};
+  auto acks = std::make_shared<std::atomic<int>>(0);
+  auto on_receive = [&, acks](const transport::Message& m) {
+    if (applying.load() && m.header.type == transport::MessageType::kHeartbeatAck && ++*acks == 60) release.Open();
+  };
+  std::vector<std::unique_ptr<transport::Transport>> transports;
+  transports.push_back(std::make_unique<pserver::testing::ObservingTransport>(job.NewTransport(), nullptr, on_receive));
+  for (const Status& s : job.StartNodes({job.OptionsFor(Server(0)), job.OptionsFor(Worker(0))}, std::move(transports))) {
+    ASSERT_OK(s);
+  }
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  auto handler = std::make_shared<BlockingHandler>(release);
+  server->AttachDataHandler([&] { return handler; });
+  server->StartServing();
+  applying = true;
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 1)));
+  ASSERT_TRUE(handler->entered.Wait(seconds(30)));
+  ASSERT_TRUE(handler->done.Wait(seconds(60)));
+  EXPECT_GE(acks->load(), 60);
+  EXPECT_OK(server->health());
+  EXPECT_OK(worker->health());
+}
+
 }  // namespace
 }  // namespace pserver::cluster
