@@ -70,6 +70,11 @@ size_t InterceptingTransport::num_held() const {
   return held_count_;
 }
 
+bool InterceptingTransport::WaitForHeld(size_t n, std::chrono::milliseconds timeout) const {
+  MutexLock lock(&mu_);
+  return cv_.WaitFor(&mu_, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return held_count_ >= n; });
+}
+
 void InterceptingTransport::Record(MessageMatch match) {
   MutexLock lock(&send_mu_);
   record_ = std::move(match);
@@ -217,6 +222,7 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
     held_.push_back(Held{std::move(m), may_block});
     MutexLock state(&mu_);
     held_count_ = held_.size();
+    cv_.SignalAll();  // WaitForHeld
     return Status::Ok();
   }
   Status s = SendPassing(std::move(m), may_block);

@@ -102,6 +102,9 @@ class InterceptingTransport final : public transport::Transport {
   // held messages were sent, or the first inner send error (the rest of the held ones stay held).
   Result<size_t> Release() ABSL_LOCKS_EXCLUDED(send_mu_, mu_);
   size_t num_held() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Blocks until num_held() >= n; false if `timeout` passes first (a test's hang guard).
+  bool WaitForHeld(size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(60)) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Keeps later outgoing messages that match, whole (they share their payload frames).
   void Record(MessageMatch match) ABSL_LOCKS_EXCLUDED(send_mu_);

@@ -47,7 +47,7 @@ const std::string kSendTimeoutMs = "12000";
 
 std::string ExitOf(Subprocess& p, const std::string& who) { return testing::ExitOf(p, who, kHangGuard); }
 
-// A message as docs/wire_format.md lays it out, written by hand: the 64-byte header, the frame
+// A message as docs/wire_format.md lays it out, written by hand: the 72-byte header (version 5), the frame
 // table, then every payload frame inline, padded to 8 bytes.
 struct WireMessage {
   uint8_t type = 0;
@@ -59,6 +59,7 @@ struct WireMessage {
   uint8_t status = 0;
   uint32_t width = 0;
   uint64_t request_id = 0;
+  uint32_t seq = 0;  // a data request's number on its sender's channel
   std::vector<std::string> frames;
 
   std::string Encode() const {
@@ -67,7 +68,7 @@ struct WireMessage {
       for (int i = 0; i < bytes; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
     };
     b += "PSRV";
-    put(4, 2);  // wire version
+    put(5, 2);  // wire version
     put(type, 1);
     put(flags, 1);
     put(sender, 4);
@@ -82,6 +83,8 @@ struct WireMessage {
     put(1, 8);  // epoch
     put(0, 8);  // clock
     put(0, 8);  // aux
+    put(seq, 4);
+    put(0, 4);  // part
     for (const std::string& f : frames) put(f.size(), 8);
     for (const std::string& f : frames) {
       b += f;
@@ -227,6 +230,7 @@ TEST_F(ForgedControlTest, ForgedShutdownsAndPushesFromAStrangerAreDroppedAndTheJ
   push.value_type = 1;  // float32
   push.width = 1;
   push.request_id = uint64_t{1} << 40;
+  push.seq = 2;  // the worker's next request on its channel to the server
   push.frames = {Raw(keys), Raw(std::vector<float>{100, 100, 100}), ""};
   ASSERT_TRUE(anonymous.Send(push));
   ASSERT_TRUE(server_->WaitForOutput("; 4 dropped so far", kHangGuard)) << server_->output();

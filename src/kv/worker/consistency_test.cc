@@ -458,8 +458,10 @@ TEST_P(BoundedDelayHeldTest, ExactlyTauPlusOneRequestsReachTheServerUntilTheFirs
       ts.push_back(x);
     }
     PSERVER_RETURN_IF_FALSE(server->WaitFor(Direction::kReceive, is_push, static_cast<size_t>(expected)));
+    // The server applies on its data thread: its reply to request 1 is held once it is sent.
+    PSERVER_RETURN_IF_FALSE(server->WaitForHeld(1));
     // Requests 2 .. expected complete; their completions may start nothing (request 1 is not
-    // finished). A barrier is a point after those completions' work on the receive thread.
+    // finished). A barrier is a point after those completions' work on the data thread.
     for (int64_t i = 2; i <= expected; ++i) PSERVER_RETURN_IF_ERROR(kv.Wait(ts[i - 1]));
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
     sent_while_held = worker->Count(Direction::kSend, is_push);
