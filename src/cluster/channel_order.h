@@ -18,7 +18,7 @@
 // long the longest-waiting channel has waited, so that the owner can give up loudly (the node
 // fails with kUnavailable) instead of waiting for ever.
 //
-// Thread safety: thread-compatible (the node's receive thread owns it).
+// Thread safety: thread-compatible (the node's receive thread owns it: it orders requests before the data thread sees them).
 #pragma once
 
 #include <chrono>

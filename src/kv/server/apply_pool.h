@@ -9,7 +9,7 @@
 // sleep (futex wait, no spinning) between runs.
 //
 // Thread safety: thread-compatible. Run may be called from any one thread at a time (the
-// server's receive thread); it must not be called concurrently nor from inside `fn`. Several
+// server node's data thread); it must not be called concurrently nor from inside `fn`. Several
 // TableStores may share one pool as long as their requests are handled one at a time.
 #pragma once
 

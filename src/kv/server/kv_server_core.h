@@ -1,6 +1,6 @@
 // KVServerCore: the type-independent engine behind KVServer<T>, one per server node.
 //
-// On the receive thread it checks each data request against its table's spec (frame layout,
+// On the node's data thread it checks each data request against its table's spec (frame layout,
 // value type, width, push arity), passes it to the table's store -- or to a custom handler
 // registered for the value type -- checks the answer and replies. A bad request gets an error
 // reply naming what was wrong; it never crashes the server.
@@ -29,7 +29,7 @@
 // requests stay in order. A worker the scheduler declares dead is dropped from the clock.
 //
 // Thread safety: SetHandler, ServeDefault and the row calls (ListRows, ...) are thread-safe;
-// the DataHandler calls run on the receive thread.
+// the DataHandler calls run on the node's data thread (NodeRuntime), one at a time.
 #pragma once
 
 #include <deque>
@@ -126,7 +126,7 @@ class KVServerCore final : public cluster::DataHandler {
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
 
-  // Taken by the receive thread around each message it hands over, and by the migration calls.
+  // Taken by the data thread around each message it hands over, and by the migration calls.
   Mutex apply_mu_;
   absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, uint32_t> worker_rank_ ABSL_GUARDED_BY(apply_mu_);    // every worker of the job

@@ -11,7 +11,7 @@
 // than the clock on every segment it covers was applied before: it is a duplicate (a resend)
 // and must not be applied again.
 //
-// Thread-compatible: used by the server's receive thread only.
+// Thread-compatible: used by the server node's data thread only.
 #pragma once
 
 #include <cstdint>

@@ -45,7 +45,7 @@
 // batch at a time (Updater::ApplyBatch: one virtual call per batch, a new key's insertion ending
 // a batch early since it may move stored rows).
 //
-// Thread safety: thread-compatible -- one call at a time (the server's receive thread); const
+// Thread safety: thread-compatible -- one call at a time (the server node's data thread); const
 // methods may run concurrently with each other. The Updater's Apply runs on the pool's threads.
 // Pull replies may share large rows' buffers: they stay valid (and unchanged) for as long as the
 // reply holds them, on any thread.

@@ -5,9 +5,9 @@
 // -- sends one message per server. Tasks start in timestamp order: the sends of all tasks and
 // clock ticks are serialised by send_mu_, and a task that may not start yet is held, with
 // everything after it, in held_ until a completion releases it (on whichever thread completed
-// the blocking task, usually the receive thread). So every server sees this worker's requests
-// in timestamp order, which the servers' vector clocks rely on. Replies arrive on the node's receive thread
-// (OnData); when the last part of a request is in, pulled values are assembled in key order,
+// the blocking task, usually the node's data thread). So every server sees this worker's
+// requests in timestamp order, which the servers' vector clocks rely on. Replies arrive on the
+// node's data thread (OnData); when the last part of a request is in, pulled values are assembled in key order,
 // the result sink and the callback run, and waiters are woken.
 //
 // Routing: each request is sliced by one routing snapshot (cluster/routing.h) and each part
@@ -55,7 +55,7 @@ struct KVWorkerBase::Call {
   SharedArray<int32_t> lens;       // pushed lengths (variable-length tables)
   bool has_lens = false;           // the caller passed a lengths array
   transport::Bytes out_vals;       // the caller's buffer for pulled values; empty: allocate/alias
-  // Receives the pulled values and lengths before the callback runs (receive thread).
+  // Receives the pulled values and lengths before the callback runs (the node's data thread).
   std::function<void(transport::Bytes vals, SharedArray<int32_t> lens)> on_values;
   Callback callback;
   std::vector<Timestamp> after;                // tasks to finish first
