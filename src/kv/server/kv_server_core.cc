@@ -29,10 +29,9 @@ uint32_t ApplyThreads(uint32_t requested) {
 }  // namespace
 
 struct KVServerCore::Table {
-  Table(const TableSpec& s, uint32_t num_workers) : spec(s), clock(num_workers) {}
+  explicit Table(const TableSpec& s) : spec(s) {}
   TableSpec spec;
   std::unique_ptr<TableStore> store;  // never null
-  RangeClock clock;
 };
 
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
@@ -40,7 +39,10 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
   MutexLock lock(&apply_mu_);
   for (const cluster::NodeInfo& n : runtime_->routing()->view().nodes) {
     if (n.role != Role::kWorker) continue;
-    worker_rank_[n.id] = n.rank.value;
+    const WorkerIncarnation w{n.id, n.identity};
+    workers_[n.id] = w;
+    if (workers_by_rank_.size() <= n.rank.value) workers_by_rank_.resize(n.rank.value + 1);
+    workers_by_rank_[n.rank.value] = w;
     worker_clock_[n.id] = 0;
   }
   PSERVER_LOG_INFO("{}: applies large requests on {} shard thread(s)", runtime_->DescribeNode(runtime_->id()),
@@ -64,7 +66,7 @@ void KVServerCore::ServeDefault(ValueType type, bool serve) {
 }
 
 Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const TableSpec& spec) {
-  auto table = std::make_unique<Table>(spec, runtime_->routing()->view().num_workers);
+  auto table = std::make_unique<Table>(spec);
   const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
   if (!updater.ok()) return updater.status().WithContext(where);
@@ -273,17 +275,18 @@ void KVServerCore::Process(Message&& msg) {
   // The keys are sorted (Decode checked), so the first and last bound the request's range.
   const bool has_keys = !req->keys.empty();
   const KeyRange range = has_keys ? KeyRange{req->keys[0], req->keys[req->keys.size() - 1]} : KeyRange{};
-  auto rank = worker_rank_.find(req->sender);
-  const bool from_worker = rank != worker_rank_.end();
+  auto worker = workers_.find(req->sender);
+  const bool from_worker = worker != workers_.end();
+  RangeClock& clocks = t.store->clocks();
   bool duplicate = false;
   // A resend after a redirect was applied nowhere (the redirect applied nothing), and may come
   // after newer requests of its worker: the clock would take it for a duplicate.
   const bool resend = header.flags & transport::kFlagResend;
   if (Pushes(req->type) && has_keys && from_worker && !resend) {
-    duplicate = t.clock.Covers(range, rank->second, req->timestamp.value);
+    duplicate = clocks.Covers(range, worker->second, req->timestamp.value);
     if (duplicate) {
-      PSERVER_LOG_DEBUG("server {}: request {} of worker {} was applied before; not applying it again",
-                        runtime_->rank().value, req->timestamp.value, rank->second);
+      PSERVER_LOG_DEBUG("server {}: request {} of node {} was applied before; not applying it again",
+                        runtime_->rank().value, req->timestamp.value, worker->first.value);
       if (req->type == MessageType::kPush) return Reply(header, Status::Ok(), nullptr, nullptr);
       req->type = MessageType::kPull;  // answer the pull part only
       req->vals = Bytes();
@@ -300,10 +303,10 @@ void KVServerCore::Process(Message&& msg) {
   }
   if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
-    t.clock.Set(range, rank->second, req->timestamp.value);
+    clocks.Set(range, worker->second, req->timestamp.value);
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
-  std::vector<int64_t> clock = has_keys ? t.clock.Get(range) : std::vector<int64_t>();
+  std::vector<int64_t> clock = has_keys ? clocks.Get(range, workers_by_rank_) : std::vector<int64_t>();
   Reply(header, s, &resp, has_keys ? &clock : nullptr);
 }
 

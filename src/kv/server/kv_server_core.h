@@ -19,9 +19,11 @@
 // resends the request (kFlagResend). A request routed with a newer view than this server's
 // never reaches the core before the server learns that view (cluster::NodeRuntime holds it).
 //
-// Vector clocks: each table keeps a RangeClock. A push that the clock shows as applied already
-// (a duplicate of an earlier request: same worker, not newer timestamp, same range) is not
-// applied again; pull replies carry the clock of the pulled range as a fourth frame.
+// Vector clocks: each table's store keeps a RangeClock beside its rows, keyed by worker
+// incarnation (the worker's node id and the identity the view gives it). A push that the clock
+// shows as applied already (a duplicate of an earlier request: same worker incarnation, not newer
+// timestamp, same range) is not applied again; pull replies carry the clock of the pulled range,
+// per worker rank, as a fourth frame.
 //
 // Stale-synchronous pulls: a pull whose header carries a staleness (aux = s + 1) issued at
 // clock c waits until every live worker's clock (kClock messages) reached c - s. While a
@@ -129,7 +131,9 @@ class KVServerCore final : public cluster::DataHandler {
   // Taken by the data thread around each message it hands over, and by the migration calls.
   Mutex apply_mu_;
   absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_ ABSL_GUARDED_BY(apply_mu_);
-  absl::flat_hash_map<NodeId, uint32_t> worker_rank_ ABSL_GUARDED_BY(apply_mu_);    // every worker of the job
+  // Every worker of the job, as the clocks name it; and by rank, as pull replies list clocks.
+  absl::flat_hash_map<NodeId, WorkerIncarnation> workers_ ABSL_GUARDED_BY(apply_mu_);
+  std::vector<WorkerIncarnation> workers_by_rank_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, uint64_t> worker_clock_ ABSL_GUARDED_BY(apply_mu_);   // live workers only
   absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_ ABSL_GUARDED_BY(apply_mu_);
   size_t num_waiting_ ABSL_GUARDED_BY(apply_mu_) = 0;

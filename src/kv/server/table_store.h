@@ -61,6 +61,7 @@
 
 #include "kv/server/apply_pool.h"
 #include "kv/server/kv_server_core.h"
+#include "kv/server/range_clock.h"
 #include "pserver/result.h"
 #include "pserver/table.h"
 #include "pserver/updater.h"
@@ -168,6 +169,11 @@ class TableStore {
 
   TableId table() const { return table_; }
   const TableSpec& spec() const { return spec_; }
+  // The vector clocks of the pushes applied to this table's rows, kept beside them and keyed by
+  // worker incarnation. The server's request path reads and sets them (Handle does not); they
+  // make a resent push idempotent.
+  RangeClock& clocks() { return clocks_; }
+  const RangeClock& clocks() const { return clocks_; }
   // The rule's state values per value.
   virtual uint32_t state_per_value() const = 0;
 
@@ -181,6 +187,7 @@ class TableStore {
  private:
   const TableId table_;
   const TableSpec spec_;
+  RangeClock clocks_;
 };
 
 // The initial value of column `column` of key `key`: 0 for kZero; for kUniform a number in
