@@ -41,6 +41,10 @@ struct NodeOptions {
   // waits to learn that view (then the request fails with kUnavailable), and how long a node
   // waits for a peer's data message that others overtook (then the node fails with kUnavailable).
   std::chrono::milliseconds view_timeout{60000};
+  // Data messages (and the control work kept in order with them) a node queues for its data
+  // thread. While the queue is full the node stops reading; after heartbeat_timeout of that (an
+  // apply or callback that does not return) the node fails with kUnavailable. 0 means 1.
+  uint32_t data_queue_limit = 65536;
   // How long a send may block on a peer that does not take messages.
   std::chrono::milliseconds send_timeout{10000};
   // Scheduler only: how long it waits for the remaining servers to confirm a shutdown.

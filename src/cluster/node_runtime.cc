@@ -1,7 +1,10 @@
 #include "cluster/node_runtime.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
+#include "absl/container/inlined_vector.h"
 #include "base/logging.h"
 
 namespace pserver::cluster {
@@ -150,7 +153,10 @@ Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterVie
     PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
     transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
   }
-  routing_.store(next, std::memory_order_release);
+  {
+    MutexLock swap_lock(&routing_mu_);
+    routing_ = next;
+  }
   if (old) {
     PSERVER_LOG_INFO("{}: routes by the view of epoch {} now ({} of {} servers on the ring)", DescribeNode(id_),
                      view.epoch.value, view.ring.size(), view.num_servers);
@@ -221,10 +227,26 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
 void NodeRuntime::Enqueue(DataItem item) {
   MutexLock lock(&queue_mu_);
   // Bounded: a peer that sends faster than this node applies is slowed down (its sends block
-  // in the transport) instead of filling this node's memory. The wait is on our own data thread.
-  queue_cv_.Wait(&queue_mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return queue_.size() < kMaxQueued || stopping_;
-  });
+  // in the transport) instead of filling this node's memory.
+  const size_t limit = std::max<size_t>(options_.data_queue_limit, 1);
+  auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return queue_.size() < limit || stopping_ || stalled_; };
+  bool has_room = room();
+  if (!has_room) {
+    receive_blocked_ = true;
+    has_room = queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_timeout, room);
+    if (has_room) receive_blocked_ = false;  // else it stays set: this wait fails the node
+  }
+  if (!has_room) {
+    stalled_ = true;
+    const size_t queued = queue_.size();
+    lock.Unlock();
+    Fail(Status::Unavailable(fmt::format(
+        "{}: the data thread took none of its {} queued messages for {} ms (an apply or callback does not "
+        "return); the node stops",
+        DescribeNode(id_), queued, options_.heartbeat_timeout.count())));
+    return;
+  }
+  if (stalled_ || stopping_) return;  // the node failed or stops: nothing more is handled
   queue_.push_back(std::move(item));
   if (queue_.size() == 1) queue_cv_.SignalAll();
 }
@@ -238,7 +260,7 @@ void NodeRuntime::DataLoop() {
       queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval,
                         [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return !queue_.empty() || stopping_; });
       if (stopping_) return;
-      const bool was_full = queue_.size() >= kMaxQueued;
+      const bool was_full = queue_.size() >= std::max<size_t>(options_.data_queue_limit, 1);
       batch.swap(queue_);
       if (was_full) queue_cv_.SignalAll();
     }
@@ -498,22 +520,62 @@ void NodeRuntime::HandleViewChange(const Message& msg) {
                            })));
 }
 
-Status NodeRuntime::SendData(Message msg) {
-  if (msg.header.is_reply()) return transport_->Send(std::move(msg));  // unsequenced
-  OutChannel* channel;
+NodeRuntime::OutChannel* NodeRuntime::Channel(NodeId peer) {
+  MutexLock lock(&channels_mu_);
+  std::unique_ptr<OutChannel>& c = out_channels_[peer];
+  if (!c) c = std::make_unique<OutChannel>();
+  return c.get();
+}
+
+void NodeRuntime::QueueData(Message msg) {
+  OutChannel* channel = Channel(msg.header.receiver);
+  MutexLock lock(&channel->mu);
+  channel->queue.push_back(std::move(msg));
+}
+
+std::vector<NodeRuntime::SendFailure> NodeRuntime::FlushData() {
+  absl::InlinedVector<OutChannel*, 8> channels;
   {
     MutexLock lock(&channels_mu_);
-    std::unique_ptr<OutChannel>& c = out_channels_[msg.header.receiver];
-    if (!c) c = std::make_unique<OutChannel>();
-    channel = c.get();
+    for (const auto& [peer, channel] : out_channels_) channels.push_back(channel.get());
   }
-  // Stamp and send under the channel's lock, so that the numbers go out in order. A blocked send
-  // holds up only later messages to the same peer.
-  MutexLock lock(&channel->mu);
-  msg.header.seq = channel->next_seq;
-  PSERVER_RETURN_IF_ERROR(transport_->Send(std::move(msg)));
-  if (++channel->next_seq == 0) channel->next_seq = 1;  // 0 means unsequenced
-  return Status::Ok();
+  std::vector<SendFailure> failed;
+  for (OutChannel* channel : channels) Drain(channel, &failed);
+  return failed;
+}
+
+void NodeRuntime::Drain(OutChannel* channel, std::vector<SendFailure>* failed) {
+  OutChannel& c = *channel;
+  MutexLock lock(&c.mu);
+  c.cv.Wait(&c.mu, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) { return !c.sending || c.queue.size() < kMaxOutbound; });
+  if (c.sending || c.queue.empty()) return;  // the sending thread takes what this one queued
+  c.sending = true;
+  while (!c.queue.empty()) {
+    Message m = std::move(c.queue.front());
+    c.queue.pop_front();
+    // Numbered as it leaves, by the one sending thread: a failed send takes no number, so the
+    // receiver sees no gap.
+    m.header.seq = c.next_seq;
+    const transport::Header header = m.header;
+    lock.Unlock();
+    Status sent = transport_->Send(std::move(m));
+    lock.Lock();
+    if (sent.ok()) {
+      if (++c.next_seq == 0) c.next_seq = 1;  // 0 means unsequenced
+    } else {
+      failed->push_back(SendFailure{header, std::move(sent)});
+    }
+    c.cv.SignalAll();
+  }
+  c.sending = false;
+  c.cv.SignalAll();
+}
+
+Status NodeRuntime::SendData(Message msg) {
+  if (msg.header.is_reply()) return transport_->Send(std::move(msg));  // unsequenced
+  QueueData(std::move(msg));
+  std::vector<SendFailure> failed = FlushData();
+  return failed.empty() ? Status::Ok() : failed.front().error;
 }
 
 void NodeRuntime::EndJob(const Status& why) {
@@ -540,7 +602,7 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
                 [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
     auto silent = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ack_);
-    if (silent > options_.heartbeat_timeout) {
+    if (silent > options_.heartbeat_timeout && !receive_blocked_) {
       lock.Unlock();
       Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {})",
                                            DescribeNode(kSchedulerId), silent.count(),

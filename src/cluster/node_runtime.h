@@ -23,8 +23,10 @@
 // later requests wait behind it); after options.view_timeout without it the request is answered
 // with kUnavailable.
 //
-// Data channels: every data message is sent through SendData, which stamps each request with
-// the next sequence number of the channel to its receiver, and received requests pass
+// Data channels: every data request goes out through its receiver's outbound queue (QueueData,
+// which never blocks, then FlushData, which sends without holding any lock of its caller's and
+// stamps each request with the next sequence number of the channel as it leaves), and received
+// requests pass
 // ChannelOrder (cluster/channel_order.h), so each peer's requests reach the DataHandler exactly
 // once and in the order sent, whatever a network or proxy duplicates or reorders. A gap that
 // stays open for options.view_timeout fails the node with kUnavailable naming the peer (a lost
@@ -114,13 +116,33 @@ class NodeRuntime {
   const std::string& address() const { return address_; }
   // The current routing snapshot; never null after Start. Take it once per request and use
   // that snapshot throughout.
-  std::shared_ptr<const Routing> routing() const { return routing_.load(std::memory_order_acquire); }
+  std::shared_ptr<const Routing> routing() const ABSL_LOCKS_EXCLUDED(routing_mu_) {
+    MutexLock lock(&routing_mu_);
+    return routing_;
+  }
   std::string DescribeNode(NodeId id) const;
   transport::Transport& transport() { return *transport_; }
 
-  // Sends a data message to msg.header.receiver: a request on its sequenced channel, a reply as
-  // it is (see "Data channels"). Blocks like Transport::Send (at most options.send_timeout).
+  // A data request whose send failed, whichever thread queued it.
+  struct SendFailure {
+    transport::Header header;  // as it was to be sent
+    Status error;
+  };
+  // Appends the data request `msg` to the outbound queue of msg.header.receiver; never blocks
+  // (see "Data channels"). Requests queued by one thread go out in the order queued.
+  void QueueData(transport::Message msg);
+  // Sends what the outbound queues hold, each in order, a request at a time with no lock held
+  // across the send (a send blocks like Transport::Send, at most options.send_timeout). A queue
+  // another thread is sending already is left to it, unless it holds kMaxOutbound requests: then
+  // this call waits until that thread made room (back-pressure on a peer that reads slowly).
+  // Call it holding no lock a reply path may need. Returns the sends that failed: each took no
+  // sequence number, and the requests after it still go out.
+  std::vector<SendFailure> FlushData();
+  // Sends a data message to msg.header.receiver: a reply at once and unsequenced; a request by
+  // QueueData then FlushData, returning the first failure (of any queued request).
   Status SendData(transport::Message msg);
+  // Requests an outbound queue holds before FlushData waits for the thread sending it.
+  static constexpr size_t kMaxOutbound = 4096;
   // Worker: routes by `view` from now on if it is newer than the current view (from a server's
   // redirect), connecting to the servers it adds. Returns the routing in force afterwards.
   // kCorruption if the view is malformed or lacks this node.
@@ -175,9 +197,13 @@ class NodeRuntime {
     bool done = false;
     transport::Message reply;
   };
-  // Data messages of one channel, stamped and sent in one order.
+  // The outbound queue of the data requests to one peer, stamped and sent in one order by one
+  // thread at a time (the one that found it idle).
   struct OutChannel {
     Mutex mu;
+    CondVar cv;  // signalled when a request left the queue and when the sending thread stops
+    std::deque<transport::Message> queue ABSL_GUARDED_BY(mu);
+    bool sending ABSL_GUARDED_BY(mu) = false;
     uint32_t next_seq ABSL_GUARDED_BY(mu) = 1;
   };
   // What the receive thread hands to the data thread: a data message, or control work that must
@@ -201,12 +227,16 @@ class NodeRuntime {
   // current one. Serialised by view_mu_.
   Result<std::shared_ptr<const Routing>> InstallView(const ClusterView& view) ABSL_LOCKS_EXCLUDED(view_mu_);
   void HandleViewChange(const transport::Message& msg);
+  OutChannel* Channel(NodeId peer) ABSL_LOCKS_EXCLUDED(channels_mu_);
+  // Sends `channel`'s queue unless another thread does (see FlushData).
+  void Drain(OutChannel* channel, std::vector<SendFailure>* failed);
   void ReceiveLoop(std::stop_token stop);
   // The data thread: hands queued data messages to the DataHandler in arrival order, and expires
   // parked requests.
   void DataLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, data_mu_);
-  // Queues an item for the data thread. Blocks while kMaxQueued items wait (the peers' sends
-  // then back up, as they would on a node that reads slowly).
+  // Queues an item for the data thread. Blocks while options.data_queue_limit items wait (the
+  // peers' sends then back up, as they would on a node that reads slowly); when the data thread
+  // takes none for heartbeat_timeout, fails the node and drops this and later items.
   void Enqueue(DataItem item) ABSL_LOCKS_EXCLUDED(queue_mu_);
   void HeartbeatLoop(std::stop_token stop) ABSL_LOCKS_EXCLUDED(mu_);
   void HandleControl(transport::Message&& msg);
@@ -235,9 +265,6 @@ class NodeRuntime {
                                   const std::string& what) ABSL_LOCKS_EXCLUDED(mu_);
   transport::Message ToScheduler(transport::MessageType type) const;
 
-  // Items the data queue holds before the receive thread waits for the data thread.
-  static constexpr size_t kMaxQueued = 1 << 16;
-
   const NodeOptions options_;
   std::unique_ptr<transport::Transport> transport_;
   // What the scheduler's connection to this node presents (sent in the registration).
@@ -246,7 +273,11 @@ class NodeRuntime {
   std::string address_;
   NodeId id_;
   Rank rank_;
-  std::atomic<std::shared_ptr<const Routing>> routing_;
+  // The snapshot in force, swapped whole. A mutex held only to copy or swap the pointer, not
+  // std::atomic<std::shared_ptr>: libstdc++ 12's lock bit in the pointer is invisible to
+  // ThreadSanitizer, which then reports every swap as a race.
+  mutable Mutex routing_mu_;
+  std::shared_ptr<const Routing> routing_ ABSL_GUARDED_BY(routing_mu_);
   Mutex view_mu_;  // serialises InstallView
 
   Mutex channels_mu_;
@@ -268,6 +299,10 @@ class NodeRuntime {
   CondVar queue_cv_;  // signalled when items arrive, when room frees up, and at stop
   std::deque<DataItem> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  bool stalled_ ABSL_GUARDED_BY(queue_mu_) = false;  // the data thread stopped taking items
+  // The receive thread waits for room in the data queue: the scheduler's answers go unread, and
+  // that wait, not the heartbeat timer, decides whether the node failed.
+  std::atomic<bool> receive_blocked_{false};
 
   // Data dispatch: held by the data thread around each batch it hands over, and by
   // AttachDataHandler, StartServing and EndJob. Lock order: data_mu_, then mu_.

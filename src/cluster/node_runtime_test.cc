@@ -722,5 +722,34 @@ TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
   EXPECT_OK(worker->health());
 }
 
+// A data thread that takes nothing while the queue is full (an apply that never returns): the
+// receive thread waits for room, and after heartbeat_timeout the node fails naming that, instead
+// of hanging or blaming a scheduler whose answers it stopped reading.
+TEST(NodeRuntimeTest, ADataThreadThatTakesNothingFailsTheNodeAfterHeartbeatTimeout) {
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
+  NodeOptions server_options = job.OptionsFor(Server(0));
+  server_options.data_queue_limit = 2;
+  for (const Status& s : job.StartNodes({server_options, job.OptionsFor(Worker(0))})) ASSERT_OK(s);
+  NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
+  NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
+  pserver::testing::Gate release;
+  pserver::testing::OpenOnExit release_on_exit(release);
+  auto handler = std::make_shared<BlockingHandler>(release);
+  server->AttachDataHandler([&] { return handler; });
+  server->StartServing();
+  ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 1)));
+  ASSERT_TRUE(handler->entered.Wait(seconds(30)));
+  // Two fill the queue; the third keeps the receive thread waiting for room.
+  for (int i = 2; i <= 4; ++i) ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), i)));
+  Status ended = server->WaitForShutdown(seconds(60));
+  EXPECT_TRUE(StatusIs(ended, StatusCode::kUnavailable,
+                       "the data thread took none of its 2 queued messages for " +
+                           std::to_string(server_options.heartbeat_timeout.count()) + " ms"));
+  release.Open();
+  EXPECT_TRUE(handler->done.Wait(seconds(60)));
+}
+
 }  // namespace
 }  // namespace pserver::cluster

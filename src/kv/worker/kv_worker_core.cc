@@ -264,21 +264,28 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
     Status error;  // names the part's node
   };
   std::vector<Failed> failed;
+  // Queued under send_mu_, so that every server's queue holds this worker's requests in
+  // timestamp order; sent after it is released, so that no lock of this class is held across a
+  // send that may block (a server blocked replying to this worker then never waits for it).
   for (auto& [ts, m] : msgs) {
     const NodeId node = m.header.receiver;
-    const uint32_t part = m.header.part;
-    Status s = runtime_->PeerStatus(node);
-    if (s.ok()) s = runtime_->SendData(std::move(m));
-    if (!s.ok()) {
-      if (ts == 0) {
-        PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
-                         runtime_->DescribeNode(node), s.ToString());
-        continue;
-      }
-      failed.push_back(Failed{ts, part, s.WithContext(runtime_->DescribeNode(node))});
+    if (Status s = runtime_->PeerStatus(node); !s.ok()) {
+      if (ts != 0) failed.push_back(Failed{ts, m.header.part, s.WithContext(runtime_->DescribeNode(node))});
+      continue;
     }
+    runtime_->QueueData(std::move(m));
   }
   send_lock.unlock();
+  // A failure may be of a request another thread queued: it is answered here all the same.
+  for (cluster::NodeRuntime::SendFailure& f : runtime_->FlushData()) {
+    const transport::Header& h = f.header;
+    if (h.type == MessageType::kClock) {
+      PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
+                       runtime_->DescribeNode(h.receiver), f.error.ToString());
+      continue;
+    }
+    failed.push_back(Failed{h.request_id, h.part, f.error.WithContext(runtime_->DescribeNode(h.receiver))});
+  }
   for (const Failed& f : failed) {
     std::unique_lock lock(mu_);
     Answer(lock, f.ts, f.part, nullptr, f.error);
@@ -496,7 +503,7 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
 void KVWorkerCore::Answer(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, Message* reply,
                           const Status& error) {
   auto it = pending_.find(ts);
-  if (it == pending_.end()) return;
+  if (it == pending_.end() || index >= it->second.parts.size()) return;
   Pending& p = it->second;
   Part& part = p.parts[index];
   if (part.answered) return;

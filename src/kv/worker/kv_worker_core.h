@@ -2,8 +2,9 @@
 //
 // Submit validates a request, slices it by the ring (kv/worker/slicer.h), records it under a
 // new timestamp and -- once its dependencies allow (see "Consistency" in pserver/kv_worker.h)
-// -- sends one message per server. Tasks start in timestamp order: the sends of all tasks and
-// clock ticks are serialised by send_mu_, and a task that may not start yet is held, with
+// -- sends one message per server. Tasks start in timestamp order: their messages and clock
+// ticks are queued for sending (cluster::NodeRuntime::QueueData) under send_mu_, and sent after
+// it is released, so no lock is held across a send; and a task that may not start yet is held, with
 // everything after it, in held_ until a completion releases it (on whichever thread completed
 // the blocking task, usually the node's data thread). So every server sees this worker's
 // requests in timestamp order, which the servers' vector clocks rely on. Replies arrive on the
@@ -145,8 +146,8 @@ class KVWorkerCore final : public cluster::DataHandler {
   bool Ready(int64_t ts, const Pending& p) const;
   // Starts held tasks from the front of held_ while they are ready.
   void StartReady();
-  // Sends `msgs` in order; reports failed task parts afterwards. REQUIRES: send_mu_ held by
-  // `send_lock`, which is released before failures are reported.
+  // Queues `msgs` in order on the runtime's outbound queues, releases send_mu_, then sends them
+  // (FlushData) and answers the parts whose send failed. REQUIRES: send_mu_ held by `send_lock`.
   void SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs);
   std::vector<transport::Message> TickMessages(uint64_t clock) const;
   void MergeIncludes(const Pending& p) const;
