@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <string>
+#include <system_error>
 #include <utility>
+#include <vector>
 
 #include "testing/intercepting_transport.h"
 #include "transport/inproc/inproc_transport.h"
@@ -35,6 +38,13 @@ class InprocFactory final : public TransportFactory {
 class ZmqFactory final : public TransportFactory {
  public:
   explicit ZmqFactory(bool ipc) : ipc_(ipc) {}
+  // The socket files of the ipc paths handed out stay behind their sockets: removed here.
+  ~ZmqFactory() override {
+    for (const std::string& path : paths_) {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  }
 
   Result<std::unique_ptr<Transport>> Make(const ConformanceOptions& options) override {
     transport::zmq::ZmqOptions o;
@@ -51,8 +61,9 @@ class ZmqFactory final : public TransportFactory {
   // socket, so that a restarted peer can listen at the same address again.
   std::string AnyAddress() override {
     if (!ipc_) return "tcp://127.0.0.1:0";
-    return fmt::format("ipc://{}/pserver-conformance-{}-{}.sock", std::filesystem::temp_directory_path().string(),
-                       ::getpid(), next_path_++);
+    paths_.push_back(fmt::format("{}/pserver-conformance-{}-{}.sock", std::filesystem::temp_directory_path().string(),
+                                 ::getpid(), next_path_++));
+    return "ipc://" + paths_.back();
   }
   // Port 1 is never handed out as an ephemeral port; the directory does not exist.
   std::string UnreachableAddress() const override {
@@ -64,6 +75,7 @@ class ZmqFactory final : public TransportFactory {
  private:
   const bool ipc_;
   int next_path_ = 1;
+  std::vector<std::string> paths_;
 };
 
 class InterceptedFactory final : public TransportFactory {
