@@ -56,14 +56,15 @@ NodeRuntime::~NodeRuntime() {
   heartbeat_thread_.request_stop();
   receive_thread_.request_stop();
   cv_.SignalAll();
-  transport_->Shutdown();
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-  if (receive_thread_.joinable()) receive_thread_.join();
   {
+    // First, so that a receive thread waiting for room in the data queue is let go.
     MutexLock lock(&queue_mu_);
     stopping_ = true;
   }
   queue_cv_.SignalAll();
+  transport_->Shutdown();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (receive_thread_.joinable()) receive_thread_.join();
   if (data_thread_.joinable()) data_thread_.join();
 }
 
@@ -230,47 +231,81 @@ void NodeRuntime::Enqueue(DataItem item) {
   // in the transport) instead of filling this node's memory.
   const size_t limit = std::max<size_t>(options_.data_queue_limit, 1);
   auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return queue_.size() < limit || stopping_ || stalled_; };
-  bool has_room = room();
-  if (!has_room) {
+  if (!room()) {
     receive_blocked_ = true;
-    has_room = queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_timeout, room);
-    if (has_room) receive_blocked_ = false;  // else it stays set: this wait fails the node
-  }
-  if (!has_room) {
-    stalled_ = true;
-    const size_t queued = queue_.size();
+    // A data thread that makes progress, however slowly, is waited for; one that handles
+    // nothing for heartbeat_timeout is stuck.
+    uint64_t seen = data_progress_.load();
+    auto progressed = Clock::now();
+    while (!queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval, room)) {
+      if (const uint64_t p = data_progress_.load(); p != seen) {
+        seen = p;
+        progressed = Clock::now();
+      } else if (Clock::now() - progressed >= options_.heartbeat_timeout) {
+        stalled_ = true;  // receive_blocked_ stays set: this wait, not the heartbeat timer, fails the node
+        const size_t queued = queue_.size();
+        lock.Unlock();
+        Fail(Status::Unavailable(fmt::format(
+            "{}: the data thread took none of its {} queued messages for {} ms (an apply or callback does not "
+            "return); the node stops",
+            DescribeNode(id_), queued, options_.heartbeat_timeout.count())));
+        return;
+      }
+    }
+    receive_blocked_ = false;
     lock.Unlock();
-    Fail(Status::Unavailable(fmt::format(
-        "{}: the data thread took none of its {} queued messages for {} ms (an apply or callback does not "
-        "return); the node stops",
-        DescribeNode(id_), queued, options_.heartbeat_timeout.count())));
-    return;
+    {
+      // The scheduler's answers went unread meanwhile: its silence counts from now.
+      MutexLock state(&mu_);
+      last_ack_ = Clock::now();
+    }
+    lock.Lock();
   }
   if (stalled_ || stopping_) return;  // the node failed or stops: nothing more is handled
   queue_.push_back(std::move(item));
   if (queue_.size() == 1) queue_cv_.SignalAll();
 }
 
+void NodeRuntime::WakeDataThread() {
+  {
+    MutexLock lock(&queue_mu_);
+    wake_ = true;
+  }
+  queue_cv_.SignalAll();
+}
+
 void NodeRuntime::DataLoop() {
-  std::deque<DataItem> batch;
+  // Taken a few at a time, so that a receive thread waiting for room gets it while the data
+  // thread works through a long queue.
+  constexpr size_t kBatch = 256;
+  std::vector<DataItem> batch;
   for (;;) {
     {
       MutexLock lock(&queue_mu_);
       // Timed: parked requests expire even when nothing arrives.
-      queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval,
-                        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return !queue_.empty() || stopping_; });
-      if (stopping_) return;
+      queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return !queue_.empty() || stopping_ || wake_;
+      });
+      if (stopping_ || stalled_) return;  // the node stops, or failed: nothing more is handled
+      wake_ = false;
       const bool was_full = queue_.size() >= std::max<size_t>(options_.data_queue_limit, 1);
-      batch.swap(queue_);
+      const size_t n = std::min(queue_.size(), kBatch);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
       if (was_full) queue_cv_.SignalAll();
     }
     MutexLock lock(&data_mu_);
+    // What arrived before the handler was attached and serving goes first, on this thread.
+    FlushEarlyData();
     for (DataItem& item : batch) {
       if (item.task) {
         item.task();
       } else {
         DeliverData(std::move(item.msg));
       }
+      data_progress_.fetch_add(1, std::memory_order_relaxed);
     }
     batch.clear();
     ExpireParked();
@@ -380,10 +415,14 @@ std::shared_ptr<DataHandler> NodeRuntime::AttachDataHandler(
   if (data_handler_) return data_handler_;
   data_handler_ = make();
   if (options_.role == Role::kWorker) serving_ = true;
-  FlushEarlyData();
-  MutexLock state_lock(&mu_);
-  if (Status h = HealthLocked(); !h.ok()) data_handler_->OnShutdown(h);
-  return data_handler_;
+  {
+    MutexLock state_lock(&mu_);
+    if (Status h = HealthLocked(); !h.ok()) data_handler_->OnShutdown(h);
+  }
+  std::shared_ptr<DataHandler> handler = data_handler_;
+  lock.Unlock();
+  WakeDataThread();  // hands over what arrived before, on the data thread
+  return handler;
 }
 
 void NodeRuntime::StartServing() {
@@ -393,11 +432,12 @@ void NodeRuntime::StartServing() {
     PSERVER_LOG_WARN("{}: serving without a KVServer; data requests will wait unanswered", DescribeNode(id_));
     return;
   }
-  FlushEarlyData();
+  lock.Unlock();
+  WakeDataThread();  // hands over what arrived before, on the data thread
 }
 
 void NodeRuntime::FlushEarlyData() {
-  if (!data_handler_ || !serving_) return;
+  if (!data_handler_ || !serving_ || early_data_.empty()) return;
   for (Message& m : early_data_) DeliverOrPark(std::move(m));
   early_data_.clear();
 }
@@ -547,7 +587,9 @@ std::vector<NodeRuntime::SendFailure> NodeRuntime::FlushData() {
 void NodeRuntime::Drain(OutChannel* channel, std::vector<SendFailure>* failed) {
   OutChannel& c = *channel;
   MutexLock lock(&c.mu);
-  c.cv.Wait(&c.mu, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) { return !c.sending || c.queue.size() < kMaxOutbound; });
+  // Back-pressure, bounded: the sending thread takes a request at least every send_timeout.
+  c.cv.WaitFor(&c.mu, options_.send_timeout,
+               [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) { return !c.sending || c.queue.size() < kMaxOutbound; });
   if (c.sending || c.queue.empty()) return;  // the sending thread takes what this one queued
   c.sending = true;
   while (!c.queue.empty()) {
@@ -558,7 +600,9 @@ void NodeRuntime::Drain(OutChannel* channel, std::vector<SendFailure>* failed) {
     m.header.seq = c.next_seq;
     const transport::Header header = m.header;
     lock.Unlock();
-    Status sent = transport_->Send(std::move(m));
+    // A peer declared dead since the request was queued is not waited for.
+    Status sent = PeerStatus(header.receiver);
+    if (sent.ok()) sent = transport_->Send(std::move(m));
     lock.Lock();
     if (sent.ok()) {
       if (++c.next_seq == 0) c.next_seq = 1;  // 0 means unsequenced

@@ -237,7 +237,9 @@ class NodeRuntime {
   // Queues an item for the data thread. Blocks while options.data_queue_limit items wait (the
   // peers' sends then back up, as they would on a node that reads slowly); when the data thread
   // takes none for heartbeat_timeout, fails the node and drops this and later items.
-  void Enqueue(DataItem item) ABSL_LOCKS_EXCLUDED(queue_mu_);
+  void Enqueue(DataItem item) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // Has the data thread look at its state (the handler attached, serving started).
+  void WakeDataThread() ABSL_LOCKS_EXCLUDED(queue_mu_);
   void HeartbeatLoop(std::stop_token stop) ABSL_LOCKS_EXCLUDED(mu_);
   void HandleControl(transport::Message&& msg);
   // Whether `msg` came over the scheduler's connection.
@@ -300,6 +302,8 @@ class NodeRuntime {
   std::deque<DataItem> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stalled_ ABSL_GUARDED_BY(queue_mu_) = false;  // the data thread stopped taking items
+  bool wake_ ABSL_GUARDED_BY(queue_mu_) = false;     // the data thread has work besides the queue
+  std::atomic<uint64_t> data_progress_{0};            // items the data thread handled
   // The receive thread waits for room in the data queue: the scheduler's answers go unread, and
   // that wait, not the heartbeat timer, decides whether the node failed.
   std::atomic<bool> receive_blocked_{false};

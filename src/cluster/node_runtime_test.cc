@@ -693,13 +693,14 @@ TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
   // The apply lasts until the server has received 60 heartbeat answers (3 s of them): were
   // data handled on the receive thread, those answers would wait unread behind the apply and
   // the server would fail itself.
-  InprocJob job(FastHeartbeats());
-  ASSERT_OK(job.StartScheduler(1, 1));
-  job.RunScheduler();
+  // Declared before the job, which they outlive: its nodes' threads use them until it ends.
   pserver::testing::Gate release;
-  pserver::testing::OpenOnExit release_on_exit(release);
   std::atomic<bool> applying{false};
   auto acks = std::make_shared<std::atomic<int>>(0);
+  InprocJob job(FastHeartbeats());
+  pserver::testing::OpenOnExit release_on_exit(release);
+  ASSERT_OK(job.StartScheduler(1, 1));
+  job.RunScheduler();
   auto on_receive = [&, acks](const transport::Message& m) {
     if (applying.load() && m.header.type == transport::MessageType::kHeartbeatAck && ++*acks == 60) release.Open();
   };
@@ -726,7 +727,9 @@ TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
 // receive thread waits for room, and after heartbeat_timeout the node fails naming that, instead
 // of hanging or blaming a scheduler whose answers it stopped reading.
 TEST(NodeRuntimeTest, ADataThreadThatTakesNothingFailsTheNodeAfterHeartbeatTimeout) {
+  pserver::testing::Gate release;  // outlives the job, whose data thread waits on it
   InprocJob job(FastHeartbeats());
+  pserver::testing::OpenOnExit release_on_exit(release);
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
   NodeOptions server_options = job.OptionsFor(Server(0));
@@ -734,8 +737,6 @@ TEST(NodeRuntimeTest, ADataThreadThatTakesNothingFailsTheNodeAfterHeartbeatTimeo
   for (const Status& s : job.StartNodes({server_options, job.OptionsFor(Worker(0))})) ASSERT_OK(s);
   NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
   NodeRuntime* worker = internal::NodeAccess::Runtime(*job.node(1));
-  pserver::testing::Gate release;
-  pserver::testing::OpenOnExit release_on_exit(release);
   auto handler = std::make_shared<BlockingHandler>(release);
   server->AttachDataHandler([&] { return handler; });
   server->StartServing();

@@ -230,7 +230,7 @@ TEST_F(ForgedControlTest, ForgedShutdownsAndPushesFromAStrangerAreDroppedAndTheJ
   push.value_type = 1;  // float32
   push.width = 1;
   push.request_id = uint64_t{1} << 40;
-  push.seq = 2;  // the worker's next request on its channel to the server
+  push.seq = 2;  // as the worker's next request would be numbered (refused before it is read)
   push.frames = {Raw(keys), Raw(std::vector<float>{100, 100, 100}), ""};
   ASSERT_TRUE(anonymous.Send(push));
   ASSERT_TRUE(server_->WaitForOutput("; 4 dropped so far", kHangGuard)) << server_->output();

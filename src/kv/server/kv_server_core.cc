@@ -37,19 +37,30 @@ struct KVServerCore::Table {
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
     : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
   MutexLock lock(&apply_mu_);
-  for (const cluster::NodeInfo& n : runtime_->routing()->view().nodes) {
-    if (n.role != Role::kWorker) continue;
-    const WorkerIncarnation w{n.id, n.identity};
-    workers_[n.id] = w;
-    if (workers_by_rank_.size() <= n.rank.value) workers_by_rank_.resize(n.rank.value + 1);
-    workers_by_rank_[n.rank.value] = w;
-    worker_clock_[n.id] = 0;
-  }
+  SetWorkers(runtime_->routing()->view());
+  for (const auto& [id, w] : workers_) worker_clock_[id] = 0;
   PSERVER_LOG_INFO("{}: applies large requests on {} shard thread(s)", runtime_->DescribeNode(runtime_->id()),
                    pool_->size());
 }
 
 KVServerCore::~KVServerCore() = default;
+
+void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
+  workers_.clear();
+  workers_by_rank_.clear();
+  for (const cluster::NodeInfo& n : view.nodes) {
+    if (n.role != Role::kWorker) continue;
+    const WorkerIncarnation w{n.id, n.identity};
+    workers_[n.id] = w;
+    if (workers_by_rank_.size() <= n.rank.value) workers_by_rank_.resize(n.rank.value + 1);
+    workers_by_rank_[n.rank.value] = w;
+  }
+}
+
+void KVServerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) {
+  MutexLock lock(&apply_mu_);
+  SetWorkers(routing->view());
+}
 
 void KVServerCore::SetHandler(ValueType type, ServerHandler handler) {
   std::lock_guard lock(mu_);
@@ -234,6 +245,7 @@ void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
 
 void KVServerCore::Process(Message&& msg) {
   const transport::Header header = msg.header;
+  const transport::ConnectionId origin = msg.origin;
   if (header.type == MessageType::kClock) {
     auto it = worker_clock_.find(header.sender);
     if (it != worker_clock_.end()) it->second = std::max(it->second, header.clock);
@@ -275,18 +287,20 @@ void KVServerCore::Process(Message&& msg) {
   // The keys are sorted (Decode checked), so the first and last bound the request's range.
   const bool has_keys = !req->keys.empty();
   const KeyRange range = has_keys ? KeyRange{req->keys[0], req->keys[req->keys.size() - 1]} : KeyRange{};
-  auto worker = workers_.find(req->sender);
-  const bool from_worker = worker != workers_.end();
+  // The pusher as the clocks know it: the identity its message came with (the runtime admits a
+  // worker's data only from the identity its view gives it), so a restarted worker is new.
+  const bool from_worker = workers_.contains(req->sender);
+  const WorkerIncarnation worker{req->sender, origin};
   RangeClock& clocks = t.store->clocks();
   bool duplicate = false;
   // A resend after a redirect was applied nowhere (the redirect applied nothing), and may come
   // after newer requests of its worker: the clock would take it for a duplicate.
   const bool resend = header.flags & transport::kFlagResend;
   if (Pushes(req->type) && has_keys && from_worker && !resend) {
-    duplicate = clocks.Covers(range, worker->second, req->timestamp.value);
+    duplicate = clocks.Covers(range, worker, req->timestamp.value);
     if (duplicate) {
       PSERVER_LOG_DEBUG("server {}: request {} of node {} was applied before; not applying it again",
-                        runtime_->rank().value, req->timestamp.value, worker->first.value);
+                        runtime_->rank().value, req->timestamp.value, worker.worker.value);
       if (req->type == MessageType::kPush) return Reply(header, Status::Ok(), nullptr, nullptr);
       req->type = MessageType::kPull;  // answer the pull part only
       req->vals = Bytes();
@@ -303,7 +317,7 @@ void KVServerCore::Process(Message&& msg) {
   }
   if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
-    clocks.Set(range, worker->second, req->timestamp.value);
+    clocks.Set(range, worker, req->timestamp.value);
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
   std::vector<int64_t> clock = has_keys ? clocks.Get(range, workers_by_rank_) : std::vector<int64_t>();

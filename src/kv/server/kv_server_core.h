@@ -90,6 +90,8 @@ class KVServerCore final : public cluster::DataHandler {
   void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnShutdown(const Status&) override {}
   Status OnTableDeclared(TableId id, const TableSpec& spec) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  // A new view may bring workers (a restarted one with a new identity) the clocks must know.
+  void OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) override ABSL_LOCKS_EXCLUDED(apply_mu_);
 
   // Moving rows between servers (the tests' harness today; transfer between servers,
   // replication and checkpoints later): the rows of table `id` whose keys `choose` picks (every
@@ -118,6 +120,8 @@ class KVServerCore final : public cluster::DataHandler {
   void ReleaseWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
              std::vector<int64_t>* clock);
+  // Takes the workers of `view` as the job's.
+  void SetWorkers(const cluster::ClusterView& view) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
   void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
 
@@ -131,7 +135,7 @@ class KVServerCore final : public cluster::DataHandler {
   // Taken by the data thread around each message it hands over, and by the migration calls.
   Mutex apply_mu_;
   absl::flat_hash_map<TableId, std::unique_ptr<Table>> tables_ ABSL_GUARDED_BY(apply_mu_);
-  // Every worker of the job, as the clocks name it; and by rank, as pull replies list clocks.
+  // Every worker of the current view, by node id; and by rank, as pull replies list clocks.
   absl::flat_hash_map<NodeId, WorkerIncarnation> workers_ ABSL_GUARDED_BY(apply_mu_);
   std::vector<WorkerIncarnation> workers_by_rank_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, uint64_t> worker_clock_ ABSL_GUARDED_BY(apply_mu_);   // live workers only

@@ -69,6 +69,8 @@ class KVServerCoreTest : public ::testing::Test {
     ASSERT_NE(server, nullptr);
     cluster::NodeRuntime* worker = internal::NodeAccess::Runtime(cluster_->worker(0));
     worker_id_ = worker->id();
+    // The identity the worker's connections present, as a request delivered by the runtime carries it.
+    worker_identity_ = worker->routing()->Find(worker_id_)->identity;
     recorder_ = std::make_shared<pserver::testing::RecordingDataHandler>();
     worker->AttachDataHandler([this] { return recorder_; });
     core_ = std::make_unique<KVServerCore>(internal::NodeAccess::Runtime(*server));
@@ -91,6 +93,7 @@ class KVServerCoreTest : public ::testing::Test {
     Message m;
     m.header.type = type;
     m.header.sender = worker_id_;
+    m.origin = worker_identity_;
     m.header.table = table;
     m.header.value_type = vt;
     m.header.width = width;
@@ -140,6 +143,7 @@ class KVServerCoreTest : public ::testing::Test {
   std::shared_ptr<pserver::testing::RecordingDataHandler> recorder_;
   std::unique_ptr<KVServerCore> core_;
   NodeId worker_id_;
+  transport::ConnectionId worker_identity_;
   int64_t next_request_ = 1;
   std::set<uint32_t> declared_;
 };

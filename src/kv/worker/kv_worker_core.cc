@@ -270,7 +270,12 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
   for (auto& [ts, m] : msgs) {
     const NodeId node = m.header.receiver;
     if (Status s = runtime_->PeerStatus(node); !s.ok()) {
-      if (ts != 0) failed.push_back(Failed{ts, m.header.part, s.WithContext(runtime_->DescribeNode(node))});
+      if (ts == 0) {
+        PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
+                         runtime_->DescribeNode(node), s.ToString());
+      } else {
+        failed.push_back(Failed{ts, m.header.part, s.WithContext(runtime_->DescribeNode(node))});
+      }
       continue;
     }
     runtime_->QueueData(std::move(m));
