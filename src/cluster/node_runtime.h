@@ -6,7 +6,9 @@
 //     views, calls) and puts data messages in order (see "Data channels") on the data queue;
 //   - the data thread, which hands the queued data messages to the DataHandler the KV layer
 //     attached, one at a time in arrival order, so that a long apply or a slow callback never
-//     keeps the receive loop from hearing the scheduler (a live node never looks dead); and
+//     keeps the receive loop from hearing the scheduler (a live node never looks dead). The
+//     queue holds options.data_queue_limit items; while it is full the receive loop waits, and
+//     a data thread that handles nothing for options.heartbeat_timeout fails the node; and
 //   - the heartbeat timer, which tells the scheduler this node lives and notices when the
 //     scheduler stops answering.
 // Failures are sticky: once the scheduler is gone or the job was aborted, health() and every
@@ -15,9 +17,10 @@
 // hears of every death through OnNodeFailed.
 //
 // Routing: the node routes by one immutable snapshot of the cluster view (routing()), which
-// it swaps whole when the scheduler announces a new view (kViewChange; the DataHandler hears of
-// it through OnViewChanged, and the scheduler gets a kViewChangeReply once the node routes by
-// it) or -- on a worker -- when a server's redirect carries a newer view (AdoptView). A view
+// it swaps whole as soon as the scheduler's new view arrives (kViewChange; the DataHandler hears of
+// it through OnViewChanged on the data thread, in its place among the data messages, and the
+// scheduler gets a kViewChangeReply once the data received before the view was handled) or --
+// on a worker -- when a server's redirect carries a newer view (AdoptView). A view
 // never goes back: an older or equal epoch is ignored. A server holds a request routed with a
 // newer epoch than its own until it learns that view, keeping each sender's order (a sender's
 // later requests wait behind it); after options.view_timeout without it the request is answered
@@ -26,9 +29,9 @@
 // Data channels: every data request goes out through its receiver's outbound queue (QueueData,
 // which never blocks, then FlushData, which sends without holding any lock of its caller's and
 // stamps each request with the next sequence number of the channel as it leaves), and received
-// requests pass
-// ChannelOrder (cluster/channel_order.h), so each peer's requests reach the DataHandler exactly
-// once and in the order sent, whatever a network or proxy duplicates or reorders. A gap that
+// requests pass ChannelOrder (cluster/channel_order.h), so each peer's requests reach the
+// DataHandler exactly once and in the order sent, whatever a network or proxy duplicates or
+// reorders. A gap that
 // stays open for options.view_timeout fails the node with kUnavailable naming the peer (a lost
 // request would otherwise be a lost update). Replies are not sequenced: the worker matches each
 // to its request part and ignores repeats, and a lost one fails that request's Wait.
