@@ -580,6 +580,10 @@ std::vector<NodeRuntime::SendFailure> NodeRuntime::FlushData() {
     for (const auto& [peer, channel] : out_channels_) channels.push_back(channel.get());
   }
   std::vector<SendFailure> failed;
+  {
+    MutexLock lock(&unclaimed_mu_);
+    failed.swap(unclaimed_failures_);
+  }
   for (OutChannel* channel : channels) Drain(channel, &failed);
   return failed;
 }
@@ -617,9 +621,24 @@ void NodeRuntime::Drain(OutChannel* channel, std::vector<SendFailure>* failed) {
 
 Status NodeRuntime::SendData(Message msg) {
   if (msg.header.is_reply()) return transport_->Send(std::move(msg));  // unsequenced
+  const transport::Header mine = msg.header;
   QueueData(std::move(msg));
-  std::vector<SendFailure> failed = FlushData();
-  return failed.empty() ? Status::Ok() : failed.front().error;
+  Status result;
+  std::vector<SendFailure> others;
+  for (SendFailure& f : FlushData()) {
+    const transport::Header& h = f.header;
+    if (result.ok() && h.receiver == mine.receiver && h.type == mine.type && h.request_id == mine.request_id &&
+        h.part == mine.part) {
+      result = std::move(f.error);
+    } else {
+      others.push_back(std::move(f));
+    }
+  }
+  if (!others.empty()) {
+    MutexLock lock(&unclaimed_mu_);
+    for (SendFailure& f : others) unclaimed_failures_.push_back(std::move(f));
+  }
+  return result;
 }
 
 void NodeRuntime::EndJob(const Status& why) {

@@ -138,11 +138,13 @@ class NodeRuntime {
   // across the send (a send blocks like Transport::Send, at most options.send_timeout). A queue
   // another thread is sending already is left to it, unless it holds kMaxOutbound requests: then
   // this call waits until that thread made room (back-pressure on a peer that reads slowly).
-  // Call it holding no lock a reply path may need. Returns the sends that failed: each took no
-  // sequence number, and the requests after it still go out.
+  // Call it holding no lock a reply path may need. Returns the sends that failed (each took no
+  // sequence number, and the requests after it still go out), whichever thread queued them, and
+  // those a SendData call sent for others.
   std::vector<SendFailure> FlushData();
   // Sends a data message to msg.header.receiver: a reply at once and unsequenced; a request by
-  // QueueData then FlushData, returning the first failure (of any queued request).
+  // QueueData then FlushData, returning its own send's failure. Failures of requests queued by
+  // others that it sent are kept for the next FlushData, never dropped.
   Status SendData(transport::Message msg);
   // Requests an outbound queue holds before FlushData waits for the thread sending it.
   static constexpr size_t kMaxOutbound = 4096;
@@ -285,6 +287,9 @@ class NodeRuntime {
   std::shared_ptr<const Routing> routing_ ABSL_GUARDED_BY(routing_mu_);
   Mutex view_mu_;  // serialises InstallView
 
+  // Send failures of other callers' requests that SendData came across, for FlushData.
+  Mutex unclaimed_mu_;
+  std::vector<SendFailure> unclaimed_failures_ ABSL_GUARDED_BY(unclaimed_mu_);
   Mutex channels_mu_;
   absl::flat_hash_map<NodeId, std::unique_ptr<OutChannel>> out_channels_ ABSL_GUARDED_BY(channels_mu_);
   ChannelOrder in_order_;  // receive thread only

@@ -258,30 +258,13 @@ bool KVWorkerCore::Ready(int64_t ts, const Pending& p) const {
 }
 
 void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
-  struct Failed {
-    int64_t ts;
-    uint32_t part;
-    Status error;  // names the part's node
-  };
-  std::vector<Failed> failed;
   // Queued under send_mu_, so that every server's queue holds this worker's requests in
   // timestamp order; sent after it is released, so that no lock of this class is held across a
   // send that may block (a server blocked replying to this worker then never waits for it).
-  for (auto& [ts, m] : msgs) {
-    const NodeId node = m.header.receiver;
-    if (Status s = runtime_->PeerStatus(node); !s.ok()) {
-      if (ts == 0) {
-        PSERVER_LOG_WARN("worker {}: clock tick to {} not sent: {}", runtime_->rank().value,
-                         runtime_->DescribeNode(node), s.ToString());
-      } else {
-        failed.push_back(Failed{ts, m.header.part, s.WithContext(runtime_->DescribeNode(node))});
-      }
-      continue;
-    }
-    runtime_->QueueData(std::move(m));
-  }
+  for (auto& entry : msgs) runtime_->QueueData(std::move(entry.second));
   send_lock.unlock();
-  // A failure may be of a request another thread queued: it is answered here all the same.
+  // A failure (a dead peer, a send that timed out) may be of a request another thread queued:
+  // it is answered here all the same.
   for (cluster::NodeRuntime::SendFailure& f : runtime_->FlushData()) {
     const transport::Header& h = f.header;
     if (h.type == MessageType::kClock) {
@@ -289,11 +272,8 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
                        runtime_->DescribeNode(h.receiver), f.error.ToString());
       continue;
     }
-    failed.push_back(Failed{h.request_id, h.part, f.error.WithContext(runtime_->DescribeNode(h.receiver))});
-  }
-  for (const Failed& f : failed) {
     std::unique_lock lock(mu_);
-    Answer(lock, f.ts, f.part, nullptr, f.error);
+    Answer(lock, h.request_id, h.part, nullptr, f.error.WithContext(runtime_->DescribeNode(h.receiver)));
   }
 }
 
