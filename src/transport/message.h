@@ -84,6 +84,10 @@ enum class MessageType : uint8_t {
   kClock = 35,            // worker -> server: the worker's iteration clock advanced to header.clock
 };
 inline constexpr bool IsDataMessage(MessageType t) { return static_cast<uint8_t>(t) >= 32; }
+// Whether a data request carries values to apply (push, push-pull) or asks for values (pull,
+// push-pull).
+inline constexpr bool Pushes(MessageType t) { return t == MessageType::kPush || t == MessageType::kPushPull; }
+inline constexpr bool Pulls(MessageType t) { return t == MessageType::kPull || t == MessageType::kPushPull; }
 const char* MessageTypeName(MessageType t);
 
 enum MessageFlags : uint8_t {

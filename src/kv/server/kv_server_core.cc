@@ -15,11 +15,10 @@ namespace pserver::kv {
 using transport::Bytes;
 using transport::Message;
 using transport::MessageType;
+using transport::Pulls;
+using transport::Pushes;
 
 namespace {
-
-bool Pushes(MessageType t) { return t == MessageType::kPush || t == MessageType::kPushPull; }
-bool Pulls(MessageType t) { return t == MessageType::kPull || t == MessageType::kPushPull; }
 
 uint32_t ApplyThreads(uint32_t requested) {
   if (requested != 0) return requested;

@@ -21,6 +21,11 @@
 // Bounded state: a request is forgotten as soon as it completes; only failed requests keep
 // their status until Wait collects it (at most kMaxRememberedErrors, oldest dropped first).
 //
+// The class lives in three files, by job: kv_worker_requests.cc (checking, slicing and
+// building requests, re-slicing redirected parts), kv_worker_gate.cc (the consistency gate:
+// which task may start, sending in timestamp order, clock ticks) and kv_worker_replies.cc
+// (taking replies, assembling pulled values, finishing and waiting).
+//
 // Thread safety: thread-safe. Lock order: cluster::NodeRuntime's data lock, then send_mu_,
 // then mu_. Callbacks run without any of this class's locks held.
 #pragma once

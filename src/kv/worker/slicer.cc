@@ -237,6 +237,24 @@ void ScatterByOrder(const std::byte* src, std::span<const uint32_t> order, size_
   ScatterByOrderImpl<0>(src, order, row, out);
 }
 
+IndexRuns RunsOf(std::span<const uint32_t> indices) {
+  IndexRuns runs;
+  for (uint32_t i : indices) {
+    if (!runs.empty() && runs.back().end == i) {
+      ++runs.back().end;
+    } else {
+      runs.push_back(IndexRun{i, i + 1});
+    }
+  }
+  return runs;
+}
+
+std::vector<uint64_t> Offsets(const SharedArray<int32_t>& lens) {
+  std::vector<uint64_t> off(lens.size() + 1, 0);
+  for (size_t i = 0; i < lens.size(); ++i) off[i + 1] = off[i] + static_cast<uint64_t>(lens[i]);
+  return off;
+}
+
 void GatherRows(const std::byte* src, const IndexRuns& runs, size_t row, std::byte* dst) {
   for (const IndexRun& r : runs) {
     const size_t bytes = size_t{r.end - r.begin} * row;

@@ -17,6 +17,7 @@
 #include "cluster/key_placement.h"
 #include "cluster/ring.h"
 #include "pserver/result.h"
+#include "pserver/shared_array.h"
 #include "pserver/status.h"
 #include "pserver/types.h"
 
@@ -80,6 +81,12 @@ Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& pl
 // segments the keys span), O(n) for kHashed.
 std::optional<size_t> FirstNotOwned(std::span<const Key> keys, const cluster::Placement& placement,
                                     const cluster::Ring& ring, uint32_t server);
+
+// The maximal runs of consecutive values in ascending `indices`.
+IndexRuns RunsOf(std::span<const uint32_t> indices);
+// Offsets (in values) of each key's first value in a variable-length request:
+// offsets[i] = lens[0] + ... + lens[i-1], for i = 0..lens.size().
+std::vector<uint64_t> Offsets(const SharedArray<int32_t>& lens);
 
 // Copies the rows at `runs`' indices (row i at src + i * row) to `dst`, one after another
 // (one memcpy per run).
