@@ -9,7 +9,6 @@
 #include <string>
 #include <unordered_map>
 
-#include "apps/linear/dbpg_rule.h"
 #include "apps/linear/job_stats.h"
 #include "apps/linear/logistic.h"
 #include "pserver/kv_worker.h"
@@ -112,9 +111,12 @@ Status Trainer::Setup() {
   if (o_.num_blocks == 0) return Status::InvalidArgument("num_blocks must be at least 1");
   if (o_.l1 < 0 || o_.l2 < 0) return Status::InvalidArgument("l1 and l2 must be >= 0");
   if (o_.tau < 0) return Status::InvalidArgument("tau must be >= 0");
+  // The built-in "prox" rule in its gradient layout: a row is (w, G), a push (g, u). The
+  // objective's l2 |w|^2 is the rule's (l2/2) x^2 with twice the weight.
   TableSpec w{.name = o_.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 2};
-  w.updater = {.name = kDbpgRuleName,
-               .params = {{"l1", o_.l1}, {"l2", 2 * o_.l2}, {"delta", o_.trust_region}}};
+  w.updater = {.name = o_.rule,
+               .params = {{"l1", o_.l1}, {"l2", 2 * o_.l2}, {"delta", o_.trust_region}, {"gradient", 1}}};
+  w.push_arity = 1;
   PSERVER_ASSIGN_OR_RETURN(w_table_, node_.DeclareTable(w, o_.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
   cols_ = ToColumns(data_);

@@ -5,9 +5,11 @@
 //
 // Features are split into blocks of contiguous ids. Iteration t works on block t mod B: every
 // worker computes, on its own rows, the gradient g_j and a diagonal curvature bound u_j of
-// each feature j of the block and pushes them to the "dbpg" table; the servers sum the pushes
-// of the iteration and apply the proximal Newton step (apps/linear/dbpg_rule.h); each worker
-// then pulls the block's new weights and updates its margins. With delay bound tau a worker
+// each feature j of the block and pushes them to the weight table; the servers sum the pushes
+// of the iteration and apply the proximal Newton step -- the built-in "prox" rule with
+// gradient=1 (pserver/table.h; the step is pserver::ProxStep of pserver/updater.h), whose rows
+// are (w_j, G_j); each worker then pulls the block's new weights, with the iteration's full
+// gradients for the KKT filter, and updates its margins. With delay bound tau a worker
 // computes iteration t with margins that include every iteration <= t - tau - 1 (the pulls of
 // the last tau iterations may still be in flight), which is the paper's bounded delay: tau = 0
 // is sequential block coordinate descent. The pulls are stale-synchronous pulls with staleness
@@ -22,7 +24,7 @@
 // pass changes the objective by more than the tolerance).
 //
 // Every worker of the job calls TrainDbpg with its own rows (SPMD); they must agree on the
-// options. The servers must know the "dbpg" rule (RegisterLinearRules).
+// options. Any server serves it: the rule is built in.
 //
 // Thread safety: TrainDbpg blocks its calling thread; progress callbacks run on it.
 #pragma once
@@ -30,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "apps/linear/dataset.h"
@@ -49,7 +52,11 @@ struct DbpgOptions {
   bool kkt_filter = true;
   double kkt_margin = 0.5;     // filter when |G_j| <= (1 - margin) * l1
   int kkt_full_pass_every = 5; // every this many passes, a pass over every feature
-  double trust_region = 5.0;   // |w_j - w0_j| per iteration
+  double trust_region = 5.0;   // |w_j - w0_j| per iteration (the rule's delta)
+  // The servers' rule the weight table names, with the params l1, l2, delta, gradient=1: the
+  // built-in "prox", or one a server registered under another name that takes the same params
+  // and layout (e.g. a wrapper of "prox" that instruments it; the tests count rows with one).
+  std::string rule = "prox";
   std::string table_prefix = "dbpg";
   std::chrono::milliseconds wait_timeout{300000};
   DataDescriber describe_data;  // names a lost worker's data in the error (job_stats.h)

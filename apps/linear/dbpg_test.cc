@@ -3,7 +3,7 @@
 // certified by the KKT conditions. DBPG must reach the same weights and the same support. Also
 // the KKT filter (it cuts the keys the servers receive, counted on the servers, and never
 // changes the result), the online solvers against serial re-implementations of their updates,
-// and the rule's closed form.
+// and the step's closed form (pserver::ProxStep, which the servers' "prox" rule takes).
 #include "apps/linear/dbpg.h"
 
 #include <gtest/gtest.h>
@@ -12,16 +12,17 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <set>
 #include <string>
 
-#include "apps/linear/dbpg_rule.h"
 #include "apps/linear/logistic.h"
 #include "apps/linear/online.h"
 #include "pserver/kv_server.h"
+#include "pserver/updater.h"
 #include "testing/local_cluster.h"
 #include "testing/test_util.h"
 
@@ -174,8 +175,12 @@ void ExpectMatchesReference(const Dataset& d, const std::vector<double>& w, cons
   EXPECT_LE(kkt, kKktTol);
 }
 
-// The "dbpg" rule, counting on the servers every row it applies: one row per (worker, feature,
-// iteration) pushed, i.e. the keys the servers received -- the KKT filter's traffic.
+// The servers' rule under another name: the built-in "prox" with the weight table's params,
+// counting every row it applies -- one row per (worker, feature, iteration) pushed, i.e. the
+// keys the servers received: the KKT filter's traffic. TrainDbpg's weight table names it
+// through DbpgOptions::rule; the other tables keep their own rules, uncounted.
+constexpr const char* kCountingRule = "counting_prox";
+
 class CountingRule final : public Updater {
  public:
   CountingRule(std::unique_ptr<Updater> rule, std::shared_ptr<std::atomic<uint64_t>> rows)
@@ -183,6 +188,9 @@ class CountingRule final : public Updater {
   uint32_t push_arity() const override { return rule_->push_arity(); }
   uint32_t state_per_value() const override { return rule_->state_per_value(); }
   bool Supports(ValueType type) const override { return rule_->Supports(type); }
+  Status FitsWidth(uint32_t width, bool variable_length) const override {
+    return rule_->FitsWidth(width, variable_length);
+  }
   void Apply(const UpdateContext& ctx, std::span<float> value, std::span<float> state,
              std::span<const float> push) const override {
     rows_->fetch_add(1);
@@ -208,7 +216,8 @@ class CountingRule final : public Updater {
 };
 
 // Every worker runs `train` on rows r with r % workers == rank; returns worker 0's result.
-// With `dbpg_rows`, the servers' "dbpg" rule counts there the rows it applies (CountingRule).
+// With `dbpg_rows`, the servers know kCountingRule, which counts there the rows it applies
+// (CountingRule); the training must name it.
 template <typename R>
 Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
                        const std::function<Result<R>(Node&, const Dataset&)>& train,
@@ -219,14 +228,13 @@ Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
   c.num_servers = servers;
   auto cluster = LocalCluster::Start(c, [dbpg_rows](Node& server) -> std::shared_ptr<void> {
     ServerOptions so;
-    if (dbpg_rows == nullptr) {
-      EXPECT_OK(RegisterLinearRules(so.updaters));
-    } else {
+    if (dbpg_rows != nullptr) {
       auto counting = [dbpg_rows](const UpdaterSpec& spec) -> Result<std::unique_ptr<Updater>> {
-        PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> rule, MakeDbpgRule(spec));
+        PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> rule,
+                                 UpdaterRegistry().Create(UpdaterSpec{.name = "prox", .params = spec.params}));
         return std::unique_ptr<Updater>(std::make_unique<CountingRule>(std::move(rule), dbpg_rows));
       };
-      EXPECT_OK(so.updaters.Register(kDbpgRuleName, counting));
+      EXPECT_OK(so.updaters.Register(kCountingRule, counting));
     }
     struct Both {
       Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n) {}
@@ -255,8 +263,10 @@ Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
   return first;
 }
 
-Result<DbpgResult> TrainOnCluster(const Dataset& all, const DbpgOptions& o, uint32_t workers, uint32_t servers,
+// With `dbpg_rows`, the weight table's rule is kCountingRule ("prox", counted there).
+Result<DbpgResult> TrainOnCluster(const Dataset& all, DbpgOptions o, uint32_t workers, uint32_t servers,
                                   std::shared_ptr<std::atomic<uint64_t>> dbpg_rows = nullptr) {
+  if (dbpg_rows != nullptr) o.rule = kCountingRule;
   return RunOnCluster<DbpgResult>(
       all, workers, servers, [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, o); },
       std::move(dbpg_rows));
@@ -314,10 +324,10 @@ INSTANTIATE_TEST_SUITE_P(Delays, DbpgTest, ::testing::Values(Case{0, 1}, Case{0,
                                   std::to_string(info.param.workers);
                          });
 
-// The KKT filter, with its traffic counted where it lands: the rows the servers' "dbpg" rule
-// applies (one per key pushed). Without the filter every pass pushes every feature of every
-// worker; with it, the features that sit at zero inside the L1 band are skipped between the
-// full passes, and the result is the same optimum either way.
+// The KKT filter, with its traffic counted where it lands: the rows the servers' "prox" rule
+// applies to the weight table (one per key pushed). Without the filter every pass pushes every
+// feature of every worker; with it, the features that sit at zero inside the L1 band are
+// skipped between the full passes, and the result is the same optimum either way.
 TEST(DbpgKktTest, FilterCutsTheKeysServersReceiveNotTheResult) {
   const uint32_t seed = 99;
   std::printf("seed %u\n", seed);
@@ -538,7 +548,8 @@ TEST_P(OnlineTest, TwoAsynchronousWorkersEndWhereTheSerialRunEnds) {
 INSTANTIATE_TEST_SUITE_P(Rules, OnlineTest, ::testing::Values("sgd", "ftrl"),
                          [](const auto& info) { return info.param; });
 
-TEST(DbpgRuleTest, ProxStepClosedForm) {
+// The step the servers take (pserver::ProxStep), on the numbers of the app's objective.
+TEST(DbpgStepTest, ProxStepClosedForm) {
   // No curvature: unchanged.
   EXPECT_EQ(ProxStep(0.5, 1, 0, 1, 0, 5), 0.5);
   // Inside the L1 band from zero: stays zero.
@@ -551,11 +562,18 @@ TEST(DbpgRuleTest, ProxStepClosedForm) {
   EXPECT_DOUBLE_EQ(ProxStep(0, -3, 2, 1, 2, 5), 0.5);
 }
 
-TEST(DbpgRuleTest, RefusesUnknownAndOutOfRangeParameters) {
-  EXPECT_EQ(MakeDbpgRule({.name = "dbpg", .params = {{"lambda", 1}}}).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(MakeDbpgRule({.name = "dbpg", .params = {{"l1", -1}}}).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(MakeDbpgRule({.name = "dbpg", .params = {{"delta", 0}}}).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_OK(MakeDbpgRule({.name = "dbpg", .params = {{"l1", 1}, {"l2", 0.5}, {"delta", 2}}}).status());
+// The rule spec TrainDbpg declares is the built-in "prox" in its gradient layout; bad values
+// of the app's options are refused by the servers' rule.
+TEST(DbpgStepTest, TheWeightTablesRuleIsTheBuiltinProx) {
+  const auto make = [](std::map<std::string, double> params) {
+    return UpdaterRegistry().Create(UpdaterSpec{.name = DbpgOptions{}.rule, .params = std::move(params)});
+  };
+  Result<std::unique_ptr<Updater>> rule = make({{"l1", 1}, {"l2", 0.5}, {"delta", 5}, {"gradient", 1}});
+  ASSERT_OK(rule.status());
+  EXPECT_EQ((*rule)->push_arity(), 1u);
+  EXPECT_OK((*rule)->FitsWidth(2, false));
+  EXPECT_EQ(make({{"l1", -1}, {"gradient", 1}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(make({{"delta", 0}, {"gradient", 1}}).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -40,15 +40,21 @@ enum class StorageKind : uint8_t {
 //   "adam"    Kingma & Ba with bias correction, per-key step count
 //                                                             lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8
 //   "ftrl"    FTRL-proximal (McMahan et al. 2013)            alpha=0.05 beta=1 l1=0 l2=0
-//   "prox"    the proximal Newton step of delayed block proximal gradient: pushes carry a
-//             gradient and a curvature per value (push_arity 2) which the server accumulates per
-//             iteration (the pusher's clock); the value becomes the soft-thresholded step
-//             clamped to a trust region.                    l1=0 l2=0 delta=1 (trust region)
+//   "prox"    the proximal Newton step of delayed block proximal gradient (pserver::ProxStep in
+//             pserver/updater.h): pushes carry a gradient and a curvature per weight, which the
+//             server sums per iteration (the pusher's clock); the weight becomes the
+//             soft-thresholded step from its value at the iteration's start, clamped to a trust
+//             region.                                 l1=0 l2=0 delta=1 (trust region) gradient=0
+//             gradient=0: every value is a weight; push_arity 2 (width gradients, then width
+//             curvatures). gradient=1: a row is (w, G), a weight and the gradient summed in its
+//             last iteration, so that pulls return both; width 2 (fixed), push_arity 1, a push
+//             row is (g, u). Either way the result does not depend on the order of an
+//             iteration's pushes.
 // The rules other than add/assign take float or double tables only. Parameter ranges: lr, beta,
-// l1, l2 >= 0; eps, alpha, delta > 0; beta1, beta2 in [0, 1); an unknown name or a value out of
-// range (or not finite) makes the table's declaration fail with kInvalidArgument. Integer "add"
-// wraps modulo 2^bits. A server may register rules of its own under new names (see
-// pserver/updater.h).
+// l1, l2 >= 0; eps, alpha, delta > 0; beta1, beta2 in [0, 1); gradient 0 or 1. An unknown name,
+// a value out of range (or not finite), or a width or push_arity the rule does not take makes
+// the table's declaration fail with kInvalidArgument. Integer "add" wraps modulo 2^bits. A
+// server may register rules of its own under new names (see pserver/updater.h).
 struct UpdaterSpec {
   std::string name = "add";
   std::map<std::string, double> params{};  // hyper-parameters; unknown names are refused
@@ -83,7 +89,8 @@ struct TableSpec {
   KeyRange key_range{0, ~Key{0}};          // used by KeyPlacement::kRange and StorageKind::kDense
   StorageKind storage = StorageKind::kSparse;
   UpdaterSpec updater{};
-  // Values a push carries per stored value: 1, or 2 for the "prox" rule (gradient, curvature).
+  // Values a push carries per stored value: 1, or 2 for the "prox" rule (gradient, curvature;
+  // with gradient=1 it is 1: the push row (g, u) matches the row (w, G)).
   // Workers check pushes against width * push_arity values per key; a server refuses a table
   // whose rule expects another arity.
   uint32_t push_arity = 1;

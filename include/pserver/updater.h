@@ -54,14 +54,21 @@ class Updater {
  public:
   virtual ~Updater() = default;
 
-  // Values pushed per stored value (1; the "prox" rule takes 2: gradient then curvature).
+  // Values pushed per stored value (1; the "prox" rule takes 2: gradient then curvature; with
+  // gradient=1 it takes 1, a push row (g, u) per stored row (w, G)).
   virtual uint32_t push_arity() const { return 1; }
   // State values kept per stored value, initialised to zero when a key is first stored. The
-  // rule chooses their layout within a row's state (the built-in rules keep state_per_value()
+  // rule chooses their layout within a row's state (the elementwise built-in rules keep state_per_value()
   // consecutive blocks of width values, like a push); storage only keeps and moves them.
   virtual uint32_t state_per_value() const { return 0; }
   // Whether tables of `type` can use this rule (only add and assign take integers).
   virtual bool Supports(ValueType type) const { return type == ValueType::kFloat32 || type == ValueType::kFloat64; }
+  // Whether tables with rows of `width` values (or, if `variable_length`, rows of each key's own
+  // length; `width` is then meaningless) can use this rule. Ok by default: most rules work
+  // value by value and take any width. A rule whose row has a fixed layout (the "prox" rule
+  // with gradient=1 takes rows (w, G) of width 2) returns kInvalidArgument saying what it
+  // needs; the table's declaration then fails with that error, naming the table and the rule.
+  virtual Status FitsWidth(uint32_t /*width*/, bool /*variable_length*/) const { return Status::Ok(); }
 
   // Applies one pushed row. `value` and `state` are the key's stored row (width values) and
   // its state (width * state_per_value()); `push` holds width * push_arity() values, laid out
@@ -87,6 +94,17 @@ class Updater {
   virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const;
   virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int64_t>> rows) const;
 };
+
+// The proximal Newton step of delayed block proximal gradient, in closed form: for a weight
+// that was w0 when the iteration began, with the iteration's summed gradient g and (diagonal)
+// curvature u, the minimiser of
+//   g*(x - w0) + (u/2)*(x - w0)^2 + l1*|x| + (l2/2)*x^2   subject to |x - w0| <= delta,
+// i.e. clamp(S(u*w0 - g, l1) / (u + l2), w0 - delta, w0 + delta) with the soft threshold
+// S(a, l1) = sign(a) * max(|a| - l1, 0); w0 itself (no step) if u + l2 <= 0 or is NaN.
+// The built-in "prox" rule takes this step on each push (see pserver/table.h); a solver or a
+// test may call it to reproduce the servers' arithmetic.
+// REQUIRES: l1 >= 0, l2 >= 0, delta > 0 (the rule's parameter ranges).
+double ProxStep(double w0, double g, double u, double l1, double l2, double delta);
 
 // Builds a rule from a table's UpdaterSpec. kInvalidArgument, naming the rule and the
 // parameter, for an unknown or out-of-range parameter. Servers build each table's rule when

@@ -7,7 +7,6 @@
 #include <fstream>
 #include <memory>
 
-#include "apps/linear/dbpg_rule.h"
 #include "pserver/atomic_file.h"
 #include "pserver/demo_worker.h"
 #include "pserver/pserver.h"
@@ -120,7 +119,8 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<CommonFlags>();
   o->role = Role::kServer;
   CLI::App* cmd = app.add_subcommand(
-      "server", "Start a server: serves every table with its update rule (built-in ones and the apps' \"dbpg\")");
+      "server", "Start a server: serves every table with its update rule (the built-in ones: add, assign, sgd, "
+                "adagrad, adam, ftrl, prox)");
   AddCommonFlags(cmd, o.get(), f.get());
   AddSchedulerFlag(cmd, o.get());
   auto apply_threads = std::make_shared<uint32_t>(0);
@@ -135,10 +135,9 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
       ApplyCommonFlags(*f, o.get());
       Result<std::unique_ptr<Node>> node = Node::Start(*o);
       if (!node.ok()) return Fail("server", node.status());
-      // The built-in update rules plus those of the apps (e.g. "dbpg" of `pserver train linear`).
+      // The built-in update rules serve every app (`pserver train linear` uses "prox").
       ServerOptions options;
       options.apply_threads = *apply_threads;
-      if (Status s = linear::RegisterLinearRules(options.updaters); !s.ok()) return Fail("server", s);
       KVServer<float> f32(**node, options);
       KVServer<double> f64(**node);
       KVServer<int32_t> i32(**node);

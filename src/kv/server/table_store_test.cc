@@ -437,8 +437,10 @@ class RowByRow final : public Updater {
 TEST(TableStoreTest, BuiltinRulesGiveTheRowByRowResultsOnAnyNumberOfShards) {
   const uint64_t seed = pserver::testing::TestSeed();
   for (const UpdaterSpec& rule : {UpdaterSpec{"sgd", {{"lr", 0.25}}}, UpdaterSpec{"adam", {}},
-                                  UpdaterSpec{"ftrl", {{"l1", 0.01}}}, UpdaterSpec{"prox", {{"l1", 0.01}}}}) {
-    SCOPED_TRACE(rule.name);
+                                  UpdaterSpec{"ftrl", {{"l1", 0.01}}}, UpdaterSpec{"prox", {{"l1", 0.01}}},
+                                  UpdaterSpec{"prox", {{"l1", 0.01}, {"gradient", 1}}}}) {
+    const bool gradient = rule.params.contains("gradient");  // prox rows (w, G), pushes (g, u)
+    SCOPED_TRACE(rule.name + (gradient ? " gradient=1" : ""));
     UpdaterRegistry registry;
     const auto make_rule = [&] { return std::move(registry.Create(rule)).value(); };
     TableSpec spec = Spec(ValueType::kFloat32, 2);
@@ -460,7 +462,8 @@ TEST(TableStoreTest, BuiltinRulesGiveTheRowByRowResultsOnAnyNumberOfShards) {
       std::vector<float> vals(n * push_len);
       for (size_t i = 0; i < vals.size(); ++i) {
         const float x = static_cast<float>(std::uniform_int_distribution<int>(-64, 64)(rng)) / 16;
-        vals[i] = i % push_len >= spec.width ? std::abs(x) : x;  // prox: curvatures >= 0
+        const bool curvature = gradient ? i % push_len == 1 : i % push_len >= spec.width;
+        vals[i] = curvature ? std::abs(x) : x;  // prox: curvatures >= 0
       }
       const MessageType type = round % 2 == 0 ? MessageType::kPush : MessageType::kPushPull;
       const ServerRequest req = Request<float>(type, keys, vals, spec.width);

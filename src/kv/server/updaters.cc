@@ -24,6 +24,7 @@ enum class Bound : uint8_t {
   kNonNegative,  // [0, inf)
   kPositive,     // (0, inf)
   kUnit,         // [0, 1)
+  kFlag,         // 0 or 1
 };
 
 struct ParamDef {
@@ -38,6 +39,7 @@ bool InBound(double v, Bound bound) {
     case Bound::kNonNegative: return v >= 0.0;
     case Bound::kPositive: return v > 0.0;
     case Bound::kUnit: return v >= 0.0 && v < 1.0;
+    case Bound::kFlag: return v == 0.0 || v == 1.0;
   }
   return false;
 }
@@ -47,6 +49,7 @@ std::string_view BoundText(Bound bound) {
     case Bound::kNonNegative: return "a finite number >= 0";
     case Bound::kPositive: return "a finite number > 0";
     case Bound::kUnit: return "in [0, 1)";
+    case Bound::kFlag: return "0 or 1";
   }
   return "";
 }
@@ -303,11 +306,41 @@ class FtrlUpdater final : public RealUpdater<FtrlUpdater> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// prox
+// prox: two layouts of one step. Both keep, per weight, the state (w0, G, U, c) and take the
+// step ProxStep on the sums (ProxPush); they differ only in where the weight, its state and its
+// push lie in a row.
 
+struct ProxParams {
+  double l1, l2, delta;
+};
+
+// One push (g, u) of clock ctx.clock into a weight's state: starts a new iteration if the
+// stored one (c) is another, accumulates, and returns the new weight -- a function of the
+// stored sums only, so that it does not depend on the order of one iteration's pushes.
+template <typename T>
+T ProxPush(T clock, T w, T& w0, T& big_g, T& big_u, T& c, T g, T u, const ProxParams& p) {
+  if (c != clock) {  // the first push of a new iteration
+    w0 = w;
+    big_g = T(0);
+    big_u = T(0);
+    c = clock;
+  }
+  big_g = static_cast<T>(static_cast<double>(big_g) + static_cast<double>(g));
+  big_u = static_cast<T>(static_cast<double>(big_u) + static_cast<double>(u));
+  return static_cast<T>(ProxStep(w0, big_g, big_u, p.l1, p.l2, p.delta));
+}
+
+// The iteration a push belongs to, as stored in c (clock + 1; 0 = never pushed).
+template <typename T>
+T ProxClock(const UpdateContext& ctx) {
+  return static_cast<T>(ctx.clock + 1);
+}
+
+// gradient=0: elementwise over a row of width n. Push: n gradients, then n curvatures. State:
+// blocks w0, G, U, c of n values each.
 class ProxUpdater final : public RealUpdater<ProxUpdater> {
  public:
-  ProxUpdater(double l1, double l2, double delta) : l1_(l1), l2_(l2), delta_(delta) {}
+  explicit ProxUpdater(const ProxParams& p) : p_(p) {}
   uint32_t push_arity() const override { return 2; }
   uint32_t state_per_value() const override { return 4; }
 
@@ -322,33 +355,45 @@ class ProxUpdater final : public RealUpdater<ProxUpdater> {
     T* c_state = state.data() + 3 * n;
     const T* grad = push.data();
     const T* curv = push.data() + n;
-    const T clock = static_cast<T>(ctx.clock + 1);
-    const double l1 = l1_, l2 = l2_, delta = delta_;
+    const T clock = ProxClock<T>(ctx);
     for (size_t i = 0; i < n; ++i) {
-      if (c_state[i] != clock) {  // the first push of a new iteration
-        w0_state[i] = w[i];
-        g_state[i] = T(0);
-        u_state[i] = T(0);
-        c_state[i] = clock;
-      }
-      // The step is a function of the stored sums only, so that it does not depend on the
-      // order in which one iteration's pushes arrive.
-      g_state[i] = static_cast<T>(static_cast<double>(g_state[i]) + static_cast<double>(grad[i]));
-      u_state[i] = static_cast<T>(static_cast<double>(u_state[i]) + static_cast<double>(curv[i]));
-      const double w0 = w0_state[i];
-      const double big_g = g_state[i];
-      const double big_u = u_state[i];
-      const double denom = big_u + l2;
-      if (!(denom > 0.0)) continue;  // no curvature yet: keep the value
-      const double a = big_u * w0 - big_g;
-      const double shrunk = std::abs(a) - l1;
-      const double x = shrunk > 0.0 ? std::copysign(shrunk, a) / denom : 0.0;
-      w[i] = static_cast<T>(std::clamp(x, w0 - delta, w0 + delta));
+      w[i] = ProxPush(clock, w[i], w0_state[i], g_state[i], u_state[i], c_state[i], grad[i], curv[i], p_);
     }
   }
 
  private:
-  double l1_, l2_, delta_;
+  ProxParams p_;
+};
+
+// gradient=1: a row is one weight, (w, G), so that a pull returns the iteration's summed
+// gradient beside the weight. Push: (g, u). State: w0, G, U, c.
+class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
+ public:
+  explicit ProxGradientUpdater(const ProxParams& p) : p_(p) {}
+  uint32_t push_arity() const override { return 1; }
+  uint32_t state_per_value() const override { return 2; }  // 4 per row of width 2
+  Status FitsWidth(uint32_t width, bool variable_length) const override {
+    if (variable_length) {
+      return Status::InvalidArgument(
+          "with gradient=1 a row is (w, G): the table needs width 2, not variable-length rows");
+    }
+    if (width != 2) {
+      return Status::InvalidArgument(
+          fmt::format("with gradient=1 a row is (w, G): the table needs width 2, not {}", width));
+    }
+    return Status::Ok();
+  }
+
+  template <typename T>
+  void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    // Other widths are refused at declaration (FitsWidth); never touch a row of another shape.
+    if (value.size() != 2 || state.size() != 4 || push.size() != 2) return;
+    value[0] = ProxPush(ProxClock<T>(ctx), value[0], state[0], state[1], state[2], state[3], push[0], push[1], p_);
+    value[1] = state[1];
+  }
+
+ private:
+  ProxParams p_;
 };
 
 }  // namespace
@@ -406,13 +451,16 @@ Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec) {
 }
 
 Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
-  static constexpr std::array<ParamDef, 3> kDefs{{
+  static constexpr std::array<ParamDef, 4> kDefs{{
       {"delta", 1.0, Bound::kPositive},
+      {"gradient", 0.0, Bound::kFlag},
       {"l1", 0.0, Bound::kNonNegative},
       {"l2", 0.0, Bound::kNonNegative},
   }};
   PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("prox", spec, kDefs));
-  return Make<ProxUpdater>(/*l1=*/p[1], /*l2=*/p[2], /*delta=*/p[0]);
+  const ProxParams params{.l1 = p[2], .l2 = p[3], .delta = p[0]};
+  if (p[1] == 1.0) return Make<ProxGradientUpdater>(params);
+  return Make<ProxUpdater>(params);
 }
 
 Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec) {
@@ -424,10 +472,25 @@ Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec) {
     return Status::InvalidArgument(fmt::format("table '{}': updater '{}' takes pushes of arity {}, the table declares {}",
                                                spec.name, spec.updater.name, updater.push_arity(), spec.push_arity));
   }
+  if (Status s = updater.FitsWidth(spec.width, spec.variable_length); !s.ok()) {
+    return Status(s.code(), fmt::format("table '{}': updater '{}': {}", spec.name, spec.updater.name, s.message()));
+  }
   return Status::Ok();
 }
 
 }  // namespace kv
+
+// ---------------------------------------------------------------------------------------------
+// ProxStep (declared in pserver/updater.h)
+
+double ProxStep(double w0, double g, double u, double l1, double l2, double delta) {
+  const double curvature = u + l2;
+  if (!(curvature > 0.0)) return w0;  // no curvature (or NaN): no step
+  const double a = u * w0 - g;
+  const double shrunk = std::abs(a) - l1;  // the soft threshold S(a, l1)
+  const double x = shrunk > 0.0 ? std::copysign(shrunk, a) / curvature : 0.0;
+  return std::clamp(x, w0 - delta, w0 + delta);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Updater's default ApplyBatch (declared in pserver/updater.h): one Apply per row.

@@ -10,7 +10,8 @@
 //
 // State layout: a rule with state_per_value() == s keeps, for a row of width values, s
 // consecutive blocks of width values (block k holds state variable k of every value), the
-// same layout as a push of arity s. All state starts at zero (the storage zero-fills it).
+// same layout as a push of arity s -- except "prox" with gradient=1, whose rows hold one weight
+// each (below). All state starts at zero (the storage zero-fills it).
 //
 // Batches: every rule implements ApplyBatch as a loop over Apply's own non-virtual per-value
 // code (one virtual call per batch; rows of width 1 get a loop of their own), so a batch gives
@@ -64,25 +65,35 @@ Result<std::unique_ptr<Updater>> MakeAdamUpdater(const UpdaterSpec& spec);
 Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec);
 
 // "prox": the proximal Newton step of delayed block proximal gradient (L1/L2-regularised
-// objectives, e.g. sparse logistic regression). push_arity 2: a push row holds width
-// gradients, then width (diagonal) curvatures. State w0, G, U, c per value: the value at the
-// start of the current iteration, the gradient and curvature accumulated in it, and the
-// iteration's clock + 1 (0: never pushed).
-// On a push with clock ctx.clock: if ctx.clock + 1 != c a new iteration starts (w0 = value,
-// G = U = 0, c = ctx.clock + 1). Then G += g, U += u, and the value becomes the minimiser of
+// objectives, e.g. sparse logistic regression). Each weight keeps the state w0, G, U, c: the
+// weight at the start of the current iteration, the gradient and curvature accumulated in it,
+// and the iteration's clock + 1 (0: never pushed).
+// On a push (g, u) with clock ctx.clock: if ctx.clock + 1 != c a new iteration starts (w0 = the
+// weight, G = U = 0, c = ctx.clock + 1). Then G += g, U += u, and the weight becomes
+// ProxStep(w0, G, U, l1, l2, delta) (pserver/updater.h): the minimiser of
 //   G*(x - w0) + (U/2)*(x - w0)^2 + l1*|x| + (l2/2)*x^2   subject to |x - w0| <= delta,
 // i.e. x = clamp(S(U*w0 - G, l1) / (U + l2), w0 - delta, w0 + delta) with the soft threshold
-// S(a, l1) = sign(a) * max(|a| - l1, 0); if U + l2 <= 0 the value is left as it is.
+// S(a, l1) = sign(a) * max(|a| - l1, 0); w0 if U + l2 <= 0 (no step without curvature).
 // Several pushes with the same clock therefore give the step for their summed gradient and
 // curvature, whatever their order. Pushes of different clocks must not interleave on a key
 // (DBPG guarantees it: a key's block is revisited only after its previous iteration ended); a
 // late push of an older clock would start a new iteration. c is stored in the table's type,
 // so clocks must stay below 2^24 for float tables (2^53 for double).
-// Params: l1 >= 0, l2 >= 0 (defaults 0), delta > 0 (default 1).
+// Two layouts (param gradient):
+//   gradient=0 (default): elementwise over a row of any width n, every value a weight.
+//     push_arity 2: a push row holds n gradients, then n (diagonal) curvatures.
+//     State: 4 blocks of n values (w0, G, U, c of every value).
+//   gradient=1: a row is one weight and its iteration's gradient, (w, G), so that a pull
+//     returns both (DBPG's KKT filter needs G). Width exactly 2, fixed length (FitsWidth
+//     refuses others); push_arity 1: a push row is (g, u). State: w0, G, U, c
+//     (state_per_value 2, 4 values per row). The weight is the same as gradient=0 gives for
+//     the same pushes.
+// Params: l1 >= 0, l2 >= 0 (defaults 0), delta > 0 (default 1), gradient 0 or 1 (default 0).
 Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec);
 
-// Checks that `updater` fits a table: Supports(spec.value_type) and push_arity() ==
-// spec.push_arity. kInvalidArgument naming the table and the rule otherwise.
+// Checks that `updater` fits a table: Supports(spec.value_type), push_arity() ==
+// spec.push_arity and FitsWidth(spec.width, spec.variable_length). kInvalidArgument naming the
+// table, the rule and what is wrong otherwise.
 Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec);
 
 }  // namespace pserver::kv

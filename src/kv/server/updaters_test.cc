@@ -9,6 +9,7 @@
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <span>
@@ -134,7 +135,10 @@ struct RefProx {
     s.g = static_cast<T>(s.g + g);
     s.u = static_cast<T>(s.u + u);
     const double big_u = s.u, big_g = s.g, w0 = s.w0;
-    if (big_u + l2 <= 0) return;
+    if (big_u + l2 <= 0) {  // no curvature: no step from w0
+      w = s.w0;
+      return;
+    }
     const double a = big_u * w0 - big_g;
     double x = 0;
     if (a > l1) x = (a - l1) / (big_u + l2);
@@ -323,6 +327,11 @@ TYPED_TEST(UpdatersTypedTest, ApplyBatchEqualsApplyRowByRow) {
     ASSERT_NE(rule, nullptr);
     for (uint32_t width : {1u, 3u}) ExpectBatchEqualsRowByRow<TypeParam>(*rule, width, seed + width);
   }
+  // "prox" with gradient=1 takes rows of width 2 only.
+  SCOPED_TRACE("prox gradient=1");
+  auto gradient = MustCreate(UpdaterSpec{"prox", {{"l1", 0.5}, {"delta", 0.75}, {"gradient", 1}}});
+  ASSERT_NE(gradient, nullptr);
+  ExpectBatchEqualsRowByRow<TypeParam>(*gradient, 2, seed + 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +414,12 @@ TEST(UpdatersTest, ArityAndStateSizes) {
     EXPECT_EQ(rule->push_arity(), c.arity);
     EXPECT_EQ(rule->state_per_value(), c.state);
   }
+  // "prox" with gradient=1: a row (w, G) of width 2, a push (g, u), 4 state values per row.
+  auto gradient = MustCreate(UpdaterSpec{"prox", {{"gradient", 1}}});
+  ASSERT_NE(gradient, nullptr);
+  EXPECT_EQ(gradient->push_arity(), 1u);
+  EXPECT_EQ(gradient->state_per_value(), 2u);
+  EXPECT_EQ(MustCreate(UpdaterSpec{"prox", {{"gradient", 0}}})->push_arity(), 2u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,6 +484,10 @@ TEST(UpdatersTest, ProxLeavesTheValueWithoutCurvature) {
   // The gradient was still accumulated: a later push of the same clock brings the curvature.
   ApplyTo(*prox, row, {0.5, 2.0}, 3);
   EXPECT_DOUBLE_EQ(row.value[0], 0.7 - 1.0 / 2.0);
+  // The value is a function of the sums: if they lose their curvature again, it is w0 (as one
+  // push of the sums (1, 0) would give), not the step of the earlier push.
+  ApplyTo(*prox, row, {0.0, -2.0}, 3);
+  EXPECT_EQ(row.value[0], 0.7);
 }
 
 TEST(UpdatersTest, ProxStartsANewIterationWhenTheClockChanges) {
@@ -531,6 +550,153 @@ TEST(UpdatersTest, ProxIsIndependentOfPushOrderWithinAClock) {
     results.push_back(row.value[0]);
   }
   for (double r : results) EXPECT_NEAR(r, results[0], 1e-12);
+}
+
+TEST(UpdatersTest, ProxStepClosedForm) {
+  // w0 = 0.5, G = 0.3, U = 2, l1 = 0.1, l2 = 0.2: (U*w0 - G - l1) / (U + l2).
+  EXPECT_NEAR(ProxStep(0.5, 0.3, 2.0, 0.1, 0.2, 1.0), 0.6 / 2.2, 1e-15);
+  EXPECT_NEAR(ProxStep(-0.5, -0.3, 2.0, 0.1, 0.2, 1.0), -0.6 / 2.2, 1e-15);
+  // Inside the L1 band: exactly +0.
+  EXPECT_EQ(ProxStep(0.25, -0.5, 1.0, 1.0, 0.0, 5.0), 0.0);
+  EXPECT_FALSE(std::signbit(ProxStep(-0.25, 0.5, 1.0, 1.0, 0.0, 5.0)));
+  // The trust region around w0, also for the zero of the threshold.
+  EXPECT_EQ(ProxStep(1.0, 10.0, 1.0, 0.0, 0.0, 0.25), 0.75);
+  EXPECT_EQ(ProxStep(1.0, 0.0, 1.0, 100.0, 0.0, 0.25), 0.75);
+  // No curvature (or NaN): no step.
+  EXPECT_EQ(ProxStep(0.7, 0.5, 0.0, 0.0, 0.0, 1.0), 0.7);
+  EXPECT_EQ(ProxStep(0.7, 0.5, -1.0, 0.0, 0.5, 1.0), 0.7);
+  EXPECT_EQ(ProxStep(0.7, 0.5, std::numeric_limits<double>::quiet_NaN(), 0.0, 0.0, 1.0), 0.7);
+  // Only l2 curvature: a pure proximal step of the regulariser, (0*w0 - G) / l2.
+  EXPECT_DOUBLE_EQ(ProxStep(0.0, -1.0, 0.0, 0.0, 2.0, 5.0), 0.5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// prox with gradient=1: rows (w, G), pushes (g, u)
+
+// The same pushes, as (g, u) per key, through both layouts: the weights are bit-identical
+// (one step, one code path), G is the sum of the iteration's gradients, and the state holds
+// w0, G, U, c as the plain layout's blocks do for a width-1 row.
+TYPED_TEST(UpdatersTypedTest, ProxGradientLayoutGivesThePlainLayoutsWeights) {
+  using T = TypeParam;
+  const uint64_t seed = TestSeed(18);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(-1.0, 1.0);
+  const std::map<std::string, double> params = {{"l1", 0.25}, {"l2", 0.1}, {"delta", 0.5}};
+  auto plain = MustCreate(UpdaterSpec{"prox", params});
+  std::map<std::string, double> with_g = params;
+  with_g["gradient"] = 1;
+  auto gradient = MustCreate(UpdaterSpec{"prox", with_g});
+  ASSERT_TRUE(plain && gradient);
+  for (int key = 0; key < 4; ++key) {
+    const T init = static_cast<T>(0.5 * unit(rng));
+    Row<T> p = NewRow<T>(*plain, {init});
+    Row<T> g = NewRow<T>(*gradient, {init, T(0)});
+    ASSERT_EQ(g.state.size(), 4u);
+    uint64_t clock = 0;
+    double sum_g = 0;  // the iteration's gradients, summed in T as the rule stores them
+    for (int step = 0; step < 200; ++step) {
+      if (rng() % 3 == 0) {
+        clock += 1 + rng() % 2;
+        sum_g = 0;
+      }
+      const T grad = static_cast<T>(unit(rng));
+      const T curv = static_cast<T>(1.0 + unit(rng));  // (0, 2): the sums stay positive
+      ApplyTo(*plain, p, {grad, curv}, clock);
+      ApplyTo(*gradient, g, {grad, curv}, clock);
+      sum_g = static_cast<T>(sum_g + static_cast<double>(grad));
+      ASSERT_EQ(g.value[0], p.value[0]) << "key " << key << " step " << step;
+      ASSERT_EQ(static_cast<double>(g.value[1]), sum_g) << "key " << key << " step " << step;
+      ASSERT_EQ(g.state, p.state) << "key " << key << " step " << step;  // w0, G, U, c
+    }
+  }
+}
+
+TEST(UpdatersTest, ProxGradientRowHoldsTheIterationsGradientAndRestartsOnANewClock) {
+  auto prox = MustCreate(UpdaterSpec{"prox", {{"delta", 100.0}, {"gradient", 1}}});
+  Row<double> row = NewRow<double>(*prox, {2.0, 0.0});
+  ApplyTo(*prox, row, {1.0, 1.0}, /*clock=*/0);  // w0 = 2: 2 - 1/1 = 1
+  EXPECT_EQ(row.value, (std::vector<double>{1.0, 1.0}));
+  ApplyTo(*prox, row, {0.5, 1.0}, /*clock=*/0);  // same iteration: 2 - 1.5/2
+  EXPECT_EQ(row.value, (std::vector<double>{1.25, 1.5}));
+  EXPECT_EQ(row.state, (std::vector<double>{2.0, 1.5, 2.0, 1.0}));  // w0, G, U, clock + 1
+  // A new iteration starts from the current weight, with fresh sums: G is this iteration's.
+  ApplyTo(*prox, row, {-1.0, 4.0}, /*clock=*/1);  // w0 = 1.25: 1.25 + 1/4
+  EXPECT_EQ(row.value, (std::vector<double>{1.5, -1.0}));
+  EXPECT_EQ(row.state, (std::vector<double>{1.25, -1.0, 4.0, 2.0}));
+  // A pushed G column is ignored: the row's G is the rule's sum, whatever was stored there.
+  Row<double> stale = NewRow<double>(*prox, {2.0, 123.0});
+  ApplyTo(*prox, stale, {1.0, 1.0}, /*clock=*/0);
+  EXPECT_EQ(stale.value, (std::vector<double>{1.0, 1.0}));
+}
+
+TEST(UpdatersTest, ProxGradientIsIndependentOfPushOrderWithinAClock) {
+  auto prox = MustCreate(UpdaterSpec{"prox", {{"l1", 0.125}, {"l2", 0.5}, {"delta", 0.75}, {"gradient", 1}}});
+  // Four workers' (g, u), dyadic so that every order sums exactly: bit-identical rows.
+  const std::vector<std::vector<float>> pushes = {{0.5f, 1.0f}, {-0.75f, 0.5f}, {0.25f, 0.25f}, {1.0f, 0.75f}};
+  std::vector<size_t> order = {0, 1, 2, 3};
+  std::vector<float> first;
+  std::vector<float> first_state;
+  do {
+    Row<float> row = NewRow<float>(*prox, {0.5f, 0.0f});
+    ApplyTo(*prox, row, {0.0f, 1.0f}, /*clock=*/6);  // an older iteration
+    for (size_t p : order) ApplyTo(*prox, row, pushes[p], /*clock=*/7);
+    if (first.empty()) {
+      first = row.value;
+      first_state = row.state;
+    }
+    EXPECT_EQ(row.value, first);
+    EXPECT_EQ(row.state, first_state);
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(first[1], 0.5f - 0.75f + 0.25f + 1.0f);  // G: the iteration's gradients
+  // The same as one push of the sums.
+  Row<float> once = NewRow<float>(*prox, {0.5f, 0.0f});
+  ApplyTo(*prox, once, {0.0f, 1.0f}, /*clock=*/6);
+  ApplyTo(*prox, once, {1.0f, 2.5f}, /*clock=*/7);
+  EXPECT_EQ(once.value, first);
+  // And ProxStep of the sums, from w0 = the weight clock 6 left.
+  const double w0 = static_cast<float>(ProxStep(0.5, 0.0, 1.0, 0.125, 0.5, 0.75));
+  EXPECT_EQ(first[0], static_cast<float>(ProxStep(w0, 1.0, 2.5, 0.125, 0.5, 0.75)));
+}
+
+TEST(UpdatersTest, ProxGradientRefusesOtherWidthsAndArities) {
+  auto gradient = MustCreate(UpdaterSpec{"prox", {{"gradient", 1}}});
+  auto plain = MustCreate(UpdaterSpec{"prox", {}});
+  ASSERT_TRUE(gradient && plain);
+  EXPECT_TRUE(gradient->FitsWidth(2, false).ok());
+  for (uint32_t width : {1u, 3u, 64u}) {
+    const Status s = gradient->FitsWidth(width, false);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << width;
+    EXPECT_NE(s.message().find("width 2"), std::string::npos) << s;
+  }
+  EXPECT_EQ(gradient->FitsWidth(2, true).code(), StatusCode::kInvalidArgument);
+  // The plain layout (and every other rule) takes any width.
+  for (uint32_t width : {1u, 2u, 3u}) EXPECT_TRUE(plain->FitsWidth(width, false).ok());
+  EXPECT_TRUE(plain->FitsWidth(0, true).ok());
+
+  // Through CheckUpdaterFitsTable: the table, the rule and what is wrong.
+  TableSpec spec;
+  spec.name = "dbpg_w";
+  spec.value_type = ValueType::kFloat64;
+  spec.updater = UpdaterSpec{"prox", {{"gradient", 1}}};
+  spec.width = 2;
+  spec.push_arity = 1;
+  EXPECT_TRUE(CheckUpdaterFitsTable(*gradient, spec).ok());
+  spec.width = 3;
+  Status s = CheckUpdaterFitsTable(*gradient, spec);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "table 'dbpg_w': updater 'prox': with gradient=1 a row is (w, G): the table needs width 2, not 3");
+  spec.width = 0;
+  spec.variable_length = true;
+  s = CheckUpdaterFitsTable(*gradient, spec);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("table 'dbpg_w'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("variable-length"), std::string::npos) << s;
+  spec.width = 2;
+  spec.variable_length = false;
+  spec.push_arity = 2;
+  s = CheckUpdaterFitsTable(*gradient, spec);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "table 'dbpg_w': updater 'prox' takes pushes of arity 1, the table declares 2");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,7 +858,8 @@ TEST(UpdatersTest, OutOfRangeParametersAreRefused) {
       {"adagrad", "eps", -1.0}, {"adam", "lr", -0.001},     {"adam", "beta1", 1.0},   {"adam", "beta1", -0.1},
       {"adam", "beta2", 1.5},   {"adam", "eps", 0.0},       {"adam", "lr", inf},      {"ftrl", "alpha", 0.0},
       {"ftrl", "beta", -1.0},   {"ftrl", "l1", -0.5},       {"ftrl", "l2", -0.5},     {"prox", "l1", -1.0},
-      {"prox", "l2", -1.0},     {"prox", "delta", 0.0},     {"prox", "delta", -2.0},
+      {"prox", "l2", -1.0},     {"prox", "delta", 0.0},     {"prox", "delta", -2.0},  {"prox", "gradient", 0.5},
+      {"prox", "gradient", 2.0}, {"prox", "gradient", -1.0}, {"prox", "gradient", nan},
   };
   UpdaterRegistry registry;
   for (const Case& c : cases) {
@@ -705,7 +872,8 @@ TEST(UpdatersTest, OutOfRangeParametersAreRefused) {
   }
   // Boundary values that are allowed.
   for (const Case& c : {Case{"sgd", "lr", 0.0}, Case{"adam", "beta1", 0.0}, Case{"adam", "beta2", 0.999999},
-                        Case{"ftrl", "beta", 0.0}, Case{"prox", "l1", 0.0}}) {
+                        Case{"ftrl", "beta", 0.0}, Case{"prox", "l1", 0.0}, Case{"prox", "gradient", 0.0},
+                        Case{"prox", "gradient", 1.0}}) {
     auto made = registry.Create(UpdaterSpec{c.rule, {{c.param, c.value}}});
     EXPECT_TRUE(made.ok()) << c.rule << " " << c.param << ": " << made.status();
   }
