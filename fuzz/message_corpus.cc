@@ -28,11 +28,13 @@
 #include <vector>
 
 #include "cluster/control_messages.h"
+#include "kv/table_catalog.h"
 #include "transport/message.h"
 
 namespace {
 
 namespace cluster = pserver::cluster;
+namespace kv = pserver::kv;
 namespace transport = pserver::transport;
 using pserver::Epoch;
 using pserver::NodeId;
@@ -142,7 +144,8 @@ std::vector<Seed> Seeds() {
   add("control_6", Control(MessageType::kHeartbeatAck, kScheduler, kServer0));
   m = Control(MessageType::kDeclareTable, kWorker0, kScheduler);
   m.header.request_id = 6;
-  m.frames.push_back(cluster::Encode(Spec()));
+  m.frames.push_back(cluster::Encode(cluster::TableDeclaration{Spec().name, kv::SummarizeTableSpec(Spec()),
+                                                               kv::EncodeTableSpec(Spec())}));
   add("control_7", std::move(m));
   m = Control(MessageType::kDeclareTableReply, kScheduler, kWorker0);
   m.header.flags = transport::kFlagReply;
@@ -157,7 +160,7 @@ std::vector<Seed> Seeds() {
   m = Control(MessageType::kTableAnnounce, kScheduler, kServer0);
   m.header.table = kTable;
   m.header.request_id = 1;
-  m.frames.push_back(cluster::Encode(Spec()));
+  m.frames.push_back(kv::EncodeTableSpec(Spec()));
   add("control_12", std::move(m));
   m = Control(MessageType::kTableAnnounceReply, kServer0, kScheduler);
   m.header.flags = transport::kFlagReply;
@@ -242,10 +245,15 @@ std::string Render(Seed& seed) {
     switch (decoded->header.type) {
       case MessageType::kRegister: body = cluster::DecodeRegisterRequest(f).status(); break;
       case MessageType::kRegisterReply: body = cluster::DecodeRegisterReply(f).status(); break;
-      case MessageType::kDeclareTable:
+      case MessageType::kDeclareTable: {
+        auto declaration = cluster::DecodeTableDeclaration(f);
+        auto spec = declaration.ok() ? kv::DecodeTableSpec(declaration->spec) : declaration.status();
+        body = spec.ok() ? kv::ValidateTableSpec(*spec) : spec.status();
+        break;
+      }
       case MessageType::kTableAnnounce: {
-        auto spec = cluster::DecodeTableSpec(f);
-        body = spec.ok() ? cluster::ValidateTableSpec(*spec) : spec.status();
+        auto spec = kv::DecodeTableSpec(f);
+        body = spec.ok() ? kv::ValidateTableSpec(*spec) : spec.status();
         break;
       }
       case MessageType::kNodeFailed: body = cluster::DecodeNodeFailure(f).status(); break;

@@ -9,7 +9,7 @@
 //     out-of-line frame, in order, without copying, and its payload frames, frame table and
 //     padding account for every byte of the head;
 //   - a control body that a decoder accepts re-encodes to exactly the received bytes
-//     (the encodings are canonical), and ValidateTableSpec never crashes on a decoded spec.
+//     (the encodings are canonical), and kv::ValidateTableSpec never crashes on a decoded spec.
 //
 // Input layout (see docs/wire_format.md, "Fuzzing"):
 //   byte 0          mode bits, to help the fuzzer past the cheap checks:
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cluster/control_messages.h"
+#include "kv/table_catalog.h"
 #include "transport/message.h"
 #include "transport/transport.h"
 
@@ -43,6 +44,7 @@ namespace {
 using pserver::transport::Bytes;
 namespace transport = pserver::transport;
 namespace cluster = pserver::cluster;
+namespace kv = pserver::kv;
 
 void Check(bool ok) {
   if (!ok) __builtin_trap();
@@ -57,14 +59,19 @@ bool SameBytes(const Bytes& a, const Bytes& b) {
   return a.size() == b.size() && (a.size() == 0 || std::memcmp(a.data(), b.data(), a.size()) == 0);
 }
 
-template <typename Decode>
-void CheckBody(const Bytes& body, Decode decode) {
+template <typename Decode, typename Encode>
+void CheckBody(const Bytes& body, Decode decode, Encode encode) {
   auto decoded = decode(body);
   if (!decoded.ok()) {
     Check(decoded.status().code() == pserver::StatusCode::kCorruption);
     return;
   }
-  Check(SameBytes(cluster::Encode(*decoded), body));
+  Check(SameBytes(encode(*decoded), body));
+}
+
+template <typename Decode>
+void CheckBody(const Bytes& body, Decode decode) {
+  CheckBody(body, decode, [](const auto& m) { return cluster::Encode(m); });
 }
 
 void CheckControlBodies(const Bytes& body) {
@@ -72,9 +79,10 @@ void CheckControlBodies(const Bytes& body) {
   CheckBody(body, cluster::DecodeRegisterReply);
   CheckBody(body, cluster::DecodeClusterView);
   CheckBody(body, cluster::DecodeNodeFailure);
-  CheckBody(body, cluster::DecodeTableSpec);
-  auto spec = cluster::DecodeTableSpec(body);
-  if (spec.ok()) (void)cluster::ValidateTableSpec(*spec);
+  CheckBody(body, cluster::DecodeTableDeclaration);
+  CheckBody(body, kv::DecodeTableSpec, kv::EncodeTableSpec);
+  auto spec = kv::DecodeTableSpec(body);
+  if (spec.ok()) (void)kv::ValidateTableSpec(*spec);
 }
 
 void Put16(Bytes& f, size_t off, uint16_t v) {

@@ -8,6 +8,7 @@ pserver_add_test(launch_env_test SOURCES cluster/launch_env_test.cc DEPS pserver
 pserver_add_test(kv_server_core_test SOURCES kv/server/kv_server_core_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(table_catalog_test SOURCES kv/table_catalog_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(view_change_test SOURCES kv/view_change_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(local_cluster_test SOURCES ${PROJECT_SOURCE_DIR}/testing/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)

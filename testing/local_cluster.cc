@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
 #include "pserver/kv_server.h"
 #include "transport/inproc/inproc_transport.h"
 

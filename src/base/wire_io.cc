@@ -54,6 +54,13 @@ bool WireReader::I64(int64_t* v) {
   return true;
 }
 
+bool WireReader::F64(double* v) {
+  uint64_t bits = 0;
+  if (!U64(&bits)) return false;
+  *v = std::bit_cast<double>(bits);
+  return true;
+}
+
 bool WireReader::Str(std::string* s, size_t max_len) {
   uint32_t n;
   if (!U32(&n)) return false;

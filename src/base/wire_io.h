@@ -7,6 +7,7 @@
 // fields and check ok() once. Both are thread-compatible.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -22,6 +23,7 @@ class WireWriter {
   void U32(uint32_t v);
   void U64(uint64_t v);
   void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }  // the u64 of its IEEE-754 bits
   void Str(std::string_view s);  // u32 length + bytes
   const std::string& bytes() const { return out_; }
   std::string Take() { return std::move(out_); }
@@ -39,6 +41,7 @@ class WireReader {
   bool U32(uint32_t* v);
   bool U64(uint64_t* v);
   bool I64(int64_t* v);
+  bool F64(double* v);
   // Strings longer than max_len are refused (a corrupt length must not allocate gigabytes).
   bool Str(std::string* s, size_t max_len = 1 << 16);
 

@@ -25,7 +25,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "base/mutex.h"
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
 #include "cluster/node_runtime.h"
 #include "pserver/node.h"
 #include "pserver/status.h"

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
@@ -16,21 +15,6 @@ using base::WireReader;
 using base::WireWriter;
 
 constexpr uint32_t kMaxNodes = 1 << 16;
-// Bounds of a table spec on the wire (looser than ValidateTableSpec's, which names the problem).
-constexpr size_t kMaxWireName = 1024;
-constexpr uint32_t kMaxWireParams = 1024;
-constexpr uint32_t kMaxUpdaterParams = 32;
-constexpr size_t kMaxUpdaterName = 64;
-constexpr Key kMaxDenseKeys = Key{1} << 32;
-
-// Doubles travel as the u64 of their IEEE-754 bits.
-void F64(WireWriter& w, double v) { w.U64(std::bit_cast<uint64_t>(v)); }
-bool F64(WireReader& r, double* v) {
-  uint64_t bits = 0;
-  if (!r.U64(&bits)) return false;
-  *v = std::bit_cast<double>(bits);
-  return true;
-}
 
 bool ReadRole(WireReader& r, Role* role) {
   uint8_t v;
@@ -153,57 +137,23 @@ Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body) {
   return m;
 }
 
-transport::Bytes Encode(const TableSpec& m) {
+transport::Bytes Encode(const TableDeclaration& m) {
   WireWriter w;
   w.Str(m.name);
-  w.U8(static_cast<uint8_t>(m.value_type));
-  w.U32(m.width);
-  w.U8(m.variable_length ? 1 : 0);
-  w.U8(static_cast<uint8_t>(m.placement));
-  w.U64(m.key_range.first);
-  w.U64(m.key_range.last);
-  w.U8(static_cast<uint8_t>(m.storage));
-  w.Str(m.updater.name);
-  w.U32(static_cast<uint32_t>(m.updater.params.size()));
-  for (const auto& [name, value] : m.updater.params) {  // std::map: sorted, unique
-    w.Str(name);
-    F64(w, value);
-  }
-  w.U32(m.push_arity);
-  w.U8(static_cast<uint8_t>(m.initializer.kind));
-  F64(w, m.initializer.scale);
-  w.U64(m.initializer.seed);
+  w.Str(m.summary);
+  w.Str(std::string_view(reinterpret_cast<const char*>(m.spec.data()), m.spec.size()));
   return transport::BytesFromString(w.Take());
 }
 
-Result<TableSpec> DecodeTableSpec(const transport::Bytes& body) {
+Result<TableDeclaration> DecodeTableDeclaration(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
-  TableSpec m;
-  uint8_t vt = 0, var = 0, placement = 0, storage = 0, init_kind = 0;
-  uint32_t num_params = 0;
-  bool ok = r.Str(&m.name, kMaxWireName) && r.U8(&vt) && r.U32(&m.width) && r.U8(&var) && r.U8(&placement) &&
-            r.U64(&m.key_range.first) && r.U64(&m.key_range.last) && r.U8(&storage) &&
-            r.Str(&m.updater.name, kMaxWireName) && r.U32(&num_params);
-  if (!ok || num_params > kMaxWireParams) return Malformed("declare-table");
-  for (uint32_t i = 0; i < num_params; ++i) {
-    std::string name;
-    double value = 0;
-    if (!r.Str(&name, kMaxWireName) || !F64(r, &value)) return Malformed("declare-table");
-    // Strictly ascending names: the encoding of a std::map, so that it is canonical.
-    if (!m.updater.params.empty() && !(m.updater.params.rbegin()->first < name)) return Malformed("declare-table");
-    m.updater.params.emplace_hint(m.updater.params.end(), std::move(name), value);
-  }
-  ok = r.U32(&m.push_arity) && r.U8(&init_kind) && F64(r, &m.initializer.scale) && r.U64(&m.initializer.seed);
-  if (!ok || !r.Done() || var > 1 || placement > static_cast<uint8_t>(KeyPlacement::kIdentity) ||
-      storage > static_cast<uint8_t>(StorageKind::kDense) ||
-      init_kind > static_cast<uint8_t>(InitializerSpec::Kind::kUniform)) {
+  TableDeclaration m;
+  std::string spec;
+  if (!r.Str(&m.name, kMaxTableName) || !r.Str(&m.summary, kMaxTableSummary) || !r.Str(&spec, kMaxTableSpec) ||
+      !r.Done() || m.name.empty()) {
     return Malformed("declare-table");
   }
-  m.value_type = static_cast<ValueType>(vt);
-  m.variable_length = var == 1;
-  m.placement = static_cast<KeyPlacement>(placement);
-  m.storage = static_cast<StorageKind>(storage);
-  m.initializer.kind = static_cast<InitializerSpec::Kind>(init_kind);
+  m.spec = transport::BytesFromString(std::move(spec));
   return m;
 }
 
@@ -222,69 +172,6 @@ Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body) {
   bool ok = r.U32(&m.id.value) && ReadRole(r, &m.role) && r.U32(&m.rank.value) && r.Str(&m.reason);
   if (!ok || !r.Done()) return Malformed("node-failed");
   return m;
-}
-
-Status ValidateTableSpec(const TableSpec& spec) {
-  if (spec.name.empty() || spec.name.size() > 128) {
-    return Status::InvalidArgument(fmt::format("table name must be 1 to 128 bytes, got {}", spec.name.size()));
-  }
-  if (ValueTypeSize(spec.value_type) == 0) {
-    return Status::InvalidArgument(fmt::format("table '{}': unknown value type {}", spec.name,
-                                               static_cast<int>(spec.value_type)));
-  }
-  if (!spec.variable_length && spec.width == 0) {
-    return Status::InvalidArgument(fmt::format("table '{}': width must be at least 1", spec.name));
-  }
-  if (spec.placement == KeyPlacement::kRange && spec.key_range.first > spec.key_range.last) {
-    return Status::InvalidArgument(fmt::format("table '{}': key range [{}, {}] is empty", spec.name,
-                                               spec.key_range.first, spec.key_range.last));
-  }
-  if (spec.storage == StorageKind::kDense) {
-    if (spec.placement != KeyPlacement::kRange) {
-      return Status::InvalidArgument(
-          fmt::format("table '{}': dense storage needs key placement kRange (a declared key range)", spec.name));
-    }
-    if (spec.key_range.last - spec.key_range.first >= kMaxDenseKeys) {
-      return Status::InvalidArgument(fmt::format("table '{}': dense storage allows at most 2^32 keys, the range [{}, {}] "
-                                                 "has more",
-                                                 spec.name, spec.key_range.first, spec.key_range.last));
-    }
-  } else if (spec.storage != StorageKind::kSparse) {
-    return Status::InvalidArgument(
-        fmt::format("table '{}': unknown storage kind {}", spec.name, static_cast<int>(spec.storage)));
-  }
-  if (spec.push_arity != 1 && spec.push_arity != 2) {
-    return Status::InvalidArgument(
-        fmt::format("table '{}': push_arity must be 1 or 2, got {}", spec.name, spec.push_arity));
-  }
-  if (spec.updater.name.empty() || spec.updater.name.size() > kMaxUpdaterName) {
-    return Status::InvalidArgument(fmt::format("table '{}': updater name must be 1 to {} bytes, got {}", spec.name,
-                                               kMaxUpdaterName, spec.updater.name.size()));
-  }
-  if (spec.updater.params.size() > kMaxUpdaterParams) {
-    return Status::InvalidArgument(fmt::format("table '{}': updater '{}' has {} params, at most {} allowed", spec.name,
-                                               spec.updater.name, spec.updater.params.size(), kMaxUpdaterParams));
-  }
-  for (const auto& [name, value] : spec.updater.params) {
-    if (name.empty() || name.size() > kMaxUpdaterName) {
-      return Status::InvalidArgument(fmt::format("table '{}': updater param names must be 1 to {} bytes, got {}",
-                                                 spec.name, kMaxUpdaterName, name.size()));
-    }
-    if (!std::isfinite(value)) {
-      return Status::InvalidArgument(
-          fmt::format("table '{}': updater param '{}' is {}, not a finite number", spec.name, name, value));
-    }
-  }
-  if (spec.initializer.kind != InitializerSpec::Kind::kZero &&
-      spec.initializer.kind != InitializerSpec::Kind::kUniform) {
-    return Status::InvalidArgument(fmt::format("table '{}': unknown initializer kind {}", spec.name,
-                                               static_cast<int>(spec.initializer.kind)));
-  }
-  if (!std::isfinite(spec.initializer.scale) || spec.initializer.scale < 0) {
-    return Status::InvalidArgument(fmt::format("table '{}': initializer scale must be finite and >= 0, got {}",
-                                               spec.name, spec.initializer.scale));
-  }
-  return Status::Ok();
 }
 
 Status CarriedError(const transport::Message& msg) {

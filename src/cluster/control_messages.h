@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "pserver/result.h"
-#include "pserver/table.h"
 #include "pserver/types.h"
 #include "transport/message.h"
 
@@ -54,6 +53,19 @@ struct RegisterReply {
   ClusterView view;
 };
 
+// A table as the cluster layer carries it: its name (what declarations are matched by), a
+// one-line summary for error messages, and its spec, encoded by the kv layer
+// (kv/table_catalog.h) and opaque here: the scheduler matches declarations of one name by
+// these bytes and hands them to the servers, which decode and check them.
+struct TableDeclaration {
+  std::string name;      // 1..kMaxTableName bytes
+  std::string summary;   // at most kMaxTableSummary bytes
+  transport::Bytes spec; // at most kMaxTableSpec bytes
+};
+inline constexpr size_t kMaxTableName = 128;
+inline constexpr size_t kMaxTableSummary = 1024;
+inline constexpr size_t kMaxTableSpec = 1 << 20;
+
 struct NodeFailure {
   NodeId id;
   Role role = Role::kWorker;
@@ -65,9 +77,9 @@ transport::Bytes Encode(const RegisterRequest& m);
 transport::Bytes Encode(const RegisterReply& m);
 // kViewChange's body, and frame 0 of a redirect (transport::kFlagRedirect).
 transport::Bytes Encode(const ClusterView& m);
-// The TableSpec body travels in kDeclareTable (worker -> scheduler) and in kTableAnnounce
-// (scheduler -> server, with the table's id in the header), both as one frame.
-transport::Bytes Encode(const TableSpec& m);
+// kDeclareTable's body (worker -> scheduler). kTableAnnounce (scheduler -> server, the table's
+// id in the header) carries the declaration's spec bytes alone as its frame.
+transport::Bytes Encode(const TableDeclaration& m);
 transport::Bytes Encode(const NodeFailure& m);
 
 Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body);
@@ -76,16 +88,9 @@ Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body);
 // a server rank twice, or whose ring is empty (with servers), repeats a rank or names one that
 // is not a server of the view.
 Result<ClusterView> DecodeClusterView(const transport::Bytes& body);
-Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
+// Also refuses an empty name or one, or a summary or spec, over its bound.
+Result<TableDeclaration> DecodeTableDeclaration(const transport::Bytes& body);
 Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
-
-// Checks a table spec a user or peer gave, with kInvalidArgument naming the table and the field:
-// name 1..128 bytes; a known value type; width >= 1 unless variable length; a non-empty key range
-// for placement kRange; storage kDense only with placement kRange and at most 2^32 keys in the
-// range; push_arity 1 or 2; updater name 1..64 bytes with at most 32 params, each named by 1..64
-// bytes and finite; a known initializer kind with a finite scale >= 0. Whether the updater's
-// name and params are known is for the servers to say (see DataHandler::OnTableDeclared).
-Status ValidateTableSpec(const TableSpec& spec);
 
 // "server 1 (node 2)", "worker 0 (node 5)", "the scheduler (node 0)".
 std::string NodeName(Role role, Rank rank, NodeId id);

@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <limits>
 
-#include "pserver/table.h"
 #include "pserver/types.h"
 
 namespace pserver::cluster {
@@ -80,10 +79,5 @@ struct Placement {
 // (the slicer checks this and refuses the request otherwise). For kRange each call pays
 // RangeScale's division; a loop over many keys of one table should build one RangeScale.
 uint64_t RoutingKey(const Placement& placement, Key k);
-
-// The placement a table's spec declares.
-inline Placement PlacementOf(const TableSpec& spec) {
-  return Placement{static_cast<PlacementKind>(spec.placement), spec.key_range};
-}
 
 }  // namespace pserver::cluster

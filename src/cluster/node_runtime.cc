@@ -509,15 +509,13 @@ void NodeRuntime::HandleTableAnnounce(const Message& msg) {
   if (msg.frames.size() != 1) {
     taken = Status::Corruption(fmt::format("table-announce of table {} with {} frames, expected 1", id.value,
                                            msg.frames.size()));
-  } else if (Result<TableSpec> spec = DecodeTableSpec(msg.frames[0]); !spec.ok()) {
-    taken = spec.status();
-  } else if (taken = ValidateTableSpec(*spec); taken.ok()) {
+  } else {
     // Under data_mu_ (held by the data thread; then mu_, the lock order of AttachDataHandler): a
     // handler attached later finds the spec with FindTable; one attached already hears of it here.
-    if (data_handler_) taken = data_handler_->OnTableDeclared(id, *spec);
+    if (data_handler_) taken = data_handler_->OnTableDeclared(id, msg.frames[0]);
     if (taken.ok()) {
       MutexLock lock(&mu_);
-      tables_[id] = std::make_shared<const TableSpec>(*spec);
+      tables_[id] = msg.frames[0];
     }
   }
   if (!taken.ok()) {
@@ -715,18 +713,26 @@ Status NodeRuntime::Barrier(BarrierGroup group, milliseconds timeout) {
   return Call(std::move(m), timeout, what).status();
 }
 
-Result<TableId> NodeRuntime::DeclareTable(const TableSpec& spec, milliseconds timeout) {
-  PSERVER_RETURN_IF_ERROR(ValidateTableSpec(spec));
+Result<TableId> NodeRuntime::DeclareTable(const TableDeclaration& declaration, milliseconds timeout) {
+  if (declaration.name.empty() || declaration.name.size() > kMaxTableName) {
+    return Status::InvalidArgument(
+        fmt::format("table name must be 1 to {} bytes, got {}", kMaxTableName, declaration.name.size()));
+  }
+  if (declaration.summary.size() > kMaxTableSummary || declaration.spec.size() > kMaxTableSpec) {
+    return Status::InvalidArgument(fmt::format("table '{}': a summary of {} bytes or a spec of {} bytes is too long",
+                                               declaration.name, declaration.summary.size(), declaration.spec.size()));
+  }
   Message m = ToScheduler(MessageType::kDeclareTable);
-  m.frames.push_back(Encode(spec));
-  PSERVER_ASSIGN_OR_RETURN(Message reply, Call(std::move(m), timeout, fmt::format("declaring table '{}'", spec.name)));
+  m.frames.push_back(Encode(declaration));
+  PSERVER_ASSIGN_OR_RETURN(Message reply,
+                           Call(std::move(m), timeout, fmt::format("declaring table '{}'", declaration.name)));
   TableId id = reply.header.table;
   MutexLock lock(&mu_);
-  tables_[id] = std::make_shared<const TableSpec>(spec);
+  tables_[id] = declaration.spec;
   return id;
 }
 
-Result<std::shared_ptr<const TableSpec>> NodeRuntime::FindTable(TableId id) const {
+Result<transport::Bytes> NodeRuntime::FindTable(TableId id) const {
   MutexLock lock(&mu_);
   auto it = tables_.find(id);
   if (it == tables_.end()) {

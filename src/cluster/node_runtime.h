@@ -89,12 +89,14 @@ class DataHandler {
   // that the node took the view once this returns. Must not block.
   virtual void OnViewChanged(const std::shared_ptr<const Routing>& routing) { (void)routing; }
   // Server: the scheduler announces a newly declared table (kTableAnnounce), before any data
-  // request for it can arrive. Called before the answer to the scheduler is sent; must not block. Return OK to take the table; an error (e.g. kInvalidArgument for an
-  // unknown update rule or params, or a push_arity the rule does not take) refuses it: the
+  // request for it can arrive; `spec` is the declaration's spec bytes, which only the kv layer
+  // reads (kv/table_catalog.h). Called before the answer to the scheduler is sent; must not
+  // block. Return OK to take the table; an error (a spec that does not decode or check, an
+  // unknown update rule or params, a rule that does not fit the table) refuses it: the
   // declaration then fails at the declaring nodes with this error, naming this server, and the
   // runtime does not keep the spec. A table announced before the handler was attached is not
   // replayed: the runtime keeps its spec, so the handler finds it with NodeRuntime::FindTable.
-  virtual Status OnTableDeclared(TableId id, const TableSpec& spec) {
+  virtual Status OnTableDeclared(TableId id, const transport::Bytes& spec) {
     (void)id;
     (void)spec;
     return Status::Ok();
@@ -164,15 +166,15 @@ class NodeRuntime {
   // `timeout`; kUnavailable when a server died (the job is aborted then); the sticky error if any.
   Status Barrier(BarrierGroup group, std::chrono::milliseconds timeout);
 
-  // Declares a table by name at the scheduler and caches its spec locally. Returns once every
-  // live server has taken the spec (see Scheduler). kInvalidArgument if the spec is invalid or
-  // conflicts with an earlier declaration; the error of a server that refused the spec, naming
-  // it; kDeadlineExceeded after `timeout`; the sticky error if any.
-  Result<TableId> DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout);
-  // The spec of a table this node declared or -- on a server -- that was announced to it and
-  // accepted, shared (a spec never changes once taken, and the worker looks it up on every
-  // request). kNotFound otherwise.
-  Result<std::shared_ptr<const TableSpec>> FindTable(TableId id) const;
+  // Declares a table by name at the scheduler and keeps its spec bytes locally. Returns once
+  // every live server has taken the spec (see Scheduler). kInvalidArgument for a name that is
+  // empty or over kMaxTableName bytes, or a declaration whose spec differs from an earlier one of
+  // the name; the error of a server that refused the spec, naming it; kDeadlineExceeded after
+  // `timeout`; the sticky error if any. (kv::DeclareTable checks and encodes a TableSpec first.)
+  Result<TableId> DeclareTable(const TableDeclaration& declaration, std::chrono::milliseconds timeout);
+  // The spec bytes of a table this node declared or -- on a server -- that was announced to it
+  // and accepted (they never change once taken). kNotFound otherwise.
+  Result<transport::Bytes> FindTable(TableId id) const;
 
   // Server: every handler is configured; deliver the held requests and those to come.
   void StartServing();
@@ -300,7 +302,7 @@ class NodeRuntime {
   bool job_ended_ ABSL_GUARDED_BY(mu_) = false;  // the job ended, normally or not
   int64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<int64_t, ControlCall> calls_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<TableId, std::shared_ptr<const TableSpec>> tables_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TableId, transport::Bytes> tables_ ABSL_GUARDED_BY(mu_);  // spec bytes
   absl::flat_hash_map<NodeId, std::string> dead_nodes_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_ack_ ABSL_GUARDED_BY(mu_);
 

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/logging.h"
 
@@ -414,44 +415,49 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
 
 namespace {
 
-Status DeclaredDifferently(const TableSpec& old, const TableSpec& spec) {
-  return Status::InvalidArgument(fmt::format(
-      "table '{}' was already declared differently ({}, width {}, {} length, updater '{}', push_arity {})", spec.name,
-      ValueTypeName(old.value_type), old.width, old.variable_length ? "variable" : "fixed", old.updater.name,
-      old.push_arity));
+// Specs are matched by their canonical bytes (kv/table_catalog.h).
+bool SameSpec(const TableDeclaration& a, const TableDeclaration& b) {
+  return a.spec.size() == b.spec.size() &&
+         (a.spec.size() == 0 || std::memcmp(a.spec.data(), b.spec.data(), a.spec.size()) == 0);
+}
+
+Status DeclaredDifferently(const TableDeclaration& old) {
+  return Status::InvalidArgument(fmt::format("table '{}' was already declared differently ({})", old.name, old.summary));
 }
 
 }  // namespace
 
 void Scheduler::HandleDeclareTable(const Message& msg) {
-  if (msg.frames.size() != 1) return;
-  Result<TableSpec> spec = DecodeTableSpec(msg.frames[0]);
-  Status valid = spec.ok() ? ValidateTableSpec(*spec) : spec.status();
-  if (!valid.ok()) return ReplyError(msg, MessageType::kDeclareTableReply, valid);
-  if (auto it = tables_.find(spec->name); it != tables_.end()) {
-    if (!(it->second.second == *spec)) {
-      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.second, *spec));
+  Result<TableDeclaration> declaration = msg.frames.size() == 1
+                                             ? DecodeTableDeclaration(msg.frames[0])
+                                             : Status::Corruption(fmt::format("declare-table with {} frames, expected 1",
+                                                                              msg.frames.size()));
+  if (!declaration.ok()) return ReplyError(msg, MessageType::kDeclareTableReply, declaration.status());
+  const std::string& name = declaration->name;
+  if (auto it = tables_.find(name); it != tables_.end()) {
+    if (!SameSpec(it->second.second, *declaration)) {
+      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.second));
     }
     Message reply;
     reply.header.table = it->second.first;
     return Reply(msg, MessageType::kDeclareTableReply, std::move(reply));
   }
-  if (auto it = pending_tables_.find(spec->name); it != pending_tables_.end()) {
-    if (!(it->second.spec == *spec)) {
-      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.spec, *spec));
+  if (auto it = pending_tables_.find(name); it != pending_tables_.end()) {
+    if (!SameSpec(it->second.declaration, *declaration)) {
+      return ReplyError(msg, MessageType::kDeclareTableReply, DeclaredDifferently(it->second.declaration));
     }
     it->second.declarers.push_back(msg.header);  // answered with the first declarer
     return;
   }
-  PendingTable& pending = pending_tables_[spec->name];
+  PendingTable& pending = pending_tables_[name];
   pending.id = TableId(next_table_++);
-  pending.spec = *spec;
+  pending.declaration = std::move(*declaration);
   pending.declarers.push_back(msg.header);
   AnnounceTable(pending);
 }
 
 void Scheduler::AnnounceTable(PendingTable& pending) {
-  const std::string name = pending.spec.name;
+  const std::string name = pending.declaration.name;
   std::vector<NodeId> servers;
   for (const Member& m : members_) {
     if (m.info.role == Role::kServer && !m.dead) servers.push_back(m.info.id);
@@ -464,7 +470,7 @@ void Scheduler::AnnounceTable(PendingTable& pending) {
     announce.header.receiver = server;
     announce.header.table = pending.id;
     announce.header.request_id = announce_id;
-    announce.frames.push_back(Encode(pending.spec));
+    announce.frames.push_back(pending.declaration.spec);
     // Never blocks: a server that does not take the announcement fails the declaration.
     if (Status s = transport_->SendNoWait(std::move(announce)); !s.ok()) {
       return FailPendingTable(name, Status::Unavailable(fmt::format("table '{}' could not be announced to {}: {}",
@@ -510,11 +516,8 @@ void Scheduler::CompletePendingTable(const std::string& name) {
   if (it == pending_tables_.end()) return;
   PendingTable pending = std::move(it->second);
   pending_tables_.erase(it);
-  const TableSpec& spec = pending.spec;
-  PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({}, width {}{}, updater '{}')", spec.name, pending.id.value,
-                   ValueTypeName(spec.value_type), spec.width, spec.variable_length ? ", variable length" : "",
-                   spec.updater.name);
-  tables_.emplace(name, std::make_pair(pending.id, spec));
+  PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({})", name, pending.id.value, pending.declaration.summary);
+  tables_.emplace(name, std::make_pair(pending.id, pending.declaration));
   for (const transport::Header& declarer : pending.declarers) {
     Message reply;
     reply.header.table = pending.id;

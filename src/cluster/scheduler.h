@@ -91,7 +91,7 @@ class Scheduler {
   // A declaration waiting for the servers' answers to the announcement of a new table.
   struct PendingTable {
     TableId id;
-    TableSpec spec;
+    TableDeclaration declaration;
     std::vector<transport::Header> declarers;   // the requests to answer (sender, request_id)
     absl::flat_hash_set<NodeId> awaiting;       // live servers that have not answered yet
   };
@@ -153,7 +153,7 @@ class Scheduler {
   absl::flat_hash_map<NodeId, size_t> member_index_;
   ClusterView view_;
   BarrierState barriers_[3];
-  absl::flat_hash_map<std::string, std::pair<TableId, TableSpec>> tables_;  // declared and accepted
+  absl::flat_hash_map<std::string, std::pair<TableId, TableDeclaration>> tables_;  // declared and accepted
   absl::flat_hash_map<std::string, PendingTable> pending_tables_;          // being announced
   uint32_t next_table_ = 1;
   int64_t next_announce_ = 1;  // request_id of the next announcement

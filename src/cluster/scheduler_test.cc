@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "base/mutex.h"
 #include "cluster/cluster_test_util.h"
+#include "kv/table_catalog.h"  // the tests read the spec bytes the cluster layer carries
 #include "testing/test_util.h"
 
 namespace pserver::cluster {
@@ -63,8 +64,9 @@ class TableHandler final : public DataHandler {
   void OnData(Message&&) override {}
   void OnNodeFailed(const NodeFailure&) override {}
   void OnShutdown(const Status&) override {}
-  Status OnTableDeclared(TableId id, const TableSpec& spec) override ABSL_LOCKS_EXCLUDED(mu_) {
+  Status OnTableDeclared(TableId id, const transport::Bytes& bytes) override ABSL_LOCKS_EXCLUDED(mu_) {
     entered_.Open();
+    PSERVER_ASSIGN_OR_RETURN(TableSpec spec, kv::DecodeTableSpec(bytes));
     // Test only: a real handler must not block; this one holds the announcement (bounded) so
     // that the test can make other declarations meet it pending.
     if (hold_ != nullptr && !hold_->Wait(seconds(30))) return Status::Internal("the test never opened the gate");
@@ -372,6 +374,12 @@ TEST(SchedulerTest, RunReturnsDeadlineExceededWhenTheClusterDoesNotForm) {
 
 NodeRuntime& RuntimeOf(Node* node) { return *internal::NodeAccess::Runtime(*node); }
 
+// The spec a node keeps for table `id` (the runtime keeps the bytes; the kv layer reads them).
+Result<TableSpec> FoundSpec(const NodeRuntime& runtime, TableId id) {
+  PSERVER_ASSIGN_OR_RETURN(transport::Bytes bytes, runtime.FindTable(id));
+  return kv::DecodeTableSpec(bytes);
+}
+
 TableSpec Spec(std::string name, std::string updater = "add") {
   TableSpec s;
   s.name = std::move(name);
@@ -409,9 +417,9 @@ TEST(SchedulerTableTest, AnnouncementReachesEveryServerBeforeTheDeclarationRetur
   EXPECT_EQ(announced, (std::set<NodeId>{job.node(0)->id(), job.node(1)->id(), job.node(2)->id()}));
   // ...and holds the whole spec: its handler heard of it, and FindTable finds it.
   for (size_t i = 0; i < 3; ++i) {
-    Result<std::shared_ptr<const TableSpec>> found = RuntimeOf(job.node(i)).FindTable(*id);
+    Result<TableSpec> found = FoundSpec(RuntimeOf(job.node(i)), *id);
     ASSERT_OK(found);
-    EXPECT_EQ(**found, spec) << "server " << i;
+    EXPECT_EQ(*found, spec) << "server " << i;
   }
   for (auto& h : handlers) {
     std::optional<TableSpec> heard = h->Declared(*id);
@@ -450,12 +458,12 @@ TEST(SchedulerTableTest, ServerRefusingTheSpecFailsTheDeclarationNamingIt) {
   ASSERT_OK(id);
   EXPECT_TRUE(accepting->Declared(*id).has_value());
   EXPECT_TRUE(refusing->Declared(*id).has_value());
-  Result<std::shared_ptr<const TableSpec>> on_refuser = RuntimeOf(job.node(1)).FindTable(*id);
+  Result<TableSpec> on_refuser = FoundSpec(RuntimeOf(job.node(1)), *id);
   ASSERT_OK(on_refuser);
-  EXPECT_EQ((*on_refuser)->updater.name, "add");
-  Result<std::shared_ptr<const TableSpec>> on_worker = RuntimeOf(&worker).FindTable(*id);
+  EXPECT_EQ(on_refuser->updater.name, "add");
+  Result<TableSpec> on_worker = FoundSpec(RuntimeOf(&worker), *id);
   ASSERT_OK(on_worker);
-  EXPECT_EQ((*on_worker)->updater.name, "add");
+  EXPECT_EQ(on_worker->updater.name, "add");
   // The job is unharmed.
   EXPECT_OK(worker.health());
   EXPECT_OK(job.node(1)->health());
@@ -492,9 +500,9 @@ TEST(SchedulerTableTest, ConcurrentDeclarationsOfOneNameGetOneId) {
   hold.Open();
   EXPECT_OK(first.get());
   EXPECT_OK(second.get());
-  Result<std::shared_ptr<const TableSpec>> on_first = RuntimeOf(job.node(1)).FindTable(*second_id);
+  Result<TableSpec> on_first = FoundSpec(RuntimeOf(job.node(1)), *second_id);
   ASSERT_OK(on_first);  // worker 1 got the same id as worker 2
-  EXPECT_EQ(**on_first, Spec("shared"));
+  EXPECT_EQ(*on_first, Spec("shared"));
   EXPECT_EQ(traffic.Sent(MessageType::kTableAnnounce), 1);  // announced once
   EXPECT_TRUE(handler->Declared(*second_id).has_value());
 }

@@ -26,6 +26,7 @@
 #include "cluster/scheduler.h"
 #include "kv/server/kv_server_core.h"
 #include "kv/server/table_store.h"
+#include "kv/table_catalog.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/intercepting_transport.h"
@@ -109,7 +110,7 @@ struct Job {
   Status ChangeRing(TableId table, const TableSpec& spec, std::vector<uint32_t> ring) {
     const cluster::Ring old_ring = internal::NodeAccess::Runtime(*job.node(0))->routing()->ring();
     PSERVER_ASSIGN_OR_RETURN(cluster::Ring new_ring, cluster::Ring::Build(ring, Options().virtual_nodes));
-    const cluster::Placement placement = cluster::PlacementOf(spec);
+    const cluster::Placement placement = kv::PlacementOf(spec);
     auto owner = [&](const cluster::Ring& r, Key k) { return r.Owner(cluster::RoutingKey(placement, k)); };
     // One join or one leave: with consistent hashing a joining server takes keys from any of
     // the others, which only lose; a leaving one only loses, and the others only gain.

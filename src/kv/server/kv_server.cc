@@ -1,7 +1,7 @@
 // The typed facade KVServer<T> over KVServerCore, instantiated for the four value types.
 #include "pserver/kv_server.h"
 
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
 #include "kv/server/kv_server_core.h"
 
 namespace pserver {

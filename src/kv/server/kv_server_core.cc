@@ -8,6 +8,7 @@
 #include "base/logging.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/table_store.h"
+#include "kv/table_catalog.h"
 #include "kv/worker/slicer.h"
 
 namespace pserver::kv {
@@ -75,7 +76,11 @@ void KVServerCore::ServeDefault(ValueType type, bool serve) {
   defaults_[type] = serve;
 }
 
-Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const TableSpec& spec) {
+Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id, const transport::Bytes& spec_bytes) {
+  // A peer's bytes: decoded here, and checked once, with the rule, by TableStore::Create.
+  Result<TableSpec> decoded = DecodeTableSpec(spec_bytes);
+  if (!decoded.ok()) return decoded.status().WithContext(fmt::format("server {}: table {}", runtime_->rank().value, id.value));
+  const TableSpec& spec = *decoded;
   auto table = std::make_unique<Table>(spec);
   const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
@@ -86,7 +91,7 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   return table;
 }
 
-Status KVServerCore::OnTableDeclared(TableId id, const TableSpec& spec) {
+Status KVServerCore::OnTableDeclared(TableId id, const transport::Bytes& spec) {
   MutexLock lock(&apply_mu_);
   if (tables_.contains(id)) return Status::Ok();
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, spec));
@@ -98,9 +103,9 @@ Result<KVServerCore::Table*> KVServerCore::FindTable(TableId id) {
   auto it = tables_.find(id);
   if (it != tables_.end()) return it->second.get();
   // Announced before this core was attached: build it now.
-  Result<std::shared_ptr<const TableSpec>> spec = runtime_->FindTable(id);
+  Result<transport::Bytes> spec = runtime_->FindTable(id);
   if (!spec.ok()) return Status::NotFound(fmt::format("table {} was never declared to this server", id.value));
-  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, **spec));
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Table> table, MakeTable(id, *spec));
   return tables_.emplace(id, std::move(table)).first->second.get();
 }
 
@@ -261,7 +266,7 @@ void KVServerCore::Process(Message&& msg) {
   // runtime until this server has their view).
   if (!req->keys.empty()) {
     std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
-    if (std::optional<size_t> miss = FirstNotOwned({req->keys.data(), req->keys.size()}, cluster::PlacementOf(t.spec),
+    if (std::optional<size_t> miss = FirstNotOwned({req->keys.data(), req->keys.size()}, PlacementOf(t.spec),
                                                    routing->ring(), runtime_->rank().value)) {
       return Redirect(header, *routing, req->keys[*miss]);
     }

@@ -5,9 +5,10 @@
 // registered for the value type -- checks the answer and replies. A bad request gets an error
 // reply naming what was wrong; it never crashes the server.
 //
-// Tables: the scheduler announces every declared table (OnTableDeclared); the core builds the
-// table's store then, so a table whose update rule this server does not know (or whose
-// parameters are bad) fails the worker's DeclareTable. Every table is kept by a TableStore
+// Tables: the scheduler announces every declared table (OnTableDeclared) with its spec bytes;
+// the core decodes and checks them (kv/table_catalog.h) and builds the table's store then, so a
+// bad spec, or a table whose update rule this server does not know (or whose parameters are
+// bad), fails the worker's DeclareTable. Every table is kept by a TableStore
 // (kv/server/table_store.h: its update rule, the rule's state beside the value, sparse, dense,
 // large-row or variable-length storage, multi-threaded apply), whose rows can be listed and
 // inserted. A custom handler (SetHandler), where one is set for the table's value type, takes
@@ -89,7 +90,7 @@ class KVServerCore final : public cluster::DataHandler {
   void OnData(transport::Message&& msg) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnShutdown(const Status&) override {}
-  Status OnTableDeclared(TableId id, const TableSpec& spec) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  Status OnTableDeclared(TableId id, const transport::Bytes& spec) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   // A new view may bring workers (a restarted one with a new identity) the clocks must know.
   void OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) override ABSL_LOCKS_EXCLUDED(apply_mu_);
 
@@ -109,7 +110,8 @@ class KVServerCore final : public cluster::DataHandler {
   Result<Table*> FindTable(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The store of FindTable's table.
   Result<TableStore*> FindStore(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  Result<std::unique_ptr<Table>> MakeTable(TableId id, const TableSpec& spec);
+  // Decodes and checks the spec bytes, then builds the table's rule and store.
+  Result<std::unique_ptr<Table>> MakeTable(TableId id, const transport::Bytes& spec);
   Result<ServerRequest> Decode(transport::Message& msg, const Table& table);
   Status CheckResponse(const ServerRequest& req, const ServerResponse& resp) const;
   // Applies one request and replies (or handles a clock tick).

@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "cluster/cluster_test_util.h"
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
+#include "kv/table_catalog.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/intercepting_transport.h"
@@ -88,7 +89,7 @@ class KVServerCoreTest : public ::testing::Test {
     if (declared_.insert(table.value).second) {
       TableSpec spec{.name = "t" + std::to_string(table.value), .value_type = vt, .width = width == 0 ? 1 : width,
                      .variable_length = width == 0};
-      EXPECT_OK(core_->OnTableDeclared(table, spec));
+      EXPECT_OK(core_->OnTableDeclared(table, EncodeTableSpec(spec)));
     }
     Message m;
     m.header.type = type;
@@ -425,7 +426,7 @@ TEST_F(KVServerCoreTest, DuplicatedRequestIsAppliedOnce) {
   core_->ServeDefault(ValueType::kFloat32, true);
   TableSpec sgd{.name = "sgd", .value_type = ValueType::kFloat32, .width = 1};
   sgd.updater = {.name = "sgd", .params = {{"lr", 0.5}}};
-  ASSERT_OK(core_->OnTableDeclared(TableId(5), sgd));
+  ASSERT_OK(core_->OnTableDeclared(TableId(5), EncodeTableSpec(sgd)));
   declared_.insert(5);
   for (TableId t : {TableId(1), TableId(5)}) {
     SCOPED_TRACE(t.value);
@@ -556,13 +557,19 @@ TEST_F(KVServerCoreTest, PullRepliesCarryTheRangesVectorClock) {
 TEST_F(KVServerCoreTest, TableWithUnknownRuleOrBadParameterIsRefusedAtDeclaration) {
   TableSpec unknown{.name = "u", .value_type = ValueType::kFloat32, .width = 1};
   unknown.updater = {.name = "no_such_rule", .params = {}};
-  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(8), unknown), StatusCode::kNotFound, "no_such_rule"));
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(8), EncodeTableSpec(unknown)), StatusCode::kNotFound, "no_such_rule"));
   TableSpec bad{.name = "b", .value_type = ValueType::kFloat32, .width = 1};
   bad.updater = {.name = "adam", .params = {{"lr2", 1.0}}};
-  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(9), bad), StatusCode::kInvalidArgument, "lr2"));
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(9), EncodeTableSpec(bad)), StatusCode::kInvalidArgument, "lr2"));
   TableSpec ints{.name = "i", .value_type = ValueType::kInt32, .width = 1};
   ints.updater = {.name = "sgd", .params = {}};
-  EXPECT_EQ(core_->OnTableDeclared(TableId(10), ints).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->OnTableDeclared(TableId(10), EncodeTableSpec(ints)).code(), StatusCode::kInvalidArgument);
+  // A peer's bytes are decoded and checked before anything is built from them.
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(11), transport::BytesFromString("junk")), StatusCode::kCorruption,
+                       "malformed table spec"));
+  TableSpec nameless{.name = "", .value_type = ValueType::kFloat32, .width = 1};
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(12), EncodeTableSpec(nameless)), StatusCode::kInvalidArgument,
+                       "1 to 128 bytes"));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "cluster/key_placement.h"
 #include "kv/server/sparse_rows.h"
 #include "kv/server/table_store_internal.h"
+#include "kv/table_catalog.h"
 
 namespace pserver::kv {
 
@@ -56,56 +57,9 @@ using table_store_internal::RangeString;
 namespace {
 
 Status CheckSpec(const TableSpec& spec, const Updater* updater) {
-  const std::string& name = spec.name;
-  if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", name));
-  if (!spec.variable_length && spec.width == 0) {
-    return Status::InvalidArgument(fmt::format("table {} has width 0", name));
-  }
-  if (!updater->Supports(spec.value_type)) {
-    return Status::InvalidArgument(fmt::format("the rule {} of table {} does not take {} values", spec.updater.name,
-                                               name, ValueTypeName(spec.value_type)));
-  }
-  if (spec.push_arity != updater->push_arity()) {
-    return Status::InvalidArgument(fmt::format("table {} declares push_arity {}, its rule {} takes {}", name,
-                                               spec.push_arity, spec.updater.name, updater->push_arity()));
-  }
-  // A variable-length row's width comes from an int32 length: its row is checked per push.
-  const uint64_t width = spec.variable_length ? 1 : spec.width;
-  const uint64_t row_len = width * (uint64_t{updater->state_per_value()} + 1);
-  const uint64_t push_len = width * spec.push_arity;
-  if (row_len > 0x7fffffffULL || push_len > 0x7fffffffULL) {
-    return Status::InvalidArgument(fmt::format("table {}: rows of {} values are too wide", name, row_len));
-  }
-  const InitializerSpec& init = spec.initializer;
-  if (init.kind == InitializerSpec::Kind::kUniform) {
-    if (!std::isfinite(init.scale) || init.scale < 0) {
-      return Status::InvalidArgument(fmt::format("table {}: uniform initializer scale {}", name, init.scale));
-    }
-    if (spec.value_type != ValueType::kFloat32 && spec.value_type != ValueType::kFloat64) {
-      return Status::InvalidArgument(fmt::format("table {}: the uniform initializer needs a float or double table, not {}",
-                                                 name, ValueTypeName(spec.value_type)));
-    }
-  } else if (init.kind != InitializerSpec::Kind::kZero) {
-    return Status::InvalidArgument(fmt::format("table {}: unknown initializer kind {}", name, static_cast<int>(init.kind)));
-  }
-  if (spec.storage == StorageKind::kDense) {
-    const KeyRange r = spec.key_range;
-    if (spec.placement != KeyPlacement::kRange) {
-      return Status::InvalidArgument(fmt::format("dense table {} needs KeyPlacement::kRange", name));
-    }
-    if (spec.variable_length) {
-      return Status::InvalidArgument(fmt::format("table {} is variable-length: it needs sparse storage", name));
-    }
-    if (r.first > r.last || r.last - r.first >= (uint64_t{1} << 32)) {
-      return Status::InvalidArgument(fmt::format(
-          "dense table {} needs a key range of 1 to 2^32 keys, not {}", name, RangeString(r)));
-    }
-  } else if (spec.storage != StorageKind::kSparse) {
-    return Status::InvalidArgument(fmt::format("table {}: unknown storage kind {}", name, static_cast<int>(spec.storage)));
-  }
-  return Status::Ok();
+  if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", spec.name));
+  return ValidateTableSpec(spec, updater);
 }
-
 
 // The owned ranges of a dense table, sorted and merged; the whole key range for nullopt.
 Result<std::vector<KeyRange>> OwnedRanges(const TableSpec& spec, std::optional<std::vector<KeyRange>> owned) {

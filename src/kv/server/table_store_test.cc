@@ -108,12 +108,12 @@ TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   EXPECT_OK(create(var, std::make_unique<AddRule>()));
   var.width = 0;  // ignored for variable length
   EXPECT_OK(create(var, std::make_unique<AddRule>()));
-  ExpectInvalid(create(Spec(ValueType::kFloat32, 0), std::make_unique<AddRule>()), "width 0");
+  ExpectInvalid(create(Spec(ValueType::kFloat32, 0), std::make_unique<AddRule>()), "width must be at least 1");
   ExpectInvalid(create(Spec(ValueType::kInt32), std::make_unique<SgdRule>()), "int32");
-  ExpectInvalid(create(Spec(), std::make_unique<ProductRule>()), "push_arity 1");
+  ExpectInvalid(create(Spec(), std::make_unique<ProductRule>()), "the table declares 1");
   TableSpec arity2 = Spec();
   arity2.push_arity = 2;
-  ExpectInvalid(create(arity2, std::make_unique<SgdRule>()), "push_arity 2");
+  ExpectInvalid(create(arity2, std::make_unique<SgdRule>()), "the table declares 2");
   EXPECT_OK(create(arity2, std::make_unique<ProductRule>()));
   TableSpec uniform_int = Spec(ValueType::kInt64);
   uniform_int.initializer = {InitializerSpec::Kind::kUniform, 1.0, 1};
@@ -123,7 +123,7 @@ TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   ExpectInvalid(create(negative, std::make_unique<SgdRule>()), "scale");
   // Dense storage needs kRange placement and a range of 1..2^32 keys.
   TableSpec dense = DenseSpec({0, ~Key{0}});
-  ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "key range");
+  ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "at most 2^32 keys");
   dense.key_range = {10, 9};
   ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "key range");
   dense.key_range = {10, 20};
@@ -133,6 +133,16 @@ TEST(TableStoreTest, CreateRefusesSpecsTheRuleOrStorageCannotTake) {
   EXPECT_OK(create(dense, std::make_unique<SgdRule>()));
   dense.variable_length = true;
   ExpectInvalid(create(dense, std::make_unique<SgdRule>()), "variable-length");
+  // The rule's own widths (Updater::FitsWidth): "prox" with gradient=1 keeps (w, G) rows of width 2.
+  TableSpec pair = Spec(ValueType::kFloat64, 3);
+  pair.updater = UpdaterSpec{"prox", {{"gradient", 1}}};
+  Result<std::unique_ptr<Updater>> prox = MakeProxUpdater(pair.updater);
+  ASSERT_OK(prox);
+  ExpectInvalid(create(pair, std::move(*prox)), "the table needs width 2, not 3");
+  pair.width = 2;
+  prox = MakeProxUpdater(pair.updater);
+  ASSERT_OK(prox);
+  EXPECT_OK(create(pair, std::move(*prox)));
 }
 
 TEST(TableStoreTest, SgdPushesGiveTheClosedForm) {

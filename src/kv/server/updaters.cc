@@ -463,21 +463,6 @@ Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
   return Make<ProxUpdater>(params);
 }
 
-Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec) {
-  if (!updater.Supports(spec.value_type)) {
-    return Status::InvalidArgument(fmt::format("table '{}': updater '{}' does not take {} values", spec.name,
-                                               spec.updater.name, ValueTypeName(spec.value_type)));
-  }
-  if (updater.push_arity() != spec.push_arity) {
-    return Status::InvalidArgument(fmt::format("table '{}': updater '{}' takes pushes of arity {}, the table declares {}",
-                                               spec.name, spec.updater.name, updater.push_arity(), spec.push_arity));
-  }
-  if (Status s = updater.FitsWidth(spec.width, spec.variable_length); !s.ok()) {
-    return Status(s.code(), fmt::format("table '{}': updater '{}': {}", spec.name, spec.updater.name, s.message()));
-  }
-  return Status::Ok();
-}
-
 }  // namespace kv
 
 // ---------------------------------------------------------------------------------------------

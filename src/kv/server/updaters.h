@@ -91,9 +91,4 @@ Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec);
 // Params: l1 >= 0, l2 >= 0 (defaults 0), delta > 0 (default 1), gradient 0 or 1 (default 0).
 Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec);
 
-// Checks that `updater` fits a table: Supports(spec.value_type), push_arity() ==
-// spec.push_arity and FitsWidth(spec.width, spec.variable_length). kInvalidArgument naming the
-// table, the rule and what is wrong otherwise.
-Status CheckUpdaterFitsTable(const Updater& updater, const TableSpec& spec);
-
 }  // namespace pserver::kv

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kv/table_catalog.h"
 #include "pserver/updater.h"
 
 namespace pserver::kv {
@@ -673,28 +674,28 @@ TEST(UpdatersTest, ProxGradientRefusesOtherWidthsAndArities) {
   for (uint32_t width : {1u, 2u, 3u}) EXPECT_TRUE(plain->FitsWidth(width, false).ok());
   EXPECT_TRUE(plain->FitsWidth(0, true).ok());
 
-  // Through CheckUpdaterFitsTable: the table, the rule and what is wrong.
+  // Through the table check (kv/table_catalog.h): the table, the rule and what is wrong.
   TableSpec spec;
   spec.name = "dbpg_w";
   spec.value_type = ValueType::kFloat64;
   spec.updater = UpdaterSpec{"prox", {{"gradient", 1}}};
   spec.width = 2;
   spec.push_arity = 1;
-  EXPECT_TRUE(CheckUpdaterFitsTable(*gradient, spec).ok());
+  EXPECT_TRUE(ValidateTableSpec(spec, gradient.get()).ok());
   spec.width = 3;
-  Status s = CheckUpdaterFitsTable(*gradient, spec);
+  Status s = ValidateTableSpec(spec, gradient.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "table 'dbpg_w': updater 'prox': with gradient=1 a row is (w, G): the table needs width 2, not 3");
   spec.width = 0;
   spec.variable_length = true;
-  s = CheckUpdaterFitsTable(*gradient, spec);
+  s = ValidateTableSpec(spec, gradient.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("table 'dbpg_w'"), std::string::npos) << s;
   EXPECT_NE(s.message().find("variable-length"), std::string::npos) << s;
   spec.width = 2;
   spec.variable_length = false;
   spec.push_arity = 2;
-  s = CheckUpdaterFitsTable(*gradient, spec);
+  s = ValidateTableSpec(spec, gradient.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "table 'dbpg_w': updater 'prox' takes pushes of arity 1, the table declares 2");
 }
@@ -879,20 +880,20 @@ TEST(UpdatersTest, OutOfRangeParametersAreRefused) {
   }
 }
 
-TEST(UpdatersTest, CheckUpdaterFitsTable) {
+TEST(UpdatersTest, TheTableCheckAsksTheRule) {
   auto prox = MustCreate(UpdaterSpec{"prox", {}});
   auto sgd = MustCreate(UpdaterSpec{"sgd", {}});
   TableSpec spec;
   spec.name = "w";
   spec.updater = UpdaterSpec{"prox", {}};
   spec.push_arity = 2;
-  EXPECT_TRUE(CheckUpdaterFitsTable(*prox, spec).ok());
+  EXPECT_TRUE(ValidateTableSpec(spec, prox.get()).ok());
   spec.push_arity = 1;
-  EXPECT_EQ(CheckUpdaterFitsTable(*prox, spec).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateTableSpec(spec, prox.get()).code(), StatusCode::kInvalidArgument);
   spec.updater = UpdaterSpec{"sgd", {}};
-  EXPECT_TRUE(CheckUpdaterFitsTable(*sgd, spec).ok());
+  EXPECT_TRUE(ValidateTableSpec(spec, sgd.get()).ok());
   spec.value_type = ValueType::kInt32;
-  const Status s = CheckUpdaterFitsTable(*sgd, spec);
+  const Status s = ValidateTableSpec(spec, sgd.get());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("'sgd'"), std::string::npos) << s;
 }

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "cluster/cluster_test_util.h"
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/intercepting_transport.h"

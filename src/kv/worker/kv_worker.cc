@@ -1,7 +1,7 @@
 // The typed facade KVWorker<T> over KVWorkerCore, instantiated for the four value types.
 #include "pserver/kv_worker.h"
 
-#include "cluster/node_access.h"
+#include "kv/node_access.h"
 #include "kv/worker/kv_worker_core.h"
 
 namespace pserver {

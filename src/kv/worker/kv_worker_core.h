@@ -44,6 +44,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "cluster/node_runtime.h"
+#include "kv/table_catalog.h"
 #include "kv/worker/slicer.h"
 #include "kv/worker/unfinished_tasks.h"
 #include "pserver/kv_worker.h"
@@ -78,7 +79,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   static constexpr int kWaitSpins = 2;
 
   // `runtime` is borrowed and outlives the core (it co-owns it).
-  explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime) {}
+  explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime), catalog_(runtime) {}
 
   Result<Timestamp> Submit(KVWorkerBase::Call&& call);
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
@@ -161,6 +162,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   void FailAll(const Status& why, const NodeId* only);
 
   cluster::NodeRuntime* const runtime_;
+  const TableCatalog catalog_;  // the specs of the tables this worker declared
   std::mutex send_mu_;  // serialises starting tasks and clock ticks
   mutable std::mutex mu_;
   std::condition_variable done_cv_;

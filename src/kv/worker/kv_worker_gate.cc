@@ -121,7 +121,7 @@ uint64_t KVWorkerCore::clock() const {
 }
 
 Status KVWorkerCore::SetMaxDelay(TableId table, int64_t tau) {
-  PSERVER_RETURN_IF_ERROR(runtime_->FindTable(table).status());
+  PSERVER_RETURN_IF_ERROR(catalog_.Find(table).status());
   if (tau < kEventual) return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", tau));
   {
     std::lock_guard lock(mu_);
@@ -131,7 +131,7 @@ Status KVWorkerCore::SetMaxDelay(TableId table, int64_t tau) {
 }
 
 Status KVWorkerCore::SetStaleness(TableId table, int64_t staleness) {
-  PSERVER_RETURN_IF_ERROR(runtime_->FindTable(table).status());
+  PSERVER_RETURN_IF_ERROR(catalog_.Find(table).status());
   if (staleness < kEventual) {
     return Status::InvalidArgument(fmt::format("staleness {} is below -1 (kEventual)", staleness));
   }

@@ -11,7 +11,6 @@
 
 namespace pserver::kv {
 
-using cluster::PlacementOf;
 using transport::Bytes;
 using transport::Message;
 using transport::Pulls;
@@ -156,7 +155,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
 
 Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   PSERVER_RETURN_IF_ERROR(runtime_->health());
-  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, runtime_->FindTable(call.table));
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, catalog_.Find(call.table));
   const TableSpec& spec = *found;
   PSERVER_RETURN_IF_ERROR(Validate(call, spec));
   if (call.max_delay && *call.max_delay < kEventual) {
@@ -302,7 +301,7 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
 }
 
 Result<uint32_t> KVWorkerCore::ServerOf(TableId table, Key key) const {
-  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, runtime_->FindTable(table));
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, catalog_.Find(table));
   const TableSpec& spec = *found;
   cluster::Placement placement = PlacementOf(spec);
   if (placement.kind == cluster::PlacementKind::kRange && !placement.range.Contains(key)) {

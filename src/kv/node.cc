@@ -1,9 +1,12 @@
+// The public Node: a scheduler, or a server or worker runtime, behind one face. It lives with
+// the kv layer because declaring a table reads the table's spec (kv/table_catalog.h).
 #include "pserver/node.h"
 
 #include <fmt/format.h>
 
-#include "cluster/node_access.h"
 #include "cluster/scheduler.h"
+#include "kv/node_access.h"
+#include "kv/table_catalog.h"
 #include "transport/zmq/zmq_transport.h"
 
 namespace pserver {
@@ -42,7 +45,7 @@ Status Node::Barrier(BarrierGroup group, std::chrono::milliseconds timeout) {
 
 Result<TableId> Node::DeclareTable(const TableSpec& spec, std::chrono::milliseconds timeout) {
   if (!runtime_) return Status::InvalidArgument("declare tables from servers or workers, not the scheduler");
-  return runtime_->DeclareTable(spec, timeout);
+  return kv::DeclareTable(*runtime_, spec, timeout);
 }
 
 Status Node::Finalize(std::chrono::milliseconds timeout) {
