@@ -263,19 +263,12 @@ class FixedRowStore final : public TableStore {
 template <typename T>
 Status FixedRowStore<T>::Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) {
   const TableSpec& s = spec();
-  PSERVER_RETURN_IF_ERROR(CheckRequest(*this, req, width_));
+  AssertChecked(*this, req, width_, s.push_arity);
   const size_t n = req.keys.size();
   const bool push = req.type != MessageType::kPull;
   const bool pull = req.type != MessageType::kPush;
   SharedArray<T> aligned;  // the pushed values, copied only if the bytes are misaligned for T
-  const T* push_vals = nullptr;
-  if (push) {
-    if (req.vals.size() != n * push_len_ * sizeof(T)) {
-      return Status::InvalidArgument(fmt::format("table {}: {} value bytes pushed for {} keys x {} values of {} bytes",
-                                                 s.name, req.vals.size(), n, push_len_, sizeof(T)));
-    }
-    push_vals = PushedValues<T>(req, &aligned);
-  }
+  const T* push_vals = push ? PushedValues<T>(req, &aligned) : nullptr;
   if (dense_) {
     for (size_t i = 0; i < n; ++i) {
       if (DenseIndex(req.keys[i]) == kNotOwned) return NotOwned(req.keys[i]);

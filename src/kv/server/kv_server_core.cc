@@ -134,6 +134,7 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
   if (keys.size() % sizeof(Key) != 0) return Status::Corruption(fmt::format("key frame of {} bytes", keys.size()));
   r.keys = SharedArray<Key>(keys.owner(), reinterpret_cast<Key*>(keys.data()), keys.size() / sizeof(Key));
   const size_t n = r.keys.size();
+  if (n > 0xffffffffULL) return Status::Corruption(fmt::format("a request of {} keys (at most 2^32 - 1)", n));
   for (size_t i = 1; i < n; ++i) {
     if (r.keys[i - 1] >= r.keys[i]) {
       return Status::Corruption(fmt::format("keys not sorted ascending and unique at index {} ({} then {})", i,
@@ -148,12 +149,13 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
     }
     r.lens = SharedArray<int32_t>(lens.owner(), reinterpret_cast<int32_t*>(lens.data()), n);
     uint64_t total = 0;
-    for (int32_t l : r.lens) {
-      if (l < 0) return Status::Corruption(fmt::format("negative length {}", l));
-      total += static_cast<uint64_t>(l);
+    for (size_t i = 0; i < n; ++i) {
+      if (r.lens[i] < 0) return Status::Corruption(fmt::format("negative length {} for key {}", r.lens[i], r.keys[i]));
+      total += static_cast<uint64_t>(r.lens[i]);
     }
-    if (msg.frames[1].size() != total * elem) {
-      return Status::Corruption(fmt::format("{} value bytes where the lengths say {}", msg.frames[1].size(), total * elem));
+    if (msg.frames[1].size() != total * spec.push_arity * elem) {
+      return Status::Corruption(fmt::format("{} value bytes where the lengths say {} (push arity {})",
+                                            msg.frames[1].size(), total * spec.push_arity * elem, spec.push_arity));
     }
   } else if (push) {
     if (msg.frames[1].size() != uint64_t{n} * h.width * spec.push_arity * elem) {

@@ -1,8 +1,9 @@
 // KVServerCore: the type-independent engine behind KVServer<T>, one per server node.
 //
 // On the node's data thread it checks each data request against its table's spec (frame layout,
-// value type, width, push arity), passes it to the table's store -- or to a custom handler
-// registered for the value type -- checks the answer and replies. A bad request gets an error
+// value type, width, sorted unique keys, values and lengths for the push arity) -- the one check
+// of a request on the server, which the stores and handlers rely on -- passes it to the table's
+// store -- or to a custom handler registered for the value type -- checks the answer and replies. A bad request gets an error
 // reply naming what was wrong; it never crashes the server.
 //
 // Tables: the scheduler announces every declared table (OnTableDeclared) with its spec bytes;

@@ -216,7 +216,7 @@ TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
   EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({2})), StatusCode::kCorruption,
                        "4 bytes of lengths for 2 keys"));
   EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({1, 2})), StatusCode::kCorruption,
-                       "8 value bytes where the lengths say 12"));
+                       "8 value bytes where the lengths say 12 (push arity 1)"));
   // The table is still empty and usable.
   ASSERT_OK(var_push({1, 2}, {1, 2, 3}, BytesOf<int32_t>({1, 2})));
   Message reply;
@@ -225,6 +225,31 @@ TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
   ASSERT_EQ(reply.frames.size(), 4u);  // values, lengths and the range's vector clock
   EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{1, 2, 3}));
   EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{1, 2}));
+}
+
+// Variable-length rows of a rule that takes two values per stored value ("prox": gradient, then
+// curvature): the lengths count stored values, the push carries twice as many.
+TEST_F(KVServerCoreTest, VariableLengthPushCarriesPushArityValuesPerStoredValue) {
+  core_->ServeDefault(ValueType::kFloat32, true);
+  const TableId t(13);
+  TableSpec spec{.name = "prox_var", .value_type = ValueType::kFloat32, .width = 1, .variable_length = true};
+  spec.updater = {.name = "prox", .params = {{"delta", 10}}};
+  spec.push_arity = 2;
+  ASSERT_OK(core_->OnTableDeclared(t, EncodeTableSpec(spec)));
+  declared_.insert(t.value);
+  auto var_push = [&](std::vector<Key> keys, std::vector<float> vals, std::vector<int32_t> lens) {
+    return Handle(Request(MessageType::kPush, t, ValueType::kFloat32, 0,
+                          {BytesOf(std::move(keys)), BytesOf(std::move(vals)), BytesOf(std::move(lens))}));
+  };
+  EXPECT_TRUE(StatusIs(var_push({1}, {1, 2}, {2}), StatusCode::kCorruption,
+                       "8 value bytes where the lengths say 16 (push arity 2)"));
+  // Key 1 of length 2: gradients (1, -2), curvatures (1, 2); the step from 0 is -g / u.
+  ASSERT_OK(var_push({1}, {1, -2, 1, 2}, {2}));
+  Message reply;
+  ASSERT_OK(
+      Handle(Request(MessageType::kPull, t, ValueType::kFloat32, 0, {BytesOf<Key>({1}), Bytes(), Bytes()}), &reply));
+  EXPECT_EQ(ValuesOf<float>(reply.frames[1]), (std::vector<float>{-1, 1}));
+  EXPECT_EQ(ValuesOf<int32_t>(reply.frames[2]), (std::vector<int32_t>{2}));
 }
 
 TEST_F(KVServerCoreTest, RefusesChangeOfTableValueTypeOrWidth) {

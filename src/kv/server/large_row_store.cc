@@ -143,15 +143,11 @@ class LargeRowStore final : public TableStore {
 
 template <typename T>
 Status LargeRowStore<T>::Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) {
-  PSERVER_RETURN_IF_ERROR(CheckRequest(*this, req, width_));
+  AssertChecked(*this, req, width_, spec().push_arity);
   const size_t n = req.keys.size();
   const bool push = req.type != MessageType::kPull;
   const bool pull = req.type != MessageType::kPush;
   if (push) {
-    if (req.vals.size() != n * push_len_ * sizeof(T)) {
-      return Status::InvalidArgument(fmt::format("table {}: {} value bytes pushed for {} keys x {} values of {} bytes",
-                                                 spec().name, req.vals.size(), n, push_len_, sizeof(T)));
-    }
     SharedArray<T> aligned;
     const T* src = PushedValues<T>(req, &aligned);
     for (size_t i = 0; i < n; ++i) Push(ctx, req.keys[i], src + i * push_len_);

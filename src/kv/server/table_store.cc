@@ -31,23 +31,27 @@ std::string RangesString(std::span<const KeyRange> ranges) {
   return out;
 }
 
-Status CheckRequest(const TableStore& store, const ServerRequest& req, uint32_t width) {
-  const TableSpec& s = store.spec();
-  if (req.table != store.table()) {
-    return Status::InvalidArgument(fmt::format("request for table {} given to the store of table {}",
-                                               req.table.value, store.table().value));
+void AssertChecked([[maybe_unused]] const TableStore& store, [[maybe_unused]] const ServerRequest& req,
+                   [[maybe_unused]] uint32_t width, [[maybe_unused]] uint32_t push_arity) {
+#ifndef NDEBUG
+  assert(req.table == store.table());
+  assert(req.value_type == store.spec().value_type);
+  assert(req.width == width);
+  assert(req.keys.size() <= 0xffffffffULL);
+  if (req.type == transport::MessageType::kPull) return;
+  const size_t elem = ValueTypeSize(req.value_type);
+  if (width != 0) {
+    assert(req.vals.size() == req.keys.size() * width * push_arity * elem);
+    return;
   }
-  if (req.value_type != s.value_type) {
-    return Status::InvalidArgument(fmt::format("table {} holds {} values, the request carries {}", s.name,
-                                               ValueTypeName(s.value_type), ValueTypeName(req.value_type)));
+  assert(req.lens.size() == req.keys.size());
+  uint64_t total = 0;
+  for (int32_t len : req.lens) {
+    assert(len >= 0);
+    total += static_cast<uint64_t>(len);
   }
-  if (req.width != width) {
-    return Status::InvalidArgument(fmt::format("table {} has width {}, the request width {}", s.name, width, req.width));
-  }
-  if (req.keys.size() > 0xffffffffULL) {
-    return Status::InvalidArgument(fmt::format("a request of {} keys", req.keys.size()));
-  }
-  return Status::Ok();
+  assert(req.vals.size() == total * push_arity * elem);
+#endif
 }
 
 }  // namespace table_store_internal

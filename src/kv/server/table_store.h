@@ -125,12 +125,13 @@ class TableStore {
   // Applies a push and/or answers a pull (per req.type) of `req`, passing `ctx` to the rule.
   // A pull's answer (the rows of the keys in request order, values of the table's type) goes
   // into resp->vals, and for a variable-length table each key's length into resp->lens (left
-  // empty otherwise). kInvalidArgument, with nothing changed, if the request does not fit the
-  // table: another table id or value type, a width other than spec.width (0 for variable
-  // length), a push whose values are not keys x width x push_arity (variable length: lens
-  // gives each key's width; a negative length, or one that differs from the key's stored one,
-  // is refused, naming the key), more than 2^32 - 1 keys, or (dense) a key outside the owned
-  // ranges (the message names the key and the ranges).
+  // empty otherwise). kInvalidArgument, with nothing changed, for a variable-length push whose
+  // length for a key differs from the key's stored one (naming the key), or (dense) a key
+  // outside the owned ranges (the message names the key and the ranges).
+  // REQUIRES: `req` has this table's shape -- its id and value type, width spec.width (0 for
+  // variable length), at most 2^32 - 1 sorted unique keys, pushed values of keys x width x
+  // push_arity (variable length: a non-negative length per key) -- as KVServerCore checks every
+  // request once where it comes off the wire (debug builds assert it here).
   // Blocks until the pool's threads are done with the request; no timeout (no peer is awaited).
   virtual Status Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) = 0;
 

@@ -1,7 +1,8 @@
-// What the storage layouts of TableStore (table_store.h) share: request checks, initial values
+// What the storage layouts of TableStore (table_store.h) share: the request contract, initial values
 // and the factories of the layouts. Internal to table_store*.cc and *_row_store.cc.
 #pragma once
 
+#include <cassert>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -16,9 +17,11 @@ std::string RangeString(KeyRange r);
 // "[a, b], [c, d]" ("none" for no range).
 std::string RangesString(std::span<const KeyRange> ranges);
 
-// Checks what every layout requires of a request: the table id, the value type, `width` (0 for
-// a variable-length table) and at most 2^32 - 1 keys. kInvalidArgument naming the mismatch.
-Status CheckRequest(const TableStore& store, const ServerRequest& req, uint32_t width);
+// Asserts (debug builds) what KVServerCore checked of a request before handing it over, once,
+// where it came off the wire: the table id, the value type, `width` (0 for a variable-length
+// table), at most 2^32 - 1 keys, and pushed values that are keys x width x push_arity (variable
+// length: a non-negative length per key, whose sum times push_arity is the values' count).
+void AssertChecked(const TableStore& store, const ServerRequest& req, uint32_t width, uint32_t push_arity);
 
 // The initial value of `column` of `key` in a table of T.
 template <typename T>

@@ -39,9 +39,8 @@ class VarRowStore final : public TableStore {
  private:
   // A row of `len` values holds len * (1 + state_per_value_) values: the values, then the state.
   size_t LengthOf(const std::vector<T>& row) const { return row.size() / (1 + size_t{state_per_value_}); }
-  // Refuses (naming the key) a push whose lengths are negative or differ from a key's stored
-  // length (or, for a new key repeated in the request, from its first length); checked before
-  // anything changes.
+  // Refuses (naming the key) a push whose length for a key differs from the key's stored length;
+  // checked before anything changes.
   Status CheckLengths(const ServerRequest& req) const;
   void Pull(const ServerRequest& req, ServerResponse* resp) const;
 
@@ -53,39 +52,22 @@ class VarRowStore final : public TableStore {
 
 template <typename T>
 Status VarRowStore<T>::CheckLengths(const ServerRequest& req) const {
-  const size_t n = req.keys.size();
-  if (req.lens.size() != n) {
-    return Status::InvalidArgument(fmt::format("table {}: a push of {} keys with {} lengths", spec().name, n,
-                                               req.lens.size()));
-  }
-  uint64_t total = 0;
-  absl::flat_hash_map<Key, int32_t> fresh;  // new keys: their first length in this request
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < req.keys.size(); ++i) {  // unique keys: a new key has no length yet
     const Key key = req.keys[i];
     const int32_t len = req.lens[i];
-    if (len < 0) return Status::InvalidArgument(fmt::format("table {}: negative length {} for key {}", spec().name, len, key));
-    total += static_cast<uint64_t>(len);
-    int32_t held = len;
-    if (auto it = rows_.find(key); it != rows_.end()) {
-      held = static_cast<int32_t>(LengthOf(it->second));
-    } else {
-      held = fresh.try_emplace(key, len).first->second;
-    }
+    auto it = rows_.find(key);
+    const int32_t held = it == rows_.end() ? len : static_cast<int32_t>(LengthOf(it->second));
     if (held != len) {
       return Status::InvalidArgument(
           fmt::format("key {} holds {} values; a push of {} cannot be added to it", key, held, len));
     }
-  }
-  if (req.vals.size() != total * push_arity_ * sizeof(T)) {
-    return Status::InvalidArgument(fmt::format("table {}: {} value bytes pushed where the lengths say {} values x {}",
-                                               spec().name, req.vals.size(), total, push_arity_));
   }
   return Status::Ok();
 }
 
 template <typename T>
 Status VarRowStore<T>::Handle(const ServerRequest& req, const UpdateContext& ctx, ServerResponse* resp) {
-  PSERVER_RETURN_IF_ERROR(CheckRequest(*this, req, 0));
+  AssertChecked(*this, req, 0, push_arity_);
   if (req.type != MessageType::kPull) {
     PSERVER_RETURN_IF_ERROR(CheckLengths(req));
     SharedArray<T> aligned;

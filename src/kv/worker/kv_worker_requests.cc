@@ -89,8 +89,10 @@ Status KVWorkerCore::Validate(const KVWorkerBase::Call& call, const TableSpec& s
         }
         total += static_cast<uint64_t>(call.lens[i]);
       }
-      if (total * elem != call.vals.size()) {
-        return Status::InvalidArgument(fmt::format("lengths add up to {} values but {} values were given", total,
+      if (total * spec.push_arity * elem != call.vals.size()) {
+        return Status::InvalidArgument(fmt::format("lengths add up to {} values{} but {} values were given", total,
+                                                   spec.push_arity > 1 ? fmt::format(" x push arity {}", spec.push_arity)
+                                                                       : "",
                                                    call.vals.size() / elem));
       }
     }
@@ -139,7 +141,8 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
     if (p.spec->variable_length) {
-      m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem));
+      // A key of length l carries l * push_arity values (push_arity blocks of l).
+      m.frames.push_back(Gather(call.vals, part.runs, 0, &offsets, elem * p.spec->push_arity));
       m.frames.push_back(Gather(transport::AsBytes(call.lens), part.runs, sizeof(int32_t), nullptr, 0));
     } else {
       m.frames.push_back(gathered ? std::move(vals)

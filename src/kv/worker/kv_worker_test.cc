@@ -332,6 +332,49 @@ TEST_P(KVWorkerTest, VariableLengthRowsRoundTrip) {
   }));
 }
 
+// Variable-length rows of a rule taking two values per stored value ("prox": a key of length l
+// carries l gradients, then l curvatures): requests split over the servers by key carry each
+// key's 2 l values. Every worker pushes gradient j + 1 and curvature 1 for value j of every key in
+// one iteration, so the step from 0 is -G / U = -(j + 1) for each value.
+TEST_P(KVWorkerTest, VariableLengthRowsOfPushArityTwoSplitOverServers) {
+  const uint64_t seed = TestSeed();
+  std::mt19937_64 rng(seed);
+  const std::vector<Key> keys = RandomKeys(rng, 120, 0, ~Key{0});
+  auto len_of = [](Key k) { return static_cast<int32_t>(k % 3 + 1); };
+  auto cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_OK(cluster->RunWorkers([&](Node& node) -> Status {
+    TableSpec spec = VarSpec("prox_var", ValueType::kFloat64);
+    spec.updater = {.name = "prox", .params = {{"delta", 100}}};
+    spec.push_arity = 2;
+    PSERVER_ASSIGN_OR_RETURN(TableId t, node.DeclareTable(spec));
+    KVWorker<double> w(node);
+    std::vector<int32_t> lens;
+    std::vector<double> vals;
+    for (Key k : keys) {
+      lens.push_back(len_of(k));
+      for (int32_t j = 0; j < len_of(k); ++j) vals.push_back(j + 1);  // gradients
+      for (int32_t j = 0; j < len_of(k); ++j) vals.push_back(1);      // curvatures
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, w.Push(t, std::vector<Key>(keys), std::move(vals), std::move(lens)));
+    PSERVER_RETURN_IF_ERROR(w.Wait(ts));
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    SharedArray<double> got;
+    SharedArray<int32_t> got_lens;
+    PSERVER_ASSIGN_OR_RETURN(ts, w.Pull(t, std::vector<Key>(keys), &got, &got_lens));
+    PSERVER_RETURN_IF_ERROR(w.Wait(ts));
+    std::vector<double> want;
+    for (Key k : keys) {
+      for (int32_t j = 0; j < len_of(k); ++j) want.push_back(-(j + 1.0));
+    }
+    EXPECT_EQ(ToVector(got), want) << "seed " << seed;
+    // The worker counts push_arity too: lengths adding up to 3 stored values need 6 values.
+    EXPECT_TRUE(StatusIs(w.Push(t, std::vector<Key>{1}, std::vector<double>{1, 2, 3}, std::vector<int32_t>{3}).status(),
+                         StatusCode::kInvalidArgument, "lengths add up to 3 values x push arity 2 but 3 values"));
+    return Status::Ok();
+  }));
+}
+
 TEST_P(KVWorkerTest, EmptyRequestsRunTheCallbackAndWaitIsOk) {
   auto cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);
