@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "kv/local_cluster.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "run_span.h"
@@ -41,8 +42,8 @@ Result<TableId> DeclareBenchTable(Node& node, size_t bytes) {
   return node.DeclareTable(spec);
 }
 
-testing::LocalClusterOptions ClusterOptions(int servers, int workers) {
-  testing::LocalClusterOptions o;
+kv::LocalClusterOptions ClusterOptions(int servers, int workers) {
+  kv::LocalClusterOptions o;
   o.num_servers = static_cast<uint32_t>(servers);
   o.num_workers = static_cast<uint32_t>(workers);
   return o;
@@ -77,13 +78,13 @@ std::shared_ptr<void> NoWorkServers(Node& server) {
 
 }  // namespace
 
-testing::ServerSetup ServerSetupFor(ServerWork work) {
-  return work == ServerWork::kNone ? NoWorkServers : testing::DefaultServers;
+std::function<std::shared_ptr<void>(Node& server)> ServerSetupFor(ServerWork work) {
+  return work == ServerWork::kNone ? NoWorkServers : kv::DefaultServers;
 }
 
 Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& o) {
   if (o.bytes == 0 || o.bytes % sizeof(float) != 0) return Status::InvalidArgument("bytes must be a multiple of 4");
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers),
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, kv::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers),
                                                                       ServerSetupFor(o.server_work)));
   std::atomic<uint64_t> total_requests{0};
   RunSpan span;
@@ -149,7 +150,7 @@ Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& 
 }
 
 Result<LatencyResult> MeasureClusterRoundTrip(size_t bytes, std::chrono::milliseconds min_duration, int warmup) {
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(ClusterOptions(1, 1)));
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, kv::LocalCluster::Start(ClusterOptions(1, 1)));
   std::vector<double> samples;
   Status s = cluster->RunWorkers([&](Node& node) -> Status {
     PSERVER_ASSIGN_OR_RETURN(TableId table, DeclareBenchTable(node, bytes));

@@ -10,10 +10,12 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
 
+#include "pserver/node.h"
 #include "pserver/result.h"
 #include "raw_zmq.h"
-#include "testing/local_cluster.h"
 
 namespace pserver::bench {
 
@@ -24,8 +26,8 @@ enum class ServerWork {
            // of zeros -- the path of a request without the server's arithmetic
 };
 
-// How LocalCluster sets up each server for `work`.
-testing::ServerSetup ServerSetupFor(ServerWork work);
+// How the in-process cluster (kv/local_cluster.h) sets up each server for `work`.
+std::function<std::shared_ptr<void>(Node& server)> ServerSetupFor(ServerWork work);
 
 struct ClusterWorkloadOptions {
   Shape shape = Shape::kPush;

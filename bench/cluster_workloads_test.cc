@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/local_cluster.h"
 #include "pserver/kv_worker.h"
 #include "testing/test_util.h"
 
@@ -105,8 +106,8 @@ TEST(ClusterThroughputTest, RejectsASizeThatIsNotWholeFloats) {
 
 // Pushes 1, 2 and 3 to two keys of a width-4 table, then pulls them back.
 Result<std::vector<float>> PushThreeTimesAndPull(ServerWork work) {
-  testing::LocalClusterOptions options;
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, testing::LocalCluster::Start(options, ServerSetupFor(work)));
+  kv::LocalClusterOptions options;
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, kv::LocalCluster::Start(options, ServerSetupFor(work)));
   SharedArray<float> pulled;
   PSERVER_RETURN_IF_ERROR(cluster->RunWorkers([&](Node& node) -> Status {
     TableSpec spec;

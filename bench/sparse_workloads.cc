@@ -17,7 +17,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "run_span.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 
 namespace pserver::bench {
 namespace {
@@ -83,14 +83,14 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     return Status::InvalidArgument(fmt::format("sparse workload: exact_requests ({}) must exceed the window ({})",
                                                o.exact_requests, o.window));
   }
-  testing::LocalClusterOptions co;
+  kv::LocalClusterOptions co;
   co.num_servers = static_cast<uint32_t>(o.num_servers);
   co.num_workers = static_cast<uint32_t>(o.num_workers);
   // Each server applies on its share of the machine's hardware threads, as `pserver launch`
   // gives its local servers (LaunchOptions::hardware_threads).
   const uint32_t apply_threads = SparseApplyThreads(o);
   PSERVER_ASSIGN_OR_RETURN(auto cluster,
-                           testing::LocalCluster::Start(co, [apply_threads](Node& server) -> std::shared_ptr<void> {
+                           kv::LocalCluster::Start(co, [apply_threads](Node& server) -> std::shared_ptr<void> {
                              ServerOptions so;
                              so.apply_threads = apply_threads;
                              return std::make_shared<KVServer<float>>(server, so);

@@ -1,9 +1,16 @@
+# pserver_internal: the internal headers under src/. The libraries see them privately; what
+# links the libraries (apps, tools, user programs) sees include/pserver/ only, so an include of
+# an internal header outside the libraries fails to compile. Tests, test tools, benchmarks and
+# fuzzers link this target to reach the internals they test.
+add_library(pserver_internal INTERFACE)
+target_include_directories(pserver_internal INTERFACE ${PROJECT_SOURCE_DIR}/src)
+
 # pserver_add_library(NAME SOURCES ... DEPS ...): one library per architectural layer.
 function(pserver_add_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
   target_compile_features(${name} PUBLIC cxx_std_20)
-  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE pserver_warnings)
 endfunction()
 
@@ -13,7 +20,7 @@ function(pserver_add_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_features(${name} PRIVATE cxx_std_20)
-  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main pserver_warnings)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} pserver_internal GTest::gtest GTest::gtest_main pserver_warnings)
   add_test(NAME ${name} COMMAND ${name})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
@@ -26,5 +33,5 @@ function(pserver_add_bench name source)
   cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
   add_executable(${name} ${source})
   target_compile_features(${name} PRIVATE cxx_std_20)
-  target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark pserver_warnings)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} pserver_internal benchmark::benchmark pserver_warnings)
 endfunction()

@@ -1,4 +1,4 @@
-# Unit and in-process tests of src/cluster and src/kv (and of the in-process cluster harness).
+# Unit and in-process tests of src/cluster and src/kv (and of the in-process cluster, kv/local_cluster.h).
 # cluster/cluster_test_util.h holds their shared helpers (an inproc job, an observing transport).
 # The label "concurrency" marks the tests whose threads share state: scripts/test.sh runs them
 # under ThreadSanitizer.
@@ -10,5 +10,5 @@ pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pse
 pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(table_catalog_test SOURCES kv/table_catalog_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(view_change_test SOURCES kv/view_change_test.cc DEPS pserver_testing LABELS unit concurrency)
-pserver_add_test(local_cluster_test SOURCES ${PROJECT_SOURCE_DIR}/testing/local_cluster_test.cc
+pserver_add_test(local_cluster_test SOURCES kv/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)

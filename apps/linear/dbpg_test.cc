@@ -23,14 +23,14 @@
 #include "apps/linear/online.h"
 #include "pserver/kv_server.h"
 #include "pserver/updater.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 #include "testing/test_util.h"
 
 namespace pserver::linear {
 namespace {
 
-using pserver::testing::LocalCluster;
-using pserver::testing::LocalClusterOptions;
+using pserver::kv::LocalCluster;
+using pserver::kv::LocalClusterOptions;
 
 // A tiny data set with correlated, partly irrelevant features; labels from a sparse true model.
 Dataset TinyData(uint32_t seed, size_t rows, size_t features) {

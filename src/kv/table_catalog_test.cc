@@ -16,7 +16,7 @@
 #include "cluster/cluster_test_util.h"
 #include "kv/node_access.h"
 #include "pserver/node.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 #include "testing/test_util.h"
 
 namespace pserver::kv {
@@ -400,9 +400,9 @@ TEST(TableCatalogTest, SummaryNamesWhatAConflictingDeclarationIsToldAbout) {
 // Declaring through a node
 
 TEST(TableCatalogTest, DeclaringChecksTheSpecAndFindsItById) {
-  testing::LocalClusterOptions o;
+  kv::LocalClusterOptions o;
   o.inproc = true;
-  Result<std::unique_ptr<testing::LocalCluster>> cluster = testing::LocalCluster::Start(o);
+  Result<std::unique_ptr<kv::LocalCluster>> cluster = kv::LocalCluster::Start(o);
   ASSERT_OK(cluster);
   Status s = (*cluster)->RunWorkers([](Node& worker) -> Status {
     TableSpec bad = SampleSpec();

@@ -19,7 +19,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/intercepting_transport.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 #include "testing/test_util.h"
 
 namespace pserver::kv {
@@ -58,10 +58,10 @@ ServerHandler FixedAnswer(size_t num_vals, std::optional<size_t> num_lens = std:
 class KVServerCoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    pserver::testing::LocalClusterOptions o;
+    pserver::kv::LocalClusterOptions o;
     o.inproc = true;
     Node* server = nullptr;
-    auto c = pserver::testing::LocalCluster::Start(o, [&server](Node& n) -> std::shared_ptr<void> {
+    auto c = pserver::kv::LocalCluster::Start(o, [&server](Node& n) -> std::shared_ptr<void> {
       server = &n;
       return nullptr;  // no KVServer: the test drives its own core
     });
@@ -140,7 +140,7 @@ class KVServerCoreTest : public ::testing::Test {
     return reply.frames.size() >= 3 ? ValuesOf<float>(reply.frames[1]) : std::vector<float>{};
   }
 
-  std::unique_ptr<pserver::testing::LocalCluster> cluster_;
+  std::unique_ptr<pserver::kv::LocalCluster> cluster_;
   std::shared_ptr<pserver::testing::RecordingDataHandler> recorder_;
   std::unique_ptr<KVServerCore> core_;
   NodeId worker_id_;
@@ -485,7 +485,7 @@ TEST_F(KVServerCoreTest, DuplicatedRequestIsAppliedOnce) {
 TEST(KVServerCoreWireTest, ResentPushesAndSubRangesOfThemAreAppliedOnce) {
   constexpr uint32_t kWorkers = 2;
   std::vector<pserver::testing::InterceptingTransport*> wires(kWorkers, nullptr);
-  pserver::testing::LocalClusterOptions o;
+  pserver::kv::LocalClusterOptions o;
   o.inproc = true;
   o.num_servers = 2;
   o.num_workers = kWorkers;
@@ -497,7 +497,7 @@ TEST(KVServerCoreWireTest, ResentPushesAndSubRangesOfThemAreAppliedOnce) {
     wires[hint] = t.get();
     return t;
   };
-  auto cluster = pserver::testing::LocalCluster::Start(o);
+  auto cluster = pserver::kv::LocalCluster::Start(o);
   ASSERT_OK(cluster);
   std::vector<Key> keys;
   for (Key k = 0; k < 64; ++k) keys.push_back(k * 7919);

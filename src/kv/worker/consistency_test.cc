@@ -19,7 +19,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/intercepting_transport.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 #include "testing/test_util.h"
 
 namespace pserver {
@@ -29,8 +29,8 @@ using pserver::testing::Direction;
 using pserver::testing::Gate;
 using pserver::testing::InterceptingTransport;
 using pserver::testing::IsRequest;
-using pserver::testing::LocalCluster;
-using pserver::testing::LocalClusterOptions;
+using pserver::kv::LocalCluster;
+using pserver::kv::LocalClusterOptions;
 using pserver::testing::OpenOnExit;
 using pserver::testing::StatusIs;
 

@@ -19,17 +19,17 @@
 
 #include "cluster/cluster_test_util.h"
 #include "pserver/kv_server.h"
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 #include "testing/test_util.h"
 
 namespace pserver {
 namespace {
 
 using pserver::testing::Gate;
-using pserver::testing::LocalCluster;
-using pserver::testing::LocalClusterOptions;
+using pserver::kv::LocalCluster;
+using pserver::kv::LocalClusterOptions;
 using pserver::testing::OpenOnExit;
-using pserver::testing::ServerSetup;
+using pserver::kv::ServerSetup;
 using pserver::testing::StatusIs;
 using pserver::testing::TestSeed;
 
@@ -93,7 +93,7 @@ class KVWorkerTest : public ::testing::TestWithParam<std::tuple<bool, uint32_t, 
   uint32_t servers() const { return std::get<1>(GetParam()); }
   uint32_t workers() const { return std::get<2>(GetParam()); }
 
-  std::unique_ptr<LocalCluster> StartCluster(ServerSetup setup = pserver::testing::DefaultServers) {
+  std::unique_ptr<LocalCluster> StartCluster(ServerSetup setup = pserver::kv::DefaultServers) {
     LocalClusterOptions o;
     o.inproc = inproc();
     o.num_servers = servers();

@@ -1,4 +1,4 @@
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 
 #include <fmt/format.h>
 
@@ -6,7 +6,7 @@
 #include "pserver/kv_server.h"
 #include "transport/inproc/inproc_transport.h"
 
-namespace pserver::testing {
+namespace pserver::kv {
 
 std::shared_ptr<void> DefaultServers(Node& server) {
   struct All {
@@ -124,4 +124,4 @@ LocalCluster::~LocalCluster() {
   threads_.clear();
 }
 
-}  // namespace pserver::testing
+}  // namespace pserver::kv

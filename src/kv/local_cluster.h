@@ -17,7 +17,7 @@
 #include "pserver/options.h"
 #include "transport/transport.h"
 
-namespace pserver::testing {
+namespace pserver::kv {
 
 struct LocalClusterOptions {
   uint32_t num_servers = 1;
@@ -65,4 +65,4 @@ class LocalCluster {
   bool ran_ = false;
 };
 
-}  // namespace pserver::testing
+}  // namespace pserver::kv

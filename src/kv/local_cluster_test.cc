@@ -1,7 +1,7 @@
 // The in-process cluster harness itself: a job runs to its end over either transport, errors of
 // worker bodies come back naming the worker, server setups live as long as the servers run, and
 // a cluster destroyed without RunWorkers stops cleanly.
-#include "testing/local_cluster.h"
+#include "kv/local_cluster.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include "pserver/kv_worker.h"
 #include "testing/test_util.h"
 
-namespace pserver::testing {
+namespace pserver::kv {
 namespace {
 
 LocalClusterOptions Options(bool inproc, uint32_t servers, uint32_t workers) {
@@ -108,4 +108,4 @@ INSTANTIATE_TEST_SUITE_P(Transports, LocalClusterTest, ::testing::Bool(),
                          });
 
 }  // namespace
-}  // namespace pserver::testing
+}  // namespace pserver::kv
