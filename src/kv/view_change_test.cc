@@ -155,9 +155,13 @@ struct Job {
   std::vector<std::shared_ptr<KVServerCore>> cores;
 };
 
-void RunPushesThroughViewChanges(bool faults) {
+// `dense`: the table is stored densely over a declared key range (kRange placement), each
+// server allocating only the ranges it owns, growing as rows move in and freeing what it handed
+// over; otherwise sparse, hashed.
+void RunPushesThroughViewChanges(bool faults, bool dense = false) {
   const uint64_t seed = std::random_device{}();
-  std::printf("seed %llu (faults %s)\n", static_cast<unsigned long long>(seed), faults ? "on" : "off");
+  std::printf("seed %llu (faults %s, %s)\n", static_cast<unsigned long long>(seed), faults ? "on" : "off",
+              dense ? "dense" : "sparse");
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   // What the worker threads use outlives the job, which joins them.
   // Each worker pushes until the views stopped changing (at least kMinRounds rounds).
@@ -165,7 +169,7 @@ void RunPushesThroughViewChanges(bool faults) {
   std::atomic<bool> changing{true};
   std::vector<int> rounds(kWorkers, 0);
   std::vector<Key> keys(kKeys);
-  for (Key k = 0; k < kKeys; ++k) keys[k] = k * 7919 + 3;
+  for (Key k = 0; k < kKeys; ++k) keys[k] = dense ? k * 3 + 1 : k * 7919 + 3;
   std::latch pushed(kWorkers);
   pserver::testing::Gate flushed;
   Job job(seed, faults);
@@ -180,6 +184,11 @@ void RunPushesThroughViewChanges(bool faults) {
   TableSpec spec;
   spec.name = "sums";
   spec.width = kWidth;
+  if (dense) {
+    spec.storage = StorageKind::kDense;
+    spec.placement = KeyPlacement::kRange;
+    spec.key_range = {0, 3 * kKeys};
+  }
   Result<TableId> table = job.worker(0).DeclareTable(spec);
   ASSERT_OK(table);
   ASSERT_OK(job.worker(1).DeclareTable(spec).status());
@@ -252,6 +261,21 @@ void RunPushesThroughViewChanges(bool faults) {
     }
   }
   EXPECT_EQ(wrong, 0u);
+  if (dense) {
+    // Each key of the range is held by exactly one server: its owner under the last view. None
+    // kept a range it handed over, none lacks one it owns.
+    const std::shared_ptr<const cluster::Routing> routing = internal::NodeAccess::Runtime(*job.job.node(0))->routing();
+    const cluster::Ring& ring = routing->ring();
+    size_t held = 0;
+    for (uint32_t s = 0; s < kServers; ++s) {
+      Result<RowBatch> rows = job.cores[s]->ListRows(*table, {});
+      ASSERT_OK(rows);
+      const KeyPredicate owns = RoutingRangePredicate(spec, ring.RangesOf(s));
+      for (size_t i = 0; i < rows->size(); ++i) ASSERT_TRUE(owns(rows->keys[i])) << "server " << s;
+      held += rows->size();
+    }
+    EXPECT_EQ(held, spec.key_range.last - spec.key_range.first + 1);
+  }
   // Every redirect reached its worker and was followed by a resend of its keys.
   size_t redirects = 0, resends = 0;
   for (uint32_t w = 0; w < kWorkers; ++w) {
@@ -281,6 +305,10 @@ void RunPushesThroughViewChanges(bool faults) {
 TEST(ViewChangeTest, PushesThroughLeavesAndJoinsSumExactly) { RunPushesThroughViewChanges(false); }
 
 TEST(ViewChangeTest, PushesThroughLeavesAndJoinsSumExactlyOverAFaultyNetwork) { RunPushesThroughViewChanges(true); }
+
+TEST(ViewChangeTest, DenseTableHoldsOnlyWhatItsServerOwnsThroughLeavesAndJoins) {
+  RunPushesThroughViewChanges(true, /*dense=*/true);
+}
 
 // One stale request, on the wire: a worker that routes by epoch 1 sends a push for a key that
 // server 0 gave up at epoch 2. Server 0 answers with a redirect carrying its view and applies

@@ -1,5 +1,6 @@
 // The fixed-width layouts of TableStore (table_store.h): sparse rows in SparseRows shards, and
-// dense rows in one array per owned key range.
+// dense rows in one array per owned key range (allocated when the range is taken, freed when
+// it is given up).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -135,17 +136,8 @@ class FixedRowStore final : public TableStore {
         num_shards_(pool == nullptr ? 1 : pool->size()),
         dense_(spec.storage == StorageKind::kDense) {
     if (dense_) {
-      for (const KeyRange& r : owned) {
-        segments_.push_back({r, dense_keys_});
-        dense_keys_ += static_cast<size_t>(r.last - r.first) + 1;
-      }
-      dense_rows_ = std::make_unique_for_overwrite<T[]>(dense_keys_ * row_len_);
-      for (const Segment& seg : segments_) {
-        for (Key k = seg.range.first;; ++k) {
-          InitRow(k, DenseRow(seg.offset + (k - seg.range.first)));
-          if (k == seg.range.last) break;
-        }
-      }
+      for (const KeyRange& r : owned) segments_.push_back(NewSegment(r));
+      for (const Segment& seg : segments_) dense_keys_ += seg.size();
     } else {
       shards_.reserve(num_shards_);
       for (uint32_t s = 0; s < num_shards_; ++s) shards_.emplace_back(row_len_, num_shards_);
@@ -159,11 +151,13 @@ class FixedRowStore final : public TableStore {
   Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
   size_t EraseRows(const KeyPredicate& pred) override;
   uint32_t state_per_value() const override { return updater_->state_per_value(); }
+  std::vector<KeyRange> owned_ranges() const override;
 
  protected:
   Status CheckInsert(Key key) const override {
-    return dense_ && DenseIndex(key) == kNotOwned ? NotOwned(key) : Status::Ok();
+    return dense_ && DenseRowOf(key) == nullptr ? NotOwned(key) : Status::Ok();
   }
+  void TakeOwnedRanges(std::vector<KeyRange> ranges) override;
 
  private:
   struct Shard {
@@ -173,12 +167,13 @@ class FixedRowStore final : public TableStore {
     // request (in request order) that belong to shard d.
     std::vector<ItemBuffer> parts;
   };
-  // Dense: the keys of owned range `range` have rows offset, offset + 1, ... of dense_rows_.
+  // Dense: the keys of owned range `range` have rows 0, 1, ... of `rows`.
   struct Segment {
     KeyRange range;
-    size_t offset;
+    std::unique_ptr<T[]> rows;
+    size_t size() const { return static_cast<size_t>(range.last - range.first) + 1; }
+    T* Row(Key key, uint32_t row_len) const { return rows.get() + static_cast<size_t>(key - range.first) * row_len; }
   };
-  static constexpr size_t kNotOwned = ~size_t{0};
   // What one request asks; the pointers stay valid during Handle.
   struct Job {
     const ServerRequest* req;
@@ -187,18 +182,27 @@ class FixedRowStore final : public TableStore {
     T* out;         // nullptr: no pull
   };
 
-  T* DenseRow(size_t i) const { return dense_rows_.get() + i * row_len_; }
-  // Dense: the row index of `key`, or kNotOwned.
-  size_t DenseIndex(Key key) const {
+  // Dense: the row of `key`, or nullptr when no owned range holds it.
+  T* DenseRowOf(Key key) const {
     if (segments_.size() == 1) {  // the common case: one range, no search
-      const KeyRange r = segments_[0].range;
-      return r.Contains(key) ? static_cast<size_t>(key - r.first) : kNotOwned;
+      const Segment& seg = segments_[0];
+      return seg.range.Contains(key) ? seg.Row(key, row_len_) : nullptr;
     }
     auto it = std::upper_bound(segments_.begin(), segments_.end(), key,
                                [](Key k, const Segment& seg) { return k < seg.range.first; });
-    if (it == segments_.begin()) return kNotOwned;
+    if (it == segments_.begin()) return nullptr;
     --it;
-    return key <= it->range.last ? it->offset + static_cast<size_t>(key - it->range.first) : kNotOwned;
+    return key <= it->range.last ? it->Row(key, row_len_) : nullptr;
+  }
+  // Dense: a segment for `range` with every row at its initial value.
+  Segment NewSegment(KeyRange range) const {
+    Segment seg{range, nullptr};
+    seg.rows = std::make_unique_for_overwrite<T[]>(seg.size() * row_len_);
+    for (Key k = range.first;; ++k) {
+      InitRow(k, seg.Row(k, row_len_));
+      if (k == range.last) break;
+    }
+    return seg;
   }
   Status NotOwned(Key key) const {
     std::vector<KeyRange> owned;
@@ -255,7 +259,6 @@ class FixedRowStore final : public TableStore {
   // Dense: one row per key of the owned ranges.
   std::vector<Segment> segments_;  // sorted, disjoint
   size_t dense_keys_ = 0;
-  std::unique_ptr<T[]> dense_rows_;
   // Sparse: the shards.
   std::vector<Shard> shards_;
 };
@@ -271,7 +274,7 @@ Status FixedRowStore<T>::Handle(const ServerRequest& req, const UpdateContext& c
   const T* push_vals = push ? PushedValues<T>(req, &aligned) : nullptr;
   if (dense_) {
     for (size_t i = 0; i < n; ++i) {
-      if (DenseIndex(req.keys[i]) == kNotOwned) return NotOwned(req.keys[i]);
+      if (DenseRowOf(req.keys[i]) == nullptr) return NotOwned(req.keys[i]);
     }
   }
   SharedArray<T> out;
@@ -399,11 +402,11 @@ void FixedRowStore<T>::RunDense(const Job& job, size_t begin, size_t end) {
   const SharedArray<Key>& keys = job.req->keys;
   if (job.push != nullptr) {
     PushBatch<T> batch = MakeBatch(job);
-    for (size_t i = begin; i < end; ++i) batch.Add(DenseRow(DenseIndex(keys[i])), i);
+    for (size_t i = begin; i < end; ++i) batch.Add(DenseRowOf(keys[i]), i);
     batch.Flush();
   }
   if (job.out != nullptr) {
-    for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRow(DenseIndex(keys[i])));
+    for (size_t i = begin; i < end; ++i) Answer(job, i, keys[i], DenseRowOf(keys[i]));
   }
 }
 
@@ -435,7 +438,7 @@ void FixedRowStore<T>::ForEachIf(const KeyPredicate& pred, const RowVisitor& fn)
   if (dense_) {
     for (const Segment& seg : segments_) {
       for (Key k = seg.range.first;; ++k) {
-        visit(k, DenseRow(seg.offset + (k - seg.range.first)));
+        visit(k, seg.Row(k, row_len_));
         if (k == seg.range.last) break;
       }
     }
@@ -453,9 +456,8 @@ Status FixedRowStore<T>::PutRow(Key key, std::span<const std::byte> value, std::
   }
   T* row = nullptr;
   if (dense_) {
-    const size_t index = DenseIndex(key);
-    if (index == kNotOwned) return NotOwned(key);
-    row = DenseRow(index);
+    row = DenseRowOf(key);
+    if (row == nullptr) return NotOwned(key);
   } else {
     const uint64_t mix = Mix(key);
     row = shards_[ShardOf(mix, num_shards_)].rows.FindOrInsertMixed(mix).row;
@@ -472,7 +474,7 @@ size_t FixedRowStore<T>::EraseRows(const KeyPredicate& pred) {
     for (const Segment& seg : segments_) {
       for (Key k = seg.range.first;; ++k) {
         if (!pred || pred(k)) {
-          InitRow(k, DenseRow(seg.offset + (k - seg.range.first)));
+          InitRow(k, seg.Row(k, row_len_));
           ++erased;
         }
         if (k == seg.range.last) break;
@@ -482,6 +484,40 @@ size_t FixedRowStore<T>::EraseRows(const KeyPredicate& pred) {
   }
   for (Shard& s : shards_) erased += s.rows.EraseIf([&pred](Key k) { return !pred || pred(k); });
   return erased;
+}
+
+template <typename T>
+std::vector<KeyRange> FixedRowStore<T>::owned_ranges() const {
+  std::vector<KeyRange> out;
+  for (const Segment& seg : segments_) out.push_back(seg.range);
+  return out;
+}
+
+template <typename T>
+void FixedRowStore<T>::TakeOwnedRanges(std::vector<KeyRange> ranges) {
+  if (!dense_) return;
+  std::vector<Segment> next;
+  next.reserve(ranges.size());
+  size_t keys = 0;
+  for (const KeyRange& r : ranges) {
+    // A range held already is kept as it is; a new one starts from initial values and takes
+    // the rows it shares with the ranges held before.
+    auto same = std::find_if(segments_.begin(), segments_.end(), [&](const Segment& s) { return s.range == r; });
+    if (same != segments_.end() && same->rows != nullptr) {
+      next.push_back(std::move(*same));
+    } else {
+      next.push_back(NewSegment(r));
+      for (const Segment& old : segments_) {
+        if (old.rows == nullptr || old.range.last < r.first || r.last < old.range.first) continue;
+        const Key first = std::max(r.first, old.range.first), last = std::min(r.last, old.range.last);
+        std::memcpy(next.back().Row(first, row_len_), old.Row(first, row_len_),
+                    (static_cast<size_t>(last - first) + 1) * row_len_ * sizeof(T));
+      }
+    }
+    keys += next.back().size();
+  }
+  segments_ = std::move(next);
+  dense_keys_ = keys;
 }
 
 }  // namespace

@@ -21,6 +21,37 @@ using transport::Pushes;
 
 namespace {
 
+// The runs of consecutive keys of `ranges` (sorted, disjoint) that `keep` chooses.
+std::vector<KeyRange> RunsWhere(const std::vector<KeyRange>& ranges, const std::function<bool(Key)>& keep) {
+  std::vector<KeyRange> runs;
+  for (const KeyRange& r : ranges) {
+    for (Key k = r.first;; ++k) {
+      if (keep(k)) {
+        if (!runs.empty() && runs.back().last + 1 == k && runs.back().last != ~Key{0}) {
+          runs.back().last = k;
+        } else {
+          runs.push_back(KeyRange{k, k});
+        }
+      }
+      if (k == r.last) break;
+    }
+  }
+  return runs;
+}
+
+// The runs of consecutive keys among sorted `keys`.
+std::vector<KeyRange> RunsOfKeys(const SharedArray<Key>& keys) {
+  std::vector<KeyRange> runs;
+  for (Key k : keys) {
+    if (!runs.empty() && runs.back().last != ~Key{0} && runs.back().last + 1 == k) {
+      runs.back().last = k;
+    } else {
+      runs.push_back(KeyRange{k, k});
+    }
+  }
+  return runs;
+}
+
 uint32_t ApplyThreads(uint32_t requested) {
   if (requested != 0) return requested;
   return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
@@ -60,6 +91,21 @@ void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
 void KVServerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) {
   MutexLock lock(&apply_mu_);
   SetWorkers(routing->view());
+  // Dense tables take the ranges the view gives this server; those it gave up stay until their
+  // rows are handed over (EraseRows).
+  for (auto& [id, table] : tables_) {
+    if (table->spec.storage != StorageKind::kDense) continue;
+    std::vector<KeyRange> ranges = OwnedKeyRanges(table->spec, *routing);
+    std::vector<KeyRange> held = table->store->owned_ranges();
+    ranges.insert(ranges.end(), held.begin(), held.end());
+    if (Status s = table->store->SetOwnedRanges(std::move(ranges)); !s.ok()) {
+      PSERVER_LOG_ERROR("{}: table '{}': {}", runtime_->DescribeNode(runtime_->id()), table->spec.name, s.ToString());
+    }
+  }
+}
+
+std::vector<KeyRange> KVServerCore::OwnedKeyRanges(const TableSpec& spec, const cluster::Routing& routing) const {
+  return KeyRangesOfRouting(spec, routing.ring().RangesOf(runtime_->rank().value));
 }
 
 void KVServerCore::SetHandler(ValueType type, ServerHandler handler) {
@@ -85,7 +131,13 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
   if (!updater.ok()) return updater.status().WithContext(where);
-  Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get());
+  // A dense table allocates the key ranges this server owns under its view, no more.
+  std::optional<std::vector<KeyRange>> owned;
+  if (spec.storage == StorageKind::kDense && spec.placement == KeyPlacement::kRange &&
+      spec.key_range.first <= spec.key_range.last) {
+    owned = OwnedKeyRanges(spec, *runtime_->routing());
+  }
+  Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get(), owned);
   if (!store.ok()) return store.status().WithContext(where);
   table->store = std::move(*store);
   return table;
@@ -398,13 +450,30 @@ Result<RowBatch> KVServerCore::ListRows(TableId id, const std::function<bool(Key
 Status KVServerCore::InsertRows(TableId id, const RowBatch& rows) {
   MutexLock lock(&apply_mu_);
   PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
-  return store->InsertRows(rows);
+  if (store->spec().storage != StorageKind::kDense) return store->InsertRows(rows);
+  // Rows moving in (before the view that gives them to this server, perhaps): a dense table
+  // takes their ranges first. A batch refused takes nothing.
+  const std::vector<KeyRange> before = store->owned_ranges();
+  std::vector<KeyRange> ranges = RunsOfKeys(rows.keys);
+  ranges.insert(ranges.end(), before.begin(), before.end());
+  PSERVER_RETURN_IF_ERROR(store->SetOwnedRanges(std::move(ranges)));
+  Status inserted = store->InsertRows(rows);
+  if (!inserted.ok()) (void)store->SetOwnedRanges(before);
+  return inserted;
 }
 
 Result<size_t> KVServerCore::EraseRows(TableId id, const std::function<bool(Key)>& choose) {
   MutexLock lock(&apply_mu_);
   PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
-  return store->EraseRows(choose);
+  const size_t erased = store->EraseRows(choose);
+  if (store->spec().storage == StorageKind::kDense) {
+    // Rows handed over: a dense table frees the erased keys its view does not give it.
+    const KeyPredicate owned = RoutingRangePredicate(
+        store->spec(), runtime_->routing()->ring().RangesOf(runtime_->rank().value));
+    PSERVER_RETURN_IF_ERROR(store->SetOwnedRanges(
+        RunsWhere(store->owned_ranges(), [&](Key k) { return (choose && !choose(k)) || owned(k); })));
+  }
+  return erased;
 }
 
 }  // namespace pserver::kv

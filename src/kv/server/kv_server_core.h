@@ -100,6 +100,10 @@ class KVServerCore final : public cluster::DataHandler {
   // row when empty), with their rule state; inserting such rows; erasing them. Each runs between
   // two requests (thread-safe). kNotFound for a table this server never met; InsertRows refuses
   // (kInvalidArgument, changing nothing) rows that do not fit the table.
+  // A dense table holds the key ranges its server owns under the current view (allocated when
+  // the table is made, and when a view gives it more), plus the ranges of rows inserted (rows
+  // may move in before the view that gives them), and frees a range it no longer owns once its
+  // rows were erased (handed over) -- never before, so a view change loses no rows.
   Result<RowBatch> ListRows(TableId id, const std::function<bool(Key)>& choose) ABSL_LOCKS_EXCLUDED(apply_mu_);
   Status InsertRows(TableId id, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(apply_mu_);
   Result<size_t> EraseRows(TableId id, const std::function<bool(Key)>& choose) ABSL_LOCKS_EXCLUDED(apply_mu_);
@@ -125,6 +129,8 @@ class KVServerCore final : public cluster::DataHandler {
              std::vector<int64_t>* clock);
   // Takes the workers of `view` as the job's.
   void SetWorkers(const cluster::ClusterView& view) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // The key ranges of a dense (kRange) table that `routing` gives this server.
+  std::vector<KeyRange> OwnedKeyRanges(const TableSpec& spec, const cluster::Routing& routing) const;
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
   void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
 

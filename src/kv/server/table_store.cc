@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -65,16 +66,8 @@ Status CheckSpec(const TableSpec& spec, const Updater* updater) {
   return ValidateTableSpec(spec, updater);
 }
 
-// The owned ranges of a dense table, sorted and merged; the whole key range for nullopt.
-Result<std::vector<KeyRange>> OwnedRanges(const TableSpec& spec, std::optional<std::vector<KeyRange>> owned) {
-  if (!owned) return std::vector<KeyRange>{spec.key_range};
-  std::vector<KeyRange> ranges = std::move(*owned);
-  for (const KeyRange& r : ranges) {
-    if (r.first > r.last || !spec.key_range.Contains(r.first) || !spec.key_range.Contains(r.last)) {
-      return Status::InvalidArgument(fmt::format("dense table {}: owned range {} is empty or not within its key range {}",
-                                                 spec.name, RangeString(r), RangeString(spec.key_range)));
-    }
-  }
+// `ranges` sorted, overlapping and adjacent ones merged. REQUIRES: first <= last for each.
+std::vector<KeyRange> MergeRanges(std::vector<KeyRange> ranges) {
   std::sort(ranges.begin(), ranges.end(), [](KeyRange a, KeyRange b) { return a.first < b.first; });
   std::vector<KeyRange> merged;
   for (const KeyRange& r : ranges) {
@@ -85,6 +78,19 @@ Result<std::vector<KeyRange>> OwnedRanges(const TableSpec& spec, std::optional<s
     }
   }
   return merged;
+}
+
+// The owned ranges of a dense table, sorted and merged; the whole key range for nullopt.
+Result<std::vector<KeyRange>> OwnedRanges(const TableSpec& spec, std::optional<std::vector<KeyRange>> owned) {
+  if (!owned) return std::vector<KeyRange>{spec.key_range};
+  std::vector<KeyRange> ranges = std::move(*owned);
+  for (const KeyRange& r : ranges) {
+    if (r.first > r.last || !spec.key_range.Contains(r.first) || !spec.key_range.Contains(r.last)) {
+      return Status::InvalidArgument(fmt::format("dense table {}: owned range {} is empty or not within its key range {}",
+                                                 spec.name, RangeString(r), RangeString(spec.key_range)));
+    }
+  }
+  return MergeRanges(std::move(ranges));
 }
 
 }  // namespace
@@ -115,6 +121,13 @@ Result<std::unique_ptr<TableStore>> TableStore::Create(TableId table, const Tabl
     return table_store_internal::NewLargeRowStore(table, spec, std::move(updater));
   }
   return table_store_internal::NewFixedRowStore(table, spec, std::move(updater), pool, {});
+}
+
+Status TableStore::SetOwnedRanges(std::vector<KeyRange> ranges) {
+  if (spec_.storage != StorageKind::kDense) return Status::Ok();
+  PSERVER_ASSIGN_OR_RETURN(std::vector<KeyRange> merged, OwnedRanges(spec_, std::move(ranges)));
+  TakeOwnedRanges(std::move(merged));
+  return Status::Ok();
 }
 
 RowBatch TableStore::ListRows(const KeyPredicate& pred) const {
@@ -223,6 +236,35 @@ KeyPredicate RoutingRangePredicate(const TableSpec& spec, std::vector<KeyRange> 
       return [in](Key k) { return in(k); };
   }
   return [](Key) { return false; };
+}
+
+std::vector<KeyRange> KeyRangesOfRouting(const TableSpec& spec, const std::vector<KeyRange>& routing_ranges) {
+  const KeyRange declared = spec.key_range;
+  if (spec.placement != KeyPlacement::kRange || declared.first > declared.last) return {};
+  const cluster::RangeScale scale(declared);
+  // The first key whose routing key is at least r, or nullopt (scale is increasing).
+  auto first_at_least = [&](uint64_t r) -> std::optional<Key> {
+    if (scale(declared.last) < r) return std::nullopt;
+    Key lo = declared.first, hi = declared.last;
+    while (lo < hi) {
+      const Key mid = lo + (hi - lo) / 2;
+      if (scale(mid) >= r) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return lo;
+  };
+  std::vector<KeyRange> keys;
+  for (const KeyRange& r : routing_ranges) {
+    std::optional<Key> first = first_at_least(r.first);
+    if (!first || scale(*first) > r.last) continue;  // no key routes into r
+    // The last key: before the first key past r, or the last declared key.
+    std::optional<Key> past = r.last == ~uint64_t{0} ? std::nullopt : first_at_least(r.last + 1);
+    keys.push_back(KeyRange{*first, past ? *past - 1 : declared.last});
+  }
+  return MergeRanges(std::move(keys));
 }
 
 }  // namespace pserver::kv

@@ -92,6 +92,12 @@ using KeyPredicate = std::function<bool(Key)>;
 // key outside the declared key range is never chosen.
 KeyPredicate RoutingRangePredicate(const TableSpec& spec, std::vector<KeyRange> routing_ranges);
 
+// The keys of a kRange table whose routing keys lie in `routing_ranges` (e.g. the ring segments
+// a server owns: cluster::Ring::RangesOf), as key ranges, sorted and merged: routing keys keep
+// key order under kRange, so each routing range is one run of keys (or none). A dense table
+// allocates exactly these. Empty for the other placements.
+std::vector<KeyRange> KeyRangesOfRouting(const TableSpec& spec, const std::vector<KeyRange>& routing_ranges);
+
 class TableStore {
  public:
   // Requests with fewer keys run inline on the calling thread.
@@ -178,12 +184,26 @@ class TableStore {
   // The rule's state values per value.
   virtual uint32_t state_per_value() const = 0;
 
+  // Dense: the key ranges whose rows the store holds (sorted, disjoint). Empty for the other
+  // storage kinds, which hold whatever keys come.
+  virtual std::vector<KeyRange> owned_ranges() const { return {}; }
+  // Dense: holds exactly `ranges` from now on (inclusive, within spec.key_range, in any order;
+  // overlapping or adjacent ones are merged): a range held already keeps its rows, a new one
+  // is allocated with its rows at their initial values -- but for the keys held before, whose
+  // rows (and state) it takes over -- and the rows of ranges given up are freed. A server calls
+  // it when its view changes (and, before rows move in, with the ranges they will fill).
+  // kInvalidArgument, changing nothing, for a range that is empty or outside the key range.
+  // Does nothing for the other storage kinds.
+  Status SetOwnedRanges(std::vector<KeyRange> ranges);
+
  protected:
   TableStore(TableId table, const TableSpec& spec) : table_(table), spec_(spec) {}
 
   // Whether PutRow may store `key` (the dense layout refuses keys outside its owned ranges):
   // InsertRows checks every key first, so that a refused batch changes nothing.
   virtual Status CheckInsert(Key) const { return Status::Ok(); }
+  // SetOwnedRanges, the ranges checked, sorted and merged.
+  virtual void TakeOwnedRanges(std::vector<KeyRange> ranges) { (void)ranges; }
 
  private:
   const TableId table_;

@@ -323,6 +323,62 @@ TEST(TableStoreTest, DenseRowsExistFromTheStartAndRefuseKeysOutsideTheRange) {
   EXPECT_EQ(rows, 100u);
 }
 
+// A dense table holds the ranges it is given: a kept range keeps its rows, a new one starts at
+// initial values but takes over the rows of keys held before, and a range given up is freed.
+TEST(TableStoreTest, DenseOwnedRangesGrowAndShrinkKeepingTheRowsOfKeysStillHeld) {
+  TableSpec spec = DenseSpec({0, 999}, 1);
+  spec.initializer = {InitializerSpec::Kind::kUniform, 1.0, 5};
+  auto store = Make(spec, std::make_unique<AddRule>(), nullptr, std::vector<KeyRange>{{100, 199}, {500, 599}});
+  EXPECT_EQ(store->num_keys(), 200u);
+  EXPECT_EQ(store->owned_ranges(), (std::vector<KeyRange>{{100, 199}, {500, 599}}));
+  const float init150 = static_cast<float>(InitialValue(spec.initializer, 150, 0));
+  const float init520 = static_cast<float>(InitialValue(spec.initializer, 520, 0));
+  ASSERT_OK(Push<float>(*store, {150, 520}, {1, 2}));
+  const size_t bytes_of_200 = store->memory_bytes();
+  // [100, 199] grows to [50, 249] (adjacent [250, 260] merges in); [500, 599] is given up.
+  ASSERT_OK(store->SetOwnedRanges({{250, 260}, {50, 249}}));
+  EXPECT_EQ(store->owned_ranges(), (std::vector<KeyRange>{{50, 260}}));
+  EXPECT_EQ(store->num_keys(), 211u);
+  EXPECT_EQ(Pull<float>(*store, {50, 150, 260}, 1),
+            (std::vector<float>{static_cast<float>(InitialValue(spec.initializer, 50, 0)), init150 + 1,
+                                static_cast<float>(InitialValue(spec.initializer, 260, 0))}));
+  ExpectInvalid(Push<float>(*store, {520}, {1}), "key 520");
+  // Taking the range back starts it afresh: its rows were handed over.
+  ASSERT_OK(store->SetOwnedRanges({{50, 260}, {500, 599}}));
+  EXPECT_EQ(Pull<float>(*store, {520}, 1), (std::vector<float>{init520}));
+  // Owning nothing frees every row.
+  ASSERT_OK(store->SetOwnedRanges({}));
+  EXPECT_EQ(store->num_keys(), 0u);
+  EXPECT_LT(store->memory_bytes(), bytes_of_200);
+  // A range outside the declared one is refused, changing nothing.
+  ASSERT_OK(store->SetOwnedRanges({{0, 9}}));
+  ExpectInvalid(store->SetOwnedRanges({{990, 1000}}), "not within its key range");
+  EXPECT_EQ(store->owned_ranges(), (std::vector<KeyRange>{{0, 9}}));
+}
+
+// The key ranges a server owns of a kRange table are exactly the keys whose routing keys its
+// ring segments hold, one run per segment.
+TEST(TableStoreTest, KeyRangesOfRoutingAreTheKeysRoutedToTheRanges) {
+  TableSpec spec = DenseSpec({1000, 1999}, 1);
+  const std::vector<std::vector<KeyRange>> routings = {
+      {{0, ~uint64_t{0}}},
+      {{0, uint64_t{1} << 62}, {uint64_t{3} << 62, ~uint64_t{0}}},
+      {{uint64_t{1} << 63, uint64_t{1} << 63}},  // a single routing key: the key mapped there, if any
+      {{5, 6}},                                   // between two keys' routing keys: none
+  };
+  for (const std::vector<KeyRange>& routing : routings) {
+    const std::vector<KeyRange> ranges = KeyRangesOfRouting(spec, routing);
+    const KeyPredicate routed = RoutingRangePredicate(spec, routing);
+    auto in_ranges = [&](Key k) {
+      return std::any_of(ranges.begin(), ranges.end(), [k](KeyRange r) { return r.Contains(k); });
+    };
+    for (Key k = 990; k <= 2010; ++k) ASSERT_EQ(in_ranges(k), routed(k)) << "key " << k;
+  }
+  EXPECT_EQ(KeyRangesOfRouting(spec, {{0, ~uint64_t{0}}}), (std::vector<KeyRange>{{1000, 1999}}));
+  TableSpec hashed = Spec();
+  EXPECT_TRUE(KeyRangesOfRouting(hashed, {{0, ~uint64_t{0}}}).empty());
+}
+
 TEST(TableStoreTest, AcceptsValuesThatAreNotAligned) {
   auto store = Make(Spec(ValueType::kFloat64), std::make_unique<AddRule>());
   std::vector<std::byte> buf(1 + 2 * sizeof(double));
