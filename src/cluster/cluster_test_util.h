@@ -223,10 +223,13 @@ class InprocJob {
   // Starts one node per option set, all at once (Start blocks until the whole cluster has
   // registered), and returns each Start's status; started nodes are kept, in the given order.
   // transports[i], when given and not null, is node i's transport (made with NewTransport,
-  // possibly wrapped); otherwise node i gets a plain one.
+  // possibly wrapped); otherwise node i gets a plain one. clocks[i], when given and not null,
+  // times node i's liveness (e.g. a testing::FakeClock); otherwise the real clock.
   std::vector<Status> StartNodes(const std::vector<NodeOptions>& options,
-                                 std::vector<std::unique_ptr<transport::Transport>> transports = {}) {
+                                 std::vector<std::unique_ptr<transport::Transport>> transports = {},
+                                 std::vector<Clock*> clocks = {}) {
     transports.resize(options.size());
+    clocks.resize(options.size(), nullptr);
     for (auto& t : transports) {
       if (!t) t = NewTransport();
     }
@@ -237,7 +240,8 @@ class InprocJob {
       for (size_t i = 0; i < options.size(); ++i) {
         threads.emplace_back([&, i] {
           Result<std::unique_ptr<Node>> r =
-              internal::NodeAccess::StartWithTransport(options[i], std::move(transports[i]));
+              internal::NodeAccess::StartWithTransport(options[i], std::move(transports[i]),
+                                                       clocks[i] != nullptr ? clocks[i] : SteadyClock::Default());
           if (r.ok()) {
             started[i] = std::move(r).value();
           } else {

@@ -11,7 +11,7 @@ namespace pserver::cluster {
 
 using transport::Message;
 using transport::MessageType;
-using Clock = std::chrono::steady_clock;
+using RealClock = std::chrono::steady_clock;  // registration only (see node_runtime.h)
 using std::chrono::milliseconds;
 
 const char* BarrierGroupName(BarrierGroup group) {
@@ -23,16 +23,17 @@ const char* BarrierGroupName(BarrierGroup group) {
   return "unknown";
 }
 
-NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport)
-    : options_(options), transport_(std::move(transport)) {}
+NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock)
+    : options_(options), clock_(clock), transport_(std::move(transport)) {}
 
 Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& options,
-                                                        std::unique_ptr<transport::Transport> transport) {
+                                                        std::unique_ptr<transport::Transport> transport,
+                                                        Clock* clock) {
   if (options.role == Role::kScheduler) {
     return Status::InvalidArgument("NodeRuntime is for servers and workers; the scheduler is cluster::Scheduler");
   }
   if (options.scheduler_address.empty()) return Status::InvalidArgument("no scheduler address given");
-  std::unique_ptr<NodeRuntime> node(new NodeRuntime(options, std::move(transport)));
+  std::unique_ptr<NodeRuntime> node(new NodeRuntime(options, std::move(transport), clock));
   std::string listen = options.scheduler_address.rfind("inproc://", 0) == 0
                            ? std::string("inproc://0")
                            : fmt::format("tcp://{}:0", options.host);
@@ -44,7 +45,7 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
   PSERVER_RETURN_IF_ERROR(node->Register());
   {
     MutexLock lock(&node->mu_);
-    node->last_ack_ = Clock::now();
+    node->last_ack_ = node->clock_->Now();
   }
   node->data_thread_ = std::jthread([n = node.get()] { n->DataLoop(); });
   node->receive_thread_ = std::jthread([n = node.get()](std::stop_token st) { n->ReceiveLoop(st); });
@@ -78,7 +79,7 @@ Message NodeRuntime::ToScheduler(MessageType type) const {
 
 Status NodeRuntime::Register() {
   RegisterRequest req{options_.role, address_, options_.rank_hint, scheduler_identity_};
-  auto deadline = Clock::now() + options_.register_timeout;
+  auto deadline = RealClock::now() + options_.register_timeout;
   const std::string& where = options_.scheduler_address;
   Message m = ToScheduler(MessageType::kRegister);
   m.frames.push_back(Encode(req));
@@ -88,14 +89,14 @@ Status NodeRuntime::Register() {
   for (;;) {
     Status sent = transport_->SendNoWait(m);
     if (sent.ok()) break;
-    if (Clock::now() >= deadline) {
+    if (RealClock::now() >= deadline) {
       return Status::DeadlineExceeded(fmt::format("cannot reach the scheduler at {} within {} ms: {}", where,
                                                   options_.register_timeout.count(), sent.message()));
     }
     std::this_thread::sleep_for(milliseconds(20));
   }
   for (;;) {
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - RealClock::now());
     Result<Message> reply = transport_->Receive(std::max(left, milliseconds(0)));
     if (!reply.ok()) {
       if (reply.status().code() == StatusCode::kDeadlineExceeded) {
@@ -200,7 +201,7 @@ void NodeRuntime::ReceiveLoop(std::stop_token stop) {
       ready.clear();
       const NodeId sender = msg->header.sender;
       [[maybe_unused]] const uint32_t seq = msg->header.seq;
-      switch (in_order_.Accept(std::move(*msg), Clock::now(), &ready)) {
+      switch (in_order_.Accept(std::move(*msg), clock_->Now(), &ready)) {
         case ChannelOrder::Outcome::kDelivered:
           for (Message& m : ready) Enqueue(DataItem(std::move(m)));
           break;
@@ -236,12 +237,12 @@ void NodeRuntime::Enqueue(DataItem item) {
     // A data thread that makes progress, however slowly, is waited for; one that handles
     // nothing for heartbeat_timeout is stuck.
     uint64_t seen = data_progress_.load();
-    auto progressed = Clock::now();
-    while (!queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval, room)) {
+    auto progressed = clock_->Now();
+    while (!clock_->WaitFor(&queue_mu_, &queue_cv_, options_.heartbeat_interval, room)) {
       if (const uint64_t p = data_progress_.load(); p != seen) {
         seen = p;
-        progressed = Clock::now();
-      } else if (Clock::now() - progressed >= options_.heartbeat_timeout) {
+        progressed = clock_->Now();
+      } else if (clock_->Now() - progressed >= options_.heartbeat_timeout) {
         stalled_ = true;  // receive_blocked_ stays set: this wait, not the heartbeat timer, fails the node
         const size_t queued = queue_.size();
         lock.Unlock();
@@ -257,7 +258,7 @@ void NodeRuntime::Enqueue(DataItem item) {
     {
       // The scheduler's answers went unread meanwhile: its silence counts from now.
       MutexLock state(&mu_);
-      last_ack_ = Clock::now();
+      last_ack_ = clock_->Now();
     }
     lock.Lock();
   }
@@ -283,7 +284,7 @@ void NodeRuntime::DataLoop() {
     {
       MutexLock lock(&queue_mu_);
       // Timed: parked requests expire even when nothing arrives.
-      queue_cv_.WaitFor(&queue_mu_, options_.heartbeat_interval, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      clock_->WaitFor(&queue_mu_, &queue_cv_, options_.heartbeat_interval, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
         return !queue_.empty() || stopping_ || wake_;
       });
       if (stopping_ || stalled_) return;  // the node stops, or failed: nothing more is handled
@@ -313,7 +314,7 @@ void NodeRuntime::DataLoop() {
 }
 
 void NodeRuntime::CheckGaps() {
-  const auto now = Clock::now();
+  const auto now = clock_->Now();
   if (std::optional<ChannelOrder::Gap> gap = in_order_.OldestGap(); gap && now - gap->since > options_.view_timeout) {
     Fail(Status::Unavailable(fmt::format(
         "{}: data message {} of {} never arrived within {} ms, while {} later ones (from {}) did; a lost request "
@@ -324,7 +325,7 @@ void NodeRuntime::CheckGaps() {
 }
 
 void NodeRuntime::ExpireParked() {
-  const auto now = Clock::now();
+  const auto now = clock_->Now();
   while (!parked_.empty() && now - parked_.front().since > options_.view_timeout) {
     Message m = std::move(parked_.front().msg);
     parked_.pop_front();
@@ -383,7 +384,7 @@ void NodeRuntime::DeliverOrPark(Message&& msg) {
     auto waiting = parked_by_sender_.find(sender);
     if (msg.header.epoch > routing()->epoch() || waiting != parked_by_sender_.end()) {
       ++parked_by_sender_[sender];
-      parked_.push_back(Parked{std::move(msg), Clock::now()});
+      parked_.push_back(Parked{std::move(msg), clock_->Now()});
       return;
     }
   }
@@ -447,7 +448,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
   switch (h.type) {
     case MessageType::kHeartbeatAck: {
       MutexLock lock(&mu_);
-      last_ack_ = Clock::now();
+      last_ack_ = clock_->Now();
       return;
     }
     case MessageType::kBarrierRelease:
@@ -659,10 +660,10 @@ void NodeRuntime::Fail(const Status& why) {
 void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
   MutexLock lock(&mu_);
   while (!stop.stop_requested() && !job_ended_) {
-    cv_.WaitFor(&mu_, options_.heartbeat_interval,
-                [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
+    clock_->WaitFor(&mu_, &cv_, options_.heartbeat_interval,
+                    [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
-    auto silent = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ack_);
+    auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - last_ack_);
     if (silent > options_.heartbeat_timeout && !receive_blocked_) {
       lock.Unlock();
       Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {})",

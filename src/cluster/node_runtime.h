@@ -11,6 +11,10 @@
 //     a data thread that handles nothing for options.heartbeat_timeout fails the node; and
 //   - the heartbeat timer, which tells the scheduler this node lives and notices when the
 //     scheduler stops answering.
+// The liveness times -- heartbeats, the scheduler's silence, a stalled data thread, requests
+// parked for a view or a gap -- are read and waited for through a Clock (base/clock.h), so that
+// a test can drive them with a fake one; registration and the timeouts of calls (Barrier,
+// DeclareTable, Finalize) are real time.
 // Failures are sticky: once the scheduler is gone or the job was aborted, health() and every
 // later call return the error, and the DataHandler hears of it through OnShutdown. The death of
 // another worker is not a failure of this node (the job goes on without it); the DataHandler
@@ -61,6 +65,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/clock.h"
 #include "base/mutex.h"
 #include "cluster/control_messages.h"
 #include "cluster/channel_order.h"
@@ -108,8 +113,10 @@ class NodeRuntime {
   // Blocks until registered or options.register_timeout passes. `transport` is taken over.
   // kDeadlineExceeded naming the scheduler address when it does not answer in time;
   // kInvalidArgument for a bad role or address; kAborted if the scheduler refused the node.
+  // `clock` is borrowed and outlives the runtime.
   static Result<std::unique_ptr<NodeRuntime>> Start(const NodeOptions& options,
-                                                    std::unique_ptr<transport::Transport> transport);
+                                                    std::unique_ptr<transport::Transport> transport,
+                                                    Clock* clock = SteadyClock::Default());
   NodeRuntime(const NodeRuntime&) = delete;
   NodeRuntime& operator=(const NodeRuntime&) = delete;
   // Stops the threads. Does not tell the scheduler (call Finalize first for a clean exit).
@@ -223,10 +230,10 @@ class NodeRuntime {
   };
   struct Parked {
     transport::Message msg;
-    std::chrono::steady_clock::time_point since;
+    Clock::TimePoint since;
   };
 
-  NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport);
+  NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock);
 
   Status Register();
   Status ApplyView(const RegisterReply& reply);
@@ -275,6 +282,7 @@ class NodeRuntime {
   transport::Message ToScheduler(transport::MessageType type) const;
 
   const NodeOptions options_;
+  Clock* const clock_;  // the liveness times (see the top of this file)
   std::unique_ptr<transport::Transport> transport_;
   // What the scheduler's connection to this node presents (sent in the registration).
   const transport::ConnectionId scheduler_identity_ = transport::ConnectionId::Random();
@@ -304,7 +312,7 @@ class NodeRuntime {
   absl::flat_hash_map<int64_t, ControlCall> calls_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TableId, transport::Bytes> tables_ ABSL_GUARDED_BY(mu_);  // spec bytes
   absl::flat_hash_map<NodeId, std::string> dead_nodes_ ABSL_GUARDED_BY(mu_);
-  std::chrono::steady_clock::time_point last_ack_ ABSL_GUARDED_BY(mu_);
+  Clock::TimePoint last_ack_ ABSL_GUARDED_BY(mu_);
 
   // The data queue, from the receive thread to the data thread.
   Mutex queue_mu_;

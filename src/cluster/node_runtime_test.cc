@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <future>
 #include <random>
@@ -21,6 +22,7 @@
 
 #include "cluster/cluster_test_util.h"
 #include "cluster/scheduler.h"
+#include "testing/fake_clock.h"
 #include "testing/intercepting_transport.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
@@ -687,25 +689,50 @@ class BlockingHandler final : public DataHandler {
   pserver::testing::Gate& release_;
 };
 
-TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
-  // Heartbeats every 50 ms, a node without an answer for 1.5 s takes the scheduler for dead.
-  // The apply lasts until the server has received 60 heartbeat answers (3 s of them): were
-  // data handled on the receive thread, those answers would wait unread behind the apply and
-  // the server would fail itself.
+// A slow apply does not delay heartbeats, on a fake clock: while the server's data thread is
+// held in an apply, the server's clock moves three heartbeat timeouts on, one heartbeat interval
+// at a time; each heartbeat goes out and its answer is read at once (the receive thread only
+// receives), so the server never finds the scheduler silent. Were data handled on the receive
+// thread, the answers would wait unread behind the apply: the count below would stall (the
+// test's hang guard fails it) and the server would fail itself after one timeout.
+TEST(NodeRuntimeTest, ASlowApplyDoesNotDelayHeartbeats) {
   // Declared before the job, which they outlive: its nodes' threads use them until it ends.
   pserver::testing::Gate release;
-  std::atomic<bool> applying{false};
-  auto acks = std::make_shared<std::atomic<int>>(0);
-  InprocJob job(FastHeartbeats());
+  pserver::testing::FakeClock clock;
+  struct Acks {
+    std::mutex mu;
+    std::condition_variable cv;
+    int n = 0;
+    bool Await(int want) {  // a hang guard, not a timed assertion
+      std::unique_lock lock(mu);
+      return cv.wait_for(lock, seconds(30), [&] { return n >= want; });
+    }
+  };
+  auto acks = std::make_shared<Acks>();
+  // The scheduler (real time) waits long for heartbeats: the server sends them as the test moves
+  // its fake clock. The server's own times are on that clock.
+  NodeOptions patient = FastHeartbeats();
+  patient.heartbeat_timeout = seconds(120);
+  InprocJob job(patient);
   pserver::testing::OpenOnExit release_on_exit(release);
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
-  auto on_receive = [&, acks](const transport::Message& m) {
-    if (applying.load() && m.header.type == transport::MessageType::kHeartbeatAck && ++*acks == 60) release.Open();
+  NodeOptions server_options = job.OptionsFor(Server(0));
+  server_options.heartbeat_interval = milliseconds(100);
+  server_options.heartbeat_timeout = milliseconds(1000);
+  auto on_receive = [acks](const transport::Message& m) {
+    if (m.header.type != transport::MessageType::kHeartbeatAck) return;
+    {
+      std::lock_guard lock(acks->mu);
+      ++acks->n;
+    }
+    acks->cv.notify_all();
   };
   std::vector<std::unique_ptr<transport::Transport>> transports;
   transports.push_back(std::make_unique<pserver::testing::ObservingTransport>(job.NewTransport(), nullptr, on_receive));
-  for (const Status& s : job.StartNodes({job.OptionsFor(Server(0)), job.OptionsFor(Worker(0))}, std::move(transports))) {
+  transports.push_back(nullptr);
+  for (const Status& s : job.StartNodes({server_options, job.OptionsFor(Worker(0))}, std::move(transports),
+                                        {&clock, nullptr})) {
     ASSERT_OK(s);
   }
   NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
@@ -713,11 +740,22 @@ TEST(NodeRuntimeTest, ALongApplyDoesNotKeepTheNodeFromHearingTheScheduler) {
   auto handler = std::make_shared<BlockingHandler>(release);
   server->AttachDataHandler([&] { return handler; });
   server->StartServing();
-  applying = true;
   ASSERT_OK(worker->SendData(Request(*worker, server->id(), Epoch(1), 1)));
   ASSERT_TRUE(handler->entered.Wait(seconds(30)));
+  int seen = 0;
+  {
+    std::lock_guard lock(acks->mu);
+    seen = acks->n;
+  }
+  for (int beat = 1; beat <= 30; ++beat) {  // 3 s of the server's time: three heartbeat timeouts
+    ASSERT_TRUE(clock.AwaitWaiters(1));     // the heartbeat timer waits for its next beat
+    clock.Advance(milliseconds(100));
+    ASSERT_TRUE(acks->Await(seen + beat)) << "beat " << beat << ": the heartbeat was not answered and read";
+    ASSERT_OK(server->health()) << "beat " << beat;
+  }
+  EXPECT_FALSE(handler->done.Wait(milliseconds(0)));  // the apply lasted throughout
+  release.Open();
   ASSERT_TRUE(handler->done.Wait(seconds(60)));
-  EXPECT_GE(acks->load(), 60);
   EXPECT_OK(server->health());
   EXPECT_OK(worker->health());
 }

@@ -12,13 +12,13 @@
 namespace pserver {
 
 Result<std::unique_ptr<Node>> internal::NodeAccess::StartWithTransport(
-    const NodeOptions& options, std::unique_ptr<transport::Transport> transport) {
+    const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock) {
   std::unique_ptr<Node> node(new Node());
   node->role_ = options.role;
   if (options.role == Role::kScheduler) {
     PSERVER_ASSIGN_OR_RETURN(node->scheduler_, cluster::Scheduler::Start(options, std::move(transport)));
   } else {
-    PSERVER_ASSIGN_OR_RETURN(node->runtime_, cluster::NodeRuntime::Start(options, std::move(transport)));
+    PSERVER_ASSIGN_OR_RETURN(node->runtime_, cluster::NodeRuntime::Start(options, std::move(transport), clock));
   }
   return node;
 }

@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "base/clock.h"
 #include "cluster/node_runtime.h"
 #include "pserver/node.h"
 #include "transport/transport.h"
@@ -17,9 +18,11 @@ class NodeAccess {
   // The scheduler of a scheduler node; nullptr for servers and workers.
   static cluster::Scheduler* Scheduler(Node& node) { return node.scheduler_.get(); }
 
-  // Node::Start over the given transport (e.g. inproc) instead of ZeroMQ.
+  // Node::Start over the given transport (e.g. inproc) instead of ZeroMQ; a server or worker
+  // times its liveness with `clock` (cluster/node_runtime.h; borrowed, outlives the node).
   static Result<std::unique_ptr<Node>> StartWithTransport(const NodeOptions& options,
-                                                          std::unique_ptr<transport::Transport> transport);
+                                                          std::unique_ptr<transport::Transport> transport,
+                                                          Clock* clock = SteadyClock::Default());
 };
 
 }  // namespace pserver::internal
