@@ -29,7 +29,6 @@ class InprocFactory final : public TransportFactory {
   std::string AnyAddress() override { return "inproc://0"; }
   std::string UnreachableAddress() const override { return "inproc://nobody-listens-here"; }
   std::string MalformedAddress() const override { return "tcp://127.0.0.1:5555"; }  // not inproc://
-  bool SendNoWaitNeverWaitsForRoom() const override { return false; }
 
  private:
   transport::inproc::InprocHub hub_;  // outlives the transports (the factory outlives them)
@@ -90,7 +89,6 @@ class InterceptedFactory final : public TransportFactory {
   std::string UnreachableAddress() const override { return inner_->UnreachableAddress(); }
   std::string MalformedAddress() const override { return inner_->MalformedAddress(); }
   bool RefusesTakenAddress() const override { return inner_->RefusesTakenAddress(); }
-  bool SendNoWaitNeverWaitsForRoom() const override { return inner_->SendNoWaitNeverWaitsForRoom(); }
 
  private:
   const std::unique_ptr<TransportFactory> inner_;

@@ -47,9 +47,6 @@ class TransportFactory {
   // Whether Listen at an address another transport of this kind listens at fails with
   // kUnavailable. (ZeroMQ over ipc takes the socket path over instead: it unlinks the file.)
   virtual bool RefusesTakenAddress() const { return true; }
-  // Whether SendNoWait returns at once while the peer's queue is full, as transport.h promises.
-  // False for InprocTransport, which ignores may_block and waits up to its send timeout.
-  virtual bool SendNoWaitNeverWaitsForRoom() const { return true; }
 };
 
 struct TransportKind {

@@ -8,7 +8,8 @@ Status Mailbox::Put(Letter letter, std::chrono::milliseconds timeout) {
   MutexLock lock(&mu_);
   if (!cv_.WaitFor(&mu_, timeout,
                    [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || queue_.size() < capacity_; })) {
-    return Status::Unavailable(fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
+    return Status::Unavailable(timeout.count() == 0 ? std::string("receiver's queue is full")
+                                                    : fmt::format("receiver's queue stayed full for {} ms", timeout.count()));
   }
   if (closed_) return Status::Unavailable("receiver has shut down");
   queue_.push_back(std::move(letter));
@@ -83,7 +84,7 @@ Status InprocTransport::DoConnect(NodeId peer, const std::string& address, const
   return Status::Ok();
 }
 
-Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*may_block*/) {
+Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
   Peer peer;
   {
     MutexLock lock(&peers_mu_);
@@ -93,7 +94,9 @@ Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool /*
   }
   std::shared_ptr<Mailbox> box = hub_->Find(peer.address);
   if (!box) return Status::Unavailable(fmt::format("nobody listens at {}", peer.address));
-  return box->Put(Mailbox::Letter{EncodeWire(wire), peer.identity}, options_.send_timeout);
+  // SendNoWait: a full queue refuses at once (a zero wait) instead of waiting for room.
+  return box->Put(Mailbox::Letter{EncodeWire(wire), peer.identity},
+                  may_block ? options_.send_timeout : std::chrono::milliseconds(0));
 }
 
 Result<Transport::RawFrames> InprocTransport::DoReceive(std::chrono::milliseconds timeout) {
