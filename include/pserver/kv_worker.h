@@ -132,7 +132,8 @@ class KVWorker : public KVWorkerBase {
   // Adds (by the server's update rule) `vals` to the values of `keys`.
   Result<Timestamp> Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                          const RequestOptions& opts = {});
-  // The same for a variable-length table: key i carries lens[i] values.
+  // The same for a variable-length table: key i has lens[i] values, and carries lens[i] times the
+  // table's push_arity of them (push_arity blocks of lens[i]).
   Result<Timestamp> Push(TableId table, const SharedArray<Key>& keys, const SharedArray<T>& vals,
                          const SharedArray<int32_t>& lens, const RequestOptions& opts = {});
 

@@ -488,36 +488,52 @@ size_t FixedRowStore<T>::EraseRows(const KeyPredicate& pred) {
 
 template <typename T>
 std::vector<KeyRange> FixedRowStore<T>::owned_ranges() const {
-  std::vector<KeyRange> out;
-  for (const Segment& seg : segments_) out.push_back(seg.range);
+  std::vector<KeyRange> out;  // adjacent segments reported as one range
+  for (const Segment& seg : segments_) {
+    if (!out.empty() && out.back().last + 1 == seg.range.first) {
+      out.back().last = seg.range.last;
+    } else {
+      out.push_back(seg.range);
+    }
+  }
   return out;
 }
 
 template <typename T>
 void FixedRowStore<T>::TakeOwnedRanges(std::vector<KeyRange> ranges) {
   if (!dense_) return;
+  // A segment inside the new ranges is kept as it is; one that reaches out of them is cut to
+  // its part inside (a copy of those rows); the gaps between kept rows become new segments at
+  // initial values. Both lists are sorted and disjoint, so one walk does it.
   std::vector<Segment> next;
-  next.reserve(ranges.size());
-  size_t keys = 0;
+  size_t old = 0;
   for (const KeyRange& r : ranges) {
-    // A range held already is kept as it is; a new one starts from initial values and takes
-    // the rows it shares with the ranges held before.
-    auto same = std::find_if(segments_.begin(), segments_.end(), [&](const Segment& s) { return s.range == r; });
-    if (same != segments_.end() && same->rows != nullptr) {
-      next.push_back(std::move(*same));
-    } else {
-      next.push_back(NewSegment(r));
-      for (const Segment& old : segments_) {
-        if (old.rows == nullptr || old.range.last < r.first || r.last < old.range.first) continue;
-        const Key first = std::max(r.first, old.range.first), last = std::min(r.last, old.range.last);
-        std::memcpy(next.back().Row(first, row_len_), old.Row(first, row_len_),
-                    (static_cast<size_t>(last - first) + 1) * row_len_ * sizeof(T));
+    while (old < segments_.size() && segments_[old].range.last < r.first) ++old;
+    Key cursor = r.first;
+    bool covered = false;
+    for (size_t i = old; i < segments_.size() && segments_[i].range.first <= r.last; ++i) {
+      Segment& held = segments_[i];
+      const KeyRange inside{std::max(held.range.first, r.first), std::min(held.range.last, r.last)};
+      if (inside.first > cursor) next.push_back(NewSegment({cursor, inside.first - 1}));
+      if (inside == held.range) {
+        next.push_back(std::move(held));
+      } else {
+        Segment cut{inside, std::make_unique_for_overwrite<T[]>(
+                                (static_cast<size_t>(inside.last - inside.first) + 1) * row_len_)};
+        std::memcpy(cut.rows.get(), held.Row(inside.first, row_len_), cut.size() * row_len_ * sizeof(T));
+        next.push_back(std::move(cut));
       }
+      if (inside.last == r.last) {
+        covered = true;
+        break;
+      }
+      cursor = inside.last + 1;
     }
-    keys += next.back().size();
+    if (!covered) next.push_back(NewSegment({cursor, r.last}));
   }
   segments_ = std::move(next);
-  dense_keys_ = keys;
+  dense_keys_ = 0;
+  for (const Segment& seg : segments_) dense_keys_ += seg.size();
 }
 
 }  // namespace

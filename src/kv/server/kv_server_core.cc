@@ -52,6 +52,12 @@ std::vector<KeyRange> RunsOfKeys(const SharedArray<Key>& keys) {
   return runs;
 }
 
+// Whether `bytes` is exactly `count` items of `per` bytes, without computing count * per (which
+// can pass 2^64 for counts a peer sends: n lengths of up to 2^31 values each).
+bool HoldsExactly(uint64_t bytes, uint64_t count, uint64_t per) {
+  return per != 0 && bytes % per == 0 && bytes / per == count;
+}
+
 uint32_t ApplyThreads(uint32_t requested) {
   if (requested != 0) return requested;
   return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
@@ -63,6 +69,7 @@ struct KVServerCore::Table {
   explicit Table(const TableSpec& s) : spec(s) {}
   TableSpec spec;
   std::unique_ptr<TableStore> store;  // never null
+  Epoch view_epoch;  // dense: the view whose ranges the store took last (TakeViewRanges)
 };
 
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
@@ -91,16 +98,19 @@ void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
 void KVServerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) {
   MutexLock lock(&apply_mu_);
   SetWorkers(routing->view());
+  for (auto& [id, table] : tables_) TakeViewRanges(*table, *routing);
+}
+
+void KVServerCore::TakeViewRanges(Table& table, const cluster::Routing& routing) {
   // Dense tables take the ranges the view gives this server; those it gave up stay until their
   // rows are handed over (EraseRows).
-  for (auto& [id, table] : tables_) {
-    if (table->spec.storage != StorageKind::kDense) continue;
-    std::vector<KeyRange> ranges = OwnedKeyRanges(table->spec, *routing);
-    std::vector<KeyRange> held = table->store->owned_ranges();
-    ranges.insert(ranges.end(), held.begin(), held.end());
-    if (Status s = table->store->SetOwnedRanges(std::move(ranges)); !s.ok()) {
-      PSERVER_LOG_ERROR("{}: table '{}': {}", runtime_->DescribeNode(runtime_->id()), table->spec.name, s.ToString());
-    }
+  if (table.spec.storage != StorageKind::kDense || table.view_epoch >= routing.epoch()) return;
+  table.view_epoch = routing.epoch();
+  std::vector<KeyRange> ranges = OwnedKeyRanges(table.spec, routing);
+  std::vector<KeyRange> held = table.store->owned_ranges();
+  ranges.insert(ranges.end(), held.begin(), held.end());
+  if (Status s = table.store->SetOwnedRanges(std::move(ranges)); !s.ok()) {  // the ranges come from the spec's own range
+    PSERVER_LOG_ERROR("{}: table '{}': {}", runtime_->DescribeNode(runtime_->id()), table.spec.name, s.ToString());
   }
 }
 
@@ -133,9 +143,11 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   if (!updater.ok()) return updater.status().WithContext(where);
   // A dense table allocates the key ranges this server owns under its view, no more.
   std::optional<std::vector<KeyRange>> owned;
-  if (spec.storage == StorageKind::kDense && spec.placement == KeyPlacement::kRange &&
-      spec.key_range.first <= spec.key_range.last) {
-    owned = OwnedKeyRanges(spec, *runtime_->routing());
+  const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+  if (spec.storage == StorageKind::kDense) {
+    if (Status valid = ValidateTableSpec(spec, updater->get()); !valid.ok()) return valid.WithContext(where);
+    owned = OwnedKeyRanges(spec, *routing);
+    table->view_epoch = routing->epoch();
   }
   Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get(), owned);
   if (!store.ok()) return store.status().WithContext(where);
@@ -205,12 +217,12 @@ Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
       if (r.lens[i] < 0) return Status::Corruption(fmt::format("negative length {} for key {}", r.lens[i], r.keys[i]));
       total += static_cast<uint64_t>(r.lens[i]);
     }
-    if (msg.frames[1].size() != total * spec.push_arity * elem) {
-      return Status::Corruption(fmt::format("{} value bytes where the lengths say {} (push arity {})",
-                                            msg.frames[1].size(), total * spec.push_arity * elem, spec.push_arity));
+    if (!HoldsExactly(msg.frames[1].size(), total, uint64_t{spec.push_arity} * elem)) {
+      return Status::Corruption(fmt::format("{} value bytes where the lengths say {} values (push arity {})",
+                                            msg.frames[1].size(), total, spec.push_arity));
     }
   } else if (push) {
-    if (msg.frames[1].size() != uint64_t{n} * h.width * spec.push_arity * elem) {
+    if (!HoldsExactly(msg.frames[1].size(), uint64_t{n} * h.width, uint64_t{spec.push_arity} * elem)) {
       return Status::Corruption(fmt::format("{} value bytes for {} keys of width {} (push arity {})",
                                             msg.frames[1].size(), n, h.width, spec.push_arity));
     }
@@ -324,6 +336,10 @@ void KVServerCore::Process(Message&& msg) {
                                                    routing->ring(), runtime_->rank().value)) {
       return Redirect(header, *routing, req->keys[*miss]);
     }
+    // The runtime swaps the view on its receive thread and tells this core later, in order on
+    // this thread: a request routed by the new view can come first. A dense table takes the
+    // ranges of the view this request was checked against before the store sees it.
+    TakeViewRanges(t, *routing);
   }
 
   // Shared, not copied: a std::function copy may allocate, and SetHandler may replace the
@@ -468,8 +484,11 @@ Result<size_t> KVServerCore::EraseRows(TableId id, const std::function<bool(Key)
   const size_t erased = store->EraseRows(choose);
   if (store->spec().storage == StorageKind::kDense) {
     // Rows handed over: a dense table frees the erased keys its view does not give it.
-    const KeyPredicate owned = RoutingRangePredicate(
-        store->spec(), runtime_->routing()->ring().RangesOf(runtime_->rank().value));
+    const std::vector<KeyRange> view = OwnedKeyRanges(store->spec(), *runtime_->routing());  // sorted, disjoint
+    auto owned = [&view](Key k) {
+      auto it = std::upper_bound(view.begin(), view.end(), k, [](Key key, KeyRange r) { return key < r.first; });
+      return it != view.begin() && std::prev(it)->last >= k;
+    };
     PSERVER_RETURN_IF_ERROR(store->SetOwnedRanges(
         RunsWhere(store->owned_ranges(), [&](Key k) { return (choose && !choose(k)) || owned(k); })));
   }

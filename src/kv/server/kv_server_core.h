@@ -19,7 +19,9 @@
 // current view (cluster/routing.h); otherwise nothing of it is applied and the worker gets a
 // redirect (transport::kFlagRedirect) carrying this server's view, by which it re-slices and
 // resends the request (kFlagResend). A request routed with a newer view than this server's
-// never reaches the core before the server learns that view (cluster::NodeRuntime holds it).
+// never reaches the core before the server learns that view (cluster::NodeRuntime holds it); it
+// may reach the core before OnViewChanged does, so each request is checked against the runtime's
+// routing of the moment, and a dense table takes that view's ranges first.
 //
 // Vector clocks: each table's store keeps a RangeClock beside its rows, keyed by worker
 // incarnation (the worker's node id and the identity the view gives it). A push that the clock
@@ -129,6 +131,9 @@ class KVServerCore final : public cluster::DataHandler {
              std::vector<int64_t>* clock);
   // Takes the workers of `view` as the job's.
   void SetWorkers(const cluster::ClusterView& view) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Dense: has the table's store take the ranges `routing` gives this server (and keep those it
+  // holds), once per view.
+  void TakeViewRanges(Table& table, const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The key ranges of a dense (kRange) table that `routing` gives this server.
   std::vector<KeyRange> OwnedKeyRanges(const TableSpec& spec, const cluster::Routing& routing) const;
   // Answers a request this server does not own (`not_owned` is one such key) with its view.

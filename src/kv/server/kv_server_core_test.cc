@@ -216,7 +216,7 @@ TEST_F(KVServerCoreTest, RefusesBadLengthsOfVariableLengthPush) {
   EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({2})), StatusCode::kCorruption,
                        "4 bytes of lengths for 2 keys"));
   EXPECT_TRUE(StatusIs(var_push({1, 2}, {1, 2}, BytesOf<int32_t>({1, 2})), StatusCode::kCorruption,
-                       "8 value bytes where the lengths say 12 (push arity 1)"));
+                       "8 value bytes where the lengths say 3 values (push arity 1)"));
   // The table is still empty and usable.
   ASSERT_OK(var_push({1, 2}, {1, 2, 3}, BytesOf<int32_t>({1, 2})));
   Message reply;
@@ -242,7 +242,7 @@ TEST_F(KVServerCoreTest, VariableLengthPushCarriesPushArityValuesPerStoredValue)
                           {BytesOf(std::move(keys)), BytesOf(std::move(vals)), BytesOf(std::move(lens))}));
   };
   EXPECT_TRUE(StatusIs(var_push({1}, {1, 2}, {2}), StatusCode::kCorruption,
-                       "8 value bytes where the lengths say 16 (push arity 2)"));
+                       "8 value bytes where the lengths say 2 values (push arity 2)"));
   // Key 1 of length 2: gradients (1, -2), curvatures (1, 2); the step from 0 is -g / u.
   ASSERT_OK(var_push({1}, {1, -2, 1, 2}, {2}));
   Message reply;
@@ -425,7 +425,7 @@ TEST(KVServerCoreWireTest, WorkerWaitNamesTheProblemOfAMalformedRequest) {
   // (The first length sent is that of the first key in routing order, which need not be key 1.)
   EXPECT_TRUE(StatusIs(push(Fault::kNegativeLength, *v, true), StatusCode::kCorruption, "negative length -"));
   EXPECT_TRUE(
-      StatusIs(push(Fault::kCutValues, *v, true), StatusCode::kCorruption, "8 value bytes where the lengths say 12"));
+      StatusIs(push(Fault::kCutValues, *v, true), StatusCode::kCorruption, "8 value bytes where the lengths say 3 values"));
   // None of it was applied, and the server still serves.
   ASSERT_OK(push(Fault::kNone, *f, false));
   SharedArray<float> got;

@@ -61,11 +61,6 @@ using table_store_internal::RangeString;
 
 namespace {
 
-Status CheckSpec(const TableSpec& spec, const Updater* updater) {
-  if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", spec.name));
-  return ValidateTableSpec(spec, updater);
-}
-
 // `ranges` sorted, overlapping and adjacent ones merged. REQUIRES: first <= last for each.
 std::vector<KeyRange> MergeRanges(std::vector<KeyRange> ranges) {
   std::sort(ranges.begin(), ranges.end(), [](KeyRange a, KeyRange b) { return a.first < b.first; });
@@ -107,11 +102,8 @@ double InitialValue(const InitializerSpec& init, Key key, uint32_t column) {
 Result<std::unique_ptr<TableStore>> TableStore::Create(TableId table, const TableSpec& spec,
                                                        std::unique_ptr<Updater> updater, ApplyPool* pool,
                                                        std::optional<std::vector<KeyRange>> owned_ranges) {
-  PSERVER_RETURN_IF_ERROR(CheckSpec(spec, updater.get()));
-  if (ValueTypeSize(spec.value_type) == 0) {
-    return Status::InvalidArgument(
-        fmt::format("table {}: unknown value type {}", spec.name, static_cast<int>(spec.value_type)));
-  }
+  if (updater == nullptr) return Status::InvalidArgument(fmt::format("table {}: no update rule", spec.name));
+  PSERVER_RETURN_IF_ERROR(ValidateTableSpec(spec, updater.get()));
   if (spec.variable_length) return table_store_internal::NewVarRowStore(table, spec, std::move(updater));
   if (spec.storage == StorageKind::kDense) {
     PSERVER_ASSIGN_OR_RETURN(std::vector<KeyRange> owned, OwnedRanges(spec, std::move(owned_ranges)));

@@ -113,15 +113,9 @@ class TableStore {
   // order; overlapping or adjacent ones are merged) this server owns -- only their rows are
   // allocated (here, each initialised) and only their keys accepted; nullopt: the whole
   // declared key range. Ignored by the other storage kinds, which allocate rows as keys come.
-  // kInvalidArgument, saying why, when:
-  //   - updater is null, or spec.width is 0 for a fixed-width table;
-  //   - the rule does not support spec.value_type (Updater::Supports), or spec.push_arity
-  //     differs from updater->push_arity();
-  //   - the initializer is kUniform with a negative or non-finite scale, or for an integer table;
-  //   - storage is kDense and the placement is not kRange, or the key range is empty (first >
-  //     last) or holds more than 2^32 keys, or the table is variable-length, or an owned range
-  //     is empty or not within the key range;
-  //   - the storage kind or value type is unknown.
+  // kInvalidArgument, saying why, when updater is null, the spec fails ValidateTableSpec(spec,
+  // updater) (kv/table_catalog.h: the one check of a spec, the rule's fit included), or an owned
+  // range is empty or not within the key range.
   static Result<std::unique_ptr<TableStore>> Create(TableId table, const TableSpec& spec,
                                                     std::unique_ptr<Updater> updater, ApplyPool* pool,
                                                     std::optional<std::vector<KeyRange>> owned_ranges = std::nullopt);

@@ -343,6 +343,13 @@ TEST(TableStoreTest, DenseOwnedRangesGrowAndShrinkKeepingTheRowsOfKeysStillHeld)
             (std::vector<float>{static_cast<float>(InitialValue(spec.initializer, 50, 0)), init150 + 1,
                                 static_cast<float>(InitialValue(spec.initializer, 260, 0))}));
   ExpectInvalid(Push<float>(*store, {520}, {1}), "key 520");
+  // Cutting a held range keeps the rows of the part still held.
+  ASSERT_OK(store->SetOwnedRanges({{150, 260}}));
+  EXPECT_EQ(store->num_keys(), 111u);
+  EXPECT_EQ(Pull<float>(*store, {150}, 1), (std::vector<float>{init150 + 1}));
+  ASSERT_OK(store->SetOwnedRanges({{50, 260}}));
+  EXPECT_EQ(Pull<float>(*store, {100, 150}, 1),
+            (std::vector<float>{static_cast<float>(InitialValue(spec.initializer, 100, 0)), init150 + 1}));
   // Taking the range back starts it afresh: its rows were handed over.
   ASSERT_OK(store->SetOwnedRanges({{50, 260}, {500, 599}}));
   EXPECT_EQ(Pull<float>(*store, {520}, 1), (std::vector<float>{init520}));
