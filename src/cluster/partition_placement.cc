@@ -1,0 +1,120 @@
+#include "cluster/partition_placement.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+#include <utility>
+
+namespace pserver::cluster {
+
+Result<PartitionPlacement> PartitionPlacement::Initial(std::vector<uint32_t> ranks) {
+  if (ranks.empty()) return Status::InvalidArgument("a placement needs at least one server");
+  std::sort(ranks.begin(), ranks.end());
+  if (std::adjacent_find(ranks.begin(), ranks.end()) != ranks.end()) {
+    return Status::InvalidArgument("placement: a server rank given twice");
+  }
+  if (ranks.size() > kPartitions) {
+    return Status::InvalidArgument(fmt::format("placement: {} servers, at most {}", ranks.size(), kPartitions));
+  }
+  PartitionPlacement p;
+  p.servers_ = std::move(ranks);
+  p.counts_.resize(p.servers_.size());
+  p.owner_.resize(kPartitions);
+  const uint64_t n = p.servers_.size();
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t first = i * kPartitions / n, end = (i + 1) * kPartitions / n;
+    for (uint64_t q = first; q < end; ++q) p.owner_[q] = p.servers_[i];
+    p.counts_[i] = static_cast<uint32_t>(end - first);
+  }
+  return p;
+}
+
+Result<PartitionPlacement> PartitionPlacement::WithServer(uint32_t rank) const {
+  if (std::binary_search(servers_.begin(), servers_.end(), rank)) {
+    return Status::InvalidArgument(fmt::format("placement: server {} is placed already", rank));
+  }
+  if (servers_.size() + 1 > kPartitions) {
+    return Status::InvalidArgument(fmt::format("placement: no room for server {}", rank));
+  }
+  // How many each donor gives: one at a time from the most loaded (ties: the lowest rank) until
+  // no server holds more than one partition more than the joiner.
+  std::set<std::pair<uint32_t, uint32_t>, std::greater<>> by_load;  // (count, ~rank): most loaded first
+  for (size_t i = 0; i < servers_.size(); ++i) by_load.emplace(counts_[i], ~servers_[i]);
+  std::map<uint32_t, uint32_t> gives;  // donor rank -> partitions it gives
+  uint32_t joiner = 0;
+  for (;;) {
+    auto [count, not_rank] = *by_load.begin();
+    if (count <= joiner + 1) break;
+    by_load.erase(by_load.begin());
+    by_load.emplace(count - 1, not_rank);
+    ++gives[~not_rank];
+    ++joiner;
+  }
+  PartitionPlacement next = *this;
+  // Each donor gives its highest partitions: one pass from the top of the key space.
+  for (uint32_t q = kPartitions; q-- > 0 && !gives.empty();) {
+    auto it = gives.find(owner_[q]);
+    if (it == gives.end()) continue;
+    next.owner_[q] = rank;
+    if (--it->second == 0) gives.erase(it);
+  }
+  const size_t at = std::upper_bound(servers_.begin(), servers_.end(), rank) - servers_.begin();
+  next.servers_.insert(next.servers_.begin() + static_cast<std::ptrdiff_t>(at), rank);
+  next.counts_.insert(next.counts_.begin() + static_cast<std::ptrdiff_t>(at), joiner);
+  for (const auto& [count, not_rank] : by_load) next.counts_[next.IndexOf(~not_rank)] = count;
+  return next;
+}
+
+Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) const {
+  if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
+    return Status::InvalidArgument(fmt::format("placement: server {} is not placed", rank));
+  }
+  if (servers_.size() == 1) {
+    return Status::InvalidArgument(fmt::format("placement: server {} is the last one; nobody could hold its keys", rank));
+  }
+  PartitionPlacement next = *this;
+  const size_t at = IndexOf(rank);
+  next.servers_.erase(next.servers_.begin() + static_cast<std::ptrdiff_t>(at));
+  next.counts_.erase(next.counts_.begin() + static_cast<std::ptrdiff_t>(at));
+  // Its partitions, lowest first, each to the least loaded server (ties: the lowest rank).
+  std::set<std::pair<uint32_t, uint32_t>> by_load;  // (count, rank): least loaded first
+  for (size_t i = 0; i < next.servers_.size(); ++i) by_load.emplace(next.counts_[i], next.servers_[i]);
+  for (uint32_t q = 0; q < kPartitions; ++q) {
+    if (owner_[q] != rank) continue;
+    auto [count, to] = *by_load.begin();
+    by_load.erase(by_load.begin());
+    by_load.emplace(count + 1, to);
+    next.owner_[q] = to;
+  }
+  for (const auto& [count, r] : by_load) next.counts_[next.IndexOf(r)] = count;
+  return next;
+}
+
+size_t PartitionPlacement::IndexOf(uint32_t rank) const {
+  return static_cast<size_t>(std::lower_bound(servers_.begin(), servers_.end(), rank) - servers_.begin());
+}
+
+uint32_t PartitionPlacement::PartitionsOf(uint32_t rank) const {
+  const size_t i = IndexOf(rank);
+  return i < servers_.size() && servers_[i] == rank ? counts_[i] : 0;
+}
+
+std::vector<RingSegment> PartitionPlacement::Segments() const {
+  constexpr uint32_t kShift = 64 - kPartitionBits;
+  std::vector<RingSegment> out;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    const uint64_t first = uint64_t{p} << kShift;
+    const uint64_t last = first + ((uint64_t{1} << kShift) - 1);
+    if (!out.empty() && out.back().server == owner_[p]) {
+      out.back().range.last = last;
+    } else {
+      out.push_back(RingSegment{KeyRange{first, last}, owner_[p]});
+    }
+  }
+  return out;
+}
+
+}  // namespace pserver::cluster
