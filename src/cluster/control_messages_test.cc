@@ -15,17 +15,15 @@
 
 #include "base/wire_io.h"
 #include "testing/test_util.h"
+#include "transport/transport_test_util.h"
 
 namespace pserver::cluster {
 namespace {
 
 using transport::Bytes;
 
-std::string Str(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
-// An exactly sized heap copy, so that a read past the end is visible to ASan.
-Bytes BodyOf(const std::string& s) {
-  return Bytes::CopyOf(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()));
-}
+using transport::testing::ExactCopy;
+using transport::testing::Text;
 
 ClusterView SampleView() {
   ClusterView v;
@@ -100,7 +98,7 @@ TEST(ControlMessagesTest, RoundTripsNodeFailure) {
 
 TEST(ControlMessagesTest, EncodesNodeFailureLittleEndian) {
   Bytes b = Encode(NodeFailure{NodeId(0x01020304), Role::kServer, Rank(5), "ab"});
-  EXPECT_EQ(Str(b), std::string("\x04\x03\x02\x01" "\x01" "\x05\x00\x00\x00" "\x02\x00\x00\x00" "ab", 15));
+  EXPECT_EQ(Text(b), std::string("\x04\x03\x02\x01" "\x01" "\x05\x00\x00\x00" "\x02\x00\x00\x00" "ab", 15));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,7 +115,7 @@ std::vector<Codec> AllCodecs() {
     return [decode](const Bytes& body, std::string* again) -> Status {
       auto r = decode(body);
       if (!r.ok()) return r.status();
-      *again = Str(Encode(*r));
+      *again = Text(Encode(*r));
       return Status::Ok();
     };
   };
@@ -135,20 +133,20 @@ std::vector<std::vector<std::string>> ValidBodies() {
   RegisterReply reply{NodeId(3), SampleView()};
   RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}, {0}}};
   return {
-      {Str(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1, {1, 2}})),
-       Str(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3, {0, 1}}))},
-      {Str(Encode(reply)), Str(Encode(lonely))},
-      {Str(Encode(TableDeclaration{"t", "float32, width 1", BodyOf("opaque \x01\x02 spec")})),
-       Str(Encode(TableDeclaration{std::string(128, 'n'), "", Bytes()}))},
-      {Str(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
-       Str(Encode(NodeFailure{NodeId(1), Role::kServer, Rank(0), ""}))},
-      {Str(Encode(reply.view)), Str(Encode(lonely.view))},
+      {Text(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1, {1, 2}})),
+       Text(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3, {0, 1}}))},
+      {Text(Encode(reply)), Text(Encode(lonely))},
+      {Text(Encode(TableDeclaration{"t", "float32, width 1", ExactCopy("opaque \x01\x02 spec")})),
+       Text(Encode(TableDeclaration{std::string(128, 'n'), "", Bytes()}))},
+      {Text(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
+       Text(Encode(NodeFailure{NodeId(1), Role::kServer, Rank(0), ""}))},
+      {Text(Encode(reply.view)), Text(Encode(lonely.view))},
   };
 }
 
 void ExpectRefused(const Codec& codec, const std::string& body, const std::string& why) {
   std::string again;
-  Status s = codec.decode_and_reencode(BodyOf(body), &again);
+  Status s = codec.decode_and_reencode(ExactCopy(body), &again);
   EXPECT_EQ(s.code(), StatusCode::kCorruption) << codec.name << " " << why << ": " << s;
   EXPECT_EQ(s.message(), std::string("malformed ") + codec.name + " body") << why;
 }
@@ -249,7 +247,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   };
   std::string ok_view = view({{0, 1}, {4, 1}, {0, 2}}, {4, 0});
   std::string again;
-  EXPECT_TRUE(codecs[4].decode_and_reencode(BodyOf(ok_view), &again).ok());
+  EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(ok_view), &again).ok());
   ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {}), "no server on the ring");
   ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {4, 4}), "a rank twice on the ring");
   ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {3}), "a ring rank that is no server");
@@ -263,7 +261,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
       w.Str(spec);
     });
   };
-  EXPECT_TRUE(codecs[2].decode_and_reencode(BodyOf(declaration("t", std::string(1024, 's'), std::string(1 << 20, 'b'))),
+  EXPECT_TRUE(codecs[2].decode_and_reencode(ExactCopy(declaration("t", std::string(1024, 's'), std::string(1 << 20, 'b'))),
                                             &again)
                   .ok());
   ExpectRefused(codecs[2], declaration("", "s", "b"), "an empty name");
@@ -337,7 +335,7 @@ TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
       const std::vector<std::string>& valid = bodies[c];
       const std::string body = MutateBody(rng, valid[rng() % valid.size()]);
       std::string again;
-      Status s = codecs[c].decode_and_reencode(BodyOf(body), &again);
+      Status s = codecs[c].decode_and_reencode(ExactCopy(body), &again);
       if (!s.ok()) {
         ++refused;
         ASSERT_EQ(s.code(), StatusCode::kCorruption) << codecs[c].name << " iteration " << i << ": " << s;

@@ -27,6 +27,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/test_util.h"
+#include "transport/transport_test_util.h"
 
 namespace pserver::cluster {
 namespace {
@@ -380,21 +381,20 @@ TEST(NodeRuntimeTest, DeclareTableMatchesDeclarationsByNameAndBytesAndRemembersT
   NodeRuntime* server = internal::NodeAccess::Runtime(*job.node(0));
   ASSERT_NE(worker, nullptr);
   EXPECT_TRUE(StatusIs(worker->FindTable(TableId(1)).status(), StatusCode::kNotFound, "table 1 was not declared"));
-  auto text = [](const transport::Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); };
 
   const TableDeclaration declaration{"embeddings", "sixteen doubles", transport::BytesFromString("spec bytes v1")};
   Result<TableId> id = worker->DeclareTable(declaration, seconds(30));
   ASSERT_OK(id);
   Result<transport::Bytes> found = worker->FindTable(*id);
   ASSERT_OK(found);
-  EXPECT_EQ(text(*found), "spec bytes v1");
+  EXPECT_EQ(transport::testing::Text(*found), "spec bytes v1");
   // Servers may declare too, and get the same id; the bytes are then known on the server (it
   // took them from the announcement, having no handler to ask).
   Result<TableId> on_server = server->DeclareTable(declaration, seconds(30));
   ASSERT_OK(on_server);
   EXPECT_EQ(*on_server, *id);
   ASSERT_OK(server->FindTable(*id));
-  EXPECT_EQ(text(*server->FindTable(*id)), "spec bytes v1");
+  EXPECT_EQ(transport::testing::Text(*server->FindTable(*id)), "spec bytes v1");
 
   TableDeclaration bad = declaration;
   bad.name = std::string(129, 'x');
@@ -408,7 +408,7 @@ TEST(NodeRuntimeTest, DeclareTableMatchesDeclarationsByNameAndBytesAndRemembersT
   // A refused declaration leaves the remembered bytes alone.
   found = worker->FindTable(*id);
   ASSERT_OK(found);
-  EXPECT_EQ(text(*found), "spec bytes v1");
+  EXPECT_EQ(transport::testing::Text(*found), "spec bytes v1");
 }
 
 TEST(NodeRuntimeTest, RequestsArrivingBeforeTheServerServesAreDeliveredInOrder) {

@@ -14,10 +14,11 @@
 
 #include "base/wire_io.h"
 #include "cluster/cluster_test_util.h"
+#include "kv/local_cluster.h"
 #include "kv/node_access.h"
 #include "pserver/node.h"
-#include "kv/local_cluster.h"
 #include "testing/test_util.h"
+#include "transport/transport_test_util.h"
 
 namespace pserver::kv {
 namespace {
@@ -25,11 +26,8 @@ namespace {
 using pserver::testing::StatusIs;
 using transport::Bytes;
 
-std::string Str(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
-// An exactly sized heap copy, so that a read past the end is visible to ASan.
-Bytes BodyOf(const std::string& s) {
-  return Bytes::CopyOf(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()));
-}
+using transport::testing::ExactCopy;
+using transport::testing::Text;
 
 TableSpec SampleSpec() {
   TableSpec s;
@@ -88,7 +86,7 @@ TEST(TableCatalogTest, RoundTripsTableSpec) {
     Result<TableSpec> d = DecodeTableSpec(EncodeTableSpec(s));
     ASSERT_OK(d);
     if (s.updater.params.contains("")) {  // NaN != NaN: compare the bytes instead
-      EXPECT_EQ(Str(EncodeTableSpec(*d)), Str(EncodeTableSpec(s)));
+      EXPECT_EQ(Text(EncodeTableSpec(*d)), Text(EncodeTableSpec(s)));
       continue;
     }
     EXPECT_EQ(*d, s);
@@ -123,14 +121,14 @@ TEST(TableCatalogTest, EncodesTableSpecInTheDocumentedOrder) {
   w.U8(1);                    // uniform
   w.U64(0x4000000000000000);  // 2.0
   w.U64(9);
-  EXPECT_EQ(Str(EncodeTableSpec(s)), w.Take());
+  EXPECT_EQ(Text(EncodeTableSpec(s)), w.Take());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Refusals
 
 void ExpectRefused(const std::string& body, const std::string& why) {
-  Result<TableSpec> d = DecodeTableSpec(BodyOf(body));
+  Result<TableSpec> d = DecodeTableSpec(ExactCopy(body));
   EXPECT_EQ(d.status().code(), StatusCode::kCorruption) << why << ": " << d.status();
   EXPECT_EQ(d.status().message(), "malformed table spec") << why;
 }
@@ -141,7 +139,7 @@ std::vector<std::string> ValidSpecBodies() {
   var.placement = KeyPlacement::kIdentity;
   var.updater = UpdaterSpec{};
   var.initializer = InitializerSpec{};
-  return {Str(EncodeTableSpec(SampleSpec())), Str(EncodeTableSpec(var)), Str(EncodeTableSpec(DenseSpec()))};
+  return {Text(EncodeTableSpec(SampleSpec())), Text(EncodeTableSpec(var)), Text(EncodeTableSpec(DenseSpec()))};
 }
 
 TEST(TableCatalogTest, RefusesEveryTruncationAndTrailingBytes) {
@@ -194,7 +192,7 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
       w.U64(0);
     });
   };
-  EXPECT_OK(DecodeTableSpec(BodyOf(spec([](SpecBody& b) {
+  EXPECT_OK(DecodeTableSpec(ExactCopy(spec([](SpecBody& b) {
     b.var = 1;
     b.placement = 2;
     b.storage = 1;
@@ -236,9 +234,9 @@ TEST(TableCatalogTest, DecodeTableSpecLeavesValueTypeToValidate) {
   // The decoder keeps any value-type byte; ValidateTableSpec (which every server runs on
   // an announced spec) is what refuses an unknown one.
   for (uint8_t vt : {uint8_t{0}, uint8_t{5}, uint8_t{255}}) {
-    std::string body = Str(EncodeTableSpec(SampleSpec()));
+    std::string body = Text(EncodeTableSpec(SampleSpec()));
     body[4 + SampleSpec().name.size()] = static_cast<char>(vt);
-    Result<TableSpec> d = DecodeTableSpec(BodyOf(body));
+    Result<TableSpec> d = DecodeTableSpec(ExactCopy(body));
     if (!d.ok()) {
       EXPECT_EQ(d.status().code(), StatusCode::kCorruption);
       continue;
@@ -272,7 +270,7 @@ TEST(TableCatalogTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
           body.resize(rng() % (body.size() + 1));
       }
     }
-    Result<TableSpec> d = DecodeTableSpec(BodyOf(body));
+    Result<TableSpec> d = DecodeTableSpec(ExactCopy(body));
     if (!d.ok()) {
       ++refused;
       ASSERT_EQ(d.status().code(), StatusCode::kCorruption) << "iteration " << i << ": " << d.status();
@@ -281,7 +279,7 @@ TEST(TableCatalogTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {
     ++decoded;
     (void)ValidateTableSpec(*d);
     // The encoding is canonical: what decodes re-encodes to exactly the bytes received.
-    ASSERT_EQ(Str(EncodeTableSpec(*d)), body) << "iteration " << i;
+    ASSERT_EQ(Text(EncodeTableSpec(*d)), body) << "iteration " << i;
   }
   std::printf("[ mutated  ] table spec: %d decoded, %d refused\n", decoded, refused);
   EXPECT_GT(refused, 0);

@@ -1,11 +1,13 @@
-// Helpers shared by the transport tests: the conformance suite (testing/transport_conformance_test.cc),
-// the implementations' own tests and the intercepting wrapper's (test-only; header-only so that
+// Helpers shared by the transport tests -- the conformance suite (testing/transport_conformance_test.cc),
+// the implementations' own tests and the intercepting wrapper's -- and by the tests of message
+// bodies above them (test-only; header-only so that
 // the transport tests link nothing above pserver_transport).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,11 @@ inline constexpr NodeId kA(1);
 inline constexpr NodeId kB(2);
 
 inline std::string Text(const Bytes& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
+// The bytes of `s` in an exactly sized heap copy, so that a decoder's read past the end is
+// visible to ASan.
+inline Bytes ExactCopy(const std::string& s) {
+  return Bytes::CopyOf(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()));
+}
 
 // A push from `from` to `to` with the given request id and payload frames.
 inline Message Data(NodeId from, NodeId to, int64_t request_id, Frames frames) {
