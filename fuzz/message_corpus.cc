@@ -64,14 +64,17 @@ cluster::ClusterView View(uint64_t epoch, std::vector<uint32_t> ring) {
   v.epoch = Epoch(epoch);
   v.num_servers = 2;
   v.num_workers = 2;
-  v.virtual_nodes = 16;
   v.nodes = {
       {kServer0, Role::kServer, Rank(0), "tcp://10.0.0.1:7001", {0x1111, 0x1001}},
       {kServer2, Role::kServer, Rank(2), "tcp://10.0.0.2:7002", {0x2222, 0x2002}},
       {kWorker0, Role::kWorker, Rank(0), "tcp://10.0.0.3:7003", {0x3333, 0x3003}},
       {kWorker1, Role::kWorker, Rank(1), "tcp://10.0.0.4:7004", {0x4444, 0x4004}},
   };
-  v.ring = std::move(ring);
+  // Server ring[i] owns the i-th of ring.size() equal parts of the routing-key space.
+  for (size_t i = 0; i < ring.size(); ++i) {
+    const uint64_t first = i == 0 ? 0 : (~uint64_t{0} / ring.size()) * i;
+    v.ring.push_back(cluster::RingSegment{pserver::KeyRange{first, 0}, ring[i]});
+  }
   return v;
 }
 

@@ -10,5 +10,6 @@ pserver_add_test(consistency_test SOURCES kv/worker/consistency_test.cc DEPS pse
 pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(table_catalog_test SOURCES kv/table_catalog_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(view_change_test SOURCES kv/view_change_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(membership_test SOURCES kv/membership_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(local_cluster_test SOURCES kv/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)

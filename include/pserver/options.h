@@ -25,8 +25,6 @@ struct NodeOptions {
   // Scheduler only: how many servers and workers form the job.
   uint32_t num_servers = 1;
   uint32_t num_workers = 1;
-  // Scheduler only: virtual nodes per server on the consistent-hashing ring.
-  uint32_t virtual_nodes = 256;
 
   // Preferred rank among the nodes of this role (e.g. the launcher's start order); the
   // scheduler honours it when it is free and in range. -1: no preference.

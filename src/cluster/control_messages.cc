@@ -62,7 +62,6 @@ void WriteView(WireWriter& w, const ClusterView& v) {
   w.U64(v.epoch.value);
   w.U32(v.num_servers);
   w.U32(v.num_workers);
-  w.U32(v.virtual_nodes);
   w.U32(static_cast<uint32_t>(v.nodes.size()));
   for (const NodeInfo& n : v.nodes) {
     w.U32(n.id.value);
@@ -73,15 +72,19 @@ void WriteView(WireWriter& w, const ClusterView& v) {
     w.U64(n.identity.lo);
   }
   w.U32(static_cast<uint32_t>(v.ring.size()));
-  for (uint32_t rank : v.ring) w.U32(rank);
+  for (const RingSegment& s : v.ring) {
+    w.U64(s.range.first);
+    w.U32(s.server);
+  }
 }
 
 // Reads a view and checks what a node relies on: the node count matches the role counts, every
-// server rank and node id is unique, and the ring lists distinct ranks of servers of the view
-// (at least one when there are servers).
+// server rank and node id is unique, and the ring's segments tile the routing-key space in
+// order, each owned by a server of the view and none by the same as its neighbour (at least one
+// segment when there are servers).
 bool ReadView(WireReader& r, ClusterView* v) {
   uint32_t count = 0;
-  r.U64(&v->epoch.value) && r.U32(&v->num_servers) && r.U32(&v->num_workers) && r.U32(&v->virtual_nodes) &&
+  r.U64(&v->epoch.value) && r.U32(&v->num_servers) && r.U32(&v->num_workers) &&
       r.U32(&count);
   if (!r.ok() || count > kMaxNodes || uint64_t{count} != uint64_t{v->num_servers} + v->num_workers) return false;
   v->nodes.resize(count);
@@ -98,13 +101,19 @@ bool ReadView(WireReader& r, ClusterView* v) {
       if (!server_ranks.insert(n.rank.value).second) return false;
     }
   }
-  if (servers != v->num_servers || !r.U32(&count) || count > v->num_servers) return false;
+  if (servers != v->num_servers || !r.U32(&count) || count > kMaxRingSegments) return false;
   if (count == 0 && v->num_servers > 0) return false;
   v->ring.resize(count);
-  absl::flat_hash_set<uint32_t> on_ring;
-  for (uint32_t& rank : v->ring) {
-    if (!r.U32(&rank) || !server_ranks.contains(rank) || !on_ring.insert(rank).second) return false;
+  for (size_t i = 0; i < v->ring.size(); ++i) {
+    RingSegment& s = v->ring[i];
+    if (!r.U64(&s.range.first) || !r.U32(&s.server) || !server_ranks.contains(s.server)) return false;
+    if (i == 0 ? s.range.first != 0
+               : s.range.first <= v->ring[i - 1].range.first || s.server == v->ring[i - 1].server) {
+      return false;
+    }
+    if (i > 0) v->ring[i - 1].range.last = s.range.first - 1;
   }
+  if (!v->ring.empty()) v->ring.back().range.last = ~uint64_t{0};
   return true;
 }
 
@@ -171,6 +180,80 @@ Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body) {
   NodeFailure m;
   bool ok = r.U32(&m.id.value) && ReadRole(r, &m.role) && r.U32(&m.rank.value) && r.Str(&m.reason);
   if (!ok || !r.Done()) return Malformed("node-failed");
+  return m;
+}
+
+transport::Bytes Encode(const MigrateOrder& m) {
+  WireWriter w;
+  w.U32(static_cast<uint32_t>(m.targets.size()));
+  for (const MigrateTarget& t : m.targets) {
+    w.U32(t.to.value);
+    w.U32(static_cast<uint32_t>(t.ranges.size()));
+    for (const KeyRange& r : t.ranges) {
+      w.U64(r.first);
+      w.U64(r.last);
+    }
+  }
+  return transport::BytesFromString(w.Take());
+}
+
+Result<MigrateOrder> DecodeMigrateOrder(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  MigrateOrder m;
+  uint32_t targets = 0;
+  size_t total = 0;
+  if (!r.U32(&targets) || targets > kMaxNodes) return Malformed("migrate");
+  for (uint32_t i = 0; i < targets; ++i) {
+    MigrateTarget t;
+    uint32_t ranges = 0;
+    if (!r.U32(&t.to.value) || !r.U32(&ranges) || ranges == 0 || (total += ranges) > kMaxMigrateRanges) {
+      return Malformed("migrate");
+    }
+    t.ranges.resize(ranges);
+    for (size_t j = 0; j < t.ranges.size(); ++j) {
+      KeyRange& k = t.ranges[j];
+      if (!r.U64(&k.first) || !r.U64(&k.last) || k.first > k.last ||
+          (j > 0 && k.first <= t.ranges[j - 1].last)) {
+        return Malformed("migrate");
+      }
+    }
+    m.targets.push_back(std::move(t));
+  }
+  if (!r.Done()) return Malformed("migrate");
+  return m;
+}
+
+transport::Bytes Encode(const MigrateReport& m) {
+  WireWriter w;
+  w.U64(m.rows);
+  w.U64(m.bytes);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<MigrateReport> DecodeMigrateReport(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  MigrateReport m;
+  if (!r.U64(&m.rows) || !r.U64(&m.bytes) || !r.Done()) return Malformed("migrate-reply");
+  return m;
+}
+
+transport::Bytes Encode(const AdminRequest& m) {
+  WireWriter w;
+  w.U8(static_cast<uint8_t>(m.op));
+  w.U32(m.node.value);
+  w.Str(m.reply_address);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<AdminRequest> DecodeAdminRequest(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  AdminRequest m;
+  uint8_t op = 0;
+  if (!r.U8(&op) || op < static_cast<uint8_t>(AdminOp::kStatus) || op > static_cast<uint8_t>(AdminOp::kDrain) ||
+      !r.U32(&m.node.value) || !r.Str(&m.reply_address, 1024) || !r.Done()) {
+    return Malformed("admin");
+  }
+  m.op = static_cast<AdminOp>(op);
   return m;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/ring.h"
 #include "pserver/result.h"
 #include "pserver/types.h"
 #include "transport/message.h"
@@ -26,16 +27,21 @@ struct NodeInfo {
 // The membership and routing of the job at one routing epoch: what every node learns at
 // registration and again with each kViewChange. Servers are named on the ring by their rank,
 // which is the server's stable name: it is never given to another server of the job, so it is
-// not a dense index (a view may lack ranks, and the ring may hold only some of the servers).
+// not a dense index (a view may lack ranks, and the ring may hold only some of the servers: a
+// server joining before its keys moved, or leaving after they did, owns none).
 struct ClusterView {
   Epoch epoch;
   uint32_t num_servers = 0;
   uint32_t num_workers = 0;
-  uint32_t virtual_nodes = 0;
   std::vector<NodeInfo> nodes;  // servers and workers (not the scheduler)
-  std::vector<uint32_t> ring;   // ranks of the servers that own keys (on the ring), any order
+  // The placement (cluster/partition_placement.h) as the ring's segments, ascending, the first
+  // beginning at routing key 0, each ending where the next begins (the last at 2^64-1; the wire
+  // carries only the beginnings), neighbours owned by different servers of the view.
+  std::vector<RingSegment> ring;
   friend bool operator==(const ClusterView&, const ClusterView&) = default;
 };
+// Segments a view may carry: one per partition at most.
+inline constexpr size_t kMaxRingSegments = size_t{1} << 16;
 
 struct RegisterRequest {
   Role role = Role::kWorker;
@@ -73,6 +79,48 @@ struct NodeFailure {
   std::string reason;
 };
 
+// A membership change (docs/elasticity.md) as the scheduler orders it from each donor server:
+// kMigrate's header.aux is the phase, header.request_id the change.
+enum class MigratePhase : uint8_t {
+  kCopy = 1,    // copy the moving rows to their new owners while serving; note changes to them
+  kFinal = 2,   // the donor routes by the new view now: copy the rows changed since kCopy began
+  kCommit = 3,  // the new view is everyone's: erase the rows handed over
+  kCancel = 4,  // the change is off (a recipient is gone): forget it, keep every row
+};
+inline constexpr uint8_t kMaxMigratePhase = 4;
+// Where a donor's moving rows go: the routing-key ranges (inclusive) each recipient takes.
+struct MigrateTarget {
+  NodeId to;
+  std::vector<KeyRange> ranges;
+  friend bool operator==(const MigrateTarget&, const MigrateTarget&) = default;
+};
+struct MigrateOrder {
+  std::vector<MigrateTarget> targets;
+  friend bool operator==(const MigrateOrder&, const MigrateOrder&) = default;
+};
+// What a donor moved in one phase (kMigrateReply's body).
+struct MigrateReport {
+  uint64_t rows = 0;
+  uint64_t bytes = 0;
+  friend bool operator==(const MigrateReport&, const MigrateReport&) = default;
+};
+inline constexpr size_t kMaxMigrateRanges = size_t{1} << 16;
+
+// kAdmin: a request to the scheduler from a tool (`pserver status`, `pserver drain`) or from a
+// member (a server asked to leave, e.g. by SIGTERM).
+enum class AdminOp : uint8_t {
+  kStatus = 1,  // answer with the view, members and tables, as text
+  kDrain = 2,   // move server `node`'s keys to the others, then let it exit
+};
+struct AdminRequest {
+  AdminOp op = AdminOp::kStatus;
+  NodeId node;  // kDrain: the server to drain
+  // Where the answer goes: the address a tool listens at (the scheduler connects to it there).
+  // Empty from a member, which is answered like its other requests.
+  std::string reply_address;
+  friend bool operator==(const AdminRequest&, const AdminRequest&) = default;
+};
+
 transport::Bytes Encode(const RegisterRequest& m);
 transport::Bytes Encode(const RegisterReply& m);
 // kViewChange's body, and frame 0 of a redirect (transport::kFlagRedirect).
@@ -82,15 +130,25 @@ transport::Bytes Encode(const ClusterView& m);
 transport::Bytes Encode(const TableDeclaration& m);
 transport::Bytes Encode(const NodeFailure& m);
 
+transport::Bytes Encode(const MigrateOrder& m);
+transport::Bytes Encode(const MigrateReport& m);
+transport::Bytes Encode(const AdminRequest& m);
+
 Result<RegisterRequest> DecodeRegisterRequest(const transport::Bytes& body);
 Result<RegisterReply> DecodeRegisterReply(const transport::Bytes& body);
 // Also refuses a view whose node count does not match its role counts, that names a node id or
-// a server rank twice, or whose ring is empty (with servers), repeats a rank or names one that
-// is not a server of the view.
+// a server rank twice, or whose ring is empty (with servers), does not begin at 0, is not
+// ascending, has neighbours of one owner or names an owner that is not a server of the view.
 Result<ClusterView> DecodeClusterView(const transport::Bytes& body);
 // Also refuses an empty name or one, or a summary or spec, over its bound.
 Result<TableDeclaration> DecodeTableDeclaration(const transport::Bytes& body);
 Result<NodeFailure> DecodeNodeFailure(const transport::Bytes& body);
+// Also refuses a target without ranges, a range with first > last, ranges not ascending and
+// disjoint, or more than kMaxMigrateRanges in all.
+Result<MigrateOrder> DecodeMigrateOrder(const transport::Bytes& body);
+Result<MigrateReport> DecodeMigrateReport(const transport::Bytes& body);
+// Also refuses an unknown op.
+Result<AdminRequest> DecodeAdminRequest(const transport::Bytes& body);
 
 // "server 1 (node 2)", "worker 0 (node 5)", "the scheduler (node 0)".
 std::string NodeName(Role role, Rank rank, NodeId id);

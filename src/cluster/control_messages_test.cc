@@ -30,13 +30,12 @@ ClusterView SampleView() {
   v.epoch = Epoch(3);
   v.num_servers = 2;
   v.num_workers = 1;
-  v.virtual_nodes = 64;
   v.nodes = {
       {NodeId(1), Role::kServer, Rank(0), "tcp://10.0.0.1:5000", {1, 0xFFFFFFFFFFFFFFFF}},
       {NodeId(2), Role::kServer, Rank(1), "tcp://10.0.0.2:5000", {2, 0x8000000000000000}},
       {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000", {3, 3}},
   };
-  v.ring = {1, 0};
+  v.ring = {{KeyRange{0, 999}, 1}, {KeyRange{1000, ~uint64_t{0}}, 0}};
   return v;
 }
 
@@ -131,7 +130,7 @@ std::vector<Codec> AllCodecs() {
 // Valid bodies of each codec, in AllCodecs() order.
 std::vector<std::vector<std::string>> ValidBodies() {
   RegisterReply reply{NodeId(3), SampleView()};
-  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, 8, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}, {0}}};
+  RegisterReply lonely{NodeId(1), ClusterView{Epoch(1), 1, 0, {{NodeId(1), Role::kServer, Rank(0), "x", {}}}, {RingSegment{KeyRange{0, ~uint64_t{0}}, 0}}}};
   return {
       {Text(Encode(RegisterRequest{Role::kWorker, "tcp://127.0.0.1:1234", -1, {1, 2}})),
        Text(Encode(RegisterRequest{Role::kServer, "ipc:///tmp/s", 3, {0, 1}}))},
@@ -221,16 +220,16 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   ExpectRefused(codecs[1], reply(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFEu, 1), "count that only matches by overflow");
   ExpectRefused(codecs[1], reply(1, 1, 2, 3), "node role 3");
   ExpectRefused(codecs[1], reply(20000, 20000, 40000, 1), "count far beyond the bytes present");
-  // cluster-view: ids and server ranks unique; the ring non-empty (with servers), of distinct
-  // ranks of servers of the view.
-  auto view = [&](std::vector<std::pair<uint32_t, uint8_t>> nodes, std::vector<uint32_t> ring) {
+  // cluster-view: ids and server ranks unique; the ring non-empty (with servers), its segments
+  // beginning at 0 and ascending, owned by servers of the view, neighbours by different ones.
+  auto view = [&](std::vector<std::pair<uint32_t, uint8_t>> nodes,
+                  std::vector<std::pair<uint64_t, uint32_t>> ring) {
     return body([&](auto& w) {
       uint32_t servers = 0;
       for (auto [rank, role] : nodes) servers += role == 1;
       w.U64(2);
       w.U32(servers);
       w.U32(static_cast<uint32_t>(nodes.size()) - servers);
-      w.U32(8);
       w.U32(static_cast<uint32_t>(nodes.size()));
       uint32_t id = 1;
       for (auto [rank, role] : nodes) {
@@ -242,17 +241,24 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
         w.U64(1);
       }
       w.U32(static_cast<uint32_t>(ring.size()));
-      for (uint32_t r : ring) w.U32(r);
+      for (auto [first, server] : ring) {
+        w.U64(first);
+        w.U32(server);
+      }
     });
   };
-  std::string ok_view = view({{0, 1}, {4, 1}, {0, 2}}, {4, 0});
+  const std::vector<std::pair<uint32_t, uint8_t>> nodes = {{0, 1}, {4, 1}, {0, 2}};
+  std::string ok_view = view(nodes, {{0, 4}, {100, 0}, {200, 4}});
   std::string again;
   EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(ok_view), &again).ok());
-  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {}), "no server on the ring");
-  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {4, 4}), "a rank twice on the ring");
-  ExpectRefused(codecs[4], view({{0, 1}, {4, 1}, {0, 2}}, {3}), "a ring rank that is no server");
-  ExpectRefused(codecs[4], view({{0, 1}, {0, 1}, {0, 2}}, {0}), "a server rank twice");
-  ExpectRefused(codecs[4], view({{0, 1}, {1, 1}, {0, 2}}, {0, 1, 0}), "a ring longer than the servers");
+  EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(view(nodes, {{0, 0}})), &again).ok()) << "server 4 owns nothing";
+  ExpectRefused(codecs[4], view(nodes, {}), "no server on the ring");
+  ExpectRefused(codecs[4], view(nodes, {{1, 4}}), "a ring that does not begin at 0");
+  ExpectRefused(codecs[4], view(nodes, {{0, 4}, {200, 0}, {100, 4}}), "segments out of order");
+  ExpectRefused(codecs[4], view(nodes, {{0, 4}, {0, 0}}), "two segments beginning at 0");
+  ExpectRefused(codecs[4], view(nodes, {{0, 4}, {100, 4}}), "neighbours of one owner");
+  ExpectRefused(codecs[4], view(nodes, {{0, 3}}), "a ring owner that is no server");
+  ExpectRefused(codecs[4], view({{0, 1}, {0, 1}, {0, 2}}, {{0, 0}}), "a server rank twice");
   // declare-table: a name of 1..128 bytes, a summary of at most 1 KiB, a spec of at most 1 MiB.
   auto declaration = [&](const std::string& name, const std::string& summary, const std::string& spec) {
     return body([&](auto& w) {

@@ -69,6 +69,30 @@ NodeRuntime::~NodeRuntime() {
   if (data_thread_.joinable()) data_thread_.join();
 }
 
+void NodeRuntime::ReportMigration(int64_t change, MigratePhase phase, const Result<MigrateReport>& outcome) {
+  Message reply = ToScheduler(MessageType::kMigrateReply);
+  reply.header.flags = transport::kFlagReply;
+  reply.header.request_id = change;
+  reply.header.aux = static_cast<uint64_t>(phase);
+  if (outcome.ok()) {
+    reply.frames.push_back(Encode(*outcome));
+  } else {
+    reply.header.flags |= transport::kFlagError;
+    reply.header.status = static_cast<uint8_t>(outcome.status().code());
+    reply.frames.push_back(transport::BytesFromString(outcome.status().message()));
+  }
+  if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
+    PSERVER_LOG_WARN("{}: could not report migration {} to the scheduler: {}", DescribeNode(id_), change, s.ToString());
+  }
+}
+
+Status NodeRuntime::RequestDrain() {
+  if (options_.role != Role::kServer) return Status::InvalidArgument("only a server can be drained");
+  Message ask = ToScheduler(MessageType::kAdmin);
+  ask.frames.push_back(Encode(AdminRequest{AdminOp::kDrain, id_, ""}));
+  return transport_->Send(std::move(ask));
+}
+
 Message NodeRuntime::ToScheduler(MessageType type) const {
   Message m;
   m.header.type = type;
@@ -149,9 +173,11 @@ Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterVie
     return Status::Corruption(fmt::format("the view of epoch {} lacks this node (node {})", view.epoch.value, id_.value));
   }
   PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Routing> next, Routing::Build(view));
-  // Workers talk to servers and servers answer workers; the scheduler talks to everyone.
+  // Workers talk to servers and servers answer workers and hand rows to servers; the scheduler
+  // talks to everyone.
   for (const NodeInfo& n : view.nodes) {
-    if (n.id == id_ || n.role == options_.role || (old && old->Find(n.id) != nullptr)) continue;
+    const bool peer = n.role != options_.role || options_.role == Role::kServer;
+    if (n.id == id_ || !peer || (old && old->Find(n.id) != nullptr)) continue;
     PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
     transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
   }
@@ -160,8 +186,8 @@ Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterVie
     routing_ = next;
   }
   if (old) {
-    PSERVER_LOG_INFO("{}: routes by the view of epoch {} now ({} of {} servers on the ring)", DescribeNode(id_),
-                     view.epoch.value, view.ring.size(), view.num_servers);
+    PSERVER_LOG_INFO("{}: routes by the view of epoch {} now ({} of {} servers own keys; {} workers)", DescribeNode(id_),
+                     view.epoch.value, next->ring().servers().size(), view.num_servers, view.num_workers);
   }
   return next;
 }
@@ -351,7 +377,9 @@ void NodeRuntime::ExpireParked() {
 bool NodeRuntime::FromDataPeer(const Message& msg) const {
   std::shared_ptr<const Routing> r = routing();
   const NodeInfo* n = r->Find(msg.header.sender);
-  return n != nullptr && n->role != options_.role && n->identity == msg.origin;
+  if (n == nullptr || n->identity != msg.origin) return false;
+  return n->role != options_.role ||
+         (options_.role == Role::kServer && msg.header.type == MessageType::kMigrateRows);
 }
 
 void NodeRuntime::Refuse(const Message& msg, const char* why) {
@@ -468,6 +496,47 @@ void NodeRuntime::HandleControl(Message&& msg) {
                        })));
       return;
     case MessageType::kViewChange: return HandleViewChange(msg);
+    case MessageType::kMigrate: {
+      Result<MigrateOrder> order = msg.frames.size() == 1 ? DecodeMigrateOrder(msg.frames[0])
+                                                           : Status::Corruption("migrate without its order");
+      const int64_t change = h.request_id;
+      if (h.aux == 0 || h.aux > kMaxMigratePhase) order = Status::Corruption(fmt::format("migrate phase {}", h.aux));
+      if (!order.ok()) {
+        PSERVER_LOG_WARN("{}: {}", DescribeNode(id_), order.status().ToString());
+        return ReportMigration(change, static_cast<MigratePhase>(h.aux), order.status());
+      }
+      // In order with the data: kFinal comes after the view that stops the moving keys' pushes.
+      Enqueue(DataItem(std::function<void()>(
+          [this, change, phase = static_cast<MigratePhase>(h.aux), order = std::move(*order)]()
+              ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+                Status taken = data_handler_ ? data_handler_->OnMigrate(change, phase, order)
+                                             : Status::Unavailable("no data handler is attached");
+                if (!taken.ok() && (phase == MigratePhase::kCopy || phase == MigratePhase::kFinal)) {
+                  ReportMigration(change, phase, taken);
+                }
+              })));
+      return;
+    }
+    case MessageType::kNodeLeft: {
+      Result<NodeFailure> who = msg.frames.size() == 1 ? DecodeNodeFailure(msg.frames[0])
+                                                        : Status::Corruption("node-left without a body");
+      if (!who.ok()) {
+        PSERVER_LOG_WARN("{}: {}", DescribeNode(id_), who.status().ToString());
+        return;
+      }
+      PSERVER_LOG_INFO("{}: {} left the job: {}", DescribeNode(id_), NodeName(who->role, who->rank, who->id), who->reason);
+      Enqueue(DataItem(std::function<void()>([this, who = *who]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+        if (data_handler_) data_handler_->OnNodeLeft(who);
+      })));
+      return;
+    }
+    case MessageType::kAdminReply:
+      if (h.is_error()) {
+        PSERVER_LOG_WARN("{}: the scheduler refused: {}", DescribeNode(id_), CarriedError(msg).message());
+      } else if (!msg.frames.empty()) {
+        PSERVER_LOG_INFO("{}: the scheduler answered: {}", DescribeNode(id_), transport::Describe(h));
+      }
+      return;
     case MessageType::kNodeFailed: {
       if (msg.frames.size() != 1) return;
       Result<NodeFailure> f = DecodeNodeFailure(msg.frames[0]);

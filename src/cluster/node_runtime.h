@@ -106,6 +106,19 @@ class DataHandler {
     (void)spec;
     return Status::Ok();
   }
+  // Server: a phase of membership change `change` that the scheduler orders from this server, a
+  // donor (see MigratePhase and docs/elasticity.md). Must not block: the work runs elsewhere and
+  // kCopy and kFinal end with NodeRuntime::ReportMigration; kCommit and kCancel are not
+  // answered. An error returned here is reported at once (the default: this handler cannot
+  // move rows).
+  virtual Status OnMigrate(int64_t change, MigratePhase phase, const MigrateOrder& order) {
+    (void)change;
+    (void)phase;
+    (void)order;
+    return Status::Unavailable("this node's data handler cannot move rows");
+  }
+  // A node left the job on purpose (a worker that finished its work).
+  virtual void OnNodeLeft(const NodeFailure& who) { (void)who; }
 };
 
 class NodeRuntime {
@@ -185,6 +198,13 @@ class NodeRuntime {
 
   // Server: every handler is configured; deliver the held requests and those to come.
   void StartServing();
+  // Server: tells the scheduler how phase `phase` of change `change` went here (see
+  // DataHandler::OnMigrate). Never blocks.
+  void ReportMigration(int64_t change, MigratePhase phase, const Result<MigrateReport>& outcome);
+  // Server: asks the scheduler to drain this server (move its keys to the others, then end its
+  // part in the job, which WaitForShutdown then sees as a normal end). Returns once asked; a
+  // refusal (the last server) is logged when it comes and the server goes on serving.
+  Status RequestDrain();
 
   // Worker: tells the scheduler this worker is done and waits until the job ends.
   Status Finalize(std::chrono::milliseconds timeout);
@@ -258,7 +278,8 @@ class NodeRuntime {
   void HandleControl(transport::Message&& msg);
   // Whether `msg` came over the scheduler's connection.
   bool FromScheduler(const transport::Message& msg) const { return msg.origin == scheduler_identity_; }
-  // Whether data message `msg` came from a peer of the view that may send it.
+  // Whether data message `msg` came from a peer of the view that may send it: servers hear
+  // workers and, for rows moving between them (kMigrateRows), servers; workers hear servers.
   bool FromDataPeer(const transport::Message& msg) const;
   // Drops `msg`: counts it and logs it (the first ten, then every 1000th).
   void Refuse(const transport::Message& msg, const char* why);

@@ -103,17 +103,39 @@ uint32_t PartitionPlacement::PartitionsOf(uint32_t rank) const {
 }
 
 std::vector<RingSegment> PartitionPlacement::Segments() const {
-  constexpr uint32_t kShift = 64 - kPartitionBits;
   std::vector<RingSegment> out;
   for (uint32_t p = 0; p < kPartitions; ++p) {
-    const uint64_t first = uint64_t{p} << kShift;
-    const uint64_t last = first + ((uint64_t{1} << kShift) - 1);
+    const KeyRange range = RangeOfPartition(p);
     if (!out.empty() && out.back().server == owner_[p]) {
-      out.back().range.last = last;
+      out.back().range.last = range.last;
     } else {
-      out.push_back(RingSegment{KeyRange{first, last}, owner_[p]});
+      out.push_back(RingSegment{range, owner_[p]});
     }
   }
+  return out;
+}
+
+KeyRange PartitionPlacement::RangeOfPartition(uint32_t p) {
+  constexpr uint32_t kShift = 64 - kPartitionBits;
+  const uint64_t first = uint64_t{p} << kShift;
+  return KeyRange{first, first + ((uint64_t{1} << kShift) - 1)};
+}
+
+std::vector<Transfer> TransfersBetween(const PartitionPlacement& before, const PartitionPlacement& after) {
+  std::map<std::pair<uint32_t, uint32_t>, std::vector<KeyRange>> moves;
+  for (uint32_t p = 0; p < PartitionPlacement::kPartitions; ++p) {
+    const uint32_t from = before.Owner(p), to = after.Owner(p);
+    if (from == to) continue;
+    std::vector<KeyRange>& ranges = moves[{from, to}];
+    const KeyRange range = PartitionPlacement::RangeOfPartition(p);
+    if (!ranges.empty() && ranges.back().last + 1 == range.first) {
+      ranges.back().last = range.last;
+    } else {
+      ranges.push_back(range);
+    }
+  }
+  std::vector<Transfer> out;
+  for (auto& [pair, ranges] : moves) out.push_back(Transfer{pair.first, pair.second, std::move(ranges)});
   return out;
 }
 

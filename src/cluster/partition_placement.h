@@ -45,6 +45,8 @@ class PartitionPlacement {
   uint32_t Owner(uint32_t p) const { return owner_[p]; }
   // The partition of a routing key.
   static uint32_t PartitionOf(uint64_t routing_key) { return static_cast<uint32_t>(routing_key >> (64 - kPartitionBits)); }
+  // The routing keys of partition `p` (< kPartitions).
+  static KeyRange RangeOfPartition(uint32_t p);
   // The placed servers' ranks, ascending.
   const std::vector<uint32_t>& servers() const { return servers_; }
   // The partitions `rank` holds (0 for a rank not placed). O(log N).
@@ -62,5 +64,17 @@ class PartitionPlacement {
   std::vector<uint32_t> servers_;  // ascending
   std::vector<uint32_t> counts_;   // partitions of servers_[i]
 };
+
+// Routing keys that change owner between two placements: server `from` hands `ranges`
+// (inclusive routing-key ranges, ascending, adjacent partitions merged) to server `to`.
+struct Transfer {
+  uint32_t from = 0;
+  uint32_t to = 0;
+  std::vector<KeyRange> ranges;
+  friend bool operator==(const Transfer&, const Transfer&) = default;
+};
+
+// Every transfer from `before` to `after`, ordered by (from, to). Empty when they are equal.
+std::vector<Transfer> TransfersBetween(const PartitionPlacement& before, const PartitionPlacement& after);
 
 }  // namespace pserver::cluster

@@ -1,5 +1,7 @@
 #include "cluster/ring.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -75,12 +77,35 @@ Result<Ring> Ring::Build(std::vector<uint32_t> server_ranks, uint32_t virtual_no
   });
   if (same != points.end()) return Status::Internal("ring: two virtual nodes share a point");
 
-  std::vector<RingSegment> segments = SegmentsOf(points);
-  return Ring(std::move(server_ranks), virtual_nodes, std::move(segments));
+  return Ring(SegmentsOf(points));
 }
 
-Ring::Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments)
-    : servers_(std::move(servers)), virtual_nodes_(virtual_nodes), segments_(std::move(segments)) {
+Result<Ring> Ring::FromSegments(std::vector<RingSegment> segments) {
+  if (segments.empty()) return Status::InvalidArgument("ring: no segments");
+  if (segments.front().range.first != 0) {
+    return Status::InvalidArgument(fmt::format("ring: the first segment begins at {}, not 0", segments.front().range.first));
+  }
+  std::vector<RingSegment> merged;
+  merged.reserve(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (i > 0 && segments[i].range.first <= segments[i - 1].range.first) {
+      return Status::InvalidArgument(fmt::format("ring: segment {} begins at {}, not after segment {} ({})", i,
+                                                 segments[i].range.first, i - 1, segments[i - 1].range.first));
+    }
+    const Key last = i + 1 < segments.size() ? segments[i + 1].range.first - 1 : kKeyMax;
+    if (!merged.empty() && merged.back().server == segments[i].server) {
+      merged.back().range.last = last;
+    } else {
+      merged.push_back({KeyRange{segments[i].range.first, last}, segments[i].server});
+    }
+  }
+  return Ring(std::move(merged));
+}
+
+Ring::Ring(std::vector<RingSegment> segments) : segments_(std::move(segments)) {
+  for (const RingSegment& s : segments_) servers_.push_back(s.server);
+  std::sort(servers_.begin(), servers_.end());
+  servers_.erase(std::unique(servers_.begin(), servers_.end()), servers_.end());
   const size_t prefixes = size_t{1} << kPrefixBits;
   first_segment_of_prefix_.resize(prefixes + 1);
   size_t seg = 0;
@@ -113,33 +138,6 @@ std::vector<KeyRange> Ring::RangesOf(uint32_t server) const {
     if (s.server == server) ranges.push_back(s.range);
   }
   return ranges;
-}
-
-Result<Ring> Ring::WithServer(uint32_t rank) const {
-  if (std::binary_search(servers_.begin(), servers_.end(), rank)) {
-    return Status::InvalidArgument("ring: server rank " + std::to_string(rank) +
-                                   " is already on the ring");
-  }
-  std::vector<uint32_t> ranks = servers_;
-  ranks.push_back(rank);
-  return Build(std::move(ranks), virtual_nodes_);
-}
-
-Result<Ring> Ring::WithoutServer(uint32_t rank) const {
-  if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
-    return Status::InvalidArgument("ring: server rank " + std::to_string(rank) +
-                                   " is not on the ring");
-  }
-  if (servers_.size() == 1) {
-    return Status::InvalidArgument("ring: cannot remove server rank " + std::to_string(rank) +
-                                   ", the only server");
-  }
-  std::vector<uint32_t> ranks;
-  ranks.reserve(servers_.size() - 1);
-  for (uint32_t r : servers_) {
-    if (r != rank) ranks.push_back(r);
-  }
-  return Build(std::move(ranks), virtual_nodes_);
 }
 
 }  // namespace pserver::cluster

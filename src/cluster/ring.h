@@ -1,12 +1,12 @@
-// The consistent-hashing ring: which server owns which part of the 64-bit routing-key space.
+// The ring: which server owns which part of the 64-bit routing-key space [0, 2^64-1], as
+// contiguous segments, so that a sorted request is sliced by a walk over the segments (see
+// kv/worker/slicer.h).
 //
-// Each server places `virtual_nodes` points on the ring [0, 2^64-1]. A point p owns the keys
-// (p_prev, p], where p_prev is the point before it; the keys after the last point wrap around
-// to the owner of the first point. Because a server's points depend only on its own rank (not on
-// the other servers), a join or leave moves only the keys next to the joining or leaving
-// server's points: every key that changes owner moves to the joining server, or away from the
-// leaving one. The ring is described as contiguous segments so that a sorted request is sliced
-// by a walk over the segments (see kv/worker/slicer.h).
+// A job's ring is the scheduler's placement (cluster/partition_placement.h), carried by the
+// view as its segments (FromSegments). Build places random virtual nodes instead -- each server
+// puts `virtual_nodes` pseudo-random points on the ring, a point p owning (p_prev, p] -- which is
+// what consistent hashing usually does; it stays as the baseline the placement is measured
+// against and as an easy way for tests to make irregular rings.
 #pragma once
 
 #include <cstddef>
@@ -37,10 +37,15 @@ class Ring {
  public:
   static constexpr uint32_t kMaxVirtualNodes = 4096;
 
-  // Builds the ring of `server_ranks` (any order), each with `virtual_nodes` points.
+  // Builds the ring of `server_ranks` (any order), each with `virtual_nodes` random points.
   // Returns InvalidArgument if the list is empty, holds a rank twice, or virtual_nodes is 0 or
   // greater than kMaxVirtualNodes.
   static Result<Ring> Build(std::vector<uint32_t> server_ranks, uint32_t virtual_nodes);
+  // The ring of `segments` as given (each segment's range.last is ignored: a segment ends where
+  // the next begins, the last at 2^64-1). Adjacent segments of one owner are merged.
+  // InvalidArgument if there is none, the first does not begin at 0, or they are not in
+  // strictly ascending order.
+  static Result<Ring> FromSegments(std::vector<RingSegment> segments);
 
   // Segments sorted by range.first, covering [0, UINT64_MAX] exactly with no gaps or overlaps;
   // adjacent segments always have different owners.
@@ -66,15 +71,8 @@ class Ring {
   // The ranges owned by `server`, ascending; empty if `server` is not on the ring.
   std::vector<KeyRange> RangesOf(uint32_t server) const;
 
-  // The server ranks on the ring, ascending.
+  // The server ranks that own some keys, ascending.
   const std::vector<uint32_t>& servers() const { return servers_; }
-  uint32_t virtual_nodes() const { return virtual_nodes_; }
-
-  // This ring with `rank` added. InvalidArgument if `rank` is already on the ring.
-  Result<Ring> WithServer(uint32_t rank) const;
-  // This ring with `rank` removed. InvalidArgument if `rank` is not on the ring or is the only
-  // server.
-  Result<Ring> WithoutServer(uint32_t rank) const;
 
   friend bool operator==(const Ring&, const Ring&) = default;
 
@@ -82,13 +80,13 @@ class Ring {
   static constexpr int kPrefixBits = 12;
   static constexpr uint32_t kSplitPrefix = ~0u;  // in owner_of_prefix_: more than one segment
 
-  Ring(std::vector<uint32_t> servers, uint32_t virtual_nodes, std::vector<RingSegment> segments);
+  // REQUIRES: `segments` as segments() describes them.
+  explicit Ring(std::vector<RingSegment> segments);
 
   // SegmentIndex among segments first..last (those that meet the key's prefix).
   size_t SearchSegments(uint64_t routing_key, uint32_t first, uint32_t last) const;
 
-  std::vector<uint32_t> servers_;
-  uint32_t virtual_nodes_ = 0;
+  std::vector<uint32_t> servers_;  // derived from segments_
   std::vector<RingSegment> segments_;
   // For each prefix p of kPrefixBits bits: the index of the segment holding p's first key.
   // Derived from segments_ (so equal rings have equal tables).

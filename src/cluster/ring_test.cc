@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "cluster/cluster_test_util.h"
 
 namespace pserver::cluster {
 namespace {
@@ -42,18 +43,6 @@ void ExpectTiles(const Ring& ring) {
   }
 }
 
-// Every boundary of either ring: owners are constant between consecutive ones in both rings, so
-// checking these points checks the whole key space.
-std::vector<uint64_t> BoundaryStarts(const Ring& a, const Ring& b) {
-  std::vector<uint64_t> starts;
-  for (const Ring* r : {&a, &b}) {
-    for (const RingSegment& s : r->segments()) starts.push_back(s.range.first);
-  }
-  std::sort(starts.begin(), starts.end());
-  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
-  return starts;
-}
-
 TEST(RingTest, CoversWholeKeySpace) {
   for (uint32_t n : {1u, 2u, 3u, 8u, 100u}) {
     for (uint32_t vnodes : {1u, 2u, 64u, Ring::kMaxVirtualNodes}) {
@@ -76,7 +65,6 @@ TEST(RingTest, BuildIsDeterministicAndIgnoresRankOrder) {
   const Ring b = MustBuild({7, 3, 5, 1, 0, 6, 2, 4}, 64);
   EXPECT_EQ(a, b);
   EXPECT_EQ(a.servers(), Iota(8));
-  EXPECT_EQ(a.virtual_nodes(), 64u);
 }
 
 TEST(RingTest, PointsAreStableAcrossMachines) {
@@ -153,51 +141,34 @@ TEST(RingTest, RejectsBadArguments) {
   EXPECT_TRUE(Ring::Build({0}, Ring::kMaxVirtualNodes).ok());
 }
 
-TEST(RingTest, JoinMovesKeysOnlyToTheNewServer) {
-  for (uint32_t n : {1u, 2u, 3u, 8u}) {
-    const Ring before = MustBuild(Iota(n), 64);
-    Result<Ring> after = before.WithServer(n);
-    ASSERT_TRUE(after.ok()) << after.status();
-    ExpectTiles(*after);
-    for (uint64_t k : BoundaryStarts(before, *after)) {
-      if (before.Owner(k) != after->Owner(k)) {
-        EXPECT_EQ(after->Owner(k), n) << "key " << k;
-      }
-    }
-    EXPECT_FALSE(after->RangesOf(n).empty());
-  }
+TEST(RingTest, FromSegmentsTakesThePlacementAsGiven) {
+  Result<Ring> ring = Ring::FromSegments({{KeyRange{0, 0}, 4}, {KeyRange{100, 0}, 2}, {KeyRange{200, 0}, 2},
+                                          {KeyRange{uint64_t{1} << 63, 0}, 4}});
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  ExpectTiles(*ring);
+  // Each segment ends where the next begins; the two segments of server 2 merge.
+  ASSERT_EQ(ring->segments().size(), 3u);
+  EXPECT_EQ(ring->segments()[0], (RingSegment{KeyRange{0, 99}, 4}));
+  EXPECT_EQ(ring->segments()[1], (RingSegment{KeyRange{100, (uint64_t{1} << 63) - 1}, 2}));
+  EXPECT_EQ(ring->segments()[2], (RingSegment{KeyRange{uint64_t{1} << 63, kMax}, 4}));
+  EXPECT_EQ(ring->servers(), (std::vector<uint32_t>{2, 4}));
+  EXPECT_EQ(ring->Owner(99), 4u);
+  EXPECT_EQ(ring->Owner(100), 2u);
+  EXPECT_EQ(ring->RangesOf(4).size(), 2u);
+  // A ring rebuilt from another's segments is that ring.
+  const Ring random = MustBuild(Iota(5), 16);
+  Result<Ring> copy = Ring::FromSegments(random.segments());
+  ASSERT_TRUE(copy.ok());
+  EXPECT_EQ(*copy, random);
 }
 
-TEST(RingTest, LeaveMovesOnlyKeysOfTheLeavingServer) {
-  const Ring before = MustBuild(Iota(8), 64);
-  for (uint32_t gone = 0; gone < 8; ++gone) {
-    Result<Ring> after = before.WithoutServer(gone);
-    ASSERT_TRUE(after.ok()) << after.status();
-    ExpectTiles(*after);
-    EXPECT_TRUE(after->RangesOf(gone).empty());
-    for (uint64_t k : BoundaryStarts(before, *after)) {
-      if (before.Owner(k) != after->Owner(k)) {
-        EXPECT_EQ(before.Owner(k), gone) << "key " << k;
-      }
-    }
-  }
-}
-
-TEST(RingTest, JoinThenLeaveRestoresTheRing) {
-  const Ring ring = MustBuild({0, 1, 2}, 64);
-  Result<Ring> joined = ring.WithServer(10);
-  ASSERT_TRUE(joined.ok());
-  Result<Ring> left = joined->WithoutServer(10);
-  ASSERT_TRUE(left.ok());
-  EXPECT_EQ(*left, ring);
-}
-
-TEST(RingTest, MembershipChangesRejectBadRanks) {
-  const Ring ring = MustBuild({0, 1}, 4);
-  EXPECT_EQ(ring.WithServer(1).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(ring.WithoutServer(7).status().code(), StatusCode::kInvalidArgument);
-  const Ring single = MustBuild({3}, 4);
-  EXPECT_EQ(single.WithoutServer(3).status().code(), StatusCode::kInvalidArgument);
+TEST(RingTest, FromSegmentsRefusesWhatDoesNotTileTheSpace) {
+  EXPECT_TRUE(testing::StatusIs(Ring::FromSegments({}).status(), StatusCode::kInvalidArgument, "no segments"));
+  EXPECT_TRUE(testing::StatusIs(Ring::FromSegments({{KeyRange{5, 0}, 1}}).status(), StatusCode::kInvalidArgument,
+                                "begins at 5, not 0"));
+  EXPECT_TRUE(testing::StatusIs(Ring::FromSegments({{KeyRange{0, 0}, 1}, {KeyRange{9, 0}, 2}, {KeyRange{9, 0}, 1}})
+                                    .status(),
+                                StatusCode::kInvalidArgument, "segment 2 begins at 9"));
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "absl/container/flat_hash_set.h"
 
 namespace pserver::cluster {
 
@@ -23,13 +22,13 @@ Result<std::shared_ptr<const Routing>> Routing::Build(ClusterView view) {
     }
   }
   if (view.ring.empty()) return Status::Corruption(fmt::format("view of epoch {} has no server on its ring", view.epoch.value));
-  for (uint32_t rank : view.ring) {
-    if (!by_server.contains(rank)) {
-      return Status::Corruption(
-          fmt::format("the ring of the view of epoch {} names server {}, which the view lacks", view.epoch.value, rank));
+  for (const RingSegment& s : view.ring) {
+    if (!by_server.contains(s.server)) {
+      return Status::Corruption(fmt::format("the ring of the view of epoch {} names server {}, which the view lacks",
+                                            view.epoch.value, s.server));
     }
   }
-  Result<Ring> ring = Ring::Build(view.ring, view.virtual_nodes);
+  Result<Ring> ring = Ring::FromSegments(view.ring);
   if (!ring.ok()) return Status::Corruption(fmt::format("view of epoch {}: {}", view.epoch.value, ring.status().message()));
   std::shared_ptr<Routing> r(new Routing(std::move(view), std::move(*ring)));
   r->by_id_ = std::move(by_id);
@@ -47,22 +46,6 @@ const NodeInfo* Routing::Server(uint32_t rank) const {
 const NodeInfo* Routing::Find(NodeId id) const {
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : &view_.nodes[it->second];
-}
-
-Result<ClusterView> WithRing(const ClusterView& base, std::vector<uint32_t> ring, Epoch epoch) {
-  if (ring.empty()) return Status::InvalidArgument("a view needs at least one server on its ring");
-  absl::flat_hash_set<uint32_t> servers, seen;
-  for (const NodeInfo& n : base.nodes) {
-    if (n.role == Role::kServer) servers.insert(n.rank.value);
-  }
-  for (uint32_t rank : ring) {
-    if (!servers.contains(rank)) return Status::InvalidArgument(fmt::format("server {} is not in the cluster", rank));
-    if (!seen.insert(rank).second) return Status::InvalidArgument(fmt::format("server {} is on the ring twice", rank));
-  }
-  ClusterView v = base;
-  v.ring = std::move(ring);
-  v.epoch = epoch;
-  return v;
 }
 
 }  // namespace pserver::cluster

@@ -23,9 +23,9 @@ namespace pserver::cluster {
 
 class Routing {
  public:
-  // The snapshot of `view`: the ring of view.ring's servers with view.virtual_nodes points each.
-  // kCorruption if the view's ring is empty or names a rank that is no server of the view, if a
-  // node id or server rank repeats, or if the ring cannot be built (e.g. virtual_nodes of 0).
+  // The snapshot of `view`: the ring of its segments. kCorruption if the ring is empty, does
+  // not tile the routing-key space (Ring::FromSegments) or names an owner that is no server of
+  // the view, or if a node id or server rank repeats.
   static Result<std::shared_ptr<const Routing>> Build(ClusterView view);
 
   Epoch epoch() const { return view_.epoch; }
@@ -51,10 +51,5 @@ class Routing {
   absl::flat_hash_map<uint32_t, size_t> by_server_;  // server rank -> index into view_.nodes
   std::vector<uint32_t> server_ranks_;
 };
-
-// The view that `base` becomes with `ring` (server ranks) as its ring and `epoch` as its epoch:
-// what a scheduler announces. kInvalidArgument if `ring` is empty, repeats a rank or names one
-// that is no server of `base`.
-Result<ClusterView> WithRing(const ClusterView& base, std::vector<uint32_t> ring, Epoch epoch);
 
 }  // namespace pserver::cluster

@@ -1,5 +1,5 @@
-// Routing: a snapshot built from a view (ring of the view's ring servers only, lookups by
-// stable name), the checks on malformed views, and WithRing.
+// Routing: a snapshot built from a view (the ring of its segments, lookups by stable name) and
+// the checks on malformed views.
 #include "cluster/routing.h"
 
 #include <gtest/gtest.h>
@@ -14,7 +14,6 @@ ClusterView ThreeServers() {
   v.epoch = Epoch(4);
   v.num_servers = 3;
   v.num_workers = 1;
-  v.virtual_nodes = 16;
   // Server ranks need not be dense: rank 7 is a server's stable name like any other.
   v.nodes = {
       {NodeId(1), Role::kServer, Rank(0), "inproc://a", {1, 1}},
@@ -22,7 +21,7 @@ ClusterView ThreeServers() {
       {NodeId(5), Role::kServer, Rank(2), "inproc://c", {3, 3}},
       {NodeId(3), Role::kWorker, Rank(0), "inproc://w", {4, 4}},
   };
-  v.ring = {7, 0};
+  v.ring = {{KeyRange{0, 0}, 7}, {KeyRange{uint64_t{1} << 62, 0}, 0}, {KeyRange{uint64_t{1} << 63, 0}, 7}};
   return v;
 }
 
@@ -52,30 +51,17 @@ TEST(RoutingTest, RefusesViewsItCannotRouteBy) {
   v.ring.clear();
   EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "no server on its ring"));
   v = ThreeServers();
-  v.ring = {0, 9};
+  v.ring[1].server = 9;
   EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names server 9"));
+  v = ThreeServers();
+  v.ring[0].range.first = 5;
+  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "epoch 4: ring: the first"));
   v = ThreeServers();
   v.nodes[2].id = NodeId(1);
   EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names node 1 twice"));
   v = ThreeServers();
   v.nodes[2].rank = Rank(7);
   EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "names server 7 twice"));
-  v = ThreeServers();
-  v.virtual_nodes = 0;
-  EXPECT_TRUE(testing::StatusIs(Routing::Build(v).status(), StatusCode::kCorruption, "epoch 4"));
-}
-
-TEST(RoutingTest, WithRingChecksTheRingAndStampsTheEpoch) {
-  const ClusterView base = ThreeServers();
-  Result<ClusterView> v = WithRing(base, {2, 0, 7}, Epoch(5));
-  ASSERT_TRUE(v.ok()) << v.status().ToString();
-  EXPECT_EQ(v->epoch, Epoch(5));
-  EXPECT_EQ(v->ring, (std::vector<uint32_t>{2, 0, 7}));
-  EXPECT_EQ(v->nodes, base.nodes);
-  EXPECT_TRUE(testing::StatusIs(WithRing(base, {}, Epoch(5)).status(), StatusCode::kInvalidArgument, "at least one"));
-  EXPECT_TRUE(testing::StatusIs(WithRing(base, {0, 0}, Epoch(5)).status(), StatusCode::kInvalidArgument, "twice"));
-  EXPECT_TRUE(testing::StatusIs(WithRing(base, {3}, Epoch(5)).status(), StatusCode::kInvalidArgument,
-                                "server 3 is not in the cluster"));
 }
 
 }  // namespace

@@ -60,6 +60,13 @@ Status Scheduler::Run() {
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
   view_deliveries_.clear();
+  const Status over = Status::Aborted("the job ended before the change was done");
+  if (migration_ && migration_->change.answer) migration_->change.answer(over);
+  migration_.reset();
+  for (Change& c : changes_) {
+    if (c.answer) c.answer(over);
+  }
+  changes_.clear();
   RunCommands();  // each command sees ended_ and says the job ended
   Status done = FinishShutdown();
   if (!outcome_.ok()) return outcome_;
@@ -69,11 +76,16 @@ Status Scheduler::Run() {
 void Scheduler::Handle(Message&& msg) {
   const auto& h = msg.header;
   if (h.type == MessageType::kRegister) return HandleRegister(std::move(msg));
+  if (h.type == MessageType::kAdmin) return HandleAdmin(msg);  // from tools too (checked there)
   auto it = member_index_.find(h.sender);
   if (it == member_index_.end()) return Refuse(msg, "from an unregistered node");
   Member& member = members_[it->second];
   // The header's sender is only a claim: the connection must present that node's identity.
   if (msg.origin != member.info.identity) return Refuse(msg, "from a connection that is not the claimed node's");
+  if (member.left) {
+    if (h.type == MessageType::kShutdown && h.is_reply()) member.shutdown_acked = true;
+    return;  // drained and told to exit: its last words are not acted on
+  }
   if (member.dead) {
     // Declared dead but still talking (it was only silent): it is no part of the job any more,
     // and is told so, so that it ends instead of waiting for answers that never come. (Its
@@ -104,6 +116,7 @@ void Scheduler::Handle(Message&& msg) {
     case MessageType::kDeclareTable: return HandleDeclareTable(msg);
     case MessageType::kTableAnnounceReply: return HandleTableAnnounceReply(msg);
     case MessageType::kViewChangeReply: return HandleViewChangeReply(msg);
+    case MessageType::kMigrateReply: return HandleMigrateReply(msg);
     case MessageType::kFinalize: return HandleFinalize(msg);
     case MessageType::kShutdown:
       if (h.is_reply()) member.shutdown_acked = true;
@@ -131,10 +144,11 @@ void Scheduler::HandleRegister(Message&& msg) {
     PSERVER_LOG_WARN("scheduler: cannot connect back to {}: {}", req->address, s.ToString());
     return;
   }
+  if (formed_) return AdmitLate(*req, id, msg.origin);
   uint32_t of_role = 0;
   for (const Member& m : members_) of_role += m.info.role == req->role;
   uint32_t wanted = req->role == Role::kServer ? options_.num_servers : options_.num_workers;
-  if (formed_ || of_role >= wanted) {
+  if (of_role >= wanted) {
     Message from_node;  // the request as if it had come from the refused node's new id
     from_node.header.sender = id;
     ReplyError(from_node, MessageType::kRegisterReply,
@@ -177,12 +191,19 @@ void Scheduler::FormCluster() {
   view_.epoch = Epoch(1);
   view_.num_servers = options_.num_servers;
   view_.num_workers = options_.num_workers;
-  view_.virtual_nodes = options_.virtual_nodes;
+  std::vector<uint32_t> server_ranks;
   for (const Member& m : members_) {
-    if (m.info.role == Role::kServer) view_.ring.push_back(m.info.rank.value);
+    if (m.info.role == Role::kServer) server_ranks.push_back(m.info.rank.value);
     view_.nodes.push_back(m.info);
     transport_->NamePeer(m.info.id, Describe(m.info.id));
   }
+  next_rank_[0] = options_.num_servers;
+  next_rank_[1] = options_.num_workers;
+  // Ranks are 0..N-1 of a count checked at Start (and at most the partitions, PartitionPlacement).
+  Result<PartitionPlacement> placement = PartitionPlacement::Initial(server_ranks);
+  if (!placement.ok()) return Abort(placement.status().WithContext("placing the servers"));
+  placement_ = std::move(*placement);
+  view_.ring = placement_->Segments();
   std::sort(view_.nodes.begin(), view_.nodes.end(),
             [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
   auto now = Clock::now();
@@ -228,27 +249,46 @@ void Scheduler::RunCommands() {
 
 Result<Epoch> Scheduler::NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout) {
   return OnRunThread<Epoch>(
-      [this, ring = std::move(ring)](std::promise<Result<Epoch>>& done) {
+      [this, ring = std::move(ring)](std::promise<Result<Epoch>>& done) mutable {
         if (ended_ || !formed_) {
           done.set_value(Status::Aborted(ended_ ? "the job has ended" : "the cluster has not formed yet"));
           return;
         }
-        for (uint32_t rank : ring) {
-          for (const Member& m : members_) {
-            if (m.info.role == Role::kServer && m.info.rank.value == rank && m.dead) {
-              done.set_value(Status::InvalidArgument(fmt::format("{} is dead", Describe(m.info.id))));
-              return;
-            }
-          }
-        }
-        Result<ClusterView> next = WithRing(view_, ring, Epoch(view_.epoch.value + 1));
-        if (!next.ok()) {
-          done.set_value(next.status());
+        if (migration_) {
+          done.set_value(Status::Unavailable("a membership change is running"));
           return;
         }
-        view_ = std::move(*next);
+        if (ring.empty()) {
+          done.set_value(Status::InvalidArgument("a view needs at least one server on its ring"));
+          return;
+        }
+        std::sort(ring.begin(), ring.end());
+        if (auto dup = std::adjacent_find(ring.begin(), ring.end()); dup != ring.end()) {
+          done.set_value(Status::InvalidArgument(fmt::format("server {} is on the ring twice", *dup)));
+          return;
+        }
+        for (uint32_t rank : ring) {
+          Member* m = FindServer(rank);
+          if (m == nullptr || m->left) {
+            done.set_value(Status::InvalidArgument(fmt::format("server {} is not in the cluster", rank)));
+            return;
+          }
+          if (m->dead) {
+            done.set_value(Status::InvalidArgument(fmt::format("{} is dead", Describe(m->info.id))));
+            return;
+          }
+        }
+        PartitionPlacement next = *placement_;
+        for (uint32_t rank : placement_->servers()) {
+          if (!std::binary_search(ring.begin(), ring.end(), rank)) next = std::move(next.WithoutServer(rank)).value();
+        }
+        for (uint32_t rank : ring) {
+          if (next.PartitionsOf(rank) == 0) next = std::move(next.WithServer(rank)).value();
+        }
+        placement_ = std::move(next);
+        NextView(placement_->Segments());
         PSERVER_LOG_INFO("scheduler: view of epoch {}: {} of {} servers on the ring", view_.epoch.value,
-                         view_.ring.size(), view_.num_servers);
+                         ring.size(), view_.num_servers);
         done.set_value(view_.epoch);
       },
       timeout, "a new view");
@@ -303,13 +343,18 @@ void Scheduler::HandleViewChangeReply(const Message& msg) {
     if (msg.header.epoch >= d.epoch) d.awaiting.erase(msg.header.sender);
   }
   CheckViewDeliveries();
+  if (migration_ && (migration_->step == Migration::kSwitch || migration_->step == Migration::kLeaving) &&
+      msg.header.epoch >= migration_->switch_epoch &&
+      migration_->awaiting.erase(msg.header.sender) > 0) {
+    AdvanceMigration();
+  }
 }
 
 void Scheduler::CheckViewDeliveries() {
   for (auto it = view_deliveries_.begin(); it != view_deliveries_.end();) {
     absl::erase_if(it->awaiting, [&](NodeId id) {
       auto m = member_index_.find(id);
-      return m == member_index_.end() || members_[m->second].dead;
+      return m == member_index_.end() || members_[m->second].dead || members_[m->second].left;
     });
     if (it->awaiting.empty()) {
       it->done->set_value(Status::Ok());
@@ -335,20 +380,23 @@ void Scheduler::CreditOwnStall(Clock::duration turn) {
 void Scheduler::CheckLiveness() {
   auto now = Clock::now();
   for (Member& m : members_) {
-    if (m.finalized || m.dead) continue;
+    if (m.finalized || m.dead || m.left) continue;
     auto silent = std::chrono::duration_cast<milliseconds>(now - m.last_seen);
     if (silent <= options_.heartbeat_timeout) continue;
     std::string reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(),
                                      options_.heartbeat_timeout.count());
     m.dead = true;
+    if (migration_ && migration_->step == Migration::kLeaving && migration_->awaiting.erase(m.info.id) > 0) {
+      AdvanceMigration();
+    }
     Message failed;
     failed.header.type = MessageType::kNodeFailed;
     failed.frames.push_back(Encode(NodeFailure{m.info.id, m.info.role, m.info.rank, reason}));
     Broadcast(std::move(failed));
     if (m.info.role == Role::kServer) {
-      PSERVER_LOG_ERROR("scheduler: {} is dead: {}", Describe(m.info.id), reason);
-      Abort(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
-      return;
+      ServerDied(m, reason);
+      if (ended_) return;
+      continue;
     }
     PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(m.info.id), reason);
     lost_workers_.push_back(fmt::format("{} ({})", Describe(m.info.id), reason));
@@ -400,7 +448,11 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
   BarrierState& b = barriers_[static_cast<size_t>(group)];
   if (b.arrived.empty()) return;
   for (const Member& m : members_) {
-    if (InGroup(m, group) && !m.dead && !b.arrived.contains(m.info.id)) return;
+    // Nobody waits for a node gone (dead, or drained) or for a worker that finished.
+    if (InGroup(m, group) && !m.dead && !m.left && !(m.finalized && m.info.role == Role::kWorker) &&
+        !b.arrived.contains(m.info.id)) {
+      return;
+    }
   }
   for (const auto& [node, call_id] : b.arrived) {
     Message release;
@@ -482,6 +534,19 @@ void Scheduler::AnnounceTable(PendingTable& pending) {
 
 void Scheduler::HandleTableAnnounceReply(const Message& msg) {
   const NodeId server = msg.header.sender;
+  if (migration_ && migration_->step == Migration::kTables && migration_->change.server == server &&
+      migration_->table_announces.erase(msg.header.request_id) > 0) {
+    if (msg.header.is_error()) {
+      const Status why = CarriedError(msg);
+      return CancelMigration(
+          Status(why.code(), fmt::format("{} refused table {}: {}", Describe(server), msg.header.table.value, why.message())));
+    }
+    if (migration_->table_announces.empty()) {
+      migration_->awaiting.erase(server);
+      AdvanceMigration();
+    }
+    return;
+  }
   auto it = std::find_if(pending_tables_.begin(), pending_tables_.end(),
                          [&](const auto& entry) { return entry.second.id == msg.header.table; });
   // A late answer for a table already forgotten (another server refused it) is dropped.
@@ -541,6 +606,14 @@ void Scheduler::HandleFinalize(const Message& msg) {
   if (m.finalized) return;
   m.finalized = true;
   EndIfWorkersDone();
+  if (ended_) return;
+  // It leaves while others work on: barriers stop waiting for it, servers drop it from their
+  // stale-synchronous clocks.
+  for (BarrierGroup group : {BarrierGroup::kAll, BarrierGroup::kWorkers}) TryReleaseBarrier(group);
+  Message left;
+  left.header.type = MessageType::kNodeLeft;
+  left.frames.push_back(Encode(NodeFailure{m.info.id, m.info.role, m.info.rank, "it finished its work"}));
+  Broadcast(std::move(left));
 }
 
 void Scheduler::EndIfWorkersDone() {
@@ -587,7 +660,7 @@ Status Scheduler::FinishShutdown() {
   auto pending = [&] {
     auto now = Clock::now();
     return std::count_if(members_.begin(), members_.end(), [&](const Member& m) {
-      return !m.shutdown_acked && !m.dead && now - m.last_seen <= options_.heartbeat_timeout;
+      return !m.shutdown_acked && !m.dead && !m.left && now - m.last_seen <= options_.heartbeat_timeout;
     });
   };
   while (pending() > 0 && Clock::now() < deadline) {
@@ -623,7 +696,7 @@ void Scheduler::Refuse(const Message& msg, const char* why) {
 
 void Scheduler::Broadcast(Message msg) {
   for (const Member& m : members_) {
-    if (m.dead) continue;
+    if (m.dead || m.left) continue;
     Message copy = msg;
     copy.header.receiver = m.info.id;
     if (Status s = transport_->SendNoWait(std::move(copy)); !s.ok()) {

@@ -1,12 +1,27 @@
 // Scheduler: the control plane of one job.
 //
 // It listens at a known address, waits for the configured number of servers and workers to
-// register, assigns node ids and ranks, and sends every node the cluster view (from which each
-// node builds the same consistent-hashing ring). While the job runs it answers heartbeats and
-// declares a node dead when it stays silent longer than heartbeat_timeout, releases barriers,
-// keeps the table registry (name -> id and spec), and ends the job once every worker has
-// finalized. Without replication (a later layer) a dead node cannot be replaced, so a death
-// aborts the job: every node is told why, and Run returns the error.
+// register, assigns node ids and ranks, places the servers on the ring (PartitionPlacement: it
+// owns the placement) and sends every node the cluster view. While the job runs it answers
+// heartbeats and declares a node dead when it stays silent longer than heartbeat_timeout,
+// releases barriers, keeps the table registry (name -> id and spec), and ends the job once every
+// worker has finalized. Without replication (a later layer) a dead server that owns keys cannot
+// be replaced, so its death aborts the job: every node is told why, and Run returns the error.
+//
+// Membership changes (docs/elasticity.md), one at a time, in the order asked:
+//   - a server registering after formation joins: it gets a rank never used before, the
+//     tables, and the partitions the placement gives it, which move from their owners with
+//     their rows in phases (MigratePhase): copy while the job goes on, switch (the donors take
+//     the new view and redirect), final (the rows changed meanwhile), commit (the new view for
+//     everyone; the donors erase what they handed over). A joiner that dies before the commit
+//     cancels the change: the donors kept every row and own them again;
+//   - a drain (kAdmin from `pserver drain`, or the server asking for itself) moves the server's
+//     partitions to the least loaded others in the same phases, then tells it to exit. The
+//     last server is never drained (its keys would have nowhere to go);
+//   - a worker registering after formation joins with a new rank (servers admit it to their
+//     stale-synchronous clocks at their current clock); a worker that finalizes leaves:
+//     barriers no longer wait for it and servers drop it from their clocks (kNodeLeft).
+// `pserver status` (kAdmin) is answered with the view, the members and the placement.
 //
 // Who is believed: a registration from any connection that presents a pserver identity (the
 // transport is not authenticated yet; see docs/wire_format.md), and every later message claiming
@@ -17,10 +32,13 @@
 // happens on it. Stop() is thread-safe and makes Run return kAborted.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +48,7 @@
 #include "base/mutex.h"
 #include "cluster/control_messages.h"
 #include "cluster/node_runtime.h"
+#include "cluster/partition_placement.h"
 #include "pserver/options.h"
 #include "transport/transport.h"
 
@@ -56,21 +75,30 @@ class Scheduler {
   // Makes Run return soon; thread-safe.
   void Stop() { transport_->Shutdown(); }
 
-  // View changes, for whoever moves key ranges between servers (today the tests' harness; the
-  // scheduler's own join and leave later). Both are thread-safe: they run on Run's thread (at its
-  // next turn, within one heartbeat interval) and wait for it up to `timeout`
-  // (kDeadlineExceeded), or fail with kAborted when the job ended first.
+  // View changes by hand, without moving rows (tests of routing: a harness that moves rows
+  // itself). Both are thread-safe: they run on Run's thread (at its next turn, within one
+  // heartbeat interval) and wait for it up to `timeout` (kDeadlineExceeded), or fail with
+  // kAborted when the job ended first.
   //
-  // Makes `ring` (server ranks) the ring of a new view, whose epoch is one after the current one,
-  // and returns that epoch. Sends it to no one: SendView does, in the order the move needs (e.g.
-  // first to the servers that lose keys, so that they stop applying them, then -- after their rows
-  // moved -- to everyone). kInvalidArgument if `ring` is empty, repeats a rank or names one that
-  // is not a live server.
+  // Makes the placement of the servers `ring` (ranks) the ring of a new view, whose epoch is one
+  // after the current one, and returns that epoch: the servers the current placement lacks join
+  // it and those `ring` lacks leave it, in ascending rank order (PartitionPlacement). Sends it to
+  // no one: SendView does. kInvalidArgument if `ring` is empty, repeats a rank or names one that
+  // is not a live server; kUnavailable while a membership change runs.
   Result<Epoch> NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout);
   // Sends the current view to `nodes` (every live server and worker when empty) and returns once
   // each live one of them routes by it (a node declared dead meanwhile is not waited for).
   // kDeadlineExceeded naming the nodes that did not confirm.
   Status SendView(std::vector<NodeId> nodes, std::chrono::milliseconds timeout);
+
+  // Drains server `rank` (as `pserver drain` does) and returns once it has left: its keys moved
+  // and it was told to exit. Thread-safe. kInvalidArgument for a rank that is no live server and
+  // for the last server; kDeadlineExceeded after `timeout`.
+  Status Drain(uint32_t rank, std::chrono::milliseconds timeout);
+  // What `pserver status` prints. Thread-safe.
+  Result<std::string> StatusText(std::chrono::milliseconds timeout);
+  // Membership changes completed since Start. Thread-safe.
+  uint64_t changes_done() const { return changes_done_.load(); }
 
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
@@ -84,6 +112,38 @@ class Scheduler {
     bool finalized = false;
     bool shutdown_acked = false;
     bool dead = false;
+    bool joining = false;   // a server admitted late whose keys have not moved to it yet
+    bool draining = false;  // a server whose keys are moving away
+    bool left = false;      // a server drained and told to exit: no part of the job any more
+  };
+  // A membership change waiting for its turn or running.
+  struct Change {
+    enum Kind { kJoin, kDrain } kind = kJoin;
+    NodeId server;
+    // Told the outcome (OK once done) when the change ends; may be empty.
+    std::function<void(const Status&)> answer;
+  };
+  // The change running: its placements, the transfers between them, and the phase.
+  struct Migration {
+    explicit Migration(PartitionPlacement placement) : after(std::move(placement)) {}
+    Change change;
+    int64_t id = 0;
+    PartitionPlacement after;
+    std::vector<Transfer> transfers;
+    enum Step { kTables, kCopy, kSwitch, kFinal, kLeaving } step = kTables;
+    absl::flat_hash_set<NodeId> donors;
+    absl::flat_hash_set<NodeId> awaiting;    // donors (or the joiner, for kTables) yet to answer
+    absl::flat_hash_map<int64_t, TableId> table_announces;  // kTables: announce id -> table
+    Epoch switch_epoch;  // the donors' view from kSwitch on (kLeaving: the view without the leaver)
+    std::chrono::steady_clock::time_point started, switched;
+    MigrateReport copied, finals;
+  };
+  // A registration that came while the donors of a change route by a view the others must not
+  // see yet (see AdmitLate).
+  struct HeldRegistration {
+    RegisterRequest request;
+    NodeId id;
+    transport::ConnectionId origin;
   };
   struct BarrierState {
     absl::flat_hash_map<NodeId, int64_t> arrived;  // node -> its call id
@@ -124,6 +184,29 @@ class Scheduler {
   void CompletePendingTable(const std::string& name);
   void HandleFinalize(const transport::Message& msg);
   void FormCluster();
+
+  // Membership (scheduler_membership.cc).
+  // A node registering after formation (`id` connected already).
+  void AdmitLate(const RegisterRequest& req, NodeId id, const transport::ConnectionId& origin);
+  void QueueChange(Change change);
+  void StartNextChange();
+  void SendMigrate(const Migration& m, NodeId donor, MigratePhase phase);
+  void HandleMigrateReply(const transport::Message& msg);
+  // The running change's next step, once everyone it waits for answered.
+  void AdvanceMigration();
+  void FinishMigration(const Status& outcome);
+  // The running change cannot go on (`why`): donors forget it and own their keys again.
+  void CancelMigration(const Status& why);
+  // A server died: cancels the change it was joining by, or aborts the job if it held keys.
+  void ServerDied(Member& m, const std::string& reason);
+  void HandleAdmin(const transport::Message& msg);
+  std::string DescribeStatus() const;
+  // Sends the current view to the live members that `to` chooses (no confirmation awaited).
+  void AnnounceView(const std::function<bool(const Member&)>& to);
+  // view_ with `ring` and the nodes of the live members that are not left, at the next epoch.
+  void NextView(std::vector<RingSegment> ring);
+  Member* FindServer(uint32_t rank);
+  Member* FindMember(NodeId id);
   // Credits every member with the part of one loop turn (`turn`) that the scheduler itself was
   // stalled, beyond the wait for a message (see the definition).
   void CreditOwnStall(std::chrono::steady_clock::duration turn);
@@ -160,6 +243,14 @@ class Scheduler {
   uint64_t refused_ = 0;
   std::vector<std::string> lost_workers_;  // workers declared dead before they finalized, and why
   std::vector<ViewDelivery> view_deliveries_;
+  std::optional<PartitionPlacement> placement_;  // set at formation
+  uint32_t next_rank_[2] = {0, 0};               // late joiners' ranks: servers, workers
+  std::deque<Change> changes_;                   // waiting for their turn
+  std::optional<Migration> migration_;           // running
+  std::vector<HeldRegistration> held_registrations_;
+  int64_t next_migration_ = 1;
+  NodeId next_tool_id_{0x80000000u};             // connections back to tools (kAdmin)
+  std::atomic<uint64_t> changes_done_{0};
 
   Mutex commands_mu_;
   std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread

@@ -191,17 +191,19 @@ TEST(SchedulerTest, RegistrationFillsFreeRanksWhenHintsCollideOrAreOutOfRange) {
   EXPECT_TRUE(job.node(3)->rank().value == 1 || job.node(4)->rank().value == 1);
 }
 
-TEST(SchedulerTest, RegistrationBeyondTheJobSizeIsRefused) {
+TEST(SchedulerTest, RegistrationAfterFormationJoinsTheRunningJob) {
   InprocJob job(Quiet());
   ASSERT_OK(job.StartScheduler(1, 1));
   job.RunScheduler();
   ASSERT_OK(job.StartAll({kServer, kWorker}));
-  // The cluster has formed; one more worker is told so rather than left waiting.
-  std::vector<Status> extra = job.StartNodes({job.OptionsFor(kWorker)});
-  EXPECT_TRUE(StatusIs(extra[0], StatusCode::kAborted, "registration refused"));
-  EXPECT_TRUE(StatusIs(extra[0], StatusCode::kAborted, "the job already has its 1 workers"));
-  // The job goes on.
+  // The cluster has formed; one more worker joins it with the next rank (its hint is ignored),
+  // and the job goes on with both.
+  std::vector<Status> extra = job.StartNodes({job.OptionsFor(Worker(0))});
+  ASSERT_OK(extra[0]);
+  EXPECT_EQ(job.node(2)->rank(), Rank(1));
+  EXPECT_EQ(job.node(2)->num_workers(), 2u);
   EXPECT_OK(job.node(1)->DeclareTable(SomeTable(), seconds(30)));
+  EXPECT_OK(job.node(2)->DeclareTable(SomeTable(), seconds(30)));
 }
 
 TEST(SchedulerTest, StartRefusesAJobWithoutServersOrWorkers) {

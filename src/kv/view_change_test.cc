@@ -50,7 +50,6 @@ constexpr uint32_t kWidth = 2;
 
 NodeOptions Options() {
   NodeOptions o = pserver::testing::FastHeartbeats();
-  o.virtual_nodes = 16;  // few points, so that a join or leave moves large ranges
   return o;
 }
 
@@ -109,23 +108,28 @@ struct Job {
   // changes owner move from its old owner to its new one, then every node learns it.
   Status ChangeRing(TableId table, const TableSpec& spec, std::vector<uint32_t> ring) {
     const cluster::Ring old_ring = internal::NodeAccess::Runtime(*job.node(0))->routing()->ring();
-    PSERVER_ASSIGN_OR_RETURN(cluster::Ring new_ring, cluster::Ring::Build(ring, Options().virtual_nodes));
     const cluster::Placement placement = kv::PlacementOf(spec);
     auto owner = [&](const cluster::Ring& r, Key k) { return r.Owner(cluster::RoutingKey(placement, k)); };
-    // One join or one leave: with consistent hashing a joining server takes keys from any of
-    // the others, which only lose; a leaving one only loses, and the others only gain.
+    // One join or one leave: a joining server takes keys from any of the others, which only
+    // lose; a leaving one only loses, and the others only gain.
     std::vector<NodeId> losers;
+    std::vector<uint32_t> loser_ranks;
     const std::vector<uint32_t>& before = old_ring.servers();
-    const std::vector<uint32_t>& after = new_ring.servers();
+    const std::vector<uint32_t>& after = ring;
     const bool join = after.size() > before.size();
     for (uint32_t s : before) {
-      if (join || std::find(after.begin(), after.end(), s) == after.end()) losers.push_back(server_id(s));
+      if (join || std::find(after.begin(), after.end(), s) == after.end()) {
+        losers.push_back(server_id(s));
+        loser_ranks.push_back(s);
+      }
     }
     const auto is_redirect = [](const transport::Header& h) { return h.is_redirect(); };
     InterceptingTransport* worker0 = wires[kServers];
     const size_t redirects_before = worker0->Count(Direction::kReceive, is_redirect);
     PSERVER_ASSIGN_OR_RETURN(Epoch epoch, scheduler().NewView(ring, seconds(30)));
     PSERVER_RETURN_IF_ERROR(scheduler().SendView(losers, seconds(30)));
+    // The scheduler placed the new ring: a loser routes by it now (servers are nodes 0.. by rank).
+    const cluster::Ring new_ring = internal::NodeAccess::Runtime(*job.node(loser_ranks.front()))->routing()->ring();
     // Worker 0 pushes to every server all the time: its next request to a loser is stale. Move
     // the rows once it was redirected, so that every change meets requests in flight.
     if (!worker0->WaitFor(Direction::kReceive, is_redirect, redirects_before + 1)) {

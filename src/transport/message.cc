@@ -24,7 +24,7 @@ U Get(const std::byte* in, size_t off) {
 constexpr size_t Padded(size_t n) { return (n + 7) & ~size_t{7}; }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 15) || (t >= 32 && t <= 35);
+  return (t >= 1 && t <= 20) || (t >= 32 && t <= 36);
 }
 
 }  // namespace
@@ -46,10 +46,16 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kTableAnnounceReply: return "table-announce-reply";
     case MessageType::kViewChange: return "view-change";
     case MessageType::kViewChangeReply: return "view-change-reply";
+    case MessageType::kMigrate: return "migrate";
+    case MessageType::kMigrateReply: return "migrate-reply";
+    case MessageType::kNodeLeft: return "node-left";
+    case MessageType::kAdmin: return "admin";
+    case MessageType::kAdminReply: return "admin-reply";
     case MessageType::kPush: return "push";
     case MessageType::kPull: return "pull";
     case MessageType::kPushPull: return "push-pull";
     case MessageType::kClock: return "clock";
+    case MessageType::kMigrateRows: return "migrate-rows";
   }
   return "unknown";
 }

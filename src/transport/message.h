@@ -50,7 +50,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 6;
+inline constexpr uint16_t kWireVersion = 7;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -77,11 +77,23 @@ enum class MessageType : uint8_t {
   kTableAnnounceReply = 13,  // server -> scheduler: the server took the spec (or refused it)
   kViewChange = 14,       // scheduler -> node: a new cluster view (routing epoch), body ClusterView
   kViewChangeReply = 15,  // node -> scheduler: the node routes by that view now (header.epoch)
+  // Scheduler -> server: a step of a membership change (request_id: the change, aux: the
+  // phase); body cluster::MigrateOrder. Answered with kMigrateReply (body MigrateReport).
+  kMigrate = 16,
+  kMigrateReply = 17,
+  kNodeLeft = 18,         // scheduler -> all: a node left the job on purpose (body NodeFailure)
+  // Anyone -> scheduler: status, drain or leave (body cluster::AdminRequest); answered with
+  // kAdminReply (body text) at the address the request names, or at the member that asked.
+  kAdmin = 19,
+  kAdminReply = 20,
   // Data plane.
   kPush = 32,
   kPull = 33,
   kPushPull = 34,
   kClock = 35,            // worker -> server: the worker's iteration clock advanced to header.clock
+  // Server -> server: rows handed over in a membership change (kv/server/migration.h); the
+  // reply says they are stored.
+  kMigrateRows = 36,
 };
 inline constexpr bool IsDataMessage(MessageType t) { return static_cast<uint8_t>(t) >= 32; }
 // Whether a data request carries values to apply (push, push-pull) or asks for values (pull,

@@ -32,7 +32,7 @@ constexpr std::array<MessageType, 19> kAllTypes = {
 constexpr std::array<ValueType, 4> kAllValueTypes = {ValueType::kFloat32, ValueType::kFloat64, ValueType::kInt32,
                                                      ValueType::kInt64};
 
-bool IsKnownType(unsigned t) { return (t >= 1 && t <= 15) || (t >= 32 && t <= 35); }
+bool IsKnownType(unsigned t) { return (t >= 1 && t <= 20) || (t >= 32 && t <= 36); }
 
 // A header with every field set to something other than its default.
 Header SampleHeader() {
@@ -133,7 +133,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.part = 0x71727374;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x06, 0x00,                                      //  4 version 6
+      0x07, 0x00,                                      //  4 version 7
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender

@@ -74,16 +74,36 @@ struct KVServerCore::Table {
 
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
     : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
-  MutexLock lock(&apply_mu_);
-  SetWorkers(runtime_->routing()->view());
-  for (const auto& [id, w] : workers_) worker_clock_[id] = 0;
+  {
+    MutexLock lock(&apply_mu_);
+    SetWorkers(runtime_->routing()->view());
+    for (const auto& [id, w] : workers_) worker_clock_[id] = 0;
+  }
   PSERVER_LOG_INFO("{}: applies large requests on {} shard thread(s)", runtime_->DescribeNode(runtime_->id()),
                    pool_->size());
+  mover_ = std::jthread([this](std::stop_token stop) { MoverLoop(stop); });
 }
 
-KVServerCore::~KVServerCore() = default;
+KVServerCore::~KVServerCore() {
+  {
+    MutexLock lock(&mover_mu_);
+    if (mover_stop_.ok()) mover_stop_ = Status::Aborted("the server is shutting down");
+  }
+  mover_cv_.SignalAll();
+  if (mover_.joinable()) mover_.join();
+}
 
 void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
+  const bool first = workers_.empty() && worker_clock_.empty();
+  // A worker new to this server after the start joined a running job: it is admitted at the
+  // current clock, the least of the live workers' (docs/elasticity.md).
+  uint64_t now = 0;
+  bool any = false;
+  for (const auto& [id, clock] : worker_clock_) {
+    now = any ? std::min(now, clock) : clock;
+    any = true;
+  }
+  absl::flat_hash_map<NodeId, WorkerIncarnation> before = std::move(workers_);
   workers_.clear();
   workers_by_rank_.clear();
   for (const cluster::NodeInfo& n : view.nodes) {
@@ -92,7 +112,18 @@ void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
     workers_[n.id] = w;
     if (workers_by_rank_.size() <= n.rank.value) workers_by_rank_.resize(n.rank.value + 1);
     workers_by_rank_[n.rank.value] = w;
+    if (!first && !before.contains(n.id)) {
+      worker_clock_[n.id] = now;
+      clock_base_[n.id] = now;
+      PSERVER_LOG_INFO("{}: worker {} joined; its clock starts at {}", runtime_->DescribeNode(runtime_->id()),
+                       n.rank.value, now);
+    }
   }
+}
+
+uint64_t KVServerCore::ClockBase(NodeId worker) const {
+  auto it = clock_base_.find(worker);
+  return it == clock_base_.end() ? 0 : it->second;
 }
 
 void KVServerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) {
@@ -258,8 +289,9 @@ Status KVServerCore::CheckResponse(const ServerRequest& req, const ServerRespons
 bool KVServerCore::Admits(const transport::Header& h) const {
   if (!Pulls(h.type) || h.aux == 0) return true;
   const uint64_t staleness = h.aux - 1;
-  if (h.clock <= staleness) return true;
-  const uint64_t need = h.clock - staleness;
+  const uint64_t clock = ClockBase(h.sender) + h.clock;
+  if (clock <= staleness) return true;
+  const uint64_t need = clock - staleness;
   for (const auto& [node, clock] : worker_clock_) {
     if (clock < need) return false;
   }
@@ -267,10 +299,23 @@ bool KVServerCore::Admits(const transport::Header& h) const {
 }
 
 void KVServerCore::OnData(Message&& msg) {
+  if (msg.header.type == MessageType::kMigrateRows && msg.header.is_reply()) {
+    // A recipient stored (or refused) a batch the mover sent.
+    MutexLock lock(&mover_mu_);
+    auto it = batch_answers_.find(msg.header.request_id);
+    if (it != batch_answers_.end()) {
+      it->second = msg.header.is_error() ? cluster::CarriedError(msg).WithContext(fmt::format(
+                                               "{} refused moved rows", runtime_->DescribeNode(msg.header.sender)))
+                                         : Status::Ok();
+      mover_cv_.SignalAll();
+    }
+    return;
+  }
   MutexLock lock(&apply_mu_);
   if (msg.header.is_reply()) {
     return Reply(msg.header, Status::InvalidArgument("a server does not take replies"), nullptr, nullptr);
   }
+  if (msg.header.type == MessageType::kMigrateRows) return TakeMovedRows(msg);
   const NodeId sender = msg.header.sender;
   auto w = waiting_.find(sender);
   if ((w != waiting_.end() && !w->second.empty()) || !Admits(msg.header)) {
@@ -299,13 +344,31 @@ void KVServerCore::ReleaseWaiting() {
 }
 
 void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
-  if (failure.role != Role::kWorker) return;
-  MutexLock lock(&apply_mu_);
-  if (worker_clock_.erase(failure.id) > 0) {
-    PSERVER_LOG_WARN("server {}: dropped worker {} from the stale-synchronous clock: it was declared dead ({})",
-                     runtime_->rank().value, failure.rank.value, failure.reason);
+  if (failure.role != Role::kWorker) {
+    // A recipient of rows this server is sending died: the batch waiting for it fails now.
+    MutexLock lock(&mover_mu_);
+    for (auto& [id, answer] : batch_answers_) {
+      if (!answer) answer = Status::Unavailable(fmt::format("{} died: {}", runtime_->DescribeNode(failure.id), failure.reason));
+    }
+    mover_cv_.SignalAll();
+    return;
   }
-  auto it = waiting_.find(failure.id);
+  MutexLock lock(&apply_mu_);
+  DropWorker(failure.id, fmt::format("it was declared dead ({})", failure.reason));
+}
+
+void KVServerCore::OnNodeLeft(const cluster::NodeFailure& who) {
+  if (who.role != Role::kWorker) return;
+  MutexLock lock(&apply_mu_);
+  DropWorker(who.id, who.reason);
+}
+
+void KVServerCore::DropWorker(NodeId worker, const std::string& why) {
+  if (worker_clock_.erase(worker) > 0) {
+    PSERVER_LOG_INFO("{}: dropped {} from the stale-synchronous clock: {}", runtime_->DescribeNode(runtime_->id()),
+                     runtime_->DescribeNode(worker), why);
+  }
+  auto it = waiting_.find(worker);
   if (it != waiting_.end()) {
     num_waiting_ -= it->second.size();
     waiting_.erase(it);
@@ -318,7 +381,7 @@ void KVServerCore::Process(Message&& msg) {
   const transport::ConnectionId origin = msg.origin;
   if (header.type == MessageType::kClock) {
     auto it = worker_clock_.find(header.sender);
-    if (it != worker_clock_.end()) it->second = std::max(it->second, header.clock);
+    if (it != worker_clock_.end()) it->second = std::max(it->second, ClockBase(header.sender) + header.clock);
     return;
   }
   Result<Table*> table = FindTable(header.table);
@@ -392,6 +455,10 @@ void KVServerCore::Process(Message&& msg) {
   if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
     clocks.Set(range, worker, req->timestamp.value);
+    if (tracking_) {  // a membership change is moving rows away: note what changed (kFinal)
+      absl::flat_hash_set<Key>& touched = tracking_->touched[header.table];
+      for (size_t i = 0; i < req->keys.size(); ++i) touched.insert(req->keys[i]);
+    }
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
   std::vector<int64_t> clock = has_keys ? clocks.Get(range, workers_by_rank_) : std::vector<int64_t>();
@@ -466,6 +533,16 @@ Result<RowBatch> KVServerCore::ListRows(TableId id, const std::function<bool(Key
 Status KVServerCore::InsertRows(TableId id, const RowBatch& rows) {
   MutexLock lock(&apply_mu_);
   PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return InsertRowsLocked(store, rows);
+}
+
+std::vector<std::pair<TableId, TableSpec>> KVServerCore::TableSpecs() const {
+  std::vector<std::pair<TableId, TableSpec>> out;
+  for (const auto& [id, t] : tables_) out.emplace_back(id, t->spec);
+  return out;
+}
+
+Status KVServerCore::InsertRowsLocked(TableStore* store, const RowBatch& rows) {
   if (store->spec().storage != StorageKind::kDense) return store->InsertRows(rows);
   // Rows moving in (before the view that gives them to this server, perhaps): a dense table
   // takes their ranges first. A batch refused takes nothing.

@@ -32,7 +32,19 @@
 // Stale-synchronous pulls: a pull whose header carries a staleness (aux = s + 1) issued at
 // clock c waits until every live worker's clock (kClock messages) reached c - s. While a
 // request of a worker waits, that worker's later requests wait behind it, so each worker's
-// requests stay in order. A worker the scheduler declares dead is dropped from the clock.
+// requests stay in order. A worker the scheduler declares dead, or that finished (kNodeLeft),
+// is dropped from the clock. A worker that joins a running job is admitted at this server's
+// current clock (the least of the live workers'): its own clocks count from there.
+//
+// Membership changes (docs/elasticity.md): as a donor this server hands rows over to their new
+// owners on its mover thread, ordered by the scheduler phase by phase (OnMigrate): kCopy lists
+// the moving rows of every table, with their rule state, and sends them (kMigrateRows, in
+// batches of at most kMigrateBatchRows) while requests go on being applied -- and from then on
+// notes every key a push changes; kFinal (this server routes by the new view now, so nothing
+// moving changes any more) sends the noted rows again; kCommit erases what was handed over;
+// kCancel forgets the change, keeping every row. As a recipient it stores the rows of each
+// kMigrateRows request (InsertRows: a row sent again replaces the earlier copy) and answers it.
+// Range vector clocks stay with the donor (a recipient starts the moved keys' clocks afresh).
 //
 // Thread safety: SetHandler, ServeDefault and the row calls (ListRows, ...) are thread-safe;
 // the DataHandler calls run on the node's data thread (NodeRuntime), one at a time.
@@ -43,9 +55,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "base/mutex.h"
 #include "cluster/node_runtime.h"
 #include "kv/server/range_clock.h"
@@ -92,7 +106,12 @@ class KVServerCore final : public cluster::DataHandler {
 
   void OnData(transport::Message&& msg) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
-  void OnShutdown(const Status&) override {}
+  void OnNodeLeft(const cluster::NodeFailure& who) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  void OnShutdown(const Status& why) override ABSL_LOCKS_EXCLUDED(mover_mu_);
+  Status OnMigrate(int64_t change, cluster::MigratePhase phase, const cluster::MigrateOrder& order) override
+      ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
+  // Rows per kMigrateRows request.
+  static constexpr size_t kMigrateBatchRows = 1 << 16;
   Status OnTableDeclared(TableId id, const transport::Bytes& spec) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   // A new view may bring workers (a restarted one with a new identity) the clocks must know.
   void OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) override ABSL_LOCKS_EXCLUDED(apply_mu_);
@@ -112,6 +131,37 @@ class KVServerCore final : public cluster::DataHandler {
 
  private:
   struct Table;
+  // A change this server is a donor of, from kCopy to kCommit or kCancel.
+  struct Tracking {
+    int64_t change = 0;
+    cluster::MigrateOrder order;
+    absl::flat_hash_map<TableId, absl::flat_hash_set<Key>> touched;  // keys pushes changed since kCopy
+  };
+  struct MoverJob {
+    int64_t change = 0;
+    cluster::MigratePhase phase = cluster::MigratePhase::kCopy;
+    cluster::MigrateOrder order;
+  };
+
+  // The mover thread: runs the jobs OnMigrate queues, one at a time in order.
+  void MoverLoop(std::stop_token stop) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  // Lists the rows `chosen` picks among those moving to each target of `order`, of every table,
+  // and sends them; returns what was sent once every recipient stored it.
+  Result<cluster::MigrateReport> SendMovingRows(const cluster::MigrateOrder& order,
+                                                const std::function<std::function<bool(Key)>(TableId)>& chosen)
+      ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
+  // Sends one batch to `to` and waits for its answer.
+  Status SendBatch(NodeId to, TableId table, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  // Recipient: stores the rows of a kMigrateRows request and answers it.
+  void TakeMovedRows(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Every table this server built, with its spec.
+  std::vector<std::pair<TableId, TableSpec>> TableSpecs() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // InsertRows with apply_mu_ held.
+  Status InsertRowsLocked(TableStore* store, const RowBatch& rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Drops a worker from the stale-synchronous clock (it died or left), saying why.
+  void DropWorker(NodeId worker, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // The clock a worker's own clock values count from (0 but for workers that joined late).
+  uint64_t ClockBase(NodeId worker) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
 
   // The table's state, built from its spec on first use. kNotFound for a table never announced.
   Result<Table*> FindTable(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
@@ -153,8 +203,19 @@ class KVServerCore final : public cluster::DataHandler {
   absl::flat_hash_map<NodeId, WorkerIncarnation> workers_ ABSL_GUARDED_BY(apply_mu_);
   std::vector<WorkerIncarnation> workers_by_rank_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, uint64_t> worker_clock_ ABSL_GUARDED_BY(apply_mu_);   // live workers only
+  absl::flat_hash_map<NodeId, uint64_t> clock_base_ ABSL_GUARDED_BY(apply_mu_);  // workers that joined late
   absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_ ABSL_GUARDED_BY(apply_mu_);
   size_t num_waiting_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  std::optional<Tracking> tracking_ ABSL_GUARDED_BY(apply_mu_);
+
+  // The mover: its jobs, and the answers to the batches it sent (by request id).
+  Mutex mover_mu_;
+  CondVar mover_cv_;
+  std::deque<MoverJob> mover_jobs_ ABSL_GUARDED_BY(mover_mu_);
+  absl::flat_hash_map<int64_t, std::optional<Status>> batch_answers_ ABSL_GUARDED_BY(mover_mu_);
+  int64_t next_batch_ ABSL_GUARDED_BY(mover_mu_) = 1;
+  Status mover_stop_ ABSL_GUARDED_BY(mover_mu_);  // set when the job ends: sends in flight fail
+  std::jthread mover_;  // last: stopped and joined first
 };
 
 }  // namespace pserver::kv

@@ -1,0 +1,452 @@
+// The scheduler's membership changes: late joins, drains, the phases of moving a server's keys,
+// their cancellation, and the admin requests (`pserver status`, `pserver drain`). See
+// scheduler.h and docs/elasticity.md.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "base/logging.h"
+#include "cluster/scheduler.h"
+
+namespace pserver::cluster {
+
+using transport::Message;
+using transport::MessageType;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const char* StepName(int step) {
+  switch (step) {
+    case 0: return "announcing the tables";
+    case 1: return "copying";
+    case 2: return "switching views";
+    case 3: return "copying the last changes";
+    case 4: return "waiting for every node to route without the leaver";
+  }
+  return "?";
+}
+
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+}  // namespace
+
+Scheduler::Member* Scheduler::FindServer(uint32_t rank) {
+  for (Member& m : members_) {
+    if (m.info.role == Role::kServer && m.info.rank.value == rank) return &m;
+  }
+  return nullptr;
+}
+
+Scheduler::Member* Scheduler::FindMember(NodeId id) {
+  auto it = member_index_.find(id);
+  return it == member_index_.end() ? nullptr : &members_[it->second];
+}
+
+void Scheduler::NextView(std::vector<RingSegment> ring) {
+  ClusterView v;
+  v.epoch = Epoch(view_.epoch.value + 1);
+  for (const Member& m : members_) {
+    // A dead worker stays (servers learned of its death; its rank keeps its place in clocks);
+    // a dead server here owned no keys (else the job ended), and a drained one left.
+    if (m.left || (m.dead && m.info.role == Role::kServer)) continue;
+    v.nodes.push_back(m.info);
+    ++(m.info.role == Role::kServer ? v.num_servers : v.num_workers);
+  }
+  std::sort(v.nodes.begin(), v.nodes.end(), [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
+  v.ring = std::move(ring);
+  view_ = std::move(v);
+}
+
+void Scheduler::AnnounceView(const std::function<bool(const Member&)>& to) {
+  for (const Member& m : members_) {
+    if (m.dead || m.left || !to(m)) continue;
+    Message msg;
+    msg.header.type = MessageType::kViewChange;
+    msg.header.receiver = m.info.id;
+    msg.header.epoch = view_.epoch;
+    msg.frames.push_back(Encode(view_));
+    // Blocking (at most send_timeout): a membership change must not lose a view to a full queue.
+    if (Status s = transport_->Send(std::move(msg)); !s.ok()) {
+      PSERVER_LOG_WARN("scheduler: could not send the view of epoch {} to {}: {}", view_.epoch.value,
+                       Describe(m.info.id), s.ToString());
+    }
+  }
+}
+
+void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport::ConnectionId& origin) {
+  if (migration_ && migration_->step >= Migration::kSwitch) {
+    // The donors route by a view the others must not see yet: admit it once the change is done.
+    held_registrations_.push_back(HeldRegistration{req, id, origin});
+    return;
+  }
+  const bool server = req.role == Role::kServer;
+  Member m;
+  m.info = NodeInfo{id, req.role, Rank(next_rank_[server ? 0 : 1]++), req.address, origin};
+  m.last_seen = Clock::now();
+  m.joining = server;
+  member_index_[id] = members_.size();
+  members_.push_back(std::move(m));
+  transport_->NamePeer(id, Describe(id));
+  NextView(view_.ring);
+  PSERVER_LOG_INFO("scheduler: {} joins the running job from {} (view of epoch {}: {} servers, {} workers)",
+                   Describe(id), req.address, view_.epoch.value, view_.num_servers, view_.num_workers);
+  Message reply;
+  reply.header.type = MessageType::kRegisterReply;
+  reply.header.receiver = id;
+  reply.header.epoch = view_.epoch;
+  reply.frames.push_back(Encode(RegisterReply{id, view_}));
+  if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
+    // It will not heartbeat, and is declared dead: a server that never owned keys is dropped.
+    PSERVER_LOG_WARN("scheduler: could not send the cluster view to {}: {}", Describe(id), s.ToString());
+  }
+  AnnounceView([id](const Member& other) { return other.info.id != id; });
+  if (server) QueueChange(Change{Change::kJoin, id, {}});
+}
+
+void Scheduler::QueueChange(Change change) {
+  changes_.push_back(std::move(change));
+  StartNextChange();
+}
+
+void Scheduler::StartNextChange() {
+  while (!migration_ && !changes_.empty() && !ended_) {
+    Change c = std::move(changes_.front());
+    changes_.pop_front();
+    Member* s = FindMember(c.server);
+    auto refuse = [&c](const Status& why) {
+      PSERVER_LOG_WARN("scheduler: {}", why.message());
+      if (c.answer) c.answer(why);
+    };
+    if (s == nullptr || s->dead || s->left) {
+      refuse(Status::Unavailable(fmt::format("{} is gone", Describe(c.server))));
+      continue;
+    }
+    const uint32_t rank = s->info.rank.value;
+    Result<PartitionPlacement> after =
+        c.kind == Change::kJoin ? placement_->WithServer(rank) : placement_->WithoutServer(rank);
+    if (!after.ok()) {
+      if (c.kind == Change::kDrain && placement_->servers().size() == 1 && placement_->PartitionsOf(rank) > 0) {
+        refuse(Status::InvalidArgument(fmt::format(
+            "cannot drain {}: it is the last server, and no other could hold its keys", Describe(c.server))));
+      } else {
+        refuse(Status(after.status().code(),
+                      fmt::format("cannot {} {}: {}", c.kind == Change::kJoin ? "place" : "drain", Describe(c.server),
+                                  after.status().message())));
+      }
+      continue;
+    }
+    Migration m(std::move(*after));
+    m.change = std::move(c);
+    m.id = next_migration_++;
+    m.transfers = TransfersBetween(*placement_, m.after);
+    m.started = Clock::now();
+    for (const Transfer& t : m.transfers) m.donors.insert(FindServer(t.from)->info.id);
+    if (m.change.kind == Change::kDrain) s->draining = true;
+    PSERVER_LOG_INFO("scheduler: {} {}: {} partitions of {} move from {} server(s)", Describe(s->info.id),
+                     m.change.kind == Change::kJoin ? "joins" : "is drained",
+                     m.change.kind == Change::kJoin ? m.after.PartitionsOf(rank) : placement_->PartitionsOf(rank),
+                     PartitionPlacement::kPartitions, m.donors.size());
+    migration_ = std::move(m);
+    if (migration_->change.kind == Change::kJoin) {
+      // The joiner takes every table before any row of it arrives.
+      for (const auto& [name, table] : tables_) {
+        const int64_t announce_id = next_announce_++;
+        Message announce;
+        announce.header.type = MessageType::kTableAnnounce;
+        announce.header.receiver = s->info.id;
+        announce.header.table = table.first;
+        announce.header.request_id = announce_id;
+        announce.frames.push_back(table.second.spec);
+        if (Status st = transport_->Send(std::move(announce)); !st.ok()) {
+          CancelMigration(st.WithContext(fmt::format("announcing table '{}' to the joining {}", name, Describe(s->info.id))));
+          break;
+        }
+        migration_->table_announces[announce_id] = table.first;
+        migration_->awaiting = {s->info.id};
+      }
+      if (!migration_) continue;
+    }
+    AdvanceMigration();
+  }
+}
+
+void Scheduler::SendMigrate(const Migration& m, NodeId donor, MigratePhase phase) {
+  Message msg;
+  msg.header.type = MessageType::kMigrate;
+  msg.header.receiver = donor;
+  msg.header.request_id = m.id;
+  msg.header.aux = static_cast<uint64_t>(phase);
+  MigrateOrder order;
+  const uint32_t donor_rank = FindMember(donor)->info.rank.value;
+  for (const Transfer& t : m.transfers) {
+    if (t.from == donor_rank) order.targets.push_back(MigrateTarget{FindServer(t.to)->info.id, t.ranges});
+  }
+  msg.frames.push_back(Encode(order));
+  if (Status s = transport_->Send(std::move(msg)); !s.ok()) {
+    PSERVER_LOG_WARN("scheduler: could not send a migration order to {}: {}", Describe(donor), s.ToString());
+  }
+}
+
+void Scheduler::AdvanceMigration() {
+  while (migration_ && migration_->awaiting.empty() && !ended_) {
+    Migration& m = *migration_;
+    switch (m.step) {
+      case Migration::kTables:
+        // Copy: the donors send the moving rows while they go on serving, noting changes.
+        m.step = Migration::kCopy;
+        for (NodeId d : m.donors) SendMigrate(m, d, MigratePhase::kCopy);
+        m.awaiting = m.donors;
+        break;
+      case Migration::kCopy:
+        // Switch: the donors route by the new view (and redirect requests for what moves); the
+        // others learn it at the commit, so that no recipient applies a moving key before its
+        // last changes arrived (requests routed by the new view wait for it there).
+        m.step = Migration::kSwitch;
+        m.switched = Clock::now();
+        NextView(m.after.Segments());
+        m.switch_epoch = view_.epoch;
+        AnnounceView([&m](const Member& x) { return m.donors.contains(x.info.id); });
+        m.awaiting = m.donors;
+        break;
+      case Migration::kSwitch:
+        m.step = Migration::kFinal;
+        for (NodeId d : m.donors) SendMigrate(m, d, MigratePhase::kFinal);
+        m.awaiting = m.donors;
+        break;
+      case Migration::kFinal: {
+        // Commit: the placement is the new one, and everyone routes by it.
+        placement_ = m.after;
+        Member* subject = FindMember(m.change.server);
+        if (m.change.kind == Change::kJoin) {
+          subject->joining = false;
+          AnnounceView([&m](const Member& x) { return !m.donors.contains(x.info.id); });
+          for (NodeId d : m.donors) SendMigrate(m, d, MigratePhase::kCommit);
+          FinishMigration(Status::Ok());
+          return;
+        }
+        // The leaver goes on redirecting until every other node routes without it, so that no
+        // request sent by an older view goes unanswered.
+        m.step = Migration::kLeaving;
+        subject->draining = false;
+        subject->left = true;
+        NextView(placement_->Segments());  // without the drained server
+        m.switch_epoch = view_.epoch;
+        AnnounceView([](const Member&) { return true; });
+        m.awaiting.clear();
+        for (const Member& x : members_) {
+          if (!x.dead && !x.left && !x.finalized) m.awaiting.insert(x.info.id);
+        }
+        break;
+      }
+      case Migration::kLeaving: {
+        Message bye;
+        bye.header.type = MessageType::kShutdown;
+        bye.header.receiver = m.change.server;
+        (void)transport_->SendNoWait(std::move(bye));
+        FinishMigration(Status::Ok());
+        return;
+      }
+    }
+  }
+}
+
+void Scheduler::FinishMigration(const Status& outcome) {
+  Migration m = std::move(*migration_);
+  migration_.reset();
+  if (outcome.ok()) {
+    const auto now = Clock::now();
+    ++changes_done_;
+    PSERVER_LOG_INFO(
+        "scheduler: {} {} at epoch {}: {} rows ({} bytes) copied, then {} changed rows; {:.1f} ms in all, {:.1f} ms "
+        "from the switch",
+        Describe(m.change.server), m.change.kind == Change::kJoin ? "joined" : "was drained", view_.epoch.value,
+        m.copied.rows, m.copied.bytes, m.finals.rows, Millis(now - m.started), Millis(now - m.switched));
+  }
+  if (m.change.answer) m.change.answer(outcome);
+  std::vector<HeldRegistration> held;
+  held.swap(held_registrations_);
+  for (HeldRegistration& r : held) AdmitLate(r.request, r.id, r.origin);
+  StartNextChange();
+}
+
+void Scheduler::CancelMigration(const Status& why) {
+  Migration& m = *migration_;
+  PSERVER_LOG_WARN("scheduler: the change of {} is cancelled while {}: {}", Describe(m.change.server),
+                   StepName(m.step), why.message());
+  for (NodeId d : m.donors) {
+    Member* donor = FindMember(d);
+    if (donor != nullptr && !donor->dead) SendMigrate(m, d, MigratePhase::kCancel);
+  }
+  Member* subject = FindMember(m.change.server);
+  if (m.change.kind == Change::kJoin && !subject->dead) {
+    // A joiner that cannot take its keys (it refused a table, or a send to it failed) is sent away.
+    subject->left = true;
+    Message bye;
+    bye.header.type = MessageType::kShutdown;
+    bye.header.receiver = subject->info.id;
+    bye.header.flags = transport::kFlagError;
+    bye.header.status = static_cast<uint8_t>(why.code());
+    bye.frames.push_back(transport::BytesFromString(fmt::format("could not join the job: {}", why.message())));
+    (void)transport_->SendNoWait(std::move(bye));
+  }
+  subject->draining = false;
+  // Everyone routes by the old placement again, at a new epoch (the donors switched already,
+  // perhaps), and without a joiner that died.
+  NextView(placement_->Segments());
+  AnnounceView([](const Member&) { return true; });
+  FinishMigration(why);
+}
+
+void Scheduler::HandleMigrateReply(const Message& msg) {
+  if (!migration_ || msg.header.request_id != migration_->id || !migration_->awaiting.contains(msg.header.sender)) {
+    return;  // late: the change ended (cancelled) meanwhile
+  }
+  Migration& m = *migration_;
+  const MigratePhase phase = m.step == Migration::kCopy ? MigratePhase::kCopy : MigratePhase::kFinal;
+  if (msg.header.aux != static_cast<uint64_t>(phase)) return;
+  if (msg.header.is_error()) {
+    const Status why = CarriedError(msg);
+    return CancelMigration(Status(why.code(), fmt::format("{}: {}", Describe(msg.header.sender), why.message())));
+  }
+  Result<MigrateReport> report = msg.frames.size() == 1 ? DecodeMigrateReport(msg.frames[0])
+                                                         : Status::Corruption("migrate-reply without its report");
+  if (report.ok()) {
+    MigrateReport& sum = phase == MigratePhase::kCopy ? m.copied : m.finals;
+    sum.rows += report->rows;
+    sum.bytes += report->bytes;
+  }
+  m.awaiting.erase(msg.header.sender);
+  AdvanceMigration();
+}
+
+void Scheduler::ServerDied(Member& m, const std::string& reason) {
+  const bool subject = migration_ && migration_->change.server == m.info.id;
+  if (subject && migration_->change.kind == Change::kJoin) {
+    PSERVER_LOG_WARN("scheduler: {} died while joining ({}); its change is cancelled", Describe(m.info.id), reason);
+    return CancelMigration(
+        Status::Unavailable(fmt::format("{} died while joining: {}", Describe(m.info.id), reason)));
+  }
+  if (m.joining) {  // it owned nothing yet: the job goes on without it
+    PSERVER_LOG_WARN("scheduler: {} died before it joined ({}); the job goes on without it", Describe(m.info.id), reason);
+    return;
+  }
+  PSERVER_LOG_ERROR("scheduler: {} is dead: {}", Describe(m.info.id), reason);
+  Abort(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
+}
+
+void Scheduler::HandleAdmin(const Message& msg) {
+  if (msg.origin.anonymous()) return Refuse(msg, "admin request from a connection without a pserver identity");
+  Result<AdminRequest> req = msg.frames.size() == 1 ? DecodeAdminRequest(msg.frames[0])
+                                                     : Status::Corruption("admin request without its body");
+  if (!req.ok()) return Refuse(msg, "malformed admin request");
+  transport::Header to = msg.header;
+  if (req->reply_address.empty()) {
+    // A member: believed only over its own connection.
+    Member* m = FindMember(msg.header.sender);
+    if (m == nullptr || m->info.identity != msg.origin) return Refuse(msg, "admin request from an unknown member");
+  } else {
+    to.sender = next_tool_id_;
+    next_tool_id_ = NodeId(next_tool_id_.value + 1);
+    if (Status s = transport_->Connect(to.sender, req->reply_address); !s.ok()) {
+      PSERVER_LOG_WARN("scheduler: cannot answer the admin request from {}: {}", req->reply_address, s.ToString());
+      return;
+    }
+    transport_->NamePeer(to.sender, fmt::format("the tool at {}", req->reply_address));
+  }
+  auto answer = [this, to](const Status& outcome, const std::string& text) {
+    Message reply;
+    if (!outcome.ok()) {
+      reply.header.flags = transport::kFlagError;
+      reply.header.status = static_cast<uint8_t>(outcome.code());
+      reply.frames.push_back(transport::BytesFromString(outcome.message()));
+    } else {
+      reply.frames.push_back(transport::BytesFromString(text));
+    }
+    reply.header.type = MessageType::kAdminReply;
+    reply.header.flags |= transport::kFlagReply;
+    reply.header.receiver = to.sender;
+    reply.header.request_id = to.request_id;
+    (void)transport_->Send(std::move(reply));
+  };
+  if (!formed_) return answer(Status::Unavailable("the cluster has not formed yet"), "");
+  if (req->op == AdminOp::kStatus) return answer(Status::Ok(), DescribeStatus());
+  Member* s = FindMember(req->node);
+  if (s == nullptr || s->info.role != Role::kServer || s->dead || s->left) {
+    return answer(Status::InvalidArgument(fmt::format("node {} is no live server of the job", req->node.value)), "");
+  }
+  if (s->draining) return answer(Status::InvalidArgument(fmt::format("{} is being drained already", Describe(s->info.id))), "");
+  PSERVER_LOG_INFO("scheduler: {} asked to drain {}", req->reply_address.empty() ? Describe(msg.header.sender)
+                                                                                  : req->reply_address,
+                   Describe(s->info.id));
+  const std::string name = Describe(s->info.id);
+  QueueChange(Change{Change::kDrain, s->info.id, [answer, name](const Status& outcome) {
+                       answer(outcome, fmt::format("{} was drained and exits", name));
+                     }});
+}
+
+std::string Scheduler::DescribeStatus() const {
+  std::string out = fmt::format("epoch {}: {} servers, {} workers; {} partitions of the routing-key space\n",
+                                view_.epoch.value, view_.num_servers, view_.num_workers,
+                                PartitionPlacement::kPartitions);
+  if (migration_) {
+    out += fmt::format("change running: {} {} ({})\n", Describe(migration_->change.server),
+                       migration_->change.kind == Change::kJoin ? "joins" : "is drained", StepName(migration_->step));
+  }
+  out += fmt::format("changes done: {}, waiting: {}\n", changes_done_.load(), changes_.size());
+  for (Role role : {Role::kServer, Role::kWorker}) {
+    out += role == Role::kServer ? "servers:\n" : "workers:\n";
+    for (const Member& m : members_) {
+      if (m.info.role != role) continue;
+      const char* state = m.dead       ? "dead"
+                          : m.left     ? "left"
+                          : m.joining  ? "joining"
+                          : m.draining ? "draining"
+                          : m.finalized ? "finished"
+                          : role == Role::kServer ? "serving" : "working";
+      out += fmt::format("  {:<24} {:<9} {}", Describe(m.info.id), state, m.info.address);
+      if (role == Role::kServer && placement_) {
+        const uint32_t parts = placement_->PartitionsOf(m.info.rank.value);
+        out += fmt::format("  share {:.4f} ({} partitions)", double(parts) / PartitionPlacement::kPartitions, parts);
+      }
+      out += "\n";
+    }
+  }
+  out += "tables:\n";
+  std::vector<std::pair<TableId, std::string>> tables;
+  for (const auto& [name, t] : tables_) tables.emplace_back(t.first, fmt::format("{} ({})", name, t.second.summary));
+  std::sort(tables.begin(), tables.end());
+  for (const auto& [id, text] : tables) out += fmt::format("  {}: {}\n", id.value, text);
+  return out;
+}
+
+Status Scheduler::Drain(uint32_t rank, std::chrono::milliseconds timeout) {
+  auto drained = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = drained->get_future();
+  Result<bool> queued = OnRunThread<bool>(
+      [this, rank, drained](std::promise<Result<bool>>& done) {
+        Member* s = ended_ ? nullptr : FindServer(rank);
+        if (ended_ || !formed_) {
+          done.set_value(Status::Aborted(ended_ ? "the job has ended" : "the cluster has not formed yet"));
+        } else if (s == nullptr || s->dead || s->left) {
+          done.set_value(Status::InvalidArgument(fmt::format("server {} is no live server of the job", rank)));
+        } else {
+          QueueChange(Change{Change::kDrain, s->info.id, [drained](const Status& st) { drained->set_value(st); }});
+          done.set_value(true);
+        }
+      },
+      timeout, "queueing a drain");
+  PSERVER_RETURN_IF_ERROR(queued.status());
+  if (result.wait_for(timeout) != std::future_status::ready) {
+    return Status::DeadlineExceeded(fmt::format("server {} was not drained within {} ms", rank, timeout.count()));
+  }
+  return result.get();
+}
+
+Result<std::string> Scheduler::StatusText(std::chrono::milliseconds timeout) {
+  return OnRunThread<std::string>([this](std::promise<Result<std::string>>& done) { done.set_value(DescribeStatus()); },
+                                  timeout, "describing the job");
+}
+
+}  // namespace pserver::cluster

@@ -1,0 +1,244 @@
+// KVServerCore's part in membership changes: the donor's mover thread (kCopy, kFinal, kCommit,
+// kCancel) and the recipient's storing of moved rows. See kv_server_core.h and
+// docs/elasticity.md.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "base/logging.h"
+#include "kv/server/kv_server_core.h"
+#include "kv/server/table_store.h"
+
+namespace pserver::kv {
+
+using cluster::MigratePhase;
+using transport::Bytes;
+using transport::Message;
+using transport::MessageType;
+
+namespace {
+
+// How long a donor waits for a recipient to store one batch.
+constexpr std::chrono::seconds kBatchTimeout(120);
+
+// A batch as a kMigrateRows request: frames keys, values, lengths (variable length), states;
+// header.width the row width (0: variable length), aux the state values per value.
+Message BatchMessage(NodeId to, TableId table, const RowBatch& rows) {
+  Message m;
+  m.header.type = MessageType::kMigrateRows;
+  m.header.receiver = to;
+  m.header.table = table;
+  m.header.value_type = rows.value_type;
+  m.header.width = rows.width;
+  m.header.aux = rows.state_per_value;
+  m.frames.push_back(transport::AsBytes(rows.keys));
+  m.frames.push_back(rows.values);
+  m.frames.push_back(transport::AsBytes(rows.lens));
+  m.frames.push_back(rows.states);
+  return m;
+}
+
+Result<RowBatch> BatchOf(const Message& m) {
+  if (m.frames.size() != 4) return Status::Corruption(fmt::format("migrate-rows with {} frames, expected 4", m.frames.size()));
+  const Bytes& keys = m.frames[0];
+  const Bytes& lens = m.frames[2];
+  if (keys.size() % sizeof(Key) != 0 || lens.size() % sizeof(int32_t) != 0) {
+    return Status::Corruption(fmt::format("migrate-rows with {} key bytes and {} length bytes", keys.size(), lens.size()));
+  }
+  if (m.header.aux > 64) return Status::Corruption(fmt::format("migrate-rows with {} state values per value", m.header.aux));
+  RowBatch b;
+  b.value_type = m.header.value_type;
+  b.width = m.header.width;
+  b.state_per_value = static_cast<uint32_t>(m.header.aux);
+  b.keys = SharedArray<Key>(keys.owner(), reinterpret_cast<Key*>(keys.data()), keys.size() / sizeof(Key));
+  b.lens = SharedArray<int32_t>(lens.owner(), reinterpret_cast<int32_t*>(lens.data()), lens.size() / sizeof(int32_t));
+  b.values = m.frames[1];
+  b.states = m.frames[3];
+  return b;
+}
+
+// Rows first..last of `all`, as a batch of their own (sharing its buffers).
+RowBatch Slice(const RowBatch& all, size_t first, size_t last) {
+  RowBatch b;
+  b.value_type = all.value_type;
+  b.width = all.width;
+  b.state_per_value = all.state_per_value;
+  const size_t elem = ValueTypeSize(all.value_type);
+  size_t value_first = 0, value_count = 0;
+  if (all.width == 0) {
+    for (size_t i = 0; i < first; ++i) value_first += static_cast<size_t>(all.lens[i]);
+    for (size_t i = first; i < last; ++i) value_count += static_cast<size_t>(all.lens[i]);
+    b.lens = SharedArray<int32_t>(all.lens.owner(), all.lens.data() + first, last - first);
+  } else {
+    value_first = first * all.width;
+    value_count = (last - first) * all.width;
+  }
+  b.keys = SharedArray<Key>(all.keys.owner(), all.keys.data() + first, last - first);
+  b.values = Bytes(all.values.owner(), all.values.data() + value_first * elem, value_count * elem);
+  const size_t spv = all.state_per_value;
+  b.states = Bytes(all.states.owner(), all.states.data() + value_first * spv * elem, value_count * spv * elem);
+  return b;
+}
+
+}  // namespace
+
+Status KVServerCore::OnMigrate(int64_t change, MigratePhase phase, const cluster::MigrateOrder& order) {
+  if (phase == MigratePhase::kCopy) {
+    // From now on every push to this server's tables is noted: kFinal sends those of the moving
+    // keys again. (Listing happens later, on the mover: a push between the two is in both.)
+    MutexLock lock(&apply_mu_);
+    tracking_.emplace();
+    tracking_->change = change;
+    tracking_->order = order;
+  }
+  MutexLock lock(&mover_mu_);
+  if (!mover_stop_.ok()) return mover_stop_;
+  mover_jobs_.push_back(MoverJob{change, phase, order});
+  mover_cv_.SignalAll();
+  return Status::Ok();
+}
+
+void KVServerCore::MoverLoop(std::stop_token stop) {
+  while (true) {
+    MoverJob job;
+    {
+      MutexLock lock(&mover_mu_);
+      while (mover_jobs_.empty() && mover_stop_.ok() && !stop.stop_requested()) mover_cv_.Wait(&mover_mu_);
+      if (!mover_stop_.ok() || stop.stop_requested()) return;
+      job = std::move(mover_jobs_.front());
+      mover_jobs_.pop_front();
+    }
+    const std::string self = runtime_->DescribeNode(runtime_->id());
+    switch (job.phase) {
+      case MigratePhase::kCopy: {
+        Result<cluster::MigrateReport> sent = SendMovingRows(job.order, [](TableId) { return KeyPredicate(); });
+        if (sent.ok()) PSERVER_LOG_INFO("{}: change {}: copied {} rows ({} bytes)", self, job.change, sent->rows, sent->bytes);
+        runtime_->ReportMigration(job.change, job.phase, sent);
+        break;
+      }
+      case MigratePhase::kFinal: {
+        absl::flat_hash_map<TableId, absl::flat_hash_set<Key>> touched;
+        {
+          MutexLock lock(&apply_mu_);
+          if (tracking_ && tracking_->change == job.change) touched.swap(tracking_->touched);
+        }
+        auto changed = [&touched](TableId id) -> KeyPredicate {
+          auto it = touched.find(id);
+          if (it == touched.end() || it->second.empty()) return [](Key) { return false; };
+          const absl::flat_hash_set<Key>* keys = &it->second;
+          return [keys](Key k) { return keys->contains(k); };
+        };
+        Result<cluster::MigrateReport> sent = SendMovingRows(job.order, changed);
+        if (sent.ok()) PSERVER_LOG_INFO("{}: change {}: sent {} changed rows again", self, job.change, sent->rows);
+        runtime_->ReportMigration(job.change, job.phase, sent);
+        break;
+      }
+      case MigratePhase::kCommit: {
+        std::vector<KeyRange> ranges;
+        for (const cluster::MigrateTarget& t : job.order.targets) ranges.insert(ranges.end(), t.ranges.begin(), t.ranges.end());
+        std::vector<std::pair<TableId, TableSpec>> tables;
+        {
+          MutexLock lock(&apply_mu_);
+          if (tracking_ && tracking_->change == job.change) tracking_.reset();
+          tables = TableSpecs();
+        }
+        size_t erased = 0;
+        for (const auto& [id, spec] : tables) {
+          Result<size_t> n = EraseRows(id, RoutingRangePredicate(spec, ranges));
+          if (n.ok()) erased += *n;
+        }
+        PSERVER_LOG_INFO("{}: change {}: erased the {} rows handed over", self, job.change, erased);
+        break;
+      }
+      case MigratePhase::kCancel: {
+        MutexLock lock(&apply_mu_);
+        if (tracking_ && tracking_->change == job.change) tracking_.reset();
+        PSERVER_LOG_INFO("{}: change {} was cancelled; this server keeps every row", self, job.change);
+        break;
+      }
+    }
+  }
+}
+
+Result<cluster::MigrateReport> KVServerCore::SendMovingRows(const cluster::MigrateOrder& order,
+                                                            const std::function<std::function<bool(Key)>(TableId)>& chosen) {
+  std::vector<std::pair<TableId, TableSpec>> tables;
+  {
+    MutexLock lock(&apply_mu_);
+    tables = TableSpecs();
+  }
+  cluster::MigrateReport report;
+  for (const auto& [id, spec] : tables) {
+    const KeyPredicate pick = chosen(id);
+    for (const cluster::MigrateTarget& target : order.targets) {
+      const KeyPredicate moving = RoutingRangePredicate(spec, target.ranges);
+      PSERVER_ASSIGN_OR_RETURN(RowBatch rows, ListRows(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
+      for (size_t first = 0; first < rows.size(); first += kMigrateBatchRows) {
+        const RowBatch batch = Slice(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
+        PSERVER_RETURN_IF_ERROR(SendBatch(target.to, id, batch));
+        report.rows += batch.size();
+        report.bytes += batch.keys.size_bytes() + batch.values.size() + batch.states.size() + batch.lens.size_bytes();
+      }
+    }
+  }
+  return report;
+}
+
+Status KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
+  Message m = BatchMessage(to, table, rows);
+  int64_t id;
+  {
+    MutexLock lock(&mover_mu_);
+    id = next_batch_++;
+    batch_answers_[id];
+  }
+  m.header.sender = runtime_->id();
+  m.header.request_id = id;
+  Status sent = runtime_->SendData(std::move(m));
+  MutexLock lock(&mover_mu_);
+  auto answered = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mover_mu_) {
+    return batch_answers_[id].has_value() || !mover_stop_.ok();
+  };
+  if (sent.ok() && !mover_cv_.WaitFor(&mover_mu_, kBatchTimeout, answered)) {
+    sent = Status::DeadlineExceeded(fmt::format("{} did not store {} moved rows of table {} within {} s",
+                                                runtime_->DescribeNode(to), rows.size(), table.value,
+                                                kBatchTimeout.count()));
+  }
+  if (sent.ok()) sent = batch_answers_[id].has_value() ? *batch_answers_[id] : mover_stop_;
+  batch_answers_.erase(id);
+  return sent;
+}
+
+void KVServerCore::TakeMovedRows(const Message& msg) {
+  Status stored = [&]() -> Status {
+    PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(msg.header.table));
+    PSERVER_ASSIGN_OR_RETURN(RowBatch rows, BatchOf(msg));
+    return InsertRowsLocked(store, rows);
+  }();
+  if (!stored.ok()) {
+    PSERVER_LOG_WARN("{}: refused rows moved from {}: {}", runtime_->DescribeNode(runtime_->id()),
+                     runtime_->DescribeNode(msg.header.sender), stored.ToString());
+  }
+  Message reply;
+  reply.header.type = MessageType::kMigrateRows;
+  reply.header.flags = transport::kFlagReply;
+  reply.header.sender = runtime_->id();
+  reply.header.receiver = msg.header.sender;
+  reply.header.table = msg.header.table;
+  reply.header.value_type = msg.header.value_type;
+  reply.header.request_id = msg.header.request_id;
+  if (!stored.ok()) {
+    reply.header.flags |= transport::kFlagError;
+    reply.header.status = static_cast<uint8_t>(stored.code());
+    reply.frames.push_back(transport::BytesFromString(stored.message()));
+  }
+  (void)runtime_->SendData(std::move(reply));
+}
+
+void KVServerCore::OnShutdown(const Status& why) {
+  MutexLock lock(&mover_mu_);
+  if (mover_stop_.ok()) mover_stop_ = why.ok() ? Status::Aborted("the job ended") : why;
+  mover_cv_.SignalAll();
+}
+
+}  // namespace pserver::kv
