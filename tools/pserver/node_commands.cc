@@ -88,9 +88,6 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       ->envname("PSERVER_NUM_WORKERS")
       ->check(CLI::Range(1, 65536))
       ->required();
-  cmd->add_option("--virtual-nodes", o->virtual_nodes, "Virtual nodes per server on the key ring")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
   cmd->add_option("--address-file", *address_file,
                   "Write the address nodes should register at to this file once listening");
   cmd->callback([=] {
