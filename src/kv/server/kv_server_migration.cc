@@ -87,9 +87,10 @@ Status KVServerCore::OnMigrate(int64_t change, MigratePhase phase, const cluster
     // From now on every push to this server's tables is noted: kFinal sends those of the moving
     // keys again. (Listing happens later, on the mover: a push between the two is in both.)
     MutexLock lock(&apply_mu_);
-    tracking_.emplace();
-    tracking_->change = change;
-    tracking_->order = order;
+    Tracking fresh;
+    fresh.change = change;
+    fresh.order = order;
+    tracking_ = std::move(fresh);
   }
   MutexLock lock(&mover_mu_);
   if (!mover_stop_.ok()) return mover_stop_;
@@ -210,11 +211,11 @@ Status KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
 }
 
 void KVServerCore::TakeMovedRows(const Message& msg) {
-  Status stored = [&]() -> Status {
-    PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(msg.header.table));
-    PSERVER_ASSIGN_OR_RETURN(RowBatch rows, BatchOf(msg));
-    return InsertRowsLocked(store, rows);
-  }();
+  Result<TableStore*> store = FindStore(msg.header.table);
+  Result<RowBatch> rows = BatchOf(msg);
+  const Status stored = !store.ok()  ? store.status()
+                        : !rows.ok() ? rows.status()
+                                     : InsertRowsLocked(*store, *rows);
   if (!stored.ok()) {
     PSERVER_LOG_WARN("{}: refused rows moved from {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());
