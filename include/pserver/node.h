@@ -37,6 +37,21 @@ class NodeAccess;
 
 inline constexpr std::chrono::milliseconds kDefaultControlTimeout{120000};
 
+// Administration of a running job from outside it (`pserver status`, `pserver drain`): a
+// request to the scheduler at `scheduler_address`, answered at an address this call listens at
+// on `host` (the scheduler must reach it). kDeadlineExceeded when no answer comes within
+// `timeout`; the scheduler's error otherwise (e.g. kInvalidArgument for a node that is no live
+// server, or for the last server).
+//
+// The job's state as text: epoch, servers and workers with their state and (servers) share of
+// the routing-key space, the membership change running, the tables.
+Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono::milliseconds timeout,
+                              const std::string& host = "127.0.0.1");
+// Drains server `node` (its node id, as JobStatus shows it): returns once its keys moved and it
+// was told to exit, with the scheduler's one-line summary.
+Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,
+                                const std::string& host = "127.0.0.1");
+
 class Node {
  public:
   // kInvalidArgument for inconsistent options; kUnavailable if the listen address cannot be
@@ -78,6 +93,12 @@ class Node {
   // reason otherwise (a dead node, a cluster that did not form in time, ...). A server holds
   // requests that arrive before Run, so create its KVServer objects first.
   Status Run();
+
+  // Servers: asks the scheduler to drain this server -- move its keys to the other servers --
+  // after which Run returns OK (see docs/elasticity.md). Returns once asked. The scheduler
+  // refuses to drain the last server (logged here; the server goes on serving). `pserver server`
+  // calls it on SIGTERM.
+  Status Leave();
 
   // OK while the node takes part in a live job.
   Status health() const;

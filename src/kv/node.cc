@@ -23,6 +23,61 @@ Result<std::unique_ptr<Node>> internal::NodeAccess::StartWithTransport(
   return node;
 }
 
+namespace {
+
+// One admin request to the scheduler and its answer (see JobStatus).
+Result<std::string> AskScheduler(const std::string& scheduler_address, cluster::AdminRequest request,
+                                 std::chrono::milliseconds timeout, const std::string& host) {
+  if (scheduler_address.empty()) return Status::InvalidArgument("no scheduler address");
+  transport::zmq::ZmqOptions zopts;
+  zopts.send_timeout = timeout;
+  PSERVER_ASSIGN_OR_RETURN(auto t, transport::zmq::ZmqTransport::Create(zopts));
+  PSERVER_ASSIGN_OR_RETURN(request.reply_address, t->Listen(fmt::format("tcp://{}:0", host)));
+  PSERVER_RETURN_IF_ERROR(t->Connect(kSchedulerId, scheduler_address));
+  t->NamePeer(kSchedulerId, fmt::format("the scheduler at {}", scheduler_address));
+  transport::Message ask;
+  ask.header.type = transport::MessageType::kAdmin;
+  ask.header.receiver = kSchedulerId;
+  ask.header.request_id = 1;
+  ask.frames.push_back(cluster::Encode(request));
+  PSERVER_RETURN_IF_ERROR(t->Send(std::move(ask)));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    Result<transport::Message> reply = t->Receive(left);
+    if (!reply.ok()) {
+      if (reply.status().code() == StatusCode::kDeadlineExceeded) break;
+      return reply.status();
+    }
+    const transport::Header& h = reply->header;
+    if (h.type != transport::MessageType::kAdminReply || h.request_id != 1) continue;
+    if (h.is_error()) return cluster::CarriedError(*reply);
+    if (reply->frames.empty()) return std::string();
+    return std::string(reinterpret_cast<const char*>(reply->frames[0].data()), reply->frames[0].size());
+  }
+  return Status::DeadlineExceeded(fmt::format("the scheduler at {} did not answer within {} ms (is the job running, "
+                                              "and can it reach {}?)",
+                                              scheduler_address, timeout.count(), request.reply_address));
+}
+
+}  // namespace
+
+Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono::milliseconds timeout,
+                              const std::string& host) {
+  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kStatus, NodeId(), ""}, timeout, host);
+}
+
+Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,
+                                const std::string& host) {
+  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kDrain, node, ""}, timeout, host);
+}
+
+Status Node::Leave() {
+  if (role_ != Role::kServer || !runtime_) return Status::InvalidArgument("only a server can leave the job");
+  return runtime_->RequestDrain();
+}
+
 Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
   transport::zmq::ZmqOptions zopts;
   zopts.send_timeout = options.send_timeout;

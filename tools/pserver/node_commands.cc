@@ -3,9 +3,15 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <thread>
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 
 #include "pserver/atomic_file.h"
 #include "pserver/demo_worker.h"
@@ -130,8 +136,32 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
   cmd->callback([=] {
     *run = [=]() {
       ApplyCommonFlags(*f, o.get());
+      // SIGTERM is taken by a thread of its own (blocked here, before any other thread starts,
+      // so that every thread inherits the mask).
+      sigset_t term;
+      sigemptyset(&term);
+      sigaddset(&term, SIGTERM);
+      pthread_sigmask(SIG_BLOCK, &term, nullptr);
       Result<std::unique_ptr<Node>> node = Node::Start(*o);
       if (!node.ok()) return Fail("server", node.status());
+      Node* self = node->get();
+      std::jthread on_term([self, term](std::stop_token stop) {
+        int seen = 0;
+        while (!stop.stop_requested()) {
+          timespec wait{0, 200'000'000};
+          if (sigtimedwait(&term, nullptr, &wait) != SIGTERM) continue;
+          if (++seen > 1) {
+            std::fprintf(stderr, "pserver server: second SIGTERM; exiting now\n");
+            std::_Exit(143);
+          }
+          Status asked = self->Leave();
+          std::fprintf(stderr, "pserver server: SIGTERM: %s\n",
+                       asked.ok() ? "asked the scheduler to drain this server (a second SIGTERM exits at once)"
+                                  : ("could not ask the scheduler to drain this server: " + asked.ToString()).c_str());
+          std::fflush(stderr);
+          if (!asked.ok()) self->Stop();
+        }
+      });
       // The built-in update rules serve every app (`pserver train linear` uses "prox").
       ServerOptions options;
       options.apply_threads = *apply_threads;
@@ -167,6 +197,58 @@ void AddWorkerCommand(CLI::App& app, std::function<int()>* run) {
       if (!node.ok()) return Fail("worker", node.status());
       Status s = RunDemoWorker(**node, *demo);
       if (!s.ok()) return Fail("worker", s);
+      return 0;
+    };
+  });
+}
+
+void AddStatusCommand(CLI::App& app, std::function<int()>* run) {
+  auto address = std::make_shared<std::string>();
+  auto host = std::make_shared<std::string>("127.0.0.1");
+  auto timeout_ms = std::make_shared<int64_t>(10000);
+  CLI::App* cmd = app.add_subcommand(
+      "status", "Print a running job's state: epoch, servers and workers with their state and key-space share, the "
+                "membership change running, the tables");
+  cmd->add_option("--scheduler", *address, "The scheduler's address, tcp://host:port")
+      ->envname("PSERVER_SCHEDULER")
+      ->required();
+  cmd->add_option("--host", *host, "Host this command listens on for the answer; the scheduler must reach it")
+      ->capture_default_str();
+  cmd->add_option("--timeout-ms", *timeout_ms, "How long to wait for the answer")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      Result<std::string> status = JobStatus(*address, std::chrono::milliseconds(*timeout_ms), *host);
+      if (!status.ok()) return Fail("status", status.status());
+      std::fputs(status->c_str(), stdout);
+      return 0;
+    };
+  });
+}
+
+void AddDrainCommand(CLI::App& app, std::function<int()>* run) {
+  auto address = std::make_shared<std::string>();
+  auto host = std::make_shared<std::string>("127.0.0.1");
+  auto node = std::make_shared<uint32_t>(0);
+  auto timeout_ms = std::make_shared<int64_t>(600000);
+  CLI::App* cmd = app.add_subcommand(
+      "drain", "Move a server's keys to the other servers of a running job, then let it exit (the last server is "
+               "never drained)");
+  cmd->add_option("--scheduler", *address, "The scheduler's address, tcp://host:port")
+      ->envname("PSERVER_SCHEDULER")
+      ->required();
+  cmd->add_option("--node", *node, "The server's node id, as `pserver status` shows it")->required();
+  cmd->add_option("--host", *host, "Host this command listens on for the answer; the scheduler must reach it")
+      ->capture_default_str();
+  cmd->add_option("--timeout-ms", *timeout_ms, "How long to wait for the drain to complete")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      Result<std::string> done = DrainServer(*address, NodeId(*node), std::chrono::milliseconds(*timeout_ms), *host);
+      if (!done.ok()) return Fail("drain", done.status());
+      std::printf("%s\n", done->c_str());
       return 0;
     };
   });
