@@ -1,0 +1,151 @@
+// Elastic membership across real processes (docs/elasticity.md): a job of `pserver` processes
+// -- scheduler, servers, and two `pserver worker`s that push known values round after round and
+// check every pulled sum exactly -- while servers join (two at once), one is drained with
+// `pserver drain`, one leaves on SIGTERM and one more with `pserver drain`; `pserver status`
+// shows each step; the drain of the last server is refused with a clear error. Every process
+// must exit 0: the workers' sums were exact in every round, through every change.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "testing/test_util.h"
+#include "tests/integration/process_expectations.h"
+#include "tests/integration/subprocess.h"
+
+namespace pserver {
+namespace {
+
+using testing::PserverBinary;
+using testing::Subprocess;
+
+constexpr std::chrono::seconds kHangGuard(240);
+
+std::string ExitOf(Subprocess& p, const std::string& who) { return testing::ExitOf(p, who, kHangGuard); }
+
+class ElasticTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers",
+                                "2", "--num-workers", "2"});
+    ASSERT_OK(s);
+    scheduler_ = std::move(*s);
+    const std::string marker = "scheduler listening at ";
+    std::optional<std::string> line = scheduler_->WaitForLine(marker, kHangGuard);
+    ASSERT_TRUE(line.has_value()) << scheduler_->output();
+    address_ = line->substr(marker.size());
+  }
+
+  Subprocess& StartServer() {
+    auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1"});
+    EXPECT_OK(s);
+    servers_.push_back(std::move(*s));
+    return *servers_.back();
+  }
+
+  // Runs `pserver args...` against the job and returns its exit description and output.
+  std::pair<std::string, std::string> Admin(std::vector<std::string> args) {
+    args.insert(args.begin(), PserverBinary());
+    args.push_back("--scheduler");
+    args.push_back(address_);
+    auto p = Subprocess::Spawn(args);
+    EXPECT_OK(p);
+    const std::string exit = ExitOf(**p, args[1]);
+    return {exit, (*p)->output()};
+  }
+
+  std::string Status() {
+    auto [exit, out] = Admin({"status"});
+    EXPECT_EQ(exit, "exit 0") << out;
+    return out;
+  }
+
+  // The node id `pserver status` gives server `rank`.
+  std::string NodeOfServer(const std::string& status, int rank) {
+    std::smatch m;
+    const std::regex re("server " + std::to_string(rank) + R"( \(node (\d+)\))");
+    EXPECT_TRUE(std::regex_search(status, m, re)) << status;
+    return m.size() > 1 ? m[1].str() : "0";
+  }
+
+  // The node id of a server process, from the line it logs once registered.
+  std::string NodeOfProcess(Subprocess& server) {
+    EXPECT_TRUE(server.WaitForOutput(") registered at ", kHangGuard)) << server.output();
+    std::smatch m;
+    const std::string out = server.output();
+    const std::regex re(R"(server \d+ \(node (\d+)\) registered at )");
+    EXPECT_TRUE(std::regex_search(out, m, re)) << out;
+    return m.size() > 1 ? m[1].str() : "0";
+  }
+
+  // Waits until every worker printed its round `round` (so the changes come while they push).
+  void WaitForRound(int round) {
+    for (auto& w : workers_) {
+      ASSERT_TRUE(w->WaitForOutput("round " + std::to_string(round) + "/", kHangGuard)) << w->output();
+    }
+  }
+
+  std::string address_;
+  std::unique_ptr<Subprocess> scheduler_;
+  std::vector<std::unique_ptr<Subprocess>> servers_;
+  std::vector<std::unique_ptr<Subprocess>> workers_;
+};
+
+TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
+  StartServer();
+  StartServer();
+  constexpr int kRounds = 6000;
+  for (int w = 0; w < 2; ++w) {
+    auto p = Subprocess::Spawn({PserverBinary(), "worker", "--scheduler", address_, "--host", "127.0.0.1", "--rounds",
+                                std::to_string(kRounds), "--keys", "1000"});
+    ASSERT_OK(p);
+    workers_.push_back(std::move(*p));
+  }
+  WaitForRound(20);
+  // Two servers join at once; the scheduler moves keys to one, then the other.
+  StartServer();
+  StartServer();
+  WaitForRound(60);
+  std::string status = Status();
+  for (int i = 0; i < 100 && status.find("changes done: 2") == std::string::npos; ++i) {
+    WaitForRound(60 + 10 * (i + 1));
+    status = Status();
+  }
+  ASSERT_NE(status.find("changes done: 2"), std::string::npos) << status;
+
+  // `pserver drain` of server 0, then SIGTERM of one joiner, then `pserver drain` of the other.
+  auto [drained, out] = Admin({"drain", "--node", NodeOfServer(status, 0)});
+  EXPECT_EQ(drained, "exit 0") << out;
+  EXPECT_NE(out.find("server 0 (node"), std::string::npos) << out;
+  EXPECT_EQ(ExitOf(*servers_[0], "server 0"), "exit 0") << servers_[0]->output();
+  servers_[2]->Signal(SIGTERM);
+  EXPECT_EQ(ExitOf(*servers_[2], "a joiner"), "exit 0") << servers_[2]->output();
+  EXPECT_NE(servers_[2]->output().find("asked the scheduler to drain this server"), std::string::npos);
+  auto [drained3, out3] = Admin({"drain", "--node", NodeOfProcess(*servers_[3])});
+  EXPECT_EQ(drained3, "exit 0") << out3;
+  EXPECT_EQ(ExitOf(*servers_[3], "the other joiner"), "exit 0") << servers_[3]->output();
+
+  // Server 1 is the last: its drain is refused, and it goes on serving.
+  status = Status();
+  EXPECT_TRUE(std::regex_search(status, std::regex(R"(server 0 \(node \d+\) +left)"))) << status;
+  EXPECT_TRUE(std::regex_search(status, std::regex(R"(server 1 \(node \d+\) +serving .* share 1\.0000)"))) << status;
+  auto [refused, why] = Admin({"drain", "--node", NodeOfServer(status, 1)});
+  EXPECT_EQ(refused, "exit 1") << why;
+  EXPECT_NE(why.find("it is the last server, and no other could hold its keys"), std::string::npos) << why;
+
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    EXPECT_EQ(ExitOf(*workers_[w], "worker"), "exit 0") << workers_[w]->output();
+    EXPECT_NE(workers_[w]->output().find("round " + std::to_string(kRounds) + "/"), std::string::npos);
+  }
+  EXPECT_EQ(ExitOf(*servers_[1], "server 1"), "exit 0") << servers_[1]->output();
+  EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
+  EXPECT_NE(scheduler_->output().find("was drained at epoch"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pserver
