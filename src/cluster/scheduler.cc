@@ -223,20 +223,6 @@ void Scheduler::FormCluster() {
   PSERVER_LOG_INFO("scheduler: cluster formed: {} servers, {} workers", options_.num_servers, options_.num_workers);
 }
 
-template <typename T>
-Result<T> Scheduler::OnRunThread(std::function<void(std::promise<Result<T>>&)> command,
-                                 std::chrono::milliseconds timeout, const char* what) {
-  auto done = std::make_shared<std::promise<Result<T>>>();
-  std::future<Result<T>> result = done->get_future();
-  {
-    MutexLock lock(&commands_mu_);
-    commands_.push_back([command = std::move(command), done] { command(*done); });
-  }
-  if (result.wait_for(timeout) != std::future_status::ready) {
-    return Status::DeadlineExceeded(fmt::format("scheduler: {} did not complete within {} ms", what, timeout.count()));
-  }
-  return result.get();
-}
 
 void Scheduler::RunCommands() {
   std::vector<std::function<void()>> commands;

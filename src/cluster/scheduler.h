@@ -32,6 +32,8 @@
 // happens on it. Stop() is thread-safe and makes Run return kAborted.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -99,6 +101,16 @@ class Scheduler {
   Result<std::string> StatusText(std::chrono::milliseconds timeout);
   // Membership changes completed since Start. Thread-safe.
   uint64_t changes_done() const { return changes_done_.load(); }
+  // What each completed change moved and how long it took.
+  struct ChangeReport {
+    bool join = true;
+    uint32_t server = 0;              // its rank
+    uint32_t servers_after = 0;       // servers owning keys once it was done
+    MigrateReport copied, changed;    // rows copied while serving; rows sent again after the switch
+    double total_ms = 0, from_switch_ms = 0;
+  };
+  // Thread-safe; waits for Run's thread up to `timeout`.
+  Result<std::vector<ChangeReport>> ChangeReports(std::chrono::milliseconds timeout);
 
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
@@ -251,9 +263,25 @@ class Scheduler {
   int64_t next_migration_ = 1;
   NodeId next_tool_id_{0x80000000u};             // connections back to tools (kAdmin)
   std::atomic<uint64_t> changes_done_{0};
+  std::vector<ChangeReport> reports_;  // Run's thread
 
   Mutex commands_mu_;
   std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread
 };
+
+template <typename T>
+inline Result<T> Scheduler::OnRunThread(std::function<void(std::promise<Result<T>>&)> command,
+                                 std::chrono::milliseconds timeout, const char* what) {
+  auto done = std::make_shared<std::promise<Result<T>>>();
+  std::future<Result<T>> result = done->get_future();
+  {
+    MutexLock lock(&commands_mu_);
+    commands_.push_back([command = std::move(command), done] { command(*done); });
+  }
+  if (result.wait_for(timeout) != std::future_status::ready) {
+    return Status::DeadlineExceeded(fmt::format("scheduler: {} did not complete within {} ms", what, timeout.count()));
+  }
+  return result.get();
+}
 
 }  // namespace pserver::cluster

@@ -257,6 +257,9 @@ void Scheduler::FinishMigration(const Status& outcome) {
   migration_.reset();
   if (outcome.ok()) {
     const auto now = Clock::now();
+    reports_.push_back(ChangeReport{m.change.kind == Change::kJoin, FindMember(m.change.server)->info.rank.value,
+                                    static_cast<uint32_t>(placement_->servers().size()), m.copied, m.finals,
+                                    Millis(now - m.started), Millis(now - m.switched)});
     ++changes_done_;
     PSERVER_LOG_INFO(
         "scheduler: {} {} at epoch {}: {} rows ({} bytes) copied, then {} changed rows; {:.1f} ms in all, {:.1f} ms "
@@ -442,6 +445,12 @@ Status Scheduler::Drain(uint32_t rank, std::chrono::milliseconds timeout) {
     return Status::DeadlineExceeded(fmt::format("server {} was not drained within {} ms", rank, timeout.count()));
   }
   return result.get();
+}
+
+Result<std::vector<Scheduler::ChangeReport>> Scheduler::ChangeReports(std::chrono::milliseconds timeout) {
+  return OnRunThread<std::vector<ChangeReport>>(
+      [this](std::promise<Result<std::vector<ChangeReport>>>& done) { done.set_value(reports_); }, timeout,
+      "listing the changes");
 }
 
 Result<std::string> Scheduler::StatusText(std::chrono::milliseconds timeout) {

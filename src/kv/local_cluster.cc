@@ -54,6 +54,10 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOpti
   sched.scheduler_address = options.inproc ? "inproc://scheduler" : "tcp://127.0.0.1:0";
   PSERVER_ASSIGN_OR_RETURN(c->scheduler_, StartNode(sched, hub, options));
   base.scheduler_address = c->scheduler_->address();
+  c->options_ = options;
+  c->server_options_ = base;
+  c->server_options_.role = Role::kServer;
+  c->server_options_.rank_hint = -1;
 
   // Start blocks until the whole cluster registered, so every node starts in its own thread.
   const uint32_t total = options.num_servers + options.num_workers;
@@ -109,11 +113,46 @@ Status LocalCluster::RunWorkers(const std::function<Status(Node&)>& body) {
     }
   }
   threads_.clear();  // joins the scheduler and servers, which end with the job
+  std::vector<std::jthread> added_threads;
+  {
+    MutexLock lock(&added_mu_);
+    added_threads.swap(added_threads_);
+  }
+  added_threads.clear();
   for (size_t i = 0; i < workers_.size(); ++i) {
     if (!results[i].ok()) return results[i].WithContext(fmt::format("worker {}", workers_[i]->rank().value));
   }
   for (const Status& s : results_) PSERVER_RETURN_IF_ERROR(s);
+  MutexLock lock(&added_mu_);
+  for (const auto& s : added_results_) PSERVER_RETURN_IF_ERROR(*s);
   return Status::Ok();
+}
+
+Node& LocalCluster::server(uint32_t i) {
+  if (i < servers_.size()) return *servers_[i];
+  MutexLock lock(&added_mu_);
+  return *added_[i - servers_.size()];
+}
+
+uint32_t LocalCluster::num_servers() const {
+  MutexLock lock(&added_mu_);
+  return static_cast<uint32_t>(servers_.size() + added_.size());
+}
+
+Result<Node*> LocalCluster::AddServer(ServerSetup setup) {
+  auto* hub = static_cast<transport::inproc::InprocHub*>(hub_.get());
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Node> node, StartNode(server_options_, hub, options_));
+  Node* server = node.get();
+  std::shared_ptr<void> handlers = setup(*server);
+  MutexLock lock(&added_mu_);
+  added_.push_back(std::move(node));
+  added_results_.push_back(std::make_unique<Status>());
+  Status* result = added_results_.back().get();
+  added_threads_.emplace_back([server, handlers, result]() mutable {
+    *result = server->Run();
+    handlers.reset();
+  });
+  return server;
 }
 
 LocalCluster::~LocalCluster() {
@@ -122,6 +161,9 @@ LocalCluster::~LocalCluster() {
   for (auto& n : servers_) n->Stop();
   for (auto& n : workers_) n->Stop();
   threads_.clear();
+  MutexLock lock(&added_mu_);
+  for (auto& n : added_) n->Stop();
+  added_threads_.clear();
 }
 
 }  // namespace pserver::kv

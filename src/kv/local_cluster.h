@@ -4,8 +4,10 @@
 //
 // Start() returns once every node has registered. RunWorkers() runs a function on every worker
 // in parallel, finalizes the workers and waits for the scheduler and servers to finish.
+// AddServer() starts one more server while the job runs (it joins; see docs/elasticity.md).
 //
-// Thread safety: drive a LocalCluster from one thread.
+// Thread safety: drive a LocalCluster from one thread, but for AddServer, which may run while
+// another thread is in RunWorkers.
 #pragma once
 
 #include <functional>
@@ -13,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "pserver/node.h"
 #include "pserver/options.h"
 #include "transport/transport.h"
@@ -48,6 +52,14 @@ class LocalCluster {
 
   Node& worker(uint32_t i) { return *workers_[i]; }
   uint32_t num_workers() const { return static_cast<uint32_t>(workers_.size()); }
+  Node& scheduler() { return *scheduler_; }
+  // The servers started with the cluster, then those added, in order.
+  Node& server(uint32_t i) ABSL_LOCKS_EXCLUDED(added_mu_);
+  uint32_t num_servers() const ABSL_LOCKS_EXCLUDED(added_mu_);
+
+  // Starts one more server, set up by `setup`, and returns it once registered: the scheduler
+  // then moves keys to it (the job must not have ended).
+  Result<Node*> AddServer(ServerSetup setup = DefaultServers) ABSL_LOCKS_EXCLUDED(added_mu_);
 
   // Runs body(worker node) on every worker in its own thread, then finalizes each worker and
   // waits for the job to end. Returns the first error of a body, a Finalize, the servers or
@@ -63,6 +75,13 @@ class LocalCluster {
   std::vector<std::jthread> threads_;  // scheduler and servers running
   std::vector<Status> results_;        // of those threads, by index
   bool ran_ = false;
+  // What AddServer needs, and what it started.
+  LocalClusterOptions options_;
+  NodeOptions server_options_;
+  mutable Mutex added_mu_;
+  std::vector<std::unique_ptr<Node>> added_ ABSL_GUARDED_BY(added_mu_);
+  std::vector<std::unique_ptr<Status>> added_results_ ABSL_GUARDED_BY(added_mu_);
+  std::vector<std::jthread> added_threads_ ABSL_GUARDED_BY(added_mu_);
 };
 
 }  // namespace pserver::kv
