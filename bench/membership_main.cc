@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <numeric>
@@ -269,7 +270,7 @@ int main(int argc, char** argv) {
   app.add_option("--move-keys", move_keys, "Keys the drained server holds (move)")->check(CLI::Range(1000, 100000000));
   app.add_option("--repeats", repeats, "Runs (median and range reported)")->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
-  pserver::SetLogLevel("warn");
+  pserver::SetLogLevel(std::getenv("PSERVER_BENCH_LOG") ? std::getenv("PSERVER_BENCH_LOG") : "warn");
   pserver::Status s = mode == "growth" ? pserver::Growth(from, std::max(to, from + 1), keys, repeats)
                                        : pserver::Move(move_keys, repeats);
   if (!s.ok()) {

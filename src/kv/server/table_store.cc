@@ -210,11 +210,22 @@ Status TableStore::InsertRows(const RowBatch& batch) {
 }
 
 KeyPredicate RoutingRangePredicate(const TableSpec& spec, std::vector<KeyRange> routing_ranges) {
-  const auto in = [ranges = std::move(routing_ranges)](uint64_t r) {
-    for (const KeyRange& range : ranges) {
-      if (range.Contains(r)) return true;
+  // Sorted and merged, so that a key is looked up by binary search: a server's ranges may be
+  // thousands of partitions (a drained server's, given out one at a time).
+  std::sort(routing_ranges.begin(), routing_ranges.end(),
+            [](const KeyRange& a, const KeyRange& b) { return a.first < b.first; });
+  std::vector<KeyRange> merged;
+  for (const KeyRange& r : routing_ranges) {
+    if (r.first > r.last) continue;
+    if (!merged.empty() && (merged.back().last == ~uint64_t{0} || r.first <= merged.back().last + 1)) {
+      merged.back().last = std::max(merged.back().last, r.last);
+    } else {
+      merged.push_back(r);
     }
-    return false;
+  }
+  const auto in = [ranges = std::move(merged)](uint64_t r) {
+    auto it = std::upper_bound(ranges.begin(), ranges.end(), r, [](uint64_t k, const KeyRange& x) { return k < x.first; });
+    return it != ranges.begin() && std::prev(it)->Contains(r);
   };
   switch (spec.placement) {
     case KeyPlacement::kHashed:
