@@ -150,8 +150,12 @@ class KVServerCore final : public cluster::DataHandler {
   Result<cluster::MigrateReport> SendMovingRows(const cluster::MigrateOrder& order,
                                                 const std::function<std::function<bool(Key)>(TableId)>& chosen)
       ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
-  // Sends one batch to `to` and waits for its answer.
-  Status SendBatch(NodeId to, TableId table, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  // Sends one batch to `to` and returns its id, to wait for with AwaitBatch (the recipient
+  // stores it meanwhile: up to kBatchesInFlight go out before the oldest is waited for).
+  Result<int64_t> SendBatch(NodeId to, TableId table, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  // Waits for batch `id`'s answer: OK once stored, the recipient's refusal, or an error.
+  Status AwaitBatch(int64_t id) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  static constexpr size_t kBatchesInFlight = 4;
   // Recipient: stores the rows of a kMigrateRows request and answers it.
   void TakeMovedRows(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Every table this server built, with its spec.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <deque>
 
 #include "base/logging.h"
 #include "kv/server/kv_server_core.h"
@@ -169,23 +170,40 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(const cluster::Migra
     tables = TableSpecs();
   }
   cluster::MigrateReport report;
+  std::deque<int64_t> in_flight;
+  Status failed;
   for (const auto& [id, spec] : tables) {
     const KeyPredicate pick = chosen(id);
     for (const cluster::MigrateTarget& target : order.targets) {
       const KeyPredicate moving = RoutingRangePredicate(spec, target.ranges);
       PSERVER_ASSIGN_OR_RETURN(RowBatch rows, ListRows(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
-      for (size_t first = 0; first < rows.size(); first += kMigrateBatchRows) {
+      for (size_t first = 0; first < rows.size() && failed.ok(); first += kMigrateBatchRows) {
         const RowBatch batch = Slice(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
-        PSERVER_RETURN_IF_ERROR(SendBatch(target.to, id, batch));
+        Result<int64_t> sent = SendBatch(target.to, id, batch);
+        if (!sent.ok()) {
+          failed = sent.status();
+          break;
+        }
+        in_flight.push_back(*sent);
         report.rows += batch.size();
         report.bytes += batch.keys.size_bytes() + batch.values.size() + batch.states.size() + batch.lens.size_bytes();
+        if (in_flight.size() >= kBatchesInFlight) {
+          failed = AwaitBatch(in_flight.front());
+          in_flight.pop_front();
+        }
       }
     }
   }
+  // Every batch sent is answered (or given up) before this returns, failed or not.
+  for (int64_t batch : in_flight) {
+    Status s = AwaitBatch(batch);
+    if (failed.ok()) failed = s;
+  }
+  PSERVER_RETURN_IF_ERROR(failed);
   return report;
 }
 
-Status KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
+Result<int64_t> KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
   Message m = BatchMessage(to, table, rows);
   int64_t id;
   {
@@ -195,19 +213,28 @@ Status KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
   }
   m.header.sender = runtime_->id();
   m.header.request_id = id;
-  Status sent = runtime_->SendData(std::move(m));
+  if (Status sent = runtime_->SendData(std::move(m)); !sent.ok()) {
+    MutexLock lock(&mover_mu_);
+    batch_answers_.erase(id);
+    return sent;
+  }
+  return id;
+}
+
+Status KVServerCore::AwaitBatch(int64_t id) {
   MutexLock lock(&mover_mu_);
   auto answered = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mover_mu_) {
     return batch_answers_[id].has_value() || !mover_stop_.ok();
   };
-  if (sent.ok() && !mover_cv_.WaitFor(&mover_mu_, kBatchTimeout, answered)) {
-    sent = Status::DeadlineExceeded(fmt::format("{} did not store {} moved rows of table {} within {} s",
-                                                runtime_->DescribeNode(to), rows.size(), table.value,
-                                                kBatchTimeout.count()));
+  Status outcome;
+  if (!mover_cv_.WaitFor(&mover_mu_, kBatchTimeout, answered)) {
+    outcome = Status::DeadlineExceeded(fmt::format("a recipient did not store moved rows (batch {}) within {} s", id,
+                                                   kBatchTimeout.count()));
+  } else {
+    outcome = batch_answers_[id].has_value() ? *batch_answers_[id] : mover_stop_;
   }
-  if (sent.ok()) sent = batch_answers_[id].has_value() ? *batch_answers_[id] : mover_stop_;
   batch_answers_.erase(id);
-  return sent;
+  return outcome;
 }
 
 void KVServerCore::TakeMovedRows(const Message& msg) {
