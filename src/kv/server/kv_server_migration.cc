@@ -95,6 +95,13 @@ Status KVServerCore::OnMigrate(int64_t change, MigratePhase phase, const cluster
   }
   MutexLock lock(&mover_mu_);
   if (!mover_stop_.ok()) return mover_stop_;
+  if (phase == MigratePhase::kCancel) {
+    // The batches the mover waits for belong to the change (one runs at a time): a recipient
+    // that was sent away will never answer them.
+    for (auto& [id, answer] : batch_answers_) {
+      if (!answer) answer = Status::Aborted(fmt::format("change {} was cancelled", change));
+    }
+  }
   mover_jobs_.push_back(MoverJob{change, phase, order});
   mover_cv_.SignalAll();
   return Status::Ok();
