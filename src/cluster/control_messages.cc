@@ -257,6 +257,29 @@ Result<AdminRequest> DecodeAdminRequest(const transport::Bytes& body) {
   return m;
 }
 
+transport::Bytes Encode(const std::vector<TableStats>& m) {
+  WireWriter w;
+  w.U32(static_cast<uint32_t>(m.size()));
+  for (const TableStats& t : m) {
+    w.U32(t.table.value);
+    w.U64(t.rows);
+    w.U64(t.bytes);
+  }
+  return transport::BytesFromString(w.Take());
+}
+
+Result<std::vector<TableStats>> DecodeTableStats(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  uint32_t n = 0;
+  if (!r.U32(&n) || n > kMaxTableStats) return Malformed("table-stats");
+  std::vector<TableStats> m(n);
+  for (TableStats& t : m) {
+    if (!r.U32(&t.table.value) || !r.U64(&t.rows) || !r.U64(&t.bytes)) return Malformed("table-stats");
+  }
+  if (!r.Done()) return Malformed("table-stats");
+  return m;
+}
+
 Status CarriedError(const transport::Message& msg) {
   constexpr size_t kMaxText = 4096;
   std::string text = msg.frames.empty()

@@ -84,7 +84,7 @@ struct NodeFailure {
 enum class MigratePhase : uint8_t {
   kCopy = 1,    // copy the moving rows to their new owners while serving; note changes to them
   kFinal = 2,   // the donor routes by the new view now: copy the rows changed since kCopy began
-  kCommit = 3,  // the new view is everyone's: erase the rows handed over
+  kCommit = 3,  // the new view is everyone's: erase the rows handed over (answered once done)
   kCancel = 4,  // the change is off (a recipient is gone): forget it, keep every row
 };
 inline constexpr uint8_t kMaxMigratePhase = 4;
@@ -120,6 +120,19 @@ struct AdminRequest {
   std::string reply_address;
   friend bool operator==(const AdminRequest&, const AdminRequest&) = default;
 };
+
+// What a server holds of one table (its answer to the scheduler's kAdmin status request: a list
+// of these).
+struct TableStats {
+  TableId table;
+  uint64_t rows = 0;
+  uint64_t bytes = 0;
+  friend bool operator==(const TableStats&, const TableStats&) = default;
+};
+inline constexpr size_t kMaxTableStats = 1 << 16;
+
+transport::Bytes Encode(const std::vector<TableStats>& m);
+Result<std::vector<TableStats>> DecodeTableStats(const transport::Bytes& body);
 
 transport::Bytes Encode(const RegisterRequest& m);
 transport::Bytes Encode(const RegisterReply& m);

@@ -124,6 +124,10 @@ std::vector<Codec> AllCodecs() {
       {"declare-table", wrap(DecodeTableDeclaration)},
       {"node-failed", wrap(DecodeNodeFailure)},
       {"cluster-view", wrap(DecodeClusterView)},
+      {"migrate", wrap(DecodeMigrateOrder)},
+      {"migrate-reply", wrap(DecodeMigrateReport)},
+      {"admin", wrap(DecodeAdminRequest)},
+      {"table-stats", wrap(DecodeTableStats)},
   };
 }
 
@@ -140,6 +144,14 @@ std::vector<std::vector<std::string>> ValidBodies() {
       {Text(Encode(NodeFailure{NodeId(9), Role::kWorker, Rank(4), "gone"})),
        Text(Encode(NodeFailure{NodeId(1), Role::kServer, Rank(0), ""}))},
       {Text(Encode(reply.view)), Text(Encode(lonely.view))},
+      {Text(Encode(MigrateOrder{{MigrateTarget{NodeId(4), {KeyRange{0, 9}, KeyRange{20, ~uint64_t{0}}}},
+                                 MigrateTarget{NodeId(2), {KeyRange{10, 10}}}}})),
+       Text(Encode(MigrateOrder{}))},
+      {Text(Encode(MigrateReport{12345, 678910})), Text(Encode(MigrateReport{}))},
+      {Text(Encode(AdminRequest{AdminOp::kDrain, NodeId(7), "tcp://127.0.0.1:9"})),
+       Text(Encode(AdminRequest{AdminOp::kStatus, NodeId(), ""}))},
+      {Text(Encode(std::vector<TableStats>{{TableId(1), 10, 400}, {TableId(3), 0, 0}})),
+       Text(Encode(std::vector<TableStats>{}))},
   };
 }
 
@@ -329,6 +341,33 @@ std::string MutateBody(std::mt19937_64& rng, std::string s) {
     }
   }
   return s;
+}
+
+TEST(ControlMessagesTest, RoundTripsMembershipBodies) {
+  const MigrateOrder order{{MigrateTarget{NodeId(4), {KeyRange{0, 9}, KeyRange{20, 30}}}}};
+  Result<MigrateOrder> o = DecodeMigrateOrder(Encode(order));
+  ASSERT_OK(o);
+  EXPECT_EQ(*o, order);
+  Result<MigrateReport> r = DecodeMigrateReport(Encode(MigrateReport{5, 6}));
+  ASSERT_OK(r);
+  EXPECT_EQ(*r, (MigrateReport{5, 6}));
+  const AdminRequest admin{AdminOp::kDrain, NodeId(7), "tcp://h:1"};
+  Result<AdminRequest> a = DecodeAdminRequest(Encode(admin));
+  ASSERT_OK(a);
+  EXPECT_EQ(*a, admin);
+  const std::vector<TableStats> stats = {{TableId(2), 7, 8}};
+  Result<std::vector<TableStats>> t = DecodeTableStats(Encode(stats));
+  ASSERT_OK(t);
+  EXPECT_EQ(*t, stats);
+  // A target without ranges, ranges out of order or overlapping, an inverted range, an unknown op.
+  const std::vector<Codec> codecs = AllCodecs();
+  ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {}}}})), "a target without ranges");
+  ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {KeyRange{5, 9}, KeyRange{9, 12}}}}})),
+                "overlapping ranges");
+  ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {KeyRange{9, 5}}}}})), "first > last");
+  std::string bad_op = Text(Encode(admin));
+  bad_op[0] = 3;
+  ExpectRefused(codecs[7], bad_op, "op 3");
 }
 
 TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {

@@ -511,7 +511,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
               ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
                 Status taken = data_handler_ ? data_handler_->OnMigrate(change, phase, order)
                                              : Status::Unavailable("no data handler is attached");
-                if (!taken.ok() && (phase == MigratePhase::kCopy || phase == MigratePhase::kFinal)) {
+                if (!taken.ok() && phase != MigratePhase::kCancel) {
                   ReportMigration(change, phase, taken);
                 }
               })));
@@ -527,6 +527,18 @@ void NodeRuntime::HandleControl(Message&& msg) {
       PSERVER_LOG_INFO("{}: {} left the job: {}", DescribeNode(id_), NodeName(who->role, who->rank, who->id), who->reason);
       Enqueue(DataItem(std::function<void()>([this, who = *who]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
         if (data_handler_) data_handler_->OnNodeLeft(who);
+      })));
+      return;
+    }
+    case MessageType::kAdmin: {
+      // The scheduler asks what this server holds (`pserver status`): answered in order with
+      // the data, from the handler's tables.
+      Enqueue(DataItem(std::function<void()>([this, request_id = h.request_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+        Message reply = ToScheduler(MessageType::kAdminReply);
+        reply.header.flags = transport::kFlagReply;
+        reply.header.request_id = request_id;
+        reply.frames.push_back(Encode(data_handler_ ? data_handler_->OnStats() : std::vector<TableStats>()));
+        (void)transport_->SendNoWait(std::move(reply));
       })));
       return;
     }

@@ -108,8 +108,7 @@ class DataHandler {
   }
   // Server: a phase of membership change `change` that the scheduler orders from this server, a
   // donor (see MigratePhase and docs/elasticity.md). Must not block: the work runs elsewhere and
-  // kCopy and kFinal end with NodeRuntime::ReportMigration; kCommit and kCancel are not
-  // answered. An error returned here is reported at once (the default: this handler cannot
+  // kCopy, kFinal and kCommit end with NodeRuntime::ReportMigration; kCancel is not answered. An error returned here is reported at once (the default: this handler cannot
   // move rows).
   virtual Status OnMigrate(int64_t change, MigratePhase phase, const MigrateOrder& order) {
     (void)change;
@@ -119,6 +118,9 @@ class DataHandler {
   }
   // A node left the job on purpose (a worker that finished its work).
   virtual void OnNodeLeft(const NodeFailure& who) { (void)who; }
+  // Server: what it holds of each table, for `pserver status` (the scheduler's kAdmin). Must
+  // not block.
+  virtual std::vector<TableStats> OnStats() { return {}; }
 };
 
 class NodeRuntime {

@@ -79,15 +79,25 @@ Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) cons
   const size_t at = IndexOf(rank);
   next.servers_.erase(next.servers_.begin() + static_cast<std::ptrdiff_t>(at));
   next.counts_.erase(next.counts_.begin() + static_cast<std::ptrdiff_t>(at));
-  // Its partitions, lowest first, each to the least loaded server (ties: the lowest rank).
+  // How many of its partitions each server takes: one at a time to the least loaded (ties: the
+  // lowest rank). Then they are dealt in contiguous runs, lowest partitions to the lowest rank,
+  // so that each receiver gets one run of them where it can (a ring of few segments, and few
+  // ranges for a dense table or a migration to walk).
   std::set<std::pair<uint32_t, uint32_t>> by_load;  // (count, rank): least loaded first
   for (size_t i = 0; i < next.servers_.size(); ++i) by_load.emplace(next.counts_[i], next.servers_[i]);
-  for (uint32_t q = 0; q < kPartitions; ++q) {
-    if (owner_[q] != rank) continue;
+  std::map<uint32_t, uint32_t> takes;  // rank -> partitions it takes
+  for (uint32_t n = counts_[at]; n > 0; --n) {
     auto [count, to] = *by_load.begin();
     by_load.erase(by_load.begin());
     by_load.emplace(count + 1, to);
-    next.owner_[q] = to;
+    ++takes[to];
+  }
+  auto receiver = takes.begin();
+  for (uint32_t q = 0; q < kPartitions; ++q) {
+    if (owner_[q] != rank) continue;
+    while (receiver->second == 0) ++receiver;
+    next.owner_[q] = receiver->first;
+    --receiver->second;
   }
   for (const auto& [count, r] : by_load) next.counts_[next.IndexOf(r)] = count;
   return next;

@@ -5,8 +5,9 @@
 // Partition p holds the routing keys whose top 16 bits are p. The first servers are dealt
 // contiguous runs of partitions. A joining server takes partitions one at a time from the
 // currently most loaded server (ties: the lowest rank), each time the donor's highest partition,
-// until no server holds more than one partition more than it; a leaving server's partitions go,
-// lowest first, one at a time to the currently least loaded server (ties: the lowest rank). So:
+// until no server holds more than one partition more than it; a leaving server's partitions go
+// one at a time to the currently least loaded server (ties: the lowest rank), each receiver
+// getting a contiguous run of them (the lowest to the lowest rank). So:
 //   - only the partitions the joiner takes (or the leaver gives) change owner: a join moves
 //     floor or ceil of P/(N+1) partitions, the minimum;
 //   - after every change each server holds floor(P/N) or ceil(P/N) partitions, so the most

@@ -57,6 +57,9 @@ Status Scheduler::Run() {
     if (formed_) CheckLiveness();
     RunCommands();
     CheckViewDeliveries();
+    CheckStatuses();
+    AdmitHeldRegistrations();
+    CheckMigrationDeadline();
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
   view_deliveries_.clear();
@@ -67,6 +70,8 @@ Status Scheduler::Run() {
     if (c.answer) c.answer(over);
   }
   changes_.clear();
+  for (PendingStatus& p : pending_statuses_) p.answer(DescribeStatus(p.stats));
+  pending_statuses_.clear();
   RunCommands();  // each command sees ended_ and says the job ended
   Status done = FinishShutdown();
   if (!outcome_.ok()) return outcome_;
@@ -117,6 +122,7 @@ void Scheduler::Handle(Message&& msg) {
     case MessageType::kTableAnnounceReply: return HandleTableAnnounceReply(msg);
     case MessageType::kViewChangeReply: return HandleViewChangeReply(msg);
     case MessageType::kMigrateReply: return HandleMigrateReply(msg);
+    case MessageType::kAdminReply: return HandleStatsReply(msg);
     case MessageType::kFinalize: return HandleFinalize(msg);
     case MessageType::kShutdown:
       if (h.is_reply()) member.shutdown_acked = true;
@@ -329,7 +335,9 @@ void Scheduler::HandleViewChangeReply(const Message& msg) {
     if (msg.header.epoch >= d.epoch) d.awaiting.erase(msg.header.sender);
   }
   CheckViewDeliveries();
-  if (migration_ && (migration_->step == Migration::kSwitch || migration_->step == Migration::kLeaving) &&
+  if (migration_ &&
+      (migration_->step == Migration::kSwitch || migration_->step == Migration::kLeaving ||
+       migration_->step == Migration::kDeparting || migration_->step == Migration::kCommitting) &&
       msg.header.epoch >= migration_->switch_epoch &&
       migration_->awaiting.erase(msg.header.sender) > 0) {
     AdvanceMigration();
@@ -365,28 +373,32 @@ void Scheduler::CreditOwnStall(Clock::duration turn) {
 
 void Scheduler::CheckLiveness() {
   auto now = Clock::now();
-  for (Member& m : members_) {
+  // By index: a member may be added meanwhile (never removed), which would move the others.
+  for (size_t i = 0; i < members_.size(); ++i) {
+    Member& m = members_[i];
     if (m.finalized || m.dead || m.left) continue;
     auto silent = std::chrono::duration_cast<milliseconds>(now - m.last_seen);
     if (silent <= options_.heartbeat_timeout) continue;
     std::string reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(),
                                      options_.heartbeat_timeout.count());
     m.dead = true;
-    if (migration_ && migration_->step == Migration::kLeaving && migration_->awaiting.erase(m.info.id) > 0) {
-      AdvanceMigration();
-    }
     Message failed;
     failed.header.type = MessageType::kNodeFailed;
     failed.frames.push_back(Encode(NodeFailure{m.info.id, m.info.role, m.info.rank, reason}));
     Broadcast(std::move(failed));
-    if (m.info.role == Role::kServer) {
-      ServerDied(m, reason);
+    if (migration_ && migration_->step >= Migration::kCommitting &&
+        migration_->awaiting.erase(m.info.id) > 0 && m.info.role == Role::kWorker) {
+      AdvanceMigration();
+    }
+    if (members_[i].info.role == Role::kServer) {
+      ServerDied(i, reason);
       if (ended_) return;
       continue;
     }
-    PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(m.info.id), reason);
-    lost_workers_.push_back(fmt::format("{} ({})", Describe(m.info.id), reason));
-    WorkerDied(m);
+    const Member& dead = members_[i];
+    PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(dead.info.id), reason);
+    lost_workers_.push_back(fmt::format("{} ({})", Describe(dead.info.id), reason));
+    WorkerDied(dead);
     if (ended_) return;
   }
 }
@@ -498,7 +510,7 @@ void Scheduler::AnnounceTable(PendingTable& pending) {
   const std::string name = pending.declaration.name;
   std::vector<NodeId> servers;
   for (const Member& m : members_) {
-    if (m.info.role == Role::kServer && !m.dead) servers.push_back(m.info.id);
+    if (m.info.role == Role::kServer && !m.dead && !m.left) servers.push_back(m.info.id);
   }
   pending.awaiting.insert(servers.begin(), servers.end());
   const int64_t announce_id = next_announce_++;

@@ -142,12 +142,13 @@ class Scheduler {
     int64_t id = 0;
     PartitionPlacement after;
     std::vector<Transfer> transfers;
-    enum Step { kTables, kCopy, kSwitch, kFinal, kLeaving } step = kTables;
+    enum Step { kTables, kCopy, kSwitch, kFinal, kCommitting, kLeaving, kDeparting } step = kTables;
     absl::flat_hash_set<NodeId> donors;
     absl::flat_hash_set<NodeId> awaiting;    // donors (or the joiner, for kTables) yet to answer
     absl::flat_hash_map<int64_t, TableId> table_announces;  // kTables: announce id -> table
     Epoch switch_epoch;  // the donors' view from kSwitch on (kLeaving: the view without the leaver)
     std::chrono::steady_clock::time_point started, switched;
+    std::chrono::steady_clock::time_point step_started;  // see CheckMigrationDeadline
     MigrateReport copied, finals;
   };
   // A registration that came while the donors of a change route by a view the others must not
@@ -209,10 +210,24 @@ class Scheduler {
   void FinishMigration(const Status& outcome);
   // The running change cannot go on (`why`): donors forget it and own their keys again.
   void CancelMigration(const Status& why);
-  // A server died: cancels the change it was joining by, or aborts the job if it held keys.
-  void ServerDied(Member& m, const std::string& reason);
+  // Server members_[index] died: cancels the change it was joining by, or aborts the job if it
+  // held keys.
+  void ServerDied(size_t index, const std::string& reason);
+  // Admits the registrations held during a change's switch (Run's loop, once it is done).
+  void AdmitHeldRegistrations();
+  // A step that waits longer than its limit for answers (a lost message, a node that stopped
+  // reading) does not hang the changes behind it: before the commit the change is cancelled
+  // (every row is still where it was); from the commit on it is finished, with an error logged.
+  void CheckMigrationDeadline();
+  static constexpr std::chrono::minutes kMoveStepLimit{10};      // copy and final: they move rows
+  static constexpr std::chrono::seconds kControlStepLimit{60};  // the other steps
   void HandleAdmin(const transport::Message& msg);
-  std::string DescribeStatus() const;
+  // A status: asks every live server what it holds (kAdmin), then answers with DescribeStatus
+  // once all did, or after a deadline (those that did not are shown so).
+  void StartStatus(std::function<void(const std::string&)> answer);
+  void HandleStatsReply(const transport::Message& msg);
+  void CheckStatuses();
+  std::string DescribeStatus(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const;
   // Sends the current view to the live members that `to` chooses (no confirmation awaited).
   void AnnounceView(const std::function<bool(const Member&)>& to);
   // view_ with `ring` and the nodes of the live members that are not left, at the next epoch.
@@ -264,6 +279,15 @@ class Scheduler {
   NodeId next_tool_id_{0x80000000u};             // connections back to tools (kAdmin)
   std::atomic<uint64_t> changes_done_{0};
   std::vector<ChangeReport> reports_;  // Run's thread
+  struct PendingStatus {
+    int64_t id = 0;
+    absl::flat_hash_set<NodeId> awaiting;
+    absl::flat_hash_map<NodeId, std::vector<TableStats>> stats;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(const std::string&)> answer;
+  };
+  std::vector<PendingStatus> pending_statuses_;
+  int64_t next_status_ = 1;
 
   Mutex commands_mu_;
   std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread

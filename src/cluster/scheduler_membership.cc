@@ -23,7 +23,9 @@ const char* StepName(int step) {
     case 1: return "copying";
     case 2: return "switching views";
     case 3: return "copying the last changes";
-    case 4: return "waiting for every node to route without the leaver";
+    case 4: return "committing";
+    case 5: return "waiting for every node to route by a view where the leaver owns nothing";
+    case 6: return "waiting for every node to route by a view without the leaver";
   }
   return "?";
 }
@@ -48,9 +50,11 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
   ClusterView v;
   v.epoch = Epoch(view_.epoch.value + 1);
   for (const Member& m : members_) {
-    // A dead worker stays (servers learned of its death; its rank keeps its place in clocks);
-    // a dead server here owned no keys (else the job ended), and a drained one left.
-    if (m.left || (m.dead && m.info.role == Role::kServer)) continue;
+    // Only the members that take part: not a server that left (a leaver is listed, owning
+    // nothing, until every node routes without it) or died (it owned no keys, else the job
+    // ended), nor a worker that died or finished (a server joining later must not wait for its
+    // clock).
+    if (m.left || m.dead || (m.finalized && m.info.role == Role::kWorker)) continue;
     v.nodes.push_back(m.info);
     ++(m.info.role == Role::kServer ? v.num_servers : v.num_workers);
   }
@@ -61,7 +65,7 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
 
 void Scheduler::AnnounceView(const std::function<bool(const Member&)>& to) {
   for (const Member& m : members_) {
-    if (m.dead || m.left || !to(m)) continue;
+    if (m.dead || m.left || (m.finalized && m.info.role == Role::kWorker) || !to(m)) continue;
     Message msg;
     msg.header.type = MessageType::kViewChange;
     msg.header.receiver = m.info.id;
@@ -102,7 +106,18 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
     PSERVER_LOG_WARN("scheduler: could not send the cluster view to {}: {}", Describe(id), s.ToString());
   }
   AnnounceView([id](const Member& other) { return other.info.id != id; });
-  if (server) QueueChange(Change{Change::kJoin, id, {}});
+  if (!server) return;
+  // Tables being declared now are the joiner's too: the declaration completes once it took them.
+  for (auto& [name, pending] : pending_tables_) {
+    Message announce;
+    announce.header.type = MessageType::kTableAnnounce;
+    announce.header.receiver = id;
+    announce.header.table = pending.id;
+    announce.header.request_id = next_announce_++;
+    announce.frames.push_back(pending.declaration.spec);
+    if (transport_->Send(std::move(announce)).ok()) pending.awaiting.insert(id);
+  }
+  QueueChange(Change{Change::kJoin, id, {}});
 }
 
 void Scheduler::QueueChange(Change change) {
@@ -141,7 +156,7 @@ void Scheduler::StartNextChange() {
     m.change = std::move(c);
     m.id = next_migration_++;
     m.transfers = TransfersBetween(*placement_, m.after);
-    m.started = Clock::now();
+    m.started = m.step_started = Clock::now();
     for (const Transfer& t : m.transfers) m.donors.insert(FindServer(t.from)->info.id);
     if (m.change.kind == Change::kDrain) s->draining = true;
     PSERVER_LOG_INFO("scheduler: {} {}: {} partitions of {} move from {} server(s)", Describe(s->info.id),
@@ -189,9 +204,31 @@ void Scheduler::SendMigrate(const Migration& m, NodeId donor, MigratePhase phase
   }
 }
 
+void Scheduler::CheckMigrationDeadline() {
+  if (!migration_ || ended_) return;
+  const Migration& m = *migration_;
+  const bool moving = m.step == Migration::kCopy || m.step == Migration::kFinal;
+  const auto limit = moving ? std::chrono::duration_cast<std::chrono::seconds>(kMoveStepLimit) : kControlStepLimit;
+  if (Clock::now() - m.step_started < limit) return;
+  std::vector<std::string> silent;
+  for (NodeId id : m.awaiting) silent.push_back(Describe(id));
+  std::sort(silent.begin(), silent.end());
+  const Status late = Status::DeadlineExceeded(fmt::format("{} did not answer within {} s while {}",
+                                                           fmt::join(silent, ", "), limit.count(), StepName(m.step)));
+  if (m.step < Migration::kCommitting) return CancelMigration(late);
+  PSERVER_LOG_ERROR("scheduler: the change of {} is finished without them: {}", Describe(m.change.server),
+                    late.message());
+  if (m.step == Migration::kLeaving || m.step == Migration::kDeparting) {
+    migration_->awaiting.clear();
+    return AdvanceMigration();
+  }
+  FinishMigration(Status::Ok());
+}
+
 void Scheduler::AdvanceMigration() {
   while (migration_ && migration_->awaiting.empty() && !ended_) {
     Migration& m = *migration_;
+    m.step_started = Clock::now();
     switch (m.step) {
       case Migration::kTables:
         // Copy: the donors send the moving rows while they go on serving, noting changes.
@@ -220,31 +257,56 @@ void Scheduler::AdvanceMigration() {
         placement_ = m.after;
         Member* subject = FindMember(m.change.server);
         if (m.change.kind == Change::kJoin) {
+          // The donors erase what they handed over, and answer once done (a change after this
+          // one may send them rows of the same keys); the joiner confirms it serves them.
+          m.step = Migration::kCommitting;
           subject->joining = false;
           AnnounceView([&m](const Member& x) { return !m.donors.contains(x.info.id); });
           for (NodeId d : m.donors) SendMigrate(m, d, MigratePhase::kCommit);
-          FinishMigration(Status::Ok());
-          return;
+          m.awaiting = m.donors;
+          m.awaiting.insert(subject->info.id);
+          break;
         }
-        // The leaver goes on redirecting until every other node routes without it, so that no
-        // request sent by an older view goes unanswered.
+        // The leaver goes on redirecting until every other node routes by a view in which it
+        // owns nothing (it stays listed there, so that its redirects are still believed), so
+        // that no request sent by an older view goes unanswered.
         m.step = Migration::kLeaving;
         subject->draining = false;
+        NextView(placement_->Segments());  // still lists the leaver (not left yet), owning nothing
         subject->left = true;
-        NextView(placement_->Segments());  // without the drained server
         m.switch_epoch = view_.epoch;
         AnnounceView([](const Member&) { return true; });
         m.awaiting.clear();
         for (const Member& x : members_) {
-          if (!x.dead && !x.left && !x.finalized) m.awaiting.insert(x.info.id);
+          if (!x.dead && !x.left && !(x.finalized && x.info.role == Role::kWorker)) m.awaiting.insert(x.info.id);
         }
         break;
       }
-      case Migration::kLeaving: {
+      case Migration::kCommitting:
+        FinishMigration(Status::Ok());
+        return;
+      case Migration::kLeaving:
+        // Then a view without it at all, so that nothing (not even a clock tick) is sent to
+        // it once it is gone.
+        m.step = Migration::kDeparting;
+        NextView(placement_->Segments());
+        m.switch_epoch = view_.epoch;
+        AnnounceView([](const Member&) { return true; });
+        for (const Member& x : members_) {
+          if (!x.dead && !x.left && !(x.finalized && x.info.role == Role::kWorker)) m.awaiting.insert(x.info.id);
+        }
+        break;
+      case Migration::kDeparting: {
         Message bye;
         bye.header.type = MessageType::kShutdown;
         bye.header.receiver = m.change.server;
-        (void)transport_->SendNoWait(std::move(bye));
+        // Blocking (at most send_timeout): the leaver is alive and reading, and must hear it.
+        if (Status sent = transport_->Send(std::move(bye)); !sent.ok()) {
+          PSERVER_LOG_ERROR("scheduler: could not tell the drained {} to exit: {}", Describe(m.change.server),
+                            sent.ToString());
+        } else {
+          PSERVER_LOG_INFO("scheduler: told the drained {} to exit", Describe(m.change.server));
+        }
         FinishMigration(Status::Ok());
         return;
       }
@@ -268,10 +330,14 @@ void Scheduler::FinishMigration(const Status& outcome) {
         m.copied.rows, m.copied.bytes, m.finals.rows, Millis(now - m.started), Millis(now - m.switched));
   }
   if (m.change.answer) m.change.answer(outcome);
+  StartNextChange();
+}
+
+void Scheduler::AdmitHeldRegistrations() {
+  if (held_registrations_.empty() || (migration_ && migration_->step >= Migration::kSwitch)) return;
   std::vector<HeldRegistration> held;
   held.swap(held_registrations_);
   for (HeldRegistration& r : held) AdmitLate(r.request, r.id, r.origin);
-  StartNextChange();
 }
 
 void Scheduler::CancelMigration(const Status& why) {
@@ -284,8 +350,14 @@ void Scheduler::CancelMigration(const Status& why) {
   }
   Member* subject = FindMember(m.change.server);
   if (m.change.kind == Change::kJoin && !subject->dead) {
-    // A joiner that cannot take its keys (it refused a table, or a send to it failed) is sent away.
+    // A joiner that cannot take its keys (it refused a table, or a send to it failed) is sent
+    // away, and everyone hears of it as of a death: requests sent to it fail instead of waiting.
     subject->left = true;
+    Message gone;
+    gone.header.type = MessageType::kNodeFailed;
+    gone.frames.push_back(Encode(NodeFailure{subject->info.id, subject->info.role, subject->info.rank,
+                                             fmt::format("sent away: {}", why.message())}));
+    Broadcast(std::move(gone));
     Message bye;
     bye.header.type = MessageType::kShutdown;
     bye.header.receiver = subject->info.id;
@@ -307,7 +379,9 @@ void Scheduler::HandleMigrateReply(const Message& msg) {
     return;  // late: the change ended (cancelled) meanwhile
   }
   Migration& m = *migration_;
-  const MigratePhase phase = m.step == Migration::kCopy ? MigratePhase::kCopy : MigratePhase::kFinal;
+  const MigratePhase phase = m.step == Migration::kCopy    ? MigratePhase::kCopy
+                             : m.step == Migration::kFinal ? MigratePhase::kFinal
+                                                           : MigratePhase::kCommit;
   if (msg.header.aux != static_cast<uint64_t>(phase)) return;
   if (msg.header.is_error()) {
     const Status why = CarriedError(msg);
@@ -316,22 +390,27 @@ void Scheduler::HandleMigrateReply(const Message& msg) {
   Result<MigrateReport> report = msg.frames.size() == 1 ? DecodeMigrateReport(msg.frames[0])
                                                          : Status::Corruption("migrate-reply without its report");
   if (report.ok()) {
-    MigrateReport& sum = phase == MigratePhase::kCopy ? m.copied : m.finals;
-    sum.rows += report->rows;
-    sum.bytes += report->bytes;
+    if (phase != MigratePhase::kCommit) {
+      MigrateReport& sum = phase == MigratePhase::kCopy ? m.copied : m.finals;
+      sum.rows += report->rows;
+      sum.bytes += report->bytes;
+    }
   }
   m.awaiting.erase(msg.header.sender);
   AdvanceMigration();
 }
 
-void Scheduler::ServerDied(Member& m, const std::string& reason) {
+void Scheduler::ServerDied(size_t index, const std::string& reason) {
+  const Member& m = members_[index];
   const bool subject = migration_ && migration_->change.server == m.info.id;
-  if (subject && migration_->change.kind == Change::kJoin) {
+  // Before the commit the donors hold every row: the join is called off. From the commit on
+  // the joiner holds keys (the donors erase them), so its death is any server's.
+  if (subject && migration_->change.kind == Change::kJoin && migration_->step < Migration::kCommitting) {
     PSERVER_LOG_WARN("scheduler: {} died while joining ({}); its change is cancelled", Describe(m.info.id), reason);
     return CancelMigration(
         Status::Unavailable(fmt::format("{} died while joining: {}", Describe(m.info.id), reason)));
   }
-  if (m.joining) {  // it owned nothing yet: the job goes on without it
+  if (m.joining && !subject) {  // queued: it owned nothing yet, and the job goes on without it
     PSERVER_LOG_WARN("scheduler: {} died before it joined ({}); the job goes on without it", Describe(m.info.id), reason);
     return;
   }
@@ -358,7 +437,8 @@ void Scheduler::HandleAdmin(const Message& msg) {
     }
     transport_->NamePeer(to.sender, fmt::format("the tool at {}", req->reply_address));
   }
-  auto answer = [this, to](const Status& outcome, const std::string& text) {
+  const auto asked = Clock::now();
+  auto answer = [this, to, asked](const Status& outcome, const std::string& text) {
     Message reply;
     if (!outcome.ok()) {
       reply.header.flags = transport::kFlagError;
@@ -371,10 +451,16 @@ void Scheduler::HandleAdmin(const Message& msg) {
     reply.header.flags |= transport::kFlagReply;
     reply.header.receiver = to.sender;
     reply.header.request_id = to.request_id;
-    (void)transport_->Send(std::move(reply));
+    // A tool that went away (Ctrl-C during a long drain) must not stall the scheduler; one that
+    // asked just now may still be connecting, and is waited for.
+    Status s = transport_->SendNoWait(reply);
+    if (!s.ok() && Clock::now() - asked < std::chrono::seconds(2)) s = transport_->Send(std::move(reply));
+    if (!s.ok()) PSERVER_LOG_WARN("scheduler: could not answer {}: {}", transport_->PeerName(to.sender), s.ToString());
   };
   if (!formed_) return answer(Status::Unavailable("the cluster has not formed yet"), "");
-  if (req->op == AdminOp::kStatus) return answer(Status::Ok(), DescribeStatus());
+  if (req->op == AdminOp::kStatus) {
+    return StartStatus([answer](const std::string& text) { answer(Status::Ok(), text); });
+  }
   Member* s = FindMember(req->node);
   if (s == nullptr || s->info.role != Role::kServer || s->dead || s->left) {
     return answer(Status::InvalidArgument(fmt::format("node {} is no live server of the job", req->node.value)), "");
@@ -389,7 +475,51 @@ void Scheduler::HandleAdmin(const Message& msg) {
                      }});
 }
 
-std::string Scheduler::DescribeStatus() const {
+void Scheduler::StartStatus(std::function<void(const std::string&)> answer) {
+  PendingStatus p;
+  p.id = next_status_++;
+  p.deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.heartbeat_timeout, std::chrono::seconds(5));
+  p.answer = std::move(answer);
+  for (const Member& m : members_) {
+    if (m.info.role != Role::kServer || m.dead || m.left) continue;
+    Message ask;
+    ask.header.type = MessageType::kAdmin;
+    ask.header.receiver = m.info.id;
+    ask.header.request_id = p.id;
+    if (transport_->SendNoWait(std::move(ask)).ok()) p.awaiting.insert(m.info.id);
+  }
+  pending_statuses_.push_back(std::move(p));
+  CheckStatuses();
+}
+
+void Scheduler::HandleStatsReply(const Message& msg) {
+  for (PendingStatus& p : pending_statuses_) {
+    if (p.id != msg.header.request_id || p.awaiting.erase(msg.header.sender) == 0) continue;
+    Result<std::vector<TableStats>> stats = msg.frames.size() == 1 ? DecodeTableStats(msg.frames[0])
+                                                                   : Status::Corruption("table stats without a body");
+    if (stats.ok()) p.stats[msg.header.sender] = std::move(*stats);
+  }
+  CheckStatuses();
+}
+
+void Scheduler::CheckStatuses() {
+  const auto now = Clock::now();
+  for (auto it = pending_statuses_.begin(); it != pending_statuses_.end();) {
+    absl::erase_if(it->awaiting, [&](NodeId id) {
+      const Member* m = FindMember(id);
+      return m == nullptr || m->dead || m->left;
+    });
+    if (it->awaiting.empty() || now >= it->deadline) {
+      PendingStatus done = std::move(*it);
+      it = pending_statuses_.erase(it);
+      done.answer(DescribeStatus(done.stats));
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::string Scheduler::DescribeStatus(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const {
   std::string out = fmt::format("epoch {}: {} servers, {} workers; {} partitions of the routing-key space\n",
                                 view_.epoch.value, view_.num_servers, view_.num_workers,
                                 PartitionPlacement::kPartitions);
@@ -414,6 +544,16 @@ std::string Scheduler::DescribeStatus() const {
         out += fmt::format("  share {:.4f} ({} partitions)", double(parts) / PartitionPlacement::kPartitions, parts);
       }
       out += "\n";
+      if (role == Role::kServer && !m.dead && !m.left) {
+        auto held = stats.find(m.info.id);
+        if (held == stats.end()) {
+          out += "      (did not say what it holds)\n";
+        } else {
+          for (const TableStats& t : held->second) {
+            out += fmt::format("      table {}: {} rows, {} bytes\n", t.table.value, t.rows, t.bytes);
+          }
+        }
+      }
     }
   }
   out += "tables:\n";
@@ -454,8 +594,19 @@ Result<std::vector<Scheduler::ChangeReport>> Scheduler::ChangeReports(std::chron
 }
 
 Result<std::string> Scheduler::StatusText(std::chrono::milliseconds timeout) {
-  return OnRunThread<std::string>([this](std::promise<Result<std::string>>& done) { done.set_value(DescribeStatus()); },
-                                  timeout, "describing the job");
+  auto described = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> text = described->get_future();
+  PSERVER_RETURN_IF_ERROR(OnRunThread<bool>(
+                              [this, described](std::promise<Result<bool>>& done) {
+                                StartStatus([described](const std::string& t) { described->set_value(t); });
+                                done.set_value(true);
+                              },
+                              timeout, "describing the job")
+                              .status());
+  if (text.wait_for(timeout) != std::future_status::ready) {
+    return Status::DeadlineExceeded(fmt::format("scheduler: no status within {} ms", timeout.count()));
+  }
+  return text.get();
 }
 
 }  // namespace pserver::cluster

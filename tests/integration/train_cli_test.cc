@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -90,6 +92,74 @@ TEST_F(TrainCliTest, TrainsOnALocalClusterThenPredictsAndRefusesACorruptModel) {
   EXPECT_EQ(bad_status, "exit 1") << bad_out;
   EXPECT_NE(bad_out.find("model file " + Path("model.bin")), std::string::npos) << bad_out;
   EXPECT_NE(bad_out.find("Corruption"), std::string::npos) << bad_out;
+}
+
+// Training goes on while a server joins the running job and another is drained, and ends with
+// the objective of an undisturbed run (one worker and a fixed number of passes, so that both
+// runs add the same numbers in the same order).
+TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjective) {
+  const uint64_t seed = TestSeed();
+  auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
+                                    "--nnz-per-row", "20", "--seed", std::to_string(seed)});
+  ASSERT_EQ(gen_status, "exit 0") << gen_out;
+  auto train_args = [&](const std::string& report) {
+    return std::vector<std::string>{PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1",
+                                    "--servers", "2", "--workers", "1", "--tau", "0", "--blocks", "4", "--max-passes",
+                                    "12", "--tol", "1e-15", "--report", Path(report)};
+  };
+  auto objective = [&](const std::string& report) {
+    std::ifstream f(Path(report));
+    nlohmann::json j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    return j.is_discarded() ? -1.0 : j["objective"].get<double>();
+  };
+  {
+    auto quiet = Subprocess::Spawn(train_args("quiet.json"));
+    ASSERT_OK(quiet.status());
+    std::optional<int> st = (*quiet)->WaitExit(kHangGuard);
+    ASSERT_TRUE(st.has_value());
+    ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << (*quiet)->output();
+  }
+
+  auto train = Subprocess::Spawn(train_args("moved.json"));
+  ASSERT_OK(train.status());
+  Subprocess& t = **train;
+  const std::string marker = "scheduler listening at ";
+  ASSERT_TRUE(t.WaitForOutput(marker, kHangGuard)) << t.output();
+  std::string out = t.output();
+  const size_t at = out.find(marker) + marker.size();
+  const std::string scheduler = out.substr(at, out.find_first_of(" \n", at) - at);
+  ASSERT_TRUE(t.WaitForOutput("pass   2", kHangGuard)) << t.output();
+  auto joiner = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", scheduler, "--host", "127.0.0.1"});
+  ASSERT_OK(joiner.status());
+  ASSERT_TRUE((*joiner)->WaitForOutput("registered at", kHangGuard)) << (*joiner)->output();
+  ASSERT_TRUE(t.WaitForOutput("pass   5", kHangGuard)) << t.output();
+  // Drain the job's first server (node 1: the launcher starts the servers first... its id is
+  // read from `pserver status`).
+  auto status = Subprocess::Spawn({PserverBinary(), "status", "--scheduler", scheduler});
+  ASSERT_OK(status.status());
+  ASSERT_TRUE((*status)->WaitExit(kHangGuard).has_value());
+  const std::string text = (*status)->output();
+  const std::string server0 = "server 0 (node ";
+  ASSERT_NE(text.find(server0), std::string::npos) << text;
+  const size_t id_at = text.find(server0) + server0.size();
+  const std::string node = text.substr(id_at, text.find(')', id_at) - id_at);
+  auto drain = Subprocess::Spawn({PserverBinary(), "drain", "--scheduler", scheduler, "--node", node});
+  ASSERT_OK(drain.status());
+  std::optional<int> drained = (*drain)->WaitExit(kHangGuard);
+  ASSERT_TRUE(drained.has_value());
+  EXPECT_EQ(DescribeWaitStatus(*drained), "exit 0") << (*drain)->output();
+
+  std::optional<int> st = t.WaitExit(kHangGuard);
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << t.output();
+  std::optional<int> joined = (*joiner)->WaitExit(kHangGuard);
+  ASSERT_TRUE(joined.has_value());
+  EXPECT_EQ(DescribeWaitStatus(*joined), "exit 0") << (*joiner)->output();
+  const double quiet = objective("quiet.json"), moved = objective("moved.json");
+  std::printf("objective undisturbed %.9g, through a join and a drain %.9g (relative difference %.3g)\n", quiet, moved,
+              std::abs(moved - quiet) / quiet);
+  EXPECT_GT(quiet, 0);
+  EXPECT_LE(std::abs(moved - quiet), 1e-6 * quiet);
 }
 
 TEST_F(TrainCliTest, MalformedDataFailsTheJobNamingFileAndLine) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -33,6 +34,12 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
   spec.value_type = ValueType::kFloat32;
   spec.width = o.width;
   PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec));
+  TableSpec control_spec;
+  control_spec.name = "demo_stop";
+  TableId control;
+  if (!o.stop_file.empty()) {
+    PSERVER_ASSIGN_OR_RETURN(control, node.DeclareTable(control_spec));
+  }
   KVWorker<float> kv(node);
   std::printf("worker %u: %u rounds of %u keys x %u values, %u servers, %u workers (seed %llu)\n", rank, o.rounds,
               o.keys, o.width, node.num_servers(), workers, static_cast<unsigned long long>(o.seed));
@@ -48,7 +55,19 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
     std::vector<float> vals(keys.size() * o.width, static_cast<float>(rank + 1));
     PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, keys, SharedArray<float>(std::move(vals))));
     PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+    if (!o.stop_file.empty() && rank == 0 && std::filesystem::exists(o.stop_file)) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp stop, kv.Push(control, SharedArray<Key>(std::vector<Key>{0}),
+                                                       SharedArray<float>(std::vector<float>{1.0f})));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(stop));
+    }
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    bool last = r + 1 == o.rounds;
+    if (!o.stop_file.empty()) {  // every worker reads worker 0's decision after the barrier
+      SharedArray<float> stop;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp asked, kv.Pull(control, SharedArray<Key>(std::vector<Key>{0}), &stop));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(asked));
+      last = last || stop[0] > 0;
+    }
     SharedArray<float> pulled;
     PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, keys, &pulled));
     PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
@@ -66,6 +85,7 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
     std::printf("worker %u: round %u/%u: %zu keys pushed and pulled, every sum = %.0f as expected (%.1f MB/s)\n",
                 rank, r + 1, o.rounds, keys.size(), expected, bytes / secs / 1e6);
     std::fflush(stdout);
+    if (last) break;
   }
   return node.Finalize();
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pserver/node.h"
 
@@ -14,6 +15,9 @@ struct DemoOptions {
   uint32_t width = 1;      // values per key
   uint32_t rounds = 10;
   uint64_t seed = 1;
+  // When not empty: the workers stop after the round in which worker 0 found this file (it
+  // tells the others through a one-key table, so that every worker does the same rounds).
+  std::string stop_file;
 };
 
 // REQUIRES: `node` is a worker. Finalizes the node at the end.

@@ -56,7 +56,8 @@ struct LaunchOptions {
 //            SIGTERM after `grace`, does not change this);
 //   S        the first worker to fail exited with status S, or 128+SIG if killed by SIG;
 //   1        the scheduler or a server failed (non-zero status or signal) before all workers
-//            finished, or exited with status 0 and workers were still running `grace` later;
+//            finished, or the scheduler exited with status 0 and workers were still running
+//            `grace` later (a server that exits 0 meanwhile was drained: not a failure);
 //            the scheduler did not write its address within startup_timeout; or a system call
 //            failed;
 //   2        invalid options (nothing was started);

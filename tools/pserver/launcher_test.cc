@@ -333,21 +333,44 @@ TEST_F(LauncherTest, GivesWorkersGraceWhenServerExitsCleanlyFirst) {
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
 }
 
-TEST_F(LauncherTest, ReturnsOneWhenWorkersOutliveCleanServerExitByGrace) {
+TEST_F(LauncherTest, ReturnsOneWhenWorkersOutliveCleanSchedulerExitByGrace) {
   LaunchOptions options =
       Options(1, 1, Fake::kRunUntilKilled, Fake::kRunUntilKilled, "exec sleep 1000");
-  options.server_argv = {WriteScript("clean_server.sh",
-                                     "record_pid server.0.pid\n"
-                                     "await_cluster\n"
-                                     "exit 0")};
+  options.scheduler_argv = {WriteScript("clean_scheduler.sh",
+                                        "record_pid scheduler.pid\n"
+                                        "while [ $# -gt 0 ]; do\n"
+                                        "  case \"$1\" in --address-file) file=\"$2\"; shift 2;; *) shift;; esac\n"
+                                        "done\n"
+                                        "echo tcp://127.0.0.1:1 > \"$file.tmp\" && mv \"$file.tmp\" \"$file\"\n"
+                                        "await_cluster\n"
+                                        "exit 0")};
   options.grace = std::chrono::milliseconds(100);
 
   EXPECT_EQ(RunLaunch(options), 1);
 
   EXPECT_TRUE(Contains(Err(),
-                       "launch: server 0 exited with status 0 but workers were still "
+                       "launch: scheduler exited with status 0 but workers were still "
                        "running 100 ms later; stopping the cluster\n"));
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
+}
+
+TEST_F(LauncherTest, AServerThatExitsCleanlyWhileWorkersRunWasDrained) {
+  // The worker finishes only once server 0 has exited (and been reaped: kill -0 fails).
+  LaunchOptions options = Options(2, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
+                                  "await_cluster\n"
+                                  "while [ ! -e \"$D/server.0.pid\" ]; do sleep 0.01; done\n"
+                                  "while kill -0 \"$(cat \"$D/server.0.pid\")\" 2>/dev/null; do sleep 0.01; done");
+  options.server_argv = {WriteScript("drained_server.sh",
+                                     "record_pid server.$PSERVER_RANK_HINT.pid\n"
+                                     "await_cluster\n"
+                                     "if [ \"$PSERVER_RANK_HINT\" = 0 ]; then exit 0; fi\n"
+                                     "exec sleep 1000")};
+  options.grace = std::chrono::milliseconds(100);
+
+  EXPECT_EQ(RunLaunch(options), 0) << Err();
+
+  EXPECT_TRUE(Contains(Err(), "launch: server 0 exited with status 0 while the workers run: it was drained from the job\n"))
+      << Err();
 }
 
 TEST_F(LauncherTest, TerminatesSchedulerAndServersThatStayAfterWorkersSucceed) {

@@ -190,6 +190,9 @@ void AddWorkerCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--width", demo->width, "Values per key")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--rounds", demo->rounds, "Push/pull rounds")->check(CLI::Range(1, 1000000))->capture_default_str();
   cmd->add_option("--seed", demo->seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
+  cmd->add_option("--stop-file", demo->stop_file,
+                  "Stop after the round in which worker 0 finds this file (before --rounds; every worker does the "
+                  "same rounds)");
   cmd->callback([=] {
     *run = [=]() {
       ApplyCommonFlags(*f, o.get());

@@ -303,10 +303,10 @@ void KVServerCore::OnData(Message&& msg) {
     // A recipient stored (or refused) a batch the mover sent.
     MutexLock lock(&mover_mu_);
     auto it = batch_answers_.find(msg.header.request_id);
-    if (it != batch_answers_.end()) {
-      it->second = msg.header.is_error() ? cluster::CarriedError(msg).WithContext(fmt::format(
-                                               "{} refused moved rows", runtime_->DescribeNode(msg.header.sender)))
-                                         : Status::Ok();
+    if (it != batch_answers_.end() && it->second.to == msg.header.sender && !it->second.status) {
+      it->second.status = msg.header.is_error() ? cluster::CarriedError(msg).WithContext(fmt::format(
+                                                      "{} refused moved rows", runtime_->DescribeNode(msg.header.sender)))
+                                                : Status::Ok();
       mover_cv_.SignalAll();
     }
     return;
@@ -345,10 +345,12 @@ void KVServerCore::ReleaseWaiting() {
 
 void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
   if (failure.role != Role::kWorker) {
-    // A recipient of rows this server is sending died: the batch waiting for it fails now.
+    // A recipient of rows this server is sending died: the batches waiting for it fail now.
     MutexLock lock(&mover_mu_);
     for (auto& [id, answer] : batch_answers_) {
-      if (!answer) answer = Status::Unavailable(fmt::format("{} died: {}", runtime_->DescribeNode(failure.id), failure.reason));
+      if (answer.to == failure.id && !answer.status) {
+        answer.status = Status::Unavailable(fmt::format("{} died: {}", runtime_->DescribeNode(failure.id), failure.reason));
+      }
     }
     mover_cv_.SignalAll();
     return;
@@ -534,6 +536,14 @@ Status KVServerCore::InsertRows(TableId id, const RowBatch& rows) {
   MutexLock lock(&apply_mu_);
   PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
   return InsertRowsLocked(store, rows);
+}
+
+std::vector<cluster::TableStats> KVServerCore::OnStats() {
+  MutexLock lock(&apply_mu_);
+  std::vector<cluster::TableStats> out;
+  for (const auto& [id, t] : tables_) out.push_back({id, t->store->num_keys(), t->store->memory_bytes()});
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.table < b.table; });
+  return out;
 }
 
 std::vector<std::pair<TableId, TableSpec>> KVServerCore::TableSpecs() const {

@@ -107,6 +107,7 @@ class KVServerCore final : public cluster::DataHandler {
   void OnData(transport::Message&& msg) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnNodeLeft(const cluster::NodeFailure& who) override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  std::vector<cluster::TableStats> OnStats() override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnShutdown(const Status& why) override ABSL_LOCKS_EXCLUDED(mover_mu_);
   Status OnMigrate(int64_t change, cluster::MigratePhase phase, const cluster::MigrateOrder& order) override
       ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
@@ -147,12 +148,14 @@ class KVServerCore final : public cluster::DataHandler {
   void MoverLoop(std::stop_token stop) ABSL_LOCKS_EXCLUDED(mover_mu_);
   // Lists the rows `chosen` picks among those moving to each target of `order`, of every table,
   // and sends them; returns what was sent once every recipient stored it.
-  Result<cluster::MigrateReport> SendMovingRows(const cluster::MigrateOrder& order,
+  Result<cluster::MigrateReport> SendMovingRows(int64_t change, const cluster::MigrateOrder& order,
                                                 const std::function<std::function<bool(Key)>(TableId)>& chosen)
       ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
   // Sends one batch to `to` and returns its id, to wait for with AwaitBatch (the recipient
   // stores it meanwhile: up to kBatchesInFlight go out before the oldest is waited for).
-  Result<int64_t> SendBatch(NodeId to, TableId table, const RowBatch& rows) ABSL_LOCKS_EXCLUDED(mover_mu_);
+  // kAborted, sending nothing, once `change` was cancelled.
+  Result<int64_t> SendBatch(int64_t change, NodeId to, TableId table, const RowBatch& rows)
+      ABSL_LOCKS_EXCLUDED(mover_mu_);
   // Waits for batch `id`'s answer: OK once stored, the recipient's refusal, or an error.
   Status AwaitBatch(int64_t id) ABSL_LOCKS_EXCLUDED(mover_mu_);
   static constexpr size_t kBatchesInFlight = 4;
@@ -216,7 +219,12 @@ class KVServerCore final : public cluster::DataHandler {
   Mutex mover_mu_;
   CondVar mover_cv_;
   std::deque<MoverJob> mover_jobs_ ABSL_GUARDED_BY(mover_mu_);
-  absl::flat_hash_map<int64_t, std::optional<Status>> batch_answers_ ABSL_GUARDED_BY(mover_mu_);
+  struct BatchAnswer {
+    NodeId to;
+    std::optional<Status> status;  // set when answered (or given up)
+  };
+  absl::flat_hash_map<int64_t, BatchAnswer> batch_answers_ ABSL_GUARDED_BY(mover_mu_);
+  int64_t cancelled_change_ ABSL_GUARDED_BY(mover_mu_) = 0;
   int64_t next_batch_ ABSL_GUARDED_BY(mover_mu_) = 1;
   Status mover_stop_ ABSL_GUARDED_BY(mover_mu_);  // set when the job ends: sends in flight fail
   std::jthread mover_;  // last: stopped and joined first

@@ -96,10 +96,12 @@ Status KVServerCore::OnMigrate(int64_t change, MigratePhase phase, const cluster
   MutexLock lock(&mover_mu_);
   if (!mover_stop_.ok()) return mover_stop_;
   if (phase == MigratePhase::kCancel) {
-    // The batches the mover waits for belong to the change (one runs at a time): a recipient
-    // that was sent away will never answer them.
+    // The mover stops sending the change's rows, and stops waiting for answers: the batches it
+    // waits for belong to the change (one runs at a time), and a recipient sent away never
+    // answers them.
+    cancelled_change_ = change;
     for (auto& [id, answer] : batch_answers_) {
-      if (!answer) answer = Status::Aborted(fmt::format("change {} was cancelled", change));
+      if (!answer.status) answer.status = Status::Aborted(fmt::format("change {} was cancelled", change));
     }
   }
   mover_jobs_.push_back(MoverJob{change, phase, order});
@@ -120,7 +122,8 @@ void KVServerCore::MoverLoop(std::stop_token stop) {
     const std::string self = runtime_->DescribeNode(runtime_->id());
     switch (job.phase) {
       case MigratePhase::kCopy: {
-        Result<cluster::MigrateReport> sent = SendMovingRows(job.order, [](TableId) { return KeyPredicate(); });
+        Result<cluster::MigrateReport> sent =
+            SendMovingRows(job.change, job.order, [](TableId) { return KeyPredicate(); });
         if (sent.ok()) PSERVER_LOG_INFO("{}: change {}: copied {} rows ({} bytes)", self, job.change, sent->rows, sent->bytes);
         runtime_->ReportMigration(job.change, job.phase, sent);
         break;
@@ -137,7 +140,7 @@ void KVServerCore::MoverLoop(std::stop_token stop) {
           const absl::flat_hash_set<Key>* keys = &it->second;
           return [keys](Key k) { return keys->contains(k); };
         };
-        Result<cluster::MigrateReport> sent = SendMovingRows(job.order, changed);
+        Result<cluster::MigrateReport> sent = SendMovingRows(job.change, job.order, changed);
         if (sent.ok()) PSERVER_LOG_INFO("{}: change {}: sent {} changed rows again", self, job.change, sent->rows);
         runtime_->ReportMigration(job.change, job.phase, sent);
         break;
@@ -157,6 +160,7 @@ void KVServerCore::MoverLoop(std::stop_token stop) {
           if (n.ok()) erased += *n;
         }
         PSERVER_LOG_INFO("{}: change {}: erased the {} rows handed over", self, job.change, erased);
+        runtime_->ReportMigration(job.change, job.phase, cluster::MigrateReport{erased, 0});
         break;
       }
       case MigratePhase::kCancel: {
@@ -169,7 +173,7 @@ void KVServerCore::MoverLoop(std::stop_token stop) {
   }
 }
 
-Result<cluster::MigrateReport> KVServerCore::SendMovingRows(const cluster::MigrateOrder& order,
+Result<cluster::MigrateReport> KVServerCore::SendMovingRows(int64_t change, const cluster::MigrateOrder& order,
                                                             const std::function<std::function<bool(Key)>(TableId)>& chosen) {
   std::vector<std::pair<TableId, TableSpec>> tables;
   {
@@ -186,7 +190,7 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(const cluster::Migra
       PSERVER_ASSIGN_OR_RETURN(RowBatch rows, ListRows(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
       for (size_t first = 0; first < rows.size() && failed.ok(); first += kMigrateBatchRows) {
         const RowBatch batch = Slice(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
-        Result<int64_t> sent = SendBatch(target.to, id, batch);
+        Result<int64_t> sent = SendBatch(change, target.to, id, batch);
         if (!sent.ok()) {
           failed = sent.status();
           break;
@@ -210,13 +214,14 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(const cluster::Migra
   return report;
 }
 
-Result<int64_t> KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch& rows) {
+Result<int64_t> KVServerCore::SendBatch(int64_t change, NodeId to, TableId table, const RowBatch& rows) {
   Message m = BatchMessage(to, table, rows);
   int64_t id;
   {
     MutexLock lock(&mover_mu_);
+    if (cancelled_change_ == change) return Status::Aborted(fmt::format("change {} was cancelled", change));
     id = next_batch_++;
-    batch_answers_[id];
+    batch_answers_[id] = BatchAnswer{to, std::nullopt};
   }
   m.header.sender = runtime_->id();
   m.header.request_id = id;
@@ -231,14 +236,14 @@ Result<int64_t> KVServerCore::SendBatch(NodeId to, TableId table, const RowBatch
 Status KVServerCore::AwaitBatch(int64_t id) {
   MutexLock lock(&mover_mu_);
   auto answered = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mover_mu_) {
-    return batch_answers_[id].has_value() || !mover_stop_.ok();
+    return batch_answers_[id].status.has_value() || !mover_stop_.ok();
   };
   Status outcome;
   if (!mover_cv_.WaitFor(&mover_mu_, kBatchTimeout, answered)) {
     outcome = Status::DeadlineExceeded(fmt::format("a recipient did not store moved rows (batch {}) within {} s", id,
                                                    kBatchTimeout.count()));
   } else {
-    outcome = batch_answers_[id].has_value() ? *batch_answers_[id] : mover_stop_;
+    outcome = batch_answers_[id].status.has_value() ? *batch_answers_[id].status : mover_stop_;
   }
   batch_answers_.erase(id);
   return outcome;
