@@ -96,7 +96,8 @@ TEST_F(TrainCliTest, TrainsOnALocalClusterThenPredictsAndRefusesACorruptModel) {
 
 // Training goes on while a server joins the running job and another is drained, and ends with
 // the objective of an undisturbed run (one worker and a fixed number of passes, so that both
-// runs add the same numbers in the same order).
+// runs add the same numbers in the same order; enough passes that the changes come while it
+// trains).
 TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjective) {
   const uint64_t seed = TestSeed();
   auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
@@ -105,7 +106,7 @@ TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjectiv
   auto train_args = [&](const std::string& report) {
     return std::vector<std::string>{PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1",
                                     "--servers", "2", "--workers", "1", "--tau", "0", "--blocks", "4", "--max-passes",
-                                    "12", "--tol", "1e-15", "--report", Path(report)};
+                                    "200", "--tol", "1e-15", "--report", Path(report)};
   };
   auto objective = [&](const std::string& report) {
     std::ifstream f(Path(report));
