@@ -181,6 +181,12 @@ Result<std::shared_ptr<const Routing>> NodeRuntime::InstallView(const ClusterVie
     PSERVER_RETURN_IF_ERROR(transport_->Connect(n.id, n.address));
     transport_->NamePeer(n.id, NodeName(n.role, n.rank, n.id));
   }
+  if (old) {
+    MutexLock departed_lock(&departed_mu_);
+    for (const NodeInfo& n : old->view().nodes) {
+      if (next->Find(n.id) == nullptr) departed_[n.id] = n.identity;
+    }
+  }
   {
     MutexLock swap_lock(&routing_mu_);
     routing_ = next;
@@ -377,7 +383,14 @@ void NodeRuntime::ExpireParked() {
 bool NodeRuntime::FromDataPeer(const Message& msg) const {
   std::shared_ptr<const Routing> r = routing();
   const NodeInfo* n = r->Find(msg.header.sender);
-  if (n == nullptr || n->identity != msg.origin) return false;
+  if (n == nullptr) {
+    // A reply of a node that left the view since (a drained server's redirect in flight).
+    if (!msg.header.is_reply()) return false;
+    MutexLock lock(&departed_mu_);
+    auto it = departed_.find(msg.header.sender);
+    return it != departed_.end() && it->second == msg.origin;
+  }
+  if (n->identity != msg.origin) return false;
   return n->role != options_.role ||
          (options_.role == Role::kServer && msg.header.type == MessageType::kMigrateRows);
 }

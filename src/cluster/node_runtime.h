@@ -319,6 +319,11 @@ class NodeRuntime {
   mutable Mutex routing_mu_;
   std::shared_ptr<const Routing> routing_ ABSL_GUARDED_BY(routing_mu_);
   Mutex view_mu_;  // serialises InstallView
+  // Nodes that earlier views listed and the current one does not (a drained server), by the
+  // identity they presented: their replies still in flight (a redirect sent before they left)
+  // are believed.
+  mutable Mutex departed_mu_;
+  absl::flat_hash_map<NodeId, transport::ConnectionId> departed_ ABSL_GUARDED_BY(departed_mu_);
 
   // Send failures of other callers' requests that SendData came across, for FlushData.
   Mutex unclaimed_mu_;
