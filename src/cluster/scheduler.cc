@@ -296,19 +296,11 @@ Status Scheduler::SendView(std::vector<NodeId> nodes, std::chrono::milliseconds 
           return;
         }
         ViewDelivery d{view_.epoch, {}, delivered};
-        for (const Member& m : members_) {
-          if (m.dead || (!nodes.empty() && std::find(nodes.begin(), nodes.end(), m.info.id) == nodes.end())) continue;
-          Message msg;
-          msg.header.type = MessageType::kViewChange;
-          msg.header.receiver = m.info.id;
-          msg.header.epoch = view_.epoch;
-          msg.frames.push_back(Encode(view_));
-          if (Status s = transport_->SendNoWait(std::move(msg)); !s.ok()) {
-            PSERVER_LOG_WARN("scheduler: could not send the view of epoch {} to {}: {}", view_.epoch.value,
-                             Describe(m.info.id), s.ToString());
-          }
-          d.awaiting.insert(m.info.id);
-        }
+        AnnounceView([&](const Member& m) {
+          const bool chosen = nodes.empty() || std::find(nodes.begin(), nodes.end(), m.info.id) != nodes.end();
+          if (chosen) d.awaiting.insert(m.info.id);
+          return chosen;
+        });
         view_deliveries_.push_back(std::move(d));
         done.set_value(true);
       },
