@@ -108,12 +108,8 @@ if [ "${PSERVER_SKIP_ASAN:-0}" != 1 ]; then
     asan_failed=1
   elif ! build_sanitizer_targets "clang ASan+UBSan" "$asan_dir" all; then
     asan_failed=1
-  # elastic_test is left out here: under ASan a drained `pserver server` process sometimes does
-  # not exit after the scheduler told it to (1 run in 3; an open bug of issue 13, see
-  # docs/elasticity.md). It runs in the main stage; membership_test covers the same protocol
-  # under ASan and TSan.
   elif ! ASAN_OPTIONS=detect_leaks=1 \
-      UBSAN_OPTIONS=print_stacktrace=1 run_sanitizer_ctest "clang ASan+UBSan" "$asan_dir" -E '^elastic_test$'; then
+      UBSAN_OPTIONS=print_stacktrace=1 run_sanitizer_ctest "clang ASan+UBSan" "$asan_dir"; then
     asan_failed=1
   fi
   echo "test: clang ASan+UBSan stage took $((SECONDS - asan_start)) s"

@@ -67,22 +67,15 @@ class ElasticTest : public ::testing::Test {
     return out;
   }
 
-  // The node id `pserver status` gives server `rank`.
-  std::string NodeOfServer(const std::string& status, int rank) {
-    std::smatch m;
-    const std::regex re("server " + std::to_string(rank) + R"( \(node (\d+)\))");
-    EXPECT_TRUE(std::regex_search(status, m, re)) << status;
-    return m.size() > 1 ? m[1].str() : "0";
-  }
-
-  // The node id of a server process, from the line it logs once registered.
-  std::string NodeOfProcess(Subprocess& server) {
+  // The server rank and node id of a server process, from the line it logs once registered (the
+  // processes register in any order, so the first one started need not be rank 0).
+  std::pair<std::string, std::string> RankAndNodeOf(Subprocess& server) {
     EXPECT_TRUE(server.WaitForOutput(") registered at ", kHangGuard)) << server.output();
     std::smatch m;
     const std::string out = server.output();
-    const std::regex re(R"(server \d+ \(node (\d+)\) registered at )");
+    const std::regex re(R"(server (\d+) \(node (\d+)\) registered at )");
     EXPECT_TRUE(std::regex_search(out, m, re)) << out;
-    return m.size() > 1 ? m[1].str() : "0";
+    return m.size() > 2 ? std::pair{m[1].str(), m[2].str()} : std::pair{std::string("?"), std::string("0")};
   }
 
   // The last round worker 0 printed.
@@ -129,24 +122,30 @@ TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
   }
   ASSERT_NE(status.find("changes done: 2"), std::string::npos) << status;
 
-  // `pserver drain` of server 0, then SIGTERM of one joiner, then `pserver drain` of the other.
-  auto [drained, out] = Admin({"drain", "--node", NodeOfServer(status, 0)});
+  // `pserver drain` of the first server started, then SIGTERM of one joiner, then `pserver drain`
+  // of the other.
+  const auto [first_rank, first_node] = RankAndNodeOf(*servers_[0]);
+  const auto [last_rank, last_node] = RankAndNodeOf(*servers_[1]);
+  auto [drained, out] = Admin({"drain", "--node", first_node});
   EXPECT_EQ(drained, "exit 0") << out;
-  EXPECT_NE(out.find("server 0 (node"), std::string::npos) << out;
-  EXPECT_EQ(ExitOf(*servers_[0], "server 0"), "exit 0") << servers_[0]->output() << "\nscheduler:\n"
+  EXPECT_NE(out.find("server " + first_rank + " (node " + first_node + ")"), std::string::npos) << out;
+  EXPECT_EQ(ExitOf(*servers_[0], "the first server"), "exit 0") << servers_[0]->output() << "\nscheduler:\n"
                                                           << scheduler_->output();
   servers_[2]->Signal(SIGTERM);
   EXPECT_EQ(ExitOf(*servers_[2], "a joiner"), "exit 0") << servers_[2]->output();
   EXPECT_NE(servers_[2]->output().find("asked the scheduler to drain this server"), std::string::npos);
-  auto [drained3, out3] = Admin({"drain", "--node", NodeOfProcess(*servers_[3])});
+  auto [drained3, out3] = Admin({"drain", "--node", RankAndNodeOf(*servers_[3]).second});
   EXPECT_EQ(drained3, "exit 0") << out3;
   EXPECT_EQ(ExitOf(*servers_[3], "the other joiner"), "exit 0") << servers_[3]->output();
 
-  // Server 1 is the last: its drain is refused, and it goes on serving.
+  // The second server started is the last: its drain is refused, and it goes on serving.
   status = Status();
-  EXPECT_TRUE(std::regex_search(status, std::regex(R"(server 0 \(node \d+\) +left)"))) << status;
-  EXPECT_TRUE(std::regex_search(status, std::regex(R"(server 1 \(node \d+\) +serving .* share 1\.0000)"))) << status;
-  auto [refused, why] = Admin({"drain", "--node", NodeOfServer(status, 1)});
+  EXPECT_TRUE(std::regex_search(status, std::regex("server " + first_rank + " \\(node " + first_node + "\\) +left")))
+      << status;
+  EXPECT_TRUE(std::regex_search(
+      status, std::regex("server " + last_rank + " \\(node " + last_node + "\\) +serving .* share 1\\.0000")))
+      << status;
+  auto [refused, why] = Admin({"drain", "--node", last_node});
   EXPECT_EQ(refused, "exit 1") << why;
   EXPECT_NE(why.find("it is the last server, and no other could hold its keys"), std::string::npos) << why;
 
@@ -155,7 +154,7 @@ TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
   for (size_t w = 0; w < workers_.size(); ++w) {
     EXPECT_EQ(ExitOf(*workers_[w], "worker"), "exit 0") << workers_[w]->output();
   }
-  EXPECT_EQ(ExitOf(*servers_[1], "server 1"), "exit 0") << servers_[1]->output();
+  EXPECT_EQ(ExitOf(*servers_[1], "the last server"), "exit 0") << servers_[1]->output();
   EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
   EXPECT_NE(scheduler_->output().find("was drained at epoch"), std::string::npos);
 }
