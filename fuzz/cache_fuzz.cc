@@ -11,7 +11,6 @@
 //     succeeds and gives the same data set);
 //   - WriteDataCache of an accepted data set, read again, gives the same data set (bit for bit;
 //     non-finite values are refused, as by the libsvm reader: Dataset's invariants).
-#include <xxhash.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +19,7 @@
 #include "apps/linear/data_cache.h"
 #include "apps/linear/dataset.h"
 #include "fuzz/fuzz_util.h"
+#include "pserver/checksum.h"
 
 using pserver::StatusCode;
 using pserver::fuzz::Check;
@@ -60,10 +60,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (PayloadSize(rows, nnz, &payload)) {
       if (mode & 1) PutU64(bytes, 40, payload);
       if ((mode & 2) && bytes.size() == kHeaderBytes + payload) {
-        uint64_t h = XXH64(bytes.data(), 56, 0);
+        uint64_t h = pserver::Checksum64(bytes.data(), 56);
         size_t at = kHeaderBytes;
         for (uint64_t len : {4 * rows, 8 * (rows + 1), 8 * nnz, 4 * nnz}) {
-          h = XXH64(bytes.data() + at, len, h);
+          h = pserver::Checksum64(bytes.data() + at, len, h);
           at += len;
         }
         PutU64(bytes, 56, h);

@@ -80,6 +80,11 @@ void CheckControlBodies(const Bytes& body) {
   CheckBody(body, cluster::DecodeClusterView);
   CheckBody(body, cluster::DecodeNodeFailure);
   CheckBody(body, cluster::DecodeTableDeclaration);
+  CheckBody(body, cluster::DecodeMigrateOrder);
+  CheckBody(body, cluster::DecodeMigrateReport);
+  CheckBody(body, cluster::DecodeAdminRequest);
+  CheckBody(body, cluster::DecodeTableStats);
+  CheckBody(body, cluster::DecodeCheckpointWritten);
   CheckBody(body, kv::DecodeTableSpec, kv::EncodeTableSpec);
   auto spec = kv::DecodeTableSpec(body);
   if (spec.ok()) (void)kv::ValidateTableSpec(*spec);

@@ -7,7 +7,6 @@
 //   - Load accepts or refuses with kCorruption naming the file;
 //   - an accepted model has its weights sorted by feature, below num_features and finite;
 //   - Save of an accepted model, loaded again, gives the same model.
-#include <xxhash.h>
 
 #include <cmath>
 #include <cstddef>
@@ -17,6 +16,7 @@
 
 #include "apps/linear/model.h"
 #include "fuzz/fuzz_util.h"
+#include "pserver/checksum.h"
 
 using pserver::StatusCode;
 using pserver::fuzz::Check;
@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     PutU64(bytes, 16, (bytes.size() - kHeaderBytes - 8) / kEntryBytes);
   }
   if ((mode & 2) && bytes.size() >= 8) {
-    PutU64(bytes, bytes.size() - 8, XXH64(bytes.data(), bytes.size() - 8, 0));
+    PutU64(bytes, bytes.size() - 8, pserver::Checksum64(bytes.data(), bytes.size() - 8));
   }
   const pserver::fuzz::ScratchDir& dir = pserver::fuzz::ScratchDir::Get();
   const std::string path = dir.Path("model.bin");

@@ -6,6 +6,8 @@
 pserver_add_test(wire_io_test SOURCES base/wire_io_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(status_test SOURCES base/status_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(atomic_file_test SOURCES base/atomic_file_test.cc DEPS pserver_base LABELS unit)
+pserver_add_test(failpoint_test SOURCES base/failpoint_test.cc DEPS pserver_base LABELS unit)
+pserver_add_test(checksum_test SOURCES base/checksum_test.cc DEPS pserver_base LABELS unit)
 pserver_add_test(mutex_test SOURCES base/mutex_test.cc DEPS pserver_base LABELS unit concurrency)
 pserver_add_test(clock_test SOURCES base/clock_test.cc DEPS pserver_base LABELS unit concurrency)
 pserver_add_test(message_test SOURCES transport/message_test.cc DEPS pserver_transport LABELS unit)
@@ -17,7 +19,7 @@ pserver_add_test(zmq_transport_test SOURCES transport/zmq/zmq_transport_test.cc
   DEPS pserver_transport LABELS unit concurrency TIMEOUT 120)
 pserver_add_test(control_messages_test SOURCES cluster/control_messages_test.cc
   DEPS pserver_cluster LABELS unit)
-foreach(t wire_io_test status_test atomic_file_test message_test inproc_transport_test zmq_transport_test control_messages_test)
+foreach(t wire_io_test status_test atomic_file_test failpoint_test checksum_test message_test inproc_transport_test zmq_transport_test control_messages_test)
   target_include_directories(${t} PRIVATE ${PROJECT_SOURCE_DIR})
 endforeach()
 

@@ -16,6 +16,7 @@
 
 #include "apps/linear/io_util.h"
 #include "pserver/atomic_file.h"
+#include "pserver/checksum.h"
 
 namespace pserver::linear {
 
@@ -73,9 +74,9 @@ std::span<const unsigned char> Bytes(const std::vector<T>& v) {
 uint64_t Checksum(const unsigned char* header, const std::vector<float>& labels,
                   const std::vector<uint64_t>& offsets, const std::vector<uint64_t>& ids,
                   const std::vector<float>& values) {
-  uint64_t h = Xxh64(header, kChecksumOffset, 0);
+  uint64_t h = Checksum64(header, kChecksumOffset, 0);
   for (auto bytes : {Bytes(labels), Bytes(offsets), Bytes(ids), Bytes(values)}) {
-    h = Xxh64(bytes.data(), bytes.size(), h);
+    h = Checksum64(bytes.data(), bytes.size(), h);
   }
   return h;
 }
@@ -169,8 +170,6 @@ Result<uint64_t> InputsKey(const std::vector<std::string>& paths, int part, int 
 }
 
 }  // namespace
-
-uint64_t Xxh64(const void* data, size_t size, uint64_t seed) { return XXH64(data, size, seed); }
 
 Status WriteDataCache(const Dataset& data, const std::string& path) {
   Header h;

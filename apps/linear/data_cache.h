@@ -35,9 +35,6 @@ namespace pserver::linear {
 
 inline constexpr uint32_t kDataCacheVersion = 1;
 
-// XXH64 (Yann Collet's xxHash, 64-bit; libxxhash) of `size` bytes at `data` with `seed`.
-uint64_t Xxh64(const void* data, size_t size, uint64_t seed);
-
 // Writes `data` to `path` atomically. Returns kUnavailable (or kNotFound for a missing
 // directory) on I/O errors; then `path` is unchanged and no temporary file is left behind.
 Status WriteDataCache(const Dataset& data, const std::string& path);

@@ -5,8 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -16,6 +14,7 @@
 
 #include "apps/linear/logistic.h"
 #include "pserver/atomic_file.h"
+#include "pserver/checksum.h"
 
 namespace pserver::linear {
 namespace {
@@ -75,7 +74,7 @@ Result<std::unique_ptr<AtomicFileWriter>> LinearModel::Stage(const std::string& 
     Put<uint64_t>(bytes, f);
     Put<double>(bytes, w);
   }
-  Put<uint64_t>(bytes, XXH64(bytes.data(), bytes.size(), 0));
+  Put<uint64_t>(bytes, Checksum64(bytes.data(), bytes.size()));
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> out, AtomicFileWriter::Open(path));
   PSERVER_RETURN_IF_ERROR(out->Append(bytes));
   PSERVER_RETURN_IF_ERROR(out->Sync());
@@ -157,7 +156,7 @@ Result<LinearModel> LinearModel::Load(const std::string& path) {
     return bad(fmt::format("{} bytes do not hold the {} weights the header announces", bytes.size(), count));
   }
   const size_t body = bytes.size() - 8;
-  const uint64_t checksum = version == kVersionFnv ? Fnv1a(bytes.data(), body) : XXH64(bytes.data(), body, 0);
+  const uint64_t checksum = version == kVersionFnv ? Fnv1a(bytes.data(), body) : Checksum64(bytes.data(), body);
   if (Get<uint64_t>(bytes.data() + body) != checksum) return bad("checksum mismatch");
   std::vector<std::pair<uint64_t, double>> weights(count);
   for (uint64_t i = 0; i < count; ++i) {

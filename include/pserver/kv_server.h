@@ -31,6 +31,12 @@ struct ServerOptions {
   // Threads that apply a large request (keys split into shards, one per thread, no lock):
   // 0 picks min(hardware threads, 4); 1 applies on the receive thread only.
   uint32_t apply_threads = 0;
+  // A directory of checkpoints (`pserver checkpoint`, `pserver scheduler --checkpoint-every`;
+  // docs/durability.md): each table this server makes is filled with the rows it owns of the
+  // table of the same name in the latest complete checkpoint there, bit-identical (values and
+  // update-rule state). A table whose spec differs from the checkpoint's, a checkpoint that is
+  // missing or corrupt, refuse the table with an error saying so. Empty: start empty.
+  std::string resume_from;
 };
 
 namespace kv {

@@ -37,7 +37,8 @@ class NodeAccess;
 
 inline constexpr std::chrono::milliseconds kDefaultControlTimeout{120000};
 
-// Administration of a running job from outside it (`pserver status`, `pserver drain`): a
+// Administration of a running job from outside it (`pserver status`, `pserver drain`,
+// `pserver checkpoint`): a
 // request to the scheduler at `scheduler_address`, answered at an address this call listens at
 // on `host` (the scheduler must reach it). kDeadlineExceeded when no answer comes within
 // `timeout`; the scheduler's error otherwise (e.g. kInvalidArgument for a node that is no live
@@ -51,6 +52,13 @@ Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono:
 // was told to exit, with the scheduler's one-line summary.
 Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,
                                 const std::string& host = "127.0.0.1");
+// Checkpoints the job into directory `dir` (made absolute here; it must exist, and every server
+// and the scheduler must reach it under that name, e.g. on a shared file system): returns once
+// every server wrote its file and the scheduler the manifest, with a one-line summary naming the
+// checkpoint's directory (docs/durability.md). A failed checkpoint leaves no directory behind
+// and the earlier checkpoints as they were.
+Result<std::string> CheckpointJob(const std::string& scheduler_address, const std::string& dir,
+                                  std::chrono::milliseconds timeout, const std::string& host = "127.0.0.1");
 
 class Node {
  public:

@@ -47,6 +47,10 @@ struct NodeOptions {
   std::chrono::milliseconds send_timeout{10000};
   // Scheduler only: how long it waits for the remaining servers to confirm a shutdown.
   std::chrono::milliseconds shutdown_timeout{10000};
+  // Scheduler only: with both set, a checkpoint of the job into checkpoint_dir every
+  // checkpoint_interval (the first one interval after the cluster formed; docs/durability.md).
+  std::string checkpoint_dir;
+  std::chrono::milliseconds checkpoint_interval{0};
 };
 
 }  // namespace pserver

@@ -242,6 +242,7 @@ transport::Bytes Encode(const AdminRequest& m) {
   w.U8(static_cast<uint8_t>(m.op));
   w.U32(m.node.value);
   w.Str(m.reply_address);
+  w.Str(m.path);
   return transport::BytesFromString(w.Take());
 }
 
@@ -249,11 +250,26 @@ Result<AdminRequest> DecodeAdminRequest(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   AdminRequest m;
   uint8_t op = 0;
-  if (!r.U8(&op) || op < static_cast<uint8_t>(AdminOp::kStatus) || op > static_cast<uint8_t>(AdminOp::kDrain) ||
-      !r.U32(&m.node.value) || !r.Str(&m.reply_address, 1024) || !r.Done()) {
+  if (!r.U8(&op) || op < static_cast<uint8_t>(AdminOp::kStatus) || op > static_cast<uint8_t>(AdminOp::kCheckpoint) ||
+      !r.U32(&m.node.value) || !r.Str(&m.reply_address, 1024) || !r.Str(&m.path, 4096) || !r.Done()) {
     return Malformed("admin");
   }
   m.op = static_cast<AdminOp>(op);
+  return m;
+}
+
+transport::Bytes Encode(const CheckpointWritten& m) {
+  WireWriter w;
+  w.U64(m.bytes);
+  w.U64(m.rows);
+  w.U64(m.checksum);
+  return transport::BytesFromString(w.Take());
+}
+
+Result<CheckpointWritten> DecodeCheckpointWritten(const transport::Bytes& body) {
+  WireReader r = ReaderOf(body);
+  CheckpointWritten m;
+  if (!r.U64(&m.bytes) || !r.U64(&m.rows) || !r.U64(&m.checksum) || !r.Done()) return Malformed("checkpoint-written");
   return m;
 }
 

@@ -106,11 +106,15 @@ struct MigrateReport {
 };
 inline constexpr size_t kMaxMigrateRanges = size_t{1} << 16;
 
-// kAdmin: a request to the scheduler from a tool (`pserver status`, `pserver drain`) or from a
-// member (a server asked to leave, e.g. by SIGTERM).
+// kAdmin: a request to the scheduler from a tool (`pserver status`, `pserver drain`,
+// `pserver checkpoint`) or from a member (a server asked to leave, e.g. by SIGTERM); and the
+// scheduler's kCheckpoint order to a server (a kAdmin without a body asks a server for its
+// TableStats).
 enum class AdminOp : uint8_t {
-  kStatus = 1,  // answer with the view, members and tables, as text
-  kDrain = 2,   // move server `node`'s keys to the others, then let it exit
+  kStatus = 1,      // answer with the view, members and tables, as text
+  kDrain = 2,       // move server `node`'s keys to the others, then let it exit
+  kCheckpoint = 3,  // to the scheduler: checkpoint the job into directory `path`;
+                    // to a server: write its checkpoint file `path` (answered with CheckpointWritten)
 };
 struct AdminRequest {
   AdminOp op = AdminOp::kStatus;
@@ -118,7 +122,16 @@ struct AdminRequest {
   // Where the answer goes: the address a tool listens at (the scheduler connects to it there).
   // Empty from a member, which is answered like its other requests.
   std::string reply_address;
+  std::string path;  // kCheckpoint: see AdminOp (at most 4096 bytes)
   friend bool operator==(const AdminRequest&, const AdminRequest&) = default;
+};
+
+// A server's answer to a kCheckpoint order: the file it wrote (for the manifest).
+struct CheckpointWritten {
+  uint64_t bytes = 0;
+  uint64_t rows = 0;
+  uint64_t checksum = 0;
+  friend bool operator==(const CheckpointWritten&, const CheckpointWritten&) = default;
 };
 
 // What a server holds of one table (its answer to the scheduler's kAdmin status request: a list
@@ -130,6 +143,9 @@ struct TableStats {
   friend bool operator==(const TableStats&, const TableStats&) = default;
 };
 inline constexpr size_t kMaxTableStats = 1 << 16;
+
+transport::Bytes Encode(const CheckpointWritten& m);
+Result<CheckpointWritten> DecodeCheckpointWritten(const transport::Bytes& body);
 
 transport::Bytes Encode(const std::vector<TableStats>& m);
 Result<std::vector<TableStats>> DecodeTableStats(const transport::Bytes& body);

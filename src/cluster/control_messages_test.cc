@@ -128,6 +128,7 @@ std::vector<Codec> AllCodecs() {
       {"migrate-reply", wrap(DecodeMigrateReport)},
       {"admin", wrap(DecodeAdminRequest)},
       {"table-stats", wrap(DecodeTableStats)},
+      {"checkpoint-written", wrap(DecodeCheckpointWritten)},
   };
 }
 
@@ -148,10 +149,12 @@ std::vector<std::vector<std::string>> ValidBodies() {
                                  MigrateTarget{NodeId(2), {KeyRange{10, 10}}}}})),
        Text(Encode(MigrateOrder{}))},
       {Text(Encode(MigrateReport{12345, 678910})), Text(Encode(MigrateReport{}))},
-      {Text(Encode(AdminRequest{AdminOp::kDrain, NodeId(7), "tcp://127.0.0.1:9"})),
-       Text(Encode(AdminRequest{AdminOp::kStatus, NodeId(), ""}))},
+      {Text(Encode(AdminRequest{AdminOp::kDrain, NodeId(7), "tcp://127.0.0.1:9", ""})),
+       Text(Encode(AdminRequest{AdminOp::kStatus, NodeId(), "", ""})),
+       Text(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", "/data/ckpt/ckpt-000001/server-0.psckpt"}))},
       {Text(Encode(std::vector<TableStats>{{TableId(1), 10, 400}, {TableId(3), 0, 0}})),
        Text(Encode(std::vector<TableStats>{}))},
+      {Text(Encode(CheckpointWritten{123456, 789, 0xfedcba9876543210ULL})), Text(Encode(CheckpointWritten{}))},
   };
 }
 
@@ -351,10 +354,17 @@ TEST(ControlMessagesTest, RoundTripsMembershipBodies) {
   Result<MigrateReport> r = DecodeMigrateReport(Encode(MigrateReport{5, 6}));
   ASSERT_OK(r);
   EXPECT_EQ(*r, (MigrateReport{5, 6}));
-  const AdminRequest admin{AdminOp::kDrain, NodeId(7), "tcp://h:1"};
+  const AdminRequest admin{AdminOp::kDrain, NodeId(7), "tcp://h:1", ""};
   Result<AdminRequest> a = DecodeAdminRequest(Encode(admin));
   ASSERT_OK(a);
   EXPECT_EQ(*a, admin);
+  const AdminRequest checkpoint{AdminOp::kCheckpoint, NodeId(), "tcp://h:1", "/tmp/ckpt"};
+  Result<AdminRequest> c = DecodeAdminRequest(Encode(checkpoint));
+  ASSERT_OK(c);
+  EXPECT_EQ(*c, checkpoint);
+  Result<CheckpointWritten> w = DecodeCheckpointWritten(Encode(CheckpointWritten{1, 2, 3}));
+  ASSERT_OK(w);
+  EXPECT_EQ(*w, (CheckpointWritten{1, 2, 3}));
   const std::vector<TableStats> stats = {{TableId(2), 7, 8}};
   Result<std::vector<TableStats>> t = DecodeTableStats(Encode(stats));
   ASSERT_OK(t);
@@ -366,8 +376,8 @@ TEST(ControlMessagesTest, RoundTripsMembershipBodies) {
                 "overlapping ranges");
   ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {KeyRange{9, 5}}}}})), "first > last");
   std::string bad_op = Text(Encode(admin));
-  bad_op[0] = 3;
-  ExpectRefused(codecs[7], bad_op, "op 3");
+  bad_op[0] = 4;
+  ExpectRefused(codecs[7], bad_op, "op 4");
 }
 
 TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {

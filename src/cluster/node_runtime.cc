@@ -89,7 +89,7 @@ void NodeRuntime::ReportMigration(int64_t change, MigratePhase phase, const Resu
 Status NodeRuntime::RequestDrain() {
   if (options_.role != Role::kServer) return Status::InvalidArgument("only a server can be drained");
   Message ask = ToScheduler(MessageType::kAdmin);
-  ask.frames.push_back(Encode(AdminRequest{AdminOp::kDrain, id_, ""}));
+  ask.frames.push_back(Encode(AdminRequest{AdminOp::kDrain, id_, "", ""}));
   return transport_->Send(std::move(ask));
 }
 
@@ -544,6 +544,39 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kAdmin: {
+      if (!msg.frames.empty()) {  // the scheduler's kCheckpoint order: taken in order with the data
+        Result<AdminRequest> order = DecodeAdminRequest(msg.frames[0]);
+        if (!order.ok() || order->op != AdminOp::kCheckpoint) {
+          PSERVER_LOG_WARN("{}: dropped an admin order it cannot follow: {}", DescribeNode(id_),
+                           order.ok() ? "not a checkpoint" : order.status().ToString());
+          return;
+        }
+        Enqueue(DataItem(std::function<void()>([this, request_id = h.request_id, path = order->path]()
+                                                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
+          auto done = [this, request_id](Result<CheckpointWritten> written) {
+            Message reply = ToScheduler(MessageType::kAdminReply);
+            reply.header.flags = transport::kFlagReply;
+            reply.header.request_id = request_id;
+            if (written.ok()) {
+              reply.frames.push_back(Encode(*written));
+            } else {
+              reply.header.flags |= transport::kFlagError;
+              reply.header.status = static_cast<uint8_t>(written.status().code());
+              reply.frames.push_back(transport::BytesFromString(
+                  fmt::format("{}: {}", DescribeNode(id_), written.status().message())));
+            }
+            if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
+              PSERVER_LOG_WARN("{}: could not report its checkpoint to the scheduler: {}", DescribeNode(id_), s.ToString());
+            }
+          };
+          if (data_handler_) {
+            data_handler_->OnCheckpoint(path, std::move(done));
+          } else {
+            done(Status::Unavailable("this node has no data handler to write a checkpoint"));
+          }
+        })));
+        return;
+      }
       // The scheduler asks what this server holds (`pserver status`): answered in order with
       // the data, from the handler's tables.
       Enqueue(DataItem(std::function<void()>([this, request_id = h.request_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {

@@ -121,6 +121,13 @@ class DataHandler {
   // Server: what it holds of each table, for `pserver status` (the scheduler's kAdmin). Must
   // not block.
   virtual std::vector<TableStats> OnStats() { return {}; }
+  // Server: write a checkpoint file of every table it holds at `path` (the scheduler's
+  // kCheckpoint order, docs/durability.md). Must not block for the writing: `done` is called once,
+  // from any thread, with what was written or why not (the default: this handler cannot).
+  virtual void OnCheckpoint(const std::string& path, std::function<void(Result<CheckpointWritten>)> done) {
+    (void)path;
+    done(Status::Unavailable("this node's data handler cannot write checkpoints"));
+  }
 };
 
 class NodeRuntime {

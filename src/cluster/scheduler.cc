@@ -60,6 +60,7 @@ Status Scheduler::Run() {
     CheckStatuses();
     AdmitHeldRegistrations();
     CheckMigrationDeadline();
+    CheckCheckpoints();
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
   view_deliveries_.clear();
@@ -72,6 +73,9 @@ Status Scheduler::Run() {
   changes_.clear();
   for (PendingStatus& p : pending_statuses_) p.answer(DescribeStatus(p.stats));
   pending_statuses_.clear();
+  if (checkpoint_) FinishCheckpoint(Status::Aborted("the job ended before every server wrote its checkpoint file"));
+  for (CheckpointRequest& r : checkpoint_requests_) r.answer(Status::Aborted("the job ended before the checkpoint"), "");
+  checkpoint_requests_.clear();
   RunCommands();  // each command sees ended_ and says the job ended
   Status done = FinishShutdown();
   if (!outcome_.ok()) return outcome_;
@@ -122,7 +126,9 @@ void Scheduler::Handle(Message&& msg) {
     case MessageType::kTableAnnounceReply: return HandleTableAnnounceReply(msg);
     case MessageType::kViewChangeReply: return HandleViewChangeReply(msg);
     case MessageType::kMigrateReply: return HandleMigrateReply(msg);
-    case MessageType::kAdminReply: return HandleStatsReply(msg);
+    case MessageType::kAdminReply:
+      if (checkpoint_ && h.request_id == checkpoint_->id) return HandleCheckpointReply(msg);
+      return HandleStatsReply(msg);
     case MessageType::kFinalize: return HandleFinalize(msg);
     case MessageType::kShutdown:
       if (h.is_reply()) member.shutdown_acked = true;

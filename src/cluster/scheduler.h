@@ -48,6 +48,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "base/mutex.h"
+#include "cluster/checkpoint_manifest.h"
 #include "cluster/control_messages.h"
 #include "cluster/node_runtime.h"
 #include "cluster/partition_placement.h"
@@ -97,6 +98,10 @@ class Scheduler {
   // and it was told to exit. Thread-safe. kInvalidArgument for a rank that is no live server and
   // for the last server; kDeadlineExceeded after `timeout`.
   Status Drain(uint32_t rank, std::chrono::milliseconds timeout);
+  // Checkpoints the job into `dir` (as `pserver checkpoint` does; docs/durability.md) and
+  // returns the one-line summary once the manifest is written. Thread-safe. The checkpoint's
+  // error if it failed; kDeadlineExceeded after `timeout` (it may still complete).
+  Result<std::string> Checkpoint(const std::string& dir, std::chrono::milliseconds timeout);
   // What `pserver status` prints. Thread-safe.
   Result<std::string> StatusText(std::chrono::milliseconds timeout);
   // Membership changes completed since Start. Thread-safe.
@@ -227,6 +232,18 @@ class Scheduler {
   void StartStatus(std::function<void(const std::string&)> answer);
   void HandleStatsReply(const transport::Message& msg);
   void CheckStatuses();
+  // Checkpoints (scheduler_checkpoint.cc; docs/durability.md): one at a time, never while a
+  // membership change runs (and no change starts while one runs). Each asks every live server
+  // to write its file into a new directory of `dir`, then writes the manifest; `answer` gets the
+  // outcome and a one-line summary.
+  void QueueCheckpoint(std::string dir, std::function<void(const Status&, const std::string&)> answer);
+  void StartNextCheckpoint();
+  void HandleCheckpointReply(const transport::Message& msg);
+  // Ends the running checkpoint when every server answered (writing the manifest), one died, or
+  // it ran past its limit; queues a periodic one when its time came (NodeOptions).
+  void CheckCheckpoints();
+  void FinishCheckpoint(const Status& outcome);
+  static constexpr std::chrono::minutes kCheckpointLimit{30};
   std::string DescribeStatus(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const;
   // Sends the current view to the live members that `to` chooses (no confirmation awaited).
   void AnnounceView(const std::function<bool(const Member&)>& to);
@@ -287,7 +304,23 @@ class Scheduler {
     std::function<void(const std::string&)> answer;
   };
   std::vector<PendingStatus> pending_statuses_;
-  int64_t next_status_ = 1;
+  int64_t next_status_ = 1;  // request ids of status and checkpoint orders to servers
+  struct CheckpointRequest {
+    std::string dir;
+    std::function<void(const Status&, const std::string&)> answer;
+  };
+  struct RunningCheckpoint {
+    CheckpointRequest request;
+    int64_t id = 0;
+    std::string directory;  // dir/ckpt-N
+    CheckpointManifest manifest;
+    absl::flat_hash_map<NodeId, std::string> files;  // server -> its file's name
+    absl::flat_hash_set<NodeId> awaiting;
+    std::chrono::steady_clock::time_point started;
+  };
+  std::deque<CheckpointRequest> checkpoint_requests_;
+  std::optional<RunningCheckpoint> checkpoint_;
+  std::chrono::steady_clock::time_point next_periodic_checkpoint_{};
 
   Mutex commands_mu_;
   std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread

@@ -126,7 +126,7 @@ void Scheduler::QueueChange(Change change) {
 }
 
 void Scheduler::StartNextChange() {
-  while (!migration_ && !changes_.empty() && !ended_) {
+  while (!migration_ && !checkpoint_ && !changes_.empty() && !ended_) {
     Change c = std::move(changes_.front());
     changes_.pop_front();
     Member* s = FindMember(c.server);
@@ -460,6 +460,12 @@ void Scheduler::HandleAdmin(const Message& msg) {
   if (!formed_) return answer(Status::Unavailable("the cluster has not formed yet"), "");
   if (req->op == AdminOp::kStatus) {
     return StartStatus([answer](const std::string& text) { answer(Status::Ok(), text); });
+  }
+  if (req->op == AdminOp::kCheckpoint) {
+    if (req->path.empty()) return answer(Status::InvalidArgument("a checkpoint needs a directory"), "");
+    PSERVER_LOG_INFO("scheduler: {} asked for a checkpoint into {}",
+                     req->reply_address.empty() ? Describe(msg.header.sender) : req->reply_address, req->path);
+    return QueueCheckpoint(req->path, answer);
   }
   Member* s = FindMember(req->node);
   if (s == nullptr || s->info.role != Role::kServer || s->dead || s->left) {

@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+#include <system_error>
+
 #include "cluster/scheduler.h"
 #include "kv/node_access.h"
 #include "kv/table_catalog.h"
@@ -65,12 +68,23 @@ Result<std::string> AskScheduler(const std::string& scheduler_address, cluster::
 
 Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono::milliseconds timeout,
                               const std::string& host) {
-  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kStatus, NodeId(), ""}, timeout, host);
+  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kStatus, NodeId(), "", ""}, timeout, host);
 }
 
 Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,
                                 const std::string& host) {
-  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kDrain, node, ""}, timeout, host);
+  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kDrain, node, "", ""}, timeout, host);
+}
+
+Result<std::string> CheckpointJob(const std::string& scheduler_address, const std::string& dir,
+                                  std::chrono::milliseconds timeout, const std::string& host) {
+  if (dir.empty()) return Status::InvalidArgument("a checkpoint needs a directory");
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(dir, ec);
+  if (ec) return Status::InvalidArgument(fmt::format("checkpoint directory {}: {}", dir, ec.message()));
+  return AskScheduler(scheduler_address,
+                      cluster::AdminRequest{cluster::AdminOp::kCheckpoint, NodeId(), "", absolute.lexically_normal().string()},
+                      timeout, host);
 }
 
 Status Node::Leave() {

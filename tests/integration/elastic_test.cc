@@ -3,7 +3,9 @@
 // check every pulled sum exactly -- while servers join (two at once), one is drained with
 // `pserver drain`, one leaves on SIGTERM and one more with `pserver drain`; `pserver status`
 // shows each step; the drain of the last server is refused with a clear error. Every process
-// must exit 0: the workers' sums were exact in every round, through every change.
+// must exit 0: the workers' sums were exact in every round, through every change. Also: a joining
+// server killed while rows move to it changes nothing, and a worker joins a stale-synchronous
+// job at the current clock.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -12,6 +14,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <map>
+#include <random>
 #include <regex>
 #include <string>
 #include <vector>
@@ -23,6 +27,7 @@
 namespace pserver {
 namespace {
 
+using testing::CheckWorkerBinary;
 using testing::PserverBinary;
 using testing::Subprocess;
 
@@ -32,9 +37,9 @@ std::string ExitOf(Subprocess& p, const std::string& who) { return testing::Exit
 
 class ElasticTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void StartScheduler(int servers, int workers) {
     auto s = Subprocess::Spawn({PserverBinary(), "scheduler", "--host", "127.0.0.1", "--port", "0", "--num-servers",
-                                "2", "--num-workers", "2"});
+                                std::to_string(servers), "--num-workers", std::to_string(workers)});
     ASSERT_OK(s);
     scheduler_ = std::move(*s);
     const std::string marker = "scheduler listening at ";
@@ -43,8 +48,8 @@ class ElasticTest : public ::testing::Test {
     address_ = line->substr(marker.size());
   }
 
-  Subprocess& StartServer() {
-    auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1"});
+  Subprocess& StartServer(const std::map<std::string, std::string>& env = {}) {
+    auto s = Subprocess::Spawn({PserverBinary(), "server", "--scheduler", address_, "--host", "127.0.0.1"}, env);
     EXPECT_OK(s);
     servers_.push_back(std::move(*s));
     return *servers_.back();
@@ -92,6 +97,16 @@ class ElasticTest : public ::testing::Test {
     }
   }
 
+  // Two `pserver worker`s that push and check until `stop_file` exists.
+  void StartWorkers(const std::string& stop_file) {
+    for (int w = 0; w < 2; ++w) {
+      auto p = Subprocess::Spawn({PserverBinary(), "worker", "--scheduler", address_, "--host", "127.0.0.1",
+                                  "--rounds", "1000000", "--keys", "1000", "--stop-file", stop_file});
+      ASSERT_OK(p);
+      workers_.push_back(std::move(*p));
+    }
+  }
+
   std::string address_;
   std::unique_ptr<Subprocess> scheduler_;
   std::vector<std::unique_ptr<Subprocess>> servers_;
@@ -99,17 +114,13 @@ class ElasticTest : public ::testing::Test {
 };
 
 TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
+  StartScheduler(2, 2);
   StartServer();
   StartServer();
   // The workers push until the test is done changing the servers (the stop file).
   testing::TempDir dir;
   const std::string stop_file = dir.path() + "/stop";
-  for (int w = 0; w < 2; ++w) {
-    auto p = Subprocess::Spawn({PserverBinary(), "worker", "--scheduler", address_, "--host", "127.0.0.1", "--rounds",
-                                "1000000", "--keys", "1000", "--stop-file", stop_file});
-    ASSERT_OK(p);
-    workers_.push_back(std::move(*p));
-  }
+  StartWorkers(stop_file);
   WaitForRound(20);
   // Two servers join at once; the scheduler moves keys to one, then the other.
   StartServer();
@@ -157,6 +168,77 @@ TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
   EXPECT_EQ(ExitOf(*servers_[1], "the last server"), "exit 0") << servers_[1]->output();
   EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
   EXPECT_NE(scheduler_->output().find("was drained at epoch"), std::string::npos);
+}
+
+// A joining server killed while rows move to it (it stores and answers none of them: the failpoint
+// holds the change before its commit): the change is cancelled, the donors keep every row and own
+// them again, and the workers' sums stay exact.
+TEST_F(ElasticTest, AJoinerKilledWhileRowsMoveChangesNothing) {
+  StartScheduler(2, 2);
+  StartServer();
+  StartServer();
+  testing::TempDir dir;
+  const std::string stop_file = dir.path() + "/stop";
+  StartWorkers(stop_file);
+  WaitForRound(10);
+  Subprocess& joiner = StartServer({{"PSERVER_FAILPOINTS", "migrate-rows-unanswered"}});
+  ASSERT_TRUE(joiner.WaitForOutput("failpoint migrate-rows-unanswered", kHangGuard))
+      << joiner.output() << "\nscheduler:\n"
+      << scheduler_->output();
+  joiner.Signal(SIGKILL);
+  EXPECT_EQ(ExitOf(joiner, "the joiner"), "killed by signal 9 (SIGKILL)");
+  // The scheduler learns of the death (heartbeat silence, or a donor's send to it failing) and
+  // calls the change off. (The bound is a hang guard; the job's heartbeat timeout is 5 s.)
+  std::string status = Status();
+  const auto guard = std::chrono::steady_clock::now() + kHangGuard;
+  while ((status.find("change running") != std::string::npos ||
+          (status.find("dead") == std::string::npos && status.find("left") == std::string::npos)) &&
+         std::chrono::steady_clock::now() < guard) {
+    WaitForRound(RoundsDone() + 1);
+    status = Status();
+  }
+  EXPECT_NE(status.find("changes done: 0"), std::string::npos) << status;
+  EXPECT_EQ(status.find("change running"), std::string::npos) << status;
+  EXPECT_NE(scheduler_->output().find("its change is cancelled"), std::string::npos) << scheduler_->output();
+
+  WaitForRound(RoundsDone() + 20);  // the job goes on, every sum exact
+  { std::ofstream(stop_file) << "stop\n"; }
+  for (auto& w : workers_) EXPECT_EQ(ExitOf(*w, "worker"), "exit 0") << w->output();
+  EXPECT_EQ(ExitOf(*servers_[0], "server"), "exit 0") << servers_[0]->output();
+  EXPECT_EQ(ExitOf(*servers_[1], "server"), "exit 0") << servers_[1]->output();
+  EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
+}
+
+// A worker joins a running stale-synchronous job (kv_check_worker --scenario ssp_join): admitted
+// at the current clock, it does not hold the first worker back to wait for it from clock 0, and
+// the first worker's final sums count both workers' pushes exactly.
+TEST_F(ElasticTest, AWorkerJoinsAStaleSynchronousJobMidWay) {
+  const uint64_t seed = std::random_device{}();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  StartScheduler(1, 1);
+  StartServer();
+  const std::map<std::string, std::string> env = {
+      {"PSERVER_ROLE", "worker"}, {"PSERVER_SCHEDULER", address_}, {"PSERVER_HOST", "127.0.0.1"}};
+  const std::vector<std::string> args = {CheckWorkerBinary(), "--scenario", "ssp_join", "--seed", std::to_string(seed),
+                                         "--rounds", "20", "--iterations", "100000"};
+  auto first = Subprocess::Spawn(args, env);
+  ASSERT_OK(first);
+  workers_.push_back(std::move(*first));
+  ASSERT_TRUE(workers_[0]->WaitForOutput("ssp_join: clock 20\n", kHangGuard)) << workers_[0]->output();
+  const std::string out = workers_[0]->output();
+  const size_t at = out.rfind("ssp_join: clock ");
+  const std::string clock = std::to_string(std::atoi(out.c_str() + at + 16));  // reached before the joiner started
+  std::vector<std::string> joiner_args = args;
+  joiner_args.insert(joiner_args.end(), {"--joined-after", clock});
+  auto joiner = Subprocess::Spawn(joiner_args, env);
+  ASSERT_OK(joiner);
+  workers_.push_back(std::move(*joiner));
+  EXPECT_EQ(ExitOf(*workers_[1], "the joiner"), "exit 0") << workers_[1]->output();
+  EXPECT_NE(workers_[1]->output().find("ssp_join: 20 clocks done"), std::string::npos) << workers_[1]->output();
+  EXPECT_EQ(ExitOf(*workers_[0], "the first worker"), "exit 0") << workers_[0]->output();
+  EXPECT_NE(workers_[0]->output().find("every sum is"), std::string::npos) << workers_[0]->output();
+  EXPECT_EQ(ExitOf(*servers_[0], "server"), "exit 0") << servers_[0]->output();
+  EXPECT_EQ(ExitOf(*scheduler_, "scheduler"), "exit 0") << scheduler_->output();
 }
 
 }  // namespace

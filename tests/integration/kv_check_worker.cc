@@ -19,6 +19,11 @@
 //                 behind it start (see DelayScenario)
 //   ssp           stale-synchronous rounds, staleness 1, the last worker stopping after
 //                 --slow-clock clocks and blocking until killed (see SspScenario)
+//   ssp_join      a worker joining a running stale-synchronous job at worker 0's clock
+//                 --joined-after (see SspJoinScenario)
+//   checkpoint    --phase 1: pushes, a checkpoint, one more push recorded, then waits to be
+//                 killed; --phase 2 (a job resumed from the checkpoint): the values, and the
+//                 same push giving bit-identical values (see CheckpointScenario)
 //   rules         every built-in update rule against a plain double reference of its formula
 //   custom_rule   a table with the user rule "scaled_add" (servers: custom_rule_server), and
 //                 a table naming an unknown rule refused with an error naming it
@@ -38,6 +43,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,8 +53,12 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include "pserver/atomic_file.h"
 #include "pserver/pserver.h"
 
 // The scenarios spell table specs with designated initializers (`TableSpec{.name = "t", .width = 4}`),
@@ -65,11 +76,16 @@ struct Context {
   uint32_t workers;
   uint32_t servers;
   uint64_t seed;
-  uint32_t iterations;     // order: push/pull pairs
+  uint32_t iterations;     // order: push/pull pairs; ssp_join: worker 0's most clocks
   bool expect_wrong_sums;  // test of the test: expect every sum off by one worker weight
   int64_t max_delay;       // delay: the delay bound tau
-  uint32_t rounds;         // ssp: rounds of the fast workers
+  uint32_t rounds;         // ssp: rounds of the fast workers; ssp_join: the joiner's clocks
   uint32_t slow_clock;     // ssp: the clock the slow (last) worker stops at
+  uint64_t joined_after;   // ssp_join: worker 0's clock when the joiner was started
+  int phase;               // checkpoint: 1 or 2
+  uint32_t phase1_workers; // checkpoint: workers of phase 1
+  std::string checkpoint_dir;
+  std::string expect_file;
 };
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -919,6 +935,178 @@ Status SspScenario(Context& c) {
   return Status::Ok();
 }
 
+// A worker joining a running stale-synchronous job (docs/elasticity.md, section 4). The job
+// forms with one worker (rank 0): it pushes 1 to every key of the sums table each clock, pulls
+// with staleness 1, counts its clocks in control key 0, and goes on until control key 1 is set.
+// The test starts a second worker (rank 1) once rank 0 printed clock --joined-after: the joiner
+// is admitted at the servers' least clock (at least that one), so after its first clock rank 0
+// can go two clocks further; admitted at clock 0 instead, rank 0 would wait for it to reach
+// --joined-after: the joiner says so after 60 s. The joiner does --rounds clocks, sets key 1 and
+// leaves; rank 0 then checks every sum: its own clocks plus the joiner's --rounds.
+Status SspJoinScenario(Context& c) {
+  constexpr int64_t kStaleness = 1;
+  constexpr std::chrono::seconds kPatience(60);
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId sums, In(c.node.DeclareTable(TableSpec{.name = "ssp_join", .value_type = ValueType::kFloat64}),
+                       "declaring table 'ssp_join'"));
+  PSERVER_ASSIGN_OR_RETURN(
+      TableId control,
+      In(c.node.DeclareTable(TableSpec{.name = "ssp_join_control", .value_type = ValueType::kFloat64}),
+         "declaring table 'ssp_join_control'"));
+  KVWorker<double> kv(c.node);
+  PSERVER_RETURN_IF_ERROR(In(kv.SetStaleness(sums, kStaleness), "SetStaleness"));
+  const SharedArray<Key> keys = RandomKeys(c.seed, 31, 500);
+  auto add = [&](TableId table, SharedArray<Key> k, double v) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp t, kv.Push(table, k, SharedArray<double>(std::vector<double>(k.size(), v))));
+    return kv.Wait(t);
+  };
+  auto read = [&](TableId table, SharedArray<Key> k) -> Result<SharedArray<double>> {
+    SharedArray<double> got;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp t, kv.Pull(table, k, &got));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(t));
+    return got;
+  };
+  const SharedArray<Key> progress_key(std::vector<Key>{0}), stop_key(std::vector<Key>{1});
+  // One clock: push 1 to every key, advance the clock, pull with staleness 1.
+  auto one_clock = [&]() -> Result<uint64_t> {
+    PSERVER_RETURN_IF_ERROR(In(add(sums, keys, 1.0), "push"));
+    PSERVER_ASSIGN_OR_RETURN(uint64_t clock, In(kv.Clock(), "Clock"));
+    PSERVER_RETURN_IF_ERROR(In(read(sums, keys).status(), fmt::format("pull at clock {}", clock)));
+    return clock;
+  };
+  if (c.rank == 0) {
+    uint64_t clocks = 0;
+    for (;;) {
+      PSERVER_ASSIGN_OR_RETURN(clocks, one_clock());
+      PSERVER_RETURN_IF_ERROR(In(add(control, progress_key, 1.0), "counting the clock"));
+      std::printf("worker 0: ssp_join: clock %llu\n", static_cast<unsigned long long>(clocks));
+      std::fflush(stdout);
+      PSERVER_ASSIGN_OR_RETURN(SharedArray<double> stop, In(read(control, stop_key), "reading the stop key"));
+      if (stop[0] > 0) break;
+      if (clocks >= c.iterations) return Mismatch(fmt::format("ssp_join: no worker joined in {} clocks", clocks));
+    }
+    const double expected = static_cast<double>(clocks + c.rounds);
+    PSERVER_ASSIGN_OR_RETURN(SharedArray<double> got, In(read(sums, keys), "the final pull"));
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i] != expected) {
+        return Mismatch(fmt::format("ssp_join: key {} holds {}, expected {} ({} clocks of worker 0, {} of the joiner)",
+                                    keys[i], got[i], expected, clocks, c.rounds));
+      }
+    }
+    std::printf("worker 0: ssp_join: every sum is %.0f as expected\n", expected);
+    return Status::Ok();
+  }
+  for (uint32_t r = 0; r < c.rounds; ++r) {
+    PSERVER_ASSIGN_OR_RETURN(uint64_t clock, one_clock());
+    std::printf("worker %u: ssp_join: clock %llu\n", c.rank, static_cast<unsigned long long>(clock));
+    std::fflush(stdout);
+    if (r > 0) continue;
+    // Worker 0 must get two clocks past the one it had reached before this worker joined.
+    const double target = static_cast<double>(c.joined_after + 2);
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    for (;;) {
+      PSERVER_ASSIGN_OR_RETURN(SharedArray<double> done, In(read(control, progress_key), "reading worker 0's clock"));
+      if (done[0] >= target) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        return Mismatch(fmt::format("ssp_join: worker 0 stays at clock {} (it joined at {}, this worker is at clock "
+                                    "{}): this worker was not admitted at the current clock",
+                                    done[0], c.joined_after, clock));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a poll, not a synchronisation
+    }
+  }
+  PSERVER_RETURN_IF_ERROR(In(add(control, stop_key, 1.0), "setting the stop key"));
+  std::printf("worker %u: ssp_join: %u clocks done\n", c.rank, c.rounds);
+  return Status::Ok();
+}
+
+// A checkpoint, the whole cluster killed, and a job resumed from it (docs/durability.md): run
+// once with --phase 1 (W workers) and once with --phase 2 (one worker) on a cluster resumed
+// from --dir. Tables: "ck_sums" (float64, add) and "ck_ada" (float32 rows of width 2, AdaGrad).
+// Phase 1: every worker pushes (rank+1) * G(r, key) for 3 rounds; worker 0 checkpoints the job
+// into --dir, pushes round 3 alone, pulls both tables and writes their bytes to --expect-file,
+// says "phase 1 done"; then every worker waits to be killed. Phase 2: the sums are the closed
+// form W(W+1)/2 * sum of G over rounds 0..2 (W = --phase1-workers); then the same round 3 push
+// gives values bit-identical to --expect-file's (AdaGrad's accumulators came back too).
+double CheckpointGradient(uint64_t seed, int round, Key key) {
+  return static_cast<double>((seed ^ (key * 0x9E3779B97F4A7C15ULL) ^ (uint64_t(round) * 0xBF58476D1CE4E5B9ULL)) % 17) - 8;
+}
+
+Status CheckpointScenario(Context& c) {
+  PSERVER_ASSIGN_OR_RETURN(TableId sums, In(c.node.DeclareTable(TableSpec{.name = "ck_sums", .value_type = ValueType::kFloat64}),
+                                            "declaring table 'ck_sums'"));
+  TableSpec ada_spec{.name = "ck_ada", .width = 2};
+  ada_spec.updater = UpdaterSpec{"adagrad", {{"lr", 0.25}}};
+  PSERVER_ASSIGN_OR_RETURN(TableId ada, In(c.node.DeclareTable(ada_spec), "declaring table 'ck_ada'"));
+  KVWorker<double> kv64(c.node);
+  KVWorker<float> kv32(c.node);
+  const SharedArray<Key> keys = RandomKeys(c.seed, 41, 3000);
+  auto push_round = [&](int r, double weight) -> Status {
+    std::vector<double> g64(keys.size());
+    std::vector<float> g32(keys.size() * 2);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      g64[i] = weight * CheckpointGradient(c.seed, r, keys[i]);
+      g32[2 * i] = static_cast<float>(g64[i]) / 3;
+      g32[2 * i + 1] = -static_cast<float>(g64[i]);
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp a, kv64.Push(sums, keys, SharedArray<double>(std::move(g64))));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp b, kv32.Push(ada, keys, SharedArray<float>(std::move(g32))));
+    PSERVER_RETURN_IF_ERROR(kv64.Wait(a));
+    return kv32.Wait(b);
+  };
+  // Both tables' values, as bytes.
+  auto pull_bytes = [&]() -> Result<std::string> {
+    SharedArray<double> v64;
+    SharedArray<float> v32;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp a, kv64.Pull(sums, keys, &v64));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp b, kv32.Pull(ada, keys, &v32));
+    PSERVER_RETURN_IF_ERROR(kv64.Wait(a));
+    PSERVER_RETURN_IF_ERROR(kv32.Wait(b));
+    return std::string(reinterpret_cast<const char*>(v64.data()), v64.size_bytes()) +
+           std::string(reinterpret_cast<const char*>(v32.data()), v32.size_bytes());
+  };
+  if (c.phase == 1) {
+    for (int r = 0; r < 3; ++r) PSERVER_RETURN_IF_ERROR(In(push_round(r, c.rank + 1), fmt::format("round {}", r)));
+    PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier after the pushes"));
+    if (c.rank == 0) {
+      const char* scheduler = std::getenv("PSERVER_SCHEDULER");
+      PSERVER_ASSIGN_OR_RETURN(std::string summary, In(CheckpointJob(scheduler ? scheduler : "", c.checkpoint_dir,
+                                                                     std::chrono::minutes(5)),
+                                                       "checkpoint"));
+      std::printf("worker 0: %s\n", summary.c_str());
+      PSERVER_RETURN_IF_ERROR(In(push_round(3, 1), "round 3"));
+      PSERVER_ASSIGN_OR_RETURN(std::string bytes, In(pull_bytes(), "pull after round 3"));
+      PSERVER_RETURN_IF_ERROR(In(WriteFileAtomically(c.expect_file, bytes), "writing the expected values"));
+    }
+    std::printf("worker %u: checkpoint: phase 1 done, waiting to be killed\n", c.rank);
+    std::fflush(stdout);
+    for (;;) pause();  // until the test kills the cluster
+  }
+  // Phase 2: resumed.
+  SharedArray<double> got;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp t, kv64.Pull(sums, keys, &got));
+  PSERVER_RETURN_IF_ERROR(kv64.Wait(t));
+  const double w = c.phase1_workers;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    double expected = 0;
+    for (int r = 0; r < 3; ++r) expected += w * (w + 1) / 2 * CheckpointGradient(c.seed, r, keys[i]);
+    if (got[i] != expected) {
+      return Mismatch(fmt::format("checkpoint: resumed key {} holds {}, expected {}", keys[i], got[i], expected));
+    }
+  }
+  PSERVER_RETURN_IF_ERROR(In(push_round(3, 1), "round 3"));
+  PSERVER_ASSIGN_OR_RETURN(std::string bytes, In(pull_bytes(), "pull after round 3"));
+  std::ifstream in(c.expect_file, std::ios::binary);
+  const std::string want((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (want.size() != bytes.size() || want != bytes) {
+    return Mismatch(fmt::format("checkpoint: after round 3 the resumed job's values differ from the first job's "
+                                "({} bytes, {} expected)",
+                                bytes.size(), want.size()));
+  }
+  std::printf("worker 0: checkpoint: resumed values and state are bit-identical\n");
+  return Status::Ok();
+}
+
 // ---- update rules -----------------------------------------------------------------------------
 
 // Plain double references of the built-in rules (from the formulas in pserver/table.h).
@@ -1162,6 +1350,7 @@ const std::map<std::string, ScenarioFn>& Scenarios() {
       {"errors", ErrorsScenario}, {"wait_forever", WaitForeverScenario},
       {"outlive", OutliveScenario},
       {"delay", DelayScenario},   {"ssp", SspScenario},
+      {"ssp_join", SspJoinScenario},   {"checkpoint", CheckpointScenario},
       {"rules", RulesScenario},   {"custom_rule", CustomRuleScenario},
   };
   return scenarios;
@@ -1184,20 +1373,32 @@ int main(int argc, char** argv) {
   int64_t max_delay = 0;
   uint32_t rounds = 6;
   uint32_t slow_clock = 2;
+  uint64_t joined_after = 0;
+  int phase = 1;
+  uint32_t phase1_workers = 1;
+  std::string checkpoint_dir, expect_file;
   std::vector<std::string> names;
   for (const auto& [name, fn] : Scenarios()) names.push_back(name);
   app.add_option("--scenario", scenario, "What to check")->required()->check(CLI::IsMember(names));
   app.add_option("--seed", seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
-  app.add_option("--iterations", iterations, "order: push/pull pairs")
+  app.add_option("--iterations", iterations, "order: push/pull pairs; ssp_join: worker 0's most clocks")
       ->check(CLI::Range(1u, 100000u))
       ->capture_default_str();
   app.add_option("--max-delay", max_delay, "delay: the delay bound tau (0: sequential)")
       ->check(CLI::Range(int64_t{0}, int64_t{19}))
       ->capture_default_str();
-  app.add_option("--rounds", rounds, "ssp: rounds of the fast workers")->check(CLI::Range(1u, 1000u))->capture_default_str();
+  app.add_option("--rounds", rounds, "ssp: rounds of the fast workers; ssp_join: the joiner's clocks")->check(CLI::Range(1u, 1000u))->capture_default_str();
   app.add_option("--slow-clock", slow_clock, "ssp: the clock the slow (last) worker stops at")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
+  app.add_option("--joined-after", joined_after, "ssp_join: worker 0's clock when the joiner was started")
+      ->capture_default_str();
+  app.add_option("--phase", phase, "checkpoint: 1 (push, checkpoint) or 2 (resumed: check)")
+      ->check(CLI::Range(1, 2))
+      ->capture_default_str();
+  app.add_option("--phase1-workers", phase1_workers, "checkpoint: the workers of phase 1")->capture_default_str();
+  app.add_option("--dir", checkpoint_dir, "checkpoint: the checkpoint directory");
+  app.add_option("--expect-file", expect_file, "checkpoint: where phase 1 leaves the values phase 2 must match");
   app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms, "Override the node's heartbeat interval")
       ->check(CLI::PositiveNumber);
   app.add_option("--send-timeout-ms", send_timeout_ms, "Override the node's send timeout")->check(CLI::PositiveNumber);
@@ -1226,7 +1427,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   Context ctx{**node,      (*node)->rank().value, (*node)->num_workers(), (*node)->num_servers(), seed,
-              iterations, expect_wrong_sums,     max_delay,              rounds,                  slow_clock};
+              iterations, expect_wrong_sums,     max_delay,              rounds,                  slow_clock,
+              joined_after, phase,         phase1_workers,         checkpoint_dir,          expect_file};
   Status s = Scenarios().at(scenario)(ctx);
   if (scenario == "wait_forever") {
     if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kAborted) {

@@ -1,5 +1,8 @@
 #include "pserver/launch_command.h"
 
+#include <fmt/format.h>
+
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -38,6 +41,16 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
       ->allow_extra_args(false);
   cmd->add_option("--server-flag", *server_flags, "Extra flag passed to every server (repeatable)")
       ->allow_extra_args(false);
+  auto resume = std::make_shared<std::string>();
+  auto checkpoint_dir = std::make_shared<std::string>();
+  auto checkpoint_every = std::make_shared<double>(0);
+  cmd->add_option("--resume", *resume,
+                  "Servers start from the latest complete checkpoint in this directory (`pserver server --resume`)");
+  cmd->add_option("--checkpoint-dir", *checkpoint_dir,
+                  "The scheduler checkpoints the job into this directory every --checkpoint-every seconds");
+  cmd->add_option("--checkpoint-every", *checkpoint_every, "Seconds between checkpoints (0: none)")
+      ->check(CLI::Range(0.0, 86400.0 * 365))
+      ->capture_default_str();
   cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
   cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
   cmd->callback([=] {
@@ -48,6 +61,14 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
       opts.scheduler_argv.insert(opts.scheduler_argv.end(), scheduler_flags->begin(), scheduler_flags->end());
       opts.server_argv = {self_exe, "server"};
       opts.server_argv.insert(opts.server_argv.end(), server_flags->begin(), server_flags->end());
+      // Paths made absolute here, so that every process reads them alike.
+      auto absolute = [](const std::string& p) { return std::filesystem::absolute(p).lexically_normal().string(); };
+      if (!resume->empty()) opts.server_argv.insert(opts.server_argv.end(), {"--resume", absolute(*resume)});
+      if (!checkpoint_dir->empty() || *checkpoint_every > 0) {
+        opts.scheduler_argv.insert(opts.scheduler_argv.end(),
+                                   {"--checkpoint-dir", checkpoint_dir->empty() ? "" : absolute(*checkpoint_dir),
+                                    "--checkpoint-every", fmt::format("{}", *checkpoint_every)});
+      }
       opts.startup_timeout = std::chrono::milliseconds(*startup_ms);
       opts.grace = std::chrono::milliseconds(*grace_ms);
       opts.prefix_output = !*no_prefix;

@@ -36,6 +36,7 @@ int Main(int argc, char** argv) {
   pserver::tools::AddWorkerCommand(app, &run);
   pserver::tools::AddStatusCommand(app, &run);
   pserver::tools::AddDrainCommand(app, &run);
+  pserver::tools::AddCheckpointCommand(app, &run);
   pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
   pserver::tools::AddBenchCommand(app, &run);
   pserver::tools::AddTrainCommand(app, SelfExe(argv[0]), std::vector<std::string>(argv, argv + argc), &run);

@@ -96,10 +96,27 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       ->required();
   cmd->add_option("--address-file", *address_file,
                   "Write the address nodes should register at to this file once listening");
+  auto checkpoint_every = std::make_shared<double>(0);
+  cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
+                  "Checkpoint the job into this directory every --checkpoint-every seconds (see `pserver checkpoint`)")
+      ->envname("PSERVER_CHECKPOINT_DIR");
+  cmd->add_option("--checkpoint-every", *checkpoint_every, "Seconds between checkpoints (0: none)")
+      ->envname("PSERVER_CHECKPOINT_EVERY")
+      ->check(CLI::Range(0.0, 86400.0 * 365))
+      ->capture_default_str();
   cmd->callback([=] {
     *run = [=]() {
       ApplyCommonFlags(*f, o.get());
       o->scheduler_address = fmt::format("tcp://{}:{}", o->host, *port);
+      if ((*checkpoint_every > 0) != !o->checkpoint_dir.empty()) {
+        return Fail("scheduler", Status::InvalidArgument("--checkpoint-dir and --checkpoint-every go together"));
+      }
+      o->checkpoint_interval = std::chrono::milliseconds(static_cast<int64_t>(*checkpoint_every * 1000));
+      if (!o->checkpoint_dir.empty()) {
+        std::error_code ec;
+        o->checkpoint_dir = std::filesystem::absolute(o->checkpoint_dir, ec).lexically_normal().string();
+        if (Status s = CheckWritableDirectory(o->checkpoint_dir); !s.ok()) return Fail("scheduler", s);
+      }
       Result<std::unique_ptr<Node>> node = Node::Start(*o);
       if (!node.ok()) return Fail("scheduler", node.status());
       std::printf("scheduler listening at %s\n", (*node)->address().c_str());
@@ -127,6 +144,11 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
   AddCommonFlags(cmd, o.get(), f.get());
   AddSchedulerFlag(cmd, o.get());
   auto apply_threads = std::make_shared<uint32_t>(0);
+  auto resume = std::make_shared<std::string>();
+  cmd->add_option("--resume", *resume,
+                  "Fill each table with this server's share of it in the latest complete checkpoint in this directory "
+                  "(docs/durability.md)")
+      ->envname("PSERVER_RESUME");
   cmd->add_option("--apply-threads", *apply_threads,
                   "Threads that apply a large request's updates, each to its own shard of the keys (0: one per "
                   "hardware thread, at most 4; `pserver launch` shares the machine's threads among its servers)")
@@ -165,6 +187,7 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run) {
       // The built-in update rules serve every app (`pserver train linear` uses "prox").
       ServerOptions options;
       options.apply_threads = *apply_threads;
+      options.resume_from = *resume;
       KVServer<float> f32(**node, options);
       KVServer<double> f64(**node);
       KVServer<int32_t> i32(**node);
@@ -251,6 +274,34 @@ void AddDrainCommand(CLI::App& app, std::function<int()>* run) {
     *run = [=]() {
       Result<std::string> done = DrainServer(*address, NodeId(*node), std::chrono::milliseconds(*timeout_ms), *host);
       if (!done.ok()) return Fail("drain", done.status());
+      std::printf("%s\n", done->c_str());
+      return 0;
+    };
+  });
+}
+
+void AddCheckpointCommand(CLI::App& app, std::function<int()>* run) {
+  auto address = std::make_shared<std::string>();
+  auto host = std::make_shared<std::string>("127.0.0.1");
+  auto dir = std::make_shared<std::string>();
+  auto timeout_ms = std::make_shared<int64_t>(1800000);
+  CLI::App* cmd = app.add_subcommand(
+      "checkpoint", "Checkpoint a running job: every server writes its tables (values and update-rule state) into a "
+                    "new directory DIR/ckpt-N, and the scheduler a manifest that completes it (docs/durability.md)");
+  cmd->add_option("--scheduler", *address, "The scheduler's address, tcp://host:port")
+      ->envname("PSERVER_SCHEDULER")
+      ->required();
+  cmd->add_option("--dir", *dir, "The directory of checkpoints (it must exist; servers and scheduler must reach it)")
+      ->required();
+  cmd->add_option("--host", *host, "Host this command listens on for the answer; the scheduler must reach it")
+      ->capture_default_str();
+  cmd->add_option("--timeout-ms", *timeout_ms, "How long to wait for the checkpoint to complete")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      Result<std::string> done = CheckpointJob(*address, *dir, std::chrono::milliseconds(*timeout_ms), *host);
+      if (!done.ok()) return Fail("checkpoint", done.status());
       std::printf("%s\n", done->c_str());
       return 0;
     };

@@ -1,7 +1,8 @@
 // The `pserver scheduler|server|worker` sub-commands: start one node from flags (with the
 // launcher's environment variables as fallback) and run it to the end of the job. A server
 // started while a job runs joins it; SIGTERM asks the scheduler to drain it (a second SIGTERM
-// ends it at once, exit 143). And `pserver status|drain`: ask a running job's scheduler.
+// ends it at once, exit 143). And `pserver status|drain|checkpoint`: ask a running job's
+// scheduler.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -17,5 +18,6 @@ void AddServerCommand(CLI::App& app, std::function<int()>* run);
 void AddWorkerCommand(CLI::App& app, std::function<int()>* run);
 void AddStatusCommand(CLI::App& app, std::function<int()>* run);
 void AddDrainCommand(CLI::App& app, std::function<int()>* run);
+void AddCheckpointCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace pserver::tools

@@ -61,6 +61,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "base/mutex.h"
+#include "cluster/checkpoint_manifest.h"
 #include "cluster/node_runtime.h"
 #include "kv/server/range_clock.h"
 #include "pserver/kv_server.h"
@@ -108,6 +109,10 @@ class KVServerCore final : public cluster::DataHandler {
   void OnNodeFailed(const cluster::NodeFailure& failure) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   void OnNodeLeft(const cluster::NodeFailure& who) override ABSL_LOCKS_EXCLUDED(apply_mu_);
   std::vector<cluster::TableStats> OnStats() override ABSL_LOCKS_EXCLUDED(apply_mu_);
+  // Lists every row of every table (one snapshot, between two requests), then writes them on a
+  // thread of its own (kv_server_checkpoint.cc).
+  void OnCheckpoint(const std::string& path, std::function<void(Result<cluster::CheckpointWritten>)> done) override
+      ABSL_LOCKS_EXCLUDED(apply_mu_, checkpoint_mu_);
   void OnShutdown(const Status& why) override ABSL_LOCKS_EXCLUDED(mover_mu_);
   Status OnMigrate(int64_t change, cluster::MigratePhase phase, const cluster::MigrateOrder& order) override
       ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
@@ -175,7 +180,10 @@ class KVServerCore final : public cluster::DataHandler {
   // The store of FindTable's table.
   Result<TableStore*> FindStore(TableId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Decodes and checks the spec bytes, then builds the table's rule and store.
-  Result<std::unique_ptr<Table>> MakeTable(TableId id, const transport::Bytes& spec);
+  Result<std::unique_ptr<Table>> MakeTable(TableId id, const transport::Bytes& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // With ServerOptions::resume_from: fills a table just made with the rows of the table of its
+  // name that the resumed checkpoint holds and this server owns under `routing`.
+  Status ResumeRows(TableStore* store, const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   Result<ServerRequest> Decode(transport::Message& msg, const Table& table);
   Status CheckResponse(const ServerRequest& req, const ServerResponse& resp) const;
   // Applies one request and replies (or handles a clock tick).
@@ -227,6 +235,13 @@ class KVServerCore final : public cluster::DataHandler {
   int64_t cancelled_change_ ABSL_GUARDED_BY(mover_mu_) = 0;
   int64_t next_batch_ ABSL_GUARDED_BY(mover_mu_) = 1;
   Status mover_stop_ ABSL_GUARDED_BY(mover_mu_);  // set when the job ends: sends in flight fail
+  // The checkpoint this server resumes from (ServerOptions::resume_from), found at the first
+  // table made and kept, so that every table comes from the same one.
+  std::optional<Result<cluster::FoundCheckpoint>> resume_point_ ABSL_GUARDED_BY(apply_mu_);
+
+  // Writes the checkpoint file last ordered; a later order waits for it.
+  Mutex checkpoint_mu_;
+  std::jthread checkpoint_writer_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::jthread mover_;  // last: stopped and joined first
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <deque>
 
+#include "base/failpoint.h"
 #include "base/logging.h"
 #include "kv/server/kv_server_core.h"
 #include "kv/server/table_store.h"
@@ -250,6 +251,11 @@ Status KVServerCore::AwaitBatch(int64_t id) {
 }
 
 void KVServerCore::TakeMovedRows(const Message& msg) {
+  if (FailpointActive("migrate-rows-unanswered")) {  // for the fault tests: see docs/errors.md
+    PSERVER_LOG_WARN("{}: failpoint migrate-rows-unanswered: leaves rows moved from {} unstored and unanswered",
+                     runtime_->DescribeNode(runtime_->id()), runtime_->DescribeNode(msg.header.sender));
+    return;
+  }
   Result<TableStore*> store = FindStore(msg.header.table);
   Result<RowBatch> rows = BatchOf(msg);
   const Status stored = !store.ok()  ? store.status()

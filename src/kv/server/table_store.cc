@@ -161,6 +161,45 @@ RowBatch TableStore::ListRows(const KeyPredicate& pred) const {
   return batch;
 }
 
+RowBatch SelectRows(const RowBatch& all, const std::vector<size_t>& rows) {
+  RowBatch b;
+  b.value_type = all.value_type;
+  b.width = all.width;
+  b.state_per_value = all.state_per_value;
+  const size_t elem = ValueTypeSize(all.value_type);
+  const size_t spv = all.state_per_value;
+  // Where each row's values begin (in values), for variable-length rows.
+  std::vector<size_t> first;
+  if (all.width == 0) {
+    first.resize(all.size() + 1);
+    for (size_t i = 0; i < all.size(); ++i) first[i + 1] = first[i] + static_cast<size_t>(all.lens[i]);
+  }
+  auto span_of = [&](size_t i) -> std::pair<size_t, size_t> {  // (first value, values)
+    return all.width == 0 ? std::pair{first[i], static_cast<size_t>(all.lens[i])} : std::pair{i * all.width, size_t{all.width}};
+  };
+  size_t values = 0;
+  for (size_t i : rows) values += span_of(i).second;
+  std::vector<Key> keys(rows.size());
+  std::vector<int32_t> lens(all.width == 0 ? rows.size() : 0);
+  b.values = transport::Bytes::Uninitialized(values * elem);
+  b.states = transport::Bytes::Uninitialized(values * elem * spv);
+  size_t at = 0;
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const size_t i = rows[j];
+    const auto [from, n] = span_of(i);
+    keys[j] = all.keys[i];
+    if (all.width == 0) lens[j] = all.lens[i];
+    if (n * elem > 0) std::memcpy(b.values.data() + at * elem, all.values.data() + from * elem, n * elem);
+    if (n * elem * spv > 0) {
+      std::memcpy(b.states.data() + at * elem * spv, all.states.data() + from * elem * spv, n * elem * spv);
+    }
+    at += n;
+  }
+  b.keys = SharedArray<Key>(std::move(keys));
+  b.lens = SharedArray<int32_t>(std::move(lens));
+  return b;
+}
+
 Status TableStore::InsertRows(const RowBatch& batch) {
   const TableSpec& s = spec();
   const uint32_t width = s.variable_length ? 0 : s.width;

@@ -83,6 +83,9 @@ struct RowBatch {
   size_t size() const { return keys.size(); }
 };
 
+// Rows `rows` (ascending indices) of `all`, copied into a batch of their own.
+RowBatch SelectRows(const RowBatch& all, const std::vector<size_t>& rows);
+
 // Chooses keys (ListRows, EraseRows, ForEachIf). An empty function chooses every key.
 using KeyPredicate = std::function<bool(Key)>;
 
