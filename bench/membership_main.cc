@@ -1,5 +1,6 @@
-// What joins and leaves cost on a real cluster (docs/elasticity.md): a LocalCluster over ZeroMQ
-// on loopback TCP, every node a thread of this process.
+// What moving a job's state costs on a real cluster -- joins and leaves (docs/elasticity.md) and
+// checkpoints (docs/durability.md): a LocalCluster over ZeroMQ on loopback TCP, every node a
+// thread of this process.
 //
 //   growth   servers join one at a time, from --from to --to, while one worker pushes the
 //            stored keys round after round; per join: the keys it moved as a fraction of all
@@ -8,10 +9,17 @@
 //            then the servers are drained one at a time back to --from, likewise
 //   move     --move-keys keys on two servers, then the one that holds half of them is drained:
 //            the time to move them, against copying the same bytes in memory (memcpy, this run)
+//   checkpoint --move-keys keys of an AdaGrad table on --from servers, a worker pushing 10,000
+//            of them round after round: the time to checkpoint the job, against writing as many
+//            bytes as one file (AtomicFileWriter: write, fsync, rename; this run), and the
+//            longest push during it against the median push; then a job resumed from it on as
+//            many servers: the time to declare the table (every server reads the files and
+//            keeps its rows), against reading the files' bytes
 //
 // Every figure is a median of --repeats runs with its range. Run:
 //   build/bench/membership_bench --mode growth --from 2 --to 8 --keys 200000 --repeats 3
 //   build/bench/membership_bench --mode move --move-keys 10000000 --repeats 3
+//   build/bench/membership_bench --mode checkpoint --from 2 --move-keys 10000000 --repeats 3
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -25,12 +33,20 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cluster/checkpoint_manifest.h"
 #include "cluster/key_placement.h"
 #include "cluster/scheduler.h"
 #include "kv/local_cluster.h"
 #include "kv/node_access.h"
 #include "kv/server/kv_server_core.h"
 #include "kv/server/table_store.h"
+#include "pserver/atomic_file.h"
+#include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "pserver/logging.h"
 
@@ -254,25 +270,127 @@ Status Move(size_t nkeys, int repeats) {
   return Status::Ok();
 }
 
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+Status CheckpointCost(uint32_t servers, size_t nkeys, int repeats) {
+  const std::vector<Key> keys = Keys(nkeys);
+  const std::vector<Key> hot(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(10000, nkeys)));
+  TableSpec spec;
+  spec.name = "bench";
+  spec.updater = UpdaterSpec{"adagrad", {{"lr", 0.1}}};
+  std::vector<double> write_ms, raw_write_ms, stall_ms, push_ms, resume_ms, raw_read_ms, mbytes;
+  for (int rep = 0; rep < repeats; ++rep) {
+    const std::string dir =
+        (std::filesystem::temp_directory_path() / fmt::format("pserver_checkpoint_bench_{}_{}", ::getpid(), rep)).string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    {
+      PSERVER_ASSIGN_OR_RETURN(auto c, kv::LocalCluster::Start(Options(servers), [](Node& n) {
+                                 return std::static_pointer_cast<void>(std::make_shared<KVServer<float>>(n));
+                               }));
+      PSERVER_ASSIGN_OR_RETURN(TableId table, c->worker(0).DeclareTable(spec));
+      {
+        KVWorker<float> kv(c->worker(0));
+        constexpr size_t kChunk = 1 << 20;
+        for (size_t first = 0; first < keys.size(); first += kChunk) {
+          const size_t last = std::min(keys.size(), first + kChunk);
+          std::vector<Key> part(keys.begin() + static_cast<std::ptrdiff_t>(first),
+                                keys.begin() + static_cast<std::ptrdiff_t>(last));
+          PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, std::move(part), std::vector<float>(last - first, 0.5f)));
+          PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
+        }
+      }
+      Pusher pusher;
+      Status pushed;
+      std::thread push_thread([&] { pushed = pusher.Run(c->worker(0), table, hot); });
+      cluster::Scheduler& sched = *internal::NodeAccess::Scheduler(c->scheduler());
+      const auto t0 = Clock::now();
+      Result<std::string> done = sched.Checkpoint(dir, std::chrono::seconds(1800));
+      const auto t1 = Clock::now();
+      pusher.stop = true;
+      push_thread.join();
+      PSERVER_RETURN_IF_ERROR(done.status());
+      PSERVER_RETURN_IF_ERROR(pushed);
+      write_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      stall_ms.push_back(pusher.LongestDuring(t0, t1));
+      push_ms.push_back(pusher.MedianPush());
+      PSERVER_RETURN_IF_ERROR(c->RunWorkers([](Node&) { return Status::Ok(); }));
+    }
+    PSERVER_ASSIGN_OR_RETURN(cluster::FoundCheckpoint found, cluster::LatestCheckpoint(dir));
+    uint64_t bytes = 0;
+    for (const auto& f : found.manifest.files) bytes += f.bytes;
+    mbytes.push_back(static_cast<double>(bytes) / 1e6);
+    {  // the bound of the writing: as many bytes, one file, one writer
+      const std::string buffer(bytes, 'x');
+      const auto t0 = Clock::now();
+      PSERVER_RETURN_IF_ERROR(WriteFileAtomically(dir + "/raw.bin", buffer));
+      raw_write_ms.push_back(MsSince(t0));
+      std::filesystem::remove(dir + "/raw.bin");
+    }
+    {  // the bound of the reading: every file's bytes, once
+      std::vector<char> buffer(size_t{1} << 20);
+      const auto t0 = Clock::now();
+      for (const auto& f : found.manifest.files) {
+        std::ifstream in(found.directory + "/" + f.name, std::ios::binary);
+        while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
+        }
+      }
+      raw_read_ms.push_back(MsSince(t0));
+    }
+    {
+      ServerOptions resume;
+      resume.resume_from = dir;
+      PSERVER_ASSIGN_OR_RETURN(auto c, kv::LocalCluster::Start(Options(servers), [resume](Node& n) {
+                                 return std::static_pointer_cast<void>(std::make_shared<KVServer<float>>(n, resume));
+                               }));
+      const auto t0 = Clock::now();
+      PSERVER_ASSIGN_OR_RETURN(TableId table, c->worker(0).DeclareTable(spec));
+      resume_ms.push_back(MsSince(t0));
+      const std::vector<size_t> rows = RowsPerServer(*c, table);
+      if (std::accumulate(rows.begin(), rows.end(), size_t{0}) != keys.size()) {
+        return Status::Internal(fmt::format("the resumed job holds {} rows, not {}",
+                                            std::accumulate(rows.begin(), rows.end(), size_t{0}), keys.size()));
+      }
+      PSERVER_RETURN_IF_ERROR(c->RunWorkers([](Node&) { return Status::Ok(); }));
+    }
+    std::filesystem::remove_all(dir);
+  }
+  std::vector<double> write_ratio, read_ratio, stall_ratio;
+  for (size_t i = 0; i < write_ms.size(); ++i) {
+    write_ratio.push_back(write_ms[i] / raw_write_ms[i]);
+    read_ratio.push_back(resume_ms[i] / raw_read_ms[i]);
+    stall_ratio.push_back(stall_ms[i] / push_ms[i]);
+  }
+  fmt::print("checkpoint of {} rows (AdaGrad) on {} servers: {} MB\n", keys.size(), servers, Range(mbytes, "{:.1f}"));
+  fmt::print("checkpoint {} ms; one file of as many bytes {} ms; ratio {}\n", Range(write_ms, "{:.0f}"),
+             Range(raw_write_ms, "{:.0f}"), Range(write_ratio, "{:.2f}"));
+  fmt::print("longest push during it {} ms; median push {} ms; ratio {}\n", Range(stall_ms, "{:.1f}"),
+             Range(push_ms, "{:.2f}"), Range(stall_ratio, "{:.1f}"));
+  fmt::print("resume (declaring the table) {} ms; reading the files {} ms; ratio {}\n", Range(resume_ms, "{:.0f}"),
+             Range(raw_read_ms, "{:.0f}"), Range(read_ratio, "{:.2f}"));
+  return Status::Ok();
+}
+
 }  // namespace
 }  // namespace pserver
 
 int main(int argc, char** argv) {
-  CLI::App app{"membership_bench: what joins and leaves cost on a local cluster"};
+  CLI::App app{"membership_bench: what joins, leaves and checkpoints cost on a local cluster"};
   std::string mode = "growth";
   uint32_t from = 2, to = 8;
   size_t keys = 200000, move_keys = 10000000;
   int repeats = 3;
-  app.add_option("--mode", mode, "growth or move")->check(CLI::IsMember({"growth", "move"}));
-  app.add_option("--from", from, "Servers at the start (growth)")->check(CLI::Range(1, 64));
+  app.add_option("--mode", mode, "growth, move or checkpoint")->check(CLI::IsMember({"growth", "move", "checkpoint"}));
+  app.add_option("--from", from, "Servers at the start (growth), servers (checkpoint)")->check(CLI::Range(1, 64));
   app.add_option("--to", to, "Servers at the largest (growth)")->check(CLI::Range(2, 64));
   app.add_option("--keys", keys, "Keys stored (growth)")->check(CLI::Range(1000, 100000000));
-  app.add_option("--move-keys", move_keys, "Keys the drained server holds (move)")->check(CLI::Range(1000, 100000000));
+  app.add_option("--move-keys", move_keys, "Keys the drained server holds (move), keys stored (checkpoint)")->check(CLI::Range(1000, 100000000));
   app.add_option("--repeats", repeats, "Runs (median and range reported)")->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
   pserver::SetLogLevel(std::getenv("PSERVER_BENCH_LOG") ? std::getenv("PSERVER_BENCH_LOG") : "warn");
   pserver::Status s = mode == "growth" ? pserver::Growth(from, std::max(to, from + 1), keys, repeats)
-                                       : pserver::Move(move_keys, repeats);
+                      : mode == "move" ? pserver::Move(move_keys, repeats)
+                                       : pserver::CheckpointCost(from, move_keys, repeats);
   if (!s.ok()) {
     fmt::print(stderr, "membership_bench: {}\n", s.ToString());
     return 1;

@@ -65,7 +65,7 @@ fuzz_failed=0
 if [ "${PSERVER_SKIP_LIBFUZZER:-0}" != 1 ]; then
   fuzz_start=$SECONDS
   fuzz_dir="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
-  fuzz_targets=(message_fuzz libsvm_fuzz model_fuzz cache_fuzz)
+  fuzz_targets=(message_fuzz libsvm_fuzz model_fuzz cache_fuzz checkpoint_fuzz)
   mkdir -p "$fuzz_dir"
   if cmake -S "$root" -B "$fuzz_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
       -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer" \

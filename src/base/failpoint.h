@@ -4,7 +4,7 @@
 //
 // A failpoint is active when its name is listed in the environment variable PSERVER_FAILPOINTS
 // (comma-separated names; spaces around them are ignored), read once, at the first check. Nothing
-// is active by default, and a check then costs one load. Every failpoint is named where it is
+// is active by default, and a check then costs a call and a test of an empty string. Every failpoint is named where it is
 // checked and listed in docs/errors.md; a process in which one fires says so in its log.
 //
 // Thread safety: FailpointActive may be called from any thread.

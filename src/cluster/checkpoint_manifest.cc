@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -98,7 +100,9 @@ Result<std::vector<uint64_t>> ListCheckpoints(const std::string& dir) {
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     uint64_t n = 0;
-    if (name.starts_with(kDirPrefix) && ParseU64(std::string_view(name).substr(kDirPrefix.size()), &n)) {
+    // Only the names CheckpointDirectory makes (ckpt-000007, not ckpt-7).
+    if (name.starts_with(kDirPrefix) && ParseU64(std::string_view(name).substr(kDirPrefix.size()), &n) &&
+        name == fmt::format("{}{:06}", kDirPrefix, n)) {
       found.push_back(n);
     }
   }
@@ -112,10 +116,15 @@ Result<FoundCheckpoint> LatestCheckpoint(const std::string& dir) {
   for (auto it = numbers.rbegin(); it != numbers.rend(); ++it) {
     const std::string directory = CheckpointDirectory(dir, *it);
     const std::string path = (std::filesystem::path(directory) / kManifestName).string();
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec) && !ec) {
       PSERVER_LOG_INFO("checkpoint {} has no manifest (it was not completed); passed over", directory);
       continue;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (ec || !in) {
+      return Status::Unavailable(fmt::format("cannot read the checkpoint manifest {}: {}", path,
+                                             ec ? ec.message() : std::strerror(errno)));
     }
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     PSERVER_ASSIGN_OR_RETURN(CheckpointManifest manifest, ParseManifest(text, path));

@@ -320,6 +320,7 @@ class Scheduler {
   };
   std::deque<CheckpointRequest> checkpoint_requests_;
   std::optional<RunningCheckpoint> checkpoint_;
+  absl::flat_hash_map<std::string, uint64_t> last_checkpoint_;  // per directory: the number last begun
   std::chrono::steady_clock::time_point next_periodic_checkpoint_{};
 
   Mutex commands_mu_;

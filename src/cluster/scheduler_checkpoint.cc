@@ -40,8 +40,12 @@ void Scheduler::StartNextCheckpoint() {
       refuse(numbers.status());
       continue;
     }
+    // Never a number used before, also when a failed checkpoint's directory is gone (a late
+    // writer of that one must not land in a new one).
     RunningCheckpoint c;
-    c.directory = CheckpointDirectory(req.dir, numbers->empty() ? 1 : numbers->back() + 1);
+    uint64_t& last = last_checkpoint_[req.dir];
+    last = std::max(last, numbers->empty() ? uint64_t{0} : numbers->back()) + 1;
+    c.directory = CheckpointDirectory(req.dir, last);
     std::error_code ec;
     if (!std::filesystem::create_directory(c.directory, ec)) {
       refuse(Status::Unavailable(fmt::format("cannot create {}: {}", c.directory, ec ? ec.message() : "it exists")));
@@ -117,9 +121,21 @@ void Scheduler::CheckCheckpoints() {
         kCheckpointLimit.count())));
   }
   if (!checkpoint_->awaiting.empty()) return;
-  // Every file is written: the manifest, written last, makes the checkpoint complete.
+  // Every file is written: the manifest, written last, makes the checkpoint complete -- once the
+  // files are where the scheduler looks (a directory that is not shared would make a checkpoint
+  // nobody can resume from).
   std::sort(checkpoint_->manifest.files.begin(), checkpoint_->manifest.files.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const CheckpointManifest::File& f : checkpoint_->manifest.files) {
+    const std::filesystem::path file = std::filesystem::path(checkpoint_->directory) / f.name;
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(file, ec);
+    if (ec || size != f.bytes) {
+      return FinishCheckpoint(Status::Unavailable(fmt::format(
+          "the scheduler finds {} {} (its server wrote {} bytes): is the directory shared by every node?",
+          file.string(), ec ? "missing: " + ec.message() : fmt::format("with {} bytes", size), f.bytes)));
+    }
+  }
   const std::string path = (std::filesystem::path(checkpoint_->directory) / kManifestName).string();
   FinishCheckpoint(WriteFileAtomically(path, EncodeManifest(checkpoint_->manifest)));
 }

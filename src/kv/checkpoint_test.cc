@@ -17,6 +17,8 @@
 #include "cluster/key_placement.h"
 #include "cluster/scheduler.h"
 #include "kv/node_access.h"
+#include "kv/server/checkpoint_file.h"
+#include "pserver/atomic_file.h"
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "testing/test_util.h"
@@ -241,6 +243,47 @@ TEST_F(CheckpointTest, ResumingWithoutACheckpointOrWithAnotherSpecRefusesTheTabl
   Result<TableId> t = job.worker->DeclareTable(other);
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("holds table 'ada' with another spec"), std::string::npos) << t.status().ToString();
+  ASSERT_OK(job.worker->Finalize());
+}
+
+TEST_F(CheckpointTest, ACheckpointWithoutTheTableOrWithAKeyTwiceIsRefused) {
+  {
+    Job job(2);
+    ASSERT_OK(DeclareAll(*job.worker).status());
+    ASSERT_OK(job.scheduler().Checkpoint(dir_, seconds(60)).status());
+    ASSERT_OK(job.worker->Finalize());
+  }
+  {
+    Job job(2, dir_);
+    Result<TableId> t = job.worker->DeclareTable(TableSpec{.name = "other"});
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("holds no table 'other' (it holds 'ada', 'dense', 'sums')"), std::string::npos)
+        << t.status().ToString();
+    ASSERT_OK(job.worker->Finalize());
+  }
+  // A checkpoint made by hand whose two files both hold key 5 of table 'sums'.
+  const std::string bad = dir_ + "/bad";
+  const std::string directory = cluster::CheckpointDirectory(bad, 1);
+  std::filesystem::create_directories(directory);
+  cluster::CheckpointManifest manifest;
+  for (const char* name : {"server-0.psckpt", "server-1.psckpt"}) {
+    CheckpointTable t;
+    t.spec = Specs()[1];
+    t.rows.width = 1;
+    t.rows.keys = SharedArray<Key>(std::vector<Key>{5});
+    t.rows.values = transport::AsBytes(SharedArray<float>(std::vector<float>{1.0f}));
+    Result<std::unique_ptr<AtomicFileWriter>> out = AtomicFileWriter::Open(directory + "/" + name);
+    ASSERT_OK(out);
+    Result<CheckpointFileInfo> info = WriteCheckpointFile(**out, {t});
+    ASSERT_OK(info);
+    manifest.files.push_back({name, info->bytes, info->rows, info->checksum});
+  }
+  ASSERT_OK(WriteFileAtomically(directory + "/" + cluster::kManifestName, cluster::EncodeManifest(manifest)));
+  Job job(1, bad);
+  Result<TableId> t = job.worker->DeclareTable(Specs()[1]);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("key 5 is in two of its files"), std::string::npos)
+      << t.status().ToString();
   ASSERT_OK(job.worker->Finalize());
 }
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <deque>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -350,6 +351,61 @@ TEST(MembershipTest, AWorkerJoinsAStaleSynchronousJobMidWay) {
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], float(kIterations + 20)) << "value " << i;
   ASSERT_OK(second->Finalize());
   ASSERT_OK(first_final.get());
+}
+
+// A server joins a stale-synchronous job after a worker joined it late: the joiner meets both
+// workers in its first view, and learns their clocks -- the late one's base among them -- with
+// the rows moved to it. (Counting the late worker from clock 0 there, it would hold the first
+// worker's pulls for keys it now owns forever: the workers would stall, and this test time out.)
+TEST(MembershipTest, AServerJoiningAfterALateWorkerKnowsItsClock) {
+  Job job(1, 1);
+  const TableSpec spec = SumsSpec(false);
+  const std::vector<Key> keys = SomeKeys(false);
+  Result<TableId> table = job.worker_nodes[0]->DeclareTable(spec);
+  ASSERT_OK(table);
+  constexpr int64_t kStaleness = 1;
+  std::atomic<int> first_done{0}, second_done{0};
+  std::atomic<bool> joined{false};
+  // `iterations` times: push 1 to every key, advance the clock, pull with staleness 1; then
+  // finalize (leaving the clocks). `after` runs after each iteration.
+  auto iterate = [&](Node* node, int iterations, std::atomic<int>& done, const std::function<void(int)>& after) -> Status {
+    KVWorker<float> kv(*node);
+    PSERVER_RETURN_IF_ERROR(kv.SetStaleness(*table, kStaleness));
+    for (int i = 0; i < iterations; ++i) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(*table, std::vector<Key>(keys),
+                                                       std::vector<float>(keys.size() * kWidth, 1.0f)));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+      PSERVER_RETURN_IF_ERROR(kv.Clock().status());
+      SharedArray<float> got;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(*table, std::vector<Key>(keys), &got));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(pull, std::chrono::seconds(60)));
+      done.store(i + 1);
+      after(i + 1);
+    }
+    return node->Finalize();
+  };
+  std::shared_future<Status> first =
+      job.job.Spawn([&] { return iterate(job.worker_nodes[0], 80, first_done, [](int) {}); });
+  ASSERT_TRUE(WaitUntil([&] { return first_done.load() >= 10; }));
+  const size_t index = job.job.num_nodes();
+  for (const Status& s : job.job.StartNodes({job.job.OptionsFor(pserver::testing::kWorker)})) ASSERT_OK(s);
+  Node* second = job.job.node(index);
+  // The late worker pauses after 5 iterations (the first one soon waits for it) until the
+  // server has joined; then both go on through keys the joiner owns.
+  std::shared_future<Status> late = job.job.Spawn([&]() -> Status {
+    PSERVER_RETURN_IF_ERROR(second->DeclareTable(spec).status());
+    return iterate(second, 40, second_done, [&](int done) {
+      if (done == 5) WaitUntil([&] { return joined.load(); });
+    });
+  });
+  ASSERT_TRUE(WaitUntil([&] { return second_done.load() >= 5; }));
+  ASSERT_OK(job.AddServers(1));
+  ASSERT_TRUE(WaitUntil([&] { return job.scheduler().changes_done() >= 1; })) << "the join did not complete";
+  joined = true;
+  ASSERT_EQ(late.wait_for(seconds(120)), std::future_status::ready) << "the workers stalled after the join";
+  ASSERT_OK(late.get());
+  ASSERT_EQ(first.wait_for(seconds(120)), std::future_status::ready) << "the first worker stalled after the join";
+  ASSERT_OK(first.get());
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // and 2 workers started one by one (the workers push, worker 0 checkpoints with `CheckpointJob`
 // and records what one more push gives), every process SIGKILLed, then phase 2 under `pserver
 // launch --servers 3 --resume DIR`: every value, and the update rule's state, come back
-// bit-identical.
+// bit-identical. `pserver checkpoint` checkpoints the first job too, and names a directory that
+// does not exist.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -67,6 +68,19 @@ TEST(ResumeTest, ACheckpointOutlivesTheWholeClusterKilled) {
         << w->output() << "\nscheduler:\n"
         << (*scheduler)->output();
   }
+  // `pserver checkpoint` of the same job (idle now) into another directory, and into one that
+  // does not exist.
+  const std::string more = dir.path() + "/more";
+  std::filesystem::create_directories(more);
+  for (const auto& [target, want] : {std::pair{more, std::string("exit 0")}, std::pair{more + "/absent", std::string("exit 1")}}) {
+    auto tool = Subprocess::Spawn({PserverBinary(), "checkpoint", "--scheduler", address, "--dir", target});
+    ASSERT_OK(tool);
+    EXPECT_EQ(testing::ExitOf(**tool, "pserver checkpoint", kHangGuard), want) << (*tool)->output();
+    EXPECT_TRUE(testing::Contains((*tool)->output(), want == "exit 0" ? "checkpoint " + more + "/ckpt-000001 complete: 2 files"
+                                                                      : target));
+  }
+  EXPECT_TRUE(std::filesystem::exists(more + "/ckpt-000001/MANIFEST"));
+
   cluster.push_back(std::move(*scheduler));
   for (auto& p : cluster) p->Signal(SIGKILL);
   for (auto& p : cluster) EXPECT_EQ(testing::ExitOf(*p, "a process of the first job", kHangGuard), "killed by signal 9 (SIGKILL)");

@@ -111,6 +111,10 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       if ((*checkpoint_every > 0) != !o->checkpoint_dir.empty()) {
         return Fail("scheduler", Status::InvalidArgument("--checkpoint-dir and --checkpoint-every go together"));
       }
+      if (*checkpoint_every > 0 && *checkpoint_every < 0.01) {
+        return Fail("scheduler", Status::InvalidArgument(fmt::format(
+                                     "--checkpoint-every {} s: checkpoints at least 0.01 s apart, please", *checkpoint_every)));
+      }
       o->checkpoint_interval = std::chrono::milliseconds(static_cast<int64_t>(*checkpoint_every * 1000));
       if (!o->checkpoint_dir.empty()) {
         std::error_code ec;

@@ -174,6 +174,32 @@ Result<CheckpointTable> ReadTable(FileReader& in, const std::string& path, size_
   for (size_t i = 1; i < r.keys.size(); ++i) {
     if (r.keys[i] <= r.keys[i - 1]) return corrupt(fmt::format("keys not ascending at row {} ({} after {})", i, r.keys[i], r.keys[i - 1]));
   }
+  // The row layout must be the spec's, and the arrays must fit it exactly.
+  const uint32_t spec_width = t.spec.variable_length ? 0 : t.spec.width;
+  if (r.value_type != t.spec.value_type || r.width != spec_width || r.state_per_value > 64) {
+    return corrupt(fmt::format("a row layout of {} values of width {} with {} state values each, for a table of {} "
+                               "values of width {}",
+                               ValueTypeName(r.value_type), r.width, r.state_per_value, ValueTypeName(t.spec.value_type),
+                               spec_width));
+  }
+  uint64_t count = 0;  // values of every row
+  if (r.width == 0) {
+    if (r.lens.size() != r.keys.size()) {
+      return corrupt(fmt::format("{} lengths for {} keys", r.lens.size(), r.keys.size()));
+    }
+    for (size_t i = 0; i < r.lens.size(); ++i) {
+      if (r.lens[i] < 0) return corrupt(fmt::format("a negative length {} at row {}", r.lens[i], i));
+      count += static_cast<uint64_t>(r.lens[i]);
+    }
+  } else {
+    if (!r.lens.empty()) return corrupt(fmt::format("{} lengths for rows of fixed width {}", r.lens.size(), r.width));
+    count = uint64_t{r.keys.size()} * r.width;
+  }
+  const uint64_t elem = ValueTypeSize(r.value_type);
+  if (r.values.size() != count * elem || r.states.size() != count * elem * r.state_per_value) {
+    return corrupt(fmt::format("{} value bytes and {} state bytes where its {} rows hold {} and {}", r.values.size(),
+                               r.states.size(), r.keys.size(), count * elem, count * elem * r.state_per_value));
+  }
   return t;
 }
 

@@ -61,7 +61,7 @@ Result<CheckpointFileInfo> WriteCheckpointFile(AtomicFileWriter& out, const std:
 // it cannot be read; kCorruption naming the path, the table (its index, and its name once read)
 // and the section for every other fault: not a checkpoint, another version, a file cut short
 // anywhere, bytes after the footer, a checksum that does not match, a malformed spec, keys not
-// ascending, or sizes that do not fit the row layout. `info`, when given, is filled as by the
+// ascending, a row layout other than the spec's, or array sizes that do not fit the layout. `info`, when given, is filled as by the
 // writer.
 Result<std::vector<CheckpointTable>> ReadCheckpointFile(const std::string& path, CheckpointFileInfo* info = nullptr);
 

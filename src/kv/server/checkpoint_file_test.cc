@@ -90,6 +90,7 @@ std::vector<CheckpointTable> SomeTables(uint64_t seed) {
   {
     CheckpointTable t;
     t.spec.name = "empty";
+    t.rows.width = 1;
     tables.push_back(std::move(t));
   }
   return tables;
@@ -225,6 +226,36 @@ TEST_F(CheckpointFileTest, TablesSwappedOrDroppedAreRefused) {
   const std::string two = Slurp(path);
   std::string dropped = two.substr(0, 24) + one.substr(24);
   ExpectRefused(dropped, "", "a table dropped");
+}
+
+// Well sealed (every checksum right) but inconsistent: what a writer's bug would leave. Refused
+// before any row is used, never read past an array.
+TEST_F(CheckpointFileTest, SizesThatDoNotFitTheLayoutAreRefused) {
+  const std::vector<CheckpointTable> good = SomeTables(7);
+  const std::string path = Path("bad.psckpt");
+  auto why = [&](CheckpointTable t) {
+    Write(path, {std::move(t)});
+    Result<std::vector<CheckpointTable>> got = ReadCheckpointFile(path);
+    return got.ok() ? std::string("accepted") : got.status().ToString();
+  };
+  CheckpointTable lists = good[2];  // variable length: 3 keys
+  lists.rows.lens = SharedArray<int32_t>(std::vector<int32_t>{2, 0});
+  EXPECT_NE(why(lists).find("2 lengths for 3 keys"), std::string::npos) << why(lists);
+  lists = good[2];
+  lists.rows.lens = SharedArray<int32_t>(std::vector<int32_t>{2, -1, 2});
+  EXPECT_NE(why(lists).find("a negative length -1 at row 1"), std::string::npos) << why(lists);
+  lists = good[2];
+  lists.rows.lens = SharedArray<int32_t>(std::vector<int32_t>{2, 0, 9});
+  EXPECT_NE(why(lists).find("value bytes"), std::string::npos) << why(lists);
+  CheckpointTable w = good[0];  // float32, one state value per value
+  w.rows.states = BytesOf(std::vector<float>(3));
+  EXPECT_NE(why(w).find("state bytes"), std::string::npos) << why(w);
+  w = good[0];
+  w.rows.value_type = ValueType::kFloat64;
+  EXPECT_NE(why(w).find("for a table of float32 values"), std::string::npos) << why(w);
+  w = good[0];
+  w.rows.width = 2;
+  EXPECT_NE(why(w).find("of width 2"), std::string::npos) << why(w);
 }
 
 TEST_F(CheckpointFileTest, ForeignFilesAndOtherVersionsAreRefusedByName) {

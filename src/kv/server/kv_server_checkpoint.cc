@@ -3,6 +3,7 @@
 // server resumes a job.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "base/logging.h"
@@ -15,26 +16,44 @@ namespace pserver::kv {
 
 void KVServerCore::OnCheckpoint(const std::string& path,
                                 std::function<void(Result<cluster::CheckpointWritten>)> done) {
+  {
+    MutexLock lock(&checkpoint_mu_);
+    // An earlier order still being written (it failed elsewhere, or ran out of time): this
+    // one is refused at once rather than the data thread waiting for the disk.
+    if (checkpoint_writing_) {
+      return done(Status::Unavailable("this server is still writing the previous checkpoint file"));
+    }
+    if (checkpoint_writer_.joinable()) checkpoint_writer_.join();  // done: returns at once
+    checkpoint_writing_ = true;
+  }
   // One snapshot of every table, between two requests: the file is this server's state at one
-  // moment (the writing then goes on while the server serves).
+  // moment (the writing then goes on while the server serves). Only the rows the server owns:
+  // rows left over from a cancelled change are no part of the job's state.
   std::vector<CheckpointTable> tables;
   {
     MutexLock lock(&apply_mu_);
+    const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+    const std::vector<KeyRange> mine = routing->ring().RangesOf(runtime_->rank().value);
     tables.reserve(tables_.size());
-    for (const auto& [id, unused] : tables_) {
+    for (const auto& [id, table] : tables_) {
       Result<TableStore*> store = FindStore(id);
-      if (store.ok()) tables.push_back({(*store)->spec(), (*store)->ListRows()});
+      if (!store.ok()) continue;
+      const TableSpec& spec = (*store)->spec();
+      tables.push_back({spec, (*store)->ListRows(RoutingRangePredicate(spec, mine))});
     }
   }
   std::sort(tables.begin(), tables.end(),
             [](const CheckpointTable& a, const CheckpointTable& b) { return a.spec.name < b.spec.name; });
   MutexLock lock(&checkpoint_mu_);
-  if (checkpoint_writer_.joinable()) checkpoint_writer_.join();  // the order before this one
   const std::string who = runtime_->DescribeNode(runtime_->id());
-  checkpoint_writer_ = std::jthread([path, who, tables = std::move(tables), done = std::move(done)] {
+  checkpoint_writer_ = std::jthread([this, path, who, tables = std::move(tables), done = std::move(done)] {
     const auto started = std::chrono::steady_clock::now();
     Result<std::unique_ptr<AtomicFileWriter>> out = AtomicFileWriter::Open(path);
     Result<CheckpointFileInfo> info = out.ok() ? WriteCheckpointFile(**out, tables) : out.status();
+    {
+      MutexLock lock(&checkpoint_mu_);
+      checkpoint_writing_ = false;
+    }
     if (!info.ok()) {
       PSERVER_LOG_WARN("{}: checkpoint {} not written: {}", who, path, info.status().ToString());
       return done(info.status());
@@ -48,19 +67,16 @@ void KVServerCore::OnCheckpoint(const std::string& path,
 
 Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routing) {
   const TableSpec& spec = store->spec();
-  if (!resume_point_) {
-    resume_point_ = cluster::LatestCheckpoint(options_.resume_from);
-    if (resume_point_->ok()) {
-      PSERVER_LOG_INFO("{}: resumes from checkpoint {} (epoch {}, {} files)", runtime_->DescribeNode(runtime_->id()),
-                       (*resume_point_)->directory, (*resume_point_)->manifest.epoch,
-                       (*resume_point_)->manifest.files.size());
-    }
-  }
+  const std::vector<KeyRange> ranges = routing.ring().RangesOf(runtime_->rank().value);
+  if (ranges.empty()) return Status::Ok();  // a joiner: its rows come from the others
+  if (!resume_point_) return Status::Internal("resume_point_ is chosen when the server starts");
   if (!resume_point_->ok()) return resume_point_->status().WithContext("resuming");
   const cluster::FoundCheckpoint& found = **resume_point_;
-  const KeyPredicate mine = RoutingRangePredicate(spec, routing.ring().RangesOf(runtime_->rank().value));
+  const KeyPredicate mine = RoutingRangePredicate(spec, ranges);
   uint64_t rows = 0;
   bool seen = false;
+  std::vector<Key> kept;  // every key taken, to find one taken twice
+  std::vector<std::string> names;
   for (const cluster::CheckpointManifest::File& f : found.manifest.files) {
     const std::string path = (std::filesystem::path(found.directory) / f.name).string();
     CheckpointFileInfo info;
@@ -71,6 +87,9 @@ Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routi
                                             path, info.bytes, info.rows, info.checksum, f.bytes, f.rows, f.checksum));
     }
     for (const CheckpointTable& t : tables) {
+      if (names.size() < 16 && std::find(names.begin(), names.end(), t.spec.name) == names.end()) {
+        names.push_back(t.spec.name);
+      }
       if (t.spec.name != spec.name) continue;
       if (!(t.spec == spec)) {
         return Status::InvalidArgument(fmt::format(
@@ -88,11 +107,26 @@ Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routi
       const RowBatch rows_kept = keep.size() == t.rows.size() ? t.rows : SelectRows(t.rows, keep);
       PSERVER_RETURN_IF_ERROR(InsertRowsLocked(store, rows_kept)
                                   .WithContext(fmt::format("checkpoint {}: table '{}'", path, t.spec.name)));
+      kept.insert(kept.end(), rows_kept.keys.begin(), rows_kept.keys.end());
       rows += keep.size();
     }
   }
-  PSERVER_LOG_INFO("{}: table '{}': {} rows from checkpoint {}{}", runtime_->DescribeNode(runtime_->id()),
-                   spec.name, rows, found.directory, seen ? "" : " (which does not hold this table)");
+  // Each server's file holds only the rows it owned: a key in two files is a broken checkpoint
+  // (which copy is right cannot be known), and the table is refused.
+  std::sort(kept.begin(), kept.end());
+  if (auto twice = std::adjacent_find(kept.begin(), kept.end()); twice != kept.end()) {
+    return Status::Corruption(fmt::format("checkpoint {}: table '{}': key {} is in two of its files",
+                                          found.directory, spec.name, *twice));
+  }
+  if (!seen) {
+    std::string held;
+    for (const std::string& n : names) held += (held.empty() ? "'" : ", '") + n + "'";
+    return Status::NotFound(fmt::format("checkpoint {} holds no table '{}' (it holds {}); a resumed job declares the "
+                                        "tables it was checkpointed with",
+                                        found.directory, spec.name, held.empty() ? "none" : held));
+  }
+  PSERVER_LOG_INFO("{}: table '{}': {} rows from checkpoint {}", runtime_->DescribeNode(runtime_->id()), spec.name, rows,
+                   found.directory);
   return Status::Ok();
 }
 

@@ -76,6 +76,12 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
     : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
   {
     MutexLock lock(&apply_mu_);
+    if (!options_.resume_from.empty()) resume_point_ = cluster::LatestCheckpoint(options_.resume_from);
+    if (resume_point_ && resume_point_->ok()) {
+      PSERVER_LOG_INFO("{}: resumes from checkpoint {} (epoch {}, {} files)", runtime_->DescribeNode(runtime_->id()),
+                       (*resume_point_)->directory, (*resume_point_)->manifest.epoch,
+                       (*resume_point_)->manifest.files.size());
+    }
     SetWorkers(runtime_->routing()->view());
     for (const auto& [id, w] : workers_) worker_clock_[id] = 0;
   }

@@ -166,6 +166,12 @@ class KVServerCore final : public cluster::DataHandler {
   static constexpr size_t kBatchesInFlight = 4;
   // Recipient: stores the rows of a kMigrateRows request and answers it.
   void TakeMovedRows(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // The stale-synchronous clocks this server knows, sent with each batch of moved rows, and
+  // taken by the recipient: a joiner meets every worker in its first view and would count each
+  // one's clock from 0 -- wrong for a worker that joined late (its clocks count from its base),
+  // and stale for all until their next request reaches it.
+  transport::Bytes EncodeWorkerClocks() ABSL_LOCKS_EXCLUDED(apply_mu_);
+  void AdoptWorkerClocks(const transport::Bytes& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Every table this server built, with its spec.
   std::vector<std::pair<TableId, TableSpec>> TableSpecs() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // InsertRows with apply_mu_ held.
@@ -235,12 +241,13 @@ class KVServerCore final : public cluster::DataHandler {
   int64_t cancelled_change_ ABSL_GUARDED_BY(mover_mu_) = 0;
   int64_t next_batch_ ABSL_GUARDED_BY(mover_mu_) = 1;
   Status mover_stop_ ABSL_GUARDED_BY(mover_mu_);  // set when the job ends: sends in flight fail
-  // The checkpoint this server resumes from (ServerOptions::resume_from), found at the first
-  // table made and kept, so that every table comes from the same one.
+  // The checkpoint this server resumes from (ServerOptions::resume_from), found when the
+  // server starts and kept, so that every table comes from the same one.
   std::optional<Result<cluster::FoundCheckpoint>> resume_point_ ABSL_GUARDED_BY(apply_mu_);
 
-  // Writes the checkpoint file last ordered; a later order waits for it.
+  // Writes the checkpoint file last ordered; an order while it writes is refused.
   Mutex checkpoint_mu_;
+  bool checkpoint_writing_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   std::jthread checkpoint_writer_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::jthread mover_;  // last: stopped and joined first
 };

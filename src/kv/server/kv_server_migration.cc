@@ -23,9 +23,10 @@ namespace {
 // How long a donor waits for a recipient to store one batch.
 constexpr std::chrono::seconds kBatchTimeout(120);
 
-// A batch as a kMigrateRows request: frames keys, values, lengths (variable length), states;
-// header.width the row width (0: variable length), aux the state values per value.
-Message BatchMessage(NodeId to, TableId table, const RowBatch& rows) {
+// A batch as a kMigrateRows request: frames keys, values, lengths (variable length), states, and
+// the donor's stale-synchronous clocks (EncodeWorkerClocks); header.width the row width (0:
+// variable length), aux the state values per value.
+Message BatchMessage(NodeId to, TableId table, const RowBatch& rows, Bytes clocks) {
   Message m;
   m.header.type = MessageType::kMigrateRows;
   m.header.receiver = to;
@@ -37,11 +38,18 @@ Message BatchMessage(NodeId to, TableId table, const RowBatch& rows) {
   m.frames.push_back(rows.values);
   m.frames.push_back(transport::AsBytes(rows.lens));
   m.frames.push_back(rows.states);
+  m.frames.push_back(std::move(clocks));
   return m;
 }
 
+// One worker's clock entry of a batch: node id u32, base u64, clock u64 (little-endian).
+constexpr size_t kClockEntryBytes = 20;
+
 Result<RowBatch> BatchOf(const Message& m) {
-  if (m.frames.size() != 4) return Status::Corruption(fmt::format("migrate-rows with {} frames, expected 4", m.frames.size()));
+  if (m.frames.size() != 5) return Status::Corruption(fmt::format("migrate-rows with {} frames, expected 5", m.frames.size()));
+  if (m.frames[4].size() % kClockEntryBytes != 0) {
+    return Status::Corruption(fmt::format("migrate-rows with a clock frame of {} bytes", m.frames[4].size()));
+  }
   const Bytes& keys = m.frames[0];
   const Bytes& lens = m.frames[2];
   if (keys.size() % sizeof(Key) != 0 || lens.size() % sizeof(int32_t) != 0) {
@@ -215,8 +223,41 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(int64_t change, cons
   return report;
 }
 
+Bytes KVServerCore::EncodeWorkerClocks() {
+  MutexLock lock(&apply_mu_);
+  Bytes out = Bytes::Uninitialized(worker_clock_.size() * kClockEntryBytes);
+  std::byte* p = out.data();
+  auto put = [&p](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) *p++ = static_cast<std::byte>(v >> (8 * i));
+  };
+  for (const auto& [id, clock] : worker_clock_) {
+    put(id.value, 4);
+    put(ClockBase(id), 8);
+    put(clock, 8);
+  }
+  return out;
+}
+
+void KVServerCore::AdoptWorkerClocks(const Bytes& frame) {
+  auto get = [&frame](size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint64_t>(frame[at + static_cast<size_t>(i)]);
+    return v;
+  };
+  for (size_t at = 0; at + kClockEntryBytes <= frame.size(); at += kClockEntryBytes) {
+    const NodeId id(static_cast<uint32_t>(get(at, 4)));
+    const uint64_t base = get(at + 4, 8), clock = get(at + 12, 8);
+    auto it = worker_clock_.find(id);
+    if (it == worker_clock_.end()) continue;  // not a live worker of this server's view
+    // A worker this server met in its first view (a joiner's) counts from 0 here until told
+    // otherwise; one that joined while this server ran has a base of this server's own.
+    if (base > 0 && !clock_base_.contains(id)) clock_base_[id] = base;
+    it->second = std::max(it->second, clock);  // the donor saw it reach that clock
+  }
+}
+
 Result<int64_t> KVServerCore::SendBatch(int64_t change, NodeId to, TableId table, const RowBatch& rows) {
-  Message m = BatchMessage(to, table, rows);
+  Message m = BatchMessage(to, table, rows, EncodeWorkerClocks());
   int64_t id;
   {
     MutexLock lock(&mover_mu_);
@@ -258,6 +299,7 @@ void KVServerCore::TakeMovedRows(const Message& msg) {
   }
   Result<TableStore*> store = FindStore(msg.header.table);
   Result<RowBatch> rows = BatchOf(msg);
+  if (rows.ok()) AdoptWorkerClocks(msg.frames[4]);
   const Status stored = !store.ok()  ? store.status()
                         : !rows.ok() ? rows.status()
                                      : InsertRowsLocked(*store, *rows);
