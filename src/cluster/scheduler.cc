@@ -39,9 +39,7 @@ Status Scheduler::Run() {
   const auto started = Clock::now();
   auto last_turn = Clock::now();
   while (!ended_) {
-    // A turn at least every kReconnectGrace / 3: a member whose connection broke is judged
-    // soon after the grace (and commands from other threads wait no longer than that).
-    Result<Message> msg = transport_->Receive(std::min<milliseconds>(options_.heartbeat_interval, kReconnectGrace / 3));
+    Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
     CreditOwnStall(Clock::now() - last_turn);
     last_turn = Clock::now();
     if (msg.ok()) {
@@ -373,25 +371,14 @@ void Scheduler::CreditOwnStall(Clock::duration turn) {
 
 void Scheduler::CheckLiveness() {
   auto now = Clock::now();
-  // Members whose connection broke and stayed broken: their process is gone (its sockets were
-  // reset), declared dead now rather than a heartbeat timeout later.
-  absl::flat_hash_set<NodeId> gone;
-  for (NodeId id : transport_->PeersDown(kReconnectGrace)) gone.insert(id);
   // By index: a member may be added meanwhile (never removed), which would move the others.
   for (size_t i = 0; i < members_.size(); ++i) {
     Member& m = members_[i];
     if (m.finalized || m.dead || m.left) continue;
     auto silent = std::chrono::duration_cast<milliseconds>(now - m.last_seen);
-    std::string reason;
-    if (silent > options_.heartbeat_timeout) {
-      reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(), options_.heartbeat_timeout.count());
-    } else if (gone.contains(m.info.id)) {
-      reason = fmt::format("its connection broke and was refused when reconnecting (or stayed down for {} ms): "
-                           "the process is gone",
-                           kReconnectGrace.count());
-    } else {
-      continue;
-    }
+    if (silent <= options_.heartbeat_timeout) continue;
+    std::string reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(),
+                                     options_.heartbeat_timeout.count());
     m.dead = true;
     Message failed;
     failed.header.type = MessageType::kNodeFailed;

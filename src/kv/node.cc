@@ -95,7 +95,6 @@ Status Node::Leave() {
 Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
   transport::zmq::ZmqOptions zopts;
   zopts.send_timeout = options.send_timeout;
-  zopts.monitor_peers = options.role == Role::kScheduler;  // it judges the others' liveness
   PSERVER_ASSIGN_OR_RETURN(auto transport, transport::zmq::ZmqTransport::Create(zopts));
   return internal::NodeAccess::StartWithTransport(options, std::move(transport));
 }

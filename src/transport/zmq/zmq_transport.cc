@@ -131,7 +131,6 @@ ZmqTransport::~ZmqTransport() {
     for (auto& [id, peer] : peers_) {
       MutexLock peer_lock(&peer->mu);
       zmq_close(peer->socket);
-      if (peer->monitor) zmq_close(peer->monitor);
     }
     peers_.clear();
   }
@@ -169,7 +168,6 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
       if (it->second->address == address && it->second->identity == present_as) return Status::Ok();
       zmq_close(it->second->socket);
       it->second->socket = nullptr;
-      if (it->second->monitor) zmq_close(it->second->monitor);
     }
     // Erase only after the peer's lock is released: the lock lives in the Peer. (No DoSend can
     // be using it: they hold peers_mu_ shared, and we hold it exclusively.)
@@ -186,34 +184,15 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
   // Queue only on live connections, so that a send to a peer that is gone times out instead
   // of piling up in a queue nobody drains.
   zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof(one));
-  const uint32_t serial = next_serial_++;
   unsigned char routing_id[kRoutingIdSize];
-  EncodeRoutingId(present_as, serial, routing_id);
+  EncodeRoutingId(present_as, next_serial_++, routing_id);
   zmq_setsockopt(s, ZMQ_ROUTING_ID, routing_id, sizeof(routing_id));
-  // The monitor, before the connection exists, so that no event is missed.
-  const std::string monitor_at = fmt::format("inproc://pserver-monitor-{}-{}", static_cast<const void*>(this), serial);
-  void* monitor = nullptr;
-  if (options_.monitor_peers &&
-      zmq_socket_monitor(s, monitor_at.c_str(),
-                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
-    monitor = zmq_socket(context_, ZMQ_PAIR);
-    if (monitor != nullptr) {
-      const int no_linger = 0;
-      zmq_setsockopt(monitor, ZMQ_LINGER, &no_linger, sizeof(no_linger));
-      if (zmq_connect(monitor, monitor_at.c_str()) != 0) {
-        zmq_close(monitor);
-        monitor = nullptr;
-      }
-    }
-  }
   if (zmq_connect(s, address.c_str()) != 0) {
     std::string what = fmt::format("cannot connect to {} at {}: {}", PeerName(peer_id), address, ZmqError());
     zmq_close(s);
-    if (monitor) zmq_close(monitor);
     return Status::InvalidArgument(what);
   }
   auto peer = std::make_unique<Peer>();
-  peer->monitor = monitor;
   {
     MutexLock peer_lock(&peer->mu);  // not shared yet; for the analysis
     peer->socket = s;
@@ -337,45 +316,6 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   }
   if (overflow) raw.frames.clear();  // DecodeWire refuses an empty sequence
   return raw;
-}
-
-std::vector<NodeId> ZmqTransport::DoPeersDown(std::chrono::milliseconds for_at_least) {
-  const auto now = std::chrono::steady_clock::now();
-  std::vector<NodeId> down;
-  ReaderMutexLock lock(&peers_mu_);
-  for (auto& [id, peer] : peers_) {
-    if (peer->monitor == nullptr) continue;
-    // Each event: a frame of 6 bytes (u16 event, u32 value), then the endpoint.
-    for (;;) {
-      zmq_msg_t event;
-      zmq_msg_init(&event);
-      if (zmq_msg_recv(&event, peer->monitor, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&event);
-        break;
-      }
-      uint16_t what = 0;
-      if (zmq_msg_size(&event) >= sizeof(what)) std::memcpy(&what, zmq_msg_data(&event), sizeof(what));
-      bool more = zmq_msg_more(&event);
-      zmq_msg_close(&event);
-      while (more) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        const bool got = zmq_msg_recv(&part, peer->monitor, 0) >= 0;
-        more = got && zmq_msg_more(&part);
-        zmq_msg_close(&part);
-      }
-      if (what == ZMQ_EVENT_DISCONNECTED) {
-        if (!peer->down_since) peer->down_since = now;
-      } else if (what == ZMQ_EVENT_CONNECT_RETRIED) {
-        peer->refused = peer->down_since.has_value();  // a reconnection after the break failed
-      } else if (what == ZMQ_EVENT_CONNECTED) {
-        peer->down_since.reset();
-        peer->refused = false;
-      }
-    }
-    if (peer->down_since && (peer->refused || now - *peer->down_since >= for_at_least)) down.push_back(id);
-  }
-  return down;
 }
 
 void ZmqTransport::DoShutdown() {
