@@ -39,7 +39,9 @@ Status Scheduler::Run() {
   const auto started = Clock::now();
   auto last_turn = Clock::now();
   while (!ended_) {
-    Result<Message> msg = transport_->Receive(options_.heartbeat_interval);
+    // A turn at least every kReconnectGrace / 3: a member whose connection broke is judged
+    // soon after the grace (and commands from other threads wait no longer than that).
+    Result<Message> msg = transport_->Receive(std::min<milliseconds>(options_.heartbeat_interval, kReconnectGrace / 3));
     CreditOwnStall(Clock::now() - last_turn);
     last_turn = Clock::now();
     if (msg.ok()) {
@@ -54,7 +56,9 @@ Status Scheduler::Run() {
           "only {} of {} servers and {} of {} workers registered within {} ms", servers, options_.num_servers,
           workers, options_.num_workers, options_.register_timeout.count())));
     }
-    if (formed_) CheckLiveness();
+    // Read every turn, so that the connections' events never pile up unread.
+    const std::vector<NodeId> down = transport_->PeersDown(kReconnectGrace);
+    if (formed_) CheckLiveness(down);
     RunCommands();
     CheckViewDeliveries();
     CheckStatuses();
@@ -156,6 +160,7 @@ void Scheduler::HandleRegister(Message&& msg) {
     PSERVER_LOG_WARN("scheduler: cannot connect back to {}: {}", req->address, s.ToString());
     return;
   }
+  transport_->Watch(id);  // a process that dies is seen when its connection resets
   if (formed_) return AdmitLate(*req, id, msg.origin);
   uint32_t of_role = 0;
   for (const Member& m : members_) of_role += m.info.role == req->role;
@@ -369,16 +374,26 @@ void Scheduler::CreditOwnStall(Clock::duration turn) {
   for (Member& m : members_) m.last_seen += turn - expected;
 }
 
-void Scheduler::CheckLiveness() {
+void Scheduler::CheckLiveness(const std::vector<NodeId>& down) {
   auto now = Clock::now();
+  // Members whose connection broke and stayed broken: their process is gone (its sockets were
+  // reset), declared dead now rather than a heartbeat timeout later.
+  const absl::flat_hash_set<NodeId> gone(down.begin(), down.end());
   // By index: a member may be added meanwhile (never removed), which would move the others.
   for (size_t i = 0; i < members_.size(); ++i) {
     Member& m = members_[i];
     if (m.finalized || m.dead || m.left) continue;
     auto silent = std::chrono::duration_cast<milliseconds>(now - m.last_seen);
-    if (silent <= options_.heartbeat_timeout) continue;
-    std::string reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(),
-                                     options_.heartbeat_timeout.count());
+    std::string reason;
+    if (silent > options_.heartbeat_timeout) {
+      reason = fmt::format("no heartbeat for {} ms (limit {} ms)", silent.count(), options_.heartbeat_timeout.count());
+    } else if (gone.contains(m.info.id)) {
+      reason = fmt::format("its connection broke and was refused when reconnecting (or stayed down for {} ms): "
+                           "the process is gone",
+                           kReconnectGrace.count());
+    } else {
+      continue;
+    }
     m.dead = true;
     Message failed;
     failed.header.type = MessageType::kNodeFailed;

@@ -254,7 +254,12 @@ class Scheduler {
   // Credits every member with the part of one loop turn (`turn`) that the scheduler itself was
   // stalled, beyond the wait for a message (see the definition).
   void CreditOwnStall(std::chrono::steady_clock::duration turn);
-  void CheckLiveness();
+  // Declares dead the members silent for longer than heartbeat_timeout, and those in `down`:
+  // their connection broke and was refused when reconnecting, or did not come back within
+  // kReconnectGrace (Transport::PeersDown: a process that died is seen at once, not a heartbeat
+  // timeout later).
+  void CheckLiveness(const std::vector<NodeId>& down);
+  static constexpr std::chrono::milliseconds kReconnectGrace{300};
   void WorkerDied(const Member& m);
   void EndIfWorkersDone();
   void TryReleaseBarrier(BarrierGroup group);

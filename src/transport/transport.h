@@ -87,6 +87,18 @@ class Transport {
   // Wakes a blocked Receive; later Receive and Send calls return kAborted.
   void Shutdown();
 
+  // Watches the connection to `peer` (connected before) for PeersDown. Transports that cannot
+  // tell (inproc) ignore it.
+  void Watch(NodeId peer) { DoWatch(peer); }
+
+  // The watched peers whose connection from this transport broke and has not come back for at least
+  // `for_at_least`, or whose reconnection was refused since: a peer process that died (its
+  // connections reset, its port closed) shows here at its first reconnection attempt, long
+  // before its heartbeats are missed; one that only stopped
+  // (SIGSTOP, a partition) does not -- heartbeats find it. Transports that cannot watch (inproc) report
+  // none. Call from the thread that calls Receive.
+  std::vector<NodeId> PeersDown(std::chrono::milliseconds for_at_least) { return DoPeersDown(for_at_least); }
+
   TransportStats stats() const;
 
  protected:
@@ -106,6 +118,11 @@ class Transport {
   // Returns the next frame sequence; kDeadlineExceeded on timeout, kAborted after shutdown.
   virtual Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) = 0;
   virtual void DoShutdown() = 0;
+  virtual void DoWatch(NodeId peer) { (void)peer; }
+  virtual std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) {
+    (void)for_at_least;
+    return {};
+  }
 
  private:
   Status SendImpl(Message msg, bool may_block);

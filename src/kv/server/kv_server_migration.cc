@@ -231,9 +231,12 @@ Bytes KVServerCore::EncodeWorkerClocks() {
     for (int i = 0; i < bytes; ++i) *p++ = static_cast<std::byte>(v >> (8 * i));
   };
   for (const auto& [id, clock] : worker_clock_) {
+    // The clock as the worker counts it (its own clocks, from this server's base for it): every
+    // server's base for a worker may differ, its own count does not.
+    const uint64_t base = ClockBase(id);
     put(id.value, 4);
-    put(ClockBase(id), 8);
-    put(clock, 8);
+    put(base, 8);
+    put(clock > base ? clock - base : 0, 8);
   }
   return out;
 }
@@ -246,13 +249,14 @@ void KVServerCore::AdoptWorkerClocks(const Bytes& frame) {
   };
   for (size_t at = 0; at + kClockEntryBytes <= frame.size(); at += kClockEntryBytes) {
     const NodeId id(static_cast<uint32_t>(get(at, 4)));
-    const uint64_t base = get(at + 4, 8), clock = get(at + 12, 8);
+    const uint64_t base = get(at + 4, 8), own = get(at + 12, 8);
     auto it = worker_clock_.find(id);
     if (it == worker_clock_.end()) continue;  // not a live worker of this server's view
     // A worker this server met in its first view (a joiner's) counts from 0 here until told
     // otherwise; one that joined while this server ran has a base of this server's own.
     if (base > 0 && !clock_base_.contains(id)) clock_base_[id] = base;
-    it->second = std::max(it->second, clock);  // the donor saw it reach that clock
+    // The donor saw it reach its own clock `own`: that, counted from this server's base.
+    it->second = std::max(it->second, ClockBase(id) + own);
   }
 }
 
@@ -299,7 +303,10 @@ void KVServerCore::TakeMovedRows(const Message& msg) {
   }
   Result<TableStore*> store = FindStore(msg.header.table);
   Result<RowBatch> rows = BatchOf(msg);
-  if (rows.ok()) AdoptWorkerClocks(msg.frames[4]);
+  if (rows.ok()) {
+    AdoptWorkerClocks(msg.frames[4]);
+    if (num_waiting_ > 0) ReleaseWaiting();  // clocks may have risen
+  }
   const Status stored = !store.ok()  ? store.status()
                         : !rows.ok() ? rows.status()
                                      : InsertRowsLocked(*store, *rows);

@@ -90,6 +90,14 @@ ConnectionId DecodeRoutingId(const zmq_msg_t* frame) {
   return id;
 }
 
+// Closes a DEALER and its monitor: the monitoring stops first, so that no event of the closing
+// socket (it may linger) is sent to a monitor nobody reads (ZeroMQ's I/O thread would block).
+void CloseWatched(void* socket, void* monitor) {
+  if (monitor != nullptr) zmq_socket_monitor(socket, nullptr, 0);
+  zmq_close(socket);
+  if (monitor != nullptr) zmq_close(monitor);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ZmqTransport>> ZmqTransport::Create(const ZmqOptions& options) {
@@ -130,7 +138,7 @@ ZmqTransport::~ZmqTransport() {
     WriterMutexLock lock(&peers_mu_);
     for (auto& [id, peer] : peers_) {
       MutexLock peer_lock(&peer->mu);
-      zmq_close(peer->socket);
+      CloseWatched(peer->socket, peer->monitor);
     }
     peers_.clear();
   }
@@ -166,7 +174,7 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
     {
       MutexLock peer_lock(&it->second->mu);
       if (it->second->address == address && it->second->identity == present_as) return Status::Ok();
-      zmq_close(it->second->socket);
+      CloseWatched(it->second->socket, it->second->monitor);
       it->second->socket = nullptr;
     }
     // Erase only after the peer's lock is released: the lock lives in the Peer. (No DoSend can
@@ -316,6 +324,70 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   }
   if (overflow) raw.frames.clear();  // DecodeWire refuses an empty sequence
   return raw;
+}
+
+void ZmqTransport::DoWatch(NodeId peer_id) {
+  WriterMutexLock lock(&peers_mu_);
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end() || it->second->monitor != nullptr) return;
+  Peer& peer = *it->second;
+  MutexLock peer_lock(&peer.mu);
+  const std::string at = fmt::format("inproc://pserver-monitor-{}-{}", static_cast<const void*>(this), next_serial_++);
+  if (zmq_socket_monitor(peer.socket, at.c_str(),
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) != 0) {
+    return;
+  }
+  void* monitor = zmq_socket(context_, ZMQ_PAIR);
+  const int no_linger = 0;
+  if (monitor != nullptr) zmq_setsockopt(monitor, ZMQ_LINGER, &no_linger, sizeof(no_linger));
+  if (monitor == nullptr || zmq_connect(monitor, at.c_str()) != 0) {
+    // A monitor nobody reads would block ZeroMQ's I/O thread at its first event.
+    zmq_socket_monitor(peer.socket, nullptr, 0);
+    if (monitor != nullptr) zmq_close(monitor);
+    return;
+  }
+  peer.monitor = monitor;
+}
+
+std::vector<NodeId> ZmqTransport::DoPeersDown(std::chrono::milliseconds for_at_least) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<NodeId> down;
+  ReaderMutexLock lock(&peers_mu_);
+  for (auto& [id, peer] : peers_) {
+    if (peer->monitor == nullptr) continue;
+    // Each event: a frame of 6 bytes (u16 event, u32 value), then the endpoint.
+    for (;;) {
+      zmq_msg_t event;
+      zmq_msg_init(&event);
+      if (zmq_msg_recv(&event, peer->monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&event);
+        break;
+      }
+      uint16_t what = 0;
+      if (zmq_msg_size(&event) >= sizeof(what)) std::memcpy(&what, zmq_msg_data(&event), sizeof(what));
+      bool more = zmq_msg_more(&event);
+      zmq_msg_close(&event);
+      while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        const bool got = zmq_msg_recv(&part, peer->monitor, 0) >= 0;
+        more = got && zmq_msg_more(&part);
+        zmq_msg_close(&part);
+      }
+      if (what == ZMQ_EVENT_DISCONNECTED) {
+        if (!peer->down_since) peer->down_since = now;
+      } else if (what == ZMQ_EVENT_CONNECT_RETRIED) {
+        // ZeroMQ says so when it schedules an attempt: the first after a break is scheduled at
+        // once, each later one after an attempt failed.
+        if (peer->down_since) ++peer->retries;
+      } else if (what == ZMQ_EVENT_CONNECTED) {
+        peer->down_since.reset();
+        peer->retries = 0;
+      }
+    }
+    if (peer->down_since && (peer->retries >= 2 || now - *peer->down_since >= for_at_least)) down.push_back(id);
+  }
+  return down;
 }
 
 void ZmqTransport::DoShutdown() {

@@ -15,6 +15,11 @@
 // Received frames alias ZeroMQ's buffers when they are 8-byte aligned and are copied to an
 // aligned buffer otherwise, so every delivered frame is 8-byte aligned.
 //
+// A watched peer's DEALER (Watch) has a socket monitor (an inproc PAIR) reporting its connects,
+// disconnects and reconnection attempts, read by PeersDown: a peer process that
+// died resets its connections and its port refuses ZeroMQ's next attempt (100 ms later), so it
+// is down for good; a live peer's connection that broke comes back at that attempt.
+//
 // Thread safety: as Transport. Each peer socket has its own lock, so sends to different peers
 // do not contend. The owner must stop its Receive loop before destroying the transport.
 // Lock order: peers_mu_ before a Peer's mu.
@@ -24,6 +29,8 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -58,6 +65,10 @@ class ZmqTransport final : public Transport {
   Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
+  // From each watched peer's socket monitor: a disconnect starts the peer's down time, a
+  // connection ends it; a second reconnection attempt means the first one failed.
+  void DoWatch(NodeId peer) override;
+  std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override;
 
  private:
   // address and identity are fixed from creation on (read under peers_mu_).
@@ -66,6 +77,11 @@ class ZmqTransport final : public Transport {
     void* socket ABSL_GUARDED_BY(mu) = nullptr;  // DEALER
     std::string address;
     ConnectionId identity;
+    // The DEALER's socket monitor (a PAIR; set by DoWatch, under peers_mu_ exclusively) and since
+    // when its connection is down: read by the receive thread only (DoPeersDown).
+    void* monitor = nullptr;
+    std::optional<std::chrono::steady_clock::time_point> down_since;
+    int retries = 0;  // reconnection attempts ZeroMQ scheduled since the break
   };
 
   explicit ZmqTransport(const ZmqOptions& options) : options_(options) {}

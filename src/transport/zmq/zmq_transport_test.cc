@@ -135,6 +135,29 @@ TEST_F(ZmqTransportTest, ListenOnPortZeroReturnsConcreteAddress) {
   EXPECT_NE(a_address_, b_address_);
 }
 
+// A peer whose process is gone (here: its transport destroyed, which closes its sockets and its
+// port as a killed process's are) is reported down once its connection broke and a reconnection
+// was refused; a live one never.
+TEST_F(ZmqTransportTest, APeerThatIsGoneIsReportedDownAndALiveOneNot) {
+  a_->Watch(kB);
+  // A message each way: both connections are up.
+  ASSERT_OK(a_->Send(Data(kA, kB, 1, {})));
+  ASSERT_OK(b_->Receive(kLongWait).status());
+  ASSERT_OK(b_->Send(Data(kB, kA, 2, {})));
+  ASSERT_OK(a_->Receive(kLongWait).status());
+  EXPECT_TRUE(a_->PeersDown(milliseconds(0)).empty());
+  b_.reset();
+  // The disconnect, then ZeroMQ's refused reconnection, reach A's monitor within its I/O
+  // (polled, bounded): B is down for good long before the hour asked for.
+  std::vector<NodeId> down;
+  const auto deadline = std::chrono::steady_clock::now() + kLongWait;
+  while (down.empty() && std::chrono::steady_clock::now() < deadline) {
+    down = a_->PeersDown(std::chrono::hours(1));
+    if (down.empty()) (void)a_->Receive(milliseconds(5));
+  }
+  EXPECT_EQ(down, std::vector<NodeId>{kB});
+}
+
 TEST_F(ZmqTransportTest, ListenOnBadAddressIsAnError) {
   struct Case {
     std::string address;
