@@ -127,6 +127,11 @@ class InterceptingTransport final : public transport::Transport {
  protected:
   Result<std::string> DoListen(const std::string& address) override;
   Status DoConnect(NodeId peer, const std::string& address, const transport::ConnectionId& present_as) override;
+  void DoDisconnect(NodeId peer) override { inner_->Disconnect(peer); }
+  void DoWatch(NodeId peer) override { inner_->Watch(peer); }
+  std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override {
+    return inner_->PeersDown(for_at_least);
+  }
   Status DoSend(NodeId receiver, const transport::WireMessage& wire, bool may_block) override
       ABSL_LOCKS_EXCLUDED(send_mu_, mu_);
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override ABSL_LOCKS_EXCLUDED(mu_);

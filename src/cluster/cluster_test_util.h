@@ -98,6 +98,11 @@ class ObservingTransport final : public transport::Transport {
   Status DoConnect(NodeId peer, const std::string& address, const transport::ConnectionId& present_as) override {
     return inner_->Connect(peer, address, present_as);
   }
+  void DoDisconnect(NodeId peer) override { inner_->Disconnect(peer); }
+  void DoWatch(NodeId peer) override { inner_->Watch(peer); }
+  std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override {
+    return inner_->PeersDown(for_at_least);
+  }
   Status DoSend(NodeId, const transport::WireMessage& wire, bool may_block) override {
     transport::Message m = wire.message();
     if (rewrite_) rewrite_(m);

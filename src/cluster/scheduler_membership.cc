@@ -438,7 +438,8 @@ void Scheduler::HandleAdmin(const Message& msg) {
     transport_->NamePeer(to.sender, fmt::format("the tool at {}", req->reply_address));
   }
   const auto asked = Clock::now();
-  auto answer = [this, to, asked](const Status& outcome, const std::string& text) {
+  const bool is_tool = !req->reply_address.empty();
+  auto answer = [this, to, asked, is_tool](const Status& outcome, const std::string& text) {
     Message reply;
     if (!outcome.ok()) {
       reply.header.flags = transport::kFlagError;
@@ -456,6 +457,9 @@ void Scheduler::HandleAdmin(const Message& msg) {
     Status s = transport_->SendNoWait(reply);
     if (!s.ok() && Clock::now() - asked < std::chrono::seconds(2)) s = transport_->Send(std::move(reply));
     if (!s.ok()) PSERVER_LOG_WARN("scheduler: could not answer {}: {}", transport_->PeerName(to.sender), s.ToString());
+    // A tool is answered once: its connection goes (the answer still reaches it, within the
+    // transport's linger), so that tools polling a long job do not pile up connections.
+    if (is_tool) transport_->Disconnect(to.sender);
   };
   if (!formed_) return answer(Status::Unavailable("the cluster has not formed yet"), "");
   if (req->op == AdminOp::kStatus) {

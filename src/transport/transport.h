@@ -87,6 +87,12 @@ class Transport {
   // Wakes a blocked Receive; later Receive and Send calls return kAborted.
   void Shutdown();
 
+  // Forgets `peer`: its connection is closed (what is queued to it is still delivered, within the
+  // transport's linger) and sends to it fail with kNotFound until it is connected again. For
+  // peers met once (a tool's answer address), so that they do not pile up. No effect on a peer
+  // never connected.
+  void Disconnect(NodeId peer) { DoDisconnect(peer); }
+
   // Watches the connection to `peer` (connected before) for PeersDown. Transports that cannot
   // tell (inproc) ignore it.
   void Watch(NodeId peer) { DoWatch(peer); }
@@ -118,6 +124,7 @@ class Transport {
   // Returns the next frame sequence; kDeadlineExceeded on timeout, kAborted after shutdown.
   virtual Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) = 0;
   virtual void DoShutdown() = 0;
+  virtual void DoDisconnect(NodeId peer) = 0;
   virtual void DoWatch(NodeId peer) { (void)peer; }
   virtual std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) {
     (void)for_at_least;

@@ -84,6 +84,11 @@ Status InprocTransport::DoConnect(NodeId peer, const std::string& address, const
   return Status::Ok();
 }
 
+void InprocTransport::DoDisconnect(NodeId peer) {
+  MutexLock lock(&peers_mu_);
+  peers_.erase(peer);
+}
+
 Status InprocTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
   Peer peer;
   {

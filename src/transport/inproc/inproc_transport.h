@@ -71,6 +71,7 @@ class InprocTransport final : public Transport {
  protected:
   Result<std::string> DoListen(const std::string& address) override;
   Status DoConnect(NodeId peer, const std::string& address, const ConnectionId& present_as) override;
+  void DoDisconnect(NodeId peer) override;
   Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;

@@ -326,6 +326,18 @@ Result<Transport::RawFrames> ZmqTransport::DoReceive(std::chrono::milliseconds t
   return raw;
 }
 
+void ZmqTransport::DoDisconnect(NodeId peer_id) {
+  WriterMutexLock lock(&peers_mu_);
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  {
+    MutexLock peer_lock(&it->second->mu);
+    CloseWatched(it->second->socket, it->second->monitor);  // lingers to deliver what is queued
+    it->second->socket = nullptr;
+  }
+  peers_.erase(it);  // after the peer's lock is released: the lock lives in the Peer
+}
+
 void ZmqTransport::DoWatch(NodeId peer_id) {
   WriterMutexLock lock(&peers_mu_);
   auto it = peers_.find(peer_id);

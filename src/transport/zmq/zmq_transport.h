@@ -67,6 +67,7 @@ class ZmqTransport final : public Transport {
   void DoShutdown() override;
   // From each watched peer's socket monitor: a disconnect starts the peer's down time, a
   // connection ends it; a second reconnection attempt means the first one failed.
+  void DoDisconnect(NodeId peer) override;
   void DoWatch(NodeId peer) override;
   std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override;
 

@@ -158,6 +158,23 @@ TEST_F(ZmqTransportTest, APeerThatIsGoneIsReportedDownAndALiveOneNot) {
   EXPECT_EQ(down, std::vector<NodeId>{kB});
 }
 
+// A peer disconnected is forgotten: sends to it fail as to a peer never connected, until it is
+// connected again; what was sent before the disconnect still arrives.
+TEST_F(ZmqTransportTest, ADisconnectedPeerIsForgottenUntilConnectedAgain) {
+  ASSERT_OK(a_->Send(Data(kA, kB, 1, {})));
+  a_->Disconnect(kB);
+  Result<Message> got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->header.request_id, 1);
+  EXPECT_EQ(a_->Send(Data(kA, kB, 2, {})).code(), StatusCode::kNotFound);
+  a_->Disconnect(kB);  // again: no effect
+  ASSERT_OK(a_->Connect(kB, b_address_));
+  ASSERT_OK(a_->Send(Data(kA, kB, 3, {})));
+  got = b_->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->header.request_id, 3);
+}
+
 TEST_F(ZmqTransportTest, ListenOnBadAddressIsAnError) {
   struct Case {
     std::string address;
