@@ -11,21 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "testing/atomic_file_peer.h"
 #include "testing/test_util.h"
 
 namespace pserver {
-
-// Points a writer's temporary file descriptor at another file (e.g. /dev/full), so that the
-// failure paths of a full disk run for real, also as root (for whom permissions stop nothing).
-class AtomicFileWriterTestPeer {
- public:
-  static void RedirectWrites(AtomicFileWriter& w, const char* device) {
-    const int fd = ::open(device, O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0) << device;
-    ASSERT_GE(::dup2(fd, w.fd_), 0);
-    ::close(fd);
-  }
-};
 
 namespace {
 

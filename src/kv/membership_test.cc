@@ -283,6 +283,26 @@ TEST(MembershipTest, AJoinerThatDiesWhileRowsMoveChangesNothing) {
   ExpectExactSums(job, *table, seed, keys, pushers);
 }
 
+// `iterations` times: push 1 to every key of `table`, advance the clock, pull with staleness
+// `staleness` (a pull held longer than 60 s is a stall, and fails); `after(i)` runs after
+// iteration i (from 1) and may end the loop with an error.
+Status StaleSynchronousIterations(Node& node, TableId table, const std::vector<Key>& keys, int64_t staleness,
+                                  int iterations, const std::function<Status(int)>& after) {
+  KVWorker<float> kv(node);
+  PSERVER_RETURN_IF_ERROR(kv.SetStaleness(table, staleness));
+  for (int i = 0; i < iterations; ++i) {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, std::vector<Key>(keys),
+                                                     std::vector<float>(keys.size() * kWidth, 1.0f)));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+    PSERVER_RETURN_IF_ERROR(kv.Clock().status());
+    SharedArray<float> got;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, std::vector<Key>(keys), &got));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pull, std::chrono::seconds(60)));
+    PSERVER_RETURN_IF_ERROR(after(i + 1));
+  }
+  return Status::Ok();
+}
+
 // A worker joins a stale-synchronous job mid-way: it is admitted at the current clock, so the
 // first worker does not wait for it to catch up from clock 0, and it does not wait for the
 // first either beyond the staleness; when the first finishes early it leaves the clock at once.
@@ -295,22 +315,8 @@ TEST(MembershipTest, AWorkerJoinsAStaleSynchronousJobMidWay) {
   constexpr int kIterations = 30;
   constexpr int64_t kStaleness = 1;
   std::atomic<int> first_done{0};
-  // Each iteration: push 1 to every key, advance the clock, pull with staleness 1; `after`
-  // runs after each.
-  auto iterate = [&](Node* node, int iterations, const std::function<Status(int)>& after) -> Status {
-    KVWorker<float> kv(*node);
-    PSERVER_RETURN_IF_ERROR(kv.SetStaleness(*table, kStaleness));
-    for (int i = 0; i < iterations; ++i) {
-      PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(*table, std::vector<Key>(keys),
-                                                       std::vector<float>(keys.size() * kWidth, 1.0f)));
-      PSERVER_RETURN_IF_ERROR(kv.Wait(push));
-      PSERVER_RETURN_IF_ERROR(kv.Clock().status());
-      SharedArray<float> got;
-      PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(*table, std::vector<Key>(keys), &got));
-      PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
-      PSERVER_RETURN_IF_ERROR(after(i + 1));
-    }
-    return Status::Ok();
+  auto iterate = [&](Node* node, int iterations, const std::function<Status(int)>& after) {
+    return StaleSynchronousIterations(*node, *table, keys, kStaleness, iterations, after);
   };
   std::shared_future<Status> first = job.job.Spawn([&] {
     return iterate(job.worker_nodes[0], kIterations, [&](int done) {
@@ -366,22 +372,13 @@ TEST(MembershipTest, AServerJoiningAfterALateWorkerKnowsItsClock) {
   constexpr int64_t kStaleness = 1;
   std::atomic<int> first_done{0}, second_done{0};
   std::atomic<bool> joined{false};
-  // `iterations` times: push 1 to every key, advance the clock, pull with staleness 1; then
-  // finalize (leaving the clocks). `after` runs after each iteration.
+  // Then each finalizes, leaving the clocks.
   auto iterate = [&](Node* node, int iterations, std::atomic<int>& done, const std::function<void(int)>& after) -> Status {
-    KVWorker<float> kv(*node);
-    PSERVER_RETURN_IF_ERROR(kv.SetStaleness(*table, kStaleness));
-    for (int i = 0; i < iterations; ++i) {
-      PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(*table, std::vector<Key>(keys),
-                                                       std::vector<float>(keys.size() * kWidth, 1.0f)));
-      PSERVER_RETURN_IF_ERROR(kv.Wait(push));
-      PSERVER_RETURN_IF_ERROR(kv.Clock().status());
-      SharedArray<float> got;
-      PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(*table, std::vector<Key>(keys), &got));
-      PSERVER_RETURN_IF_ERROR(kv.Wait(pull, std::chrono::seconds(60)));
-      done.store(i + 1);
-      after(i + 1);
-    }
+    PSERVER_RETURN_IF_ERROR(StaleSynchronousIterations(*node, *table, keys, kStaleness, iterations, [&](int i) {
+      done.store(i);
+      after(i);
+      return Status::Ok();
+    }));
     return node->Finalize();
   };
   std::shared_future<Status> first =

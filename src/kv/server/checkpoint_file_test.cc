@@ -13,22 +13,10 @@
 #include <vector>
 
 #include "pserver/checksum.h"
+#include "testing/atomic_file_peer.h"
 #include "testing/test_util.h"
 
-namespace pserver {
-
-// Points a writer's temporary file at /dev/full, so that a full disk fails for real (as root too).
-class AtomicFileWriterTestPeer {
- public:
-  static void RedirectWrites(AtomicFileWriter& w, const char* device) {
-    const int fd = ::open(device, O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0) << device;
-    ASSERT_GE(::dup2(fd, w.fd_), 0);
-    ::close(fd);
-  }
-};
-
-namespace kv {
+namespace pserver::kv {
 namespace {
 
 template <typename T>
@@ -293,5 +281,4 @@ TEST_F(CheckpointFileTest, AFullDiskFailsAndKeepsTheOlderFile) {
 }
 
 }  // namespace
-}  // namespace kv
-}  // namespace pserver
+}  // namespace pserver::kv
