@@ -223,6 +223,21 @@ std::vector<Seed> Seeds() {
   m.header.clock = 7;
   m.frames = {ArrayOf<uint64_t>({6, 7}), ArrayOf<float>({0.25f, 0.75f}), Bytes()};
   add("resend_request", std::move(m));
+  // Server 0 died before answering push 43: the worker sends it again to server 2, the next
+  // server of the chain, naming server 0 as its origin.
+  m = Data(MessageType::kPush, transport::kFlagResend | transport::kFlagFailover, kWorker0, kServer2, 5, 43, 10, 3);
+  m.header.origin = kServer0;
+  m.frames = {ArrayOf<uint64_t>({3, 8}), ArrayOf<float>({1.5f, -2}), Bytes()};
+  add("failover_request", std::move(m));
+  // Server 0 sends its replica, server 2, the rows two pushes changed (width 1, one state value
+  // per value) and the pushes: origin node, worker node, timestamp.
+  m = Data(MessageType::kReplicate, 0, kServer0, kServer2, 4, 7, 0, 0);
+  m.header.aux = 1;
+  m.frames = {ArrayOf<uint64_t>({3, 8}), ArrayOf<float>({0.5f, 1}), Bytes(), ArrayOf<float>({2, 3}),
+              ArrayOf<uint32_t>({kServer0.value, kWorker0.value, 42, 0, kServer0.value, kWorker1.value, 17, 0})};
+  add("replicate", std::move(m));
+  m = Data(MessageType::kReplicate, transport::kFlagReply, kServer2, kServer0, 4, 7, 0, 0);
+  add("replicate_reply", std::move(m));
   return seeds;
 }
 

@@ -51,6 +51,12 @@ struct NodeOptions {
   // checkpoint_interval (the first one interval after the cluster formed; docs/durability.md).
   std::string checkpoint_dir;
   std::chrono::milliseconds checkpoint_interval{0};
+  // Scheduler only: the replication factor k (1..8; docs/durability.md). With k >= 2 each key
+  // range is held by k servers (its chain: the owner and the next servers of the ring), a push
+  // is acknowledged once all of them applied it, and a server that dies is replaced by the next
+  // server of each of its chains without losing an acknowledged update. 1: no replication (a
+  // dead server ends the job).
+  uint32_t replicas = 1;
 };
 
 }  // namespace pserver

@@ -76,6 +76,7 @@ void WriteView(WireWriter& w, const ClusterView& v) {
     w.U64(s.range.first);
     w.U32(s.server);
   }
+  w.U32(v.replicas);
 }
 
 // Reads a view and checks what a node relies on: the node count matches the role counts, every
@@ -114,7 +115,7 @@ bool ReadView(WireReader& r, ClusterView* v) {
     if (i > 0) v->ring[i - 1].range.last = s.range.first - 1;
   }
   if (!v->ring.empty()) v->ring.back().range.last = ~uint64_t{0};
-  return true;
+  return r.U32(&v->replicas) && v->replicas >= 1 && v->replicas <= kMaxReplicas;
 }
 
 }  // namespace

@@ -38,8 +38,13 @@ struct ClusterView {
   // beginning at routing key 0, each ending where the next begins (the last at 2^64-1; the wire
   // carries only the beginnings), neighbours owned by different servers of the view.
   std::vector<RingSegment> ring;
+  // The job's replication factor k (1..kMaxReplicas): each key range is held by a chain of
+  // min(k, servers) servers, its owner and the next distinct servers in the ring's order
+  // (Routing::Chain; docs/durability.md, section 3).
+  uint32_t replicas = 1;
   friend bool operator==(const ClusterView&, const ClusterView&) = default;
 };
+inline constexpr uint32_t kMaxReplicas = 8;
 // Segments a view may carry: one per partition at most.
 inline constexpr size_t kMaxRingSegments = size_t{1} << 16;
 

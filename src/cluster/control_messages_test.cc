@@ -36,6 +36,7 @@ ClusterView SampleView() {
       {NodeId(3), Role::kWorker, Rank(0), "tcp://10.0.0.3:5000", {3, 3}},
   };
   v.ring = {{KeyRange{0, 999}, 1}, {KeyRange{1000, ~uint64_t{0}}, 0}};
+  v.replicas = 2;
   return v;
 }
 
@@ -238,7 +239,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   // cluster-view: ids and server ranks unique; the ring non-empty (with servers), its segments
   // beginning at 0 and ascending, owned by servers of the view, neighbours by different ones.
   auto view = [&](std::vector<std::pair<uint32_t, uint8_t>> nodes,
-                  std::vector<std::pair<uint64_t, uint32_t>> ring) {
+                  std::vector<std::pair<uint64_t, uint32_t>> ring, uint32_t replicas = 1) {
     return body([&](auto& w) {
       uint32_t servers = 0;
       for (auto [rank, role] : nodes) servers += role == 1;
@@ -260,6 +261,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
         w.U64(first);
         w.U32(server);
       }
+      w.U32(replicas);
     });
   };
   const std::vector<std::pair<uint32_t, uint8_t>> nodes = {{0, 1}, {4, 1}, {0, 2}};
@@ -268,6 +270,9 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(ok_view), &again).ok());
   EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(view(nodes, {{0, 0}})), &again).ok()) << "server 4 owns nothing";
   ExpectRefused(codecs[4], view(nodes, {}), "no server on the ring");
+  EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(view(nodes, {{0, 0}}, kMaxReplicas)), &again).ok());
+  ExpectRefused(codecs[4], view(nodes, {{0, 0}}, 0), "replicas 0");
+  ExpectRefused(codecs[4], view(nodes, {{0, 0}}, kMaxReplicas + 1), "more replicas than allowed");
   ExpectRefused(codecs[4], view(nodes, {{1, 4}}), "a ring that does not begin at 0");
   ExpectRefused(codecs[4], view(nodes, {{0, 4}, {200, 0}, {100, 4}}), "segments out of order");
   ExpectRefused(codecs[4], view(nodes, {{0, 4}, {0, 0}}), "two segments beginning at 0");

@@ -93,6 +93,13 @@ Status NodeRuntime::RequestDrain() {
   return transport_->Send(std::move(ask));
 }
 
+void NodeRuntime::ReportReplicasSynced(Epoch epoch) {
+  replicas_synced_.store(epoch.value + 1, std::memory_order_relaxed);
+  Message beat = ToScheduler(MessageType::kHeartbeat);
+  beat.header.aux = epoch.value + 1;
+  (void)transport_->SendNoWait(std::move(beat));
+}
+
 Message NodeRuntime::ToScheduler(MessageType type) const {
   Message m;
   m.header.type = type;
@@ -392,7 +399,8 @@ bool NodeRuntime::FromDataPeer(const Message& msg) const {
   }
   if (n->identity != msg.origin) return false;
   return n->role != options_.role ||
-         (options_.role == Role::kServer && msg.header.type == MessageType::kMigrateRows);
+         (options_.role == Role::kServer &&
+          (msg.header.type == MessageType::kMigrateRows || msg.header.type == MessageType::kReplicate));
 }
 
 void NodeRuntime::Refuse(const Message& msg, const char* why) {
@@ -800,7 +808,9 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
     }
     lock.Unlock();
     // Never blocks: a scheduler that does not take heartbeats is caught by the check above.
-    (void)transport_->SendNoWait(ToScheduler(MessageType::kHeartbeat));
+    Message beat = ToScheduler(MessageType::kHeartbeat);
+    beat.header.aux = replicas_synced_.load(std::memory_order_relaxed);
+    (void)transport_->SendNoWait(std::move(beat));
     lock.Lock();
   }
 }

@@ -214,6 +214,11 @@ class NodeRuntime {
   // part in the job, which WaitForShutdown then sees as a normal end). Returns once asked; a
   // refusal (the last server) is logged when it comes and the server goes on serving.
   Status RequestDrain();
+  // Server, with replication: every row this server owns under the view of `epoch` is on every
+  // server of its chains (docs/durability.md). Tells the scheduler at once (a heartbeat that
+  // carries it, as every later heartbeat does): only then may the scheduler hand this server's
+  // keys to its replicas if it dies. Never blocks.
+  void ReportReplicasSynced(Epoch epoch);
 
   // Worker: tells the scheduler this worker is done and waits until the job ends.
   Status Finalize(std::chrono::milliseconds timeout);
@@ -288,7 +293,7 @@ class NodeRuntime {
   // Whether `msg` came over the scheduler's connection.
   bool FromScheduler(const transport::Message& msg) const { return msg.origin == scheduler_identity_; }
   // Whether data message `msg` came from a peer of the view that may send it: servers hear
-  // workers and, for rows moving between them (kMigrateRows), servers; workers hear servers.
+  // workers and, for rows moving between them (kMigrateRows) or replicated (kReplicate), servers; workers hear servers.
   bool FromDataPeer(const transport::Message& msg) const;
   // Drops `msg`: counts it and logs it (the first ten, then every 1000th).
   void Refuse(const transport::Message& msg, const char* why);
@@ -360,6 +365,7 @@ class NodeRuntime {
   // The receive thread waits for room in the data queue: the scheduler's answers go unread, and
   // that wait, not the heartbeat timer, decides whether the node failed.
   std::atomic<bool> receive_blocked_{false};
+  std::atomic<uint64_t> replicas_synced_{0};  // ReportReplicasSynced's epoch + 1; 0: never
 
   // Data dispatch: held by the data thread around each batch it hands over, and by
   // AttachDataHandler, StartServing and EndJob. Lock order: data_mu_, then mu_.

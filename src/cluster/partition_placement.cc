@@ -103,6 +103,31 @@ Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) cons
   return next;
 }
 
+Result<PartitionPlacement> PartitionPlacement::WithoutServerTo(uint32_t rank,
+                                                               const std::function<uint32_t(uint32_t)>& heir) const {
+  if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
+    return Status::InvalidArgument(fmt::format("placement: server {} is not placed", rank));
+  }
+  if (servers_.size() == 1) {
+    return Status::InvalidArgument(fmt::format("placement: server {} is the last one; nobody could hold its keys", rank));
+  }
+  PartitionPlacement next = *this;
+  const size_t at = IndexOf(rank);
+  next.servers_.erase(next.servers_.begin() + static_cast<std::ptrdiff_t>(at));
+  next.counts_.erase(next.counts_.begin() + static_cast<std::ptrdiff_t>(at));
+  for (uint32_t q = 0; q < kPartitions; ++q) {
+    if (owner_[q] != rank) continue;
+    const uint32_t to = heir(q);
+    if (to == rank || !std::binary_search(next.servers_.begin(), next.servers_.end(), to)) {
+      return Status::InvalidArgument(
+          fmt::format("placement: partition {} of server {} cannot go to server {}", q, rank, to));
+    }
+    next.owner_[q] = to;
+    ++next.counts_[next.IndexOf(to)];
+  }
+  return next;
+}
+
 size_t PartitionPlacement::IndexOf(uint32_t rank) const {
   return static_cast<size_t>(std::lower_bound(servers_.begin(), servers_.end(), rank) - servers_.begin());
 }

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "cluster/ring.h"
@@ -41,6 +42,11 @@ class PartitionPlacement {
   // The placement after server `rank` leaves. kInvalidArgument if it is not placed, or it is the
   // last server (nobody could hold its keys).
   Result<PartitionPlacement> WithoutServer(uint32_t rank) const;
+  // The placement after server `rank` died (failover): each of its partitions p goes to
+  // heir(p), the next server of p's replica chain, which holds its rows already -- so no row
+  // moves, at the price of balance (a later join evens it out). kInvalidArgument if `rank` is not
+  // placed or is the last server, or an heir is `rank` or not placed.
+  Result<PartitionPlacement> WithoutServerTo(uint32_t rank, const std::function<uint32_t(uint32_t)>& heir) const;
 
   // The owner of partition `p` (< kPartitions).
   uint32_t Owner(uint32_t p) const { return owner_[p]; }

@@ -66,6 +66,29 @@ TEST(PartitionPlacementTest, TheFirstServersHoldContiguousEqualRuns) {
   EXPECT_EQ(p.Owner(PartitionPlacement::PartitionOf(~uint64_t{0})), 7u);
 }
 
+TEST(PartitionPlacementTest, AFailedServersPartitionsGoToTheirHeirsAndNothingElseMoves) {
+  Result<PartitionPlacement> before = PartitionPlacement::Initial({0, 1, 2});
+  ASSERT_TRUE(before.ok());
+  // Heirs alternate between 0 and 2 by partition parity.
+  auto heir = [](uint32_t p) { return p % 2 == 0 ? 0u : 2u; };
+  Result<PartitionPlacement> after = before->WithoutServerTo(1, heir);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->servers(), (std::vector<uint32_t>{0, 2}));
+  for (uint32_t p = 0; p < PartitionPlacement::kPartitions; ++p) {
+    const uint32_t want = before->Owner(p) == 1 ? heir(p) : before->Owner(p);
+    ASSERT_EQ(after->Owner(p), want) << p;
+  }
+  EXPECT_EQ(after->PartitionsOf(0) + after->PartitionsOf(2), PartitionPlacement::kPartitions);
+  EXPECT_EQ(after->PartitionsOf(0), before->PartitionsOf(0) + before->PartitionsOf(1) / 2);
+  // Refused: an heir that is the dead server or not placed, a server not placed, the last one.
+  EXPECT_FALSE(before->WithoutServerTo(1, [](uint32_t) { return 1u; }).ok());
+  EXPECT_FALSE(before->WithoutServerTo(1, [](uint32_t) { return 5u; }).ok());
+  EXPECT_FALSE(before->WithoutServerTo(4, heir).ok());
+  Result<PartitionPlacement> one = PartitionPlacement::Initial({3});
+  ASSERT_TRUE(one.ok());
+  EXPECT_FALSE(one->WithoutServerTo(3, [](uint32_t) { return 3u; }).ok());
+}
+
 TEST(PartitionPlacementTest, RefusesWhatCannotBePlaced) {
   EXPECT_FALSE(PartitionPlacement::Initial({}).ok());
   EXPECT_FALSE(PartitionPlacement::Initial({1, 1}).ok());

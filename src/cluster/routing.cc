@@ -35,7 +35,35 @@ Result<std::shared_ptr<const Routing>> Routing::Build(ClusterView view) {
   r->by_server_ = std::move(by_server);
   for (const auto& [rank, index] : r->by_server_) r->server_ranks_.push_back(rank);
   std::sort(r->server_ranks_.begin(), r->server_ranks_.end());
+  const std::vector<RingSegment>& segments = r->ring_.segments();
+  r->chain_length_ = std::min<uint32_t>(std::max<uint32_t>(r->view_.replicas, 1),
+                                        static_cast<uint32_t>(r->ring_.servers().size()));
+  r->chains_.reserve(segments.size() * r->chain_length_);
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const size_t first = r->chains_.size();
+    r->chains_.push_back(segments[i].server);
+    // The ring holds at least chain_length_ servers, so the walk ends within one turn.
+    for (size_t j = (i + 1) % segments.size(); r->chains_.size() - first < r->chain_length_; j = (j + 1) % segments.size()) {
+      const uint32_t next = segments[j].server;
+      if (std::find(r->chains_.begin() + first, r->chains_.end(), next) == r->chains_.end()) r->chains_.push_back(next);
+    }
+  }
   return std::shared_ptr<const Routing>(std::move(r));
+}
+
+std::vector<KeyRange> Routing::ChainRangesOf(uint32_t rank) const {
+  std::vector<KeyRange> out;
+  const std::vector<RingSegment>& segments = ring_.segments();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    std::span<const uint32_t> chain = ChainOfSegment(i);
+    if (std::find(chain.begin(), chain.end(), rank) == chain.end()) continue;
+    if (!out.empty() && out.back().last + 1 == segments[i].range.first) {
+      out.back().last = segments[i].range.last;
+    } else {
+      out.push_back(segments[i].range);
+    }
+  }
+  return out;
 }
 
 const NodeInfo* Routing::Server(uint32_t rank) const {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -42,6 +43,26 @@ class Routing {
   // Whether server `rank` owns `routing_key` under this view.
   bool Owns(uint32_t rank, uint64_t routing_key) const { return ring_.Owner(routing_key) == rank; }
 
+  // Replication (docs/durability.md, section 3): the chain of segment `segment` of the ring --
+  // its owner first, then the owners of the following segments (wrapping round) that are not
+  // in the chain yet, chain_length() servers in all.
+  std::span<const uint32_t> ChainOfSegment(size_t segment) const {
+    return {chains_.data() + segment * chain_length_, chain_length_};
+  }
+  std::span<const uint32_t> Chain(uint64_t routing_key) const { return ChainOfSegment(ring_.SegmentIndex(routing_key)); }
+  // The routing-key ranges whose chains hold server `rank` (its own and those it is a replica
+  // of), ascending, adjacent ones merged.
+  std::vector<KeyRange> ChainRangesOf(uint32_t rank) const;
+  // min(view().replicas, servers on the ring).
+  uint32_t chain_length() const { return chain_length_; }
+  // Whether server `rank` is in the chain of `routing_key`.
+  bool InChain(uint32_t rank, uint64_t routing_key) const {
+    for (uint32_t r : Chain(routing_key)) {
+      if (r == rank) return true;
+    }
+    return false;
+  }
+
  private:
   Routing(ClusterView view, Ring ring);
 
@@ -50,6 +71,8 @@ class Routing {
   absl::flat_hash_map<NodeId, size_t> by_id_;        // index into view_.nodes
   absl::flat_hash_map<uint32_t, size_t> by_server_;  // server rank -> index into view_.nodes
   std::vector<uint32_t> server_ranks_;
+  uint32_t chain_length_ = 1;
+  std::vector<uint32_t> chains_;  // chain_length_ ranks per segment of the ring
 };
 
 }  // namespace pserver::cluster

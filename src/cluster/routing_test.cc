@@ -46,6 +46,45 @@ TEST(RoutingTest, BuildsTheRingOfTheViewsRingServersOnly) {
   }
 }
 
+TEST(RoutingTest, ChainsAreTheOwnerThenTheNextDistinctServersOfTheRing) {
+  ClusterView v = ThreeServers();
+  // Four segments: 0 | 7 | 2 | 7.
+  v.ring = {{KeyRange{0, 0}, 0}, {KeyRange{100, 0}, 7}, {KeyRange{200, 0}, 2}, {KeyRange{300, 0}, 7}};
+  using Chain = std::vector<uint32_t>;
+  auto chain = [](const Routing& r, uint64_t key) {
+    std::span<const uint32_t> c = r.Chain(key);
+    return Chain(c.begin(), c.end());
+  };
+  {
+    Result<std::shared_ptr<const Routing>> r = Routing::Build(v);  // replicas 1: the owner alone
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)->chain_length(), 1u);
+    EXPECT_EQ(chain(**r, 150), Chain{7});
+  }
+  v.replicas = 2;
+  Result<std::shared_ptr<const Routing>> two = Routing::Build(v);
+  ASSERT_TRUE(two.ok()) << two.status().ToString();
+  EXPECT_EQ(chain(**two, 0), (Chain{0, 7}));
+  EXPECT_EQ(chain(**two, 150), (Chain{7, 2}));
+  EXPECT_EQ(chain(**two, 250), (Chain{2, 7}));
+  EXPECT_EQ(chain(**two, 350), (Chain{7, 0}));  // wraps round
+  EXPECT_TRUE((*two)->InChain(0, 350));
+  EXPECT_FALSE((*two)->InChain(2, 350));
+  EXPECT_EQ((*two)->ChainRangesOf(2), (std::vector<KeyRange>{{100, 299}}));
+  EXPECT_EQ((*two)->ChainRangesOf(0), (std::vector<KeyRange>{{0, 99}, {300, ~uint64_t{0}}}));
+  v.replicas = 3;
+  Result<std::shared_ptr<const Routing>> three = Routing::Build(v);
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ(chain(**three, 150), (Chain{7, 2, 0}));  // the second 7 is passed over
+  EXPECT_EQ(chain(**three, 350), (Chain{7, 0, 2}));
+  // More replicas than ring servers: every server, once.
+  v.replicas = 8;
+  Result<std::shared_ptr<const Routing>> all = Routing::Build(v);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ((*all)->chain_length(), 3u);
+  EXPECT_EQ(chain(**all, 0), (Chain{0, 7, 2}));
+}
+
 TEST(RoutingTest, RefusesViewsItCannotRouteBy) {
   ClusterView v = ThreeServers();
   v.ring.clear();

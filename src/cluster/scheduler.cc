@@ -21,6 +21,10 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
     return Status::InvalidArgument("a job needs at least one server and one worker");
   }
   if (options.scheduler_address.empty()) return Status::InvalidArgument("no scheduler address to listen at");
+  if (options.replicas < 1 || options.replicas > kMaxReplicas) {
+    return Status::InvalidArgument(fmt::format("replicas {}: a job keeps 1 to {} copies of each key", options.replicas,
+                                               kMaxReplicas));
+  }
   std::unique_ptr<Scheduler> s(new Scheduler(options, std::move(transport)));
   PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(options.scheduler_address));
   PSERVER_LOG_INFO("scheduler listening at {} for {} servers and {} workers", s->address_, options.num_servers,
@@ -119,6 +123,10 @@ void Scheduler::Handle(Message&& msg) {
   member.last_seen = Clock::now();
   switch (h.type) {
     case MessageType::kHeartbeat: {
+      // A server's heartbeat says the last epoch at which its replicas were complete (+1).
+      if (member.info.role == Role::kServer && h.aux > 0) {
+        member.synced = Epoch(std::max(member.synced.value, h.aux - 1));
+      }
       Message ack;
       ack.header.type = MessageType::kHeartbeatAck;
       ack.header.receiver = h.sender;
@@ -208,6 +216,7 @@ void Scheduler::FormCluster() {
   view_.epoch = Epoch(1);
   view_.num_servers = options_.num_servers;
   view_.num_workers = options_.num_workers;
+  view_.replicas = options_.replicas;
   std::vector<uint32_t> server_ranks;
   for (const Member& m : members_) {
     if (m.info.role == Role::kServer) server_ranks.push_back(m.info.rank.value);

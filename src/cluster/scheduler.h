@@ -5,8 +5,11 @@
 // owns the placement) and sends every node the cluster view. While the job runs it answers
 // heartbeats and declares a node dead when it stays silent longer than heartbeat_timeout,
 // releases barriers, keeps the table registry (name -> id and spec), and ends the job once every
-// worker has finalized. Without replication (a later layer) a dead server that owns keys cannot
-// be replaced, so its death aborts the job: every node is told why, and Run returns the error.
+// worker has finalized. A dead server that owns keys is replaced by the next server of each of
+// its replica chains when the job keeps replicas (NodeOptions::replicas >= 2, docs/durability.md)
+// and its replicas were complete; otherwise (no replication, or a second death before the
+// chains were restored) its death aborts the job: every node is told why, and Run returns the
+// error.
 //
 // Membership changes (docs/elasticity.md), one at a time, in the order asked:
 //   - a server registering after formation joins: it gets a rank never used before, the
@@ -132,6 +135,9 @@ class Scheduler {
     bool joining = false;   // a server admitted late whose keys have not moved to it yet
     bool draining = false;  // a server whose keys are moving away
     bool left = false;      // a server drained and told to exit: no part of the job any more
+    // A server's replicas were complete at this epoch (its heartbeats say so, docs/durability.md):
+    // every row it owns was on every server of its chains, so those can take over if it dies.
+    Epoch synced;
   };
   // A membership change waiting for its turn or running.
   struct Change {
@@ -218,6 +224,10 @@ class Scheduler {
   // Server members_[index] died: cancels the change it was joining by, or aborts the job if it
   // held keys.
   void ServerDied(size_t index, const std::string& reason);
+  // With replication: the next server of each chain of the dead server members_[index] takes
+  // its partitions (a new view; no row moves). An error, and nothing changed, when that cannot
+  // be done without losing rows.
+  Status FailOver(size_t index, const std::string& reason);
   // Admits the registrations held during a change's switch (Run's loop, once it is done).
   void AdmitHeldRegistrations();
   // A step that waits longer than its limit for answers (a lost message, a node that stopped
@@ -291,6 +301,7 @@ class Scheduler {
   int64_t next_announce_ = 1;  // request_id of the next announcement
   uint64_t refused_ = 0;
   std::vector<std::string> lost_workers_;  // workers declared dead before they finalized, and why
+  std::vector<std::string> failovers_;     // servers failed over from, when and why
   std::vector<ViewDelivery> view_deliveries_;
   std::optional<PartitionPlacement> placement_;  // set at formation
   uint32_t next_rank_[2] = {0, 0};               // late joiners' ranks: servers, workers

@@ -60,6 +60,7 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
   }
   std::sort(v.nodes.begin(), v.nodes.end(), [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
   v.ring = std::move(ring);
+  v.replicas = view_.replicas;
   view_ = std::move(v);
 }
 
@@ -414,8 +415,44 @@ void Scheduler::ServerDied(size_t index, const std::string& reason) {
     PSERVER_LOG_WARN("scheduler: {} died before it joined ({}); the job goes on without it", Describe(m.info.id), reason);
     return;
   }
+  if (view_.replicas >= 2) {
+    Status failed_over = FailOver(index, reason);
+    if (failed_over.ok()) return;
+    PSERVER_LOG_ERROR("scheduler: {} is dead: {}; {}", Describe(m.info.id), reason, failed_over.message());
+    return Abort(Status::Unavailable(fmt::format("{} died: {}; {}", Describe(m.info.id), reason, failed_over.message())));
+  }
   PSERVER_LOG_ERROR("scheduler: {} is dead: {}", Describe(m.info.id), reason);
   Abort(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
+}
+
+Status Scheduler::FailOver(size_t index, const std::string& reason) {
+  const Member& m = members_[index];
+  if (migration_) {
+    return Status::Unavailable(fmt::format("it died while a membership change ran (change {}), and failover waits for none",
+                                           migration_->id));
+  }
+  if (m.synced < view_.epoch) {
+    return Status::Unavailable(fmt::format(
+        "its replicas were not complete at epoch {} (last complete at epoch {}): the servers of its chains may lack "
+        "rows, so none can take its place",
+        view_.epoch.value, m.synced.value));
+  }
+  Result<std::shared_ptr<const Routing>> routing = Routing::Build(view_);
+  if (!routing.ok()) return routing.status();
+  const uint32_t rank = m.info.rank.value;
+  if ((*routing)->chain_length() < 2) return Status::Unavailable("no other server holds its rows");
+  auto heir = [&](uint32_t partition) {
+    return (*routing)->Chain(PartitionPlacement::RangeOfPartition(partition).first)[1];
+  };
+  Result<PartitionPlacement> after = placement_->WithoutServerTo(rank, heir);
+  if (!after.ok()) return after.status();
+  placement_ = std::move(*after);
+  NextView(placement_->Segments());
+  PSERVER_LOG_WARN("scheduler: {} is dead: {}; the next server of each of its chains serves its keys from epoch {}",
+                   Describe(m.info.id), reason, view_.epoch.value);
+  failovers_.push_back(fmt::format("{} at epoch {} ({})", Describe(m.info.id), view_.epoch.value, reason));
+  AnnounceView([](const Member&) { return true; });
+  return Status::Ok();
 }
 
 void Scheduler::HandleAdmin(const Message& msg) {
@@ -538,6 +575,10 @@ std::string Scheduler::DescribeStatus(const absl::flat_hash_map<NodeId, std::vec
                        migration_->change.kind == Change::kJoin ? "joins" : "is drained", StepName(migration_->step));
   }
   out += fmt::format("changes done: {}, waiting: {}\n", changes_done_.load(), changes_.size());
+  if (view_.replicas >= 2) {
+    out += fmt::format("replicas: {} per key\n", view_.replicas);
+    for (const std::string& f : failovers_) out += fmt::format("failed over from {}\n", f);
+  }
   for (Role role : {Role::kServer, Role::kWorker}) {
     out += role == Role::kServer ? "servers:\n" : "workers:\n";
     for (const Member& m : members_) {
@@ -552,6 +593,9 @@ std::string Scheduler::DescribeStatus(const absl::flat_hash_map<NodeId, std::vec
       if (role == Role::kServer && placement_) {
         const uint32_t parts = placement_->PartitionsOf(m.info.rank.value);
         out += fmt::format("  share {:.4f} ({} partitions)", double(parts) / PartitionPlacement::kPartitions, parts);
+        if (view_.replicas >= 2 && !m.dead && !m.left && !m.joining) {
+          out += m.synced >= view_.epoch ? "  replicas in sync" : "  replicas syncing";
+        }
       }
       out += "\n";
       if (role == Role::kServer && !m.dead && !m.left) {

@@ -24,7 +24,7 @@ U Get(const std::byte* in, size_t off) {
 constexpr size_t Padded(size_t n) { return (n + 7) & ~size_t{7}; }
 
 bool KnownType(uint8_t t) {
-  return (t >= 1 && t <= 20) || (t >= 32 && t <= 36);
+  return (t >= 1 && t <= 20) || (t >= 32 && t <= 37);
 }
 
 }  // namespace
@@ -56,6 +56,7 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kPushPull: return "push-pull";
     case MessageType::kClock: return "clock";
     case MessageType::kMigrateRows: return "migrate-rows";
+    case MessageType::kReplicate: return "replicate";
   }
   return "unknown";
 }
@@ -94,7 +95,7 @@ void EncodeHeader(const Header& h, std::byte* out) {
   Put<uint8_t>(out, 21, h.status);
   Put<uint16_t>(out, 22, h.num_frames);
   Put<uint32_t>(out, 24, h.width);
-  Put<uint32_t>(out, 28, 0);
+  Put<uint32_t>(out, 28, h.origin.value);
   Put<uint64_t>(out, 32, static_cast<uint64_t>(h.request_id));
   Put<uint64_t>(out, 40, h.epoch.value);
   Put<uint64_t>(out, 48, h.clock);
@@ -118,7 +119,7 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
   if (!KnownType(type)) return Status::Corruption(fmt::format("unknown message type {}", type));
   h.type = static_cast<MessageType>(type);
   h.flags = Get<uint8_t>(in, 7);
-  if (h.flags & ~(kFlagReply | kFlagError | kFlagRedirect | kFlagResend)) {
+  if (h.flags & ~(kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover)) {
     return Status::Corruption(fmt::format("unknown flag bits {:#04x}", h.flags));
   }
   h.sender = NodeId(Get<uint32_t>(in, 8));
@@ -139,7 +140,10 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
     return Status::Corruption(fmt::format("{} frames, at most {} allowed", h.num_frames, kMaxFrames));
   }
   h.width = Get<uint32_t>(in, 24);
-  if (Get<uint32_t>(in, 28) != 0) return Status::Corruption("reserved header bytes are not zero");
+  h.origin = NodeId(Get<uint32_t>(in, 28));
+  if (h.origin.value != 0 && !(h.flags & kFlagFailover)) {
+    return Status::Corruption(fmt::format("origin {} without the failover flag", h.origin.value));
+  }
   h.request_id = static_cast<int64_t>(Get<uint64_t>(in, 32));
   h.epoch = Epoch(Get<uint64_t>(in, 40));
   h.clock = Get<uint64_t>(in, 48);

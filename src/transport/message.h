@@ -24,7 +24,8 @@
 //   21   1   status       StatusCode of a reply (kOk unless kFlagError)
 //   22   2   num_frames   number of frames after the header
 //   24   4   width        values per key; 0 means per-key lengths are carried
-//   28   4   reserved     must be 0
+//   28   4   origin       kFlagFailover data requests: the server the part was first sent to,
+//                         which died (its node id); 0 otherwise
 //   32   8   request_id   the sender's timestamp of the request this message belongs to
 //   40   8   epoch        routing epoch the sender used
 //   48   8   clock        the worker's iteration clock (consistency; 0 when unused)
@@ -50,7 +51,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 7;
+inline constexpr uint16_t kWireVersion = 8;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -94,6 +95,10 @@ enum class MessageType : uint8_t {
   // Server -> server: rows handed over in a membership change (kv/server/migration.h); the
   // reply says they are stored.
   kMigrateRows = 36,
+  // Server -> server: the owner of keys sends their rows (values and rule state, after the
+  // pushes it applied) and the pushes they include to a replica of its chain
+  // (kv/server/kv_server_replication.cc); the reply says the replica stored them.
+  kReplicate = 37,
 };
 inline constexpr bool IsDataMessage(MessageType t) { return static_cast<uint8_t>(t) >= 32; }
 // Whether a data request carries values to apply (push, push-pull) or asks for values (pull,
@@ -111,6 +116,10 @@ enum MessageFlags : uint8_t {
   // A data request: a part the worker re-sliced and sent again after a redirect (never applied
   // anywhere before; see kv/server/kv_server_core.h).
   kFlagResend = 1 << 3,
+  // A data request: a part the worker sent again because the server it went to (header.origin)
+  // died before answering; it may have been applied there, and reached its replicas, so the new
+  // owner applies it only if its replica of the dead server's pushes lacks it.
+  kFlagFailover = 1 << 4,
 };
 
 struct Header {
@@ -123,6 +132,7 @@ struct Header {
   uint8_t status = 0;
   uint16_t num_frames = 0;
   uint32_t width = 0;
+  NodeId origin;  // kFlagFailover only
   int64_t request_id = 0;
   Epoch epoch;
   uint64_t clock = 0;
@@ -177,7 +187,7 @@ struct Message {
 void EncodeHeader(const Header& h, std::byte* out);
 
 // Decodes and validates a header. kCorruption, naming the field, when the size, magic,
-// version, type, value type, status or reserved bits are wrong.
+// version, type, value type, status or flag bits are wrong, or an origin comes without kFlagFailover.
 Result<Header> DecodeHeader(const std::byte* data, size_t size);
 
 // The wire form of a message being sent: which payload frames go inline and how big the

@@ -32,7 +32,7 @@ constexpr std::array<MessageType, 19> kAllTypes = {
 constexpr std::array<ValueType, 4> kAllValueTypes = {ValueType::kFloat32, ValueType::kFloat64, ValueType::kInt32,
                                                      ValueType::kInt64};
 
-bool IsKnownType(unsigned t) { return (t >= 1 && t <= 20) || (t >= 32 && t <= 36); }
+bool IsKnownType(unsigned t) { return (t >= 1 && t <= 20) || (t >= 32 && t <= 37); }
 
 // A header with every field set to something other than its default.
 Header SampleHeader() {
@@ -77,6 +77,7 @@ void ExpectSameHeader(const Header& a, const Header& b) {
   EXPECT_EQ(a.status, b.status);
   EXPECT_EQ(a.num_frames, b.num_frames);
   EXPECT_EQ(a.width, b.width);
+  EXPECT_EQ(a.origin, b.origin);
   EXPECT_EQ(a.request_id, b.request_id);
   EXPECT_EQ(a.epoch, b.epoch);
   EXPECT_EQ(a.clock, b.clock);
@@ -133,7 +134,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.part = 0x71727374;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x07, 0x00,                                      //  4 version 7
+      0x08, 0x00,                                      //  4 version 8
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender
@@ -143,7 +144,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
       2,                                               // 21 status kNotFound
       0x02, 0x01,                                      // 22 num_frames
       0x14, 0x13, 0x12, 0x11,                          // 24 width
-      0x00, 0x00, 0x00, 0x00,                          // 28 reserved
+      0x00, 0x00, 0x00, 0x00,                          // 28 origin
       0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21,  // 32 request_id
       0x38, 0x37, 0x36, 0x35, 0x34, 0x33, 0x32, 0x31,  // 40 epoch
       0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41,  // 48 clock
@@ -172,6 +173,21 @@ TEST(MessageTest, RoundTripsEveryTypeAndFlag) {
       EXPECT_EQ(d->is_error(), (flags & kFlagError) != 0);
     }
   }
+}
+
+TEST(MessageTest, CarriesTheOriginOfAFailoverResend) {
+  Header h = SampleHeader();
+  h.type = MessageType::kPush;
+  h.flags = kFlagResend | kFlagFailover;
+  h.origin = NodeId(0x0a0b0c0d);
+  Result<Header> d = DecodeCopy(Encoded(h), kHeaderSize);
+  ASSERT_OK(d);
+  ExpectSameHeader(*d, h);
+  // An origin without the flag is refused, naming the field.
+  h.flags = kFlagResend;
+  Result<Header> bad = DecodeCopy(Encoded(h), kHeaderSize);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("origin"), std::string::npos) << bad.status();
 }
 
 TEST(MessageTest, RoundTripsEveryValueTypeAndStatus) {
@@ -274,7 +290,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
       {"magic", 0, 4, "magic"},           {"version", 4, 2, "version"},
       {"type", 6, 1, "message type"},     {"flags", 7, 1, "flag"},
       {"value_type", 20, 1, "value type"}, {"status", 21, 1, "status code"},
-      {"num_frames", 22, 2, "frames"},    {"reserved", 28, 4, "reserved"},
+      {"num_frames", 22, 2, "frames"},    {"origin", 28, 4, "origin"},
   };
   const Header base = SampleHeader();  // a data message, so value type 0 is illegal too
   const std::vector<std::byte> good = Encoded(base);
@@ -290,7 +306,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
         bool legal = false;
         std::string field = f.name;
         if (field == "type") legal = IsKnownType(v);
-        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend}) == 0;
+        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover}) == 0;
         if (field == "value_type") legal = v >= 1 && v <= 4;
         if (field == "status") legal = v <= static_cast<unsigned>(StatusCode::kInternal);
         if (field == "num_frames") legal = num_frames <= kMaxFrames;
@@ -314,7 +330,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
       }
     }
   }
-  // magic 4*255 + version 2*255 + reserved 4*255 alone are refused.
+  // magic 4*255 + version 2*255 + origin 4*255 (no failover flag) alone are refused.
   EXPECT_GT(refused, 10 * 255);
   EXPECT_GT(accepted, 0);
 }

@@ -51,6 +51,12 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
   cmd->add_option("--checkpoint-every", *checkpoint_every, "Seconds between checkpoints (0: none)")
       ->check(CLI::Range(0.0, 86400.0 * 365))
       ->capture_default_str();
+  auto replicas = std::make_shared<uint32_t>(1);
+  cmd->add_option("--replicas", *replicas,
+                  "Servers holding each key (1-8; `pserver scheduler --replicas`): with 2 or more the job goes on "
+                  "when a server dies")
+      ->check(CLI::Range(1, 8))
+      ->capture_default_str();
   cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
   cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
   cmd->callback([=] {
@@ -68,6 +74,10 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
         opts.scheduler_argv.insert(opts.scheduler_argv.end(),
                                    {"--checkpoint-dir", checkpoint_dir->empty() ? "" : absolute(*checkpoint_dir),
                                     "--checkpoint-every", fmt::format("{}", *checkpoint_every)});
+      }
+      if (*replicas > 1) {
+        opts.scheduler_argv.insert(opts.scheduler_argv.end(), {"--replicas", fmt::format("{}", *replicas)});
+        opts.servers_may_die = true;
       }
       opts.startup_timeout = std::chrono::milliseconds(*startup_ms);
       opts.grace = std::chrono::milliseconds(*grace_ms);

@@ -656,6 +656,8 @@ void Launcher::OnChildExit(Child& child) {
     if (!exit.ok()) Stop(child.name + " " + exit.Describe(), exit.ExitCode());
   } else if (phase_ == Phase::kWaitingForAddress) {
     Stop(child.name + " " + exit.Describe() + " before writing its address to " + address_file_, 1);
+  } else if (!exit.ok() && child.role == Role::kServer && opt_.servers_may_die) {
+    Message(child.name + " " + exit.Describe() + " while the workers run; its replicas take its keys");
   } else if (!exit.ok()) {
     Stop(child.name + " " + exit.Describe() + " before the workers finished", 1);
   } else if (child.role == Role::kServer) {

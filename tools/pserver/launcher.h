@@ -42,6 +42,11 @@ struct LaunchOptions {
   // workers succeeded, and how long anything gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds grace{3000};
 
+  // The job keeps replicas (`--replicas K`, K >= 2): a server that dies while the workers run is
+  // reported and the cluster goes on (the scheduler fails over to its replicas, or ends the job
+  // if it cannot, which the workers then report).
+  bool servers_may_die = false;
+
   // Prefix each forwarded line with "[scheduler] ", "[server I] " or "[worker I] ".
   bool prefix_output = true;
   // Where forwarded output goes: children's stdout lines to `out`; their stderr lines and the

@@ -96,6 +96,12 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       ->required();
   cmd->add_option("--address-file", *address_file,
                   "Write the address nodes should register at to this file once listening");
+  cmd->add_option("--replicas", o->replicas,
+                  "Servers holding each key (1-8): with 2 or more a push is acknowledged once all of them applied it, "
+                  "and a server that dies is replaced by the next server of its chains (docs/durability.md)")
+      ->envname("PSERVER_REPLICAS")
+      ->check(CLI::Range(1, 8))
+      ->capture_default_str();
   auto checkpoint_every = std::make_shared<double>(0);
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir,
                   "Checkpoint the job into this directory every --checkpoint-every seconds (see `pserver checkpoint`)")

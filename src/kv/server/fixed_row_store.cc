@@ -148,6 +148,7 @@ class FixedRowStore final : public TableStore {
   size_t num_keys() const override;
   size_t memory_bytes() const override;
   void ForEachIf(const KeyPredicate& pred, const RowVisitor& fn) const override;
+  void ForKeys(std::span<const Key> keys, const RowVisitor& fn) const override;
   Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
   size_t EraseRows(const KeyPredicate& pred) override;
   uint32_t state_per_value() const override { return updater_->state_per_value(); }
@@ -445,6 +446,21 @@ void FixedRowStore<T>::ForEachIf(const KeyPredicate& pred, const RowVisitor& fn)
     return;
   }
   for (const Shard& s : shards_) s.rows.ForEach(visit);
+}
+
+template <typename T>
+void FixedRowStore<T>::ForKeys(std::span<const Key> keys, const RowVisitor& fn) const {
+  for (Key key : keys) {
+    const T* row = nullptr;
+    if (dense_) {
+      row = DenseRowOf(key);
+    } else {
+      const uint64_t mix = Mix(key);
+      row = shards_[ShardOf(mix, num_shards_)].rows.FindMixed(mix);
+    }
+    if (row == nullptr) continue;
+    fn(key, std::as_bytes(std::span<const T>(row, width_)), std::as_bytes(std::span<const T>(row + width_, state_len_)));
+  }
 }
 
 template <typename T>

@@ -67,7 +67,8 @@ void KVServerCore::OnCheckpoint(const std::string& path,
 
 Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routing) {
   const TableSpec& spec = store->spec();
-  const std::vector<KeyRange> ranges = routing.ring().RangesOf(runtime_->rank().value);
+  // The rows of every range whose chain holds this server: its own, and those it is a replica of.
+  const std::vector<KeyRange> ranges = routing.ChainRangesOf(runtime_->rank().value);
   if (ranges.empty()) return Status::Ok();  // a joiner: its rows come from the others
   if (!resume_point_) return Status::Internal("resume_point_ is chosen when the server starts");
   if (!resume_point_->ok()) return resume_point_->status().WithContext("resuming");

@@ -7,6 +7,7 @@
 
 #include "base/logging.h"
 #include "kv/server/apply_pool.h"
+#include "kv/server/kv_server_replication.h"
 #include "kv/server/table_store.h"
 #include "kv/table_catalog.h"
 #include "kv/worker/slicer.h"
@@ -84,6 +85,7 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
     }
     SetWorkers(runtime_->routing()->view());
     for (const auto& [id, w] : workers_) worker_clock_[id] = 0;
+    StartReplication();
   }
   PSERVER_LOG_INFO("{}: applies large requests on {} shard thread(s)", runtime_->DescribeNode(runtime_->id()),
                    pool_->size());
@@ -136,6 +138,7 @@ void KVServerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& 
   MutexLock lock(&apply_mu_);
   SetWorkers(routing->view());
   for (auto& [id, table] : tables_) TakeViewRanges(*table, *routing);
+  ReplicasForView(routing);
 }
 
 void KVServerCore::TakeViewRanges(Table& table, const cluster::Routing& routing) {
@@ -319,10 +322,21 @@ void KVServerCore::OnData(Message&& msg) {
     return;
   }
   MutexLock lock(&apply_mu_);
+  if (msg.header.type == MessageType::kReplicate) {
+    if (msg.header.is_reply()) {
+      ReplicaStored(msg);
+    } else {
+      TakeReplicated(msg);
+    }
+    return FlushReplicas();
+  }
   if (msg.header.is_reply()) {
     return Reply(msg.header, Status::InvalidArgument("a server does not take replies"), nullptr, nullptr);
   }
-  if (msg.header.type == MessageType::kMigrateRows) return TakeMovedRows(msg);
+  if (msg.header.type == MessageType::kMigrateRows) {
+    TakeMovedRows(msg);
+    return FlushReplicas();
+  }
   const NodeId sender = msg.header.sender;
   auto w = waiting_.find(sender);
   if ((w != waiting_.end() && !w->second.empty()) || !Admits(msg.header)) {
@@ -332,6 +346,7 @@ void KVServerCore::OnData(Message&& msg) {
   }
   Process(std::move(msg));
   if (num_waiting_ > 0) ReleaseWaiting();
+  FlushReplicas();
 }
 
 void KVServerCore::ReleaseWaiting() {
@@ -442,7 +457,23 @@ void KVServerCore::Process(Message&& msg) {
   // A resend after a redirect was applied nowhere (the redirect applied nothing), and may come
   // after newer requests of its worker: the clock would take it for a duplicate.
   const bool resend = header.flags & transport::kFlagResend;
-  if (Pushes(req->type) && has_keys && from_worker && !resend) {
+  if (Pushes(req->type) && has_keys && from_worker && (header.flags & transport::kFlagFailover)) {
+    // Sent to a server that died before answering: applied there (and so here, its replica) or not.
+    Result<bool> applied = AppliedBeforeFailover(header);
+    if (!applied.ok()) return Reply(header, applied.status(), nullptr, nullptr);
+    duplicate = *applied;
+    if (duplicate) {
+      // Its replicas learn that this server holds it too (a second failover must not apply it).
+      NoteReplicated(*t.store, *runtime_->routing(), {req->keys.data(), req->keys.size()}, header.origin, req->sender,
+                     req->timestamp.value);
+      PSERVER_LOG_DEBUG("server {}: request {} of node {} reached the replicas of node {} before it died; not "
+                        "applying it again",
+                        runtime_->rank().value, req->timestamp.value, worker.worker.value, header.origin.value);
+      if (req->type == MessageType::kPush) return Reply(header, Status::Ok(), nullptr, nullptr);
+      req->type = MessageType::kPull;  // answer the pull part only
+      req->vals = Bytes();
+    }
+  } else if (Pushes(req->type) && has_keys && from_worker && !resend) {
     duplicate = clocks.Covers(range, worker, req->timestamp.value);
     if (duplicate) {
       PSERVER_LOG_DEBUG("server {}: request {} of node {} was applied before; not applying it again",
@@ -464,6 +495,9 @@ void KVServerCore::Process(Message&& msg) {
   if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
     clocks.Set(range, worker, req->timestamp.value);
+    const NodeId origin = (header.flags & transport::kFlagFailover) ? header.origin : runtime_->id();
+    NoteReplicated(*t.store, *runtime_->routing(), {req->keys.data(), req->keys.size()}, origin, req->sender,
+                   req->timestamp.value);
     if (tracking_) {  // a membership change is moving rows away: note what changed (kFinal)
       absl::flat_hash_set<Key>& touched = tracking_->touched[header.table];
       for (size_t i = 0; i < req->keys.size(); ++i) touched.insert(req->keys[i]);
@@ -499,6 +533,8 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     m.frames.push_back(transport::AsBytes(resp->lens));
     if (clock) m.frames.push_back(transport::AsBytes(SharedArray<int64_t>(std::move(*clock))));
   }
+  // With replicas, a worker learns of nothing its replicas do not hold yet.
+  if (status.ok() && DeferReply(m)) return;
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not answer {}: {}", runtime_->rank().value, transport::Describe(request),
                      s.ToString());
@@ -575,6 +611,10 @@ Status KVServerCore::InsertRowsLocked(TableStore* store, const RowBatch& rows) {
 Result<size_t> KVServerCore::EraseRows(TableId id, const std::function<bool(Key)>& choose) {
   MutexLock lock(&apply_mu_);
   PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return EraseRowsLocked(store, choose);
+}
+
+size_t KVServerCore::EraseRowsLocked(TableStore* store, const std::function<bool(Key)>& choose) {
   const size_t erased = store->EraseRows(choose);
   if (store->spec().storage == StorageKind::kDense) {
     // Rows handed over: a dense table frees the erased keys its view does not give it.
@@ -583,8 +623,11 @@ Result<size_t> KVServerCore::EraseRows(TableId id, const std::function<bool(Key)
       auto it = std::upper_bound(view.begin(), view.end(), k, [](Key key, KeyRange r) { return key < r.first; });
       return it != view.begin() && std::prev(it)->last >= k;
     };
-    PSERVER_RETURN_IF_ERROR(store->SetOwnedRanges(
-        RunsWhere(store->owned_ranges(), [&](Key k) { return (choose && !choose(k)) || owned(k); })));
+    if (Status s = store->SetOwnedRanges(
+            RunsWhere(store->owned_ranges(), [&](Key k) { return (choose && !choose(k)) || owned(k); }));
+        !s.ok()) {  // the ranges are those the store held, or parts of them
+      PSERVER_LOG_ERROR("{}: table '{}': {}", runtime_->DescribeNode(runtime_->id()), store->spec().name, s.ToString());
+    }
   }
   return erased;
 }

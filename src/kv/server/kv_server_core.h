@@ -46,6 +46,14 @@
 // kMigrateRows request (InsertRows: a row sent again replaces the earlier copy) and answers it.
 // Range vector clocks stay with the donor (a recipient starts the moved keys' clocks afresh).
 //
+// Replication (kv_server_replication.cc; docs/durability.md, section 3): with a view of
+// replicas k >= 2 the owner of a key range sends the rows its pushes changed to the other
+// servers of the range's chain (kReplicate, many pushes' rows in one message) and holds its
+// replies to workers until they stored them; a replica stores them and remembers the pushes they
+// hold, so that a worker's resend after a failover (kFlagFailover) is applied exactly once. On a
+// view change each range's new replicas get all of its rows, and the scheduler is told once
+// they are complete.
+//
 // Thread safety: SetHandler, ServeDefault and the row calls (ListRows, ...) are thread-safe;
 // the DataHandler calls run on the node's data thread (NodeRuntime), one at a time.
 #pragma once
@@ -55,6 +63,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -174,8 +183,37 @@ class KVServerCore final : public cluster::DataHandler {
   void AdoptWorkerClocks(const transport::Bytes& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Every table this server built, with its spec.
   std::vector<std::pair<TableId, TableSpec>> TableSpecs() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  // InsertRows with apply_mu_ held.
+  // InsertRows and EraseRows with apply_mu_ held.
   Status InsertRowsLocked(TableStore* store, const RowBatch& rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  size_t EraseRowsLocked(TableStore* store, const std::function<bool(Key)>& choose) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+
+  // Replication (kv_server_replication.cc).
+  struct Replication;
+  void StartReplication() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Notes the owners whose chains hold this server under `routing`.
+  void NoteReplicaOf(const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Owner: `keys` of table `store` changed (by push `ts` of `worker`, first sent to `origin`; or,
+  // with a zero worker, by rows moved in): their rows go to the replicas of their chains under
+  // `routing` with the next round.
+  void NoteReplicated(const TableStore& store, const cluster::Routing& routing, std::span<const Key> keys,
+                      NodeId origin, NodeId worker, int64_t ts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Sends the open round, unless kRoundsInFlight rounds are unanswered (and not `force`).
+  void FlushReplicas(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  static constexpr size_t kRoundsInFlight = 2;
+  // Holds `reply` (taking it) until the replicas stored what it answers; false to send it now.
+  bool DeferReply(transport::Message& reply) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Sends the replies held whose rounds were stored (and reports complete replicas).
+  void ReleaseHeldReplies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // A replica's answer to a kReplicate; a kReplicate request (this server is a replica).
+  void ReplicaStored(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  void TakeReplicated(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  static constexpr size_t kRememberedPushes = 1 << 16;  // per owner and worker
+  // A kFlagFailover push: whether this server's replica of header.origin's pushes holds it
+  // (true: applied already); an error when it cannot tell.
+  Result<bool> AppliedBeforeFailover(const transport::Header& h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // A new view: rounds to servers gone are given up, new replicas get their ranges' rows, rows
+  // held only as a replica and no longer are erased.
+  void ReplicasForView(const std::shared_ptr<const cluster::Routing>& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Drops a worker from the stale-synchronous clock (it died or left), saying why.
   void DropWorker(NodeId worker, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The clock a worker's own clock values count from (0 but for workers that joined late).
@@ -199,7 +237,7 @@ class KVServerCore final : public cluster::DataHandler {
   // Processes waiting requests that became admissible.
   void ReleaseWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
-             std::vector<int64_t>* clock);
+             std::vector<int64_t>* clock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Takes the workers of `view` as the job's.
   void SetWorkers(const cluster::ClusterView& view) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Dense: has the table's store take the ranges `routing` gives this server (and keep those it
@@ -228,6 +266,7 @@ class KVServerCore final : public cluster::DataHandler {
   absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_ ABSL_GUARDED_BY(apply_mu_);
   size_t num_waiting_ ABSL_GUARDED_BY(apply_mu_) = 0;
   std::optional<Tracking> tracking_ ABSL_GUARDED_BY(apply_mu_);
+  std::unique_ptr<Replication> replication_ ABSL_GUARDED_BY(apply_mu_);
 
   // The mover: its jobs, and the answers to the batches it sent (by request id).
   Mutex mover_mu_;

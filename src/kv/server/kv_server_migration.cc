@@ -9,7 +9,9 @@
 #include "base/failpoint.h"
 #include "base/logging.h"
 #include "kv/server/kv_server_core.h"
+#include "kv/server/row_frames.h"
 #include "kv/server/table_store.h"
+#include "kv/table_catalog.h"
 
 namespace pserver::kv {
 
@@ -23,21 +25,14 @@ namespace {
 // How long a donor waits for a recipient to store one batch.
 constexpr std::chrono::seconds kBatchTimeout(120);
 
-// A batch as a kMigrateRows request: frames keys, values, lengths (variable length), states, and
-// the donor's stale-synchronous clocks (EncodeWorkerClocks); header.width the row width (0:
-// variable length), aux the state values per value.
+// A batch as a kMigrateRows request: the row frames (row_frames.h), then the donor's
+// stale-synchronous clocks (EncodeWorkerClocks).
 Message BatchMessage(NodeId to, TableId table, const RowBatch& rows, Bytes clocks) {
   Message m;
   m.header.type = MessageType::kMigrateRows;
   m.header.receiver = to;
   m.header.table = table;
-  m.header.value_type = rows.value_type;
-  m.header.width = rows.width;
-  m.header.aux = rows.state_per_value;
-  m.frames.push_back(transport::AsBytes(rows.keys));
-  m.frames.push_back(rows.values);
-  m.frames.push_back(transport::AsBytes(rows.lens));
-  m.frames.push_back(rows.states);
+  AppendRowFrames(rows, &m);
   m.frames.push_back(std::move(clocks));
   return m;
 }
@@ -50,44 +45,7 @@ Result<RowBatch> BatchOf(const Message& m) {
   if (m.frames[4].size() % kClockEntryBytes != 0) {
     return Status::Corruption(fmt::format("migrate-rows with a clock frame of {} bytes", m.frames[4].size()));
   }
-  const Bytes& keys = m.frames[0];
-  const Bytes& lens = m.frames[2];
-  if (keys.size() % sizeof(Key) != 0 || lens.size() % sizeof(int32_t) != 0) {
-    return Status::Corruption(fmt::format("migrate-rows with {} key bytes and {} length bytes", keys.size(), lens.size()));
-  }
-  if (m.header.aux > 64) return Status::Corruption(fmt::format("migrate-rows with {} state values per value", m.header.aux));
-  RowBatch b;
-  b.value_type = m.header.value_type;
-  b.width = m.header.width;
-  b.state_per_value = static_cast<uint32_t>(m.header.aux);
-  b.keys = SharedArray<Key>(keys.owner(), reinterpret_cast<Key*>(keys.data()), keys.size() / sizeof(Key));
-  b.lens = SharedArray<int32_t>(lens.owner(), reinterpret_cast<int32_t*>(lens.data()), lens.size() / sizeof(int32_t));
-  b.values = m.frames[1];
-  b.states = m.frames[3];
-  return b;
-}
-
-// Rows first..last of `all`, as a batch of their own (sharing its buffers).
-RowBatch Slice(const RowBatch& all, size_t first, size_t last) {
-  RowBatch b;
-  b.value_type = all.value_type;
-  b.width = all.width;
-  b.state_per_value = all.state_per_value;
-  const size_t elem = ValueTypeSize(all.value_type);
-  size_t value_first = 0, value_count = 0;
-  if (all.width == 0) {
-    for (size_t i = 0; i < first; ++i) value_first += static_cast<size_t>(all.lens[i]);
-    for (size_t i = first; i < last; ++i) value_count += static_cast<size_t>(all.lens[i]);
-    b.lens = SharedArray<int32_t>(all.lens.owner(), all.lens.data() + first, last - first);
-  } else {
-    value_first = first * all.width;
-    value_count = (last - first) * all.width;
-  }
-  b.keys = SharedArray<Key>(all.keys.owner(), all.keys.data() + first, last - first);
-  b.values = Bytes(all.values.owner(), all.values.data() + value_first * elem, value_count * elem);
-  const size_t spv = all.state_per_value;
-  b.states = Bytes(all.states.owner(), all.states.data() + value_first * spv * elem, value_count * spv * elem);
-  return b;
+  return RowFramesOf(m, "migrate-rows");
 }
 
 }  // namespace
@@ -163,9 +121,16 @@ void KVServerCore::MoverLoop(std::stop_token stop) {
           if (tracking_ && tracking_->change == job.change) tracking_.reset();
           tables = TableSpecs();
         }
+        // Rows of ranges whose chains still hold this server stay: it is their replica now.
+        const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+        const uint32_t me = runtime_->rank().value;
         size_t erased = 0;
         for (const auto& [id, spec] : tables) {
-          Result<size_t> n = EraseRows(id, RoutingRangePredicate(spec, ranges));
+          const KeyPredicate moved = RoutingRangePredicate(spec, ranges);
+          const cluster::Placement placement = PlacementOf(spec);
+          Result<size_t> n = EraseRows(id, [&](Key k) {
+            return moved(k) && !routing->InChain(me, cluster::RoutingKey(placement, k));
+          });
           if (n.ok()) erased += *n;
         }
         PSERVER_LOG_INFO("{}: change {}: erased the {} rows handed over", self, job.change, erased);
@@ -198,7 +163,7 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(int64_t change, cons
       const KeyPredicate moving = RoutingRangePredicate(spec, target.ranges);
       PSERVER_ASSIGN_OR_RETURN(RowBatch rows, ListRows(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
       for (size_t first = 0; first < rows.size() && failed.ok(); first += kMigrateBatchRows) {
-        const RowBatch batch = Slice(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
+        const RowBatch batch = SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
         Result<int64_t> sent = SendBatch(change, target.to, id, batch);
         if (!sent.ok()) {
           failed = sent.status();
@@ -310,6 +275,10 @@ void KVServerCore::TakeMovedRows(const Message& msg) {
   const Status stored = !store.ok()  ? store.status()
                         : !rows.ok() ? rows.status()
                                      : InsertRowsLocked(*store, *rows);
+  // Rows this server owns already (the final phase comes after the switch) go on to its replicas.
+  if (stored.ok()) {
+    NoteReplicated(**store, *runtime_->routing(), {rows->keys.data(), rows->keys.size()}, NodeId(), NodeId(), 0);
+  }
   if (!stored.ok()) {
     PSERVER_LOG_WARN("{}: refused rows moved from {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());

@@ -94,6 +94,14 @@ class LargeRowStore final : public TableStore {
   size_t num_keys() const override { return rows_.size(); }
   size_t memory_bytes() const override;
   void ForEachIf(const KeyPredicate& pred, const RowVisitor& fn) const override;
+  void ForKeys(std::span<const Key> keys, const RowVisitor& fn) const override {
+    for (Key key : keys) {
+      auto it = rows_.find(key);
+      if (it == rows_.end()) continue;
+      fn(key, std::as_bytes(std::span<const T>(it->second.value.data(), width_)),
+         std::as_bytes(std::span<const T>(it->second.state.get(), state_len_)));
+    }
+  }
   Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
   size_t EraseRows(const KeyPredicate& pred) override;
   uint32_t state_per_value() const override { return updater_->state_per_value(); }

@@ -122,21 +122,43 @@ Status TableStore::SetOwnedRanges(std::vector<KeyRange> ranges) {
   return Status::Ok();
 }
 
+namespace {
+
+// A stored row as a store's visitor reports it (the spans stay valid until the store changes).
+struct ListedRow {
+  Key key;
+  std::span<const std::byte> value;
+  std::span<const std::byte> state;
+};
+
+}  // namespace
+
 RowBatch TableStore::ListRows(const KeyPredicate& pred) const {
-  struct Row {
-    Key key;
-    std::span<const std::byte> value;
-    std::span<const std::byte> state;
-  };
-  std::vector<Row> rows;
-  size_t value_bytes = 0, state_bytes = 0;
-  // The spans stay valid until the store changes: collect them, sort, then copy once.
+  std::vector<ListedRow> rows;
+  // Collect the spans, sort, then copy once.
   ForEachIf(pred, [&](Key key, std::span<const std::byte> value, std::span<const std::byte> state) {
     rows.push_back({key, value, state});
-    value_bytes += value.size();
-    state_bytes += state.size();
   });
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.key < b.key; });
+  std::sort(rows.begin(), rows.end(), [](const ListedRow& a, const ListedRow& b) { return a.key < b.key; });
+  return Batch(rows);
+}
+
+RowBatch TableStore::ListRowsOf(std::span<const Key> keys) const {
+  std::vector<ListedRow> rows;
+  rows.reserve(keys.size());
+  ForKeys(keys, [&](Key key, std::span<const std::byte> value, std::span<const std::byte> state) {
+    rows.push_back({key, value, state});
+  });
+  return Batch(rows);
+}
+
+template <typename Rows>
+RowBatch TableStore::Batch(const Rows& rows) const {
+  size_t value_bytes = 0, state_bytes = 0;
+  for (const auto& r : rows) {
+    value_bytes += r.value.size();
+    state_bytes += r.state.size();
+  }
   const TableSpec& s = spec();
   const size_t elem = ValueTypeSize(s.value_type);
   RowBatch batch;
@@ -150,7 +172,7 @@ RowBatch TableStore::ListRows(const KeyPredicate& pred) const {
   std::byte* value_out = batch.values.data();
   std::byte* state_out = batch.states.data();
   for (size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
+    const auto& r = rows[i];
     batch.keys[i] = r.key;
     if (s.variable_length) batch.lens[i] = static_cast<int32_t>(r.value.size() / elem);
     if (!r.value.empty()) std::memcpy(value_out, r.value.data(), r.value.size());

@@ -151,6 +151,9 @@ class TableStore {
   // ranges), in an unspecified but deterministic order. `fn` must not call back into the store.
   virtual void ForEachIf(const KeyPredicate& pred, const RowVisitor& fn) const = 0;
   void ForEach(const RowVisitor& fn) const { ForEachIf({}, fn); }
+  // Calls fn for each of `keys` that is stored, in the order given (a key not stored is passed
+  // over): O(keys), where ForEachIf visits every row. `fn` must not call back into the store.
+  virtual void ForKeys(std::span<const Key> keys, const RowVisitor& fn) const = 0;
   // Stores a row as ForEach reports it, replacing the key's row if it is stored (a
   // variable-length row then takes the new length). kInvalidArgument, with nothing changed, if
   // a span has the wrong size (variable length: value not whole values, or state not
@@ -161,6 +164,9 @@ class TableStore {
   // rule state: a copy, independent of the store. Stores of the same spec and rows list the same
   // batch, whatever their number of shards.
   RowBatch ListRows(const KeyPredicate& pred = {}) const;
+  // The stored rows of `keys` (sorted ascending, unique) with their rule state, as ListRows
+  // lists them: the replication path's O(keys) listing of the rows a push changed.
+  RowBatch ListRowsOf(std::span<const Key> keys) const;
   // Stores every row of `batch` (as PutRow does), e.g. rows another server listed.
   // kInvalidArgument, with nothing changed, if the batch does not fit the table: another value
   // type, width or state_per_value, arrays whose sizes disagree (or a negative length), or
@@ -203,6 +209,10 @@ class TableStore {
   virtual void TakeOwnedRanges(std::vector<KeyRange> ranges) { (void)ranges; }
 
  private:
+  // The rows listed (sorted by key), copied into one batch.
+  template <typename Rows>
+  RowBatch Batch(const Rows& rows) const;
+
   const TableId table_;
   const TableSpec spec_;
   RangeClock clocks_;

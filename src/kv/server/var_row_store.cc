@@ -30,6 +30,15 @@ class VarRowStore final : public TableStore {
   size_t num_keys() const override { return rows_.size(); }
   size_t memory_bytes() const override;
   void ForEachIf(const KeyPredicate& pred, const RowVisitor& fn) const override;
+  void ForKeys(std::span<const Key> keys, const RowVisitor& fn) const override {
+    for (Key key : keys) {
+      auto it = rows_.find(key);
+      if (it == rows_.end()) continue;
+      const size_t len = LengthOf(it->second);
+      fn(key, std::as_bytes(std::span<const T>(it->second.data(), len)),
+         std::as_bytes(std::span<const T>(it->second.data() + len, len * state_per_value_)));
+    }
+  }
   Status PutRow(Key key, std::span<const std::byte> value, std::span<const std::byte> state) override;
   size_t EraseRows(const KeyPredicate& pred) override {
     return absl::erase_if(rows_, [&pred](const auto& kv) { return !pred || pred(kv.first); });

@@ -18,6 +18,12 @@
 // keys by it and sends them again as new parts of the same request (kFlagResend), so a request
 // completes across any number of view changes.
 //
+// Failover: with replication (docs/durability.md) a server's death fails none of the parts sent
+// to it. They wait for the view in which the next servers of its chains own its keys, and go out
+// again re-sliced by it, marked kFlagFailover with the dead server as their origin (the new owner
+// applies such a part only if its replica of the dead server's pushes lacks it); parts sent to a
+// dead server after that view are re-sliced as they fail or as it comes.
+//
 // Bounded state: a request is forgotten as soon as it completes; only failed requests keep
 // their status until Wait collects it (at most kMaxRememberedErrors, oldest dropped first).
 //
@@ -91,6 +97,7 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   void OnData(transport::Message&& msg) override;
   void OnNodeFailed(const cluster::NodeFailure& failure) override;
+  void OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) override;
   void OnShutdown(const Status& why) override;
 
  private:
@@ -102,6 +109,9 @@ class KVWorkerCore final : public cluster::DataHandler {
     Epoch epoch;            // of the routing the part was sliced by
     bool answered = false;
     bool rerouted = false;  // redirected: its keys went out again as later parts (no reply)
+    // A part sent again because the server it went to died (kFlagFailover): that server, the
+    // first one, kept through later redirects. 0 otherwise.
+    NodeId origin;
     transport::Message reply;
   };
   struct Pending {
@@ -144,6 +154,14 @@ class KVWorkerCore final : public cluster::DataHandler {
   // with an error when the redirect cannot be followed. REQUIRES: mu_ held by `lock`, which
   // may be released and re-acquired.
   Unsent Reroute(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, const transport::Message& redirect);
+  // Re-slices part `index` of request `ts` by `routing` into new parts, returned for sending
+  // (marked kFlagResend, and kFlagFailover with their origin when the part had one or
+  // `failover_from` is set). REQUIRES: mu_ held by `lock`, which may be released and re-acquired.
+  Unsent Reslice(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, const cluster::Routing& routing,
+                 NodeId from, NodeId failover_from);
+  // With replication: the parts sent to servers that died, re-sliced by `routing` once it no
+  // longer places keys on them (the failover view), for sending. REQUIRES: mu_ held by `lock`.
+  Unsent ResendOrphans(std::unique_lock<std::mutex>& lock, const cluster::Routing& routing);
   // Finishes a request (result, callback, bookkeeping), then starts what it released.
   void Complete(int64_t ts, Pending&& p);
   // Returns whether tasks are held (so that the caller should try to start them).
@@ -175,6 +193,8 @@ class KVWorkerCore final : public cluster::DataHandler {
   std::deque<Held> held_;                               // guarded by mu_; not started, in order
   absl::flat_hash_map<TableId, TableConsistency> consistency_;  // guarded by mu_
   uint64_t clock_ = 0;                                  // guarded by mu_
+  absl::flat_hash_set<NodeId> failed_servers_;          // guarded by mu_; with replication
+  std::atomic<bool> any_failed_servers_{false};         // !failed_servers_.empty()
   std::atomic<uint64_t> completions_{0};                // requests finished so far (Wait spins on it)
 };
 

@@ -23,10 +23,17 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
   // Queued under send_mu_, so that every server's queue holds this worker's requests in
   // timestamp order; sent after it is released, so that no lock of this class is held across a
   // send that may block (a server blocked replying to this worker then never waits for it).
+  bool to_dead = false;  // a part for a server declared dead (sliced by a view older than the failover)
+  if (any_failed_servers_.load(std::memory_order_acquire)) {
+    std::lock_guard lock(mu_);
+    for (const auto& entry : msgs) to_dead = to_dead || failed_servers_.contains(entry.second.header.receiver);
+  }
   for (auto& entry : msgs) runtime_->QueueData(std::move(entry.second));
   send_lock.unlock();
   // A failure (a dead peer, a send that timed out) may be of a request another thread queued:
   // it is answered here all the same.
+  const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+  const bool replicated = routing->view().replicas >= 2;
   for (cluster::NodeRuntime::SendFailure& f : runtime_->FlushData()) {
     const transport::Header& h = f.header;
     if (h.type == MessageType::kClock) {
@@ -34,9 +41,27 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
                        runtime_->DescribeNode(h.receiver), f.error.ToString());
       continue;
     }
+    const cluster::NodeInfo* to = routing->Find(h.receiver);
+    if (replicated && (to == nullptr || to->role == Role::kServer)) {
+      // A server that cannot be sent to is dying: the part goes to the next server of its chain
+      // once the scheduler fails over from it (or the job ends, failing it).
+      PSERVER_LOG_WARN("worker {}: part {} of request {} not sent to {} ({}); it waits for the failover",
+                       runtime_->rank().value, h.part, h.request_id, runtime_->DescribeNode(h.receiver),
+                       f.error.ToString());
+      continue;
+    }
     std::unique_lock lock(mu_);
     Answer(lock, h.request_id, h.part, nullptr, f.error.WithContext(runtime_->DescribeNode(h.receiver)));
   }
+  // Requests that went to servers declared dead after the failover view came: sent again now.
+  Unsent orphans;
+  if (to_dead) {
+    std::unique_lock lock(mu_);
+    orphans = ResendOrphans(lock, *runtime_->routing());
+  }
+  if (orphans.empty()) return;
+  send_lock.lock();
+  SendAll(send_lock, std::move(orphans));
 }
 
 void KVWorkerCore::StartReady() {

@@ -277,7 +277,61 @@ void KVWorkerCore::FailAll(const Status& why, const NodeId* only) {
   for (const auto& [ts, i] : victims) Answer(lock, ts, i, nullptr, why);
 }
 
+KVWorkerCore::Unsent KVWorkerCore::ResendOrphans(std::unique_lock<std::mutex>& lock, const cluster::Routing& routing) {
+  Unsent out;
+  if (failed_servers_.empty()) return out;
+  for (uint32_t rank : routing.ring().servers()) {
+    const cluster::NodeInfo* n = routing.Server(rank);
+    if (n != nullptr && failed_servers_.contains(n->id)) return out;  // not the failover view yet
+  }
+  std::vector<std::pair<int64_t, size_t>> orphans;
+  for (const auto& [ts, p] : pending_) {
+    for (size_t i = 0; i < p.parts.size(); ++i) {
+      const Part& part = p.parts[i];
+      if (!part.answered && !part.rerouted && failed_servers_.contains(part.node)) orphans.emplace_back(ts, i);
+    }
+  }
+  for (const auto& [ts, i] : orphans) {
+    auto it = pending_.find(ts);  // Reslice may release the lock (a part it fails completes)
+    if (it == pending_.end() || it->second.parts[i].answered || it->second.parts[i].rerouted) continue;
+    const NodeId dead = it->second.parts[i].node;
+    Unsent resent = Reslice(lock, ts, i, routing, dead, dead);
+    for (auto& m : resent) out.push_back(std::move(m));
+  }
+  if (!out.empty()) {
+    PSERVER_LOG_INFO("worker {}: sends {} part(s) of requests to dead servers again, by the view of epoch {}",
+                     runtime_->rank().value, out.size(), routing.epoch().value);
+  }
+  return out;
+}
+
+void KVWorkerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) {
+  Unsent resend;
+  {
+    std::unique_lock lock(mu_);
+    resend = ResendOrphans(lock, *routing);
+  }
+  if (resend.empty()) return;
+  std::unique_lock send_lock(send_mu_);
+  SendAll(send_lock, std::move(resend));
+}
+
 void KVWorkerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
+  const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
+  if (failure.role == Role::kServer && routing->view().replicas >= 2) {
+    // Its keys go to the next servers of its chains: what was sent to it goes there instead.
+    Unsent resend;
+    {
+      std::unique_lock lock(mu_);
+      failed_servers_.insert(failure.id);
+      any_failed_servers_.store(true, std::memory_order_release);
+      resend = ResendOrphans(lock, *routing);
+    }
+    if (resend.empty()) return;
+    std::unique_lock send_lock(send_mu_);
+    SendAll(send_lock, std::move(resend));
+    return;
+  }
   Status why = Status::Unavailable(fmt::format("{} died: {}", cluster::NodeName(failure.role, failure.rank, failure.id),
                                                failure.reason));
   FailAll(why, &failure.id);

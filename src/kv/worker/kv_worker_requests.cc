@@ -137,6 +137,10 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.part = static_cast<uint32_t>(&part - p.parts.data());
   m.header.clock = p.clock;
   m.header.aux = p.aux;
+  if (part.origin.value != 0) {
+    m.header.flags |= transport::kFlagFailover;
+    m.header.origin = part.origin;
+  }
   const bool gathered = !p.order.empty();  // by SplitBySlice, for a hashed request
   m.frames.push_back(gathered ? std::move(keys) : Gather(transport::AsBytes(call.keys), part.runs, sizeof(Key), nullptr, 0));
   if (Pushes(call.type)) {
@@ -254,6 +258,17 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
         "redirected a request routed with the view of epoch {}, but its own view (epoch {}) is not newer",
         sent_with.value, view->epoch.value)));
   }
+  return Reslice(lock, ts, index, **routing, from, NodeId());
+}
+
+KVWorkerCore::Unsent KVWorkerCore::Reslice(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index,
+                                           const cluster::Routing& routing, NodeId from, NodeId failover_from) {
+  Pending& p = pending_.at(ts);
+  auto fail = [&](const Status& why) {
+    Answer(lock, ts, index, nullptr, why.WithContext(runtime_->DescribeNode(from)));
+    return Unsent();
+  };
+  const NodeId origin = p.parts[index].origin.value != 0 ? p.parts[index].origin : failover_from;
   // A request split by order: its parts become runs, so that new parts can join them.
   if (!p.order.empty()) {
     std::span<const uint32_t> order = p.order;
@@ -272,7 +287,7 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
   }
   std::vector<Key> keys(indices.size());
   for (size_t i = 0; i < indices.size(); ++i) keys[i] = p.call.keys[indices[i]];
-  Result<Slices> slices = SliceKeys(keys, PlacementOf(*p.spec), (*routing)->ring());
+  Result<Slices> slices = SliceKeys(keys, PlacementOf(*p.spec), routing.ring());
   if (!slices.ok()) return fail(slices.status());
   p.parts[index].answered = true;
   p.parts[index].rerouted = true;
@@ -283,9 +298,10 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
   for (const Slice& s : *slices) {
     Part part;
     part.server = s.server;
-    part.node = (*routing)->Server(s.server)->id;
+    part.node = routing.Server(s.server)->id;
     part.num_keys = s.num_keys;
-    part.epoch = (*routing)->epoch();
+    part.epoch = routing.epoch();
+    part.origin = origin;
     std::vector<uint32_t> mine;  // the slice's runs index `keys`; map them back to the request
     for (const IndexRun& r : s.runs) {
       for (uint32_t i = r.begin; i < r.end; ++i) mine.push_back(indices[i]);
@@ -297,9 +313,9 @@ KVWorkerCore::Unsent KVWorkerCore::Reroute(std::unique_lock<std::mutex>& lock, i
     m.header.flags |= transport::kFlagResend;
     out.emplace_back(ts, std::move(m));
   }
-  PSERVER_LOG_DEBUG("worker {}: request {} part {} redirected by {} to the view of epoch {}: resent as {} part(s)",
-                    runtime_->rank().value, ts, index, runtime_->DescribeNode(from), (*routing)->epoch().value,
-                    out.size());
+  PSERVER_LOG_DEBUG("worker {}: request {} part {} {} {}; resent by the view of epoch {} as {} part(s)",
+                    runtime_->rank().value, ts, index, failover_from.value != 0 ? "went to" : "redirected by",
+                    runtime_->DescribeNode(from), routing.epoch().value, out.size());
   return out;
 }
 
