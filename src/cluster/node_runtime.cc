@@ -24,7 +24,13 @@ const char* BarrierGroupName(BarrierGroup group) {
 }
 
 NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock)
-    : options_(options), clock_(clock), transport_(std::move(transport)) {}
+    : options_(options), clock_(clock), transport_(std::move(transport)) {
+  // A send blocked on a peer the scheduler declared dead ends then, not a send timeout later.
+  transport_->SetGiveUp([this](NodeId peer) {
+    MutexLock lock(&given_up_mu_);
+    return given_up_.contains(peer);
+  });
+}
 
 Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& options,
                                                         std::unique_ptr<transport::Transport> transport,
@@ -615,6 +621,10 @@ void NodeRuntime::HandleControl(Message&& msg) {
       {
         MutexLock lock(&mu_);
         dead_nodes_[f->id] = f->reason;
+      }
+      {
+        MutexLock lock(&given_up_mu_);
+        given_up_.insert(f->id);
       }
       Enqueue(DataItem(std::function<void()>([this, failure = *f]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
                          if (data_handler_) data_handler_->OnNodeFailed(failure);

@@ -65,6 +65,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "base/clock.h"
 #include "base/mutex.h"
 #include "cluster/control_messages.h"
@@ -352,6 +353,9 @@ class NodeRuntime {
   absl::flat_hash_map<int64_t, ControlCall> calls_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TableId, transport::Bytes> tables_ ABSL_GUARDED_BY(mu_);  // spec bytes
   absl::flat_hash_map<NodeId, std::string> dead_nodes_ ABSL_GUARDED_BY(mu_);
+  // The dead nodes again, for the transport's sending threads (which must not take mu_).
+  Mutex given_up_mu_;
+  absl::flat_hash_set<NodeId> given_up_ ABSL_GUARDED_BY(given_up_mu_);
   Clock::TimePoint last_ack_ ABSL_GUARDED_BY(mu_);
 
   // The data queue, from the receive thread to the data thread.

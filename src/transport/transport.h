@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,12 @@ class Transport {
   // name the receiver by PeerName.
   Status Send(Message msg);
 
+  // Sends that block on a peer for which `given_up` returns true (the node learned it died) end
+  // with kUnavailable within about kGiveUpCheck instead of waiting out the send timeout. Set
+  // once, before the first send; `given_up` is called from sending threads.
+  void SetGiveUp(std::function<bool(NodeId)> given_up) { given_up_ = std::move(given_up); }
+  static constexpr std::chrono::milliseconds kGiveUpCheck{50};
+
   // As Send, but never blocks: kUnavailable at once when the peer's queue is full or the peer
   // is not connected. For control messages whose sender must not stall (heartbeats, the
   // scheduler's replies and broadcasts).
@@ -108,6 +115,9 @@ class Transport {
   TransportStats stats() const;
 
  protected:
+  // Whether sends to `peer` are given up (SetGiveUp).
+  bool GivenUp(NodeId peer) const { return given_up_ && given_up_(peer); }
+
   // A received wire frame sequence (see message.h): frames[0] should be the head.
   struct RawFrames {
     Frames frames;
@@ -135,6 +145,7 @@ class Transport {
   Status SendImpl(Message msg, bool may_block);
 
   const ConnectionId local_id_ = ConnectionId::Random();
+  std::function<bool(NodeId)> given_up_;  // set before the first send, read-only after
   mutable Mutex names_mu_;
   absl::flat_hash_map<NodeId, std::string> names_ ABSL_GUARDED_BY(names_mu_);
   std::atomic<bool> shut_down_{false};

@@ -27,6 +27,11 @@
 //   rules         every built-in update rule against a plain double reference of its formula
 //   custom_rule   a table with the user rule "scaled_add" (servers: custom_rule_server), and
 //                 a table naming an unknown rule refused with an error naming it
+//   failover      pushes without waiting (up to 32 in flight) to 2000 keys of a float64 table,
+//                 printing "failover: pushing" once under way, until --stop-file exists, then 200
+//                 more; publishes its count, and after a barrier checks that every key holds
+//                 f(key) * sum over workers of (rank+1) * count: the test SIGKILLs servers of a
+//                 replicated job meanwhile, and no push may be lost or applied twice
 //   wait_forever  pushes and waits in a loop; prints "pushing" after the first round. Used by
 //                 the fault tests: once the cluster fails, it prints the error, waits (bounded)
 //                 for the end of the job with Finalize, prints its outcome and exits 3
@@ -35,6 +40,7 @@
 // program could not start (flags, environment, Node::Start); 3 wait_forever saw the cluster
 // fail with kUnavailable or kAborted. Every failure is explained by a line on stderr.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -43,6 +49,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <functional>
@@ -86,6 +93,7 @@ struct Context {
   uint32_t phase1_workers; // checkpoint: workers of phase 1
   std::string checkpoint_dir;
   std::string expect_file;
+  std::string stop_file;   // failover: stop pushing once it exists
 };
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -1341,6 +1349,70 @@ Status CustomRuleScenario(Context& c) {
   return Status::Ok();
 }
 
+// Pushes from every worker, many in flight, while the test kills replicated servers; then the
+// exact sum of what every worker says it pushed.
+Status FailoverScenario(Context& c) {
+  if (c.stop_file.empty()) return Status::InvalidArgument("failover needs --stop-file");
+  PSERVER_ASSIGN_OR_RETURN(TableId table, In(c.node.DeclareTable(TableSpec{.name = "failover", .value_type = ValueType::kFloat64}),
+                                             "declaring table 'failover'"));
+  PSERVER_ASSIGN_OR_RETURN(TableId counts, In(c.node.DeclareTable(TableSpec{.name = "failover_counts", .value_type = ValueType::kFloat64}),
+                                              "declaring table 'failover_counts'"));
+  KVWorker<double> kv(c.node);
+  const SharedArray<Key> keys = RandomKeys(c.seed, 41, 2000);
+  auto f = [](Key k) { return static_cast<double>(1 + k % 7); };
+  std::vector<double> mine(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) mine[i] = f(keys[i]) * (c.rank + 1);
+  const SharedArray<double> vals(std::move(mine));
+  constexpr size_t kInFlight = 32;
+  constexpr uint64_t kAfterStop = 200, kMostPushes = 2000000;
+  std::deque<Timestamp> in_flight;
+  uint64_t pushed = 0, stop_at = 0;
+  while (stop_at == 0 || pushed < stop_at) {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, In(kv.Push(table, keys, vals), "push"));
+    in_flight.push_back(ts);
+    ++pushed;
+    if (in_flight.size() > kInFlight) {
+      PSERVER_RETURN_IF_ERROR(In(kv.Wait(in_flight.front()), fmt::format("push {}", in_flight.front().value)));
+      in_flight.pop_front();
+    }
+    if (pushed == 100) {
+      std::printf("failover: pushing\n");
+      std::fflush(stdout);
+    }
+    if (stop_at == 0 && pushed % 16 == 0 && std::filesystem::exists(c.stop_file)) stop_at = pushed + kAfterStop;
+    if (pushed > kMostPushes) return Mismatch(fmt::format("{} pushes and still no {}", pushed, c.stop_file));
+  }
+  for (Timestamp ts : in_flight) PSERVER_RETURN_IF_ERROR(In(kv.Wait(ts), fmt::format("push {}", ts.value)));
+  // Every worker's count, under its rank.
+  PSERVER_ASSIGN_OR_RETURN(Timestamp told, In(kv.Push(counts, SharedArray<Key>(std::vector<Key>{c.rank}),
+                                                      SharedArray<double>(std::vector<double>{double(pushed)})),
+                                              "push of the count"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(told), "push of the count"));
+  PSERVER_RETURN_IF_ERROR(In(c.node.Barrier(BarrierGroup::kWorkers), "barrier"));
+  std::vector<Key> ranks(c.workers);
+  for (uint32_t w = 0; w < c.workers; ++w) ranks[w] = w;
+  SharedArray<double> n;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp asked, In(kv.Pull(counts, SharedArray<Key>(std::move(ranks)), &n), "pull of the counts"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(asked), "pull of the counts"));
+  double weight = 0;
+  for (uint32_t w = 0; w < c.workers; ++w) weight += (w + 1) * n[w];
+  if (c.expect_wrong_sums) weight += 1;
+  SharedArray<double> got;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp pull, In(kv.Pull(table, keys, &got), "pull"));
+  PSERVER_RETURN_IF_ERROR(In(kv.Wait(pull), "pull"));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (got[i] != f(keys[i]) * weight) {
+      return Mismatch(fmt::format("key {} holds {}, expected {} = {} x {} (pushes: {})", keys[i], got[i],
+                                  f(keys[i]) * weight, f(keys[i]), weight, fmt::join(n, ", ")));
+    }
+  }
+  std::printf("failover: worker %u pushed %llu times; every sum is exact (weight %.0f)\n", c.rank,
+              static_cast<unsigned long long>(pushed), weight);
+  std::fflush(stdout);
+  // Nobody finalizes (ending its part) before every worker checked.
+  return In(c.node.Barrier(BarrierGroup::kWorkers), "barrier");
+}
+
 using ScenarioFn = Status (*)(Context&);
 const std::map<std::string, ScenarioFn>& Scenarios() {
   static const std::map<std::string, ScenarioFn> scenarios = {
@@ -1352,6 +1424,7 @@ const std::map<std::string, ScenarioFn>& Scenarios() {
       {"delay", DelayScenario},   {"ssp", SspScenario},
       {"ssp_join", SspJoinScenario},   {"checkpoint", CheckpointScenario},
       {"rules", RulesScenario},   {"custom_rule", CustomRuleScenario},
+      {"failover", FailoverScenario},
   };
   return scenarios;
 }
@@ -1376,7 +1449,7 @@ int main(int argc, char** argv) {
   uint64_t joined_after = 0;
   int phase = 1;
   uint32_t phase1_workers = 1;
-  std::string checkpoint_dir, expect_file;
+  std::string checkpoint_dir, expect_file, stop_file;
   std::vector<std::string> names;
   for (const auto& [name, fn] : Scenarios()) names.push_back(name);
   app.add_option("--scenario", scenario, "What to check")->required()->check(CLI::IsMember(names));
@@ -1399,6 +1472,7 @@ int main(int argc, char** argv) {
   app.add_option("--phase1-workers", phase1_workers, "checkpoint: the workers of phase 1")->capture_default_str();
   app.add_option("--dir", checkpoint_dir, "checkpoint: the checkpoint directory");
   app.add_option("--expect-file", expect_file, "checkpoint: where phase 1 leaves the values phase 2 must match");
+  app.add_option("--stop-file", stop_file, "failover: stop pushing (200 pushes later) once this file exists");
   app.add_option("--heartbeat-interval-ms", heartbeat_interval_ms, "Override the node's heartbeat interval")
       ->check(CLI::PositiveNumber);
   app.add_option("--send-timeout-ms", send_timeout_ms, "Override the node's send timeout")->check(CLI::PositiveNumber);
@@ -1428,7 +1502,8 @@ int main(int argc, char** argv) {
   }
   Context ctx{**node,      (*node)->rank().value, (*node)->num_workers(), (*node)->num_servers(), seed,
               iterations, expect_wrong_sums,     max_delay,              rounds,                  slow_clock,
-              joined_after, phase,         phase1_workers,         checkpoint_dir,          expect_file};
+              joined_after, phase,         phase1_workers,         checkpoint_dir,          expect_file,
+              stop_file};
   Status s = Scenarios().at(scenario)(ctx);
   if (scenario == "wait_forever") {
     if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kAborted) {

@@ -224,13 +224,14 @@ Status ZmqTransport::SendFrame(void* socket, const Bytes& frame, bool more, bool
   return SendMsg(socket, &msg, more, may_block);
 }
 
-Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block) {
+Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block, bool* would_block) {
   int flags = (more ? ZMQ_SNDMORE : 0) | (may_block ? 0 : ZMQ_DONTWAIT);
   HandOverToZmq(&wire_order);
   if (zmq_msg_send(msg, socket, flags) < 0) {
     int err = zmq_errno();
     zmq_msg_close(msg);
     if (err == EAGAIN) {
+      if (would_block != nullptr) *would_block = true;
       if (!may_block) return Status::Unavailable("the peer is not connected or its queue is full");
       return Status::Unavailable(fmt::format("the peer did not accept the message within {} ms",
                                              options_.send_timeout.count()));
@@ -246,16 +247,33 @@ Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_b
   auto it = peers_.find(receiver);
   if (it == peers_.end()) return Status::NotFound("the peer is not connected");
   Peer& peer = *it->second;
-  // The head is written straight into ZeroMQ's buffer: one allocation, one copy of the inline
-  // frames.
-  zmq_msg_t head;
-  if (zmq_msg_init_size(&head, wire.head_size()) != 0) return Status::Internal("zmq_msg_init_size: " + ZmqError());
-  wire.EncodeHead(static_cast<std::byte*>(zmq_msg_data(&head)));
   const auto& rest = wire.out_of_line();
   MutexLock peer_lock(&peer.mu);
   // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
-  // queues a multipart message atomically once its first part is accepted.
-  PSERVER_RETURN_IF_ERROR(SendMsg(peer.socket, &head, !rest.empty(), may_block));
+  // queues a multipart message atomically once its first part is accepted. A blocking send waits
+  // for the peer in slices of kGiveUpCheck, so that it ends soon after the peer is given up.
+  const auto deadline = std::chrono::steady_clock::now() + options_.send_timeout;
+  while (true) {
+    // The head is written straight into ZeroMQ's buffer: one allocation, one copy of the inline
+    // frames.
+    zmq_msg_t head;
+    if (zmq_msg_init_size(&head, wire.head_size()) != 0) return Status::Internal("zmq_msg_init_size: " + ZmqError());
+    wire.EncodeHead(static_cast<std::byte*>(zmq_msg_data(&head)));
+    bool would_block = false;
+    Status sent = SendMsg(peer.socket, &head, !rest.empty(), /*may_block=*/false, &would_block);
+    if (sent.ok()) break;
+    if (!may_block || !would_block) return sent;
+    if (GivenUp(receiver)) return Status::Unavailable("the peer was declared dead");
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return Status::Unavailable(fmt::format("the peer did not accept the message within {} ms",
+                                             options_.send_timeout.count()));
+    }
+    zmq_pollitem_t item = {peer.socket, 0, ZMQ_POLLOUT, 0};
+    if (zmq_poll(&item, 1, static_cast<long>(std::min(left, kGiveUpCheck).count())) < 0 && zmq_errno() == ETERM) {
+      return Status::Aborted("transport shut down");
+    }
+  }
   for (size_t i = 0; i < rest.size(); ++i) {
     PSERVER_RETURN_IF_ERROR(SendFrame(peer.socket, *rest[i], i + 1 < rest.size(), true));
   }

@@ -90,7 +90,7 @@ class ZmqTransport final : public Transport {
   // Sends one wire frame, copying it when small and zero-copy otherwise.
   Status SendFrame(void* socket, const Bytes& frame, bool more, bool may_block);
   // Sends `msg` (taking it over: it is closed on failure and emptied by ZeroMQ on success).
-  Status SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block);
+  Status SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block, bool* would_block = nullptr);
 
   const ZmqOptions options_;
   void* context_ = nullptr;
