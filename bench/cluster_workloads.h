@@ -39,6 +39,7 @@ struct ClusterWorkloadOptions {
   int warmup_requests = 64;
   bool verify = false;  // check every pulled row's size (slower)
   ServerWork server_work = ServerWork::kStore;
+  uint32_t replicas = 1;  // the job's replication factor (NodeOptions::replicas)
 };
 
 // Requests per second over all workers, like MeasureRawZmqThroughput.

@@ -84,6 +84,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
                                                o.exact_requests, o.window));
   }
   kv::LocalClusterOptions co;
+  co.node.replicas = o.replicas;
   co.num_servers = static_cast<uint32_t>(o.num_servers);
   co.num_workers = static_cast<uint32_t>(o.num_workers);
   // Each server applies on its share of the machine's hardware threads, as `pserver launch`

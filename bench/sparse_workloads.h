@@ -49,6 +49,8 @@ struct SparseWorkloadOptions {
   // Threads each server applies on; 0: hardware threads / num_servers, at least 1
   // (SparseApplyThreads).
   uint32_t apply_threads = 0;
+  // The job's replication factor (NodeOptions::replicas).
+  uint32_t replicas = 1;
   // For correctness tests. exact_requests > 0: each worker issues exactly this many requests
   // after the warm-up (REQUIRES: > window) and stops, whatever min_duration says; the first
   // `window` are not timed. collect_values: worker 0 returns the values it pulled (see

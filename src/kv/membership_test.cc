@@ -54,7 +54,7 @@ bool WaitUntil(const std::function<bool()>& done, seconds limit = seconds(120)) 
 // A job over the inproc transport whose servers serve floats; servers can be added while it
 // runs.
 struct Job {
-  Job(uint32_t servers, uint32_t workers) : job(pserver::testing::FastHeartbeats()) {
+  Job(uint32_t servers, uint32_t workers, uint32_t replicas = 1) : job(WithReplicas(replicas)) {
     EXPECT_OK(job.StartScheduler(servers, workers));
     job.RunScheduler();
     std::vector<NodeOptions> options;
@@ -82,6 +82,12 @@ struct Job {
   }
 
   cluster::Scheduler& scheduler() { return *internal::NodeAccess::Scheduler(job.scheduler()); }
+
+  static NodeOptions WithReplicas(uint32_t replicas) {
+    NodeOptions o = pserver::testing::FastHeartbeats();
+    o.replicas = replicas;
+    return o;
+  }
 
   InprocJob job;
   std::vector<std::unique_ptr<KVServer<float>>> servers;
@@ -175,12 +181,13 @@ TableSpec SumsSpec(bool dense) {
 
 // At least 12 membership changes at seeded random moments while two workers push: joins (one
 // of them two servers at once) and drains of random servers, then exact sums.
-void RunPushesThroughJoinsAndDrains(bool dense) {
+void RunPushesThroughJoinsAndDrains(bool dense, uint32_t replicas = 1) {
   const uint64_t seed = std::random_device{}();
-  std::printf("seed %llu (%s)\n", static_cast<unsigned long long>(seed), dense ? "dense" : "sparse");
+  std::printf("seed %llu (%s, %u replicas)\n", static_cast<unsigned long long>(seed), dense ? "dense" : "sparse",
+              replicas);
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  Job job(2, 2);
+  Job job(2, 2, replicas);
   const TableSpec spec = SumsSpec(dense);
   const std::vector<Key> keys = SomeKeys(dense);
   Result<TableId> table = job.worker_nodes[0]->DeclareTable(spec);
@@ -228,6 +235,12 @@ void RunPushesThroughJoinsAndDrains(bool dense) {
 TEST(MembershipTest, PushesThroughJoinsAndDrainsSumExactly) { RunPushesThroughJoinsAndDrains(false); }
 
 TEST(MembershipTest, DenseTableMovesThroughJoinsAndDrains) { RunPushesThroughJoinsAndDrains(true); }
+
+// With two replicas every change also rebuilds chains: new replicas get their ranges' rows, donors
+// that stay replicas keep theirs, and pushes are answered only once replicated.
+TEST(MembershipTest, ReplicatedJobThroughJoinsAndDrainsSumsExactly) { RunPushesThroughJoinsAndDrains(false, 2); }
+
+TEST(MembershipTest, ReplicatedDenseTableThroughJoinsAndDrains) { RunPushesThroughJoinsAndDrains(true, 2); }
 
 TEST(MembershipTest, TheLastServerIsNotDrained) {
   Job job(1, 1);

@@ -151,6 +151,46 @@ std::string KeyCount(uint64_t n) {
   return fmt::format("{}", n);
 }
 
+// What replication costs: the same push cell with 2 replicas against 1, repetitions alternating
+// so that both see the same machine load (ratio = k2 / k1).
+Result<BenchResult> ReplicationCell(const BenchFlags& f, size_t bytes, int servers, int workers) {
+  std::vector<double> one, two;
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    bench::ClusterWorkloadOptions c;
+    c.shape = Shape::kPush;
+    c.bytes = bytes;
+    c.window = f.window;
+    c.num_servers = servers;
+    c.num_workers = workers;
+    c.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+    PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureClusterThroughput(c));
+    one.push_back(a.requests_per_sec);
+    c.replicas = 2;
+    PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureClusterThroughput(c));
+    two.push_back(b.requests_per_sec);
+  }
+  const std::string size = bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20) : fmt::format("{}KiB", bytes >> 10);
+  return bench::MakeBenchResult(fmt::format("replicated_push/{}/{}s{}w/k2", size, servers, workers), "req/s", two,
+                                bench::Summarize(one).median, "pserver_k1", true);
+}
+
+// The same for sparse pushes (--sparse-keys random keys per request): keys/s per server.
+Result<BenchResult> SparseReplicationCell(const BenchFlags& f, const bench::SparseRequests& requests, int servers,
+                                          int workers) {
+  std::vector<double> one, two;
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    bench::SparseWorkloadOptions o = SparseOptions(f, true, servers, workers);
+    PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput a, bench::MeasureClusterSparse(o, requests));
+    one.push_back(a.keys_per_sec_per_server);
+    o.replicas = 2;
+    PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput b, bench::MeasureClusterSparse(o, requests));
+    two.push_back(b.keys_per_sec_per_server);
+  }
+  return bench::MakeBenchResult(fmt::format("replicated_sparse_push/{}keys/{}s{}w/k2", KeyCount(f.sparse_keys), servers,
+                                            workers),
+                                "keys/s/server", two, bench::Summarize(one).median, "pserver_k1", true);
+}
+
 // Keys per second per server of a sparse workload; repetitions alternate between the hash-map
 // bound and pserver so that both see the same machine load.
 Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests& requests, bool push, int servers,
@@ -213,6 +253,36 @@ int Run(const BenchFlags& f) {
       Result<BenchResult> r = MemoryCell(f);
       if (!r.ok()) return std::fprintf(stderr, "pserver bench: memory: %s\n", r.status().ToString().c_str()), 1;
       report(*r);
+      continue;
+    }
+    if (w == "replicated_push" || w == "replicated_sparse_push") {
+      const bool sparse = w == "replicated_sparse_push";
+      if (sparse && !sparse_requests) {
+        Result<bench::SparseRequests> reqs = bench::MakeSparseRequests(SparseOptions(f, true, 1, 1));
+        if (!reqs.ok()) return std::fprintf(stderr, "pserver bench: %s\n", reqs.status().ToString().c_str()), 2;
+        sparse_requests = std::move(*reqs);
+      }
+      for (const std::string& t : f.topologies) {
+        Result<std::pair<int, int>> topo = ParseTopology(t);
+        if (!topo.ok()) return std::fprintf(stderr, "pserver bench: %s\n", topo.status().ToString().c_str()), 2;
+        if (topo->first < 2) continue;  // one server has no replica
+        std::vector<std::string> sizes = sparse ? std::vector<std::string>{"-"} : f.sizes;
+        for (const std::string& sz : sizes) {
+          Result<BenchResult> r = Status::Ok();
+          if (sparse) {
+            r = SparseReplicationCell(f, *sparse_requests, topo->first, topo->second);
+          } else {
+            Result<size_t> bytes = ParseSize(sz);
+            if (!bytes.ok()) return std::fprintf(stderr, "pserver bench: %s\n", bytes.status().ToString().c_str()), 2;
+            r = ReplicationCell(f, *bytes, topo->first, topo->second);
+          }
+          if (!r.ok()) {
+            std::fprintf(stderr, "pserver bench: %s %s: %s\n", w.c_str(), t.c_str(), r.status().ToString().c_str());
+            return 1;
+          }
+          report(*r);
+        }
+      }
       continue;
     }
     if (w == "sparse_push" || w == "sparse_pull") {
@@ -281,7 +351,9 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
                   "push, pull, pushpull (one key per request, 32 in flight), rtt; also (not by default) "
                   "sparse_push, sparse_pull (--sparse-keys random keys per request into a sparse SGD table, keys/s "
                   "per server against a flat_hash_map loop over the same keys on as many threads as a server applies on) and memory (bytes per parameter of a "
-                  "sparse SGD store of --memory-keys keys, against the 20-byte target)")
+                  "sparse SGD store of --memory-keys keys, against the 20-byte target); replicated_push and "
+                  "replicated_sparse_push (push and sparse_push with 2 replicas against 1, in the same run; topologies "
+                  "of 2 or more servers)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--sizes", f->sizes, "Value sizes of the one key per request")->delimiter(',')->capture_default_str();

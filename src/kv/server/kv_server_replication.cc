@@ -168,7 +168,6 @@ void KVServerCore::FlushReplicas(bool force) {
       m.header.sender = runtime_->id();
       m.header.receiver = replica;
       m.header.table = table;
-      m.header.epoch = r.routing->epoch();
       m.header.request_id = r.next_request++;
       AppendRowFrames((*store)->ListRowsOf(out.keys), &m);
       m.frames.push_back(EncodePushes(out.pushes));
@@ -370,7 +369,6 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
         m.header.sender = runtime_->id();
         m.header.receiver = replica;
         m.header.table = id;
-        m.header.epoch = after->epoch();
         m.header.request_id = r.next_request++;
         AppendRowFrames(SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows)), &m);
         m.frames.push_back(std::move(pushes));
