@@ -148,7 +148,10 @@ void KVServerCore::NoteReplicated(const TableStore& store, const cluster::Routin
         to.push_back(&out);
       }
     }
-    for (Replication::Outgoing* out : to) out->keys.push_back(k);
+    for (Replication::Outgoing* out : to) {
+      if (!out->keys.empty() && out->keys.back() >= k) out->sorted = false;
+      out->keys.push_back(k);
+    }
   }
 }
 
@@ -161,8 +164,10 @@ void KVServerCore::FlushReplicas(bool force) {
     for (auto& [table, out] : tables) {
       Result<TableStore*> store = FindStore(table);
       if (!store.ok()) continue;  // the table was made when the push came
-      std::sort(out.keys.begin(), out.keys.end());
-      out.keys.erase(std::unique(out.keys.begin(), out.keys.end()), out.keys.end());
+      if (!out.sorted) {  // several pushes: their keys interleave
+        std::sort(out.keys.begin(), out.keys.end());
+        out.keys.erase(std::unique(out.keys.begin(), out.keys.end()), out.keys.end());
+      }
       Message m;
       m.header.type = MessageType::kReplicate;
       m.header.sender = runtime_->id();

@@ -32,7 +32,8 @@ struct KVServerCore::Replication {
 
   // Owner: the open round, per replica and table.
   struct Outgoing {
-    std::vector<Key> keys;                            // changed since the last round (may repeat)
+    std::vector<Key> keys;  // changed since the last round (may repeat)
+    bool sorted = true;     // keys ascending and unique (one push's keys, or pushes in key order)
     std::vector<ReplicatedPush> pushes;  // the pushes whose effects they hold
   };
   absl::flat_hash_map<NodeId, absl::flat_hash_map<TableId, Outgoing>> open;
