@@ -315,6 +315,23 @@ TEST_F(LauncherTest, ReturnsOneWhenServerFailsBeforeWorkersFinish) {
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "server.1.pid", "worker.0.pid"});
 }
 
+// With replicas (`launch --replicas 2`) a server that dies is the scheduler's to fail over from:
+// the launcher reports it and the workers finish; their status is the launch's.
+TEST_F(LauncherTest, AServerThatDiesIsReportedWhenServersMayDie) {
+  LaunchOptions options = Options(1, 1, Fake::kExitWhenWorkersDone, Fake::kRunUntilKilled,
+                                  "await_cluster\n"
+                                  "server=$(cat \"$D/server.0.pid\")\n"
+                                  "kill -KILL \"$server\"\n"
+                                  "while kill -0 \"$server\" 2>/dev/null; do sleep 0.01; done");
+  options.servers_may_die = true;
+
+  EXPECT_EQ(RunLaunch(options), 0);
+
+  EXPECT_TRUE(Contains(Err(), "launch: server 0 killed by signal 9 (SIGKILL) while the workers run; its replicas take "
+                              "its keys\n"));
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
+}
+
 TEST_F(LauncherTest, GivesWorkersGraceWhenServerExitsCleanlyFirst) {
   // The worker finishes only once the launcher has reaped the server (kill -0 fails), so the
   // server's clean exit is always seen while the worker still runs.

@@ -398,6 +398,7 @@ void KVServerCore::DropWorker(NodeId worker, const std::string& why) {
     waiting_.erase(it);
   }
   if (num_waiting_ > 0) ReleaseWaiting();
+  FlushReplicas();  // what the released requests changed
 }
 
 void KVServerCore::Process(Message&& msg) {

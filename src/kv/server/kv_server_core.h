@@ -197,6 +197,10 @@ class KVServerCore final : public cluster::DataHandler {
   // `routing` with the next round.
   void NoteReplicated(const TableStore& store, const cluster::Routing& routing, std::span<const Key> keys,
                       NodeId origin, NodeId worker, int64_t ts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Sends `rows` of `table` and `pushes` to `replica` as a message of `round`; whether it went
+  // (a failure to send to a live replica fails the held replies: Replication::failure).
+  bool SendReplicate(NodeId replica, TableId table, const RowBatch& rows, transport::Bytes pushes, int64_t round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Sends the open round, unless kRoundsInFlight rounds are unanswered (and not `force`).
   void FlushReplicas(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRoundsInFlight = 2;

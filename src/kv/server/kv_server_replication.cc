@@ -124,6 +124,9 @@ void KVServerCore::NoteReplicated(const TableStore& store, const cluster::Routin
                                   NodeId origin, NodeId worker, int64_t ts) {
   const std::optional<ReplicatedPush> push =
       worker.value != 0 ? std::optional(ReplicatedPush{origin, worker, ts}) : std::nullopt;
+  // The owner remembers the pushes it applied too: a replica new to its chains gets them with
+  // the rows (which hold their effects), or it would apply one again after this server's death.
+  if (push) replication_->Remember(*push);
   if (routing.chain_length() < 2 || keys.empty()) return;
   const cluster::Placement placement = PlacementOf(store.spec());
   const uint32_t me = runtime_->rank().value;
@@ -155,6 +158,35 @@ void KVServerCore::NoteReplicated(const TableStore& store, const cluster::Routin
   }
 }
 
+bool KVServerCore::SendReplicate(NodeId replica, TableId table, const RowBatch& rows, Bytes pushes, int64_t round) {
+  Replication& r = *replication_;
+  Message m;
+  m.header.type = MessageType::kReplicate;
+  m.header.sender = runtime_->id();
+  m.header.receiver = replica;
+  m.header.table = table;
+  m.header.request_id = r.next_request++;
+  AppendRowFrames(rows, &m);
+  m.frames.push_back(std::move(pushes));
+  const int64_t id = m.header.request_id;
+  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+    // A replica declared dead is dropped by the view that follows: nothing waits for it. One
+    // that lives but cannot be sent to would leave the replies waiting: they fail instead.
+    PSERVER_LOG_WARN("{}: could not send rows to its replica {}: {}", runtime_->DescribeNode(runtime_->id()),
+                     runtime_->DescribeNode(replica), s.ToString());
+    if (runtime_->PeerStatus(replica).ok() && r.failure.ok()) {
+      r.failure = s.WithContext(fmt::format("replicating to {}", runtime_->DescribeNode(replica)));
+    }
+    return false;
+  }
+  r.sent[id] = Replication::Sent{round, replica};
+  return true;
+}
+
+void KVServerCore::Replication::Answered(int64_t round) {
+  if (auto u = unstored.find(round); u != unstored.end() && --u->second == 0) unstored.erase(u);
+}
+
 void KVServerCore::FlushReplicas(bool force) {
   Replication& r = *replication_;
   if (r.open.empty() || (!force && r.unstored.size() >= kRoundsInFlight)) return;
@@ -168,22 +200,7 @@ void KVServerCore::FlushReplicas(bool force) {
         std::sort(out.keys.begin(), out.keys.end());
         out.keys.erase(std::unique(out.keys.begin(), out.keys.end()), out.keys.end());
       }
-      Message m;
-      m.header.type = MessageType::kReplicate;
-      m.header.sender = runtime_->id();
-      m.header.receiver = replica;
-      m.header.table = table;
-      m.header.request_id = r.next_request++;
-      AppendRowFrames((*store)->ListRowsOf(out.keys), &m);
-      m.frames.push_back(EncodePushes(out.pushes));
-      const int64_t id = m.header.request_id;
-      if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
-        // A replica that cannot be sent to is gone or going: the view that drops it ends the wait.
-        PSERVER_LOG_WARN("{}: could not send rows to its replica {}: {}", runtime_->DescribeNode(runtime_->id()),
-                         runtime_->DescribeNode(replica), s.ToString());
-      }
-      r.sent[id] = Replication::Sent{round, replica};
-      ++messages;
+      messages += SendReplicate(replica, table, (*store)->ListRowsOf(out.keys), EncodePushes(out.pushes), round);
     }
   }
   r.open.clear();
@@ -234,7 +251,7 @@ void KVServerCore::ReplicaStored(const Message& msg) {
   }
   const int64_t round = it->second.round;
   r.sent.erase(it);
-  if (auto u = r.unstored.find(round); u != r.unstored.end() && --u->second == 0) r.unstored.erase(u);
+  r.Answered(round);
   ReleaseHeldReplies();
 }
 
@@ -312,9 +329,10 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       ++it;
       continue;
     }
-    if (auto u = r.unstored.find(it->second.round); u != r.unstored.end() && --u->second == 0) r.unstored.erase(u);
+    r.Answered(it->second.round);
     r.sent.erase(it++);
   }
+  const bool was_open = !r.open.empty();
   for (auto it = r.open.begin(); it != r.open.end();) {
     if (after->Find(it->first) == nullptr) {
       r.open.erase(it++);
@@ -322,7 +340,11 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       ++it;
     }
   }
-  FlushReplicas(/*force=*/true);
+  if (was_open && r.open.empty()) {
+    ++r.round;  // the open round had only servers gone: it is closed, with nothing to wait for
+  } else {
+    FlushReplicas(/*force=*/true);
+  }
 
   // The resync: per partition, the replicas that must get all of its rows from this server.
   const uint32_t me = runtime_->rank().value;
@@ -354,11 +376,13 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
   r.reported = after->chain_length() < 2;
   const int64_t round = r.round;
   size_t messages = 0, rows_sent = 0;
-  for (const auto& [replica, parts] : resync) {
-    // The first message to a replica carries every push this server remembers (the rows hold
-    // their effects); with no rows to send it goes with none.
-    Bytes pushes = EncodeAllPushes(r.pushes);
-    const std::vector<std::pair<TableId, TableSpec>> specs = TableSpecs();
+  // The first message to a replica carries every push this server remembers (the rows hold
+  // their effects); with no rows to send it goes with none.
+  const Bytes all_pushes = EncodeAllPushes(r.pushes);
+  const std::vector<std::pair<TableId, TableSpec>> specs = TableSpecs();
+  for (const auto& [replica, chosen] : resync) {
+    const std::vector<bool>& parts = chosen;  // (a lambda cannot capture a structured binding)
+    Bytes pushes = all_pushes;
     for (const auto& [id, spec] : specs) {
       const cluster::Placement placement = PlacementOf(spec);
       Result<TableStore*> store = FindStore(id);
@@ -369,22 +393,9 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       const bool last_table = id == specs.back().first;
       for (size_t first = 0; first < rows.size() || (!pushes.empty() && last_table && first == 0);
            first += kMigrateBatchRows) {
-        Message m;
-        m.header.type = MessageType::kReplicate;
-        m.header.sender = runtime_->id();
-        m.header.receiver = replica;
-        m.header.table = id;
-        m.header.request_id = r.next_request++;
-        AppendRowFrames(SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows)), &m);
-        m.frames.push_back(std::move(pushes));
+        messages += SendReplicate(replica, id, SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows)),
+                                  std::move(pushes), round);
         pushes = Bytes();
-        const int64_t request = m.header.request_id;
-        if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
-          PSERVER_LOG_WARN("{}: could not send rows to its replica {}: {}", runtime_->DescribeNode(runtime_->id()),
-                           runtime_->DescribeNode(replica), s.ToString());
-        }
-        r.sent[request] = Replication::Sent{round, replica};
-        ++messages;
       }
       rows_sent += rows.size();
     }

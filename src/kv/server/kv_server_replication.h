@@ -48,6 +48,8 @@ struct KVServerCore::Replication {
   std::deque<std::pair<int64_t, transport::Message>> held;  // replies, with the round they wait for
   Status failure;  // a replica refused rows: the replies held fail with it
 
+  // One message of `round` was answered (or given up).
+  void Answered(int64_t round);
   // The rounds up to this one were stored by every replica.
   int64_t Stored() const { return unstored.empty() ? round - 1 : unstored.begin()->first - 1; }
   // The round holding everything applied so far.

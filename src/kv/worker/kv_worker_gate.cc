@@ -41,10 +41,9 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
                        runtime_->DescribeNode(h.receiver), f.error.ToString());
       continue;
     }
-    const cluster::NodeInfo* to = routing->Find(h.receiver);
-    if (replicated && (to == nullptr || to->role == Role::kServer)) {
-      // A server that cannot be sent to is dying: the part goes to the next server of its chain
-      // once the scheduler fails over from it (or the job ends, failing it).
+    if (replicated && !runtime_->PeerStatus(h.receiver).ok()) {
+      // A server declared dead: the part goes to the next server of its chain once the
+      // scheduler fails over from it (or the job ends, failing it).
       PSERVER_LOG_WARN("worker {}: part {} of request {} not sent to {} ({}); it waits for the failover",
                        runtime_->rank().value, h.part, h.request_id, runtime_->DescribeNode(h.receiver),
                        f.error.ToString());

@@ -270,6 +270,9 @@ void KVWorkerCore::FailAll(const Status& why, const NodeId* only) {
   std::unique_lock lock(mu_);
   std::vector<std::pair<int64_t, size_t>> victims;
   for (const auto& [ts, p] : pending_) {
+    // A task still held by the consistency gate sends its parts when it starts (SendAll then
+    // re-slices those for dead servers).
+    if (!p.unsent.empty()) continue;
     for (size_t i = 0; i < p.parts.size(); ++i) {
       if (!p.parts[i].answered && (only == nullptr || p.parts[i].node == *only)) victims.emplace_back(ts, i);
     }
@@ -286,6 +289,9 @@ KVWorkerCore::Unsent KVWorkerCore::ResendOrphans(std::unique_lock<std::mutex>& l
   }
   std::vector<std::pair<int64_t, size_t>> orphans;
   for (const auto& [ts, p] : pending_) {
+    // A task still held by the consistency gate sends its parts when it starts (SendAll then
+    // re-slices those for dead servers).
+    if (!p.unsent.empty()) continue;
     for (size_t i = 0; i < p.parts.size(); ++i) {
       const Part& part = p.parts[i];
       if (!part.answered && !part.rerouted && failed_servers_.contains(part.node)) orphans.emplace_back(ts, i);
