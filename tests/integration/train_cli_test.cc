@@ -3,6 +3,8 @@
 // they write, and predict's refusal of a corrupted model.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -161,6 +163,53 @@ TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjectiv
               std::abs(moved - quiet) / quiet);
   EXPECT_GT(quiet, 0);
   EXPECT_LE(std::abs(moved - quiet), 1e-6 * quiet);
+}
+
+// DBPG with two replicas while a server is SIGKILLed mid-training: the job finishes, and its
+// objective equals the failure-free run's (docs/durability.md: no push lost or applied twice).
+TEST_F(TrainCliTest, TrainingThroughAServerKilledEndsWithTheUndisturbedObjective) {
+  const uint64_t seed = TestSeed();
+  auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
+                                    "--nnz-per-row", "20", "--seed", std::to_string(seed)});
+  ASSERT_EQ(gen_status, "exit 0") << gen_out;
+  auto train_args = [&](const std::string& report) {
+    return std::vector<std::string>{PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1",
+                                    "--servers", "3", "--replicas", "2", "--workers", "2", "--tau", "0", "--blocks",
+                                    "4", "--max-passes", "200", "--tol", "1e-15", "--report", Path(report)};
+  };
+  auto objective = [&](const std::string& report) {
+    std::ifstream f(Path(report));
+    nlohmann::json j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    return j.is_discarded() ? -1.0 : j["objective"].get<double>();
+  };
+  {
+    auto quiet = Subprocess::Spawn(train_args("quiet.json"));
+    ASSERT_OK(quiet.status());
+    std::optional<int> st = (*quiet)->WaitExit(kHangGuard);
+    ASSERT_TRUE(st.has_value());
+    ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << (*quiet)->output();
+  }
+  auto train = Subprocess::Spawn(train_args("killed.json"));
+  ASSERT_OK(train.status());
+  Subprocess& t = **train;
+  ASSERT_TRUE(t.WaitForOutput("pass   3", kHangGuard)) << t.output();
+  // A server process of this job: a child of the training command's launcher.
+  pid_t victim = 0;
+  for (const ProcessInfo& p : ListProcesses()) {
+    if (p.ppid == t.pid() && p.cmdline.find(" server ") != std::string::npos && p.state != 'Z') victim = p.pid;
+  }
+  ASSERT_NE(victim, 0) << "no server process under pid " << t.pid();
+  std::printf("SIGKILL of server pid %d\n", static_cast<int>(victim));
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  std::optional<int> st = t.WaitExit(kHangGuard);
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << t.output();
+  EXPECT_NE(t.output().find("serves its keys from epoch"), std::string::npos) << t.output();
+  const double quiet = objective("quiet.json"), killed = objective("killed.json");
+  std::printf("objective undisturbed %.9g, through a server killed %.9g (relative difference %.3g)\n", quiet, killed,
+              std::abs(killed - quiet) / quiet);
+  EXPECT_GT(quiet, 0);
+  EXPECT_LE(std::abs(killed - quiet), 1e-6 * quiet);
 }
 
 TEST_F(TrainCliTest, MalformedDataFailsTheJobNamingFileAndLine) {

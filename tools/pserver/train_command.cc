@@ -38,6 +38,7 @@ struct TrainFlags {
   uint32_t minibatch = 1000;
   int servers = 1;
   int workers = 2;
+  uint32_t replicas = 1;
   std::string model_out;
   std::string report;
   std::string cache_dir = "data/cache";
@@ -285,6 +286,11 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->capture_default_str();
   cmd->add_option("--servers", f->servers, "Servers of the local cluster")->check(CLI::Range(1, 256))->capture_default_str();
   cmd->add_option("--workers", f->workers, "Workers of the local cluster")->check(CLI::Range(1, 62))->capture_default_str();
+  cmd->add_option("--replicas", f->replicas,
+                  "Servers holding each parameter (1-8): with 2 or more, training goes on when a server dies "
+                  "(docs/durability.md)")
+      ->check(CLI::Range(1, 8))
+      ->capture_default_str();
   cmd->add_option("--model-out", f->model_out, "Write the trained model here");
   cmd->add_option("--report", f->report, "Write a JSON summary here (objective, nnz, passes, seconds, bytes_sent)");
   cmd->add_option("--cache-dir", f->cache_dir, "Binary cache of the parsed data (empty: none)")->capture_default_str();
@@ -302,6 +308,10 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       launch.worker_argv = {self_exe};
       launch.worker_argv.insert(launch.worker_argv.end(), argv.begin() + 1, argv.end());
       launch.scheduler_argv = {self_exe, "scheduler"};
+      if (f->replicas > 1) {
+        launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"--replicas", std::to_string(f->replicas)});
+        launch.servers_may_die = true;
+      }
       launch.server_argv = {self_exe, "server"};
       launch.prefix_output = true;
       return RunLaunch(launch);
