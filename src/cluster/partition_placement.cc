@@ -68,7 +68,7 @@ Result<PartitionPlacement> PartitionPlacement::WithServer(uint32_t rank) const {
   return next;
 }
 
-Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) const {
+Result<PartitionPlacement> PartitionPlacement::Unplaced(uint32_t rank) const {
   if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
     return Status::InvalidArgument(fmt::format("placement: server {} is not placed", rank));
   }
@@ -79,6 +79,12 @@ Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) cons
   const size_t at = IndexOf(rank);
   next.servers_.erase(next.servers_.begin() + static_cast<std::ptrdiff_t>(at));
   next.counts_.erase(next.counts_.begin() + static_cast<std::ptrdiff_t>(at));
+  return next;
+}
+
+Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) const {
+  PSERVER_ASSIGN_OR_RETURN(PartitionPlacement next, Unplaced(rank));
+  const size_t at = IndexOf(rank);
   // How many of its partitions each server takes: one at a time to the least loaded (ties: the
   // lowest rank). Then they are dealt in contiguous runs, lowest partitions to the lowest rank,
   // so that each receiver gets one run of them where it can (a ring of few segments, and few
@@ -105,16 +111,7 @@ Result<PartitionPlacement> PartitionPlacement::WithoutServer(uint32_t rank) cons
 
 Result<PartitionPlacement> PartitionPlacement::WithoutServerTo(uint32_t rank,
                                                                const std::function<uint32_t(uint32_t)>& heir) const {
-  if (!std::binary_search(servers_.begin(), servers_.end(), rank)) {
-    return Status::InvalidArgument(fmt::format("placement: server {} is not placed", rank));
-  }
-  if (servers_.size() == 1) {
-    return Status::InvalidArgument(fmt::format("placement: server {} is the last one; nobody could hold its keys", rank));
-  }
-  PartitionPlacement next = *this;
-  const size_t at = IndexOf(rank);
-  next.servers_.erase(next.servers_.begin() + static_cast<std::ptrdiff_t>(at));
-  next.counts_.erase(next.counts_.begin() + static_cast<std::ptrdiff_t>(at));
+  PSERVER_ASSIGN_OR_RETURN(PartitionPlacement next, Unplaced(rank));
   for (uint32_t q = 0; q < kPartitions; ++q) {
     if (owner_[q] != rank) continue;
     const uint32_t to = heir(q);

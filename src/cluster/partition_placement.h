@@ -64,6 +64,9 @@ class PartitionPlacement {
 
  private:
   PartitionPlacement() = default;
+  // This placement with `rank` taken off the servers (its partitions still its own): the start of
+  // WithoutServer and WithoutServerTo, with their checks.
+  Result<PartitionPlacement> Unplaced(uint32_t rank) const;
   // The index of `rank` in servers_ (or where it would go).
   size_t IndexOf(uint32_t rank) const;
 

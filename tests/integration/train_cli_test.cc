@@ -41,6 +41,35 @@ class TrainCliTest : public ::testing::Test {
     return {status ? DescribeWaitStatus(*status) : "hung", (*p)->output()};
   }
 
+  // The disturbance tests' data: 20,000 rows of 2,000 features (seeded), in train.svm.
+  void GenerateTrainingData() {
+    auto [status, out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
+                              "--nnz-per-row", "20", "--seed", std::to_string(TestSeed())});
+    ASSERT_EQ(status, "exit 0") << out;
+  }
+  // `pserver train linear` on train.svm to convergence, with `cluster` flags, reporting to `report`.
+  std::vector<std::string> TrainArgs(const std::vector<std::string>& cluster, const std::string& report) {
+    std::vector<std::string> args = {PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1"};
+    args.insert(args.end(), cluster.begin(), cluster.end());
+    args.insert(args.end(), {"--tau", "0", "--blocks", "4", "--max-passes", "200", "--tol", "1e-15", "--report",
+                             Path(report)});
+    return args;
+  }
+  // The objective a report holds (-1 if it cannot be read).
+  double ObjectiveOf(const std::string& report) {
+    std::ifstream f(Path(report));
+    nlohmann::json j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    return j.is_discarded() ? -1.0 : j["objective"].get<double>();
+  }
+  // Runs a training to its end, undisturbed; it must exit 0.
+  void TrainUndisturbed(const std::vector<std::string>& args) {
+    auto quiet = Subprocess::Spawn(args);
+    ASSERT_OK(quiet.status());
+    std::optional<int> st = (*quiet)->WaitExit(kHangGuard);
+    ASSERT_TRUE(st.has_value());
+    ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << (*quiet)->output();
+  }
+
   std::filesystem::path dir_;
 };
 
@@ -101,29 +130,10 @@ TEST_F(TrainCliTest, TrainsOnALocalClusterThenPredictsAndRefusesACorruptModel) {
 // runs add the same numbers in the same order; enough passes that the changes come while it
 // trains).
 TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjective) {
-  const uint64_t seed = TestSeed();
-  auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
-                                    "--nnz-per-row", "20", "--seed", std::to_string(seed)});
-  ASSERT_EQ(gen_status, "exit 0") << gen_out;
-  auto train_args = [&](const std::string& report) {
-    return std::vector<std::string>{PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1",
-                                    "--servers", "2", "--workers", "1", "--tau", "0", "--blocks", "4", "--max-passes",
-                                    "200", "--tol", "1e-15", "--report", Path(report)};
-  };
-  auto objective = [&](const std::string& report) {
-    std::ifstream f(Path(report));
-    nlohmann::json j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-    return j.is_discarded() ? -1.0 : j["objective"].get<double>();
-  };
-  {
-    auto quiet = Subprocess::Spawn(train_args("quiet.json"));
-    ASSERT_OK(quiet.status());
-    std::optional<int> st = (*quiet)->WaitExit(kHangGuard);
-    ASSERT_TRUE(st.has_value());
-    ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << (*quiet)->output();
-  }
-
-  auto train = Subprocess::Spawn(train_args("moved.json"));
+  ASSERT_NO_FATAL_FAILURE(GenerateTrainingData());
+  const std::vector<std::string> cluster = {"--servers", "2", "--workers", "1"};
+  ASSERT_NO_FATAL_FAILURE(TrainUndisturbed(TrainArgs(cluster, "quiet.json")));
+  auto train = Subprocess::Spawn(TrainArgs(cluster, "moved.json"));
   ASSERT_OK(train.status());
   Subprocess& t = **train;
   const std::string marker = "scheduler listening at ";
@@ -158,7 +168,7 @@ TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjectiv
   std::optional<int> joined = (*joiner)->WaitExit(kHangGuard);
   ASSERT_TRUE(joined.has_value());
   EXPECT_EQ(DescribeWaitStatus(*joined), "exit 0") << (*joiner)->output();
-  const double quiet = objective("quiet.json"), moved = objective("moved.json");
+  const double quiet = ObjectiveOf("quiet.json"), moved = ObjectiveOf("moved.json");
   std::printf("objective undisturbed %.9g, through a join and a drain %.9g (relative difference %.3g)\n", quiet, moved,
               std::abs(moved - quiet) / quiet);
   EXPECT_GT(quiet, 0);
@@ -168,28 +178,10 @@ TEST_F(TrainCliTest, TrainingThroughAJoinAndADrainEndsWithTheUndisturbedObjectiv
 // DBPG with two replicas while a server is SIGKILLed mid-training: the job finishes, and its
 // objective equals the failure-free run's (docs/durability.md: no push lost or applied twice).
 TEST_F(TrainCliTest, TrainingThroughAServerKilledEndsWithTheUndisturbedObjective) {
-  const uint64_t seed = TestSeed();
-  auto [gen_status, gen_out] = Run({"gen-data", "--out", Path("train.svm"), "--rows", "20000", "--features", "2000",
-                                    "--nnz-per-row", "20", "--seed", std::to_string(seed)});
-  ASSERT_EQ(gen_status, "exit 0") << gen_out;
-  auto train_args = [&](const std::string& report) {
-    return std::vector<std::string>{PserverBinary(), "train", "linear", "--data", Path("train.svm"), "--l1", "1",
-                                    "--servers", "3", "--replicas", "2", "--workers", "2", "--tau", "0", "--blocks",
-                                    "4", "--max-passes", "200", "--tol", "1e-15", "--report", Path(report)};
-  };
-  auto objective = [&](const std::string& report) {
-    std::ifstream f(Path(report));
-    nlohmann::json j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-    return j.is_discarded() ? -1.0 : j["objective"].get<double>();
-  };
-  {
-    auto quiet = Subprocess::Spawn(train_args("quiet.json"));
-    ASSERT_OK(quiet.status());
-    std::optional<int> st = (*quiet)->WaitExit(kHangGuard);
-    ASSERT_TRUE(st.has_value());
-    ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << (*quiet)->output();
-  }
-  auto train = Subprocess::Spawn(train_args("killed.json"));
+  ASSERT_NO_FATAL_FAILURE(GenerateTrainingData());
+  const std::vector<std::string> cluster = {"--servers", "3", "--replicas", "2", "--workers", "2"};
+  ASSERT_NO_FATAL_FAILURE(TrainUndisturbed(TrainArgs(cluster, "quiet.json")));
+  auto train = Subprocess::Spawn(TrainArgs(cluster, "killed.json"));
   ASSERT_OK(train.status());
   Subprocess& t = **train;
   ASSERT_TRUE(t.WaitForOutput("pass   3", kHangGuard)) << t.output();
@@ -205,7 +197,7 @@ TEST_F(TrainCliTest, TrainingThroughAServerKilledEndsWithTheUndisturbedObjective
   ASSERT_TRUE(st.has_value());
   ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << t.output();
   EXPECT_NE(t.output().find("serves its keys from epoch"), std::string::npos) << t.output();
-  const double quiet = objective("quiet.json"), killed = objective("killed.json");
+  const double quiet = ObjectiveOf("quiet.json"), killed = ObjectiveOf("killed.json");
   std::printf("objective undisturbed %.9g, through a server killed %.9g (relative difference %.3g)\n", quiet, killed,
               std::abs(killed - quiet) / quiet);
   EXPECT_GT(quiet, 0);

@@ -173,6 +173,8 @@ class KVServerCore final : public cluster::DataHandler {
   // Waits for batch `id`'s answer: OK once stored, the recipient's refusal, or an error.
   Status AwaitBatch(int64_t id) ABSL_LOCKS_EXCLUDED(mover_mu_);
   static constexpr size_t kBatchesInFlight = 4;
+  // Answers a kMigrateRows or kReplicate request: the rows are stored, or `stored` says why not.
+  void AnswerRows(const transport::Message& request, const Status& stored);
   // Recipient: stores the rows of a kMigrateRows request and answers it.
   void TakeMovedRows(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The stale-synchronous clocks this server knows, sent with each batch of moved rows, and

@@ -275,22 +275,25 @@ void KVServerCore::TakeMovedRows(const Message& msg) {
   const Status stored = !store.ok()  ? store.status()
                         : !rows.ok() ? rows.status()
                                      : InsertRowsLocked(*store, *rows);
-  // Rows this server owns already (the final phase comes after the switch) go on to its replicas.
   if (stored.ok()) {
+    // Rows this server owns already (the final phase comes after the switch) go on to its replicas.
     NoteReplicated(**store, *runtime_->routing(), {rows->keys.data(), rows->keys.size()}, NodeId(), NodeId(), 0);
-  }
-  if (!stored.ok()) {
+  } else {
     PSERVER_LOG_WARN("{}: refused rows moved from {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());
   }
+  AnswerRows(msg, stored);
+}
+
+void KVServerCore::AnswerRows(const Message& request, const Status& stored) {
   Message reply;
-  reply.header.type = MessageType::kMigrateRows;
+  reply.header.type = request.header.type;
   reply.header.flags = transport::kFlagReply;
   reply.header.sender = runtime_->id();
-  reply.header.receiver = msg.header.sender;
-  reply.header.table = msg.header.table;
-  reply.header.value_type = msg.header.value_type;
-  reply.header.request_id = msg.header.request_id;
+  reply.header.receiver = request.header.sender;
+  reply.header.table = request.header.table;
+  reply.header.value_type = request.header.value_type;
+  reply.header.request_id = request.header.request_id;
   if (!stored.ok()) {
     reply.header.flags |= transport::kFlagError;
     reply.header.status = static_cast<uint8_t>(stored.code());

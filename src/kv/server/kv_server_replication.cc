@@ -279,20 +279,7 @@ void KVServerCore::TakeReplicated(const Message& msg) {
     PSERVER_LOG_WARN("{}: refused rows replicated from {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());
   }
-  Message reply;
-  reply.header.type = MessageType::kReplicate;
-  reply.header.flags = transport::kFlagReply;
-  reply.header.sender = runtime_->id();
-  reply.header.receiver = msg.header.sender;
-  reply.header.table = msg.header.table;
-  reply.header.value_type = msg.header.value_type;
-  reply.header.request_id = msg.header.request_id;
-  if (!stored.ok()) {
-    reply.header.flags |= transport::kFlagError;
-    reply.header.status = static_cast<uint8_t>(stored.code());
-    reply.frames.push_back(transport::BytesFromString(stored.message()));
-  }
-  (void)runtime_->SendData(std::move(reply));
+  AnswerRows(msg, stored);
 }
 
 Result<bool> KVServerCore::AppliedBeforeFailover(const transport::Header& h) {
