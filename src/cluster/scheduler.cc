@@ -388,7 +388,10 @@ void Scheduler::CheckLiveness(const std::vector<NodeId>& down) {
   // Members whose connection broke and stayed broken: their process is gone (its sockets were
   // reset), declared dead now rather than a heartbeat timeout later.
   const absl::flat_hash_set<NodeId> gone(down.begin(), down.end());
-  // By index: a member may be added meanwhile (never removed), which would move the others.
+  // Every member found dead in this turn is marked first, so that nothing sent on behalf of one
+  // (a failover's view) waits on another that died at the same time. By index: a member may be
+  // added meanwhile (never removed), which would move the others.
+  std::vector<std::pair<size_t, std::string>> died;
   for (size_t i = 0; i < members_.size(); ++i) {
     Member& m = members_[i];
     if (m.finalized || m.dead || m.left) continue;
@@ -404,6 +407,10 @@ void Scheduler::CheckLiveness(const std::vector<NodeId>& down) {
       continue;
     }
     m.dead = true;
+    died.emplace_back(i, std::move(reason));
+  }
+  for (const auto& [i, reason] : died) {
+    const Member& m = members_[i];
     Message failed;
     failed.header.type = MessageType::kNodeFailed;
     failed.frames.push_back(Encode(NodeFailure{m.info.id, m.info.role, m.info.rank, reason}));

@@ -437,9 +437,17 @@ Status Scheduler::FailOver(size_t index, const std::string& reason) {
         "rows, so none can take its place",
         view_.epoch.value, m.synced.value));
   }
+  const uint32_t rank = m.info.rank.value;
+  for (const Member& other : members_) {
+    if (&other != &m && other.dead && other.info.role == Role::kServer && placement_->PartitionsOf(other.info.rank.value) > 0) {
+      return Status::Unavailable(fmt::format(
+          "{} died too, before the replicas of either were restored: the servers of their chains may lack rows, so "
+          "none can take their place",
+          Describe(other.info.id)));
+    }
+  }
   Result<std::shared_ptr<const Routing>> routing = Routing::Build(view_);
   if (!routing.ok()) return routing.status();
-  const uint32_t rank = m.info.rank.value;
   if ((*routing)->chain_length() < 2) return Status::Unavailable("no other server holds its rows");
   auto heir = [&](uint32_t partition) {
     return (*routing)->Chain(PartitionPlacement::RangeOfPartition(partition).first)[1];
