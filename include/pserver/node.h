@@ -44,10 +44,13 @@ inline constexpr std::chrono::milliseconds kDefaultControlTimeout{120000};
 // `timeout`; the scheduler's error otherwise (e.g. kInvalidArgument for a node that is no live
 // server, or for the last server).
 //
-// The job's state as text: epoch, servers and workers with their state and (servers) share of
-// the routing-key space, the membership change running, the tables.
+// The job's state: epoch, servers and workers with their state and (servers) share of the
+// routing-key space and whether their replicas are in sync, the membership change running, the
+// failovers, the tables. As text for people, or (`StatusFormat::kJson`, `pserver status --json`)
+// as one JSON object for programs: the fields are listed in docs/elasticity.md, section 5.
+enum class StatusFormat { kText, kJson };
 Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono::milliseconds timeout,
-                              const std::string& host = "127.0.0.1");
+                              const std::string& host = "127.0.0.1", StatusFormat format = StatusFormat::kText);
 // Drains server `node` (its node id, as JobStatus shows it): returns once its keys moved and it
 // was told to exit, with the scheduler's one-line summary.
 Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,

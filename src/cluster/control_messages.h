@@ -120,6 +120,7 @@ enum class AdminOp : uint8_t {
   kDrain = 2,       // move server `node`'s keys to the others, then let it exit
   kCheckpoint = 3,  // to the scheduler: checkpoint the job into directory `path`;
                     // to a server: write its checkpoint file `path` (answered with CheckpointWritten)
+  kStatusJson = 4,  // as kStatus, as one JSON object
 };
 struct AdminRequest {
   AdminOp op = AdminOp::kStatus;

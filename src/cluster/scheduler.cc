@@ -63,6 +63,7 @@ Status Scheduler::Run() {
     // Read every turn, so that the connections' events never pile up unread.
     const std::vector<NodeId> down = transport_->PeersDown(kReconnectGrace);
     if (formed_) CheckLiveness(down);
+    StartNextChange();  // one may wait for a broken connection to be judged
     RunCommands();
     CheckViewDeliveries();
     CheckStatuses();
@@ -79,7 +80,7 @@ Status Scheduler::Run() {
     if (c.answer) c.answer(over);
   }
   changes_.clear();
-  for (PendingStatus& p : pending_statuses_) p.answer(DescribeStatus(p.stats));
+  for (PendingStatus& p : pending_statuses_) p.answer(DescribeStatus(p));
   pending_statuses_.clear();
   if (checkpoint_) FinishCheckpoint(Status::Aborted("the job ended before every server wrote its checkpoint file"));
   for (CheckpointRequest& r : checkpoint_requests_) r.answer(Status::Aborted("the job ended before the checkpoint"), "");
@@ -214,6 +215,7 @@ void Scheduler::FormCluster() {
     }
   }
   view_.epoch = Epoch(1);
+  ring_epoch_ = view_.epoch;
   view_.num_servers = options_.num_servers;
   view_.num_workers = options_.num_workers;
   view_.replicas = options_.replicas;

@@ -47,6 +47,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -120,6 +122,10 @@ class Scheduler {
   // Thread-safe; waits for Run's thread up to `timeout`.
   Result<std::vector<ChangeReport>> ChangeReports(std::chrono::milliseconds timeout);
 
+  // How long a member's connection may stay broken before it is declared dead (one whose
+  // reconnection is refused, a process that died, is declared at once); see CheckLiveness.
+  static constexpr std::chrono::milliseconds kReconnectGrace{300};
+
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
   uint64_t refused_messages() const { return refused_; }
@@ -136,7 +142,8 @@ class Scheduler {
     bool draining = false;  // a server whose keys are moving away
     bool left = false;      // a server drained and told to exit: no part of the job any more
     // A server's replicas were complete at this epoch (its heartbeats say so, docs/durability.md):
-    // every row it owns was on every server of its chains, so those can take over if it dies.
+    // every row it owns was on every server of its chains, so those can take over if it dies
+    // (while the chains stay as they were: synced >= ring_epoch_).
     Epoch synced;
   };
   // A membership change waiting for its turn or running.
@@ -213,6 +220,8 @@ class Scheduler {
   // A node registering after formation (`id` connected already).
   void AdmitLate(const RegisterRequest& req, NodeId id, const transport::ConnectionId& origin);
   void QueueChange(Change change);
+  // Starts the next queued change unless one runs, a checkpoint runs, or a live server's
+  // connection is broken (it may have died: it is judged first). Called every turn too.
   void StartNextChange();
   void SendMigrate(const Migration& m, NodeId donor, MigratePhase phase);
   void HandleMigrateReply(const transport::Message& msg);
@@ -239,7 +248,8 @@ class Scheduler {
   void HandleAdmin(const transport::Message& msg);
   // A status: asks every live server what it holds (kAdmin), then answers with DescribeStatus
   // once all did, or after a deadline (those that did not are shown so).
-  void StartStatus(std::function<void(const std::string&)> answer);
+  // `json`: answer with StatusDocument as JSON (AdminOp::kStatusJson), else as text.
+  void StartStatus(bool json, std::function<void(const std::string&)> answer);
   void HandleStatsReply(const transport::Message& msg);
   void CheckStatuses();
   // Checkpoints (scheduler_checkpoint.cc; docs/durability.md): one at a time, never while a
@@ -254,7 +264,10 @@ class Scheduler {
   void CheckCheckpoints();
   void FinishCheckpoint(const Status& outcome);
   static constexpr std::chrono::minutes kCheckpointLimit{30};
-  std::string DescribeStatus(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const;
+  // The job's state for `pserver status --json` (fields: docs/elasticity.md, section 5), and
+  // the text `pserver status` prints of it.
+  nlohmann::json StatusDocument(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const;
+  static std::string StatusTextOf(const nlohmann::json& doc);
   // Sends the current view to the live members that `to` chooses (no confirmation awaited).
   void AnnounceView(const std::function<bool(const Member&)>& to);
   // view_ with `ring` and the nodes of the live members that are not left, at the next epoch.
@@ -269,7 +282,6 @@ class Scheduler {
   // kReconnectGrace (Transport::PeersDown: a process that died is seen at once, not a heartbeat
   // timeout later).
   void CheckLiveness(const std::vector<NodeId>& down);
-  static constexpr std::chrono::milliseconds kReconnectGrace{300};
   void WorkerDied(const Member& m);
   void EndIfWorkersDone();
   void TryReleaseBarrier(BarrierGroup group);
@@ -294,6 +306,10 @@ class Scheduler {
   std::vector<Member> members_;  // in registration order; index = position, not id
   absl::flat_hash_map<NodeId, size_t> member_index_;
   ClusterView view_;
+  // The first epoch of view_'s ring: every view since has the same owners and so the same chains
+  // (a view that only adds a joiner or drops a dead worker keeps them). A server that reported
+  // its replicas complete at this epoch or later can be failed over from.
+  Epoch ring_epoch_;
   BarrierState barriers_[3];
   absl::flat_hash_map<std::string, std::pair<TableId, TableDeclaration>> tables_;  // declared and accepted
   absl::flat_hash_map<std::string, PendingTable> pending_tables_;          // being announced
@@ -318,8 +334,10 @@ class Scheduler {
     absl::flat_hash_map<NodeId, std::vector<TableStats>> stats;
     std::chrono::steady_clock::time_point deadline;
     std::function<void(const std::string&)> answer;
+    bool json = false;
   };
   std::vector<PendingStatus> pending_statuses_;
+  std::string DescribeStatus(const PendingStatus& p) const;
   int64_t next_status_ = 1;  // request ids of status and checkpoint orders to servers
   struct CheckpointRequest {
     std::string dir;

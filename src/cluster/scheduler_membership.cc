@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 
 #include "base/logging.h"
@@ -61,6 +63,7 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
   std::sort(v.nodes.begin(), v.nodes.end(), [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
   v.ring = std::move(ring);
   v.replicas = view_.replicas;
+  if (v.ring != view_.ring) ring_epoch_ = v.epoch;
   view_ = std::move(v);
 }
 
@@ -127,6 +130,15 @@ void Scheduler::QueueChange(Change change) {
 }
 
 void Scheduler::StartNextChange() {
+  // No change starts while a server's connection is broken (PeersDown(0)): perhaps it died and is
+  // not declared dead yet. One that dies during a change ends the job; one that died before it
+  // is failed over from first.
+  const std::vector<NodeId> broken = transport_->PeersDown(std::chrono::milliseconds(0));
+  const bool server_broken = std::any_of(broken.begin(), broken.end(), [this](NodeId id) {
+    Member* m = FindMember(id);
+    return m != nullptr && m->info.role == Role::kServer && !m->dead && !m->left;
+  });
+  if (server_broken) return;
   while (!migration_ && !checkpoint_ && !changes_.empty() && !ended_) {
     Change c = std::move(changes_.front());
     changes_.pop_front();
@@ -431,11 +443,11 @@ Status Scheduler::FailOver(size_t index, const std::string& reason) {
     return Status::Unavailable(fmt::format("it died while a membership change ran (change {}), and failover waits for none",
                                            migration_->id));
   }
-  if (m.synced < view_.epoch) {
+  if (m.synced < ring_epoch_) {
     return Status::Unavailable(fmt::format(
-        "its replicas were not complete at epoch {} (last complete at epoch {}): the servers of its chains may lack "
-        "rows, so none can take its place",
-        view_.epoch.value, m.synced.value));
+        "its replicas were not complete for the chains of epoch {} (last complete at epoch {}): the servers of its "
+        "chains may lack rows, so none can take its place",
+        ring_epoch_.value, m.synced.value));
   }
   const uint32_t rank = m.info.rank.value;
   for (const Member& other : members_) {
@@ -507,8 +519,9 @@ void Scheduler::HandleAdmin(const Message& msg) {
     if (is_tool) transport_->Disconnect(to.sender);
   };
   if (!formed_) return answer(Status::Unavailable("the cluster has not formed yet"), "");
-  if (req->op == AdminOp::kStatus) {
-    return StartStatus([answer](const std::string& text) { answer(Status::Ok(), text); });
+  if (req->op == AdminOp::kStatus || req->op == AdminOp::kStatusJson) {
+    return StartStatus(req->op == AdminOp::kStatusJson,
+                       [answer](const std::string& text) { answer(Status::Ok(), text); });
   }
   if (req->op == AdminOp::kCheckpoint) {
     if (req->path.empty()) return answer(Status::InvalidArgument("a checkpoint needs a directory"), "");
@@ -530,8 +543,9 @@ void Scheduler::HandleAdmin(const Message& msg) {
                      }});
 }
 
-void Scheduler::StartStatus(std::function<void(const std::string&)> answer) {
+void Scheduler::StartStatus(bool json, std::function<void(const std::string&)> answer) {
   PendingStatus p;
+  p.json = json;
   p.id = next_status_++;
   p.deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.heartbeat_timeout, std::chrono::seconds(5));
   p.answer = std::move(answer);
@@ -567,28 +581,30 @@ void Scheduler::CheckStatuses() {
     if (it->awaiting.empty() || now >= it->deadline) {
       PendingStatus done = std::move(*it);
       it = pending_statuses_.erase(it);
-      done.answer(DescribeStatus(done.stats));
+      done.answer(DescribeStatus(done));
     } else {
       ++it;
     }
   }
 }
 
-std::string Scheduler::DescribeStatus(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const {
-  std::string out = fmt::format("epoch {}: {} servers, {} workers; {} partitions of the routing-key space\n",
-                                view_.epoch.value, view_.num_servers, view_.num_workers,
-                                PartitionPlacement::kPartitions);
+nlohmann::json Scheduler::StatusDocument(const absl::flat_hash_map<NodeId, std::vector<TableStats>>& stats) const {
+  nlohmann::json doc = {{"epoch", view_.epoch.value},
+                        {"servers", view_.num_servers},
+                        {"workers", view_.num_workers},
+                        {"partitions", PartitionPlacement::kPartitions},
+                        {"replicas", view_.replicas},
+                        {"changes_done", changes_done_.load()},
+                        {"changes_waiting", changes_.size()},
+                        {"change_running", nullptr},
+                        {"failovers", failovers_}};
   if (migration_) {
-    out += fmt::format("change running: {} {} ({})\n", Describe(migration_->change.server),
-                       migration_->change.kind == Change::kJoin ? "joins" : "is drained", StepName(migration_->step));
+    doc["change_running"] = {{"server", Describe(migration_->change.server)},
+                             {"kind", migration_->change.kind == Change::kJoin ? "join" : "drain"},
+                             {"step", StepName(migration_->step)}};
   }
-  out += fmt::format("changes done: {}, waiting: {}\n", changes_done_.load(), changes_.size());
-  if (view_.replicas >= 2) {
-    out += fmt::format("replicas: {} per key\n", view_.replicas);
-    for (const std::string& f : failovers_) out += fmt::format("failed over from {}\n", f);
-  }
+  nlohmann::json members = nlohmann::json::array();
   for (Role role : {Role::kServer, Role::kWorker}) {
-    out += role == Role::kServer ? "servers:\n" : "workers:\n";
     for (const Member& m : members_) {
       if (m.info.role != role) continue;
       const char* state = m.dead       ? "dead"
@@ -597,33 +613,84 @@ std::string Scheduler::DescribeStatus(const absl::flat_hash_map<NodeId, std::vec
                           : m.draining ? "draining"
                           : m.finalized ? "finished"
                           : role == Role::kServer ? "serving" : "working";
-      out += fmt::format("  {:<24} {:<9} {}", Describe(m.info.id), state, m.info.address);
+      nlohmann::json member = {{"id", m.info.id.value},
+                               {"name", Describe(m.info.id)},
+                               {"role", role == Role::kServer ? "server" : "worker"},
+                               {"state", state},
+                               {"address", m.info.address}};
       if (role == Role::kServer && placement_) {
-        const uint32_t parts = placement_->PartitionsOf(m.info.rank.value);
-        out += fmt::format("  share {:.4f} ({} partitions)", double(parts) / PartitionPlacement::kPartitions, parts);
-        if (view_.replicas >= 2 && !m.dead && !m.left && !m.joining) {
-          out += m.synced >= view_.epoch ? "  replicas in sync" : "  replicas syncing";
-        }
+        member["partitions"] = placement_->PartitionsOf(m.info.rank.value);
+        if (view_.replicas >= 2 && !m.dead && !m.left && !m.joining) member["replicas_in_sync"] = m.synced >= ring_epoch_;
       }
-      out += "\n";
       if (role == Role::kServer && !m.dead && !m.left) {
         auto held = stats.find(m.info.id);
-        if (held == stats.end()) {
-          out += "      (did not say what it holds)\n";
-        } else {
+        member["tables"] = nullptr;  // it did not say what it holds
+        if (held != stats.end()) {
+          member["tables"] = nlohmann::json::array();
           for (const TableStats& t : held->second) {
-            out += fmt::format("      table {}: {} rows, {} bytes\n", t.table.value, t.rows, t.bytes);
+            member["tables"].push_back({{"table", t.table.value}, {"rows", t.rows}, {"bytes", t.bytes}});
           }
         }
+      }
+      members.push_back(std::move(member));
+    }
+  }
+  doc["members"] = std::move(members);
+  std::vector<std::pair<TableId, const std::pair<const std::string, std::pair<TableId, TableDeclaration>>*>> tables;
+  for (const auto& entry : tables_) tables.emplace_back(entry.second.first, &entry);
+  std::sort(tables.begin(), tables.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  doc["tables"] = nlohmann::json::array();
+  for (const auto& [id, entry] : tables) {
+    doc["tables"].push_back({{"id", id.value}, {"name", entry->first}, {"spec", entry->second.second.summary}});
+  }
+  return doc;
+}
+
+std::string Scheduler::StatusTextOf(const nlohmann::json& doc) {
+  std::string out = fmt::format("epoch {}: {} servers, {} workers; {} partitions of the routing-key space\n",
+                                doc["epoch"].get<uint64_t>(), doc["servers"].get<uint32_t>(),
+                                doc["workers"].get<uint32_t>(), doc["partitions"].get<uint32_t>());
+  if (const nlohmann::json& c = doc["change_running"]; !c.is_null()) {
+    out += fmt::format("change running: {} {} ({})\n", c["server"].get<std::string>(),
+                       c["kind"] == "join" ? "joins" : "is drained", c["step"].get<std::string>());
+  }
+  out += fmt::format("changes done: {}, waiting: {}\n", doc["changes_done"].get<int64_t>(),
+                     doc["changes_waiting"].get<size_t>());
+  if (doc["replicas"].get<uint32_t>() >= 2) {
+    out += fmt::format("replicas: {} per key\n", doc["replicas"].get<uint32_t>());
+    for (const auto& f : doc["failovers"]) out += fmt::format("failed over from {}\n", f.get<std::string>());
+  }
+  for (const char* role : {"server", "worker"}) {
+    out += std::string(role) + "s:\n";
+    for (const nlohmann::json& m : doc["members"]) {
+      if (m["role"] != role) continue;
+      out += fmt::format("  {:<24} {:<9} {}", m["name"].get<std::string>(), m["state"].get<std::string>(),
+                         m["address"].get<std::string>());
+      if (m.contains("partitions")) {
+        const auto parts = m["partitions"].get<uint32_t>();
+        out += fmt::format("  share {:.4f} ({} partitions)", double(parts) / doc["partitions"].get<uint32_t>(), parts);
+      }
+      if (m.contains("replicas_in_sync")) out += m["replicas_in_sync"].get<bool>() ? "  replicas in sync" : "  replicas syncing";
+      out += "\n";
+      if (!m.contains("tables")) continue;
+      if (m["tables"].is_null()) out += "      (did not say what it holds)\n";
+      for (const nlohmann::json& t : m["tables"]) {
+        out += fmt::format("      table {}: {} rows, {} bytes\n", t["table"].get<uint32_t>(), t["rows"].get<uint64_t>(),
+                           t["bytes"].get<uint64_t>());
       }
     }
   }
   out += "tables:\n";
-  std::vector<std::pair<TableId, std::string>> tables;
-  for (const auto& [name, t] : tables_) tables.emplace_back(t.first, fmt::format("{} ({})", name, t.second.summary));
-  std::sort(tables.begin(), tables.end());
-  for (const auto& [id, text] : tables) out += fmt::format("  {}: {}\n", id.value, text);
+  for (const nlohmann::json& t : doc["tables"]) {
+    out += fmt::format("  {}: {} ({})\n", t["id"].get<uint32_t>(), t["name"].get<std::string>(),
+                       t["spec"].get<std::string>());
+  }
   return out;
+}
+
+std::string Scheduler::DescribeStatus(const PendingStatus& p) const {
+  nlohmann::json doc = StatusDocument(p.stats);
+  return p.json ? doc.dump(2) + "\n" : StatusTextOf(doc);
 }
 
 Status Scheduler::Drain(uint32_t rank, std::chrono::milliseconds timeout) {
@@ -660,7 +727,7 @@ Result<std::string> Scheduler::StatusText(std::chrono::milliseconds timeout) {
   std::future<std::string> text = described->get_future();
   PSERVER_RETURN_IF_ERROR(OnRunThread<bool>(
                               [this, described](std::promise<Result<bool>>& done) {
-                                StartStatus([described](const std::string& t) { described->set_value(t); });
+                                StartStatus(false, [described](const std::string& t) { described->set_value(t); });
                                 done.set_value(true);
                               },
                               timeout, "describing the job")

@@ -67,8 +67,9 @@ Result<std::string> AskScheduler(const std::string& scheduler_address, cluster::
 }  // namespace
 
 Result<std::string> JobStatus(const std::string& scheduler_address, std::chrono::milliseconds timeout,
-                              const std::string& host) {
-  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kStatus, NodeId(), "", ""}, timeout, host);
+                              const std::string& host, StatusFormat format) {
+  const cluster::AdminOp op = format == StatusFormat::kJson ? cluster::AdminOp::kStatusJson : cluster::AdminOp::kStatus;
+  return AskScheduler(scheduler_address, cluster::AdminRequest{op, NodeId(), "", ""}, timeout, host);
 }
 
 Result<std::string> DrainServer(const std::string& scheduler_address, NodeId node, std::chrono::milliseconds timeout,
@@ -95,6 +96,9 @@ Status Node::Leave() {
 Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
   transport::zmq::ZmqOptions zopts;
   zopts.send_timeout = options.send_timeout;
+  // The scheduler never stalls on one member that died: a view sent to it before its death was
+  // seen gives up as soon as the death shows, and the next turn declares it dead.
+  if (options.role == Role::kScheduler) zopts.give_up_when_down_for = cluster::Scheduler::kReconnectGrace;
   PSERVER_ASSIGN_OR_RETURN(auto transport, transport::zmq::ZmqTransport::Create(zopts));
   return internal::NodeAccess::StartWithTransport(options, std::move(transport));
 }

@@ -47,14 +47,25 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
   // Every worker pushes rank+1 to each value of the round's keys, once per round that uses
   // the key set; key sets cycle over 4 seeds so values accumulate across rounds.
   constexpr uint32_t kKeySets = 4;
-  const float per_round = static_cast<float>(workers) * static_cast<float>(workers + 1) / 2;
+  const double per_round = double(workers) * double(workers + 1) / 2 * o.pushes;
+  // Sums stay exact in float up to 2^24.
+  if (per_round * ((o.rounds + kKeySets - 1) / kKeySets) > double(1 << 24)) {
+    return Status::InvalidArgument(fmt::format("{} rounds of {} pushes by {} workers add up to sums above 2^24, which "
+                                               "a float does not hold exactly: ask for fewer",
+                                               o.rounds, o.pushes, workers));
+  }
   const auto start = std::chrono::steady_clock::now();
   uint64_t bytes = 0;
   for (uint32_t r = 0; r < o.rounds; ++r) {
+    const auto round_start = std::chrono::steady_clock::now();
     SharedArray<Key> keys = RoundKeys(o.seed, r % kKeySets, o.keys);
-    std::vector<float> vals(keys.size() * o.width, static_cast<float>(rank + 1));
-    PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, keys, SharedArray<float>(std::move(vals))));
-    PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+    SharedArray<float> vals(std::vector<float>(keys.size() * o.width, static_cast<float>(rank + 1)));
+    std::vector<Timestamp> pushes;
+    for (uint32_t p = 0; p < o.pushes; ++p) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, keys, vals));
+      pushes.push_back(push);
+    }
+    for (Timestamp push : pushes) PSERVER_RETURN_IF_ERROR(kv.Wait(push));
     if (!o.stop_file.empty() && rank == 0 && std::filesystem::exists(o.stop_file)) {
       PSERVER_ASSIGN_OR_RETURN(Timestamp stop, kv.Push(control, SharedArray<Key>(std::vector<Key>{0}),
                                                        SharedArray<float>(std::vector<float>{1.0f})));
@@ -71,16 +82,25 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
     SharedArray<float> pulled;
     PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, keys, &pulled));
     PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
-    const float expected = per_round * static_cast<float>(r / kKeySets + 1);
+    const auto expected = static_cast<float>(per_round * (r / kKeySets + 1));
     for (size_t i = 0; i < pulled.size(); ++i) {
       if (pulled[i] != expected) {
         return Status::Internal(fmt::format("round {}: key {} holds {}, expected {}", r, keys[i / o.width],
                                             pulled[i], expected));
       }
     }
-    bytes += 2 * (keys.size_bytes() + keys.size() * o.width * sizeof(float));
+    bytes += (o.pushes + 1) * (keys.size_bytes() + keys.size() * o.width * sizeof(float));
     // Nobody pushes the next round's keys before everyone has checked this round's.
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    if (o.progress_times) {
+      auto ns = [](std::chrono::steady_clock::time_point t) {
+        return static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+      };
+      std::printf("progress %u %u %lld %lld\n", rank, r, ns(round_start), ns(std::chrono::steady_clock::now()));
+      std::fflush(stdout);
+      if (last) break;
+      continue;
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("worker %u: round %u/%u: %zu keys pushed and pulled, every sum = %.0f as expected (%.1f MB/s)\n",
                 rank, r + 1, o.rounds, keys.size(), expected, bytes / secs / 1e6);

@@ -2,10 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <random>
 #include <vector>
 
+#include "pserver/chaos.h"
 #include "pserver/launcher.h"
 
 namespace pserver::tools {
@@ -57,6 +61,9 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
                   "when a server dies")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
+  cmd->add_flag("--restart", o->restart_servers,
+                "With --replicas 2 or more: start a server that dies again, as a new server that joins the job and "
+                "takes a share of the keys back");
   cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
   cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
   cmd->callback([=] {
@@ -79,10 +86,63 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
         opts.scheduler_argv.insert(opts.scheduler_argv.end(), {"--replicas", fmt::format("{}", *replicas)});
         opts.servers_may_die = true;
       }
+      if (opts.restart_servers && !opts.servers_may_die) {
+        std::fprintf(stderr, "launch: --restart needs --replicas 2 or more (without replicas a dead server's keys are "
+                             "lost, and a restarted server would serve them empty)\n");
+        return 2;
+      }
       opts.startup_timeout = std::chrono::milliseconds(*startup_ms);
       opts.grace = std::chrono::milliseconds(*grace_ms);
       opts.prefix_output = !*no_prefix;
       return RunLaunch(opts);
+    };
+  });
+}
+
+void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<int()>* run) {
+  auto o = std::make_shared<ChaosOptions>();
+  auto seed = std::make_shared<std::optional<uint64_t>>();
+  auto max_gap_ms = std::make_shared<int64_t>(o->max_gap.count());
+  auto timeout_ms = std::make_shared<int64_t>(o->timeout.count());
+  CLI::App* cmd = app.add_subcommand(
+      "chaos",
+      "Run a local cluster with replicas whose workers push known values and check every sum, SIGKILL a random "
+      "server N times at random moments (each restarted, joining as a new server), and check that no update was "
+      "lost or applied twice; prints the recovery time of each kill and their median and range "
+      "(docs/durability.md)");
+  cmd->add_option("--kills", o->kills, "Servers to kill, one after another")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  cmd->add_option("--servers", o->num_servers, "Server processes")->check(CLI::Range(2, 64))->capture_default_str();
+  cmd->add_option("--workers", o->num_workers, "Worker processes")->check(CLI::Range(1, 64))->capture_default_str();
+  cmd->add_option("--replicas", o->replicas, "Servers holding each key (2 to --servers)")
+      ->check(CLI::Range(2, 8))
+      ->capture_default_str();
+  cmd->add_option("--seed", *seed, "Seed of the kills' moments and victims and of the keys (default: random, printed)");
+  cmd->add_option("--max-gap-ms", *max_gap_ms,
+                  "A kill comes a random time up to this long after the cluster is whole again")
+      ->check(CLI::Range(int64_t{0}, int64_t{3600000}))
+      ->capture_default_str();
+  cmd->add_option("--keys", o->keys, "Keys per round of the check workload")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--pushes", o->pushes, "Pushes in flight per worker and round")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--timeout-ms", *timeout_ms,
+                  "A kill not recovered from, or a cluster not whole again, within this fails the run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--node-log-level", o->node_log_level, "Log level of the cluster's processes")
+      ->capture_default_str();
+  cmd->callback([=] {
+    *run = [=]() {
+      ChaosOptions opts = *o;
+      opts.seed = seed->has_value() ? **seed : std::random_device()();
+      opts.max_gap = std::chrono::milliseconds(*max_gap_ms);
+      opts.timeout = std::chrono::milliseconds(*timeout_ms);
+      opts.self_exe = self_exe;
+      return RunChaos(opts);
     };
   });
 }

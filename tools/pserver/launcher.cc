@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,6 +43,8 @@ constexpr size_t kMaxLineBytes = 64 * 1024;
 constexpr int kMaxReadsPerWakeup = 64;
 constexpr int kExitInvalidOptions = 2;
 constexpr int kExitCannotStart = 127;
+// A server that fails by itself sooner than this after its start is not restarted.
+constexpr std::chrono::seconds kCrashLoop{1};
 
 // ---------------------------------------------------------------------------------------------
 // Signals.
@@ -314,7 +317,7 @@ Spawned SpawnProcess(std::vector<std::string> argv, std::vector<std::string> env
 // ---------------------------------------------------------------------------------------------
 // Children and their output.
 
-enum class Role { kScheduler, kServer, kWorker };
+using Role = LaunchRole;
 
 // How a child ended: an exit status, or the signal that killed it.
 struct ExitInfo {
@@ -336,18 +339,22 @@ struct LineStream {
   int fd = -1;
   std::FILE* sink = nullptr;
   std::string partial;  // bytes after the last newline
+  std::function<bool(std::string_view)> keep;  // empty: forward every line
 };
 
 struct Child {
   Role role = Role::kWorker;
+  int index = 0;       // within its role, in start order
   std::string name;    // "scheduler", "server 0", "worker 1"
   std::string prefix;  // "[worker 1] " or ""
   pid_t pid = -1;
+  Clock::time_point started;
   std::optional<ExitInfo> exit;
   std::array<LineStream, 2> streams;  // stdout, stderr
 };
 
 void WriteLine(const LineStream& stream, const std::string& prefix, std::string_view line) {
+  if (stream.keep && !stream.keep(line)) return;
   std::string buf;
   buf.reserve(prefix.size() + line.size() + 1);
   buf.append(prefix).append(line).push_back('\n');
@@ -434,6 +441,7 @@ class Launcher {
   void Teardown();
   std::vector<std::string> RoleEnvironment(Role role, int rank) const;
   bool Start(Role role, int rank, std::vector<std::string> argv);
+  bool StartServer();
   void StartServersAndWorkers();
   void PollOnce();
   bool HasDeadline() const;
@@ -459,6 +467,8 @@ class Launcher {
   int null_fd_ = -1;
   pid_t group_ = 0;  // the scheduler's pid, leader of the children's process group
   std::vector<Child> children_;
+  int next_server_ = 0;         // the index of the next server started
+  int servers_to_restart_ = 0;  // failed servers found by the reaping under way
   Phase phase_ = Phase::kWaitingForAddress;
   Clock::time_point deadline_;    // of the current phase, see HasDeadline()
   std::string early_exit_;        // the first scheduler/server to exit 0 while workers ran
@@ -554,14 +564,20 @@ std::vector<std::string> Launcher::RoleEnvironment(Role role, int rank) const {
 bool Launcher::Start(Role role, int rank, std::vector<std::string> argv) {
   Child child;
   child.role = role;
+  child.index = rank;
+  child.started = Clock::now();
   child.name = role == Role::kScheduler ? "scheduler"
                : role == Role::kServer  ? "server " + std::to_string(rank)
                                         : "worker " + std::to_string(rank);
   if (opt_.prefix_output) child.prefix = "[" + child.name + "] ";
   Spawned spawned = SpawnProcess(std::move(argv), RoleEnvironment(role, rank), group_, null_fd_);
   child.pid = spawned.pid;
-  child.streams[0] = {spawned.stdout_fd, opt_.out, {}};
-  child.streams[1] = {spawned.stderr_fd, opt_.err, {}};
+  child.streams[0] = {spawned.stdout_fd, opt_.out, {}, {}};
+  child.streams[1] = {spawned.stderr_fd, opt_.err, {}, {}};
+  if (role == Role::kWorker && opt_.on_worker_line) {
+    child.streams[0].keep = [this, rank](std::string_view line) { return opt_.on_worker_line(rank, line); };
+  }
+  if (child.pid > 0 && role != Role::kScheduler && opt_.on_start) opt_.on_start(role, rank, child.pid);
   const std::string name = child.name;
   if (role == Role::kScheduler && child.pid > 0) group_ = child.pid;
   if (child.pid > 0) children_.push_back(std::move(child));
@@ -573,11 +589,15 @@ bool Launcher::Start(Role role, int rank, std::vector<std::string> argv) {
 
 std::string Launcher::SchedulerCommand() const { return JoinCommand(opt_.scheduler_argv); }
 
+bool Launcher::StartServer() {
+  std::vector<std::string> argv = opt_.server_argv;
+  argv.insert(argv.end(), {"--scheduler", address_, "--host", opt_.host});
+  return Start(Role::kServer, next_server_++, std::move(argv));
+}
+
 void Launcher::StartServersAndWorkers() {
   for (int i = 0; i < opt_.num_servers; ++i) {
-    std::vector<std::string> argv = opt_.server_argv;
-    argv.insert(argv.end(), {"--scheduler", address_, "--host", opt_.host});
-    if (!Start(Role::kServer, i, std::move(argv))) return;
+    if (!StartServer()) return;
   }
   for (int i = 0; i < opt_.num_workers; ++i) {
     if (!Start(Role::kWorker, i, opt_.worker_argv)) return;
@@ -640,6 +660,12 @@ void Launcher::ReapChildren() {
     // Without its zombie leader the group id may be recycled: never signal it again.
     if (child.exit->lost && child.pid == group_) group_ = 0;
     OnChildExit(child);
+    if (child.role != Role::kScheduler && opt_.on_exit) opt_.on_exit(child.role, child.index);
+  }
+  // Started only now: starting appends to children_, which the loop above walks.
+  const int restarts = std::exchange(servers_to_restart_, 0);
+  for (int i = 0; i < restarts && phase_ == Phase::kRunning; ++i) {
+    if (!StartServer()) break;
   }
   CheckAllWorkersDone();
 }
@@ -657,7 +683,19 @@ void Launcher::OnChildExit(Child& child) {
   } else if (phase_ == Phase::kWaitingForAddress) {
     Stop(child.name + " " + exit.Describe() + " before writing its address to " + address_file_, 1);
   } else if (!exit.ok() && child.role == Role::kServer && opt_.servers_may_die) {
-    Message(child.name + " " + exit.Describe() + " while the workers run; its replicas take its keys");
+    const std::string what = child.name + " " + exit.Describe() + " while the workers run";
+    const auto lived = Clock::now() - child.started;
+    if (!opt_.restart_servers) {
+      Message(what + "; its replicas take its keys");
+    } else if (!exit.signaled && lived < kCrashLoop) {
+      Stop(what + ", " + std::to_string(std::chrono::duration_cast<milliseconds>(lived).count()) +
+               " ms after it started: not restarted, it would fail again",
+           1);
+    } else {
+      Message(what + "; its replicas take its keys; starting server " +
+              std::to_string(next_server_ + servers_to_restart_) + " in its place");
+      ++servers_to_restart_;
+    }
   } else if (!exit.ok()) {
     Stop(child.name + " " + exit.Describe() + " before the workers finished", 1);
   } else if (child.role == Role::kServer) {
@@ -698,6 +736,7 @@ void Launcher::CheckAddressFile() {
   }
   address_ = std::move(address);
   phase_ = Phase::kRunning;
+  if (opt_.on_scheduler_address) opt_.on_scheduler_address(address_);
   StartServersAndWorkers();
 }
 
@@ -782,6 +821,8 @@ void Launcher::Message(const std::string& text) {
 }
 
 }  // namespace
+
+void StopLaunch() { OnSignal(SIGTERM); }
 
 int RunLaunch(const LaunchOptions& options) {
   if (const std::string problem = ValidateOptions(options); !problem.empty()) {

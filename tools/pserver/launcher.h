@@ -5,13 +5,19 @@
 // (to find programs), and the CLI builds LaunchOptions from flags.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 namespace pserver::tools {
+
+enum class LaunchRole { kScheduler, kServer, kWorker };
 
 struct LaunchOptions {
   // Cluster shape. REQUIRES: num_servers >= 0, num_workers >= 1.
@@ -46,6 +52,23 @@ struct LaunchOptions {
   // reported and the cluster goes on (the scheduler fails over to its replicas, or ends the job
   // if it cannot, which the workers then report).
   bool servers_may_die = false;
+  // `--restart` (with servers_may_die): a server that fails while the workers run is started
+  // again at once, as a new server (the next index, "server N") that joins the job as any late
+  // server does (docs/elasticity.md) and takes a share of the keys back, so the chains return to
+  // their length. Not restarted: a server that exited by itself with a failure status within
+  // 1 s of its start (it cannot start; the cluster stops), or one drained (it exited 0).
+  bool restart_servers = false;
+
+  // Hooks for a program that drives the running cluster (`pserver chaos`); each may be empty.
+  // All are called on RunLaunch's thread, so they must be quick and must not call RunLaunch.
+  // The scheduler's address, once it wrote it.
+  std::function<void(const std::string& address)> on_scheduler_address;
+  // A server or worker process started (`index`: its place in start order within its role;
+  // a restarted server gets a new one) and, later, was reaped.
+  std::function<void(LaunchRole role, int index, pid_t pid)> on_start;
+  std::function<void(LaunchRole role, int index)> on_exit;
+  // A whole line a worker wrote to stdout, before it is forwarded; false: do not forward it.
+  std::function<bool(int index, std::string_view line)> on_worker_line;
 
   // Prefix each forwarded line with "[scheduler] ", "[server I] " or "[worker I] ".
   bool prefix_output = true;
@@ -87,5 +110,9 @@ struct LaunchOptions {
 // SIGTERM for its duration (restoring the previous ones on return), so at most one call may run
 // in a process at a time; a concurrent call fails with exit code 1.
 int RunLaunch(const LaunchOptions& options);
+
+// Asks the RunLaunch in progress to stop the cluster as SIGTERM would (exit code 143). Callable
+// from any thread; does nothing when no RunLaunch runs.
+void StopLaunch();
 
 }  // namespace pserver::tools

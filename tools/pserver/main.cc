@@ -38,6 +38,7 @@ int Main(int argc, char** argv) {
   pserver::tools::AddDrainCommand(app, &run);
   pserver::tools::AddCheckpointCommand(app, &run);
   pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
+  pserver::tools::AddChaosCommand(app, SelfExe(argv[0]), &run);
   pserver::tools::AddBenchCommand(app, &run);
   pserver::tools::AddTrainCommand(app, SelfExe(argv[0]), std::vector<std::string>(argv, argv + argc), &run);
   pserver::tools::AddPredictCommand(app, &run);

@@ -222,7 +222,12 @@ void AddWorkerCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--keys", demo->keys, "Keys per request")->check(CLI::Range(1, 10000000))->capture_default_str();
   cmd->add_option("--width", demo->width, "Values per key")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--rounds", demo->rounds, "Push/pull rounds")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_option("--pushes", demo->pushes, "Pushes of the round's keys in flight at once per round")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--seed", demo->seed, "Seed of the key sets (the same on every worker)")->capture_default_str();
+  cmd->add_flag("--progress-times", demo->progress_times,
+                "Print 'progress RANK ROUND START_NS END_NS' (monotonic clock) for each round instead of its summary");
   cmd->add_option("--stop-file", demo->stop_file,
                   "Stop after the round in which worker 0 finds this file (before --rounds; every worker does the "
                   "same rounds)");
@@ -253,9 +258,12 @@ void AddStatusCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--timeout-ms", *timeout_ms, "How long to wait for the answer")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto json = std::make_shared<bool>(false);
+  cmd->add_flag("--json", *json, "Print the state as one JSON object (fields: docs/elasticity.md, section 5)");
   cmd->callback([=] {
     *run = [=]() {
-      Result<std::string> status = JobStatus(*address, std::chrono::milliseconds(*timeout_ms), *host);
+      Result<std::string> status = JobStatus(*address, std::chrono::milliseconds(*timeout_ms), *host,
+                                             *json ? StatusFormat::kJson : StatusFormat::kText);
       if (!status.ok()) return Fail("status", status.status());
       std::fputs(status->c_str(), stdout);
       return 0;

@@ -264,6 +264,10 @@ Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_b
     if (sent.ok()) break;
     if (!may_block || !would_block) return sent;
     if (GivenUp(receiver)) return Status::Unavailable("the peer was declared dead");
+    if (options_.give_up_when_down_for.count() > 0 &&
+        Down(peer, std::chrono::steady_clock::now(), options_.give_up_when_down_for)) {
+      return Status::Unavailable("the connection to the peer broke and did not come back (its process died?)");
+    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       return Status::Unavailable(fmt::format("the peer did not accept the message within {} ms",
@@ -379,43 +383,47 @@ void ZmqTransport::DoWatch(NodeId peer_id) {
   peer.monitor = monitor;
 }
 
+bool ZmqTransport::Down(Peer& peer, std::chrono::steady_clock::time_point now, std::chrono::milliseconds for_at_least) {
+  if (peer.monitor == nullptr) return false;
+  // Each event: a frame of 6 bytes (u16 event, u32 value), then the endpoint.
+  for (;;) {
+    zmq_msg_t event;
+    zmq_msg_init(&event);
+    if (zmq_msg_recv(&event, peer.monitor, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&event);
+      break;
+    }
+    uint16_t what = 0;
+    if (zmq_msg_size(&event) >= sizeof(what)) std::memcpy(&what, zmq_msg_data(&event), sizeof(what));
+    bool more = zmq_msg_more(&event);
+    zmq_msg_close(&event);
+    while (more) {
+      zmq_msg_t part;
+      zmq_msg_init(&part);
+      const bool got = zmq_msg_recv(&part, peer.monitor, 0) >= 0;
+      more = got && zmq_msg_more(&part);
+      zmq_msg_close(&part);
+    }
+    if (what == ZMQ_EVENT_DISCONNECTED) {
+      if (!peer.down_since) peer.down_since = now;
+    } else if (what == ZMQ_EVENT_CONNECT_RETRIED) {
+      // ZeroMQ says so when it schedules an attempt: the first after a break is scheduled at
+      // once, each later one after an attempt failed.
+      if (peer.down_since) ++peer.retries;
+    } else if (what == ZMQ_EVENT_CONNECTED) {
+      peer.down_since.reset();
+      peer.retries = 0;
+    }
+  }
+  return peer.down_since && (peer.retries >= 2 || now - *peer.down_since >= for_at_least);
+}
+
 std::vector<NodeId> ZmqTransport::DoPeersDown(std::chrono::milliseconds for_at_least) {
   const auto now = std::chrono::steady_clock::now();
   std::vector<NodeId> down;
   ReaderMutexLock lock(&peers_mu_);
   for (auto& [id, peer] : peers_) {
-    if (peer->monitor == nullptr) continue;
-    // Each event: a frame of 6 bytes (u16 event, u32 value), then the endpoint.
-    for (;;) {
-      zmq_msg_t event;
-      zmq_msg_init(&event);
-      if (zmq_msg_recv(&event, peer->monitor, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&event);
-        break;
-      }
-      uint16_t what = 0;
-      if (zmq_msg_size(&event) >= sizeof(what)) std::memcpy(&what, zmq_msg_data(&event), sizeof(what));
-      bool more = zmq_msg_more(&event);
-      zmq_msg_close(&event);
-      while (more) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        const bool got = zmq_msg_recv(&part, peer->monitor, 0) >= 0;
-        more = got && zmq_msg_more(&part);
-        zmq_msg_close(&part);
-      }
-      if (what == ZMQ_EVENT_DISCONNECTED) {
-        if (!peer->down_since) peer->down_since = now;
-      } else if (what == ZMQ_EVENT_CONNECT_RETRIED) {
-        // ZeroMQ says so when it schedules an attempt: the first after a break is scheduled at
-        // once, each later one after an attempt failed.
-        if (peer->down_since) ++peer->retries;
-      } else if (what == ZMQ_EVENT_CONNECTED) {
-        peer->down_since.reset();
-        peer->retries = 0;
-      }
-    }
-    if (peer->down_since && (peer->retries >= 2 || now - *peer->down_since >= for_at_least)) down.push_back(id);
+    if (Down(*peer, now, for_at_least)) down.push_back(id);
   }
   return down;
 }

@@ -51,6 +51,12 @@ struct ZmqOptions {
   int receive_hwm = 4096;
   // Out-of-line frames up to this size are copied into ZeroMQ; larger ones are sent zero-copy.
   size_t copy_threshold = 1024;
+  // When positive: a send blocked on a watched peer (Watch) whose connection broke and is down
+  // as PeersDown(give_up_when_down_for) would report it ends at once with kUnavailable, instead
+  // of waiting out send_timeout for a process that died. Only for a transport whose blocking
+  // sends all come from its receive thread (the scheduler's, which must never stall on one dead
+  // member): the watch's state is that thread's.
+  std::chrono::milliseconds give_up_when_down_for{0};
 };
 
 class ZmqTransport final : public Transport {
@@ -65,8 +71,6 @@ class ZmqTransport final : public Transport {
   Status DoSend(NodeId receiver, const WireMessage& wire, bool may_block) override;
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override;
   void DoShutdown() override;
-  // From each watched peer's socket monitor: a disconnect starts the peer's down time, a
-  // connection ends it; a second reconnection attempt means the first one failed.
   void DoDisconnect(NodeId peer) override;
   void DoWatch(NodeId peer) override;
   std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override;
@@ -91,6 +95,10 @@ class ZmqTransport final : public Transport {
   Status SendFrame(void* socket, const Bytes& frame, bool more, bool may_block);
   // Sends `msg` (taking it over: it is closed on failure and emptied by ZeroMQ on success).
   Status SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block, bool* would_block = nullptr);
+  // Reads the watched peer's socket monitor: a disconnect starts its down time, a connection
+  // ends it; a second reconnection attempt means the first one failed. Then whether it is down
+  // (reconnection refused, or down for `for_at_least`). Receive thread only.
+  static bool Down(Peer& peer, std::chrono::steady_clock::time_point now, std::chrono::milliseconds for_at_least);
 
   const ZmqOptions options_;
   void* context_ = nullptr;

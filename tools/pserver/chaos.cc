@@ -1,0 +1,346 @@
+#include "pserver/chaos.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "bench_report.h"
+#include "pserver/launcher.h"
+#include "pserver/node.h"
+
+namespace pserver::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// How often the cluster's state is asked for while waiting for it to be whole.
+constexpr milliseconds kStatusPoll{20};
+// Sums of the check workload stay exact in float up to 2^24 (demo_worker.cc).
+constexpr double kExactSums = double(1 << 24);
+constexpr uint32_t kKeySets = 4;  // demo_worker.cc cycles over 4 key sets
+
+double MillisBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// One round of one worker, from its "progress RANK ROUND START_NS END_NS" line.
+struct Round {
+  Clock::time_point start, end;
+};
+
+std::optional<std::pair<int, Round>> ParseProgress(std::string_view line) {
+  constexpr std::string_view kPrefix = "progress ";
+  if (line.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  line.remove_prefix(kPrefix.size());
+  long long fields[4];
+  for (long long& f : fields) {
+    while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), f);
+    if (ec != std::errc()) return std::nullopt;
+    line.remove_prefix(static_cast<size_t>(end - line.data()));
+  }
+  if (!line.empty()) return std::nullopt;
+  auto at = [](long long ns) { return Clock::time_point(std::chrono::nanoseconds(ns)); };
+  return std::make_pair(static_cast<int>(fields[0]), Round{at(fields[2]), at(fields[3])});
+}
+
+// What the launcher's hooks (on its thread) tell the chaos thread, and the chaos thread's wish
+// to stop the cluster. All under `mu`.
+class Shared {
+ public:
+  void SetAddress(const std::string& address) {
+    std::lock_guard lock(mu_);
+    address_ = address;
+    cv_.notify_all();
+  }
+  void ServerStarted(int index, pid_t pid) {
+    std::lock_guard lock(mu_);
+    servers_[index] = pid;
+  }
+  void ServerExited(int index) {
+    std::lock_guard lock(mu_);
+    servers_.erase(index);
+  }
+  // The rank's progress line; false for any other line (forwarded).
+  bool WorkerLine(std::string_view line) {
+    std::optional<std::pair<int, Round>> p = ParseProgress(line);
+    if (!p) return true;
+    std::lock_guard lock(mu_);
+    rounds_[p->first].push_back(p->second);
+    cv_.notify_all();
+    return false;
+  }
+  void LaunchEnded() {
+    std::lock_guard lock(mu_);
+    ended_ = true;
+    cv_.notify_all();
+  }
+
+  // Waits up to `timeout` for the scheduler's address; empty if none came or the launch ended.
+  std::string WaitAddress(milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !address_.empty() || ended_; });
+    return ended_ ? "" : address_;
+  }
+  // Sleeps `d` unless the launch ends first; false then.
+  bool Pause(Clock::duration d) {
+    std::unique_lock lock(mu_);
+    return !cv_.wait_for(lock, d, [&] { return ended_; });
+  }
+  // Waits until each of `workers` workers finished a round it started after `after`, and
+  // returns the last of their ends; nullopt if the launch ended or `deadline` passed first.
+  std::optional<Clock::time_point> WaitRoundsAfter(Clock::time_point after, int workers, Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    std::optional<Clock::time_point> last;
+    cv_.wait_until(lock, deadline, [&] {
+      if (ended_) return true;
+      Clock::time_point latest = after;
+      for (int w = 0; w < workers; ++w) {
+        const std::vector<Round>& rounds = rounds_[w];
+        auto it = std::find_if(rounds.begin(), rounds.end(), [&](const Round& r) { return r.start > after; });
+        if (it == rounds.end()) return false;
+        latest = std::max(latest, it->end);
+      }
+      last = latest;
+      return true;
+    });
+    return ended_ ? std::nullopt : last;
+  }
+  // SIGKILLs the live server `pick` selects from the sorted live indices; its index, or -1 if
+  // none is live. Done under the lock, so the server cannot be forgotten in between (a server
+  // reaped but not yet forgotten has a pid no new process can have taken yet: only this
+  // process's launcher thread starts processes here, and it waits for the lock first).
+  int KillServer(const std::function<size_t(size_t)>& pick) {
+    std::lock_guard lock(mu_);
+    if (servers_.empty() || ended_) return -1;
+    auto it = servers_.begin();
+    std::advance(it, static_cast<long>(pick(servers_.size())));
+    kill(it->second, SIGKILL);
+    return it->first;
+  }
+  size_t rounds_done() {
+    std::lock_guard lock(mu_);
+    size_t n = 0;
+    for (const auto& [w, rounds] : rounds_) n += rounds.size();
+    return n;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string address_;
+  std::map<int, pid_t> servers_;  // live servers by launch index
+  std::map<int, std::vector<Round>> rounds_;
+  bool ended_ = false;
+};
+
+// Whether the job's state (JobStatus as JSON) shows `servers` servers serving with their
+// replicas in sync and no membership change running or waiting; else what is missing.
+std::string NotWhole(const nlohmann::json& doc, int servers) {
+  if (!doc["change_running"].is_null()) return "a membership change runs";
+  if (doc["changes_waiting"].get<size_t>() > 0) return "membership changes wait";
+  int whole = 0;
+  for (const nlohmann::json& m : doc["members"]) {
+    if (m["role"] != "server" || m["state"] == "dead" || m["state"] == "left") continue;
+    if (m["state"] != "serving") return fmt::format("{} is {}", m["name"].get<std::string>(), m["state"].get<std::string>());
+    if (!m.value("replicas_in_sync", false)) return fmt::format("{}'s replicas are syncing", m["name"].get<std::string>());
+    ++whole;
+  }
+  if (whole != servers) return fmt::format("{} of {} servers serve", whole, servers);
+  return "";
+}
+
+class ChaosRun {
+ public:
+  explicit ChaosRun(const ChaosOptions& o) : o_(o), rng_(o.seed) {}
+
+  // The chaos thread: returns "" when every kill was made and recovered from, else why not.
+  std::string Drive(const std::string& stop_file) {
+    const std::string address = shared_.WaitAddress(o_.timeout);
+    if (address.empty()) return "the scheduler did not start";
+    address_ = address;
+    // The workers' first round: every worker runs.
+    if (!shared_.WaitRoundsAfter(Clock::time_point(), o_.num_workers, Clock::now() + o_.timeout)) {
+      return "the workers did not finish a first round";
+    }
+    std::optional<Clock::time_point> killed;
+    for (int k = 1; k <= o_.kills; ++k) {
+      if (std::string why = WaitWhole(killed); !why.empty()) return why;
+      const auto gap = milliseconds(std::uniform_int_distribution<int64_t>(0, o_.max_gap.count())(rng_));
+      if (!shared_.Pause(gap)) return "the job ended";
+      const Clock::time_point at = Clock::now();
+      const int server = shared_.KillServer(
+          [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
+      if (server < 0) return "no server left to kill";
+      killed = at;
+      std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
+      if (!progressing) {
+        return fmt::format("kill {}: the workers did not all finish a round within {} ms of server {}'s kill", k,
+                           o_.timeout.count(), server);
+      }
+      recoveries_.push_back(MillisBetween(at, *progressing));
+      std::fprintf(o_.out, "chaos: kill %d/%d: server %d SIGKILLed %lld ms after the cluster was whole; every worker "
+                   "progressing again after %.1f ms\n",
+                   k, o_.kills, server, static_cast<long long>(gap.count()), recoveries_.back());
+      std::fflush(o_.out);
+    }
+    if (std::string why = WaitWhole(killed); !why.empty()) return why;
+    std::ofstream(stop_file) << "stop\n";
+    return "";
+  }
+
+  // Waits until the cluster is whole; records how long after `killed` it became so.
+  std::string WaitWhole(std::optional<Clock::time_point> killed) {
+    const auto deadline = Clock::now() + o_.timeout;
+    std::string why = "no answer";
+    while (Clock::now() < deadline) {
+      Result<std::string> status = JobStatus(address_, milliseconds(5000), "127.0.0.1", StatusFormat::kJson);
+      if (status.ok()) {
+        nlohmann::json doc = nlohmann::json::parse(*status, nullptr, /*allow_exceptions=*/false);
+        why = doc.is_discarded() ? "its state did not parse" : NotWhole(doc, o_.num_servers);
+        if (why.empty()) {
+          if (killed) {
+            restorations_.push_back(MillisBetween(*killed, Clock::now()));
+            std::fprintf(o_.out, "chaos: the cluster is whole again %.1f ms after the kill\n", restorations_.back());
+          }
+          return "";
+        }
+      } else {
+        why = status.status().ToString();
+      }
+      if (!shared_.Pause(kStatusPoll)) return "the job ended";
+    }
+    return fmt::format("the cluster was not whole again within {} ms: {}", o_.timeout.count(), why);
+  }
+
+  Shared& shared() { return shared_; }
+  const std::vector<double>& recoveries() const { return recoveries_; }
+  const std::vector<double>& restorations() const { return restorations_; }
+
+ private:
+  const ChaosOptions& o_;
+  std::mt19937_64 rng_;
+  Shared shared_;
+  std::string address_;
+  std::vector<double> recoveries_;    // ms, kill -> every worker progressing
+  std::vector<double> restorations_;  // ms, kill -> the cluster whole again
+};
+
+std::string Validate(const ChaosOptions& o) {
+  if (o.num_servers < 2) return "--servers must be at least 2";
+  if (o.num_workers < 1) return "--workers must be at least 1";
+  if (o.replicas < 2 || o.replicas > static_cast<uint32_t>(o.num_servers)) {
+    return "--replicas must be at least 2 and at most --servers";
+  }
+  if (o.kills < 1) return "--kills must be at least 1";
+  if (o.self_exe.empty()) return "no pserver executable";
+  return "";
+}
+
+std::string Describe(const std::vector<double>& ms) {
+  const bench::Summary s = bench::Summarize(ms);
+  return fmt::format("median {:.1f} ms, min {:.1f}, max {:.1f}", s.median, s.min, s.max);
+}
+
+}  // namespace
+
+int RunChaos(const ChaosOptions& o) {
+  if (const std::string problem = Validate(o); !problem.empty()) {
+    std::fprintf(o.err, "chaos: invalid options: %s\n", problem.c_str());
+    return 2;
+  }
+  std::string dir = (std::filesystem::temp_directory_path() / "pserver-chaos.XXXXXX").string();
+  if (mkdtemp(dir.data()) == nullptr) {
+    std::fprintf(o.err, "chaos: cannot create a temp dir: %s\n", std::strerror(errno));
+    return 1;
+  }
+  const std::string stop_file = dir + "/stop";
+  // As many rounds as keep every sum exact; the run ends at the stop file long before.
+  const double per_round = double(o.num_workers) * (o.num_workers + 1) / 2 * o.pushes;
+  const auto rounds = static_cast<uint32_t>(std::min(1e6, std::floor(kExactSums / per_round) * kKeySets));
+  std::fprintf(o.out, "chaos: %d kills of random servers of %d servers (--replicas %u), %d workers checking every "
+               "round's sums; seed %llu\n",
+               o.kills, o.num_servers, o.replicas, o.num_workers, static_cast<unsigned long long>(o.seed));
+  std::fflush(o.out);
+
+  ChaosRun run(o);
+  LaunchOptions launch;
+  launch.num_servers = o.num_servers;
+  launch.num_workers = o.num_workers;
+  const std::vector<std::string> node = {o.self_exe, "--log-level", o.node_log_level};
+  launch.scheduler_argv = node;
+  launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"scheduler", "--replicas", std::to_string(o.replicas)});
+  launch.server_argv = node;
+  launch.server_argv.push_back("server");
+  launch.worker_argv = node;
+  launch.worker_argv.insert(launch.worker_argv.end(),
+                            {"worker", "--keys", std::to_string(o.keys), "--pushes", std::to_string(o.pushes),
+                             "--rounds", std::to_string(rounds), "--seed", std::to_string(o.seed), "--stop-file",
+                             stop_file, "--progress-times"});
+  launch.servers_may_die = true;
+  launch.restart_servers = true;
+  launch.out = o.out;
+  launch.err = o.err;
+  Shared& shared = run.shared();
+  launch.on_scheduler_address = [&](const std::string& address) { shared.SetAddress(address); };
+  launch.on_start = [&](LaunchRole role, int index, pid_t pid) {
+    if (role == LaunchRole::kServer) shared.ServerStarted(index, pid);
+  };
+  launch.on_exit = [&](LaunchRole role, int index) {
+    if (role == LaunchRole::kServer) shared.ServerExited(index);
+  };
+  launch.on_worker_line = [&](int, std::string_view line) { return shared.WorkerLine(line); };
+
+  std::string failure;
+  std::thread chaos([&] {
+    failure = run.Drive(stop_file);
+    // A failed drive stops the cluster as Ctrl-C would; the launch then ends non-zero.
+    if (!failure.empty()) StopLaunch();
+  });
+  const int launched = RunLaunch(launch);
+  shared.LaunchEnded();
+  chaos.join();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+
+  const size_t rounds_done = shared.rounds_done();
+  if (!failure.empty() || launched != 0) {
+    std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n", run.recoveries().size(),
+                 static_cast<unsigned long long>(o.seed),
+                 !failure.empty() && failure != "the job ended"
+                     ? failure.c_str()
+                     : fmt::format("the cluster ended with status {} (its error is above)", launched).c_str());
+    return 1;
+  }
+  std::fprintf(o.out,
+               "chaos: %d kills, seed %llu: 0 updates lost, 0 applied twice (%zu worker rounds of %u pushes "
+               "checked exactly)\n"
+               "chaos: recovery (kill -> every worker progressing): %s\n"
+               "chaos: restored (kill -> replacement joined, chains whole): %s\n",
+               o.kills, static_cast<unsigned long long>(o.seed), rounds_done, o.pushes,
+               Describe(run.recoveries()).c_str(), Describe(run.restorations()).c_str());
+  std::fflush(o.out);
+  return 0;
+}
+
+}  // namespace pserver::tools
