@@ -177,8 +177,7 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
       CloseWatched(it->second->socket, it->second->monitor);
       it->second->socket = nullptr;
     }
-    // Erase only after the peer's lock is released: the lock lives in the Peer. (No DoSend can
-    // be using it: they hold peers_mu_ shared, and we hold it exclusively.)
+    // A DoSend that holds the Peer finds its socket gone (null) and fails.
     peers_.erase(it);
   }
   void* s = zmq_socket(context_, ZMQ_DEALER);
@@ -200,7 +199,7 @@ Status ZmqTransport::DoConnect(NodeId peer_id, const std::string& address, const
     zmq_close(s);
     return Status::InvalidArgument(what);
   }
-  auto peer = std::make_unique<Peer>();
+  auto peer = std::make_shared<Peer>();
   {
     MutexLock peer_lock(&peer->mu);  // not shared yet; for the analysis
     peer->socket = s;
@@ -243,12 +242,17 @@ Status ZmqTransport::SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_b
 }
 
 Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_block) {
-  ReaderMutexLock lock(&peers_mu_);
-  auto it = peers_.find(receiver);
-  if (it == peers_.end()) return Status::NotFound("the peer is not connected");
-  Peer& peer = *it->second;
+  std::shared_ptr<Peer> found;
+  {
+    ReaderMutexLock lock(&peers_mu_);
+    auto it = peers_.find(receiver);
+    if (it == peers_.end()) return Status::NotFound("the peer is not connected");
+    found = it->second;
+  }
+  Peer& peer = *found;
   const auto& rest = wire.out_of_line();
   MutexLock peer_lock(&peer.mu);
+  if (peer.socket == nullptr) return Status::NotFound("the peer was disconnected");
   // Only the first frame can fail with EAGAIN without leaving a partial message: ZeroMQ
   // queues a multipart message atomically once its first part is accepted. A blocking send waits
   // for the peer in slices of kGiveUpCheck, so that it ends soon after the peer is given up.
@@ -357,7 +361,7 @@ void ZmqTransport::DoDisconnect(NodeId peer_id) {
     CloseWatched(it->second->socket, it->second->monitor);  // lingers to deliver what is queued
     it->second->socket = nullptr;
   }
-  peers_.erase(it);  // after the peer's lock is released: the lock lives in the Peer
+  peers_.erase(it);
 }
 
 void ZmqTransport::DoWatch(NodeId peer_id) {

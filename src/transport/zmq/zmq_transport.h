@@ -21,8 +21,9 @@
 // is down for good; a live peer's connection that broke comes back at that attempt.
 //
 // Thread safety: as Transport. Each peer socket has its own lock, so sends to different peers
-// do not contend. The owner must stop its Receive loop before destroying the transport.
-// Lock order: peers_mu_ before a Peer's mu.
+// do not contend, and a send blocked on one peer holds only that peer's lock: connecting to
+// others (a new view's servers, on the receive thread) goes on meanwhile. The owner must stop its
+// Receive loop before destroying the transport. Lock order: peers_mu_ before a Peer's mu.
 #pragma once
 
 #include <zmq.h>
@@ -107,9 +108,11 @@ class ZmqTransport final : public Transport {
   Mutex wake_mu_;
   void* wake_sender_ ABSL_GUARDED_BY(wake_mu_) = nullptr;
 
-  // Shared by DoSend, exclusive by DoConnect (which replaces Peers).
+  // Shared by DoSend while it finds its Peer (which it then keeps alive by its own reference
+  // and uses under the Peer's lock alone), exclusive by DoConnect and DoDisconnect (which
+  // close a Peer's socket under its lock, leaving it null, and drop the Peer from the map).
   SharedMutex peers_mu_;
-  absl::flat_hash_map<NodeId, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
+  absl::flat_hash_map<NodeId, std::shared_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
   uint32_t next_serial_ ABSL_GUARDED_BY(peers_mu_) = 1;
 };
 
