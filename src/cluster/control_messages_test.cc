@@ -152,6 +152,7 @@ std::vector<std::vector<std::string>> ValidBodies() {
       {Text(Encode(MigrateReport{12345, 678910})), Text(Encode(MigrateReport{}))},
       {Text(Encode(AdminRequest{AdminOp::kDrain, NodeId(7), "tcp://127.0.0.1:9", ""})),
        Text(Encode(AdminRequest{AdminOp::kStatus, NodeId(), "", ""})),
+       Text(Encode(AdminRequest{AdminOp::kStatusJson, NodeId(), "tcp://127.0.0.1:9", ""})),
        Text(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", "/data/ckpt/ckpt-000001/server-0.psckpt"}))},
       {Text(Encode(std::vector<TableStats>{{TableId(1), 10, 400}, {TableId(3), 0, 0}})),
        Text(Encode(std::vector<TableStats>{}))},
@@ -381,8 +382,8 @@ TEST(ControlMessagesTest, RoundTripsMembershipBodies) {
                 "overlapping ranges");
   ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {KeyRange{9, 5}}}}})), "first > last");
   std::string bad_op = Text(Encode(admin));
-  bad_op[0] = 4;
-  ExpectRefused(codecs[7], bad_op, "op 4");
+  bad_op[0] = 5;
+  ExpectRefused(codecs[7], bad_op, "op 5");
 }
 
 TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {

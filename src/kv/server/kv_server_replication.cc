@@ -31,9 +31,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 
+#include "base/failpoint.h"
 #include "base/logging.h"
 #include "kv/server/kv_server_core.h"
 #include "kv/server/kv_server_replication.h"
@@ -267,6 +269,12 @@ void KVServerCore::TakeReplicated(const Message& msg) {
     stored = Status::Corruption(fmt::format("replicate with {} frames", msg.frames.size()));
   } else if (!rows.ok()) {
     stored = rows.status();
+  } else if (FailpointActive("replica-stores-nothing")) {  // for the fault tests: see docs/errors.md
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      PSERVER_LOG_WARN("{}: failpoint replica-stores-nothing: answers rows replicated to it as stored, stores none",
+                       runtime_->DescribeNode(runtime_->id()));
+    }
   } else {
     Result<TableStore*> store = FindStore(msg.header.table);
     stored = store.ok() ? InsertRowsLocked(*store, *rows) : store.status();

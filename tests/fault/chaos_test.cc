@@ -1,0 +1,63 @@
+// `pserver chaos` as CI runs it: servers of a replicated local cluster SIGKILLed one after
+// another (each restarted and joining), every sum the workers pushed checked exactly; and the
+// same command failing when replicas do not keep what they acknowledge (a failpoint), so that a
+// pass means something.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/integration/subprocess.h"
+#include "testing/test_util.h"
+
+namespace pserver::testing {
+namespace {
+
+constexpr std::chrono::milliseconds kHangGuard{280000};
+
+// Runs `pserver chaos ARGS` to its end; returns (exit description, output).
+std::pair<std::string, std::string> RunChaos(std::vector<std::string> args,
+                                             const std::map<std::string, std::string>& env = {}) {
+  args.insert(args.begin(), {PserverBinary(), "chaos"});
+  auto p = Subprocess::Spawn(args, env);
+  EXPECT_OK(p.status());
+  if (!p.ok()) return {"spawn failed", ""};
+  std::optional<int> status = (*p)->WaitExit(kHangGuard);
+  return {status ? DescribeWaitStatus(*status) : "hung", (*p)->output()};
+}
+
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(ChaosTest, TwentyServerKillsLoseNoUpdateAndApplyNoneTwice) {
+  const std::string seed = std::to_string(TestSeed());
+  auto [status, out] = RunChaos({"--kills", "20", "--seed", seed});
+  ASSERT_EQ(status, "exit 0") << out;
+  EXPECT_EQ(Count(out, "chaos: kill "), 20u) << out;
+  EXPECT_EQ(Count(out, "chaos: the cluster is whole again"), 20u) << out;
+  EXPECT_NE(out.find("chaos: 20 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: recovery (kill -> every worker progressing): median"), std::string::npos) << out;
+}
+
+TEST(ChaosTest, FailsNamingTheLostSumWhenReplicasStoreNothing) {
+  const std::string seed = std::to_string(TestSeed());
+  auto [status, out] = RunChaos({"--kills", "3", "--seed", seed}, {{"PSERVER_FAILPOINTS", "replica-stores-nothing"}});
+  EXPECT_EQ(status, "exit 1") << out;
+  EXPECT_NE(out.find("failpoint replica-stores-nothing"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: FAILED"), std::string::npos) << out;
+  // A worker found a sum short of what was pushed.
+  EXPECT_NE(out.find(", expected "), std::string::npos) << out;
+  EXPECT_EQ(out.find("0 updates lost"), std::string::npos) << out;
+}
+
+TEST(ChaosTest, RefusesReplicasItCannotKillUnder) {
+  auto [status, out] = RunChaos({"--kills", "1", "--servers", "2", "--replicas", "3"});
+  EXPECT_EQ(status, "exit 2") << out;
+  EXPECT_NE(out.find("--replicas must be at least 2 and at most --servers"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace pserver::testing
