@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -329,6 +330,57 @@ TEST_F(LauncherTest, AServerThatDiesIsReportedWhenServersMayDie) {
 
   EXPECT_TRUE(Contains(Err(), "launch: server 0 killed by signal 9 (SIGKILL) while the workers run; its replicas take "
                               "its keys\n"));
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
+}
+
+// `launch --restart`: the server killed is started again, as the next server index, and the
+// hooks of a driving program (`pserver chaos`) hear of every start, exit and worker line.
+TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
+  LaunchOptions options = Options(1, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
+                                  "await_cluster\n"
+                                  "echo 'progress line'\n"
+                                  "echo 'plain line'\n"
+                                  "kill -KILL \"$(cat \"$D/server.0.pid\")\"\n"
+                                  "while [ ! -f \"$D/server.1.pid\" ]; do sleep 0.01; done");
+  options.servers_may_die = true;
+  options.restart_servers = true;
+  std::string address;
+  std::vector<std::string> events;
+  options.on_scheduler_address = [&](const std::string& a) { address = a; };
+  options.on_start = [&](LaunchRole role, int index, pid_t pid) {
+    events.push_back((role == LaunchRole::kServer ? "start server " : "start worker ") + std::to_string(index));
+    EXPECT_GT(pid, 0);
+  };
+  options.on_exit = [&](LaunchRole role, int index) {
+    events.push_back((role == LaunchRole::kServer ? "exit server " : "exit worker ") + std::to_string(index));
+  };
+  options.on_worker_line = [&](int, std::string_view line) { return line.substr(0, 8) != "progress"; };
+
+  EXPECT_EQ(RunLaunch(options), 0) << Err();
+
+  EXPECT_TRUE(Contains(Err(), "launch: server 0 killed by signal 9 (SIGKILL) while the workers run; its replicas take "
+                              "its keys; starting server 1 in its place\n"));
+  EXPECT_EQ(address, "tcp://127.0.0.1:1");
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0], "start server 0");
+  EXPECT_EQ(events[1], "start worker 0");
+  EXPECT_NE(std::find(events.begin(), events.end(), "start server 1"), events.end());
+  EXPECT_LT(std::find(events.begin(), events.end(), "exit server 0"),
+            std::find(events.begin(), events.end(), "start server 1"));
+  EXPECT_TRUE(Contains(Out(), "[worker 0] plain line\n"));
+  EXPECT_FALSE(Contains(Out(), "progress line"));
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "server.1.pid", "worker.0.pid"});
+}
+
+// A server that cannot start (it fails by itself at once) is not restarted in a loop.
+TEST_F(LauncherTest, DoesNotRestartAServerThatFailsAtOnce) {
+  LaunchOptions options = Options(1, 1, Fake::kRunUntilKilled, Fake::kFailAfterStartup, "exec sleep 1000");
+  options.servers_may_die = true;
+  options.restart_servers = true;
+
+  EXPECT_EQ(RunLaunch(options), 1);
+
+  EXPECT_TRUE(Contains(Err(), "not restarted, it would fail again; stopping the cluster\n"));
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
 }
 
