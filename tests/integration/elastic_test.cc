@@ -6,7 +6,9 @@
 // must exit 0: the workers' sums were exact in every round, through every change. Also: a joining
 // server killed while rows move to it changes nothing, and a worker joins a stale-synchronous
 // job at the current clock.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <signal.h>
 
@@ -156,6 +158,28 @@ TEST_F(ElasticTest, ServersJoinAndLeaveWhileWorkersCheckEverySum) {
   EXPECT_TRUE(std::regex_search(
       status, std::regex("server " + last_rank + " \\(node " + last_node + "\\) +serving .* share 1\\.0000")))
       << status;
+  // The same state as JSON, for scripts.
+  auto [json_exit, json_out] = Admin({"status", "--json"});
+  ASSERT_EQ(json_exit, "exit 0") << json_out;
+  const nlohmann::json doc = nlohmann::json::parse(json_out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << json_out;
+  EXPECT_TRUE(doc["change_running"].is_null()) << json_out;
+  EXPECT_NE(status.find(fmt::format("changes done: {},", doc["changes_done"].get<int>())), std::string::npos)
+      << json_out << status;
+  int found = 0;
+  for (const nlohmann::json& m : doc["members"]) {
+    if (std::to_string(m["id"].get<uint32_t>()) == first_node) {
+      ++found;
+      EXPECT_EQ(m["state"], "left") << m.dump();
+    } else if (std::to_string(m["id"].get<uint32_t>()) == last_node) {
+      ++found;
+      EXPECT_EQ(m["state"], "serving") << m.dump();
+      EXPECT_EQ(m["partitions"], doc["partitions"]) << json_out;
+      ASSERT_TRUE(m["tables"].is_array()) << m.dump();
+      EXPECT_GT(m["tables"][0]["rows"].get<uint64_t>(), 0u) << m.dump();
+    }
+  }
+  EXPECT_EQ(found, 2) << json_out;
   auto [refused, why] = Admin({"drain", "--node", last_node});
   EXPECT_EQ(refused, "exit 1") << why;
   EXPECT_NE(why.find("it is the last server, and no other could hold its keys"), std::string::npos) << why;
