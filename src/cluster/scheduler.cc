@@ -43,9 +43,9 @@ Status Scheduler::Run() {
   const auto started = Clock::now();
   auto last_turn = Clock::now();
   while (!ended_) {
-    // A turn at least every kReconnectGrace / 3: a member whose connection broke is judged
-    // soon after the grace (and commands from other threads wait no longer than that).
-    Result<Message> msg = transport_->Receive(std::min<milliseconds>(options_.heartbeat_interval, kReconnectGrace / 3));
+    // A turn at least every kTurn: a member whose connection broke is judged within kTurn of
+    // ZeroMQ's refused reconnection (and commands from other threads wait no longer than that).
+    Result<Message> msg = transport_->Receive(std::min<milliseconds>(options_.heartbeat_interval, kTurn));
     CreditOwnStall(Clock::now() - last_turn);
     last_turn = Clock::now();
     if (msg.ok()) {

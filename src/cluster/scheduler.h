@@ -125,6 +125,8 @@ class Scheduler {
   // How long a member's connection may stay broken before it is declared dead (one whose
   // reconnection is refused, a process that died, is declared at once); see CheckLiveness.
   static constexpr std::chrono::milliseconds kReconnectGrace{300};
+  // The longest the scheduler's loop waits for a message before it looks at its members again.
+  static constexpr std::chrono::milliseconds kTurn{20};
 
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
