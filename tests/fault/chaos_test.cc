@@ -39,7 +39,21 @@ TEST(ChaosTest, TwentyServerKillsLoseNoUpdateAndApplyNoneTwice) {
   EXPECT_EQ(Count(out, "chaos: kill "), 20u) << out;
   EXPECT_EQ(Count(out, "chaos: the cluster is whole again"), 20u) << out;
   EXPECT_NE(out.find("chaos: 20 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
-  EXPECT_NE(out.find("chaos: recovery (kill -> every worker progressing): median"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: recovery from 20 SIGKILLs (kill -> every worker progressing): median"), std::string::npos)
+      << out;
+}
+
+// A server that goes silent without dying (SIGSTOP, as a partitioned machine does) is found by
+// heartbeats and failed over from; continued, it learns that it was cut off and exits without
+// serving, and the server started in its place joins.
+TEST(ChaosTest, StoppedServersAreFailedOverFromAndExitOnceContinued) {
+  const std::string seed = std::to_string(TestSeed());
+  auto [status, out] = RunChaos({"--kills", "3", "--faults", "stop", "--heartbeat-timeout-ms", "1000", "--seed", seed});
+  ASSERT_EQ(status, "exit 0") << out;
+  EXPECT_EQ(Count(out, " SIGSTOPped "), 3u) << out;
+  EXPECT_EQ(Count(out, ", continued, found itself cut off from the job and exited"), 3u) << out;
+  EXPECT_NE(out.find("chaos: 3 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: recovery from 3 SIGSTOPs"), std::string::npos) << out;
 }
 
 TEST(ChaosTest, FailsNamingTheLostSumWhenReplicasStoreNothing) {

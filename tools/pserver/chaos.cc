@@ -80,6 +80,7 @@ class Shared {
   void ServerExited(int index) {
     std::lock_guard lock(mu_);
     servers_.erase(index);
+    cv_.notify_all();
   }
   // The rank's progress line; false for any other line (forwarded).
   bool WorkerLine(std::string_view line) {
@@ -126,17 +127,30 @@ class Shared {
     });
     return ended_ ? std::nullopt : last;
   }
-  // SIGKILLs the live server `pick` selects from the sorted live indices; its index, or -1 if
-  // none is live. Done under the lock, so the server cannot be forgotten in between (a server
+  // Sends `sig` to the live server `pick` selects from the sorted live indices; its index, or -1
+  // if none is live. Done under the lock, so the server cannot be forgotten in between (a server
   // reaped but not yet forgotten has a pid no new process can have taken yet: only this
   // process's launcher thread starts processes here, and it waits for the lock first).
-  int KillServer(const std::function<size_t(size_t)>& pick) {
+  int SignalServer(int sig, const std::function<size_t(size_t)>& pick) {
     std::lock_guard lock(mu_);
     if (servers_.empty() || ended_) return -1;
     auto it = servers_.begin();
     std::advance(it, static_cast<long>(pick(servers_.size())));
-    kill(it->second, SIGKILL);
+    kill(it->second, sig);
     return it->first;
+  }
+  // Sends `sig` to server `index` if it is still live; whether it was.
+  bool SignalServerAt(int index, int sig) {
+    std::lock_guard lock(mu_);
+    auto it = servers_.find(index);
+    if (it == servers_.end()) return false;
+    kill(it->second, sig);
+    return true;
+  }
+  // Waits until server `index` exited; false if `deadline` passed or the launch ended first.
+  bool WaitServerGone(int index, Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_until(lock, deadline, [&] { return !servers_.contains(index) || ended_; }) && !ended_;
   }
   size_t rounds_done() {
     std::lock_guard lock(mu_);
@@ -187,21 +201,35 @@ class ChaosRun {
     for (int k = 1; k <= o_.kills; ++k) {
       if (std::string why = WaitWhole(killed); !why.empty()) return why;
       const auto gap = milliseconds(std::uniform_int_distribution<int64_t>(0, o_.max_gap.count())(rng_));
+      const bool stop = o_.faults == ChaosOptions::Faults::kStop ||
+                        (o_.faults == ChaosOptions::Faults::kMixed && std::bernoulli_distribution(0.5)(rng_));
       if (!shared_.Pause(gap)) return "the job ended";
       const Clock::time_point at = Clock::now();
-      const int server = shared_.KillServer(
-          [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
+      const int server = shared_.SignalServer(
+          stop ? SIGSTOP : SIGKILL, [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
       if (server < 0) return "no server left to kill";
       killed = at;
       std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
       if (!progressing) {
-        return fmt::format("kill {}: the workers did not all finish a round within {} ms of server {}'s kill", k,
-                           o_.timeout.count(), server);
+        if (stop) shared_.SignalServerAt(server, SIGCONT);  // so that the teardown can end it
+        return fmt::format("kill {}: the workers did not all finish a round within {} ms of server {}'s {}", k,
+                           o_.timeout.count(), server, stop ? "SIGSTOP" : "SIGKILL");
       }
-      recoveries_.push_back(MillisBetween(at, *progressing));
-      std::fprintf(o_.out, "chaos: kill %d/%d: server %d SIGKILLed %lld ms after the cluster was whole; every worker "
+      (stop ? stop_recoveries_ : recoveries_).push_back(MillisBetween(at, *progressing));
+      std::fprintf(o_.out, "chaos: kill %d/%d: server %d %s %lld ms after the cluster was whole; every worker "
                    "progressing again after %.1f ms\n",
-                   k, o_.kills, server, static_cast<long long>(gap.count()), recoveries_.back());
+                   k, o_.kills, server, stop ? "SIGSTOPped" : "SIGKILLed", static_cast<long long>(gap.count()),
+                   MillisBetween(at, *progressing));
+      if (stop) {
+        // Healed: it must find itself cut off (declared dead, or the scheduler silent) and exit
+        // (the launcher then starts a server in its place).
+        shared_.SignalServerAt(server, SIGCONT);
+        if (!shared_.WaitServerGone(server, Clock::now() + o_.timeout)) {
+          return fmt::format("kill {}: server {}, continued after it was failed over from, did not exit within {} ms",
+                             k, server, o_.timeout.count());
+        }
+        std::fprintf(o_.out, "chaos: server %d, continued, found itself cut off from the job and exited\n", server);
+      }
       std::fflush(o_.out);
     }
     if (std::string why = WaitWhole(killed); !why.empty()) return why;
@@ -235,6 +263,7 @@ class ChaosRun {
 
   Shared& shared() { return shared_; }
   const std::vector<double>& recoveries() const { return recoveries_; }
+  const std::vector<double>& stop_recoveries() const { return stop_recoveries_; }
   const std::vector<double>& restorations() const { return restorations_; }
 
  private:
@@ -242,7 +271,8 @@ class ChaosRun {
   std::mt19937_64 rng_;
   Shared shared_;
   std::string address_;
-  std::vector<double> recoveries_;    // ms, kill -> every worker progressing
+  std::vector<double> recoveries_;       // ms, SIGKILL -> every worker progressing
+  std::vector<double> stop_recoveries_;  // ms, SIGSTOP -> every worker progressing
   std::vector<double> restorations_;  // ms, kill -> the cluster whole again
 };
 
@@ -278,29 +308,41 @@ int RunChaos(const ChaosOptions& o) {
   // As many rounds as keep every sum exact; the run ends at the stop file long before.
   const double per_round = double(o.num_workers) * (o.num_workers + 1) / 2 * o.pushes;
   const auto rounds = static_cast<uint32_t>(std::min(1e6, std::floor(kExactSums / per_round) * kKeySets));
-  std::fprintf(o.out, "chaos: %d kills of random servers of %d servers (--replicas %u), %d workers checking every "
-               "round's sums; seed %llu\n",
-               o.kills, o.num_servers, o.replicas, o.num_workers, static_cast<unsigned long long>(o.seed));
-  std::fflush(o.out);
-
   ChaosRun run(o);
   LaunchOptions launch;
   launch.num_servers = o.num_servers;
   launch.num_workers = o.num_workers;
   const std::vector<std::string> node = {o.self_exe, "--log-level", o.node_log_level};
-  launch.scheduler_argv = node;
-  launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"scheduler", "--replicas", std::to_string(o.replicas)});
-  launch.server_argv = node;
-  launch.server_argv.push_back("server");
-  launch.worker_argv = node;
-  launch.worker_argv.insert(launch.worker_argv.end(),
+  // A stopped server is found by heartbeats: they go faster when servers are stopped.
+  std::vector<std::string> heartbeats;
+  if (o.faults != ChaosOptions::Faults::kKill) {
+    heartbeats = {"--heartbeat-interval-ms", std::to_string(std::max<int64_t>(1, o.heartbeat_timeout.count() / 10)),
+                  "--heartbeat-timeout-ms", std::to_string(o.heartbeat_timeout.count())};
+  }
+  auto command = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = node;
+    argv.push_back(args[0]);
+    argv.insert(argv.end(), heartbeats.begin(), heartbeats.end());
+    argv.insert(argv.end(), args.begin() + 1, args.end());
+    return argv;
+  };
+  launch.scheduler_argv = command({"scheduler", "--replicas", std::to_string(o.replicas)});
+  launch.server_argv = command({"server"});
+  launch.worker_argv = command(
                             {"worker", "--keys", std::to_string(o.keys), "--pushes", std::to_string(o.pushes),
                              "--rounds", std::to_string(rounds), "--seed", std::to_string(o.seed), "--stop-file",
                              stop_file, "--progress-times"});
+  const char* faults = o.faults == ChaosOptions::Faults::kKill   ? "SIGKILL"
+                       : o.faults == ChaosOptions::Faults::kStop ? "SIGSTOP (then SIGCONT once failed over from)"
+                                                                 : "SIGKILL or SIGSTOP";
   launch.servers_may_die = true;
   launch.restart_servers = true;
   launch.out = o.out;
   launch.err = o.err;
+  std::fprintf(o.out, "chaos: %d kills (%s) of random servers of %d servers (--replicas %u), %d workers checking "
+               "every round's sums; seed %llu\n",
+               o.kills, faults, o.num_servers, o.replicas, o.num_workers, static_cast<unsigned long long>(o.seed));
+  std::fflush(o.out);
   Shared& shared = run.shared();
   launch.on_scheduler_address = [&](const std::string& address) { shared.SetAddress(address); };
   launch.on_start = [&](LaunchRole role, int index, pid_t pid) {
@@ -325,7 +367,8 @@ int RunChaos(const ChaosOptions& o) {
 
   const size_t rounds_done = shared.rounds_done();
   if (!failure.empty() || launched != 0) {
-    std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n", run.recoveries().size(),
+    std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n",
+                 run.recoveries().size() + run.stop_recoveries().size(),
                  static_cast<unsigned long long>(o.seed),
                  !failure.empty() && failure != "the job ended"
                      ? failure.c_str()
@@ -335,10 +378,19 @@ int RunChaos(const ChaosOptions& o) {
   std::fprintf(o.out,
                "chaos: %d kills, seed %llu: 0 updates lost, 0 applied twice (%zu worker rounds of %u pushes "
                "checked exactly)\n"
-               "chaos: recovery (kill -> every worker progressing): %s\n"
                "chaos: restored (kill -> replacement joined, chains whole): %s\n",
                o.kills, static_cast<unsigned long long>(o.seed), rounds_done, o.pushes,
-               Describe(run.recoveries()).c_str(), Describe(run.restorations()).c_str());
+               Describe(run.restorations()).c_str());
+  if (!run.recoveries().empty()) {
+    std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs (kill -> every worker progressing): %s\n",
+                 run.recoveries().size(), Describe(run.recoveries()).c_str());
+  }
+  if (!run.stop_recoveries().empty()) {
+    std::fprintf(o.out, "chaos: recovery from %zu SIGSTOPs (stop -> every worker progressing; heartbeat timeout %lld "
+                 "ms): %s\n",
+                 run.stop_recoveries().size(), static_cast<long long>(o.heartbeat_timeout.count()),
+                 Describe(run.stop_recoveries()).c_str());
+  }
   std::fflush(o.out);
   return 0;
 }

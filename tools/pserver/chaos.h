@@ -5,8 +5,8 @@
 // built-in check workload (demo_worker.h: several pushes in flight per round, every round's sums
 // checked exactly, so one update lost or applied twice fails its worker). Then, `kills` times:
 // it waits until the cluster is whole (every server serving, its replicas in sync, no membership
-// change running or waiting: JobStatus as JSON), waits a random time, SIGKILLs a random server,
-// and measures
+// change running or waiting: JobStatus as JSON), waits a random time, SIGKILLs a random server
+// (or, with Faults::kStop, SIGSTOPs it, and SIGCONTs it once failed over from), and measures
 //   recovery: from the kill until every worker has finished a round it started after the kill
 //             (each round touches every server's keys, so it needs the dead server's keys served
 //             by their heir), and
@@ -32,6 +32,13 @@ struct ChaosOptions {
   int num_workers = 2;  // REQUIRES: >= 1
   uint32_t replicas = 2;  // REQUIRES: 2 <= replicas <= num_servers
   int kills = 20;         // REQUIRES: >= 1
+  // How a server is taken out: SIGKILL (its connections reset: seen at once), SIGSTOP (it goes
+  // silent without dying, like a partitioned machine: found by heartbeats, then continued once
+  // failed over from, when it must learn that it was replaced and exit without serving), or
+  // either, drawn for each kill.
+  enum class Faults { kKill, kStop, kMixed } faults = Faults::kKill;
+  // With stops: the nodes' heartbeat timeout (their interval a tenth of it).
+  std::chrono::milliseconds heartbeat_timeout{1000};
   uint64_t seed = 0;
   // After the cluster is whole, the next kill comes after a delay drawn uniformly from
   // [0, max_gap].

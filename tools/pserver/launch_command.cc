@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -133,6 +134,18 @@ void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<i
                   "A kill not recovered from, or a cluster not whole again, within this fails the run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  const std::map<std::string, ChaosOptions::Faults> faults = {
+      {"kill", ChaosOptions::Faults::kKill}, {"stop", ChaosOptions::Faults::kStop}, {"mixed", ChaosOptions::Faults::kMixed}};
+  cmd->add_option("--faults", o->faults,
+                  "kill: SIGKILL each victim; stop: SIGSTOP it (a silent server, found by heartbeats), then SIGCONT it "
+                  "once failed over from (it must exit, replaced); mixed: either, drawn by the seed")
+      ->transform(CLI::CheckedTransformer(faults, CLI::ignore_case))
+      ->capture_default_str();
+  auto heartbeat_ms = std::make_shared<int64_t>(o->heartbeat_timeout.count());
+  cmd->add_option("--heartbeat-timeout-ms", *heartbeat_ms,
+                  "With stops: the nodes' heartbeat timeout, which finds a stopped server (interval: a tenth)")
+      ->check(CLI::Range(int64_t{100}, int64_t{600000}))
+      ->capture_default_str();
   cmd->add_option("--node-log-level", o->node_log_level, "Log level of the cluster's processes")
       ->capture_default_str();
   cmd->callback([=] {
@@ -141,6 +154,7 @@ void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<i
       opts.seed = seed->has_value() ? **seed : std::random_device()();
       opts.max_gap = std::chrono::milliseconds(*max_gap_ms);
       opts.timeout = std::chrono::milliseconds(*timeout_ms);
+      opts.heartbeat_timeout = std::chrono::milliseconds(*heartbeat_ms);
       opts.self_exe = self_exe;
       return RunChaos(opts);
     };
