@@ -690,7 +690,8 @@ std::string Scheduler::StatusTextOf(const nlohmann::json& doc) {
 
 std::string Scheduler::DescribeStatus(const PendingStatus& p) const {
   nlohmann::json doc = StatusDocument(p.stats);
-  return p.json ? doc.dump(2) + "\n" : StatusTextOf(doc);
+  // Names and addresses come from nodes: bytes that are not UTF-8 are replaced, not thrown on.
+  return p.json ? doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" : StatusTextOf(doc);
 }
 
 Status Scheduler::Drain(uint32_t rank, std::chrono::milliseconds timeout) {

@@ -51,7 +51,7 @@ TEST(ChaosTest, StoppedServersAreFailedOverFromAndExitOnceContinued) {
   auto [status, out] = RunChaos({"--kills", "3", "--faults", "stop", "--heartbeat-timeout-ms", "1000", "--seed", seed});
   ASSERT_EQ(status, "exit 0") << out;
   EXPECT_EQ(Count(out, " SIGSTOPped "), 3u) << out;
-  EXPECT_EQ(Count(out, ", continued, found itself cut off from the job and exited"), 3u) << out;
+  EXPECT_EQ(Count(out, ", continued, found itself cut off from the job and exited with status 1"), 3u) << out;
   EXPECT_NE(out.find("chaos: 3 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
   EXPECT_NE(out.find("chaos: recovery from 3 SIGSTOPs"), std::string::npos) << out;
 }

@@ -77,9 +77,10 @@ class Shared {
     std::lock_guard lock(mu_);
     servers_[index] = pid;
   }
-  void ServerExited(int index) {
+  void ServerExited(int index, bool by_itself, const std::string& how) {
     std::lock_guard lock(mu_);
     servers_.erase(index);
+    exits_[index] = {by_itself, how};
     cv_.notify_all();
   }
   // The rank's progress line; false for any other line (forwarded).
@@ -128,9 +129,8 @@ class Shared {
     return ended_ ? std::nullopt : last;
   }
   // Sends `sig` to the live server `pick` selects from the sorted live indices; its index, or -1
-  // if none is live. Done under the lock, so the server cannot be forgotten in between (a server
-  // reaped but not yet forgotten has a pid no new process can have taken yet: only this
-  // process's launcher thread starts processes here, and it waits for the lock first).
+  // if none is live. Under the lock: the launcher reaps a server only after ServerExited
+  // returned (LaunchOptions::on_exit), so a server still listed has its pid.
   int SignalServer(int sig, const std::function<size_t(size_t)>& pick) {
     std::lock_guard lock(mu_);
     if (servers_.empty() || ended_) return -1;
@@ -147,10 +147,17 @@ class Shared {
     kill(it->second, sig);
     return true;
   }
-  // Waits until server `index` exited; false if `deadline` passed or the launch ended first.
-  bool WaitServerGone(int index, Clock::time_point deadline) {
+  // Waits until server `index` exited and returns how (by_itself, description); nullopt if
+  // `deadline` passed or the launch ended first.
+  std::optional<std::pair<bool, std::string>> WaitServerGone(int index, Clock::time_point deadline) {
     std::unique_lock lock(mu_);
-    return cv_.wait_until(lock, deadline, [&] { return !servers_.contains(index) || ended_; }) && !ended_;
+    cv_.wait_until(lock, deadline, [&] { return exits_.contains(index) || ended_; });
+    if (!exits_.contains(index)) return std::nullopt;
+    return exits_[index];
+  }
+  bool ended() {
+    std::lock_guard lock(mu_);
+    return ended_;
   }
   size_t rounds_done() {
     std::lock_guard lock(mu_);
@@ -164,6 +171,7 @@ class Shared {
   std::condition_variable cv_;
   std::string address_;
   std::map<int, pid_t> servers_;  // live servers by launch index
+  std::map<int, std::pair<bool, std::string>> exits_;  // servers gone: by itself?, how
   std::map<int, std::vector<Round>> rounds_;
   bool ended_ = false;
 };
@@ -212,6 +220,7 @@ class ChaosRun {
       std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
       if (!progressing) {
         if (stop) shared_.SignalServerAt(server, SIGCONT);  // so that the teardown can end it
+        if (shared_.ended()) return "the job ended";
         return fmt::format("kill {}: the workers did not all finish a round within {} ms of server {}'s {}", k,
                            o_.timeout.count(), server, stop ? "SIGSTOP" : "SIGKILL");
       }
@@ -224,11 +233,18 @@ class ChaosRun {
         // Healed: it must find itself cut off (declared dead, or the scheduler silent) and exit
         // (the launcher then starts a server in its place).
         shared_.SignalServerAt(server, SIGCONT);
-        if (!shared_.WaitServerGone(server, Clock::now() + o_.timeout)) {
+        const std::optional<std::pair<bool, std::string>> gone = shared_.WaitServerGone(server, Clock::now() + o_.timeout);
+        if (!gone) {
+          if (shared_.ended()) return "the job ended";
           return fmt::format("kill {}: server {}, continued after it was failed over from, did not exit within {} ms",
                              k, server, o_.timeout.count());
         }
-        std::fprintf(o_.out, "chaos: server %d, continued, found itself cut off from the job and exited\n", server);
+        if (!gone->first) {
+          return fmt::format("kill {}: server {}, continued after it was failed over from, {} instead of exiting",
+                             k, server, gone->second);
+        }
+        std::fprintf(o_.out, "chaos: server %d, continued, found itself cut off from the job and %s\n", server,
+                     gone->second.c_str());
       }
       std::fflush(o_.out);
     }
@@ -348,8 +364,8 @@ int RunChaos(const ChaosOptions& o) {
   launch.on_start = [&](LaunchRole role, int index, pid_t pid) {
     if (role == LaunchRole::kServer) shared.ServerStarted(index, pid);
   };
-  launch.on_exit = [&](LaunchRole role, int index) {
-    if (role == LaunchRole::kServer) shared.ServerExited(index);
+  launch.on_exit = [&](LaunchRole role, int index, bool by_itself, const std::string& how) {
+    if (role == LaunchRole::kServer) shared.ServerExited(index, by_itself, how);
   };
   launch.on_worker_line = [&](int, std::string_view line) { return shared.WorkerLine(line); };
 
@@ -370,9 +386,9 @@ int RunChaos(const ChaosOptions& o) {
     std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n",
                  run.recoveries().size() + run.stop_recoveries().size(),
                  static_cast<unsigned long long>(o.seed),
-                 !failure.empty() && failure != "the job ended"
-                     ? failure.c_str()
-                     : fmt::format("the cluster ended with status {} (its error is above)", launched).c_str());
+                 !failure.empty() && failure != "the job ended" ? failure.c_str()
+                 : launched != 0 ? fmt::format("the cluster ended with status {} (its error is above)", launched).c_str()
+                                 : "the workers finished before every kill was made");
     return 1;
   }
   std::fprintf(o.out,

@@ -144,7 +144,7 @@ void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<i
   auto heartbeat_ms = std::make_shared<int64_t>(o->heartbeat_timeout.count());
   cmd->add_option("--heartbeat-timeout-ms", *heartbeat_ms,
                   "With stops: the nodes' heartbeat timeout, which finds a stopped server (interval: a tenth)")
-      ->check(CLI::Range(int64_t{100}, int64_t{600000}))
+      ->check(CLI::Range(int64_t{1000}, int64_t{600000}))
       ->capture_default_str();
   cmd->add_option("--node-log-level", o->node_log_level, "Log level of the cluster's processes")
       ->capture_default_str();

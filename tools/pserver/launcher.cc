@@ -655,12 +655,17 @@ void Launcher::HandleLauncherSignal(int sig) {
 void Launcher::ReapChildren() {
   for (Child& child : children_) {
     if (child.exit) continue;
-    child.exit = PollExit(child.pid, /*keep_zombie=*/child.pid == group_);
+    child.exit = PollExit(child.pid, /*keep_zombie=*/true);
     if (!child.exit) continue;
     // Without its zombie leader the group id may be recycled: never signal it again.
     if (child.exit->lost && child.pid == group_) group_ = 0;
+    // The hook hears of the exit while the child is a zombie, so that its pid cannot have been
+    // taken by another process yet; then it is reaped (but the group's leader: see the class).
+    if (child.role != Role::kScheduler && opt_.on_exit) {
+      opt_.on_exit(child.role, child.index, !child.exit->signaled && !child.exit->lost, child.exit->Describe());
+    }
+    if (child.pid != group_ && !child.exit->lost) ReapBlocking(child.pid);
     OnChildExit(child);
-    if (child.role != Role::kScheduler && opt_.on_exit) opt_.on_exit(child.role, child.index);
   }
   // Started only now: starting appends to children_, which the loop above walks.
   const int restarts = std::exchange(servers_to_restart_, 0);
@@ -687,7 +692,7 @@ void Launcher::OnChildExit(Child& child) {
     const auto lived = Clock::now() - child.started;
     if (!opt_.restart_servers) {
       Message(what + "; its replicas take its keys");
-    } else if (!exit.signaled && lived < kCrashLoop) {
+    } else if (!(exit.signaled && (exit.value == SIGKILL || exit.value == SIGTERM)) && lived < kCrashLoop) {
       Stop(what + ", " + std::to_string(std::chrono::duration_cast<milliseconds>(lived).count()) +
                " ms after it started: not restarted, it would fail again",
            1);

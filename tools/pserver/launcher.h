@@ -56,7 +56,8 @@ struct LaunchOptions {
   // again at once, as a new server (the next index, "server N") that joins the job as any late
   // server does (docs/elasticity.md) and takes a share of the keys back, so the chains return to
   // their length. Not restarted: a server that exited by itself with a failure status within
-  // 1 s of its start (it cannot start; the cluster stops), or one drained (it exited 0).
+  // 1 s of its start, or crashed (a signal other than SIGKILL and SIGTERM) that soon: it cannot
+  // start, and would fail again; the cluster stops. Nor one drained (it exited 0).
   bool restart_servers = false;
 
   // Hooks for a program that drives the running cluster (`pserver chaos`); each may be empty.
@@ -64,9 +65,11 @@ struct LaunchOptions {
   // The scheduler's address, once it wrote it.
   std::function<void(const std::string& address)> on_scheduler_address;
   // A server or worker process started (`index`: its place in start order within its role;
-  // a restarted server gets a new one) and, later, was reaped.
+  // a restarted server gets a new one) and, later, exited: `by_itself` when it exited with a
+  // status (not by a signal), `how` says how ("exited with status 1", "killed by signal 9
+  // (SIGKILL)"). on_exit runs before the child is reaped: until it returns, its pid is taken.
   std::function<void(LaunchRole role, int index, pid_t pid)> on_start;
-  std::function<void(LaunchRole role, int index)> on_exit;
+  std::function<void(LaunchRole role, int index, bool by_itself, const std::string& how)> on_exit;
   // A whole line a worker wrote to stdout, before it is forwarded; false: do not forward it.
   std::function<bool(int index, std::string_view line)> on_worker_line;
 

@@ -347,12 +347,22 @@ TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
   std::string address;
   std::vector<std::string> events;
   options.on_scheduler_address = [&](const std::string& a) { address = a; };
+  pid_t pid0 = -1;
   options.on_start = [&](LaunchRole role, int index, pid_t pid) {
     events.push_back((role == LaunchRole::kServer ? "start server " : "start worker ") + std::to_string(index));
     EXPECT_GT(pid, 0);
+    if (role == LaunchRole::kServer && index == 0) pid0 = pid;
   };
-  options.on_exit = [&](LaunchRole role, int index) {
+  options.on_exit = [&](LaunchRole role, int index, bool by_itself, const std::string& how) {
     events.push_back((role == LaunchRole::kServer ? "exit server " : "exit worker ") + std::to_string(index));
+    if (role == LaunchRole::kServer && index == 0) {
+      EXPECT_FALSE(by_itself);
+      EXPECT_EQ(how, "killed by signal 9 (SIGKILL)");
+      // Not reaped yet: its pid stays taken while the hook runs.
+      siginfo_t info{};
+      EXPECT_EQ(waitid(P_PID, static_cast<id_t>(pid0), &info, WEXITED | WNOHANG | WNOWAIT), 0);
+      EXPECT_EQ(info.si_pid, pid0);
+    }
   };
   options.on_worker_line = [&](int, std::string_view line) { return line.substr(0, 8) != "progress"; };
 

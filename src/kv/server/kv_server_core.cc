@@ -99,6 +99,14 @@ KVServerCore::~KVServerCore() {
   }
   mover_cv_.SignalAll();
   if (mover_.joinable()) mover_.join();
+  MutexLock lock(&apply_mu_);
+  if (replication_ && replication_->replicate_messages > 0) {
+    const Replication& r = *replication_;
+    PSERVER_LOG_INFO("{}: replication sent {} bytes in {} messages for {} bytes of workers' pushes applied here "
+                     "({:.3f} of them)",
+                     r.name, r.replicated_bytes, r.replicate_messages, r.push_bytes,
+                     r.push_bytes > 0 ? double(r.replicated_bytes) / double(r.push_bytes) : 0.0);
+  }
 }
 
 void KVServerCore::SetWorkers(const cluster::ClusterView& view) {
@@ -483,6 +491,9 @@ void KVServerCore::Process(Message&& msg) {
       req->type = MessageType::kPull;  // answer the pull part only
       req->vals = Bytes();
     }
+  }
+  if (replication_ && Pushes(req->type) && has_keys && from_worker && !duplicate) {
+    for (const Bytes& f : msg.frames) replication_->push_bytes += f.size();
   }
 
   ServerResponse resp;

@@ -91,6 +91,7 @@ Bytes EncodeAllPushes(const Held& held) {
 
 void KVServerCore::StartReplication() {
   replication_ = std::make_unique<Replication>();
+  replication_->name = runtime_->DescribeNode(runtime_->id());
   replication_->routing = runtime_->routing();
   replication_->epoch = replication_->routing->epoch();
   NoteReplicaOf(*replication_->routing);
@@ -170,6 +171,8 @@ bool KVServerCore::SendReplicate(NodeId replica, TableId table, const RowBatch& 
   m.header.request_id = r.next_request++;
   AppendRowFrames(rows, &m);
   m.frames.push_back(std::move(pushes));
+  for (const Bytes& f : m.frames) r.replicated_bytes += f.size();
+  ++r.replicate_messages;
   const int64_t id = m.header.request_id;
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     // A replica declared dead is dropped by the view that follows: nothing waits for it. One
@@ -366,8 +369,12 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       parts[p] = true;
     }
   }
+  // A resync of an earlier view not yet stored gates this view's report too: a view that keeps
+  // the ring (a joiner admitted, a leaver's last step) sends nothing new, and its replicas may
+  // still lack those rows.
+  const int64_t pending = r.reported ? 0 : r.resync_round;
   r.epoch = after->epoch();
-  r.resync_round = 0;
+  r.resync_round = pending;
   r.reported = after->chain_length() < 2;
   const int64_t round = r.round;
   size_t messages = 0, rows_sent = 0;

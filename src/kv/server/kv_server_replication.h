@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -45,6 +46,12 @@ struct KVServerCore::Replication {
   };
   absl::flat_hash_map<int64_t, Sent> sent;  // by request id
   int64_t next_request = 1;
+  // What replication costs, logged when the server ends: the bytes of the workers' pushes this
+  // server applied as owner, and of the kReplicate messages it sent (rows and push lists).
+  uint64_t push_bytes = 0;
+  uint64_t replicated_bytes = 0;
+  uint64_t replicate_messages = 0;
+  std::string name;  // this server's, for that log line
   std::deque<std::pair<int64_t, transport::Message>> held;  // replies, with the round they wait for
   Status failure;  // a replica refused rows: the replies held fail with it
 

@@ -84,7 +84,8 @@ class ZmqTransport final : public Transport {
     std::string address;
     ConnectionId identity;
     // The DEALER's socket monitor (a PAIR; set by DoWatch, under peers_mu_ exclusively) and since
-    // when its connection is down: read by the receive thread only (DoPeersDown).
+    // when its connection is down: read by the receive thread only (DoPeersDown; and DoSend with
+    // give_up_when_down_for, whose sends all come from that thread).
     void* monitor = nullptr;
     std::optional<std::chrono::steady_clock::time_point> down_since;
     int retries = 0;  // reconnection attempts ZeroMQ scheduled since the break
