@@ -8,12 +8,14 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "testing/test_util.h"
@@ -156,6 +158,100 @@ TEST_F(ZmqTransportTest, APeerThatIsGoneIsReportedDownAndALiveOneNot) {
     if (down.empty()) (void)a_->Receive(milliseconds(5));
   }
   EXPECT_EQ(down, std::vector<NodeId>{kB});
+}
+
+// Waits (driving A's receive loop, which reads the connection events) until A sees B down.
+void AwaitDown(ZmqTransport& a, NodeId b) {
+  const auto deadline = std::chrono::steady_clock::now() + kLongWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::vector<NodeId> down = a.PeersDown(std::chrono::hours(1));
+    if (std::find(down.begin(), down.end(), b) != down.end()) return;
+    (void)a.Receive(milliseconds(5));
+  }
+  ADD_FAILURE() << "the peer never showed down";
+}
+
+// The scheduler's option: a send blocked on a peer whose connection broke and whose
+// reconnection is refused (a process that died) gives up then, not a send timeout later.
+TEST(ZmqTransportGiveUpTest, ASendToAPeerThatDiedGivesUpWhenItsConnectionIsDown) {
+  ZmqOptions options = TestOptions();
+  options.send_timeout = std::chrono::minutes(10);  // never reached: the test would hang instead
+  options.give_up_when_down_for = std::chrono::hours(1);  // only a refused reconnection counts
+  std::unique_ptr<ZmqTransport> a = MakeTransport(options);
+  std::unique_ptr<ZmqTransport> b = MakeTransport();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_OK(a->Listen("tcp://127.0.0.1:0").status());
+  Result<std::string> b_address = b->Listen("tcp://127.0.0.1:0");
+  ASSERT_OK(b_address);
+  ASSERT_OK(a->Connect(kB, *b_address));
+  a->Watch(kB);
+  ASSERT_OK(a->Send(Data(kA, kB, 1, {})));
+  ASSERT_OK(b->Receive(kLongWait).status());
+  b.reset();
+  // Sends queue while ZeroMQ still has the connection; the first one after it is gone blocks,
+  // and ends once the reconnection was refused.
+  Status sent;
+  for (int i = 2; sent.ok() && i < 1000000; ++i) sent = a->Send(Data(kA, kB, i, {}));
+  EXPECT_EQ(sent.code(), StatusCode::kUnavailable) << sent.ToString();
+  EXPECT_NE(sent.message().find("the connection to the peer broke and did not come back"), std::string::npos)
+      << sent.ToString();
+}
+
+// A send blocked on one peer holds that peer only: connecting to another and sending to it go on
+// meanwhile (a worker's receive thread connects to a joining server while its main thread's
+// push waits on a server that died).
+TEST(ZmqTransportGiveUpTest, ASendBlockedOnOnePeerDoesNotHoldUpConnectingToAnother) {
+  ZmqOptions options = TestOptions();
+  options.send_timeout = std::chrono::minutes(10);
+  std::unique_ptr<ZmqTransport> a = MakeTransport(options);
+  std::unique_ptr<ZmqTransport> b = MakeTransport();
+  std::unique_ptr<ZmqTransport> c = MakeTransport();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(c, nullptr);
+  std::atomic<bool> given_up{false};
+  std::atomic<bool> waiting{false};  // a send to B waits: it asks whether B is given up
+  a->SetGiveUp([&](NodeId peer) {
+    if (peer == kB) waiting = true;
+    return peer == kB && given_up.load();
+  });
+  ASSERT_OK(a->Listen("tcp://127.0.0.1:0").status());
+  Result<std::string> b_address = b->Listen("tcp://127.0.0.1:0");
+  Result<std::string> c_address = c->Listen("tcp://127.0.0.1:0");
+  ASSERT_OK(b_address);
+  ASSERT_OK(c_address);
+  ASSERT_OK(a->Connect(kB, *b_address));
+  a->Watch(kB);
+  ASSERT_OK(a->Send(Data(kA, kB, 1, {})));
+  ASSERT_OK(b->Receive(kLongWait).status());
+  b.reset();
+  AwaitDown(*a, kB);
+  // Another thread sends to B until a send fails: it blocks, with B gone, until B is given up.
+  std::future<Status> blocked = std::async(std::launch::async, [&] {
+    Status sent;
+    for (int i = 2; sent.ok() && i < 1000000; ++i) sent = a->Send(Data(kA, kB, i, {}));
+    return sent;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + kLongWait;
+  while (!waiting && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(waiting) << "the send to B never waited";
+  const NodeId kC(7);
+  std::future<Status> connected = std::async(std::launch::async, [&] {
+    Status s = a->Connect(kC, *c_address);
+    return s.ok() ? a->Send(Data(kA, kC, 1, {})) : s;
+  });
+  const bool in_time = connected.wait_for(kLongWait) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "connecting to another peer waited for the send blocked on B";
+  EXPECT_EQ(blocked.wait_for(milliseconds(0)), std::future_status::timeout) << "the send to B ended early";
+  given_up = true;  // ends the blocked send (and so, were it held up, the connect)
+  ASSERT_OK(connected.get());
+  Result<Message> got = c->Receive(kLongWait);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->header.request_id, 1);
+  const Status sent = blocked.get();
+  EXPECT_EQ(sent.code(), StatusCode::kUnavailable) << sent.ToString();
+  EXPECT_NE(sent.message().find("declared dead"), std::string::npos) << sent.ToString();
 }
 
 // A peer disconnected is forgotten: sends to it fail as to a peer never connected, until it is
