@@ -220,6 +220,11 @@ class NodeRuntime {
   // carries it, as every later heartbeat does): only then may the scheduler hand this server's
   // keys to its replicas if it dies. Never blocks.
   void ReportReplicasSynced(Epoch epoch);
+  // The epoch of the last ReportReplicasSynced; nullopt before the first.
+  std::optional<Epoch> replicas_synced() const {
+    const uint64_t v = replicas_synced_.load(std::memory_order_relaxed);
+    return v == 0 ? std::nullopt : std::optional<Epoch>(Epoch(v - 1));
+  }
 
   // Worker: tells the scheduler this worker is done and waits until the job ends.
   Status Finalize(std::chrono::milliseconds timeout);

@@ -296,6 +296,77 @@ TEST(MembershipTest, AJoinerThatDiesWhileRowsMoveChangesNothing) {
   ExpectExactSums(job, *table, seed, keys, pushers);
 }
 
+// A server reports its replicas complete for a view only once every resync it sent was stored,
+// also when the view keeps the ring (here: a worker admitted) and so sends nothing new: had it
+// reported, the scheduler could fail over from it to a server that still lacks the rows.
+TEST(MembershipTest, AViewThatKeepsTheRingDoesNotReportAResyncStillUnstored) {
+  Job job(2, 1, /*replicas=*/2);
+  const std::vector<Key> keys = SomeKeys(false);
+  Result<TableId> table = job.worker_nodes[0]->DeclareTable(SumsSpec(false));
+  ASSERT_OK(table);
+  {
+    KVWorker<float> kv(*job.worker_nodes[0]);
+    Result<Timestamp> pushed = kv.Push(*table, std::vector<Key>(keys), std::vector<float>(keys.size() * kWidth, 1.0f));
+    ASSERT_OK(pushed);
+    ASSERT_OK(kv.Wait(*pushed));
+  }
+  // A joiner that holds its answers to replicated rows: the resyncs the owners send it stay
+  // unstored.
+  auto wire = std::make_unique<InterceptingTransport>(job.job.NewTransport());
+  InterceptingTransport* joiner_wire = wire.get();
+  joiner_wire->Hold([](const transport::Message& m) {
+    return m.header.type == transport::MessageType::kReplicate && m.header.is_reply();
+  });
+  Result<std::unique_ptr<Node>> joiner =
+      internal::NodeAccess::StartWithTransport(job.job.OptionsFor(pserver::testing::kServer), std::move(wire));
+  ASSERT_OK(joiner);
+  auto joiner_server = std::make_unique<KVServer<float>>(**joiner);
+  Node* joiner_node = joiner->get();
+  std::shared_future<Status> joiner_run = job.job.Spawn([joiner_node] { return joiner_node->Run(); });
+  ASSERT_TRUE(WaitUntil([&] { return job.scheduler().changes_done() == 1; }));
+  ASSERT_TRUE(joiner_wire->WaitForHeld(1)) << "no rows were replicated to the joiner";
+
+  auto epoch_of = [](Node* n) { return internal::NodeAccess::Runtime(*n)->routing()->epoch(); };
+  auto behind = [](Node* n) {  // its replicas not reported complete at the view it routes by
+    cluster::NodeRuntime* rt = internal::NodeAccess::Runtime(*n);
+    const std::optional<Epoch> synced = rt->replicas_synced();
+    return !synced || *synced < rt->routing()->epoch();
+  };
+  std::vector<Node*> owners;  // those whose resync to the joiner is held
+  for (Node* s : job.server_nodes) {
+    if (behind(s)) owners.push_back(s);
+  }
+  ASSERT_FALSE(owners.empty()) << "no server waits for the joiner's answers";
+  Epoch before;
+  for (Node* s : job.server_nodes) before = std::max(before, epoch_of(s));
+
+  // A worker admitted: a view of a new epoch with the same ring, so the same chains.
+  const size_t first = job.job.num_nodes();
+  for (const Status& s : job.job.StartNodes({job.job.OptionsFor(pserver::testing::kWorker)})) ASSERT_OK(s);
+  Node* late_worker = job.job.node(first);
+  ASSERT_TRUE(WaitUntil([&] {
+    return std::all_of(owners.begin(), owners.end(), [&](Node* s) { return epoch_of(s) > before; });
+  }));
+  // A table declared now is announced to each server after that view, in order with it on its
+  // data thread (a request would not do: its answer waits for the resync too): once every
+  // server took the table, every owner handled the view.
+  TableSpec marker = SumsSpec(false);
+  marker.name = "after_the_view";
+  ASSERT_OK(job.worker_nodes[0]->DeclareTable(marker).status());
+  for (Node* s : owners) EXPECT_TRUE(behind(s)) << "reported complete while its resync was unstored";
+
+  joiner_wire->Hold([](const transport::Message&) { return false; });
+  ASSERT_OK(joiner_wire->Release().status());
+  ASSERT_TRUE(WaitUntil([&] { return std::none_of(owners.begin(), owners.end(), behind); }))
+      << "the owners never reported once the joiner answered";
+  std::shared_future<Status> late_final = job.job.Spawn([late_worker] { return late_worker->Finalize(); });
+  ASSERT_OK(job.worker_nodes[0]->Finalize());
+  ASSERT_OK(late_final.get());
+  joiner_run.wait();
+  joiner_server.reset();
+  joiner->reset();
+}
+
 // `iterations` times: push 1 to every key of `table`, advance the clock, pull with staleness
 // `staleness` (a pull held longer than 60 s is a stall, and fails); `after(i)` runs after
 // iteration i (from 1) and may end the loop with an error.

@@ -119,7 +119,8 @@ class Shared {
       Clock::time_point latest = after;
       for (int w = 0; w < workers; ++w) {
         const std::vector<Round>& rounds = rounds_[w];
-        auto it = std::find_if(rounds.begin(), rounds.end(), [&](const Round& r) { return r.start > after; });
+        // Rounds come in order: the first that started after `after`.
+        auto it = std::partition_point(rounds.begin(), rounds.end(), [&](const Round& r) { return r.start <= after; });
         if (it == rounds.end()) return false;
         latest = std::max(latest, it->end);
       }
