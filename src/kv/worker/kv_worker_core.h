@@ -112,6 +112,9 @@ class KVWorkerCore final : public cluster::DataHandler {
     // A part sent again because the server it went to died (kFlagFailover): that server, the
     // first one, kept through later redirects. 0 otherwise.
     NodeId origin;
+    // Its send failed before any of it left (the server was declared dead): no server saw it,
+    // so it goes out again as a plain resend, not as a failover from that server.
+    bool undelivered = false;
     transport::Message reply;
   };
   struct Pending {

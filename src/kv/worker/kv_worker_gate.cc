@@ -47,6 +47,10 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
       PSERVER_LOG_WARN("worker {}: part {} of request {} not sent to {} ({}); it waits for the failover",
                        runtime_->rank().value, h.part, h.request_id, runtime_->DescribeNode(h.receiver),
                        f.error.ToString());
+      std::lock_guard lock(mu_);
+      if (auto it = pending_.find(h.request_id); it != pending_.end() && h.part < it->second.parts.size()) {
+        it->second.parts[h.part].undelivered = true;
+      }
       continue;
     }
     std::unique_lock lock(mu_);

@@ -268,7 +268,9 @@ KVWorkerCore::Unsent KVWorkerCore::Reslice(std::unique_lock<std::mutex>& lock, i
     Answer(lock, ts, index, nullptr, why.WithContext(runtime_->DescribeNode(from)));
     return Unsent();
   };
-  const NodeId origin = p.parts[index].origin.value != 0 ? p.parts[index].origin : failover_from;
+  const NodeId origin = p.parts[index].origin.value != 0 ? p.parts[index].origin
+                        : p.parts[index].undelivered     ? NodeId()
+                                                         : failover_from;
   // A request split by order: its parts become runs, so that new parts can join them.
   if (!p.order.empty()) {
     std::span<const uint32_t> order = p.order;
