@@ -182,6 +182,7 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
   MutexLock lock(&send_mu_);
   if (rewrite_) rewrite_(m);
   const bool faulty = faults_on_ && (faults_.applies ? faults_.applies(m) : transport::IsDataMessage(m.header.type));
+  bool copy_sent = false;  // a duplicate went out: the message was delivered, whatever follows
   if (faulty) {
     if (Chance(faults_.drop)) {
       Tally(&FaultCounts::dropped);
@@ -191,6 +192,7 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
       Tally(&FaultCounts::duplicated);
       Message copy = m;
       PSERVER_RETURN_IF_ERROR(SendPassing(std::move(copy), may_block));
+      copy_sent = true;
     } else if (Chance(faults_.delay)) {
       Tally(&FaultCounts::delayed);
       const uint32_t after = 1 + static_cast<uint32_t>(rng_() % std::max<uint32_t>(faults_.max_delay_sends, 1));
@@ -227,7 +229,9 @@ Status InterceptingTransport::DoSend(NodeId, const transport::WireMessage& wire,
   }
   Status s = SendPassing(std::move(m), may_block);
   if (!delayed_.empty()) TickDelayed();
-  return s;
+  // A sender told of a failure takes the message for unsent (a worker then sends it again as
+  // new): not so once a copy of it arrived.
+  return copy_sent ? Status::Ok() : s;
 }
 
 Result<std::string> InterceptingTransport::DoListen(const std::string& address) { return inner_->Listen(address); }

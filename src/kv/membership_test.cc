@@ -323,6 +323,15 @@ TEST(MembershipTest, AViewThatKeepsTheRingDoesNotReportAResyncStillUnstored) {
   auto joiner_server = std::make_unique<KVServer<float>>(**joiner);
   Node* joiner_node = joiner->get();
   std::shared_future<Status> joiner_run = job.job.Spawn([joiner_node] { return joiner_node->Run(); });
+  struct StopJoiner {  // a failed assertion returns early: the joiner's Run ends before it goes
+    Node* node;
+    std::shared_future<Status> run;
+    ~StopJoiner() {
+      if (node == nullptr) return;
+      node->Stop();
+      run.wait();
+    }
+  } stop_joiner{joiner_node, joiner_run};
   ASSERT_TRUE(WaitUntil([&] { return job.scheduler().changes_done() == 1; }));
   ASSERT_TRUE(joiner_wire->WaitForHeld(1)) << "no rows were replicated to the joiner";
 
@@ -363,6 +372,7 @@ TEST(MembershipTest, AViewThatKeepsTheRingDoesNotReportAResyncStillUnstored) {
   ASSERT_OK(job.worker_nodes[0]->Finalize());
   ASSERT_OK(late_final.get());
   joiner_run.wait();
+  stop_joiner.node = nullptr;
   joiner_server.reset();
   joiner->reset();
 }
