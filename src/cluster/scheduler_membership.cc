@@ -130,6 +130,7 @@ void Scheduler::QueueChange(Change change) {
 }
 
 void Scheduler::StartNextChange() {
+  if (migration_ || checkpoint_ || changes_.empty() || ended_) return;  // the common turn: nothing to start
   // No change starts while a server's connection is broken (PeersDown(0)): perhaps it died and is
   // not declared dead yet. One that dies during a change ends the job; one that died before it
   // is failed over from first.
@@ -636,13 +637,12 @@ nlohmann::json Scheduler::StatusDocument(const absl::flat_hash_map<NodeId, std::
     }
   }
   doc["members"] = std::move(members);
-  std::vector<std::pair<TableId, const std::pair<const std::string, std::pair<TableId, TableDeclaration>>*>> tables;
-  for (const auto& entry : tables_) tables.emplace_back(entry.second.first, &entry);
-  std::sort(tables.begin(), tables.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  doc["tables"] = nlohmann::json::array();
-  for (const auto& [id, entry] : tables) {
-    doc["tables"].push_back({{"id", id.value}, {"name", entry->first}, {"spec", entry->second.second.summary}});
+  nlohmann::json tables = nlohmann::json::array();
+  for (const auto& [name, t] : tables_) {
+    tables.push_back({{"id", t.first.value}, {"name", name}, {"spec", t.second.summary}});
   }
+  std::sort(tables.begin(), tables.end(), [](const nlohmann::json& a, const nlohmann::json& b) { return a["id"] < b["id"]; });
+  doc["tables"] = std::move(tables);
   return doc;
 }
 

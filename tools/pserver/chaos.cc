@@ -178,15 +178,18 @@ class Shared {
 };
 
 // Whether the job's state (JobStatus as JSON) shows `servers` servers serving with their
-// replicas in sync and no membership change running or waiting; else what is missing.
+// replicas in sync and no membership change running or waiting; else what is missing. Throws
+// nlohmann::json::exception when a field is missing or of another type.
 std::string NotWhole(const nlohmann::json& doc, int servers) {
-  if (!doc["change_running"].is_null()) return "a membership change runs";
-  if (doc["changes_waiting"].get<size_t>() > 0) return "membership changes wait";
+  if (!doc.at("change_running").is_null()) return "a membership change runs";
+  if (doc.at("changes_waiting").get<size_t>() > 0) return "membership changes wait";
   int whole = 0;
-  for (const nlohmann::json& m : doc["members"]) {
-    if (m["role"] != "server" || m["state"] == "dead" || m["state"] == "left") continue;
-    if (m["state"] != "serving") return fmt::format("{} is {}", m["name"].get<std::string>(), m["state"].get<std::string>());
-    if (!m.value("replicas_in_sync", false)) return fmt::format("{}'s replicas are syncing", m["name"].get<std::string>());
+  for (const nlohmann::json& m : doc.at("members")) {
+    const std::string state = m.at("state").get<std::string>();
+    if (m.at("role") != "server" || state == "dead" || state == "left") continue;
+    const std::string name = m.at("name").get<std::string>();
+    if (state != "serving") return fmt::format("{} is {}", name, state);
+    if (!m.value("replicas_in_sync", false)) return fmt::format("{}'s replicas are syncing", name);
     ++whole;
   }
   if (whole != servers) return fmt::format("{} of {} servers serve", whole, servers);
@@ -250,7 +253,9 @@ class ChaosRun {
       std::fflush(o_.out);
     }
     if (std::string why = WaitWhole(killed); !why.empty()) return why;
-    std::ofstream(stop_file) << "stop\n";
+    // The workers stop at the round in which they find this file: unwritten, they would go on.
+    std::ofstream stop(stop_file);
+    if (!(stop << "stop\n").flush()) return fmt::format("cannot write the workers' stop file {}", stop_file);
     return "";
   }
 
@@ -262,7 +267,11 @@ class ChaosRun {
       Result<std::string> status = JobStatus(address_, milliseconds(5000), "127.0.0.1", StatusFormat::kJson);
       if (status.ok()) {
         nlohmann::json doc = nlohmann::json::parse(*status, nullptr, /*allow_exceptions=*/false);
-        why = doc.is_discarded() ? "its state did not parse" : NotWhole(doc, o_.num_servers);
+        try {
+          why = doc.is_discarded() ? "its state did not parse" : NotWhole(doc, o_.num_servers);
+        } catch (const nlohmann::json::exception& e) {  // a field missing or of another type
+          return fmt::format("the scheduler's state is not what chaos reads: {}", e.what());
+        }
         if (why.empty()) {
           if (killed) {
             restorations_.push_back(MillisBetween(*killed, Clock::now()));

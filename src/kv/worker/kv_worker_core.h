@@ -159,7 +159,8 @@ class KVWorkerCore final : public cluster::DataHandler {
   Unsent Reroute(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, const transport::Message& redirect);
   // Re-slices part `index` of request `ts` by `routing` into new parts, returned for sending
   // (marked kFlagResend, and kFlagFailover with their origin when the part had one, or when
-  // `failover_from` is set and the part was not `undelivered`). REQUIRES: mu_ held by `lock`, which may be released and re-acquired.
+  // `failover_from` is set and the part was not `undelivered`). REQUIRES: mu_ held by `lock`,
+  // which may be released and re-acquired.
   Unsent Reslice(std::unique_lock<std::mutex>& lock, int64_t ts, size_t index, const cluster::Routing& routing,
                  NodeId from, NodeId failover_from);
   // With replication: the parts sent to servers that died, re-sliced by `routing` once it no

@@ -171,6 +171,27 @@ void AwaitDown(ZmqTransport& a, NodeId b) {
   ADD_FAILURE() << "the peer never showed down";
 }
 
+// Connects `a` (listening already) to a new peer B, watches it and exchanges a message with it,
+// then destroys B as a killed process's sockets and port go.
+void ConnectToAPeerThatThenDies(ZmqTransport& a) {
+  std::unique_ptr<ZmqTransport> b = MakeTransport();
+  ASSERT_NE(b, nullptr);
+  Result<std::string> b_address = b->Listen("tcp://127.0.0.1:0");
+  ASSERT_OK(b_address);
+  ASSERT_OK(a.Connect(kB, *b_address));
+  a.Watch(kB);
+  ASSERT_OK(a.Send(Data(kA, kB, 1, {})));
+  ASSERT_OK(b->Receive(kLongWait).status());
+}
+
+// Sends to B until a send fails (while ZeroMQ still has the connection sends queue; the first
+// after it is gone blocks), and returns that failure.
+Status SendToBUntilOneFails(ZmqTransport& a) {
+  Status sent;
+  for (int i = 2; sent.ok() && i < 1000000; ++i) sent = a.Send(Data(kA, kB, i, {}));
+  return sent;
+}
+
 // The scheduler's option: a send blocked on a peer whose connection broke and whose
 // reconnection is refused (a process that died) gives up then, not a send timeout later.
 TEST(ZmqTransportGiveUpTest, ASendToAPeerThatDiedGivesUpWhenItsConnectionIsDown) {
@@ -178,21 +199,11 @@ TEST(ZmqTransportGiveUpTest, ASendToAPeerThatDiedGivesUpWhenItsConnectionIsDown)
   options.send_timeout = std::chrono::minutes(10);  // never reached: the test would hang instead
   options.give_up_when_down_for = std::chrono::hours(1);  // only a refused reconnection counts
   std::unique_ptr<ZmqTransport> a = MakeTransport(options);
-  std::unique_ptr<ZmqTransport> b = MakeTransport();
   ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
   ASSERT_OK(a->Listen("tcp://127.0.0.1:0").status());
-  Result<std::string> b_address = b->Listen("tcp://127.0.0.1:0");
-  ASSERT_OK(b_address);
-  ASSERT_OK(a->Connect(kB, *b_address));
-  a->Watch(kB);
-  ASSERT_OK(a->Send(Data(kA, kB, 1, {})));
-  ASSERT_OK(b->Receive(kLongWait).status());
-  b.reset();
-  // Sends queue while ZeroMQ still has the connection; the first one after it is gone blocks,
-  // and ends once the reconnection was refused.
-  Status sent;
-  for (int i = 2; sent.ok() && i < 1000000; ++i) sent = a->Send(Data(kA, kB, i, {}));
+  ASSERT_NO_FATAL_FAILURE(ConnectToAPeerThatThenDies(*a));
+  // The blocked send ends once the reconnection was refused.
+  const Status sent = SendToBUntilOneFails(*a);
   EXPECT_EQ(sent.code(), StatusCode::kUnavailable) << sent.ToString();
   EXPECT_NE(sent.message().find("the connection to the peer broke and did not come back"), std::string::npos)
       << sent.ToString();
@@ -205,10 +216,8 @@ TEST(ZmqTransportGiveUpTest, ASendBlockedOnOnePeerDoesNotHoldUpConnectingToAnoth
   ZmqOptions options = TestOptions();
   options.send_timeout = std::chrono::minutes(10);
   std::unique_ptr<ZmqTransport> a = MakeTransport(options);
-  std::unique_ptr<ZmqTransport> b = MakeTransport();
   std::unique_ptr<ZmqTransport> c = MakeTransport();
   ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
   ASSERT_NE(c, nullptr);
   std::atomic<bool> given_up{false};
   std::atomic<bool> waiting{false};  // a send to B waits: it asks whether B is given up
@@ -217,22 +226,12 @@ TEST(ZmqTransportGiveUpTest, ASendBlockedOnOnePeerDoesNotHoldUpConnectingToAnoth
     return peer == kB && given_up.load();
   });
   ASSERT_OK(a->Listen("tcp://127.0.0.1:0").status());
-  Result<std::string> b_address = b->Listen("tcp://127.0.0.1:0");
   Result<std::string> c_address = c->Listen("tcp://127.0.0.1:0");
-  ASSERT_OK(b_address);
   ASSERT_OK(c_address);
-  ASSERT_OK(a->Connect(kB, *b_address));
-  a->Watch(kB);
-  ASSERT_OK(a->Send(Data(kA, kB, 1, {})));
-  ASSERT_OK(b->Receive(kLongWait).status());
-  b.reset();
+  ASSERT_NO_FATAL_FAILURE(ConnectToAPeerThatThenDies(*a));
   AwaitDown(*a, kB);
   // Another thread sends to B until a send fails: it blocks, with B gone, until B is given up.
-  std::future<Status> blocked = std::async(std::launch::async, [&] {
-    Status sent;
-    for (int i = 2; sent.ok() && i < 1000000; ++i) sent = a->Send(Data(kA, kB, i, {}));
-    return sent;
-  });
+  std::future<Status> blocked = std::async(std::launch::async, [&] { return SendToBUntilOneFails(*a); });
   const auto deadline = std::chrono::steady_clock::now() + kLongWait;
   while (!waiting && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
   ASSERT_TRUE(waiting) << "the send to B never waited";
