@@ -67,12 +67,19 @@ struct InFlight {
 class Trainer {
  public:
   Trainer(Node& node, const Dataset& data, const DbpgOptions& o)
-      : node_(node), data_(data), o_(o), kv_(node) {}
+      : node_(node), data_(&data), o_(o), kv_(node) {}
 
   Result<DbpgResult> Run(const std::function<void(const PassReport&)>& on_pass);
 
  private:
   Status Setup();
+  // The blocks and the per-row and per-column state of the rows in data_ (columns cols_), from
+  // zero.
+  void BuildLocal();
+  // Takes over `shares` of lost workers (JobStats' Adopter): adds their rows, pulls the current
+  // weights of every local feature and computes the margins from them.
+  Result<std::vector<uint64_t>> Adopt(const std::vector<uint32_t>& shares);
+  JobStats::Row Figures() const;
   Status StartIteration(int64_t t);
   Status FinishPull(InFlight& p);
   Status DrainUpTo(int64_t last);  // completes every pull of an iteration <= last
@@ -85,7 +92,8 @@ class Trainer {
   }
 
   Node& node_;
-  const Dataset& data_;
+  const Dataset* data_;  // the caller's rows, or adopted_
+  Dataset adopted_;      // the caller's rows and those of the shares taken over
   const DbpgOptions o_;
   KVWorker<double> kv_;
   TableId w_table_;
@@ -119,10 +127,18 @@ Status Trainer::Setup() {
   w.push_arity = 1;
   PSERVER_ASSIGN_OR_RETURN(w_table_, node_.DeclareTable(w, o_.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
-  cols_ = ToColumns(data_);
-  const size_t n = cols_.ids.size();
-  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, data_.num_rows(), o_.wait_timeout, o_.describe_data));
+  Adopter adopt;
+  if (o_.load_share) adopt = [this](const std::vector<uint32_t>& shares) { return Adopt(shares); };
+  cols_ = ToColumns(*data_);
+  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, data_->num_rows(), o_.wait_timeout,
+                                                    o_.describe_data, std::move(adopt)));
   num_features_ = stats_->num_features();
+  BuildLocal();
+  return Status::Ok();
+}
+
+void Trainer::BuildLocal() {
+  const size_t n = cols_.ids.size();
   // Blocks: contiguous feature-id ranges [F b / B, F (b+1) / B).
   block_begin_.resize(o_.num_blocks + 1);
   for (uint32_t b = 0; b <= o_.num_blocks; ++b) {
@@ -130,15 +146,43 @@ Status Trainer::Setup() {
     const uint64_t first = num_features_ / o_.num_blocks * b + num_features_ % o_.num_blocks * b / o_.num_blocks;
     block_begin_[b] = std::lower_bound(cols_.ids.begin(), cols_.ids.end(), first) - cols_.ids.begin();
   }
-  margin_.assign(data_.num_rows(), 0.0);
+  const size_t rows = data_->num_rows();
+  margin_.assign(rows, 0.0);
   weight_.assign(n, 0.0);
   active_.assign(n, true);
   next_active_.assign(n, true);
-  d_.assign(data_.num_rows(), 0.0);
-  h_.assign(data_.num_rows(), 0.0);
-  s_.assign(data_.num_rows(), 0.0);
-  stamp_.assign(data_.num_rows(), 0);
-  return Status::Ok();
+  d_.assign(rows, 0.0);
+  h_.assign(rows, 0.0);
+  s_.assign(rows, 0.0);
+  stamp_.assign(rows, 0);
+}
+
+Result<std::vector<uint64_t>> Trainer::Adopt(const std::vector<uint32_t>& shares) {
+  if (!inflight_.empty()) return Status::Internal("shares taken over while pulls are in flight");
+  Dataset merged = *data_;
+  for (uint32_t share : shares) {
+    PSERVER_ASSIGN_OR_RETURN(Dataset rows, o_.load_share(share));
+    merged.Append(rows);
+  }
+  adopted_ = std::move(merged);
+  data_ = &adopted_;
+  cols_ = ToColumns(*data_);
+  BuildLocal();
+  // Every worker finished the pass: the weights are those every worker's margins include.
+  if (!cols_.ids.empty()) {
+    SharedArray<double> vals;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(w_table_, std::vector<Key>(cols_.ids), &vals));
+    PSERVER_RETURN_IF_ERROR(Wait(ts));
+    bytes_sent_ += cols_.ids.size() * sizeof(Key);
+    for (size_t j = 0; j < cols_.ids.size(); ++j) {
+      weight_[j] = vals[2 * j];
+      if (weight_[j] == 0) continue;
+      for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
+        margin_[cols_.rows[k]] += weight_[j] * cols_.vals[k];
+      }
+    }
+  }
+  return cols_.ids;
 }
 
 Status Trainer::StartIteration(int64_t t) {
@@ -149,7 +193,7 @@ Status Trainer::StartIteration(int64_t t) {
   auto coefficients = [&](uint32_t i) {
     if (stamp_[i] == t + 1) return;
     stamp_[i] = t + 1;
-    const double y = data_.labels()[i];
+    const double y = data_->labels()[i];
     const double p = Sigmoid(y * margin_[i]);  // probability of the true label
     d_[i] = -y * (1 - p);
     h_[i] = p * (1 - p);
@@ -233,19 +277,22 @@ Status Trainer::DrainUpTo(int64_t last) {
   return Status::Ok();
 }
 
-Result<PassReport> Trainer::EndPass(int pass) {
-  double loss = 0, reg = 0, nnz = 0, active = 0;
-  for (size_t i = 0; i < margin_.size(); ++i) loss += Log1pExp(-data_.labels()[i] * margin_[i]);
+JobStats::Row Trainer::Figures() const {
+  double loss = 0, reg = 0, nnz = 0;
+  for (size_t i = 0; i < margin_.size(); ++i) loss += Log1pExp(-data_->labels()[i] * margin_[i]);
   for (size_t j = 0; j < weight_.size(); ++j) {
     if (!stats_->owned()[j]) continue;
     const double w = weight_[j];
     reg += o_.l1 * std::abs(w) + o_.l2 * w * w;
     nnz += w != 0 ? 1 : 0;
   }
-  active = static_cast<double>(active_this_pass_);
   const double idle = std::chrono::duration<double>(idle_).count();
-  PSERVER_ASSIGN_OR_RETURN(
-      PassReport r, stats_->EndPass(pass, {loss, reg, nnz, active, static_cast<double>(bytes_sent_), idle}, start_, &idle_));
+  return {loss, reg, nnz, static_cast<double>(active_this_pass_), static_cast<double>(bytes_sent_), idle,
+          static_cast<double>(data_->num_rows())};
+}
+
+Result<PassReport> Trainer::EndPass(int pass) {
+  PSERVER_ASSIGN_OR_RETURN(PassReport r, stats_->EndPass(pass, [this]() -> Result<JobStats::Row> { return Figures(); }, start_, &idle_));
   active_this_pass_ = 0;
   return r;
 }
@@ -284,6 +331,7 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     }
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats_->CollectWeights(kv_, w_table_, 2));
+  result.lead = stats_->lead();
   return result;
 }
 

@@ -26,6 +26,14 @@
 // Every worker of the job calls TrainDbpg with its own rows (SPMD); they must agree on the
 // options. Any server serves it: the rule is built in.
 //
+// A lost worker (killed, or declared dead): with `load_share`, at the end of the pass a live
+// worker loads the lost worker's rows (job_stats.h), pulls the weights of their features,
+// computes their margins, and trains on them from then on, so that the model is trained on
+// every row. The lost worker's last pushes may or may not have been applied: the step of that
+// iteration was taken on the rows of the workers that pushed (a block step on part of the
+// data, within the trust region), and the passes after it use every row, so training goes on
+// to the same optimum.
+//
 // Thread safety: TrainDbpg blocks its calling thread; progress callbacks run on it.
 #pragma once
 
@@ -41,6 +49,10 @@
 #include "pserver/result.h"
 
 namespace pserver::linear {
+
+// Loads share `share` of the job's data -- the rows worker `share` started with -- for a worker
+// that takes it over when that worker is lost (job_stats.h). Empty: a lost worker ends the job.
+using ShareLoader = std::function<Result<Dataset>(uint32_t share)>;
 
 struct DbpgOptions {
   double l1 = 1.0;
@@ -59,13 +71,15 @@ struct DbpgOptions {
   std::string rule = "prox";
   std::string table_prefix = "dbpg";
   std::chrono::milliseconds wait_timeout{300000};
-  DataDescriber describe_data;  // names a lost worker's data in the error (job_stats.h)
+  DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
+  ShareLoader load_share;       // a lost worker's rows are trained on by another (above)
 };
 
 struct DbpgResult {
   std::vector<PassReport> passes;
   uint64_t num_features = 0;  // the job's feature count (max feature id + 1)
-  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (worker 0 only)
+  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (the lead only)
+  bool lead = false;  // this worker is the job's lead: the lowest-ranked live worker (job_stats.h)
 };
 
 // `on_pass` runs on every worker after each pass (with the same objective everywhere).

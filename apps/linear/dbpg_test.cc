@@ -18,6 +18,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "apps/linear/logistic.h"
 #include "apps/linear/online.h"
@@ -284,6 +285,157 @@ uint64_t WorkerFeatures(const Dataset& all, uint32_t workers) {
     total += f.size();
   }
   return total;
+}
+
+// Worker `rank`'s share of `all` as RunOnCluster deals it: rows r with r % workers == rank.
+Dataset ShareOf(const Dataset& all, uint32_t rank, uint32_t workers) {
+  Dataset mine;
+  for (size_t r = rank; r < all.num_rows(); r += workers) {
+    RowView row = all.row(r);
+    EXPECT_OK(mine.AppendRow(row.label, row.feature_ids, row.values));
+  }
+  return mine;
+}
+
+// As RunOnCluster, but worker `victim` stops its node (as a process killed: no goodbye) at
+// the end of pass `at_pass`; the others take its share over with a loader of `all`'s rows
+// and finalize. `train(node, mine, loader, on_pass)`; returns each survivor's result by rank.
+template <typename R>
+std::map<uint32_t, Result<R>> RunLosingAWorker(
+    const Dataset& all, uint32_t workers, uint32_t victim, int at_pass,
+    const std::function<Result<R>(Node&, const Dataset&, ShareLoader, std::function<void(const PassReport&)>)>& train) {
+  LocalClusterOptions c;
+  c.inproc = true;
+  c.num_workers = workers;
+  c.num_servers = 2;
+  c.node.heartbeat_interval = std::chrono::milliseconds(50);
+  c.node.heartbeat_timeout = std::chrono::milliseconds(500);
+  auto cluster = LocalCluster::Start(c, [](Node& server) -> std::shared_ptr<void> {
+    struct Both {
+      explicit Both(Node& n) : f64(n), i64(n) {}
+      KVServer<double> f64;
+      KVServer<int64_t> i64;
+    };
+    return std::make_shared<Both>(server);
+  });
+  EXPECT_OK(cluster.status());
+  std::map<uint32_t, Result<R>> results;
+  if (!cluster.ok()) return results;
+  std::mutex mu;
+  {
+    std::vector<std::jthread> threads;
+    for (uint32_t i = 0; i < workers; ++i) {
+      threads.emplace_back([&, i] {
+        Node& node = (*cluster)->worker(i);
+        const uint32_t rank = node.rank().value;
+        ShareLoader loader = [&all, workers](uint32_t share) -> Result<Dataset> { return ShareOf(all, share, workers); };
+        auto on_pass = [&node, rank, victim, at_pass](const PassReport& p) {
+          if (rank == victim && p.pass == at_pass) node.Stop();
+        };
+        Result<R> r = train(node, ShareOf(all, rank, workers), loader, on_pass);
+        if (rank == victim) return;  // it fails: its node stopped
+        if (r.ok()) {
+          if (Status s = node.Finalize(std::chrono::seconds(60)); !s.ok()) r = s;
+        }
+        std::lock_guard lock(mu);
+        results.emplace(rank, std::move(r));
+      });
+    }
+  }
+  return results;
+}
+
+// DBPG with tau = 0 and tau = 2 while the lead (worker 0) is lost after its second pass:
+// worker 1 or 2 takes its rows, the job ends well, the new lead holds the model, every
+// pass after the loss covers every row, and the model is the reference optimum.
+TEST(DbpgWorkerLossTest, ALostWorkersRowsAreTakenOverAndTheOptimumReached) {
+  const uint32_t seed = 1234;
+  std::printf("seed %u\n", seed);
+  const size_t features = 12;
+  const Dataset data = TinyData(seed, 90, features);
+  const double l1 = 1.0, l2 = 0.01;
+  const Reference ref = SolveReference(data, features, l1, l2);
+  for (int64_t tau : {0, 2}) {
+    SCOPED_TRACE("tau " + std::to_string(tau));
+    DbpgOptions o;
+    o.l1 = l1;
+    o.l2 = l2;
+    o.tau = tau;
+    o.num_blocks = 6;
+    o.max_passes = kPasses;
+    o.rel_tol = 0;
+    auto results = RunLosingAWorker<DbpgResult>(
+        data, 3, /*victim=*/0, /*at_pass=*/2,
+        [&](Node& node, const Dataset& mine, ShareLoader loader, std::function<void(const PassReport&)> on_pass) {
+          DbpgOptions mo = o;
+          mo.load_share = std::move(loader);
+          return TrainDbpg(node, mine, mo, on_pass);
+        });
+    ASSERT_EQ(results.size(), 2u);
+    for (auto& [rank, r] : results) {
+      ASSERT_OK(r) << "worker " << rank;
+      ASSERT_EQ(r->passes.size(), static_cast<size_t>(kPasses));
+      EXPECT_EQ(r->passes[1].workers, 3u);
+      for (size_t p = 2; p < r->passes.size(); ++p) {
+        EXPECT_EQ(r->passes[p].rows, data.num_rows()) << "pass " << p + 1;
+        EXPECT_EQ(r->passes[p].workers, 2u);
+        EXPECT_EQ(r->passes[p].lead, 1u);
+      }
+      EXPECT_EQ(r->lead, rank == 1);
+    }
+    const DbpgResult& lead = *results.at(1);
+    EXPECT_LE(std::abs(lead.passes.back().objective - ref.objective) / ref.objective, kObjectiveTol);
+    ExpectMatchesReference(data, Dense(lead.weights, features), ref, l1, l2, "dbpg after a worker was lost");
+    EXPECT_EQ(lead.passes.back().nnz, Support(ref.w).size());
+  }
+}
+
+// Without a loader a lost worker's rows cannot be read again: the job stops, naming it.
+TEST(DbpgWorkerLossTest, WithoutALoaderALostWorkerEndsTheJobNamingIt) {
+  const Dataset data = TinyData(1234, 60, 8);
+  DbpgOptions o;
+  o.num_blocks = 4;
+  o.max_passes = 6;
+  o.rel_tol = 0;
+  o.describe_data = [](uint32_t rank) { return "rows " + std::to_string(rank) + " mod 3"; };
+  auto results = RunLosingAWorker<DbpgResult>(
+      data, 3, /*victim=*/2, /*at_pass=*/1,
+      [&](Node& node, const Dataset& mine, ShareLoader, std::function<void(const PassReport&)> on_pass) {
+        return TrainDbpg(node, mine, o, on_pass);
+      });
+  ASSERT_EQ(results.size(), 2u);
+  for (auto& [rank, r] : results) {
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("worker 2 (data: rows 2 mod 3)"), std::string::npos) << r.status().ToString();
+  }
+}
+
+// Asynchronous SGD loses worker 1 after pass 1: worker 0 walks its rows too from then on.
+TEST(OnlineWorkerLossTest, ALostWorkersRowsAreWalkedByAnother) {
+  const Dataset data = TinyData(1234, 80, 10);
+  OnlineOptions o;
+  o.rule = "sgd";
+  o.learning_rate = 0.5;
+  o.minibatch = 8;
+  o.max_passes = 4;
+  o.rel_tol = 0;
+  auto results = RunLosingAWorker<OnlineResult>(
+      data, 2, /*victim=*/1, /*at_pass=*/1,
+      [&](Node& node, const Dataset& mine, ShareLoader loader, std::function<void(const PassReport&)> on_pass) {
+        OnlineOptions mo = o;
+        mo.load_share = std::move(loader);
+        return TrainOnline(node, mine, mo, on_pass);
+      });
+  ASSERT_EQ(results.size(), 1u);
+  Result<OnlineResult>& r = results.at(0);
+  ASSERT_OK(r);
+  ASSERT_EQ(r->passes.size(), 4u);
+  for (size_t p = 1; p < r->passes.size(); ++p) {
+    EXPECT_EQ(r->passes[p].rows, data.num_rows());
+    EXPECT_EQ(r->passes[p].workers, 1u);
+  }
+  EXPECT_TRUE(r->lead);
+  EXPECT_FALSE(r->weights.empty());
 }
 
 struct Case {

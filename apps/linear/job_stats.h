@@ -1,15 +1,21 @@
 // JobStats: what the workers of a linear-model job agree on through the parameter server --
 // the job's feature count, which worker counts each feature in the regulariser, the sums of
-// per-pass figures (loss, regulariser, non-zeros, traffic, waiting), and the trained model.
+// per-pass figures (loss, regulariser, non-zeros, traffic, waiting, rows), and the trained
+// model.
 //
 // Every worker constructs one (Create is collective: it includes a barrier of the workers),
 // calls EndPass for every pass, in the same order, and CollectWeights once at the end.
 //
-// A worker that leaves the job (it died, or the scheduler declared it dead) takes its share of
-// the data with it: the cluster goes on without it, but a model trained on the rest is not the
-// model the user asked for. Every pass therefore checks that each worker contributed to it, and
-// EndPass and CollectWeights fail with kUnavailable naming the missing workers and their data
-// (see DataDescriber) rather than return figures or weights that look complete.
+// Shares. The job's data is in shares, one per worker it started with: share r is the data
+// worker r loaded. A worker that leaves the job (it died, or the scheduler declared it dead)
+// takes nothing with it when the job can load a share again (an Adopter): at the next EndPass
+// or CollectWeights the live workers see the shares nobody holds, hand each to one of them
+// (share s to the live worker s' turn in rank order), and each taker loads its new shares, tells
+// the scheduler it took over the lost worker's work (Node::TakeOver), and the step is done
+// again with every share. Without an Adopter, a model trained on the rest is not the model the
+// user asked for: EndPass and CollectWeights fail with kUnavailable naming the missing workers
+// and their data (see DataDescriber) rather than return figures or weights that look complete.
+// A worker lost before Create returns ends the job the same way.
 //
 // Every cost here is in the features the data holds, whatever their ids: feature ids may be
 // any 64-bit value (the model's dimension is the largest id + 1).
@@ -40,26 +46,35 @@ struct PassReport {
   uint64_t bytes_sent = 0;       // payload all workers sent so far (pushed keys and values, pulled keys)
   double idle_fraction = 0;      // workers' mean share of the elapsed time spent waiting (pulls, barriers)
   uint64_t active_features = 0;  // features computed in this pass (over all workers)
+  uint64_t rows = 0;             // data rows the figures cover: every row of the job
+  uint32_t workers = 0;          // live workers that took part
+  uint32_t lead = 0;             // the lowest-ranked of them, who speaks for the job (prints, writes)
 };
 
 // Describes the share of the data worker `rank` trains on, for the error that says it was lost
 // (e.g. "bytes [0, 4096) of a.svm"). Empty: errors name the worker only.
 using DataDescriber = std::function<std::string(uint32_t rank)>;
 
+// Called on a worker that is to take over `shares` (ascending; their workers were lost): loads
+// their data, adds it to the rows it trains on, and returns this worker's features over every
+// share it holds now (sorted, unique). An error ends the job.
+using Adopter = std::function<Result<std::vector<uint64_t>>(const std::vector<uint32_t>& shares)>;
+
 class JobStats {
  public:
   // The figures of one pass that a worker adds in: loss, regulariser, non-zeros, features
-  // computed, bytes sent, seconds waited.
-  static constexpr uint32_t kFigures = 6;
+  // computed, bytes sent and seconds waited (both since it started), rows.
+  static constexpr uint32_t kFigures = 7;
   using Row = std::array<double, kFigures>;
 
   // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows. Declares
-  // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`. kInvalidArgument for
-  // more than 62 workers.
+  // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`. `adopt` (may be
+  // empty): lost workers' shares are taken over with it. kInvalidArgument for more than 62
+  // workers.
   static Result<std::unique_ptr<JobStats>> Create(Node& node, const std::string& prefix,
                                                   const std::vector<uint64_t>& features, uint64_t rows,
                                                   std::chrono::milliseconds timeout,
-                                                  DataDescriber describe_data = {});
+                                                  DataDescriber describe_data = {}, Adopter adopt = {});
 
   // Max feature id + 1 over every worker (exact for any 64-bit id).
   uint64_t num_features() const { return num_features_; }
@@ -68,25 +83,41 @@ class JobStats {
   // owned()[j]: this worker is the lowest-ranked holder of features[j], so it alone counts it.
   const std::vector<bool>& owned() const { return owned_; }
 
-  // Adds `mine` into the row of `pass`, waits for every worker (barrier) and returns the sum
-  // as a PassReport timed from `start`. `*waited` grows by the time spent in the barrier.
-  // kUnavailable naming the workers (and their data) that did not contribute to the pass.
-  Result<PassReport> EndPass(int pass, const Row& mine, std::chrono::steady_clock::time_point start,
-                             std::chrono::steady_clock::duration* waited);
+  // Adds `figures()` (this worker's, over the shares it holds; an error is returned) into the
+  // row of `pass`, waits
+  // for every worker (barrier) and returns the sum as a PassReport timed from `start`; when
+  // shares were lost, takes them over (see the header) and does it again, calling figures()
+  // anew. `*waited` grows by the time spent in barriers. kUnavailable naming the workers (and
+  // their data) that did not contribute to the pass, without an Adopter.
+  Result<PassReport> EndPass(int pass, const std::function<Result<Row>()>& figures,
+                             std::chrono::steady_clock::time_point start, std::chrono::steady_clock::duration* waited);
 
   // Collective, after the last pass: the non-zero weights of `table` (value 0 of each row of
   // `width` values), sorted by feature, on worker 0; empty on the others. Each worker pulls the
-  // features it owns and hands the non-zero ones to worker 0 through `<prefix>_model`.
-  // kUnavailable naming the workers (and their data) whose weights are missing.
+  // features it owns and hands the non-zero ones to the lead through `<prefix>_model`; lost
+  // shares are taken over first. kUnavailable naming the workers (and their data) whose
+  // weights are missing, without an Adopter.
   Result<std::vector<std::pair<uint64_t, double>>> CollectWeights(KVWorker<double>& kv, TableId table,
                                                                   uint32_t width);
 
- private:
-  JobStats(Node& node, std::chrono::milliseconds timeout, DataDescriber describe_data)
-      : node_(node), stats_(node), ints_(node), timeout_(timeout), describe_data_(std::move(describe_data)) {}
+  // This worker is the lead of the last EndPass or CollectWeights (the lowest-ranked live
+  // worker): it got the weights, and prints and writes for the job.
+  bool lead() const { return lead_ == node_.rank().value; }
 
-  // OK when `ranks_seen` (bit r: worker r) names every worker; else the error for `when`.
-  Status CheckEveryWorker(uint64_t ranks_seen, const std::string& when) const;
+ private:
+  JobStats(Node& node, std::chrono::milliseconds timeout, DataDescriber describe_data, Adopter adopt)
+      : node_(node), stats_(node), ints_(node), timeout_(timeout), describe_data_(std::move(describe_data)),
+        adopt_(std::move(adopt)) {}
+
+  // OK when `shares_seen` (bit r: share r) names every share; else the error for `when`.
+  Status CheckEveryWorker(uint64_t shares_seen, const std::string& when) const;
+  // True when `shares_seen` names every share. Otherwise the missing shares are handed to the
+  // live workers (`workers_seen`, bit r: worker r), this one takes over its part, and false says
+  // the step must be done again; an error if they cannot be taken over (no Adopter).
+  Result<bool> TakeOverLost(uint64_t shares_seen, uint64_t workers_seen, const std::string& when);
+  // Sets this worker's features and which of them it counts: those whose lowest share (of the
+  // `<prefix>_presence` table) it holds.
+  Status SetFeatures(std::vector<uint64_t> features);
   std::vector<uint64_t> OwnedFeatures() const;
 
   Node& node_;
@@ -94,6 +125,13 @@ class JobStats {
   KVWorker<int64_t> ints_;
   std::chrono::milliseconds timeout_;
   DataDescriber describe_data_;
+  Adopter adopt_;
+  uint32_t workers_ = 0;          // the workers the job started with: its shares
+  uint64_t shares_ = 0;           // bit r: this worker holds share r
+  std::vector<NodeId> node_ids_;  // of the worker each share started with
+  uint32_t lead_ = 0;
+  double bytes_reported_ = 0;  // this worker's bytes sent, as of its last pass
+  double bytes_total_ = 0;     // every worker's, over the passes so far
   TableId stats_table_, presence_table_, model_table_;
   std::vector<uint64_t> features_;
   uint64_t num_features_ = 0;

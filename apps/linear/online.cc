@@ -55,9 +55,26 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   }
   PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec, o.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
-  const std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
+  const Dataset* rows = &data;  // the caller's rows, or adopted
+  Dataset adopted;               // the caller's rows and those of the shares taken over
+  std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
+  Adopter adopt;
+  if (o.load_share) {
+    adopt = [&](const std::vector<uint32_t>& shares) -> Result<std::vector<uint64_t>> {
+      Dataset merged = *rows;
+      for (uint32_t share : shares) {
+        PSERVER_ASSIGN_OR_RETURN(Dataset more, o.load_share(share));
+        merged.Append(more);
+      }
+      adopted = std::move(merged);
+      rows = &adopted;
+      all_features = SortedFeatures(*rows, 0, rows->num_rows());
+      return all_features;
+    };
+  }
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<JobStats> stats,
-                           JobStats::Create(node, o.table_prefix, all_features, data.num_rows(), o.wait_timeout, o.describe_data));
+                           JobStats::Create(node, o.table_prefix, all_features, data.num_rows(), o.wait_timeout,
+                                            o.describe_data, std::move(adopt)));
   auto wait = [&](Timestamp ts) {
     const auto t0 = Clock::now();
     Status s = kv.Wait(ts, o.wait_timeout);
@@ -71,9 +88,9 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   double previous = std::numeric_limits<double>::infinity();
   std::vector<Timestamp> pushes;  // completed by the table's delay bound; collected each pass
   for (int pass = 1; pass <= o.max_passes; ++pass) {
-    for (size_t first = 0; first < data.num_rows(); first += o.minibatch) {
-      const size_t end = std::min(data.num_rows(), first + o.minibatch);
-      std::vector<uint64_t> keys = SortedFeatures(data, first, end);
+    for (size_t first = 0; first < rows->num_rows(); first += o.minibatch) {
+      const size_t end = std::min(rows->num_rows(), first + o.minibatch);
+      std::vector<uint64_t> keys = SortedFeatures(*rows, first, end);
       SharedArray<double> w;
       PSERVER_ASSIGN_OR_RETURN(Timestamp pulled, kv.Pull(table, std::vector<Key>(keys), &w));
       bytes_sent += keys.size() * sizeof(Key);
@@ -81,7 +98,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
       const auto index = IndexOf(keys);
       std::vector<double> grad(keys.size(), 0.0);
       for (size_t r = first; r < end; ++r) {
-        RowView row = data.row(r);
+        RowView row = rows->row(r);
         double m = 0;
         for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
         const double coef = -row.label * (1 - Sigmoid(row.label * m));
@@ -107,28 +124,28 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     pushes.clear();
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));  // every push applied
     // The objective at the pass's end: this worker's loss and its share of the regulariser.
-    SharedArray<double> w;
-    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w));
-    PSERVER_RETURN_IF_ERROR(wait(ts));
-    const auto index = IndexOf(all_features);
-    double loss = 0, reg = 0, nnz = 0;
-    for (size_t r = 0; r < data.num_rows(); ++r) {
-      RowView row = data.row(r);
-      double m = 0;
-      for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
-      loss += Log1pExp(-row.label * m);
-    }
-    for (size_t j = 0; j < all_features.size(); ++j) {
-      if (!stats->owned()[j]) continue;
-      reg += o.l1 * std::abs(w[j]) + o.l2 * w[j] * w[j];
-      nnz += w[j] != 0 ? 1 : 0;
-    }
-    const double idle_s = std::chrono::duration<double>(idle).count();
-    PSERVER_ASSIGN_OR_RETURN(
-        PassReport r,
-        stats->EndPass(pass,
-                       {loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent), idle_s},
-                       start, &idle));
+    auto figures = [&]() -> Result<JobStats::Row> {
+      SharedArray<double> w;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w));
+      PSERVER_RETURN_IF_ERROR(wait(ts));
+      const auto index = IndexOf(all_features);
+      double loss = 0, reg = 0, nnz = 0;
+      for (size_t r = 0; r < rows->num_rows(); ++r) {
+        RowView row = rows->row(r);
+        double m = 0;
+        for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
+        loss += Log1pExp(-row.label * m);
+      }
+      for (size_t j = 0; j < all_features.size(); ++j) {
+        if (!stats->owned()[j]) continue;
+        reg += o.l1 * std::abs(w[j]) + o.l2 * w[j] * w[j];
+        nnz += w[j] != 0 ? 1 : 0;
+      }
+      const double idle_s = std::chrono::duration<double>(idle).count();
+      return JobStats::Row{loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent),
+                           idle_s, static_cast<double>(rows->num_rows())};
+    };
+    PSERVER_ASSIGN_OR_RETURN(PassReport r, stats->EndPass(pass, figures, start, &idle));
     result.passes.push_back(r);
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
@@ -136,6 +153,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     if (change < o.rel_tol && o.rule == "sgd") break;
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
+  result.lead = stats->lead();
   return result;
 }
 

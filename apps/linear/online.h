@@ -12,6 +12,10 @@
 // objective). SGD stops early on rel_tol.
 //
 // SPMD like TrainDbpg: every worker calls TrainOnline with its own rows and the same options.
+// A lost worker, with `load_share`: at the end of the pass a live worker loads its rows and
+// walks them too from the next pass on (the lost worker's pushes of that pass that reached the
+// servers stay applied; those that did not are lost, as any unacknowledged update of an
+// asynchronous solver, and the later passes make up for them).
 // Thread safety: blocks the calling thread; `on_pass` runs on it.
 #pragma once
 
@@ -38,13 +42,15 @@ struct OnlineOptions {
   double rel_tol = 1e-4;
   std::string table_prefix = "online";
   std::chrono::milliseconds wait_timeout{300000};
-  DataDescriber describe_data;  // names a lost worker's data in the error (job_stats.h)
+  DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
+  ShareLoader load_share;       // a lost worker's rows are trained on by another (below)
 };
 
 struct OnlineResult {
   std::vector<PassReport> passes;
   uint64_t num_features = 0;
-  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights (worker 0 only)
+  std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights (the lead only)
+  bool lead = false;  // this worker is the job's lead (job_stats.h)
 };
 
 Result<OnlineResult> TrainOnline(Node& node, const Dataset& local, const OnlineOptions& options,

@@ -100,6 +100,14 @@ class Node {
   // naming this worker and `why`. Waits up to `timeout` for that end; returns the job's error.
   Status FinalizeWithError(const Status& why, std::chrono::milliseconds timeout = kDefaultControlTimeout);
 
+  // Workers: this worker does the work of worker `lost` (its NodeId, from id() there), which
+  // died before it finished -- e.g. it read the lost worker's data and trains on it too. A job
+  // that lost a worker otherwise ends with an error saying its share of the work is missing;
+  // once another worker took it over, the job may end well. Call it when the scheduler has
+  // declared `lost` dead (a barrier it missed was released) and before Finalize.
+  // kInvalidArgument if `lost` is no worker that died before finishing.
+  Status TakeOver(NodeId lost, std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
   // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
   // reason otherwise (a dead node, a cluster that did not form in time, ...). A server holds
   // requests that arrive before Run, so create its KVServer objects first.

@@ -251,7 +251,7 @@ Result<AdminRequest> DecodeAdminRequest(const transport::Bytes& body) {
   WireReader r = ReaderOf(body);
   AdminRequest m;
   uint8_t op = 0;
-  if (!r.U8(&op) || op < static_cast<uint8_t>(AdminOp::kStatus) || op > static_cast<uint8_t>(AdminOp::kStatusJson) ||
+  if (!r.U8(&op) || op < static_cast<uint8_t>(AdminOp::kStatus) || op > static_cast<uint8_t>(AdminOp::kTakeOver) ||
       !r.U32(&m.node.value) || !r.Str(&m.reply_address, 1024) || !r.Str(&m.path, 4096) || !r.Done()) {
     return Malformed("admin");
   }

@@ -112,7 +112,8 @@ struct MigrateReport {
 inline constexpr size_t kMaxMigrateRanges = size_t{1} << 16;
 
 // kAdmin: a request to the scheduler from a tool (`pserver status`, `pserver drain`,
-// `pserver checkpoint`) or from a member (a server asked to leave, e.g. by SIGTERM); and the
+// `pserver checkpoint`) or from a member (a server asked to leave, e.g. by SIGTERM; a worker
+// that took over a lost worker's work); and the
 // scheduler's kCheckpoint order to a server (a kAdmin without a body asks a server for its
 // TableStats).
 enum class AdminOp : uint8_t {
@@ -121,10 +122,11 @@ enum class AdminOp : uint8_t {
   kCheckpoint = 3,  // to the scheduler: checkpoint the job into directory `path`;
                     // to a server: write its checkpoint file `path` (answered with CheckpointWritten)
   kStatusJson = 4,  // as kStatus, as one JSON object
+  kTakeOver = 5,    // from a worker: it does the work of lost worker `node` (Node::TakeOver)
 };
 struct AdminRequest {
   AdminOp op = AdminOp::kStatus;
-  NodeId node;  // kDrain: the server to drain
+  NodeId node;  // kDrain: the server to drain; kTakeOver: the lost worker
   // Where the answer goes: the address a tool listens at (the scheduler connects to it there).
   // Empty from a member, which is answered like its other requests.
   std::string reply_address;

@@ -153,7 +153,8 @@ std::vector<std::vector<std::string>> ValidBodies() {
       {Text(Encode(AdminRequest{AdminOp::kDrain, NodeId(7), "tcp://127.0.0.1:9", ""})),
        Text(Encode(AdminRequest{AdminOp::kStatus, NodeId(), "", ""})),
        Text(Encode(AdminRequest{AdminOp::kStatusJson, NodeId(), "tcp://127.0.0.1:9", ""})),
-       Text(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", "/data/ckpt/ckpt-000001/server-0.psckpt"}))},
+       Text(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", "/data/ckpt/ckpt-000001/server-0.psckpt"})),
+       Text(Encode(AdminRequest{AdminOp::kTakeOver, NodeId(12), "", ""}))},
       {Text(Encode(std::vector<TableStats>{{TableId(1), 10, 400}, {TableId(3), 0, 0}})),
        Text(Encode(std::vector<TableStats>{}))},
       {Text(Encode(CheckpointWritten{123456, 789, 0xfedcba9876543210ULL})), Text(Encode(CheckpointWritten{}))},
@@ -382,8 +383,8 @@ TEST(ControlMessagesTest, RoundTripsMembershipBodies) {
                 "overlapping ranges");
   ExpectRefused(codecs[5], Text(Encode(MigrateOrder{{MigrateTarget{NodeId(1), {KeyRange{9, 5}}}}})), "first > last");
   std::string bad_op = Text(Encode(admin));
-  bad_op[0] = 5;
-  ExpectRefused(codecs[7], bad_op, "op 5");
+  bad_op[0] = 6;
+  ExpectRefused(codecs[7], bad_op, "op 6");
 }
 
 TEST(ControlMessagesTest, RandomMutationsNeverCrashAndDecodeOrRefuse) {

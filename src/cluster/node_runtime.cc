@@ -99,6 +99,14 @@ Status NodeRuntime::RequestDrain() {
   return transport_->Send(std::move(ask));
 }
 
+Status NodeRuntime::TakeOver(NodeId lost, milliseconds timeout) {
+  if (options_.role != Role::kWorker) return Status::InvalidArgument("only a worker takes over a lost worker's work");
+  Message ask = ToScheduler(MessageType::kAdmin);
+  ask.frames.push_back(Encode(AdminRequest{AdminOp::kTakeOver, lost, "", ""}));
+  return Call(std::move(ask), timeout, fmt::format("{}: taking over the work of {}", DescribeNode(id_), DescribeNode(lost)))
+      .status();
+}
+
 void NodeRuntime::ReportReplicasSynced(Epoch epoch) {
   replicas_synced_.store(epoch.value + 1, std::memory_order_relaxed);
   Message beat = ToScheduler(MessageType::kHeartbeat);
@@ -603,6 +611,15 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kAdminReply:
+      if (h.request_id != 0) {  // an answer to a Call (TakeOver)
+        MutexLock lock(&mu_);
+        auto it = calls_.find(h.request_id);
+        if (it == calls_.end()) return;  // the caller timed out and left
+        it->second.done = true;
+        it->second.reply = std::move(msg);
+        cv_.SignalAll();
+        return;
+      }
       if (h.is_error()) {
         PSERVER_LOG_WARN("{}: the scheduler refused: {}", DescribeNode(id_), CarriedError(msg).message());
       } else if (!msg.frames.empty()) {

@@ -211,6 +211,10 @@ class NodeRuntime {
   // Server: tells the scheduler how phase `phase` of change `change` went here (see
   // DataHandler::OnMigrate). Never blocks.
   void ReportMigration(int64_t change, MigratePhase phase, const Result<MigrateReport>& outcome);
+  // Worker: tells the scheduler this worker does the work of worker `lost`, which died before it
+  // finished, so that the job may end well without it. Returns the scheduler's answer
+  // (kInvalidArgument: `lost` is no such worker); kDeadlineExceeded after `timeout`.
+  Status TakeOver(NodeId lost, std::chrono::milliseconds timeout);
   // Server: asks the scheduler to drain this server (move its keys to the others, then end its
   // part in the job, which WaitForShutdown then sees as a normal end). Returns once asked; a
   // refusal (the last server) is logged when it comes and the server goes on serving.

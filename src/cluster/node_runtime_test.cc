@@ -196,6 +196,35 @@ TEST(NodeRuntimeTest, StoppedWorkerIsDeclaredDeadTheOthersGoOnAndTheJobEndsNamin
   EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, lost));
 }
 
+TEST(NodeRuntimeTest, AWorkerThatTookOverTheLostWorkersWorkLetsTheJobEndWell) {
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 3));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1), Worker(2)}));
+  Node& server = *job.node(0);
+  Node& worker0 = *job.node(1);
+  Node& worker1 = *job.node(2);
+  KVServer<float> served(server);
+  auto server_run = job.Spawn([&] { return server.Run(); });
+  const NodeId lost = job.node(3)->id();
+  auto barrier0 = job.Spawn([&] { return worker0.Barrier(BarrierGroup::kWorkers, seconds(30)); });
+  auto barrier1 = job.Spawn([&] { return worker1.Barrier(BarrierGroup::kWorkers, seconds(30)); });
+  job.Destroy(3);  // worker 2 stops and goes silent
+  ASSERT_OK(barrier0.get());  // released once the scheduler declared it dead
+  ASSERT_OK(barrier1.get());
+  // Only a worker that died can be taken over, and only by a worker.
+  EXPECT_TRUE(StatusIs(worker0.TakeOver(worker1.id(), seconds(30)), StatusCode::kInvalidArgument,
+                       "no worker that died before it finished"));
+  EXPECT_TRUE(StatusIs(server.TakeOver(lost, seconds(30)), StatusCode::kInvalidArgument, "only a worker"));
+  EXPECT_OK(worker0.TakeOver(lost, seconds(30)));
+  EXPECT_OK(worker1.TakeOver(lost, seconds(30)));  // a second taker (as when the first dies too)
+  auto finalize1 = job.Spawn([&] { return worker1.Finalize(seconds(30)); });
+  EXPECT_OK(worker0.Finalize(seconds(30)));
+  EXPECT_OK(finalize1.get());
+  EXPECT_OK(server_run.get());
+  EXPECT_OK(job.SchedulerOutcome());
+}
+
 TEST(NodeRuntimeTest, StopAbortsTheNodesOwnPendingCallsAndPeersSeeItDie) {
   InprocJob job(FastHeartbeats());
   ASSERT_OK(job.StartScheduler(1, 1));

@@ -428,7 +428,7 @@ void Scheduler::CheckLiveness(const std::vector<NodeId>& down) {
     }
     const Member& dead = members_[i];
     PSERVER_LOG_WARN("scheduler: {} is dead: {}; the job goes on without it", Describe(dead.info.id), reason);
-    lost_workers_.push_back(fmt::format("{} ({})", Describe(dead.info.id), reason));
+    lost_workers_.push_back({dead.info.id, fmt::format("{} ({})", Describe(dead.info.id), reason), NodeId()});
     WorkerDied(dead);
     if (ended_) return;
   }
@@ -452,6 +452,22 @@ void Scheduler::WorkerDied(const Member& m) {
     TryReleaseBarrier(group);
   }
   EndIfWorkersDone();
+}
+
+Status Scheduler::TakeOver(NodeId taker, NodeId lost) {
+  const Member* t = FindMember(taker);
+  if (t == nullptr || t->info.role != Role::kWorker || t->dead || t->finalized) {
+    return Status::InvalidArgument(fmt::format("{} is no live worker: it cannot take over work", Describe(taker)));
+  }
+  for (LostWorker& w : lost_workers_) {
+    if (w.id != lost) continue;
+    // A second taker (the first died too) replaces the first.
+    w.taken_over_by = taker;
+    PSERVER_LOG_INFO("scheduler: {} took over the work of {}", Describe(taker), w.description);
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(
+      fmt::format("{} is no worker that died before it finished: there is no work of it to take over", Describe(lost)));
 }
 
 bool Scheduler::InGroup(const Member& m, BarrierGroup group) const {
@@ -652,13 +668,18 @@ void Scheduler::EndIfWorkersDone() {
     if (!w.finalized) return;
     ++finished;
   }
-  if (!lost_workers_.empty()) {
-    // The job went on without them, but their share of the work is not in its result: the job
-    // ends with an error, so that no process reports success for it.
+  std::vector<std::string> missing;
+  for (const LostWorker& w : lost_workers_) {
+    if (w.taken_over_by == NodeId()) missing.push_back(w.description);
+  }
+  if (!missing.empty()) {
+    // The job went on without them, but their share of the work is not in its result (no live
+    // worker said it took it over): the job ends with an error, so that no process reports
+    // success for it.
     const Status lost = Status::Unavailable(fmt::format(
         "the job lost {} of {} workers before they finished: {}; the {} live workers finished, but the lost "
         "workers' share of the work is missing from the result",
-        lost_workers_.size(), options_.num_workers, fmt::join(lost_workers_, "; "), finished));
+        missing.size(), options_.num_workers, fmt::join(missing, "; "), finished));
     PSERVER_LOG_ERROR("scheduler: {}", lost.message());
     Abort(lost);
     return;

@@ -285,6 +285,10 @@ class Scheduler {
   // timeout later).
   void CheckLiveness(const std::vector<NodeId>& down);
   void WorkerDied(const Member& m);
+  // Live worker `taker` does the work of worker `lost`, which died before it finished
+  // (kTakeOver): the job may end well without it. kInvalidArgument if `taker` is no live worker
+  // or `lost` no worker that died before finishing.
+  Status TakeOver(NodeId taker, NodeId lost);
   void EndIfWorkersDone();
   void TryReleaseBarrier(BarrierGroup group);
   void Abort(const Status& why);
@@ -318,7 +322,14 @@ class Scheduler {
   uint32_t next_table_ = 1;
   int64_t next_announce_ = 1;  // request_id of the next announcement
   uint64_t refused_ = 0;
-  std::vector<std::string> lost_workers_;  // workers declared dead before they finalized, and why
+  // Workers declared dead before they finalized: who, why, and the live worker that took over
+  // their work (Node::TakeOver), if one did. The job ends well only if every one was taken over.
+  struct LostWorker {
+    NodeId id;
+    std::string description;
+    NodeId taken_over_by;  // 0: nobody
+  };
+  std::vector<LostWorker> lost_workers_;
   std::vector<std::string> failovers_;     // servers failed over from, when and why
   std::vector<ViewDelivery> view_deliveries_;
   std::optional<PartitionPlacement> placement_;  // set at formation

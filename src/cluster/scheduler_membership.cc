@@ -530,6 +530,10 @@ void Scheduler::HandleAdmin(const Message& msg) {
                      req->reply_address.empty() ? Describe(msg.header.sender) : req->reply_address, req->path);
     return QueueCheckpoint(req->path, answer);
   }
+  if (req->op == AdminOp::kTakeOver) {
+    if (!req->reply_address.empty()) return answer(Status::InvalidArgument("only a worker of the job takes over work"), "");
+    return answer(TakeOver(msg.header.sender, req->node), "");
+  }
   Member* s = FindMember(req->node);
   if (s == nullptr || s->info.role != Role::kServer || s->dead || s->left) {
     return answer(Status::InvalidArgument(fmt::format("node {} is no live server of the job", req->node.value)), "");

@@ -88,6 +88,11 @@ Result<std::string> CheckpointJob(const std::string& scheduler_address, const st
                       timeout, host);
 }
 
+Status Node::TakeOver(NodeId lost, std::chrono::milliseconds timeout) {
+  if (role_ != Role::kWorker || !runtime_) return Status::InvalidArgument("only a worker takes over a lost worker's work");
+  return runtime_->TakeOver(lost, timeout);
+}
+
 Status Node::Leave() {
   if (role_ != Role::kServer || !runtime_) return Status::InvalidArgument("only a server can leave the job");
   return runtime_->RequestDrain();

@@ -204,6 +204,61 @@ TEST_F(TrainCliTest, TrainingThroughAServerKilledEndsWithTheUndisturbedObjective
   EXPECT_LE(std::abs(killed - quiet), 1e-6 * quiet);
 }
 
+// The environment variable `name` of process `pid` ("" if unset or unreadable).
+std::string EnvironmentOf(pid_t pid, const std::string& name) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  std::string entry;
+  while (std::getline(f, entry, '\0')) {
+    if (entry.rfind(name + "=", 0) == 0) return entry.substr(name.size() + 1);
+  }
+  return "";
+}
+
+// DBPG while worker 0 -- the lead, which prints the progress and writes the model -- is
+// SIGKILLed mid-training: a live worker reads its data and trains on it too, the job finishes
+// with every row in the model, the new lead writes it, and training converges to the
+// undisturbed run's optimum (the killed worker's last push may be lost: only the path differs).
+TEST_F(TrainCliTest, TrainingThroughAWorkerKilledUsesEveryRowAndReachesTheUndisturbedOptimum) {
+  ASSERT_NO_FATAL_FAILURE(GenerateTrainingData());
+  const std::vector<std::string> cluster = {"--servers", "2", "--workers", "3", "--model-out", Path("model")};
+  ASSERT_NO_FATAL_FAILURE(TrainUndisturbed(TrainArgs(cluster, "quiet.json")));
+  std::filesystem::remove(Path("model"));
+  auto train = Subprocess::Spawn(TrainArgs(cluster, "killed.json"));
+  ASSERT_OK(train.status());
+  Subprocess& t = **train;
+  ASSERT_TRUE(t.WaitForOutput("pass   3", kHangGuard)) << t.output();
+  pid_t victim = 0;
+  for (const ProcessInfo& p : ListProcesses()) {
+    if (p.ppid == t.pid() && p.cmdline.find(" train linear ") != std::string::npos && p.state != 'Z' &&
+        EnvironmentOf(p.pid, "PSERVER_ROLE") == "worker" && EnvironmentOf(p.pid, "PSERVER_RANK_HINT") == "0") {
+      victim = p.pid;
+    }
+  }
+  ASSERT_NE(victim, 0) << "no worker 0 under pid " << t.pid();
+  std::printf("SIGKILL of worker 0, pid %d\n", static_cast<int>(victim));
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  std::optional<int> st = t.WaitExit(kHangGuard);
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << t.output();
+  const std::string out = t.output();
+  EXPECT_NE(out.find("worker 0 killed by signal 9"), std::string::npos) << out;
+  EXPECT_NE(out.find("worker 0 left the job; training on its data too"), std::string::npos) << out;
+  EXPECT_NE(out.find("(2 of 3 workers)"), std::string::npos) << out;
+  EXPECT_NE(out.find("model written to " + Path("model")), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(Path("model")));
+  std::ifstream f(Path("killed.json"));
+  nlohmann::json report = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(report.is_discarded());
+  EXPECT_EQ(report["status"], "ok");
+  EXPECT_EQ(report["rows"].get<uint64_t>(), 20000u);  // every row, in the last pass's figures
+  EXPECT_EQ(report["per_pass"].back()["workers"].get<uint32_t>(), 2u);
+  const double quiet = ObjectiveOf("quiet.json"), killed = ObjectiveOf("killed.json");
+  std::printf("objective undisturbed %.9g, through a worker killed %.9g (relative difference %.3g)\n", quiet, killed,
+              std::abs(killed - quiet) / quiet);
+  EXPECT_GT(quiet, 0);
+  EXPECT_LE(std::abs(killed - quiet), 1e-6 * quiet);
+}
+
 TEST_F(TrainCliTest, MalformedDataFailsTheJobNamingFileAndLine) {
   {
     std::ofstream f(Path("bad.svm"));

@@ -684,7 +684,11 @@ void Launcher::OnChildExit(Child& child) {
   if (phase_ == Phase::kDraining) {
     if (!exit.ok()) Message(child.name + " " + exit.Describe() + " after the workers finished");
   } else if (child.role == Role::kWorker) {
-    if (!exit.ok()) Stop(child.name + " " + exit.Describe(), exit.ExitCode());
+    if (!exit.ok() && exit.signaled && opt_.workers_may_die) {
+      Message(child.name + " " + exit.Describe() + " while the workers run; the others take over its work");
+    } else if (!exit.ok()) {
+      Stop(child.name + " " + exit.Describe(), exit.ExitCode());
+    }
   } else if (phase_ == Phase::kWaitingForAddress) {
     Stop(child.name + " " + exit.Describe() + " before writing its address to " + address_file_, 1);
   } else if (!exit.ok() && child.role == Role::kServer && opt_.servers_may_die) {
@@ -718,11 +722,19 @@ void Launcher::OnChildExit(Child& child) {
 
 void Launcher::CheckAllWorkersDone() {
   if (phase_ != Phase::kRunning) return;
+  bool one_finished = false;
   for (const Child& child : children_) {
-    if (child.role == Role::kWorker && !child.exit) return;
+    if (child.role != Role::kWorker) continue;
+    if (!child.exit) return;
+    one_finished = one_finished || child.exit->ok();
   }
-  // Only reached with every worker exited 0: a failure would have left kRunning. The scheduler
-  // and servers normally finish by themselves once the workers have finalized.
+  // Only reached with every worker exited 0 -- a failure would have left kRunning -- or, with
+  // workers_may_die, killed: a job whose every worker was killed did not finish its work.
+  if (!one_finished) {
+    Stop("every worker was killed before it finished", 1);
+    return;
+  }
+  // The scheduler and servers normally finish by themselves once the workers have finalized.
   phase_ = Phase::kDraining;
   deadline_ = Clock::now() + opt_.grace;
 }

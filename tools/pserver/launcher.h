@@ -52,6 +52,11 @@ struct LaunchOptions {
   // reported and the cluster goes on (the scheduler fails over to its replicas, or ends the job
   // if it cannot, which the workers then report).
   bool servers_may_die = false;
+  // The workers hand a dead worker's work to the others (`pserver train linear`: a live worker
+  // reads its data, Node::TakeOver): a worker killed by a signal while the workers run is
+  // reported and the others go on (the scheduler ends the job if nobody took its work over,
+  // which the workers then report). A worker that fails by itself still stops the launch.
+  bool workers_may_die = false;
   // `--restart` (with servers_may_die): a server that fails while the workers run is started
   // again at once, as a new server (the next index, "server N") that joins the job as any late
   // server does (docs/elasticity.md) and takes a share of the keys back, so the chains return to

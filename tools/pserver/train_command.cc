@@ -65,7 +65,7 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                       {"algo", f.algo},          {"objective", last.objective},   {"nnz", last.nnz},
                       {"passes", passes.size()}, {"seconds", seconds},             {"bytes_sent", last.bytes_sent},
                       {"idle_fraction", last.idle_fraction}, {"l1", f.l1}, {"l2", f.l2}, {"tau", f.tau},
-                      {"workers", f.workers},    {"servers", f.servers}};
+                      {"workers", f.workers},    {"servers", f.servers},          {"rows", last.rows}};
   nlohmann::json per_pass = nlohmann::json::array();
   for (const linear::PassReport& p : passes) {
     per_pass.push_back({{"pass", p.pass},
@@ -74,7 +74,9 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                         {"seconds", p.seconds},
                         {"bytes_sent", p.bytes_sent},
                         {"idle_fraction", p.idle_fraction},
-                        {"active_features", p.active_features}});
+                        {"active_features", p.active_features},
+                        {"rows", p.rows},
+                        {"workers", p.workers}});
   }
   j["per_pass"] = per_pass;
   if (!outcome.ok()) j["error"] = outcome.ToString();
@@ -133,7 +135,7 @@ int RunTrainWorker(const TrainFlags& f) {
   Result<std::unique_ptr<Node>> node = Node::Start(*opts);
   if (!node.ok()) return Fail(node.status());
   Node& n = **node;
-  const bool lead = n.rank().value == 0;
+  const uint32_t rank = n.rank().value;
   const auto start = std::chrono::steady_clock::now();
   Result<linear::LoadedData> data =
       linear::LoadOrParse(f.data, static_cast<int>(n.rank().value), static_cast<int>(n.num_workers()), f.cache_dir);
@@ -156,20 +158,32 @@ int RunTrainWorker(const TrainFlags& f) {
               data->from_cache ? "from the cache" : "parsed");
   std::fflush(stdout);
   std::vector<linear::PassReport> passes;  // as every worker agreed on them, even if training fails later
+  // The lead -- the lowest-ranked live worker, worker 0 unless it was lost -- speaks for the job.
   auto progress = [&](const linear::PassReport& p) {
     passes.push_back(p);
-    if (!lead) return;
-    std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu\n", p.pass,
+    if (p.lead != rank) return;
+    std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu%s\n", p.pass,
                 p.objective, static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
-                100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features));
+                100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features),
+                p.workers < n.num_workers() ? fmt::format("  ({} of {} workers)", p.workers, n.num_workers()).c_str() : "");
     std::fflush(stdout);
   };
-  // A worker that leaves the job takes its data with it: the error names it and its data.
+  // A worker that leaves the job leaves its data behind: a live worker reads it and trains on
+  // it too (docs/durability.md, section 5). Errors name a worker's data.
   const std::vector<std::string> inputs = f.data;
   const int num_workers = static_cast<int>(n.num_workers());
-  linear::DataDescriber describe = [inputs, num_workers](uint32_t rank) {
-    return linear::DescribePart(inputs, static_cast<int>(rank), num_workers);
+  linear::DataDescriber describe = [inputs, num_workers](uint32_t part) {
+    return linear::DescribePart(inputs, static_cast<int>(part), num_workers);
   };
+  linear::ShareLoader load_share = [&f, &describe, rank, num_workers](uint32_t share) -> Result<linear::Dataset> {
+    PSERVER_ASSIGN_OR_RETURN(linear::LoadedData lost,
+                             linear::LoadOrParse(f.data, static_cast<int>(share), num_workers, f.cache_dir));
+    std::printf("worker %u: worker %u left the job; training on its data too (%s): %zu rows\n", rank, share,
+                describe(share).c_str(), lost.data.num_rows());
+    std::fflush(stdout);
+    return std::move(lost.data);
+  };
+  bool lead = false;
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;
   Status trained;
@@ -183,11 +197,13 @@ int RunTrainWorker(const TrainFlags& f) {
     o.rel_tol = f.tol;
     o.kkt_filter = !f.no_kkt;
     o.describe_data = describe;
+    o.load_share = load_share;
     Result<linear::DbpgResult> r = linear::TrainDbpg(n, data->data, o, progress);
     trained = r.status();
     if (r.ok()) {
       num_features = r->num_features;
       weights = std::move(r->weights);
+      lead = r->lead;
     }
   } else {
     linear::OnlineOptions o;
@@ -200,13 +216,17 @@ int RunTrainWorker(const TrainFlags& f) {
     o.max_passes = f.max_passes;
     o.rel_tol = f.tol;
     o.describe_data = describe;
+    o.load_share = load_share;
     Result<linear::OnlineResult> r = linear::TrainOnline(n, data->data, o, progress);
     trained = r.status();
     if (r.ok()) {
       num_features = r->num_features;
       weights = std::move(r->weights);
+      lead = r->lead;
     }
   }
+  // A failed job's report comes from the last pass's lead (worker 0 if no pass ended).
+  if (!trained.ok()) lead = passes.empty() ? rank == 0 : passes.back().lead == rank;
   // The model is complete only once the job ended well: every worker finished (Finalize fails
   // when the scheduler ended the job without one). So the lead stages it beforehand -- written
   // and synced beside --model-out, the slow part -- and puts it in place only after Finalize
@@ -312,6 +332,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
         launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"--replicas", std::to_string(f->replicas)});
         launch.servers_may_die = true;
       }
+      launch.workers_may_die = true;  // a lost worker's data is read by another
       launch.server_argv = {self_exe, "server"};
       launch.prefix_output = true;
       return RunLaunch(launch);
