@@ -174,8 +174,14 @@ Result<std::vector<uint64_t>> Trainer::Adopt(const std::vector<uint32_t>& shares
     PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(w_table_, std::vector<Key>(cols_.ids), &vals));
     PSERVER_RETURN_IF_ERROR(Wait(ts));
     bytes_sent_ += cols_.ids.size() * sizeof(Key);
+    const double band = (1 - o_.kkt_margin) * o_.l1;
     for (size_t j = 0; j < cols_.ids.size(); ++j) {
       weight_[j] = vals[2 * j];
+      // The KKT filter's verdict every worker holding the feature reached from the same (w, G)
+      // at its last pull: the taker pushes and pulls the same features as they do (a feature
+      // pushed by some workers only would step on part of its gradient, and the others' margins
+      // would miss the step).
+      next_active_[j] = active_[j] = !(o_.kkt_filter && weight_[j] == 0 && std::abs(vals[2 * j + 1]) <= band);
       if (weight_[j] == 0) continue;
       for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
         margin_[cols_.rows[k]] += weight_[j] * cols_.vals[k];
@@ -280,6 +286,7 @@ Status Trainer::DrainUpTo(int64_t last) {
 JobStats::Row Trainer::Figures() const {
   double loss = 0, reg = 0, nnz = 0;
   for (size_t i = 0; i < margin_.size(); ++i) loss += Log1pExp(-data_->labels()[i] * margin_[i]);
+  const double skipped = static_cast<double>(std::count(active_.begin(), active_.end(), false));
   for (size_t j = 0; j < weight_.size(); ++j) {
     if (!stats_->owned()[j]) continue;
     const double w = weight_[j];
@@ -288,7 +295,7 @@ JobStats::Row Trainer::Figures() const {
   }
   const double idle = std::chrono::duration<double>(idle_).count();
   return {loss, reg, nnz, static_cast<double>(active_this_pass_), static_cast<double>(bytes_sent_), idle,
-          static_cast<double>(data_->num_rows())};
+          static_cast<double>(data_->num_rows()), skipped};
 }
 
 Result<PassReport> Trainer::EndPass(int pass) {
@@ -304,6 +311,7 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
   result.num_features = num_features_;
   double previous = std::numeric_limits<double>::infinity();
   bool verifying = false;  // this pass runs every feature to confirm the filtered optimum
+  uint32_t workers_before = node_.num_workers();
   int64_t t = 0;
   for (int pass = 1; pass <= o_.max_passes; ++pass) {
     for (uint32_t b = 0; b < o_.num_blocks; ++b, ++t) {
@@ -320,9 +328,15 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
     const bool converged = change < o_.rel_tol;
-    const bool filtered = std::find(active_.begin(), active_.end(), false) != active_.end();
+    // Job-wide, so that every worker decides alike (a worker's own features may all be active
+    // while another's are not).
+    const bool filtered = r.skipped_features > 0;
     if (converged && (!o_.kkt_filter || verifying || !filtered)) break;
-    if (converged || (o_.kkt_full_pass_every > 0 && pass % o_.kkt_full_pass_every == 0)) {
+    // A worker was lost in this pass: the filter's verdicts came from gradients without its
+    // rows, so the next pass computes every feature again (as the periodic full pass does).
+    const bool lost = r.workers < workers_before;
+    workers_before = r.workers;
+    if (converged || lost || (o_.kkt_full_pass_every > 0 && pass % o_.kkt_full_pass_every == 0)) {
       verifying = converged;  // a pass over every feature (before stopping, or periodically)
       std::fill(active_.begin(), active_.end(), true);
     } else {

@@ -206,6 +206,7 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     bytes_total_ += sum[4];
     r.bytes_sent = static_cast<uint64_t>(bytes_total_);
     r.rows = static_cast<uint64_t>(sum[6]);
+    r.skipped_features = static_cast<uint64_t>(sum[7]);
     r.workers = static_cast<uint32_t>(std::popcount(workers_seen));
     r.lead = lead_;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -49,6 +49,7 @@ struct PassReport {
   uint64_t rows = 0;             // data rows the figures cover: every row of the job
   uint32_t workers = 0;          // live workers that took part
   uint32_t lead = 0;             // the lowest-ranked of them, who speaks for the job (prints, writes)
+  uint64_t skipped_features = 0; // features a filter left out of this pass (over all workers)
 };
 
 // Describes the share of the data worker `rank` trains on, for the error that says it was lost
@@ -63,8 +64,8 @@ using Adopter = std::function<Result<std::vector<uint64_t>>(const std::vector<ui
 class JobStats {
  public:
   // The figures of one pass that a worker adds in: loss, regulariser, non-zeros, features
-  // computed, bytes sent and seconds waited (both since it started), rows.
-  static constexpr uint32_t kFigures = 7;
+  // computed, bytes sent and seconds waited (both since it started), rows, features skipped.
+  static constexpr uint32_t kFigures = 8;
   using Row = std::array<double, kFigures>;
 
   // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows. Declares

@@ -143,7 +143,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
       }
       const double idle_s = std::chrono::duration<double>(idle).count();
       return JobStats::Row{loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent),
-                           idle_s, static_cast<double>(rows->num_rows())};
+                           idle_s, static_cast<double>(rows->num_rows()), 0.0};
     };
     PSERVER_ASSIGN_OR_RETURN(PassReport r, stats->EndPass(pass, figures, start, &idle));
     result.passes.push_back(r);
