@@ -7,6 +7,8 @@ packages=(
   build-essential cmake pkg-config git
   libzmq3-dev cppzmq-dev libabsl-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libzstd-dev liblz4-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # the scheduler's store: etcd's JSON gateway over HTTP (cpp-httplib), and etcd for its tests
+  libcpp-httplib-dev etcd-server
   iproute2 nftables procps
   # clang builds of scripts/test.sh: libFuzzer, ASan+UBSan, TSan (runtimes in libclang-rt-14-dev;
   # llvm's llvm-symbolizer turns the sanitizers' addresses into file:line)

@@ -1,0 +1,177 @@
+// The etcd store of store.h: etcd's v3 API through its JSON gateway (POST /v3/kv/range, put,
+// deleterange, txn; keys and values base64 in the JSON), with cpp-httplib from Debian (Debian
+// ships no C++ etcd client). Each store key is the etcd key PREFIX + key.
+#include <fmt/format.h>
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "base/mutex.h"
+#include "cluster/store.h"
+
+namespace pserver::cluster {
+namespace {
+
+using nlohmann::json;
+
+std::string B64(std::string_view s) { return absl::Base64Escape(absl::string_view(s.data(), s.size())); }
+
+class EtcdStore final : public Store {
+ public:
+  EtcdStore(std::string endpoint, std::string prefix, std::chrono::milliseconds timeout)
+      : endpoint_(std::move(endpoint)), prefix_(std::move(prefix)), timeout_(timeout), client_(endpoint_) {
+    const auto sec = static_cast<time_t>(timeout.count() / 1000);
+    const auto usec = static_cast<time_t>(timeout.count() % 1000 * 1000);
+    client_.set_connection_timeout(sec, usec);
+    client_.set_read_timeout(sec, usec);
+    client_.set_write_timeout(sec, usec);
+  }
+
+  std::string Describe() const override { return fmt::format("etcd at {} (prefix {})", endpoint_, prefix_); }
+
+  Result<std::string> Get(std::string_view key) override {
+    PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
+    PSERVER_ASSIGN_OR_RETURN(json reply, Call("range", {{"key", B64(prefix_ + std::string(key))}}, key));
+    PSERVER_ASSIGN_OR_RETURN(auto kvs, Pairs(reply, key));
+    if (kvs.empty()) return Status::NotFound(fmt::format("{}: no value for {}", Describe(), key));
+    return std::move(kvs.front().second);
+  }
+
+  Status Put(std::string_view key, std::string_view value) override {
+    PSERVER_RETURN_IF_ERROR(CheckValue(key, value));
+    return Call("put", {{"key", B64(prefix_ + std::string(key))}, {"value", B64(value)}}, key).status();
+  }
+
+  Result<bool> CompareAndSwap(std::string_view key, const std::optional<std::string>& expected,
+                              std::string_view value) override {
+    PSERVER_RETURN_IF_ERROR(CheckValue(key, value));
+    const std::string k = B64(prefix_ + std::string(key));
+    // "The key has no value" is "its create revision is 0" in etcd.
+    json compare = expected ? json{{"key", k}, {"target", "VALUE"}, {"result", "EQUAL"}, {"value", B64(*expected)}}
+                            : json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}};
+    json txn = {{"compare", json::array({compare})},
+                {"success", json::array({json{{"request_put", {{"key", k}, {"value", B64(value)}}}}})}};
+    PSERVER_ASSIGN_OR_RETURN(json reply, Call("txn", txn, key));
+    // The gateway leaves out fields at their default: no "succeeded" means false.
+    const auto it = reply.find("succeeded");
+    return it != reply.end() && it->is_boolean() && it->get<bool>();
+  }
+
+  Status Delete(std::string_view key) override {
+    PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
+    return Call("deleterange", {{"key", B64(prefix_ + std::string(key))}}, key).status();
+  }
+
+  Result<std::vector<std::pair<std::string, std::string>>> List(std::string_view prefix) override {
+    const std::string from = prefix_ + std::string(prefix);
+    // Every key that starts with `from`: [from, from with its last byte + 1). Keys are ASCII
+    // and `from` ends in a key character or '/', so the last byte is never 0xff.
+    std::string end = from;
+    end.back() = static_cast<char>(end.back() + 1);
+    PSERVER_ASSIGN_OR_RETURN(json reply, Call("range", {{"key", B64(from)}, {"range_end", B64(end)}}, prefix));
+    return Pairs(reply, prefix);
+  }
+
+ private:
+  Status CheckValue(std::string_view key, std::string_view value) const {
+    PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
+    if (value.size() > kMaxStoreValue) {
+      return Status::InvalidArgument(
+          fmt::format("{}: the value of {} has {} bytes, more than {}", Describe(), key, value.size(), kMaxStoreValue));
+    }
+    return Status::Ok();
+  }
+
+  // POSTs `body` to /v3/kv/<what>; the reply's JSON, or an error naming the store, the
+  // operation and `key`.
+  Result<json> Call(const char* what, const json& body, std::string_view key) {
+    auto fail = [&](const std::string& why) {
+      return Status::Unavailable(fmt::format("{}: {} of '{}' failed: {}", Describe(), what, key, why));
+    };
+    const httplib::Result res = [&] {
+      MutexLock lock(&mu_);
+      return client_.Post(fmt::format("/v3/kv/{}", what).c_str(), body.dump(), "application/json");
+    }();
+    if (!res) {
+      return fail(fmt::format("{} (no answer within {} ms, or the connection failed)", httplib::to_string(res.error()),
+                              timeout_.count()));
+    }
+    json reply = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+    if (res->status != 200) {
+      std::string message = res->body;
+      if (!reply.is_discarded() && reply.is_object() && reply.contains("message") && reply["message"].is_string()) {
+        message = reply["message"].get<std::string>();
+      }
+      return fail(fmt::format("HTTP {}: {}", res->status, message));
+    }
+    if (reply.is_discarded() || !reply.is_object()) return fail("the answer is not a JSON object: " + res->body.substr(0, 200));
+    return reply;
+  }
+
+  // The key-value pairs of a range answer, without the prefix, in key order.
+  Result<std::vector<std::pair<std::string, std::string>>> Pairs(const json& reply, std::string_view asked) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    const auto kvs = reply.find("kvs");
+    if (kvs == reply.end()) return out;  // none: the gateway leaves the empty list out
+    auto malformed = [&]() {
+      return Status::Unavailable(fmt::format("{}: a malformed range answer for '{}': {}", Describe(), asked,
+                                             reply.dump().substr(0, 200)));
+    };
+    if (!kvs->is_array()) return malformed();
+    for (const json& kv : *kvs) {
+      std::string key, value;
+      if (!kv.is_object() || !kv.contains("key") || !kv["key"].is_string() ||
+          !absl::Base64Unescape(kv["key"].get<std::string>(), &key) || !key.starts_with(prefix_)) {
+        return malformed();
+      }
+      // An empty value is left out too.
+      if (kv.contains("value") && (!kv["value"].is_string() || !absl::Base64Unescape(kv["value"].get<std::string>(), &value))) {
+        return malformed();
+      }
+      out.emplace_back(key.substr(prefix_.size()), std::move(value));
+    }
+    return out;
+  }
+
+  const std::string endpoint_;
+  const std::string prefix_;
+  const std::chrono::milliseconds timeout_;
+  Mutex mu_;
+  httplib::Client client_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenEtcdStore(const std::string& endpoint, const std::string& prefix,
+                                             std::chrono::milliseconds timeout) {
+  if (!endpoint.starts_with("http://") || endpoint.size() <= 7) {
+    return Status::InvalidArgument(fmt::format("etcd endpoint '{}': expected http://HOST:PORT", endpoint));
+  }
+  if (prefix.empty() || prefix.back() != '/' || !CheckStoreKey(prefix.substr(0, prefix.size() - 1)).ok()) {
+    return Status::InvalidArgument(fmt::format("etcd key prefix '{}': expected 1 or more key characters and a final '/'", prefix));
+  }
+  auto store = std::make_unique<EtcdStore>(endpoint, prefix, timeout);
+  // Fails here, not at the first change, when etcd is not there.
+  if (Result<std::string> probe = store->Get(".open"); !probe.ok() && probe.status().code() != StatusCode::kNotFound) {
+    return probe.status();
+  }
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, std::chrono::milliseconds timeout) {
+  if (url.starts_with("file:")) return OpenFileStore(url.substr(5));
+  if (url.starts_with("etcd:http://")) {
+    const std::string rest = url.substr(5);
+    const size_t path = rest.find('/', 7);
+    if (path == std::string::npos || path + 1 == rest.size()) return OpenEtcdStore(rest.substr(0, path), "pserver/", timeout);
+    std::string prefix = rest.substr(path + 1);
+    if (prefix.back() != '/') prefix += '/';
+    return OpenEtcdStore(rest.substr(0, path), prefix, timeout);
+  }
+  return Status::InvalidArgument(
+      fmt::format("store '{}': expected file:DIR or etcd:http://HOST:PORT[/PREFIX]", url));
+}
+
+}  // namespace pserver::cluster
