@@ -57,6 +57,15 @@ struct NodeOptions {
   // server of each of its chains without losing an acknowledged update. 1: no replication (a
   // dead server ends the job).
   uint32_t replicas = 1;
+  // Scheduler only: where it keeps the job's state (docs/durability.md, section 6): "file:DIR"
+  // or "etcd:http://HOST:PORT[/PREFIX]". A scheduler started on a store that holds a job that has
+  // not ended resumes it: it listens at the address recorded there, and the nodes, which wait
+  // for it, go on with it. Empty: the state is in the scheduler's memory only, and a dead
+  // scheduler ends the job.
+  std::string store;
+  // Servers and workers: how long they wait for a scheduler that keeps its state in a store
+  // (its heartbeat answers say so) to come back once it fell silent, before they fail.
+  std::chrono::milliseconds scheduler_grace{60000};
 };
 
 }  // namespace pserver

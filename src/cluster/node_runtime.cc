@@ -166,6 +166,10 @@ Status NodeRuntime::Register() {
     if (msg.header.is_error()) return CarriedError(msg).WithContext("registration refused");
     if (msg.frames.size() != 1) return Status::Corruption("register-reply without a body");
     PSERVER_ASSIGN_OR_RETURN(RegisterReply rr, DecodeRegisterReply(msg.frames[0]));
+    {
+      MutexLock lock(&mu_);
+      scheduler_generation_ = msg.header.aux;  // as in heartbeat answers
+    }
     return ApplyView(rr);
   }
 }
@@ -510,8 +514,31 @@ void NodeRuntime::HandleControl(Message&& msg) {
   const auto& h = msg.header;
   switch (h.type) {
     case MessageType::kHeartbeatAck: {
-      MutexLock lock(&mu_);
-      last_ack_ = clock_->Now();
+      std::vector<Message> again;
+      {
+        MutexLock lock(&mu_);
+        last_ack_ = clock_->Now();
+        if (told_waiting_) {
+          told_waiting_ = false;
+          PSERVER_LOG_INFO("{}: {} answers again", DescribeNode(id_), DescribeNode(kSchedulerId));
+        }
+        if (h.aux != 0 && h.aux != scheduler_generation_) {
+          if (scheduler_generation_ != 0) {
+            // A new scheduler resumed the job: what the dead one left unanswered is asked again
+            // (it answers a call it had answered already -- a released barrier, a declared table
+            // -- from the job's recorded state, and a second Finalize changes nothing).
+            for (const auto& [id, call] : calls_) {
+              if (!call.done) again.push_back(call.request);
+            }
+            if (finalize_) again.push_back(*finalize_);
+            PSERVER_LOG_INFO("{}: a new scheduler (generation {}) resumed the job; asking it again for {} request(s)",
+                             DescribeNode(id_), h.aux, again.size());
+          }
+          scheduler_generation_ = h.aux;
+        }
+      }
+      // The connection is up (this answer came back on it): never blocks the receive thread.
+      for (Message& m : again) (void)transport_->SendNoWait(std::move(m));
       return;
     }
     case MessageType::kBarrierRelease:
@@ -826,11 +853,23 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
     auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - last_ack_);
-    if (silent > options_.heartbeat_timeout && !receive_blocked_) {
+    // A scheduler that keeps the job's state in a store may be restarted: wait for it longer.
+    const bool durable = scheduler_generation_ != 0;
+    const milliseconds limit = durable ? std::max(options_.scheduler_grace, options_.heartbeat_timeout)
+                                       : options_.heartbeat_timeout;
+    if (durable && silent > options_.heartbeat_timeout && !told_waiting_) {
+      told_waiting_ = true;
+      PSERVER_LOG_WARN("{}: {} has not answered heartbeats for {} ms; it keeps the job's state in a store, so this "
+                       "node waits up to {} ms for it to come back",
+                       DescribeNode(id_), DescribeNode(kSchedulerId), silent.count(), limit.count());
+    }
+    if (silent > limit && !receive_blocked_) {
       lock.Unlock();
-      Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {})",
-                                           DescribeNode(kSchedulerId), silent.count(),
-                                           options_.scheduler_address)));
+      Fail(Status::Unavailable(fmt::format("{} has not answered heartbeats for {} ms (the scheduler at {}){}",
+                                           DescribeNode(kSchedulerId), silent.count(), options_.scheduler_address,
+                                           durable ? "; it keeps the job's state in a store, but no scheduler "
+                                                     "resumed the job within the grace"
+                                                   : "")));
       return;
     }
     lock.Unlock();
@@ -848,14 +887,18 @@ Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const s
     MutexLock lock(&mu_);
     if (Status h = HealthLocked(); !h.ok()) return h;
     call_id = next_call_id_++;
-    calls_.emplace(call_id, ControlCall{});
+    request.header.request_id = call_id;
+    calls_.emplace(call_id, ControlCall{.done = false, .request = request, .reply = {}});
   }
-  request.header.request_id = call_id;
   Status sent = transport_->Send(std::move(request));
   MutexLock lock(&mu_);
   if (!sent.ok()) {
-    calls_.erase(call_id);
-    return sent.WithContext(what);
+    if (scheduler_generation_ == 0) {
+      calls_.erase(call_id);
+      return sent.WithContext(what);
+    }
+    // The scheduler may be dying and coming back: the call is asked again of the next one.
+    PSERVER_LOG_WARN("{}: {}: {}; asking again when a scheduler answers", DescribeNode(id_), what, sent.ToString());
   }
   cv_.WaitFor(&mu_, timeout,
               [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_[call_id].done || !HealthLocked().ok(); });
@@ -907,12 +950,23 @@ Result<transport::Bytes> NodeRuntime::FindTable(TableId id) const {
 }
 
 Status NodeRuntime::Finalize(milliseconds timeout) {
+  PSERVER_RETURN_IF_ERROR(SendFinalize(ToScheduler(MessageType::kFinalize), "finalize"));
+  return WaitForShutdown(timeout);
+}
+
+Status NodeRuntime::SendFinalize(Message finalize, const char* what) {
   {
     MutexLock lock(&mu_);
     if (job_ended_) return error_;
+    finalize_ = finalize;
   }
-  PSERVER_RETURN_IF_ERROR(transport_->Send(ToScheduler(MessageType::kFinalize)).WithContext("finalize"));
-  return WaitForShutdown(timeout);
+  Status sent = transport_->Send(std::move(finalize));
+  MutexLock lock(&mu_);
+  if (sent.ok() || job_ended_) return Status::Ok();
+  if (scheduler_generation_ == 0) return sent.WithContext(what);
+  // Sent again to the scheduler that resumes the job (see HandleControl).
+  PSERVER_LOG_WARN("{}: {}: {}; sending it again when a scheduler answers", DescribeNode(id_), what, sent.ToString());
+  return Status::Ok();
 }
 
 Status NodeRuntime::FinalizeWithError(const Status& why, milliseconds timeout) {
@@ -924,7 +978,7 @@ Status NodeRuntime::FinalizeWithError(const Status& why, milliseconds timeout) {
   failed.header.flags |= transport::kFlagError;
   failed.header.status = static_cast<uint8_t>(why.ok() ? StatusCode::kInternal : why.code());
   failed.frames.push_back(transport::BytesFromString(why.message()));
-  PSERVER_RETURN_IF_ERROR(transport_->Send(std::move(failed)).WithContext("reporting this worker's failure"));
+  PSERVER_RETURN_IF_ERROR(SendFinalize(std::move(failed), "reporting this worker's failure"));
   return WaitForShutdown(timeout);
 }
 

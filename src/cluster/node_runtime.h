@@ -253,6 +253,7 @@ class NodeRuntime {
  private:
   struct ControlCall {
     bool done = false;
+    transport::Message request;  // asked again of a resumed scheduler
     transport::Message reply;
   };
   // The outbound queue of the data requests to one peer, stamped and sent in one order by one
@@ -366,6 +367,16 @@ class NodeRuntime {
   Mutex given_up_mu_;
   absl::flat_hash_set<NodeId> given_up_ ABSL_GUARDED_BY(given_up_mu_);
   Clock::TimePoint last_ack_ ABSL_GUARDED_BY(mu_);
+  // The scheduler's generation, from its heartbeat answers: nonzero when it keeps the job's
+  // state in a store, so that a new one resumes the job if it dies (NodeOptions::store). The
+  // node then waits up to scheduler_grace for a silent scheduler, and asks a new generation
+  // again for what it asked the dead one (its unanswered calls, its Finalize).
+  uint64_t scheduler_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool told_waiting_ ABSL_GUARDED_BY(mu_) = false;  // the wait for a silent scheduler was logged
+  std::optional<transport::Message> finalize_ ABSL_GUARDED_BY(mu_);  // sent, the job not ended yet
+  // Sends this worker's kFinalize (kept in finalize_); OK when sent, or when the scheduler keeps
+  // the job's state in a store (the next one is sent it again), else the error for `what`.
+  Status SendFinalize(transport::Message finalize, const char* what);
 
   // The data queue, from the receive thread to the data thread.
   Mutex queue_mu_;

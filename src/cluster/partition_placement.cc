@@ -32,6 +32,31 @@ Result<PartitionPlacement> PartitionPlacement::Initial(std::vector<uint32_t> ran
   return p;
 }
 
+Result<PartitionPlacement> PartitionPlacement::FromSegments(const std::vector<RingSegment>& segments) {
+  PartitionPlacement p;
+  p.owner_.reserve(kPartitions);
+  for (const RingSegment& s : segments) {
+    const uint32_t first = PartitionOf(s.range.first), last = PartitionOf(s.range.last);
+    if (first != p.owner_.size() || s.range.first != RangeOfPartition(first).first ||
+        s.range.last != RangeOfPartition(last).last || last < first) {
+      return Status::InvalidArgument(fmt::format("placement: segment [{:#x}, {:#x}] of server {} is not a run of whole "
+                                                 "partitions after the ones before it",
+                                                 s.range.first, s.range.last, s.server));
+    }
+    p.owner_.insert(p.owner_.end(), last - first + 1, s.server);
+  }
+  if (p.owner_.size() != kPartitions) {
+    return Status::InvalidArgument(fmt::format("placement: the segments cover {} of {} partitions", p.owner_.size(), kPartitions));
+  }
+  std::map<uint32_t, uint32_t> counts;
+  for (uint32_t owner : p.owner_) ++counts[owner];
+  for (const auto& [rank, count] : counts) {
+    p.servers_.push_back(rank);
+    p.counts_.push_back(count);
+  }
+  return p;
+}
+
 Result<PartitionPlacement> PartitionPlacement::WithServer(uint32_t rank) const {
   if (std::binary_search(servers_.begin(), servers_.end(), rank)) {
     return Status::InvalidArgument(fmt::format("placement: server {} is placed already", rank));

@@ -36,6 +36,11 @@ class PartitionPlacement {
   // more servers than partitions.
   static Result<PartitionPlacement> Initial(std::vector<uint32_t> ranks);
 
+  // The placement whose Segments() are `segments` (a placement saved as its segments, e.g. by a
+  // scheduler that resumes a job). kInvalidArgument unless they cover every routing key in
+  // order with whole partitions.
+  static Result<PartitionPlacement> FromSegments(const std::vector<RingSegment>& segments);
+
   // The placement after server `rank` joins. kInvalidArgument if it is placed already, or the
   // servers would outnumber the partitions.
   Result<PartitionPlacement> WithServer(uint32_t rank) const;

@@ -89,6 +89,27 @@ TEST(PartitionPlacementTest, AFailedServersPartitionsGoToTheirHeirsAndNothingEls
   EXPECT_FALSE(one->WithoutServerTo(3, [](uint32_t) { return 3u; }).ok());
 }
 
+// A placement saved as its segments (a resumed scheduler) is the same placement: the same
+// owners, and the same placements after the same changes; segments that are not whole
+// partitions covering the key space in order are refused.
+TEST(PartitionPlacementTest, APlacementComesBackFromItsSegments) {
+  Result<PartitionPlacement> before = MustInitial({0, 1, 2}).WithServer(5);
+  ASSERT_TRUE(before.ok());
+  Result<PartitionPlacement> back = PartitionPlacement::FromSegments(before->Segments());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->servers(), before->servers());
+  for (uint32_t p = 0; p < PartitionPlacement::kPartitions; ++p) ASSERT_EQ(back->Owner(p), before->Owner(p)) << p;
+  for (uint32_t r : {0u, 1u, 2u, 5u}) EXPECT_EQ(back->PartitionsOf(r), before->PartitionsOf(r));
+  EXPECT_EQ(back->WithServer(7)->Segments(), before->WithServer(7)->Segments());
+  std::vector<RingSegment> bad = before->Segments();
+  bad[1].range.first += 1;  // not where a partition begins
+  EXPECT_FALSE(PartitionPlacement::FromSegments(bad).ok());
+  bad = before->Segments();
+  bad.pop_back();  // the end of the key space uncovered
+  EXPECT_FALSE(PartitionPlacement::FromSegments(bad).ok());
+  EXPECT_FALSE(PartitionPlacement::FromSegments({}).ok());
+}
+
 TEST(PartitionPlacementTest, RefusesWhatCannotBePlaced) {
   EXPECT_FALSE(PartitionPlacement::Initial({}).ok());
   EXPECT_FALSE(PartitionPlacement::Initial({1, 1}).ok());

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "base/logging.h"
 
@@ -26,9 +27,40 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
                                                kMaxReplicas));
   }
   std::unique_ptr<Scheduler> s(new Scheduler(options, std::move(transport)));
-  PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(options.scheduler_address));
-  PSERVER_LOG_INFO("scheduler listening at {} for {} servers and {} workers", s->address_, options.num_servers,
-                   options.num_workers);
+  if (options.store.empty()) {
+    PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(options.scheduler_address));
+    PSERVER_LOG_INFO("scheduler listening at {} for {} servers and {} workers", s->address_, options.num_servers,
+                     options.num_workers);
+    return s;
+  }
+  std::optional<nlohmann::json> running;
+  PSERVER_RETURN_IF_ERROR(s->OpenStore(&running));
+  if (!running) {
+    s->generation_ = 1;
+    PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(options.scheduler_address));
+    PSERVER_LOG_INFO("scheduler listening at {} for {} servers and {} workers; the job's state goes to {}", s->address_,
+                     options.num_servers, options.num_workers, s->store_->Describe());
+    return s;
+  }
+  // A job that has not ended: go on with it, where its nodes reconnect.
+  std::string recorded;
+  try {
+    recorded = running->at("address").get<std::string>();
+    const uint32_t servers = running->at("num_servers").get<uint32_t>(), workers = running->at("num_workers").get<uint32_t>(),
+                   replicas = running->at("replicas").get<uint32_t>();
+    if (servers != options.num_servers || workers != options.num_workers || replicas != options.replicas) {
+      return Status::InvalidArgument(fmt::format(
+          "{} holds a running job of {} servers, {} workers and {} replicas, not the {}, {} and {} this scheduler was "
+          "started for",
+          s->store_->Describe(), servers, workers, replicas, options.num_servers, options.num_workers, options.replicas));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corruption(fmt::format("{}: the recorded job state cannot be read: {}", s->store_->Describe(), e.what()));
+  }
+  PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(recorded));
+  PSERVER_RETURN_IF_ERROR(s->Resume(*running).WithContext(s->store_->Describe()));
+  s->Persist();  // the new generation: from now on only this scheduler writes the job
+  if (s->ended_) return s->outcome_;
   return s;
 }
 
@@ -70,6 +102,7 @@ Status Scheduler::Run() {
     AdmitHeldRegistrations();
     CheckMigrationDeadline();
     CheckCheckpoints();
+    Persist();  // whatever this turn changed
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
   view_deliveries_.clear();
@@ -122,6 +155,19 @@ void Scheduler::Handle(Message&& msg) {
     return;
   }
   member.last_seen = Clock::now();
+  if (!unsynced_.empty() && unsynced_.erase(h.sender) > 0) {
+    // First heard from since this scheduler resumed the job: the dead one may have recorded a
+    // view it did not send this node.
+    Message view;
+    view.header.type = MessageType::kViewChange;
+    view.header.receiver = h.sender;
+    view.header.epoch = view_.epoch;
+    view.frames.push_back(Encode(view_));
+    if (Status s = transport_->Send(std::move(view)); !s.ok()) {
+      PSERVER_LOG_WARN("scheduler: could not send the view of epoch {} to {}: {}", view_.epoch.value,
+                       Describe(h.sender), s.ToString());
+    }
+  }
   switch (h.type) {
     case MessageType::kHeartbeat: {
       // A server's heartbeat says the last epoch at which its replicas were complete (+1).
@@ -131,6 +177,7 @@ void Scheduler::Handle(Message&& msg) {
       Message ack;
       ack.header.type = MessageType::kHeartbeatAck;
       ack.header.receiver = h.sender;
+      ack.header.aux = generation_;  // nonzero: the job's state is in a store (NodeRuntime waits for a resume)
       (void)transport_->SendNoWait(std::move(ack));
       return;
     }
@@ -183,6 +230,7 @@ void Scheduler::HandleRegister(Message&& msg) {
   }
   Member m;
   m.info = NodeInfo{id, req->role, Rank(), req->address, msg.origin};
+  m.scheduler_identity = req->scheduler_identity;
   transport_->NamePeer(id, fmt::format("{} (node {})", RoleName(req->role), id.value));
   m.rank_hint = req->rank_hint;
   member_index_[id] = members_.size();
@@ -234,6 +282,8 @@ void Scheduler::FormCluster() {
   view_.ring = placement_->Segments();
   std::sort(view_.nodes.begin(), view_.nodes.end(),
             [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
+  formed_ = true;
+  Persist();  // the job is recorded before any node hears of it
   auto now = Clock::now();
   for (Member& m : members_) {
     m.last_seen = now;
@@ -241,13 +291,13 @@ void Scheduler::FormCluster() {
     reply.header.type = MessageType::kRegisterReply;
     reply.header.receiver = m.info.id;
     reply.header.epoch = view_.epoch;
+    reply.header.aux = generation_;
     reply.frames.push_back(Encode(RegisterReply{m.info.id, view_}));
     // Blocking: the connection to the node that registered last may still be forming.
     if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
       PSERVER_LOG_WARN("scheduler: could not send the cluster view to {}: {}", Describe(m.info.id), s.ToString());
     }
   }
-  formed_ = true;
   PSERVER_LOG_INFO("scheduler: cluster formed: {} servers, {} workers", options_.num_servers, options_.num_workers);
 }
 
@@ -485,7 +535,16 @@ void Scheduler::HandleBarrier(const Message& msg) {
     return;
   }
   auto group = static_cast<BarrierGroup>(msg.header.aux);
+  // Asked again (a resumed scheduler): the dead one released it already.
+  if (auto it = last_release_[msg.header.aux].find(msg.header.sender);
+      it != last_release_[msg.header.aux].end() && it->second == msg.header.request_id) {
+    Message release;
+    release.header.aux = msg.header.aux;
+    return Reply(msg, MessageType::kBarrierRelease, std::move(release));
+  }
   barriers_[msg.header.aux].arrived[msg.header.sender] = msg.header.request_id;
+  PSERVER_LOG_VERBOSE("scheduler: {} entered the barrier of {} ({} arrived)", Describe(msg.header.sender),
+                    BarrierGroupName(group), barriers_[msg.header.aux].arrived.size());
   TryReleaseBarrier(group);
 }
 
@@ -499,6 +558,8 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
       return;
     }
   }
+  last_release_[static_cast<size_t>(group)] = b.arrived;
+  Persist();  // recorded before any node is released
   for (const auto& [node, call_id] : b.arrived) {
     Message release;
     release.header.type = MessageType::kBarrierRelease;
@@ -550,6 +611,8 @@ void Scheduler::HandleDeclareTable(const Message& msg) {
   pending.id = TableId(next_table_++);
   pending.declaration = std::move(*declaration);
   pending.declarers.push_back(msg.header);
+  Persist();  // a resumed scheduler never gives this id to another table
+  if (ended_) return;
   AnnounceTable(pending);
 }
 
@@ -628,6 +691,7 @@ void Scheduler::CompletePendingTable(const std::string& name) {
   pending_tables_.erase(it);
   PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({})", name, pending.id.value, pending.declaration.summary);
   tables_.emplace(name, std::make_pair(pending.id, pending.declaration));
+  Persist();  // the id is recorded before any node uses it
   for (const transport::Header& declarer : pending.declarers) {
     Message reply;
     reply.header.table = pending.id;
@@ -685,6 +749,7 @@ void Scheduler::EndIfWorkersDone() {
     return;
   }
   PSERVER_LOG_INFO("scheduler: all {} workers finished; ending the job", options_.num_workers);
+  Persist(/*ended=*/true);
   Message shutdown;
   shutdown.header.type = MessageType::kShutdown;
   Broadcast(std::move(shutdown));
@@ -694,6 +759,7 @@ void Scheduler::EndIfWorkersDone() {
 void Scheduler::Abort(const Status& why) {
   if (ended_) return;
   outcome_ = why;
+  Persist(/*ended=*/true);
   Message shutdown;
   shutdown.header.type = MessageType::kShutdown;
   shutdown.header.flags = transport::kFlagError;

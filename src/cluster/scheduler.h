@@ -57,6 +57,7 @@
 #include "cluster/control_messages.h"
 #include "cluster/node_runtime.h"
 #include "cluster/partition_placement.h"
+#include "cluster/store.h"
 #include "pserver/options.h"
 #include "transport/transport.h"
 
@@ -143,6 +144,9 @@ class Scheduler {
     bool joining = false;   // a server admitted late whose keys have not moved to it yet
     bool draining = false;  // a server whose keys are moving away
     bool left = false;      // a server drained and told to exit: no part of the job any more
+    // The identity the node asked the scheduler to present on its connection back
+    // (RegisterRequest): kept so that a resumed scheduler can connect back too.
+    transport::ConnectionId scheduler_identity;
     // A server's replicas were complete at this epoch (its heartbeats say so, docs/durability.md):
     // every row it owns was on every server of its chains, so those can take over if it dies
     // (while the chains stay as they were: synced >= ring_epoch_).
@@ -299,6 +303,16 @@ class Scheduler {
   void ReplyTo(const transport::Header& request, transport::MessageType type, transport::Message reply);
   void Broadcast(transport::Message msg);
   void Refuse(const transport::Message& msg, const char* why);
+
+  // The store (scheduler_state.cc). Persist writes the job's state when it changed (`ended`:
+  // the job is over, with outcome_); it ends the job if the store cannot take it. Resume loads
+  // a job's state read from the store, for Start.
+  void Persist(bool ended = false);
+  nlohmann::json StateDocument(bool ended) const;
+  // Opens options_.store and reads the job recorded there: its state if it has not ended (to
+  // Resume), nullopt if there is none or it ended (a new job then replaces it).
+  Status OpenStore(std::optional<nlohmann::json>* running);
+  Status Resume(const nlohmann::json& state);
   std::string Describe(NodeId id) const;
 
   const NodeOptions options_;
@@ -341,6 +355,25 @@ class Scheduler {
   NodeId next_tool_id_{0x80000000u};             // connections back to tools (kAdmin)
   std::atomic<uint64_t> changes_done_{0};
   std::vector<ChangeReport> reports_;  // Run's thread
+
+  // The job's state in a Store (NodeOptions::store; scheduler_state.cc, docs/durability.md
+  // section 6): written after every change of it, and before any message that reveals it (a
+  // view, a table's id, a barrier's release, the job's end), so that a scheduler started again
+  // on the store resumes the job where the nodes are.
+  std::unique_ptr<Store> store_;
+  // What the store holds (as written by this scheduler or read at Start): every write is a
+  // compare-and-swap over it, so that two schedulers never both write one job.
+  std::optional<std::string> persisted_;
+  // Counts the schedulers of the job (1 for the first, one more at each resume); 0 without a
+  // store. Heartbeat answers carry it, so that nodes see a resumed scheduler and send it again
+  // what they asked the dead one (NodeRuntime).
+  uint64_t generation_ = 0;
+  // The calls of the last release of each barrier group (node -> call id): a node that asks
+  // again for a barrier a dead scheduler had released is released at once.
+  absl::flat_hash_map<NodeId, int64_t> last_release_[3];
+  // Nodes that have not heard from this scheduler since it resumed: each is sent the current
+  // view when it is first heard from (the dead scheduler may have died before sending it).
+  absl::flat_hash_set<NodeId> unsynced_;
   struct PendingStatus {
     int64_t id = 0;
     absl::flat_hash_set<NodeId> awaiting;

@@ -68,6 +68,7 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
 }
 
 void Scheduler::AnnounceView(const std::function<bool(const Member&)>& to) {
+  Persist();  // recorded before any node routes by it
   for (const Member& m : members_) {
     if (m.dead || m.left || (m.finalized && m.info.role == Role::kWorker) || !to(m)) continue;
     Message msg;
@@ -92,6 +93,7 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
   const bool server = req.role == Role::kServer;
   Member m;
   m.info = NodeInfo{id, req.role, Rank(next_rank_[server ? 0 : 1]++), req.address, origin};
+  m.scheduler_identity = req.scheduler_identity;
   m.last_seen = Clock::now();
   m.joining = server;
   member_index_[id] = members_.size();
@@ -100,10 +102,12 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
   NextView(view_.ring);
   PSERVER_LOG_INFO("scheduler: {} joins the running job from {} (view of epoch {}: {} servers, {} workers)",
                    Describe(id), req.address, view_.epoch.value, view_.num_servers, view_.num_workers);
+  Persist();
   Message reply;
   reply.header.type = MessageType::kRegisterReply;
   reply.header.receiver = id;
   reply.header.epoch = view_.epoch;
+  reply.header.aux = generation_;
   reply.frames.push_back(Encode(RegisterReply{id, view_}));
   if (Status s = transport_->Send(std::move(reply)); !s.ok()) {
     // It will not heartbeat, and is declared dead: a server that never owned keys is dropped.
@@ -178,6 +182,7 @@ void Scheduler::StartNextChange() {
                      m.change.kind == Change::kJoin ? m.after.PartitionsOf(rank) : placement_->PartitionsOf(rank),
                      PartitionPlacement::kPartitions, m.donors.size());
     migration_ = std::move(m);
+    Persist();  // recorded as running before any server hears of it
     if (migration_->change.kind == Change::kJoin) {
       // The joiner takes every table before any row of it arrives.
       for (const auto& [name, table] : tables_) {

@@ -4,8 +4,6 @@
 // of every kind of damaged file, and clear errors for an etcd that is not there.
 #include <gtest/gtest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "cluster/store.h"
+#include "tests/integration/etcd_process.h"
 #include "tests/integration/subprocess.h"
 #include "testing/test_util.h"
 
@@ -27,68 +26,6 @@ using cluster::OpenStore;
 using cluster::Store;
 using namespace std::chrono_literals;
 
-constexpr std::chrono::milliseconds kHangGuard{60000};
-constexpr const char* kEtcd = "/usr/bin/etcd";
-
-// A TCP port free at the time of asking (the kernel's choice for port 0).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-// One etcd member on loopback, its data in `dir`; Start again after Kill keeps the data.
-class EtcdProcess {
- public:
-  explicit EtcdProcess(std::filesystem::path dir) : dir_(std::move(dir)) {}
-
-  // Starts etcd and waits until it serves; false (with the reason in `why`) if it does not.
-  bool Start(std::string* why) {
-    if (!std::filesystem::exists(kEtcd)) {
-      *why = std::string(kEtcd) + " is missing: install etcd-server (scripts/setup.sh does)";
-      return false;
-    }
-    if (client_port_ == 0) {
-      client_port_ = FreePort();
-      peer_port_ = FreePort();
-    }
-    const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
-    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-    auto p = Subprocess::Spawn({kEtcd, "--name", "test", "--data-dir", (dir_ / "etcd").string(), "--listen-client-urls",
-                                client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
-                                "--initial-advertise-peer-urls", peer, "--initial-cluster", "test=" + peer});
-    if (!p.ok()) {
-      *why = p.status().ToString();
-      return false;
-    }
-    process_ = std::move(*p);
-    if (!process_->WaitForOutput("ready to serve client requests", kHangGuard)) {
-      *why = "etcd did not start: " + process_->output();
-      return false;
-    }
-    return true;
-  }
-  void Kill() {
-    process_->Signal(SIGKILL);
-    process_->WaitExit(kHangGuard);
-    process_.reset();
-  }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
-
- private:
-  std::filesystem::path dir_;
-  int client_port_ = 0, peer_port_ = 0;
-  std::unique_ptr<Subprocess> process_;
-};
 
 std::filesystem::path MakeTempDir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("pserver_store_" + name + "_" + std::to_string(::getpid()));

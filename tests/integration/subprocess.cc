@@ -147,10 +147,10 @@ Subprocess::~Subprocess() {
   CloseFd(stop_fds_[1]);
 }
 
-bool Subprocess::WaitForOutput(std::string_view needle, std::chrono::milliseconds timeout) {
+bool Subprocess::WaitForOutput(std::string_view needle, std::chrono::milliseconds timeout, size_t from) {
   std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return output_.find(needle) != std::string::npos || eof_; });
-  return output_.find(needle) != std::string::npos;
+  cv_.wait_for(lock, timeout, [&] { return output_.find(needle, from) != std::string::npos || eof_; });
+  return output_.find(needle, from) != std::string::npos;
 }
 
 std::optional<std::string> Subprocess::FindLineLocked(std::string_view prefix) const {

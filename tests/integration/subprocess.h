@@ -43,9 +43,10 @@ class Subprocess {
 
   pid_t pid() const { return pid_; }
 
-  // Blocks until the output contains `needle`, the output ended (the child and everything that
+  // Blocks until the output (from byte `from` on: e.g. output().size() before an event, to see
+  // only what came after it) contains `needle`, the output ended (the child and everything that
   // inherited its output exited) or `timeout` passed. True if the needle was seen.
-  bool WaitForOutput(std::string_view needle, std::chrono::milliseconds timeout);
+  bool WaitForOutput(std::string_view needle, std::chrono::milliseconds timeout, size_t from = 0);
 
   // Blocks like WaitForOutput until a complete line of output starts with `prefix`, and returns
   // that line (without its newline); nullopt if none came.

@@ -26,6 +26,7 @@ struct CommonFlags {
   int64_t heartbeat_timeout_ms = 5000;
   int64_t register_timeout_ms = 60000;
   int64_t send_timeout_ms = 10000;
+  int64_t scheduler_grace_ms = 60000;
 };
 
 void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
@@ -50,6 +51,11 @@ void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
       ->envname("PSERVER_SEND_TIMEOUT_MS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--scheduler-grace-ms", f->scheduler_grace_ms,
+                  "Servers and workers: how long to wait for a scheduler with a --store to come back once silent")
+      ->envname("PSERVER_SCHEDULER_GRACE_MS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 void ApplyCommonFlags(const CommonFlags& f, NodeOptions* o) {
@@ -57,6 +63,7 @@ void ApplyCommonFlags(const CommonFlags& f, NodeOptions* o) {
   o->heartbeat_timeout = std::chrono::milliseconds(f.heartbeat_timeout_ms);
   o->register_timeout = std::chrono::milliseconds(f.register_timeout_ms);
   o->send_timeout = std::chrono::milliseconds(f.send_timeout_ms);
+  o->scheduler_grace = std::chrono::milliseconds(f.scheduler_grace_ms);
 }
 
 void AddSchedulerFlag(CLI::App* cmd, NodeOptions* o) {
@@ -96,6 +103,10 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       ->required();
   cmd->add_option("--address-file", *address_file,
                   "Write the address nodes should register at to this file once listening");
+  cmd->add_option("--store", o->store,
+                  "Keep the job's state here -- file:DIR or etcd:http://HOST:PORT[/PREFIX] -- so that a scheduler "
+                  "started again on it resumes the job (docs/durability.md)")
+      ->envname("PSERVER_STORE");
   cmd->add_option("--replicas", o->replicas,
                   "Servers holding each key (1-8): with 2 or more a push is acknowledged once all of them applied it, "
                   "and a server that dies is replaced by the next server of its chains (docs/durability.md)")
