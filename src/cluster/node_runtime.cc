@@ -515,6 +515,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
   switch (h.type) {
     case MessageType::kHeartbeatAck: {
       std::vector<Message> again;
+      uint64_t previous = 0;
       {
         MutexLock lock(&mu_);
         last_ack_ = clock_->Now();
@@ -523,6 +524,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
           PSERVER_LOG_INFO("{}: {} answers again", DescribeNode(id_), DescribeNode(kSchedulerId));
         }
         if (h.aux != 0 && h.aux != scheduler_generation_) {
+          previous = scheduler_generation_;
           if (scheduler_generation_ != 0) {
             // A new scheduler resumed the job: what the dead one left unanswered is asked again
             // (it answers a call it had answered already -- a released barrier, a declared table
@@ -537,8 +539,15 @@ void NodeRuntime::HandleControl(Message&& msg) {
           scheduler_generation_ = h.aux;
         }
       }
-      // The connection is up (this answer came back on it): never blocks the receive thread.
-      for (Message& m : again) (void)transport_->SendNoWait(std::move(m));
+      // Never blocks the receive thread. The connection to the scheduler just carried the
+      // heartbeat this answers, so it is most likely up; if a request cannot go, the next answer
+      // of this generation asks everything again (the scheduler takes a request twice alike).
+      bool all_sent = true;
+      for (Message& m : again) all_sent = transport_->SendNoWait(std::move(m)).ok() && all_sent;
+      if (!all_sent) {
+        MutexLock lock(&mu_);
+        scheduler_generation_ = previous;
+      }
       return;
     }
     case MessageType::kBarrierRelease:

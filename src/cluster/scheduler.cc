@@ -155,19 +155,7 @@ void Scheduler::Handle(Message&& msg) {
     return;
   }
   member.last_seen = Clock::now();
-  if (!unsynced_.empty() && unsynced_.erase(h.sender) > 0) {
-    // First heard from since this scheduler resumed the job: the dead one may have recorded a
-    // view it did not send this node.
-    Message view;
-    view.header.type = MessageType::kViewChange;
-    view.header.receiver = h.sender;
-    view.header.epoch = view_.epoch;
-    view.frames.push_back(Encode(view_));
-    if (Status s = transport_->Send(std::move(view)); !s.ok()) {
-      PSERVER_LOG_WARN("scheduler: could not send the view of epoch {} to {}: {}", view_.epoch.value,
-                       Describe(h.sender), s.ToString());
-    }
-  }
+  if (!outbox_.empty()) FlushOutbox(h.sender);
   switch (h.type) {
     case MessageType::kHeartbeat: {
       // A server's heartbeat says the last epoch at which its replicas were complete (+1).
@@ -539,8 +527,12 @@ void Scheduler::HandleBarrier(const Message& msg) {
   if (auto it = last_release_[msg.header.aux].find(msg.header.sender);
       it != last_release_[msg.header.aux].end() && it->second == msg.header.request_id) {
     Message release;
+    release.header.type = MessageType::kBarrierRelease;
+    release.header.flags = transport::kFlagReply;
+    release.header.receiver = msg.header.sender;
+    release.header.request_id = msg.header.request_id;
     release.header.aux = msg.header.aux;
-    return Reply(msg, MessageType::kBarrierRelease, std::move(release));
+    return SendWhenUp(std::move(release));
   }
   barriers_[msg.header.aux].arrived[msg.header.sender] = msg.header.request_id;
   PSERVER_LOG_VERBOSE("scheduler: {} entered the barrier of {} ({} arrived)", Describe(msg.header.sender),
@@ -823,6 +815,26 @@ void Scheduler::Broadcast(Message msg) {
 
 void Scheduler::Reply(const Message& request, MessageType type, Message reply) {
   ReplyTo(request.header, type, std::move(reply));
+}
+
+void Scheduler::SendWhenUp(Message msg) {
+  const NodeId to = msg.header.receiver;
+  if (Status s = transport_->SendNoWait(msg); s.ok()) return;
+  outbox_[to].push_back(std::move(msg));
+}
+
+void Scheduler::FlushOutbox(NodeId node) {
+  auto it = outbox_.find(node);
+  if (it == outbox_.end()) return;
+  std::vector<Message> left;
+  for (Message& m : it->second) {
+    if (!transport_->SendNoWait(m).ok()) left.push_back(std::move(m));
+  }
+  if (left.empty()) {
+    outbox_.erase(it);
+  } else {
+    it->second = std::move(left);
+  }
 }
 
 void Scheduler::ReplyTo(const transport::Header& request, MessageType type, Message reply) {

@@ -371,9 +371,13 @@ class Scheduler {
   // The calls of the last release of each barrier group (node -> call id): a node that asks
   // again for a barrier a dead scheduler had released is released at once.
   absl::flat_hash_map<NodeId, int64_t> last_release_[3];
-  // Nodes that have not heard from this scheduler since it resumed: each is sent the current
-  // view when it is first heard from (the dead scheduler may have died before sending it).
-  absl::flat_hash_set<NodeId> unsynced_;
+  // Messages of a resumed scheduler for nodes whose connection was not up when they were sent:
+  // the current view for every node (the dead scheduler may have died before sending it), the
+  // release of a barrier the dead one had released. Sent without blocking the loop, again at
+  // every message heard from the node, until they leave.
+  absl::flat_hash_map<NodeId, std::vector<transport::Message>> outbox_;
+  void SendWhenUp(transport::Message msg);
+  void FlushOutbox(NodeId node);
   struct PendingStatus {
     int64_t id = 0;
     absl::flat_hash_set<NodeId> awaiting;

@@ -213,14 +213,19 @@ Status Scheduler::Resume(const json& state) {
   } catch (const json::exception& e) {
     return Status::Corruption(fmt::format("the recorded job state cannot be read: {}", e.what()));
   }
-  // Back to every live member, presenting what it asked for; each is sent the current view when
-  // first heard from.
+  // Back to every live member, presenting what it asked for; each is sent the current view as
+  // soon as its connection is up (the first message heard from it after that).
   for (const Member& m : members_) {
     if (m.dead || m.left) continue;
     PSERVER_RETURN_IF_ERROR(transport_->Connect(m.info.id, m.info.address, m.scheduler_identity));
     transport_->Watch(m.info.id);
     transport_->NamePeer(m.info.id, Describe(m.info.id));
-    unsynced_.insert(m.info.id);
+    Message view;
+    view.header.type = MessageType::kViewChange;
+    view.header.receiver = m.info.id;
+    view.header.epoch = view_.epoch;
+    view.frames.push_back(Encode(view_));
+    outbox_[m.info.id].push_back(std::move(view));  // the connection is not up yet
   }
   // A join or drain that was waiting its turn is queued again (its admission view is in place).
   for (const Member& m : members_) {

@@ -109,13 +109,14 @@ TEST_P(SchedulerRestartTest, AKilledSchedulerStartedAgainResumesTheJobAndNothing
 
   Subprocess& second = Spawn(SchedulerArgs(port));
   ASSERT_TRUE(second.WaitForOutput("resumed the job recorded in", kHangGuard)) << second.output();
+  workers[1]->Signal(SIGCONT);
+  // The barrier cannot complete unless worker 0 asks the new scheduler again.
   ASSERT_TRUE(workers[0]->WaitForOutput("a new scheduler (generation 2) resumed the job; asking it again for 1 request(s)",
                                         kHangGuard))
-      << workers[0]->output();
-  workers[1]->Signal(SIGCONT);
+      << workers[0]->output() << second.output();
   // Both workers make progress under the new scheduler: rounds need its barriers.
   const std::string later = "round " + std::to_string(at_kill + 20) + "/";
-  for (Subprocess* w : workers) ASSERT_TRUE(w->WaitForOutput(later, kHangGuard)) << w->output();
+  for (Subprocess* w : workers) ASSERT_TRUE(w->WaitForOutput(later, kHangGuard)) << w->output() << second.output();
   std::ofstream(stop) << "stop\n";
 
   for (Subprocess* p : workers) {
