@@ -779,6 +779,19 @@ void Launcher::OnDeadline() {
       phase_ = Phase::kKilling;
       break;
     case Phase::kRunning:
+      if (opt_.workers_may_die) {
+        // The scheduler ended the job well, so every worker finished or had its work taken
+        // over: one still running was declared dead while alive (stopped, say) and has no part
+        // in the job any more.
+        for (Child& c : children_) {
+          if (c.role != Role::kWorker || c.exit) continue;
+          Message(c.name + " still running " + grace + " after the job ended well: it was declared dead and its "
+                  "work taken over; killing it");
+          ::kill(c.pid, SIGKILL);
+        }
+        deadline_ = Clock::now() + opt_.grace;
+        break;
+      }
       Stop(early_exit_ + " exited with status 0 but workers were still running " + grace + " later",
            1);
       break;

@@ -55,7 +55,9 @@ struct LaunchOptions {
   // The workers hand a dead worker's work to the others (`pserver train linear`: a live worker
   // reads its data, Node::TakeOver): a worker killed by a signal while the workers run is
   // reported and the others go on (the scheduler ends the job if nobody took its work over,
-  // which the workers then report). A worker that fails by itself still stops the launch.
+  // which the workers then report). A worker that fails by itself still stops the launch. A
+  // worker still running `grace` after the scheduler ended the job well (declared dead while
+  // alive, e.g. stopped: its work was taken over) is SIGKILLed, and the launch succeeds.
   bool workers_may_die = false;
   // `--restart` (with servers_may_die): a server that fails while the workers run is started
   // again at once, as a new server (the next index, "server N") that joins the job as any late

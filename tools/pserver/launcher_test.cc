@@ -333,6 +333,31 @@ TEST_F(LauncherTest, AServerThatDiesIsReportedWhenServersMayDie) {
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
 }
 
+// `pserver train` lets workers die (their data is taken over): a worker killed is reported and
+// the others' status is the launch's; a launch whose every worker was killed fails.
+TEST_F(LauncherTest, AWorkerKilledIsReportedWhenWorkersMayDie) {
+  LaunchOptions options = Options(1, 2, Fake::kRunUntilKilled, Fake::kRunUntilKilled,
+                                  "if [ \"$PSERVER_RANK_HINT\" = 1 ]; then kill -KILL $$; fi");
+  options.workers_may_die = true;
+  options.grace = std::chrono::milliseconds(200);  // the fakes never exit by themselves
+
+  EXPECT_EQ(RunLaunch(options), 0);
+
+  EXPECT_TRUE(Contains(Err(), "launch: worker 1 killed by signal 9 (SIGKILL) while the workers run; the others take "
+                              "over its work\n"));
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid", "worker.1.pid"});
+}
+
+TEST_F(LauncherTest, ALaunchWhoseEveryWorkerWasKilledFails) {
+  LaunchOptions options = Options(1, 2, Fake::kRunUntilKilled, Fake::kRunUntilKilled, "kill -KILL $$");
+  options.workers_may_die = true;
+
+  EXPECT_EQ(RunLaunch(options), 1);
+
+  EXPECT_TRUE(Contains(Err(), "launch: every worker was killed before it finished; stopping the cluster\n"));
+  ExpectNothingRemains({"worker.0.pid", "worker.1.pid"});  // the others may be stopped before they record theirs
+}
+
 // `launch --restart`: the server killed is started again, as the next server index, and the
 // hooks of a driving program (`pserver chaos`) hear of every start, exit and worker line.
 TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
