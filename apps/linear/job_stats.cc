@@ -62,6 +62,14 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
   // Key r of the stats table: share r's feature count (max id + 1, which fits 64 bits because
   // a Dataset's ids are at most 2^64 - 2) and its row count, each in two exact 32-bit halves,
   // the node id of its worker, and the share and worker bits.
+  // Which shares hold each feature: bit r added by worker r -- first, so that a share counted in
+  // the stats row below has its features marked (a worker lost between the two pushes is
+  // missing from the row too).
+  if (!features.empty()) {
+    std::vector<int64_t> held(features.size(), int64_t{1} << rank);
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, js->ints_.Push(js->presence_table_, std::vector<Key>(features), std::move(held)));
+    PSERVER_RETURN_IF_ERROR(js->ints_.Wait(ts, timeout));
+  }
   const uint64_t count = features.empty() ? 0 : features.back() + 1;
   std::vector<double> mine(kFigures, 0.0);
   mine[0] = static_cast<double>(count >> 32);
@@ -73,12 +81,6 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
   AppendBits(mine, js->shares_);
   PSERVER_ASSIGN_OR_RETURN(Timestamp ts, js->stats_.Push(js->stats_table_, std::vector<Key>{Key{rank}}, std::move(mine)));
   PSERVER_RETURN_IF_ERROR(js->stats_.Wait(ts, timeout));
-  // Which shares hold each feature: bit r added by worker r.
-  if (!features.empty()) {
-    std::vector<int64_t> held(features.size(), int64_t{1} << rank);
-    PSERVER_ASSIGN_OR_RETURN(ts, js->ints_.Push(js->presence_table_, std::vector<Key>(features), std::move(held)));
-    PSERVER_RETURN_IF_ERROR(js->ints_.Wait(ts, timeout));
-  }
   PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, timeout));
   std::vector<Key> ranks(workers);
   for (uint32_t r = 0; r < workers; ++r) ranks[r] = r;
@@ -108,7 +110,13 @@ Status JobStats::SetFeatures(std::vector<uint64_t> features) {
   PSERVER_ASSIGN_OR_RETURN(Timestamp ts, ints_.Pull(presence_table_, std::vector<Key>(features_), &holders));
   PSERVER_RETURN_IF_ERROR(ints_.Wait(ts, timeout_));
   for (size_t j = 0; j < features_.size(); ++j) {
-    owned_[j] = (shares_ >> std::countr_zero(static_cast<uint64_t>(holders[j]))) & 1;
+    const auto holders_of = static_cast<uint64_t>(holders[j]);
+    if (holders_of == 0 || holders_of >= (uint64_t{1} << workers_)) {
+      // Every share's features were marked before its stats row (Create): never a guess.
+      return Status::Internal(fmt::format("feature {}: its holders {:#x} are not a set of the job's {} shares",
+                                          features_[j], holders_of, workers_));
+    }
+    owned_[j] = (shares_ >> std::countr_zero(holders_of)) & 1;
   }
   return Status::Ok();
 }

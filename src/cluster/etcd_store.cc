@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "base/mutex.h"
 #include "cluster/store.h"
@@ -36,31 +37,46 @@ class EtcdStore final : public Store {
     PSERVER_ASSIGN_OR_RETURN(json reply, Call("range", {{"key", B64(prefix_ + std::string(key))}}, key));
     PSERVER_ASSIGN_OR_RETURN(auto kvs, Pairs(reply, key));
     if (kvs.empty()) return Status::NotFound(fmt::format("{}: no value for {}", Describe(), key));
+    Remember(key, kvs.front().second, RevisionOf(reply["kvs"][0], "mod_revision"));
     return std::move(kvs.front().second);
   }
 
   Status Put(std::string_view key, std::string_view value) override {
     PSERVER_RETURN_IF_ERROR(CheckValue(key, value));
-    return Call("put", {{"key", B64(prefix_ + std::string(key))}, {"value", B64(value)}}, key).status();
+    PSERVER_ASSIGN_OR_RETURN(json reply, Call("put", {{"key", B64(prefix_ + std::string(key))}, {"value", B64(value)}}, key));
+    Remember(key, std::string(value), RevisionOf(reply.value("header", json::object()), "revision"));
+    return Status::Ok();
   }
 
   Result<bool> CompareAndSwap(std::string_view key, const std::optional<std::string>& expected,
                               std::string_view value) override {
     PSERVER_RETURN_IF_ERROR(CheckValue(key, value));
     const std::string k = B64(prefix_ + std::string(key));
-    // "The key has no value" is "its create revision is 0" in etcd.
-    json compare = expected ? json{{"key", k}, {"target", "VALUE"}, {"result", "EQUAL"}, {"value", B64(*expected)}}
-                            : json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}};
+    // "The key has no value" is "its create revision is 0" in etcd. A value this store read or
+    // wrote last is compared by its revision (the request then need not carry it: etcd limits a
+    // request to 1.5 MiB by default), any other by its bytes.
+    json compare = json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}};
+    if (expected) {
+      const int64_t revision = KnownRevision(key, *expected);
+      compare = revision > 0 ? json{{"key", k}, {"target", "MOD"}, {"result", "EQUAL"}, {"mod_revision", std::to_string(revision)}}
+                             : json{{"key", k}, {"target", "VALUE"}, {"result", "EQUAL"}, {"value", B64(*expected)}};
+    }
     json txn = {{"compare", json::array({compare})},
                 {"success", json::array({json{{"request_put", {{"key", k}, {"value", B64(value)}}}}})}};
     PSERVER_ASSIGN_OR_RETURN(json reply, Call("txn", txn, key));
     // The gateway leaves out fields at their default: no "succeeded" means false.
     const auto it = reply.find("succeeded");
-    return it != reply.end() && it->is_boolean() && it->get<bool>();
+    const bool swapped = it != reply.end() && it->is_boolean() && it->get<bool>();
+    if (swapped) Remember(key, std::string(value), RevisionOf(reply.value("header", json::object()), "revision"));
+    return swapped;
   }
 
   Status Delete(std::string_view key) override {
     PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
+    {
+      MutexLock lock(&mu_);
+      known_.erase(std::string(key));
+    }
     return Call("deleterange", {{"key", B64(prefix_ + std::string(key))}}, key).status();
   }
 
@@ -135,11 +151,38 @@ class EtcdStore final : public Store {
     return out;
   }
 
+  // etcd writes int64 fields as JSON strings; 0 when absent or malformed (then values compare).
+  static int64_t RevisionOf(const json& j, const char* field) {
+    const auto it = j.find(field);
+    if (it == j.end() || !it->is_string()) return 0;
+    try {
+      return std::stoll(it->get<std::string>());
+    } catch (const std::exception&) {
+      return 0;
+    }
+  }
+  void Remember(std::string_view key, std::string value, int64_t revision) {
+    MutexLock lock(&mu_);
+    if (revision > 0) {
+      known_[std::string(key)] = {std::move(value), revision};
+    } else {
+      known_.erase(std::string(key));
+    }
+  }
+  // The revision of `key` if this store last saw it holding `value`; 0 otherwise.
+  int64_t KnownRevision(std::string_view key, const std::string& value) {
+    MutexLock lock(&mu_);
+    auto it = known_.find(std::string(key));
+    return it != known_.end() && it->second.first == value ? it->second.second : 0;
+  }
+
   const std::string endpoint_;
   const std::string prefix_;
   const std::chrono::milliseconds timeout_;
   Mutex mu_;
   httplib::Client client_ ABSL_GUARDED_BY(mu_);
+  // The value and mod revision of each key this store last read or wrote.
+  absl::flat_hash_map<std::string, std::pair<std::string, int64_t>> known_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -242,7 +242,11 @@ Status CheckStoreKey(std::string_view key) {
 Result<std::unique_ptr<Store>> OpenFileStore(const std::string& dir) {
   if (dir.empty()) return Status::InvalidArgument("a file store needs a directory (file:DIR)");
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  // A directory made here is the owner's alone: the job's state holds the identities its nodes
+  // believe (bearer secrets until the transport is authenticated).
+  if (std::filesystem::create_directories(dir, ec) && !ec) {
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, std::filesystem::perm_options::replace, ec);
+  }
   if (ec) return Status::Unavailable(fmt::format("file store {}: cannot create the directory: {}", dir, ec.message()));
   PSERVER_RETURN_IF_ERROR(CheckWritableDirectory(dir).WithContext("file store"));
   const std::string lock = dir + "/.lock";

@@ -515,7 +515,6 @@ void NodeRuntime::HandleControl(Message&& msg) {
   switch (h.type) {
     case MessageType::kHeartbeatAck: {
       std::vector<Message> again;
-      uint64_t previous = 0;
       {
         MutexLock lock(&mu_);
         last_ack_ = clock_->Now();
@@ -523,30 +522,32 @@ void NodeRuntime::HandleControl(Message&& msg) {
           told_waiting_ = false;
           PSERVER_LOG_INFO("{}: {} answers again", DescribeNode(id_), DescribeNode(kSchedulerId));
         }
-        if (h.aux != 0 && h.aux != scheduler_generation_) {
-          previous = scheduler_generation_;
-          if (scheduler_generation_ != 0) {
-            // A new scheduler resumed the job: what the dead one left unanswered is asked again
-            // (it answers a call it had answered already -- a released barrier, a declared table
-            // -- from the job's recorded state, and a second Finalize changes nothing).
-            for (const auto& [id, call] : calls_) {
-              if (!call.done) again.push_back(call.request);
-            }
-            if (finalize_) again.push_back(*finalize_);
+        const bool resumed = h.aux != 0 && h.aux != scheduler_generation_ && scheduler_generation_ != 0;
+        if (resumed || resend_needed_) {
+          resend_needed_ = false;
+          // A new scheduler resumed the job, or a request could not be sent: everything
+          // unanswered is asked again (a scheduler answers a call it had answered already -- a
+          // released barrier, a declared table -- from the job's recorded state, and takes a
+          // second Finalize or barrier arrival alike).
+          for (const auto& [id, call] : calls_) {
+            if (!call.done) again.push_back(call.request);
+          }
+          if (finalize_) again.push_back(*finalize_);
+          if (resumed) {
             PSERVER_LOG_INFO("{}: a new scheduler (generation {}) resumed the job; asking it again for {} request(s)",
                              DescribeNode(id_), h.aux, again.size());
           }
-          scheduler_generation_ = h.aux;
         }
+        if (h.aux != 0) scheduler_generation_ = h.aux;
       }
       // Never blocks the receive thread. The connection to the scheduler just carried the
       // heartbeat this answers, so it is most likely up; if a request cannot go, the next answer
-      // of this generation asks everything again (the scheduler takes a request twice alike).
+      // asks everything again.
       bool all_sent = true;
       for (Message& m : again) all_sent = transport_->SendNoWait(std::move(m)).ok() && all_sent;
       if (!all_sent) {
         MutexLock lock(&mu_);
-        scheduler_generation_ = previous;
+        resend_needed_ = true;
       }
       return;
     }
@@ -906,7 +907,8 @@ Result<Message> NodeRuntime::Call(Message request, milliseconds timeout, const s
       calls_.erase(call_id);
       return sent.WithContext(what);
     }
-    // The scheduler may be dying and coming back: the call is asked again of the next one.
+    // The scheduler may be dying and coming back: the call is asked again when one answers.
+    resend_needed_ = true;
     PSERVER_LOG_WARN("{}: {}: {}; asking again when a scheduler answers", DescribeNode(id_), what, sent.ToString());
   }
   cv_.WaitFor(&mu_, timeout,
@@ -973,7 +975,8 @@ Status NodeRuntime::SendFinalize(Message finalize, const char* what) {
   MutexLock lock(&mu_);
   if (sent.ok() || job_ended_) return Status::Ok();
   if (scheduler_generation_ == 0) return sent.WithContext(what);
-  // Sent again to the scheduler that resumes the job (see HandleControl).
+  // Sent again when a scheduler answers (see HandleControl).
+  resend_needed_ = true;
   PSERVER_LOG_WARN("{}: {}: {}; sending it again when a scheduler answers", DescribeNode(id_), what, sent.ToString());
   return Status::Ok();
 }

@@ -373,6 +373,9 @@ class NodeRuntime {
   // again for what it asked the dead one (its unanswered calls, its Finalize).
   uint64_t scheduler_generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool told_waiting_ ABSL_GUARDED_BY(mu_) = false;  // the wait for a silent scheduler was logged
+  // A control request could not be sent to a scheduler with a store: everything unanswered is
+  // sent again at the next heartbeat answer, whatever its generation.
+  bool resend_needed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<transport::Message> finalize_ ABSL_GUARDED_BY(mu_);  // sent, the job not ended yet
   // Sends this worker's kFinalize (kept in finalize_); OK when sent, or when the scheduler keeps
   // the job's state in a store (the next one is sent it again), else the error for `what`.

@@ -272,6 +272,7 @@ void Scheduler::FormCluster() {
             [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
   formed_ = true;
   Persist();  // the job is recorded before any node hears of it
+  if (ended_) return;
   auto now = Clock::now();
   for (Member& m : members_) {
     m.last_seen = now;
@@ -502,6 +503,8 @@ Status Scheduler::TakeOver(NodeId taker, NodeId lost) {
     // A second taker (the first died too) replaces the first.
     w.taken_over_by = taker;
     PSERVER_LOG_INFO("scheduler: {} took over the work of {}", Describe(taker), w.description);
+    Persist();  // recorded before the taker is told: it will not ask again
+    if (ended_) return Status::Aborted("the job ended");
     return Status::Ok();
   }
   return Status::InvalidArgument(
@@ -552,6 +555,7 @@ void Scheduler::TryReleaseBarrier(BarrierGroup group) {
   }
   last_release_[static_cast<size_t>(group)] = b.arrived;
   Persist();  // recorded before any node is released
+  if (ended_) return;
   for (const auto& [node, call_id] : b.arrived) {
     Message release;
     release.header.type = MessageType::kBarrierRelease;
@@ -684,6 +688,7 @@ void Scheduler::CompletePendingTable(const std::string& name) {
   PSERVER_LOG_INFO("scheduler: table '{}' is id {} ({})", name, pending.id.value, pending.declaration.summary);
   tables_.emplace(name, std::make_pair(pending.id, pending.declaration));
   Persist();  // the id is recorded before any node uses it
+  if (ended_) return;
   for (const transport::Header& declarer : pending.declarers) {
     Message reply;
     reply.header.table = pending.id;

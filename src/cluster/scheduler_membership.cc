@@ -69,6 +69,7 @@ void Scheduler::NextView(std::vector<RingSegment> ring) {
 
 void Scheduler::AnnounceView(const std::function<bool(const Member&)>& to) {
   Persist();  // recorded before any node routes by it
+  if (ended_) return;
   for (const Member& m : members_) {
     if (m.dead || m.left || (m.finalized && m.info.role == Role::kWorker) || !to(m)) continue;
     Message msg;
@@ -103,6 +104,7 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
   PSERVER_LOG_INFO("scheduler: {} joins the running job from {} (view of epoch {}: {} servers, {} workers)",
                    Describe(id), req.address, view_.epoch.value, view_.num_servers, view_.num_workers);
   Persist();
+  if (ended_) return;
   Message reply;
   reply.header.type = MessageType::kRegisterReply;
   reply.header.receiver = id;
@@ -183,6 +185,7 @@ void Scheduler::StartNextChange() {
                      PartitionPlacement::kPartitions, m.donors.size());
     migration_ = std::move(m);
     Persist();  // recorded as running before any server hears of it
+    if (ended_) return;
     if (migration_->change.kind == Change::kJoin) {
       // The joiner takes every table before any row of it arrives.
       for (const auto& [name, table] : tables_) {

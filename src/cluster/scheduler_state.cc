@@ -144,9 +144,16 @@ Status Scheduler::OpenStore(std::optional<json>* running) {
     return Status::Corruption(fmt::format("{}: the recorded job state at {} is not a JSON object", store_->Describe(),
                                           kStateKey));
   }
-  if (state.value("ended", false)) {
+  const auto ended = state.find("ended");
+  const auto outcome = state.find("outcome");
+  if (ended == state.end() || !ended->is_boolean() || outcome == state.end() || !outcome->is_string()) {
+    return Status::Corruption(fmt::format("{}: the recorded job state at {} lacks a boolean 'ended' or a string "
+                                          "'outcome'",
+                                          store_->Describe(), kStateKey));
+  }
+  if (ended->get<bool>()) {
     PSERVER_LOG_INFO("scheduler: the job recorded in {} ended ({}); a new job replaces it", store_->Describe(),
-                     state.value("outcome", std::string("?")));
+                     outcome->get<std::string>());
     return Status::Ok();
   }
   *running = std::move(state);

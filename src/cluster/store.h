@@ -15,8 +15,8 @@
 //
 // Errors say which store and key: kNotFound (Get of an absent key), kInvalidArgument (a bad key
 // or value, a malformed URL), kCorruption (a file store file that is torn or altered, naming
-// it), kUnavailable (I/O errors, an etcd that cannot be reached or refuses, naming it),
-// kDeadlineExceeded (etcd did not answer in time).
+// it), kUnavailable (I/O errors; an etcd that cannot be reached, does not answer within the
+// timeout or refuses, naming it).
 //
 // Thread safety: every Store is thread-safe.
 #pragma once

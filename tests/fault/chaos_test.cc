@@ -56,6 +56,25 @@ TEST(ChaosTest, StoppedServersAreFailedOverFromAndExitOnceContinued) {
   EXPECT_NE(out.find("chaos: recovery from 3 SIGSTOPs"), std::string::npos) << out;
 }
 
+// The scheduler SIGKILLed again and again (it keeps the job's state in a file store; the
+// launcher starts it again and it resumes the job), then servers and the scheduler drawn alike:
+// every sum exact throughout.
+TEST(ChaosTest, SchedulerKillsAreResumedFromTheStoreAndLoseNothing) {
+  const std::string seed = std::to_string(TestSeed());
+  auto [status, out] = RunChaos({"--kills", "5", "--victims", "scheduler", "--seed", seed});
+  ASSERT_EQ(status, "exit 0") << out;
+  EXPECT_EQ(Count(out, "the scheduler SIGKILLed"), 5u) << out;
+  EXPECT_EQ(Count(out, "scheduler killed by signal 9 (SIGKILL) while the workers run; starting it again"), 5u) << out;
+  EXPECT_NE(out.find("chaos: 5 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: recovery from 5 SIGKILLs of the scheduler"), std::string::npos) << out;
+
+  auto [any_status, any_out] = RunChaos({"--kills", "8", "--victims", "any", "--seed", seed});
+  ASSERT_EQ(any_status, "exit 0") << any_out;
+  EXPECT_EQ(Count(any_out, "chaos: kill "), 8u) << any_out;
+  EXPECT_NE(any_out.find("chaos: 8 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos)
+      << any_out;
+}
+
 TEST(ChaosTest, FailsNamingTheLostSumWhenReplicasStoreNothing) {
   const std::string seed = std::to_string(TestSeed());
   auto [status, out] = RunChaos({"--kills", "3", "--seed", seed}, {{"PSERVER_FAILPOINTS", "replica-stores-nothing"}});
@@ -71,6 +90,9 @@ TEST(ChaosTest, RefusesReplicasItCannotKillUnder) {
   auto [status, out] = RunChaos({"--kills", "1", "--servers", "2", "--replicas", "3"});
   EXPECT_EQ(status, "exit 2") << out;
   EXPECT_NE(out.find("--replicas must be at least 2 and at most --servers"), std::string::npos) << out;
+  auto [stop_status, stop_out] = RunChaos({"--kills", "1", "--victims", "scheduler", "--faults", "stop"});
+  EXPECT_EQ(stop_status, "exit 2") << stop_out;
+  EXPECT_NE(stop_out.find("--victims scheduler or any goes with --faults kill"), std::string::npos) << stop_out;
 }
 
 }  // namespace

@@ -77,6 +77,25 @@ class Shared {
     std::lock_guard lock(mu_);
     servers_[index] = pid;
   }
+  void SchedulerStarted(pid_t pid) {
+    std::lock_guard lock(mu_);
+    scheduler_ = pid;
+  }
+  void SchedulerExited() {
+    std::lock_guard lock(mu_);
+    scheduler_ = 0;
+  }
+  // SIGKILLs the scheduler; false if none runs. Under the lock, as SignalServer.
+  bool KillScheduler() {
+    std::lock_guard lock(mu_);
+    if (scheduler_ == 0 || ended_) return false;
+    kill(scheduler_, SIGKILL);
+    return true;
+  }
+  size_t live_servers() {
+    std::lock_guard lock(mu_);
+    return servers_.size();
+  }
   void ServerExited(int index, bool by_itself, const std::string& how) {
     std::lock_guard lock(mu_);
     servers_.erase(index);
@@ -172,6 +191,7 @@ class Shared {
   std::condition_variable cv_;
   std::string address_;
   std::map<int, pid_t> servers_;  // live servers by launch index
+  pid_t scheduler_ = 0;           // the live scheduler, 0 between one's death and the next's start
   std::map<int, std::pair<bool, std::string>> exits_;  // servers gone: by itself?, how
   std::map<int, std::vector<Round>> rounds_;
   bool ended_ = false;
@@ -215,8 +235,29 @@ class ChaosRun {
       const auto gap = milliseconds(std::uniform_int_distribution<int64_t>(0, o_.max_gap.count())(rng_));
       const bool stop = o_.faults == ChaosOptions::Faults::kStop ||
                         (o_.faults == ChaosOptions::Faults::kMixed && std::bernoulli_distribution(0.5)(rng_));
+      // The scheduler as likely as each server (kAny).
+      const bool scheduler =
+          o_.victims == ChaosOptions::Victims::kScheduler ||
+          (o_.victims == ChaosOptions::Victims::kAny &&
+           std::uniform_int_distribution<size_t>(0, shared_.live_servers())(rng_) == 0);
       if (!shared_.Pause(gap)) return "the job ended";
       const Clock::time_point at = Clock::now();
+      if (scheduler) {
+        if (!shared_.KillScheduler()) return "no scheduler to kill";
+        killed = at;
+        std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
+        if (!progressing) {
+          if (shared_.ended()) return "the job ended";
+          return fmt::format("kill {}: the workers did not all finish a round within {} ms of the scheduler's SIGKILL",
+                             k, o_.timeout.count());
+        }
+        scheduler_recoveries_.push_back(MillisBetween(at, *progressing));
+        std::fprintf(o_.out, "chaos: kill %d/%d: the scheduler SIGKILLed %lld ms after the cluster was whole, started "
+                     "again on its store; every worker progressing again after %.1f ms\n",
+                     k, o_.kills, static_cast<long long>(gap.count()), MillisBetween(at, *progressing));
+        std::fflush(o_.out);
+        continue;
+      }
       const int server = shared_.SignalServer(
           stop ? SIGSTOP : SIGKILL, [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
       if (server < 0) return "no server left to kill";
@@ -291,6 +332,7 @@ class ChaosRun {
   const std::vector<double>& recoveries() const { return recoveries_; }
   const std::vector<double>& stop_recoveries() const { return stop_recoveries_; }
   const std::vector<double>& restorations() const { return restorations_; }
+  const std::vector<double>& scheduler_recoveries() const { return scheduler_recoveries_; }
 
  private:
   const ChaosOptions& o_;
@@ -300,6 +342,7 @@ class ChaosRun {
   std::vector<double> recoveries_;       // ms, SIGKILL -> every worker progressing
   std::vector<double> stop_recoveries_;  // ms, SIGSTOP -> every worker progressing
   std::vector<double> restorations_;  // ms, kill -> the cluster whole again
+  std::vector<double> scheduler_recoveries_;  // ms, the scheduler's SIGKILL -> every worker progressing
 };
 
 std::string Validate(const ChaosOptions& o) {
@@ -309,6 +352,9 @@ std::string Validate(const ChaosOptions& o) {
     return "--replicas must be at least 2 and at most --servers";
   }
   if (o.kills < 1) return "--kills must be at least 1";
+  if (o.victims != ChaosOptions::Victims::kServers && o.faults != ChaosOptions::Faults::kKill) {
+    return "--victims scheduler or any goes with --faults kill";
+  }
   if (o.self_exe.empty()) return "no pserver executable";
   return "";
 }
@@ -353,6 +399,11 @@ int RunChaos(const ChaosOptions& o) {
     return argv;
   };
   launch.scheduler_argv = command({"scheduler", "--replicas", std::to_string(o.replicas)});
+  if (o.victims != ChaosOptions::Victims::kServers) {
+    // Killed, it is started again and resumes the job from its store.
+    launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"--store", "file:" + dir + "/store"});
+    launch.restart_scheduler = true;
+  }
   launch.server_argv = command({"server"});
   launch.worker_argv = command(
                             {"worker", "--keys", std::to_string(o.keys), "--pushes", std::to_string(o.pushes),
@@ -365,17 +416,23 @@ int RunChaos(const ChaosOptions& o) {
   launch.restart_servers = true;
   launch.out = o.out;
   launch.err = o.err;
-  std::fprintf(o.out, "chaos: %d kills (%s) of random servers of %d servers (--replicas %u), %d workers checking "
-               "every round's sums; seed %llu\n",
-               o.kills, faults, o.num_servers, o.replicas, o.num_workers, static_cast<unsigned long long>(o.seed));
+  const char* victims = o.victims == ChaosOptions::Victims::kServers     ? "random servers"
+                        : o.victims == ChaosOptions::Victims::kScheduler ? "the scheduler (started again on its store)"
+                                                                         : "random servers or the scheduler";
+  std::fprintf(o.out, "chaos: %d kills (%s) of %s of %d servers (--replicas %u), %d workers checking every round's "
+               "sums; seed %llu\n",
+               o.kills, faults, victims, o.num_servers, o.replicas, o.num_workers,
+               static_cast<unsigned long long>(o.seed));
   std::fflush(o.out);
   Shared& shared = run.shared();
   launch.on_scheduler_address = [&](const std::string& address) { shared.SetAddress(address); };
   launch.on_start = [&](LaunchRole role, int index, pid_t pid) {
     if (role == LaunchRole::kServer) shared.ServerStarted(index, pid);
+    if (role == LaunchRole::kScheduler) shared.SchedulerStarted(pid);
   };
   launch.on_exit = [&](LaunchRole role, int index, bool by_itself, const std::string& how) {
     if (role == LaunchRole::kServer) shared.ServerExited(index, by_itself, how);
+    if (role == LaunchRole::kScheduler) shared.SchedulerExited();
   };
   launch.on_worker_line = [&](int, std::string_view line) { return shared.WorkerLine(line); };
 
@@ -394,7 +451,7 @@ int RunChaos(const ChaosOptions& o) {
   const size_t rounds_done = shared.rounds_done();
   if (!failure.empty() || launched != 0) {
     std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n",
-                 run.recoveries().size() + run.stop_recoveries().size(),
+                 run.recoveries().size() + run.stop_recoveries().size() + run.scheduler_recoveries().size(),
                  static_cast<unsigned long long>(o.seed),
                  !failure.empty() && failure != "the job ended" ? failure.c_str()
                  : launched != 0 ? fmt::format("the cluster ended with status {} (its error is above)", launched).c_str()
@@ -410,6 +467,10 @@ int RunChaos(const ChaosOptions& o) {
   if (!run.recoveries().empty()) {
     std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs (kill -> every worker progressing): %s\n",
                  run.recoveries().size(), Describe(run.recoveries()).c_str());
+  }
+  if (!run.scheduler_recoveries().empty()) {
+    std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs of the scheduler (kill -> every worker progressing): %s\n",
+                 run.scheduler_recoveries().size(), Describe(run.scheduler_recoveries()).c_str());
   }
   if (!run.stop_recoveries().empty()) {
     std::fprintf(o.out, "chaos: recovery from %zu SIGSTOPs (stop -> every worker progressing; heartbeat timeout %lld "

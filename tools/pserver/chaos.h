@@ -1,5 +1,5 @@
-// `pserver chaos`: kills servers of a running local cluster, again and again, and checks that
-// nothing acknowledged was lost and nothing applied twice.
+// `pserver chaos`: kills servers (or the scheduler) of a running local cluster, again and again,
+// and checks that nothing acknowledged was lost and nothing applied twice.
 //
 // It launches a cluster (RunLaunch) with replicas and `restart_servers`, whose workers run the
 // built-in check workload (demo_worker.h: several pushes in flight per round, every round's sums
@@ -37,6 +37,10 @@ struct ChaosOptions {
   // failed over from, when it must learn that it was replaced and exit without serving), or
   // either, drawn for each kill.
   enum class Faults { kKill, kStop, kMixed } faults = Faults::kKill;
+  // Whom the kills hit: servers; the scheduler (which then keeps the job's state in a file store
+  // and is started again by the launcher: it must resume the job, docs/durability.md section 6);
+  // or any of them, the scheduler as likely as each server. The scheduler is only SIGKILLed.
+  enum class Victims { kServers, kScheduler, kAny } victims = Victims::kServers;
   // With stops: the nodes' heartbeat timeout (their interval a tenth of it).
   std::chrono::milliseconds heartbeat_timeout{1000};
   uint64_t seed = 0;

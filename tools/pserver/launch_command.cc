@@ -62,9 +62,13 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
                   "when a server dies")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
+  auto store = std::make_shared<std::string>();
+  cmd->add_option("--store", *store,
+                  "The scheduler keeps the job's state here (file:DIR or etcd:http://HOST:PORT[/PREFIX]; `pserver "
+                  "scheduler --store`)");
   cmd->add_flag("--restart", o->restart_servers,
-                "With --replicas 2 or more: start a server that dies again, as a new server that joins the job and "
-                "takes a share of the keys back");
+                "Start what dies again: with --replicas 2 or more a server (as a new server that joins the job and "
+                "takes a share of the keys back), with --store the scheduler (it resumes the job)");
   cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
   cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
   cmd->callback([=] {
@@ -87,9 +91,17 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
         opts.scheduler_argv.insert(opts.scheduler_argv.end(), {"--replicas", fmt::format("{}", *replicas)});
         opts.servers_may_die = true;
       }
-      if (opts.restart_servers && !opts.servers_may_die) {
-        std::fprintf(stderr, "launch: --restart needs --replicas 2 or more (without replicas a dead server's keys are "
-                             "lost, and a restarted server would serve them empty)\n");
+      if (!store->empty()) {
+        // A file store's directory made absolute, so that a scheduler started again finds it.
+        const std::string url = store->rfind("file:", 0) == 0 ? "file:" + absolute(store->substr(5)) : *store;
+        opts.scheduler_argv.insert(opts.scheduler_argv.end(), {"--store", url});
+      }
+      const bool restart = opts.restart_servers;
+      opts.restart_servers = restart && opts.servers_may_die;
+      opts.restart_scheduler = restart && !store->empty();
+      if (restart && !opts.restart_servers && !opts.restart_scheduler) {
+        std::fprintf(stderr, "launch: --restart needs --replicas 2 or more (to start servers again: without replicas a "
+                             "dead server's keys are lost) or --store (to start the scheduler again)\n");
         return 2;
       }
       opts.startup_timeout = std::chrono::milliseconds(*startup_ms);
@@ -140,6 +152,14 @@ void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<i
                   "kill: SIGKILL each victim; stop: SIGSTOP it (a silent server, found by heartbeats), then SIGCONT it "
                   "once failed over from (it must exit, replaced); mixed: either, drawn by the seed")
       ->transform(CLI::CheckedTransformer(faults, CLI::ignore_case))
+      ->capture_default_str();
+  const std::map<std::string, ChaosOptions::Victims> victims = {{"servers", ChaosOptions::Victims::kServers},
+                                                                 {"scheduler", ChaosOptions::Victims::kScheduler},
+                                                                 {"any", ChaosOptions::Victims::kAny}};
+  cmd->add_option("--victims", o->victims,
+                  "servers: kill servers; scheduler: kill the scheduler (it keeps the job's state in a store and is "
+                  "started again: it must resume the job); any: either, the scheduler as likely as each server")
+      ->transform(CLI::CheckedTransformer(victims, CLI::ignore_case))
       ->capture_default_str();
   auto heartbeat_ms = std::make_shared<int64_t>(o->heartbeat_timeout.count());
   cmd->add_option("--heartbeat-timeout-ms", *heartbeat_ms,

@@ -351,7 +351,17 @@ struct Child {
   Clock::time_point started;
   std::optional<ExitInfo> exit;
   std::array<LineStream, 2> streams;  // stdout, stderr
+  bool killed_after_the_end = false;  // a stopped worker the launcher killed once the job ended well
 };
+
+// Whether process `pid` is stopped (SIGSTOP: state T in /proc/PID/stat).
+bool IsStopped(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const size_t comm_end = stat.rfind(')');  // the command name may hold spaces and parentheses
+  return comm_end != std::string::npos && comm_end + 2 < stat.size() && stat[comm_end + 2] == 'T';
+}
 
 void WriteLine(const LineStream& stream, const std::string& prefix, std::string_view line) {
   if (stream.keep && !stream.keep(line)) return;
@@ -463,6 +473,8 @@ class Launcher {
   SignalPipe& signals_;
   std::string tmp_dir_;
   std::string address_file_;
+  std::vector<std::string> scheduler_command_;  // as started (a restart runs it again)
+  int scheduler_restarts_ = 0;                  // schedulers to start again after this poll
   std::string address_;  // the scheduler's, once read from address_file_
   int null_fd_ = -1;
   pid_t group_ = 0;  // the scheduler's pid, leader of the children's process group
@@ -495,12 +507,13 @@ int Launcher::Run() {
     Teardown();
     return 1;
   }
-  std::vector<std::string> argv = opt_.scheduler_argv;
-  argv.insert(argv.end(), {"--host", opt_.host, "--port", "0", "--num-servers",
-                           std::to_string(opt_.num_servers), "--num-workers",
-                           std::to_string(opt_.num_workers), "--address-file", address_file_});
+  scheduler_command_ = opt_.scheduler_argv;
+  scheduler_command_.insert(scheduler_command_.end(), {"--host", opt_.host, "--port", "0", "--num-servers",
+                                                       std::to_string(opt_.num_servers), "--num-workers",
+                                                       std::to_string(opt_.num_workers), "--address-file",
+                                                       address_file_});
   deadline_ = Clock::now() + opt_.startup_timeout;
-  Start(Role::kScheduler, 0, std::move(argv));
+  Start(Role::kScheduler, 0, scheduler_command_);
   while (!AllExited()) PollOnce();
   Teardown();
   return exit_code_.value_or(0);
@@ -577,9 +590,11 @@ bool Launcher::Start(Role role, int rank, std::vector<std::string> argv) {
   if (role == Role::kWorker && opt_.on_worker_line) {
     child.streams[0].keep = [this, rank](std::string_view line) { return opt_.on_worker_line(rank, line); };
   }
-  if (child.pid > 0 && role != Role::kScheduler && opt_.on_start) opt_.on_start(role, rank, child.pid);
+  if (child.pid > 0 && opt_.on_start) opt_.on_start(role, rank, child.pid);
   const std::string name = child.name;
-  if (role == Role::kScheduler && child.pid > 0) group_ = child.pid;
+  // The first scheduler leads the group; one started again joins it (the leader, a zombie, is
+  // reaped only at teardown, so the group id stays its).
+  if (role == Role::kScheduler && child.pid > 0 && group_ == 0) group_ = child.pid;
   if (child.pid > 0) children_.push_back(std::move(child));
   if (spawned.status.ok()) return true;
   Stop("cannot start " + name + ": " + spawned.status.message(),
@@ -661,13 +676,17 @@ void Launcher::ReapChildren() {
     if (child.exit->lost && child.pid == group_) group_ = 0;
     // The hook hears of the exit while the child is a zombie, so that its pid cannot have been
     // taken by another process yet; then it is reaped (but the group's leader: see the class).
-    if (child.role != Role::kScheduler && opt_.on_exit) {
-      opt_.on_exit(child.role, child.index, !child.exit->signaled && !child.exit->lost, child.exit->Describe());
+    if (opt_.on_exit) {
+      opt_.on_exit(child.role, child.index, !child.exit->signaled && !child.exit->lost,
+                   child.exit->Describe());
     }
     if (child.pid != group_ && !child.exit->lost) ReapBlocking(child.pid);
     OnChildExit(child);
   }
   // Started only now: starting appends to children_, which the loop above walks.
+  for (int i = std::exchange(scheduler_restarts_, 0); i > 0 && phase_ == Phase::kRunning; --i) {
+    if (!Start(Role::kScheduler, 0, scheduler_command_)) break;
+  }
   const int restarts = std::exchange(servers_to_restart_, 0);
   for (int i = 0; i < restarts && phase_ == Phase::kRunning; ++i) {
     if (!StartServer()) break;
@@ -684,13 +703,24 @@ void Launcher::OnChildExit(Child& child) {
   if (phase_ == Phase::kDraining) {
     if (!exit.ok()) Message(child.name + " " + exit.Describe() + " after the workers finished");
   } else if (child.role == Role::kWorker) {
-    if (!exit.ok() && exit.signaled && opt_.workers_may_die) {
+    // Only a worker killed from outside while the job runs is the others' to take over: one that
+    // crashed (another signal) failed, and one that dies after the job ended may be the lead,
+    // before its model is in place.
+    const bool killed = exit.signaled && (exit.value == SIGKILL || exit.value == SIGTERM);
+    if (child.killed_after_the_end) {
+      Message(child.name + " " + exit.Describe());
+    } else if (!exit.ok() && killed && opt_.workers_may_die && early_exit_.empty()) {
       Message(child.name + " " + exit.Describe() + " while the workers run; the others take over its work");
     } else if (!exit.ok()) {
-      Stop(child.name + " " + exit.Describe(), exit.ExitCode());
+      Stop(child.name + " " + exit.Describe() + (early_exit_.empty() ? "" : " after the job ended"), exit.ExitCode());
     }
   } else if (phase_ == Phase::kWaitingForAddress) {
     Stop(child.name + " " + exit.Describe() + " before writing its address to " + address_file_, 1);
+  } else if (child.role == Role::kScheduler && opt_.restart_scheduler && exit.signaled &&
+             (exit.value == SIGKILL || exit.value == SIGTERM)) {
+    Message(child.name + " " + exit.Describe() + " while the workers run; starting it again: it resumes the job from "
+            "its store");
+    scheduler_restarts_++;
   } else if (!exit.ok() && child.role == Role::kServer && opt_.servers_may_die) {
     const std::string what = child.name + " " + exit.Describe() + " while the workers run";
     const auto lived = Clock::now() - child.started;
@@ -781,16 +811,25 @@ void Launcher::OnDeadline() {
     case Phase::kRunning:
       if (opt_.workers_may_die) {
         // The scheduler ended the job well, so every worker finished or had its work taken
-        // over: one still running was declared dead while alive (stopped, say) and has no part
-        // in the job any more.
+        // over: one that is stopped was declared dead while alive and has no part in the job any
+        // more. One that runs may still be finishing (the lead putting its model in place): it
+        // is waited for as below.
+        bool running = false;
         for (Child& c : children_) {
-          if (c.role != Role::kWorker || c.exit) continue;
-          Message(c.name + " still running " + grace + " after the job ended well: it was declared dead and its "
-                  "work taken over; killing it");
+          if (c.role != Role::kWorker || c.exit || c.killed_after_the_end) continue;
+          if (!IsStopped(c.pid)) {
+            running = true;
+            continue;
+          }
+          Message(c.name + " is stopped " + grace + " after the job ended well: it was declared dead and its work "
+                  "taken over; killing it");
+          c.killed_after_the_end = true;
           ::kill(c.pid, SIGKILL);
         }
-        deadline_ = Clock::now() + opt_.grace;
-        break;
+        if (!running) {
+          deadline_ = Clock::now() + opt_.grace;
+          break;
+        }
       }
       Stop(early_exit_ + " exited with status 0 but workers were still running " + grace + " later",
            1);

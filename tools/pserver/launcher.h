@@ -55,9 +55,10 @@ struct LaunchOptions {
   // The workers hand a dead worker's work to the others (`pserver train linear`: a live worker
   // reads its data, Node::TakeOver): a worker killed by a signal while the workers run is
   // reported and the others go on (the scheduler ends the job if nobody took its work over,
-  // which the workers then report). A worker that fails by itself still stops the launch. A
-  // worker still running `grace` after the scheduler ended the job well (declared dead while
-  // alive, e.g. stopped: its work was taken over) is SIGKILLed, and the launch succeeds.
+  // which the workers then report). A worker that fails by itself, crashes (a signal other than
+  // SIGKILL and SIGTERM) or dies after the scheduler ended the job still stops the launch. A
+  // worker stopped (SIGSTOP) `grace` after the scheduler ended the job well was declared dead
+  // while alive and its work taken over: it is SIGKILLed, and the launch succeeds.
   bool workers_may_die = false;
   // `--restart` (with servers_may_die): a server that fails while the workers run is started
   // again at once, as a new server (the next index, "server N") that joins the job as any late
@@ -66,13 +67,19 @@ struct LaunchOptions {
   // 1 s of its start, or crashed (a signal other than SIGKILL and SIGTERM) that soon: it cannot
   // start, and would fail again; the cluster stops. Nor one drained (it exited 0).
   bool restart_servers = false;
+  // The scheduler keeps the job's state in a store (`--store`): a scheduler killed (SIGKILL or
+  // SIGTERM) while the workers run is started again with the same command, and resumes the job
+  // from the store at its recorded address (docs/durability.md, section 6). One that fails by
+  // itself still stops the launch.
+  bool restart_scheduler = false;
 
   // Hooks for a program that drives the running cluster (`pserver chaos`); each may be empty.
   // All are called on RunLaunch's thread, so they must be quick and must not call RunLaunch.
   // The scheduler's address, once it wrote it.
   std::function<void(const std::string& address)> on_scheduler_address;
-  // A server or worker process started (`index`: its place in start order within its role;
-  // a restarted server gets a new one) and, later, exited: `by_itself` when it exited with a
+  // A scheduler, server or worker process started (`index`: its place in start order within its
+  // role; a restarted server gets a new one, a restarted scheduler is index 0 again) and, later,
+  // exited: `by_itself` when it exited with a
   // status (not by a signal), `how` says how ("exited with status 1", "killed by signal 9
   // (SIGKILL)"). on_exit runs before the child is reaped: until it returns, its pid is taken.
   std::function<void(LaunchRole role, int index, pid_t pid)> on_start;

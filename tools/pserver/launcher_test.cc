@@ -358,6 +358,41 @@ TEST_F(LauncherTest, ALaunchWhoseEveryWorkerWasKilledFails) {
   ExpectNothingRemains({"worker.0.pid", "worker.1.pid"});  // the others may be stopped before they record theirs
 }
 
+// `launch --store ... --restart`: a scheduler killed is started again with the same command
+// (it resumes the job from its store); the workers' status is the launch's.
+TEST_F(LauncherTest, RestartsTheSchedulerThatDiesWhenItKeepsAStore) {
+  LaunchOptions options = Options(1, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
+                                  "await_cluster\n"
+                                  "first=$(cat \"$D/scheduler.pid\")\n"
+                                  "kill -KILL \"$first\"\n"
+                                  "while [ \"$(cat \"$D/scheduler.pid\")\" = \"$first\" ]; do sleep 0.01; done");
+  options.restart_scheduler = true;
+
+  EXPECT_EQ(RunLaunch(options), 0);
+
+  EXPECT_TRUE(Contains(Err(), "launch: scheduler killed by signal 9 (SIGKILL) while the workers run; starting it again: "
+                              "it resumes the job from its store\n"));
+  // Started twice with the same command.
+  const std::string out = Out();
+  const size_t first = out.find("scheduler args: ");
+  ASSERT_NE(first, std::string::npos) << out;
+  const std::string args = out.substr(first, out.find('\n', first) - first);
+  EXPECT_NE(out.find(args, first + 1), std::string::npos) << out;
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
+}
+
+// Without a store a dead scheduler ends the launch, as before.
+TEST_F(LauncherTest, ASchedulerThatDiesEndsTheLaunchWithoutAStore) {
+  LaunchOptions options = Options(1, 1, Fake::kExitWhenWorkersDone, Fake::kRunUntilKilled,
+                                  "await_cluster\n"
+                                  "kill -KILL \"$(cat \"$D/scheduler.pid\")\"\n"
+                                  "exec sleep 1000");
+
+  EXPECT_EQ(RunLaunch(options), 1);
+
+  EXPECT_TRUE(Contains(Err(), "launch: scheduler killed by signal 9 (SIGKILL) before the workers finished"));
+}
+
 // `launch --restart`: the server killed is started again, as the next server index, and the
 // hooks of a driving program (`pserver chaos`) hear of every start, exit and worker line.
 TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
@@ -374,11 +409,13 @@ TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
   options.on_scheduler_address = [&](const std::string& a) { address = a; };
   pid_t pid0 = -1;
   options.on_start = [&](LaunchRole role, int index, pid_t pid) {
+    if (role == LaunchRole::kScheduler) return;
     events.push_back((role == LaunchRole::kServer ? "start server " : "start worker ") + std::to_string(index));
     EXPECT_GT(pid, 0);
     if (role == LaunchRole::kServer && index == 0) pid0 = pid;
   };
   options.on_exit = [&](LaunchRole role, int index, bool by_itself, const std::string& how) {
+    if (role == LaunchRole::kScheduler) return;
     events.push_back((role == LaunchRole::kServer ? "exit server " : "exit worker ") + std::to_string(index));
     if (role == LaunchRole::kServer && index == 0) {
       EXPECT_FALSE(by_itself);
