@@ -159,12 +159,7 @@ void Trainer::BuildLocal() {
 
 Result<std::vector<uint64_t>> Trainer::Adopt(const std::vector<uint32_t>& shares) {
   if (!inflight_.empty()) return Status::Internal("shares taken over while pulls are in flight");
-  Dataset merged = *data_;
-  for (uint32_t share : shares) {
-    PSERVER_ASSIGN_OR_RETURN(Dataset rows, o_.load_share(share));
-    merged.Append(rows);
-  }
-  adopted_ = std::move(merged);
+  PSERVER_ASSIGN_OR_RETURN(adopted_, WithShares(*data_, shares, o_.load_share));
   data_ = &adopted_;
   cols_ = ToColumns(*data_);
   BuildLocal();
@@ -350,6 +345,15 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
 }
 
 }  // namespace
+
+Result<Dataset> WithShares(const Dataset& rows, const std::vector<uint32_t>& shares, const ShareLoader& load) {
+  Dataset merged = rows;
+  for (uint32_t share : shares) {
+    PSERVER_ASSIGN_OR_RETURN(Dataset more, load(share));
+    merged.Append(more);
+  }
+  return merged;
+}
 
 Result<DbpgResult> TrainDbpg(Node& node, const Dataset& local, const DbpgOptions& options,
                              const std::function<void(const PassReport&)>& on_pass) {

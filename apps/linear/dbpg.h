@@ -53,6 +53,8 @@ namespace pserver::linear {
 // Loads share `share` of the job's data -- the rows worker `share` started with -- for a worker
 // that takes it over when that worker is lost (job_stats.h). Empty: a lost worker ends the job.
 using ShareLoader = std::function<Result<Dataset>(uint32_t share)>;
+// `rows` followed by the rows of `shares`, loaded by `load`.
+Result<Dataset> WithShares(const Dataset& rows, const std::vector<uint32_t>& shares, const ShareLoader& load);
 
 struct DbpgOptions {
   double l1 = 1.0;

@@ -61,12 +61,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   Adopter adopt;
   if (o.load_share) {
     adopt = [&](const std::vector<uint32_t>& shares) -> Result<std::vector<uint64_t>> {
-      Dataset merged = *rows;
-      for (uint32_t share : shares) {
-        PSERVER_ASSIGN_OR_RETURN(Dataset more, o.load_share(share));
-        merged.Append(more);
-      }
-      adopted = std::move(merged);
+      PSERVER_ASSIGN_OR_RETURN(adopted, WithShares(*rows, shares, o.load_share));
       rows = &adopted;
       all_features = SortedFeatures(*rows, 0, rows->num_rows());
       return all_features;

@@ -92,12 +92,7 @@ class EtcdStore final : public Store {
 
  private:
   Status CheckValue(std::string_view key, std::string_view value) const {
-    PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
-    if (value.size() > kMaxStoreValue) {
-      return Status::InvalidArgument(
-          fmt::format("{}: the value of {} has {} bytes, more than {}", Describe(), key, value.size(), kMaxStoreValue));
-    }
-    return Status::Ok();
+    return CheckStoreEntry(Describe(), key, value);
   }
 
   // POSTs `body` to /v3/kv/<what>; the reply's JSON, or an error naming the store, the

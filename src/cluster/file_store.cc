@@ -169,12 +169,7 @@ class FileStore final : public Store {
   }
 
   Status CheckValue(std::string_view key, std::string_view value) const {
-    PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
-    if (value.size() > kMaxStoreValue) {
-      return Status::InvalidArgument(
-          fmt::format("{}: the value of {} has {} bytes, more than {}", Describe(), key, value.size(), kMaxStoreValue));
-    }
-    return Status::Ok();
+    return CheckStoreEntry(Describe(), key, value);
   }
 
   Result<std::string> Read(std::string_view key) const {
@@ -235,6 +230,15 @@ Status CheckStoreKey(std::string_view key) {
   if (key.empty() || key.size() > kMaxStoreKey || !chars_ok) {
     return Status::InvalidArgument(fmt::format("store key '{}': keys are 1 to {} bytes of A-Z a-z 0-9 . _ - /", key,
                                                kMaxStoreKey));
+  }
+  return Status::Ok();
+}
+
+Status CheckStoreEntry(const std::string& store, std::string_view key, std::string_view value) {
+  PSERVER_RETURN_IF_ERROR(CheckStoreKey(key));
+  if (value.size() > kMaxStoreValue) {
+    return Status::InvalidArgument(
+        fmt::format("{}: the value of {} has {} bytes, more than {}", store, key, value.size(), kMaxStoreValue));
   }
   return Status::Ok();
 }

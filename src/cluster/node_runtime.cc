@@ -510,6 +510,15 @@ void NodeRuntime::FlushEarlyData() {
   early_data_.clear();
 }
 
+void NodeRuntime::CompleteCall(Message&& reply) {
+  MutexLock lock(&mu_);
+  auto it = calls_.find(reply.header.request_id);
+  if (it == calls_.end()) return;  // the caller timed out and left
+  it->second.done = true;
+  it->second.reply = std::move(reply);
+  cv_.SignalAll();
+}
+
 void NodeRuntime::HandleControl(Message&& msg) {
   const auto& h = msg.header;
   switch (h.type) {
@@ -552,15 +561,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kBarrierRelease:
-    case MessageType::kDeclareTableReply: {
-      MutexLock lock(&mu_);
-      auto it = calls_.find(h.request_id);
-      if (it == calls_.end()) return;  // the caller timed out and left
-      it->second.done = true;
-      it->second.reply = std::move(msg);
-      cv_.SignalAll();
-      return;
-    }
+    case MessageType::kDeclareTableReply: return CompleteCall(std::move(msg));
     case MessageType::kTableAnnounce:
       // In order with the data: the handler hears of the table before any request for it.
       Enqueue(DataItem(std::function<void()>([this, announce = std::move(msg)]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(data_mu_) {
@@ -648,15 +649,7 @@ void NodeRuntime::HandleControl(Message&& msg) {
       return;
     }
     case MessageType::kAdminReply:
-      if (h.request_id != 0) {  // an answer to a Call (TakeOver)
-        MutexLock lock(&mu_);
-        auto it = calls_.find(h.request_id);
-        if (it == calls_.end()) return;  // the caller timed out and left
-        it->second.done = true;
-        it->second.reply = std::move(msg);
-        cv_.SignalAll();
-        return;
-      }
+      if (h.request_id != 0) return CompleteCall(std::move(msg));  // an answer to a Call (TakeOver)
       if (h.is_error()) {
         PSERVER_LOG_WARN("{}: the scheduler refused: {}", DescribeNode(id_), CarriedError(msg).message());
       } else if (!msg.frames.empty()) {

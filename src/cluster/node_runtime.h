@@ -380,6 +380,8 @@ class NodeRuntime {
   // Sends this worker's kFinalize (kept in finalize_); OK when sent, or when the scheduler keeps
   // the job's state in a store (the next one is sent it again), else the error for `what`.
   Status SendFinalize(transport::Message finalize, const char* what);
+  // The answer to a Call (matched by request_id): wakes its caller, if it still waits.
+  void CompleteCall(transport::Message&& reply);
 
   // The data queue, from the receive thread to the data thread.
   Mutex queue_mu_;

@@ -73,5 +73,8 @@ Result<std::unique_ptr<Store>> OpenEtcdStore(const std::string& endpoint, const 
 
 // OK for a valid key (above), else kInvalidArgument naming it.
 Status CheckStoreKey(std::string_view key);
+// OK for a valid key and a value of at most kMaxStoreValue bytes, else kInvalidArgument naming
+// `store` (its Describe()) and the key.
+Status CheckStoreEntry(const std::string& store, std::string_view key, std::string_view value);
 
 }  // namespace pserver::cluster
