@@ -108,6 +108,12 @@ class Node {
   // kInvalidArgument if `lost` is no worker that died before finishing.
   Status TakeOver(NodeId lost, std::chrono::milliseconds timeout = kDefaultControlTimeout);
 
+  // Workers and servers: CheckpointJob asked over this node's own connection to the scheduler
+  // (so it works on any transport): checkpoints the job into `dir` (made absolute here) and
+  // returns the scheduler's summary once the checkpoint is complete. A checkpoint taken while
+  // no worker pushes (e.g. between two barriers) is a consistent cut of the job.
+  Result<std::string> Checkpoint(const std::string& dir, std::chrono::milliseconds timeout = kDefaultControlTimeout);
+
   // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
   // reason otherwise (a dead node, a cluster that did not form in time, ...). A server holds
   // requests that arrive before Run, so create its KVServer objects first.

@@ -95,6 +95,10 @@ struct TableSpec {
   // whose rule expects another arity.
   uint32_t push_arity = 1;
   InitializerSpec initializer{};
+  // Part of the job's state: written in checkpoints and, when servers resume a job, filled from
+  // one (docs/durability.md, section 2). false for a job's scratch table -- sums the workers
+  // agree through, say -- which no checkpoint holds and which a resumed job starts empty.
+  bool checkpointed = true;
 
   friend bool operator==(const TableSpec&, const TableSpec&) = default;
 };

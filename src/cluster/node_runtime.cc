@@ -107,6 +107,15 @@ Status NodeRuntime::TakeOver(NodeId lost, milliseconds timeout) {
       .status();
 }
 
+Result<std::string> NodeRuntime::Checkpoint(const std::string& dir, milliseconds timeout) {
+  Message ask = ToScheduler(MessageType::kAdmin);
+  ask.frames.push_back(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", dir}));
+  PSERVER_ASSIGN_OR_RETURN(Message reply, Call(std::move(ask), timeout,
+                                               fmt::format("{}: checkpoint into {}", DescribeNode(id_), dir)));
+  if (reply.frames.empty()) return std::string();
+  return std::string(reinterpret_cast<const char*>(reply.frames[0].data()), reply.frames[0].size());
+}
+
 void NodeRuntime::ReportReplicasSynced(Epoch epoch) {
   replicas_synced_.store(epoch.value + 1, std::memory_order_relaxed);
   Message beat = ToScheduler(MessageType::kHeartbeat);

@@ -215,6 +215,9 @@ class NodeRuntime {
   // finished, so that the job may end well without it. Returns the scheduler's answer
   // (kInvalidArgument: `lost` is no such worker); kDeadlineExceeded after `timeout`.
   Status TakeOver(NodeId lost, std::chrono::milliseconds timeout);
+  // Worker or server: asks the scheduler to checkpoint the job into `dir` (absolute) and waits
+  // for the end: the scheduler's one-line summary, or its error (docs/durability.md, section 2).
+  Result<std::string> Checkpoint(const std::string& dir, std::chrono::milliseconds timeout);
   // Server: asks the scheduler to drain this server (move its keys to the others, then end its
   // part in the job, which WaitForShutdown then sees as a normal end). Returns once asked; a
   // refusal (the last server) is logged when it comes and the server goes on serving.

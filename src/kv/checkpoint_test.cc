@@ -213,6 +213,56 @@ TEST_F(CheckpointTest, APeriodicCheckpointComesWithoutBeingAsked) {
   ASSERT_OK(job.worker->Finalize());
 }
 
+// A worker asks for the checkpoint itself (Node::Checkpoint, over its own connection); a scratch
+// table (TableSpec::checkpointed false) is left out of it, and a resumed job starts it empty,
+// while the other tables come back.
+TEST_F(CheckpointTest, AWorkerAsksForACheckpointThatLeavesScratchTablesOut) {
+  const uint64_t seed = 7;
+  TableSpec scratch{.name = "scratch", .checkpointed = false};
+  const std::vector<Key> scratch_keys = {1, 2, 3};
+  std::vector<std::vector<float>> at_checkpoint;
+  {
+    Job a(2);
+    Result<std::vector<TableId>> tables = DeclareAll(*a.worker);
+    ASSERT_OK(tables);
+    Result<TableId> s = a.worker->DeclareTable(scratch);
+    ASSERT_OK(s);
+    KVWorker<float> kv(*a.worker);
+    ASSERT_OK(PushRound(kv, *tables, seed, 0));
+    Result<Timestamp> ts = kv.Push(*s, std::vector<Key>(scratch_keys), std::vector<float>{1, 2, 3});
+    ASSERT_OK(ts);
+    ASSERT_OK(kv.Wait(*ts));
+    Result<std::string> summary = a.worker->Checkpoint(dir_, seconds(60));
+    ASSERT_OK(summary);
+    EXPECT_NE(summary->find(cluster::CheckpointDirectory(dir_, 1) + " complete"), std::string::npos) << *summary;
+    Result<std::vector<std::vector<float>>> pulled = PullAll(kv, *tables, seed);
+    ASSERT_OK(pulled);
+    at_checkpoint = std::move(*pulled);
+    ASSERT_OK(a.worker->Finalize());
+  }
+  Result<cluster::FoundCheckpoint> found = cluster::LatestCheckpoint(dir_);
+  ASSERT_OK(found);
+  uint64_t rows = 0;
+  for (const auto& f : found->manifest.files) rows += f.rows;
+  EXPECT_EQ(rows, KeysOf(0, seed).size() + KeysOf(1, seed).size() + 1000) << "only the checkpointed tables' rows";
+
+  Job b(1, dir_);
+  Result<std::vector<TableId>> tables = DeclareAll(*b.worker);
+  ASSERT_OK(tables);
+  Result<TableId> s = b.worker->DeclareTable(scratch);
+  ASSERT_OK(s) << "a scratch table is no part of the checkpoint";
+  KVWorker<float> kv(*b.worker);
+  Result<std::vector<std::vector<float>>> resumed = PullAll(kv, *tables, seed);
+  ASSERT_OK(resumed);
+  ExpectBitIdentical(*resumed, at_checkpoint, "values at the checkpoint");
+  SharedArray<float> got;
+  Result<Timestamp> ts = kv.Pull(*s, std::vector<Key>(scratch_keys), &got);
+  ASSERT_OK(ts);
+  ASSERT_OK(kv.Wait(*ts));
+  EXPECT_EQ(std::vector<float>(got.begin(), got.end()), std::vector<float>(3, 0.0f)) << "the scratch table starts empty";
+  ASSERT_OK(b.worker->Finalize());
+}
+
 TEST_F(CheckpointTest, AMissingDirectoryIsRefusedByName) {
   Job job(1);
   ASSERT_OK(DeclareAll(*job.worker).status());

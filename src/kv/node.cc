@@ -77,15 +77,30 @@ Result<std::string> DrainServer(const std::string& scheduler_address, NodeId nod
   return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kDrain, node, "", ""}, timeout, host);
 }
 
-Result<std::string> CheckpointJob(const std::string& scheduler_address, const std::string& dir,
-                                  std::chrono::milliseconds timeout, const std::string& host) {
+namespace {
+
+// `dir` as the scheduler and the servers are to find it.
+Result<std::string> AbsoluteCheckpointDirectory(const std::string& dir) {
   if (dir.empty()) return Status::InvalidArgument("a checkpoint needs a directory");
   std::error_code ec;
   const std::filesystem::path absolute = std::filesystem::absolute(dir, ec);
   if (ec) return Status::InvalidArgument(fmt::format("checkpoint directory {}: {}", dir, ec.message()));
-  return AskScheduler(scheduler_address,
-                      cluster::AdminRequest{cluster::AdminOp::kCheckpoint, NodeId(), "", absolute.lexically_normal().string()},
+  return absolute.lexically_normal().string();
+}
+
+}  // namespace
+
+Result<std::string> CheckpointJob(const std::string& scheduler_address, const std::string& dir,
+                                  std::chrono::milliseconds timeout, const std::string& host) {
+  PSERVER_ASSIGN_OR_RETURN(std::string absolute, AbsoluteCheckpointDirectory(dir));
+  return AskScheduler(scheduler_address, cluster::AdminRequest{cluster::AdminOp::kCheckpoint, NodeId(), "", absolute},
                       timeout, host);
+}
+
+Result<std::string> Node::Checkpoint(const std::string& dir, std::chrono::milliseconds timeout) {
+  if (role_ == Role::kScheduler || !runtime_) return Status::InvalidArgument("a worker or a server asks for a checkpoint");
+  PSERVER_ASSIGN_OR_RETURN(std::string absolute, AbsoluteCheckpointDirectory(dir));
+  return runtime_->Checkpoint(absolute, timeout);
 }
 
 Status Node::TakeOver(NodeId lost, std::chrono::milliseconds timeout) {

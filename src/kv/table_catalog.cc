@@ -43,13 +43,14 @@ transport::Bytes EncodeTableSpec(const TableSpec& m) {
   w.U8(static_cast<uint8_t>(m.initializer.kind));
   w.F64(m.initializer.scale);
   w.U64(m.initializer.seed);
+  w.U8(m.checkpointed ? 1 : 0);
   return transport::BytesFromString(w.Take());
 }
 
 Result<TableSpec> DecodeTableSpec(const transport::Bytes& body) {
   WireReader r({body.data(), body.size()});
   TableSpec m;
-  uint8_t vt = 0, var = 0, placement = 0, storage = 0, init_kind = 0;
+  uint8_t vt = 0, var = 0, placement = 0, storage = 0, init_kind = 0, checkpointed = 0;
   uint32_t num_params = 0;
   bool ok = r.Str(&m.name, kMaxWireName) && r.U8(&vt) && r.U32(&m.width) && r.U8(&var) && r.U8(&placement) &&
             r.U64(&m.key_range.first) && r.U64(&m.key_range.last) && r.U8(&storage) &&
@@ -63,14 +64,16 @@ Result<TableSpec> DecodeTableSpec(const transport::Bytes& body) {
     if (!m.updater.params.empty() && !(m.updater.params.rbegin()->first < name)) return Malformed();
     m.updater.params.emplace_hint(m.updater.params.end(), std::move(name), value);
   }
-  ok = r.U32(&m.push_arity) && r.U8(&init_kind) && r.F64(&m.initializer.scale) && r.U64(&m.initializer.seed);
-  if (!ok || !r.Done() || var > 1 || placement > static_cast<uint8_t>(KeyPlacement::kIdentity) ||
+  ok = r.U32(&m.push_arity) && r.U8(&init_kind) && r.F64(&m.initializer.scale) && r.U64(&m.initializer.seed) &&
+       r.U8(&checkpointed);
+  if (!ok || !r.Done() || var > 1 || checkpointed > 1 || placement > static_cast<uint8_t>(KeyPlacement::kIdentity) ||
       storage > static_cast<uint8_t>(StorageKind::kDense) ||
       init_kind > static_cast<uint8_t>(InitializerSpec::Kind::kUniform)) {
     return Malformed();
   }
   m.value_type = static_cast<ValueType>(vt);
   m.variable_length = var == 1;
+  m.checkpointed = checkpointed == 1;
   m.placement = static_cast<KeyPlacement>(placement);
   m.storage = static_cast<StorageKind>(storage);
   m.initializer.kind = static_cast<InitializerSpec::Kind>(init_kind);
@@ -170,8 +173,9 @@ Status ValidateTableSpec(const TableSpec& spec, const Updater* rule) {
 }
 
 std::string SummarizeTableSpec(const TableSpec& spec) {
-  return fmt::format("{}, width {}, {} length, updater '{}', push_arity {}", ValueTypeName(spec.value_type), spec.width,
-                     spec.variable_length ? "variable" : "fixed", spec.updater.name, spec.push_arity);
+  return fmt::format("{}, width {}, {} length, updater '{}', push_arity {}{}", ValueTypeName(spec.value_type), spec.width,
+                     spec.variable_length ? "variable" : "fixed", spec.updater.name, spec.push_arity,
+                     spec.checkpointed ? "" : ", not checkpointed");
 }
 
 Result<TableId> DeclareTable(cluster::NodeRuntime& runtime, const TableSpec& spec, std::chrono::milliseconds timeout) {

@@ -104,6 +104,7 @@ TEST(TableCatalogTest, EncodesTableSpecInTheDocumentedOrder) {
   s.updater = UpdaterSpec{"sgd", {{"lr", 0.5}}};
   s.push_arity = 1;
   s.initializer = {InitializerSpec::Kind::kUniform, 2.0, 9};
+  s.checkpointed = false;
   base::WireWriter w;
   w.Str("t");
   w.U8(3);
@@ -121,6 +122,7 @@ TEST(TableCatalogTest, EncodesTableSpecInTheDocumentedOrder) {
   w.U8(1);                    // uniform
   w.U64(0x4000000000000000);  // 2.0
   w.U64(9);
+  w.U8(0);  // not checkpointed
   EXPECT_EQ(Text(EncodeTableSpec(s)), w.Take());
 }
 
@@ -167,6 +169,7 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
     std::vector<std::string> params;
     uint32_t declared_params = 0xFFFFFFFF;  // the count written; the number of params if left so
     uint8_t init_kind = 0;
+    uint8_t checkpointed = 1;
   };
   auto spec = [&](const std::function<void(SpecBody&)>& change) {
     SpecBody b;
@@ -190,6 +193,7 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
       w.U8(b.init_kind);
       w.U64(0);
       w.U64(0);
+      w.U8(b.checkpointed);
     });
   };
   EXPECT_OK(DecodeTableSpec(ExactCopy(spec([](SpecBody& b) {
@@ -198,6 +202,7 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
     b.storage = 1;
     b.params = {"a", "b"};
     b.init_kind = 1;
+    b.checkpointed = 0;
   }))));
   ExpectRefused(spec([](SpecBody& b) { b.var = 2; }), "variable_length 2");
   ExpectRefused(spec([](SpecBody& b) { b.placement = 3; }), "placement 3");
@@ -217,6 +222,7 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
                 }), "more params than counted");
   ExpectRefused(spec([](SpecBody& b) { b.declared_params = 0xFFFFFFFE; }), "a huge param count");
   ExpectRefused(spec([](SpecBody& b) { b.init_kind = 2; }), "initializer kind 2");
+  ExpectRefused(spec([](SpecBody& b) { b.checkpointed = 2; }), "checkpointed 2");
   // A version-1 body (without the fields added in version 2) is truncated.
   ExpectRefused(body([](auto& w) {
                   w.Str("t");

@@ -39,6 +39,7 @@ void KVServerCore::OnCheckpoint(const std::string& path,
       Result<TableStore*> store = FindStore(id);
       if (!store.ok()) continue;
       const TableSpec& spec = (*store)->spec();
+      if (!spec.checkpointed) continue;  // a scratch table: no part of the job's state
       tables.push_back({spec, (*store)->ListRows(RoutingRangePredicate(spec, mine))});
     }
   }

@@ -200,7 +200,8 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get(), owned);
   if (!store.ok()) return store.status().WithContext(where);
   table->store = std::move(*store);
-  if (!options_.resume_from.empty()) PSERVER_RETURN_IF_ERROR(ResumeRows(table->store.get(), *routing).WithContext(where));
+  // A scratch table starts empty: no checkpoint holds it.
+  if (!options_.resume_from.empty() && spec.checkpointed) PSERVER_RETURN_IF_ERROR(ResumeRows(table->store.get(), *routing).WithContext(where));
   return table;
 }
 
