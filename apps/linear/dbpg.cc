@@ -79,6 +79,9 @@ class Trainer {
   // Takes over `shares` of lost workers (JobStats' Adopter): adds their rows, pulls the current
   // weights of every local feature and computes the margins from them.
   Result<std::vector<uint64_t>> Adopt(const std::vector<uint32_t>& shares);
+  // Sets the weights, margins and KKT verdicts of the local columns from the weight table
+  // (weights and full gradients as every worker's margins hold them: between passes).
+  Status PullWeights();
   JobStats::Row Figures() const;
   Status StartIteration(int64_t t);
   Status FinishPull(InFlight& p);
@@ -98,6 +101,7 @@ class Trainer {
   KVWorker<double> kv_;
   TableId w_table_;
   std::unique_ptr<JobStats> stats_;
+  std::unique_ptr<PassCheckpoints> checkpoints_;
 
   Columns cols_;
   uint64_t num_features_ = 0;
@@ -134,6 +138,10 @@ Status Trainer::Setup() {
                                                     o_.describe_data, std::move(adopt)));
   num_features_ = stats_->num_features();
   BuildLocal();
+  PSERVER_ASSIGN_OR_RETURN(checkpoints_,
+                           PassCheckpoints::Create(node_, o_.table_prefix, o_.checkpoints, stats_->num_rows(),
+                                                   num_features_, o_.max_passes, o_.wait_timeout));
+  if (o_.checkpoints.resume) PSERVER_RETURN_IF_ERROR(PullWeights());
   return Status::Ok();
 }
 
@@ -164,6 +172,11 @@ Result<std::vector<uint64_t>> Trainer::Adopt(const std::vector<uint32_t>& shares
   cols_ = ToColumns(*data_);
   BuildLocal();
   // Every worker finished the pass: the weights are those every worker's margins include.
+  PSERVER_RETURN_IF_ERROR(PullWeights());
+  return cols_.ids;
+}
+
+Status Trainer::PullWeights() {
   if (!cols_.ids.empty()) {
     SharedArray<double> vals;
     PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(w_table_, std::vector<Key>(cols_.ids), &vals));
@@ -183,7 +196,7 @@ Result<std::vector<uint64_t>> Trainer::Adopt(const std::vector<uint32_t>& shares
       }
     }
   }
-  return cols_.ids;
+  return Status::Ok();
 }
 
 Status Trainer::StartIteration(int64_t t) {
@@ -304,11 +317,20 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
   PSERVER_RETURN_IF_ERROR(Setup());
   DbpgResult result;
   result.num_features = num_features_;
-  double previous = std::numeric_limits<double>::infinity();
-  bool verifying = false;  // this pass runs every feature to confirm the filtered optimum
+  const TrainingProgress& from = checkpoints_->resumed();
+  result.resumed_from_pass = from.pass;
+  double previous = from.objective;
+  bool verifying = from.verifying;  // this pass runs every feature to confirm the filtered optimum
+  // Nothing recorded (a checkpoint from before the first recorded pass): rows never pushed hold
+  // no gradient to judge them by, so the first pass computes every feature.
+  if (from.full_pass_next || from.pass == 0) std::fill(active_.begin(), active_.end(), true);
   uint32_t workers_before = node_.num_workers();
-  int64_t t = 0;
-  for (int pass = 1; pass <= o_.max_passes; ++pass) {
+  int64_t t = int64_t{from.pass} * o_.num_blocks;
+  // Iteration t pushes at clock t, and the rule's state holds the clock of each weight's last
+  // step: a resumed job goes on at the clock it stopped at, so that no push of a new iteration
+  // is taken for one of an old iteration of the same number.
+  if (t > 0) PSERVER_RETURN_IF_ERROR(kv_.ClockTo(static_cast<uint64_t>(t)).status());
+  for (int pass = from.pass + 1; pass <= o_.max_passes; ++pass) {
     for (uint32_t b = 0; b < o_.num_blocks; ++b, ++t) {
       // A block is never recomputed before its own previous step is in the margins: the
       // effective delay is min(tau, B - 1).
@@ -331,13 +353,16 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     // rows, so the next pass computes every feature again (as the periodic full pass does).
     const bool lost = r.workers < workers_before;
     workers_before = r.workers;
-    if (converged || lost || (o_.kkt_full_pass_every > 0 && pass % o_.kkt_full_pass_every == 0)) {
+    const bool full_pass = converged || lost || (o_.kkt_full_pass_every > 0 && pass % o_.kkt_full_pass_every == 0);
+    if (full_pass) {
       verifying = converged;  // a pass over every feature (before stopping, or periodically)
       std::fill(active_.begin(), active_.end(), true);
     } else {
       verifying = false;
       active_ = next_active_;
     }
+    PSERVER_RETURN_IF_ERROR(checkpoints_->AfterPass({pass, r.objective, full_pass, verifying}, pass == o_.max_passes,
+                                                    stats_->lead()));
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats_->CollectWeights(kv_, w_table_, 2));
   result.lead = stats_->lead();

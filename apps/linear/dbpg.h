@@ -45,6 +45,7 @@
 
 #include "apps/linear/dataset.h"
 #include "apps/linear/job_stats.h"
+#include "apps/linear/pass_checkpoints.h"
 #include "pserver/node.h"
 #include "pserver/result.h"
 
@@ -75,6 +76,10 @@ struct DbpgOptions {
   std::chrono::milliseconds wait_timeout{300000};
   DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
   ShareLoader load_share;       // a lost worker's rows are trained on by another (above)
+  // Checkpoints at the end of passes, and resuming from one (pass_checkpoints.h). A resumed
+  // job's first pass computes every feature when the checkpointed job's next pass would have;
+  // otherwise its KKT verdicts are those every worker reaches from the pulled (w, G).
+  CheckpointOptions checkpoints;
 };
 
 struct DbpgResult {
@@ -82,6 +87,7 @@ struct DbpgResult {
   uint64_t num_features = 0;  // the job's feature count (max feature id + 1)
   std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (the lead only)
   bool lead = false;  // this worker is the job's lead: the lowest-ranked live worker (job_stats.h)
+  int resumed_from_pass = 0;  // the checkpoint's pass the job resumed after (0: started afresh)
 };
 
 // `on_pass` runs on every worker after each pass (with the same objective everywhere).

@@ -7,10 +7,12 @@
 #include "apps/linear/dbpg.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -218,17 +220,19 @@ class CountingRule final : public Updater {
 
 // Every worker runs `train` on rows r with r % workers == rank; returns worker 0's result.
 // With `dbpg_rows`, the servers know kCountingRule, which counts there the rows it applies
-// (CountingRule); the training must name it.
+// (CountingRule); the training must name it. With `resume_from`, the servers resume the job
+// from the latest checkpoint there.
 template <typename R>
 Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
                        const std::function<Result<R>(Node&, const Dataset&)>& train,
-                       std::shared_ptr<std::atomic<uint64_t>> dbpg_rows = nullptr) {
+                       std::shared_ptr<std::atomic<uint64_t>> dbpg_rows = nullptr, const std::string& resume_from = "") {
   LocalClusterOptions c;
   c.inproc = true;
   c.num_workers = workers;
   c.num_servers = servers;
-  auto cluster = LocalCluster::Start(c, [dbpg_rows](Node& server) -> std::shared_ptr<void> {
+  auto cluster = LocalCluster::Start(c, [dbpg_rows, resume_from](Node& server) -> std::shared_ptr<void> {
     ServerOptions so;
+    so.resume_from = resume_from;
     if (dbpg_rows != nullptr) {
       auto counting = [dbpg_rows](const UpdaterSpec& spec) -> Result<std::unique_ptr<Updater>> {
         PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> rule,
@@ -238,7 +242,7 @@ Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
       EXPECT_OK(so.updaters.Register(kCountingRule, counting));
     }
     struct Both {
-      Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n) {}
+      Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n, so) {}
       KVServer<double> f64;
       KVServer<int64_t> i64;
     };
@@ -438,6 +442,128 @@ TEST(OnlineWorkerLossTest, ALostWorkersRowsAreWalkedByAnother) {
   }
   EXPECT_TRUE(r->lead);
   EXPECT_FALSE(r->weights.empty());
+}
+
+// A fresh directory for checkpoints, removed at the end of the scope.
+struct CheckpointDir {
+  CheckpointDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = (std::filesystem::temp_directory_path() /
+            ("pserver_dbpg_" + std::string(info->name()) + "_" + std::to_string(::getpid())))
+               .string();
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~CheckpointDir() { std::filesystem::remove_all(path); }
+  std::string path;
+};
+
+// DBPG (tau 2, two workers) checkpointed every 4 passes and stopped at pass 6, then resumed on
+// another number of servers to pass 12: the first job's passes are those of an uninterrupted
+// run (checkpoints change nothing), and the resumed job ends where the uninterrupted run does
+// (to rounding: its margins are summed again from the weights). Resuming on other data, or at
+// the last pass, is refused with the reason.
+TEST(DbpgCheckpointTest, AResumedJobEndsWhereTheUninterruptedOneDoes) {
+  const uint32_t seed = 1234;
+  std::printf("seed %u\n", seed);
+  const Dataset data = TinyData(seed, 90, 12);
+  CheckpointDir dir;
+  DbpgOptions o;
+  o.l1 = 1.0;
+  o.l2 = 0.01;
+  o.tau = 2;
+  o.num_blocks = 6;
+  o.max_passes = 12;
+  o.rel_tol = 0;
+  o.kkt_full_pass_every = 5;
+  Result<DbpgResult> whole = TrainOnCluster(data, o, 2, 2);
+  ASSERT_OK(whole);
+  ASSERT_EQ(whole->passes.size(), 12u);
+
+  DbpgOptions first = o;
+  first.max_passes = 6;
+  first.checkpoints.dir = dir.path;
+  first.checkpoints.every_passes = 4;
+  std::vector<int> checkpointed;
+  first.checkpoints.on_checkpoint = [&](int pass, const std::string& summary, double) {
+    checkpointed.push_back(pass);
+    EXPECT_NE(summary.find("complete"), std::string::npos) << summary;
+  };
+  Result<DbpgResult> a = TrainOnCluster(data, first, 2, 2);
+  ASSERT_OK(a);
+  ASSERT_EQ(a->passes.size(), 6u);
+  EXPECT_EQ(checkpointed, (std::vector<int>{4, 6})) << "every 4 passes, and the last";
+  for (size_t p = 0; p < 6; ++p) EXPECT_EQ(a->passes[p].objective, whole->passes[p].objective) << "pass " << p + 1;
+
+  DbpgOptions resumed = o;
+  resumed.checkpoints.resume = true;
+  Result<DbpgResult> b = RunOnCluster<DbpgResult>(
+      data, 2, 3, [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, resumed); }, nullptr, dir.path);
+  ASSERT_OK(b);
+  EXPECT_EQ(b->resumed_from_pass, 6);
+  ASSERT_EQ(b->passes.size(), 6u);
+  EXPECT_EQ(b->passes.front().pass, 7);
+  for (size_t p = 0; p < 6; ++p) {
+    const double want = whole->passes[6 + p].objective;
+    std::printf("pass %d: resumed %.17g, uninterrupted %.17g\n", b->passes[p].pass, b->passes[p].objective, want);
+    EXPECT_LE(std::abs(b->passes[p].objective - want) / want, 1e-12) << "pass " << b->passes[p].pass;
+  }
+  EXPECT_EQ(b->weights.size(), whole->weights.size());
+  for (size_t j = 0; j < std::min(b->weights.size(), whole->weights.size()); ++j) {
+    EXPECT_EQ(b->weights[j].first, whole->weights[j].first);
+    EXPECT_NEAR(b->weights[j].second, whole->weights[j].second, 1e-10);
+  }
+
+  // Other data than the checkpoint was trained on.
+  Dataset fewer;
+  for (size_t r = 0; r + 1 < data.num_rows(); ++r) {
+    RowView row = data.row(r);
+    ASSERT_OK(fewer.AppendRow(row.label, row.feature_ids, row.values));
+  }
+  Result<DbpgResult> other = RunOnCluster<DbpgResult>(
+      fewer, 2, 2, [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, resumed); }, nullptr, dir.path);
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().message().find("trained on 90 rows of 12 features, but the data now has 89 rows"),
+            std::string::npos)
+      << other.status().ToString();
+  // Nothing left to train.
+  DbpgOptions done = resumed;
+  done.max_passes = 6;
+  Result<DbpgResult> nothing = RunOnCluster<DbpgResult>(
+      data, 2, 2, [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, done); }, nullptr, dir.path);
+  ASSERT_FALSE(nothing.ok());
+  EXPECT_NE(nothing.status().message().find("the checkpoint is at pass 6"), std::string::npos) << nothing.status().ToString();
+}
+
+// One SGD worker keeps no state of its own between passes: resumed from the checkpoint of pass
+// 3, it ends bit-identical to the run that was never stopped.
+TEST(OnlineCheckpointTest, OneSgdWorkerResumesBitIdentical) {
+  const Dataset data = TinyData(1234, 80, 10);
+  CheckpointDir dir;
+  OnlineOptions o;
+  o.rule = "sgd";
+  o.learning_rate = 0.5;
+  o.minibatch = 8;
+  o.max_passes = 6;
+  o.rel_tol = 0;
+  auto train = [](const OnlineOptions& opts) {
+    return [opts](Node& node, const Dataset& mine) { return TrainOnline(node, mine, opts); };
+  };
+  Result<OnlineResult> whole = RunOnCluster<OnlineResult>(data, 1, 2, train(o));
+  ASSERT_OK(whole);
+  OnlineOptions first = o;
+  first.max_passes = 3;
+  first.checkpoints.dir = dir.path;
+  first.checkpoints.every_passes = 100;  // only the last pass's
+  ASSERT_OK(RunOnCluster<OnlineResult>(data, 1, 2, train(first)).status());
+  OnlineOptions resumed = o;
+  resumed.checkpoints.resume = true;
+  Result<OnlineResult> b = RunOnCluster<OnlineResult>(data, 1, 1, train(resumed), nullptr, dir.path);
+  ASSERT_OK(b);
+  EXPECT_EQ(b->resumed_from_pass, 3);
+  ASSERT_EQ(b->passes.size(), 3u);
+  EXPECT_EQ(b->passes.back().objective, whole->passes.back().objective);
+  EXPECT_EQ(b->weights, whole->weights);
 }
 
 struct Case {

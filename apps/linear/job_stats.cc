@@ -48,11 +48,11 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
     return Status::InvalidArgument(fmt::format("linear models support at most {} workers", kMaxWorkers));
   }
   std::unique_ptr<JobStats> js(new JobStats(node, timeout, std::move(describe_data), std::move(adopt)));
-  TableSpec stats{.name = prefix + "_stats", .value_type = ValueType::kFloat64, .width = kStatsWidth};
+  TableSpec stats{.name = prefix + "_stats", .value_type = ValueType::kFloat64, .width = kStatsWidth, .checkpointed = false};
   PSERVER_ASSIGN_OR_RETURN(js->stats_table_, node.DeclareTable(stats, timeout));
-  TableSpec presence{.name = prefix + "_presence", .value_type = ValueType::kInt64, .width = 1};
+  TableSpec presence{.name = prefix + "_presence", .value_type = ValueType::kInt64, .width = 1, .checkpointed = false};
   PSERVER_ASSIGN_OR_RETURN(js->presence_table_, node.DeclareTable(presence, timeout));
-  TableSpec model{.name = prefix + "_model", .value_type = ValueType::kInt64, .width = 2};
+  TableSpec model{.name = prefix + "_model", .value_type = ValueType::kInt64, .width = 2, .checkpointed = false};
   PSERVER_ASSIGN_OR_RETURN(js->model_table_, node.DeclareTable(model, timeout));
 
   const uint32_t rank = node.rank().value;

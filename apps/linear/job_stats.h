@@ -69,7 +69,8 @@ class JobStats {
   using Row = std::array<double, kFigures>;
 
   // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows. Declares
-  // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`. `adopt` (may be
+  // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`: scratch tables, which
+  // no checkpoint holds (pass_checkpoints.h). `adopt` (may be
   // empty): lost workers' shares are taken over with it. kInvalidArgument for more than 62
   // workers.
   static Result<std::unique_ptr<JobStats>> Create(Node& node, const std::string& prefix,

@@ -9,6 +9,7 @@
 
 #include "apps/linear/job_stats.h"
 #include "apps/linear/logistic.h"
+#include "apps/linear/pass_checkpoints.h"
 #include "pserver/kv_worker.h"
 
 namespace pserver::linear {
@@ -77,12 +78,18 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     return s;
   };
 
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<PassCheckpoints> checkpoints,
+                           PassCheckpoints::Create(node, o.table_prefix, o.checkpoints, stats->num_rows(),
+                                                   stats->num_features(), o.max_passes, o.wait_timeout));
+  const TrainingProgress& from = checkpoints->resumed();
+
   OnlineResult result;
   result.num_features = stats->num_features();
+  result.resumed_from_pass = from.pass;
   uint64_t bytes_sent = 0;
-  double previous = std::numeric_limits<double>::infinity();
+  double previous = from.objective;
   std::vector<Timestamp> pushes;  // completed by the table's delay bound; collected each pass
-  for (int pass = 1; pass <= o.max_passes; ++pass) {
+  for (int pass = from.pass + 1; pass <= o.max_passes; ++pass) {
     for (size_t first = 0; first < rows->num_rows(); first += o.minibatch) {
       const size_t end = std::min(rows->num_rows(), first + o.minibatch);
       std::vector<uint64_t> keys = SortedFeatures(*rows, first, end);
@@ -146,6 +153,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
     if (change < o.rel_tol && o.rule == "sgd") break;
+    PSERVER_RETURN_IF_ERROR(checkpoints->AfterPass({pass, r.objective}, pass == o.max_passes, stats->lead()));
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
   result.lead = stats->lead();

@@ -44,6 +44,11 @@ struct OnlineOptions {
   std::chrono::milliseconds wait_timeout{300000};
   DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
   ShareLoader load_share;       // a lost worker's rows are trained on by another (below)
+  // Checkpoints at the end of passes, and resuming from one (pass_checkpoints.h): the weights
+  // and the rule's state (FTRL's accumulators) are the servers'; a resumed job goes on from the
+  // pass after the checkpoint's. FTRL's l1 and l2 depend on max_passes, so it resumes with the
+  // same max_passes (another is refused as another spec of the weight table).
+  CheckpointOptions checkpoints;
 };
 
 struct OnlineResult {
@@ -51,6 +56,7 @@ struct OnlineResult {
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights (the lead only)
   bool lead = false;  // this worker is the job's lead (job_stats.h)
+  int resumed_from_pass = 0;  // the checkpoint's pass the job resumed after (0: started afresh)
 };
 
 Result<OnlineResult> TrainOnline(Node& node, const Dataset& local, const OnlineOptions& options,

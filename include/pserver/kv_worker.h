@@ -113,6 +113,9 @@ class KVWorkerBase {
   // requests (pushes issued before Clock() count for the old clock). Returns the new clock.
   // The node's sticky error once the job failed.
   Result<uint64_t> Clock();
+  // Clock(), but to `clock` at once (>= the current clock; kInvalidArgument otherwise): e.g. a
+  // job resumed from a checkpoint goes on at the clock its update rules' state was written at.
+  Result<uint64_t> ClockTo(uint64_t clock);
   // This worker's current clock (0 at the start).
   uint64_t clock() const;
 

@@ -352,6 +352,32 @@ INSTANTIATE_TEST_SUITE_P(Staleness, StaleSynchronousTest, ::testing::Values(0, 1
                            return name;
                          });
 
+// ClockTo jumps a worker's clock (a job resumed from a checkpoint goes on at its clock): a
+// bulk-synchronous pull at clock 1000 is answered once both workers jumped there, and includes
+// what each pushed before its jump; a clock never goes back.
+TEST(ConsistencyTest, ClockToJumpsForwardOnlyAndReleasesStalePulls) {
+  Intercepted net;
+  auto cluster = StartIntercepted(1, 2, &net);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_OK(cluster->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(TableId t, node.DeclareTable(FloatTable("w")));
+    KVWorker<float> kv(node);
+    PSERVER_RETURN_IF_ERROR(kv.SetStaleness(t, 0));
+    const Key mine = node.rank().value;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv.Push(t, std::vector<Key>{mine}, std::vector<float>{1}));
+    PSERVER_ASSIGN_OR_RETURN(uint64_t now, kv.ClockTo(1000));
+    PSERVER_RETURN_IF_FALSE(now == 1000 && kv.clock() == 1000);
+    Result<uint64_t> back = kv.ClockTo(999);
+    PSERVER_RETURN_IF_FALSE(back.status().code() == StatusCode::kInvalidArgument);
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pushed));
+    SharedArray<float> pulled;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp p, kv.Pull(t, std::vector<Key>{0, 1}, &pulled));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(p));
+    PSERVER_RETURN_IF_FALSE(ToVector(pulled) == (std::vector<float>{1, 1}));
+    return node.Barrier(BarrierGroup::kWorkers);
+  }));
+}
+
 // Item 14 of issue 11: per-sender order behind a held stale-synchronous pull. Worker 0's pull of
 // key 1 at clock 2 (staleness 1) waits at the server for worker 1; behind it, without Wait,
 // worker 0 pushes key 1 and pulls it again, and pushes and pulls key 5 of a table without

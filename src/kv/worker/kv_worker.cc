@@ -49,6 +49,11 @@ Result<uint64_t> KVWorkerBase::Clock() {
   return core_->Clock();
 }
 
+Result<uint64_t> KVWorkerBase::ClockTo(uint64_t clock) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  return core_->ClockTo(clock);
+}
+
 uint64_t KVWorkerBase::clock() const { return core_ ? core_->clock() : 0; }
 
 namespace {

@@ -91,7 +91,9 @@ class KVWorkerCore final : public cluster::DataHandler {
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
   Status SetMaxDelay(TableId table, int64_t tau);
   Status SetStaleness(TableId table, int64_t staleness);
-  Result<uint64_t> Clock();
+  Result<uint64_t> Clock() { return ClockTo(std::nullopt); }
+  // To `clock` (>= the current one), or by one.
+  Result<uint64_t> ClockTo(std::optional<uint64_t> clock);
   uint64_t clock() const;
   Result<uint32_t> ServerOf(TableId table, Key key) const;
 

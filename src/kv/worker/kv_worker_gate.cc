@@ -126,11 +126,15 @@ std::vector<Message> KVWorkerCore::TickMessages(uint64_t clock) const {
   return out;
 }
 
-Result<uint64_t> KVWorkerCore::Clock() {
+Result<uint64_t> KVWorkerCore::ClockTo(std::optional<uint64_t> to) {
   PSERVER_RETURN_IF_ERROR(runtime_->health());
   std::unique_lock send_lock(send_mu_);
   std::unique_lock lock(mu_);
-  const uint64_t clock = ++clock_;
+  if (to && *to < clock_) {
+    return Status::InvalidArgument(fmt::format("a clock goes forward only: {} is before this worker's clock {}", *to, clock_));
+  }
+  clock_ = to ? *to : clock_ + 1;
+  const uint64_t clock = clock_;
   std::vector<Message> tick = TickMessages(clock);
   if (!held_.empty()) {
     held_.push_back(Held{0, std::move(tick)});
