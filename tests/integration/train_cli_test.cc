@@ -264,6 +264,57 @@ TEST_F(TrainCliTest, TrainingThroughAWorkerKilledUsesEveryRowAndReachesTheUndist
   EXPECT_LE(std::abs(killed - quiet), 1e-6 * quiet);
 }
 
+// DBPG checkpointing itself every 2 passes while the whole cluster -- launcher, scheduler,
+// servers and workers -- is SIGKILLed after its second checkpoint: `--resume` with the same
+// command goes on from the latest complete checkpoint (on another number of servers) and ends
+// where the undisturbed run ends, to rounding (its margins are summed again from the weights).
+TEST_F(TrainCliTest, AWholeClusterKilledResumesFromItsCheckpointToTheUndisturbedOptimum) {
+  ASSERT_NO_FATAL_FAILURE(GenerateTrainingData());
+  ASSERT_NO_FATAL_FAILURE(TrainUndisturbed(TrainArgs({"--servers", "2", "--workers", "2"}, "quiet.json")));
+  const std::vector<std::string> cluster = {"--servers", "2", "--workers", "2", "--checkpoint-dir", Path("ckpt"),
+                                            "--checkpoint-every", "2"};
+  auto train = Subprocess::Spawn(TrainArgs(cluster, "killed.json"));
+  ASSERT_OK(train.status());
+  Subprocess& t = **train;
+  ASSERT_TRUE(t.WaitForOutput("ckpt-000002 complete", kHangGuard)) << t.output();
+  int killed = 0;
+  for (const ProcessInfo& p : ListProcesses()) {
+    if (p.ppid == t.pid() && p.state != 'Z') killed += ::kill(p.pid, SIGKILL) == 0 ? 1 : 0;
+  }
+  ASSERT_EQ(::kill(t.pid(), SIGKILL), 0);
+  std::printf("SIGKILL of the launcher and its %d processes\n", killed);
+  EXPECT_EQ(killed, 5) << "scheduler, 2 servers, 2 workers";
+  std::optional<int> st = t.WaitExit(kHangGuard);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(DescribeWaitStatus(*st), "killed by signal 9 (SIGKILL)");
+
+  std::vector<std::string> again = TrainArgs({"--servers", "3", "--workers", "2", "--resume", Path("ckpt"),
+                                              "--model-out", Path("model")},
+                                             "resumed.json");
+  auto resumed = Subprocess::Spawn(again);
+  ASSERT_OK(resumed.status());
+  st = (*resumed)->WaitExit(kHangGuard);
+  ASSERT_TRUE(st.has_value());
+  const std::string out = (*resumed)->output();
+  ASSERT_EQ(DescribeWaitStatus(*st), "exit 0") << out;
+  EXPECT_NE(out.find("resumed after pass"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(Path("model")));
+  std::ifstream f(Path("resumed.json"));
+  nlohmann::json report = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(report.is_discarded());
+  EXPECT_EQ(report["status"], "ok");
+  ASSERT_TRUE(report.contains("resumed_from_pass")) << report.dump();
+  const int from = report["resumed_from_pass"].get<int>();
+  EXPECT_GE(from, 4);
+  EXPECT_EQ(from % 2, 0) << "checkpoints are taken every 2 passes";
+  EXPECT_EQ(report["per_pass"].front()["pass"].get<int>(), from + 1);
+  const double quiet = ObjectiveOf("quiet.json"), after = ObjectiveOf("resumed.json");
+  std::printf("objective undisturbed %.12g, resumed after pass %d %.12g (relative difference %.3g)\n", quiet, from,
+              after, std::abs(after - quiet) / quiet);
+  EXPECT_GT(quiet, 0);
+  EXPECT_LE(std::abs(after - quiet), 1e-9 * quiet);
+}
+
 TEST_F(TrainCliTest, MalformedDataFailsTheJobNamingFileAndLine) {
   {
     std::ofstream f(Path("bad.svm"));

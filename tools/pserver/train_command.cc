@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -43,6 +44,12 @@ struct TrainFlags {
   std::string report;
   std::string cache_dir = "data/cache";
   std::string scheduler;
+  std::string checkpoint_dir;
+  int checkpoint_every = 10;
+  std::string resume;
+
+  // Where checkpoints go: --checkpoint-dir, else the directory resumed from.
+  const std::string& checkpoints() const { return checkpoint_dir.empty() ? resume : checkpoint_dir; }
 };
 
 // How long a failing worker waits for the scheduler to end the job after telling it why.
@@ -66,6 +73,8 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                       {"passes", passes.size()}, {"seconds", seconds},             {"bytes_sent", last.bytes_sent},
                       {"idle_fraction", last.idle_fraction}, {"l1", f.l1}, {"l2", f.l2}, {"tau", f.tau},
                       {"workers", f.workers},    {"servers", f.servers},          {"rows", last.rows}};
+  // Passes are counted over the whole training: a resumed job's first is the checkpoint's + 1.
+  if (!passes.empty() && passes.front().pass > 1) j["resumed_from_pass"] = passes.front().pass - 1;
   nlohmann::json per_pass = nlohmann::json::array();
   for (const linear::PassReport& p : passes) {
     per_pass.push_back({{"pass", p.pass},
@@ -91,6 +100,11 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
 Status CheckTrainOutputs(const TrainFlags& f) {
   if (!f.model_out.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.model_out).WithContext("--model-out"));
   if (!f.report.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.report).WithContext("--report"));
+  if (!f.checkpoints().empty()) {
+    PSERVER_RETURN_IF_ERROR(CheckWritableDirectory(f.checkpoints())
+                                .WithContext(f.checkpoint_dir.empty() ? "--resume (checkpoints go on into it)"
+                                                                      : "--checkpoint-dir"));
+  }
   return Status::Ok();
 }
 
@@ -162,6 +176,9 @@ int RunTrainWorker(const TrainFlags& f) {
   auto progress = [&](const linear::PassReport& p) {
     passes.push_back(p);
     if (p.lead != rank) return;
+    if (passes.size() == 1 && p.pass > 1) {
+      std::printf("resumed after pass %d from the latest complete checkpoint in %s\n", p.pass - 1, f.resume.c_str());
+    }
     std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu%s\n", p.pass,
                 p.objective, static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
                 100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features),
@@ -183,6 +200,14 @@ int RunTrainWorker(const TrainFlags& f) {
     std::fflush(stdout);
     return std::move(lost.data);
   };
+  linear::CheckpointOptions checkpoints;
+  checkpoints.dir = f.checkpoints();
+  checkpoints.every_passes = f.checkpoint_every;
+  checkpoints.resume = !f.resume.empty();
+  checkpoints.on_checkpoint = [](int pass, const std::string& summary, double seconds) {
+    std::printf("pass %3d  %s (training waited %.3fs)\n", pass, summary.c_str(), seconds);
+    std::fflush(stdout);
+  };
   bool lead = false;
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;
@@ -198,6 +223,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.kkt_filter = !f.no_kkt;
     o.describe_data = describe;
     o.load_share = load_share;
+    o.checkpoints = checkpoints;
     Result<linear::DbpgResult> r = linear::TrainDbpg(n, data->data, o, progress);
     trained = r.status();
     if (r.ok()) {
@@ -217,6 +243,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.rel_tol = f.tol;
     o.describe_data = describe;
     o.load_share = load_share;
+    o.checkpoints = checkpoints;
     Result<linear::OnlineResult> r = linear::TrainOnline(n, data->data, o, progress);
     trained = r.status();
     if (r.ok()) {
@@ -316,9 +343,28 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->add_option("--cache-dir", f->cache_dir, "Binary cache of the parsed data (empty: none)")->capture_default_str();
   cmd->add_option("--scheduler", f->scheduler, "Join the running job at this scheduler address as a worker")
       ->envname("PSERVER_SCHEDULER");
+  cmd->add_option("--checkpoint-dir", f->checkpoint_dir,
+                  "Checkpoint the job into this directory (created if missing) every --checkpoint-every passes and "
+                  "after the last pass; a killed job goes on with --resume DIR (docs/durability.md)");
+  cmd->add_option("--checkpoint-every", f->checkpoint_every, "Passes between checkpoints")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--resume", f->resume,
+                  "Resume from the latest complete checkpoint in this directory: the same --data, --algo and penalties; "
+                  "--max-passes counts every pass since the start; checkpoints go on into it unless --checkpoint-dir "
+                  "says otherwise");
   cmd->callback([=] {
     *run = [=]() {
       if (!f->scheduler.empty()) return RunTrainWorker(*f);
+      // Every process of the job runs in this directory, so relative paths name the same files.
+      if (!f->checkpoint_dir.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(f->checkpoint_dir, ec);
+        if (ec) {
+          return Fail(Status::Unavailable(
+              fmt::format("--checkpoint-dir: cannot create {}: {}", f->checkpoint_dir, ec.message())));
+        }
+      }
       if (Status s = CheckTrainOutputs(*f); !s.ok()) return Fail(s);
       // Bad or empty inputs fail here, once, before a cluster is started.
       if (Status s = CheckTrainInputs(f->data, /*scan_for_rows=*/true); !s.ok()) return Fail(s);
@@ -334,6 +380,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       }
       launch.workers_may_die = true;  // a lost worker's data is read by another
       launch.server_argv = {self_exe, "server"};
+      if (!f->resume.empty()) launch.server_argv.insert(launch.server_argv.end(), {"--resume", f->resume});
       launch.prefix_output = true;
       return RunLaunch(launch);
     };
