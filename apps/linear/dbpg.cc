@@ -141,7 +141,12 @@ Status Trainer::Setup() {
   PSERVER_ASSIGN_OR_RETURN(checkpoints_,
                            PassCheckpoints::Create(node_, o_.table_prefix, o_.checkpoints, stats_->num_rows(),
                                                    num_features_, o_.max_passes, o_.wait_timeout));
-  if (o_.checkpoints.resume) PSERVER_RETURN_IF_ERROR(PullWeights());
+  if (o_.checkpoints.resume) {
+    PSERVER_RETURN_IF_ERROR(PullWeights());
+    // No worker pushes before every worker pulled the checkpoint's weights: a pull after another
+    // worker's first push would see a step taken on part of the gradient.
+    PSERVER_RETURN_IF_ERROR(node_.Barrier(BarrierGroup::kWorkers, o_.wait_timeout));
+  }
   return Status::Ok();
 }
 
