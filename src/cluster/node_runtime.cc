@@ -179,6 +179,9 @@ Status NodeRuntime::Register() {
       MutexLock lock(&mu_);
       scheduler_generation_ = msg.header.aux;  // as in heartbeat answers
     }
+    // A scheduler that keeps the job in a store may die and be started again: its connection
+    // is watched, so that the heartbeats find the new one at once (HeartbeatLoop).
+    if (msg.header.aux != 0) transport_->Watch(kSchedulerId);
     return ApplyView(rr);
   }
 }
@@ -860,13 +863,35 @@ void NodeRuntime::Fail(const Status& why) {
 
 void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
   MutexLock lock(&mu_);
+  auto last_beat = clock_->Now();
+  bool broken = false;        // the scheduler's connection was seen broken, at broken_at,
+  Clock::TimePoint broken_at;  // and no answer came since
   while (!stop.stop_requested() && !job_ended_) {
-    clock_->WaitFor(&mu_, &cv_, options_.heartbeat_interval,
+    // A scheduler that keeps the job's state in a store may be restarted: its connection is
+    // looked at every kSilentSchedulerProbe, and from its break until a scheduler answers again
+    // (or while it is silent) heartbeats go at that pace, so that a new one is heard from, and
+    // the calls asked of it again, within milliseconds of its start rather than a heartbeat
+    // interval later.
+    const bool durable = scheduler_generation_ != 0;
+    clock_->WaitFor(&mu_, &cv_, durable ? std::min(options_.heartbeat_interval, kSilentSchedulerProbe)
+                                        : options_.heartbeat_interval,
                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
+    if (durable) {
+      lock.Unlock();  // only this thread reads the watched connection's events
+      const std::vector<NodeId> down = transport_->PeersDown(milliseconds(0));
+      lock.Lock();
+      const auto now = clock_->Now();
+      if (std::find(down.begin(), down.end(), kSchedulerId) != down.end()) {
+        broken = true;
+        broken_at = now;
+      }
+      if (broken && last_ack_ > broken_at) broken = false;
+      const bool probing = broken || now - last_ack_ > options_.heartbeat_interval * 3 / 2;
+      if (!probing && now - last_beat < options_.heartbeat_interval) continue;
+    }
+    last_beat = clock_->Now();
     auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - last_ack_);
-    // A scheduler that keeps the job's state in a store may be restarted: wait for it longer.
-    const bool durable = scheduler_generation_ != 0;
     const milliseconds limit = durable ? std::max(options_.scheduler_grace, options_.heartbeat_timeout)
                                        : options_.heartbeat_timeout;
     if (durable && silent > options_.heartbeat_timeout && !told_waiting_) {

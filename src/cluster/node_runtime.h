@@ -180,6 +180,9 @@ class NodeRuntime {
   Status SendData(transport::Message msg);
   // Requests an outbound queue holds before FlushData waits for the thread sending it.
   static constexpr size_t kMaxOutbound = 4096;
+  // How often a node sends heartbeats while a scheduler with a store (which may be restarted)
+  // has been silent for more than one and a half heartbeat intervals.
+  static constexpr std::chrono::milliseconds kSilentSchedulerProbe{20};
   // Worker: routes by `view` from now on if it is newer than the current view (from a server's
   // redirect), connecting to the servers it adds. Returns the routing in force afterwards.
   // kCorruption if the view is malformed or lacks this node.
