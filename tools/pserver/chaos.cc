@@ -305,7 +305,9 @@ class ChaosRun {
     const auto deadline = Clock::now() + o_.timeout;
     std::string why = "no answer";
     while (Clock::now() < deadline) {
-      Result<std::string> status = JobStatus(address_, milliseconds(5000), "127.0.0.1", StatusFormat::kJson);
+      // Asked again after a short wait: a request the scheduler died with is never answered, and
+      // waiting long for it would count as restoration time.
+      Result<std::string> status = JobStatus(address_, milliseconds(500), "127.0.0.1", StatusFormat::kJson);
       if (status.ok()) {
         nlohmann::json doc = nlohmann::json::parse(*status, nullptr, /*allow_exceptions=*/false);
         try {
