@@ -387,6 +387,7 @@ void KVServerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
     return;
   }
   MutexLock lock(&apply_mu_);
+  fenced_.emplace(failure.id, failure.reason);
   DropWorker(failure.id, fmt::format("it was declared dead ({})", failure.reason));
 }
 
@@ -417,6 +418,13 @@ void KVServerCore::Process(Message&& msg) {
     auto it = worker_clock_.find(header.sender);
     if (it != worker_clock_.end()) it->second = std::max(it->second, ClockBase(header.sender) + header.clock);
     return;
+  }
+  if (auto fenced = fenced_.find(header.sender); fenced != fenced_.end()) {
+    return Reply(header,
+                 Status::Unavailable(fmt::format("{} was declared dead ({}); it is no longer part of the job, and its "
+                                                 "requests are refused",
+                                                 runtime_->DescribeNode(header.sender), fenced->second)),
+                 nullptr, nullptr);
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);

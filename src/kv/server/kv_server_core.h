@@ -269,6 +269,10 @@ class KVServerCore final : public cluster::DataHandler {
   std::vector<WorkerIncarnation> workers_by_rank_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, uint64_t> worker_clock_ ABSL_GUARDED_BY(apply_mu_);   // live workers only
   absl::flat_hash_map<NodeId, uint64_t> clock_base_ ABSL_GUARDED_BY(apply_mu_);  // workers that joined late
+  // Workers the scheduler declared dead, and why: their data requests are refused from then on
+  // (fenced), so that one that was only silent (stopped, partitioned) and wakes up cannot change
+  // the model after its work was handed to another worker.
+  absl::flat_hash_map<NodeId, std::string> fenced_ ABSL_GUARDED_BY(apply_mu_);
   absl::flat_hash_map<NodeId, std::deque<transport::Message>> waiting_ ABSL_GUARDED_BY(apply_mu_);
   size_t num_waiting_ ABSL_GUARDED_BY(apply_mu_) = 0;
   std::optional<Tracking> tracking_ ABSL_GUARDED_BY(apply_mu_);

@@ -156,6 +156,19 @@ TEST_F(KVServerCoreTest, AnswersWellFormedRequests) {
   EXPECT_EQ(PullFloats(TableId(1), {1, 2, 3, 4}), (std::vector<float>{1.5f, 12.5f, 20, 0}));
 }
 
+// A worker the scheduler declared dead (silent, not dead: stopped or cut off) is fenced: its
+// work was handed to another worker, so its pushes and pulls are refused from then on, before
+// anything is applied, naming the reason.
+TEST_F(KVServerCoreTest, RefusesTheRequestsOfAWorkerDeclaredDead) {
+  core_->ServeDefault(ValueType::kFloat32, true);
+  ASSERT_OK(PushFloats(TableId(1), {1}, {1}));
+  core_->OnNodeFailed(cluster::NodeFailure{worker_id_, Role::kWorker, Rank(0), "no heartbeat for 1000 ms"});
+  Status refused = PushFloats(TableId(1), {1}, {5});
+  EXPECT_TRUE(StatusIs(refused, StatusCode::kUnavailable, "was declared dead (no heartbeat for 1000 ms)")) << refused;
+  Status pull = Handle(Request(MessageType::kPull, TableId(1), ValueType::kFloat32, 1, {BytesOf<Key>({1}), Bytes(), Bytes()}));
+  EXPECT_TRUE(StatusIs(pull, StatusCode::kUnavailable, "its requests are refused")) << pull;
+}
+
 TEST_F(KVServerCoreTest, RefusesWrongFrameCount) {
   core_->ServeDefault(ValueType::kFloat32, true);
   const TableId t(1);
