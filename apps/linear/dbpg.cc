@@ -330,11 +330,10 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
   // no gradient to judge them by, so the first pass computes every feature.
   if (from.full_pass_next || from.pass == 0) std::fill(active_.begin(), active_.end(), true);
   uint32_t workers_before = node_.num_workers();
+  // The clocks start at 0 again in a resumed job: the servers reset the prox rule's iteration
+  // marks when they load the checkpoint (Updater::OnResume), so no push of a new iteration is
+  // taken for one of the checkpointed job's.
   int64_t t = int64_t{from.pass} * o_.num_blocks;
-  // Iteration t pushes at clock t, and the rule's state holds the clock of each weight's last
-  // step: a resumed job goes on at the clock it stopped at, so that no push of a new iteration
-  // is taken for one of an old iteration of the same number.
-  if (t > 0) PSERVER_RETURN_IF_ERROR(kv_.ClockTo(static_cast<uint64_t>(t)).status());
   for (int pass = from.pass + 1; pass <= o_.max_passes; ++pass) {
     for (uint32_t b = 0; b < o_.num_blocks; ++b, ++t) {
       // A block is never recomputed before its own previous step is in the margins: the

@@ -535,6 +535,35 @@ TEST(DbpgCheckpointTest, AResumedJobEndsWhereTheUninterruptedOneDoes) {
   EXPECT_NE(nothing.status().message().find("the checkpoint is at pass 6"), std::string::npos) << nothing.status().ToString();
 }
 
+// One block per pass, checkpointed after pass 1, and one worker: every weight's last step was
+// iteration 0, at clock 0, and the resumed job's first push is at clock 0 too. Unless the
+// servers forget the checkpointed iteration marks on resume (Updater::OnResume), that push is
+// added into the old iteration's sums, and the resumed passes leave the uninterrupted run's path.
+TEST(DbpgCheckpointTest, AResumedJobsClocksNeverMeetTheCheckpointedIterations) {
+  const Dataset data = TinyData(77, 60, 8);
+  CheckpointDir dir;
+  DbpgOptions o;
+  o.num_blocks = 1;
+  o.max_passes = 5;
+  o.rel_tol = 0;
+  Result<DbpgResult> whole = TrainOnCluster(data, o, 1, 1);
+  ASSERT_OK(whole);
+  DbpgOptions first = o;
+  first.max_passes = 1;
+  first.checkpoints.dir = dir.path;
+  ASSERT_OK(TrainOnCluster(data, first, 1, 1).status());
+  DbpgOptions resumed = o;
+  resumed.checkpoints.resume = true;
+  Result<DbpgResult> b = RunOnCluster<DbpgResult>(
+      data, 1, 1, [&](Node& node, const Dataset& mine) { return TrainDbpg(node, mine, resumed); }, nullptr, dir.path);
+  ASSERT_OK(b);
+  ASSERT_EQ(b->passes.size(), 4u);
+  for (size_t p = 0; p < 4; ++p) {
+    const double want = whole->passes[1 + p].objective;
+    EXPECT_LE(std::abs(b->passes[p].objective - want) / want, 1e-12) << "pass " << b->passes[p].pass;
+  }
+}
+
 // One SGD worker keeps no state of its own between passes: resumed from the checkpoint of pass
 // 3, it ends bit-identical to the run that was never stopped.
 TEST(OnlineCheckpointTest, OneSgdWorkerResumesBitIdentical) {

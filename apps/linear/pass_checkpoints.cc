@@ -30,7 +30,7 @@ Result<std::unique_ptr<PassCheckpoints>> PassCheckpoints::Create(Node& node, con
   PSERVER_RETURN_IF_ERROR(table.status());
   c->table_ = *table;
   if (options.resume) PSERVER_RETURN_IF_ERROR(c->ReadBack());
-  if (c->resumed_.pass >= max_passes) {
+  if (options.resume && c->resumed_.pass >= max_passes) {
     return Status::InvalidArgument(fmt::format(
         "the checkpoint is at pass {}, and training stops at pass {} (max passes): nothing to train; raise max passes "
         "to train on",

@@ -1,8 +1,8 @@
 // Checkpoints of a linear-model job at the end of its passes, and training resumed from one
 // (docs/durability.md, section 2).
 //
-// Taking them. With a checkpoint directory, every `every_passes` passes (and after the last
-// pass when training stops at max_passes) the lead -- the lowest-ranked live worker -- records
+// Taking them. With a checkpoint directory, every `every_passes` passes (and after pass
+// max_passes, when training stops there rather than by converging) the lead -- the lowest-ranked live worker -- records
 // the solver's progress in the table `<prefix>_progress` and asks the scheduler for a checkpoint
 // of the job (Node::Checkpoint) while the other workers wait for it in a barrier. No worker
 // pushes in between, so the checkpoint is a consistent cut of the job: the weights, the update
@@ -17,7 +17,12 @@
 // of workers and servers may differ. A checkpoint made from outside the job (`pserver
 // checkpoint`) while the workers push holds each server's rows of its own moment and the progress
 // of the last pass recorded, if any: training resumes from those weights, which the solver takes
-// like any other starting point.
+// like any other starting point: the servers reset the update rule's iteration marks when they
+// load a checkpoint (Updater::OnResume), so the resumed job's clocks, which start at 0 again,
+// never add into a step of the checkpointed job.
+//
+// Every worker must be given the same CheckpointOptions (as the solvers' other options): the
+// workers meet in the checkpoint's barrier only when they agree that one is due.
 //
 // Thread-compatible: use from the worker's training thread.
 #pragma once
@@ -67,7 +72,8 @@ class PassCheckpoints {
   // The progress the job resumed from (pass 0 when it starts afresh).
   const TrainingProgress& resumed() const { return resumed_; }
 
-  // Collective, at the end of every pass that training goes on after (or the last one): when
+  // Collective, at the end of every pass that training goes on after (or pass max_passes,
+  // `last`): when
   // a checkpoint is due, the lead (`lead`) records `progress` and checkpoints the job while the
   // others wait. An error of the checkpoint (a full disk) ends training: a job asked to be
   // recoverable that no longer is must say so rather than run on.

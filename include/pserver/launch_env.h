@@ -17,6 +17,12 @@
 
 namespace pserver {
 
+// The exit status of a program started by `pserver launch` that found the scheduler had declared
+// it dead (Node::declared_dead: it was silent -- stopped, cut off -- for the heartbeat timeout,
+// and the job went on without it). With LaunchOptions::workers_may_die a worker that exits so
+// while the job runs is the others' to take over, as one killed from outside.
+inline constexpr int kExitDeclaredDead = 75;
+
 // Builds NodeOptions from the variables above. kInvalidArgument naming the variable when one
 // is missing (PSERVER_SCHEDULER) or malformed.
 Result<NodeOptions> NodeOptionsFromEnvironment();

@@ -111,7 +111,8 @@ class Node {
   // Workers and servers: CheckpointJob asked over this node's own connection to the scheduler
   // (so it works on any transport): checkpoints the job into `dir` (made absolute here) and
   // returns the scheduler's summary once the checkpoint is complete. A checkpoint taken while
-  // no worker pushes (e.g. between two barriers) is a consistent cut of the job.
+  // no worker pushes (e.g. between two barriers) is a consistent cut of the job. A server must
+  // not call it from a thread that serves its requests: the checkpoint waits for them.
   Result<std::string> Checkpoint(const std::string& dir, std::chrono::milliseconds timeout = kDefaultControlTimeout);
 
   // Scheduler and servers: serves until the job ends. OK when every worker finalized; the
@@ -127,6 +128,10 @@ class Node {
 
   // OK while the node takes part in a live job.
   Status health() const;
+  // True once the scheduler told this node it had been declared dead -- it was silent (stopped,
+  // cut off) for the heartbeat timeout -- and the job goes on without it (what it was doing, if
+  // the job needs it, is handed to another node: Node::TakeOver). Its requests fail from then on.
+  bool declared_dead() const;
 
   // Ends this node's part in the job at once (e.g. on Ctrl-C): Run, Finalize, Barrier and
   // pending requests return kAborted. Peers notice through the scheduler's heartbeats.

@@ -93,6 +93,14 @@ class Updater {
   virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<double>> rows) const;
   virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int32_t>> rows) const;
   virtual void ApplyBatch(const UpdateContext& ctx, uint32_t width, std::span<const RowUpdate<int64_t>> rows) const;
+
+  // Called on each row's state (width * state_per_value() values) when a server fills a table
+  // from a checkpoint, for a job resumed from it: a rule whose state refers to the job's clocks
+  // forgets that there, since the resumed job's clocks are not the checkpointed job's ("prox"
+  // keeps the iteration its sums belong to: it marks them as of no iteration, so the next push
+  // begins one). The default does nothing.
+  virtual void OnResume(std::span<float> /*state*/) const {}
+  virtual void OnResume(std::span<double> /*state*/) const {}
 };
 
 // The proximal Newton step of delayed block proximal gradient, in closed form: for a weight

@@ -73,6 +73,10 @@ struct TableDeclaration {
   std::string summary;   // at most kMaxTableSummary bytes
   transport::Bytes spec; // at most kMaxTableSpec bytes
 };
+// kShutdown's header.aux, with kFlagError: the receiver was declared dead (it was silent for the
+// heartbeat timeout) and the job goes on without it (docs/wire_format.md).
+inline constexpr uint64_t kShutdownDeclaredDead = 1;
+
 inline constexpr size_t kMaxTableName = 128;
 inline constexpr size_t kMaxTableSummary = 1024;
 inline constexpr size_t kMaxTableSpec = 1 << 20;

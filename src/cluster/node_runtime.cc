@@ -107,6 +107,11 @@ Status NodeRuntime::TakeOver(NodeId lost, milliseconds timeout) {
       .status();
 }
 
+bool NodeRuntime::declared_dead() const {
+  MutexLock lock(&mu_);
+  return declared_dead_;
+}
+
 Result<std::string> NodeRuntime::Checkpoint(const std::string& dir, milliseconds timeout) {
   Message ask = ToScheduler(MessageType::kAdmin);
   ask.frames.push_back(Encode(AdminRequest{AdminOp::kCheckpoint, NodeId(), "", dir}));
@@ -697,6 +702,10 @@ void NodeRuntime::HandleControl(Message&& msg) {
       } else {
         PSERVER_LOG_WARN("{}: the scheduler (node 0) ended the job: {}", DescribeNode(id_), why.ToString());
       }
+      if (h.is_error() && h.aux == kShutdownDeclaredDead) {
+        MutexLock lock(&mu_);
+        declared_dead_ = true;
+      }
       Message ack = ToScheduler(MessageType::kShutdown);
       ack.header.flags = transport::kFlagReply;
       (void)transport_->SendNoWait(std::move(ack));  // best effort: the scheduler times out otherwise
@@ -863,20 +872,27 @@ void NodeRuntime::Fail(const Status& why) {
 
 void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
   MutexLock lock(&mu_);
-  auto last_beat = clock_->Now();
+  auto last_beat = clock_->Now(), last_turn = clock_->Now();
+  Clock::TimePoint woke = last_turn;  // when this thread ran again after the node was suspended
   bool broken = false;        // the scheduler's connection was seen broken, at broken_at,
   Clock::TimePoint broken_at;  // and no answer came since
   while (!stop.stop_requested() && !job_ended_) {
     // A scheduler that keeps the job's state in a store may be restarted: its connection is
     // looked at every kSilentSchedulerProbe, and from its break until a scheduler answers again
-    // (or while it is silent) heartbeats go at that pace, so that a new one is heard from, and
-    // the calls asked of it again, within milliseconds of its start rather than a heartbeat
-    // interval later.
+    // heartbeats go at that pace, so that a new one is heard from, and the calls asked of it
+    // again, within milliseconds of its start rather than a heartbeat interval later.
     const bool durable = scheduler_generation_ != 0;
-    clock_->WaitFor(&mu_, &cv_, durable ? std::min(options_.heartbeat_interval, kSilentSchedulerProbe)
-                                        : options_.heartbeat_interval,
+    const milliseconds wait = durable ? std::min(options_.heartbeat_interval, kSilentSchedulerProbe)
+                                      : options_.heartbeat_interval;
+    clock_->WaitFor(&mu_, &cv_, wait,
                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
+    // This thread ran far later than its wait: the node itself was stopped (SIGSTOP) or
+    // starved, so the scheduler's silence meanwhile says nothing of the scheduler. It is judged
+    // from now on, after a heartbeat that tells the scheduler this node is back (it answers, or
+    // says the node was declared dead meanwhile).
+    if (clock_->Now() - last_turn > 2 * wait + milliseconds(500)) woke = clock_->Now();
+    last_turn = clock_->Now();
     if (durable) {
       lock.Unlock();  // only this thread reads the watched connection's events
       const std::vector<NodeId> down = transport_->PeersDown(milliseconds(0));
@@ -887,11 +903,10 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
         broken_at = now;
       }
       if (broken && last_ack_ > broken_at) broken = false;
-      const bool probing = broken || now - last_ack_ > options_.heartbeat_interval * 3 / 2;
-      if (!probing && now - last_beat < options_.heartbeat_interval) continue;
+      if (!broken && now - last_beat < options_.heartbeat_interval) continue;
     }
     last_beat = clock_->Now();
-    auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - last_ack_);
+    auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - std::max(last_ack_, woke));
     const milliseconds limit = durable ? std::max(options_.scheduler_grace, options_.heartbeat_timeout)
                                        : options_.heartbeat_timeout;
     if (durable && silent > options_.heartbeat_timeout && !told_waiting_) {

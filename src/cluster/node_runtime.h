@@ -180,8 +180,8 @@ class NodeRuntime {
   Status SendData(transport::Message msg);
   // Requests an outbound queue holds before FlushData waits for the thread sending it.
   static constexpr size_t kMaxOutbound = 4096;
-  // How often a node sends heartbeats while a scheduler with a store (which may be restarted)
-  // has been silent for more than one and a half heartbeat intervals.
+  // How often a node sends heartbeats while the connection to a scheduler with a store (which
+  // may be restarted) is broken, until a scheduler answers.
   static constexpr std::chrono::milliseconds kSilentSchedulerProbe{20};
   // Worker: routes by `view` from now on if it is newer than the current view (from a server's
   // redirect), connecting to the servers it adds. Returns the routing in force afterwards.
@@ -250,6 +250,9 @@ class NodeRuntime {
 
   // OK while the node takes part in a live job; otherwise the sticky error.
   Status health() const;
+  // The scheduler said this node was declared dead (it was silent for the heartbeat timeout)
+  // and the job goes on without it.
+  bool declared_dead() const;
   // kUnavailable naming the node when the scheduler declared it dead; OK otherwise.
   Status PeerStatus(NodeId id) const;
 
@@ -365,6 +368,7 @@ class NodeRuntime {
   CondVar cv_;
   Status error_ ABSL_GUARDED_BY(mu_);  // sticky, set only by a failure
   bool job_ended_ ABSL_GUARDED_BY(mu_) = false;  // the job ended, normally or not
+  bool declared_dead_ ABSL_GUARDED_BY(mu_) = false;  // see declared_dead()
   int64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<int64_t, ControlCall> calls_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TableId, transport::Bytes> tables_ ABSL_GUARDED_BY(mu_);  // spec bytes

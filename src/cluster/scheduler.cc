@@ -149,6 +149,7 @@ void Scheduler::Handle(Message&& msg) {
     gone.header.receiver = h.sender;
     gone.header.flags = transport::kFlagError;
     gone.header.status = static_cast<uint8_t>(StatusCode::kUnavailable);
+    gone.header.aux = kShutdownDeclaredDead;
     gone.frames.push_back(transport::BytesFromString(
         fmt::format("the scheduler declared {} dead; it is no longer part of the job", Describe(h.sender))));
     (void)transport_->SendNoWait(std::move(gone));

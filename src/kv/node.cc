@@ -98,7 +98,7 @@ Result<std::string> CheckpointJob(const std::string& scheduler_address, const st
 }
 
 Result<std::string> Node::Checkpoint(const std::string& dir, std::chrono::milliseconds timeout) {
-  if (role_ == Role::kScheduler || !runtime_) return Status::InvalidArgument("a worker or a server asks for a checkpoint");
+  if (role_ == Role::kScheduler || !runtime_) return Status::InvalidArgument("only a worker or a server asks with Node::Checkpoint; tools use CheckpointJob");
   PSERVER_ASSIGN_OR_RETURN(std::string absolute, AbsoluteCheckpointDirectory(dir));
   return runtime_->Checkpoint(absolute, timeout);
 }
@@ -165,5 +165,7 @@ void Node::Stop() {
 }
 
 Status Node::health() const { return runtime_ ? runtime_->health() : Status::Ok(); }
+
+bool Node::declared_dead() const { return runtime_ && runtime_->declared_dead(); }
 
 }  // namespace pserver

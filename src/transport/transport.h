@@ -109,7 +109,8 @@ class Transport {
   // connections reset, its port closed) shows here at its first reconnection attempt, long
   // before its heartbeats are missed; one that only stopped
   // (SIGSTOP, a partition) does not -- heartbeats find it. Transports that cannot watch (inproc) report
-  // none. Call from the thread that calls Receive.
+  // none. Call from one thread only, always the same one (the scheduler's loop; a node's
+  // heartbeat thread).
   std::vector<NodeId> PeersDown(std::chrono::milliseconds for_at_least) { return DoPeersDown(for_at_least); }
 
   TransportStats stats() const;

@@ -160,8 +160,9 @@ TEST_F(PartitionTest, PacketLossOnAServerLosesNothing) {
   ASSERT_OK(host_->Heal());
   std::printf("loss ended at round %d\n", LastRound());
   ASSERT_NO_FATAL_FAILURE(ExpectProgress(20));
-  const bool failed_over = scheduler_->output().find("server 2 (node", before) != std::string::npos &&
-                           scheduler_->output().find("is dead", before) != std::string::npos;
+  static const std::regex dead(R"(server 2 \(node \d+\) is dead)");
+  const std::string since = scheduler_->output().substr(before);
+  const bool failed_over = std::regex_search(since, dead);
   std::printf("server 2 was %s\n", failed_over ? "failed over from (its heartbeats were late)" : "kept");
   ASSERT_NO_FATAL_FAILURE(EndJob());
   std::optional<int> st = servers_[2]->WaitExit(kHangGuard);

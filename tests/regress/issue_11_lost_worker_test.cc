@@ -225,6 +225,41 @@ TEST_F(LostWorkerTest, StoppedWorkerUnderTrainIsTakenOverAndKilledWhenTheJobEnds
   EXPECT_EQ(report.at("rows"), 6000) << report.dump(2);
 }
 
+// Under `pserver train`, a worker frozen by SIGSTOP is declared dead and its rows taken over;
+// continued then, it finds itself out of the job (the servers refuse its requests, the
+// scheduler tells it it was declared dead) and leaves with kExitDeclaredDead, which the launcher
+// takes as a lost worker, not a failure: the job ends well with every row.
+TEST_F(LostWorkerTest, StoppedWorkerContinuedAfterItsTakeOverLeavesAndTheJobEndsWell) {
+  std::vector<std::string> argv = TrainArgs();
+  argv.insert(argv.begin(), PserverBinary());
+  argv.insert(argv.end(), {"--servers", "1", "--workers", "2"});
+  auto train = Subprocess::Spawn(argv, {{"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
+                                        {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
+  ASSERT_OK(train);
+  Subprocess& job = **train;
+  ASSERT_TRUE(job.WaitForOutput("[worker 0] pass   2", kHangGuard)) << job.output();
+  std::vector<pid_t> workers;
+  for (const ProcessInfo& p : ListProcesses()) {
+    if (p.ppid == job.pid() && p.cmdline.find(" train linear ") != std::string::npos) workers.push_back(p.pid);
+  }
+  ASSERT_EQ(workers.size(), 2u) << "the launcher's worker processes";
+  ASSERT_EQ(::kill(workers[1], SIGSTOP), 0);
+  ASSERT_TRUE(job.WaitForOutput("left the job; training on its data too", kHangGuard)) << job.output();
+  ASSERT_EQ(::kill(workers[1], SIGCONT), 0);
+  const std::string exit = ExitOf(job);
+  const std::string out = job.output();
+  EXPECT_EQ(exit, "exit 0") << out;
+  EXPECT_TRUE(Contains(out, "left: the scheduler had declared it dead while it was silent while the workers run; the "
+                            "others take over its work"))
+      << out;
+  EXPECT_TRUE(Contains(out, "was declared dead while it was silent, and the job went on without it")) << out;
+  EXPECT_TRUE(std::filesystem::exists(Path("model"))) << out;
+  const nlohmann::json report = Report();
+  ASSERT_TRUE(report.is_object()) << out;
+  EXPECT_EQ(report.at("status"), "ok") << report.dump(2);
+  EXPECT_EQ(report.at("rows"), 6000) << report.dump(2);
+}
+
 // Feature indices at the top of the 64-bit range train like any other: the same data with the
 // huge indices renamed to small unused ones gives the same objective and the same weights.
 TEST(HugeFeatureIdTest, IndicesUpToTwoToTheSixtyFourTrainLikeSmallOnes) {

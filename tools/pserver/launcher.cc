@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "pserver/launch_env.h"
 #include "pserver/result.h"
 #include "pserver/status.h"
 
@@ -703,14 +704,17 @@ void Launcher::OnChildExit(Child& child) {
   if (phase_ == Phase::kDraining) {
     if (!exit.ok()) Message(child.name + " " + exit.Describe() + " after the workers finished");
   } else if (child.role == Role::kWorker) {
-    // Only a worker killed from outside while the job runs is the others' to take over: one that
-    // crashed (another signal) failed, and one that dies after the job ended may be the lead,
-    // before its model is in place.
+    // Only a worker killed from outside, or declared dead while silent, while the job runs is the
+    // others' to take over: one that crashed (another signal) or failed by itself failed, and
+    // one that dies after the job ended may be the lead, before its model is in place.
     const bool killed = exit.signaled && (exit.value == SIGKILL || exit.value == SIGTERM);
+    const bool declared_dead = !exit.signaled && !exit.lost && exit.value == kExitDeclaredDead;
     if (child.killed_after_the_end) {
       Message(child.name + " " + exit.Describe());
-    } else if (!exit.ok() && killed && opt_.workers_may_die && early_exit_.empty()) {
-      Message(child.name + " " + exit.Describe() + " while the workers run; the others take over its work");
+    } else if (!exit.ok() && (killed || declared_dead) && opt_.workers_may_die && early_exit_.empty()) {
+      Message(child.name + " " +
+              (declared_dead ? "left: the scheduler had declared it dead while it was silent" : exit.Describe()) +
+              " while the workers run; the others take over its work");
     } else if (!exit.ok()) {
       Stop(child.name + " " + exit.Describe() + (early_exit_.empty() ? "" : " after the job ended"), exit.ExitCode());
     }

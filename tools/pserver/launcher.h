@@ -53,7 +53,8 @@ struct LaunchOptions {
   // if it cannot, which the workers then report).
   bool servers_may_die = false;
   // The workers hand a dead worker's work to the others (`pserver train linear`: a live worker
-  // reads its data, Node::TakeOver): a worker killed by a signal while the workers run is
+  // reads its data, Node::TakeOver): a worker killed by SIGKILL or SIGTERM, or exiting with
+  // kExitDeclaredDead (launch_env.h: it was declared dead while silent), while the workers run is
   // reported and the others go on (the scheduler ends the job if nobody took its work over,
   // which the workers then report). A worker that fails by itself, crashes (a signal other than
   // SIGKILL and SIGTERM) or dies after the scheduler ended the job still stops the launch. A

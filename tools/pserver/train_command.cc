@@ -100,10 +100,14 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
 Status CheckTrainOutputs(const TrainFlags& f) {
   if (!f.model_out.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.model_out).WithContext("--model-out"));
   if (!f.report.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableOutput(f.report).WithContext("--report"));
-  if (!f.checkpoints().empty()) {
-    PSERVER_RETURN_IF_ERROR(CheckWritableDirectory(f.checkpoints())
-                                .WithContext(f.checkpoint_dir.empty() ? "--resume (checkpoints go on into it)"
-                                                                      : "--checkpoint-dir"));
+  // Checkpoints go into --checkpoint-dir, or on into the directory resumed from.
+  if (!f.checkpoint_dir.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableDirectory(f.checkpoint_dir).WithContext("--checkpoint-dir"));
+  if (!f.resume.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(f.resume, ec)) {
+      return Status::NotFound(fmt::format("--resume: {} is no directory (of checkpoints)", f.resume));
+    }
+    if (f.checkpoint_dir.empty()) PSERVER_RETURN_IF_ERROR(CheckWritableDirectory(f.resume).WithContext("--resume"));
   }
   return Status::Ok();
 }
@@ -277,6 +281,15 @@ int RunTrainWorker(const TrainFlags& f) {
     // Ends the job for every node with this worker's reason (at once if the job already ended).
     (void)n.FinalizeWithError(trained, kReportFailureTimeout);
     staged_model.reset();  // removes the staged file, if the rename did not happen
+    if (n.declared_dead()) {
+      // It was silent (stopped, cut off) long enough to be declared dead, and the job went on
+      // without it: its share is another worker's now (the scheduler ends the job with an
+      // error if nobody took it over). Not a failure of the job: leave, saying so.
+      std::fprintf(stderr, "pserver train: worker %u was declared dead while it was silent, and the job went on "
+                           "without it (%s); leaving\n",
+                   rank, trained.ToString().c_str());
+      return kExitDeclaredDead;
+    }
     if (lead) {
       if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) {
         std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
@@ -345,7 +358,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->envname("PSERVER_SCHEDULER");
   cmd->add_option("--checkpoint-dir", f->checkpoint_dir,
                   "Checkpoint the job into this directory (created if missing) every --checkpoint-every passes and "
-                  "after the last pass; a killed job goes on with --resume DIR (docs/durability.md)");
+                  "after pass --max-passes; a killed job goes on with --resume DIR (docs/durability.md)");
   cmd->add_option("--checkpoint-every", f->checkpoint_every, "Passes between checkpoints")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
@@ -355,6 +368,9 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
                   "says otherwise");
   cmd->callback([=] {
     *run = [=]() {
+      if (cmd->count("--checkpoint-every") > 0 && f->checkpoints().empty()) {
+        return Fail(Status::InvalidArgument("--checkpoint-every needs --checkpoint-dir (or --resume): where to put them"));
+      }
       if (!f->scheduler.empty()) return RunTrainWorker(*f);
       // Every process of the job runs in this directory, so relative paths name the same files.
       if (!f->checkpoint_dir.empty()) {

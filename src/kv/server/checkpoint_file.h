@@ -2,10 +2,11 @@
 // values and update-rule state -- written atomically and read back with every byte checked
 // (docs/durability.md, section 2).
 //
-// Layout (little-endian; version 1):
+// Layout (little-endian; version 2: the spec ends with TableSpec::checkpointed; version 1 files,
+// whose specs lack it, are refused by their version):
 //
 //   header   8  magic "PSCKPT\x01\n"
-//            4  u32 version (1)
+//            4  u32 version (2)
 //            4  u32 number of tables
 //            8  u64 checksum of the 16 bytes above (Checksum64, seed 0)
 //   table    8  u64 n, then n bytes: the spec (kv::EncodeTableSpec)
@@ -37,7 +38,7 @@
 
 namespace pserver::kv {
 
-inline constexpr uint32_t kCheckpointFileVersion = 1;
+inline constexpr uint32_t kCheckpointFileVersion = 2;
 
 // One table of a checkpoint: its spec and the rows the server held.
 struct CheckpointTable {

@@ -250,11 +250,11 @@ TEST_F(CheckpointFileTest, ForeignFilesAndOtherVersionsAreRefusedByName) {
   ExpectRefused("hello, world: not a checkpoint at all", "not a pserver checkpoint file", "text");
   const std::string path = Path("v.psckpt");
   Write(path, SomeTables(4));
-  std::string v2 = Slurp(path);
-  v2[8] = 2;  // version 2, and a header checksum that matches it
-  const uint64_t sum = Checksum64(v2.data(), 16);
-  for (int i = 0; i < 8; ++i) v2[16 + i] = static_cast<char>(sum >> (8 * i));
-  ExpectRefused(v2, "file version 2; this build reads version 1", "version 2");
+  std::string v1 = Slurp(path);
+  v1[8] = 1;  // version 1 (before TableSpec::checkpointed), and a header checksum that matches it
+  const uint64_t sum = Checksum64(v1.data(), 16);
+  for (int i = 0; i < 8; ++i) v1[16 + i] = static_cast<char>(sum >> (8 * i));
+  ExpectRefused(v1, "file version 1; this build reads version 2", "version 1");
   ExpectRefused(Slurp(path) + "x", "1 bytes after the footer", "a byte after the footer");
   Result<std::vector<CheckpointTable>> missing = ReadCheckpointFile(Path("absent.psckpt"));
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "base/logging.h"
@@ -13,6 +14,36 @@
 #include "kv/server/table_store.h"
 
 namespace pserver::kv {
+namespace {
+
+template <typename T>
+void ForEachRowState(const RowBatch& rows, std::byte* states, const Updater& rule) {
+  const size_t spv = rows.state_per_value;
+  size_t at = 0;  // values before row i
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const size_t n = rows.width == 0 ? static_cast<size_t>(rows.lens[i]) : rows.width;
+    rule.OnResume(std::span<T>(reinterpret_cast<T*>(states) + at * spv, n * spv));
+    at += n;
+  }
+}
+
+// `rows` with the rule's OnResume applied to every row's state (a copy: the batch may share its
+// states with others).
+RowBatch ForResume(const Updater& rule, RowBatch rows) {
+  if (rows.state_per_value == 0 || rows.size() == 0) return rows;
+  if (rows.value_type != ValueType::kFloat32 && rows.value_type != ValueType::kFloat64) return rows;
+  transport::Bytes states = transport::Bytes::Uninitialized(rows.states.size());
+  std::memcpy(states.data(), rows.states.data(), rows.states.size());
+  if (rows.value_type == ValueType::kFloat32) {
+    ForEachRowState<float>(rows, states.data(), rule);
+  } else {
+    ForEachRowState<double>(rows, states.data(), rule);
+  }
+  rows.states = std::move(states);
+  return rows;
+}
+
+}  // namespace
 
 void KVServerCore::OnCheckpoint(const std::string& path,
                                 std::function<void(Result<cluster::CheckpointWritten>)> done) {
@@ -75,6 +106,7 @@ Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routi
   if (!resume_point_->ok()) return resume_point_->status().WithContext("resuming");
   const cluster::FoundCheckpoint& found = **resume_point_;
   const KeyPredicate mine = RoutingRangePredicate(spec, ranges);
+  PSERVER_ASSIGN_OR_RETURN(const std::unique_ptr<Updater> rule, options_.updaters.Create(spec.updater));
   uint64_t rows = 0;
   bool seen = false;
   std::vector<Key> kept;  // every key taken, to find one taken twice
@@ -106,7 +138,7 @@ Status KVServerCore::ResumeRows(TableStore* store, const cluster::Routing& routi
         if (mine(t.rows.keys[i])) keep.push_back(i);
       }
       if (keep.empty()) continue;
-      const RowBatch rows_kept = keep.size() == t.rows.size() ? t.rows : SelectRows(t.rows, keep);
+      const RowBatch rows_kept = ForResume(*rule, keep.size() == t.rows.size() ? t.rows : SelectRows(t.rows, keep));
       PSERVER_RETURN_IF_ERROR(InsertRowsLocked(store, rows_kept)
                                   .WithContext(fmt::format("checkpoint {}: table '{}'", path, t.spec.name)));
       kept.insert(kept.end(), rows_kept.keys.begin(), rows_kept.keys.end());

@@ -336,6 +336,13 @@ T ProxClock(const UpdateContext& ctx) {
   return static_cast<T>(ctx.clock + 1);
 }
 
+// Both layouts keep the iteration marks c last, a quarter of a row's state: a resumed job's
+// clocks are not the checkpointed job's, so they are set to "no iteration" (0).
+template <typename T>
+void ForgetProxIterations(std::span<T> state) {
+  std::fill(state.begin() + static_cast<ptrdiff_t>(state.size() / 4 * 3), state.end(), T(0));
+}
+
 // gradient=0: elementwise over a row of width n. Push: n gradients, then n curvatures. State:
 // blocks w0, G, U, c of n values each.
 class ProxUpdater final : public RealUpdater<ProxUpdater> {
@@ -343,6 +350,8 @@ class ProxUpdater final : public RealUpdater<ProxUpdater> {
   explicit ProxUpdater(const ProxParams& p) : p_(p) {}
   uint32_t push_arity() const override { return 2; }
   uint32_t state_per_value() const override { return 4; }
+  void OnResume(std::span<float> state) const override { ForgetProxIterations(state); }
+  void OnResume(std::span<double> state) const override { ForgetProxIterations(state); }
 
   template <typename T>
   void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
@@ -372,6 +381,8 @@ class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
   explicit ProxGradientUpdater(const ProxParams& p) : p_(p) {}
   uint32_t push_arity() const override { return 1; }
   uint32_t state_per_value() const override { return 2; }  // 4 per row of width 2
+  void OnResume(std::span<float> state) const override { ForgetProxIterations(state); }
+  void OnResume(std::span<double> state) const override { ForgetProxIterations(state); }
   Status FitsWidth(uint32_t width, bool variable_length) const override {
     if (variable_length) {
       return Status::InvalidArgument(

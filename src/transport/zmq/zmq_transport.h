@@ -84,8 +84,9 @@ class ZmqTransport final : public Transport {
     std::string address;
     ConnectionId identity;
     // The DEALER's socket monitor (a PAIR; set by DoWatch, under peers_mu_ exclusively) and since
-    // when its connection is down: read by the receive thread only (DoPeersDown; and DoSend with
-    // give_up_when_down_for, whose sends all come from that thread).
+    // when its connection is down: read by one thread only -- the one that calls DoPeersDown (the
+    // scheduler's loop, or a node's heartbeat thread) and, with give_up_when_down_for (the
+    // scheduler only), DoSend, whose sends then all come from that same thread.
     void* monitor = nullptr;
     std::optional<std::chrono::steady_clock::time_point> down_since;
     int retries = 0;  // reconnection attempts ZeroMQ scheduled since the break
@@ -99,7 +100,7 @@ class ZmqTransport final : public Transport {
   Status SendMsg(void* socket, zmq_msg_t* msg, bool more, bool may_block, bool* would_block = nullptr);
   // Reads the watched peer's socket monitor: a disconnect starts its down time, a connection
   // ends it; a second reconnection attempt means the first one failed. Then whether it is down
-  // (reconnection refused, or down for `for_at_least`). Receive thread only.
+  // (reconnection refused, or down for `for_at_least`). One thread only (see Peer::monitor).
   static bool Down(Peer& peer, std::chrono::steady_clock::time_point now, std::chrono::milliseconds for_at_least);
 
   const ZmqOptions options_;
