@@ -151,6 +151,34 @@ class LostWorkerTest : public ::testing::Test {
     EXPECT_EQ(report.at("passes"), 40) << report.dump(2);
   }
 
+  // `pserver train linear` of 2 workers, whose heartbeats find a stopped worker; once worker 0
+  // printed its second pass, one of the launcher's two worker processes (whichever rank it has)
+  // is frozen by SIGSTOP (*frozen: its pid). Null, with a test failure, if that went wrong.
+  std::unique_ptr<Subprocess> TrainAndStopAWorker(pid_t* frozen) {
+    std::vector<std::string> argv = TrainArgs();
+    argv.insert(argv.begin(), PserverBinary());
+    argv.insert(argv.end(), {"--servers", "1", "--workers", "2"});
+    auto train = Subprocess::Spawn(argv, {{"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
+                                          {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
+    EXPECT_OK(train);
+    if (!train.ok()) return nullptr;
+    Subprocess& job = **train;
+    if (!job.WaitForOutput("[worker 0] pass   2", kHangGuard)) {
+      ADD_FAILURE() << job.output();
+      return nullptr;
+    }
+    std::vector<pid_t> workers;
+    for (const ProcessInfo& p : ListProcesses()) {
+      if (p.ppid == job.pid() && p.cmdline.find(" train linear ") != std::string::npos) workers.push_back(p.pid);
+    }
+    if (workers.size() != 2 || ::kill(workers[1], SIGSTOP) != 0) {
+      ADD_FAILURE() << "the launcher's worker processes: " << workers.size();
+      return nullptr;
+    }
+    *frozen = workers[1];
+    return std::move(*train);
+  }
+
   TempDir dir_;
   std::string address_;
   std::unique_ptr<Subprocess> scheduler_, server_;
@@ -194,26 +222,15 @@ TEST_F(LostWorkerTest, ALostWorkerWhoseDataCannotBeReadAgainFailsEveryProcessAnd
 // Under `pserver train`, a worker frozen by SIGSTOP is declared dead after the heartbeat timeout;
 // the other takes its rows over and the job ends well; the launcher then kills the frozen one.
 TEST_F(LostWorkerTest, StoppedWorkerUnderTrainIsTakenOverAndKilledWhenTheJobEnds) {
-  std::vector<std::string> argv = TrainArgs();
-  argv.insert(argv.begin(), PserverBinary());
-  argv.insert(argv.end(), {"--servers", "1", "--workers", "2"});
-  auto train = Subprocess::Spawn(argv, {{"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
-                                        {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
-  ASSERT_OK(train);
-  Subprocess& job = **train;
-  ASSERT_TRUE(job.WaitForOutput("[worker 0] pass   2", kHangGuard)) << job.output();
-  // Freeze one of the launcher's two worker processes (whichever rank it has).
-  std::vector<pid_t> workers;
-  for (const ProcessInfo& p : ListProcesses()) {
-    if (p.ppid == job.pid() && p.cmdline.find(" train linear ") != std::string::npos) workers.push_back(p.pid);
-  }
-  ASSERT_EQ(workers.size(), 2u) << "the launcher's worker processes";
-  ASSERT_EQ(::kill(workers[1], SIGSTOP), 0);
+  pid_t frozen = 0;
+  std::unique_ptr<Subprocess> train = TrainAndStopAWorker(&frozen);
+  ASSERT_NE(train, nullptr);
+  Subprocess& job = *train;
   const std::string exit = ExitOf(job);
-  std::optional<ProcessInfo> left = FindProcess(workers[1]);
+  std::optional<ProcessInfo> left = FindProcess(frozen);
   if (left && left->state != 'Z' && left->cmdline.find(" train linear ") != std::string::npos) {
-    ADD_FAILURE() << "the launcher left the frozen worker " << workers[1] << " behind";
-    ::kill(workers[1], SIGKILL);
+    ADD_FAILURE() << "the launcher left the frozen worker " << frozen << " behind";
+    ::kill(frozen, SIGKILL);
   }
   const std::string out = job.output();
   EXPECT_EQ(exit, "exit 0") << out;
@@ -230,22 +247,12 @@ TEST_F(LostWorkerTest, StoppedWorkerUnderTrainIsTakenOverAndKilledWhenTheJobEnds
 // scheduler tells it it was declared dead) and leaves with kExitDeclaredDead, which the launcher
 // takes as a lost worker, not a failure: the job ends well with every row.
 TEST_F(LostWorkerTest, StoppedWorkerContinuedAfterItsTakeOverLeavesAndTheJobEndsWell) {
-  std::vector<std::string> argv = TrainArgs();
-  argv.insert(argv.begin(), PserverBinary());
-  argv.insert(argv.end(), {"--servers", "1", "--workers", "2"});
-  auto train = Subprocess::Spawn(argv, {{"PSERVER_HEARTBEAT_INTERVAL_MS", kHeartbeatIntervalMs},
-                                        {"PSERVER_HEARTBEAT_TIMEOUT_MS", kDetectMs}});
-  ASSERT_OK(train);
-  Subprocess& job = **train;
-  ASSERT_TRUE(job.WaitForOutput("[worker 0] pass   2", kHangGuard)) << job.output();
-  std::vector<pid_t> workers;
-  for (const ProcessInfo& p : ListProcesses()) {
-    if (p.ppid == job.pid() && p.cmdline.find(" train linear ") != std::string::npos) workers.push_back(p.pid);
-  }
-  ASSERT_EQ(workers.size(), 2u) << "the launcher's worker processes";
-  ASSERT_EQ(::kill(workers[1], SIGSTOP), 0);
+  pid_t frozen = 0;
+  std::unique_ptr<Subprocess> train = TrainAndStopAWorker(&frozen);
+  ASSERT_NE(train, nullptr);
+  Subprocess& job = *train;
   ASSERT_TRUE(job.WaitForOutput("left the job; training on its data too", kHangGuard)) << job.output();
-  ASSERT_EQ(::kill(workers[1], SIGCONT), 0);
+  ASSERT_EQ(::kill(frozen, SIGCONT), 0);
   const std::string exit = ExitOf(job);
   const std::string out = job.output();
   EXPECT_EQ(exit, "exit 0") << out;
