@@ -327,6 +327,8 @@ struct ExitInfo {
   bool lost = false;  // reaped by someone else (ECHILD); status unknown
 
   bool ok() const { return !signaled && value == 0 && !lost; }
+  // Killed from outside (SIGKILL, SIGTERM), not crashed.
+  bool killed() const { return signaled && (value == SIGKILL || value == SIGTERM); }
   int ExitCode() const { return lost ? 1 : signaled ? 128 + value : value; }
   std::string Describe() const {
     if (lost) return "was reaped by someone else";
@@ -707,11 +709,10 @@ void Launcher::OnChildExit(Child& child) {
     // Only a worker killed from outside, or declared dead while silent, while the job runs is the
     // others' to take over: one that crashed (another signal) or failed by itself failed, and
     // one that dies after the job ended may be the lead, before its model is in place.
-    const bool killed = exit.signaled && (exit.value == SIGKILL || exit.value == SIGTERM);
     const bool declared_dead = !exit.signaled && !exit.lost && exit.value == kExitDeclaredDead;
     if (child.killed_after_the_end) {
       Message(child.name + " " + exit.Describe());
-    } else if (!exit.ok() && (killed || declared_dead) && opt_.workers_may_die && early_exit_.empty()) {
+    } else if (!exit.ok() && (exit.killed() || declared_dead) && opt_.workers_may_die && early_exit_.empty()) {
       Message(child.name + " " +
               (declared_dead ? "left: the scheduler had declared it dead while it was silent" : exit.Describe()) +
               " while the workers run; the others take over its work");
@@ -720,8 +721,7 @@ void Launcher::OnChildExit(Child& child) {
     }
   } else if (phase_ == Phase::kWaitingForAddress) {
     Stop(child.name + " " + exit.Describe() + " before writing its address to " + address_file_, 1);
-  } else if (child.role == Role::kScheduler && opt_.restart_scheduler && exit.signaled &&
-             (exit.value == SIGKILL || exit.value == SIGTERM)) {
+  } else if (child.role == Role::kScheduler && opt_.restart_scheduler && exit.killed()) {
     Message(child.name + " " + exit.Describe() + " while the workers run; starting it again: it resumes the job from "
             "its store");
     scheduler_restarts_++;
@@ -730,7 +730,7 @@ void Launcher::OnChildExit(Child& child) {
     const auto lived = Clock::now() - child.started;
     if (!opt_.restart_servers) {
       Message(what + "; its replicas take its keys");
-    } else if (!(exit.signaled && (exit.value == SIGKILL || exit.value == SIGTERM)) && lived < kCrashLoop) {
+    } else if (!exit.killed() && lived < kCrashLoop) {
       Stop(what + ", " + std::to_string(std::chrono::duration_cast<milliseconds>(lived).count()) +
                " ms after it started: not restarted, it would fail again",
            1);
