@@ -887,11 +887,13 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
     clock_->WaitFor(&mu_, &cv_, wait,
                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop.stop_requested() || job_ended_; });
     if (stop.stop_requested() || job_ended_) return;
-    // This thread ran far later than its wait: the node itself was stopped (SIGSTOP) or
-    // starved, so the scheduler's silence meanwhile says nothing of the scheduler. It is judged
-    // from now on, after a heartbeat that tells the scheduler this node is back (it answers, or
-    // says the node was declared dead meanwhile).
-    if (clock_->Now() - last_turn > 2 * wait + milliseconds(500)) woke = clock_->Now();
+    // This thread ran later than its wait by half a heartbeat timeout or more: the node itself
+    // was stopped (SIGSTOP) or starved, so the scheduler's silence meanwhile says nothing of the
+    // scheduler. It is judged from now on, after a heartbeat that tells the scheduler this node
+    // is back (it answers, or says the node was declared dead meanwhile). Shorter delays do not
+    // count, so that a node on a loaded machine still finds a dead scheduler.
+    const auto late = clock_->Now() - last_turn - wait;
+    if (late > std::max<milliseconds>(milliseconds(500), options_.heartbeat_timeout / 2)) woke = clock_->Now();
     last_turn = clock_->Now();
     if (durable) {
       lock.Unlock();  // only this thread reads the watched connection's events
