@@ -12,6 +12,7 @@ pserver_add_test(kv_worker_test SOURCES kv/worker/kv_worker_test.cc DEPS pserver
 pserver_add_test(table_catalog_test SOURCES kv/table_catalog_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(view_change_test SOURCES kv/view_change_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(membership_test SOURCES kv/membership_test.cc DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(replication_test SOURCES kv/replication_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(checkpoint_file_test SOURCES kv/server/checkpoint_file_test.cc DEPS pserver_testing LABELS unit)
 pserver_add_test(checkpoint_test SOURCES kv/checkpoint_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(local_cluster_test SOURCES kv/local_cluster_test.cc

@@ -223,9 +223,8 @@ Result<KVServerCore::Table*> KVServerCore::FindTable(TableId id) {
   return tables_.emplace(id, std::move(table)).first->second.get();
 }
 
-Result<ServerRequest> KVServerCore::Decode(Message& msg, const Table& table) {
+Result<ServerRequest> KVServerCore::Decode(Message& msg, const TableSpec& spec) {
   const auto& h = msg.header;
-  const TableSpec& spec = table.spec;
   if (msg.frames.size() != 3) {
     return Status::Corruption(fmt::format("data request with {} frames, expected 3", msg.frames.size()));
   }
@@ -428,7 +427,7 @@ void KVServerCore::Process(Message&& msg) {
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
-  Result<ServerRequest> req = Decode(msg, **table);
+  Result<ServerRequest> req = Decode(msg, (*table)->spec);
   if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
   Table& t = **table;
 
@@ -482,8 +481,8 @@ void KVServerCore::Process(Message&& msg) {
     duplicate = *applied;
     if (duplicate) {
       // Its replicas learn that this server holds it too (a second failover must not apply it).
-      NoteReplicated(*t.store, *runtime_->routing(), {req->keys.data(), req->keys.size()}, header.origin, req->sender,
-                     req->timestamp.value);
+      NoteReplicatedPush(*t.store, *runtime_->routing(), *req,
+                         ReplicatedPush{header.origin, req->sender, req->timestamp.value}, /*with_values=*/false);
       PSERVER_LOG_DEBUG("server {}: request {} of node {} reached the replicas of node {} before it died; not "
                         "applying it again",
                         runtime_->rank().value, req->timestamp.value, worker.worker.value, header.origin.value);
@@ -517,8 +516,9 @@ void KVServerCore::Process(Message&& msg) {
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
     clocks.Set(range, worker, req->timestamp.value);
     const NodeId origin = (header.flags & transport::kFlagFailover) ? header.origin : runtime_->id();
-    NoteReplicated(*t.store, *runtime_->routing(), {req->keys.data(), req->keys.size()}, origin, req->sender,
-                   req->timestamp.value);
+    // A custom handler's state is its own: its replicas learn of the push, not its values.
+    NoteReplicatedPush(*t.store, *runtime_->routing(), *req, ReplicatedPush{origin, req->sender, req->timestamp.value},
+                       /*with_values=*/!handler);
     if (tracking_) {  // a membership change is moving rows away: note what changed (kFinal)
       absl::flat_hash_set<Key>& touched = tracking_->touched[header.table];
       for (size_t i = 0; i < req->keys.size(); ++i) touched.insert(req->keys[i]);
@@ -616,16 +616,26 @@ std::vector<std::pair<TableId, TableSpec>> KVServerCore::TableSpecs() const {
   return out;
 }
 
+Status KVServerCore::CoverKeys(TableStore* store, const SharedArray<Key>& keys) {
+  if (store->spec().storage != StorageKind::kDense || keys.empty()) return Status::Ok();
+  const std::vector<KeyRange> held = store->owned_ranges();  // sorted, disjoint
+  auto covered = [&held](KeyRange run) {
+    auto it = std::upper_bound(held.begin(), held.end(), run.first, [](Key k, KeyRange r) { return k < r.first; });
+    return it != held.begin() && std::prev(it)->last >= run.last;
+  };
+  std::vector<KeyRange> runs = RunsOfKeys(keys);
+  if (std::all_of(runs.begin(), runs.end(), covered)) return Status::Ok();
+  runs.insert(runs.end(), held.begin(), held.end());
+  return store->SetOwnedRanges(std::move(runs));
+}
+
 Status KVServerCore::InsertRowsLocked(TableStore* store, const RowBatch& rows) {
-  if (store->spec().storage != StorageKind::kDense) return store->InsertRows(rows);
   // Rows moving in (before the view that gives them to this server, perhaps): a dense table
   // takes their ranges first. A batch refused takes nothing.
   const std::vector<KeyRange> before = store->owned_ranges();
-  std::vector<KeyRange> ranges = RunsOfKeys(rows.keys);
-  ranges.insert(ranges.end(), before.begin(), before.end());
-  PSERVER_RETURN_IF_ERROR(store->SetOwnedRanges(std::move(ranges)));
+  PSERVER_RETURN_IF_ERROR(CoverKeys(store, rows.keys));
   Status inserted = store->InsertRows(rows);
-  if (!inserted.ok()) (void)store->SetOwnedRanges(before);
+  if (!inserted.ok() && store->spec().storage == StorageKind::kDense) (void)store->SetOwnedRanges(before);
   return inserted;
 }
 

@@ -47,10 +47,10 @@
 // Range vector clocks stay with the donor (a recipient starts the moved keys' clocks afresh).
 //
 // Replication (kv_server_replication.cc; docs/durability.md, section 3): with a view of
-// replicas k >= 2 the owner of a key range sends the rows its pushes changed to the other
-// servers of the range's chain (kReplicate, many pushes' rows in one message) and holds its
-// replies to workers until they stored them; a replica stores them and remembers the pushes they
-// hold, so that a worker's resend after a failover (kFlagFailover) is applied exactly once. On a
+// replicas k >= 2 the owner of a key range sends the pushes it applied to the other servers of
+// the range's chain (kReplicate, many pushes in one message per round) and holds its replies to
+// workers until they applied them; a replica applies them in the owner's order and remembers
+// them, so that a worker's resend after a failover (kFlagFailover) is applied exactly once. On a
 // view change each range's new replicas get all of its rows, and the scheduler is told once
 // they are complete.
 //
@@ -82,6 +82,8 @@ namespace pserver::kv {
 class ApplyPool;
 class TableStore;
 struct RowBatch;
+struct ReplicatedPush;
+struct PushRecord;
 
 // A data request as handlers see it (values as raw bytes of the table's type).
 struct ServerRequest {
@@ -185,6 +187,9 @@ class KVServerCore final : public cluster::DataHandler {
   void AdoptWorkerClocks(const transport::Bytes& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Every table this server built, with its spec.
   std::vector<std::pair<TableId, TableSpec>> TableSpecs() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // A dense table takes the runs of `keys` (sorted) into its owned ranges, where it lacks them:
+  // rows moving in, or pushes replicated to it, may come before the view that gives it the keys.
+  Status CoverKeys(TableStore* store, const SharedArray<Key>& keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // InsertRows and EraseRows with apply_mu_ held.
   Status InsertRowsLocked(TableStore* store, const RowBatch& rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   size_t EraseRowsLocked(TableStore* store, const std::function<bool(Key)>& choose) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
@@ -194,15 +199,18 @@ class KVServerCore final : public cluster::DataHandler {
   void StartReplication() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Notes the owners whose chains hold this server under `routing`.
   void NoteReplicaOf(const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  // Owner: `keys` of table `store` changed (by push `ts` of `worker`, first sent to `origin`; or,
-  // with a zero worker, by rows moved in): their rows go to the replicas of their chains under
-  // `routing` with the next round.
-  void NoteReplicated(const TableStore& store, const cluster::Routing& routing, std::span<const Key> keys,
-                      NodeId origin, NodeId worker, int64_t ts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  // Sends `rows` of `table` and `pushes` to `replica` as a message of `round`; whether it went
-  // (a failure to send to a live replica fails the held replies: Replication::failure).
-  bool SendReplicate(NodeId replica, TableId table, const RowBatch& rows, transport::Bytes pushes, int64_t round)
+  // Owner: push `push` (`req`: its keys, values and lengths), applied here to table `store`,
+  // goes to the replicas of its keys' chains under `routing` with the next round: with its keys
+  // and values, or (`with_values` false) as a record only -- a resend after a failover that this
+  // server held already, whose replicas must learn that it holds it too.
+  void NoteReplicatedPush(const TableStore& store, const cluster::Routing& routing, const ServerRequest& req,
+                          const ReplicatedPush& push, bool with_values) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Owner: the rows of `keys` (sorted, unique), moved in here, go to the replicas of their chains.
+  void NoteReplicatedRows(const TableStore& store, const cluster::Routing& routing, std::span<const Key> keys)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Sends `m` (a kReplicate of one table, framed) to `replica` as a message of `round`; whether
+  // it went (a failure to send to a live replica fails the held replies: Replication::failure).
+  bool SendReplicate(NodeId replica, transport::Message m, int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Sends the open round, unless kRoundsInFlight rounds are unanswered (and not `force`).
   void FlushReplicas(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRoundsInFlight = 2;
@@ -213,6 +221,11 @@ class KVServerCore final : public cluster::DataHandler {
   // A replica's answer to a kReplicate; a kReplicate request (this server is a replica).
   void ReplicaStored(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void TakeReplicated(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Replica: stores `rows`, then applies the pushes `records` name (their keys, values and
+  // lengths: frames 5..7 of `msg`) as their owner did; checks them all first, applying nothing
+  // of a malformed message.
+  Status ApplyReplicated(TableStore* store, const RowBatch& rows, const std::vector<PushRecord>& records,
+                         const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRememberedPushes = 1 << 16;  // per owner and worker
   // A kFlagFailover push: whether this server's replica of header.origin's pushes holds it
   // (true: applied already); an error when it cannot tell.
@@ -234,7 +247,7 @@ class KVServerCore final : public cluster::DataHandler {
   // With ServerOptions::resume_from: fills a table just made with the rows of the table of its
   // name that the resumed checkpoint holds and this server owns under `routing`.
   Status ResumeRows(TableStore* store, const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  Result<ServerRequest> Decode(transport::Message& msg, const Table& table);
+  Result<ServerRequest> Decode(transport::Message& msg, const TableSpec& spec);
   Status CheckResponse(const ServerRequest& req, const ServerResponse& resp) const;
   // Applies one request and replies (or handles a clock tick).
   void Process(transport::Message&& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);

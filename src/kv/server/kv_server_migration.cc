@@ -277,7 +277,7 @@ void KVServerCore::TakeMovedRows(const Message& msg) {
                                      : InsertRowsLocked(*store, *rows);
   if (stored.ok()) {
     // Rows this server owns already (the final phase comes after the switch) go on to its replicas.
-    NoteReplicated(**store, *runtime_->routing(), {rows->keys.data(), rows->keys.size()}, NodeId(), NodeId(), 0);
+    NoteReplicatedRows(**store, *runtime_->routing(), {rows->keys.data(), rows->keys.size()});
   } else {
     PSERVER_LOG_WARN("{}: refused rows moved from {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());

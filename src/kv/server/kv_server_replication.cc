@@ -1,23 +1,25 @@
 // KVServerCore's part in replication (docs/durability.md, section 3): the owner of a key range
-// sends the rows its pushes changed to the other servers of the range's chain and answers the
-// workers once they stored them; a replica stores what it is sent and remembers which pushes it
-// holds, so that after a failover a worker's resend is applied exactly once.
+// sends the pushes it applied to the other servers of the range's chain and answers the workers
+// once they applied them; a replica applies what it is sent, in the owner's order, and remembers
+// which pushes it holds, so that after a failover a worker's resend is applied exactly once.
 //
-// Owner. A push applied here notes its keys, per replica of their chains, in the open round
-// (NoteReplicated). FlushReplicas closes the round -- at most kRoundsInFlight rounds are
-// unanswered at a time, so under load one message carries the rows of many pushes (aggregation,
-// then replication) -- by sending each replica, per table, the current rows (values and rule
-// state) of the keys noted for it and the (worker, timestamp) of every push they include
-// (kReplicate). A reply to a worker (push or pull) is held until every round up to the one its
-// request's effects are in was stored by every replica (DeferReply), so no worker learns of a
-// value that a failover could lose.
+// Owner. A push applied here is noted, per replica of its keys' chains, in the open round: its
+// record (origin, worker, timestamp, iteration clock) and its keys and values for that replica
+// (NoteReplicatedPush). FlushReplicas closes the round -- at most kRoundsInFlight rounds are
+// unanswered at a time, so under load one message carries many workers' pushes (aggregation,
+// then replication) -- by sending each replica, per table, one kReplicate. A reply to a worker
+// (push or pull) is held until every round up to the one its request's effects are in was
+// applied by every replica (DeferReply), so no worker learns of a value that a failover could
+// lose. Rows moved in here by a membership change go as rows (NoteReplicatedRows), listed when
+// they come; a round's rows precede its pushes, so a round that holds pushes is sent first.
 //
-// Replica. A kReplicate request's rows replace the replica's (InsertRows: idempotent, and the
-// channel keeps the owner's order); its pushes are remembered per (owner, worker), at most
-// kRememberedPushes each (older ones are forgotten, and a resend that old is refused rather than
-// guessed at).
+// Replica. A kReplicate's rows replace the replica's (InsertRows); its pushes are applied by the
+// table's store as the owner applied them (the same rule, context and order: the channel keeps
+// the owner's order, so the replica's rows equal the owner's bit for bit). Every push it carries
+// is remembered per (owner, worker), at most kRememberedPushes each (older ones are forgotten,
+// and a resend that old is refused rather than guessed at).
 //
-// View changes (ReplicasForView). Rounds sent to servers that left the view count as stored
+// View changes (ReplicasForView). Rounds sent to servers that left the view count as applied
 // (the chain is shorter now). For every range this server owns under the new view, each replica
 // that is new to its chain -- or every replica, where this server was not the owner before (a
 // failover or a membership change made it one) -- is sent all of the range's rows. Once every
@@ -51,40 +53,114 @@ using transport::MessageType;
 
 namespace {
 
-// One push a kReplicate carries (ReplicatedPush): origin node id (u32), worker node id (u32),
-// timestamp (i64), little-endian.
-constexpr size_t kPushEntryBytes = 16;
+// One push a kReplicate carries (PushRecord), 40 bytes, little-endian: origin node id u32,
+// worker node id u32, timestamp i64, iteration clock u64, epoch u64, its keys u32, reserved u32 (0).
+constexpr size_t kRecordBytes = 40;
 
-void PutPush(const ReplicatedPush& push, std::byte* p) {
-  std::memcpy(p, &push.origin.value, 4);
-  std::memcpy(p + 4, &push.worker.value, 4);
-  std::memcpy(p + 8, &push.ts, 8);
+void PutRecord(const PushRecord& r, std::byte* p) {
+  const uint32_t reserved = 0;
+  std::memcpy(p, &r.push.origin.value, 4);
+  std::memcpy(p + 4, &r.push.worker.value, 4);
+  std::memcpy(p + 8, &r.push.ts, 8);
+  std::memcpy(p + 16, &r.clock, 8);
+  std::memcpy(p + 24, &r.epoch, 8);
+  std::memcpy(p + 32, &r.keys, 4);
+  std::memcpy(p + 36, &reserved, 4);
 }
 
-ReplicatedPush GetPush(const std::byte* p) {
-  ReplicatedPush push;
-  std::memcpy(&push.origin.value, p, 4);
-  std::memcpy(&push.worker.value, p + 4, 4);
-  std::memcpy(&push.ts, p + 8, 8);
-  return push;
+PushRecord GetRecord(const std::byte* p) {
+  PushRecord r;
+  std::memcpy(&r.push.origin.value, p, 4);
+  std::memcpy(&r.push.worker.value, p + 4, 4);
+  std::memcpy(&r.push.ts, p + 8, 8);
+  std::memcpy(&r.clock, p + 16, 8);
+  std::memcpy(&r.epoch, p + 24, 8);
+  std::memcpy(&r.keys, p + 32, 4);
+  return r;
 }
 
-Bytes EncodePushes(const std::vector<ReplicatedPush>& pushes) {
-  Bytes out = Bytes::Uninitialized(pushes.size() * kPushEntryBytes);
-  for (size_t i = 0; i < pushes.size(); ++i) PutPush(pushes[i], out.data() + i * kPushEntryBytes);
+Bytes EncodeRecords(const std::vector<PushRecord>& records) {
+  Bytes out = Bytes::Uninitialized(records.size() * kRecordBytes);
+  for (size_t i = 0; i < records.size(); ++i) PutRecord(records[i], out.data() + i * kRecordBytes);
   return out;
 }
 
-// Every push `held` remembers, for a replica that is sent all of its rows.
+// Every push `held` remembers, as records only, for a replica that is sent all of its rows.
 template <typename Held>
-Bytes EncodeAllPushes(const Held& held) {
-  std::vector<ReplicatedPush> all;
+std::vector<PushRecord> AllRemembered(const Held& held) {
+  std::vector<PushRecord> all;
   for (const auto& [origin, workers] : held) {
     for (const auto& [worker, h] : workers) {
-      for (int64_t ts : h.order) all.push_back(ReplicatedPush{origin, worker, ts});
+      for (int64_t ts : h.order) all.push_back(PushRecord{ReplicatedPush{origin, worker, ts}});
     }
   }
-  return EncodePushes(all);
+  return all;
+}
+
+// The kReplicate of `out` (rows, then pushes), table and sender left to the caller.
+Message Frame(OutgoingRound&& out) {
+  Message m;
+  m.header.type = MessageType::kReplicate;
+  m.header.clock = out.rows_epoch;
+  AppendRowFrames(out.rows, &m);
+  m.frames.push_back(EncodeRecords(out.records));
+  m.frames.push_back(transport::AsBytes(SharedArray<Key>(std::move(out.keys))));
+  m.frames.push_back(Bytes(std::move(out.values)));
+  m.frames.push_back(transport::AsBytes(SharedArray<int32_t>(std::move(out.lens))));
+  return m;
+}
+
+// The push `req` with only the keys at indices `kept` (ascending), and their values.
+ServerRequest KeepKeys(const ServerRequest& req, const std::vector<size_t>& kept, uint32_t push_arity) {
+  const size_t per_value = ValueTypeSize(req.value_type) * push_arity;
+  std::vector<size_t> at;  // where each key's values start, in bytes
+  at.reserve(req.keys.size() + 1);
+  at.push_back(0);
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    at.push_back(at.back() + (req.width == 0 ? static_cast<size_t>(req.lens[i]) : req.width) * per_value);
+  }
+  ServerRequest out = req;
+  std::vector<Key> keys;
+  std::vector<std::byte> vals;
+  std::vector<int32_t> lens;
+  for (size_t i : kept) {
+    keys.push_back(req.keys[i]);
+    vals.insert(vals.end(), req.vals.begin() + at[i], req.vals.begin() + at[i + 1]);
+    if (req.width == 0) lens.push_back(req.lens[i]);
+  }
+  out.keys = SharedArray<Key>(std::move(keys));
+  out.vals = Bytes(std::move(vals));
+  out.lens = SharedArray<int32_t>(std::move(lens));
+  return out;
+}
+
+// The replicas of the chains of `keys` (sorted) under `routing` that `me`, their owner, sends
+// to, each with the runs of `keys` (index ranges [first, last)) that it gets.
+std::vector<std::pair<NodeId, std::vector<std::pair<size_t, size_t>>>> ReplicaRuns(
+    const cluster::Routing& routing, cluster::Placement placement, uint32_t me, std::span<const Key> keys) {
+  std::vector<std::pair<NodeId, std::vector<std::pair<size_t, size_t>>>> out;
+  // Most requests' keys share a segment: look the chain up once per run of one segment.
+  size_t i = 0;
+  while (i < keys.size()) {
+    const size_t s = routing.ring().SegmentIndex(cluster::RoutingKey(placement, keys[i]));
+    size_t j = i + 1;
+    while (j < keys.size() && routing.ring().SegmentIndex(cluster::RoutingKey(placement, keys[j])) == s) ++j;
+    std::span<const uint32_t> chain = routing.ChainOfSegment(s);
+    // Only the owner sends (rows moved in before the view gives them here go with the view change).
+    for (size_t c = 1; c < chain.size() && chain[0] == me; ++c) {
+      const cluster::NodeInfo* replica = routing.Server(chain[c]);
+      if (replica == nullptr) continue;
+      auto it = std::find_if(out.begin(), out.end(), [&](const auto& e) { return e.first == replica->id; });
+      if (it == out.end()) it = out.insert(out.end(), {replica->id, {}});
+      if (!it->second.empty() && it->second.back().second == i) {
+        it->second.back().second = j;
+      } else {
+        it->second.emplace_back(i, j);
+      }
+    }
+    i = j;
+  }
+  return out;
 }
 
 }  // namespace
@@ -94,6 +170,7 @@ void KVServerCore::StartReplication() {
   replication_->name = runtime_->DescribeNode(runtime_->id());
   replication_->routing = runtime_->routing();
   replication_->epoch = replication_->routing->epoch();
+  replication_->base.assign(cluster::PartitionPlacement::kPartitions, 0);
   NoteReplicaOf(*replication_->routing);
   if (replication_->routing->chain_length() >= 2) {
     // Nothing is stored yet: the (empty) replicas are complete.
@@ -123,61 +200,77 @@ void KVServerCore::Replication::Remember(const ReplicatedPush& p) {
   }
 }
 
-void KVServerCore::NoteReplicated(const TableStore& store, const cluster::Routing& routing, std::span<const Key> keys,
-                                  NodeId origin, NodeId worker, int64_t ts) {
-  const std::optional<ReplicatedPush> push =
-      worker.value != 0 ? std::optional(ReplicatedPush{origin, worker, ts}) : std::nullopt;
+void KVServerCore::NoteReplicatedPush(const TableStore& store, const cluster::Routing& routing,
+                                      const ServerRequest& req, const ReplicatedPush& push, bool with_values) {
+  Replication& r = *replication_;
   // The owner remembers the pushes it applied too: a replica new to its chains gets them with
   // the rows (which hold their effects), or it would apply one again after this server's death.
-  if (push) replication_->Remember(*push);
-  if (routing.chain_length() < 2 || keys.empty()) return;
-  const cluster::Placement placement = PlacementOf(store.spec());
-  const uint32_t me = runtime_->rank().value;
-  Replication& r = *replication_;
-  // Most requests' keys share a segment: look the chain up once per run of one segment.
-  size_t segment = ~size_t{0};
-  std::span<const uint32_t> chain;
-  std::vector<Replication::Outgoing*> to;
-  for (Key k : keys) {
-    const size_t s = routing.ring().SegmentIndex(cluster::RoutingKey(placement, k));
-    if (s != segment) {
-      segment = s;
-      chain = routing.ChainOfSegment(s);
-      to.clear();
-      // Only the owner sends a range's rows (rows moved in before the view gives them here do
-      // not go out: the view change sends them).
-      for (size_t i = 1; i < chain.size() && chain[0] == me; ++i) {
-        const cluster::NodeInfo* replica = routing.Server(chain[i]);
-        if (replica == nullptr) continue;
-        Replication::Outgoing& out = r.open[replica->id][store.table()];
-        if (push && (out.pushes.empty() || out.pushes.back() != *push)) out.pushes.push_back(*push);
-        to.push_back(&out);
+  r.Remember(push);
+  if (routing.chain_length() < 2 || req.keys.empty()) return;
+  const TableSpec& spec = store.spec();
+  // Push values per key: width * push_arity (variable length: lens[i] * push_arity).
+  const size_t elem = ValueTypeSize(spec.value_type);
+  const size_t per_value = elem * spec.push_arity;
+  const bool variable = req.width == 0;
+  std::vector<size_t> offsets;  // variable length: the byte where key i's values start
+  if (with_values && variable) {
+    offsets.resize(req.keys.size() + 1, 0);
+    for (size_t i = 0; i < req.keys.size(); ++i) offsets[i + 1] = offsets[i] + static_cast<size_t>(req.lens[i]) * per_value;
+  }
+  auto value_at = [&](size_t i) { return variable ? offsets[i] : i * req.width * per_value; };
+  for (const auto& [replica, runs] : ReplicaRuns(routing, PlacementOf(spec), runtime_->rank().value,
+                                                  {req.keys.data(), req.keys.size()})) {
+    OutgoingRound& out = r.open[replica][store.table()];
+    if (out.empty()) out.rows = store.ListRowsOf({});  // no rows: the table's layout for the header
+    PushRecord record{push, req.clock, routing.epoch().value, 0};
+    if (with_values) {
+      for (const auto& [first, last] : runs) {
+        record.keys += static_cast<uint32_t>(last - first);
+        out.keys.insert(out.keys.end(), req.keys.begin() + first, req.keys.begin() + last);
+        out.values.insert(out.values.end(), req.vals.begin() + value_at(first), req.vals.begin() + value_at(last));
+        if (variable) out.lens.insert(out.lens.end(), req.lens.begin() + first, req.lens.begin() + last);
       }
     }
-    for (Replication::Outgoing* out : to) {
-      if (!out->keys.empty() && out->keys.back() >= k) out->sorted = false;
-      out->keys.push_back(k);
-    }
+    out.records.push_back(record);
   }
 }
 
-bool KVServerCore::SendReplicate(NodeId replica, TableId table, const RowBatch& rows, Bytes pushes, int64_t round) {
+void KVServerCore::NoteReplicatedRows(const TableStore& store, const cluster::Routing& routing,
+                                      std::span<const Key> keys) {
+  if (routing.chain_length() < 2 || keys.empty()) return;
+  const auto to = ReplicaRuns(routing, PlacementOf(store.spec()), runtime_->rank().value, keys);
+  // The rows are listed now, so they hold every push applied so far: pushes of the open round
+  // go first, or a replica would apply them on top of rows that hold them.
   Replication& r = *replication_;
-  Message m;
+  for (const auto& [replica, runs] : to) {
+    auto tables = r.open.find(replica);
+    if (tables != r.open.end() && tables->second.contains(store.table())) {
+      FlushReplicas(/*force=*/true);
+      break;
+    }
+  }
+  for (const auto& [replica, runs] : to) {
+    std::vector<Key> chosen;
+    for (const auto& [first, last] : runs) chosen.insert(chosen.end(), keys.begin() + first, keys.begin() + last);
+    OutgoingRound& out = r.open[replica][store.table()];
+    out.rows = store.ListRowsOf(chosen);
+    out.rows_epoch = routing.epoch().value;
+  }
+}
+
+bool KVServerCore::SendReplicate(NodeId replica, Message m, int64_t round) {
+  Replication& r = *replication_;
   m.header.type = MessageType::kReplicate;
   m.header.sender = runtime_->id();
   m.header.receiver = replica;
-  m.header.table = table;
   m.header.request_id = r.next_request++;
-  AppendRowFrames(rows, &m);
-  m.frames.push_back(std::move(pushes));
   for (const Bytes& f : m.frames) r.replicated_bytes += f.size();
   ++r.replicate_messages;
   const int64_t id = m.header.request_id;
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     // A replica declared dead is dropped by the view that follows: nothing waits for it. One
     // that lives but cannot be sent to would leave the replies waiting: they fail instead.
-    PSERVER_LOG_WARN("{}: could not send rows to its replica {}: {}", runtime_->DescribeNode(runtime_->id()),
+    PSERVER_LOG_WARN("{}: could not send to its replica {}: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(replica), s.ToString());
     if (runtime_->PeerStatus(replica).ok() && r.failure.ok()) {
       r.failure = s.WithContext(fmt::format("replicating to {}", runtime_->DescribeNode(replica)));
@@ -199,13 +292,9 @@ void KVServerCore::FlushReplicas(bool force) {
   size_t messages = 0;
   for (auto& [replica, tables] : r.open) {
     for (auto& [table, out] : tables) {
-      Result<TableStore*> store = FindStore(table);
-      if (!store.ok()) continue;  // the table was made when the push came
-      if (!out.sorted) {  // several pushes: their keys interleave
-        std::sort(out.keys.begin(), out.keys.end());
-        out.keys.erase(std::unique(out.keys.begin(), out.keys.end()), out.keys.end());
-      }
-      messages += SendReplicate(replica, table, (*store)->ListRowsOf(out.keys), EncodePushes(out.pushes), round);
+      Message m = Frame(std::move(out));
+      m.header.table = table;
+      messages += SendReplicate(replica, std::move(m), round);
     }
   }
   r.open.clear();
@@ -265,32 +354,140 @@ void KVServerCore::TakeReplicated(const Message& msg) {
   const cluster::NodeInfo* owner = r.routing->Find(msg.header.sender);
   Status stored;
   Result<RowBatch> rows = RowFramesOf(msg, "replicate");
+  std::vector<PushRecord> records;
   if (owner == nullptr || owner->role != Role::kServer) {
     stored = Status::InvalidArgument(fmt::format("{} is no server of this server's view (epoch {})",
                                                  runtime_->DescribeNode(msg.header.sender), r.routing->epoch().value));
-  } else if (msg.frames.size() != 5 || msg.frames[4].size() % kPushEntryBytes != 0) {
+  } else if (msg.frames.size() != 8 || msg.frames[4].size() % kRecordBytes != 0) {
     stored = Status::Corruption(fmt::format("replicate with {} frames", msg.frames.size()));
   } else if (!rows.ok()) {
     stored = rows.status();
   } else if (FailpointActive("replica-stores-nothing")) {  // for the fault tests: see docs/errors.md
     static std::atomic<bool> said{false};
     if (!said.exchange(true)) {
-      PSERVER_LOG_WARN("{}: failpoint replica-stores-nothing: answers rows replicated to it as stored, stores none",
+      PSERVER_LOG_WARN("{}: failpoint replica-stores-nothing: answers what is replicated to it as applied, "
+                       "applies none",
                        runtime_->DescribeNode(runtime_->id()));
     }
   } else {
+    const Bytes& f = msg.frames[4];
+    for (size_t at = 0; at + kRecordBytes <= f.size(); at += kRecordBytes) records.push_back(GetRecord(f.data() + at));
     Result<TableStore*> store = FindStore(msg.header.table);
-    stored = store.ok() ? InsertRowsLocked(*store, *rows) : store.status();
+    stored = store.ok() ? ApplyReplicated(*store, *rows, records, msg) : store.status();
   }
   if (stored.ok()) {
     r.replica_of.insert(msg.header.sender);
-    const Bytes& f = msg.frames[4];
-    for (size_t at = 0; at + kPushEntryBytes <= f.size(); at += kPushEntryBytes) r.Remember(GetPush(f.data() + at));
+    for (const PushRecord& p : records) r.Remember(p.push);
   } else {
-    PSERVER_LOG_WARN("{}: refused rows replicated from {}: {}", runtime_->DescribeNode(runtime_->id()),
+    PSERVER_LOG_WARN("{}: refused what {} replicated to it: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());
   }
   AnswerRows(msg, stored);
+}
+
+Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, const std::vector<PushRecord>& records,
+                                     const Message& msg) {
+  // Every push is cut out of the message and checked as a worker's request is (Decode) before
+  // any is applied: a malformed message changes nothing.
+  const TableSpec& spec = store->spec();
+  const uint32_t width = spec.variable_length ? 0 : spec.width;
+  const size_t per_value = ValueTypeSize(spec.value_type) * spec.push_arity;
+  const Bytes& keys = msg.frames[5];
+  const Bytes& values = msg.frames[6];
+  const Bytes& lens = msg.frames[7];
+  if (keys.size() % sizeof(Key) != 0 || lens.size() % sizeof(int32_t) != 0) {
+    return Status::Corruption(fmt::format("replicate with {} key bytes and {} length bytes", keys.size(), lens.size()));
+  }
+  const size_t num_keys = keys.size() / sizeof(Key);
+  std::vector<ServerRequest> pushes;
+  size_t key_at = 0, value_at = 0;
+  for (const PushRecord& p : records) {
+    if (p.keys == 0) continue;  // a record only
+    if (p.keys > num_keys - key_at) {
+      return Status::Corruption(fmt::format("replicate whose records name more than its {} keys", num_keys));
+    }
+    Message one;
+    one.header.type = MessageType::kPush;
+    one.header.table = msg.header.table;
+    one.header.sender = p.push.worker;
+    one.header.request_id = p.push.ts;
+    one.header.clock = p.clock;
+    one.header.value_type = spec.value_type;
+    one.header.width = width;
+    const size_t left = values.size() - value_at;
+    size_t value_bytes = 0;
+    Bytes own_lens;
+    if (width > 0) {
+      const size_t per_key = size_t{width} * per_value;
+      if (p.keys > left / per_key) {
+        return Status::Corruption(fmt::format("replicate whose pushes need more than its {} value bytes", values.size()));
+      }
+      value_bytes = p.keys * per_key;
+    } else {
+      if (lens.size() / sizeof(int32_t) != num_keys) {
+        return Status::Corruption(fmt::format("replicate with {} lengths for {} keys", lens.size() / sizeof(int32_t), num_keys));
+      }
+      own_lens = lens.Slice(key_at * sizeof(int32_t), (key_at + p.keys) * sizeof(int32_t));
+      value_bytes = 0;
+      for (size_t i = 0; i < p.keys; ++i) {
+        int32_t len;
+        std::memcpy(&len, own_lens.data() + i * sizeof(int32_t), sizeof(len));
+        if (len < 0) return Status::Corruption(fmt::format("replicate with a negative length ({})", len));
+        value_bytes += static_cast<size_t>(len) * per_value;
+        if (value_bytes > left) {
+          return Status::Corruption(fmt::format("replicate whose pushes need more than its {} value bytes", values.size()));
+        }
+      }
+    }
+    one.frames.push_back(keys.Slice(key_at * sizeof(Key), (key_at + p.keys) * sizeof(Key)));
+    one.frames.push_back(values.Slice(value_at, value_at + value_bytes));
+    one.frames.push_back(std::move(own_lens));
+    key_at += p.keys;
+    value_at += value_bytes;
+    PSERVER_ASSIGN_OR_RETURN(ServerRequest req, Decode(one, spec));
+    pushes.push_back(std::move(req));
+  }
+  if (key_at != num_keys || value_at != values.size()) {
+    return Status::Corruption(fmt::format("replicate with {} keys and {} value bytes its records do not name",
+                                          num_keys - key_at, values.size() - value_at));
+  }
+  // What an owner sent under a view older than the one this server's rows of a partition come
+  // from is left out (Replication::base).
+  Replication& r = *replication_;
+  const cluster::Placement placement = PlacementOf(spec);
+  auto partition = [placement](Key k) {
+    return cluster::PartitionPlacement::PartitionOf(cluster::RoutingKey(placement, k));
+  };
+  auto current = [&](Key k, uint64_t epoch) { return r.base[partition(k)] <= epoch; };
+  const uint64_t rows_epoch = msg.header.clock;
+  if (rows.size() > 0) {
+    std::vector<size_t> kept;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows_epoch >= r.newest_base || current(rows.keys[i], rows_epoch)) kept.push_back(i);
+    }
+    const RowBatch taken = kept.size() == rows.size() ? rows : SelectRows(rows, kept);
+    PSERVER_RETURN_IF_ERROR(InsertRowsLocked(store, taken));
+    for (Key k : taken.keys) r.Raise(partition(k), rows_epoch);
+  }
+  size_t next = 0;
+  for (const PushRecord& p : records) {
+    if (p.keys == 0) continue;
+    ServerRequest& req = pushes[next++];
+    if (p.epoch >= r.newest_base) continue;
+    std::vector<size_t> kept;
+    for (size_t i = 0; i < req.keys.size(); ++i) {
+      if (current(req.keys[i], p.epoch)) kept.push_back(i);
+    }
+    if (kept.size() < req.keys.size()) req = KeepKeys(req, kept, spec.push_arity);
+  }
+  for (const ServerRequest& req : pushes) {
+    if (req.keys.empty()) continue;
+    PSERVER_RETURN_IF_ERROR(CoverKeys(store, req.keys));
+    const UpdateContext ctx{req.sender, req.timestamp, req.clock};
+    ServerResponse unused;
+    PSERVER_RETURN_IF_ERROR(store->Handle(req, ctx, &unused));
+  }
+  return Status::Ok();
 }
 
 Result<bool> KVServerCore::AppliedBeforeFailover(const transport::Header& h) {
@@ -355,6 +552,9 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
     std::span<const uint32_t> now = after->Chain(rk);
     std::span<const uint32_t> was = before->Chain(rk);
     const bool was_replica = std::find(was.begin() + 1, was.end(), me) != was.end();
+    const bool in_was = std::find(was.begin(), was.end(), me) != was.end();
+    const bool in_now = std::find(now.begin(), now.end(), me) != now.end();
+    if (now[0] != was[0] || in_now != in_was) r.Raise(p, after->epoch().value);
     if (now[0] != me) {
       if (was_replica && std::find(now.begin(), now.end(), me) == now.end()) dropped[p] = any_dropped = true;
       continue;
@@ -378,13 +578,13 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
   r.reported = after->chain_length() < 2;
   const int64_t round = r.round;
   size_t messages = 0, rows_sent = 0;
-  // The first message to a replica carries every push this server remembers (the rows hold
-  // their effects); with no rows to send it goes with none.
-  const Bytes all_pushes = EncodeAllPushes(r.pushes);
+  // The first message to a replica carries every push this server remembers, as records only
+  // (the rows hold their effects); with no rows to send it goes with none.
+  const std::vector<PushRecord> all_pushes = AllRemembered(r.pushes);
   const std::vector<std::pair<TableId, TableSpec>> specs = TableSpecs();
   for (const auto& [replica, chosen] : resync) {
     const std::vector<bool>& parts = chosen;  // (a lambda cannot capture a structured binding)
-    Bytes pushes = all_pushes;
+    std::vector<PushRecord> pushes = all_pushes;
     for (const auto& [id, spec] : specs) {
       const cluster::Placement placement = PlacementOf(spec);
       Result<TableStore*> store = FindStore(id);
@@ -395,9 +595,14 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       const bool last_table = id == specs.back().first;
       for (size_t first = 0; first < rows.size() || (!pushes.empty() && last_table && first == 0);
            first += kMigrateBatchRows) {
-        messages += SendReplicate(replica, id, SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows)),
-                                  std::move(pushes), round);
-        pushes = Bytes();
+        OutgoingRound out;
+        out.rows = SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
+        out.rows_epoch = after->epoch().value;
+        out.records = std::move(pushes);
+        pushes.clear();
+        Message m = Frame(std::move(out));
+        m.header.table = id;
+        messages += SendReplicate(replica, std::move(m), round);
       }
       rows_sent += rows.size();
     }

@@ -2,6 +2,7 @@
 // internal to the server core's files.
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -14,6 +15,7 @@
 #include "cluster/partition_placement.h"
 #include "cluster/routing.h"
 #include "kv/server/kv_server_core.h"
+#include "kv/server/table_store.h"
 #include "transport/message.h"
 
 namespace pserver::kv {
@@ -27,16 +29,37 @@ struct ReplicatedPush {
   friend bool operator==(const ReplicatedPush&, const ReplicatedPush&) = default;
 };
 
+// A push as a kReplicate carries it: who pushed (ReplicatedPush), the worker's iteration clock
+// (UpdateContext::clock), the epoch of the view under which its owner applied it, and how many
+// of the message's push keys are its own (0: a record only, of a push whose effects the replica
+// holds already or gets in rows).
+struct PushRecord {
+  ReplicatedPush push;
+  uint64_t clock = 0;
+  uint64_t epoch = 0;
+  uint32_t keys = 0;
+};
+
+// What an owner sends one replica of one table in a round: rows first (moved in here since the
+// round opened, as InsertRows takes them), then pushes in the order they were applied here, their
+// keys, values and lengths one after the other. The replica stores the rows, then applies the
+// pushes in that order.
+struct OutgoingRound {
+  RowBatch rows;
+  uint64_t rows_epoch = 0;  // of the view under which the rows were listed
+  std::vector<PushRecord> records;
+  std::vector<Key> keys;
+  std::vector<std::byte> values;
+  std::vector<int32_t> lens;  // variable length only
+  bool empty() const { return rows.size() == 0 && records.empty(); }
+};
+
 struct KVServerCore::Replication {
   // The view the state below follows.
   std::shared_ptr<const cluster::Routing> routing;
 
   // Owner: the open round, per replica and table.
-  struct Outgoing {
-    std::vector<Key> keys;  // changed since the last round (may repeat)
-    bool sorted = true;     // keys ascending and unique (one push's keys, or pushes in key order)
-    std::vector<ReplicatedPush> pushes;  // the pushes whose effects they hold
-  };
+  using Outgoing = OutgoingRound;
   absl::flat_hash_map<NodeId, absl::flat_hash_map<TableId, Outgoing>> open;
   int64_t round = 1;                  // the open round's number
   std::map<int64_t, size_t> unstored;  // round -> its messages not yet stored
@@ -78,6 +101,17 @@ struct KVServerCore::Replication {
   // Origins whose pushes this server can tell apart: owners whose chains held it, and origins it
   // was told of.
   absl::flat_hash_set<NodeId> replica_of;
+  // Per partition of the routing-key space, the epoch from which this server's rows of it come:
+  // that of a view that gave the partition's chain a new owner or took this server into it or
+  // out of it, and of rows replicated to it. What an owner sent under an earlier view and
+  // arrives later is not applied: the rows of the newer view hold its effects (an old owner's
+  // last round travels on another channel than the new owner's rows, and may come after them).
+  std::vector<uint64_t> base;
+  uint64_t newest_base = 0;
+  void Raise(uint32_t partition, uint64_t epoch) {
+    base[partition] = std::max(base[partition], epoch);
+    newest_base = std::max(newest_base, epoch);
+  }
   void Remember(const ReplicatedPush& p);
 };
 

@@ -1,0 +1,209 @@
+// Chain replication (docs/durability.md, section 3) seen from the rows: replicas apply the pushes
+// their owner forwards, in the owner's order and with the pusher's context, so every row of every
+// chain is the same, bit for bit, on every server of its chain -- for update rules with state
+// (adagrad), with per-iteration sums (prox, whose pushes carry the worker's clock), variable
+// length and dense storage -- and a worker learns of a push only once the whole chain has it.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cluster/routing.h"
+#include "kv/local_cluster.h"
+#include "kv/node_access.h"
+#include "kv/server/kv_server_core.h"
+#include "kv/server/table_store.h"
+#include "kv/table_catalog.h"
+#include "pserver/kv_server.h"
+#include "pserver/kv_worker.h"
+#include "cluster/cluster_test_util.h"
+#include "testing/test_util.h"
+
+namespace pserver::kv {
+namespace {
+
+// A row as a server lists it: values and rule state, as bytes.
+struct Row {
+  std::vector<std::byte> value, state;
+  friend bool operator==(const Row&, const Row&) = default;
+};
+
+// Every row of `table` on `core`, by key.
+std::map<Key, Row> RowsOf(KVServerCore& core, TableId table) {
+  Result<RowBatch> rows = core.ListRows(table, {});
+  EXPECT_OK(rows);
+  std::map<Key, Row> out;
+  if (!rows.ok()) return out;
+  const size_t elem = ValueTypeSize(rows->value_type);
+  size_t at = 0;
+  for (size_t i = 0; i < rows->size(); ++i) {
+    const size_t n = rows->width == 0 ? static_cast<size_t>(rows->lens[i]) : rows->width;
+    const std::byte* v = rows->values.data() + at * elem;
+    const std::byte* s = rows->states.data() + at * elem * rows->state_per_value;
+    out[rows->keys[i]] = Row{{v, v + n * elem}, {s, s + n * elem * rows->state_per_value}};
+    at += n;
+  }
+  return out;
+}
+
+struct Case {
+  std::string name;
+  TableSpec spec;
+  uint32_t servers;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+class ReplicationTest : public ::testing::TestWithParam<Case> {};
+
+// Workers push seeded random rows with many requests in flight and clocks advancing, pulling
+// as they go; once every push is acknowledged each key's row is held by exactly the servers of
+// its chain, all bit-identical.
+TEST_P(ReplicationTest, EveryServerOfAChainHoldsTheSameRowsBitForBit) {
+  const Case& c = GetParam();
+  const uint64_t seed = std::random_device{}();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  constexpr uint32_t kWorkers = 2, kReplicas = 2;
+  constexpr int kRounds = 40;
+  constexpr Key kKeys = 3000;
+
+  LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = c.servers;
+  o.num_workers = kWorkers;
+  o.node = pserver::testing::FastHeartbeats();
+  o.node.replicas = kReplicas;
+  std::mutex mu;
+  std::vector<std::shared_ptr<KVServerCore>> cores;
+  Result<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o, [&](Node& n) -> std::shared_ptr<void> {
+    auto server = std::make_shared<KVServer<double>>(n);
+    std::lock_guard lock(mu);
+    cores.push_back(std::static_pointer_cast<KVServerCore>(
+        internal::NodeAccess::Runtime(n)->AttachDataHandler([] { return nullptr; })));
+    return server;
+  });
+  ASSERT_OK(cluster);
+  std::atomic<uint32_t> table_id{0};
+  const bool variable = c.spec.variable_length;
+  const uint32_t width = c.spec.width;
+
+  auto push_rounds = [&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(const TableId table, node.DeclareTable(c.spec));
+    table_id = table.value;
+    KVWorker<double> kv(node);
+    const uint32_t w = internal::NodeAccess::Runtime(node)->rank().value;
+    std::mt19937_64 rng(seed ^ (uint64_t{w} << 32));
+    std::deque<Timestamp> window;
+    for (int r = 0; r < kRounds; ++r) {
+      // A random subset of the keys, sorted: each round touches other chains.
+      std::vector<Key> keys;
+      std::vector<int32_t> lens;
+      std::vector<double> vals;
+      for (Key k = (rng() % 7); k < kKeys; k += 1 + rng() % 13) {
+        const Key key = c.spec.placement == KeyPlacement::kRange ? k : k * 0x9E3779B97F4A7C15ULL;
+        keys.push_back(key);
+        const uint32_t n = variable ? 1 + static_cast<uint32_t>(key % 3) : width;
+        if (variable) lens.push_back(static_cast<int32_t>(n));
+        for (uint32_t j = 0; j < n * c.spec.push_arity; ++j) {
+          vals.push_back(std::uniform_real_distribution<double>(-1, 1)(rng));
+        }
+      }
+      if (c.spec.placement != KeyPlacement::kRange) {  // sort the keys, their values with them
+        std::vector<size_t> order(keys.size());
+        std::vector<size_t> at(keys.size() + 1, 0);
+        for (size_t i = 0; i < keys.size(); ++i) {
+          order[i] = i;
+          at[i + 1] = at[i] + (variable ? static_cast<size_t>(lens[i]) : width) * c.spec.push_arity;
+        }
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return keys[a] < keys[b]; });
+        std::vector<Key> sorted_keys;
+        std::vector<int32_t> sorted_lens;
+        std::vector<double> sorted_vals;
+        for (size_t i : order) {
+          sorted_keys.push_back(keys[i]);
+          if (variable) sorted_lens.push_back(lens[i]);
+          sorted_vals.insert(sorted_vals.end(), vals.begin() + at[i], vals.begin() + at[i + 1]);
+        }
+        keys = std::move(sorted_keys);
+        lens = std::move(sorted_lens);
+        vals = std::move(sorted_vals);
+      }
+      Result<Timestamp> ts = variable ? kv.Push(table, std::move(keys), std::move(vals), std::move(lens))
+                                      : kv.Push(table, std::move(keys), std::move(vals));
+      PSERVER_RETURN_IF_ERROR(ts.status());
+      window.push_back(*ts);
+      if (window.size() > 6) {
+        PSERVER_RETURN_IF_ERROR(kv.Wait(window.front()));
+        window.pop_front();
+      }
+      if (r % 4 == 3) PSERVER_RETURN_IF_ERROR(kv.Clock().status());  // prox: a new iteration
+    }
+    for (; !window.empty(); window.pop_front()) PSERVER_RETURN_IF_ERROR(kv.Wait(window.front()));
+    return Status::Ok();
+  };
+  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) {
+    Status s = push_rounds(node);
+    if (!s.ok()) std::printf("worker: %s\n", s.ToString().c_str());
+    return s;
+  }));
+
+  // The rows of every server, and the servers that hold each key.
+  std::vector<std::map<Key, Row>> held;
+  for (auto& core : cores) held.push_back(RowsOf(*core, TableId(table_id.load())));
+  std::map<Key, std::vector<size_t>> holders;
+  for (size_t s = 0; s < held.size(); ++s) {
+    for (const auto& [key, row] : held[s]) holders[key].push_back(s);
+  }
+  ASSERT_FALSE(holders.empty());
+  const size_t copies = std::min<size_t>(kReplicas, c.servers);
+  size_t checked = 0;
+  for (const auto& [key, servers] : holders) {
+    ASSERT_EQ(servers.size(), copies) << "key " << key << " is held by " << servers.size() << " servers";
+    for (size_t i = 1; i < servers.size(); ++i) {
+      ASSERT_TRUE(held[servers[i]].at(key) == held[servers[0]].at(key))
+          << "key " << key << ": the row of server " << servers[i] << " differs from that of server " << servers[0];
+    }
+    ++checked;
+  }
+  std::printf("%zu keys, each on %zu servers, bit-identical\n", checked, copies);
+}
+
+TableSpec Spec(std::string updater, std::map<std::string, double> params, uint32_t width = 3) {
+  TableSpec s;
+  s.name = "t_" + updater;
+  s.value_type = ValueType::kFloat64;
+  s.width = width;
+  s.updater = UpdaterSpec{std::move(updater), std::move(params)};
+  return s;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  cases.push_back({"adagrad_2_servers", Spec("adagrad", {{"lr", 0.1}}), 2});
+  cases.push_back({"adagrad_3_servers", Spec("adagrad", {{"lr", 0.1}}), 3});
+  TableSpec prox = Spec("prox", {{"l1", 0.01}, {"delta", 0.5}}, 1);
+  prox.push_arity = 2;
+  cases.push_back({"prox_3_servers", prox, 3});
+  TableSpec var = Spec("adam", {}, 1);
+  var.variable_length = true;
+  cases.push_back({"adam_variable_length_3_servers", var, 3});
+  TableSpec dense = Spec("add", {});
+  dense.storage = StorageKind::kDense;
+  dense.placement = KeyPlacement::kRange;
+  dense.key_range = KeyRange{0, 2999};
+  cases.push_back({"add_dense_3_servers", dense, 3});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, ReplicationTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace pserver::kv
