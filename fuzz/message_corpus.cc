@@ -233,8 +233,18 @@ std::vector<Seed> Seeds() {
   // per value) and the pushes: origin node, worker node, timestamp.
   m = Data(MessageType::kReplicate, 0, kServer0, kServer2, 4, 7, 0, 0);
   m.header.aux = 1;
-  m.frames = {ArrayOf<uint64_t>({3, 8}), ArrayOf<float>({0.5f, 1}), Bytes(), ArrayOf<float>({2, 3}),
-              ArrayOf<uint32_t>({kServer0.value, kWorker0.value, 42, 0, kServer0.value, kWorker1.value, 17, 0})};
+  m.header.clock = 1;  // the epoch of its rows
+  // Rows {3, 8}; then two pushes: (worker 0, 42, clock 0, epoch 1) with keys {5, 9}, and a record
+  // only (worker 1, 17).
+  m.frames = {ArrayOf<uint64_t>({3, 8}),
+              ArrayOf<float>({0.5f, 1}),
+              Bytes(),
+              ArrayOf<float>({2, 3}),
+              ArrayOf<uint32_t>({kServer0.value, kWorker0.value, 42, 0, 0, 0, 1, 0, 2, 0,  //
+                                 kServer0.value, kWorker1.value, 17, 0, 0, 0, 1, 0, 0, 0}),
+              ArrayOf<uint64_t>({5, 9}),
+              ArrayOf<float>({1, 2}),
+              Bytes()};
   add("replicate", std::move(m));
   m = Data(MessageType::kReplicate, transport::kFlagReply, kServer2, kServer0, 4, 7, 0, 0);
   add("replicate_reply", std::move(m));

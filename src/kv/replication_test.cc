@@ -10,6 +10,8 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <string>
@@ -28,6 +30,8 @@
 
 namespace pserver::kv {
 namespace {
+
+using pserver::testing::StatusIs;
 
 // A row as a server lists it: values and rule state, as bytes.
 struct Row {
@@ -173,6 +177,100 @@ TEST_P(ReplicationTest, EveryServerOfAChainHoldsTheSameRowsBitForBit) {
     ++checked;
   }
   std::printf("%zu keys, each on %zu servers, bit-identical\n", checked, copies);
+}
+
+// A replica refuses a malformed kReplicate whole, applying nothing of it, with an error that
+// says what was wrong; a well-formed one is applied. The core under test runs on server 0 of a
+// two-server cluster, detached (the test hands it messages "from" server 1, whose runtime has a
+// recording handler and so sees each answer).
+TEST(ReplicaTest, RefusesAMalformedReplicateWholeAndAppliesAWellFormedOne) {
+  LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = 2;
+  o.node.replicas = 2;
+  std::vector<Node*> servers;
+  std::mutex mu;
+  Result<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o, [&](Node& n) -> std::shared_ptr<void> {
+    std::lock_guard lock(mu);
+    servers.push_back(&n);
+    return nullptr;
+  });
+  ASSERT_OK(cluster);
+  ASSERT_EQ(servers.size(), 2u);
+  cluster::NodeRuntime* target = internal::NodeAccess::Runtime(*servers[0]);
+  cluster::NodeRuntime* owner = internal::NodeAccess::Runtime(*servers[1]);
+  auto recorder = std::make_shared<pserver::testing::RecordingDataHandler>();
+  owner->AttachDataHandler([&] { return recorder; });
+  KVServerCore core(target);
+  core.ServeDefault(ValueType::kFloat32, true);
+  const TableId table(7);
+  TableSpec spec;
+  spec.name = "t";
+  spec.width = 2;
+  ASSERT_OK(core.OnTableDeclared(table, EncodeTableSpec(spec)));
+
+  const uint64_t epoch = owner->routing()->epoch().value;
+  // A kReplicate of two pushes (keys {1, 2} then {3}), frames as docs/wire_format.md lays them out.
+  auto replicate = [&](std::vector<Key> keys, std::vector<float> vals, std::vector<uint32_t> counts, int64_t id) {
+    transport::Message m;
+    m.header.type = transport::MessageType::kReplicate;
+    m.header.sender = owner->id();
+    m.origin = owner->routing()->Find(owner->id())->identity;
+    m.header.receiver = target->id();
+    m.header.table = table;
+    m.header.value_type = ValueType::kFloat32;
+    m.header.width = 2;
+    m.header.request_id = id;
+    m.header.clock = epoch;
+    for (int i = 0; i < 4; ++i) m.frames.emplace_back();  // no rows
+    std::vector<std::byte> records(counts.size() * 40, std::byte{0});
+    for (size_t i = 0; i < counts.size(); ++i) {
+      const uint32_t worker = 99;
+      const int64_t ts = static_cast<int64_t>(i + 1);
+      std::memcpy(records.data() + i * 40 + 4, &worker, 4);
+      std::memcpy(records.data() + i * 40 + 8, &ts, 8);
+      std::memcpy(records.data() + i * 40 + 24, &epoch, 8);
+      std::memcpy(records.data() + i * 40 + 32, &counts[i], 4);
+    }
+    m.frames.push_back(transport::Bytes(std::move(records)));
+    m.frames.push_back(transport::AsBytes(SharedArray<Key>(std::move(keys))));
+    m.frames.push_back(transport::AsBytes(SharedArray<float>(std::move(vals))));
+    m.frames.emplace_back();
+    return m;
+  };
+  auto answer = [&](transport::Message m) {
+    core.OnData(std::move(m));
+    std::optional<transport::Message> r = recorder->Next();
+    if (!r) return Status::Internal("no answer");
+    EXPECT_TRUE(r->header.is_reply());
+    return r->header.is_error() ? cluster::CarriedError(*r) : Status::Ok();
+  };
+  auto rows = [&] {
+    Result<RowBatch> b = core.ListRows(table, {});
+    EXPECT_OK(b);
+    return b.ok() ? b->size() : 0;
+  };
+
+  // The second push's keys are not sorted: the first, well-formed, is not applied either.
+  EXPECT_TRUE(StatusIs(answer(replicate({1, 2, 5, 3}, std::vector<float>(8, 1.0f), {2, 2}, 1)),
+                       StatusCode::kCorruption, "keys not sorted ascending and unique"));
+  EXPECT_EQ(rows(), 0u);
+  // Records naming more keys than the message carries, or fewer; values short of the keys.
+  EXPECT_TRUE(StatusIs(answer(replicate({1, 2, 3}, std::vector<float>(6, 1.0f), {2, 2}, 2)),
+                       StatusCode::kCorruption, "records name more than its 3 keys"));
+  EXPECT_TRUE(StatusIs(answer(replicate({1, 2, 3}, std::vector<float>(6, 1.0f), {2}, 3)), StatusCode::kCorruption,
+                       "1 keys and 8 value bytes its records do not name"));
+  EXPECT_TRUE(StatusIs(answer(replicate({1, 2, 3}, std::vector<float>(5, 1.0f), {2, 1}, 4)),
+                       StatusCode::kCorruption, "need more than its 20 value bytes"));
+  EXPECT_EQ(rows(), 0u);
+  // Well formed: both pushes applied (the table adds), key 2 twice over.
+  ASSERT_OK(answer(replicate({1, 2, 2, 3}, {1, 2, 3, 4, 5, 6, 7, 8}, {2, 2}, 5)));
+  Result<RowBatch> b = core.ListRows(table, {});
+  ASSERT_OK(b);
+  ASSERT_EQ(b->size(), 3u);
+  std::vector<float> got(6);
+  std::memcpy(got.data(), b->values.data(), 6 * sizeof(float));
+  EXPECT_EQ(got, (std::vector<float>{1, 2, 3 + 5, 4 + 6, 7, 8}));
 }
 
 TableSpec Spec(std::string updater, std::map<std::string, double> params, uint32_t width = 3) {
