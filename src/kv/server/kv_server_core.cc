@@ -102,9 +102,9 @@ KVServerCore::~KVServerCore() {
   MutexLock lock(&apply_mu_);
   if (replication_ && replication_->replicate_messages > 0) {
     const Replication& r = *replication_;
-    PSERVER_LOG_INFO("{}: replication sent {} bytes in {} messages for {} bytes of workers' pushes applied here "
-                     "({:.3f} of them)",
-                     r.name, r.replicated_bytes, r.replicate_messages, r.push_bytes,
+    PSERVER_LOG_INFO("{}: replication sent {} bytes in {} messages ({} of them rounds of pushes sent as rows) for {} "
+                     "bytes of workers' pushes applied here ({:.3f} of them)",
+                     r.name, r.replicated_bytes, r.replicate_messages, r.aggregated_messages, r.push_bytes,
                      r.push_bytes > 0 ? double(r.replicated_bytes) / double(r.push_bytes) : 0.0);
   }
 }

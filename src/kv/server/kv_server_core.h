@@ -84,6 +84,7 @@ class TableStore;
 struct RowBatch;
 struct ReplicatedPush;
 struct PushRecord;
+struct OutgoingRound;
 
 // A data request as handlers see it (values as raw bytes of the table's type).
 struct ServerRequest {
@@ -211,6 +212,10 @@ class KVServerCore final : public cluster::DataHandler {
   // Sends `m` (a kReplicate of one table, framed) to `replica` as a message of `round`; whether
   // it went (a failure to send to a live replica fails the held replies: Replication::failure).
   bool SendReplicate(NodeId replica, transport::Message m, int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // A round of many pushes of few keys goes as the rows of those keys (listed now: the owner's
+  // aggregate of the pushes) where they are fewer bytes than the pushes (record kept, keys and
+  // values dropped); otherwise `out` is left as it is.
+  void AggregateIfSmaller(const TableStore& store, OutgoingRound& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Sends the open round, unless kRoundsInFlight rounds are unanswered (and not `force`).
   void FlushReplicas(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRoundsInFlight = 2;

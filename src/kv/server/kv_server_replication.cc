@@ -104,9 +104,29 @@ Message Frame(OutgoingRound&& out) {
   m.header.clock = out.rows_epoch;
   AppendRowFrames(out.rows, &m);
   m.frames.push_back(EncodeRecords(out.records));
-  m.frames.push_back(transport::AsBytes(SharedArray<Key>(std::move(out.keys))));
-  m.frames.push_back(Bytes(std::move(out.values)));
-  m.frames.push_back(transport::AsBytes(SharedArray<int32_t>(std::move(out.lens))));
+  if (out.runs.size() == 1) {  // one run: its buffers as they are
+    m.frames.push_back(transport::AsBytes(out.runs[0].keys));
+    m.frames.push_back(out.runs[0].values);
+    m.frames.push_back(transport::AsBytes(out.runs[0].lens));
+    return m;
+  }
+  size_t num_lens = 0;
+  for (const OutgoingRound::Run& run : out.runs) num_lens += run.lens.size();
+  SharedArray<Key> keys = SharedArray<Key>::Uninitialized(out.num_keys);
+  Bytes values = Bytes::Uninitialized(out.value_bytes);
+  SharedArray<int32_t> lens = SharedArray<int32_t>::Uninitialized(num_lens);
+  size_t k = 0, v = 0, l = 0;
+  for (const OutgoingRound::Run& run : out.runs) {
+    if (!run.keys.empty()) std::memcpy(keys.data() + k, run.keys.data(), run.keys.size_bytes());
+    if (!run.values.empty()) std::memcpy(values.data() + v, run.values.data(), run.values.size());
+    if (!run.lens.empty()) std::memcpy(lens.data() + l, run.lens.data(), run.lens.size_bytes());
+    k += run.keys.size();
+    v += run.values.size();
+    l += run.lens.size();
+  }
+  m.frames.push_back(transport::AsBytes(keys));
+  m.frames.push_back(std::move(values));
+  m.frames.push_back(transport::AsBytes(lens));
   return m;
 }
 
@@ -226,9 +246,11 @@ void KVServerCore::NoteReplicatedPush(const TableStore& store, const cluster::Ro
     if (with_values) {
       for (const auto& [first, last] : runs) {
         record.keys += static_cast<uint32_t>(last - first);
-        out.keys.insert(out.keys.end(), req.keys.begin() + first, req.keys.begin() + last);
-        out.values.insert(out.values.end(), req.vals.begin() + value_at(first), req.vals.begin() + value_at(last));
-        if (variable) out.lens.insert(out.lens.end(), req.lens.begin() + first, req.lens.begin() + last);
+        OutgoingRound::Run run{req.keys.Slice(first, last), req.vals.Slice(value_at(first), value_at(last)),
+                               variable ? req.lens.Slice(first, last) : SharedArray<int32_t>()};
+        out.num_keys += run.keys.size();
+        out.value_bytes += run.values.size();
+        out.runs.push_back(std::move(run));
       }
     }
     out.records.push_back(record);
@@ -292,6 +314,7 @@ void KVServerCore::FlushReplicas(bool force) {
   size_t messages = 0;
   for (auto& [replica, tables] : r.open) {
     for (auto& [table, out] : tables) {
+      if (Result<TableStore*> store = FindStore(table); store.ok()) AggregateIfSmaller(**store, out);
       Message m = Frame(std::move(out));
       m.header.table = table;
       messages += SendReplicate(replica, std::move(m), round);
@@ -299,6 +322,71 @@ void KVServerCore::FlushReplicas(bool force) {
   }
   r.open.clear();
   if (messages > 0) r.unstored[round] = messages;
+}
+
+void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& out) {
+  // Only a round of several pushes of one view, with no rows, of fixed-length rows can be sent as
+  // rows (listed now, they hold every push applied here so far to these keys: this round's, and
+  // earlier rounds').
+  const TableSpec& spec = store.spec();
+  if (out.rows.size() > 0 || spec.variable_length || out.runs.size() < 2) return;
+  for (const PushRecord& p : out.records) {
+    if (p.epoch != out.records.front().epoch) return;
+  }
+  const size_t elem = ValueTypeSize(spec.value_type);
+  const size_t row_bytes = sizeof(Key) + size_t{spec.width} * elem * (1 + store.state_per_value());
+  const size_t push_bytes = out.num_keys * sizeof(Key) + out.value_bytes;
+  // An estimate first, from a sample of each run's keys looked up in the runs before it (each
+  // run is sorted): pushes of distinct keys -- most sparse rounds -- are not merged for nothing.
+  constexpr size_t kSample = 32;
+  double distinct = 0;
+  for (size_t j = 0; j < out.runs.size(); ++j) {
+    const SharedArray<Key>& run = out.runs[j].keys;
+    const size_t step = std::max<size_t>(1, run.size() / kSample);
+    size_t seen = 0, sampled = 0;
+    for (size_t i = 0; j > 0 && i < run.size(); i += step, ++sampled) {
+      for (size_t e = 0; e < j; ++e) {
+        const SharedArray<Key>& earlier = out.runs[e].keys;
+        if (std::binary_search(earlier.begin(), earlier.end(), run[i])) {
+          ++seen;
+          break;
+        }
+      }
+    }
+    distinct += sampled == 0 ? double(run.size()) : double(run.size()) * double(sampled - seen) / double(sampled);
+  }
+  // Rows must halve the bytes to pay for listing them here and storing them there (a replica
+  // applying a push costs about what storing its row does).
+  if (distinct * double(row_bytes) >= 0.6 * double(push_bytes)) return;
+  // The distinct keys: merging the sorted runs pairwise sorts them all.
+  std::vector<Key> keys;
+  keys.reserve(out.num_keys);
+  std::vector<size_t> bounds{0};
+  for (const OutgoingRound::Run& run : out.runs) {
+    keys.insert(keys.end(), run.keys.begin(), run.keys.end());
+    bounds.push_back(keys.size());
+  }
+  while (bounds.size() > 2) {
+    std::vector<size_t> merged{0};
+    for (size_t i = 0; i + 1 < bounds.size(); i += 2) {
+      if (i + 2 < bounds.size()) {
+        std::inplace_merge(keys.begin() + bounds[i], keys.begin() + bounds[i + 1], keys.begin() + bounds[i + 2]);
+        merged.push_back(bounds[i + 2]);
+      } else {
+        merged.push_back(bounds[i + 1]);
+      }
+    }
+    bounds = std::move(merged);
+  }
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  if (2 * keys.size() * row_bytes >= push_bytes) return;
+  // Rows are smaller: many pushes of few keys, which is what aggregation is for.
+  out.rows = store.ListRowsOf(keys);
+  out.rows_epoch = out.records.front().epoch;
+  ++replication_->aggregated_messages;
+  for (PushRecord& p : out.records) p.keys = 0;
+  out.runs.clear();
+  out.num_keys = out.value_bytes = 0;
 }
 
 bool KVServerCore::DeferReply(Message& reply) {

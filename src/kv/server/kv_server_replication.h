@@ -48,9 +48,16 @@ struct OutgoingRound {
   RowBatch rows;
   uint64_t rows_epoch = 0;  // of the view under which the rows were listed
   std::vector<PushRecord> records;
-  std::vector<Key> keys;
-  std::vector<std::byte> values;
-  std::vector<int32_t> lens;  // variable length only
+  // The records' keys, values and lengths (variable length only), as runs of the requests'
+  // own buffers (shared, not copied: the message copies them once, or sends a lone run as it is).
+  struct Run {
+    SharedArray<Key> keys;
+    transport::Bytes values;
+    SharedArray<int32_t> lens;
+  };
+  std::vector<Run> runs;
+  size_t num_keys = 0;
+  size_t value_bytes = 0;
   bool empty() const { return rows.size() == 0 && records.empty(); }
 };
 
@@ -74,6 +81,7 @@ struct KVServerCore::Replication {
   uint64_t push_bytes = 0;
   uint64_t replicated_bytes = 0;
   uint64_t replicate_messages = 0;
+  uint64_t aggregated_messages = 0;  // of them, rounds of many pushes sent as rows (smaller)
   std::string name;  // this server's, for that log line
   std::deque<std::pair<int64_t, transport::Message>> held;  // replies, with the round they wait for
   Status failure;  // a replica refused rows: the replies held fail with it
