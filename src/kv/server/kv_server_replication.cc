@@ -39,6 +39,7 @@
 
 #include "base/failpoint.h"
 #include "base/logging.h"
+#include "kv/key_deltas.h"
 #include "kv/server/kv_server_core.h"
 #include "kv/server/kv_server_replication.h"
 #include "kv/server/row_frames.h"
@@ -79,6 +80,11 @@ PushRecord GetRecord(const std::byte* p) {
   return r;
 }
 
+// kReplicate's aux: the rows' state values per value (RowFramesOf) in its low 32 bits, and in
+// bit 32 how its push keys are written: raw (0), or as deltas (kv/key_deltas.h), where those are
+// at most three quarters of the raw bytes.
+constexpr uint64_t kPushKeysAsDeltas = uint64_t{1} << 32;
+
 Bytes EncodeRecords(const std::vector<PushRecord>& records) {
   Bytes out = Bytes::Uninitialized(records.size() * kRecordBytes);
   for (size_t i = 0; i < records.size(); ++i) PutRecord(records[i], out.data() + i * kRecordBytes);
@@ -104,29 +110,42 @@ Message Frame(OutgoingRound&& out) {
   m.header.clock = out.rows_epoch;
   AppendRowFrames(out.rows, &m);
   m.frames.push_back(EncodeRecords(out.records));
+  SharedArray<Key> keys;
   if (out.runs.size() == 1) {  // one run: its buffers as they are
-    m.frames.push_back(transport::AsBytes(out.runs[0].keys));
+    keys = out.runs[0].keys;
     m.frames.push_back(out.runs[0].values);
     m.frames.push_back(transport::AsBytes(out.runs[0].lens));
-    return m;
+  } else {
+    size_t num_lens = 0;
+    for (const OutgoingRound::Run& run : out.runs) num_lens += run.lens.size();
+    keys = SharedArray<Key>::Uninitialized(out.num_keys);
+    Bytes values = Bytes::Uninitialized(out.value_bytes);
+    SharedArray<int32_t> lens = SharedArray<int32_t>::Uninitialized(num_lens);
+    size_t k = 0, v = 0, l = 0;
+    for (const OutgoingRound::Run& run : out.runs) {
+      if (!run.keys.empty()) std::memcpy(keys.data() + k, run.keys.data(), run.keys.size_bytes());
+      if (!run.values.empty()) std::memcpy(values.data() + v, run.values.data(), run.values.size());
+      if (!run.lens.empty()) std::memcpy(lens.data() + l, run.lens.data(), run.lens.size_bytes());
+      k += run.keys.size();
+      v += run.values.size();
+      l += run.lens.size();
+    }
+    m.frames.push_back(std::move(values));
+    m.frames.push_back(transport::AsBytes(lens));
   }
-  size_t num_lens = 0;
-  for (const OutgoingRound::Run& run : out.runs) num_lens += run.lens.size();
-  SharedArray<Key> keys = SharedArray<Key>::Uninitialized(out.num_keys);
-  Bytes values = Bytes::Uninitialized(out.value_bytes);
-  SharedArray<int32_t> lens = SharedArray<int32_t>::Uninitialized(num_lens);
-  size_t k = 0, v = 0, l = 0;
-  for (const OutgoingRound::Run& run : out.runs) {
-    if (!run.keys.empty()) std::memcpy(keys.data() + k, run.keys.data(), run.keys.size_bytes());
-    if (!run.values.empty()) std::memcpy(values.data() + v, run.values.data(), run.values.size());
-    if (!run.lens.empty()) std::memcpy(lens.data() + l, run.lens.data(), run.lens.size_bytes());
-    k += run.keys.size();
-    v += run.values.size();
-    l += run.lens.size();
+  if (KeyDeltasSize(keys.span()) * 4 <= keys.size_bytes() * 3) {
+    m.header.aux |= kPushKeysAsDeltas;
+    m.frames.insert(m.frames.begin() + 5, EncodeKeyDeltas(keys.span()));
+  } else {
+    m.frames.insert(m.frames.begin() + 5, transport::AsBytes(keys));
   }
-  m.frames.push_back(transport::AsBytes(keys));
-  m.frames.push_back(std::move(values));
-  m.frames.push_back(transport::AsBytes(lens));
+  return m;
+}
+
+// `msg` with aux's low 32 bits alone (the rows' state values per value), as RowFramesOf reads it.
+Message WithoutKeyForm(const Message& msg) {
+  Message m = msg;
+  m.header.aux &= kPushKeysAsDeltas - 1;
   return m;
 }
 
@@ -441,13 +460,16 @@ void KVServerCore::TakeReplicated(const Message& msg) {
   Replication& r = *replication_;
   const cluster::NodeInfo* owner = r.routing->Find(msg.header.sender);
   Status stored;
-  Result<RowBatch> rows = RowFramesOf(msg, "replicate");
+  const uint64_t key_form = msg.header.aux >> 32;
+  Result<RowBatch> rows = RowFramesOf(WithoutKeyForm(msg), "replicate");
   std::vector<PushRecord> records;
   if (owner == nullptr || owner->role != Role::kServer) {
     stored = Status::InvalidArgument(fmt::format("{} is no server of this server's view (epoch {})",
                                                  runtime_->DescribeNode(msg.header.sender), r.routing->epoch().value));
   } else if (msg.frames.size() != 8 || msg.frames[4].size() % kRecordBytes != 0) {
     stored = Status::Corruption(fmt::format("replicate with {} frames", msg.frames.size()));
+  } else if (key_form > 1) {
+    stored = Status::Corruption(fmt::format("replicate with push keys in an unknown form ({})", key_form));
   } else if (!rows.ok()) {
     stored = rows.status();
   } else if (FailpointActive("replica-stores-nothing")) {  // for the fault tests: see docs/errors.md
@@ -480,9 +502,15 @@ Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, co
   const TableSpec& spec = store->spec();
   const uint32_t width = spec.variable_length ? 0 : spec.width;
   const size_t per_value = ValueTypeSize(spec.value_type) * spec.push_arity;
-  const Bytes& keys = msg.frames[5];
+  Bytes keys = msg.frames[5];
   const Bytes& values = msg.frames[6];
   const Bytes& lens = msg.frames[7];
+  if (msg.header.aux & kPushKeysAsDeltas) {
+    uint64_t named = 0;
+    for (const PushRecord& p : records) named += p.keys;
+    PSERVER_ASSIGN_OR_RETURN(SharedArray<Key> decoded, DecodeKeyDeltas({keys.data(), keys.size()}, named));
+    keys = transport::AsBytes(decoded);
+  }
   if (keys.size() % sizeof(Key) != 0 || lens.size() % sizeof(int32_t) != 0) {
     return Status::Corruption(fmt::format("replicate with {} key bytes and {} length bytes", keys.size(), lens.size()));
   }
