@@ -133,6 +133,7 @@ Message Frame(OutgoingRound&& out) {
     m.frames.push_back(std::move(values));
     m.frames.push_back(transport::AsBytes(lens));
   }
+  // Deltas where they take at most three quarters of the raw bytes.
   if (KeyDeltasSize(keys.span()) * 4 <= keys.size_bytes() * 3) {
     m.header.aux |= kPushKeysAsDeltas;
     m.frames.insert(m.frames.begin() + 5, EncodeKeyDeltas(keys.span()));
