@@ -229,8 +229,8 @@ std::vector<Seed> Seeds() {
   m.header.origin = kServer0;
   m.frames = {ArrayOf<uint64_t>({3, 8}), ArrayOf<float>({1.5f, -2}), Bytes()};
   add("failover_request", std::move(m));
-  // Server 0 sends its replica, server 2, the rows two pushes changed (width 1, one state value
-  // per value) and the pushes: origin node, worker node, timestamp.
+  // Server 0 sends its replica, server 2, rows (width 1, one state value per value) and pushes:
+  // records of 40 bytes (origin, worker, timestamp, clock, epoch, keys), then their keys and values.
   m = Data(MessageType::kReplicate, 0, kServer0, kServer2, 4, 7, 0, 0);
   m.header.aux = 1;
   m.header.clock = 1;  // the epoch of its rows

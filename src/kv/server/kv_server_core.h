@@ -213,9 +213,10 @@ class KVServerCore final : public cluster::DataHandler {
   // it went (a failure to send to a live replica fails the held replies: Replication::failure).
   bool SendReplicate(NodeId replica, transport::Message m, int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // A round of many pushes of few keys goes as the rows of those keys (listed now: the owner's
-  // aggregate of the pushes) where they are fewer bytes than the pushes (record kept, keys and
-  // values dropped); otherwise `out` is left as it is.
-  void AggregateIfSmaller(const TableStore& store, OutgoingRound& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // aggregate of the pushes) where they take less than half the pushes' bytes -- or, `always`,
+  // whatever they take -- its records kept without keys; otherwise `out` is left as it is.
+  void AggregateIfSmaller(const TableStore& store, OutgoingRound& out, bool always)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Sends the open round, unless kRoundsInFlight rounds are unanswered (and not `force`).
   void FlushReplicas(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRoundsInFlight = 2;
@@ -228,8 +229,8 @@ class KVServerCore final : public cluster::DataHandler {
   void TakeReplicated(const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Replica: stores `rows`, then applies the pushes `records` name (their keys, values and
   // lengths: frames 5..7 of `msg`) as their owner did; checks them all first, applying nothing
-  // of a malformed message.
-  Status ApplyReplicated(TableStore* store, const RowBatch& rows, const std::vector<PushRecord>& records,
+  // of a malformed message. Marks the records whose keys or rows were left out (dropped).
+  Status ApplyReplicated(TableStore* store, const RowBatch& rows, std::vector<PushRecord>& records,
                          const transport::Message& msg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   static constexpr size_t kRememberedPushes = 1 << 16;  // per owner and worker
   // A kFlagFailover push: whether this server's replica of header.origin's pushes holds it

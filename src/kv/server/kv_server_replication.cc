@@ -334,7 +334,12 @@ void KVServerCore::FlushReplicas(bool force) {
   size_t messages = 0;
   for (auto& [replica, tables] : r.open) {
     for (auto& [table, out] : tables) {
-      if (Result<TableStore*> store = FindStore(table); store.ok()) AggregateIfSmaller(**store, out);
+      // Chains of three or more servers replicate rows: a replica that got a dead owner's last
+      // round while the heir did not holds rows the heir's resync does not replace; a row the heir
+      // sends later (it applies the workers' resends) does, where a push would be applied twice.
+      if (Result<TableStore*> store = FindStore(table); store.ok()) {
+        AggregateIfSmaller(**store, out, /*always=*/r.routing->chain_length() >= 3);
+      }
       Message m = Frame(std::move(out));
       m.header.table = table;
       messages += SendReplicate(replica, std::move(m), round);
@@ -344,28 +349,30 @@ void KVServerCore::FlushReplicas(bool force) {
   if (messages > 0) r.unstored[round] = messages;
 }
 
-void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& out) {
-  // Only a round of several pushes of one view, with no rows, of fixed-length rows can be sent as
-  // rows (listed now, they hold every push applied here so far to these keys: this round's, and
-  // earlier rounds').
+void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& out, bool always) {
+  // Only a round of pushes of one view, with no rows, can be sent as rows (listed now, they hold
+  // every push applied here so far to these keys: this round's, and earlier rounds').
   const TableSpec& spec = store.spec();
-  if (out.rows.size() > 0 || spec.variable_length || out.runs.size() < 2) return;
+  if (out.rows.size() > 0 || out.runs.empty()) return;
   for (const PushRecord& p : out.records) {
     if (p.epoch != out.records.front().epoch) return;
   }
   const size_t elem = ValueTypeSize(spec.value_type);
   const size_t row_bytes = sizeof(Key) + size_t{spec.width} * elem * (1 + store.state_per_value());
   const size_t push_bytes = out.num_keys * sizeof(Key) + out.value_bytes;
-  // An estimate first, from a sample of each run's keys looked up in the runs before it (each
-  // run is sorted): pushes of distinct keys -- most sparse rounds -- are not merged for nothing.
+  if (!always && (spec.variable_length || out.runs.size() < 2)) return;
+  // An estimate first, from a sample of each run's keys looked up in the (up to 8) runs before
+  // it (each run is sorted): pushes of distinct keys -- most sparse rounds -- are not merged for
+  // nothing.
   constexpr size_t kSample = 32;
+  constexpr size_t kLookBack = 8;
   double distinct = 0;
-  for (size_t j = 0; j < out.runs.size(); ++j) {
+  for (size_t j = 0; !always && j < out.runs.size(); ++j) {
     const SharedArray<Key>& run = out.runs[j].keys;
     const size_t step = std::max<size_t>(1, run.size() / kSample);
     size_t seen = 0, sampled = 0;
     for (size_t i = 0; j > 0 && i < run.size(); i += step, ++sampled) {
-      for (size_t e = 0; e < j; ++e) {
+      for (size_t e = j > kLookBack ? j - kLookBack : 0; e < j; ++e) {
         const SharedArray<Key>& earlier = out.runs[e].keys;
         if (std::binary_search(earlier.begin(), earlier.end(), run[i])) {
           ++seen;
@@ -377,7 +384,7 @@ void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& ou
   }
   // Rows must halve the bytes to pay for listing them here and storing them there (a replica
   // applying a push costs about what storing its row does).
-  if (distinct * double(row_bytes) >= 0.6 * double(push_bytes)) return;
+  if (!always && distinct * double(row_bytes) >= 0.6 * double(push_bytes)) return;
   // The distinct keys: merging the sorted runs pairwise sorts them all.
   std::vector<Key> keys;
   keys.reserve(out.num_keys);
@@ -399,8 +406,8 @@ void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& ou
     bounds = std::move(merged);
   }
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  if (2 * keys.size() * row_bytes >= push_bytes) return;
-  // Rows are smaller: many pushes of few keys, which is what aggregation is for.
+  if (!always && 2 * keys.size() * row_bytes >= push_bytes) return;
+  // Rows: many pushes of few keys, which is what aggregation is for (or chains of three or more).
   out.rows = store.ListRowsOf(keys);
   out.rows_epoch = out.records.front().epoch;
   ++replication_->aggregated_messages;
@@ -447,7 +454,7 @@ void KVServerCore::ReplicaStored(const Message& msg) {
   if (it == r.sent.end() || it->second.to != msg.header.sender) return;  // a round given up at a view change
   if (msg.header.is_error()) {
     Status refused = cluster::CarriedError(msg).WithContext(
-        fmt::format("replica {} refused rows of table {}", runtime_->DescribeNode(msg.header.sender), msg.header.table.value));
+        fmt::format("replica {} refused what was replicated to it of table {}", runtime_->DescribeNode(msg.header.sender), msg.header.table.value));
     PSERVER_LOG_ERROR("{}: {}", runtime_->DescribeNode(runtime_->id()), refused.ToString());
     if (r.failure.ok()) r.failure = refused;
   }
@@ -488,7 +495,9 @@ void KVServerCore::TakeReplicated(const Message& msg) {
   }
   if (stored.ok()) {
     r.replica_of.insert(msg.header.sender);
-    for (const PushRecord& p : records) r.Remember(p.push);
+    for (const PushRecord& p : records) {
+      if (!p.dropped) r.Remember(p.push);
+    }
   } else {
     PSERVER_LOG_WARN("{}: refused what {} replicated to it: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(msg.header.sender), stored.ToString());
@@ -496,7 +505,7 @@ void KVServerCore::TakeReplicated(const Message& msg) {
   AnswerRows(msg, stored);
 }
 
-Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, const std::vector<PushRecord>& records,
+Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, std::vector<PushRecord>& records,
                                      const Message& msg) {
   // Every push is cut out of the message and checked as a worker's request is (Decode) before
   // any is applied: a malformed message changes nothing.
@@ -576,18 +585,23 @@ Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, co
     return cluster::PartitionPlacement::PartitionOf(cluster::RoutingKey(placement, k));
   };
   auto current = [&](Key k, uint64_t epoch) { return r.base[partition(k)] <= epoch; };
+  // A push left out, wholly or in part, is not remembered as held: a resend of it after a
+  // failover is applied (the rows that replaced it may lack it). Records without keys stand for
+  // the rows' effects, and fall with any row left out.
   const uint64_t rows_epoch = msg.header.clock;
-  if (rows.size() > 0) {
+  RowBatch taken = rows;
+  if (rows.size() > 0 && rows_epoch < r.newest_base) {
     std::vector<size_t> kept;
     for (size_t i = 0; i < rows.size(); ++i) {
-      if (rows_epoch >= r.newest_base || current(rows.keys[i], rows_epoch)) kept.push_back(i);
+      if (current(rows.keys[i], rows_epoch)) kept.push_back(i);
     }
-    const RowBatch taken = kept.size() == rows.size() ? rows : SelectRows(rows, kept);
-    PSERVER_RETURN_IF_ERROR(InsertRowsLocked(store, taken));
-    for (Key k : taken.keys) r.Raise(partition(k), rows_epoch);
+    if (kept.size() < rows.size()) {
+      taken = SelectRows(rows, kept);
+      for (PushRecord& p : records) p.dropped = p.keys == 0;
+    }
   }
   size_t next = 0;
-  for (const PushRecord& p : records) {
+  for (PushRecord& p : records) {
     if (p.keys == 0) continue;
     ServerRequest& req = pushes[next++];
     if (p.epoch >= r.newest_base) continue;
@@ -595,11 +609,19 @@ Status KVServerCore::ApplyReplicated(TableStore* store, const RowBatch& rows, co
     for (size_t i = 0; i < req.keys.size(); ++i) {
       if (current(req.keys[i], p.epoch)) kept.push_back(i);
     }
-    if (kept.size() < req.keys.size()) req = KeepKeys(req, kept, spec.push_arity);
+    if (kept.size() < req.keys.size()) {
+      req = KeepKeys(req, kept, spec.push_arity);
+      p.dropped = true;
+    }
+  }
+  // A dense table takes every key's range first, so that nothing is applied when one fails.
+  for (const ServerRequest& req : pushes) PSERVER_RETURN_IF_ERROR(CoverKeys(store, req.keys));
+  if (taken.size() > 0) {
+    PSERVER_RETURN_IF_ERROR(InsertRowsLocked(store, taken));
+    for (Key k : taken.keys) r.Raise(partition(k), rows_epoch);
   }
   for (const ServerRequest& req : pushes) {
     if (req.keys.empty()) continue;
-    PSERVER_RETURN_IF_ERROR(CoverKeys(store, req.keys));
     const UpdateContext ctx{req.sender, req.timestamp, req.clock};
     ServerResponse unused;
     PSERVER_RETURN_IF_ERROR(store->Handle(req, ctx, &unused));

@@ -38,6 +38,7 @@ struct PushRecord {
   uint64_t clock = 0;
   uint64_t epoch = 0;
   uint32_t keys = 0;
+  bool dropped = false;  // replica: its keys (or the rows standing for it) were left out, in part
 };
 
 // What an owner sends one replica of one table in a round: rows first (moved in here since the
@@ -84,7 +85,7 @@ struct KVServerCore::Replication {
   uint64_t aggregated_messages = 0;  // of them, rounds of many pushes sent as rows (smaller)
   std::string name;  // this server's, for that log line
   std::deque<std::pair<int64_t, transport::Message>> held;  // replies, with the round they wait for
-  Status failure;  // a replica refused rows: the replies held fail with it
+  Status failure;  // a replica refused what was sent to it: the replies held fail with it
 
   // One message of `round` was answered (or given up).
   void Answered(int64_t round);

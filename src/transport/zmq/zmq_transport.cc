@@ -284,12 +284,8 @@ Status ZmqTransport::DoSend(NodeId receiver, const WireMessage& wire, bool may_b
       return Status::Unavailable(fmt::format("the peer did not accept the message within {} ms",
                                              options_.send_timeout.count()));
     }
-    // The scheduler (give_up_when_down_for) looks at the connection every 5 ms: its whole loop
-    // waits meanwhile. Others look every kGiveUpCheck.
-    const std::chrono::milliseconds slice =
-        options_.give_up_when_down_for.count() > 0 ? std::chrono::milliseconds(5) : kGiveUpCheck;
     zmq_pollitem_t item = {peer.socket, 0, ZMQ_POLLOUT, 0};
-    if (zmq_poll(&item, 1, static_cast<long>(std::min(left, slice).count())) < 0 && zmq_errno() == ETERM) {
+    if (zmq_poll(&item, 1, static_cast<long>(std::min(left, kGiveUpCheck).count())) < 0 && zmq_errno() == ETERM) {
       return Status::Aborted("transport shut down");
     }
   }
