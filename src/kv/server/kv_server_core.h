@@ -168,6 +168,9 @@ class KVServerCore final : public cluster::DataHandler {
   Result<cluster::MigrateReport> SendMovingRows(int64_t change, const cluster::MigrateOrder& order,
                                                 const std::function<std::function<bool(Key)>(TableId)>& chosen)
       ABSL_LOCKS_EXCLUDED(apply_mu_, mover_mu_);
+  // The rows of table `id` that `choose` picks, listed to move, once the open replication round
+  // was sent (its pushes precede the rows on every channel).
+  Result<RowBatch> ListRowsToMove(TableId id, const std::function<bool(Key)>& choose) ABSL_LOCKS_EXCLUDED(apply_mu_);
   // Sends one batch to `to` and returns its id, to wait for with AwaitBatch (the recipient
   // stores it meanwhile: up to kBatchesInFlight go out before the oldest is waited for).
   // kAborted, sending nothing, once `change` was cancelled.

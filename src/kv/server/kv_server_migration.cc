@@ -161,7 +161,8 @@ Result<cluster::MigrateReport> KVServerCore::SendMovingRows(int64_t change, cons
     const KeyPredicate pick = chosen(id);
     for (const cluster::MigrateTarget& target : order.targets) {
       const KeyPredicate moving = RoutingRangePredicate(spec, target.ranges);
-      PSERVER_ASSIGN_OR_RETURN(RowBatch rows, ListRows(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
+      PSERVER_ASSIGN_OR_RETURN(RowBatch rows,
+                               ListRowsToMove(id, [&](Key k) { return (!pick || pick(k)) && moving(k); }));
       for (size_t first = 0; first < rows.size() && failed.ok(); first += kMigrateBatchRows) {
         const RowBatch batch = SliceRows(rows, first, std::min(rows.size(), first + kMigrateBatchRows));
         Result<int64_t> sent = SendBatch(change, target.to, id, batch);
@@ -258,6 +259,15 @@ Status KVServerCore::AwaitBatch(int64_t id) {
   }
   batch_answers_.erase(id);
   return outcome;
+}
+
+Result<RowBatch> KVServerCore::ListRowsToMove(TableId id, const KeyPredicate& choose) {
+  MutexLock lock(&apply_mu_);
+  // The pushes applied so far go to this server's replicas first: a recipient that is one of
+  // them must get a push before rows that hold it (a push after them would be applied again).
+  FlushReplicas(/*force=*/true);
+  PSERVER_ASSIGN_OR_RETURN(TableStore * store, FindStore(id));
+  return store->ListRows(choose);
 }
 
 void KVServerCore::TakeMovedRows(const Message& msg) {
