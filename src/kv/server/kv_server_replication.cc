@@ -45,6 +45,7 @@
 #include "kv/server/row_frames.h"
 #include "kv/server/table_store.h"
 #include "kv/table_catalog.h"
+#include "kv/worker/slicer.h"
 
 namespace pserver::kv {
 
@@ -134,7 +135,7 @@ Message Frame(OutgoingRound&& out) {
     m.frames.push_back(transport::AsBytes(lens));
   }
   // Deltas where they take at most three quarters of the raw bytes.
-  if (KeyDeltasSize(keys.span()) * 4 <= keys.size_bytes() * 3) {
+  if (!keys.empty() && KeyDeltasSize(keys.span()) * 4 <= keys.size_bytes() * 3) {
     m.header.aux |= kPushKeysAsDeltas;
     m.frames.insert(m.frames.begin() + 5, EncodeKeyDeltas(keys.span()));
   } else {
@@ -153,19 +154,15 @@ Message WithoutKeyForm(const Message& msg) {
 // The push `req` with only the keys at indices `kept` (ascending), and their values.
 ServerRequest KeepKeys(const ServerRequest& req, const std::vector<size_t>& kept, uint32_t push_arity) {
   const size_t per_value = ValueTypeSize(req.value_type) * push_arity;
-  std::vector<size_t> at;  // where each key's values start, in bytes
-  at.reserve(req.keys.size() + 1);
-  at.push_back(0);
-  for (size_t i = 0; i < req.keys.size(); ++i) {
-    at.push_back(at.back() + (req.width == 0 ? static_cast<size_t>(req.lens[i]) : req.width) * per_value);
-  }
+  const std::vector<uint64_t> offsets = req.width == 0 ? Offsets(req.lens) : std::vector<uint64_t>();
+  auto at = [&](size_t i) { return (req.width == 0 ? offsets[i] : i * req.width) * per_value; };
   ServerRequest out = req;
   std::vector<Key> keys;
   std::vector<std::byte> vals;
   std::vector<int32_t> lens;
   for (size_t i : kept) {
     keys.push_back(req.keys[i]);
-    vals.insert(vals.end(), req.vals.begin() + at[i], req.vals.begin() + at[i + 1]);
+    vals.insert(vals.end(), req.vals.begin() + at(i), req.vals.begin() + at(i + 1));
     if (req.width == 0) lens.push_back(req.lens[i]);
   }
   out.keys = SharedArray<Key>(std::move(keys));
@@ -252,12 +249,8 @@ void KVServerCore::NoteReplicatedPush(const TableStore& store, const cluster::Ro
   const size_t elem = ValueTypeSize(spec.value_type);
   const size_t per_value = elem * spec.push_arity;
   const bool variable = req.width == 0;
-  std::vector<size_t> offsets;  // variable length: the byte where key i's values start
-  if (with_values && variable) {
-    offsets.resize(req.keys.size() + 1, 0);
-    for (size_t i = 0; i < req.keys.size(); ++i) offsets[i + 1] = offsets[i] + static_cast<size_t>(req.lens[i]) * per_value;
-  }
-  auto value_at = [&](size_t i) { return variable ? offsets[i] : i * req.width * per_value; };
+  const std::vector<uint64_t> offsets = with_values && variable ? Offsets(req.lens) : std::vector<uint64_t>();
+  auto value_at = [&](size_t i) { return (variable ? offsets[i] : i * req.width) * per_value; };
   for (const auto& [replica, runs] : ReplicaRuns(routing, PlacementOf(spec), runtime_->rank().value,
                                                   {req.keys.data(), req.keys.size()})) {
     OutgoingRound& out = r.open[replica][store.table()];
@@ -350,13 +343,15 @@ void KVServerCore::FlushReplicas(bool force) {
 }
 
 void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& out, bool always) {
-  // Only a round of pushes of one view, with no rows, can be sent as rows (listed now, they hold
-  // every push applied here so far to these keys: this round's, and earlier rounds').
+  // Rows listed now hold every push applied here so far to these keys: this round's, and earlier
+  // rounds'.
   const TableSpec& spec = store.spec();
-  if (out.rows.size() > 0 || out.runs.empty()) return;
-  for (const PushRecord& p : out.records) {
-    if (p.epoch != out.records.front().epoch) return;
-  }
+  if (out.runs.empty() || (out.rows.size() > 0 && !always)) return;
+  // The rows go under the oldest view of the round's pushes and rows: a replica whose rows of a
+  // partition come from a newer view leaves them out, and its owner's resync of that view,
+  // which follows on this channel, holds them (the partition's owner, or the replica, changed).
+  uint64_t epoch = out.rows.size() > 0 ? out.rows_epoch : out.records.front().epoch;
+  for (const PushRecord& p : out.records) epoch = std::min(epoch, p.epoch);
   const size_t elem = ValueTypeSize(spec.value_type);
   const size_t row_bytes = sizeof(Key) + size_t{spec.width} * elem * (1 + store.state_per_value());
   const size_t push_bytes = out.num_keys * sizeof(Key) + out.value_bytes;
@@ -386,9 +381,10 @@ void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& ou
   // applying a push costs about what storing its row does).
   if (!always && distinct * double(row_bytes) >= 0.6 * double(push_bytes)) return;
   // The distinct keys: merging the sorted runs pairwise sorts them all.
-  std::vector<Key> keys;
-  keys.reserve(out.num_keys);
+  std::vector<Key> keys(out.rows.keys.begin(), out.rows.keys.end());  // rows moved in: a sorted run too
+  keys.reserve(keys.size() + out.num_keys);
   std::vector<size_t> bounds{0};
+  if (!keys.empty()) bounds.push_back(keys.size());
   for (const OutgoingRound::Run& run : out.runs) {
     keys.insert(keys.end(), run.keys.begin(), run.keys.end());
     bounds.push_back(keys.size());
@@ -409,7 +405,7 @@ void KVServerCore::AggregateIfSmaller(const TableStore& store, OutgoingRound& ou
   if (!always && 2 * keys.size() * row_bytes >= push_bytes) return;
   // Rows: many pushes of few keys, which is what aggregation is for (or chains of three or more).
   out.rows = store.ListRowsOf(keys);
-  out.rows_epoch = out.records.front().epoch;
+  out.rows_epoch = epoch;
   ++replication_->aggregated_messages;
   for (PushRecord& p : out.records) p.keys = 0;
   out.runs.clear();
