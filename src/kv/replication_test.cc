@@ -6,10 +6,12 @@
 // refuses a malformed message whole.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -27,6 +29,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/kv_worker.h"
 #include "cluster/cluster_test_util.h"
+#include "testing/intercepting_transport.h"
 #include "testing/test_util.h"
 
 namespace pserver::kv {
@@ -306,6 +309,155 @@ TEST(ReplicaTest, RefusesAMalformedReplicateWholeAndAppliesAWellFormedOne) {
   std::memcpy(got.data(), b->values.data(), 2 * sizeof(float));
   EXPECT_EQ(got[0], 100);
   EXPECT_EQ(got[1], 200);
+}
+
+// Forwards everything to an inner transport, except that the first data request matching
+// StallFirst's match blocks its sender until release() opens, then fails as a send given up on a dead peer does
+// (nothing of it left). A test tool for the moment a send's failure is reported.
+class StallingTransport final : public transport::Transport {
+ public:
+  using Match = std::function<bool(const transport::Header&)>;
+  explicit StallingTransport(std::unique_ptr<transport::Transport> inner) : inner_(std::move(inner)) {}
+
+  void StallFirst(Match stall) {
+    std::lock_guard lock(mu_);
+    stall_ = std::move(stall);
+  }
+  // Opens when the stalled send began; opening `release` ends it.
+  pserver::testing::Gate& stalled() { return stalled_; }
+  pserver::testing::Gate& release() { return release_; }
+
+ protected:
+  Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
+  Status DoConnect(NodeId peer, const std::string& address, const transport::ConnectionId& present_as) override {
+    return inner_->Connect(peer, address, present_as);
+  }
+  void DoDisconnect(NodeId peer) override { inner_->Disconnect(peer); }
+  void DoWatch(NodeId peer) override { inner_->Watch(peer); }
+  std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override {
+    return inner_->PeersDown(for_at_least);
+  }
+  Status DoSend(NodeId, const transport::WireMessage& wire, bool may_block) override {
+    transport::Message m = wire.message();
+    bool stall = false;
+    {
+      std::lock_guard lock(mu_);
+      if (stall_ && stall_(m.header)) {
+        stall = true;
+        stall_ = nullptr;
+      }
+    }
+    if (stall) {
+      stalled_.Open();
+      if (!release_.Wait(std::chrono::seconds(60))) return Status::DeadlineExceeded("the test never released the send");
+      return Status::Unavailable("given up by the test");
+    }
+    return may_block ? inner_->Send(std::move(m)) : inner_->SendNoWait(std::move(m));
+  }
+  Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
+    PSERVER_ASSIGN_OR_RETURN(transport::Message m, inner_->Receive(timeout));
+    return RawFrames{transport::EncodeWire(transport::WireMessage(m)), m.origin};
+  }
+  void DoShutdown() override {
+    release_.Open();
+    inner_->Shutdown();
+  }
+
+ private:
+  std::unique_ptr<transport::Transport> inner_;
+  std::mutex mu_;
+  Match stall_;
+  pserver::testing::Gate stalled_, release_;
+};
+
+// A worker's push to a server that dies, whose send fails only after the failover view reached
+// the worker (another thread's send, blocked on the dead server, reports it late): none of it
+// left the worker, so it goes to the heir as a plain resend, not as a failover from the dead
+// server -- a new owner that never held the dead server's replicas would refuse a failover it
+// cannot check, ending the job. Every key ends at the closed-form sum.
+TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
+  constexpr uint32_t kServers = 3;
+  NodeOptions base = pserver::testing::FastHeartbeats();
+  base.replicas = 2;
+  pserver::testing::InprocJob job(base);
+  ASSERT_OK(job.StartScheduler(kServers, 1));
+  job.RunScheduler();
+  std::vector<NodeOptions> options;
+  std::vector<std::unique_ptr<transport::Transport>> transports;
+  for (uint32_t i = 0; i < kServers; ++i) {
+    options.push_back(job.OptionsFor(pserver::testing::Server(i)));
+    transports.push_back(nullptr);
+  }
+  options.push_back(job.OptionsFor(pserver::testing::Worker(0)));
+  auto logged = std::make_unique<pserver::testing::InterceptingTransport>(job.NewTransport());
+  pserver::testing::InterceptingTransport* wire = logged.get();
+  auto stalling = std::make_unique<StallingTransport>(std::move(logged));
+  StallingTransport* stall = stalling.get();
+  transports.push_back(std::move(stalling));
+  for (const Status& s : job.StartNodes(options, std::move(transports))) ASSERT_OK(s);
+  std::vector<std::unique_ptr<KVServer<float>>> servers;
+  for (uint32_t i = 0; i < kServers; ++i) {
+    servers.push_back(std::make_unique<KVServer<float>>(*job.node(i)));
+    job.Spawn([&job, i] { return job.node(i)->Run(); });
+  }
+  Node& worker = *job.node(kServers);
+  TableSpec spec;
+  spec.name = "sums";
+  Result<TableId> table = worker.DeclareTable(spec);
+  ASSERT_OK(table);
+  std::vector<Key> keys;
+  for (Key k = 0; k < 300; ++k) keys.push_back(k);
+  KVWorker<float> kv(worker);
+  Result<Timestamp> first = kv.Push(*table, std::vector<Key>(keys), std::vector<float>(keys.size(), 1.0f));
+  ASSERT_OK(first);
+  ASSERT_OK(kv.Wait(*first));
+
+  // A push to server 2's keys only (no other server replicates to it after it died, which the
+  // inproc transport would refuse at once) stalls in its send; server 2 dies meanwhile.
+  std::vector<Key> its_keys;
+  for (Key k : keys) {
+    Result<uint32_t> owner = kv.ServerOf(*table, k);
+    ASSERT_OK(owner);
+    if (*owner == 2) its_keys.push_back(k);
+  }
+  ASSERT_FALSE(its_keys.empty());
+  const NodeId victim = job.node(2)->id();
+  stall->StallFirst([victim](const transport::Header& h) {
+    return h.type == transport::MessageType::kPush && !h.is_reply() && h.receiver == victim;
+  });
+  const auto is_view_ack = [](const transport::Header& h) { return h.type == transport::MessageType::kViewChangeReply; };
+  const size_t views_before = wire->Count(pserver::testing::Direction::kSend, is_view_ack);
+  std::shared_future<Status> second = job.Spawn([&]() -> Status {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts,
+                             kv.Push(*table, std::vector<Key>(its_keys), std::vector<float>(its_keys.size(), 2.0f)));
+    return kv.Wait(ts);
+  });
+  ASSERT_TRUE(stall->stalled().Wait(std::chrono::seconds(60)));
+  pserver::testing::OpenOnExit release_on_exit(stall->release());  // a failed assertion strands no thread
+  job.Destroy(2);
+  // The worker handled the failover view (it acknowledges a view once its handler saw it)...
+  ASSERT_TRUE(wire->WaitFor(pserver::testing::Direction::kSend, is_view_ack, views_before + 1));
+  // ...and only then learns that the stalled send failed.
+  stall->release().Open();
+  ASSERT_OK(second.get());
+  const auto failover = [](const transport::Header& h) {
+    return h.type == transport::MessageType::kPush && (h.flags & transport::kFlagFailover) != 0;
+  };
+  const auto resend = [](const transport::Header& h) {
+    return h.type == transport::MessageType::kPush && (h.flags & transport::kFlagResend) != 0;
+  };
+  EXPECT_EQ(wire->Count(pserver::testing::Direction::kSend, failover), 0u);
+  EXPECT_GE(wire->Count(pserver::testing::Direction::kSend, resend), 1u);
+
+  SharedArray<float> got;
+  Result<Timestamp> pull = kv.Pull(*table, std::vector<Key>(keys), &got);
+  ASSERT_OK(pull);
+  ASSERT_OK(kv.Wait(*pull));
+  ASSERT_EQ(got.size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const bool twice = std::binary_search(its_keys.begin(), its_keys.end(), keys[i]);
+    EXPECT_EQ(got[i], twice ? 3.0f : 1.0f) << "key " << keys[i];
+  }
 }
 
 TableSpec Spec(std::string updater, std::map<std::string, double> params, uint32_t width = 3) {

@@ -23,8 +23,9 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
   // Queued under send_mu_, so that every server's queue holds this worker's requests in
   // timestamp order; sent after it is released, so that no lock of this class is held across a
   // send that may block (a server blocked replying to this worker then never waits for it).
+  sends_in_progress_.fetch_add(1);
   bool to_dead = false;  // a part for a server declared dead (sliced by a view older than the failover)
-  if (any_failed_servers_.load(std::memory_order_acquire)) {
+  if (any_failed_servers_.load()) {
     std::lock_guard lock(mu_);
     for (const auto& entry : msgs) to_dead = to_dead || failed_servers_.contains(entry.second.header.receiver);
   }
@@ -56,9 +57,12 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
     std::unique_lock lock(mu_);
     Answer(lock, h.request_id, h.part, nullptr, f.error.WithContext(runtime_->DescribeNode(h.receiver)));
   }
-  // Requests that went to servers declared dead after the failover view came: sent again now.
+  // Requests that went to servers declared dead after the failover view came, and those a
+  // failover left while this or another SendAll ran: sent again now, once no send is in progress.
+  // (Sequentially consistent with OnNodeFailed's store: one of the two sees the other.)
+  const bool last = sends_in_progress_.fetch_sub(1) == 1;
   Unsent orphans;
-  if (to_dead) {
+  if (to_dead || (last && any_failed_servers_.load())) {
     std::unique_lock lock(mu_);
     orphans = ResendOrphans(lock, *runtime_->routing());
   }

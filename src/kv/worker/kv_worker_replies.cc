@@ -282,7 +282,7 @@ void KVWorkerCore::FailAll(const Status& why, const NodeId* only) {
 
 KVWorkerCore::Unsent KVWorkerCore::ResendOrphans(std::unique_lock<std::mutex>& lock, const cluster::Routing& routing) {
   Unsent out;
-  if (failed_servers_.empty()) return out;
+  if (failed_servers_.empty() || sends_in_progress_.load() > 0) return out;
   for (uint32_t rank : routing.ring().servers()) {
     const cluster::NodeInfo* n = routing.Server(rank);
     if (n != nullptr && failed_servers_.contains(n->id)) return out;  // not the failover view yet
@@ -330,7 +330,7 @@ void KVWorkerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
     {
       std::unique_lock lock(mu_);
       failed_servers_.insert(failure.id);
-      any_failed_servers_.store(true, std::memory_order_release);
+      any_failed_servers_.store(true);
       resend = ResendOrphans(lock, *routing);
     }
     if (resend.empty()) return;
