@@ -1,5 +1,6 @@
 // `pserver chaos` as CI runs it: servers of a replicated local cluster SIGKILLed one after
-// another (each restarted and joining), every sum the workers pushed checked exactly; and the
+// another (each restarted and joining), every sum the workers pushed checked exactly; workers
+// and the scheduler killed and started again; and the
 // same command failing when replicas do not keep what they acknowledge (a failpoint), so that a
 // pass means something.
 #include <gtest/gtest.h>
@@ -75,6 +76,22 @@ TEST(ChaosTest, SchedulerKillsAreResumedFromTheStoreAndLoseNothing) {
       << any_out;
 }
 
+// Workers SIGKILLed: the launcher starts each again in its place (its slot), which takes its work
+// over, finds every value of the slot between what its predecessor's pushes acknowledged and
+// what it sent, and carries on checking exactly; the job ends well.
+TEST(ChaosTest, KilledWorkersAreReplacedAndTheirSuccessorsCheckWhatTheyLeft) {
+  const std::string seed = std::to_string(TestSeed());
+  auto [status, out] = RunChaos({"--kills", "6", "--victims", "workers", "--seed", seed});
+  ASSERT_EQ(status, "exit 0") << out;
+  EXPECT_EQ(Count(out, " SIGKILLed "), 6u) << out;
+  EXPECT_EQ(Count(out, "killed by signal 9 (SIGKILL) while the workers run; starting it again, to take its work over"),
+            6u)
+      << out;
+  EXPECT_EQ(Count(out, "every value lies between what its pushes acknowledged and what it sent"), 6u) << out;
+  EXPECT_NE(out.find("chaos: 6 kills, seed " + seed + ": 0 updates lost, 0 applied twice"), std::string::npos) << out;
+  EXPECT_NE(out.find("chaos: recovery from 6 SIGKILLs of workers"), std::string::npos) << out;
+}
+
 TEST(ChaosTest, FailsNamingTheLostSumWhenReplicasStoreNothing) {
   const std::string seed = std::to_string(TestSeed());
   auto [status, out] = RunChaos({"--kills", "3", "--seed", seed}, {{"PSERVER_FAILPOINTS", "replica-stores-nothing"}});
@@ -92,7 +109,7 @@ TEST(ChaosTest, RefusesReplicasItCannotKillUnder) {
   EXPECT_NE(out.find("--replicas must be at least 2 and at most --servers"), std::string::npos) << out;
   auto [stop_status, stop_out] = RunChaos({"--kills", "1", "--victims", "scheduler", "--faults", "stop"});
   EXPECT_EQ(stop_status, "exit 2") << stop_out;
-  EXPECT_NE(stop_out.find("--victims scheduler or any goes with --faults kill"), std::string::npos) << stop_out;
+  EXPECT_NE(stop_out.find("--victims scheduler, workers or any goes with --faults kill"), std::string::npos) << stop_out;
 }
 
 }  // namespace

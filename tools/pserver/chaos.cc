@@ -77,6 +77,28 @@ class Shared {
     std::lock_guard lock(mu_);
     servers_[index] = pid;
   }
+  void WorkerStarted(int index, pid_t pid) {
+    std::lock_guard lock(mu_);
+    workers_[index] = pid;
+  }
+  void WorkerExited(int index) {
+    std::lock_guard lock(mu_);
+    workers_.erase(index);
+  }
+  size_t live_workers() {
+    std::lock_guard lock(mu_);
+    return workers_.size();
+  }
+  // SIGKILLs the live worker `pick` selects from the sorted live indices; its index, or -1 if
+  // none is live. Under the lock, as SignalServer.
+  int KillWorker(const std::function<size_t(size_t)>& pick) {
+    std::lock_guard lock(mu_);
+    if (workers_.empty() || ended_) return -1;
+    auto it = workers_.begin();
+    std::advance(it, static_cast<long>(pick(workers_.size())));
+    kill(it->second, SIGKILL);
+    return it->first;
+  }
   void SchedulerStarted(pid_t pid) {
     std::lock_guard lock(mu_);
     scheduler_ = pid;
@@ -128,7 +150,7 @@ class Shared {
     std::unique_lock lock(mu_);
     return !cv_.wait_for(lock, d, [&] { return ended_; });
   }
-  // Waits until each of `workers` workers finished a round it started after `after`, and
+  // Waits until each of `workers` workers (by rank, or by slot) finished a round it started after `after`, and
   // returns the last of their ends; nullopt if the launch ended or `deadline` passed first.
   std::optional<Clock::time_point> WaitRoundsAfter(Clock::time_point after, int workers, Clock::time_point deadline) {
     std::unique_lock lock(mu_);
@@ -191,6 +213,7 @@ class Shared {
   std::condition_variable cv_;
   std::string address_;
   std::map<int, pid_t> servers_;  // live servers by launch index
+  std::map<int, pid_t> workers_;  // live workers by launch index (their slot)
   pid_t scheduler_ = 0;           // the live scheduler, 0 between one's death and the next's start
   std::map<int, std::pair<bool, std::string>> exits_;  // servers gone: by itself?, how
   std::map<int, std::vector<Round>> rounds_;
@@ -235,13 +258,37 @@ class ChaosRun {
       const auto gap = milliseconds(std::uniform_int_distribution<int64_t>(0, o_.max_gap.count())(rng_));
       const bool stop = o_.faults == ChaosOptions::Faults::kStop ||
                         (o_.faults == ChaosOptions::Faults::kMixed && std::bernoulli_distribution(0.5)(rng_));
-      // The scheduler as likely as each server (kAny).
-      const bool scheduler =
-          o_.victims == ChaosOptions::Victims::kScheduler ||
-          (o_.victims == ChaosOptions::Victims::kAny &&
-           std::uniform_int_distribution<size_t>(0, shared_.live_servers())(rng_) == 0);
+      // kAny: the scheduler and each worker as likely as each server.
+      enum class Victim { kServer, kScheduler, kWorker } victim = Victim::kServer;
+      if (o_.victims == ChaosOptions::Victims::kScheduler) victim = Victim::kScheduler;
+      if (o_.victims == ChaosOptions::Victims::kWorkers) victim = Victim::kWorker;
+      if (o_.victims == ChaosOptions::Victims::kAny) {
+        const size_t workers = shared_.live_workers();
+        const size_t draw = std::uniform_int_distribution<size_t>(0, shared_.live_servers() + workers)(rng_);
+        victim = draw == 0 ? Victim::kScheduler : draw <= workers ? Victim::kWorker : Victim::kServer;
+      }
       if (!shared_.Pause(gap)) return "the job ended";
       const Clock::time_point at = Clock::now();
+      if (victim == Victim::kWorker) {
+        const int worker =
+            shared_.KillWorker([&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
+        if (worker < 0) return "no worker to kill";
+        killed = at;
+        // Its successor (the launcher starts it at once) took its work over and finished a round.
+        std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
+        if (!progressing) {
+          if (shared_.ended()) return "the job ended";
+          return fmt::format("kill {}: the workers did not all finish a round within {} ms of worker {}'s SIGKILL", k,
+                             o_.timeout.count(), worker);
+        }
+        worker_recoveries_.push_back(MillisBetween(at, *progressing));
+        std::fprintf(o_.out, "chaos: kill %d/%d: worker %d SIGKILLed %lld ms after the cluster was whole; its "
+                     "successor took its work over and every worker is progressing again after %.1f ms\n",
+                     k, o_.kills, worker, static_cast<long long>(gap.count()), MillisBetween(at, *progressing));
+        std::fflush(o_.out);
+        continue;
+      }
+      const bool scheduler = victim == Victim::kScheduler;
       if (scheduler) {
         if (!shared_.KillScheduler()) return "no scheduler to kill";
         killed = at;
@@ -335,6 +382,7 @@ class ChaosRun {
   const std::vector<double>& stop_recoveries() const { return stop_recoveries_; }
   const std::vector<double>& restorations() const { return restorations_; }
   const std::vector<double>& scheduler_recoveries() const { return scheduler_recoveries_; }
+  const std::vector<double>& worker_recoveries() const { return worker_recoveries_; }
 
  private:
   const ChaosOptions& o_;
@@ -345,6 +393,7 @@ class ChaosRun {
   std::vector<double> stop_recoveries_;  // ms, SIGSTOP -> every worker progressing
   std::vector<double> restorations_;  // ms, kill -> the cluster whole again
   std::vector<double> scheduler_recoveries_;  // ms, the scheduler's SIGKILL -> every worker progressing
+  std::vector<double> worker_recoveries_;     // ms, a worker's SIGKILL -> every worker (its successor too) progressing
 };
 
 std::string Validate(const ChaosOptions& o) {
@@ -355,7 +404,7 @@ std::string Validate(const ChaosOptions& o) {
   }
   if (o.kills < 1) return "--kills must be at least 1";
   if (o.victims != ChaosOptions::Victims::kServers && o.faults != ChaosOptions::Faults::kKill) {
-    return "--victims scheduler or any goes with --faults kill";
+    return "--victims scheduler, workers or any goes with --faults kill";
   }
   if (o.self_exe.empty()) return "no pserver executable";
   return "";
@@ -379,8 +428,16 @@ int RunChaos(const ChaosOptions& o) {
     return 1;
   }
   const std::string stop_file = dir + "/stop";
+  // Workers that may be killed run the check workload's slot mode: each checks its own values,
+  // and its successor what it left (demo_worker.h).
+  const bool worker_victims = o.victims == ChaosOptions::Victims::kWorkers || o.victims == ChaosOptions::Victims::kAny;
+  const std::string state_dir = dir + "/workers";
+  if (worker_victims && !std::filesystem::create_directory(state_dir)) {
+    std::fprintf(o.err, "chaos: cannot create %s\n", state_dir.c_str());
+    return 1;
+  }
   // As many rounds as keep every sum exact; the run ends at the stop file long before.
-  const double per_round = double(o.num_workers) * (o.num_workers + 1) / 2 * o.pushes;
+  const double per_round = worker_victims ? double(o.pushes) : double(o.num_workers) * (o.num_workers + 1) / 2 * o.pushes;
   const auto rounds = static_cast<uint32_t>(std::min(1e6, std::floor(kExactSums / per_round) * kKeySets));
   ChaosRun run(o);
   LaunchOptions launch;
@@ -401,7 +458,7 @@ int RunChaos(const ChaosOptions& o) {
     return argv;
   };
   launch.scheduler_argv = command({"scheduler", "--replicas", std::to_string(o.replicas)});
-  if (o.victims != ChaosOptions::Victims::kServers) {
+  if (o.victims == ChaosOptions::Victims::kScheduler || o.victims == ChaosOptions::Victims::kAny) {
     // Killed, it is started again and resumes the job from its store.
     launch.scheduler_argv.insert(launch.scheduler_argv.end(), {"--store", "file:" + dir + "/store"});
     launch.restart_scheduler = true;
@@ -411,6 +468,12 @@ int RunChaos(const ChaosOptions& o) {
                             {"worker", "--keys", std::to_string(o.keys), "--pushes", std::to_string(o.pushes),
                              "--rounds", std::to_string(rounds), "--seed", std::to_string(o.seed), "--stop-file",
                              stop_file, "--progress-times"});
+  if (worker_victims) {
+    launch.worker_argv.insert(launch.worker_argv.end(),
+                              {"--slots", std::to_string(o.num_workers), "--state-dir", state_dir});
+    launch.workers_may_die = true;
+    launch.restart_workers = true;
+  }
   const char* faults = o.faults == ChaosOptions::Faults::kKill   ? "SIGKILL"
                        : o.faults == ChaosOptions::Faults::kStop ? "SIGSTOP (then SIGCONT once failed over from)"
                                                                  : "SIGKILL or SIGSTOP";
@@ -420,7 +483,9 @@ int RunChaos(const ChaosOptions& o) {
   launch.err = o.err;
   const char* victims = o.victims == ChaosOptions::Victims::kServers     ? "random servers"
                         : o.victims == ChaosOptions::Victims::kScheduler ? "the scheduler (started again on its store)"
-                                                                         : "random servers or the scheduler";
+                        : o.victims == ChaosOptions::Victims::kWorkers
+                            ? "random workers (each started again, to take its work over)"
+                            : "random servers, workers or the scheduler";
   std::fprintf(o.out, "chaos: %d kills (%s) of %s of %d servers (--replicas %u), %d workers checking every round's "
                "sums; seed %llu\n",
                o.kills, faults, victims, o.num_servers, o.replicas, o.num_workers,
@@ -430,10 +495,12 @@ int RunChaos(const ChaosOptions& o) {
   launch.on_scheduler_address = [&](const std::string& address) { shared.SetAddress(address); };
   launch.on_start = [&](LaunchRole role, int index, pid_t pid) {
     if (role == LaunchRole::kServer) shared.ServerStarted(index, pid);
+    if (role == LaunchRole::kWorker) shared.WorkerStarted(index, pid);
     if (role == LaunchRole::kScheduler) shared.SchedulerStarted(pid);
   };
   launch.on_exit = [&](LaunchRole role, int index, bool by_itself, const std::string& how) {
     if (role == LaunchRole::kServer) shared.ServerExited(index, by_itself, how);
+    if (role == LaunchRole::kWorker) shared.WorkerExited(index);
     if (role == LaunchRole::kScheduler) shared.SchedulerExited();
   };
   launch.on_worker_line = [&](int, std::string_view line) { return shared.WorkerLine(line); };
@@ -453,7 +520,8 @@ int RunChaos(const ChaosOptions& o) {
   const size_t rounds_done = shared.rounds_done();
   if (!failure.empty() || launched != 0) {
     std::fprintf(o.err, "chaos: FAILED after %zu kills (seed %llu): %s\n",
-                 run.recoveries().size() + run.stop_recoveries().size() + run.scheduler_recoveries().size(),
+                 run.recoveries().size() + run.stop_recoveries().size() + run.scheduler_recoveries().size() +
+                     run.worker_recoveries().size(),
                  static_cast<unsigned long long>(o.seed),
                  !failure.empty() && failure != "the job ended" ? failure.c_str()
                  : launched != 0 ? fmt::format("the cluster ended with status {} (its error is above)", launched).c_str()
@@ -473,6 +541,11 @@ int RunChaos(const ChaosOptions& o) {
   if (!run.scheduler_recoveries().empty()) {
     std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs of the scheduler (kill -> every worker progressing): %s\n",
                  run.scheduler_recoveries().size(), Describe(run.scheduler_recoveries()).c_str());
+  }
+  if (!run.worker_recoveries().empty()) {
+    std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs of workers (kill -> its successor and every other worker "
+                 "progressing): %s\n",
+                 run.worker_recoveries().size(), Describe(run.worker_recoveries()).c_str());
   }
   if (!run.stop_recoveries().empty()) {
     std::fprintf(o.out, "chaos: recovery from %zu SIGSTOPs (stop -> every worker progressing; heartbeat timeout %lld "

@@ -1,5 +1,5 @@
-// `pserver chaos`: kills servers (or the scheduler) of a running local cluster, again and again,
-// and checks that nothing acknowledged was lost and nothing applied twice.
+// `pserver chaos`: kills servers (or the scheduler, or workers) of a running local cluster, again
+// and again, and checks that nothing acknowledged was lost and nothing applied twice.
 //
 // It launches a cluster (RunLaunch) with replicas and `restart_servers`, whose workers run the
 // built-in check workload (demo_worker.h: several pushes in flight per round, every round's sums
@@ -39,8 +39,11 @@ struct ChaosOptions {
   enum class Faults { kKill, kStop, kMixed } faults = Faults::kKill;
   // Whom the kills hit: servers; the scheduler (which then keeps the job's state in a file store
   // and is started again by the launcher: it must resume the job, docs/durability.md section 6);
-  // or any of them, the scheduler as likely as each server. The scheduler is only SIGKILLed.
-  enum class Victims { kServers, kScheduler, kAny } victims = Victims::kServers;
+  // workers (the launcher starts a worker again in the dead one's place, which takes its work
+  // over and checks what it left: the workers run the check workload's slot mode); or any of
+  // them, the scheduler and each worker as likely as each server. The scheduler and workers are
+  // only SIGKILLed.
+  enum class Victims { kServers, kScheduler, kWorkers, kAny } victims = Victims::kServers;
   // With stops: the nodes' heartbeat timeout (their interval a tenth of it).
   std::chrono::milliseconds heartbeat_timeout{1000};
   uint64_t seed = 0;

@@ -3,12 +3,20 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
 #include <random>
+#include <thread>
 #include <vector>
 
+#include "pserver/atomic_file.h"
 #include "pserver/kv_worker.h"
 
 namespace pserver::tools {
@@ -24,9 +32,171 @@ SharedArray<Key> RoundKeys(uint64_t seed, uint32_t round, uint32_t n) {
   return SharedArray<Key>(std::move(keys));
 }
 
+constexpr uint32_t kKeySets = 4;  // key sets cycle over 4 seeds, so values accumulate across rounds
+
+int64_t NowNs(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// What a slot's last worker left in the state directory (DemoOptions, slot mode).
+struct SlotState {
+  uint32_t node = 0;          // its node id
+  uint32_t first_round = 0;   // the first round it pushed
+  std::vector<std::vector<float>> base;  // per key set: the slot's values it started from
+  std::vector<uint32_t> rounds;          // the rounds it began pushing, in order
+};
+
+std::string BasePath(const DemoOptions& o) { return fmt::format("{}/slot-{}.base", o.state_dir, o.slot); }
+std::string RoundsPath(const DemoOptions& o) { return fmt::format("{}/slot-{}.rounds", o.state_dir, o.slot); }
+
+// The slot's state, nullopt when no worker ran in the slot before; kCorruption when a file is
+// malformed (named, with what was wrong).
+Result<std::optional<SlotState>> ReadSlotState(const DemoOptions& o, const std::vector<size_t>& set_sizes) {
+  const std::string base_path = BasePath(o);
+  std::ifstream base(base_path);
+  if (!base) return std::optional<SlotState>();
+  SlotState st;
+  std::string word1, word2;
+  if (!(base >> word1 >> st.node >> word2 >> st.first_round) || word1 != "node" || word2 != "first") {
+    return Status::Corruption(fmt::format("{}: expected 'node ID first ROUND' first", base_path));
+  }
+  for (size_t n : set_sizes) {
+    std::vector<float>& values = st.base.emplace_back(n);
+    for (float& v : values) {
+      if (!(base >> v)) return Status::Corruption(fmt::format("{}: fewer values than the key sets hold", base_path));
+    }
+  }
+  const std::string rounds_path = RoundsPath(o);
+  std::ifstream rounds(rounds_path);
+  std::string word;
+  uint32_t node = 0, round = 0;
+  while (rounds >> word >> node >> round) {
+    if (word != "round") return Status::Corruption(fmt::format("{}: expected 'round NODE R' lines", rounds_path));
+    if (node == st.node) st.rounds.push_back(round);
+  }
+  if (!rounds.eof()) return Status::Corruption(fmt::format("{}: a line is not 'round NODE R'", rounds_path));
+  return std::optional<SlotState>(std::move(st));
+}
+
+// Slot mode: see DemoOptions.
+Status RunSlotWorker(Node& node, const DemoOptions& o) {
+  if (o.slot < 0 || o.slot >= static_cast<int64_t>(o.slots)) {
+    return Status::InvalidArgument(fmt::format("slot {} is not one of the {} slots (the launcher's PSERVER_RANK_HINT "
+                                               "gives a worker its slot)",
+                                               o.slot, o.slots));
+  }
+  if (o.state_dir.empty() || o.stop_file.empty()) {
+    return Status::InvalidArgument("slot mode needs a state directory and a stop file");
+  }
+  const auto slot = static_cast<uint32_t>(o.slot);
+  TableSpec spec;
+  spec.name = "demo_slots";
+  spec.value_type = ValueType::kFloat32;
+  spec.width = o.slots;
+  PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec));
+  KVWorker<float> kv(node);
+  std::vector<SharedArray<Key>> sets;
+  std::vector<size_t> set_sizes;
+  for (uint32_t j = 0; j < kKeySets; ++j) {
+    sets.push_back(RoundKeys(o.seed, j, o.keys));
+    set_sizes.push_back(sets.back().size());
+  }
+  PSERVER_ASSIGN_OR_RETURN(std::optional<SlotState> before, ReadSlotState(o, set_sizes));
+  // What this worker expects its slot to hold, per key set and key.
+  std::vector<std::vector<float>> expected;
+  uint32_t first_round = 0;
+  if (!before) {
+    for (size_t n : set_sizes) expected.emplace_back(n, 0.0f);
+  } else {
+    // The predecessor died (the launcher starts a worker in its slot only then); until the
+    // scheduler declared it dead, it is no worker that "died" to take over.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      Status taken = node.TakeOver(NodeId(before->node));
+      if (taken.ok()) break;
+      if (taken.code() != StatusCode::kInvalidArgument || std::chrono::steady_clock::now() > deadline) {
+        return taken.WithContext(fmt::format("taking over slot {} from node {}", slot, before->node));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    // Rounds before its last were acknowledged whole; its last may have been applied in part.
+    std::vector<float> done(kKeySets, 0.0f);
+    for (size_t i = 0; i + 1 < before->rounds.size(); ++i) done[before->rounds[i] % kKeySets] += float(o.pushes);
+    // The key set of its last round (kKeySets: none).
+    const uint32_t in_flight = before->rounds.empty() ? kKeySets : before->rounds.back() % kKeySets;
+    for (uint32_t j = 0; j < kKeySets; ++j) {
+      SharedArray<float> pulled;
+      PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, sets[j], &pulled));
+      PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
+      std::vector<float>& mine = expected.emplace_back(set_sizes[j]);
+      for (size_t i = 0; i < set_sizes[j]; ++i) {
+        const float v = pulled[i * o.slots + slot];
+        const float low = before->base[j][i] + done[j];
+        const float high = low + (in_flight == j ? float(o.pushes) : 0.0f);
+        if (!(v >= low && v <= high) || v != std::floor(v)) {
+          return Status::Internal(fmt::format("slot {}, taken over from node {}: key {} holds {}, expected {} (what "
+                                              "its pushes acknowledged){}",
+                                              slot, before->node, sets[j][i], v, low,
+                                              high > low ? fmt::format(" to {} (with its last round's)", high) : ""));
+        }
+        mine[i] = v;
+      }
+    }
+    first_round = before->rounds.empty() ? before->first_round : before->rounds.back() + 1;
+    std::printf("worker in slot %u (node %u): took over from node %u (%zu rounds): every value lies between what "
+                "its pushes acknowledged and what it sent\n",
+                slot, node.id().value, before->node, before->rounds.size());
+    std::fflush(stdout);
+  }
+  // The values this worker starts from, written before its first push.
+  std::string base = fmt::format("node {} first {}\n", node.id().value, first_round);
+  for (const std::vector<float>& values : expected) {
+    for (float v : values) base += fmt::format("{} ", v);
+    base += '\n';
+  }
+  PSERVER_RETURN_IF_ERROR(WriteFileAtomically(BasePath(o), base));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> rounds(std::fopen(RoundsPath(o).c_str(), "a"), &std::fclose);
+  if (!rounds) return Status::Unavailable(fmt::format("{}: cannot open: {}", RoundsPath(o), std::strerror(errno)));
+  for (uint32_t r = first_round;; ++r) {
+    const auto round_start = std::chrono::steady_clock::now();
+    const uint32_t j = r % kKeySets;
+    const SharedArray<Key>& keys = sets[j];
+    // Noted before anything is sent: a successor then knows this round may be applied in part.
+    if (std::fprintf(rounds.get(), "round %u %u\n", node.id().value, r) < 0 || std::fflush(rounds.get()) != 0) {
+      return Status::Unavailable(fmt::format("{}: cannot write: {}", RoundsPath(o), std::strerror(errno)));
+    }
+    std::vector<float> vals(keys.size() * o.slots, 0.0f);
+    for (size_t i = 0; i < keys.size(); ++i) vals[i * o.slots + slot] = 1.0f;
+    SharedArray<float> shared(std::move(vals));
+    std::vector<Timestamp> pushes;
+    for (uint32_t p = 0; p < o.pushes; ++p) {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp push, kv.Push(table, keys, shared));
+      pushes.push_back(push);
+    }
+    for (Timestamp push : pushes) PSERVER_RETURN_IF_ERROR(kv.Wait(push));
+    SharedArray<float> pulled;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, keys, &pulled));
+    PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
+    for (size_t i = 0; i < keys.size(); ++i) {
+      expected[j][i] += float(o.pushes);
+      if (expected[j][i] > float(1 << 24)) return Status::InvalidArgument("sums above 2^24: ask for fewer rounds");
+      if (pulled[i * o.slots + slot] != expected[j][i]) {
+        return Status::Internal(fmt::format("slot {}, round {}: key {} holds {}, expected {}", slot, r, keys[i],
+                                            pulled[i * o.slots + slot], expected[j][i]));
+      }
+    }
+    std::printf("progress %u %u %lld %lld\n", slot, r, static_cast<long long>(NowNs(round_start)),
+                static_cast<long long>(NowNs(std::chrono::steady_clock::now())));
+    std::fflush(stdout);
+    if (std::filesystem::exists(o.stop_file) || r + 1 >= o.rounds) break;
+  }
+  return node.Finalize();
+}
+
 }  // namespace
 
 Status RunDemoWorker(Node& node, const DemoOptions& o) {
+  if (o.slots > 0) return RunSlotWorker(node, o);
   const uint32_t rank = node.rank().value;
   const uint32_t workers = node.num_workers();
   TableSpec spec;
@@ -45,8 +215,7 @@ Status RunDemoWorker(Node& node, const DemoOptions& o) {
               o.keys, o.width, node.num_servers(), workers, static_cast<unsigned long long>(o.seed));
   std::fflush(stdout);
   // Every worker pushes rank+1 to each value of the round's keys, once per round that uses
-  // the key set; key sets cycle over 4 seeds so values accumulate across rounds.
-  constexpr uint32_t kKeySets = 4;
+  // the key set.
   const double per_round = double(workers) * double(workers + 1) / 2 * o.pushes;
   // Sums stay exact in float up to 2^24.
   if (per_round * ((o.rounds + kKeySets - 1) / kKeySets) > double(1 << 24)) {

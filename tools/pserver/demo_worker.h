@@ -1,7 +1,8 @@
 // The built-in check workload of `pserver worker` (and of `pserver chaos`): every worker pushes
 // known values to the same random sparse keys each round, and after a barrier pulls them back and
 // checks the exact sum, printing progress. A wrong sum (an update lost or applied twice) or a
-// failed request ends it with an error.
+// failed request ends it with an error. In slot mode (below) workers may die and be started
+// again: each checks its own values, and a successor checks what its predecessor left.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,20 @@ struct DemoOptions {
   // When not empty: the workers stop after the round in which worker 0 found this file (it
   // tells the others through a one-key table, so that every worker does the same rounds).
   std::string stop_file;
+
+  // Slot mode (`pserver chaos` killing workers), when `slots` > 0: the table holds `slots` values
+  // per key, one per slot (a worker's launch index, `slot`; a worker started again in a dead
+  // one's place gets its slot). Each worker adds 1 to its own slot's value of the round's keys,
+  // `pushes` times a round, and checks only that value, so it needs no barrier and no other
+  // worker: rounds are its own, and it stops after the round in which it finds `stop_file`. It
+  // notes in `state_dir` what it pushed (slot-S.base: its node id, first round and the values it
+  // started from; slot-S.rounds: "round NODE R" before pushing round R), so that its successor
+  // in the slot takes its work over (Node::TakeOver), pulls the slot's values, checks each lies
+  // between what was acknowledged and what was sent (nothing acknowledged lost, nothing applied
+  // twice; a round in flight at the death may be applied in part), and carries on from them.
+  uint32_t slots = 0;
+  int64_t slot = -1;  // REQUIRES in slot mode: 0 <= slot < slots
+  std::string state_dir;
 };
 
 // REQUIRES: `node` is a worker. Finalizes the node at the end.

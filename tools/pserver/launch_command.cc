@@ -155,10 +155,13 @@ void AddChaosCommand(CLI::App& app, const std::string& self_exe, std::function<i
       ->capture_default_str();
   const std::map<std::string, ChaosOptions::Victims> victims = {{"servers", ChaosOptions::Victims::kServers},
                                                                  {"scheduler", ChaosOptions::Victims::kScheduler},
+                                                                 {"workers", ChaosOptions::Victims::kWorkers},
                                                                  {"any", ChaosOptions::Victims::kAny}};
   cmd->add_option("--victims", o->victims,
                   "servers: kill servers; scheduler: kill the scheduler (it keeps the job's state in a store and is "
-                  "started again: it must resume the job); any: either, the scheduler as likely as each server")
+                  "started again: it must resume the job); workers: kill workers (each is started again and takes "
+                  "its predecessor's work over, checking what it left); any: any of them, the scheduler and each "
+                  "worker as likely as each server")
       ->transform(CLI::CheckedTransformer(victims, CLI::ignore_case))
       ->capture_default_str();
   auto heartbeat_ms = std::make_shared<int64_t>(o->heartbeat_timeout.count());

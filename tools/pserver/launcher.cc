@@ -484,6 +484,7 @@ class Launcher {
   std::vector<Child> children_;
   int next_server_ = 0;         // the index of the next server started
   int servers_to_restart_ = 0;  // failed servers found by the reaping under way
+  std::vector<int> workers_to_restart_;  // indices of killed workers found by the reaping under way
   Phase phase_ = Phase::kWaitingForAddress;
   Clock::time_point deadline_;    // of the current phase, see HasDeadline()
   std::string early_exit_;        // the first scheduler/server to exit 0 while workers ran
@@ -500,6 +501,7 @@ std::string ValidateOptions(const LaunchOptions& o) {
   }
   if (o.startup_timeout.count() <= 0) return "startup timeout must be positive";
   if (o.grace.count() < 0) return "grace must not be negative";
+  if (o.restart_workers && !o.workers_may_die) return "restarting workers needs workers that may die";
   if (o.out == nullptr || o.err == nullptr) return "no output streams";
   return "";
 }
@@ -694,6 +696,9 @@ void Launcher::ReapChildren() {
   for (int i = 0; i < restarts && phase_ == Phase::kRunning; ++i) {
     if (!StartServer()) break;
   }
+  for (int index : std::exchange(workers_to_restart_, {})) {
+    if (phase_ != Phase::kRunning || !Start(Role::kWorker, index, opt_.worker_argv)) break;
+  }
   CheckAllWorkersDone();
 }
 
@@ -712,6 +717,9 @@ void Launcher::OnChildExit(Child& child) {
     const bool declared_dead = !exit.signaled && !exit.lost && exit.value == kExitDeclaredDead;
     if (child.killed_after_the_end) {
       Message(child.name + " " + exit.Describe());
+    } else if (exit.killed() && opt_.workers_may_die && opt_.restart_workers && early_exit_.empty()) {
+      Message(child.name + " " + exit.Describe() + " while the workers run; starting it again, to take its work over");
+      workers_to_restart_.push_back(child.index);
     } else if (!exit.ok() && (exit.killed() || declared_dead) && opt_.workers_may_die && early_exit_.empty()) {
       Message(child.name + " " +
               (declared_dead ? "left: the scheduler had declared it dead while it was silent" : exit.Describe()) +

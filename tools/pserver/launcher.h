@@ -68,6 +68,11 @@ struct LaunchOptions {
   // 1 s of its start, or crashed (a signal other than SIGKILL and SIGTERM) that soon: it cannot
   // start, and would fail again; the cluster stops. Nor one drained (it exited 0).
   bool restart_servers = false;
+  // With workers_may_die: a worker killed (SIGKILL or SIGTERM) while the workers run is started
+  // again at once with the same command and index (PSERVER_RANK_HINT), so that a worker program
+  // that keeps its progress can take its predecessor's work over (`pserver worker --slots`;
+  // the scheduler admits it as a new worker, under a new node id and rank).
+  bool restart_workers = false;
   // The scheduler keeps the job's state in a store (`--store`): a scheduler killed (SIGKILL or
   // SIGTERM) while the workers run is started again with the same command, and resumes the job
   // from the store at its recorded address (docs/durability.md, section 6). One that fails by
@@ -79,7 +84,8 @@ struct LaunchOptions {
   // The scheduler's address, once it wrote it.
   std::function<void(const std::string& address)> on_scheduler_address;
   // A scheduler, server or worker process started (`index`: its place in start order within its
-  // role; a restarted server gets a new one, a restarted scheduler is index 0 again) and, later,
+  // role; a restarted server gets a new one, a restarted scheduler is index 0 again, a restarted
+  // worker its predecessor's) and, later,
   // exited: `by_itself` when it exited with a
   // status (not by a signal), `how` says how ("exited with status 1", "killed by signal 9
   // (SIGKILL)"). on_exit runs before the child is reaped: until it returns, its pid is taken.

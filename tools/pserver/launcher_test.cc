@@ -444,6 +444,40 @@ TEST_F(LauncherTest, RestartsAServerThatDiesWhenAskedTo) {
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "server.1.pid", "worker.0.pid"});
 }
 
+// With restart_workers, a worker killed while the workers run is started again with its index
+// (PSERVER_RANK_HINT), and the launch ends well once it finished.
+TEST_F(LauncherTest, RestartsAKilledWorkerInItsPlaceWhenAskedTo) {
+  LaunchOptions options = Options(1, 2, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
+                                  "await_cluster\n"
+                                  "if [ \"$PSERVER_RANK_HINT\" = 1 ] && [ ! -f \"$D/killed.1\" ]; then\n"
+                                  "  touch \"$D/killed.1\"\n"
+                                  "  kill -KILL $$\n"
+                                  "fi\n"
+                                  "echo \"running with rank hint $PSERVER_RANK_HINT\"");
+  options.workers_may_die = true;
+  options.restart_workers = true;
+  std::vector<int> worker_starts;
+  options.on_start = [&](LaunchRole role, int index, pid_t) {
+    if (role == LaunchRole::kWorker) worker_starts.push_back(index);
+  };
+
+  EXPECT_EQ(RunLaunch(options), 0) << Err();
+
+  EXPECT_TRUE(Contains(Err(), "launch: worker 1 killed by signal 9 (SIGKILL) while the workers run; starting it "
+                              "again, to take its work over\n"));
+  EXPECT_EQ(std::count(worker_starts.begin(), worker_starts.end(), 1), 2) << Err();
+  EXPECT_TRUE(Contains(Out(), "[worker 1] running with rank hint 1\n"));
+  ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid", "worker.1.pid"});
+}
+
+// Restarting workers needs workers that may die.
+TEST_F(LauncherTest, RefusesToRestartWorkersThatMayNotDie) {
+  LaunchOptions options = Options(1, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "true");
+  options.restart_workers = true;
+  EXPECT_EQ(RunLaunch(options), 2);
+  EXPECT_TRUE(Contains(Err(), "restarting workers needs workers that may die")) << Err();
+}
+
 // A server that cannot start (it fails by itself at once) is not restarted in a loop.
 TEST_F(LauncherTest, DoesNotRestartAServerThatFailsAtOnce) {
   LaunchOptions options = Options(1, 1, Fake::kRunUntilKilled, Fake::kFailAfterStartup, "exec sleep 1000");

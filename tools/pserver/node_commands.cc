@@ -241,10 +241,23 @@ void AddWorkerCommand(CLI::App& app, std::function<int()>* run) {
                 "Print 'progress RANK ROUND START_NS END_NS' (monotonic clock) for each round instead of its summary");
   cmd->add_option("--stop-file", demo->stop_file,
                   "Stop after the round in which worker 0 finds this file (before --rounds; every worker does the "
-                  "same rounds)");
+                  "same rounds; with --slots, each worker after the round in which it finds it)");
+  cmd->add_option("--slots", demo->slots,
+                  "Slot mode (workers may die and be started again): each worker adds to its own value of each key "
+                  "(its slot: --rank-hint, which the launcher sets) and checks only that, with no barriers; a "
+                  "worker started in a dead one's slot takes its work over and checks what it left (needs "
+                  "--state-dir and --stop-file)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--state-dir", demo->state_dir,
+                  "Slot mode: the directory where each slot's worker notes what it pushed, for its successor")
+      ->check(CLI::ExistingDirectory);
   cmd->callback([=] {
     *run = [=]() {
       ApplyCommonFlags(*f, o.get());
+      demo->slot = o->rank_hint;
+      if (demo->slots > 0 && (demo->state_dir.empty() || demo->stop_file.empty())) {
+        return Fail("worker", Status::InvalidArgument("--slots needs --state-dir and --stop-file"));
+      }
       Result<std::unique_ptr<Node>> node = Node::Start(*o);
       if (!node.ok()) return Fail("worker", node.status());
       Status s = RunDemoWorker(**node, *demo);
