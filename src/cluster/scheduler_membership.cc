@@ -117,6 +117,20 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
   }
   AnnounceView([id](const Member& other) { return other.info.id != id; });
   if (!server) return;
+  // A server joining now never heard of the workers declared dead before: it fences them too
+  // (one only stopped or cut off may wake and send to it).
+  for (const Member& other : members_) {
+    if (other.info.role != Role::kWorker || !other.dead) continue;
+    Message failed;
+    failed.header.type = MessageType::kNodeFailed;
+    failed.header.receiver = id;
+    failed.frames.push_back(Encode(NodeFailure{other.info.id, other.info.role, other.info.rank,
+                                               "declared dead before this server joined"}));
+    if (Status s = transport_->Send(std::move(failed)); !s.ok()) {
+      PSERVER_LOG_WARN("scheduler: could not tell {} of {}'s death: {}", Describe(id), Describe(other.info.id),
+                       s.ToString());
+    }
+  }
   // Tables being declared now are the joiner's too: the declaration completes once it took them.
   for (auto& [name, pending] : pending_tables_) {
     Message announce;

@@ -545,6 +545,26 @@ TEST(SchedulerWorkerLossTest, DeadWorkerDoesNotStopTheOthersButTheJobEndsNamingI
   EXPECT_TRUE(StatusIs(job.SchedulerOutcome(), StatusCode::kUnavailable, lost));
 }
 
+// A server that joins after a worker was declared dead hears of that death too, so that it
+// fences the worker (one only stopped may wake and send to it).
+TEST(SchedulerWorkerLossTest, AServerJoiningLaterHearsOfWorkersDeclaredDeadBefore) {
+  Traffic traffic;
+  InprocJob job(FastHeartbeats());
+  ASSERT_OK(job.StartScheduler(1, 2, traffic.OnSend(), traffic.OnReceive()));
+  job.RunScheduler();
+  ASSERT_OK(job.StartAll({kServer, Worker(0), Worker(1)}));
+  auto server = job.Spawn([&] { return job.node(0)->Run(); });
+  const NodeId lost = job.node(2)->id();
+  job.Destroy(2);  // worker 1 stops; it sends no more heartbeats
+  ASSERT_TRUE(traffic.AwaitSent(MessageType::kNodeFailed, 2));  // the live server and worker
+  std::vector<Status> joined = job.StartNodes({job.OptionsFor(kServer)});
+  ASSERT_OK(joined[0]);
+  const NodeId joiner = job.node(3)->id();
+  ASSERT_TRUE(traffic.AwaitSent(MessageType::kNodeFailed, 3));
+  const std::vector<NodeId> told = traffic.SentTo(MessageType::kNodeFailed);
+  EXPECT_EQ(std::count(told.begin(), told.end(), joiner), 1) << "the joiner was not told of node " << lost.value;
+}
+
 // A worker that cannot do its part ends the job at once for every node, with its reason and its
 // status code -- also after it finalized (a failure after its last step, e.g. writing output).
 TEST(SchedulerWorkerLossTest, WorkerFinalizingWithAnErrorEndsTheJobForEveryNodeWithItsReason) {
