@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cluster/routing.h"
+#include "cluster/scheduler.h"
 #include "kv/local_cluster.h"
 #include "kv/node_access.h"
 #include "kv/server/kv_server_core.h"
@@ -309,6 +310,70 @@ TEST(ReplicaTest, RefusesAMalformedReplicateWholeAndAppliesAWellFormedOne) {
   std::memcpy(got.data(), b->values.data(), 2 * sizeof(float));
   EXPECT_EQ(got[0], 100);
   EXPECT_EQ(got[1], 200);
+}
+
+// A view that reached only some servers (a membership change cancelled after its switch): server
+// 2 alone learns a ring without itself -- it drops the rows it held as a replica -- then everyone
+// learns the old ring again, at a later epoch. The owners never saw server 2 leave their chains,
+// but they skipped a view, so they send their replicas all of their rows again: every key ends
+// on its chain's servers, bit-identical, and a push after it is applied on top of whole rows.
+TEST(ReplicaTest, OwnersThatSkippedAViewResyncTheirReplicas) {
+  LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = 3;
+  o.num_workers = 1;
+  o.node = pserver::testing::FastHeartbeats();
+  o.node.replicas = 2;
+  std::mutex mu;
+  std::vector<std::shared_ptr<KVServerCore>> cores;
+  Result<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o, [&](Node& n) -> std::shared_ptr<void> {
+    auto server = std::make_shared<KVServer<double>>(n);
+    std::lock_guard lock(mu);
+    cores.push_back(std::static_pointer_cast<KVServerCore>(
+        internal::NodeAccess::Runtime(n)->AttachDataHandler([] { return nullptr; })));
+    return server;
+  });
+  ASSERT_OK(cluster);
+  cluster::Scheduler* scheduler = internal::NodeAccess::Scheduler((*cluster)->scheduler());
+  NodeId third;
+  for (uint32_t i = 0; i < 3; ++i) {
+    if ((*cluster)->server(i).rank().value == 2) third = (*cluster)->server(i).id();
+  }
+  ASSERT_NE(third.value, 0u);
+  TableSpec spec;
+  spec.name = "t";
+  spec.value_type = ValueType::kFloat64;
+  std::atomic<uint32_t> table_id{0};
+  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(const TableId table, node.DeclareTable(spec));
+    table_id = table.value;
+    KVWorker<double> kv(node);
+    std::vector<Key> keys;
+    for (Key k = 0; k < 3000; ++k) keys.push_back(k * 0x9E3779B97F4A7C15ULL);
+    std::sort(keys.begin(), keys.end());
+    auto push = [&](double v) -> Status {
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, std::vector<Key>(keys), std::vector<double>(keys.size(), v)));
+      return kv.Wait(ts);
+    };
+    PSERVER_RETURN_IF_ERROR(push(1.0));
+    PSERVER_RETURN_IF_ERROR(scheduler->NewView({0, 1}, std::chrono::seconds(30)).status());
+    PSERVER_RETURN_IF_ERROR(scheduler->SendView({third}, std::chrono::seconds(30)));
+    PSERVER_RETURN_IF_ERROR(scheduler->NewView({0, 1, 2}, std::chrono::seconds(30)).status());
+    PSERVER_RETURN_IF_ERROR(scheduler->SendView({}, std::chrono::seconds(30)));
+    return push(2.0);
+  }));
+  std::vector<std::map<Key, Row>> held;
+  for (auto& core : cores) held.push_back(RowsOf(*core, TableId(table_id.load())));
+  std::map<Key, std::vector<size_t>> holders;
+  for (size_t s = 0; s < held.size(); ++s) {
+    for (const auto& [key, row] : held[s]) holders[key].push_back(s);
+  }
+  ASSERT_EQ(holders.size(), 3000u);
+  for (const auto& [key, servers] : holders) {
+    ASSERT_EQ(servers.size(), 2u) << "key " << key << " is held by " << servers.size() << " servers";
+    ASSERT_TRUE(held[servers[1]].at(key) == held[servers[0]].at(key))
+        << "key " << key << ": the row of server " << servers[1] << " differs from that of server " << servers[0];
+  }
 }
 
 // Forwards everything to an inner transport, except that the first data request matching
