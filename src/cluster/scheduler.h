@@ -236,6 +236,10 @@ class Scheduler {
   void FinishMigration(const Status& outcome);
   // The running change cannot go on (`why`): donors forget it and own their keys again.
   void CancelMigration(const Status& why);
+  // A server died while the change ran, before its switch (no node routes by the change's
+  // placement yet): the donors stop, and the change goes back to the front of the queue, to
+  // start again from the placement the failover makes. Announces no view.
+  void CallOffChange(const Status& why);
   // Server members_[index] died: cancels the change it was joining by, or aborts the job if it
   // held keys.
   void ServerDied(size_t index, const std::string& reason);

@@ -152,8 +152,9 @@ void Scheduler::QueueChange(Change change) {
 void Scheduler::StartNextChange() {
   if (migration_ || checkpoint_ || changes_.empty() || ended_) return;  // the common turn: nothing to start
   // No change starts while a server's connection is broken (PeersDown(0)): perhaps it died and is
-  // not declared dead yet. One that dies during a change ends the job; one that died before it
-  // is failed over from first.
+  // not declared dead yet. One that died before it is failed over from first; one that dies
+  // during a change before its switch calls the change off (it starts again after the failover),
+  // after the switch ends the job.
   const std::vector<NodeId> broken = transport_->PeersDown(std::chrono::milliseconds(0));
   const bool server_broken = std::any_of(broken.begin(), broken.end(), [this](NodeId id) {
     Member* m = FindMember(id);
@@ -410,6 +411,20 @@ void Scheduler::CancelMigration(const Status& why) {
   FinishMigration(why);
 }
 
+void Scheduler::CallOffChange(const Status& why) {
+  Migration m = std::move(*migration_);
+  migration_.reset();
+  PSERVER_LOG_WARN("scheduler: the change of {} is called off while {}, to start again after the failover: {}",
+                   Describe(m.change.server), StepName(m.step), why.message());
+  for (NodeId d : m.donors) {
+    Member* donor = FindMember(d);
+    if (donor != nullptr && !donor->dead) SendMigrate(m, d, MigratePhase::kCancel);
+  }
+  if (Member* subject = FindMember(m.change.server)) subject->draining = false;
+  changes_.push_front(std::move(m.change));
+  Persist();
+}
+
 void Scheduler::HandleMigrateReply(const Message& msg) {
   if (!migration_ || msg.header.request_id != migration_->id || !migration_->awaiting.contains(msg.header.sender)) {
     return;  // late: the change ended (cancelled) meanwhile
@@ -449,6 +464,9 @@ void Scheduler::ServerDied(size_t index, const std::string& reason) {
   if (m.joining && !subject) {  // queued: it owned nothing yet, and the job goes on without it
     PSERVER_LOG_WARN("scheduler: {} died before it joined ({}); the job goes on without it", Describe(m.info.id), reason);
     return;
+  }
+  if (view_.replicas >= 2 && migration_ && migration_->step < Migration::kSwitch) {
+    CallOffChange(Status::Unavailable(fmt::format("{} died: {}", Describe(m.info.id), reason)));
   }
   if (view_.replicas >= 2) {
     Status failed_over = FailOver(index, reason);
