@@ -3,8 +3,9 @@
 // it off (a partition) or drop a share of its packets (loss) and are taken away again. Needs
 // root (CAP_NET_ADMIN); Create says what failed otherwise.
 //
-// Addresses: this side of the pair is `outside()`, the namespace's side `inside()`, in a /30 of
-// 10.231.0.0/16 chosen from the name. Processes run in the namespace through `Exec()`'s prefix
+// Addresses: this side of the pair is `outside()`, the namespace's side `inside()`, in a /29 of
+// 10.231.0.0/16 chosen from the name; `outside_alt()` is a second address on this side, for a
+// process the namespace can be cut off from alone (CutFrom). Processes run in the namespace through `Exec()`'s prefix
 // (`ip netns exec NAME`), which execs the command (its pid is the command's).
 #pragma once
 
@@ -31,9 +32,10 @@ class NetnsHost {
              fmt::format("ip netns add {}", ns),
              fmt::format("ip link add {} type veth peer name {}", h->outer_link_, h->inner_link_),
              fmt::format("ip link set {} netns {}", h->inner_link_, ns),
-             fmt::format("ip addr add {}/30 dev {}", h->outside_, h->outer_link_),
+             fmt::format("ip addr add {}/29 dev {}", h->outside_, h->outer_link_),
+             fmt::format("ip addr add {}/29 dev {}", h->outside_alt_, h->outer_link_),
              fmt::format("ip link set {} up", h->outer_link_),
-             fmt::format("ip netns exec {} ip addr add {}/30 dev {}", ns, h->inside_, h->inner_link_),
+             fmt::format("ip netns exec {} ip addr add {}/29 dev {}", ns, h->inside_, h->inner_link_),
              fmt::format("ip netns exec {} ip link set {} up", ns, h->inner_link_),
              fmt::format("ip netns exec {} ip link set lo up", ns),
          }) {
@@ -49,6 +51,7 @@ class NetnsHost {
   NetnsHost& operator=(const NetnsHost&) = delete;
 
   const std::string& outside() const { return outside_; }
+  const std::string& outside_alt() const { return outside_alt_; }
   const std::string& inside() const { return inside_; }
   // Arguments that run a command inside the namespace.
   std::vector<std::string> Exec() const { return {"/usr/sbin/ip", "netns", "exec", name_}; }
@@ -56,6 +59,16 @@ class NetnsHost {
   // Every packet in or out of the namespace's link dropped: nothing reaches it, no connection
   // resets (a partition, as a cut cable or a dead switch port).
   Status Partition() { return Rules("drop"); }
+  // Every packet between the namespace and `address` (this side's) dropped, the rest let through:
+  // a partition from one process only.
+  Status CutFrom(const std::string& address) {
+    (void)std::system(fmt::format("ip netns exec {} nft delete table inet psfault >/dev/null 2>&1", name_).c_str());
+    return Shell(fmt::format(
+        "echo 'table inet psfault {{ chain in {{ type filter hook input priority 0; policy accept; iifname \"{1}\" "
+        "ip saddr {2} drop; }}; chain out {{ type filter hook output priority 0; policy accept; oifname \"{1}\" "
+        "ip daddr {2} drop; }}; }}' | ip netns exec {0} nft -f -",
+        name_, inner_link_, address));
+  }
   // Each packet in or out dropped with probability percent / 100 (TCP sends it again).
   Status Loss(int percent) { return Rules(fmt::format("numgen random mod 100 < {} drop", percent)); }
   // Takes the rules away.
@@ -64,9 +77,10 @@ class NetnsHost {
  private:
   explicit NetnsHost(const std::string& tag)
       : name_("psf" + tag), outer_link_("psf" + tag + "o"), inner_link_("psf" + tag + "i") {
-    const unsigned subnet = static_cast<unsigned>(std::hash<std::string>()(tag) % 16000);
-    outside_ = fmt::format("10.231.{}.{}", subnet / 64, subnet % 64 * 4 + 1);
-    inside_ = fmt::format("10.231.{}.{}", subnet / 64, subnet % 64 * 4 + 2);
+    const unsigned subnet = static_cast<unsigned>(std::hash<std::string>()(tag) % 8000);
+    outside_ = fmt::format("10.231.{}.{}", subnet / 32, subnet % 32 * 8 + 1);
+    inside_ = fmt::format("10.231.{}.{}", subnet / 32, subnet % 32 * 8 + 2);
+    outside_alt_ = fmt::format("10.231.{}.{}", subnet / 32, subnet % 32 * 8 + 3);
   }
 
   static Status Shell(const std::string& cmd) {
@@ -90,7 +104,7 @@ class NetnsHost {
     (void)std::system(fmt::format("ip netns del {} 2>/dev/null; ip link del {} 2>/dev/null", name_, outer_link_).c_str());
   }
 
-  std::string name_, outer_link_, inner_link_, outside_, inside_;
+  std::string name_, outer_link_, inner_link_, outside_, inside_, outside_alt_;
   bool created_ = false;
 };
 

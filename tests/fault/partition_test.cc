@@ -6,6 +6,8 @@
 //     finds it by heartbeats and fails over from it; the workers go on; once healed, the server
 //     learns it was declared dead and replaced (or, had its own heartbeat timeout passed first,
 //     finds the scheduler silent), and exits without serving;
+//   - a partition from the scheduler alone: the same, while the server still reaches the
+//     workers and the other servers;
 //   - loss: a share of its packets dropped for a while. TCP sends them again; the job goes on
 //     with every sum exact, whether or not the server was slow enough to be failed over from.
 #include <gtest/gtest.h>
@@ -61,14 +63,16 @@ class PartitionTest : public ::testing::Test {
   }
 
   // A job of 3 servers (server 2 on the namespace's host) with 2 replicas and 2 check workers.
+  // The scheduler listens at this side's second address, so that the namespace can be cut off
+  // from it alone.
   void StartJob() {
     seed_ = TestSeed();
     const int port = FreePort();
-    scheduler_ = &Spawn({"scheduler", "--host", host_->outside(), "--port", std::to_string(port), "--num-servers", "3",
+    scheduler_ = &Spawn({"scheduler", "--host", host_->outside_alt(), "--port", std::to_string(port), "--num-servers", "3",
                          "--num-workers", "2", "--replicas", "2", "--heartbeat-timeout-ms",
                          std::to_string(kHeartbeatTimeoutMs)});
     ASSERT_TRUE(scheduler_->WaitForOutput("scheduler listening at", kHangGuard)) << scheduler_->output();
-    const std::string address = "tcp://" + host_->outside() + ":" + std::to_string(port);
+    const std::string address = "tcp://" + host_->outside_alt() + ":" + std::to_string(port);
     for (int i = 0; i < 3; ++i) {
       const bool inside = i == 2;  // the namespace's server is server 2
       servers_.push_back(&Spawn({"server", "--scheduler", address, "--rank-hint", std::to_string(i), "--host",
@@ -157,6 +161,24 @@ TEST_F(PartitionTest, APartitionedServerIsFailedOverFromAndOnceHealedLearnsItWas
   ASSERT_OK(host_->Heal());
   ASSERT_NO_FATAL_FAILURE(ExpectServerTwoFoundItselfCutOff());
   // The job goes on after the heal, every sum still exact.
+  ASSERT_NO_FATAL_FAILURE(ExpectProgress(20));
+  ASSERT_NO_FATAL_FAILURE(EndJob());
+}
+
+// A partition of one server from the scheduler only: the server still reaches the workers and
+// the other servers, but its heartbeats are lost. The scheduler declares it dead and fails over
+// from it; what the server still receives from workers that have not learned the failover it
+// cannot replicate (its replicas take rows only from the servers of their view), so it answers
+// none of it; it finds the scheduler silent and exits. Every sum stays exact.
+TEST_F(PartitionTest, AServerCutOffFromTheSchedulerAloneIsFailedOverFromAndExits) {
+  ASSERT_NO_FATAL_FAILURE(StartJob());
+  const size_t before = scheduler_->output().size();
+  ASSERT_OK(host_->CutFrom(host_->outside_alt()));
+  std::printf("seed %llu: server 2 cut off from the scheduler at round %d\n", static_cast<unsigned long long>(seed_),
+              LastRound());
+  ASSERT_TRUE(scheduler_->WaitForOutput("is dead: no heartbeat for", kHangGuard, before)) << scheduler_->output();
+  ASSERT_NO_FATAL_FAILURE(ExpectProgress(20));
+  ASSERT_NO_FATAL_FAILURE(ExpectServerTwoFoundItselfCutOff());
   ASSERT_NO_FATAL_FAILURE(ExpectProgress(20));
   ASSERT_NO_FATAL_FAILURE(EndJob());
 }
