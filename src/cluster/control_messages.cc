@@ -77,6 +77,7 @@ void WriteView(WireWriter& w, const ClusterView& v) {
     w.U32(s.server);
   }
   w.U32(v.replicas);
+  w.U8(v.resync ? 1 : 0);
 }
 
 // Reads a view and checks what a node relies on: the node count matches the role counts, every
@@ -115,7 +116,12 @@ bool ReadView(WireReader& r, ClusterView* v) {
     if (i > 0) v->ring[i - 1].range.last = s.range.first - 1;
   }
   if (!v->ring.empty()) v->ring.back().range.last = ~uint64_t{0};
-  return r.U32(&v->replicas) && v->replicas >= 1 && v->replicas <= kMaxReplicas;
+  uint8_t resync = 0;
+  if (!r.U32(&v->replicas) || v->replicas < 1 || v->replicas > kMaxReplicas || !r.U8(&resync) || resync > 1) {
+    return false;
+  }
+  v->resync = resync == 1;
+  return true;
 }
 
 }  // namespace

@@ -42,6 +42,10 @@ struct ClusterView {
   // min(k, servers) servers, its owner and the next distinct servers in the ring's order
   // (Routing::Chain; docs/durability.md, section 3).
   uint32_t replicas = 1;
+  // Every owner sends its replicas all of its rows, whatever its chains were: set on the view
+  // that calls off a membership change after its switch, which only the change's donors saw (a
+  // donor may have dropped rows it held as a replica under it, unseen by their owners).
+  bool resync = false;
   friend bool operator==(const ClusterView&, const ClusterView&) = default;
 };
 inline constexpr uint32_t kMaxReplicas = 8;

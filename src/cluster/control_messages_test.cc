@@ -37,6 +37,7 @@ ClusterView SampleView() {
   };
   v.ring = {{KeyRange{0, 999}, 1}, {KeyRange{1000, ~uint64_t{0}}, 0}};
   v.replicas = 2;
+  v.resync = true;
   return v;
 }
 
@@ -241,7 +242,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   // cluster-view: ids and server ranks unique; the ring non-empty (with servers), its segments
   // beginning at 0 and ascending, owned by servers of the view, neighbours by different ones.
   auto view = [&](std::vector<std::pair<uint32_t, uint8_t>> nodes,
-                  std::vector<std::pair<uint64_t, uint32_t>> ring, uint32_t replicas = 1) {
+                  std::vector<std::pair<uint64_t, uint32_t>> ring, uint32_t replicas = 1, uint8_t resync = 0) {
     return body([&](auto& w) {
       uint32_t servers = 0;
       for (auto [rank, role] : nodes) servers += role == 1;
@@ -264,6 +265,7 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
         w.U32(server);
       }
       w.U32(replicas);
+      w.U8(resync);
     });
   };
   const std::vector<std::pair<uint32_t, uint8_t>> nodes = {{0, 1}, {4, 1}, {0, 2}};
@@ -275,6 +277,8 @@ TEST(ControlMessagesTest, RefusesOutOfRangeValues) {
   EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(view(nodes, {{0, 0}}, kMaxReplicas)), &again).ok());
   ExpectRefused(codecs[4], view(nodes, {{0, 0}}, 0), "replicas 0");
   ExpectRefused(codecs[4], view(nodes, {{0, 0}}, kMaxReplicas + 1), "more replicas than allowed");
+  EXPECT_TRUE(codecs[4].decode_and_reencode(ExactCopy(view(nodes, {{0, 0}}, 2, 1)), &again).ok()) << "resync 1";
+  ExpectRefused(codecs[4], view(nodes, {{0, 0}}, 2, 2), "resync 2");
   ExpectRefused(codecs[4], view(nodes, {{1, 4}}), "a ring that does not begin at 0");
   ExpectRefused(codecs[4], view(nodes, {{0, 4}, {200, 0}, {100, 4}}), "segments out of order");
   ExpectRefused(codecs[4], view(nodes, {{0, 4}, {0, 0}}), "two segments beginning at 0");

@@ -102,6 +102,7 @@ Status Scheduler::Run() {
     AdmitHeldRegistrations();
     CheckMigrationDeadline();
     CheckCheckpoints();
+    RetryUnsentAnswers();
     Persist();  // whatever this turn changed
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
@@ -301,9 +302,9 @@ void Scheduler::RunCommands() {
   for (auto& c : commands) c();
 }
 
-Result<Epoch> Scheduler::NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout) {
+Result<Epoch> Scheduler::NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout, bool resync) {
   return OnRunThread<Epoch>(
-      [this, ring = std::move(ring)](std::promise<Result<Epoch>>& done) mutable {
+      [this, ring = std::move(ring), resync](std::promise<Result<Epoch>>& done) mutable {
         if (ended_ || !formed_) {
           done.set_value(Status::Aborted(ended_ ? "the job has ended" : "the cluster has not formed yet"));
           return;
@@ -341,6 +342,7 @@ Result<Epoch> Scheduler::NewView(std::vector<uint32_t> ring, std::chrono::millis
         }
         placement_ = std::move(next);
         NextView(placement_->Segments());
+        view_.resync = resync;
         PSERVER_LOG_INFO("scheduler: view of epoch {}: {} of {} servers on the ring", view_.epoch.value,
                          ring.size(), view_.num_servers);
         done.set_value(view_.epoch);

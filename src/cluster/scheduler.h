@@ -94,7 +94,8 @@ class Scheduler {
   // it and those `ring` lacks leave it, in ascending rank order (PartitionPlacement). Sends it to
   // no one: SendView does. kInvalidArgument if `ring` is empty, repeats a rank or names one that
   // is not a live server; kUnavailable while a membership change runs.
-  Result<Epoch> NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout);
+  // `resync`: the view's ClusterView::resync (every owner sends its replicas all of its rows).
+  Result<Epoch> NewView(std::vector<uint32_t> ring, std::chrono::milliseconds timeout, bool resync = false);
   // Sends the current view to `nodes` (every live server and worker when empty) and returns once
   // each live one of them routes by it (a node declared dead meanwhile is not waited for).
   // kDeadlineExceeded naming the nodes that did not confirm.
@@ -128,6 +129,8 @@ class Scheduler {
   static constexpr std::chrono::milliseconds kReconnectGrace{300};
   // The longest the scheduler's loop waits for a message before it looks at its members again.
   static constexpr std::chrono::milliseconds kTurn{20};
+  // How long an admin answer the asker's connection does not take at once is tried again.
+  static constexpr std::chrono::milliseconds kAnswerPatience{2000};
 
   // Messages dropped because their connection may not send them. Call from Run's thread or
   // after Run returned.
@@ -236,6 +239,8 @@ class Scheduler {
   void FinishMigration(const Status& outcome);
   // The running change cannot go on (`why`): donors forget it and own their keys again.
   void CancelMigration(const Status& why);
+  // Sends kCancel to the change's live donors.
+  void CancelDonors(const Migration& m);
   // A server died while the change ran, before its switch (no node routes by the change's
   // placement yet): the donors stop, and the change goes back to the front of the queue, to
   // start again from the placement the failover makes. Announces no view.
@@ -256,6 +261,8 @@ class Scheduler {
   static constexpr std::chrono::minutes kMoveStepLimit{10};      // copy and final: they move rows
   static constexpr std::chrono::seconds kControlStepLimit{60};  // the other steps
   void HandleAdmin(const transport::Message& msg);
+  // Sends the admin answers that could not go at once; gives up on those past their time.
+  void RetryUnsentAnswers();
   // A status: asks every live server what it holds (kAdmin), then answers with DescribeStatus
   // once all did, or after a deadline (those that did not are shown so).
   // `json`: answer with StatusDocument as JSON (AdminOp::kStatusJson), else as text.
@@ -357,6 +364,14 @@ class Scheduler {
   std::vector<HeldRegistration> held_registrations_;
   int64_t next_migration_ = 1;
   NodeId next_tool_id_{0x80000000u};             // connections back to tools (kAdmin)
+  // Admin answers not sent yet (the asker's connection not up), tried again every turn until
+  // `give_up`: the scheduler never blocks on a tool that may have gone away.
+  struct UnsentAnswer {
+    transport::Message reply;
+    std::chrono::steady_clock::time_point give_up;
+    bool tool = false;  // its connection goes once answered (or given up)
+  };
+  std::vector<UnsentAnswer> unsent_answers_;
   std::atomic<uint64_t> changes_done_{0};
   std::vector<ChangeReport> reports_;  // Run's thread
 

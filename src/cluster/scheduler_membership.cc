@@ -126,7 +126,7 @@ void Scheduler::AdmitLate(const RegisterRequest& req, NodeId id, const transport
     failed.header.receiver = id;
     failed.frames.push_back(Encode(NodeFailure{other.info.id, other.info.role, other.info.rank,
                                                "declared dead before this server joined"}));
-    if (Status s = transport_->Send(std::move(failed)); !s.ok()) {
+    if (Status s = transport_->SendNoWait(std::move(failed)); !s.ok()) {
       PSERVER_LOG_WARN("scheduler: could not tell {} of {}'s death: {}", Describe(id), Describe(other.info.id),
                        s.ToString());
     }
@@ -152,9 +152,9 @@ void Scheduler::QueueChange(Change change) {
 void Scheduler::StartNextChange() {
   if (migration_ || checkpoint_ || changes_.empty() || ended_) return;  // the common turn: nothing to start
   // No change starts while a server's connection is broken (PeersDown(0)): perhaps it died and is
-  // not declared dead yet. One that died before it is failed over from first; one that dies
-  // during a change before its switch calls the change off (it starts again after the failover),
-  // after the switch ends the job.
+  // not declared dead yet. One that died before it is failed over from first; with replicas, one
+  // that dies during a change before its switch calls the change off (it starts again after the
+  // failover); otherwise a death during a change ends the job.
   const std::vector<NodeId> broken = transport_->PeersDown(std::chrono::milliseconds(0));
   const bool server_broken = std::any_of(broken.begin(), broken.end(), [this](NodeId id) {
     Member* m = FindMember(id);
@@ -377,14 +377,18 @@ void Scheduler::AdmitHeldRegistrations() {
   for (HeldRegistration& r : held) AdmitLate(r.request, r.id, r.origin);
 }
 
-void Scheduler::CancelMigration(const Status& why) {
-  Migration& m = *migration_;
-  PSERVER_LOG_WARN("scheduler: the change of {} is cancelled while {}: {}", Describe(m.change.server),
-                   StepName(m.step), why.message());
+void Scheduler::CancelDonors(const Migration& m) {
   for (NodeId d : m.donors) {
     Member* donor = FindMember(d);
     if (donor != nullptr && !donor->dead) SendMigrate(m, d, MigratePhase::kCancel);
   }
+}
+
+void Scheduler::CancelMigration(const Status& why) {
+  Migration& m = *migration_;
+  PSERVER_LOG_WARN("scheduler: the change of {} is cancelled while {}: {}", Describe(m.change.server),
+                   StepName(m.step), why.message());
+  CancelDonors(m);
   Member* subject = FindMember(m.change.server);
   if (m.change.kind == Change::kJoin && !subject->dead) {
     // A joiner that cannot take its keys (it refused a table, or a send to it failed) is sent
@@ -405,8 +409,10 @@ void Scheduler::CancelMigration(const Status& why) {
   }
   subject->draining = false;
   // Everyone routes by the old placement again, at a new epoch (the donors switched already,
-  // perhaps), and without a joiner that died.
+  // perhaps), and without a joiner that died. After the switch, which only the donors saw, every
+  // owner resyncs its replicas: a donor may have dropped rows it held as one under it.
   NextView(placement_->Segments());
+  view_.resync = m.step >= Migration::kSwitch;
   AnnounceView([](const Member&) { return true; });
   FinishMigration(why);
 }
@@ -416,12 +422,8 @@ void Scheduler::CallOffChange(const Status& why) {
   migration_.reset();
   PSERVER_LOG_WARN("scheduler: the change of {} is called off while {}, to start again after the failover: {}",
                    Describe(m.change.server), StepName(m.step), why.message());
-  for (NodeId d : m.donors) {
-    Member* donor = FindMember(d);
-    if (donor != nullptr && !donor->dead) SendMigrate(m, d, MigratePhase::kCancel);
-  }
-  if (Member* subject = FindMember(m.change.server)) subject->draining = false;
-  changes_.push_front(std::move(m.change));
+  CancelDonors(m);
+  changes_.push_front(std::move(m.change));  // a drain's subject stays marked draining
   Persist();
 }
 
@@ -550,10 +552,14 @@ void Scheduler::HandleAdmin(const Message& msg) {
     reply.header.flags |= transport::kFlagReply;
     reply.header.receiver = to.sender;
     reply.header.request_id = to.request_id;
-    // A tool that went away (Ctrl-C during a long drain) must not stall the scheduler; one that
-    // asked just now may still be connecting, and is waited for.
+    // A tool that went away (Ctrl-C during a long drain, or a poll that timed out) must not
+    // stall the scheduler; one that asked just now may still be connecting: its answer is tried
+    // again every turn, for 2 s from its question.
     Status s = transport_->SendNoWait(reply);
-    if (!s.ok() && Clock::now() - asked < std::chrono::seconds(2)) s = transport_->Send(std::move(reply));
+    if (!s.ok() && Clock::now() - asked < kAnswerPatience) {
+      unsent_answers_.push_back(UnsentAnswer{std::move(reply), asked + kAnswerPatience, is_tool});
+      return;
+    }
     if (!s.ok()) PSERVER_LOG_WARN("scheduler: could not answer {}: {}", transport_->PeerName(to.sender), s.ToString());
     // A tool is answered once: its connection goes (the answer still reaches it, within the
     // transport's linger), so that tools polling a long job do not pile up connections.
@@ -586,6 +592,23 @@ void Scheduler::HandleAdmin(const Message& msg) {
   QueueChange(Change{Change::kDrain, s->info.id, [answer, name](const Status& outcome) {
                        answer(outcome, fmt::format("{} was drained and exits", name));
                      }});
+}
+
+void Scheduler::RetryUnsentAnswers() {
+  if (unsent_answers_.empty()) return;
+  const auto now = Clock::now();
+  std::vector<UnsentAnswer> left;
+  for (UnsentAnswer& a : unsent_answers_) {
+    const NodeId to = a.reply.header.receiver;
+    Status s = transport_->SendNoWait(a.reply);
+    if (!s.ok() && now < a.give_up) {
+      left.push_back(std::move(a));
+      continue;
+    }
+    if (!s.ok()) PSERVER_LOG_WARN("scheduler: could not answer {}: {}", transport_->PeerName(to), s.ToString());
+    if (a.tool) transport_->Disconnect(to);
+  }
+  unsent_answers_ = std::move(left);
 }
 
 void Scheduler::StartStatus(bool json, std::function<void(const std::string&)> answer) {

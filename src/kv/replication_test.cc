@@ -312,12 +312,13 @@ TEST(ReplicaTest, RefusesAMalformedReplicateWholeAndAppliesAWellFormedOne) {
   EXPECT_EQ(got[1], 200);
 }
 
-// A view that reached only some servers (a membership change cancelled after its switch): server
-// 2 alone learns a ring without itself -- it drops the rows it held as a replica -- then everyone
-// learns the old ring again, at a later epoch. The owners never saw server 2 leave their chains,
-// but they skipped a view, so they send their replicas all of their rows again: every key ends
-// on its chain's servers, bit-identical, and a push after it is applied on top of whole rows.
-TEST(ReplicaTest, OwnersThatSkippedAViewResyncTheirReplicas) {
+// A view that reached only some servers, as a membership change's switch reaches only its
+// donors: server 2 alone learns a ring without itself -- it drops the rows it held as a replica
+// -- then everyone learns the old ring again, at a later epoch, as the view that calls the change
+// off (ClusterView::resync). The owners never saw server 2 leave their chains, but that view
+// has them send their replicas all of their rows again: every key ends on its chain's servers,
+// bit-identical, and a push after it is applied on top of whole rows.
+TEST(ReplicaTest, AViewThatCallsOffAChangeMakesOwnersResyncTheirReplicas) {
   LocalClusterOptions o;
   o.inproc = true;
   o.num_servers = 3;
@@ -358,7 +359,7 @@ TEST(ReplicaTest, OwnersThatSkippedAViewResyncTheirReplicas) {
     PSERVER_RETURN_IF_ERROR(push(1.0));
     PSERVER_RETURN_IF_ERROR(scheduler->NewView({0, 1}, std::chrono::seconds(30)).status());
     PSERVER_RETURN_IF_ERROR(scheduler->SendView({third}, std::chrono::seconds(30)));
-    PSERVER_RETURN_IF_ERROR(scheduler->NewView({0, 1, 2}, std::chrono::seconds(30)).status());
+    PSERVER_RETURN_IF_ERROR(scheduler->NewView({0, 1, 2}, std::chrono::seconds(30), /*resync=*/true).status());
     PSERVER_RETURN_IF_ERROR(scheduler->SendView({}, std::chrono::seconds(30)));
     return push(2.0);
   }));

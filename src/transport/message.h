@@ -51,7 +51,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 10;
+inline constexpr uint16_t kWireVersion = 11;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).

@@ -5,7 +5,7 @@
 //
 // Addresses: this side of the pair is `outside()`, the namespace's side `inside()`, in a /29 of
 // 10.231.0.0/16 chosen from the name; `outside_alt()` is a second address on this side, for a
-// process the namespace can be cut off from alone (CutFrom). Processes run in the namespace through `Exec()`'s prefix
+// process whose listening address the namespace can be cut off from alone (CutFrom). Processes run in the namespace through `Exec()`'s prefix
 // (`ip netns exec NAME`), which execs the command (its pid is the command's).
 #pragma once
 
@@ -59,8 +59,9 @@ class NetnsHost {
   // Every packet in or out of the namespace's link dropped: nothing reaches it, no connection
   // resets (a partition, as a cut cable or a dead switch port).
   Status Partition() { return Rules("drop"); }
-  // Every packet between the namespace and `address` (this side's) dropped, the rest let through:
-  // a partition from one process only.
+  // Every packet between the namespace and `address` (this side's) dropped, the rest let through.
+  // A process listening at `address` no longer hears the namespace, but the connections it opens
+  // itself leave from this side's first address (`outside()`) and pass: an asymmetric partition.
   Status CutFrom(const std::string& address) {
     (void)std::system(fmt::format("ip netns exec {} nft delete table inet psfault >/dev/null 2>&1", name_).c_str());
     return Shell(fmt::format(

@@ -6,8 +6,8 @@
 //     finds it by heartbeats and fails over from it; the workers go on; once healed, the server
 //     learns it was declared dead and replaced (or, had its own heartbeat timeout passed first,
 //     finds the scheduler silent), and exits without serving;
-//   - a partition from the scheduler alone: the same, while the server still reaches the
-//     workers and the other servers;
+//   - an asymmetric partition from the scheduler alone (what the server sends it is lost): the
+//     same, while the server still reaches the workers and the other servers;
 //   - loss: a share of its packets dropped for a while. TCP sends them again; the job goes on
 //     with every sum exact, whether or not the server was slow enough to be failed over from.
 #include <gtest/gtest.h>
@@ -165,12 +165,14 @@ TEST_F(PartitionTest, APartitionedServerIsFailedOverFromAndOnceHealedLearnsItWas
   ASSERT_NO_FATAL_FAILURE(EndJob());
 }
 
-// A partition of one server from the scheduler only: the server still reaches the workers and
-// the other servers, but its heartbeats are lost. The scheduler declares it dead and fails over
-// from it; what the server still receives from workers that have not learned the failover it
-// cannot replicate (its replicas take rows only from the servers of their view), so it answers
-// none of it; it finds the scheduler silent and exits. Every sum stays exact.
-TEST_F(PartitionTest, AServerCutOffFromTheSchedulerAloneIsFailedOverFromAndExits) {
+// An asymmetric partition of one server from the scheduler only: everything the server sends to
+// the scheduler's address is dropped (its heartbeats, and the scheduler's answers on that
+// connection), while it still reaches the workers and the other servers (and the connections the
+// scheduler opens to it pass). The scheduler declares it dead and fails over from it; what the
+// server still receives from workers that have not learned the failover it cannot replicate (its
+// replicas take rows only from the servers of their view), so it answers none of it; it finds the
+// scheduler silent (or is told) and exits. Every sum stays exact.
+TEST_F(PartitionTest, AServerWhoseMessagesToTheSchedulerAreLostIsFailedOverFromAndExits) {
   ASSERT_NO_FATAL_FAILURE(StartJob());
   const size_t before = scheduler_->output().size();
   ASSERT_OK(host_->CutFrom(host_->outside_alt()));

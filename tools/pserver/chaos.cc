@@ -252,9 +252,11 @@ class ChaosRun {
     if (!shared_.WaitRoundsAfter(Clock::time_point(), o_.num_workers, Clock::now() + o_.timeout)) {
       return "the workers did not finish a first round";
     }
-    std::optional<Clock::time_point> killed;
+    // The last server kill, whose restoration the next WaitWhole measures (none: nothing to restore).
+    bool server_killed = false;
+    Clock::time_point killed;
     for (int k = 1; k <= o_.kills; ++k) {
-      if (std::string why = WaitWhole(killed); !why.empty()) return why;
+      if (std::string why = WaitWhole(server_killed ? &killed : nullptr); !why.empty()) return why;
       const auto gap = milliseconds(std::uniform_int_distribution<int64_t>(0, o_.max_gap.count())(rng_));
       const bool stop = o_.faults == ChaosOptions::Faults::kStop ||
                         (o_.faults == ChaosOptions::Faults::kMixed && std::bernoulli_distribution(0.5)(rng_));
@@ -273,7 +275,7 @@ class ChaosRun {
         const int worker =
             shared_.KillWorker([&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
         if (worker < 0) return "no worker to kill";
-        killed = at;
+        server_killed = false;  // the servers' chains were not touched: nothing to restore
         // Its successor (the launcher starts it at once) took its work over and finished a round.
         std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
         if (!progressing) {
@@ -291,7 +293,7 @@ class ChaosRun {
       const bool scheduler = victim == Victim::kScheduler;
       if (scheduler) {
         if (!shared_.KillScheduler()) return "no scheduler to kill";
-        killed = at;
+        server_killed = false;  // the servers' chains were not touched: nothing to restore
         std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
         if (!progressing) {
           if (shared_.ended()) return "the job ended";
@@ -309,6 +311,7 @@ class ChaosRun {
           stop ? SIGSTOP : SIGKILL, [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); });
       if (server < 0) return "no server left to kill";
       killed = at;
+      server_killed = true;
       std::optional<Clock::time_point> progressing = shared_.WaitRoundsAfter(at, o_.num_workers, at + o_.timeout);
       if (!progressing) {
         if (stop) shared_.SignalServerAt(server, SIGCONT);  // so that the teardown can end it
@@ -340,15 +343,15 @@ class ChaosRun {
       }
       std::fflush(o_.out);
     }
-    if (std::string why = WaitWhole(killed); !why.empty()) return why;
+    if (std::string why = WaitWhole(server_killed ? &killed : nullptr); !why.empty()) return why;
     // The workers stop at the round in which they find this file: unwritten, they would go on.
     std::ofstream stop(stop_file);
     if (!(stop << "stop\n").flush()) return fmt::format("cannot write the workers' stop file {}", stop_file);
     return "";
   }
 
-  // Waits until the cluster is whole; records how long after `killed` it became so.
-  std::string WaitWhole(std::optional<Clock::time_point> killed) {
+  // Waits until the cluster is whole; records how long after `*killed` (when given) it became so.
+  std::string WaitWhole(const Clock::time_point* killed) {
     const auto deadline = Clock::now() + o_.timeout;
     std::string why = "no answer";
     while (Clock::now() < deadline) {
@@ -363,7 +366,7 @@ class ChaosRun {
           return fmt::format("the scheduler's state is not what chaos reads: {}", e.what());
         }
         if (why.empty()) {
-          if (killed) {
+          if (killed != nullptr) {
             restorations_.push_back(MillisBetween(*killed, Clock::now()));
             std::fprintf(o_.out, "chaos: the cluster is whole again %.1f ms after the kill\n", restorations_.back());
           }
@@ -530,10 +533,12 @@ int RunChaos(const ChaosOptions& o) {
   }
   std::fprintf(o.out,
                "chaos: %d kills, seed %llu: 0 updates lost, 0 applied twice (%zu worker rounds of %u pushes "
-               "checked exactly)\n"
-               "chaos: restored (kill -> replacement joined, chains whole): %s\n",
-               o.kills, static_cast<unsigned long long>(o.seed), rounds_done, o.pushes,
-               Describe(run.restorations()).c_str());
+               "checked exactly)\n",
+               o.kills, static_cast<unsigned long long>(o.seed), rounds_done, o.pushes);
+  if (!run.restorations().empty()) {
+    std::fprintf(o.out, "chaos: restored after %zu server kills (kill -> replacement joined, chains whole): %s\n",
+                 run.restorations().size(), Describe(run.restorations()).c_str());
+  }
   if (!run.recoveries().empty()) {
     std::fprintf(o.out, "chaos: recovery from %zu SIGKILLs (kill -> every worker progressing): %s\n",
                  run.recoveries().size(), Describe(run.recoveries()).c_str());

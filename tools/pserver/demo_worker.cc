@@ -38,44 +38,82 @@ int64_t NowNs(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
-// What a slot's last worker left in the state directory (DemoOptions, slot mode).
+// What the slot's earlier workers left in the state directory (DemoOptions, slot mode).
 struct SlotState {
-  uint32_t node = 0;          // its node id
-  uint32_t first_round = 0;   // the first round it pushed
-  std::vector<std::vector<float>> base;  // per key set: the slot's values it started from
-  std::vector<uint32_t> rounds;          // the rounds it began pushing, in order
+  std::vector<uint32_t> predecessors;  // every earlier worker of the slot (node ids), all dead
+  // The last one that wrote its base (0: none did; then no worker pushed): the values it started
+  // from per key set, its first round, and the rounds it began pushing, in order. The workers
+  // after it died before their first push.
+  uint32_t node = 0;
+  uint32_t first_round = 0;
+  std::vector<std::vector<float>> base;
+  std::vector<uint32_t> rounds;
 };
 
-std::string BasePath(const DemoOptions& o) { return fmt::format("{}/slot-{}.base", o.state_dir, o.slot); }
-std::string RoundsPath(const DemoOptions& o) { return fmt::format("{}/slot-{}.rounds", o.state_dir, o.slot); }
+std::string SlotPath(const DemoOptions& o, const char* what) {
+  return fmt::format("{}/slot-{}.{}", o.state_dir, o.slot, what);
+}
 
-// The slot's state, nullopt when no worker ran in the slot before; kCorruption when a file is
-// malformed (named, with what was wrong).
-Result<std::optional<SlotState>> ReadSlotState(const DemoOptions& o, const std::vector<size_t>& set_sizes) {
-  const std::string base_path = BasePath(o);
-  std::ifstream base(base_path);
-  if (!base) return std::optional<SlotState>();
+// Appends `line` to `path` (one write, flushed: a worker killed afterwards leaves it whole).
+Status AppendLine(const std::string& path, const std::string& line) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "a"), &std::fclose);
+  if (!f || std::fputs(line.c_str(), f.get()) < 0 || std::fflush(f.get()) != 0) {
+    return Status::Unavailable(fmt::format("{}: cannot append: {}", path, std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
+// The slot's state as the workers before `me` left it; kCorruption when a file is malformed
+// (named, with what was wrong).
+Result<SlotState> ReadSlotState(const DemoOptions& o, uint32_t me, const std::vector<size_t>& set_sizes) {
   SlotState st;
-  std::string word1, word2;
-  if (!(base >> word1 >> st.node >> word2 >> st.first_round) || word1 != "node" || word2 != "first") {
+  const std::string nodes_path = SlotPath(o, "nodes");
+  std::ifstream nodes(nodes_path);
+  std::string word;
+  uint32_t id = 0;
+  while (nodes >> word >> id && id != me) {
+    if (word != "node") return Status::Corruption(fmt::format("{}: expected 'node ID' lines", nodes_path));
+    st.predecessors.push_back(id);
+  }
+  for (size_t n : set_sizes) st.base.emplace_back(n, 0.0f);
+  const std::string base_path = SlotPath(o, "base");
+  std::ifstream base(base_path);
+  if (!base) return st;  // no worker of the slot pushed
+  std::string word2;
+  if (!(base >> word >> st.node >> word2 >> st.first_round) || word != "node" || word2 != "first") {
     return Status::Corruption(fmt::format("{}: expected 'node ID first ROUND' first", base_path));
   }
-  for (size_t n : set_sizes) {
-    std::vector<float>& values = st.base.emplace_back(n);
+  for (std::vector<float>& values : st.base) {
     for (float& v : values) {
       if (!(base >> v)) return Status::Corruption(fmt::format("{}: fewer values than the key sets hold", base_path));
     }
   }
-  const std::string rounds_path = RoundsPath(o);
+  const std::string rounds_path = SlotPath(o, "rounds");
   std::ifstream rounds(rounds_path);
-  std::string word;
+  if (!rounds) return st;  // its writer died before its first round
   uint32_t node = 0, round = 0;
   while (rounds >> word >> node >> round) {
     if (word != "round") return Status::Corruption(fmt::format("{}: expected 'round NODE R' lines", rounds_path));
     if (node == st.node) st.rounds.push_back(round);
   }
   if (!rounds.eof()) return Status::Corruption(fmt::format("{}: a line is not 'round NODE R'", rounds_path));
-  return std::optional<SlotState>(std::move(st));
+  return st;
+}
+
+// Takes the work of `lost` over; until the scheduler declared it dead (the launcher starts a
+// successor as soon as a worker's process is gone), it is no worker that "died", so asked again.
+Status TakeOverWhenDeclaredDead(Node& node, NodeId lost) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    Status taken = node.TakeOver(lost);
+    if (taken.ok()) return taken;
+    const bool not_yet = taken.code() == StatusCode::kInvalidArgument &&
+                         taken.message().find("is no worker that died") != std::string::npos;
+    if (!not_yet || std::chrono::steady_clock::now() > deadline) {
+      return taken.WithContext(fmt::format("taking over the work of node {}", lost.value));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 // Slot mode: see DemoOptions.
@@ -89,6 +127,9 @@ Status RunSlotWorker(Node& node, const DemoOptions& o) {
     return Status::InvalidArgument("slot mode needs a state directory and a stop file");
   }
   const auto slot = static_cast<uint32_t>(o.slot);
+  const uint32_t me = node.id().value;
+  // Noted first: a successor takes over every worker the slot had, one that died before any push too.
+  PSERVER_RETURN_IF_ERROR(AppendLine(SlotPath(o, "nodes"), fmt::format("node {}\n", me)));
   TableSpec spec;
   spec.name = "demo_slots";
   spec.value_type = ValueType::kFloat32;
@@ -101,70 +142,54 @@ Status RunSlotWorker(Node& node, const DemoOptions& o) {
     sets.push_back(RoundKeys(o.seed, j, o.keys));
     set_sizes.push_back(sets.back().size());
   }
-  PSERVER_ASSIGN_OR_RETURN(std::optional<SlotState> before, ReadSlotState(o, set_sizes));
+  PSERVER_ASSIGN_OR_RETURN(SlotState before, ReadSlotState(o, me, set_sizes));
   // What this worker expects its slot to hold, per key set and key.
-  std::vector<std::vector<float>> expected;
+  std::vector<std::vector<float>> expected = before.base;
   uint32_t first_round = 0;
-  if (!before) {
-    for (size_t n : set_sizes) expected.emplace_back(n, 0.0f);
-  } else {
-    // The predecessor died (the launcher starts a worker in its slot only then); until the
-    // scheduler declared it dead, it is no worker that "died" to take over.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    for (;;) {
-      Status taken = node.TakeOver(NodeId(before->node));
-      if (taken.ok()) break;
-      if (taken.code() != StatusCode::kInvalidArgument || std::chrono::steady_clock::now() > deadline) {
-        return taken.WithContext(fmt::format("taking over slot {} from node {}", slot, before->node));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+  if (!before.predecessors.empty()) {
+    for (uint32_t lost : before.predecessors) PSERVER_RETURN_IF_ERROR(TakeOverWhenDeclaredDead(node, NodeId(lost)));
     // Rounds before its last were acknowledged whole; its last may have been applied in part.
     std::vector<float> done(kKeySets, 0.0f);
-    for (size_t i = 0; i + 1 < before->rounds.size(); ++i) done[before->rounds[i] % kKeySets] += float(o.pushes);
+    for (size_t i = 0; i + 1 < before.rounds.size(); ++i) done[before.rounds[i] % kKeySets] += float(o.pushes);
     // The key set of its last round (kKeySets: none).
-    const uint32_t in_flight = before->rounds.empty() ? kKeySets : before->rounds.back() % kKeySets;
+    const uint32_t in_flight = before.rounds.empty() ? kKeySets : before.rounds.back() % kKeySets;
     for (uint32_t j = 0; j < kKeySets; ++j) {
       SharedArray<float> pulled;
       PSERVER_ASSIGN_OR_RETURN(Timestamp pull, kv.Pull(table, sets[j], &pulled));
       PSERVER_RETURN_IF_ERROR(kv.Wait(pull));
-      std::vector<float>& mine = expected.emplace_back(set_sizes[j]);
       for (size_t i = 0; i < set_sizes[j]; ++i) {
         const float v = pulled[i * o.slots + slot];
-        const float low = before->base[j][i] + done[j];
+        const float low = before.base[j][i] + done[j];
         const float high = low + (in_flight == j ? float(o.pushes) : 0.0f);
         if (!(v >= low && v <= high) || v != std::floor(v)) {
           return Status::Internal(fmt::format("slot {}, taken over from node {}: key {} holds {}, expected {} (what "
                                               "its pushes acknowledged){}",
-                                              slot, before->node, sets[j][i], v, low,
+                                              slot, before.node, sets[j][i], v, low,
                                               high > low ? fmt::format(" to {} (with its last round's)", high) : ""));
         }
-        mine[i] = v;
+        expected[j][i] = v;
       }
     }
-    first_round = before->rounds.empty() ? before->first_round : before->rounds.back() + 1;
+    first_round = before.rounds.empty() ? before.first_round : before.rounds.back() + 1;
     std::printf("worker in slot %u (node %u): took over from node %u (%zu rounds): every value lies between what "
                 "its pushes acknowledged and what it sent\n",
-                slot, node.id().value, before->node, before->rounds.size());
+                slot, me, before.predecessors.back(), before.rounds.size());
     std::fflush(stdout);
   }
   // The values this worker starts from, written before its first push.
-  std::string base = fmt::format("node {} first {}\n", node.id().value, first_round);
+  std::string base = fmt::format("node {} first {}\n", me, first_round);
   for (const std::vector<float>& values : expected) {
     for (float v : values) base += fmt::format("{} ", v);
     base += '\n';
   }
-  PSERVER_RETURN_IF_ERROR(WriteFileAtomically(BasePath(o), base));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> rounds(std::fopen(RoundsPath(o).c_str(), "a"), &std::fclose);
-  if (!rounds) return Status::Unavailable(fmt::format("{}: cannot open: {}", RoundsPath(o), std::strerror(errno)));
+  PSERVER_RETURN_IF_ERROR(WriteFileAtomically(SlotPath(o, "base"), base));
+  const std::string rounds_path = SlotPath(o, "rounds");
   for (uint32_t r = first_round;; ++r) {
     const auto round_start = std::chrono::steady_clock::now();
     const uint32_t j = r % kKeySets;
     const SharedArray<Key>& keys = sets[j];
     // Noted before anything is sent: a successor then knows this round may be applied in part.
-    if (std::fprintf(rounds.get(), "round %u %u\n", node.id().value, r) < 0 || std::fflush(rounds.get()) != 0) {
-      return Status::Unavailable(fmt::format("{}: cannot write: {}", RoundsPath(o), std::strerror(errno)));
-    }
+    PSERVER_RETURN_IF_ERROR(AppendLine(rounds_path, fmt::format("round {} {}\n", me, r)));
     std::vector<float> vals(keys.size() * o.slots, 0.0f);
     for (size_t i = 0; i < keys.size(); ++i) vals[i * o.slots + slot] = 1.0f;
     SharedArray<float> shared(std::move(vals));

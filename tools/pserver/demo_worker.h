@@ -33,11 +33,13 @@ struct DemoOptions {
   // one's place gets its slot). Each worker adds 1 to its own slot's value of the round's keys,
   // `pushes` times a round, and checks only that value, so it needs no barrier and no other
   // worker: rounds are its own, and it stops after the round in which it finds `stop_file`. It
-  // notes in `state_dir` what it pushed (slot-S.base: its node id, first round and the values it
-  // started from; slot-S.rounds: "round NODE R" before pushing round R), so that its successor
-  // in the slot takes its work over (Node::TakeOver), pulls the slot's values, checks each lies
-  // between what was acknowledged and what was sent (nothing acknowledged lost, nothing applied
-  // twice; a round in flight at the death may be applied in part), and carries on from them.
+  // notes in `state_dir` who it is and what it pushed (slot-S.nodes: "node ID", first thing;
+  // slot-S.base: its node id, first round and the values it started from, before its first
+  // push; slot-S.rounds: "round NODE R" before pushing round R), so that its successor in the
+  // slot takes the work of every earlier worker of the slot over (Node::TakeOver, asked again
+  // until the scheduler declared them dead), pulls the slot's values, checks each lies between
+  // what was acknowledged and what was sent (nothing acknowledged lost, nothing applied twice; a
+  // round in flight at the death may be applied in part), and carries on from them.
   uint32_t slots = 0;
   int64_t slot = -1;  // REQUIRES in slot mode: 0 <= slot < slots
   std::string state_dir;

@@ -71,7 +71,9 @@ struct LaunchOptions {
   // With workers_may_die: a worker killed (SIGKILL or SIGTERM) while the workers run is started
   // again at once with the same command and index (PSERVER_RANK_HINT), so that a worker program
   // that keeps its progress can take its predecessor's work over (`pserver worker --slots`;
-  // the scheduler admits it as a new worker, under a new node id and rank).
+  // the scheduler admits it as a new worker, under a new node id and rank). A worker killed after
+  // it finalized is started again too, and its successor, finding nothing to take over or the
+  // job ended, fails the launch: kill workers only while they work (as `pserver chaos` does).
   bool restart_workers = false;
   // The scheduler keeps the job's state in a store (`--store`): a scheduler killed (SIGKILL or
   // SIGTERM) while the workers run is started again with the same command, and resumes the job

@@ -22,8 +22,9 @@
 // View changes (ReplicasForView). Rounds sent to servers that left the view count as applied
 // (the chain is shorter now). For every range this server owns under the new view, each replica
 // that is new to its chain -- or every replica, where this server was not the owner before (a
-// failover or a membership change made it one), or where it skipped a view (one it never saw may
-// have dropped a replica's rows) -- is sent all of the range's rows. Once every
+// failover or a membership change made it one), or where the view says so (ClusterView::resync:
+// it calls off a change whose switch, which this server may never have seen, could have dropped a
+// replica's rows) -- is sent all of the range's rows. Once every
 // replica stored them this server tells the scheduler its replicas are complete at that epoch
 // (NodeRuntime::ReportReplicasSynced): only then may the scheduler fail over from it. Rows of
 // ranges this server held only as a replica and no longer does are erased.
@@ -678,10 +679,10 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
   }
 
   // The resync: per partition, the replicas that must get all of its rows from this server. A
-  // view skipped (a membership change cancelled after its switch reached only some servers) may
-  // have taken replicas out of this server's chains and put them back, dropping their rows
-  // unseen: then every replica gets them again.
-  const bool skipped = after->epoch().value > before->epoch().value + 1;
+  // view that calls off a membership change after its switch (ClusterView::resync) follows one
+  // that only the change's donors saw: it may have taken replicas out of this server's chains and
+  // put them back, dropping their rows unseen, so every replica gets them again.
+  const bool resync_all = after->view().resync;
   const uint32_t me = runtime_->rank().value;
   constexpr uint32_t kParts = cluster::PartitionPlacement::kPartitions;
   absl::flat_hash_map<NodeId, std::vector<bool>> resync;  // replica -> partitions
@@ -700,7 +701,7 @@ void KVServerCore::ReplicasForView(const std::shared_ptr<const cluster::Routing>
       continue;
     }
     for (size_t i = 1; i < now.size(); ++i) {
-      const bool kept = !skipped && was[0] == me && std::find(was.begin(), was.end(), now[i]) != was.end();
+      const bool kept = !resync_all && was[0] == me && std::find(was.begin(), was.end(), now[i]) != was.end();
       if (kept) continue;
       const cluster::NodeInfo* replica = after->Server(now[i]);
       if (replica == nullptr) continue;

@@ -168,8 +168,8 @@ class KVWorkerCore final : public cluster::DataHandler {
   // With replication: the parts sent to servers that died, re-sliced by `routing` once it no
   // longer places keys on them (the failover view), for sending. Nothing while a SendAll runs
   // (sends_in_progress_): a send to the dead server it holds may yet fail, making its part a
-  // plain resend rather than a failover; that SendAll calls this again when done. REQUIRES: mu_
-  // held by `lock`.
+  // plain resend rather than a failover; the last SendAll to finish calls this again
+  // (resend_wanted_). REQUIRES: mu_ held by `lock`.
   Unsent ResendOrphans(std::unique_lock<std::mutex>& lock, const cluster::Routing& routing);
   // Finishes a request (result, callback, bookkeeping), then starts what it released.
   void Complete(int64_t ts, Pending&& p);
@@ -206,8 +206,10 @@ class KVWorkerCore final : public cluster::DataHandler {
   std::atomic<bool> any_failed_servers_{false};         // !failed_servers_.empty()
   // SendAll calls between queuing their messages and taking in the failed sends (of their own
   // messages or others'). While any runs, a part sent to a dead server may still turn out
-  // undelivered, so ResendOrphans waits; the last to finish calls it.
+  // undelivered, so ResendOrphans waits (setting resend_wanted_); the last to finish calls it
+  // when wanted. (A send blocked on a live peer delays the resends up to the send timeout.)
   std::atomic<int> sends_in_progress_{0};
+  std::atomic<bool> resend_wanted_{false};
   std::atomic<uint64_t> completions_{0};                // requests finished so far (Wait spins on it)
 };
 

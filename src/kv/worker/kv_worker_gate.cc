@@ -59,10 +59,9 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
   }
   // Requests that went to servers declared dead after the failover view came, and those a
   // failover left while this or another SendAll ran: sent again now, once no send is in progress.
-  // (Sequentially consistent with OnNodeFailed's store: one of the two sees the other.)
   const bool last = sends_in_progress_.fetch_sub(1) == 1;
   Unsent orphans;
-  if (to_dead || (last && any_failed_servers_.load())) {
+  if (to_dead || (last && resend_wanted_.load())) {
     std::unique_lock lock(mu_);
     orphans = ResendOrphans(lock, *runtime_->routing());
   }

@@ -282,7 +282,12 @@ void KVWorkerCore::FailAll(const Status& why, const NodeId* only) {
 
 KVWorkerCore::Unsent KVWorkerCore::ResendOrphans(std::unique_lock<std::mutex>& lock, const cluster::Routing& routing) {
   Unsent out;
-  if (failed_servers_.empty() || sends_in_progress_.load() > 0) return out;
+  if (failed_servers_.empty()) return out;
+  // Wanted first, then looked: the SendAll that brings sends_in_progress_ to 0 after this look
+  // sees the wish (both sequentially consistent).
+  resend_wanted_.store(true);
+  if (sends_in_progress_.load() > 0) return out;
+  resend_wanted_.store(false);
   for (uint32_t rank : routing.ring().servers()) {
     const cluster::NodeInfo* n = routing.Server(rank);
     if (n != nullptr && failed_servers_.contains(n->id)) return out;  // not the failover view yet
