@@ -333,11 +333,15 @@ TEST(MembershipTest, AServerDyingWhileRowsMoveIsFailedOverFromAndTheJoinStartsAg
   ASSERT_OK(joiner);
   auto joiner_server = std::make_unique<KVServer<float>>(**joiner);
   Node* joiner_node = joiner->get();
-  job.job.Spawn([joiner_node] { return joiner_node->Run(); });
-  struct StopOnExit {  // the joiner goes before the objects it serves with
+  std::shared_future<Status> joiner_run = job.job.Spawn([joiner_node] { return joiner_node->Run(); });
+  struct StopOnExit {  // the joiner stops and its Run returns before its server and node go
     Node* node;
-    ~StopOnExit() { node->Stop(); }
-  } stop_joiner{joiner_node};
+    std::shared_future<Status> run;
+    ~StopOnExit() {
+      node->Stop();
+      run.wait();
+    }
+  } stop_joiner{joiner_node, joiner_run};
   ASSERT_TRUE(joiner_wire->WaitForHeld(1)) << "no rows reached the joiner";
 
   // Server 1 falls silent, as a killed one does (nothing it sends leaves): declared dead.
@@ -361,8 +365,6 @@ TEST(MembershipTest, AServerDyingWhileRowsMoveIsFailedOverFromAndTheJoinStartsAg
   ASSERT_OK(kv.Wait(*pull));
   ASSERT_EQ(got.size(), keys.size() * kWidth);
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], 10.0f) << "key " << keys[i / kWidth];
-  joiner_node->Stop();
-  joiner_server.reset();
 }
 
 // A server reports its replicas complete for a view only once every resync it sent was stored,

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -462,9 +463,11 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
   transports.push_back(std::move(stalling));
   for (const Status& s : job.StartNodes(options, std::move(transports))) ASSERT_OK(s);
   std::vector<std::unique_ptr<KVServer<float>>> servers;
+  std::vector<std::shared_future<Status>> runs;
   for (uint32_t i = 0; i < kServers; ++i) {
     servers.push_back(std::make_unique<KVServer<float>>(*job.node(i)));
-    job.Spawn([&job, i] { return job.node(i)->Run(); });
+    Node* n = job.node(i);
+    runs.push_back(job.Spawn([n] { return n->Run(); }));
   }
   Node& worker = *job.node(kServers);
   TableSpec spec;
@@ -500,6 +503,10 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
   });
   ASSERT_TRUE(stall->stalled().Wait(std::chrono::seconds(60)));
   pserver::testing::OpenOnExit release_on_exit(stall->release());  // a failed assertion strands no thread
+  // Server 2 dies: it stops, its Run returns, and it goes.
+  job.node(2)->Stop();
+  runs[2].wait();
+  servers[2].reset();
   job.Destroy(2);
   // The worker handled the failover view (it acknowledges a view once its handler saw it)...
   ASSERT_TRUE(wire->WaitFor(pserver::testing::Direction::kSend, is_view_ack, views_before + 1));
