@@ -81,17 +81,21 @@ class OpenOnExit {
 // Forwards everything to an inner transport and calls the observers with each message sent
 // (before it is sent) and received (before the owner sees it). An optional rewriter may change
 // each outgoing message first (fault injection: corrupt what a well-behaved node would send).
-// Observers and the rewriter run on the sending or receiving thread and must not block.
+// Observers and the rewriter run on the sending or receiving thread and must not block. An
+// optional gate is asked last, before each send: a status other than OK fails the send with it,
+// sending nothing (a send given up); the gate may block its sender (a test holding a send).
 class ObservingTransport final : public transport::Transport {
  public:
   using Observer = std::function<void(const transport::Message&)>;
   using Rewriter = std::function<void(transport::Message&)>;
+  using Gate = std::function<Status(const transport::Message&)>;
   ObservingTransport(std::unique_ptr<transport::Transport> inner, Observer on_send, Observer on_receive,
-                     Rewriter rewrite = {})
+                     Rewriter rewrite = {}, Gate gate = {})
       : inner_(std::move(inner)),
         on_send_(std::move(on_send)),
         on_receive_(std::move(on_receive)),
-        rewrite_(std::move(rewrite)) {}
+        rewrite_(std::move(rewrite)),
+        gate_(std::move(gate)) {}
 
  protected:
   Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
@@ -107,6 +111,7 @@ class ObservingTransport final : public transport::Transport {
     transport::Message m = wire.message();
     if (rewrite_) rewrite_(m);
     if (on_send_) on_send_(m);
+    if (gate_) PSERVER_RETURN_IF_ERROR(gate_(m));
     return may_block ? inner_->Send(std::move(m)) : inner_->SendNoWait(std::move(m));
   }
   Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
@@ -121,6 +126,7 @@ class ObservingTransport final : public transport::Transport {
   Observer on_send_;
   Observer on_receive_;
   Rewriter rewrite_;
+  Gate gate_;
 };
 
 // Queues the data messages that reach a node (attach it with NodeRuntime::AttachDataHandler).

@@ -102,6 +102,54 @@ struct Job {
   std::vector<InterceptingTransport*> server_wires;  // of the servers the job started with
 };
 
+// A server started while the job runs that holds its answers to the rows moved to it
+// (kMigrateRows), so that its join stays in its copy step until Release(). Stop() -- or the
+// destructor -- stops it, waits for its Run to return and lets it go, its KVServer first.
+class HeldJoiner {
+ public:
+  explicit HeldJoiner(Job& job) {
+    auto wire = std::make_unique<InterceptingTransport>(job.job.NewTransport());
+    wire_ = wire.get();
+    wire_->Hold([](const transport::Message& m) { return m.header.type == transport::MessageType::kMigrateRows; });
+    Result<std::unique_ptr<Node>> node =
+        internal::NodeAccess::StartWithTransport(job.job.OptionsFor(pserver::testing::kServer), std::move(wire));
+    if (!node.ok()) {
+      started_ = node.status();
+      return;
+    }
+    node_ = std::move(*node);
+    server_ = std::make_unique<KVServer<float>>(*node_);
+    Node* n = node_.get();
+    run_ = job.job.Spawn([n] { return n->Run(); });
+  }
+  ~HeldJoiner() { Stop(); }
+  HeldJoiner(const HeldJoiner&) = delete;
+  HeldJoiner& operator=(const HeldJoiner&) = delete;
+
+  const Status& started() const { return started_; }
+  // True once the joiner holds an answer to moved rows (false after a generous bound).
+  bool HoldsRows() const { return wire_->WaitForHeld(1); }
+  // Answers the rows held, and those to come.
+  Status Release() {
+    wire_->Hold([](const transport::Message&) { return false; });
+    return wire_->Release().status();
+  }
+  void Stop() {
+    if (!node_) return;
+    node_->Stop();
+    run_.wait();
+    server_.reset();
+    node_.reset();
+  }
+
+ private:
+  Status started_;
+  InterceptingTransport* wire_ = nullptr;
+  std::unique_ptr<Node> node_;
+  std::unique_ptr<KVServer<float>> server_;
+  std::shared_future<Status> run_;
+};
+
 // Pushes of every worker, round after round, until `stop`; each round adds Delta to every key.
 struct Pushers {
   Pushers(Job& job, TableId table, uint64_t seed, const std::vector<Key>& keys) : rounds(job.worker_nodes.size()) {
@@ -276,20 +324,10 @@ TEST(MembershipTest, AJoinerThatDiesWhileRowsMoveChangesNothing) {
   ASSERT_TRUE(WaitUntil([&] { return pushers.MinRounds() >= 2; }));
 
   // The joiner never answers the rows sent to it: it holds its answers, then dies.
-  auto wire = std::make_unique<InterceptingTransport>(job.job.NewTransport());
-  InterceptingTransport* joiner_wire = wire.get();
-  joiner_wire->Hold([](const transport::Message& m) { return m.header.type == transport::MessageType::kMigrateRows; });
-  NodeOptions o = job.job.OptionsFor(pserver::testing::kServer);
-  Result<std::unique_ptr<Node>> joiner = internal::NodeAccess::StartWithTransport(o, std::move(wire));
-  ASSERT_OK(joiner);
-  auto joiner_server = std::make_unique<KVServer<float>>(**joiner);
-  Node* joiner_node = joiner->get();
-  std::shared_future<Status> joiner_run = job.job.Spawn([joiner_node] { return joiner_node->Run(); });
-  ASSERT_TRUE(joiner_wire->WaitForHeld(1)) << "no rows reached the joiner";
-  joiner_node->Stop();  // it stops heartbeating: declared dead, the change is cancelled
-  joiner_run.wait();
-  joiner_server.reset();
-  joiner->reset();
+  HeldJoiner joiner(job);
+  ASSERT_OK(joiner.started());
+  ASSERT_TRUE(joiner.HoldsRows()) << "no rows reached the joiner";
+  joiner.Stop();  // it stops heartbeating: declared dead, the change is cancelled
   // Declared dead (or, had a donor's send to it failed first, sent away): the change is off.
   ASSERT_TRUE(WaitUntil([&] {
     Result<std::string> s = job.scheduler().StatusText(seconds(10));
@@ -325,24 +363,9 @@ TEST(MembershipTest, AServerDyingWhileRowsMoveIsFailedOverFromAndTheJoinStartsAg
   ASSERT_OK(push_rounds(5));
 
   // The joiner holds its answers to the rows sent to it: the change stays in its copy step.
-  auto wire = std::make_unique<InterceptingTransport>(job.job.NewTransport());
-  InterceptingTransport* joiner_wire = wire.get();
-  joiner_wire->Hold([](const transport::Message& m) { return m.header.type == transport::MessageType::kMigrateRows; });
-  NodeOptions o = job.job.OptionsFor(pserver::testing::kServer);
-  Result<std::unique_ptr<Node>> joiner = internal::NodeAccess::StartWithTransport(o, std::move(wire));
-  ASSERT_OK(joiner);
-  auto joiner_server = std::make_unique<KVServer<float>>(**joiner);
-  Node* joiner_node = joiner->get();
-  std::shared_future<Status> joiner_run = job.job.Spawn([joiner_node] { return joiner_node->Run(); });
-  struct StopOnExit {  // the joiner stops and its Run returns before its server and node go
-    Node* node;
-    std::shared_future<Status> run;
-    ~StopOnExit() {
-      node->Stop();
-      run.wait();
-    }
-  } stop_joiner{joiner_node, joiner_run};
-  ASSERT_TRUE(joiner_wire->WaitForHeld(1)) << "no rows reached the joiner";
+  HeldJoiner joiner(job);
+  ASSERT_OK(joiner.started());
+  ASSERT_TRUE(joiner.HoldsRows()) << "no rows reached the joiner";
 
   // Server 1 falls silent, as a killed one does (nothing it sends leaves): declared dead.
   job.server_wires[1]->Hold([](const transport::Message&) { return true; });
@@ -350,8 +373,7 @@ TEST(MembershipTest, AServerDyingWhileRowsMoveIsFailedOverFromAndTheJoinStartsAg
     Result<std::string> s = job.scheduler().StatusText(seconds(10));
     return s.ok() && s->find("dead") != std::string::npos;
   })) << "server 1 was not declared dead";
-  joiner_wire->Hold([](const transport::Message&) { return false; });
-  ASSERT_OK(joiner_wire->Release().status());
+  ASSERT_OK(joiner.Release());
   ASSERT_TRUE(WaitUntil([&] { return job.scheduler().changes_done() >= 1; })) << "the join did not complete";
   Result<std::string> status = job.scheduler().StatusText(seconds(10));
   ASSERT_OK(status);

@@ -63,6 +63,46 @@ std::map<Key, Row> RowsOf(KVServerCore& core, TableId table) {
   return out;
 }
 
+// An inproc cluster whose servers serve doubles, with each server's core (to list its rows).
+struct Cluster {
+  std::unique_ptr<LocalCluster> local;
+  std::vector<std::shared_ptr<KVServerCore>> cores;
+};
+Result<Cluster> StartCluster(uint32_t servers, uint32_t workers, uint32_t replicas) {
+  LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = servers;
+  o.num_workers = workers;
+  o.node = pserver::testing::FastHeartbeats();
+  o.node.replicas = replicas;
+  auto cores = std::make_shared<std::vector<std::shared_ptr<KVServerCore>>>();
+  auto mu = std::make_shared<std::mutex>();
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> local,
+                           LocalCluster::Start(o, [cores, mu](Node& n) -> std::shared_ptr<void> {
+                             auto server = std::make_shared<KVServer<double>>(n);
+                             std::lock_guard lock(*mu);
+                             cores->push_back(std::static_pointer_cast<KVServerCore>(
+                                 internal::NodeAccess::Runtime(n)->AttachDataHandler([] { return nullptr; })));
+                             return server;
+                           }));
+  return Cluster{std::move(local), std::move(*cores)};
+}
+
+// The rows of `table` on every core (held[s]: server s's rows by key), and the servers holding
+// each key.
+struct Holdings {
+  std::vector<std::map<Key, Row>> held;
+  std::map<Key, std::vector<size_t>> holders;
+};
+Holdings HoldingsOf(const std::vector<std::shared_ptr<KVServerCore>>& cores, TableId table) {
+  Holdings h;
+  for (const auto& core : cores) h.held.push_back(RowsOf(*core, table));
+  for (size_t s = 0; s < h.held.size(); ++s) {
+    for (const auto& [key, row] : h.held[s]) h.holders[key].push_back(s);
+  }
+  return h;
+}
+
 struct Case {
   std::string name;
   TableSpec spec;
@@ -87,21 +127,7 @@ TEST_P(ReplicationTest, EveryServerOfAChainHoldsTheSameRowsBitForBit) {
   constexpr int kRounds = 40;
   constexpr Key kKeys = 3000;
 
-  LocalClusterOptions o;
-  o.inproc = true;
-  o.num_servers = c.servers;
-  o.num_workers = kWorkers;
-  o.node = pserver::testing::FastHeartbeats();
-  o.node.replicas = kReplicas;
-  std::mutex mu;
-  std::vector<std::shared_ptr<KVServerCore>> cores;
-  Result<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o, [&](Node& n) -> std::shared_ptr<void> {
-    auto server = std::make_shared<KVServer<double>>(n);
-    std::lock_guard lock(mu);
-    cores.push_back(std::static_pointer_cast<KVServerCore>(
-        internal::NodeAccess::Runtime(n)->AttachDataHandler([] { return nullptr; })));
-    return server;
-  });
+  Result<Cluster> cluster = StartCluster(c.servers, kWorkers, kReplicas);
   ASSERT_OK(cluster);
   std::atomic<uint32_t> table_id{0};
   const bool variable = c.spec.variable_length;
@@ -161,19 +187,14 @@ TEST_P(ReplicationTest, EveryServerOfAChainHoldsTheSameRowsBitForBit) {
     for (; !window.empty(); window.pop_front()) PSERVER_RETURN_IF_ERROR(kv.Wait(window.front()));
     return Status::Ok();
   };
-  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) {
+  ASSERT_OK(cluster->local->RunWorkers([&](Node& node) {
     Status s = push_rounds(node);
     if (!s.ok()) std::printf("worker: %s\n", s.ToString().c_str());
     return s;
   }));
 
   // The rows of every server, and the servers that hold each key.
-  std::vector<std::map<Key, Row>> held;
-  for (auto& core : cores) held.push_back(RowsOf(*core, TableId(table_id.load())));
-  std::map<Key, std::vector<size_t>> holders;
-  for (size_t s = 0; s < held.size(); ++s) {
-    for (const auto& [key, row] : held[s]) holders[key].push_back(s);
-  }
+  const auto [held, holders] = HoldingsOf(cluster->cores, TableId(table_id.load()));
   ASSERT_FALSE(holders.empty());
   const size_t copies = std::min<size_t>(kReplicas, c.servers);
   size_t checked = 0;
@@ -320,33 +341,19 @@ TEST(ReplicaTest, RefusesAMalformedReplicateWholeAndAppliesAWellFormedOne) {
 // has them send their replicas all of their rows again: every key ends on its chain's servers,
 // bit-identical, and a push after it is applied on top of whole rows.
 TEST(ReplicaTest, AViewThatCallsOffAChangeMakesOwnersResyncTheirReplicas) {
-  LocalClusterOptions o;
-  o.inproc = true;
-  o.num_servers = 3;
-  o.num_workers = 1;
-  o.node = pserver::testing::FastHeartbeats();
-  o.node.replicas = 2;
-  std::mutex mu;
-  std::vector<std::shared_ptr<KVServerCore>> cores;
-  Result<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o, [&](Node& n) -> std::shared_ptr<void> {
-    auto server = std::make_shared<KVServer<double>>(n);
-    std::lock_guard lock(mu);
-    cores.push_back(std::static_pointer_cast<KVServerCore>(
-        internal::NodeAccess::Runtime(n)->AttachDataHandler([] { return nullptr; })));
-    return server;
-  });
+  Result<Cluster> cluster = StartCluster(3, 1, 2);
   ASSERT_OK(cluster);
-  cluster::Scheduler* scheduler = internal::NodeAccess::Scheduler((*cluster)->scheduler());
+  cluster::Scheduler* scheduler = internal::NodeAccess::Scheduler(cluster->local->scheduler());
   NodeId third;
   for (uint32_t i = 0; i < 3; ++i) {
-    if ((*cluster)->server(i).rank().value == 2) third = (*cluster)->server(i).id();
+    if (cluster->local->server(i).rank().value == 2) third = cluster->local->server(i).id();
   }
   ASSERT_NE(third.value, 0u);
   TableSpec spec;
   spec.name = "t";
   spec.value_type = ValueType::kFloat64;
   std::atomic<uint32_t> table_id{0};
-  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) -> Status {
+  ASSERT_OK(cluster->local->RunWorkers([&](Node& node) -> Status {
     PSERVER_ASSIGN_OR_RETURN(const TableId table, node.DeclareTable(spec));
     table_id = table.value;
     KVWorker<double> kv(node);
@@ -364,12 +371,7 @@ TEST(ReplicaTest, AViewThatCallsOffAChangeMakesOwnersResyncTheirReplicas) {
     PSERVER_RETURN_IF_ERROR(scheduler->SendView({}, std::chrono::seconds(30)));
     return push(2.0);
   }));
-  std::vector<std::map<Key, Row>> held;
-  for (auto& core : cores) held.push_back(RowsOf(*core, TableId(table_id.load())));
-  std::map<Key, std::vector<size_t>> holders;
-  for (size_t s = 0; s < held.size(); ++s) {
-    for (const auto& [key, row] : held[s]) holders[key].push_back(s);
-  }
+  const auto [held, holders] = HoldingsOf(cluster->cores, TableId(table_id.load()));
   ASSERT_EQ(holders.size(), 3000u);
   for (const auto& [key, servers] : holders) {
     ASSERT_EQ(servers.size(), 2u) << "key " << key << " is held by " << servers.size() << " servers";
@@ -377,65 +379,6 @@ TEST(ReplicaTest, AViewThatCallsOffAChangeMakesOwnersResyncTheirReplicas) {
         << "key " << key << ": the row of server " << servers[1] << " differs from that of server " << servers[0];
   }
 }
-
-// Forwards everything to an inner transport, except that the first data request matching
-// StallFirst's match blocks its sender until release() opens, then fails as a send given up on a dead peer does
-// (nothing of it left). A test tool for the moment a send's failure is reported.
-class StallingTransport final : public transport::Transport {
- public:
-  using Match = std::function<bool(const transport::Header&)>;
-  explicit StallingTransport(std::unique_ptr<transport::Transport> inner) : inner_(std::move(inner)) {}
-
-  void StallFirst(Match stall) {
-    std::lock_guard lock(mu_);
-    stall_ = std::move(stall);
-  }
-  // Opens when the stalled send began; opening `release` ends it.
-  pserver::testing::Gate& stalled() { return stalled_; }
-  pserver::testing::Gate& release() { return release_; }
-
- protected:
-  Result<std::string> DoListen(const std::string& address) override { return inner_->Listen(address); }
-  Status DoConnect(NodeId peer, const std::string& address, const transport::ConnectionId& present_as) override {
-    return inner_->Connect(peer, address, present_as);
-  }
-  void DoDisconnect(NodeId peer) override { inner_->Disconnect(peer); }
-  void DoWatch(NodeId peer) override { inner_->Watch(peer); }
-  std::vector<NodeId> DoPeersDown(std::chrono::milliseconds for_at_least) override {
-    return inner_->PeersDown(for_at_least);
-  }
-  Status DoSend(NodeId, const transport::WireMessage& wire, bool may_block) override {
-    transport::Message m = wire.message();
-    bool stall = false;
-    {
-      std::lock_guard lock(mu_);
-      if (stall_ && stall_(m.header)) {
-        stall = true;
-        stall_ = nullptr;
-      }
-    }
-    if (stall) {
-      stalled_.Open();
-      if (!release_.Wait(std::chrono::seconds(60))) return Status::DeadlineExceeded("the test never released the send");
-      return Status::Unavailable("given up by the test");
-    }
-    return may_block ? inner_->Send(std::move(m)) : inner_->SendNoWait(std::move(m));
-  }
-  Result<RawFrames> DoReceive(std::chrono::milliseconds timeout) override {
-    PSERVER_ASSIGN_OR_RETURN(transport::Message m, inner_->Receive(timeout));
-    return RawFrames{transport::EncodeWire(transport::WireMessage(m)), m.origin};
-  }
-  void DoShutdown() override {
-    release_.Open();
-    inner_->Shutdown();
-  }
-
- private:
-  std::unique_ptr<transport::Transport> inner_;
-  std::mutex mu_;
-  Match stall_;
-  pserver::testing::Gate stalled_, release_;
-};
 
 // A worker's push to a server that dies, whose send fails only after the failover view reached
 // the worker (another thread's send, blocked on the dead server, reports it late): none of it
@@ -446,6 +389,10 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
   constexpr uint32_t kServers = 3;
   NodeOptions base = pserver::testing::FastHeartbeats();
   base.replicas = 2;
+  // What the worker's send gate (below) uses outlives the job, whose nodes it serves.
+  std::atomic<uint32_t> victim_id{0};
+  std::atomic<bool> stalled_once{false};
+  pserver::testing::Gate stalled, release;
   pserver::testing::InprocJob job(base);
   ASSERT_OK(job.StartScheduler(kServers, 1));
   job.RunScheduler();
@@ -456,11 +403,21 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
     transports.push_back(nullptr);
   }
   options.push_back(job.OptionsFor(pserver::testing::Worker(0)));
+  // The worker's sends are logged (wire); the first push to the victim, once chosen, stalls in
+  // its send until released, then fails as a send given up on a dead peer does.
   auto logged = std::make_unique<pserver::testing::InterceptingTransport>(job.NewTransport());
   pserver::testing::InterceptingTransport* wire = logged.get();
-  auto stalling = std::make_unique<StallingTransport>(std::move(logged));
-  StallingTransport* stall = stalling.get();
-  transports.push_back(std::move(stalling));
+  transports.push_back(std::make_unique<pserver::testing::ObservingTransport>(
+      std::move(logged), nullptr, nullptr, nullptr, [&](const transport::Message& m) {
+        const transport::Header& h = m.header;
+        if (h.type != transport::MessageType::kPush || h.is_reply() || h.receiver.value != victim_id.load() ||
+            stalled_once.exchange(true)) {
+          return Status::Ok();
+        }
+        stalled.Open();
+        if (!release.Wait(std::chrono::seconds(60))) return Status::DeadlineExceeded("the test never released the send");
+        return Status::Unavailable("given up by the test");
+      }));
   for (const Status& s : job.StartNodes(options, std::move(transports))) ASSERT_OK(s);
   std::vector<std::unique_ptr<KVServer<float>>> servers;
   std::vector<std::shared_future<Status>> runs;
@@ -490,10 +447,7 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
     if (*owner == 2) its_keys.push_back(k);
   }
   ASSERT_FALSE(its_keys.empty());
-  const NodeId victim = job.node(2)->id();
-  stall->StallFirst([victim](const transport::Header& h) {
-    return h.type == transport::MessageType::kPush && !h.is_reply() && h.receiver == victim;
-  });
+  victim_id = job.node(2)->id().value;
   const auto is_view_ack = [](const transport::Header& h) { return h.type == transport::MessageType::kViewChangeReply; };
   const size_t views_before = wire->Count(pserver::testing::Direction::kSend, is_view_ack);
   std::shared_future<Status> second = job.Spawn([&]() -> Status {
@@ -501,8 +455,8 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
                              kv.Push(*table, std::vector<Key>(its_keys), std::vector<float>(its_keys.size(), 2.0f)));
     return kv.Wait(ts);
   });
-  ASSERT_TRUE(stall->stalled().Wait(std::chrono::seconds(60)));
-  pserver::testing::OpenOnExit release_on_exit(stall->release());  // a failed assertion strands no thread
+  pserver::testing::OpenOnExit release_on_exit(release);  // a failed assertion strands no thread
+  ASSERT_TRUE(stalled.Wait(std::chrono::seconds(60)));
   // Server 2 dies: it stops, its Run returns, and it goes.
   job.node(2)->Stop();
   runs[2].wait();
@@ -511,7 +465,7 @@ TEST(FailoverResendTest, ASendThatFailsAfterTheFailoverViewIsResentPlainly) {
   // The worker handled the failover view (it acknowledges a view once its handler saw it)...
   ASSERT_TRUE(wire->WaitFor(pserver::testing::Direction::kSend, is_view_ack, views_before + 1));
   // ...and only then learns that the stalled send failed.
-  stall->release().Open();
+  release.Open();
   ASSERT_OK(second.get());
   const auto failover = [](const transport::Header& h) {
     return h.type == transport::MessageType::kPush && (h.flags & transport::kFlagFailover) != 0;

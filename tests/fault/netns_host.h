@@ -58,20 +58,18 @@ class NetnsHost {
 
   // Every packet in or out of the namespace's link dropped: nothing reaches it, no connection
   // resets (a partition, as a cut cable or a dead switch port).
-  Status Partition() { return Rules("drop"); }
+  Status Partition() { return Rules("drop", "drop"); }
   // Every packet between the namespace and `address` (this side's) dropped, the rest let through.
   // A process listening at `address` no longer hears the namespace, but the connections it opens
   // itself leave from this side's first address (`outside()`) and pass: an asymmetric partition.
   Status CutFrom(const std::string& address) {
-    (void)std::system(fmt::format("ip netns exec {} nft delete table inet psfault >/dev/null 2>&1", name_).c_str());
-    return Shell(fmt::format(
-        "echo 'table inet psfault {{ chain in {{ type filter hook input priority 0; policy accept; iifname \"{1}\" "
-        "ip saddr {2} drop; }}; chain out {{ type filter hook output priority 0; policy accept; oifname \"{1}\" "
-        "ip daddr {2} drop; }}; }}' | ip netns exec {0} nft -f -",
-        name_, inner_link_, address));
+    return Rules(fmt::format("ip saddr {} drop", address), fmt::format("ip daddr {} drop", address));
   }
   // Each packet in or out dropped with probability percent / 100 (TCP sends it again).
-  Status Loss(int percent) { return Rules(fmt::format("numgen random mod 100 < {} drop", percent)); }
+  Status Loss(int percent) {
+    const std::string verdict = fmt::format("numgen random mod 100 < {} drop", percent);
+    return Rules(verdict, verdict);
+  }
   // Takes the rules away.
   Status Heal() { return Shell(fmt::format("ip netns exec {} nft delete table inet psfault", name_)); }
 
@@ -93,13 +91,14 @@ class NetnsHost {
     }
     return Status::Ok();
   }
-  Status Rules(const std::string& verdict) {
+  // Replaces the namespace's rules: `in` on packets arriving over its link, `out` on those leaving.
+  Status Rules(const std::string& in, const std::string& out) {
     (void)std::system(fmt::format("ip netns exec {} nft delete table inet psfault >/dev/null 2>&1", name_).c_str());
     return Shell(fmt::format(
         "echo 'table inet psfault {{ chain in {{ type filter hook input priority 0; policy accept; iifname \"{1}\" {2}; "
-        "}}; chain out {{ type filter hook output priority 0; policy accept; oifname \"{1}\" {2}; }}; }}' | "
+        "}}; chain out {{ type filter hook output priority 0; policy accept; oifname \"{1}\" {3}; }}; }}' | "
         "ip netns exec {0} nft -f -",
-        name_, inner_link_, verdict));
+        name_, inner_link_, in, out));
   }
   void Teardown() {
     (void)std::system(fmt::format("ip netns del {} 2>/dev/null; ip link del {} 2>/dev/null", name_, outer_link_).c_str());

@@ -93,11 +93,7 @@ class Shared {
   // none is live. Under the lock, as SignalServer.
   int KillWorker(const std::function<size_t(size_t)>& pick) {
     std::lock_guard lock(mu_);
-    if (workers_.empty() || ended_) return -1;
-    auto it = workers_.begin();
-    std::advance(it, static_cast<long>(pick(workers_.size())));
-    kill(it->second, SIGKILL);
-    return it->first;
+    return SignalPicked(workers_, SIGKILL, pick);
   }
   void SchedulerStarted(pid_t pid) {
     std::lock_guard lock(mu_);
@@ -175,11 +171,7 @@ class Shared {
   // returned (LaunchOptions::on_exit), so a server still listed has its pid.
   int SignalServer(int sig, const std::function<size_t(size_t)>& pick) {
     std::lock_guard lock(mu_);
-    if (servers_.empty() || ended_) return -1;
-    auto it = servers_.begin();
-    std::advance(it, static_cast<long>(pick(servers_.size())));
-    kill(it->second, sig);
-    return it->first;
+    return SignalPicked(servers_, sig, pick);
   }
   // Sends `sig` to server `index` if it is still live; whether it was.
   bool SignalServerAt(int index, int sig) {
@@ -209,6 +201,16 @@ class Shared {
   }
 
  private:
+  // Sends `sig` to the process of `live` (index -> pid) that `pick` selects; its index, or -1
+  // if none is live or the launch ended. REQUIRES: mu_ held.
+  int SignalPicked(const std::map<int, pid_t>& live, int sig, const std::function<size_t(size_t)>& pick) {
+    if (live.empty() || ended_) return -1;
+    auto it = live.begin();
+    std::advance(it, static_cast<long>(pick(live.size())));
+    kill(it->second, sig);
+    return it->first;
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   std::string address_;
