@@ -5,6 +5,10 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
@@ -28,7 +32,13 @@ class EtcdStore final : public Store {
     client_.set_connection_timeout(sec, usec);
     client_.set_read_timeout(sec, usec);
     client_.set_write_timeout(sec, usec);
+    // One connection for every request: a scheduler writes its state at each barrier, and a
+    // connection per request would leave thousands of sockets in TIME_WAIT.
+    client_.set_keep_alive(true);
   }
+
+  // From now on a request that fails for want of an answer is tried again (see Call).
+  void RetryFor(std::chrono::milliseconds budget) { retry_for_ = budget; }
 
   std::string Describe() const override { return fmt::format("etcd at {} (prefix {})", endpoint_, prefix_); }
 
@@ -63,12 +73,23 @@ class EtcdStore final : public Store {
     }
     json txn = {{"compare", json::array({compare})},
                 {"success", json::array({json{{"request_put", {{"key", k}, {"value", B64(value)}}}}})}};
-    PSERVER_ASSIGN_OR_RETURN(json reply, Call("txn", txn, key));
+    bool ambiguous = false;
+    PSERVER_ASSIGN_OR_RETURN(json reply, Call("txn", txn, key, &ambiguous));
     // The gateway leaves out fields at their default: no "succeeded" means false.
     const auto it = reply.find("succeeded");
     const bool swapped = it != reply.end() && it->is_boolean() && it->get<bool>();
-    if (swapped) Remember(key, std::string(value), RevisionOf(reply.value("header", json::object()), "revision"));
-    return swapped;
+    if (swapped) {
+      Remember(key, std::string(value), RevisionOf(reply.value("header", json::object()), "revision"));
+      return true;
+    }
+    // A try that went unanswered may have been applied, and then the compare of the next one
+    // fails on this very value: the swap happened if the key holds it now.
+    if (ambiguous) {
+      Result<std::string> now = Get(key);
+      if (now.ok()) return *now == value;
+      if (now.status().code() != StatusCode::kNotFound) return now.status();
+    }
+    return false;
   }
 
   Status Delete(std::string_view key) override {
@@ -96,28 +117,58 @@ class EtcdStore final : public Store {
   }
 
   // POSTs `body` to /v3/kv/<what>; the reply's JSON, or an error naming the store, the
-  // operation and `key`.
-  Result<json> Call(const char* what, const json& body, std::string_view key) {
+  // operation and `key`. A try that gets no answer (a connection refused or reset, a timeout)
+  // or an HTTP 5xx (etcd electing a leader, a request that timed out inside etcd) is repeated,
+  // with a growing pause, until retry_for_ has passed since the first: etcd is briefly
+  // unavailable in normal operation. *ambiguous (if given) is set when an unanswered try may
+  // have been applied.
+  Result<json> Call(const char* what, const json& body, std::string_view key, bool* ambiguous = nullptr) {
     auto fail = [&](const std::string& why) {
       return Status::Unavailable(fmt::format("{}: {} of '{}' failed: {}", Describe(), what, key, why));
     };
-    const httplib::Result res = [&] {
-      MutexLock lock(&mu_);
-      return client_.Post(fmt::format("/v3/kv/{}", what).c_str(), body.dump(), "application/json");
-    }();
-    if (!res) {
-      return fail(fmt::format("{} (no answer within {} ms, or the connection failed)", httplib::to_string(res.error()),
-                              timeout_.count()));
+    const std::string path = fmt::format("/v3/kv/{}", what);
+    const std::string text = body.dump();
+    const auto give_up = std::chrono::steady_clock::now() + retry_for_;
+    auto pause = std::chrono::milliseconds(20);
+    int tries = 0;
+    for (;;) {
+      ++tries;
+      const httplib::Result res = [&] {
+        MutexLock lock(&mu_);
+        return client_.Post(path.c_str(), text, "application/json");
+      }();
+      std::string why;
+      if (!res) {
+        // Connect failures were never sent; any other may have reached etcd.
+        if (ambiguous && res.error() != httplib::Error::Connection) *ambiguous = true;
+        why = fmt::format("{} (no answer within {} ms, or the connection failed)", httplib::to_string(res.error()),
+                          timeout_.count());
+      } else if (res->status >= 500) {
+        if (ambiguous) *ambiguous = true;
+        why = fmt::format("HTTP {}: {}", res->status, res->body.substr(0, 200));
+      } else {
+        return Answer(*res, fail);
+      }
+      if (std::chrono::steady_clock::now() + pause >= give_up) {
+        return fail(tries == 1 ? why : fmt::format("{} ({} tries over {} ms)", why, tries, retry_for_.count()));
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(1000));
     }
-    json reply = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-    if (res->status != 200) {
-      std::string message = res->body;
+  }
+
+  // The JSON of an answer; `fail` makes the error of one that is not a success.
+  template <typename Fail>
+  static Result<json> Answer(const httplib::Response& res, Fail&& fail) {
+    json reply = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+    if (res.status != 200) {
+      std::string message = res.body;
       if (!reply.is_discarded() && reply.is_object() && reply.contains("message") && reply["message"].is_string()) {
         message = reply["message"].get<std::string>();
       }
-      return fail(fmt::format("HTTP {}: {}", res->status, message));
+      return fail(fmt::format("HTTP {}: {}", res.status, message));
     }
-    if (reply.is_discarded() || !reply.is_object()) return fail("the answer is not a JSON object: " + res->body.substr(0, 200));
+    if (reply.is_discarded() || !reply.is_object()) return fail("the answer is not a JSON object: " + res.body.substr(0, 200));
     return reply;
   }
 
@@ -174,6 +225,7 @@ class EtcdStore final : public Store {
   const std::string endpoint_;
   const std::string prefix_;
   const std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds retry_for_{0};  // set once open: the first probe fails fast
   Mutex mu_;
   httplib::Client client_ ABSL_GUARDED_BY(mu_);
   // The value and mod revision of each key this store last read or wrote.
@@ -183,7 +235,7 @@ class EtcdStore final : public Store {
 }  // namespace
 
 Result<std::unique_ptr<Store>> OpenEtcdStore(const std::string& endpoint, const std::string& prefix,
-                                             std::chrono::milliseconds timeout) {
+                                             std::chrono::milliseconds timeout, std::chrono::milliseconds retry_for) {
   if (!endpoint.starts_with("http://") || endpoint.size() <= 7) {
     return Status::InvalidArgument(fmt::format("etcd endpoint '{}': expected http://HOST:PORT", endpoint));
   }
@@ -195,18 +247,20 @@ Result<std::unique_ptr<Store>> OpenEtcdStore(const std::string& endpoint, const 
   if (Result<std::string> probe = store->Get(".open"); !probe.ok() && probe.status().code() != StatusCode::kNotFound) {
     return probe.status();
   }
+  store->RetryFor(retry_for);
   return std::unique_ptr<Store>(std::move(store));
 }
 
-Result<std::unique_ptr<Store>> OpenStore(const std::string& url, std::chrono::milliseconds timeout) {
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url, std::chrono::milliseconds timeout,
+                                         std::chrono::milliseconds retry_for) {
   if (url.starts_with("file:")) return OpenFileStore(url.substr(5));
   if (url.starts_with("etcd:http://")) {
     const std::string rest = url.substr(5);
     const size_t path = rest.find('/', 7);
-    if (path == std::string::npos || path + 1 == rest.size()) return OpenEtcdStore(rest.substr(0, path), "pserver/", timeout);
+    if (path == std::string::npos || path + 1 == rest.size()) return OpenEtcdStore(rest.substr(0, path), "pserver/", timeout, retry_for);
     std::string prefix = rest.substr(path + 1);
     if (prefix.back() != '/') prefix += '/';
-    return OpenEtcdStore(rest.substr(0, path), prefix, timeout);
+    return OpenEtcdStore(rest.substr(0, path), prefix, timeout, retry_for);
   }
   return Status::InvalidArgument(
       fmt::format("store '{}': expected file:DIR or etcd:http://HOST:PORT[/PREFIX]", url));

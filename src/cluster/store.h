@@ -61,15 +61,19 @@ class Store {
 
 // Opens the store `url` names (above). `timeout` bounds each etcd request. kInvalidArgument for
 // a URL of another form; a file store's directory that cannot be created or written, or an
-// etcd that does not answer, fails here.
+// etcd that does not answer, fails here at once. Once open, an etcd request that gets no answer
+// or an HTTP 5xx is tried again, with growing pauses, for up to `retry_for` (a leader election
+// or a slow disk stalls etcd for seconds); a compare-and-swap whose unanswered try was applied
+// after all reports the swap.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url,
-                                         std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                                         std::chrono::milliseconds retry_for = std::chrono::seconds(30));
 
 // The two stores, as OpenStore opens them: a file store in `dir`, and the keys under `prefix`
 // (ending in '/') of the etcd cluster at `endpoint` ("http://HOST:PORT").
 Result<std::unique_ptr<Store>> OpenFileStore(const std::string& dir);
 Result<std::unique_ptr<Store>> OpenEtcdStore(const std::string& endpoint, const std::string& prefix,
-                                             std::chrono::milliseconds timeout);
+                                             std::chrono::milliseconds timeout, std::chrono::milliseconds retry_for);
 
 // OK for a valid key (above), else kInvalidArgument naming it.
 Status CheckStoreKey(std::string_view key);

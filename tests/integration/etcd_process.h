@@ -73,6 +73,7 @@ class EtcdProcess {
     process_->WaitExit(kEtcdGuard);
     process_.reset();
   }
+  void Signal(int sig) { process_->Signal(sig); }
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
 
  private:

@@ -4,6 +4,7 @@
 // of every kind of damaged file, and clear errors for an etcd that is not there.
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -276,6 +277,50 @@ TEST(EtcdStoreTest, AnEtcdThatIsNotThereAndBadUrlsAreClearErrors) {
     Result<std::unique_ptr<Store>> bad = OpenStore(url);
     EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << url << ": " << bad.status();
   }
+}
+
+// etcd stalls in normal operation (a leader election, a slow fsync): a store request waits for it,
+// within the retry budget, and a compare-and-swap whose unanswered try etcd applied later reports
+// the swap rather than a conflict (the scheduler would take that for another scheduler).
+TEST(EtcdStoreTest, AStalledEtcdIsWaitedForWithinTheBudgetAndAnAppliedSwapCounts) {
+  const std::filesystem::path dir = MakeTempDir("stall");
+  EtcdProcess etcd(dir);
+  std::string why;
+  ASSERT_TRUE(etcd.Start(&why)) << why;
+  const std::string url = "etcd:" + etcd.endpoint() + "/stall";
+  Result<std::unique_ptr<Store>> patient = OpenStore(url, 300ms, 120s);
+  ASSERT_OK(patient);
+  ASSERT_OK((*patient)->Put("job/state", "a"));
+  ASSERT_OK((*patient)->Get("job/state"));
+
+  // Stopped, etcd takes the request into its socket's queue and answers nothing; its first try
+  // times out (300 ms) and may already be applied when etcd goes on. Either way the swap is done.
+  etcd.Signal(SIGSTOP);
+  Result<bool> swapped = false;
+  std::thread swapper([&] { swapped = (*patient)->CompareAndSwap("job/state", std::string("a"), "b"); });
+  // Not a synchronisation: the outcome below is the same whether or not a try timed out first;
+  // the pause only makes the retry path the one usually taken.
+  std::this_thread::sleep_for(1s);
+  etcd.Signal(SIGCONT);
+  swapper.join();
+  ASSERT_OK(swapped);
+  EXPECT_TRUE(*swapped);
+  Result<std::string> now = (*patient)->Get("job/state");
+  ASSERT_OK(now);
+  EXPECT_EQ(*now, "b");
+
+  // Past the budget, the error names etcd, the key and how many tries were made.
+  Result<std::unique_ptr<Store>> hasty = OpenStore(url, 200ms, 700ms);
+  ASSERT_OK(hasty);
+  etcd.Signal(SIGSTOP);
+  Status put = (*hasty)->Put("job/other", "x");
+  etcd.Signal(SIGCONT);
+  EXPECT_EQ(put.code(), StatusCode::kUnavailable) << put;
+  EXPECT_NE(put.message().find(etcd.endpoint()), std::string::npos) << put;
+  EXPECT_NE(put.message().find("job/other"), std::string::npos) << put;
+  EXPECT_NE(put.message().find("tries over 700 ms"), std::string::npos) << put;
+  etcd.Kill();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
