@@ -13,6 +13,7 @@
 #include "apps/linear/logistic.h"
 #include "pserver/kv_worker.h"
 #include "pserver/table.h"
+#include "pserver/updater.h"
 
 namespace pserver::linear {
 namespace {
@@ -82,6 +83,10 @@ class Trainer {
   // Sets the weights, margins and KKT verdicts of the local columns from the weight table
   // (weights and full gradients as every worker's margins hold them: between passes).
   Status PullWeights();
+  // Writes the trust regions of the features this worker owns to the trust table, and waits
+  // for every worker's (before a checkpoint); reads those of its features back (on resume).
+  Status PushTrust();
+  Status PullTrust();
   JobStats::Row Figures() const;
   Status StartIteration(int64_t t);
   Status FinishPull(InFlight& p);
@@ -100,17 +105,23 @@ class Trainer {
   const DbpgOptions o_;
   KVWorker<double> kv_;
   TableId w_table_;
+  TableId trust_table_;
   std::unique_ptr<JobStats> stats_;
   std::unique_ptr<PassCheckpoints> checkpoints_;
 
   Columns cols_;
   uint64_t num_features_ = 0;
+  uint32_t blocks_ = 0;  // feature blocks per pass (options.num_blocks, or BlocksFor the data)
   std::vector<uint64_t> block_begin_;  // local column where each block starts (+ end)
   std::vector<double> margin_;         // <x_i, w> per local row
   std::vector<double> weight_;         // current weight per local column
   std::vector<bool> active_;           // not filtered out by the KKT filter
   std::vector<bool> next_active_;
+  std::vector<double> trust_;          // per local column: its trust region (the servers' Delta)
+  std::vector<double> last_step_;      // per local column: the step of its last iteration
+  std::vector<double> grad_;           // per local column: the full gradient of its last iteration
   std::vector<double> d_, h_, s_;      // per row: loss derivative, curvature, block row |x| sum
+  std::vector<double> reach_;          // per row: how far the steps in flight may move its margin
   std::vector<int64_t> stamp_;         // per row: iteration + 1 whose d_, h_ it holds
   std::deque<InFlight> inflight_;
   uint64_t bytes_sent_ = 0;
@@ -120,29 +131,41 @@ class Trainer {
 };
 
 Status Trainer::Setup() {
-  if (o_.num_blocks == 0) return Status::InvalidArgument("num_blocks must be at least 1");
   if (o_.l1 < 0 || o_.l2 < 0) return Status::InvalidArgument("l1 and l2 must be >= 0");
   if (o_.tau < 0) return Status::InvalidArgument("tau must be >= 0");
   // The built-in "prox" rule in its gradient layout: a row is (w, G), a push (g, u). The
   // objective's l2 |w|^2 is the rule's (l2/2) x^2 with twice the weight.
   TableSpec w{.name = o_.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 2};
   w.updater = {.name = o_.rule,
-               .params = {{"l1", o_.l1}, {"l2", 2 * o_.l2}, {"delta", o_.trust_region}, {"gradient", 1}}};
+               .params = {{"l1", o_.l1},
+                          {"l2", 2 * o_.l2},
+                          {"delta", o_.trust_region},
+                          {"delta_min", o_.trust_region_min},
+                          {"adaptive", 1},
+                          {"gradient", 1}}};
   w.push_arity = 1;
   PSERVER_ASSIGN_OR_RETURN(w_table_, node_.DeclareTable(w, o_.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
+  // The workers' copy of each feature's trust region and last step (the servers keep theirs in
+  // the rule's state), written before each checkpoint so that a resumed job goes on exactly.
+  TableSpec trust{.name = o_.table_prefix + "_trust", .value_type = ValueType::kFloat64, .width = 2};
+  trust.updater.name = "assign";
+  PSERVER_ASSIGN_OR_RETURN(trust_table_, node_.DeclareTable(trust, o_.wait_timeout));
   Adopter adopt;
   if (o_.load_share) adopt = [this](const std::vector<uint32_t>& shares) { return Adopt(shares); };
   cols_ = ToColumns(*data_);
-  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, data_->num_rows(), o_.wait_timeout,
+  PSERVER_ASSIGN_OR_RETURN(stats_, JobStats::Create(node_, o_.table_prefix, cols_.ids, data_->num_rows(),
+                                                    data_->feature_ids().size(), o_.wait_timeout,
                                                     o_.describe_data, std::move(adopt)));
   num_features_ = stats_->num_features();
+  blocks_ = o_.num_blocks > 0 ? o_.num_blocks : BlocksFor(stats_->num_nonzeros(), stats_->num_rows(), stats_->num_shares(), num_features_);
   BuildLocal();
   PSERVER_ASSIGN_OR_RETURN(checkpoints_,
                            PassCheckpoints::Create(node_, o_.table_prefix, o_.checkpoints, stats_->num_rows(),
                                                    num_features_, o_.max_passes, o_.wait_timeout));
   if (o_.checkpoints.resume) {
     PSERVER_RETURN_IF_ERROR(PullWeights());
+    PSERVER_RETURN_IF_ERROR(PullTrust());
     // No worker pushes before every worker pulled the checkpoint's weights: a pull after another
     // worker's first push would see a step taken on part of the gradient.
     PSERVER_RETURN_IF_ERROR(node_.Barrier(BarrierGroup::kWorkers, o_.wait_timeout));
@@ -153,20 +176,26 @@ Status Trainer::Setup() {
 void Trainer::BuildLocal() {
   const size_t n = cols_.ids.size();
   // Blocks: contiguous feature-id ranges [F b / B, F (b+1) / B).
-  block_begin_.resize(o_.num_blocks + 1);
-  for (uint32_t b = 0; b <= o_.num_blocks; ++b) {
+  block_begin_.resize(blocks_ + 1);
+  for (uint32_t b = 0; b <= blocks_; ++b) {
     // floor(F b / B) without overflow.
-    const uint64_t first = num_features_ / o_.num_blocks * b + num_features_ % o_.num_blocks * b / o_.num_blocks;
+    const uint64_t first = num_features_ / blocks_ * b + num_features_ % blocks_ * b / blocks_;
     block_begin_[b] = std::lower_bound(cols_.ids.begin(), cols_.ids.end(), first) - cols_.ids.begin();
   }
   const size_t rows = data_->num_rows();
   margin_.assign(rows, 0.0);
   weight_.assign(n, 0.0);
+  // Until a step of its own is seen, a feature's trust region is taken at its largest: never
+  // smaller than the servers' (which is what keeps the curvature bound a bound).
+  trust_.assign(n, o_.trust_region);
+  grad_.assign(n, 0.0);
+  last_step_.assign(n, 0.0);
   active_.assign(n, true);
   next_active_.assign(n, true);
   d_.assign(rows, 0.0);
   h_.assign(rows, 0.0);
   s_.assign(rows, 0.0);
+  reach_.assign(rows, 0.0);
   stamp_.assign(rows, 0);
 }
 
@@ -190,6 +219,7 @@ Status Trainer::PullWeights() {
     const double band = (1 - o_.kkt_margin) * o_.l1;
     for (size_t j = 0; j < cols_.ids.size(); ++j) {
       weight_[j] = vals[2 * j];
+      grad_[j] = vals[2 * j + 1];
       // The KKT filter's verdict every worker holding the feature reached from the same (w, G)
       // at its last pull: the taker pushes and pulls the same features as they do (a feature
       // pushed by some workers only would step on part of its gradient, and the others' margins
@@ -205,7 +235,7 @@ Status Trainer::PullWeights() {
 }
 
 Status Trainer::StartIteration(int64_t t) {
-  const uint32_t b = static_cast<uint32_t>(t % o_.num_blocks);
+  const uint32_t b = static_cast<uint32_t>(t % blocks_);
   const uint64_t begin = block_begin_[b], end = block_begin_[b + 1];
   // Row coefficients at the current margins (loss derivative and curvature), computed only
   // for the rows this block touches: an iteration costs the block's non-zeros, not all rows.
@@ -217,40 +247,45 @@ Status Trainer::StartIteration(int64_t t) {
     d_[i] = -y * (1 - p);
     h_[i] = p * (1 - p);
   };
-  // s_i: sum of |x_ij| over the active features of this block and of the blocks whose steps
-  // are still in flight (they change the margins at the same time as this one), for the
-  // diagonal bound of their joint Hessian (Gershgorin: X^T D X <= diag(sum_i D_i |x_ij| s_i)).
-  const int64_t delay = std::min<int64_t>(o_.tau, o_.num_blocks - 1);
+  const int64_t delay = std::min<int64_t>(o_.tau, blocks_ - 1);
   auto for_window = [&](auto&& fn) {
     for (int64_t q = std::max<int64_t>(0, t - delay); q <= t; ++q) {
-      const uint32_t qb = static_cast<uint32_t>(q % o_.num_blocks);
+      const uint32_t qb = static_cast<uint32_t>(q % blocks_);
       for (uint64_t j = block_begin_[qb]; j < block_begin_[qb + 1]; ++j) {
         if (!active_[j]) continue;
-        for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) fn(k);
+        for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) fn(j, k);
       }
     }
   };
-  for_window([&](uint64_t k) { s_[cols_.rows[k]] += std::abs(cols_.vals[k]); });
+  for_window([&](uint64_t j, uint64_t k) {
+    const double ax = std::abs(cols_.vals[k]);
+    s_[cols_.rows[k]] += ax;
+    reach_[cols_.rows[k]] += ax * trust_[j];
+  });
   InFlight pull;
   pull.iteration = t;
   std::vector<Key> keys;
   std::vector<double> vals;
   for (uint64_t j = begin; j < end; ++j) {
     if (!active_[j]) continue;
+    // g_j and a bound u_j on the loss's second derivative along feature j anywhere within the
+    // feature's trust region |d| <= D_j: a row's curvature p (1 - p) grows by at most a factor
+    // e^{|x_ij| D_j} as its margin moves by |x_ij| D_j, and never exceeds 1/4.
     double g = 0, u = 0;
     for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
       const uint32_t i = cols_.rows[k];
       const double x = cols_.vals[k];
       coefficients(i);
       g += d_[i] * x;
-      u += h_[i] * std::abs(x) * s_[i];
+      const double ax = std::abs(x);
+      u += std::min(h_[i] * std::exp(reach_[i]), 0.25) * ax * s_[i];
     }
     keys.push_back(cols_.ids[j]);
     vals.push_back(g);
     vals.push_back(u);
     pull.local.push_back(static_cast<uint32_t>(j));
   }
-  for_window([&](uint64_t k) { s_[cols_.rows[k]] = 0; });
+  for_window([&](uint64_t, uint64_t k) { s_[cols_.rows[k]] = reach_[cols_.rows[k]] = 0; });
   active_this_pass_ += keys.size();
   bytes_sent_ += keys.size() * (sizeof(Key) + 2 * sizeof(double));
   SharedArray<Key> shared_keys(std::move(keys));
@@ -276,7 +311,11 @@ Status Trainer::FinishPull(InFlight& p) {
   for (size_t k = 0; k < p.local.size(); ++k) {
     const uint32_t j = p.local[k];
     const double w = p.vals[2 * k], grad = p.vals[2 * k + 1];
+    grad_[j] = grad;
     const double delta = w - weight_[j];
+    // The servers' rule sets the feature's trust region from this step the same way.
+    trust_[j] = ProxTrustRegion(last_step_[j], delta, o_.trust_region, o_.trust_region_min);
+    last_step_[j] = delta;
     if (delta != 0) {
       for (uint64_t q = cols_.offsets[j]; q < cols_.offsets[j + 1]; ++q) {
         margin_[cols_.rows[q]] += delta * cols_.vals[q];
@@ -296,19 +335,60 @@ Status Trainer::DrainUpTo(int64_t last) {
   return Status::Ok();
 }
 
+Status Trainer::PushTrust() {
+  std::vector<Key> keys;
+  std::vector<double> vals;
+  for (size_t j = 0; j < cols_.ids.size(); ++j) {
+    if (!stats_->owned()[j]) continue;
+    keys.push_back(cols_.ids[j]);
+    vals.push_back(trust_[j]);
+    vals.push_back(last_step_[j]);
+  }
+  if (!keys.empty()) {
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Push(trust_table_, std::move(keys), std::move(vals)));
+    PSERVER_RETURN_IF_ERROR(Wait(ts));
+  }
+  // Every worker's rows are in before the lead checkpoints.
+  return node_.Barrier(BarrierGroup::kWorkers, o_.wait_timeout);
+}
+
+Status Trainer::PullTrust() {
+  if (cols_.ids.empty()) return Status::Ok();
+  SharedArray<double> vals;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv_.Pull(trust_table_, std::vector<Key>(cols_.ids), &vals));
+  PSERVER_RETURN_IF_ERROR(Wait(ts));
+  for (size_t j = 0; j < cols_.ids.size(); ++j) {
+    // A trust region is never 0: a feature without a row was not checkpointed (kept at the largest).
+    if (vals[2 * j] > 0) {
+      trust_[j] = vals[2 * j];
+      last_step_[j] = vals[2 * j + 1];
+    }
+  }
+  return Status::Ok();
+}
+
 JobStats::Row Trainer::Figures() const {
-  double loss = 0, reg = 0, nnz = 0;
-  for (size_t i = 0; i < margin_.size(); ++i) loss += Log1pExp(-data_->labels()[i] * margin_[i]);
+  double loss = 0, reg = 0, nnz = 0, entropy = 0, penalty = 0;
+  for (size_t i = 0; i < margin_.size(); ++i) {
+    // The row's dual variable a = 1 - P(y | x) = sigmoid(-y m) and its entropy H(a), with
+    // -log a = log(1 + e^{y m}) and -log(1 - a) = log(1 + e^{-y m}) (the row's loss).
+    const double ym = data_->labels()[i] * margin_[i];
+    const double row_loss = Log1pExp(-ym);
+    const double a = Sigmoid(-ym);
+    loss += row_loss;
+    entropy += a * Log1pExp(ym) + (1 - a) * row_loss;
+  }
   const double skipped = static_cast<double>(std::count(active_.begin(), active_.end(), false));
   for (size_t j = 0; j < weight_.size(); ++j) {
     if (!stats_->owned()[j]) continue;
     const double w = weight_[j];
     reg += o_.l1 * std::abs(w) + o_.l2 * w * w;
     nnz += w != 0 ? 1 : 0;
+    penalty += DualPenalty(w, grad_[j], o_.l1, o_.l2);
   }
   const double idle = std::chrono::duration<double>(idle_).count();
   return {loss, reg, nnz, static_cast<double>(active_this_pass_), static_cast<double>(bytes_sent_), idle,
-          static_cast<double>(data_->num_rows()), skipped};
+          static_cast<double>(data_->num_rows()), skipped, entropy, penalty};
 }
 
 Result<PassReport> Trainer::EndPass(int pass) {
@@ -322,6 +402,7 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
   PSERVER_RETURN_IF_ERROR(Setup());
   DbpgResult result;
   result.num_features = num_features_;
+  result.num_blocks = blocks_;
   const TrainingProgress& from = checkpoints_->resumed();
   result.resumed_from_pass = from.pass;
   double previous = from.objective;
@@ -333,26 +414,33 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
   // The clocks start at 0 again in a resumed job: the servers reset the prox rule's iteration
   // marks when they load the checkpoint (Updater::OnResume), so no push of a new iteration is
   // taken for one of the checkpointed job's.
-  int64_t t = int64_t{from.pass} * o_.num_blocks;
+  int64_t t = int64_t{from.pass} * blocks_;
   for (int pass = from.pass + 1; pass <= o_.max_passes; ++pass) {
-    for (uint32_t b = 0; b < o_.num_blocks; ++b, ++t) {
+    for (uint32_t b = 0; b < blocks_; ++b, ++t) {
       // A block is never recomputed before its own previous step is in the margins: the
       // effective delay is min(tau, B - 1).
-      const int64_t delay = std::min<int64_t>(o_.tau, o_.num_blocks - 1);
+      const int64_t delay = std::min<int64_t>(o_.tau, blocks_ - 1);
       PSERVER_RETURN_IF_ERROR(DrainUpTo(t - delay - 1));
       PSERVER_RETURN_IF_ERROR(StartIteration(t));
     }
     PSERVER_RETURN_IF_ERROR(DrainUpTo(t));
     PSERVER_ASSIGN_OR_RETURN(PassReport r, EndPass(pass));
+    r.gap = RelativeGap(r);
     result.passes.push_back(r);
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
-    const bool converged = change < o_.rel_tol;
+    const bool small_gap = o_.gap_tol > 0 && r.gap <= o_.gap_tol;
+    const bool converged = small_gap || change < o_.rel_tol;
+    result.stopped_by = small_gap ? fmt::format("the duality gap {:.2g} is at most {:.2g}", r.gap, o_.gap_tol)
+                                  : fmt::format("the objective changed by {:.2g}, less than {:.2g}", change, o_.rel_tol);
     // Job-wide, so that every worker decides alike (a worker's own features may all be active
     // while another's are not).
     const bool filtered = r.skipped_features > 0;
-    if (converged && (!o_.kkt_filter || verifying || !filtered)) break;
+    if (converged && (!o_.kkt_filter || verifying || !filtered)) {
+      result.converged = true;
+      break;
+    }
     // A worker was lost in this pass: the filter's verdicts came from gradients without its
     // rows, so the next pass computes every feature again (as the periodic full pass does).
     const bool lost = r.workers < workers_before;
@@ -365,8 +453,15 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
       verifying = false;
       active_ = next_active_;
     }
+    if (checkpoints_->Due(pass, pass == o_.max_passes)) PSERVER_RETURN_IF_ERROR(PushTrust());
     PSERVER_RETURN_IF_ERROR(checkpoints_->AfterPass({pass, r.objective, full_pass, verifying}, pass == o_.max_passes,
                                                     stats_->lead()));
+  }
+  if (!result.converged) {
+    const double gap = result.passes.empty() ? std::numeric_limits<double>::quiet_NaN() : result.passes.back().gap;
+    result.stopped_by = fmt::format("the pass limit ({}) came first: the objective may be up to {:.2g} above the "
+                                    "optimum (the duality gap; converged means at most {:.2g})",
+                                    o_.max_passes, gap, o_.gap_tol);
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats_->CollectWeights(kv_, w_table_, 2));
   result.lead = stats_->lead();
@@ -374,6 +469,26 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
 }
 
 }  // namespace
+
+double DualPenalty(double w, double gradient, double l1, double l2) {
+  const double excess = std::max(std::abs(gradient) - l1, 0.0);
+  return l2 > 0 ? excess * excess / (4 * l2) : excess * std::abs(w);
+}
+
+double RelativeGap(const PassReport& r) {
+  // Below 0 only while the gradients lag the weights (they are of each feature's last
+  // iteration): then the figure is the size of that lag, not a bound, and counts as such.
+  return std::abs(r.objective - (r.dual_entropy - r.dual_penalty)) / std::max(std::abs(r.objective), 1e-300);
+}
+
+uint32_t BlocksFor(uint64_t nonzeros, uint64_t rows, uint32_t workers, uint64_t features) {
+  const uint64_t per_worker = nonzeros / std::max<uint32_t>(workers, 1);
+  const uint64_t by_work = (per_worker + kNonzerosPerBlock - 1) / kNonzerosPerBlock;
+  const double per_row = static_cast<double>(nonzeros) / static_cast<double>(std::max<uint64_t>(rows, 1));
+  const auto by_coupling = static_cast<uint64_t>(std::ceil(kBlocksPerRowNonzero * per_row));
+  return static_cast<uint32_t>(
+      std::clamp<uint64_t>(std::max(by_work, by_coupling), 1, std::clamp<uint64_t>(features, 1, kMaxAutoBlocks)));
+}
 
 Result<Dataset> WithShares(const Dataset& rows, const std::vector<uint32_t>& shares, const ShareLoader& load) {
   Dataset merged = rows;

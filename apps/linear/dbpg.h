@@ -61,13 +61,15 @@ struct DbpgOptions {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;             // delay bound (iterations)
-  uint32_t num_blocks = 256;   // feature blocks per pass
+  uint32_t num_blocks = 0;     // feature blocks per pass; 0: BlocksFor the job's data
   int max_passes = 100;
-  double rel_tol = 1e-5;       // stop when the objective changes less than this (relative)
+  double gap_tol = 1e-4;       // stop when the duality gap (RelativeGap) is at most this
+  double rel_tol = 1e-9;       // or when the objective changes less than this (relative): stalled
   bool kkt_filter = true;
   double kkt_margin = 0.5;     // filter when |G_j| <= (1 - margin) * l1
   int kkt_full_pass_every = 5; // every this many passes, a pass over every feature
-  double trust_region = 5.0;   // |w_j - w0_j| per iteration (the rule's delta)
+  double trust_region = 5.0;   // the largest |w_j - w0_j| of an iteration (the rule's delta)
+  double trust_region_min = 0.1;  // a feature's trust region is min(trust_region, 2 |last step| + this)
   // The servers' rule the weight table names, with the params l1, l2, delta, gradient=1: the
   // built-in "prox", or one a server registered under another name that takes the same params
   // and layout (e.g. a wrapper of "prox" that instruments it; the tests count rows with one).
@@ -85,10 +87,39 @@ struct DbpgOptions {
 struct DbpgResult {
   std::vector<PassReport> passes;
   uint64_t num_features = 0;  // the job's feature count (max feature id + 1)
+  uint32_t num_blocks = 0;    // feature blocks per pass
   std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (the lead only)
   bool lead = false;  // this worker is the job's lead: the lowest-ranked live worker (job_stats.h)
   int resumed_from_pass = 0;  // the checkpoint's pass the job resumed after (0: started afresh)
+  bool converged = false;     // a stop rule ended training, not max_passes
+  std::string stopped_by;     // which rule ended training, with its figures, for the user
 };
+
+// The stop rule's duality gap. Each pass's figures give the objective P(w) and a dual
+// objective D = sum_i H(a_i) - sum_j DualPenalty(w_j, G_j) at each row's dual variable
+// a_i = 1 - P(y_i | x_i) (H the binary entropy), G_j the full gradient of feature j's last
+// iteration. By Fenchel duality the optimum P* >= sum_i H(a_i) + sum_j min_v (G_j v + l1 |v| +
+// l2 v^2) for the gradient G at the rows' margins, which is sum_i H(a_i) minus
+// sum_j max(|G_j| - l1, 0)^2 / (4 l2) with l2 > 0; with l2 = 0 the minimum is over the optimum's
+// weights and is bounded by -max(|G_j| - l1, 0) |w*_j|, which the current |w_j| stands in for.
+// RelativeGap is (P - D) / P: an estimate of how far above the optimum the objective is, exact
+// as a bound for l2 > 0 once the gradients are those of the final weights (they are of each
+// feature's last iteration), and above the true distance in every measured run for l2 = 0
+// (docs/linear.md).
+double DualPenalty(double w, double gradient, double l1, double l2);
+double RelativeGap(const PassReport& r);
+
+// Blocks sized by the data. A pass costs a round trip per block, so a block should hold enough
+// of a worker's non-zeros that computing it outweighs waiting for its round trip: at least
+// ceil(nonzeros / workers / kNonzerosPerBlock) blocks. And a block's step bounds the coupling of
+// the features a row has in the block (the curvature's row sums s_i): the fewer a row has, the
+// longer the steps, so at least ceil(kBlocksPerRowNonzero * nonzeros / rows) blocks (a row has
+// then under one feature per block on average). The larger of the two, at least 1, at most the
+// feature count and kMaxAutoBlocks. The same on every worker (the arguments are job-wide).
+inline constexpr uint64_t kNonzerosPerBlock = 250000;
+inline constexpr double kBlocksPerRowNonzero = 1.6;
+inline constexpr uint64_t kMaxAutoBlocks = 4096;
+uint32_t BlocksFor(uint64_t nonzeros, uint64_t rows, uint32_t workers, uint64_t features);
 
 // `on_pass` runs on every worker after each pass (with the same objective everywhere).
 Result<DbpgResult> TrainDbpg(Node& node, const Dataset& local, const DbpgOptions& options,

@@ -42,7 +42,8 @@ Key HeadKey(uint32_t attempt, uint32_t rank) { return kRankBase * (Key{attempt} 
 
 Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string& prefix,
                                                    const std::vector<uint64_t>& features, uint64_t rows,
-                                                   std::chrono::milliseconds timeout, DataDescriber describe_data,
+                                                   uint64_t nonzeros, std::chrono::milliseconds timeout,
+                                                   DataDescriber describe_data,
                                                    Adopter adopt) {
   if (node.num_workers() > kMaxWorkers) {
     return Status::InvalidArgument(fmt::format("linear models support at most {} workers", kMaxWorkers));
@@ -61,7 +62,7 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
   js->shares_ = uint64_t{1} << rank;
   // Key r of the stats table: share r's feature count (max id + 1, which fits 64 bits because
   // a Dataset's ids are at most 2^64 - 2) and its row count, each in two exact 32-bit halves,
-  // the node id of its worker, and the share and worker bits.
+  // the node id of its worker, its non-zero count (two halves), and the share and worker bits.
   // Which shares hold each feature: bit r added by worker r -- first, so that a share counted in
   // the stats row below has its features marked (a worker lost between the two pushes is
   // missing from the row too).
@@ -72,11 +73,14 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
   }
   const uint64_t count = features.empty() ? 0 : features.back() + 1;
   std::vector<double> mine(kFigures, 0.0);
+  static_assert(kFigures >= 7);
   mine[0] = static_cast<double>(count >> 32);
   mine[1] = static_cast<double>(count & 0xffffffffu);
   mine[2] = static_cast<double>(rows >> 32);
   mine[3] = static_cast<double>(rows & 0xffffffffu);
   mine[4] = static_cast<double>(node.id().value);
+  mine[5] = static_cast<double>(nonzeros >> 32);
+  mine[6] = static_cast<double>(nonzeros & 0xffffffffu);
   AppendBits(mine, js->shares_);
   AppendBits(mine, js->shares_);
   PSERVER_ASSIGN_OR_RETURN(Timestamp ts, js->stats_.Push(js->stats_table_, std::vector<Key>{Key{rank}}, std::move(mine)));
@@ -94,6 +98,7 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
     const uint64_t n = (static_cast<uint64_t>(row[0]) << 32) | static_cast<uint64_t>(row[1]);
     js->num_features_ = std::max(js->num_features_, n);
     js->num_rows_ += (static_cast<uint64_t>(row[2]) << 32) | static_cast<uint64_t>(row[3]);
+    js->num_nonzeros_ += (static_cast<uint64_t>(row[5]) << 32) | static_cast<uint64_t>(row[6]);
     js->node_ids_[r] = NodeId(static_cast<uint32_t>(row[4]));
     seen += BitsOf(row[kFigures], row[kFigures + 1]);
   }
@@ -215,6 +220,8 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     r.bytes_sent = static_cast<uint64_t>(bytes_total_);
     r.rows = static_cast<uint64_t>(sum[6]);
     r.skipped_features = static_cast<uint64_t>(sum[7]);
+    r.dual_entropy = sum[8];
+    r.dual_penalty = sum[9];
     r.workers = static_cast<uint32_t>(std::popcount(workers_seen));
     r.lead = lead_;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

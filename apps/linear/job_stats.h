@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,12 @@ struct PassReport {
   uint32_t workers = 0;          // live workers that took part
   uint32_t lead = 0;             // the lowest-ranked of them, who speaks for the job (prints, writes)
   uint64_t skipped_features = 0; // features a filter left out of this pass (over all workers)
+  // For the solver's duality gap (dbpg.h): the sum over rows of the entropy of each row's dual
+  // variable, and the sum over features of the dual's penalty term.
+  double dual_entropy = 0;
+  double dual_penalty = 0;
+  // The solver's estimate of (objective - optimum) / objective; NaN where it has none.
+  double gap = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Describes the share of the data worker `rank` trains on, for the error that says it was lost
@@ -64,24 +71,30 @@ using Adopter = std::function<Result<std::vector<uint64_t>>(const std::vector<ui
 class JobStats {
  public:
   // The figures of one pass that a worker adds in: loss, regulariser, non-zeros, features
-  // computed, bytes sent and seconds waited (both since it started), rows, features skipped.
-  static constexpr uint32_t kFigures = 8;
+  // computed, bytes sent and seconds waited (both since it started), rows, features skipped,
+  // dual entropy, dual penalty.
+  static constexpr uint32_t kFigures = 10;
   using Row = std::array<double, kFigures>;
 
-  // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows. Declares
+  // `features`: this worker's feature ids, sorted and unique; `rows`: its data rows;
+  // `nonzeros`: their non-zero values. Declares
   // the tables `<prefix>_stats`, `<prefix>_presence` and `<prefix>_model`: scratch tables, which
   // no checkpoint holds (pass_checkpoints.h). `adopt` (may be
   // empty): lost workers' shares are taken over with it. kInvalidArgument for more than 62
   // workers.
   static Result<std::unique_ptr<JobStats>> Create(Node& node, const std::string& prefix,
                                                   const std::vector<uint64_t>& features, uint64_t rows,
-                                                  std::chrono::milliseconds timeout,
+                                                  uint64_t nonzeros, std::chrono::milliseconds timeout,
                                                   DataDescriber describe_data = {}, Adopter adopt = {});
 
   // Max feature id + 1 over every worker (exact for any 64-bit id).
   uint64_t num_features() const { return num_features_; }
   // The rows of every worker's data together.
   uint64_t num_rows() const { return num_rows_; }
+  // Their non-zero values together.
+  uint64_t num_nonzeros() const { return num_nonzeros_; }
+  // The shares of the job's data: the workers it started with.
+  uint32_t num_shares() const { return workers_; }
   // owned()[j]: this worker is the lowest-ranked holder of features[j], so it alone counts it.
   const std::vector<bool>& owned() const { return owned_; }
 
@@ -138,6 +151,7 @@ class JobStats {
   std::vector<uint64_t> features_;
   uint64_t num_features_ = 0;
   uint64_t num_rows_ = 0;
+  uint64_t num_nonzeros_ = 0;
   std::vector<bool> owned_;
 };
 

@@ -69,7 +69,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     };
   }
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<JobStats> stats,
-                           JobStats::Create(node, o.table_prefix, all_features, data.num_rows(), o.wait_timeout,
+                           JobStats::Create(node, o.table_prefix, all_features, data.num_rows(), data.feature_ids().size(), o.wait_timeout,
                                             o.describe_data, std::move(adopt)));
   auto wait = [&](Timestamp ts) {
     const auto t0 = Clock::now();

@@ -64,7 +64,7 @@ Status PassCheckpoints::ReadBack() {
 }
 
 Status PassCheckpoints::AfterPass(const TrainingProgress& progress, bool last, bool lead) {
-  if (options_.dir.empty() || (progress.pass % options_.every_passes != 0 && !last)) return Status::Ok();
+  if (!Due(progress.pass, last)) return Status::Ok();
   if (lead) {
     const auto started = std::chrono::steady_clock::now();
     const std::vector<int64_t> row = {progress.pass, std::bit_cast<int64_t>(progress.objective),

@@ -79,6 +79,12 @@ class PassCheckpoints {
   // recoverable that no longer is must say so rather than run on.
   Status AfterPass(const TrainingProgress& progress, bool last, bool lead);
 
+  // AfterPass checkpoints after pass `pass` (pass max_passes: `last`): a solver with state of
+  // its own to put in tables first knows when.
+  bool Due(int pass, bool last) const {
+    return !options_.dir.empty() && (pass % options_.every_passes == 0 || last);
+  }
+
  private:
   PassCheckpoints(Node& node, const CheckpointOptions& options, uint64_t rows, uint64_t features,
                   std::chrono::milliseconds timeout)

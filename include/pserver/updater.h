@@ -114,6 +114,12 @@ class Updater {
 // REQUIRES: l1 >= 0, l2 >= 0, delta > 0 (the rule's parameter ranges).
 double ProxStep(double w0, double g, double u, double l1, double l2, double delta);
 
+// The trust region of a weight's next iteration under the "prox" rule's adaptive=1, from its
+// last two steps: a weight that turned back (`step` against `previous_step`) overshot, and may
+// move at most half its last step; otherwise it may move twice its last step plus delta_min,
+// at most delta.
+double ProxTrustRegion(double previous_step, double step, double delta, double delta_min);
+
 // Builds a rule from a table's UpdaterSpec. kInvalidArgument, naming the rule and the
 // parameter, for an unknown or out-of-range parameter. Servers build each table's rule when
 // the table is declared, so a bad rule fails the worker's DeclareTable with this error.

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,9 +32,9 @@ struct TrainFlags {
   double l1 = 1.0;
   double l2 = 0.0;
   int64_t tau = 0;
-  uint32_t blocks = 256;
+  uint32_t blocks = 0;
   int max_passes = 100;
-  double tol = 1e-5;
+  double tol = 1e-4;
   bool no_kkt = false;
   double learning_rate = 0.1;  // sgd / ftrl alpha
   uint32_t minibatch = 1000;
@@ -65,7 +66,7 @@ int Fail(const Status& s) {
 // The JSON summary of the job. `outcome` is its end: a failed job's report says so ("status":
 // "failed" and the error), so that it never reads as a complete run.
 Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& passes, double seconds,
-                   const Status& outcome) {
+                   const Status& outcome, bool converged, const std::string& stopped_by) {
   if (f.report.empty()) return Status::Ok();
   const linear::PassReport last = passes.empty() ? linear::PassReport{} : passes.back();
   nlohmann::json j = {{"status", outcome.ok() ? "ok" : "failed"},
@@ -75,6 +76,11 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                       {"workers", f.workers},    {"servers", f.servers},          {"rows", last.rows}};
   // Passes are counted over the whole training: a resumed job's first is the checkpoint's + 1.
   if (!passes.empty() && passes.front().pass > 1) j["resumed_from_pass"] = passes.front().pass - 1;
+  if (!stopped_by.empty()) {
+    j["converged"] = converged;
+    j["stopped_by"] = stopped_by;
+  }
+  if (!std::isnan(last.gap)) j["gap"] = last.gap;
   nlohmann::json per_pass = nlohmann::json::array();
   for (const linear::PassReport& p : passes) {
     per_pass.push_back({{"pass", p.pass},
@@ -86,6 +92,7 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                         {"active_features", p.active_features},
                         {"rows", p.rows},
                         {"workers", p.workers}});
+    if (!std::isnan(p.gap)) per_pass.back()["gap"] = p.gap;
   }
   j["per_pass"] = per_pass;
   if (!outcome.ok()) j["error"] = outcome.ToString();
@@ -183,8 +190,9 @@ int RunTrainWorker(const TrainFlags& f) {
     if (passes.size() == 1 && p.pass > 1) {
       std::printf("resumed after pass %d from the latest complete checkpoint in %s\n", p.pass - 1, f.resume.c_str());
     }
-    std::printf("pass %3d  objective %.8g  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu%s\n", p.pass,
-                p.objective, static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
+    const std::string gap = std::isnan(p.gap) ? "" : fmt::format("  gap {:.1e}", p.gap);
+    std::printf("pass %3d  objective %.8g%s  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu%s\n", p.pass,
+                p.objective, gap.c_str(), static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
                 100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features),
                 p.workers < n.num_workers() ? fmt::format("  ({} of {} workers)", p.workers, n.num_workers()).c_str() : "");
     std::fflush(stdout);
@@ -213,6 +221,8 @@ int RunTrainWorker(const TrainFlags& f) {
     std::fflush(stdout);
   };
   bool lead = false;
+  bool converged = false;
+  std::string stopped_by;
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;
   Status trained;
@@ -223,7 +233,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.tau = f.tau;
     o.num_blocks = f.blocks;
     o.max_passes = f.max_passes;
-    o.rel_tol = f.tol;
+    o.gap_tol = f.tol;
     o.kkt_filter = !f.no_kkt;
     o.describe_data = describe;
     o.load_share = load_share;
@@ -234,6 +244,13 @@ int RunTrainWorker(const TrainFlags& f) {
       num_features = r->num_features;
       weights = std::move(r->weights);
       lead = r->lead;
+      stopped_by = r->stopped_by;
+      converged = r->converged;
+      if (lead) {
+        std::printf("%s after %zu passes of %u blocks: %s\n", converged ? "converged" : "warning: not converged",
+                    passes.size(), r->num_blocks, stopped_by.c_str());
+        std::fflush(stdout);
+      }
     }
   } else {
     linear::OnlineOptions o;
@@ -291,7 +308,7 @@ int RunTrainWorker(const TrainFlags& f) {
       return kExitDeclaredDead;
     }
     if (lead) {
-      if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) {
+      if (Status s = WriteReport(f, passes, seconds, trained, converged, stopped_by); !s.ok()) {
         std::fprintf(stderr, "pserver train: %s\n", s.ToString().c_str());
       }
     }
@@ -299,7 +316,7 @@ int RunTrainWorker(const TrainFlags& f) {
   }
   if (staged_model) std::printf("model written to %s\n", f.model_out.c_str());
   if (lead) {
-    if (Status s = WriteReport(f, passes, seconds, trained); !s.ok()) return Fail(s);
+    if (Status s = WriteReport(f, passes, seconds, trained, converged, stopped_by); !s.ok()) return Fail(s);
   }
   return 0;
 }
@@ -326,13 +343,15 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->add_option("--tau", f->tau, "Delay bound: iterations (dbpg) or minibatches (sgd/ftrl) in flight beyond one")
       ->check(CLI::Range(int64_t{0}, int64_t{1000}))
       ->capture_default_str();
-  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass")
-      ->check(CLI::Range(1, 1 << 20))
+  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass (0: sized by the data's non-zeros per worker)")
+      ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-passes", f->max_passes, "Passes over the data at most")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  cmd->add_option("--tol", f->tol, "Stop when the objective changes less than this, relatively")
+  cmd->add_option("--tol", f->tol,
+                  "dbpg: stop when the duality gap estimate says the objective is within this fraction of the "
+                  "optimum; sgd/ftrl: when the objective changes less than this, relatively")
       ->check(FiniteNumber())
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

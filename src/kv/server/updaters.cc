@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <cassert>
 #include <cmath>
@@ -374,6 +375,17 @@ class ProxUpdater final : public RealUpdater<ProxUpdater> {
   ProxParams p_;
 };
 
+// The row checks of the gradient=1 layout: a row is (w, G).
+Status FitsProxGradientRow(uint32_t width, bool variable_length) {
+  if (variable_length) {
+    return Status::InvalidArgument("with gradient=1 a row is (w, G): the table needs width 2, not variable-length rows");
+  }
+  if (width != 2) {
+    return Status::InvalidArgument(fmt::format("with gradient=1 a row is (w, G): the table needs width 2, not {}", width));
+  }
+  return Status::Ok();
+}
+
 // gradient=1: a row is one weight, (w, G), so that a pull returns the iteration's summed
 // gradient beside the weight. Push: (g, u). State: w0, G, U, c.
 class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
@@ -384,15 +396,7 @@ class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
   void OnResume(std::span<float> state) const override { ForgetProxIterations(state); }
   void OnResume(std::span<double> state) const override { ForgetProxIterations(state); }
   Status FitsWidth(uint32_t width, bool variable_length) const override {
-    if (variable_length) {
-      return Status::InvalidArgument(
-          "with gradient=1 a row is (w, G): the table needs width 2, not variable-length rows");
-    }
-    if (width != 2) {
-      return Status::InvalidArgument(
-          fmt::format("with gradient=1 a row is (w, G): the table needs width 2, not {}", width));
-    }
-    return Status::Ok();
+    return FitsProxGradientRow(width, variable_length);
   }
 
   template <typename T>
@@ -405,6 +409,51 @@ class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
 
  private:
   ProxParams p_;
+};
+
+// gradient=1 with adaptive=1: as above, with a trust region of each weight's own, Delta, that
+// follows the steps the weight takes (ProxTrustRegion, from delta at its first iteration).
+// State: w0, G, U, c, Delta, and the step of the weight's previous iteration.
+class ProxAdaptiveUpdater final : public RealUpdater<ProxAdaptiveUpdater> {
+ public:
+  ProxAdaptiveUpdater(const ProxParams& p, double delta_min) : p_(p), delta_min_(delta_min) {}
+  uint32_t push_arity() const override { return 1; }
+  uint32_t state_per_value() const override { return 3; }  // 6 per row of width 2
+  // A resumed job's clocks are not the checkpointed job's: no iteration is under way (c = 0);
+  // each weight keeps its trust region.
+  void OnResume(std::span<float> state) const override { Forget(state); }
+  void OnResume(std::span<double> state) const override { Forget(state); }
+  Status FitsWidth(uint32_t width, bool variable_length) const override {
+    return FitsProxGradientRow(width, variable_length);
+  }
+
+  template <typename T>
+  void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
+    if (value.size() != 2 || state.size() != 6 || push.size() != 2) return;
+    const T clock = ProxClock<T>(ctx);
+    T& w0 = state[0];
+    T& c = state[3];
+    T& trust = state[4];
+    T& last_step = state[5];
+    if (c != clock) {
+      const double step = static_cast<double>(value[0]) - static_cast<double>(w0);
+      trust = static_cast<T>(c == T(0) && trust == T(0) ? p_.delta
+                                                         : ProxTrustRegion(last_step, step, p_.delta, delta_min_));
+      last_step = static_cast<T>(step);
+    }
+    const ProxParams p{.l1 = p_.l1, .l2 = p_.l2, .delta = static_cast<double>(trust)};
+    value[0] = ProxPush(clock, value[0], w0, state[1], state[2], c, push[0], push[1], p);
+    value[1] = state[1];
+  }
+
+ private:
+  template <typename T>
+  static void Forget(std::span<T> state) {
+    for (size_t r = 0; r + 6 <= state.size(); r += 6) state[r + 3] = T(0);
+  }
+
+  ProxParams p_;
+  double delta_min_;
 };
 
 }  // namespace
@@ -462,15 +511,22 @@ Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec) {
 }
 
 Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
-  static constexpr std::array<ParamDef, 4> kDefs{{
+  static constexpr std::array<ParamDef, 6> kDefs{{
+      {"adaptive", 0.0, Bound::kFlag},
       {"delta", 1.0, Bound::kPositive},
+      {"delta_min", 0.1, Bound::kPositive},
       {"gradient", 0.0, Bound::kFlag},
       {"l1", 0.0, Bound::kNonNegative},
       {"l2", 0.0, Bound::kNonNegative},
   }};
   PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("prox", spec, kDefs));
-  const ProxParams params{.l1 = p[2], .l2 = p[3], .delta = p[0]};
-  if (p[1] == 1.0) return Make<ProxGradientUpdater>(params);
+  const ProxParams params{.l1 = p[4], .l2 = p[5], .delta = p[1]};
+  const bool adaptive = p[0] == 1.0, gradient = p[3] == 1.0;
+  if (adaptive && !gradient) {
+    return Status::InvalidArgument("updater 'prox': adaptive=1 (a trust region per weight) needs gradient=1");
+  }
+  if (adaptive) return Make<ProxAdaptiveUpdater>(params, /*delta_min=*/p[2]);
+  if (gradient) return Make<ProxGradientUpdater>(params);
   return Make<ProxUpdater>(params);
 }
 
@@ -478,6 +534,11 @@ Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
 
 // ---------------------------------------------------------------------------------------------
 // ProxStep (declared in pserver/updater.h)
+
+double ProxTrustRegion(double previous_step, double step, double delta, double delta_min) {
+  if (step * previous_step < 0) return std::max(std::abs(step) / 2, std::numeric_limits<double>::min());
+  return std::min(delta, 2 * std::abs(step) + delta_min);
+}
 
 double ProxStep(double w0, double g, double u, double l1, double l2, double delta) {
   const double curvature = u + l2;

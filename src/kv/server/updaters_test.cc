@@ -508,6 +508,41 @@ TEST(UpdatersTest, ProxStartsANewIterationWhenTheClockChanges) {
   EXPECT_EQ(fresh.state[0], 2.0);
 }
 
+// adaptive=1: each weight's own trust region, from its last two steps (ProxTrustRegion).
+TEST(UpdatersTest, ProxAdaptiveTrustRegionGrowsWithStepsAndHalvesWhenAWeightTurnsBack) {
+  EXPECT_EQ(MustCreate(UpdaterSpec{"prox", {{"gradient", 1}, {"adaptive", 1}}})->state_per_value(), 3u);
+  UpdaterRegistry registry;
+  Result<std::unique_ptr<Updater>> without_gradient = registry.Create(UpdaterSpec{"prox", {{"adaptive", 1}}});
+  EXPECT_EQ(without_gradient.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(without_gradient.status().message().find("gradient=1"), std::string::npos) << without_gradient.status();
+
+  auto prox = MustCreate(UpdaterSpec{"prox", {{"gradient", 1}, {"adaptive", 1}, {"delta", 4.0}, {"delta_min", 0.5}}});
+  Row<double> row = NewRow<double>(*prox, {0.0, 0.0});
+  // First iteration: the trust region is delta. Newton step -g/u = -10, clamped to -4.
+  ApplyTo(*prox, row, {10.0, 1.0}, 0);
+  EXPECT_EQ(row.value, (std::vector<double>{-4.0, 10.0}));
+  EXPECT_EQ(row.state[4], 4.0);
+  // Next: twice the last step plus delta_min, at most delta -> 4 (the step -4 would allow 8.5).
+  ApplyTo(*prox, row, {0.25, 1.0}, 1);
+  EXPECT_EQ(row.state[4], 4.0);
+  EXPECT_EQ(row.state[5], -4.0);  // the step of the previous iteration
+  EXPECT_DOUBLE_EQ(row.value[0], -4.25);
+  // A step of -0.25 after -4: 2 * 0.25 + 0.5 = 1. The Newton step +3 is clamped to +1.
+  ApplyTo(*prox, row, {-3.0, 1.0}, 2);
+  EXPECT_DOUBLE_EQ(row.state[4], 1.0);
+  EXPECT_DOUBLE_EQ(row.value[0], -3.25);
+  // The weight turned back (+1 after -0.25): half the last step, 0.5.
+  ApplyTo(*prox, row, {-3.0, 1.0}, 3);
+  EXPECT_DOUBLE_EQ(row.state[4], 0.5);
+  EXPECT_DOUBLE_EQ(row.value[0], -2.75);
+  EXPECT_DOUBLE_EQ(ProxTrustRegion(-0.25, 1.0, 4.0, 0.5), 0.5);
+  EXPECT_DOUBLE_EQ(ProxTrustRegion(0.0, 0.0, 4.0, 0.5), 0.5);
+  // A resumed job forgets the iteration under way but not the trust region.
+  prox->OnResume(std::span<double>(row.state));
+  EXPECT_EQ(row.state[3], 0.0);
+  EXPECT_DOUBLE_EQ(row.state[4], 0.5);
+}
+
 TEST(UpdatersTest, ProxIsIndependentOfPushOrderWithinAClock) {
   auto prox = MustCreate(UpdaterSpec{"prox", {{"l1", 0.125}, {"l2", 0.5}, {"delta", 0.75}}});
   // Four workers' pushes for a row of width 3, with dyadic values so that every order sums
