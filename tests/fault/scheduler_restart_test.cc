@@ -15,6 +15,7 @@
 #include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/etcd_process.h"
@@ -93,15 +94,31 @@ TEST_P(SchedulerRestartTest, AKilledSchedulerStartedAgainResumesTheJobAndNothing
 
   // Worker 1 stops; worker 0 then waits in a barrier for it, and the scheduler holds its call.
   // Killed now, the scheduler takes that call with it: worker 0 must ask the new one again.
-  // The scheduler names worker 0's process as it registered ("worker R (node N) registered").
+  // The scheduler names each worker's process as it registered ("worker R (node N) registered").
   const std::regex name(R"((worker \d+ \(node \d+\)) registered)");
-  std::smatch m;
-  const std::string out0 = workers[0]->output();
-  ASSERT_TRUE(std::regex_search(out0, m, name)) << out0;
-  const size_t before = first.output().size();
+  std::smatch m0, m1;
+  const std::string out0 = workers[0]->output(), out1 = workers[1]->output();
+  ASSERT_TRUE(std::regex_search(out0, m0, name)) << out0;
+  ASSERT_TRUE(std::regex_search(out1, m1, name)) << out1;
   workers[1]->Signal(SIGSTOP);
-  ASSERT_TRUE(first.WaitForOutput(m[1].str() + " entered the barrier of workers (1 arrived)", kHangGuard, before))
-      << first.output();
+  for (;;) {  // until the kernel has stopped it (a hang guard bounds the wait)
+    std::optional<ProcessInfo> info = FindProcess(workers[1]->pid());
+    ASSERT_TRUE(info.has_value());
+    if (info->state == 'T') break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Worker 0's barrier that never completes is the one it enters alone after worker 1's last
+  // entry: worker 0 may have entered it before the stop, or be a round behind and enter it
+  // after. A barrier message worker 1 sent just before it stopped may be logged later still;
+  // then worker 0's wait is the next one.
+  const std::string entered1 = m1[1].str() + " entered the barrier";
+  for (;;) {
+    const size_t last1 = first.output().rfind(entered1);
+    ASSERT_TRUE(first.WaitForOutput(m0[1].str() + " entered the barrier of workers (1 arrived)", kHangGuard,
+                                    last1 == std::string::npos ? 0 : last1))
+        << first.output();
+    if (first.output().rfind(entered1) == last1) break;
+  }
   first.Signal(SIGKILL);
   ASSERT_TRUE(first.WaitExit(kHangGuard).has_value());
   const int at_kill = std::max(LastRound(*workers[0]), LastRound(*workers[1]));
