@@ -17,7 +17,7 @@ fi
 "$root/scripts/build.sh"
 "$root/scripts/fetch_spam.sh"
 mkdir -p "$root/data/models"
-"$build/tools/pserver/pserver" train linear --data "$root/data/spam/train.svm" --l1 1 --tau 4 --tol 1e-6 --max-passes 400 \
+"$build/tools/pserver/pserver" train linear --data "$root/data/spam/train.svm" --l1 1 --tau 4 --max-passes 600 \
   --servers 1 --workers 2 --model-out "$root/data/models/spam.model" --report "$root/data/models/spam.json" \
   --cache-dir "$root/data/cache" "$@"
 echo "held-out e-mails:"

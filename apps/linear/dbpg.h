@@ -3,12 +3,14 @@
 //
 //   minimise  sum_i log(1 + exp(-y_i <x_i, w>)) + l1 |w|_1 + l2 |w|_2^2      (no bias term)
 //
-// Features are split into blocks of contiguous ids. Iteration t works on block t mod B: every
-// worker computes, on its own rows, the gradient g_j and a diagonal curvature bound u_j of
-// each feature j of the block and pushes them to the weight table; the servers sum the pushes
-// of the iteration and apply the proximal Newton step -- the built-in "prox" rule with
-// gradient=1 (pserver/table.h; the step is pserver::ProxStep of pserver/updater.h), whose rows
-// are (w_j, G_j); each worker then pulls the block's new weights, with the iteration's full
+// Features are split into blocks of contiguous ids (BlocksFor below, unless num_blocks is set).
+// Iteration t works on block t mod B: every worker computes, on its own rows, the gradient g_j
+// and a curvature bound u_j of each feature j of the block -- valid for any joint step of the
+// block and the blocks in flight within each feature's trust region (docs/linear.md) -- and
+// pushes them to the weight table; the servers sum the pushes of the iteration and apply the
+// proximal Newton step -- the built-in "prox" rule with gradient=1 adaptive=1 (pserver/table.h;
+// the step is pserver::ProxStep, clamped to the weight's trust region, pserver::ProxTrustRegion),
+// whose rows are (w_j, G_j); each worker then pulls the block's new weights, with the iteration's full
 // gradients for the KKT filter, and updates its margins. With delay bound tau a worker
 // computes iteration t with margins that include every iteration <= t - tau - 1 (the pulls of
 // the last tau iterations may still be in flight), which is the paper's bounded delay: tau = 0
@@ -16,6 +18,10 @@
 // 0 at clock t + 1, so they return only once every live worker pushed iteration t. A block is
 // never recomputed before its own previous step reached the margins, so the effective delay is
 // min(tau, B - 1).
+//
+// Stop rule: at the end of each pass the workers sum the objective and a dual objective; training
+// stops when their relative gap (RelativeGap) is at most gap_tol, when the objective stalls
+// (rel_tol), or at max_passes (DbpgResult says which; docs/linear.md, section 3).
 //
 // KKT filter: a feature whose weight is 0 and whose full gradient lies inside the L1 band
 // with a margin (|G_j| <= (1 - kkt_margin) * l1) stays 0 under the next step; it is dropped

@@ -49,9 +49,11 @@ enum class StorageKind : uint8_t {
 //             curvatures). gradient=1: a row is (w, G), a weight and the gradient summed in its
 //             last iteration, so that pulls return both; width 2 (fixed), push_arity 1, a push
 //             row is (g, u). Either way the result does not depend on the order of an
-//             iteration's pushes.
+//             iteration's pushes. adaptive=1 (gradient=1 only): each weight has its own trust
+//             region instead of delta, from its last two steps (pserver::ProxTrustRegion: at
+//             most delta, at least half a step; delta_min=0.1 its growth's floor).
 // The rules other than add/assign take float or double tables only. Parameter ranges: lr, beta,
-// l1, l2 >= 0; eps, alpha, delta > 0; beta1, beta2 in [0, 1); gradient 0 or 1. An unknown name,
+// l1, l2 >= 0; eps, alpha, delta, delta_min > 0; beta1, beta2 in [0, 1); gradient, adaptive 0 or 1. An unknown name,
 // a value out of range (or not finite), or a width or push_arity the rule does not take makes
 // the table's declaration fail with kInvalidArgument. Integer "add" wraps modulo 2^bits. A
 // server may register rules of its own under new names (see pserver/updater.h).
