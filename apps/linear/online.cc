@@ -35,6 +35,8 @@ std::unordered_map<uint64_t, size_t> IndexOf(const std::vector<uint64_t>& keys) 
 
 }  // namespace
 
+double SgdRate(int pass) { return 1.0 / std::sqrt(static_cast<double>(std::max(pass, 1))); }
+
 Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOptions& o,
                                  const std::function<void(const PassReport&)>& on_pass) {
   if (o.rule != "sgd" && o.rule != "ftrl") {
@@ -48,7 +50,9 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   KVWorker<double> kv(node);
   TableSpec spec{.name = o.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 1};
   if (o.rule == "sgd") {
-    spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}}};
+    // Pushes are (g, s): a gradient step, then an L1 shrink (SgdStep below).
+    spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}, {"shrink", 1.0}}};
+    spec.push_arity = 2;
   } else {
     const double passes = o.max_passes;
     spec.updater = {.name = "ftrl",
@@ -106,25 +110,50 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
         const double coef = -row.label * (1 - Sigmoid(row.label * m));
         for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] += coef * row.values[k];
       }
-      // SGD steps on the mean gradient of the minibatch plus 1/N of the regulariser's
-      // (sub)gradient. FTRL takes the summed gradient and applies its
-      // own l1, l2 (scaled to the run, see the header).
+      // SGD steps on the mean gradient of the minibatch plus 1/N of the L2 term's gradient,
+      // at the pass's rate (SgdRate), without shrinking (the L1 penalty comes at the pass's
+      // end). FTRL takes the summed gradient and applies its own l1, l2 (scaled to the run,
+      // see the header).
+      std::vector<double> push;
       if (o.rule == "sgd") {
         const double scale = 1.0 / static_cast<double>(end - first);
         // 1/N with N the job's rows (not this worker's): over a pass the workers take N / |B|
         // steps together, so the regulariser counts once, whatever the number of workers.
         const double reg_scale = 1.0 / static_cast<double>(std::max<uint64_t>(stats->num_rows(), 1));
+        const double rate = SgdRate(pass);
+        push.reserve(2 * keys.size());
         for (size_t j = 0; j < keys.size(); ++j) {
-          grad[j] = grad[j] * scale + reg_scale * (o.l1 * (w[j] > 0 ? 1 : w[j] < 0 ? -1 : 0) + 2 * o.l2 * w[j]);
+          push.push_back(rate * (grad[j] * scale + reg_scale * 2 * o.l2 * w[j]));
+          push.push_back(0.0);
         }
+      } else {
+        push = std::move(grad);
       }
-      bytes_sent += keys.size() * (sizeof(Key) + sizeof(double));
-      PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv.Push(table, std::move(keys), std::move(grad)));
+      bytes_sent += keys.size() * sizeof(Key) + push.size() * sizeof(double);
+      PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv.Push(table, std::move(keys), std::move(push)));
       pushes.push_back(pushed);
     }
     for (Timestamp ts : pushes) PSERVER_RETURN_IF_ERROR(wait(ts));
     pushes.clear();
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));  // every push applied
+    if (o.rule == "sgd" && o.l1 > 0) {
+      // The L1 penalty of the pass's N / |B| steps, each lr_k l1 / N, as one proximal shrink of
+      // every weight by lr_k l1 / |B| (truncated gradient with the pass as its period): the
+      // soft threshold makes weights exactly 0. Each feature once, by the worker that owns it.
+      std::vector<Key> owned;
+      for (size_t j = 0; j < all_features.size(); ++j) {
+        if (stats->owned()[j]) owned.push_back(all_features[j]);
+      }
+      const double shrink = SgdRate(pass) * o.l1 / static_cast<double>(o.minibatch);
+      std::vector<double> push(2 * owned.size(), 0.0);
+      for (size_t j = 0; j < owned.size(); ++j) push[2 * j + 1] = shrink;
+      bytes_sent += owned.size() * (sizeof(Key) + 2 * sizeof(double));
+      if (!owned.empty()) {
+        PSERVER_ASSIGN_OR_RETURN(Timestamp shrunk, kv.Push(table, std::move(owned), std::move(push)));
+        PSERVER_RETURN_IF_ERROR(wait(shrunk));
+      }
+      PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));
+    }
     // The objective at the pass's end: this worker's loss and its share of the regulariser.
     auto figures = [&]() -> Result<JobStats::Row> {
       SharedArray<double> w;

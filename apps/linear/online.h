@@ -1,9 +1,11 @@
 // Asynchronous minibatch SGD and FTRL-proximal for the same model as DBPG (apps/linear/dbpg.h):
 // the online alternative. Each worker walks its rows in minibatches: it pulls the weights of
 // the minibatch's features, computes the gradient of the minibatch's logistic loss and pushes
-// it; the servers apply the table's rule -- "sgd" (w -= lr * g, with the L1 subgradient and
-// the L2 gradient added by the worker) or "ftrl" (FTRL-proximal with alpha = learning rate,
-// beta = 1 and the job's l1, l2 applied on the server). With delay bound tau no more than
+// it; the servers apply the table's rule -- "sgd" with shrink=1 (w -= lr_k g, g the minibatch's
+// mean gradient plus 1/N of the L2 term's, at pass k's rate lr_k = lr SgdRate(k); at the end of
+// each pass, every weight is soft-thresholded by lr_k l1 / |B|, the L1 penalty of the pass's
+// N / |B| proximal steps at once, so that the model is sparse) or "ftrl" (FTRL-proximal with
+// alpha = learning rate, beta = 1 and the job's l1, l2 applied on the server). With delay bound tau no more than
 // tau + 1 of a worker's requests are in flight (KVWorker::SetMaxDelay): tau = 0 waits for each
 // push before the next pull. After each pass the workers agree on the objective (JobStats).
 // FTRL regularises against the sum of every gradient it received, which after P passes is P
@@ -58,6 +60,10 @@ struct OnlineResult {
   bool lead = false;  // this worker is the job's lead (job_stats.h)
   int resumed_from_pass = 0;  // the checkpoint's pass the job resumed after (0: started afresh)
 };
+
+// SGD's learning-rate schedule: pass k (from 1) steps at learning_rate / sqrt(k), which makes
+// the iterates settle at the optimum rather than circle it at a fixed step's distance.
+double SgdRate(int pass);
 
 Result<OnlineResult> TrainOnline(Node& node, const Dataset& local, const OnlineOptions& options,
                                  const std::function<void(const PassReport&)>& on_pass = {});

@@ -35,7 +35,9 @@ enum class StorageKind : uint8_t {
 // Built-in rules (params, with their defaults):
 //   "add"     value += push                                  (the default; any value type)
 //   "assign"  value = push                                   (any value type)
-//   "sgd"     value -= lr * push                             lr=0.01
+//   "sgd"     value -= lr * push                             lr=0.01 shrink=0
+//             shrink=1: push_arity 2, a push is (g, s) per value: value = S(value - lr g, lr s),
+//             S the soft threshold (a proximal step for an L1 penalty of weight s; s < 0 is 0)
 //   "adagrad" n += g^2; value -= lr * g / (sqrt(n) + eps)    lr=0.01 eps=1e-8
 //   "adam"    Kingma & Ba with bias correction, per-key step count
 //                                                             lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8
@@ -53,7 +55,7 @@ enum class StorageKind : uint8_t {
 //             region instead of delta, from its last two steps (pserver::ProxTrustRegion: at
 //             most delta, at least half a step; delta_min=0.1 its growth's floor).
 // The rules other than add/assign take float or double tables only. Parameter ranges: lr, beta,
-// l1, l2 >= 0; eps, alpha, delta, delta_min > 0; beta1, beta2 in [0, 1); gradient, adaptive 0 or 1. An unknown name,
+// l1, l2 >= 0; eps, alpha, delta, delta_min > 0; beta1, beta2 in [0, 1); gradient, adaptive, shrink 0 or 1. An unknown name,
 // a value out of range (or not finite), or a width or push_arity the rule does not take makes
 // the table's declaration fail with kInvalidArgument. Integer "add" wraps modulo 2^bits. A
 // server may register rules of its own under new names (see pserver/updater.h).

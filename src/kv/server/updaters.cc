@@ -205,6 +205,29 @@ class SgdUpdater final : public RealUpdater<SgdUpdater> {
   double lr_;
 };
 
+// sgd with shrink=1: a push is (g, s) per value, and the step is proximal for an L1 penalty
+// whose weight the pusher chooses push by push: value = S(value - lr g, lr s), with the soft
+// threshold S(a, t) = sign(a) max(|a| - t, 0) -- exactly 0 inside the band, so the model is sparse.
+class SgdShrinkUpdater final : public RealUpdater<SgdShrinkUpdater> {
+ public:
+  explicit SgdShrinkUpdater(double lr) : lr_(lr) {}
+  uint32_t push_arity() const override { return 2; }
+
+  template <typename T>
+  void Run(const UpdateContext&, std::span<T> value, std::span<T>, std::span<const T> push) const {
+    const size_t n = value.size();
+    assert(push.size() == 2 * n);
+    for (size_t i = 0; i < n; ++i) {
+      const double a = static_cast<double>(value[i]) - lr_ * static_cast<double>(push[i]);
+      const double shrunk = std::abs(a) - lr_ * std::max(static_cast<double>(push[n + i]), 0.0);
+      value[i] = shrunk > 0 ? static_cast<T>(std::copysign(shrunk, a)) : T(0);
+    }
+  }
+
+ private:
+  double lr_;
+};
+
 // ---------------------------------------------------------------------------------------------
 // adagrad
 
@@ -474,8 +497,9 @@ Result<std::unique_ptr<Updater>> MakeAssignUpdater(const UpdaterSpec& spec) {
 }
 
 Result<std::unique_ptr<Updater>> MakeSgdUpdater(const UpdaterSpec& spec) {
-  static constexpr std::array<ParamDef, 1> kDefs{{{"lr", 0.01, Bound::kNonNegative}}};
+  static constexpr std::array<ParamDef, 2> kDefs{{{"lr", 0.01, Bound::kNonNegative}, {"shrink", 0.0, Bound::kFlag}}};
   PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("sgd", spec, kDefs));
+  if (p[1] == 1.0) return Make<SgdShrinkUpdater>(p[0]);
   return Make<SgdUpdater>(p[0]);
 }
 
