@@ -508,6 +508,22 @@ TEST(UpdatersTest, ProxStartsANewIterationWhenTheClockChanges) {
   EXPECT_EQ(fresh.state[0], 2.0);
 }
 
+// sgd with shrink=1: a gradient step, then a soft threshold that the pusher sizes.
+TEST(UpdatersTest, SgdShrinkStepsThenSoftThresholdsToExactZero) {
+  auto sgd = MustCreate(UpdaterSpec{"sgd", {{"lr", 0.5}, {"shrink", 1}}});
+  EXPECT_EQ(sgd->push_arity(), 2u);
+  Row<double> row = NewRow<double>(*sgd, {1.0, -1.0, 0.3});
+  // Pushes are the row's gradients, then its shrinks: 1 - 0.5 * 0.2 = 0.9, shrunk by 0.5 * 0.2.
+  ApplyTo(*sgd, row, {0.2, 0.0, 0.0, 0.2, 0.2, 0.6});
+  EXPECT_DOUBLE_EQ(row.value[0], 0.8);
+  EXPECT_DOUBLE_EQ(row.value[1], -0.9);
+  EXPECT_EQ(row.value[2], 0.0);  // |0.3| - 0.3: exactly 0
+  // A negative shrink is none.
+  ApplyTo(*sgd, row, {0.0, 0.0, 0.0, -1.0, -1.0, -1.0});
+  EXPECT_DOUBLE_EQ(row.value[0], 0.8);
+  EXPECT_EQ(MustCreate(UpdaterSpec{"sgd", {}})->push_arity(), 1u);
+}
+
 // adaptive=1: each weight's own trust region, from its last two steps (ProxTrustRegion).
 TEST(UpdatersTest, ProxAdaptiveTrustRegionGrowsWithStepsAndHalvesWhenAWeightTurnsBack) {
   EXPECT_EQ(MustCreate(UpdaterSpec{"prox", {{"gradient", 1}, {"adaptive", 1}}})->state_per_value(), 3u);
