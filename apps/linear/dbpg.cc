@@ -120,7 +120,7 @@ class Trainer {
   std::vector<double> trust_;          // per local column: its trust region (the servers' Delta)
   std::vector<double> last_step_;      // per local column: the step of its last iteration
   std::vector<double> grad_;           // per local column: the full gradient of its last iteration
-  std::vector<double> d_, h_, s_;      // per row: loss derivative, curvature, block row |x| sum
+  std::vector<double> d_, h_, s_;      // per row: loss derivative, curvature bound, block row |x| sum
   std::vector<double> reach_;          // per row: how far the steps in flight may move its margin
   std::vector<int64_t> stamp_;         // per row: iteration + 1 whose d_, h_ it holds
   std::deque<InFlight> inflight_;
@@ -239,13 +239,16 @@ Status Trainer::StartIteration(int64_t t) {
   const uint64_t begin = block_begin_[b], end = block_begin_[b + 1];
   // Row coefficients at the current margins (loss derivative and curvature), computed only
   // for the rows this block touches: an iteration costs the block's non-zeros, not all rows.
+  // The curvature coefficient is the largest p (1 - p) over the margins within reach_i of the
+  // current one (the steps in flight move it at most that far, see below): p (1 - p) =
+  // e^-|m| / (1 + e^-|m|)^2 falls with |m|, so it is taken at |m| - reach_i (at 0 if within reach).
   auto coefficients = [&](uint32_t i) {
     if (stamp_[i] == t + 1) return;
     stamp_[i] = t + 1;
     const double y = data_->labels()[i];
-    const double p = Sigmoid(y * margin_[i]);  // probability of the true label
-    d_[i] = -y * (1 - p);
-    h_[i] = p * (1 - p);
+    d_[i] = -y * Sigmoid(-y * margin_[i]);  // -y (1 - p), p the probability of the true label
+    const double e = std::exp(-std::max(std::abs(margin_[i]) - reach_[i], 0.0));
+    h_[i] = e / ((1 + e) * (1 + e));
   };
   const int64_t delay = std::min<int64_t>(o_.tau, blocks_ - 1);
   auto for_window = [&](auto&& fn) {
@@ -268,17 +271,16 @@ Status Trainer::StartIteration(int64_t t) {
   std::vector<double> vals;
   for (uint64_t j = begin; j < end; ++j) {
     if (!active_[j]) continue;
-    // g_j and a bound u_j on the loss's second derivative along feature j anywhere within the
-    // feature's trust region |d| <= D_j: a row's curvature p (1 - p) grows by at most a factor
-    // e^{|x_ij| D_j} as its margin moves by |x_ij| D_j, and never exceeds 1/4.
+    // g_j and a bound u_j on the loss's second derivative along feature j for any joint step of
+    // the blocks in flight within their trust regions: row i's margin moves by at most reach_i,
+    // and its share of the joint curvature is at most s_i times the diagonal (Gershgorin).
     double g = 0, u = 0;
     for (uint64_t k = cols_.offsets[j]; k < cols_.offsets[j + 1]; ++k) {
       const uint32_t i = cols_.rows[k];
       const double x = cols_.vals[k];
       coefficients(i);
       g += d_[i] * x;
-      const double ax = std::abs(x);
-      u += std::min(h_[i] * std::exp(reach_[i]), 0.25) * ax * s_[i];
+      u += h_[i] * std::abs(x) * s_[i];
     }
     keys.push_back(cols_.ids[j]);
     vals.push_back(g);
@@ -433,12 +435,15 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     const bool small_gap = o_.gap_tol > 0 && r.gap <= o_.gap_tol;
     const bool converged = small_gap || change < o_.rel_tol;
     result.stopped_by = small_gap ? fmt::format("the duality gap {:.2g} is at most {:.2g}", r.gap, o_.gap_tol)
-                                  : fmt::format("the objective changed by {:.2g}, less than {:.2g}", change, o_.rel_tol);
+                                  : fmt::format("the objective stalled (it changed by {:.2g}, less than {:.2g}) with the "
+                                                "duality gap at {:.2g} (converged means at most {:.2g})",
+                                                change, o_.rel_tol, r.gap, o_.gap_tol);
     // Job-wide, so that every worker decides alike (a worker's own features may all be active
     // while another's are not).
     const bool filtered = r.skipped_features > 0;
     if (converged && (!o_.kkt_filter || verifying || !filtered)) {
-      result.converged = true;
+      result.converged = small_gap;
+      result.stopped = true;
       break;
     }
     // A worker was lost in this pass: the filter's verdicts came from gradients without its
@@ -457,7 +462,7 @@ Result<DbpgResult> Trainer::Run(const std::function<void(const PassReport&)>& on
     PSERVER_RETURN_IF_ERROR(checkpoints_->AfterPass({pass, r.objective, full_pass, verifying}, pass == o_.max_passes,
                                                     stats_->lead()));
   }
-  if (!result.converged) {
+  if (!result.stopped) {
     const double gap = result.passes.empty() ? std::numeric_limits<double>::quiet_NaN() : result.passes.back().gap;
     result.stopped_by = fmt::format("the pass limit ({}) came first: the objective may be up to {:.2g} above the "
                                     "optimum (the duality gap; converged means at most {:.2g})",

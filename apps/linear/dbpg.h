@@ -97,7 +97,8 @@ struct DbpgResult {
   std::vector<std::pair<uint64_t, double>> weights;  // non-zero weights, by feature (the lead only)
   bool lead = false;  // this worker is the job's lead: the lowest-ranked live worker (job_stats.h)
   int resumed_from_pass = 0;  // the checkpoint's pass the job resumed after (0: started afresh)
-  bool converged = false;     // a stop rule ended training, not max_passes
+  bool stopped = false;       // a stop rule ended training, not max_passes
+  bool converged = false;     // the duality gap's rule did (not the stall's)
   std::string stopped_by;     // which rule ended training, with its figures, for the user
 };
 

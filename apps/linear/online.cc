@@ -50,7 +50,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   KVWorker<double> kv(node);
   TableSpec spec{.name = o.table_prefix + "_w", .value_type = ValueType::kFloat64, .width = 1};
   if (o.rule == "sgd") {
-    // Pushes are (g, s): a gradient step, then an L1 shrink (SgdStep below).
+    // Pushes are (g, s): a gradient step, then an L1 shrink (the pass's end, below).
     spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}, {"shrink", 1.0}}};
     spec.push_arity = 2;
   } else {

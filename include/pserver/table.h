@@ -36,7 +36,8 @@ enum class StorageKind : uint8_t {
 //   "add"     value += push                                  (the default; any value type)
 //   "assign"  value = push                                   (any value type)
 //   "sgd"     value -= lr * push                             lr=0.01 shrink=0
-//             shrink=1: push_arity 2, a push is (g, s) per value: value = S(value - lr g, lr s),
+//             shrink=1: push_arity 2, a row's push is its width gradients g, then its width
+//             shrinks s; each value = S(value - lr g, lr s),
 //             S the soft threshold (a proximal step for an L1 penalty of weight s; s < 0 is 0)
 //   "adagrad" n += g^2; value -= lr * g / (sqrt(n) + eps)    lr=0.01 eps=1e-8
 //   "adam"    Kingma & Ba with bias correction, per-key step count

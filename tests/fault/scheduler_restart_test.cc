@@ -101,10 +101,12 @@ TEST_P(SchedulerRestartTest, AKilledSchedulerStartedAgainResumesTheJobAndNothing
   ASSERT_TRUE(std::regex_search(out0, m0, name)) << out0;
   ASSERT_TRUE(std::regex_search(out1, m1, name)) << out1;
   workers[1]->Signal(SIGSTOP);
-  for (;;) {  // until the kernel has stopped it (a hang guard bounds the wait)
+  const auto give_up = std::chrono::steady_clock::now() + kHangGuard;
+  for (;;) {  // until the kernel has stopped it
     std::optional<ProcessInfo> info = FindProcess(workers[1]->pid());
     ASSERT_TRUE(info.has_value());
     if (info->state == 'T') break;
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "worker 1 is in state " << info->state << ", not stopped";
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   // Worker 0's barrier that never completes is the one it enters alone after worker 1's last

@@ -247,8 +247,9 @@ int RunTrainWorker(const TrainFlags& f) {
       stopped_by = r->stopped_by;
       converged = r->converged;
       if (lead) {
-        std::printf("%s after %zu passes of %u blocks: %s\n", converged ? "converged" : "warning: not converged",
-                    passes.size(), r->num_blocks, stopped_by.c_str());
+        std::printf("%s after %zu passes of %u blocks: %s\n",
+                    converged ? "converged" : (r->stopped ? "warning: stopped" : "warning: not converged"), passes.size(),
+                    r->num_blocks, stopped_by.c_str());
         std::fflush(stdout);
       }
     }

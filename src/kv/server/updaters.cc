@@ -560,7 +560,8 @@ Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
 // ProxStep (declared in pserver/updater.h)
 
 double ProxTrustRegion(double previous_step, double step, double delta, double delta_min) {
-  if (step * previous_step < 0) return std::max(std::abs(step) / 2, std::numeric_limits<double>::min());
+  // Never 0 (not even in a float table's state, where 0 would read as "never pushed").
+  if (step * previous_step < 0) return std::max(std::abs(step) / 2, double{std::numeric_limits<float>::min()});
   return std::min(delta, 2 * std::abs(step) + delta_min);
 }
 
