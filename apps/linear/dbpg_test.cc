@@ -667,8 +667,8 @@ TEST(DbpgBlocksTest, TheBlockCountFollowsTheWorkAndTheRowsDensity) {
 
 // A badly conditioned case: more features than rows, and each row holds most of the features of
 // its topic, nearly equal in value (many correlated, nearly collinear features per row). Block
-// coordinate methods zig-zag here: measured, within 1e-3 of the optimum at pass 73, 1e-4 at
-// 148, 1e-6 at 897 (exact coordinate descent, one feature a block: 38, 78 and 271). The bound
+// coordinate methods zig-zag here: measured, within 1e-3 of the optimum at pass 67, 1e-4 at
+// 139, 1e-6 at 833 (exact coordinate descent, one feature a block: 38, 85 and 269). The bound
 // holds the first figure; the run is cut there to keep the test short.
 TEST(DbpgConditioningTest, CorrelatedFeaturesConvergeWithinThePassBound) {
   const uint32_t seed = 4321;

@@ -344,7 +344,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->add_option("--tau", f->tau, "Delay bound: iterations (dbpg) or minibatches (sgd/ftrl) in flight beyond one")
       ->check(CLI::Range(int64_t{0}, int64_t{1000}))
       ->capture_default_str();
-  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass (0: sized by the data's non-zeros per worker)")
+  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass (0: sized by the data: its non-zeros per worker and per row)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-passes", f->max_passes, "Passes over the data at most")

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <array>
 #include <cassert>
 #include <cmath>
@@ -360,8 +361,8 @@ T ProxClock(const UpdateContext& ctx) {
   return static_cast<T>(ctx.clock + 1);
 }
 
-// Both layouts keep the iteration marks c last, a quarter of a row's state: a resumed job's
-// clocks are not the checkpointed job's, so they are set to "no iteration" (0).
+// The gradient=0 layout keeps the iteration marks c last, a quarter of a row's state: a resumed
+// job's clocks are not the checkpointed job's, so they are set to "no iteration" (0).
 template <typename T>
 void ForgetProxIterations(std::span<T> state) {
   std::fill(state.begin() + static_cast<ptrdiff_t>(state.size() / 4 * 3), state.end(), T(0));
@@ -398,85 +399,64 @@ class ProxUpdater final : public RealUpdater<ProxUpdater> {
   ProxParams p_;
 };
 
-// The row checks of the gradient=1 layout: a row is (w, G).
-Status FitsProxGradientRow(uint32_t width, bool variable_length) {
-  if (variable_length) {
-    return Status::InvalidArgument("with gradient=1 a row is (w, G): the table needs width 2, not variable-length rows");
-  }
-  if (width != 2) {
-    return Status::InvalidArgument(fmt::format("with gradient=1 a row is (w, G): the table needs width 2, not {}", width));
-  }
-  return Status::Ok();
-}
-
 // gradient=1: a row is one weight, (w, G), so that a pull returns the iteration's summed
 // gradient beside the weight. Push: (g, u). State: w0, G, U, c.
+//
+// With adaptive=1 each weight has a trust region of its own, Delta, that follows the steps it
+// takes (ProxTrustRegion, from delta at its first iteration) instead of delta. State: w0, G, U,
+// c, Delta, and the step of the weight's previous iteration.
 class ProxGradientUpdater final : public RealUpdater<ProxGradientUpdater> {
  public:
-  explicit ProxGradientUpdater(const ProxParams& p) : p_(p) {}
+  // delta_min: the adaptive trust region's (ProxTrustRegion); nullopt: the fixed delta.
+  ProxGradientUpdater(const ProxParams& p, std::optional<double> delta_min) : p_(p), delta_min_(delta_min) {}
   uint32_t push_arity() const override { return 1; }
-  uint32_t state_per_value() const override { return 2; }  // 4 per row of width 2
-  void OnResume(std::span<float> state) const override { ForgetProxIterations(state); }
-  void OnResume(std::span<double> state) const override { ForgetProxIterations(state); }
-  Status FitsWidth(uint32_t width, bool variable_length) const override {
-    return FitsProxGradientRow(width, variable_length);
-  }
-
-  template <typename T>
-  void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
-    // Other widths are refused at declaration (FitsWidth); never touch a row of another shape.
-    if (value.size() != 2 || state.size() != 4 || push.size() != 2) return;
-    value[0] = ProxPush(ProxClock<T>(ctx), value[0], state[0], state[1], state[2], state[3], push[0], push[1], p_);
-    value[1] = state[1];
-  }
-
- private:
-  ProxParams p_;
-};
-
-// gradient=1 with adaptive=1: as above, with a trust region of each weight's own, Delta, that
-// follows the steps the weight takes (ProxTrustRegion, from delta at its first iteration).
-// State: w0, G, U, c, Delta, and the step of the weight's previous iteration.
-class ProxAdaptiveUpdater final : public RealUpdater<ProxAdaptiveUpdater> {
- public:
-  ProxAdaptiveUpdater(const ProxParams& p, double delta_min) : p_(p), delta_min_(delta_min) {}
-  uint32_t push_arity() const override { return 1; }
-  uint32_t state_per_value() const override { return 3; }  // 6 per row of width 2
+  uint32_t state_per_value() const override { return delta_min_ ? 3 : 2; }  // 6 or 4 per row of width 2
   // A resumed job's clocks are not the checkpointed job's: no iteration is under way (c = 0);
   // each weight keeps its trust region.
   void OnResume(std::span<float> state) const override { Forget(state); }
   void OnResume(std::span<double> state) const override { Forget(state); }
   Status FitsWidth(uint32_t width, bool variable_length) const override {
-    return FitsProxGradientRow(width, variable_length);
+    if (variable_length) {
+      return Status::InvalidArgument("with gradient=1 a row is (w, G): the table needs width 2, not variable-length rows");
+    }
+    if (width != 2) {
+      return Status::InvalidArgument(fmt::format("with gradient=1 a row is (w, G): the table needs width 2, not {}", width));
+    }
+    return Status::Ok();
   }
 
   template <typename T>
   void Run(const UpdateContext& ctx, std::span<T> value, std::span<T> state, std::span<const T> push) const {
-    if (value.size() != 2 || state.size() != 6 || push.size() != 2) return;
+    // Other widths are refused at declaration (FitsWidth); never touch a row of another shape.
+    if (value.size() != 2 || state.size() != 2 * state_per_value() || push.size() != 2) return;
     const T clock = ProxClock<T>(ctx);
-    T& w0 = state[0];
-    T& c = state[3];
-    T& trust = state[4];
-    T& last_step = state[5];
-    if (c != clock) {
-      const double step = static_cast<double>(value[0]) - static_cast<double>(w0);
-      trust = static_cast<T>(c == T(0) && trust == T(0) ? p_.delta
-                                                         : ProxTrustRegion(last_step, step, p_.delta, delta_min_));
-      last_step = static_cast<T>(step);
+    ProxParams p = p_;
+    if (delta_min_) {
+      T& w0 = state[0];
+      T& c = state[3];
+      T& trust = state[4];
+      T& last_step = state[5];
+      if (c != clock) {
+        const double step = static_cast<double>(value[0]) - static_cast<double>(w0);
+        trust = static_cast<T>(c == T(0) && trust == T(0) ? p_.delta
+                                                           : ProxTrustRegion(last_step, step, p_.delta, *delta_min_));
+        last_step = static_cast<T>(step);
+      }
+      p.delta = static_cast<double>(trust);
     }
-    const ProxParams p{.l1 = p_.l1, .l2 = p_.l2, .delta = static_cast<double>(trust)};
-    value[0] = ProxPush(clock, value[0], w0, state[1], state[2], c, push[0], push[1], p);
+    value[0] = ProxPush(clock, value[0], state[0], state[1], state[2], state[3], push[0], push[1], p);
     value[1] = state[1];
   }
 
  private:
   template <typename T>
-  static void Forget(std::span<T> state) {
-    for (size_t r = 0; r + 6 <= state.size(); r += 6) state[r + 3] = T(0);
+  void Forget(std::span<T> state) const {
+    const size_t stride = 2 * state_per_value();
+    for (size_t r = 0; r + stride <= state.size(); r += stride) state[r + 3] = T(0);
   }
 
   ProxParams p_;
-  double delta_min_;
+  std::optional<double> delta_min_;
 };
 
 }  // namespace
@@ -549,8 +529,7 @@ Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {
   if (adaptive && !gradient) {
     return Status::InvalidArgument("updater 'prox': adaptive=1 (a trust region per weight) needs gradient=1");
   }
-  if (adaptive) return Make<ProxAdaptiveUpdater>(params, /*delta_min=*/p[2]);
-  if (gradient) return Make<ProxGradientUpdater>(params);
+  if (gradient) return Make<ProxGradientUpdater>(params, adaptive ? std::optional<double>(p[2]) : std::nullopt);
   return Make<ProxUpdater>(params);
 }
 
