@@ -5,7 +5,7 @@
 # Stages, in order (each prints its wall time; a failure in any of them is reported where it
 # happens and fails the script after the main suite ran):
 #   1. GCC build (build/, -Werror) and the check that every *_test.cc is built;
-#   2. libFuzzer: the fuzz targets under libFuzzer and ASan, 30 s each (build-fuzz/);
+#   2. libFuzzer: the fuzz targets under libFuzzer and ASan, 20 s each (build-fuzz/);
 #   3. clang ASan+UBSan: everything built by clang with -Wthread-safety -Werror at -O1, and the
 #      whole ctest suite run under AddressSanitizer and UndefinedBehaviorSanitizer (build-clang/);
 #   4. clang TSan: the tests labelled "concurrency" (and only what they link) built with
@@ -55,9 +55,9 @@ build_sanitizer_targets() {
   fi
 }
 
-# Fuzzing under libFuzzer (clang): a build of its own whose code carries coverage
-# instrumentation and AddressSanitizer, of the fuzz targets only (and what they link); each runs
-# PSERVER_FUZZ_SECONDS (30) seconds over its checked-in corpus (new inputs go to a scratch
+# Fuzzing under libFuzzer (clang): a build of its own (-O1, line tables, asserts on) whose code
+# carries coverage instrumentation and AddressSanitizer, of the fuzz targets only (and what they
+# link); each runs PSERVER_FUZZ_SECONDS (20) seconds over its checked-in corpus (new inputs go to a scratch
 # folder; a crashing input is kept in the build folder as crash-*). The GCC build's ctest runs
 # the same targets with the standalone driver (label "fuzz"). PSERVER_SKIP_LIBFUZZER=1 skips
 # this stage. A failure here is reported before ctest runs, and fails the script after it.
@@ -67,14 +67,15 @@ if [ "${PSERVER_SKIP_LIBFUZZER:-0}" != 1 ]; then
   fuzz_dir="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
   fuzz_targets=(message_fuzz libsvm_fuzz model_fuzz cache_fuzz checkpoint_fuzz)
   mkdir -p "$fuzz_dir"
-  if cmake -S "$root" -B "$fuzz_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  if cmake -S "$root" -B "$fuzz_dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++ \
+      "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -gline-tables-only" \
       -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer" \
       -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" -DPSERVER_FUZZ_ENGINE=libfuzzer \
       -DPSERVER_BUILD_TESTS=OFF -DPSERVER_BUILD_BENCHMARKS=OFF >"$fuzz_dir/configure.log" 2>&1 &&
     cmake --build "$fuzz_dir" --target "${fuzz_targets[@]}" -j "$(nproc)"; then
     for t in "${fuzz_targets[@]}"; do
       scratch=$(mktemp -d)
-      if ! "$fuzz_dir/fuzz/$t" -max_total_time="${PSERVER_FUZZ_SECONDS:-30}" -seed=1 -timeout=10 \
+      if ! "$fuzz_dir/fuzz/$t" -max_total_time="${PSERVER_FUZZ_SECONDS:-20}" -seed=1 -timeout=10 \
           -rss_limit_mb=2048 -artifact_prefix="$fuzz_dir/crash-$t-" -print_final_stats=1 \
           "$scratch" "$root/fuzz/corpus/$t" >"$fuzz_dir/$t.log" 2>&1; then
         echo "test: libFuzzer found a failure in $t (input: $fuzz_dir/crash-$t-*):"

@@ -20,6 +20,8 @@ constexpr uint32_t kMaxWorkers = 62;
 // kPassKeyBase + p * kMaxAttempts + a (a pass is done again each time shares were lost).
 constexpr Key kPassKeyBase = 1000;
 constexpr uint32_t kMaxAttempts = 64;
+// MaxOverWorkers call c: worker r's value at kMaxKeyBase + c * 64 + r.
+constexpr Key kMaxKeyBase = Key{1} << 39;
 
 // `<prefix>_model`: in attempt a of the collection, worker r's row at kRankBase * (a * 64 + r)
 // holds (the shares it holds, number of weights it handed in), its weights follow at that key
@@ -228,6 +230,23 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     r.idle_fraction = r.seconds > 0 ? sum[5] / (r.workers * r.seconds) : 0;
     return r;
   }
+}
+
+Result<double> JobStats::MaxOverWorkers(double mine) {
+  const Key base = kMaxKeyBase + max_calls_++ * 64;
+  std::vector<double> row(kStatsWidth, 0.0);
+  row[0] = mine;
+  PSERVER_ASSIGN_OR_RETURN(Timestamp ts, stats_.Push(stats_table_, std::vector<Key>{base + node_.rank().value}, std::move(row)));
+  PSERVER_RETURN_IF_ERROR(stats_.Wait(ts, timeout_));
+  PSERVER_RETURN_IF_ERROR(node_.Barrier(BarrierGroup::kWorkers, timeout_));
+  std::vector<Key> keys(workers_);
+  for (uint32_t r = 0; r < workers_; ++r) keys[r] = base + r;
+  SharedArray<double> rows;
+  PSERVER_ASSIGN_OR_RETURN(ts, stats_.Pull(stats_table_, std::move(keys), &rows));
+  PSERVER_RETURN_IF_ERROR(stats_.Wait(ts, timeout_));
+  double most = mine;
+  for (uint32_t r = 0; r < workers_; ++r) most = std::max(most, rows[size_t{r} * kStatsWidth]);
+  return most;
 }
 
 std::vector<uint64_t> JobStats::OwnedFeatures() const {

@@ -97,6 +97,8 @@ class JobStats {
   uint32_t num_shares() const { return workers_; }
   // owned()[j]: this worker is the lowest-ranked holder of features[j], so it alone counts it.
   const std::vector<bool>& owned() const { return owned_; }
+  // The features this worker owns (those of owned()), sorted.
+  std::vector<uint64_t> OwnedFeatures() const;
 
   // Adds `figures()` (this worker's, over the shares it holds; an error is returned) into the
   // row of `pass`, waits
@@ -106,6 +108,11 @@ class JobStats {
   // their data) that did not contribute to the pass, without an Adopter.
   Result<PassReport> EndPass(int pass, const std::function<Result<Row>()>& figures,
                              std::chrono::steady_clock::time_point start, std::chrono::steady_clock::duration* waited);
+
+  // Collective: the largest of the values every worker passes (each calls it alike, in the same
+  // order, e.g. inside EndPass's figures()); a worker lost before it added its value in is left
+  // out (EndPass then does the pass again).
+  Result<double> MaxOverWorkers(double mine);
 
   // Collective, after the last pass: the non-zero weights of `table` (value 0 of each row of
   // `width` values), sorted by feature, on worker 0; empty on the others. Each worker pulls the
@@ -133,7 +140,6 @@ class JobStats {
   // Sets this worker's features and which of them it counts: those whose lowest share (of the
   // `<prefix>_presence` table) it holds.
   Status SetFeatures(std::vector<uint64_t> features);
-  std::vector<uint64_t> OwnedFeatures() const;
 
   Node& node_;
   KVWorker<double> stats_;
@@ -142,6 +148,7 @@ class JobStats {
   DataDescriber describe_data_;
   Adopter adopt_;
   uint32_t workers_ = 0;          // the workers the job started with: its shares
+  uint64_t max_calls_ = 0;        // MaxOverWorkers calls so far: each has keys of its own
   uint64_t shares_ = 0;           // bit r: this worker holds share r
   std::vector<NodeId> node_ids_;  // of the worker each share started with
   uint32_t lead_ = 0;

@@ -7,6 +7,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "apps/linear/duality_gap.h"
 #include "apps/linear/job_stats.h"
 #include "apps/linear/logistic.h"
 #include "apps/linear/pass_checkpoints.h"
@@ -54,12 +55,15 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     spec.updater = {.name = "sgd", .params = {{"lr", o.learning_rate}, {"shrink", 1.0}}};
     spec.push_arity = 2;
   } else {
-    const double passes = o.max_passes;
+    // Pushes are (g, s): the gradients, and the passes over the data they sum so far (the scale
+    // of the penalties, see the header).
     spec.updater = {.name = "ftrl",
-                    .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1 * passes}, {"l2", 2 * o.l2 * passes}}};
+                    .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1}, {"l2", 2 * o.l2}, {"scaled", 1.0}}};
+    spec.push_arity = 2;
   }
   PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec, o.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<DualMeter> dual, DualMeter::Create(node, o.table_prefix, o.wait_timeout));
   const Dataset* rows = &data;  // the caller's rows, or adopted
   Dataset adopted;               // the caller's rows and those of the shares taken over
   std::vector<uint64_t> all_features = SortedFeatures(data, 0, data.num_rows());
@@ -92,7 +96,19 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   result.resumed_from_pass = from.pass;
   uint64_t bytes_sent = 0;
   double previous = from.objective;
+  uint32_t workers_before = node.num_workers();
   std::vector<Timestamp> pushes;  // completed by the table's delay bound; collected each pass
+  // Pushes (0, second) to every feature this worker owns (each feature once in the job), and
+  // waits for them.
+  auto push_to_owned = [&](double second) -> Status {
+    std::vector<Key> owned = stats->OwnedFeatures();
+    if (owned.empty()) return Status::Ok();
+    std::vector<double> push(2 * owned.size(), 0.0);
+    for (size_t j = 0; j < owned.size(); ++j) push[2 * j + 1] = second;  // a key's (g, s) side by side
+    bytes_sent += owned.size() * (sizeof(Key) + 2 * sizeof(double));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, std::move(owned), std::move(push)));
+    return wait(ts);
+  };
   for (int pass = from.pass + 1; pass <= o.max_passes; ++pass) {
     for (size_t first = 0; first < rows->num_rows(); first += o.minibatch) {
       const size_t end = std::min(rows->num_rows(), first + o.minibatch);
@@ -127,7 +143,13 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
           push.push_back(0.0);
         }
       } else {
-        push = std::move(grad);
+        // The passes the job's gradients sum once this one is in, as this worker sees them.
+        const double scale = (pass - 1) + static_cast<double>(end) / static_cast<double>(rows->num_rows());
+        push.reserve(2 * keys.size());
+        for (size_t j = 0; j < keys.size(); ++j) {
+          push.push_back(grad[j]);
+          push.push_back(scale);
+        }
       }
       bytes_sent += keys.size() * sizeof(Key) + push.size() * sizeof(double);
       PSERVER_ASSIGN_OR_RETURN(Timestamp pushed, kv.Push(table, std::move(keys), std::move(push)));
@@ -136,53 +158,71 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     for (Timestamp ts : pushes) PSERVER_RETURN_IF_ERROR(wait(ts));
     pushes.clear();
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));  // every push applied
-    if (o.rule == "sgd" && o.l1 > 0) {
-      // The L1 penalty of the pass's N / |B| steps, each lr_k l1 / N, as one proximal shrink of
-      // every weight by lr_k l1 / |B| (truncated gradient with the pass as its period): the
-      // soft threshold makes weights exactly 0. Each feature once, by the worker that owns it.
-      std::vector<Key> owned;
-      for (size_t j = 0; j < all_features.size(); ++j) {
-        if (stats->owned()[j]) owned.push_back(all_features[j]);
-      }
-      const double shrink = SgdRate(pass) * o.l1 / static_cast<double>(o.minibatch);
-      std::vector<double> push(2 * owned.size(), 0.0);
-      for (size_t j = 0; j < owned.size(); ++j) push[2 * j + 1] = shrink;
-      bytes_sent += owned.size() * (sizeof(Key) + 2 * sizeof(double));
-      if (!owned.empty()) {
-        PSERVER_ASSIGN_OR_RETURN(Timestamp shrunk, kv.Push(table, std::move(owned), std::move(push)));
-        PSERVER_RETURN_IF_ERROR(wait(shrunk));
-      }
+    // Each weight as the pass left it: SGD's L1 penalty of the pass's N / |B| steps, each
+    // lr_k l1 / N, as one proximal shrink by lr_k l1 / |B| (truncated gradient with the pass as
+    // its period; the soft threshold makes weights exactly 0); FTRL's weights recomputed with
+    // the penalties of exactly `pass` passes (a worker's own pushes count its own rows).
+    if (o.rule == "ftrl" || o.l1 > 0) {
+      PSERVER_RETURN_IF_ERROR(push_to_owned(o.rule == "sgd" ? SgdRate(pass) * o.l1 / static_cast<double>(o.minibatch)
+                                                            : static_cast<double>(pass)));
       PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers, o.wait_timeout));
     }
-    // The objective at the pass's end: this worker's loss and its share of the regulariser.
+    // The figures at the pass's end: this worker's loss, its share of the regulariser and of
+    // the dual objective (duality_gap.h), at the weights the pass ended with.
     auto figures = [&]() -> Result<JobStats::Row> {
       SharedArray<double> w;
       PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w));
       PSERVER_RETURN_IF_ERROR(wait(ts));
       const auto index = IndexOf(all_features);
       double loss = 0, reg = 0, nnz = 0;
+      std::vector<double> grad(all_features.size(), 0.0), ym(rows->num_rows());
       for (size_t r = 0; r < rows->num_rows(); ++r) {
         RowView row = rows->row(r);
         double m = 0;
         for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
-        loss += Log1pExp(-row.label * m);
+        ym[r] = row.label * m;
+        loss += Log1pExp(-ym[r]);
+        const double a = Sigmoid(-ym[r]);
+        for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] -= row.label * a * row.values[k];
       }
       for (size_t j = 0; j < all_features.size(); ++j) {
         if (!stats->owned()[j]) continue;
         reg += o.l1 * std::abs(w[j]) + o.l2 * w[j] * w[j];
         nnz += w[j] != 0 ? 1 : 0;
       }
+      PSERVER_ASSIGN_OR_RETURN(const DualShare d, dual->Measure(*stats, all_features, std::move(grad), ym, o.l1, o.l2));
+      bytes_sent += d.bytes_sent;
       const double idle_s = std::chrono::duration<double>(idle).count();
       return JobStats::Row{loss, reg, nnz, static_cast<double>(all_features.size()), static_cast<double>(bytes_sent),
-                           idle_s, static_cast<double>(rows->num_rows()), 0.0};
+                           idle_s, static_cast<double>(rows->num_rows()), 0.0, d.entropy, d.penalty};
     };
     PSERVER_ASSIGN_OR_RETURN(PassReport r, stats->EndPass(pass, figures, start, &idle));
+    r.gap = RelativeGap(r);
     result.passes.push_back(r);
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
-    if (change < o.rel_tol && o.rule == "sgd") break;
+    // A pass in which a worker was lost summed its gradient without that worker's rows (or with
+    // a part of them): its gap does not count.
+    const bool lost = r.workers < workers_before;
+    workers_before = r.workers;
+    const bool small_gap = o.gap_tol > 0 && r.gap <= o.gap_tol && !lost;
+    if (small_gap || change < o.rel_tol) {
+      result.stopped = true;
+      result.converged = small_gap;
+      result.stopped_by = small_gap ? fmt::format("the duality gap {:.2g} is at most {:.2g}", r.gap, o.gap_tol)
+                                    : fmt::format("the objective changed by {:.2g} in the last pass, less than {:.2g}, "
+                                                  "with the duality gap at {:.2g} (converged means at most {:.2g})",
+                                                  change, o.rel_tol, r.gap, o.gap_tol);
+      break;
+    }
     PSERVER_RETURN_IF_ERROR(checkpoints->AfterPass({pass, r.objective}, pass == o.max_passes, stats->lead()));
+  }
+  if (!result.stopped) {
+    const double gap = result.passes.empty() ? std::numeric_limits<double>::quiet_NaN() : result.passes.back().gap;
+    result.stopped_by = fmt::format("the pass limit ({}) came first: the objective may be up to {:.2g} above the "
+                                    "optimum (the duality gap; converged means at most {:.2g})",
+                                    o.max_passes, gap, o.gap_tol);
   }
   PSERVER_ASSIGN_OR_RETURN(result.weights, stats->CollectWeights(kv, table, 1));
   result.lead = stats->lead();

@@ -42,7 +42,10 @@ enum class StorageKind : uint8_t {
 //   "adagrad" n += g^2; value -= lr * g / (sqrt(n) + eps)    lr=0.01 eps=1e-8
 //   "adam"    Kingma & Ba with bias correction, per-key step count
 //                                                             lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8
-//   "ftrl"    FTRL-proximal (McMahan et al. 2013)            alpha=0.05 beta=1 l1=0 l2=0
+//   "ftrl"    FTRL-proximal (McMahan et al. 2013)            alpha=0.05 beta=1 l1=0 l2=0 scaled=0
+//             scaled=1: push_arity 2, a row's push is its width gradients g, then its width
+//             scales s; each value is computed with penalties l1 s and l2 s (s the passes over
+//             the data its gradients sum, so that the model matches the objective at any time)
 //   "prox"    the proximal Newton step of delayed block proximal gradient (pserver::ProxStep in
 //             pserver/updater.h): pushes carry a gradient and a curvature per weight, which the
 //             server sums per iteration (the pusher's clock); the weight becomes the
@@ -56,7 +59,7 @@ enum class StorageKind : uint8_t {
 //             region instead of delta, from its last two steps (pserver::ProxTrustRegion: at
 //             most delta, at least half a step; delta_min=0.1 its growth's floor).
 // The rules other than add/assign take float or double tables only. Parameter ranges: lr, beta,
-// l1, l2 >= 0; eps, alpha, delta, delta_min > 0; beta1, beta2 in [0, 1); gradient, adaptive, shrink 0 or 1. An unknown name,
+// l1, l2 >= 0; eps, alpha, delta, delta_min > 0; beta1, beta2 in [0, 1); gradient, adaptive, shrink, scaled 0 or 1. An unknown name,
 // a value out of range (or not finite), or a width or push_arity the rule does not take makes
 // the table's declaration fail with kInvalidArgument. Integer "add" wraps modulo 2^bits. A
 // server may register rules of its own under new names (see pserver/updater.h).

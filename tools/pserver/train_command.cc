@@ -262,6 +262,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.learning_rate = f.learning_rate;
     o.minibatch = f.minibatch;
     o.max_passes = f.max_passes;
+    o.gap_tol = f.tol;
     o.rel_tol = f.tol;
     o.describe_data = describe;
     o.load_share = load_share;
@@ -272,6 +273,14 @@ int RunTrainWorker(const TrainFlags& f) {
       num_features = r->num_features;
       weights = std::move(r->weights);
       lead = r->lead;
+      stopped_by = r->stopped_by;
+      converged = r->converged;
+      if (lead) {
+        std::printf("%s after %zu passes: %s\n",
+                    converged ? "converged" : (r->stopped ? "warning: stopped" : "warning: not converged"), passes.size(),
+                    stopped_by.c_str());
+        std::fflush(stdout);
+      }
     }
   }
   // A failed job's report comes from the last pass's lead (worker 0 if no pass ended).
@@ -351,8 +360,8 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd->add_option("--tol", f->tol,
-                  "dbpg: stop when the duality gap estimate says the objective is within this fraction of the "
-                  "optimum; sgd/ftrl: when the objective changes less than this, relatively")
+                  "Stop when the duality gap estimate says the objective is within this fraction of the optimum "
+                  "(converged); sgd/ftrl also stop when a pass changes the objective by less than this, relatively")
       ->check(FiniteNumber())
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -300,20 +300,25 @@ class AdamUpdater final : public RealUpdater<AdamUpdater> {
 
 class FtrlUpdater final : public RealUpdater<FtrlUpdater> {
  public:
-  FtrlUpdater(double alpha, double beta, double l1, double l2) : alpha_(alpha), beta_(beta), l1_(l1), l2_(l2) {}
+  FtrlUpdater(double alpha, double beta, double l1, double l2, bool scaled)
+      : alpha_(alpha), beta_(beta), l1_(l1), l2_(l2), scaled_(scaled) {}
   uint32_t state_per_value() const override { return 2; }
+  uint32_t push_arity() const override { return scaled_ ? 2 : 1; }
 
   template <typename T>
   void Run(const UpdateContext&, std::span<T> value, std::span<T> state, std::span<const T> push) const {
     const size_t n = value.size();
-    assert(push.size() == n && state.size() == 2 * n);
+    assert(push.size() == push_arity() * n && state.size() == 2 * n);
     T* w = value.data();
     T* z_state = state.data();
     T* n_state = state.data() + n;
     const T* grad = push.data();
-    const double alpha = alpha_, beta = beta_, l1 = l1_, l2 = l2_;
+    const double alpha = alpha_, beta = beta_;
     for (size_t i = 0; i < n; ++i) {
       const double g = grad[i];
+      // scaled=1: the penalties are those of the push's scale (the passes its gradients sum).
+      const double scale = scaled_ ? std::max(static_cast<double>(push[n + i]), 0.0) : 1.0;
+      const double l1 = l1_ * scale, l2 = l2_ * scale;
       const double n_old = n_state[i];
       const double n_new = n_old + g * g;
       const double sqrt_n_new = std::sqrt(n_new);
@@ -328,6 +333,7 @@ class FtrlUpdater final : public RealUpdater<FtrlUpdater> {
 
  private:
   double alpha_, beta_, l1_, l2_;
+  bool scaled_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -504,14 +510,15 @@ Result<std::unique_ptr<Updater>> MakeAdamUpdater(const UpdaterSpec& spec) {
 }
 
 Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec) {
-  static constexpr std::array<ParamDef, 4> kDefs{{
+  static constexpr std::array<ParamDef, 5> kDefs{{
       {"alpha", 0.05, Bound::kPositive},
       {"beta", 1.0, Bound::kNonNegative},
       {"l1", 0.0, Bound::kNonNegative},
       {"l2", 0.0, Bound::kNonNegative},
+      {"scaled", 0.0, Bound::kFlag},
   }};
   PSERVER_ASSIGN_OR_RETURN(auto p, ReadParams("ftrl", spec, kDefs));
-  return Make<FtrlUpdater>(/*alpha=*/p[0], /*beta=*/p[1], /*l1=*/p[2], /*l2=*/p[3]);
+  return Make<FtrlUpdater>(/*alpha=*/p[0], /*beta=*/p[1], /*l1=*/p[2], /*l2=*/p[3], /*scaled=*/p[4] == 1.0);
 }
 
 Result<std::unique_ptr<Updater>> MakeProxUpdater(const UpdaterSpec& spec) {

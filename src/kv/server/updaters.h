@@ -61,7 +61,12 @@ Result<std::unique_ptr<Updater>> MakeAdamUpdater(const UpdaterSpec& spec);
 // "ftrl": FTRL-proximal (McMahan et al. 2013), per coordinate. State z, n.
 //   sigma = (sqrt(n + g^2) - sqrt(n)) / alpha; z += g - sigma * value; n += g^2;
 //   value = |z| <= l1 ? 0 : -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2).
-// Params: alpha > 0 (default 0.05), beta >= 0 (default 1), l1 >= 0, l2 >= 0 (defaults 0).
+// Params: alpha > 0 (default 0.05), beta >= 0 (default 1), l1 >= 0, l2 >= 0 (defaults 0),
+// scaled 0 or 1 (default 0). scaled=1: push_arity 2, a push is (g, s) per value and the value
+// is computed with l1 * s and l2 * s (s < 0 counts as 0): the pusher says how many times the
+// objective's penalty the gradients summed so far stand for (a pass over the data sums the
+// loss's gradient once), so that the model at any moment is regularised as its data; a push
+// with g = 0 only recomputes the value with the new s.
 Result<std::unique_ptr<Updater>> MakeFtrlUpdater(const UpdaterSpec& spec);
 
 // "prox": the proximal Newton step of delayed block proximal gradient (L1/L2-regularised

@@ -524,6 +524,30 @@ TEST(UpdatersTest, SgdShrinkStepsThenSoftThresholdsToExactZero) {
   EXPECT_EQ(MustCreate(UpdaterSpec{"sgd", {}})->push_arity(), 1u);
 }
 
+// ftrl with scaled=1: each value's penalties are l1 s and l2 s, s pushed beside the gradient.
+TEST(UpdatersTest, FtrlScaledComputesEachValueWithThePushedPenaltyScale) {
+  auto ftrl = MustCreate(UpdaterSpec{"ftrl", {{"alpha", 1.0}, {"beta", 1.0}, {"l1", 1.0}, {"l2", 0.5}, {"scaled", 1}}});
+  EXPECT_EQ(ftrl->push_arity(), 2u);
+  EXPECT_EQ(MustCreate(UpdaterSpec{"ftrl", {}})->push_arity(), 1u);
+  Row<double> row = NewRow<double>(*ftrl, {0.0, 0.0});
+  // g = 3 on both: n = 9, sigma = 3, z = 3. Value 0 at s = 1: -(3 - 1) / ((1 + 3) / 1 + 0.5) = -4/9;
+  // value 1 at s = 2: -(3 - 2) / (4 + 1) = -0.2.
+  ApplyTo(*ftrl, row, {3.0, 3.0, 1.0, 2.0});
+  EXPECT_DOUBLE_EQ(row.value[0], -2.0 / 4.5);
+  EXPECT_DOUBLE_EQ(row.value[1], -0.2);
+  // The same as an unscaled rule with the scaled penalties.
+  auto plain = MustCreate(UpdaterSpec{"ftrl", {{"alpha", 1.0}, {"beta", 1.0}, {"l1", 2.0}, {"l2", 1.0}}});
+  Row<double> plain_row = NewRow<double>(*plain, {0.0});
+  ApplyTo(*plain, plain_row, {3.0});
+  EXPECT_EQ(plain_row.value[0], row.value[1]);
+  // A zero gradient leaves z and n, and recomputes the value at the new scale: s = 4 puts |z| = 3
+  // inside l1 s (exactly 0); a negative s is 0 (no penalty: -3 / 4).
+  ApplyTo(*ftrl, row, {0.0, 0.0, 4.0, -1.0});
+  EXPECT_EQ(row.value[0], 0.0);
+  EXPECT_DOUBLE_EQ(row.value[1], -0.75);
+  EXPECT_EQ(row.state, (std::vector<double>{3.0, 3.0, 9.0, 9.0}));
+}
+
 // adaptive=1: each weight's own trust region, from its last two steps (ProxTrustRegion).
 TEST(UpdatersTest, ProxAdaptiveTrustRegionGrowsWithStepsAndHalvesWhenAWeightTurnsBack) {
   EXPECT_EQ(MustCreate(UpdaterSpec{"prox", {{"gradient", 1}, {"adaptive", 1}}})->state_per_value(), 3u);
