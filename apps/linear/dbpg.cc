@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "apps/linear/duality_gap.h"
 #include "apps/linear/job_stats.h"
 #include "apps/linear/logistic.h"
 #include "pserver/kv_worker.h"
@@ -158,7 +159,7 @@ Status Trainer::Setup() {
                                                     data_->feature_ids().size(), o_.wait_timeout,
                                                     o_.describe_data, std::move(adopt)));
   num_features_ = stats_->num_features();
-  blocks_ = o_.num_blocks > 0 ? o_.num_blocks : BlocksFor(stats_->num_nonzeros(), stats_->num_rows(), stats_->num_shares(), num_features_);
+  blocks_ = o_.num_blocks > 0 ? o_.num_blocks : BlocksFor(stats_->num_nonzeros(), stats_->num_rows(), stats_->num_shares(), num_features_, o_.tau);
   BuildLocal();
   PSERVER_ASSIGN_OR_RETURN(checkpoints_,
                            PassCheckpoints::Create(node_, o_.table_prefix, o_.checkpoints, stats_->num_rows(),
@@ -372,13 +373,10 @@ Status Trainer::PullTrust() {
 JobStats::Row Trainer::Figures() const {
   double loss = 0, reg = 0, nnz = 0, entropy = 0, penalty = 0;
   for (size_t i = 0; i < margin_.size(); ++i) {
-    // The row's dual variable a = 1 - P(y | x) = sigmoid(-y m) and its entropy H(a), with
-    // -log a = log(1 + e^{y m}) and -log(1 - a) = log(1 + e^{-y m}) (the row's loss).
+    // The row's dual variable a = 1 - P(y | x) = sigmoid(-y m) and its entropy H(a).
     const double ym = data_->labels()[i] * margin_[i];
-    const double row_loss = Log1pExp(-ym);
-    const double a = Sigmoid(-ym);
-    loss += row_loss;
-    entropy += a * Log1pExp(ym) + (1 - a) * row_loss;
+    loss += Log1pExp(-ym);
+    entropy += DualEntropy(ym, 1.0);
   }
   const double skipped = static_cast<double>(std::count(active_.begin(), active_.end(), false));
   for (size_t j = 0; j < weight_.size(); ++j) {
@@ -486,13 +484,14 @@ double RelativeGap(const PassReport& r) {
   return std::abs(r.objective - (r.dual_entropy - r.dual_penalty)) / std::max(std::abs(r.objective), 1e-300);
 }
 
-uint32_t BlocksFor(uint64_t nonzeros, uint64_t rows, uint32_t workers, uint64_t features) {
+uint32_t BlocksFor(uint64_t nonzeros, uint64_t rows, uint32_t workers, uint64_t features, int64_t tau) {
   const uint64_t per_worker = nonzeros / std::max<uint32_t>(workers, 1);
   const uint64_t by_work = (per_worker + kNonzerosPerBlock - 1) / kNonzerosPerBlock;
   const double per_row = static_cast<double>(nonzeros) / static_cast<double>(std::max<uint64_t>(rows, 1));
   const auto by_coupling = static_cast<uint64_t>(std::ceil(kBlocksPerRowNonzero * per_row));
-  return static_cast<uint32_t>(
-      std::clamp<uint64_t>(std::max(by_work, by_coupling), 1, std::clamp<uint64_t>(features, 1, kMaxAutoBlocks)));
+  const uint64_t by_delay = kBlocksPerDelay * static_cast<uint64_t>(std::clamp<int64_t>(tau, 0, kMaxAutoBlocks));
+  return static_cast<uint32_t>(std::clamp<uint64_t>(std::max({by_work, by_coupling, by_delay}), 1,
+                                                    std::clamp<uint64_t>(features, 1, kMaxAutoBlocks)));
 }
 
 Result<Dataset> WithShares(const Dataset& rows, const std::vector<uint32_t>& shares, const ShareLoader& load) {

@@ -5,6 +5,7 @@
 // changes the result), the online solvers against serial re-implementations of their updates,
 // and the step's closed form (pserver::ProxStep, which the servers' "prox" rule takes).
 #include "apps/linear/dbpg.h"
+#include "apps/linear/duality_gap.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -405,6 +406,7 @@ TEST(DbpgWorkerLossTest, WithoutALoaderALostWorkerEndsTheJobNamingIt) {
   o.max_passes = 6;
   o.rel_tol = 0;
   o.gap_tol = 0;
+  o.gap_tol = 0;
   o.describe_data = [](uint32_t rank) { return "rows " + std::to_string(rank) + " mod 3"; };
   auto results = RunLosingAWorker<DbpgResult>(
       data, 3, /*victim=*/2, /*at_pass=*/1,
@@ -427,6 +429,7 @@ TEST(OnlineWorkerLossTest, ALostWorkersRowsAreWalkedByAnother) {
   o.minibatch = 8;
   o.max_passes = 4;
   o.rel_tol = 0;
+  o.gap_tol = 0;
   auto results = RunLosingAWorker<OnlineResult>(
       data, 2, /*victim=*/1, /*at_pass=*/1,
       [&](Node& node, const Dataset& mine, ShareLoader loader, std::function<void(const PassReport&)> on_pass) {
@@ -663,6 +666,12 @@ TEST(DbpgBlocksTest, TheBlockCountFollowsTheWorkAndTheRowsDensity) {
   EXPECT_EQ(BlocksFor(1000, 10, 1, 12), 12u);
   EXPECT_EQ(BlocksFor(uint64_t{1} << 40, 1000, 1, uint64_t{1} << 30), kMaxAutoBlocks);
   EXPECT_EQ(BlocksFor(0, 0, 0, 0), 1u);
+  // A delay bound asks for 32 blocks per iteration in flight: 1 M rows of 20 on 2 workers.
+  EXPECT_EQ(BlocksFor(20'000'000, 1'000'000, 2, 200'000), 40u);
+  EXPECT_EQ(BlocksFor(20'000'000, 1'000'000, 2, 200'000, 4), 128u);
+  EXPECT_EQ(BlocksFor(20'000'000, 1'000'000, 2, 200'000, 8), 256u);
+  EXPECT_EQ(BlocksFor(237 * 4837, 4837, 2, 120'000, 4), 380u);  // already more
+  EXPECT_EQ(BlocksFor(1000, 10, 1, 12, 8), 12u);                // never more than the features
 }
 
 // A badly conditioned case: more features than rows, and each row holds most of the features of
@@ -904,6 +913,7 @@ OnlineOptions TinyOnline(const std::string& rule, double l1, double l2) {
   o.learning_rate = 0.5;
   o.max_passes = rule == "sgd" ? 300 : 100;
   o.rel_tol = 1e-9;
+  o.gap_tol = 0;  // every run makes max_passes passes
   return o;
 }
 
@@ -968,7 +978,7 @@ TEST_P(OnlineTest, TheDualityGapStopsWithinTheTolerance) {
       const double above = (p.objective - ref.objective) / p.objective;
       EXPECT_GE(p.gap, above - 1e-12) << "pass " << p.pass;
     }
-    const double above = (r->passes.back().objective - ref.objective) / ref.objective;
+    const double above = (r->passes.back().objective - ref.objective) / r->passes.back().objective;
     std::printf("%s, l2 %g: %s after %zu passes (%s); %.3g above the optimum\n", rule.c_str(), l2,
                 r->converged ? "converged" : "not converged", r->passes.size(), r->stopped_by.c_str(), above);
     EXPECT_TRUE(r->converged);
@@ -1000,6 +1010,24 @@ TEST_P(OnlineTest, TwoAsynchronousWorkersEndWhereTheSerialRunEnds) {
 
 INSTANTIATE_TEST_SUITE_P(Rules, OnlineTest, ::testing::Values("sgd", "ftrl"),
                          [](const auto& info) { return info.param; });
+
+// The dual objective's pieces (duality_gap.h) against their definitions.
+TEST(DualityGapTest, EntropyAndScaleMatchTheirDefinitions) {
+  const auto entropy = [](double a) { return a <= 0 || a >= 1 ? 0.0 : -a * std::log(a) - (1 - a) * std::log(1 - a); };
+  for (const double ym : {-30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 25.0}) {
+    const double a = 1 / (1 + std::exp(ym));  // sigmoid(-ym)
+    EXPECT_NEAR(DualEntropy(ym, 1.0), entropy(a), 1e-12) << ym;
+    for (const double s : {0.9, 0.25, 1e-3}) EXPECT_NEAR(DualEntropy(ym, s), entropy(s * a), 1e-12) << ym << " " << s;
+  }
+  // The tails are finite and tend to 0 (a or 1 - a far below the rounding of 1).
+  EXPECT_GE(DualEntropy(800.0, 1.0), 0.0);
+  EXPECT_LT(DualEntropy(800.0, 1.0), 1e-300);
+  EXPECT_LT(DualEntropy(-800.0, 0.5), 1.0);
+  EXPECT_TRUE(std::isfinite(DualEntropy(-800.0, 0.5)));
+  EXPECT_EQ(DualScale(3.0, 1.0, 0.0), 1.0 / 3.0);
+  EXPECT_EQ(DualScale(0.5, 1.0, 0.0), 1.0);
+  EXPECT_EQ(DualScale(3.0, 1.0, 0.1), 1.0);  // with l2 > 0 the conjugate is finite everywhere
+}
 
 // The step the servers take (pserver::ProxStep), on the numbers of the app's objective.
 TEST(DbpgStepTest, ProxStepClosedForm) {

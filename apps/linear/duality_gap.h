@@ -49,8 +49,9 @@ class DualMeter {
   // this worker's (JobStats', sorted); `gradient`: its rows' part of the loss's gradient for
   // each of them; `ym`: label times margin of each of its rows, at the same weights. Every
   // worker adds its part into the table; each feature's owner reads the sum and subtracts it
-  // again. A worker lost meanwhile may leave its part behind for one Measure (EndPass then does
-  // the pass again, and the solver does not trust that pass's gap).
+  // again. A worker lost meanwhile may leave the sums of the features it owned behind for one
+  // Measure (EndPass then computes the figures again, and the solver does not trust that
+  // pass's gap).
   Result<DualShare> Measure(JobStats& stats, const std::vector<uint64_t>& features, std::vector<double> gradient,
                             const std::vector<double>& ym, double l1, double l2);
 

@@ -34,6 +34,27 @@ std::unordered_map<uint64_t, size_t> IndexOf(const std::vector<uint64_t>& keys) 
   return index;
 }
 
+// Adds rows [first, end)'s gradient of the logistic loss at weights `w` (of the features
+// `index` maps to) into `grad`, and returns each row's label times margin.
+std::vector<double> AddGradient(const Dataset& d, size_t first, size_t end, const SharedArray<double>& w,
+                                const std::unordered_map<uint64_t, size_t>& index, std::vector<double>& grad) {
+  std::vector<double> ym(end - first);
+  std::vector<size_t> at;
+  for (size_t r = first; r < end; ++r) {
+    RowView row = d.row(r);
+    at.resize(row.feature_ids.size());
+    double m = 0;
+    for (size_t k = 0; k < row.feature_ids.size(); ++k) {
+      at[k] = index.at(row.feature_ids[k]);
+      m += w[at[k]] * row.values[k];
+    }
+    ym[r - first] = row.label * m;
+    const double coef = -row.label * Sigmoid(-ym[r - first]);  // d/dm log(1 + e^{-y m})
+    for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[at[k]] += coef * row.values[k];
+  }
+  return ym;
+}
+
 }  // namespace
 
 double SgdRate(int pass) { return 1.0 / std::sqrt(static_cast<double>(std::max(pass, 1))); }
@@ -119,17 +140,11 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
       PSERVER_RETURN_IF_ERROR(wait(pulled));
       const auto index = IndexOf(keys);
       std::vector<double> grad(keys.size(), 0.0);
-      for (size_t r = first; r < end; ++r) {
-        RowView row = rows->row(r);
-        double m = 0;
-        for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
-        const double coef = -row.label * (1 - Sigmoid(row.label * m));
-        for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] += coef * row.values[k];
-      }
+      AddGradient(*rows, first, end, w, index, grad);
       // SGD steps on the mean gradient of the minibatch plus 1/N of the L2 term's gradient,
       // at the pass's rate (SgdRate), without shrinking (the L1 penalty comes at the pass's
-      // end). FTRL takes the summed gradient and applies its own l1, l2 (scaled to the run,
-      // see the header).
+      // end). FTRL takes the summed gradient and the passes it completes, and applies its own
+      // l1, l2 at that scale (see the header).
       std::vector<double> push;
       if (o.rule == "sgd") {
         const double scale = 1.0 / static_cast<double>(end - first);
@@ -175,16 +190,9 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
       PSERVER_RETURN_IF_ERROR(wait(ts));
       const auto index = IndexOf(all_features);
       double loss = 0, reg = 0, nnz = 0;
-      std::vector<double> grad(all_features.size(), 0.0), ym(rows->num_rows());
-      for (size_t r = 0; r < rows->num_rows(); ++r) {
-        RowView row = rows->row(r);
-        double m = 0;
-        for (size_t k = 0; k < row.feature_ids.size(); ++k) m += w[index.at(row.feature_ids[k])] * row.values[k];
-        ym[r] = row.label * m;
-        loss += Log1pExp(-ym[r]);
-        const double a = Sigmoid(-ym[r]);
-        for (size_t k = 0; k < row.feature_ids.size(); ++k) grad[index.at(row.feature_ids[k])] -= row.label * a * row.values[k];
-      }
+      std::vector<double> grad(all_features.size(), 0.0);
+      const std::vector<double> ym = AddGradient(*rows, 0, rows->num_rows(), w, index, grad);
+      for (double v : ym) loss += Log1pExp(-v);
       for (size_t j = 0; j < all_features.size(); ++j) {
         if (!stats->owned()[j]) continue;
         reg += o.l1 * std::abs(w[j]) + o.l2 * w[j] * w[j];
@@ -202,8 +210,8 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     if (on_pass) on_pass(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
-    // A pass in which a worker was lost summed its gradient without that worker's rows (or with
-    // a part of them): its gap does not count.
+    // A pass in which a worker was lost: the gradient sums its owned features held may have
+    // been left in the table for the measure that EndPass did again, so its gap does not count.
     const bool lost = r.workers < workers_before;
     workers_before = r.workers;
     const bool small_gap = o.gap_tol > 0 && r.gap <= o.gap_tol && !lost;

@@ -226,6 +226,13 @@ int RunTrainWorker(const TrainFlags& f) {
   uint64_t num_features = 0;
   std::vector<std::pair<uint64_t, double>> weights;
   Status trained;
+  // The lead's last line about training: which rule stopped it, or how far from converged it is.
+  auto say_how_it_ended = [&](bool stopped, const std::string& blocks) {
+    std::printf("%s after %zu passes%s: %s\n",
+                converged ? "converged" : (stopped ? "warning: stopped" : "warning: not converged"), passes.size(),
+                blocks.c_str(), stopped_by.c_str());
+    std::fflush(stdout);
+  };
   if (f.algo == "dbpg") {
     linear::DbpgOptions o;
     o.l1 = f.l1;
@@ -246,12 +253,7 @@ int RunTrainWorker(const TrainFlags& f) {
       lead = r->lead;
       stopped_by = r->stopped_by;
       converged = r->converged;
-      if (lead) {
-        std::printf("%s after %zu passes of %u blocks: %s\n",
-                    converged ? "converged" : (r->stopped ? "warning: stopped" : "warning: not converged"), passes.size(),
-                    r->num_blocks, stopped_by.c_str());
-        std::fflush(stdout);
-      }
+      if (lead) say_how_it_ended(r->stopped, fmt::format(" of {} blocks", r->num_blocks));
     }
   } else {
     linear::OnlineOptions o;
@@ -275,12 +277,7 @@ int RunTrainWorker(const TrainFlags& f) {
       lead = r->lead;
       stopped_by = r->stopped_by;
       converged = r->converged;
-      if (lead) {
-        std::printf("%s after %zu passes: %s\n",
-                    converged ? "converged" : (r->stopped ? "warning: stopped" : "warning: not converged"), passes.size(),
-                    stopped_by.c_str());
-        std::fflush(stdout);
-      }
+      if (lead) say_how_it_ended(r->stopped, "");
     }
   }
   // A failed job's report comes from the last pass's lead (worker 0 if no pass ended).
@@ -353,7 +350,8 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
   cmd->add_option("--tau", f->tau, "Delay bound: iterations (dbpg) or minibatches (sgd/ftrl) in flight beyond one")
       ->check(CLI::Range(int64_t{0}, int64_t{1000}))
       ->capture_default_str();
-  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass (0: sized by the data: its non-zeros per worker and per row)")
+  cmd->add_option("--blocks", f->blocks, "dbpg: feature blocks per pass (0: sized by the data and the delay: its non-zeros per worker and per row, "
+                  "and 32 per iteration in flight)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-passes", f->max_passes, "Passes over the data at most")

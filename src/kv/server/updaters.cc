@@ -317,8 +317,9 @@ class FtrlUpdater final : public RealUpdater<FtrlUpdater> {
     for (size_t i = 0; i < n; ++i) {
       const double g = grad[i];
       // scaled=1: the penalties are those of the push's scale (the passes its gradients sum).
-      const double scale = scaled_ ? std::max(static_cast<double>(push[n + i]), 0.0) : 1.0;
-      const double l1 = l1_ * scale, l2 = l2_ * scale;
+      const double s = scaled_ ? static_cast<double>(push[n + i]) : 1.0;
+      const double scale = s > 0 ? s : 0.0;  // NaN and s < 0 count as 0
+      const double l1 = l1_ > 0 ? l1_ * scale : 0.0, l2 = l2_ > 0 ? l2_ * scale : 0.0;
       const double n_old = n_state[i];
       const double n_new = n_old + g * g;
       const double sqrt_n_new = std::sqrt(n_new);

@@ -63,7 +63,7 @@ Result<std::unique_ptr<Updater>> MakeAdamUpdater(const UpdaterSpec& spec);
 //   value = |z| <= l1 ? 0 : -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2).
 // Params: alpha > 0 (default 0.05), beta >= 0 (default 1), l1 >= 0, l2 >= 0 (defaults 0),
 // scaled 0 or 1 (default 0). scaled=1: push_arity 2, a push is (g, s) per value and the value
-// is computed with l1 * s and l2 * s (s < 0 counts as 0): the pusher says how many times the
+// is computed with l1 * s and l2 * s (s < 0 or NaN counts as 0): the pusher says how many times the
 // objective's penalty the gradients summed so far stand for (a pass over the data sums the
 // loss's gradient once), so that the model at any moment is regularised as its data; a push
 // with g = 0 only recomputes the value with the new s.

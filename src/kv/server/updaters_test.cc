@@ -546,6 +546,10 @@ TEST(UpdatersTest, FtrlScaledComputesEachValueWithThePushedPenaltyScale) {
   EXPECT_EQ(row.value[0], 0.0);
   EXPECT_DOUBLE_EQ(row.value[1], -0.75);
   EXPECT_EQ(row.state, (std::vector<double>{3.0, 3.0, 9.0, 9.0}));
+  // A NaN scale counts as 0 too, never a NaN weight.
+  ApplyTo(*ftrl, row, {0.0, 0.0, std::numeric_limits<double>::quiet_NaN(), 4.0});
+  EXPECT_DOUBLE_EQ(row.value[0], -0.75);
+  EXPECT_EQ(row.value[1], 0.0);
 }
 
 // adaptive=1: each weight's own trust region, from its last two steps (ProxTrustRegion).
@@ -933,7 +937,7 @@ TEST(UpdatersTest, OutOfRangeParametersAreRefused) {
       {"sgd", "lr", -0.1},      {"sgd", "lr", nan},         {"adagrad", "lr", -1.0},  {"adagrad", "eps", 0.0},
       {"adagrad", "eps", -1.0}, {"adam", "lr", -0.001},     {"adam", "beta1", 1.0},   {"adam", "beta1", -0.1},
       {"adam", "beta2", 1.5},   {"adam", "eps", 0.0},       {"adam", "lr", inf},      {"ftrl", "alpha", 0.0},
-      {"ftrl", "beta", -1.0},   {"ftrl", "l1", -0.5},       {"ftrl", "l2", -0.5},     {"prox", "l1", -1.0},
+      {"ftrl", "beta", -1.0},   {"ftrl", "l1", -0.5},       {"ftrl", "l2", -0.5},     {"ftrl", "scaled", 0.5}, {"prox", "l1", -1.0},
       {"prox", "l2", -1.0},     {"prox", "delta", 0.0},     {"prox", "delta", -2.0},  {"prox", "gradient", 0.5},
       {"prox", "gradient", 2.0}, {"prox", "gradient", -1.0}, {"prox", "gradient", nan},
   };
