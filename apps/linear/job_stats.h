@@ -111,7 +111,8 @@ class JobStats {
 
   // Collective: the largest of the values every worker passes (each calls it alike, in the same
   // order, e.g. inside EndPass's figures()); a worker lost before it added its value in is left
-  // out (EndPass then does the pass again).
+  // out (EndPass then does the pass again). Each call leaves a row per worker (112 bytes) in the
+  // stats table on a server, for the job's life.
   Result<double> MaxOverWorkers(double mine);
 
   // Collective, after the last pass: the non-zero weights of `table` (value 0 of each row of
