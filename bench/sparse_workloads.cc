@@ -26,8 +26,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr double kLr = 0.01;
 
-TableSpec SparseSgdSpec() {
+TableSpec SparseSgdSpec(const std::vector<FilterSpec>& filters = {}) {
   TableSpec spec;
+  spec.filters = filters;
   spec.name = "bench_sparse_sgd";
   spec.value_type = ValueType::kFloat32;
   spec.width = 1;
@@ -96,11 +97,11 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
                              so.apply_threads = apply_threads;
                              return std::make_shared<KVServer<float>>(server, so);
                            }));
-  std::atomic<uint64_t> total_requests{0}, total_keys{0};
+  std::atomic<uint64_t> total_requests{0}, total_keys{0}, total_wire{0};
   RunSpan span;
   std::vector<std::vector<float>> values;  // written by worker 0 only
   Status s = cluster->RunWorkers([&](Node& node) -> Status {
-    PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(SparseSgdSpec()));
+    PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(SparseSgdSpec(o.filters)));
     KVWorker<float> kv(node);
     const size_t sets = req.keys.size();
     const bool collect = o.collect_values && node.rank().value == 0;
@@ -126,6 +127,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
       return Status::Ok();
     };
     uint64_t issued = 0, done = 0, keys = 0;  // done, keys: answered while measuring
+    Node::Traffic wire_at_start;
     Clock::time_point start{}, deadline{};
     double cpu_start = 0;
     bool measuring = false;
@@ -139,6 +141,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
         } else {
           // The pipeline is full from here on: start the clock (filling it is not measured).
           measuring = true;
+          wire_at_start = node.traffic();
           start = Clock::now();
           cpu_start = ProcessCpuSeconds();
           deadline = start + o.min_duration;
@@ -157,6 +160,9 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     // Answers that arrive after the deadline are waited for but neither counted nor timed.
     const Clock::time_point end = Clock::now();
     const double cpu_end = ProcessCpuSeconds();
+    const Node::Traffic wire_at_end = node.traffic();
+    total_wire += (wire_at_end.bytes_sent - wire_at_start.bytes_sent) +
+                  (wire_at_end.bytes_received - wire_at_start.bytes_received);
     for (uint64_t i = issued - std::min<uint64_t>(issued, window); i < issued; ++i) {
       PSERVER_RETURN_IF_ERROR(finish(i));
     }
@@ -183,6 +189,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
   if (r.seconds <= 0) return Status::Internal("sparse workload: no time measured");
   r.keys_per_sec = static_cast<double>(total_keys.load()) / r.seconds;
   r.keys_per_sec_per_server = r.keys_per_sec / o.num_servers;
+  r.wire_bytes_per_request = r.requests > 0 ? static_cast<double>(total_wire.load()) / static_cast<double>(r.requests) : 0;
   r.values = std::move(values);
   return r;
 }

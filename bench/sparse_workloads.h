@@ -32,6 +32,7 @@
 
 #include "pserver/result.h"
 #include "pserver/shared_array.h"
+#include "pserver/table.h"
 #include "pserver/types.h"
 
 namespace pserver::bench {
@@ -51,6 +52,8 @@ struct SparseWorkloadOptions {
   uint32_t apply_threads = 0;
   // The job's replication factor (NodeOptions::replicas).
   uint32_t replicas = 1;
+  // The table's filters (docs/filters.md); none by default.
+  std::vector<FilterSpec> filters;
   // For correctness tests. exact_requests > 0: each worker issues exactly this many requests
   // after the warm-up (REQUIRES: > window) and stops, whatever min_duration says; the first
   // `window` are not timed. collect_values: worker 0 returns the values it pulled (see
@@ -78,6 +81,9 @@ struct SparseThroughput {
   double cpu_seconds = 0;              // process CPU time (all threads) over the measured span
   double keys_per_sec = 0;             // over all servers
   double keys_per_sec_per_server = 0;  // keys_per_sec / num_servers
+  // The workers' wire bytes, sent and received, per request (about: the span's requests in flight
+  // at its ends count in the bytes or not): what filters save.
+  double wire_bytes_per_request = 0;
   // With options.collect_values, per request set (values[i] for keys[i]): for a pull workload
   // the answer to worker 0's last pull of the set; for a push workload what worker 0 pulls
   // after every worker's last push was acknowledged. Empty otherwise.

@@ -17,3 +17,5 @@ pserver_add_test(checkpoint_file_test SOURCES kv/server/checkpoint_file_test.cc 
 pserver_add_test(checkpoint_test SOURCES kv/checkpoint_test.cc DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(local_cluster_test SOURCES kv/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)
+pserver_add_test(filtered_cluster_test SOURCES kv/filter/filtered_cluster_test.cc
+                 DEPS pserver_testing LABELS unit concurrency)

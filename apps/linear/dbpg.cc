@@ -173,6 +173,7 @@ Status Trainer::Setup() {
                           {"adaptive", 1},
                           {"gradient", 1}}};
   w.push_arity = 1;
+  w.filters = o_.filters;
   PSERVER_ASSIGN_OR_RETURN(w_table_, node_.DeclareTable(w, o_.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv_.SetStaleness(w_table_, 0));
   // The workers' copy of each feature's trust region and last step (the servers keep theirs in

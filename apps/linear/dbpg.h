@@ -54,6 +54,7 @@
 #include "apps/linear/pass_checkpoints.h"
 #include "pserver/node.h"
 #include "pserver/result.h"
+#include "pserver/table.h"
 
 namespace pserver::linear {
 
@@ -81,6 +82,9 @@ struct DbpgOptions {
   // and layout (e.g. a wrapper of "prox" that instruments it; the tests count rows with one).
   std::string rule = "prox";
   std::string table_prefix = "dbpg";
+  // The filters of the weight table, which carries nearly all of the job's traffic
+  // (docs/filters.md); none by default.
+  std::vector<FilterSpec> filters;
   std::chrono::milliseconds wait_timeout{300000};
   DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
   ShareLoader load_share;       // a lost worker's rows are trained on by another (above)

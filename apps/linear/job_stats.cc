@@ -11,10 +11,13 @@
 namespace pserver::linear {
 namespace {
 
-// A stats row: the figures, then which shares the figures cover (bit r: share r) and which
-// workers added them in (bit r: worker r), each of the 62-bit sets split in two halves so
-// that every sum stays an exact double.
-constexpr uint32_t kStatsWidth = JobStats::kFigures + 4;
+// A stats row: the figures, the worker's wire bytes sent and received in the pass (kWire, kWire
+// + 1), then which shares the figures cover (bit r: share r) and which workers added them in
+// (bit r: worker r), each of the 62-bit sets split in two halves so that every sum stays an exact
+// double.
+constexpr uint32_t kWire = JobStats::kFigures;
+constexpr uint32_t kBits = kWire + 2;
+constexpr uint32_t kStatsWidth = kBits + 4;
 constexpr uint32_t kMaxWorkers = 62;
 // Stats keys: share r's feature count, rows and first worker at r; attempt a of pass p at
 // kPassKeyBase + p * kMaxAttempts + a (a pass is done again each time shares were lost).
@@ -74,7 +77,7 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
     PSERVER_RETURN_IF_ERROR(js->ints_.Wait(ts, timeout));
   }
   const uint64_t count = features.empty() ? 0 : features.back() + 1;
-  std::vector<double> mine(kFigures, 0.0);
+  std::vector<double> mine(kBits, 0.0);
   static_assert(kFigures >= 7);
   mine[0] = static_cast<double>(count >> 32);
   mine[1] = static_cast<double>(count & 0xffffffffu);
@@ -102,7 +105,7 @@ Result<std::unique_ptr<JobStats>> JobStats::Create(Node& node, const std::string
     js->num_rows_ += (static_cast<uint64_t>(row[2]) << 32) | static_cast<uint64_t>(row[3]);
     js->num_nonzeros_ += (static_cast<uint64_t>(row[5]) << 32) | static_cast<uint64_t>(row[6]);
     js->node_ids_[r] = NodeId(static_cast<uint32_t>(row[4]));
-    seen += BitsOf(row[kFigures], row[kFigures + 1]);
+    seen += BitsOf(row[kBits], row[kBits + 1]);
   }
   PSERVER_RETURN_IF_ERROR(js->CheckEveryWorker(seen, "before training started"));
   PSERVER_RETURN_IF_ERROR(js->SetFeatures(features));
@@ -195,6 +198,9 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     std::vector<double> row(mine.begin(), mine.end());
     // Bytes go in as this pass's, so that a lost worker's earlier ones stay in the total.
     row[4] -= bytes_reported_;
+    const Node::Traffic traffic = node_.traffic();
+    row.push_back(static_cast<double>(traffic.bytes_sent - wire_reported_.bytes_sent));
+    row.push_back(static_cast<double>(traffic.bytes_received - wire_reported_.bytes_received));
     AppendBits(row, shares_);
     AppendBits(row, uint64_t{1} << node_.rank().value);
     PSERVER_ASSIGN_OR_RETURN(Timestamp ts, stats_.Push(stats_table_, std::vector<Key>{key}, std::move(row)));
@@ -208,8 +214,8 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     if (sum.size() != kStatsWidth) {
       return Status::Internal(fmt::format("pass {}: the stats row has {} values, not {}", pass, sum.size(), kStatsWidth));
     }
-    const uint64_t workers_seen = BitsOf(sum[kFigures + 2], sum[kFigures + 3]);
-    PSERVER_ASSIGN_OR_RETURN(bool complete, TakeOverLost(BitsOf(sum[kFigures], sum[kFigures + 1]), workers_seen,
+    const uint64_t workers_seen = BitsOf(sum[kBits + 2], sum[kBits + 3]);
+    PSERVER_ASSIGN_OR_RETURN(bool complete, TakeOverLost(BitsOf(sum[kBits], sum[kBits + 1]), workers_seen,
                                                          fmt::format("during pass {}", pass)));
     if (!complete) continue;
     PassReport r;
@@ -220,6 +226,11 @@ Result<PassReport> JobStats::EndPass(int pass, const std::function<Result<Row>()
     bytes_reported_ = mine[4];
     bytes_total_ += sum[4];
     r.bytes_sent = static_cast<uint64_t>(bytes_total_);
+    wire_reported_ = traffic;
+    wire_sent_total_ += sum[kWire];
+    wire_received_total_ += sum[kWire + 1];
+    r.wire_bytes_sent = static_cast<uint64_t>(wire_sent_total_);
+    r.wire_bytes_received = static_cast<uint64_t>(wire_received_total_);
     r.rows = static_cast<uint64_t>(sum[6]);
     r.skipped_features = static_cast<uint64_t>(sum[7]);
     r.dual_entropy = sum[8];

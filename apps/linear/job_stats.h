@@ -45,6 +45,11 @@ struct PassReport {
   uint64_t nnz = 0;              // non-zero weights
   double seconds = 0;            // since training started
   uint64_t bytes_sent = 0;       // payload all workers sent so far (pushed keys and values, pulled keys)
+  // What all workers sent and received on the wire so far, every message included, after the
+  // tables' filters (Node::traffic): with one server and no replicas, what the servers received
+  // and sent.
+  uint64_t wire_bytes_sent = 0;
+  uint64_t wire_bytes_received = 0;
   double idle_fraction = 0;      // workers' mean share of the elapsed time spent waiting (pulls, barriers)
   uint64_t active_features = 0;  // features computed in this pass (over all workers)
   uint64_t rows = 0;             // data rows the figures cover: every row of the job
@@ -155,6 +160,9 @@ class JobStats {
   uint32_t lead_ = 0;
   double bytes_reported_ = 0;  // this worker's bytes sent, as of its last pass
   double bytes_total_ = 0;     // every worker's, over the passes so far
+  Node::Traffic wire_reported_;     // this worker's wire traffic, as of its last pass
+  double wire_sent_total_ = 0;      // every worker's wire bytes sent, over the passes so far
+  double wire_received_total_ = 0;  // and received
   TableId stats_table_, presence_table_, model_table_;
   std::vector<uint64_t> features_;
   uint64_t num_features_ = 0;

@@ -82,6 +82,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
                     .params = {{"alpha", o.learning_rate}, {"beta", 1.0}, {"l1", o.l1}, {"l2", 2 * o.l2}, {"scaled", 1.0}}};
     spec.push_arity = 2;
   }
+  spec.filters = o.filters;
   PSERVER_ASSIGN_OR_RETURN(TableId table, node.DeclareTable(spec, o.wait_timeout));
   PSERVER_RETURN_IF_ERROR(kv.SetMaxDelay(table, o.tau));
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<DualMeter> dual, DualMeter::Create(node, o.table_prefix, o.wait_timeout));

@@ -54,6 +54,7 @@ struct OnlineOptions {
   double gap_tol = 1e-4;  // stop when the duality gap (RelativeGap) is at most this
   double rel_tol = 1e-4;  // stop when a pass changed the objective by less than this (relative)
   std::string table_prefix = "online";
+  std::vector<FilterSpec> filters;  // the weight table's (docs/filters.md); none by default
   std::chrono::milliseconds wait_timeout{300000};
   DataDescriber describe_data;  // names a lost worker's data in errors (job_stats.h)
   ShareLoader load_share;       // a lost worker's rows are trained on by another (below)

@@ -133,6 +133,16 @@ class Node {
   // the job needs it, is handed to another node: Node::TakeOver). Its requests fail from then on.
   bool declared_dead() const;
 
+  // What this node sent and received on the wire so far: every message, data and control, its
+  // bytes as they travelled (after the tables' filters, docs/filters.md).
+  struct Traffic {
+    uint64_t messages_sent = 0;
+    uint64_t bytes_sent = 0;
+    uint64_t messages_received = 0;
+    uint64_t bytes_received = 0;
+  };
+  Traffic traffic() const;
+
   // Ends this node's part in the job at once (e.g. on Ctrl-C): Run, Finalize, Barrier and
   // pending requests return kAborted. Peers notice through the scheduler's heartbeats.
   void Stop();

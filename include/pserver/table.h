@@ -5,7 +5,10 @@
 
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "pserver/result.h"
 #include "pserver/types.h"
 
 namespace pserver {
@@ -85,6 +88,27 @@ struct InitializerSpec {
   friend bool operator==(const InitializerSpec&, const InitializerSpec&) = default;
 };
 
+// A communication filter a table's data messages pass through (docs/filters.md): each is
+// applied on send and undone on receipt, on pushes, pulls and their replies alike, in both
+// directions. Built-in filters (params, with their defaults):
+//   "zstd"  lossless: sorted keys as deltas, then each frame compressed  level=1 min_bytes=256
+//           by Zstandard (level 1..19), when that makes it smaller; frames under min_bytes
+//           are sent as they are
+//   "lz4"   lossless: the same with LZ4 (faster, compresses less)      min_bytes=256
+// A server that does not know a filter, or one of its params, refuses the table.
+struct FilterSpec {
+  std::string name;
+  std::map<std::string, double> params{};  // unknown names are refused
+
+  friend bool operator==(const FilterSpec&, const FilterSpec&) = default;
+};
+
+// Filters from their text form, as command-line flags take them: names separated by commas, each
+// with its params after colons -- "zstd:level=3,lz4", "lz4:min_bytes=0" -- or "" / "none" for no
+// filters. kInvalidArgument, naming the item, for a malformed item, an unknown filter or param, a
+// value out of range, or a filter named twice.
+Result<std::vector<FilterSpec>> ParseFilters(std::string_view text);
+
 struct TableSpec {
   std::string name;                        // non-empty, at most 128 bytes
   ValueType value_type = ValueType::kFloat32;
@@ -107,6 +131,9 @@ struct TableSpec {
   // one (docs/durability.md, section 2). false for a job's scratch table -- sums the workers
   // agree through, say -- which no checkpoint holds and which a resumed job starts empty.
   bool checkpointed = true;
+  // The filters every data message of the table goes through, in this order on send (and in
+  // the reverse order on receipt); at most 8, each name once. Empty: messages go as they are.
+  std::vector<FilterSpec> filters{};
 
   friend bool operator==(const TableSpec&, const TableSpec&) = default;
 };

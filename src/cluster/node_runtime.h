@@ -157,6 +157,7 @@ class NodeRuntime {
   }
   std::string DescribeNode(NodeId id) const;
   transport::Transport& transport() { return *transport_; }
+  transport::TransportStats traffic() const { return transport_->stats(); }
 
   // A data request whose send failed, whichever thread queued it.
   struct SendFailure {

@@ -168,4 +168,10 @@ Status Node::health() const { return runtime_ ? runtime_->health() : Status::Ok(
 
 bool Node::declared_dead() const { return runtime_ && runtime_->declared_dead(); }
 
+Node::Traffic Node::traffic() const {
+  if (!runtime_) return {};
+  const transport::TransportStats s = runtime_->traffic();
+  return {s.messages_sent, s.bytes_sent, s.messages_received, s.bytes_received};
+}
+
 }  // namespace pserver

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "base/wire_io.h"
+#include "kv/filter/filter.h"
 
 namespace pserver::kv {
 namespace {
@@ -16,10 +17,26 @@ using base::WireWriter;
 constexpr size_t kMaxWireName = 1024;
 constexpr uint32_t kMaxWireParams = 1024;
 constexpr uint32_t kMaxUpdaterParams = 32;
+constexpr uint32_t kMaxWireFilters = 64;
 constexpr size_t kMaxUpdaterName = 64;
 constexpr Key kMaxDenseKeys = Key{1} << 32;
 
 Status Malformed() { return Status::Corruption("malformed table spec"); }
+
+// Reads `count` (name, value) params, strictly ascending by name (a std::map's encoding, so
+// that it is canonical).
+bool ReadParams(WireReader& r, std::map<std::string, double>* params) {
+  uint32_t count = 0;
+  if (!r.U32(&count) || count > kMaxWireParams) return false;
+  for (uint32_t i = 0; i < count; ++i) {
+    std::string name;
+    double value = 0;
+    if (!r.Str(&name, kMaxWireName) || !r.F64(&value)) return false;
+    if (!params->empty() && !(params->rbegin()->first < name)) return false;
+    params->emplace_hint(params->end(), std::move(name), value);
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -44,6 +61,15 @@ transport::Bytes EncodeTableSpec(const TableSpec& m) {
   w.F64(m.initializer.scale);
   w.U64(m.initializer.seed);
   w.U8(m.checkpointed ? 1 : 0);
+  w.U32(static_cast<uint32_t>(m.filters.size()));
+  for (const FilterSpec& f : m.filters) {
+    w.Str(f.name);
+    w.U32(static_cast<uint32_t>(f.params.size()));
+    for (const auto& [name, value] : f.params) {
+      w.Str(name);
+      w.F64(value);
+    }
+  }
   return transport::BytesFromString(w.Take());
 }
 
@@ -51,21 +77,18 @@ Result<TableSpec> DecodeTableSpec(const transport::Bytes& body) {
   WireReader r({body.data(), body.size()});
   TableSpec m;
   uint8_t vt = 0, var = 0, placement = 0, storage = 0, init_kind = 0, checkpointed = 0;
-  uint32_t num_params = 0;
   bool ok = r.Str(&m.name, kMaxWireName) && r.U8(&vt) && r.U32(&m.width) && r.U8(&var) && r.U8(&placement) &&
             r.U64(&m.key_range.first) && r.U64(&m.key_range.last) && r.U8(&storage) &&
-            r.Str(&m.updater.name, kMaxWireName) && r.U32(&num_params);
-  if (!ok || num_params > kMaxWireParams) return Malformed();
-  for (uint32_t i = 0; i < num_params; ++i) {
-    std::string name;
-    double value = 0;
-    if (!r.Str(&name, kMaxWireName) || !r.F64(&value)) return Malformed();
-    // Strictly ascending names: the encoding of a std::map, so that it is canonical.
-    if (!m.updater.params.empty() && !(m.updater.params.rbegin()->first < name)) return Malformed();
-    m.updater.params.emplace_hint(m.updater.params.end(), std::move(name), value);
-  }
+            r.Str(&m.updater.name, kMaxWireName) && ReadParams(r, &m.updater.params);
+  if (!ok) return Malformed();
   ok = r.U32(&m.push_arity) && r.U8(&init_kind) && r.F64(&m.initializer.scale) && r.U64(&m.initializer.seed) &&
        r.U8(&checkpointed);
+  uint32_t num_filters = 0;
+  ok = ok && r.U32(&num_filters) && num_filters <= kMaxWireFilters;
+  for (uint32_t i = 0; ok && i < num_filters; ++i) {
+    FilterSpec& f = m.filters.emplace_back();
+    ok = r.Str(&f.name, kMaxWireName) && ReadParams(r, &f.params);
+  }
   if (!ok || !r.Done() || var > 1 || checkpointed > 1 || placement > static_cast<uint8_t>(KeyPlacement::kIdentity) ||
       storage > static_cast<uint8_t>(StorageKind::kDense) ||
       init_kind > static_cast<uint8_t>(InitializerSpec::Kind::kUniform)) {
@@ -149,6 +172,20 @@ Status ValidateTableSpec(const TableSpec& spec, const Updater* rule) {
     return Status::InvalidArgument(fmt::format("table '{}': the uniform initializer needs a float or double table, not {}",
                                                spec.name, ValueTypeName(spec.value_type)));
   }
+  for (const FilterSpec& f : spec.filters) {
+    if (f.name.empty() || f.name.size() > kMaxUpdaterName || f.params.size() > kMaxUpdaterParams) {
+      return Status::InvalidArgument(fmt::format("table '{}': a filter needs a name of 1 to {} bytes and at most {} "
+                                                 "params",
+                                                 spec.name, kMaxUpdaterName, kMaxUpdaterParams));
+    }
+    for (const auto& [name, value] : f.params) {
+      if (!std::isfinite(value)) {
+        return Status::InvalidArgument(fmt::format("table '{}': filter '{}' param '{}' is {}, not a finite number",
+                                                   spec.name, f.name, name, value));
+      }
+    }
+  }
+  if (Result<FilterChain> chain = MakeFilterChain(spec); !chain.ok()) return chain.status();
   if (rule == nullptr) return Status::Ok();
   // The rule: its value types, push arity and widths, and rows that fit a request's int32 sizes
   // (a variable-length row's width comes from an int32 length and is checked per push).
@@ -173,9 +210,11 @@ Status ValidateTableSpec(const TableSpec& spec, const Updater* rule) {
 }
 
 std::string SummarizeTableSpec(const TableSpec& spec) {
-  return fmt::format("{}, width {}, {} length, updater '{}', push_arity {}{}", ValueTypeName(spec.value_type), spec.width,
-                     spec.variable_length ? "variable" : "fixed", spec.updater.name, spec.push_arity,
-                     spec.checkpointed ? "" : ", not checkpointed");
+  std::string filters;
+  for (const FilterSpec& f : spec.filters) filters += fmt::format("{}{}", filters.empty() ? ", filters " : " ", f.name);
+  return fmt::format("{}, width {}, {} length, updater '{}', push_arity {}{}{}", ValueTypeName(spec.value_type),
+                     spec.width, spec.variable_length ? "variable" : "fixed", spec.updater.name, spec.push_arity,
+                     spec.checkpointed ? "" : ", not checkpointed", filters);
 }
 
 Result<TableId> DeclareTable(cluster::NodeRuntime& runtime, const TableSpec& spec, std::chrono::milliseconds timeout) {
@@ -184,18 +223,29 @@ Result<TableId> DeclareTable(cluster::NodeRuntime& runtime, const TableSpec& spe
   return runtime.DeclareTable(declaration, timeout);
 }
 
-Result<std::shared_ptr<const TableSpec>> TableCatalog::Find(TableId id) const {
+Result<TableCatalog::Entry> TableCatalog::Lookup(TableId id) const {
   {
     MutexLock lock(&mu_);
-    if (auto it = specs_.find(id); it != specs_.end()) return it->second;
+    if (auto it = entries_.find(id); it != entries_.end()) return it->second;
   }
   PSERVER_ASSIGN_OR_RETURN(transport::Bytes body, runtime_->FindTable(id));
   Result<TableSpec> spec = DecodeTableSpec(body);
   Status valid = spec.ok() ? ValidateTableSpec(*spec) : spec.status();
-  if (!valid.ok()) return valid.WithContext(fmt::format("table {}", id.value));
-  auto shared = std::make_shared<const TableSpec>(std::move(*spec));
+  Result<FilterChain> chain = valid.ok() ? MakeFilterChain(*spec) : valid;
+  if (!chain.ok()) return chain.status().WithContext(fmt::format("table {}", id.value));
+  Entry entry{std::make_shared<const TableSpec>(std::move(*spec)), std::make_shared<const FilterChain>(std::move(*chain))};
   MutexLock lock(&mu_);
-  return specs_.try_emplace(id, std::move(shared)).first->second;
+  return entries_.try_emplace(id, std::move(entry)).first->second;
+}
+
+Result<std::shared_ptr<const TableSpec>> TableCatalog::Find(TableId id) const {
+  PSERVER_ASSIGN_OR_RETURN(Entry entry, Lookup(id));
+  return entry.spec;
+}
+
+Result<std::shared_ptr<const FilterChain>> TableCatalog::Filters(TableId id) const {
+  PSERVER_ASSIGN_OR_RETURN(Entry entry, Lookup(id));
+  return entry.filters;
 }
 
 }  // namespace pserver::kv

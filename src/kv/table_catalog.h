@@ -19,6 +19,7 @@
 #include "base/mutex.h"
 #include "cluster/key_placement.h"
 #include "cluster/node_runtime.h"
+#include "kv/filter/filter.h"
 #include "pserver/result.h"
 #include "pserver/table.h"
 #include "pserver/updater.h"
@@ -37,7 +38,8 @@ Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
 // placement kRange; storage kDense only with placement kRange, fixed width and at most 2^32 keys
 // in the range; push_arity 1 or 2; updater name 1..64 bytes with at most 32 params, each named by
 // 1..64 bytes and finite; a known initializer kind with a finite scale >= 0, uniform only for
-// float and double tables. With `rule` (the table's update rule, built from spec.updater; a
+// float and double tables; filters this node knows, each once, with finite params they take
+// (MakeFilterChain: a server that lacks a filter refuses the table). With `rule` (the table's update rule, built from spec.updater; a
 // server has it), also that the rule fits: it takes the value type (Updater::Supports), the push
 // arity and the width (Updater::FitsWidth), and a row with its state stays under 2^31 values.
 // Called where a spec enters: by DeclareTable (the user's spec, no rule) and by TableStore::Create
@@ -68,11 +70,19 @@ class TableCatalog {
   // kNotFound for a table the node does not know; kCorruption or kInvalidArgument, naming the
   // table, for one whose bytes do not hold a good spec.
   Result<std::shared_ptr<const TableSpec>> Find(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // The table's filter chain (kv/filter/filter.h), built once from its spec; errors as Find's.
+  Result<std::shared_ptr<const FilterChain>> Filters(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  struct Entry {
+    std::shared_ptr<const TableSpec> spec;
+    std::shared_ptr<const FilterChain> filters;
+  };
+  Result<Entry> Lookup(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
+
   const cluster::NodeRuntime* const runtime_;
   mutable Mutex mu_;
-  mutable absl::flat_hash_map<TableId, std::shared_ptr<const TableSpec>> specs_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<TableId, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pserver::kv

@@ -39,6 +39,7 @@ TableSpec SampleSpec() {
   s.updater.name = "adagrad";
   s.updater.params = {{"eps", 1e-6}, {"lr", 0.05}};
   s.initializer = {InitializerSpec::Kind::kUniform, 0.25, 42};
+  s.filters = {{"zstd", {{"level", 3}, {"min_bytes", 64}}}, {"lz4", {}}};
   return s;
 }
 
@@ -77,6 +78,7 @@ TEST(TableCatalogTest, RoundTripsTableSpec) {
   extreme.push_arity = std::numeric_limits<uint32_t>::max();
   extreme.initializer = {InitializerSpec::Kind::kUniform, std::numeric_limits<double>::infinity(),
                          std::numeric_limits<uint64_t>::max()};
+  extreme.filters.assign(64, FilterSpec{std::string(1024, 'f'), {{"x", -1e300}}});  // the decoder's limits
   specs.push_back(extreme);
   specs.push_back(DenseSpec());
   TableSpec defaults;
@@ -105,6 +107,7 @@ TEST(TableCatalogTest, EncodesTableSpecInTheDocumentedOrder) {
   s.push_arity = 1;
   s.initializer = {InitializerSpec::Kind::kUniform, 2.0, 9};
   s.checkpointed = false;
+  s.filters = {{"lz4", {{"min_bytes", 0.5}}}};
   base::WireWriter w;
   w.Str("t");
   w.U8(3);
@@ -123,6 +126,11 @@ TEST(TableCatalogTest, EncodesTableSpecInTheDocumentedOrder) {
   w.U64(0x4000000000000000);  // 2.0
   w.U64(9);
   w.U8(0);  // not checkpointed
+  w.U32(1);  // filters
+  w.Str("lz4");
+  w.U32(1);
+  w.Str("min_bytes");
+  w.U64(0x3FE0000000000000);  // 0.5
   EXPECT_EQ(Text(EncodeTableSpec(s)), w.Take());
 }
 
@@ -170,6 +178,8 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
     uint32_t declared_params = 0xFFFFFFFF;  // the count written; the number of params if left so
     uint8_t init_kind = 0;
     uint8_t checkpointed = 1;
+    uint32_t filters = 0;                 // the count written; each named "f" without params
+    std::vector<std::string> filter_params;  // params of the first filter
   };
   auto spec = [&](const std::function<void(SpecBody&)>& change) {
     SpecBody b;
@@ -194,6 +204,15 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
       w.U64(0);
       w.U64(0);
       w.U8(b.checkpointed);
+      w.U32(b.filters);
+      for (uint32_t i = 0; i < b.filters && i < 100; ++i) {
+        w.Str("f");
+        w.U32(i == 0 ? static_cast<uint32_t>(b.filter_params.size()) : 0);
+        for (const std::string& p : i == 0 ? b.filter_params : std::vector<std::string>{}) {
+          w.Str(p);
+          w.U64(0);
+        }
+      }
     });
   };
   EXPECT_OK(DecodeTableSpec(ExactCopy(spec([](SpecBody& b) {
@@ -203,6 +222,8 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
     b.params = {"a", "b"};
     b.init_kind = 1;
     b.checkpointed = 0;
+    b.filters = 64;
+    b.filter_params = {"a", "b"};
   }))));
   ExpectRefused(spec([](SpecBody& b) { b.var = 2; }), "variable_length 2");
   ExpectRefused(spec([](SpecBody& b) { b.placement = 3; }), "placement 3");
@@ -223,6 +244,11 @@ TEST(TableCatalogTest, RefusesOutOfRangeValues) {
   ExpectRefused(spec([](SpecBody& b) { b.declared_params = 0xFFFFFFFE; }), "a huge param count");
   ExpectRefused(spec([](SpecBody& b) { b.init_kind = 2; }), "initializer kind 2");
   ExpectRefused(spec([](SpecBody& b) { b.checkpointed = 2; }), "checkpointed 2");
+  ExpectRefused(spec([](SpecBody& b) { b.filters = 65; }), "65 filters");
+  ExpectRefused(spec([](SpecBody& b) {
+                  b.filters = 1;
+                  b.filter_params = {"b", "a"};
+                }), "filter params out of order");
   // A version-1 body (without the fields added in version 2) is truncated.
   ExpectRefused(body([](auto& w) {
                   w.Str("t");
@@ -397,7 +423,11 @@ TEST(TableCatalogTest, ValidateTableSpecRefusesBadSpecs) {
 }
 
 TEST(TableCatalogTest, SummaryNamesWhatAConflictingDeclarationIsToldAbout) {
-  EXPECT_EQ(SummarizeTableSpec(SampleSpec()), "float64, width 16, fixed length, updater 'adagrad', push_arity 1");
+  EXPECT_EQ(SummarizeTableSpec(SampleSpec()),
+            "float64, width 16, fixed length, updater 'adagrad', push_arity 1, filters zstd lz4");
+  TableSpec plain = SampleSpec();
+  plain.filters.clear();
+  EXPECT_EQ(SummarizeTableSpec(plain), "float64, width 16, fixed length, updater 'adagrad', push_arity 1");
 }
 
 // ---------------------------------------------------------------------------------------------

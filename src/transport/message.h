@@ -51,7 +51,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 11;
+inline constexpr uint16_t kWireVersion = 12;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -120,6 +120,9 @@ enum MessageFlags : uint8_t {
   // died before answering; it may have been applied there, and reached its replicas, so the new
   // owner applies it only if its replica of the dead server's pushes lacks it.
   kFlagFailover = 1 << 4,
+  // A data message some of the table's filters changed: its last payload frame is the filter
+  // trailer, which the kv layer reads and removes (kv/filter/filter.h).
+  kFlagFiltered = 1 << 5,
 };
 
 struct Header {

@@ -14,6 +14,7 @@
 #include "run_span.h"
 #include "cluster_workloads.h"
 #include "pserver/atomic_file.h"
+#include "pserver/flag_checks.h"
 #include "pserver/logging.h"
 #include "raw_zmq.h"
 #include "sparse_workloads.h"
@@ -37,6 +38,8 @@ struct BenchFlags {
   uint64_t sparse_key_space = 10'000'000;
   int sparse_window = 4;
   size_t memory_keys = 10'000'000;
+  // filter_push, filter_pull: the chains measured against none, in ParseFilters' form.
+  std::vector<std::string> filter_chains = {"zstd", "lz4"};
   std::string json;
   bool quiet_logs = true;  // no --log-level given: the bench lowers the library's logs to warn
 };
@@ -68,7 +71,9 @@ Result<Shape> ParseShape(const std::string& s) {
   if (s == "pull") return Shape::kPull;
   if (s == "pushpull") return Shape::kPushPull;
   return Status::InvalidArgument(
-      fmt::format("unknown workload '{}' (push, pull, pushpull, rtt, sparse_push, sparse_pull, memory)", s));
+      fmt::format("unknown workload '{}' (push, pull, pushpull, rtt, sparse_push, sparse_pull, memory, replicated_push, "
+                  "replicated_sparse_push, filter_push, filter_pull)",
+                  s));
 }
 
 // Throughput of one cell against two bounds: plain raw ZeroMQ and raw ZeroMQ whose servers do
@@ -218,6 +223,38 @@ Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests&
   return result;
 }
 
+// The cost and gain of a filter chain on sparse pushes or pulls of `bytes` of values (bytes / 4
+// random sorted keys from --sparse-key-space, uniform gradients): keys/s per server with the
+// chain against none, repetitions alternating between the two; and the workers' wire bytes per
+// request, whose "ratio" (unfiltered / filtered) is the compression factor.
+Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::string& chain, bool push, size_t bytes,
+                                             int servers, int workers) {
+  PSERVER_ASSIGN_OR_RETURN(std::vector<FilterSpec> filters, ParseFilters(chain));
+  bench::SparseWorkloadOptions o = SparseOptions(f, push, servers, workers);
+  o.keys_per_request = std::max<size_t>(1, bytes / sizeof(float));
+  PSERVER_ASSIGN_OR_RETURN(bench::SparseRequests requests, bench::MakeSparseRequests(o));
+  std::vector<double> plain, filtered, plain_wire, filtered_wire;
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    o.filters.clear();
+    PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput a, bench::MeasureClusterSparse(o, requests));
+    plain.push_back(a.keys_per_sec_per_server);
+    plain_wire.push_back(a.wire_bytes_per_request);
+    o.filters = filters;
+    PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput b, bench::MeasureClusterSparse(o, requests));
+    filtered.push_back(b.keys_per_sec_per_server);
+    filtered_wire.push_back(b.wire_bytes_per_request);
+  }
+  const std::string cell = fmt::format("{}/{}/{}/{}s{}w", chain, push ? "push" : "pull",
+                                       bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
+                                                          : fmt::format("{}KiB", bytes >> 10),
+                                       servers, workers);
+  return std::vector<BenchResult>{
+      bench::MakeBenchResult("filter_speed/" + cell, "keys/s/server", filtered, bench::Summarize(plain).median,
+                             "no_filter", true),
+      bench::MakeBenchResult("filter_bytes/" + cell, "B/req", filtered_wire, bench::Summarize(plain_wire).median,
+                             "no_filter", false)};
+}
+
 // Bytes per stored parameter of the server's sparse SGD store (deterministic: one repetition),
 // with the server's default number of shards.
 Result<BenchResult> MemoryCell(const BenchFlags& f) {
@@ -285,6 +322,26 @@ int Run(const BenchFlags& f) {
       }
       continue;
     }
+    if (w == "filter_push" || w == "filter_pull") {
+      for (const std::string& chain : f.filter_chains) {
+        for (const std::string& t : f.topologies) {
+          Result<std::pair<int, int>> topo = ParseTopology(t);
+          if (!topo.ok()) return std::fprintf(stderr, "pserver bench: %s\n", topo.status().ToString().c_str()), 2;
+          for (const std::string& sz : f.sizes) {
+            Result<size_t> bytes = ParseSize(sz);
+            if (!bytes.ok()) return std::fprintf(stderr, "pserver bench: %s\n", bytes.status().ToString().c_str()), 2;
+            Result<std::vector<BenchResult>> r = FilterCells(f, chain, w == "filter_push", *bytes, topo->first, topo->second);
+            if (!r.ok()) {
+              std::fprintf(stderr, "pserver bench: %s %s %s %s: %s\n", w.c_str(), chain.c_str(), t.c_str(), sz.c_str(),
+                           r.status().ToString().c_str());
+              return 1;
+            }
+            for (const BenchResult& cell : *r) report(cell);
+          }
+        }
+      }
+      continue;
+    }
     if (w == "sparse_push" || w == "sparse_pull") {
       if (!sparse_requests) {
         Result<bench::SparseRequests> reqs = bench::MakeSparseRequests(SparseOptions(f, true, 1, 1));
@@ -324,7 +381,7 @@ int Run(const BenchFlags& f) {
   std::printf(
       "\nsummary (ratio = fraction of the bound reached: raw ZeroMQ for push/pull/pushpull/rtt (latency: "
       "bound/value); arith_ratio, push/pull/pushpull only: the same raw ZeroMQ with servers that store a row per "
-      "key, add pushes into it and copy pulls from it; a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; memory: value/target, <= 1 "
+      "key, add pushes into it and copy pulls from it; a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; the same cell without filters for filter_speed (keys/s) and filter_bytes (wire bytes per request: ratio = compression factor); memory: value/target, <= 1 "
       "meets it)\n");
   bench::PrintTable(results, stdout);
   if (!f.json.empty()) {
@@ -353,7 +410,9 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
                   "per server against a flat_hash_map loop over the same keys on as many threads as a server applies on) and memory (bytes per parameter of a "
                   "sparse SGD store of --memory-keys keys, against the 20-byte target); replicated_push and "
                   "replicated_sparse_push (push and sparse_push with 2 replicas against 1, in the same run; topologies "
-                  "of 2 or more servers)")
+                  "of 2 or more servers); filter_push and filter_pull (sparse requests of --sizes of values through "
+                  "each of --filter-chains against none, in the same run: keys/s per server, and wire bytes per "
+                  "request, whose ratio is the compression factor)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--sizes", f->sizes, "Value sizes of the one key per request")->delimiter(',')->capture_default_str();
@@ -383,6 +442,12 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
       ->capture_default_str();
   cmd->add_option("--memory-keys", f->memory_keys, "memory: keys stored before measuring")
       ->check(CLI::Range(size_t{1}, size_t{1'000'000'000}))
+      ->capture_default_str();
+  cmd->add_option("--filter-chains", f->filter_chains,
+                  "filter_*: the filter chains measured, separated by ';' (each as --filters of train takes it, e.g. "
+                  "zstd:level=3,lz4)")
+      ->delimiter(';')
+      ->check(FilterChainText())
       ->capture_default_str();
   cmd->add_option("--json", f->json, "Also write the results as a JSON array to this file");
   cmd->callback([=] {

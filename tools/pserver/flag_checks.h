@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "pserver/table.h"
 
 namespace pserver::tools {
 
@@ -23,6 +26,16 @@ inline CLI::Validator FiniteNumber() {
         return "value " + input + " is not a finite number";
       },
       "FINITE", "FiniteNumber");
+}
+
+// Refuses a filter chain that ParseFilters refuses (pserver/table.h), with its message.
+inline CLI::Validator FilterChainText() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        Result<std::vector<FilterSpec>> parsed = ParseFilters(text);
+        return parsed.ok() ? std::string() : parsed.status().message();
+      },
+      "FILTERS", "FilterChainText");
 }
 
 }  // namespace pserver::tools

@@ -48,6 +48,7 @@ struct TrainFlags {
   std::string checkpoint_dir;
   int checkpoint_every = 10;
   std::string resume;
+  std::string filters;  // the weight table's, in ParseFilters' form
 
   // Where checkpoints go: --checkpoint-dir, else the directory resumed from.
   const std::string& checkpoints() const { return checkpoint_dir.empty() ? resume : checkpoint_dir; }
@@ -73,7 +74,9 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                       {"algo", f.algo},          {"objective", last.objective},   {"nnz", last.nnz},
                       {"passes", passes.size()}, {"seconds", seconds},             {"bytes_sent", last.bytes_sent},
                       {"idle_fraction", last.idle_fraction}, {"l1", f.l1}, {"l2", f.l2}, {"tau", f.tau},
-                      {"workers", f.workers},    {"servers", f.servers},          {"rows", last.rows}};
+                      {"workers", f.workers},    {"servers", f.servers},          {"rows", last.rows},
+                      {"filters", f.filters},    {"wire_bytes_sent", last.wire_bytes_sent},
+                      {"wire_bytes_received", last.wire_bytes_received}};
   // Passes are counted over the whole training: a resumed job's first is the checkpoint's + 1.
   if (!passes.empty() && passes.front().pass > 1) j["resumed_from_pass"] = passes.front().pass - 1;
   if (!stopped_by.empty()) {
@@ -88,6 +91,8 @@ Status WriteReport(const TrainFlags& f, const std::vector<linear::PassReport>& p
                         {"nnz", p.nnz},
                         {"seconds", p.seconds},
                         {"bytes_sent", p.bytes_sent},
+                        {"wire_bytes_sent", p.wire_bytes_sent},
+                        {"wire_bytes_received", p.wire_bytes_received},
                         {"idle_fraction", p.idle_fraction},
                         {"active_features", p.active_features},
                         {"rows", p.rows},
@@ -191,8 +196,10 @@ int RunTrainWorker(const TrainFlags& f) {
       std::printf("resumed after pass %d from the latest complete checkpoint in %s\n", p.pass - 1, f.resume.c_str());
     }
     const std::string gap = std::isnan(p.gap) ? "" : fmt::format("  gap {:.1e}", p.gap);
-    std::printf("pass %3d  objective %.8g%s  nnz %llu  %.2fs  sent %.1f MB  idle %.0f%%  features computed %llu%s\n", p.pass,
-                p.objective, gap.c_str(), static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
+    std::printf("pass %3d  objective %.8g%s  nnz %llu  %.2fs  sent %.1f MB (wire %.1f up, %.1f down)  idle %.0f%%  "
+                "features computed %llu%s\n",
+                p.pass, p.objective, gap.c_str(), static_cast<unsigned long long>(p.nnz), p.seconds, p.bytes_sent / 1e6,
+                p.wire_bytes_sent / 1e6, p.wire_bytes_received / 1e6,
                 100 * p.idle_fraction, static_cast<unsigned long long>(p.active_features),
                 p.workers < n.num_workers() ? fmt::format("  ({} of {} workers)", p.workers, n.num_workers()).c_str() : "");
     std::fflush(stdout);
@@ -239,6 +246,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.l2 = f.l2;
     o.tau = f.tau;
     o.num_blocks = f.blocks;
+    o.filters = *ParseFilters(f.filters);  // checked with the flags
     o.max_passes = f.max_passes;
     o.gap_tol = f.tol;
     o.kkt_filter = !f.no_kkt;
@@ -261,6 +269,7 @@ int RunTrainWorker(const TrainFlags& f) {
     o.l1 = f.l1;
     o.l2 = f.l2;
     o.tau = f.tau;
+    o.filters = *ParseFilters(f.filters);
     o.learning_rate = f.learning_rate;
     o.minibatch = f.minibatch;
     o.max_passes = f.max_passes;
@@ -379,6 +388,9 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
   cmd->add_option("--model-out", f->model_out, "Write the trained model here");
+  cmd->add_option("--filters", f->filters,
+                  "Filters of the weight table's messages, e.g. zstd, lz4 or zstd:level=3 (docs/filters.md); none by default")
+      ->check(FilterChainText());
   cmd->add_option("--report", f->report, "Write a JSON summary here (objective, nnz, passes, seconds, bytes_sent)");
   cmd->add_option("--cache-dir", f->cache_dir, "Binary cache of the parsed data (empty: none)")->capture_default_str();
   cmd->add_option("--scheduler", f->scheduler, "Join the running job at this scheduler address as a worker")

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "base/logging.h"
+#include "kv/filter/filter.h"
 #include "kv/server/apply_pool.h"
 #include "kv/server/kv_server_replication.h"
 #include "kv/server/table_store.h"
@@ -69,6 +70,7 @@ uint32_t ApplyThreads(uint32_t requested) {
 struct KVServerCore::Table {
   explicit Table(const TableSpec& s) : spec(s) {}
   TableSpec spec;
+  FilterChain filters;                // the spec's: undone on requests, run on pull replies
   std::unique_ptr<TableStore> store;  // never null
   Epoch view_epoch;  // dense: the view whose ranges the store took last (TakeViewRanges)
 };
@@ -199,6 +201,9 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   }
   Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get(), owned);
   if (!store.ok()) return store.status().WithContext(where);
+  Result<FilterChain> filters = MakeFilterChain(spec);  // checked by TableStore::Create: a filter it lacks is refused
+  if (!filters.ok()) return filters.status().WithContext(where);
+  table->filters = std::move(*filters);
   table->store = std::move(*store);
   // A scratch table starts empty: no checkpoint holds it.
   if (!options_.resume_from.empty() && spec.checkpointed) PSERVER_RETURN_IF_ERROR(ResumeRows(table->store.get(), *routing).WithContext(where));
@@ -427,6 +432,7 @@ void KVServerCore::Process(Message&& msg) {
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
+  if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) return Reply(header, undone, nullptr, nullptr);
   Result<ServerRequest> req = Decode(msg, (*table)->spec);
   if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
   Table& t = **table;
@@ -553,6 +559,13 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     m.frames.push_back(std::move(resp->vals));
     m.frames.push_back(transport::AsBytes(resp->lens));
     if (clock) m.frames.push_back(transport::AsBytes(SharedArray<int64_t>(std::move(*clock))));
+    // The table's filters, as on the request (a table found: the request was decoded).
+    if (Result<Table*> table = FindTable(request.table); table.ok()) {
+      if (Status s = (*table)->filters.Encode(m); !s.ok()) {
+        PSERVER_LOG_WARN("server {}: answered {} unfiltered: {}", runtime_->rank().value, transport::Describe(request),
+                         s.ToString());
+      }
+    }
   }
   // With replicas, a worker learns of nothing its replicas do not hold yet.
   if (status.ok() && DeferReply(m)) return;

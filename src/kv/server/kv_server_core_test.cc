@@ -605,6 +605,15 @@ TEST_F(KVServerCoreTest, TableWithUnknownRuleOrBadParameterIsRefusedAtDeclaratio
   // A peer's bytes are decoded and checked before anything is built from them.
   EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(11), transport::BytesFromString("junk")), StatusCode::kCorruption,
                        "malformed table spec"));
+  // A filter this server does not know (a node of another build declared it), or a param it
+  // does not take.
+  TableSpec filtered{.name = "f", .value_type = ValueType::kFloat32, .width = 1};
+  filtered.filters = {{"gzip", {}}};
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(13), EncodeTableSpec(filtered)), StatusCode::kInvalidArgument,
+                       "table 'f': unknown filter 'gzip' (this node knows: zstd, lz4)"));
+  filtered.filters = {{"lz4", {{"level", 3}}}};
+  EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(14), EncodeTableSpec(filtered)), StatusCode::kInvalidArgument,
+                       "no param 'level'"));
   TableSpec nameless{.name = "", .value_type = ValueType::kFloat32, .width = 1};
   EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(12), EncodeTableSpec(nameless)), StatusCode::kInvalidArgument,
                        "1 to 128 bytes"));

@@ -182,6 +182,9 @@ class KVWorkerCore final : public cluster::DataHandler {
   // Queues `msgs` in order on the runtime's outbound queues, releases send_mu_, then sends them
   // (FlushData) and answers the parts whose send failed. REQUIRES: send_mu_ held by `send_lock`.
   void SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs);
+  // Runs the table's filters on a data request about to be sent (kv/filter/filter.h); one they
+  // cannot run on goes as it is, with a warning.
+  void Filter(transport::Message& m) const;
   std::vector<transport::Message> TickMessages(uint64_t clock) const;
   void MergeIncludes(const Pending& p) const;
   Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;

@@ -19,6 +19,14 @@ bool KVWorkerCore::Ready(int64_t ts, const Pending& p) const {
   return p.max_delay < 0 || unfinished_.empty() || unfinished_.oldest() >= ts - p.max_delay;
 }
 
+void KVWorkerCore::Filter(Message& m) const {
+  if (m.header.type == MessageType::kClock) return;
+  Result<std::shared_ptr<const FilterChain>> chain = catalog_.Filters(m.header.table);
+  Status s = chain.ok() ? (*chain)->Encode(m) : chain.status();
+  // Sent as it is: the server reads an unfiltered message as well (no filter is needed to read one).
+  if (!s.ok()) PSERVER_LOG_WARN("worker {}: sent {} unfiltered: {}", runtime_->rank().value, transport::Describe(m.header), s.ToString());
+}
+
 void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
   // Queued under send_mu_, so that every server's queue holds this worker's requests in
   // timestamp order; sent after it is released, so that no lock of this class is held across a
@@ -29,7 +37,10 @@ void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs)
     std::lock_guard lock(mu_);
     for (const auto& entry : msgs) to_dead = to_dead || failed_servers_.contains(entry.second.header.receiver);
   }
-  for (auto& entry : msgs) runtime_->QueueData(std::move(entry.second));
+  for (auto& entry : msgs) {
+    Filter(entry.second);
+    runtime_->QueueData(std::move(entry.second));
+  }
   send_lock.unlock();
   // A failure (a dead peer, a send that timed out) may be of a request another thread queued:
   // it is answered here all the same.

@@ -32,6 +32,12 @@ void KVWorkerCore::OnData(Message&& msg) {
     PSERVER_LOG_WARN("worker {}: ignored a request sent to a worker: {}", runtime_->rank().value, transport::Describe(h));
     return;
   }
+  // Undone before anything reads a frame, and outside the lock (decompression takes time).
+  Status unfiltered;
+  if (h.flags & transport::kFlagFiltered) {
+    Result<std::shared_ptr<const FilterChain>> chain = catalog_.Filters(h.table);
+    unfiltered = chain.ok() ? (*chain)->Decode(msg) : chain.status();
+  }
   std::unique_lock lock(mu_);
   auto it = pending_.find(h.request_id);
   if (it == pending_.end()) return;  // already failed (e.g. its server was declared dead)
@@ -47,7 +53,9 @@ void KVWorkerCore::OnData(Message&& msg) {
     return;
   }
   Status error;
-  if (h.is_error()) {
+  if (!unfiltered.ok()) {
+    error = unfiltered.WithContext(fmt::format("the reply of {}", runtime_->DescribeNode(h.sender)));
+  } else if (h.is_error()) {
     error = Status(static_cast<StatusCode>(h.status), ReplyText(msg))
                 .WithContext(fmt::format("{}", runtime_->DescribeNode(h.sender)));
   }

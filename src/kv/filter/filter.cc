@@ -1,0 +1,145 @@
+#include "kv/filter/filter.h"
+
+#include <fmt/format.h>
+
+#include <bit>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+
+#include "kv/filter/compress_filter.h"
+
+namespace pserver::kv {
+
+Status FilterChain::Encode(transport::Message& msg) const {
+  if (filters_.empty()) return Status::Ok();
+  if (msg.header.flags & transport::kFlagFiltered) {
+    return Status::Internal(fmt::format("table '{}': a message was filtered twice", table_));
+  }
+  std::string trailer;
+  for (const auto& f : filters_) {
+    Result<uint8_t> mask = f->Encode(msg.header, msg.frames);
+    if (!mask.ok()) return mask.status().WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
+    if (*mask == 0) continue;
+    trailer.push_back(static_cast<char>(f->code()));
+    trailer.push_back(static_cast<char>(*mask));
+  }
+  if (trailer.empty()) return Status::Ok();
+  msg.header.flags |= transport::kFlagFiltered;
+  msg.frames.push_back(transport::BytesFromString(std::move(trailer)));
+  return Status::Ok();
+}
+
+Status FilterChain::Decode(transport::Message& msg) const {
+  if (!(msg.header.flags & transport::kFlagFiltered)) return Status::Ok();
+  auto refuse = [&](const std::string& why) {
+    return Status::Corruption(fmt::format("table '{}': a filtered message {}", table_, why));
+  };
+  if (msg.frames.empty()) return refuse("has no filter trailer");
+  const transport::Bytes trailer = msg.frames.back();
+  msg.frames.pop_back();
+  if (trailer.empty() || trailer.size() % 2 != 0 || trailer.size() > 2 * kMaxFilters) {
+    return refuse(fmt::format("has a filter trailer of {} bytes (2 a filter, at most {} filters)", trailer.size(),
+                              kMaxFilters));
+  }
+  // Undo in the reverse order of application.
+  for (size_t at = trailer.size(); at > 0; at -= 2) {
+    const auto code = std::to_integer<uint8_t>(trailer[at - 2]);
+    const auto mask = std::to_integer<uint8_t>(trailer[at - 1]);
+    const Filter* filter = nullptr;
+    for (const auto& f : filters_) {
+      if (static_cast<uint8_t>(f->code()) == code) filter = f.get();
+    }
+    if (filter == nullptr) {
+      return refuse(fmt::format("went through filter code {}, which the table does not declare{}", code,
+                                filters_.empty() ? " (it has no filters)" : ""));
+    }
+    if (mask == 0 || std::bit_width(mask) > msg.frames.size()) {
+      return refuse(fmt::format("names frames {:#04x} for filter '{}', but has {} frames", mask, filter->name(),
+                                msg.frames.size()));
+    }
+    Status s = filter->Decode(msg.header, mask, msg.frames);
+    if (!s.ok()) return s.WithContext(fmt::format("table '{}': filter '{}'", table_, filter->name()));
+  }
+  msg.header.flags &= static_cast<uint8_t>(~transport::kFlagFiltered);
+  return Status::Ok();
+}
+
+namespace {
+
+Result<std::shared_ptr<const Filter>> MakeFilter(const FilterSpec& fs) {
+  if (fs.name == "zstd") return MakeCompressFilter(Codec::kZstd, fs);
+  if (fs.name == "lz4") return MakeCompressFilter(Codec::kLz4, fs);
+  return Status::InvalidArgument(fmt::format("unknown filter '{}' (this node knows: {})", fs.name, KnownFilters()));
+}
+
+// The chain of `specs`, errors without the table's name.
+Status AddFilters(const std::vector<FilterSpec>& specs, std::vector<std::shared_ptr<const Filter>>* out) {
+  if (specs.size() > kMaxFilters) {
+    return Status::InvalidArgument(fmt::format("{} filters, at most {} allowed", specs.size(), kMaxFilters));
+  }
+  for (const FilterSpec& fs : specs) {
+    PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Filter> filter, MakeFilter(fs));
+    for (const auto& f : *out) {
+      if (f->code() == filter->code()) return Status::InvalidArgument(fmt::format("filter '{}' is named twice", fs.name));
+    }
+    out->push_back(std::move(filter));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<FilterChain> MakeFilterChain(const TableSpec& spec) {
+  FilterChain chain;
+  chain.table_ = spec.name;
+  if (Status s = AddFilters(spec.filters, &chain.filters_); !s.ok()) {
+    return s.WithContext(fmt::format("table '{}'", spec.name));
+  }
+  return chain;
+}
+
+std::string_view KnownFilters() { return "zstd, lz4"; }
+
+}  // namespace pserver::kv
+
+namespace pserver {
+namespace {
+
+std::vector<std::string_view> Split(std::string_view text, char sep) {
+  std::vector<std::string_view> parts;
+  for (size_t at = 0;;) {
+    const size_t end = text.find(sep, at);
+    parts.push_back(text.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at));
+    if (end == std::string_view::npos) return parts;
+    at = end + 1;
+  }
+}
+
+}  // namespace
+
+Result<std::vector<FilterSpec>> ParseFilters(std::string_view text) {
+  std::vector<FilterSpec> specs;
+  if (text.empty() || text == "none") return specs;
+  for (std::string_view item : Split(text, ',')) {
+    std::vector<std::string_view> parts = Split(item, ':');
+    FilterSpec& f = specs.emplace_back();
+    f.name = std::string(parts[0]);
+    if (f.name.empty()) return Status::InvalidArgument(fmt::format("filters '{}': an empty filter name", text));
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const size_t eq = parts[i].find('=');
+      double value = 0;
+      if (eq == std::string_view::npos || eq == 0 || !absl::SimpleAtod(absl::string_view(parts[i].data() + eq + 1, parts[i].size() - eq - 1), &value) ||
+          !std::isfinite(value)) {
+        return Status::InvalidArgument(
+            fmt::format("filters '{}': '{}' of filter '{}' is not param=number", text, parts[i], f.name));
+      }
+      f.params[std::string(parts[i].substr(0, eq))] = value;
+    }
+  }
+  std::vector<std::shared_ptr<const kv::Filter>> chain;
+  if (Status s = kv::AddFilters(specs, &chain); !s.ok()) return s.WithContext(fmt::format("filters '{}'", text));
+  return specs;
+}
+
+}  // namespace pserver

@@ -1,0 +1,85 @@
+// Message filters: what a table's data messages go through on their way between workers and
+// servers (docs/filters.md). A table declares its chain in TableSpec::filters; every node builds
+// it from the spec (MakeFilterChain), the sender runs Encode on each data message of the table --
+// requests and their replies alike -- and the receiver runs Decode before it reads a frame.
+//
+// On the wire (docs/wire_format.md, section 5.3): a message that some filter changed carries
+// the flag kFlagFiltered and one payload frame more, the last, the *filter trailer*: per filter
+// that changed it, in the order they ran, its code (u8) and the mask of the payload frames it
+// changed (u8, bit i = frame i). Decode undoes them in the reverse order and removes the trailer;
+// a code the table's chain does not hold, a mask naming a frame the message lacks, or a frame a
+// filter cannot undo is refused with kCorruption naming the table and the filter, and nothing of
+// the message is read.
+//
+// A filter may leave a message, or some of its frames, as they are (a frame too small to gain
+// from compression): it is then not in the trailer, and a message no filter changed goes without
+// one. Error replies and redirects are never filtered.
+//
+// Thread safety: a FilterChain is immutable once made; Encode and Decode are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "pserver/result.h"
+#include "pserver/table.h"
+#include "transport/message.h"
+
+namespace pserver::kv {
+
+// A filter's code on the wire: its entry in the trailer.
+enum class FilterCode : uint8_t {
+  kZstd = 1,
+  kLz4 = 2,
+};
+
+// At most this many filters a table.
+inline constexpr size_t kMaxFilters = 8;
+// A filter changes only the first 8 frames of a message (a data message has at most 4).
+inline constexpr size_t kMaxFilteredFrames = 8;
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  virtual FilterCode code() const = 0;
+  virtual std::string_view name() const = 0;
+  // Transforms some of `frames` (the payload frames of the data message with header `h`) in
+  // place and returns the mask of those it changed: 0 when it left the message as it was.
+  virtual Result<uint8_t> Encode(const transport::Header& h, transport::Frames& frames) const = 0;
+  // Undoes Encode on the frames of `mask`; kCorruption, naming the frame, when one does not hold
+  // what Encode makes.
+  virtual Status Decode(const transport::Header& h, uint8_t mask, transport::Frames& frames) const = 0;
+};
+
+// A table's filters, in the order they run on send.
+class FilterChain {
+ public:
+  FilterChain() = default;
+
+  bool empty() const { return filters_.empty(); }
+  size_t size() const { return filters_.size(); }
+
+  // Runs every filter on `msg` (a data message of the table: a request or a successful reply)
+  // and adds the trailer and kFlagFiltered when any changed it. A message with the flag already
+  // set is refused (kInternal): it would be filtered twice.
+  Status Encode(transport::Message& msg) const;
+  // Undoes what the sender's filters did, when the message has kFlagFiltered; nothing otherwise.
+  Status Decode(transport::Message& msg) const;
+
+ private:
+  friend Result<FilterChain> MakeFilterChain(const TableSpec& spec);
+  std::string table_;
+  std::vector<std::shared_ptr<const Filter>> filters_;
+};
+
+// The chain `spec.filters` declares; kInvalidArgument naming the table and the filter for an
+// unknown filter, an unknown or out-of-range param, a filter named twice, or more than
+// kMaxFilters filters.
+Result<FilterChain> MakeFilterChain(const TableSpec& spec);
+
+// The names of the built-in filters, for error messages and --help: "zstd, lz4".
+std::string_view KnownFilters();
+
+}  // namespace pserver::kv
