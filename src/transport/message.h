@@ -123,6 +123,10 @@ enum MessageFlags : uint8_t {
   // A data message some of the table's filters changed: its last payload frame is the filter
   // trailer, which the kv layer reads and removes (kv/filter/filter.h).
   kFlagFiltered = 1 << 5,
+  // A data reply: the request referred to a key list the server's key cache lacks (a filter,
+  // kv/filter/key_cache_filter.h); nothing was applied, and the worker sends the part again
+  // with its keys.
+  kFlagKeysMissing = 1 << 6,
 };
 
 struct Header {

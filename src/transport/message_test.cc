@@ -306,7 +306,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
         bool legal = false;
         std::string field = f.name;
         if (field == "type") legal = IsKnownType(v);
-        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered}) == 0;
+        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered | kFlagKeysMissing}) == 0;
         if (field == "value_type") legal = v >= 1 && v <= 4;
         if (field == "status") legal = v <= static_cast<unsigned>(StatusCode::kInternal);
         if (field == "num_frames") legal = num_frames <= kMaxFrames;

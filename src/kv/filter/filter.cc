@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 
 #include "kv/filter/compress_filter.h"
+#include "kv/filter/key_cache_filter.h"
 
 namespace pserver::kv {
 
@@ -31,6 +32,12 @@ Status FilterChain::Encode(transport::Message& msg) const {
 }
 
 Status FilterChain::Decode(transport::Message& msg) const {
+  PSERVER_RETURN_IF_ERROR(Undo(msg));
+  for (const auto& f : filters_) f->Received(msg.header, msg.frames);
+  return Status::Ok();
+}
+
+Status FilterChain::Undo(transport::Message& msg) const {
   if (!(msg.header.flags & transport::kFlagFiltered)) return Status::Ok();
   auto refuse = [&](const std::string& why) {
     return Status::Corruption(fmt::format("table '{}': a filtered message {}", table_, why));
@@ -70,6 +77,7 @@ namespace {
 Result<std::shared_ptr<const Filter>> MakeFilter(const FilterSpec& fs) {
   if (fs.name == "zstd") return MakeCompressFilter(Codec::kZstd, fs);
   if (fs.name == "lz4") return MakeCompressFilter(Codec::kLz4, fs);
+  if (fs.name == "keycache") return MakeKeyCacheFilter(fs);
   return Status::InvalidArgument(fmt::format("unknown filter '{}' (this node knows: {})", fs.name, KnownFilters()));
 }
 
@@ -82,6 +90,10 @@ Status AddFilters(const std::vector<FilterSpec>& specs, std::vector<std::shared_
     PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Filter> filter, MakeFilter(fs));
     for (const auto& f : *out) {
       if (f->code() == filter->code()) return Status::InvalidArgument(fmt::format("filter '{}' is named twice", fs.name));
+    }
+    // It must see the keys as the caller gave them, before any other filter changed them.
+    if (filter->code() == FilterCode::kKeyCache && !out->empty()) {
+      return Status::InvalidArgument("filter 'keycache' must come first");
     }
     out->push_back(std::move(filter));
   }
@@ -99,7 +111,7 @@ Result<FilterChain> MakeFilterChain(const TableSpec& spec) {
   return chain;
 }
 
-std::string_view KnownFilters() { return "zstd, lz4"; }
+std::string_view KnownFilters() { return "keycache, zstd, lz4"; }
 
 }  // namespace pserver::kv
 

@@ -15,6 +15,12 @@
 // from compression): it is then not in the trailer, and a message no filter changed goes without
 // one. Error replies and redirects are never filtered.
 //
+// Filters may keep state between messages (the key cache: key_cache_filter.h): the receiver runs
+// Decode on every data message of the table, filtered or not, so that each filter sees what was
+// sent in full too. Decode returns kNotFound for one thing only, a key-cache miss: the message
+// referred to a key list this node does not hold; the server answers it with kFlagKeysMissing and
+// the worker sends it again with its keys.
+//
 // Thread safety: a FilterChain is immutable once made; Encode and Decode are thread-safe.
 #pragma once
 
@@ -33,6 +39,7 @@ namespace pserver::kv {
 enum class FilterCode : uint8_t {
   kZstd = 1,
   kLz4 = 2,
+  kKeyCache = 3,
 };
 
 // At most this many filters a table.
@@ -51,6 +58,11 @@ class Filter {
   // Undoes Encode on the frames of `mask`; kCorruption, naming the frame, when one does not hold
   // what Encode makes.
   virtual Status Decode(const transport::Header& h, uint8_t mask, transport::Frames& frames) const = 0;
+  // Sees every data message the receiver decoded, once its frames are back as they were sent.
+  virtual void Received(const transport::Header& h, const transport::Frames& frames) const {
+    (void)h;
+    (void)frames;
+  }
 };
 
 // A table's filters, in the order they run on send.
@@ -65,11 +77,13 @@ class FilterChain {
   // and adds the trailer and kFlagFiltered when any changed it. A message with the flag already
   // set is refused (kInternal): it would be filtered twice.
   Status Encode(transport::Message& msg) const;
-  // Undoes what the sender's filters did, when the message has kFlagFiltered; nothing otherwise.
+  // Undoes what the sender's filters did, when the message has kFlagFiltered, and shows every
+  // filter the message as sent (Filter::Received). kNotFound: a key-cache miss (above).
   Status Decode(transport::Message& msg) const;
 
  private:
   friend Result<FilterChain> MakeFilterChain(const TableSpec& spec);
+  Status Undo(transport::Message& msg) const;
   std::string table_;
   std::vector<std::shared_ptr<const Filter>> filters_;
 };
@@ -79,7 +93,10 @@ class FilterChain {
 // kMaxFilters filters.
 Result<FilterChain> MakeFilterChain(const TableSpec& spec);
 
-// The names of the built-in filters, for error messages and --help: "zstd, lz4".
+// Whether Decode's error is a key-cache miss, which the sender mends by sending the keys.
+inline bool IsKeyCacheMiss(const Status& s) { return s.code() == StatusCode::kNotFound; }
+
+// The names of the built-in filters, for error messages and --help: "keycache, zstd, lz4".
 std::string_view KnownFilters();
 
 }  // namespace pserver::kv

@@ -25,8 +25,7 @@ using transport::Message;
 using transport::MessageType;
 
 TableSpec SpecWith(std::vector<FilterSpec> filters) {
-  TableSpec spec;
-  spec.name = "t";
+  TableSpec spec{.name = std::string(1, 't')};
   spec.filters = std::move(filters);
   return spec;
 }
@@ -251,7 +250,7 @@ TEST(FilterTest, BadSpecsAreRefusedWhenTheChainIsMade) {
     EXPECT_NE(chain.status().message().find("table 't'"), std::string::npos) << chain.status();
     EXPECT_NE(chain.status().message().find(says), std::string::npos) << chain.status();
   };
-  expect_refused({{"gzip"}}, "unknown filter 'gzip' (this node knows: zstd, lz4)");
+  expect_refused({{"gzip"}}, "unknown filter 'gzip' (this node knows: keycache, zstd, lz4)");
   expect_refused({{"zstd", {{"level", 0}}}}, "level must be");
   expect_refused({{"zstd", {{"level", 2.5}}}}, "level must be");
   expect_refused({{"zstd", {{"level", 20}}}}, "level must be");
@@ -263,6 +262,130 @@ TEST(FilterTest, BadSpecsAreRefusedWhenTheChainIsMade) {
   EXPECT_TRUE(ChainOf({}).empty());
 }
 
+// A request of `keys` to server node `to`, routed by `epoch`.
+Message RequestTo(uint32_t to, uint64_t epoch, const std::vector<Key>& keys) {
+  Message m = PushOf(keys, std::vector<float>(keys.size(), 1.0f));
+  m.header.receiver = NodeId(to);
+  m.header.epoch = Epoch(epoch);
+  return m;
+}
+
+std::vector<Key> Range(Key first, size_t n) {
+  std::vector<Key> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = first + 7 * i;
+  return keys;
+}
+
+// What the server's chain makes of what the worker's chain sent: the status, and the message.
+std::pair<Status, Message> Deliver(const FilterChain& worker, const FilterChain& server, Message m) {
+  EXPECT_OK(worker.Encode(m));
+  Status s = server.Decode(m);
+  return {s, m};
+}
+
+TEST(FilterTest, TheKeyCacheSendsASignatureForAListTheServerHolds) {
+  const FilterChain worker = ChainOf({{"keycache"}, {"zstd"}});
+  const FilterChain server = ChainOf({{"keycache"}, {"zstd"}});
+  const std::vector<Key> keys = Range(100, 1000);
+  Message first = RequestTo(3, 1, keys);
+  ASSERT_OK(worker.Encode(first));
+  EXPECT_GT(first.frames[0].size(), 24u);  // in full (compressed) the first time
+  ASSERT_OK(server.Decode(first));
+  EXPECT_EQ(Copy(first.frames[0]), Copy(BytesOf(keys)));
+  Message second = RequestTo(3, 1, keys);
+  ASSERT_OK(worker.Encode(second));
+  EXPECT_EQ(second.frames[0].size(), 24u);  // the signature and the count
+  const size_t wire = WireBytes(second);
+  ASSERT_OK(server.Decode(second));
+  EXPECT_EQ(Copy(second.frames[0]), Copy(BytesOf(keys)));  // put back exactly
+  EXPECT_LT(wire, 8 * keys.size() / 4);
+  // A pull refers to the same list: its keys are the same.
+  Message pull = RequestTo(3, 1, keys);
+  pull.header.type = MessageType::kPull;
+  pull.frames[1] = Bytes();
+  auto [s, got] = Deliver(worker, server, pull);
+  ASSERT_OK(s);
+  EXPECT_EQ(Copy(got.frames[0]), Copy(BytesOf(keys)));
+  // Another server never saw it: the keys go in full to it.
+  Message other = RequestTo(4, 1, keys);
+  ASSERT_OK(worker.Encode(other));
+  EXPECT_GT(other.frames[0].size(), 24u);
+  // Short lists (under min_keys, 16) are never cached; a resend always carries its keys.
+  Message shorter = RequestTo(3, 1, Range(5, 15));
+  ASSERT_OK(worker.Encode(shorter));
+  ASSERT_OK(server.Decode(shorter));
+  shorter = RequestTo(3, 1, Range(5, 15));
+  ASSERT_OK(worker.Encode(shorter));
+  EXPECT_EQ(shorter.frames[0].size(), 15u * 8);
+  Message resend = RequestTo(3, 1, keys);
+  resend.header.flags |= transport::kFlagResend;
+  ASSERT_OK(worker.Encode(resend));
+  EXPECT_GT(resend.frames[0].size(), 24u);
+}
+
+TEST(FilterTest, AKeyCacheMissIsNotFoundAndNeverAWrongList) {
+  // The server evicted the list (capacity 1000 keys: a second list of 1000 pushes it out).
+  const FilterChain worker = ChainOf({{"keycache"}});
+  const FilterChain server = ChainOf({{"keycache", {{"capacity_keys", 1000}}}});
+  const std::vector<Key> a = Range(0, 1000), b = Range(1, 1000);
+  ASSERT_OK(Deliver(worker, server, RequestTo(3, 1, a)).first);
+  ASSERT_OK(Deliver(worker, server, RequestTo(3, 1, b)).first);
+  auto [miss, m] = Deliver(worker, server, RequestTo(3, 1, a));
+  EXPECT_TRUE(StatusIs(miss, StatusCode::kNotFound, "no key list of signature"));
+  EXPECT_TRUE(IsKeyCacheMiss(miss));
+  EXPECT_NE(miss.message().find("table 't': filter 'keycache'"), std::string::npos) << miss;
+  // The part is sent again as a resend: in full, and cached again.
+  Message resend = RequestTo(3, 1, a);
+  resend.header.flags |= transport::kFlagResend;
+  ASSERT_OK(Deliver(worker, server, resend).first);
+  ASSERT_OK(Deliver(worker, server, RequestTo(3, 1, a)).first);
+
+  // A new routing view empties both sides: the worker sends the keys again, the server, seeing a
+  // message of the newer epoch, drops what it held, and a reference of the old epoch misses.
+  const FilterChain server2 = ChainOf({{"keycache"}});
+  const FilterChain worker2 = ChainOf({{"keycache"}});
+  ASSERT_OK(Deliver(worker2, server2, RequestTo(3, 1, a)).first);
+  Message next_view = RequestTo(3, 2, a);
+  ASSERT_OK(worker2.Encode(next_view));
+  EXPECT_EQ(next_view.frames[0].size(), 8 * a.size());
+  ASSERT_OK(server2.Decode(next_view));
+  Message stale = RequestTo(3, 1, a);  // a reference routed by epoch 1, as another worker might send
+  stale.header.flags |= transport::kFlagFiltered;
+  const uint64_t fake[3] = {1, 2, a.size()};
+  stale.frames[0] = BytesOf(std::vector<uint64_t>(fake, fake + 3));
+  stale.frames.push_back(BytesOf(std::vector<uint8_t>{3, 1}));
+  EXPECT_TRUE(IsKeyCacheMiss(server2.Decode(stale)));
+
+  // A reference of the wrong size, or whose count is not the cached list's, is refused.
+  Message ref = RequestTo(3, 2, a);
+  ASSERT_OK(worker2.Encode(ref));
+  ASSERT_EQ(ref.frames[0].size(), 24u);
+  Message cut = ref;
+  cut.frames[0] = Bytes(cut.frames[0].owner(), cut.frames[0].data(), 16);
+  EXPECT_TRUE(StatusIs(server2.Decode(cut), StatusCode::kCorruption, "must be frame 0 of a request, 24 bytes"));
+  Message miscounted = ref;
+  miscounted.frames[0] = Mutated(miscounted.frames[0], 16, std::byte{0x01});
+  EXPECT_TRUE(StatusIs(server2.Decode(miscounted), StatusCode::kCorruption, "its cached list holds 1000"));
+  Message wrong_mask = ref;
+  wrong_mask.frames.back() = BytesOf(std::vector<uint8_t>{3, 0x02});
+  EXPECT_TRUE(StatusIs(server2.Decode(wrong_mask), StatusCode::kCorruption, "must be frame 0"));
+  ASSERT_OK(server2.Decode(ref));
+  EXPECT_EQ(Copy(ref.frames[0]), Copy(BytesOf(a)));
+}
+
+TEST(FilterTest, TheKeyCacheComesFirstAndChecksItsParams) {
+  auto refused = [](std::vector<FilterSpec> filters, const std::string& says) {
+    Result<FilterChain> chain = MakeFilterChain(SpecWith(std::move(filters)));
+    EXPECT_TRUE(StatusIs(chain.status(), StatusCode::kInvalidArgument, says)) << chain.status();
+  };
+  refused({{"zstd"}, {"keycache"}}, "'keycache' must come first");
+  refused({{"keycache", {{"min_keys", 0}}}}, "min_keys must be");
+  refused({{"keycache", {{"capacity_keys", 1.5}}}}, "capacity_keys must be");
+  refused({{"keycache", {{"min_keys", 100}, {"capacity_keys", 10}}}}, "below min_keys");
+  refused({{"keycache", {{"size", 1}}}}, "no param 'size'");
+  EXPECT_OK(MakeFilterChain(SpecWith({{"keycache", {{"min_keys", 1}, {"capacity_keys", 1}}}, {"lz4"}})));
+}
+
 TEST(FilterTest, ParsesTheFlagForm) {
   Result<std::vector<FilterSpec>> f = ParseFilters("zstd:level=3:min_bytes=0,lz4");
   ASSERT_OK(f);
@@ -270,7 +393,7 @@ TEST(FilterTest, ParsesTheFlagForm) {
   EXPECT_TRUE(ParseFilters("")->empty());
   EXPECT_TRUE(ParseFilters("none")->empty());
   for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
-           {"gzip", "unknown filter 'gzip'"},
+           {"gzip", "unknown filter 'gzip' (this node knows: keycache, zstd, lz4)"},
            {"zstd,", "an empty filter name"},
            {"zstd:level", "'level' of filter 'zstd' is not param=number"},
            {"zstd:level=x", "is not param=number"},

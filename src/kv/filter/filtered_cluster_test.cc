@@ -1,8 +1,10 @@
-// Filters in a running cluster (2 servers, 3 workers, over ZeroMQ and inproc): tables with zstd,
-// lz4 and both stacked -- float vectors, double matrix rows, variable-length int64 rows -- end
-// with exactly the sums the workers pushed (every worker pushes known values, so the sum is known),
-// pulls and push-pulls return them, and the workers send and receive fewer wire bytes than the
-// same job without filters.
+// Filters in a running cluster (2 servers, 3 workers, over ZeroMQ and inproc): tables with the
+// key cache, zstd, lz4 and filters stacked -- float vectors, double matrix rows, variable-length
+// int64 rows -- end with exactly the sums the workers pushed (every worker pushes known values, so
+// the sum is known), pulls and push-pulls return them, and the workers send and receive fewer wire
+// bytes than the same job without filters. One table's key cache holds a single worker's list per
+// server while each worker sends its own: most references miss, are sent again with their keys,
+// and the sums stay exact.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -55,7 +57,8 @@ uint64_t RunJob(bool inproc, bool filtered) {
   auto filters = [&](std::vector<FilterSpec> f) { return filtered ? f : std::vector<FilterSpec>{}; };
   EXPECT_OK(cluster.RunWorkers([&](Node& node) -> Status {
     const uint32_t rank = node.rank().value;
-    TableSpec fs = Spec("floats", ValueType::kFloat32, filters({{"zstd", {}}}));
+    TableSpec fs = Spec("floats", ValueType::kFloat32, filters({{"keycache", {}}, {"zstd", {}}}));
+    TableSpec cs = Spec("cached", ValueType::kFloat32, filters({{"keycache", {{"capacity_keys", 12000}}}, {"lz4", {}}}));
     TableSpec ds = Spec("rows", ValueType::kFloat64, filters({{"lz4", {}}}));
     ds.width = 4;
     TableSpec vs = Spec("var", ValueType::kInt64, filters({{"zstd", {{"level", 5}}}, {"lz4", {{"min_bytes", 0}}}}));
@@ -63,6 +66,17 @@ uint64_t RunJob(bool inproc, bool filtered) {
     PSERVER_ASSIGN_OR_RETURN(TableId ft, node.DeclareTable(fs));
     PSERVER_ASSIGN_OR_RETURN(TableId dt, node.DeclareTable(ds));
     PSERVER_ASSIGN_OR_RETURN(TableId vt, node.DeclareTable(vs));
+    PSERVER_ASSIGN_OR_RETURN(TableId ct, node.DeclareTable(cs));
+    // The cached table: worker r pushes the keys k with k % 3 != r (its own list).
+    std::vector<Key> own;
+    std::vector<float> own_vals;
+    for (Key k = 0; k < kKeys; ++k) {
+      if (k % kWorkers == rank) continue;
+      own.push_back(k);
+      own_vals.push_back(Pushed<float>(rank, k, 0));
+    }
+    const SharedArray<Key> ok(std::move(own));
+    const SharedArray<float> ov(std::move(own_vals));
     std::vector<Key> keys(kKeys);
     std::vector<float> fv(kKeys);
     std::vector<double> dv(kKeys * 4);
@@ -90,8 +104,12 @@ uint64_t RunJob(bool inproc, bool filtered) {
       PSERVER_RETURN_IF_ERROR(wf.Wait(a));
       PSERVER_RETURN_IF_ERROR(wd.Wait(b));
       PSERVER_RETURN_IF_ERROR(wi.Wait(c));
+      // Each round, every worker's list goes in after the others': the servers' caches hold
+      // the last one only, so the others' references miss.
+      PSERVER_ASSIGN_OR_RETURN(Timestamp e, wf.Push(ct, ok, ov));
+      PSERVER_RETURN_IF_ERROR(wf.Wait(e));
+      PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
     }
-    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
     SharedArray<float> fo;
     SharedArray<double> dout;
     SharedArray<int64_t> io;
@@ -112,6 +130,16 @@ uint64_t RunJob(bool inproc, bool filtered) {
       }
     }
     PSERVER_RETURN_IF_FALSE(at == io.size());
+    SharedArray<float> co;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp cp, wf.Pull(ct, ok, &co));
+    PSERVER_RETURN_IF_ERROR(wf.Wait(cp));
+    for (size_t j = 0; j < ok.size(); ++j) {
+      float want = 0;
+      for (uint32_t r = 0; r < kWorkers; ++r) {
+        if (ok[j] % kWorkers != r) want += Pushed<float>(r, ok[j], 0);
+      }
+      PSERVER_RETURN_IF_FALSE(co[j] == kRounds * want);
+    }
     // A push-pull after everyone's pulls: each worker's reply includes its own push at least.
     PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
     SharedArray<float> after;

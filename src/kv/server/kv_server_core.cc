@@ -432,7 +432,10 @@ void KVServerCore::Process(Message&& msg) {
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
-  if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) return Reply(header, undone, nullptr, nullptr);
+  if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) {
+    if (IsKeyCacheMiss(undone)) return AskForKeys(header, undone);
+    return Reply(header, undone, nullptr, nullptr);
+  }
   Result<ServerRequest> req = Decode(msg, (*table)->spec);
   if (!req.ok()) return Reply(header, req.status(), nullptr, nullptr);
   Table& t = **table;
@@ -595,6 +598,26 @@ void KVServerCore::Redirect(const transport::Header& request, const cluster::Rou
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not redirect {}: {}", runtime_->rank().value, transport::Describe(request),
                      s.ToString());
+  }
+}
+
+void KVServerCore::AskForKeys(const transport::Header& request, [[maybe_unused]] const Status& miss) {
+  PSERVER_LOG_DEBUG("server {}: asked for the keys of {}: {}", runtime_->rank().value, transport::Describe(request),
+                    miss.ToString());
+  Message m;
+  m.header.type = request.type;
+  m.header.flags = transport::kFlagReply | transport::kFlagKeysMissing;
+  m.header.sender = runtime_->id();
+  m.header.receiver = request.sender;
+  m.header.table = request.table;
+  m.header.value_type = request.value_type;
+  m.header.width = request.width;
+  m.header.request_id = request.request_id;
+  m.header.epoch = request.epoch;
+  m.header.part = request.part;
+  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+    PSERVER_LOG_WARN("server {}: could not ask for the keys of {}: {}", runtime_->rank().value,
+                     transport::Describe(request), s.ToString());
   }
 }
 

@@ -275,6 +275,9 @@ class KVServerCore final : public cluster::DataHandler {
   std::vector<KeyRange> OwnedKeyRanges(const TableSpec& spec, const cluster::Routing& routing) const;
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
   void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
+  // Answers a request whose key list the table's key cache lacks (`miss`) with kFlagKeysMissing:
+  // nothing was applied; the worker sends it again with its keys.
+  void AskForKeys(const transport::Header& request, const Status& miss);
 
   cluster::NodeRuntime* const runtime_;
   std::mutex mu_;

@@ -44,6 +44,16 @@ void KVWorkerCore::OnData(Message&& msg) {
   if (h.part >= it->second.parts.size()) return;
   Part& part = it->second.parts[h.part];
   if (part.node != h.sender || part.answered) return;  // a stray or repeated reply
+  if (h.flags & transport::kFlagKeysMissing) {
+    // The server's key cache lacked the part's keys and applied nothing: the part goes again,
+    // as a resend (which carries its keys), by the view this worker routes by now.
+    Unsent resend = Reslice(lock, h.request_id, h.part, *runtime_->routing(), h.sender, NodeId());
+    if (resend.empty()) return;
+    lock.unlock();
+    std::unique_lock send_lock(send_mu_);
+    SendAll(send_lock, std::move(resend));
+    return;
+  }
   if (h.is_redirect()) {
     Unsent resend = Reroute(lock, h.request_id, h.part, msg);
     if (resend.empty()) return;
