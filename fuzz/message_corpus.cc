@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cluster/control_messages.h"
+#include "kv/filter/filter.h"
 #include "kv/table_catalog.h"
 #include "transport/message.h"
 
@@ -42,6 +43,7 @@ using pserver::Rank;
 using pserver::Role;
 using pserver::StatusCode;
 using pserver::TableId;
+using pserver::TableSpec;
 using pserver::ValueType;
 using transport::Bytes;
 using transport::Message;
@@ -248,6 +250,27 @@ std::vector<Seed> Seeds() {
   add("replicate", std::move(m));
   m = Data(MessageType::kReplicate, transport::kFlagReply, kServer2, kServer0, 4, 7, 0, 0);
   add("replicate_reply", std::move(m));
+
+  // Filtered data messages (docs/wire_format.md, section 5.3), made by the filters themselves:
+  // a push of sorted keys compressed by zstd, the same push as a key-cache reference, and a pull
+  // reply compressed by lz4. message_fuzz undoes them with the same chains.
+  TableSpec spec;
+  spec.name = "fuzz";
+  spec.filters = {{"keycache", {}}, {"zstd", {{"min_bytes", 0}}}};
+  const kv::FilterChain worker = *kv::MakeFilterChain(spec);
+  std::vector<uint64_t> keys(64);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = 1000 + 3 * i;
+  for (const char* name : {"push_zstd", "push_keycache_reference"}) {
+    m = Data(MessageType::kPush, 0, kWorker0, kServer0, 3, 47, 5, 0);
+    m.frames = {ArrayOf<uint64_t>(keys), ArrayOf<float>(std::vector<float>(keys.size(), 0.25f)), Bytes()};
+    if (!worker.Encode(m).ok()) return {};
+    add(name, std::move(m));
+  }
+  spec.filters = {{"lz4", {{"min_bytes", 0}}}};
+  m = Data(MessageType::kPull, transport::kFlagReply, kServer0, kWorker1, 3, 48, 0, 0);
+  m.frames = {Bytes(), ArrayOf<float>(std::vector<float>(200, 1.5f)), Bytes(), ArrayOf<int64_t>({5, 9})};
+  if (!kv::MakeFilterChain(spec)->Encode(m).ok()) return {};
+  add("pull_reply_lz4", std::move(m));
   return seeds;
 }
 

@@ -9,7 +9,11 @@
 //     out-of-line frame, in order, without copying, and its payload frames, frame table and
 //     padding account for every byte of the head;
 //   - a control body that a decoder accepts re-encodes to exactly the received bytes
-//     (the encodings are canonical), and kv::ValidateTableSpec never crashes on a decoded spec.
+//     (the encodings are canonical), and kv::ValidateTableSpec never crashes on a decoded spec;
+//   - a data message that DecodeWire accepts is undone by the filter chains of
+//     docs/wire_format.md section 5.3 (keycache then zstd; lz4) with OK, kCorruption or a
+//     key-cache miss (kNotFound) and nothing else; undone, it has no kFlagFiltered and one frame
+//     fewer than it came with (the trailer).
 //
 // Input layout (see docs/wire_format.md, "Fuzzing"):
 //   byte 0          mode bits, to help the fuzzer past the cheap checks:
@@ -35,6 +39,7 @@
 #include <vector>
 
 #include "cluster/control_messages.h"
+#include "kv/filter/filter.h"
 #include "kv/table_catalog.h"
 #include "transport/message.h"
 #include "transport/transport.h"
@@ -114,6 +119,31 @@ Bytes WellFormedHead(const Bytes& first, const transport::Frames& frames) {
   return head;
 }
 
+// The chains the seeds were filtered by (message_corpus.cc), with a small key cache, shared by
+// every input as a server's are by every request.
+void CheckFilters(const transport::Message& msg) {
+  static const auto* chains = [] {
+    auto* out = new std::vector<kv::FilterChain>;
+    pserver::TableSpec spec;
+    spec.name = "fuzz";
+    spec.filters = {{"keycache", {{"capacity_keys", 4096}}}, {"zstd", {{"min_bytes", 0}}}};
+    out->push_back(*kv::MakeFilterChain(spec));
+    spec.filters = {{"lz4", {{"min_bytes", 0}}}};
+    out->push_back(*kv::MakeFilterChain(spec));
+    return out;
+  }();
+  for (const kv::FilterChain& chain : *chains) {
+    transport::Message m = msg;
+    const pserver::Status s = chain.Decode(m);
+    if (s.ok()) {
+      Check(!(m.header.flags & transport::kFlagFiltered));
+      Check(m.frames.size() + ((msg.header.flags & transport::kFlagFiltered) ? 1 : 0) == msg.frames.size());
+    } else {
+      Check(s.code() == pserver::StatusCode::kCorruption || kv::IsKeyCacheMiss(s));
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -165,6 +195,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     Check(next_wire == sent.size() && head_bytes == sent[0].size());
     (void)transport::Describe(msg->header);
+    if (transport::IsDataMessage(msg->header.type)) CheckFilters(*msg);
   } else {
     Check(msg.status().code() == pserver::StatusCode::kCorruption);
   }
