@@ -18,6 +18,7 @@ fi
 "$root/scripts/fetch_spam.sh"
 mkdir -p "$root/data/models"
 "$build/tools/pserver/pserver" train linear --data "$root/data/spam/train.svm" --l1 1 --tau 4 --max-passes 600 \
+  --filters keycache,zstd \
   --servers 1 --workers 2 --model-out "$root/data/models/spam.model" --report "$root/data/models/spam.json" \
   --cache-dir "$root/data/cache" "$@"
 echo "held-out e-mails:"
