@@ -94,7 +94,7 @@ struct InitializerSpec {
 //   "keycache"  lossless: a request's key list the worker sent  min_keys=16
 //           the same server before goes as its signature; the  capacity_keys=8388608
 //           server puts it back from its cache of lists (LRU,
-//           capacity_keys keys a table), or asks for the keys again when it lacks it; lists of
+//           capacity_keys keys per worker), or asks for the keys again when it lacks it; lists of
 //           fewer than min_keys keys are sent as they are. Must come first in a chain.
 //   "zstd"  lossless: sorted keys as deltas, then each frame compressed  level=1 min_bytes=256
 //           by Zstandard (level 1..19), when that makes it smaller; frames under min_bytes

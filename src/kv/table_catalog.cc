@@ -172,19 +172,6 @@ Status ValidateTableSpec(const TableSpec& spec, const Updater* rule) {
     return Status::InvalidArgument(fmt::format("table '{}': the uniform initializer needs a float or double table, not {}",
                                                spec.name, ValueTypeName(spec.value_type)));
   }
-  for (const FilterSpec& f : spec.filters) {
-    if (f.name.empty() || f.name.size() > kMaxUpdaterName || f.params.size() > kMaxUpdaterParams) {
-      return Status::InvalidArgument(fmt::format("table '{}': a filter needs a name of 1 to {} bytes and at most {} "
-                                                 "params",
-                                                 spec.name, kMaxUpdaterName, kMaxUpdaterParams));
-    }
-    for (const auto& [name, value] : f.params) {
-      if (!std::isfinite(value)) {
-        return Status::InvalidArgument(fmt::format("table '{}': filter '{}' param '{}' is {}, not a finite number",
-                                                   spec.name, f.name, name, value));
-      }
-    }
-  }
   if (Result<FilterChain> chain = MakeFilterChain(spec); !chain.ok()) return chain.status();
   if (rule == nullptr) return Status::Ok();
   // The rule: its value types, push arity and widths, and rows that fit a request's int32 sizes

@@ -38,7 +38,7 @@ Result<TableSpec> DecodeTableSpec(const transport::Bytes& body);
 // placement kRange; storage kDense only with placement kRange, fixed width and at most 2^32 keys
 // in the range; push_arity 1 or 2; updater name 1..64 bytes with at most 32 params, each named by
 // 1..64 bytes and finite; a known initializer kind with a finite scale >= 0, uniform only for
-// float and double tables; filters this node knows, each once, with finite params they take
+// float and double tables; filters this node knows, each once, with params they take, in range
 // (MakeFilterChain: a server that lacks a filter refuses the table). With `rule` (the table's update rule, built from spec.updater; a
 // server has it), also that the rule fits: it takes the value type (Updater::Supports), the push
 // arity and the width (Updater::FitsWidth), and a row with its state stays under 2^31 values.

@@ -96,8 +96,10 @@ class CompressFilter final : public Filter {
         return Status::Corruption(fmt::format("{} frame {} claims {} {}, more than a frame may hold", name(), i,
                                               keys ? count : raw, keys ? "keys" : "bytes"));
       }
+      const std::span<const std::byte> packed{f.data() + prefix, f.size() - prefix};
+      PSERVER_RETURN_IF_ERROR(CheckStatedSize(packed, raw, i));  // before allocating it
       Bytes out = Bytes::Uninitialized(raw);
-      PSERVER_RETURN_IF_ERROR(Decompress({f.data() + prefix, f.size() - prefix}, out, i));
+      PSERVER_RETURN_IF_ERROR(Decompress(packed, out, i));
       if (keys) {
         Result<SharedArray<Key>> decoded = DecodeKeyDeltas({out.data(), out.size()}, count);
         if (!decoded.ok()) return decoded.status().WithContext(fmt::format("{} frame {} (keys)", name(), i));
@@ -112,8 +114,22 @@ class CompressFilter final : public Filter {
   }
 
  private:
+  // A stated size the compressed bytes cannot hold is refused before it is allocated: a
+  // Zstandard frame records its content size; an LZ4 block expands at most 255 times (plus a few
+  // bytes).
+  Status CheckStatedSize(std::span<const std::byte> packed, uint64_t raw, size_t frame) const {
+    const uint64_t most = codec_ == Codec::kZstd ? ZSTD_getFrameContentSize(packed.data(), packed.size())
+                                                 : 255 * uint64_t{packed.size()} + 64;
+    if (codec_ == Codec::kZstd ? most != raw : raw > most) {
+      return Status::Corruption(fmt::format("{} frame {} states {} bytes, which its {} compressed bytes do not hold",
+                                            name(), frame, raw, packed.size()));
+    }
+    return Status::Ok();
+  }
+
   Result<size_t> Compress(const Bytes& in, std::byte* out, size_t cap) const {
     if (codec_ == Codec::kZstd) {
+      if (Zstd().c == nullptr) return Status::Internal("zstd: no compression context (out of memory)");
       const size_t n = ZSTD_compressCCtx(Zstd().c, out, cap, in.data(), in.size(), level_);
       if (ZSTD_isError(n)) return Status::Internal(fmt::format("zstd could not compress: {}", ZSTD_getErrorName(n)));
       return n;
@@ -127,6 +143,7 @@ class CompressFilter final : public Filter {
   Status Decompress(std::span<const std::byte> in, const Bytes& out, size_t frame) const {
     size_t got = 0;
     if (codec_ == Codec::kZstd) {
+      if (Zstd().d == nullptr) return Status::Internal("zstd: no decompression context (out of memory)");
       got = ZSTD_decompressDCtx(Zstd().d, out.data(), out.size(), in.data(), in.size());
       if (ZSTD_isError(got)) {
         return Status::Corruption(fmt::format("zstd frame {} does not decompress: {}", frame, ZSTD_getErrorName(got)));

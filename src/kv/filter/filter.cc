@@ -17,15 +17,19 @@ Status FilterChain::Encode(transport::Message& msg) const {
   if (msg.header.flags & transport::kFlagFiltered) {
     return Status::Internal(fmt::format("table '{}': a message was filtered twice", table_));
   }
+  // On a copy of the frames (shared, not copied): a filter that fails leaves the message as it
+  // was, never half changed.
+  transport::Frames frames = msg.frames;
   std::string trailer;
   for (const auto& f : filters_) {
-    Result<uint8_t> mask = f->Encode(msg.header, msg.frames);
+    Result<uint8_t> mask = f->Encode(msg.header, frames);
     if (!mask.ok()) return mask.status().WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
     if (*mask == 0) continue;
     trailer.push_back(static_cast<char>(f->code()));
     trailer.push_back(static_cast<char>(*mask));
   }
   if (trailer.empty()) return Status::Ok();
+  msg.frames = std::move(frames);
   msg.header.flags |= transport::kFlagFiltered;
   msg.frames.push_back(transport::BytesFromString(std::move(trailer)));
   return Status::Ok();
@@ -49,18 +53,25 @@ Status FilterChain::Undo(transport::Message& msg) const {
     return refuse(fmt::format("has a filter trailer of {} bytes (2 a filter, at most {} filters)", trailer.size(),
                               kMaxFilters));
   }
-  // Undo in the reverse order of application.
+  // Each entry names a filter of the chain, each once and in the chain's order.
+  std::vector<const Filter*> applied;
+  size_t next = 0;  // the first filter of the chain the next entry may name
+  for (size_t at = 0; at < trailer.size(); at += 2) {
+    const auto code = std::to_integer<uint8_t>(trailer[at]);
+    size_t i = next;
+    while (i < filters_.size() && static_cast<uint8_t>(filters_[i]->code()) != code) ++i;
+    if (i == filters_.size()) {
+      return refuse(fmt::format("went through filter code {}, which the table does not declare{}{}", code,
+                                filters_.empty() ? " (it has no filters)" : "",
+                                next > 0 ? " after the filters before it in the trailer" : ""));
+    }
+    applied.push_back(filters_[i].get());
+    next = i + 1;
+  }
+  // Undone in the reverse order of application.
   for (size_t at = trailer.size(); at > 0; at -= 2) {
-    const auto code = std::to_integer<uint8_t>(trailer[at - 2]);
     const auto mask = std::to_integer<uint8_t>(trailer[at - 1]);
-    const Filter* filter = nullptr;
-    for (const auto& f : filters_) {
-      if (static_cast<uint8_t>(f->code()) == code) filter = f.get();
-    }
-    if (filter == nullptr) {
-      return refuse(fmt::format("went through filter code {}, which the table does not declare{}", code,
-                                filters_.empty() ? " (it has no filters)" : ""));
-    }
+    const Filter* filter = applied[at / 2 - 1];
     if (mask == 0 || std::bit_width(mask) > msg.frames.size()) {
       return refuse(fmt::format("names frames {:#04x} for filter '{}', but has {} frames", mask, filter->name(),
                                 msg.frames.size()));

@@ -222,6 +222,16 @@ TEST(FilterTest, DamagedMessagesAreRefused) {
     m.frames.back() = BytesOf(std::vector<uint8_t>{static_cast<uint8_t>(std::to_integer<uint8_t>(good.frames[3][0])), 0x10});
     expect_refused(m, "names frames 0x10");
   }
+  // A trailer naming a filter twice, or out of the chain's order, is refused.
+  {
+    const FilterChain stacked = ChainOf({{"zstd"}, {"lz4", {{"min_bytes", 0}}}});
+    Message m = FilteredPush(ChainOf({{"zstd"}}));
+    m.frames.back() = BytesOf(std::vector<uint8_t>{1, 0x01, 1, 0x01});
+    EXPECT_TRUE(StatusIs(stacked.Decode(m), StatusCode::kCorruption, "filter code 1"));
+    m = FilteredPush(ChainOf({{"zstd"}}));
+    m.frames.back() = BytesOf(std::vector<uint8_t>{2, 0x01, 1, 0x01});
+    EXPECT_TRUE(StatusIs(stacked.Decode(m), StatusCode::kCorruption, "after the filters before it"));
+  }
   // A table without filters refuses a filtered message.
   Message m = FilteredPush(ChainOf({{"zstd"}}));
   Status s = ChainOf({}).Decode(m);
@@ -355,6 +365,18 @@ TEST(FilterTest, AKeyCacheMissIsNotFoundAndNeverAWrongList) {
   stale.frames[0] = BytesOf(std::vector<uint64_t>(fake, fake + 3));
   stale.frames.push_back(BytesOf(std::vector<uint8_t>{3, 1}));
   EXPECT_TRUE(IsKeyCacheMiss(server2.Decode(stale)));
+
+  // A part sliced by an older view than the newest the worker sent this server goes in full.
+  Message older = RequestTo(3, 1, a);
+  ASSERT_OK(worker2.Encode(older));
+  EXPECT_EQ(older.frames[0].size(), 8 * a.size());
+  // The server keeps one cache per worker: another worker's reference to the same list misses
+  // until that worker sent it in full itself.
+  Message from_other = RequestTo(3, 2, a);
+  ASSERT_OK(worker2.Encode(from_other));
+  ASSERT_EQ(from_other.frames[0].size(), 24u);
+  from_other.header.sender = NodeId(9);
+  EXPECT_TRUE(IsKeyCacheMiss(server2.Decode(from_other)));
 
   // A reference of the wrong size, or whose count is not the cached list's, is refused.
   Message ref = RequestTo(3, 2, a);

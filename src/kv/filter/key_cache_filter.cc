@@ -84,7 +84,7 @@ class Lru {
 
 class KeyCacheFilter final : public Filter {
  public:
-  KeyCacheFilter(uint64_t min_keys, uint64_t capacity) : min_keys_(min_keys), capacity_(capacity), held_(capacity) {}
+  KeyCacheFilter(uint64_t min_keys, uint64_t capacity) : min_keys_(min_keys), capacity_(capacity) {}
 
   FilterCode code() const override { return FilterCode::kKeyCache; }
   std::string_view name() const override { return "keycache"; }
@@ -97,10 +97,11 @@ class KeyCacheFilter final : public Filter {
     MutexLock lock(&mu_);
     auto [it, fresh] = sent_.try_emplace(h.receiver.value, Peer{h.epoch, Lru<uint64_t>(capacity_)});
     Peer& peer = it->second;
-    if (peer.epoch != h.epoch) {  // another view: the server's cache is not to be counted on
+    if (h.epoch > peer.epoch) {  // a newer view: the server empties its cache
       peer.lru.Clear();
       peer.epoch = h.epoch;
     }
+    if (h.epoch < peer.epoch) return uint8_t{0};  // sliced by an older view: sent in full, not kept
     if (!(h.flags & transport::kFlagResend) && peer.lru.Find(sig)) {
       Bytes ref = Bytes::Uninitialized(kReferenceBytes);
       const uint64_t words[3] = {sig.lo, sig.hi, n};
@@ -122,8 +123,8 @@ class KeyCacheFilter final : public Filter {
     std::memcpy(words, frames[0].data(), kReferenceBytes);
     const Signature sig{words[0], words[1]};
     MutexLock lock(&mu_);
-    NewEpoch(h.epoch);
-    const SharedArray<Key>* keys = h.epoch == epoch_ ? held_.Find(sig) : nullptr;
+    Held& held = HeldFor(h);
+    const SharedArray<Key>* keys = h.epoch == held.epoch ? held.lru.Find(sig) : nullptr;
     if (keys == nullptr) {
       return Status::NotFound(fmt::format("no key list of signature {:016x}{:016x} ({} keys) is cached here for "
                                           "routing epoch {}",
@@ -133,7 +134,9 @@ class KeyCacheFilter final : public Filter {
       return Status::Corruption(
           fmt::format("a reference names {} keys, its cached list holds {}", words[2], keys->size()));
     }
-    frames[0] = transport::AsBytes(*keys);
+    // A copy: the request's keys are the handler's, and the cached list must stay as it came.
+    frames[0] = Bytes::CopyOf(std::span<const std::byte>(reinterpret_cast<const std::byte*>(keys->data()),
+                                                         keys->size() * sizeof(Key)));
     return Status::Ok();
   }
 
@@ -143,13 +146,13 @@ class KeyCacheFilter final : public Filter {
     if (n < min_keys_ || n > capacity_) return;
     const Signature sig = SignatureOf(frames[0]);
     MutexLock lock(&mu_);
-    NewEpoch(h.epoch);
-    if (h.epoch != epoch_) return;  // a straggler of an older view
-    if (held_.Find(sig)) return;
+    Held& held = HeldFor(h);
+    if (h.epoch != held.epoch) return;  // a straggler of an older view
+    if (held.lru.Find(sig)) return;
     // A copy: the frame may share its buffer with the message's values.
     SharedArray<Key> keys = SharedArray<Key>::Uninitialized(n);
     std::memcpy(keys.data(), frames[0].data(), frames[0].size());
-    held_.Put(sig, std::move(keys), n);
+    held.lru.Put(sig, std::move(keys), n);
   }
 
  private:
@@ -158,11 +161,19 @@ class KeyCacheFilter final : public Filter {
     Lru<uint64_t> lru;
   };
 
-  // A message of a newer view empties the receiver's cache.
-  void NewEpoch(Epoch e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (e <= epoch_) return;
-    held_.Clear();
-    epoch_ = e;
+  struct Held {
+    Epoch epoch;
+    Lru<SharedArray<Key>> lru;
+  };
+
+  // The receiver's cache of the lists from the sender of `h`: a message of a newer view empties it.
+  Held& HeldFor(const transport::Header& h) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Held& held = held_.try_emplace(h.sender.value, Held{h.epoch, Lru<SharedArray<Key>>(capacity_)}).first->second;
+    if (h.epoch > held.epoch) {
+      held.lru.Clear();
+      held.epoch = h.epoch;
+    }
+    return held;
   }
 
   const uint64_t min_keys_;
@@ -170,9 +181,9 @@ class KeyCacheFilter final : public Filter {
   mutable Mutex mu_;
   // The sender's side: per server node, what it sent in full at the epoch noted.
   mutable absl::flat_hash_map<uint32_t, Peer> sent_ ABSL_GUARDED_BY(mu_);
-  // The receiver's side: the lists received in full, of routing epoch epoch_.
-  mutable Lru<SharedArray<Key>> held_ ABSL_GUARDED_BY(mu_);
-  mutable Epoch epoch_ ABSL_GUARDED_BY(mu_);
+  // The receiver's side: per worker node, the lists it sent in full at the epoch noted. One
+  // cache per worker, bounded as the worker's memory of it, so that both evict alike.
+  mutable absl::flat_hash_map<uint32_t, Held> held_ ABSL_GUARDED_BY(mu_);
 };
 
 Status WholeNumber(const std::string& param, double value, double min, double max) {

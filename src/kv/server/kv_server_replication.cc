@@ -429,7 +429,8 @@ void KVServerCore::ReleaseHeldReplies() {
     Message m = std::move(r.held.front().second);
     r.held.pop_front();
     if (!r.failure.ok()) {  // the request was applied here, but its replicas do not hold it
-      m.header.flags |= transport::kFlagError;
+      // An error reply is never filtered (the reply's own filtering is undone with its frames).
+      m.header.flags = static_cast<uint8_t>((m.header.flags & ~transport::kFlagFiltered) | transport::kFlagError);
       m.header.status = static_cast<uint8_t>(r.failure.code());
       m.frames.clear();
       m.frames.push_back(transport::BytesFromString(r.failure.message()));

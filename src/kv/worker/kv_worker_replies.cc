@@ -34,7 +34,7 @@ void KVWorkerCore::OnData(Message&& msg) {
   }
   // Undone before anything reads a frame, and outside the lock (decompression takes time).
   Status unfiltered;
-  if (h.flags & transport::kFlagFiltered) {
+  if ((h.flags & transport::kFlagFiltered) && !h.is_error()) {
     Result<std::shared_ptr<const FilterChain>> chain = catalog_.Filters(h.table);
     unfiltered = chain.ok() ? (*chain)->Decode(msg) : chain.status();
   }
@@ -44,7 +44,7 @@ void KVWorkerCore::OnData(Message&& msg) {
   if (h.part >= it->second.parts.size()) return;
   Part& part = it->second.parts[h.part];
   if (part.node != h.sender || part.answered) return;  // a stray or repeated reply
-  if (h.flags & transport::kFlagKeysMissing) {
+  if ((h.flags & transport::kFlagKeysMissing) && !h.is_error()) {
     // The server's key cache lacked the part's keys and applied nothing: the part goes again,
     // as a resend (which carries its keys), by the view this worker routes by now.
     Unsent resend = Reslice(lock, h.request_id, h.part, *runtime_->routing(), h.sender, NodeId());
