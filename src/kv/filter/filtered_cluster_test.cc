@@ -4,7 +4,8 @@
 // the sum is known), pulls and push-pulls return them, and the workers send and receive fewer wire
 // bytes than the same job without filters. Over inproc, the workers' transports damage the
 // signature of every third key-cache reference on its way: the servers miss, answer
-// kFlagKeysMissing, the workers send those parts again with their keys, and the sums stay exact.
+// kFlagKeysMissing, the workers send those parts again with their keys, and the sums stay exact,
+// also with 2 replicas of every key (3 servers).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -63,10 +64,11 @@ struct JobResult {
 
 // Runs the job. `damage`: (inproc only) every third key-cache reference a worker sends has its
 // signature damaged.
-JobResult RunJob(bool inproc, bool filtered, bool damage) {
+JobResult RunJob(bool inproc, bool filtered, bool damage, uint32_t replicas = 1) {
   LocalClusterOptions o;
   o.inproc = inproc;
-  o.num_servers = 2;
+  o.node.replicas = replicas;
+  o.num_servers = replicas > 1 ? 3 : 2;
   o.num_workers = kWorkers;
   std::vector<pserver::testing::InterceptingTransport*> wires;
   std::mutex wires_mu;
@@ -214,6 +216,14 @@ TEST(FilteredClusterMissTest, KeyCacheMissesAreSentAgainWithTheirKeysAndTheSumsS
   const JobResult r = RunJob(/*inproc=*/true, /*filtered=*/true, /*damage=*/true);
   std::printf("kFlagKeysMissing replies: %llu\n", static_cast<unsigned long long>(r.keys_missing));
   EXPECT_GT(r.keys_missing, 0u);  // the damaged references missed (the sums were checked in the job)
+}
+
+TEST(FilteredClusterReplicasTest, FilteredPushesReachTheReplicasAndRepliesWaitForThem) {
+  // 3 servers, 2 replicas: pull replies are filtered, then held until the replicas hold what
+  // they include; the sums are exact (checked in the job).
+  const JobResult r = RunJob(/*inproc=*/true, /*filtered=*/true, /*damage=*/true, /*replicas=*/2);
+  EXPECT_GT(r.wire_bytes, 0u);
+  EXPECT_GT(r.keys_missing, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, FilteredClusterTest, ::testing::Values(false, true),
