@@ -5,9 +5,12 @@
 # Stages, in order (each prints its wall time; a failure in any of them is reported where it
 # happens and fails the script after the main suite ran):
 #   1. GCC build (build/, -Werror) and the check that every *_test.cc is built;
-#   2. libFuzzer: the fuzz targets under libFuzzer and ASan, 20 s each (build-fuzz/);
-#   3. clang ASan+UBSan: everything built by clang with -Wthread-safety -Werror at -O1, and the
-#      whole ctest suite run under AddressSanitizer and UndefinedBehaviorSanitizer (build-clang/);
+#   2. libFuzzer: the fuzz targets built by clang with -Werror, under libFuzzer and ASan, 20 s
+#      each (build-fuzz/);
+#   3. clang ASan+UBSan: everything else (but the micro benchmarks) built by clang with
+#      -Wthread-safety -Werror at -O1, and
+#      the whole ctest suite run under AddressSanitizer and UndefinedBehaviorSanitizer
+#      (build-clang/);
 #   4. clang TSan: the tests labelled "concurrency" (and only what they link) built with
 #      ThreadSanitizer and run under it (build-tsan/);
 #   5. the main suite: ctest over the GCC build, whose summary is the script's last line.
@@ -71,7 +74,7 @@ if [ "${PSERVER_SKIP_LIBFUZZER:-0}" != 1 ]; then
       "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -gline-tables-only" \
       -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer" \
       -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" -DPSERVER_FUZZ_ENGINE=libfuzzer \
-      -DPSERVER_BUILD_TESTS=OFF -DPSERVER_BUILD_BENCHMARKS=OFF >"$fuzz_dir/configure.log" 2>&1 &&
+      -DPSERVER_BUILD_TESTS=OFF -DPSERVER_BUILD_BENCHMARKS=OFF -DPSERVER_WERROR=ON >"$fuzz_dir/configure.log" 2>&1 &&
     cmake --build "$fuzz_dir" --target "${fuzz_targets[@]}" -j "$(nproc)"; then
     for t in "${fuzz_targets[@]}"; do
       scratch=$(mktemp -d)
@@ -94,17 +97,18 @@ if [ "${PSERVER_SKIP_LIBFUZZER:-0}" != 1 ]; then
 fi
 
 # Clang with AddressSanitizer and UndefinedBehaviorSanitizer (UBSan findings are fatal, see
-# PSERVER_SANITIZE in CMakeLists.txt): every target, so -Wthread-safety checks all the code, and
-# the whole suite. Tests that cannot run under a sanitizer skip themselves, saying why
-# (testing::kSanitized). The standalone fuzz tests run 5 s each here (the libFuzzer stage above
-# fuzzes the same targets under ASan).
+# PSERVER_SANITIZE in CMakeLists.txt): every target but the fuzz targets and the two
+# single-threaded Google Benchmark micro benchmarks, so -Wthread-safety checks all the library's
+# code, and the whole suite. Tests that cannot run under a sanitizer skip themselves, saying why
+# (testing::kSanitized). The fuzz targets are left out here: the libFuzzer stage above builds
+# them with the same clang warnings and fuzzes them under ASan.
 asan_failed=0
 if [ "${PSERVER_SKIP_ASAN:-0}" != 1 ]; then
   asan_start=$SECONDS
   asan_dir="${ASAN_BUILD_DIR:-$root/build-clang}"
   mkdir -p "$asan_dir"
   if ! cmake -S "$root" -B "$asan_dir" "${sanitizer_build_flags[@]}" -DPSERVER_SANITIZE=address,undefined \
-      -DPSERVER_FUZZ_SECONDS=5 >"$asan_dir/configure.log" 2>&1; then
+      -DPSERVER_BUILD_FUZZ=OFF -DPSERVER_BUILD_BENCHMARKS=OFF >"$asan_dir/configure.log" 2>&1; then
     echo "test: clang ASan+UBSan: configure failed (log: $asan_dir/configure.log)"
     asan_failed=1
   elif ! build_sanitizer_targets "clang ASan+UBSan" "$asan_dir" all; then
