@@ -538,11 +538,10 @@ void KVServerCore::Process(Message&& msg) {
   Reply(header, s, &resp, has_keys ? &clock : nullptr);
 }
 
-void KVServerCore::Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
-                         std::vector<int64_t>* clock) {
+Message KVServerCore::ReplyTo(const transport::Header& request, uint8_t flags) const {
   Message m;
   m.header.type = request.type;
-  m.header.flags = transport::kFlagReply;
+  m.header.flags = flags;
   m.header.sender = runtime_->id();
   m.header.receiver = request.sender;
   m.header.table = request.table;
@@ -551,6 +550,12 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
   m.header.request_id = request.request_id;
   m.header.epoch = request.epoch;
   m.header.part = request.part;
+  return m;
+}
+
+void KVServerCore::Reply(const transport::Header& request, const Status& status, ServerResponse* resp,
+                         std::vector<int64_t>* clock) {
+  Message m = ReplyTo(request, transport::kFlagReply);
   if (!status.ok()) {
     m.header.flags |= transport::kFlagError;
     m.header.status = static_cast<uint8_t>(status.code());
@@ -583,17 +588,8 @@ void KVServerCore::Redirect(const transport::Header& request, const cluster::Rou
   PSERVER_LOG_DEBUG("server {}: redirected {} routed with epoch {} (key {} is not this server's at epoch {})",
                     runtime_->rank().value, transport::Describe(request), request.epoch.value, not_owned,
                     routing.epoch().value);
-  Message m;
-  m.header.type = request.type;
-  m.header.flags = transport::kFlagReply | transport::kFlagRedirect;
-  m.header.sender = runtime_->id();
-  m.header.receiver = request.sender;
-  m.header.table = request.table;
-  m.header.value_type = request.value_type;
-  m.header.width = request.width;
-  m.header.request_id = request.request_id;
-  m.header.epoch = routing.epoch();
-  m.header.part = request.part;
+  Message m = ReplyTo(request, transport::kFlagReply | transport::kFlagRedirect);
+  m.header.epoch = routing.epoch();  // the server's, not the request's
   m.frames.push_back(cluster::Encode(routing.view()));
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not redirect {}: {}", runtime_->rank().value, transport::Describe(request),
@@ -604,17 +600,7 @@ void KVServerCore::Redirect(const transport::Header& request, const cluster::Rou
 void KVServerCore::AskForKeys(const transport::Header& request, [[maybe_unused]] const Status& miss) {
   PSERVER_LOG_DEBUG("server {}: asked for the keys of {}: {}", runtime_->rank().value, transport::Describe(request),
                     miss.ToString());
-  Message m;
-  m.header.type = request.type;
-  m.header.flags = transport::kFlagReply | transport::kFlagKeysMissing;
-  m.header.sender = runtime_->id();
-  m.header.receiver = request.sender;
-  m.header.table = request.table;
-  m.header.value_type = request.value_type;
-  m.header.width = request.width;
-  m.header.request_id = request.request_id;
-  m.header.epoch = request.epoch;
-  m.header.part = request.part;
+  Message m = ReplyTo(request, transport::kFlagReply | transport::kFlagKeysMissing);
   if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not ask for the keys of {}: {}", runtime_->rank().value,
                      transport::Describe(request), s.ToString());

@@ -273,6 +273,9 @@ class KVServerCore final : public cluster::DataHandler {
   void TakeViewRanges(Table& table, const cluster::Routing& routing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The key ranges of a dense (kRange) table that `routing` gives this server.
   std::vector<KeyRange> OwnedKeyRanges(const TableSpec& spec, const cluster::Routing& routing) const;
+  // A data reply to `request` with `flags`: its type, table, value type, width, request id,
+  // epoch and part echoed, from this server to its sender, without frames.
+  transport::Message ReplyTo(const transport::Header& request, uint8_t flags) const;
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
   void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
   // Answers a request whose key list the table's key cache lacks (`miss`) with kFlagKeysMissing:
