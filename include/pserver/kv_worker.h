@@ -119,6 +119,12 @@ class KVWorkerBase {
   // This worker's current clock (0 at the start).
   uint64_t clock() const;
 
+  // Pushes what the lossy filters of `table` kept back from this worker's earlier pushes
+  // (docs/filters.md): the changes "sigmod" delayed and what "fp16" or "q8" rounded off, summed
+  // per key and not rounded again. Once it completed, everything pushed is on the servers (to
+  // the table type's precision). A table with nothing kept back pushes no key.
+  Result<Timestamp> PushHeld(TableId table, const RequestOptions& opts = {});
+
   // One request in type-erased form; defined and used inside the library only.
   struct Call;
 

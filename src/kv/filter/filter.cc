@@ -9,6 +9,8 @@
 
 #include "kv/filter/compress_filter.h"
 #include "kv/filter/key_cache_filter.h"
+#include "kv/filter/quantize_filter.h"
+#include "kv/filter/significant_filter.h"
 
 namespace pserver::kv {
 
@@ -39,6 +41,23 @@ Status FilterChain::Decode(transport::Message& msg) const {
   PSERVER_RETURN_IF_ERROR(Undo(msg));
   for (const auto& f : filters_) f->Received(msg.header, msg.frames);
   return Status::Ok();
+}
+
+Status FilterChain::Round(Rounding& r) const {
+  if (!(r.reply ? rounds_replies_ : rounds_pushes_)) return Status::Ok();
+  // Each filter on what the one before it made; on an error the caller's values stand, but a
+  // filter before the failing one has fed back already -- so every filter checks first.
+  for (const auto& f : filters_) {
+    if (!(r.reply ? f->rounds_replies() : f->rounds_pushes())) continue;
+    if (Status s = f->Round(r); !s.ok()) return s.WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
+  }
+  return Status::Ok();
+}
+
+std::map<Key, std::vector<double>> FilterChain::TakeHeld() const {
+  std::map<Key, std::vector<double>> held;
+  for (const auto& f : filters_) f->TakeHeld(&held);
+  return held;
 }
 
 Status FilterChain::Undo(transport::Message& msg) const {
@@ -85,26 +104,38 @@ Status FilterChain::Undo(transport::Message& msg) const {
 
 namespace {
 
-Result<std::shared_ptr<const Filter>> MakeFilter(const FilterSpec& fs) {
+// `table`: null when the filters are checked without one (ParseFilters).
+Result<std::shared_ptr<const Filter>> MakeFilter(const FilterSpec& fs, const TableSpec* table) {
   if (fs.name == "zstd") return MakeCompressFilter(Codec::kZstd, fs);
   if (fs.name == "lz4") return MakeCompressFilter(Codec::kLz4, fs);
   if (fs.name == "keycache") return MakeKeyCacheFilter(fs);
+  if (fs.name == "fp16") return MakeQuantizeFilter(Precision::kFp16, fs, table);
+  if (fs.name == "q8") return MakeQuantizeFilter(Precision::kQ8, fs, table);
+  if (fs.name == "sigmod") return MakeSignificantFilter(fs, table);
   return Status::InvalidArgument(fmt::format("unknown filter '{}' (this node knows: {})", fs.name, KnownFilters()));
 }
 
+bool IsCompressor(const Filter& f) { return f.code() == FilterCode::kZstd || f.code() == FilterCode::kLz4; }
+bool IsQuantizer(const Filter& f) { return f.code() == FilterCode::kFp16 || f.code() == FilterCode::kQ8; }
+
 // The chain of `specs`, errors without the table's name.
-Status AddFilters(const std::vector<FilterSpec>& specs, std::vector<std::shared_ptr<const Filter>>* out) {
+Status AddFilters(const std::vector<FilterSpec>& specs, const TableSpec* table,
+                  std::vector<std::shared_ptr<const Filter>>* out) {
   if (specs.size() > kMaxFilters) {
     return Status::InvalidArgument(fmt::format("{} filters, at most {} allowed", specs.size(), kMaxFilters));
   }
   for (const FilterSpec& fs : specs) {
-    PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Filter> filter, MakeFilter(fs));
+    PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const Filter> filter, MakeFilter(fs, table));
     for (const auto& f : *out) {
       if (f->code() == filter->code()) return Status::InvalidArgument(fmt::format("filter '{}' is named twice", fs.name));
-    }
-    // It must see the keys as the caller gave them, before any other filter changed them.
-    if (filter->code() == FilterCode::kKeyCache && !out->empty()) {
-      return Status::InvalidArgument("filter 'keycache' must come first");
+      // A compressor's output is bytes no other filter can read: compressors come last.
+      if (IsCompressor(*f) && !IsCompressor(*filter)) {
+        return Status::InvalidArgument(fmt::format("filter '{}' must come before '{}'", fs.name, f->name()));
+      }
+      if (IsQuantizer(*f) && IsQuantizer(*filter)) {
+        return Status::InvalidArgument(
+            fmt::format("filters '{}' and '{}' both quantise values: choose one", f->name(), fs.name));
+      }
     }
     out->push_back(std::move(filter));
   }
@@ -116,13 +147,17 @@ Status AddFilters(const std::vector<FilterSpec>& specs, std::vector<std::shared_
 Result<FilterChain> MakeFilterChain(const TableSpec& spec) {
   FilterChain chain;
   chain.table_ = spec.name;
-  if (Status s = AddFilters(spec.filters, &chain.filters_); !s.ok()) {
+  if (Status s = AddFilters(spec.filters, &spec, &chain.filters_); !s.ok()) {
     return s.WithContext(fmt::format("table '{}'", spec.name));
+  }
+  for (const auto& f : chain.filters_) {
+    chain.rounds_pushes_ = chain.rounds_pushes_ || f->rounds_pushes();
+    chain.rounds_replies_ = chain.rounds_replies_ || f->rounds_replies();
   }
   return chain;
 }
 
-std::string_view KnownFilters() { return "keycache, zstd, lz4"; }
+std::string_view KnownFilters() { return "keycache, zstd, lz4, fp16, q8, sigmod"; }
 
 }  // namespace pserver::kv
 
@@ -161,7 +196,7 @@ Result<std::vector<FilterSpec>> ParseFilters(std::string_view text) {
     }
   }
   std::vector<std::shared_ptr<const kv::Filter>> chain;
-  if (Status s = kv::AddFilters(specs, &chain); !s.ok()) return s.WithContext(fmt::format("filters '{}'", text));
+  if (Status s = kv::AddFilters(specs, nullptr, &chain); !s.ok()) return s.WithContext(fmt::format("filters '{}'", text));
   return specs;
 }
 

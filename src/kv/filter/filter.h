@@ -21,10 +21,17 @@
 // referred to a key list this node does not hold; the server answers it with kFlagKeysMissing and
 // the worker sends it again with its keys.
 //
-// Thread safety: a FilterChain is immutable once made; Encode and Decode are thread-safe.
+// Lossy filters (fp16 and q8: quantize_filter.h; sigmod: significant_filter.h) change values, not only their encoding: they
+// *round* a push once, at the worker before it is sliced, and a pull reply once, at the server
+// (FilterChain::Round), keeping per key what rounding took off to add to the next values of the
+// key (error feedback). What they round their Encode then carries exactly; a message that is
+// resent goes from the rounded request, so nothing is rounded, or fed back, twice.
+//
+// Thread safety: a FilterChain is immutable once made; Encode, Decode and Round are thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -40,12 +47,27 @@ enum class FilterCode : uint8_t {
   kZstd = 1,
   kLz4 = 2,
   kKeyCache = 3,
+  kSignificant = 4,  // never on the wire: it leaves keys out, which needs no decoding
+  kFp16 = 5,
+  kQ8 = 6,
 };
 
 // At most this many filters a table.
 inline constexpr size_t kMaxFilters = 8;
 // A filter changes only the first 8 frames of a message (a data message has at most 4).
 inline constexpr size_t kMaxFilteredFrames = 8;
+
+// The values a lossy filter rounds: one push, at the worker, before it is sliced, or one pull
+// reply, at the server. Rows of `columns` values, one a key, in the table's (floating) type.
+struct Rounding {
+  bool reply = false;     // a pull reply, to `peer`; else a push
+  NodeId peer;            // a reply's worker: a server keeps error feedback per worker
+  bool may_drop = false;  // a plain push: keys may be left out (their values wait for later)
+  ValueType value_type = ValueType::kFloat32;
+  size_t columns = 1;
+  SharedArray<Key> keys;  // sorted
+  transport::Bytes vals;  // keys.size() * columns values; replaced, never written into
+};
 
 class Filter {
  public:
@@ -63,6 +85,20 @@ class Filter {
     (void)h;
     (void)frames;
   }
+
+  // Lossy filters: whether Round changes pushes, pull replies.
+  virtual bool rounds_pushes() const { return false; }
+  virtual bool rounds_replies() const { return false; }
+  // Rounds `r.vals` (and, with may_drop, may leave keys out), keeping what it took off per key
+  // for the next values of the key. kInvalidArgument, naming the key, for a NaN or an infinity;
+  // it then changes nothing.
+  virtual Status Round(Rounding& r) const {
+    (void)r;
+    return Status::Ok();
+  }
+  // Pushes: adds what it keeps back, per key, to *held (rows of the Rounding's columns) and
+  // forgets it: the caller sends it.
+  virtual void TakeHeld(std::map<Key, std::vector<double>>* held) const { (void)held; }
 };
 
 // A table's filters, in the order they run on send.
@@ -72,6 +108,8 @@ class FilterChain {
 
   bool empty() const { return filters_.empty(); }
   size_t size() const { return filters_.size(); }
+  bool rounds_pushes() const { return rounds_pushes_; }
+  bool rounds_replies() const { return rounds_replies_; }
 
   // Runs every filter on `msg` (a data message of the table: a request or a successful reply)
   // and adds the trailer and kFlagFiltered when any changed it. A message with the flag already
@@ -80,23 +118,32 @@ class FilterChain {
   // Undoes what the sender's filters did, when the message has kFlagFiltered, and shows every
   // filter the message as sent (Filter::Received). kNotFound: a key-cache miss (above).
   Status Decode(transport::Message& msg) const;
+  // Runs the lossy filters' Round, in the chain's order, on a push (rounds_pushes) or a pull
+  // reply (rounds_replies). On an error nothing is rounded, nor any state changed.
+  Status Round(Rounding& r) const;
+  // What the lossy filters keep back from pushes, summed per key, forgotten by them: the
+  // caller pushes it (KVWorker::PushHeld).
+  std::map<Key, std::vector<double>> TakeHeld() const;
 
  private:
   friend Result<FilterChain> MakeFilterChain(const TableSpec& spec);
   Status Undo(transport::Message& msg) const;
   std::string table_;
   std::vector<std::shared_ptr<const Filter>> filters_;
+  bool rounds_pushes_ = false;
+  bool rounds_replies_ = false;
 };
 
 // The chain `spec.filters` declares; kInvalidArgument naming the table and the filter for an
-// unknown filter, an unknown or out-of-range param, a filter named twice, or more than
-// kMaxFilters filters.
+// unknown filter, an unknown or out-of-range param, a filter named twice, more than kMaxFilters
+// filters, a filter after a compressor that is not one, two that quantise, or a lossy filter
+// on a table it cannot round (integer or variable-length values; pushes to rule "assign").
 Result<FilterChain> MakeFilterChain(const TableSpec& spec);
 
 // Whether Decode's error is a key-cache miss, which the sender mends by sending the keys.
 inline bool IsKeyCacheMiss(const Status& s) { return s.code() == StatusCode::kNotFound; }
 
-// The names of the built-in filters, for error messages and --help: "keycache, zstd, lz4".
+// The names of the built-in filters, for error messages and --help.
 std::string_view KnownFilters();
 
 }  // namespace pserver::kv

@@ -260,7 +260,7 @@ TEST(FilterTest, BadSpecsAreRefusedWhenTheChainIsMade) {
     EXPECT_NE(chain.status().message().find("table 't'"), std::string::npos) << chain.status();
     EXPECT_NE(chain.status().message().find(says), std::string::npos) << chain.status();
   };
-  expect_refused({{"gzip"}}, "unknown filter 'gzip' (this node knows: keycache, zstd, lz4)");
+  expect_refused({{"gzip"}}, "unknown filter 'gzip' (this node knows: keycache, zstd, lz4, fp16, q8, sigmod)");
   expect_refused({{"zstd", {{"level", 0}}}}, "level must be");
   expect_refused({{"zstd", {{"level", 2.5}}}}, "level must be");
   expect_refused({{"zstd", {{"level", 20}}}}, "level must be");
@@ -395,12 +395,12 @@ TEST(FilterTest, AKeyCacheMissIsNotFoundAndNeverAWrongList) {
   EXPECT_EQ(Copy(ref.frames[0]), Copy(BytesOf(a)));
 }
 
-TEST(FilterTest, TheKeyCacheComesFirstAndChecksItsParams) {
+TEST(FilterTest, TheKeyCacheComesBeforeCompressorsAndChecksItsParams) {
   auto refused = [](std::vector<FilterSpec> filters, const std::string& says) {
     Result<FilterChain> chain = MakeFilterChain(SpecWith(std::move(filters)));
     EXPECT_TRUE(StatusIs(chain.status(), StatusCode::kInvalidArgument, says)) << chain.status();
   };
-  refused({{"zstd"}, {"keycache"}}, "'keycache' must come first");
+  refused({{"zstd"}, {"keycache"}}, "filter 'keycache' must come before 'zstd'");
   refused({{"keycache", {{"min_keys", 0}}}}, "min_keys must be");
   refused({{"keycache", {{"capacity_keys", 1.5}}}}, "capacity_keys must be");
   refused({{"keycache", {{"min_keys", 100}, {"capacity_keys", 10}}}}, "below min_keys");
@@ -415,7 +415,7 @@ TEST(FilterTest, ParsesTheFlagForm) {
   EXPECT_TRUE(ParseFilters("")->empty());
   EXPECT_TRUE(ParseFilters("none")->empty());
   for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
-           {"gzip", "unknown filter 'gzip' (this node knows: keycache, zstd, lz4)"},
+           {"gzip", "unknown filter 'gzip' (this node knows: keycache, zstd, lz4, fp16, q8, sigmod)"},
            {"zstd,", "an empty filter name"},
            {"zstd:level", "'level' of filter 'zstd' is not param=number"},
            {"zstd:level=x", "is not param=number"},

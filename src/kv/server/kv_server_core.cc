@@ -534,6 +534,21 @@ void KVServerCore::Process(Message&& msg) {
     }
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
+  if (s.ok() && t.filters.rounds_replies() && !t.spec.variable_length) {
+    Rounding r{.reply = true,
+               .peer = header.sender,
+               .may_drop = false,
+               .value_type = t.spec.value_type,
+               .columns = t.spec.width,
+               .keys = req->keys,
+               .vals = resp.vals};
+    if (Status rounded = t.filters.Round(r); rounded.ok()) {
+      resp.vals = std::move(r.vals);
+    } else {
+      PSERVER_LOG_WARN("server {}: answered {} unrounded: {}", runtime_->rank().value, transport::Describe(header),
+                       rounded.ToString());
+    }
+  }
   std::vector<int64_t> clock = has_keys ? clocks.Get(range, workers_by_rank_) : std::vector<int64_t>();
   Reply(header, s, &resp, has_keys ? &clock : nullptr);
 }

@@ -56,6 +56,16 @@ Result<uint64_t> KVWorkerBase::ClockTo(uint64_t clock) {
 
 uint64_t KVWorkerBase::clock() const { return core_ ? core_->clock() : 0; }
 
+Result<Timestamp> KVWorkerBase::PushHeld(TableId table, const RequestOptions& opts) {
+  if (!core_) return Status::InvalidArgument("KVWorker needs a worker node");
+  Call c;
+  c.table = table;
+  c.callback = opts.callback;
+  c.after = opts.after;
+  c.max_delay = opts.max_delay;
+  return core_->PushHeld(std::move(c));
+}
+
 namespace {
 
 template <typename T>

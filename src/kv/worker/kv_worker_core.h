@@ -74,6 +74,7 @@ struct KVWorkerBase::Call {
   std::vector<Timestamp> after;                // tasks to finish first
   std::optional<int64_t> max_delay;            // overrides the table's bound
   std::vector<Timestamp>* includes = nullptr;  // pulls: the vector clock of the values
+  bool unrounded = false;                      // pushes: past the table's lossy filters (PushHeld)
 };
 
 namespace kv {
@@ -88,6 +89,9 @@ class KVWorkerCore final : public cluster::DataHandler {
   explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime), catalog_(runtime) {}
 
   Result<Timestamp> Submit(KVWorkerBase::Call&& call);
+  // Pushes what the table's lossy filters kept back (KVWorkerBase::PushHeld); `call` carries
+  // the table and the request options.
+  Result<Timestamp> PushHeld(KVWorkerBase::Call&& call);
   Status Wait(Timestamp ts, std::chrono::milliseconds timeout);
   Status SetMaxDelay(TableId table, int64_t tau);
   Status SetStaleness(TableId table, int64_t staleness);
@@ -185,6 +189,9 @@ class KVWorkerCore final : public cluster::DataHandler {
   // Runs the table's filters on a data request about to be sent (kv/filter/filter.h); one they
   // cannot run on goes as it is, with a warning.
   void Filter(transport::Message& m) const;
+  // Runs the table's lossy filters on a push before it is sliced (FilterChain::Round):
+  // `call` then holds the keys and values to send.
+  Status RoundPush(KVWorkerBase::Call& call, const TableSpec& spec) const;
   std::vector<transport::Message> TickMessages(uint64_t clock) const;
   void MergeIncludes(const Pending& p) const;
   Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;

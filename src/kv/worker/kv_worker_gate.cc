@@ -27,6 +27,22 @@ void KVWorkerCore::Filter(Message& m) const {
   if (!s.ok()) PSERVER_LOG_WARN("worker {}: sent {} unfiltered: {}", runtime_->rank().value, transport::Describe(m.header), s.ToString());
 }
 
+Status KVWorkerCore::RoundPush(KVWorkerBase::Call& call, const TableSpec& spec) const {
+  Result<std::shared_ptr<const FilterChain>> chain = catalog_.Filters(call.table);
+  if (!chain.ok() || !(*chain)->rounds_pushes()) return Status::Ok();  // no chain: Filter sends it as it is
+  Rounding r{.reply = false,
+             .peer = NodeId(),
+             .may_drop = call.type == MessageType::kPush,
+             .value_type = spec.value_type,
+             .columns = size_t{spec.width} * spec.push_arity,
+             .keys = call.keys,
+             .vals = call.vals};
+  PSERVER_RETURN_IF_ERROR((*chain)->Round(r));
+  call.keys = std::move(r.keys);
+  call.vals = std::move(r.vals);
+  return Status::Ok();
+}
+
 void KVWorkerCore::SendAll(std::unique_lock<std::mutex>& send_lock, Unsent msgs) {
   // Queued under send_mu_, so that every server's queue holds this worker's requests in
   // timestamp order; sent after it is released, so that no lock of this class is held across a

@@ -165,6 +165,8 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, catalog_.Find(call.table));
   const TableSpec& spec = *found;
   PSERVER_RETURN_IF_ERROR(Validate(call, spec));
+  // Lossy filters round a push once, here: its parts, and any part sent again, go from the result.
+  if (Pushes(call.type) && !call.unrounded) PSERVER_RETURN_IF_ERROR(RoundPush(call, spec));
   if (call.max_delay && *call.max_delay < kEventual) {
     return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
   }
@@ -319,6 +321,28 @@ KVWorkerCore::Unsent KVWorkerCore::Reslice(std::unique_lock<std::mutex>& lock, i
                     runtime_->rank().value, ts, index, failover_from.value != 0 ? "went to" : "redirected by",
                     runtime_->DescribeNode(from), routing.epoch().value, out.size());
   return out;
+}
+
+Result<Timestamp> KVWorkerCore::PushHeld(KVWorkerBase::Call&& call) {
+  PSERVER_RETURN_IF_ERROR(runtime_->health());  // before taking what is held: a failed job keeps it
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> spec, catalog_.Find(call.table));
+  PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const FilterChain> chain, catalog_.Filters(call.table));
+  const std::map<Key, std::vector<double>> held = chain->TakeHeld();
+  std::vector<Key> keys;
+  keys.reserve(held.size());
+  for (const auto& entry : held) keys.push_back(entry.first);
+  auto values = [&]<typename T>(T) {
+    std::vector<T> out;
+    out.reserve(held.size() * spec->width * spec->push_arity);
+    for (const auto& entry : held) out.insert(out.end(), entry.second.begin(), entry.second.end());
+    return transport::AsBytes(SharedArray<T>(std::move(out)));
+  };
+  call.type = transport::MessageType::kPush;
+  call.value_type = spec->value_type;
+  call.keys = SharedArray<Key>(std::move(keys));
+  call.vals = spec->value_type == ValueType::kFloat64 ? values(0.0) : values(0.0f);
+  call.unrounded = true;
+  return Submit(std::move(call));
 }
 
 Result<uint32_t> KVWorkerCore::ServerOf(TableId table, Key key) const {
