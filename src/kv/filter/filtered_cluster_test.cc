@@ -5,10 +5,14 @@
 // bytes than the same job without filters. Over inproc, the workers' transports damage the
 // signature of every third key-cache reference on its way: the servers miss, answer
 // kFlagKeysMissing, the workers send those parts again with their keys, and the sums stay exact,
-// also with 2 replicas of every key (3 servers).
+// also with 2 replicas of every key (3 servers). With the lossy filters (sigmod, q8, fp16) and
+// PushHeld at the end, the sums are what was pushed, to rounding in the last bits.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -224,6 +228,82 @@ TEST(FilteredClusterReplicasTest, FilteredPushesReachTheReplicasAndRepliesWaitFo
   const JobResult r = RunJob(/*inproc=*/true, /*filtered=*/true, /*damage=*/true, /*replicas=*/2);
   EXPECT_GT(r.wire_bytes, 0u);
   EXPECT_GT(r.keys_missing, 0u);
+}
+
+// The value worker `rank` pushes for key k, element e, in round `round` of the lossy job: of
+// varied sign and size, so that rounding and the threshold both bite.
+double LossyPushed(uint32_t rank, Key k, uint32_t e, int round) {
+  return std::sin(rank * 7.0 + static_cast<double>(k) * 0.37 + e * 2.1 + round * 1.3) * static_cast<double>(1 + k % 5);
+}
+
+TEST(FilteredClusterLossyTest, LossyFiltersLoseNothingOncePushHeldIsSent) {
+  // Table "grads" (double rows of 2): sigmod holds back changes below 1.5, q8 rounds pushes to 8
+  // bits, then the key cache and zstd; pulls go exact. Table "weights" (float): fp16 both ways.
+  // After PushHeld every worker's pushes are on the servers in full; fp16 pulls are within 2^-9.
+  LocalClusterOptions o;
+  o.inproc = true;
+  o.num_servers = 2;
+  o.num_workers = kWorkers;
+  auto c = LocalCluster::Start(o);
+  ASSERT_OK(c);
+  constexpr Key kLossyKeys = 3000;
+  constexpr int kLossyRounds = 6;
+  ASSERT_OK((*c)->RunWorkers([&](Node& node) -> Status {
+    const uint32_t rank = node.rank().value;
+    TableSpec gs = Spec("grads", ValueType::kFloat64,
+                        {{"sigmod", {{"threshold", 1.5}}}, {"q8", {{"pull", 0}}}, {"keycache", {}}, {"zstd", {}}});
+    gs.width = 2;
+    TableSpec ws = Spec("weights", ValueType::kFloat32, {{"fp16", {}}});
+    PSERVER_ASSIGN_OR_RETURN(TableId gt, node.DeclareTable(gs));
+    PSERVER_ASSIGN_OR_RETURN(TableId wt, node.DeclareTable(ws));
+    std::vector<Key> keys(kLossyKeys);
+    for (Key k = 0; k < kLossyKeys; ++k) keys[k] = k * 5;
+    const SharedArray<Key> k(std::move(keys));
+    KVWorker<double> wd(node);
+    KVWorker<float> wf(node);
+    for (int round = 0; round < kLossyRounds; ++round) {
+      std::vector<double> g(kLossyKeys * 2);
+      std::vector<float> w(kLossyKeys);
+      for (Key i = 0; i < kLossyKeys; ++i) {
+        for (uint32_t e = 0; e < 2; ++e) g[i * 2 + e] = LossyPushed(rank, i, e, round);
+        w[i] = static_cast<float>(LossyPushed(rank, i, 0, round));
+      }
+      PSERVER_ASSIGN_OR_RETURN(Timestamp a, wd.Push(gt, k, SharedArray<double>(std::move(g))));
+      PSERVER_ASSIGN_OR_RETURN(Timestamp b, wf.Push(wt, k, SharedArray<float>(std::move(w))));
+      PSERVER_RETURN_IF_ERROR(wd.Wait(a));
+      PSERVER_RETURN_IF_ERROR(wf.Wait(b));
+    }
+    PSERVER_ASSIGN_OR_RETURN(Timestamp a, wd.PushHeld(gt));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp b, wf.PushHeld(wt));
+    PSERVER_RETURN_IF_ERROR(wd.Wait(a));
+    PSERVER_RETURN_IF_ERROR(wf.Wait(b));
+    PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
+    SharedArray<double> gout;
+    SharedArray<float> wout;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pa, wd.Pull(gt, k, &gout));
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pb, wf.Pull(wt, k, &wout));
+    PSERVER_RETURN_IF_ERROR(wd.Wait(pa));
+    PSERVER_RETURN_IF_ERROR(wf.Wait(pb));
+    for (Key i = 0; i < kLossyKeys; ++i) {
+      for (uint32_t e = 0; e < 2; ++e) {
+        double want = 0, scale = 0;
+        for (uint32_t r = 0; r < kWorkers; ++r) {
+          for (int round = 0; round < kLossyRounds; ++round) {
+            want += LossyPushed(r, i, e, round);
+            scale += std::fabs(LossyPushed(r, i, e, round));
+          }
+        }
+        if (std::fabs(gout[i * 2 + e] - want) > scale * 1e-9) {
+          return Status::Internal(fmt::format("grads key {} element {}: {} on the servers, {} pushed", i * 5, e,
+                                              gout[i * 2 + e], want));
+        }
+        if (e == 0 && std::fabs(wout[i] - want) > std::ldexp(std::fabs(want), -9) + scale * 1e-6) {
+          return Status::Internal(fmt::format("weights key {}: pulled {}, {} pushed", i * 5, wout[i], want));
+        }
+      }
+    }
+    return Status::Ok();
+  }));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, FilteredClusterTest, ::testing::Values(false, true),

@@ -188,25 +188,29 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   if (!decoded.ok()) return decoded.status().WithContext(fmt::format("server {}: table {}", runtime_->rank().value, id.value));
   const TableSpec& spec = *decoded;
   auto table = std::make_unique<Table>(spec);
-  const std::string where = fmt::format("server {}: table '{}'", runtime_->rank().value, spec.name);
+  // An error names the server, and the table unless it does already.
+  const auto where = [&, named = fmt::format("table '{}'", spec.name)](const Status& s) {
+    return s.WithContext(s.message().starts_with(named) ? fmt::format("server {}", runtime_->rank().value)
+                                                        : fmt::format("server {}: {}", runtime_->rank().value, named));
+  };
   Result<std::unique_ptr<Updater>> updater = options_.updaters.Create(spec.updater);
-  if (!updater.ok()) return updater.status().WithContext(where);
+  if (!updater.ok()) return where(updater.status());
   // A dense table allocates the key ranges this server owns under its view, no more.
   std::optional<std::vector<KeyRange>> owned;
   const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
   if (spec.storage == StorageKind::kDense) {
-    if (Status valid = ValidateTableSpec(spec, updater->get()); !valid.ok()) return valid.WithContext(where);
+    if (Status valid = ValidateTableSpec(spec, updater->get()); !valid.ok()) return where(valid);
     owned = OwnedKeyRanges(spec, *routing);
     table->view_epoch = routing->epoch();
   }
   Result<std::unique_ptr<TableStore>> store = TableStore::Create(id, spec, std::move(*updater), pool_.get(), owned);
-  if (!store.ok()) return store.status().WithContext(where);
+  if (!store.ok()) return where(store.status());
   Result<FilterChain> filters = MakeFilterChain(spec);  // checked by TableStore::Create: a filter it lacks is refused
-  if (!filters.ok()) return filters.status().WithContext(where);
+  if (!filters.ok()) return where(filters.status());
   table->filters = std::move(*filters);
   table->store = std::move(*store);
   // A scratch table starts empty: no checkpoint holds it.
-  if (!options_.resume_from.empty() && spec.checkpointed) PSERVER_RETURN_IF_ERROR(ResumeRows(table->store.get(), *routing).WithContext(where));
+  if (!options_.resume_from.empty() && spec.checkpointed) PSERVER_RETURN_IF_ERROR(where(ResumeRows(table->store.get(), *routing)));
   return table;
 }
 

@@ -610,7 +610,7 @@ TEST_F(KVServerCoreTest, TableWithUnknownRuleOrBadParameterIsRefusedAtDeclaratio
   TableSpec filtered{.name = "f", .value_type = ValueType::kFloat32, .width = 1};
   filtered.filters = {{"gzip", {}}};
   EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(13), EncodeTableSpec(filtered)), StatusCode::kInvalidArgument,
-                       "table 'f': unknown filter 'gzip' (this node knows: keycache, zstd, lz4)"));
+                       "server 0: table 'f': unknown filter 'gzip' (this node knows: keycache, zstd, lz4, fp16, q8, sigmod)"));
   filtered.filters = {{"lz4", {{"level", 3}}}};
   EXPECT_TRUE(StatusIs(core_->OnTableDeclared(TableId(14), EncodeTableSpec(filtered)), StatusCode::kInvalidArgument,
                        "no param 'level'"));
