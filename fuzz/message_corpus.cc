@@ -253,7 +253,8 @@ std::vector<Seed> Seeds() {
 
   // Filtered data messages (docs/wire_format.md, section 5.3), made by the filters themselves:
   // a push of sorted keys compressed by zstd, the same push as a key-cache reference, and a pull
-  // reply compressed by lz4. message_fuzz undoes them with the same chains.
+  // reply compressed by lz4; values rounded by q8 and fp16. message_fuzz undoes them with the
+  // same chains.
   TableSpec spec;
   spec.name = "fuzz";
   spec.filters = {{"keycache", {}}, {"zstd", {{"min_bytes", 0}}}};
@@ -271,6 +272,18 @@ std::vector<Seed> Seeds() {
   m.frames = {Bytes(), ArrayOf<float>(std::vector<float>(200, 1.5f)), Bytes(), ArrayOf<int64_t>({5, 9})};
   if (!kv::MakeFilterChain(spec)->Encode(m).ok()) return {};
   add("pull_reply_lz4", std::move(m));
+  // Rounded values (quantize_filter.h): a push rounded to 8 bits then compressed, and a pull
+  // reply in halves.
+  spec.filters = {{"q8", {}}, {"zstd", {{"min_bytes", 0}}}};
+  m = Data(MessageType::kPush, 0, kWorker0, kServer0, 3, 49, 6, 0);
+  m.frames = {ArrayOf<uint64_t>(keys), ArrayOf<float>(std::vector<float>(keys.size(), -0.5f)), Bytes()};
+  if (!kv::MakeFilterChain(spec)->Encode(m).ok() || !(m.header.flags & transport::kFlagFiltered)) return {};
+  add("push_q8_zstd", std::move(m));
+  spec.filters = {{"fp16", {}}};
+  m = Data(MessageType::kPull, transport::kFlagReply, kServer0, kWorker1, 3, 50, 0, 0);
+  m.frames = {Bytes(), ArrayOf<float>({0.5f, -3.0f, 1024.0f, 0.0f}), Bytes(), ArrayOf<int64_t>({5, 9})};
+  if (!kv::MakeFilterChain(spec)->Encode(m).ok() || !(m.header.flags & transport::kFlagFiltered)) return {};
+  add("pull_reply_fp16", std::move(m));
   return seeds;
 }
 

@@ -11,7 +11,7 @@
 //   - a control body that a decoder accepts re-encodes to exactly the received bytes
 //     (the encodings are canonical), and kv::ValidateTableSpec never crashes on a decoded spec;
 //   - a data message that DecodeWire accepts is undone by the filter chains of
-//     docs/wire_format.md section 5.3 (keycache then zstd; lz4) with OK, kCorruption or a
+//     docs/wire_format.md section 5.3 (keycache then zstd; lz4; q8 then zstd; fp16) with OK, kCorruption or a
 //     key-cache miss (kNotFound) and nothing else; undone, it has no kFlagFiltered and one frame
 //     fewer than it came with (the trailer).
 //
@@ -129,6 +129,10 @@ void CheckFilters(const transport::Message& msg) {
     spec.filters = {{"keycache", {{"capacity_keys", 4096}}}, {"zstd", {{"min_bytes", 0}}}};
     out->push_back(*kv::MakeFilterChain(spec));
     spec.filters = {{"lz4", {{"min_bytes", 0}}}};
+    out->push_back(*kv::MakeFilterChain(spec));
+    spec.filters = {{"q8", {}}, {"zstd", {{"min_bytes", 0}}}};
+    out->push_back(*kv::MakeFilterChain(spec));
+    spec.filters = {{"fp16", {}}};
     out->push_back(*kv::MakeFilterChain(spec));
     return out;
   }();
