@@ -79,7 +79,7 @@ class Residuals {
 
 // Whether filter `name` may round the values of `table`: floating values of a fixed width, and
 // (when it rounds pushes) a rule that adds pushes up -- "assign" would not add what it keeps
-// back to a later push.
+// back to a later push, nor would "ftrl" with scaled=1 to its scale.
 inline Status CheckRoundable(std::string_view name, const TableSpec& table, bool pushes) {
   if (table.value_type != ValueType::kFloat32 && table.value_type != ValueType::kFloat64) {
     return Status::InvalidArgument(fmt::format("filter '{}' rounds floating-point values, and the table holds {}",
@@ -92,6 +92,13 @@ inline Status CheckRoundable(std::string_view name, const TableSpec& table, bool
   if (pushes && table.updater.name == "assign") {
     return Status::InvalidArgument(fmt::format(
         "filter '{}' keeps back what it rounds off a push for the next one, which rule 'assign' would not add up",
+        name));
+  }
+  if (pushes && table.updater.name == "ftrl" && table.updater.params.contains("scaled") &&
+      table.updater.params.at("scaled") == 1) {
+    return Status::InvalidArgument(fmt::format(
+        "filter '{}' keeps back what it rounds off a push for the next one, and rule 'ftrl' with scaled=1 takes "
+        "the second half of a push as a scale, not as something to add up",
         name));
   }
   return Status::Ok();

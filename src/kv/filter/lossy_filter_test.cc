@@ -358,6 +358,11 @@ TEST(LossyFilterTest, TablesTheyCannotRoundAreRefused) {
   EXPECT_OK(MakeFilterChain(assign));
   assign.filters = {{"sigmod"}};
   refused(assign, "rule 'assign' would not add up");
+  TableSpec ftrl = TableOf({{"fp16"}});
+  ftrl.updater = {.name = "ftrl", .params = {{"scaled", 1}}};
+  refused(ftrl, "rule 'ftrl' with scaled=1 takes the second half of a push as a scale");
+  ftrl.filters = {{"fp16", {{"push", 0}}}};
+  EXPECT_OK(MakeFilterChain(ftrl));
   refused(TableOf({{"q8", {{"push", 0}, {"pull", 0}}}}), "would do nothing");
   refused(TableOf({{"q8", {{"push", 2}}}}), "push must be 0 or 1");
   refused(TableOf({{"fp16"}, {"q8"}}), "both quantise values");

@@ -264,7 +264,7 @@ Result<std::shared_ptr<const Filter>> MakeQuantizeFilter(Precision precision, co
   }
   if (table) {
     if (Status s = CheckRoundable(spec.name, *table, pushes == 1); !s.ok()) {
-      return replies == 1 && table->updater.name == "assign"
+      return replies == 1 && pushes == 1 && (table->updater.name == "assign" || table->updater.name == "ftrl")
                  ? Status::InvalidArgument(fmt::format("{} (set push=0 to round pull replies only)", s.message()))
                  : s;
     }
