@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "pserver/shared_array.h"
 #include "pserver/status.h"
 #include "pserver/table.h"
 
@@ -26,55 +27,45 @@ class Residuals {
   size_t columns() const { return columns_; }
   size_t size() const { return slots_.size(); }
 
-  // The row of `key` (columns() values), or null when nothing is kept for it.
+  // The slot of `key`'s row, made (zero-filled) when absent: one hash lookup.
+  uint32_t Slot(Key key) {
+    auto [it, added] = slots_.try_emplace(key, static_cast<uint32_t>(rows_.size() / columns_));
+    if (added) rows_.resize(rows_.size() + columns_, 0.0);
+    return it->second;
+  }
+  // Slot() of every key, into slots (keys.size() of them): the hash lookups overlapped.
+  void Slots(const SharedArray<Key>& keys, uint32_t* slots) {
+    constexpr size_t kAhead = 8;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i + kAhead < keys.size()) slots_.prefetch(keys[i + kAhead]);
+      slots[i] = Slot(keys[i]);
+    }
+  }
+  // The row of a slot; valid until the next Slot() that makes one.
+  double* Row(uint32_t slot) { return &rows_[size_t{slot} * columns_]; }
+  // The row of `key`, or null when none was made.
   const double* Find(Key key) const {
     auto it = slots_.find(key);
     return it == slots_.end() ? nullptr : &rows_[size_t{it->second} * columns_];
   }
 
-  // Keeps `row` for `key`; a row of zeros is forgotten.
-  void Set(Key key, const double* row) {
-    const bool zero = std::all_of(row, row + columns_, [](double v) { return v == 0; });
-    auto it = slots_.find(key);
-    if (zero) {
-      if (it != slots_.end()) {
-        free_.push_back(it->second);
-        slots_.erase(it);
-      }
-      return;
-    }
-    uint32_t slot;
-    if (it != slots_.end()) {
-      slot = it->second;
-    } else if (!free_.empty()) {
-      slot = free_.back();
-      free_.pop_back();
-      slots_.emplace(key, slot);
-    } else {
-      slot = static_cast<uint32_t>(rows_.size() / columns_);
-      rows_.resize(rows_.size() + columns_);
-      slots_.emplace(key, slot);
-    }
-    std::copy(row, row + columns_, rows_.begin() + static_cast<ptrdiff_t>(size_t{slot} * columns_));
-  }
-
-  // Adds every kept row to (*held)[key] and forgets them all.
+  // Adds every row that is not all zeros to (*held)[key] and forgets them all.
   void TakeInto(std::map<Key, std::vector<double>>* held) {
     for (const auto& [key, slot] : slots_) {
-      std::vector<double>& row = (*held)[key];
-      row.resize(columns_, 0.0);
-      for (size_t j = 0; j < columns_; ++j) row[j] += rows_[size_t{slot} * columns_ + j];
+      const double* row = &rows_[size_t{slot} * columns_];
+      if (std::all_of(row, row + columns_, [](double v) { return v == 0; })) continue;
+      std::vector<double>& sum = (*held)[key];
+      sum.resize(columns_, 0.0);
+      for (size_t j = 0; j < columns_; ++j) sum[j] += row[j];
     }
     slots_.clear();
     rows_.clear();
-    free_.clear();
   }
 
  private:
   size_t columns_;
   absl::flat_hash_map<Key, uint32_t> slots_;
-  std::vector<double> rows_;     // slot s: [s * columns_, (s + 1) * columns_)
-  std::vector<uint32_t> free_;   // slots of forgotten rows
+  std::vector<double> rows_;  // slot s: [s * columns_, (s + 1) * columns_); a key keeps its slot
 };
 
 // Whether filter `name` may round the values of `table`: floating values of a fixed width, and

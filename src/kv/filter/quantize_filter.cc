@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -14,29 +15,62 @@
 
 namespace pserver::kv {
 
+namespace {
+
+// v * 2^k, exactly as ldexp; a multiplication in the range of normal powers of two.
+double Scale(double v, int k) {
+  if (k < -1022 || k > 1023) return std::ldexp(v, k);
+  return v * std::bit_cast<double>(static_cast<uint64_t>(k + 1023) << 52);
+}
+
+// x rounded to the nearest integer, half to even (the default rounding), for |x| < 2^51.
+double RoundInt(double x) {
+  constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52: the sum keeps no fraction bits
+  return (x + kMagic) - kMagic;
+}
+
+// The unbiased exponent of a double: |y| in [2^e, 2^(e+1)) when y is normal.
+int ExponentOf(double y) { return static_cast<int>((std::bit_cast<uint64_t>(y) >> 52) & 0x7ff) - 1023; }
+
+// Whether `y` is a half, and then its bits.
+bool ExactHalfBits(double y, uint16_t* bits) {
+  const uint64_t b = std::bit_cast<uint64_t>(y);
+  const auto sign = static_cast<uint16_t>((b >> 48) & 0x8000);
+  if ((b << 1) == 0) {
+    *bits = sign;
+    return true;
+  }
+  const int e = ExponentOf(y);
+  if (e > 15) return false;
+  if (e >= -14) {
+    if ((b & ((uint64_t{1} << 42) - 1)) != 0) return false;  // more than 10 fraction bits
+    *bits = static_cast<uint16_t>(sign | ((e + 15) << 10) | ((b >> 42) & 0x3ff));
+    return true;
+  }
+  const double m = Scale(std::fabs(y), 24);  // a subnormal half: an integer below 1024 times 2^-24
+  if (m != RoundInt(m)) return false;
+  *bits = static_cast<uint16_t>(sign | static_cast<uint16_t>(m));
+  return true;
+}
+
+}  // namespace
+
 double RoundToHalf(double y) {
   if (y == 0) return y;
-  int ex = 0;
-  std::frexp(y, &ex);  // |y| = m * 2^ex, m in [0.5, 1): 11 significant bits step by 2^(ex - 11)
-  const int quantum = std::max(ex - 11, -24);  // below 2^-14 the half is subnormal: steps of 2^-24
-  return std::ldexp(std::nearbyint(std::ldexp(y, -quantum)), quantum);
+  const int quantum = std::max(ExponentOf(y) - 10, -24);  // 11 significant bits; subnormal below 2^-14
+  return Scale(RoundInt(Scale(y, -quantum)), quantum);
 }
 
 uint16_t HalfBits(double half) {
-  const uint16_t sign = std::signbit(half) ? 0x8000 : 0;
-  const double a = std::fabs(half);
-  if (a == 0) return sign;
-  int ex = 0;
-  const double m = std::frexp(a, &ex);  // a = 1.f * 2^(ex - 1)
-  const int biased = ex - 1 + 15;
-  if (biased <= 0) return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::ldexp(a, 24)));
-  return static_cast<uint16_t>(sign | (biased << 10) | static_cast<uint16_t>(std::ldexp(m * 2 - 1, 10)));
+  uint16_t bits = 0;
+  return ExactHalfBits(half, &bits) ? bits : uint16_t{0x7e00};  // not a half: a NaN, which Decode refuses
 }
 
 double HalfValue(uint16_t bits) {
   const int biased = (bits >> 10) & 0x1f;
-  const int mantissa = bits & 0x3ff;
-  const double a = biased == 0 ? std::ldexp(mantissa, -24) : std::ldexp(1024 + mantissa, biased - 25);
+  const uint64_t mantissa = bits & 0x3ff;
+  const double a = biased == 0 ? static_cast<double>(mantissa) * 0x1p-24
+                               : std::bit_cast<double>((static_cast<uint64_t>(biased - 15 + 1023) << 52) | (mantissa << 42));
   return (bits & 0x8000) ? -a : a;
 }
 
@@ -108,9 +142,9 @@ class QuantizeFilter final : public Filter {
     return ex - (precision_ == Precision::kFp16 ? 15 : 7);
   }
   double RoundAt(double v, int e) const {
-    const double y = std::ldexp(v, -e);
-    if (precision_ == Precision::kFp16) return std::ldexp(RoundToHalf(y), e);
-    return std::ldexp(std::clamp(std::nearbyint(y), -127.0, 127.0), e) + 0.0;  // + 0.0: -0 is 0, as 8 bits send it
+    const double y = Scale(v, -e);
+    if (precision_ == Precision::kFp16) return Scale(RoundToHalf(y), e);
+    return Scale(std::clamp(RoundInt(y), -127.0, 127.0), e) + 0.0;  // + 0.0: -0 is 0, as 8 bits send it
   }
   size_t CodeBytes() const { return precision_ == Precision::kFp16 ? 2 : 1; }
 
@@ -126,13 +160,15 @@ class QuantizeFilter final : public Filter {
     }
     std::lock_guard lock(mu_);
     Residuals& kept = KeptFor(r);
+    std::vector<uint32_t> slot(n);
+    kept.Slots(r.keys, slot.data());
     std::vector<double> acc(in, in + n * c);
     std::vector<double> max(c, 0.0);
     for (size_t i = 0; i < n; ++i) {
-      const double* row = kept.Find(r.keys[i]);
+      const double* row = kept.Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
         double& a = acc[i * c + j];
-        if (row) a += row[j];
+        a += row[j];
         max[j] = std::max(max[j], std::fabs(a));
       }
     }
@@ -140,15 +176,14 @@ class QuantizeFilter final : public Filter {
     for (size_t j = 0; j < c; ++j) exponent[j] = ExponentFor(max[j]);
     Bytes out = Bytes::Uninitialized(n * c * sizeof(T));
     T* o = reinterpret_cast<T*>(out.data());
-    std::vector<double> left(c);
     for (size_t i = 0; i < n; ++i) {
+      double* left = kept.Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
         const double a = acc[i * c + j];
         const T sent = static_cast<T>(RoundAt(a, exponent[j]));
         o[i * c + j] = sent;
         left[j] = a - static_cast<double>(sent);
       }
-      kept.Set(r.keys[i], left.data());
     }
     r.vals = std::move(out);
     return Status::Ok();
@@ -182,14 +217,16 @@ class QuantizeFilter final : public Filter {
       PutU16(out.data() + 2 * j, static_cast<uint16_t>(static_cast<int16_t>(exponent[j])));
     }
     std::byte* codes = out.data() + 2 * c;
+    // A value not on the grid (one this filter did not round) sends the frame as it is.
     for (size_t i = 0; i < n * c; ++i) {
-      const double v = in[i];
-      const double y = std::ldexp(v, -exponent[i % c]);
+      const double y = Scale(in[i], -exponent[i % c]);
       if (precision_ == Precision::kFp16) {
-        if (RoundToHalf(y) != y) return 0;  // not a value this filter rounded: the frame goes as it is
-        PutU16(codes + 2 * i, HalfBits(y));
+        uint16_t bits;
+        if (!ExactHalfBits(y, &bits)) return 0;
+        PutU16(codes + 2 * i, bits);
       } else {
-        if (y != std::nearbyint(y) || std::fabs(y) > 127 || std::signbit(y) != (y < 0)) return 0;  // -0 too
+        // -0 too: 8 bits have no sign of zero.
+        if (RoundInt(y) != y || std::fabs(y) > 127 || (y == 0 && std::signbit(y))) return 0;
         codes[i] = static_cast<std::byte>(static_cast<int8_t>(y));
       }
     }
@@ -227,7 +264,7 @@ class QuantizeFilter final : public Filter {
       } else {
         s = static_cast<int8_t>(std::to_integer<uint8_t>(codes[i]));
       }
-      const T v = static_cast<T>(std::ldexp(s, exponent[i % c]));
+      const T v = static_cast<T>(Scale(s, exponent[i % c]));
       if (!std::isfinite(v)) {
         return Status::Corruption(fmt::format("{} frame 1: value {} decodes beyond the range of {}", name(), i,
                                               sizeof(T) == 4 ? "float32" : "float64"));

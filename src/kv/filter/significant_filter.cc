@@ -51,14 +51,16 @@ class SignificantFilter final : public Filter {
     std::lock_guard lock(mu_);
     if (!kept_) kept_.emplace(c);
     const double threshold = threshold_ * std::pow(decay_, static_cast<double>(pushes_++));
+    std::vector<uint32_t> slot(n);
+    kept_->Slots(r.keys, slot.data());
     std::vector<double> change(in, in + n * c);
     std::vector<double> largest(n, 0.0);  // per row
     double push_largest = 0;
     for (size_t i = 0; i < n; ++i) {
-      const double* row = kept_->Find(r.keys[i]);
+      const double* row = kept_->Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
         double& a = change[i * c + j];
-        if (row) a += row[j];
+        a += row[j];
         largest[i] = std::max(largest[i], std::fabs(a));
       }
       push_largest = std::max(push_largest, largest[i]);
@@ -67,9 +69,9 @@ class SignificantFilter final : public Filter {
     std::vector<T> vals;
     keys.reserve(n);
     vals.reserve(n * c);
-    std::vector<double> left(c);
     for (size_t i = 0; i < n; ++i) {
       const double* a = &change[i * c];
+      double* left = kept_->Row(slot[i]);
       const bool goes = !r.may_drop || (largest[i] > threshold && largest[i] >= relative_ * push_largest);
       for (size_t j = 0; j < c; ++j) {
         if (goes) {
@@ -80,7 +82,6 @@ class SignificantFilter final : public Filter {
         }
       }
       if (goes) keys.push_back(r.keys[i]);
-      kept_->Set(r.keys[i], left.data());
     }
     r.keys = SharedArray<Key>(std::move(keys));
     r.vals = transport::AsBytes(SharedArray<T>(std::move(vals)));
