@@ -389,7 +389,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       ->capture_default_str();
   cmd->add_option("--model-out", f->model_out, "Write the trained model here");
   cmd->add_option("--filters", f->filters,
-                  "Filters of the weight table's messages, e.g. zstd, lz4 or zstd:level=3 (docs/filters.md); none by default")
+                  "Filters of the weight table's messages, e.g. keycache,zstd (lossless) or fp16,keycache,zstd (values rounded to 16 bits with error feedback; also q8, sigmod:threshold=X) (docs/filters.md); none by default")
       ->check(FilterChainText());
   cmd->add_option("--report", f->report, "Write a JSON summary here (objective, nnz, passes, seconds, bytes_sent)");
   cmd->add_option("--cache-dir", f->cache_dir, "Binary cache of the parsed data (empty: none)")->capture_default_str();

@@ -273,6 +273,11 @@ TEST(FilteredClusterLossyTest, LossyFiltersLoseNothingOncePushHeldIsSent) {
       PSERVER_RETURN_IF_ERROR(wd.Wait(a));
       PSERVER_RETURN_IF_ERROR(wf.Wait(b));
     }
+    // A NaN is refused before anything is sent, naming the key; nothing of it is kept.
+    Result<Timestamp> nan = wd.Push(gt, SharedArray<Key>(std::vector<Key>{5}),
+                                    SharedArray<double>(std::vector<double>{std::nan(""), 1.0}));
+    PSERVER_RETURN_IF_FALSE(!nan.ok() && nan.status().code() == StatusCode::kInvalidArgument &&
+                            nan.status().message().find("key 5 holds nan") != std::string::npos);
     PSERVER_ASSIGN_OR_RETURN(Timestamp a, wd.PushHeld(gt));
     PSERVER_ASSIGN_OR_RETURN(Timestamp b, wf.PushHeld(wt));
     PSERVER_RETURN_IF_ERROR(wd.Wait(a));
