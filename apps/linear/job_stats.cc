@@ -281,7 +281,9 @@ Result<std::vector<std::pair<uint64_t, double>>> JobStats::CollectWeights(KVWork
     for (size_t first = 0; first < owned.size(); first += kChunk) {
       const size_t last = std::min(owned.size(), first + kChunk);
       SharedArray<double> w;
-      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(owned.begin() + first, owned.begin() + last), &w));
+      RequestOptions exact;
+      exact.exact = true;  // the model as the servers hold it, past any lossy filter
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(owned.begin() + first, owned.begin() + last), &w, exact));
       PSERVER_RETURN_IF_ERROR(kv.Wait(ts, timeout_));
       std::vector<Key> keys;
       std::vector<int64_t> vals;

@@ -191,7 +191,9 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     // the dual objective (duality_gap.h), at the weights the pass ended with.
     auto figures = [&]() -> Result<JobStats::Row> {
       SharedArray<double> w;
-      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w));
+      RequestOptions exact;
+      exact.exact = true;  // the figures of the model itself, past any lossy filter
+      PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Pull(table, std::vector<Key>(all_features), &w, exact));
       PSERVER_RETURN_IF_ERROR(wait(ts));
       const auto index = IndexOf(all_features);
       double loss = 0, reg = 0, nnz = 0;

@@ -78,6 +78,9 @@ struct RequestOptions {
   // every pulled value includes (the servers' range vector clocks, minimum over the pulled
   // ranges). Set before the callback runs; must stay valid until then.
   std::vector<Timestamp>* includes = nullptr;
+  // Pulls: the values exactly as the servers hold them, past the table's lossy filters
+  // ("fp16", "q8" round pull replies otherwise; docs/filters.md). For a final model.
+  bool exact = false;
 };
 
 // The type-independent part of KVWorker<T>; use KVWorker<T>.

@@ -119,7 +119,8 @@ Result<Header> DecodeHeader(const std::byte* in, size_t size) {
   if (!KnownType(type)) return Status::Corruption(fmt::format("unknown message type {}", type));
   h.type = static_cast<MessageType>(type);
   h.flags = Get<uint8_t>(in, 7);
-  if (h.flags & ~(kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered | kFlagKeysMissing)) {
+  if (h.flags & ~(kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered | kFlagKeysMissing |
+                  kFlagExact)) {
     return Status::Corruption(fmt::format("unknown flag bits {:#04x}", h.flags));
   }
   h.sender = NodeId(Get<uint32_t>(in, 8));

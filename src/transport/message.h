@@ -51,7 +51,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 12;
+inline constexpr uint16_t kWireVersion = 13;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -127,6 +127,9 @@ enum MessageFlags : uint8_t {
   // kv/filter/key_cache_filter.h); nothing was applied, and the worker sends the part again
   // with its keys.
   kFlagKeysMissing = 1 << 6,
+  // A data request that pulls: the server answers with the values as it holds them, not
+  // rounded by the table's lossy filters (kv/filter/quantize_filter.h).
+  kFlagExact = 1 << 7,
 };
 
 struct Header {

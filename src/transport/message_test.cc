@@ -134,7 +134,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.part = 0x71727374;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x0c, 0x00,                                      //  4 version 12
+      0x0d, 0x00,                                      //  4 version 13
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender
@@ -306,7 +306,7 @@ TEST(MessageTest, RefusesEverySingleByteCorruptionOfValidatedFields) {
         bool legal = false;
         std::string field = f.name;
         if (field == "type") legal = IsKnownType(v);
-        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered | kFlagKeysMissing}) == 0;
+        if (field == "flags") legal = (v & ~unsigned{kFlagReply | kFlagError | kFlagRedirect | kFlagResend | kFlagFailover | kFlagFiltered | kFlagKeysMissing | kFlagExact}) == 0;
         if (field == "value_type") legal = v >= 1 && v <= 4;
         if (field == "status") legal = v <= static_cast<unsigned>(StatusCode::kInternal);
         if (field == "num_frames") legal = num_frames <= kMaxFrames;

@@ -289,6 +289,15 @@ TEST(FilteredClusterLossyTest, LossyFiltersLoseNothingOncePushHeldIsSent) {
     PSERVER_ASSIGN_OR_RETURN(Timestamp pb, wf.Pull(wt, k, &wout));
     PSERVER_RETURN_IF_ERROR(wd.Wait(pa));
     PSERVER_RETURN_IF_ERROR(wf.Wait(pb));
+    // The same pull with RequestOptions::exact: the values as stored, not rounded.
+    SharedArray<float> wexact;
+    RequestOptions exact;
+    exact.exact = true;
+    PSERVER_ASSIGN_OR_RETURN(Timestamp pc, wf.Pull(wt, k, &wexact, exact));
+    PSERVER_RETURN_IF_ERROR(wf.Wait(pc));
+    size_t rounded = 0;
+    for (Key i = 0; i < kLossyKeys; ++i) rounded += wexact[i] != wout[i];
+    PSERVER_RETURN_IF_FALSE(rounded > 0);  // else the exact pull proves nothing
     for (Key i = 0; i < kLossyKeys; ++i) {
       for (uint32_t e = 0; e < 2; ++e) {
         double want = 0, scale = 0;
@@ -304,6 +313,9 @@ TEST(FilteredClusterLossyTest, LossyFiltersLoseNothingOncePushHeldIsSent) {
         }
         if (e == 0 && std::fabs(wout[i] - want) > std::ldexp(std::fabs(want), -9) + scale * 1e-6) {
           return Status::Internal(fmt::format("weights key {}: pulled {}, {} pushed", i * 5, wout[i], want));
+        }
+        if (e == 0 && std::fabs(wexact[i] - want) > scale * 1e-5) {
+          return Status::Internal(fmt::format("weights key {}: pulled exactly {}, {} pushed", i * 5, wexact[i], want));
         }
       }
     }

@@ -300,6 +300,12 @@ TEST(LossyFilterTest, PullRepliesAreRoundedWithFeedbackPerWorker) {
       }
     }
   }
+  // A stored zero reads as zero, and drops what was kept for the key.
+  Rounding zero = PushRounding<double>(spec, {7}, {0.0});
+  zero.reply = true;
+  zero.peer = NodeId(1);
+  ASSERT_OK(chain.Round(zero));
+  EXPECT_EQ(ValuesOf<double>(zero.vals)[0], 0.0);
   // Each worker's values average to w, to far better than a half's precision.
   EXPECT_NEAR(received_a / 1000, w, 1e-6);
   EXPECT_NEAR(received_b / 1000, w, 1e-6);

@@ -179,6 +179,11 @@ class QuantizeFilter final : public Filter {
     for (size_t i = 0; i < n; ++i) {
       double* left = kept.Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
+        if (r.reply && in[i * c + j] == 0) {  // a stored zero reads as zero: a sparse model stays sparse
+          o[i * c + j] = T(0);
+          left[j] = 0;
+          continue;
+        }
         const double a = acc[i * c + j];
         const T sent = static_cast<T>(RoundAt(a, exponent[j]));
         o[i * c + j] = sent;

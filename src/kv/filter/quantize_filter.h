@@ -8,7 +8,9 @@
 // integer |s| <= 127 (q8). What it took off, v - rounded, is kept per key -- at the worker for
 // its pushes, at a server per worker for its replies -- and added to the next values of the key
 // before they are rounded (error feedback): over many pushes the sum sent is the sum pushed, to
-// within the last rounding. A NaN or an infinity is refused (kInvalidArgument, naming the key);
+// within the last rounding. A reply's value that is stored as zero goes as zero, and what was
+// kept for it is dropped (an L1 model pulled stays sparse); a pull with kFlagExact
+// (RequestOptions::exact) is not rounded at all. A NaN or an infinity is refused (kInvalidArgument, naming the key);
 // a server then answers the pull unrounded.
 //
 // Encode carries rounded values exactly: frame 1 (the values) becomes the column exponents

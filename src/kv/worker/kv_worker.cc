@@ -94,6 +94,7 @@ KVWorkerBase::Call MakeCall(MessageType type, TableId table, const SharedArray<K
   c.after = opts.after;
   c.max_delay = opts.max_delay;
   c.includes = opts.includes;
+  c.exact = opts.exact;
   return c;
 }
 

@@ -75,6 +75,7 @@ struct KVWorkerBase::Call {
   std::optional<int64_t> max_delay;            // overrides the table's bound
   std::vector<Timestamp>* includes = nullptr;  // pulls: the vector clock of the values
   bool unrounded = false;                      // pushes: past the table's lossy filters (PushHeld)
+  bool exact = false;                          // pulls: replies past them (kFlagExact)
 };
 
 namespace kv {

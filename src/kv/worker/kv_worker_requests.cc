@@ -137,6 +137,7 @@ Message KVWorkerCore::BuildMessage(const Pending& p, const Part& part, int64_t t
   m.header.part = static_cast<uint32_t>(&part - p.parts.data());
   m.header.clock = p.clock;
   m.header.aux = p.aux;
+  if (call.exact && Pulls(call.type)) m.header.flags |= transport::kFlagExact;
   if (part.origin.value != 0) {
     m.header.flags |= transport::kFlagFailover;
     m.header.origin = part.origin;
