@@ -281,7 +281,8 @@ std::vector<Seed> Seeds() {
   add("push_q8_zstd", std::move(m));
   spec.filters = {{"fp16", {}}};
   m = Data(MessageType::kPull, transport::kFlagReply, kServer0, kWorker1, 3, 50, 0, 0);
-  m.frames = {Bytes(), ArrayOf<float>({0.5f, -3.0f, 1024.0f, 0.0f}), Bytes(), ArrayOf<int64_t>({5, 9})};
+  m.frames = {Bytes(), ArrayOf<float>({0.5f, -3.0f, 1024.0f, 0.0f, 1.5f, -0.25f, 7.0f, 3.0f, 0.125f, 2.0f, -64.0f, 9.0f}),
+              Bytes(), ArrayOf<int64_t>({5, 9})};
   if (!kv::MakeFilterChain(spec)->Encode(m).ok() || !(m.header.flags & transport::kFlagFiltered)) return {};
   add("pull_reply_fp16", std::move(m));
   return seeds;

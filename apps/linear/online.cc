@@ -129,7 +129,10 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     for (size_t j = 0; j < owned.size(); ++j) push[2 * j + 1] = second;  // a key's (g, s) side by side
     bytes_sent += owned.size() * (sizeof(Key) + 2 * sizeof(double));
     PSERVER_ASSIGN_OR_RETURN(Timestamp ts, kv.Push(table, std::move(owned), std::move(push)));
-    return wait(ts);
+    // Not left to the next pass by a lossy filter: the pass's model is complete.
+    PSERVER_ASSIGN_OR_RETURN(Timestamp held, kv.PushHeld(table));
+    PSERVER_RETURN_IF_ERROR(wait(ts));
+    return wait(held);
   };
   for (int pass = from.pass + 1; pass <= o.max_passes; ++pass) {
     for (size_t first = 0; first < rows->num_rows(); first += o.minibatch) {

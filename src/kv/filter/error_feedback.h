@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string_view>
@@ -43,11 +44,6 @@ class Residuals {
   }
   // The row of a slot; valid until the next Slot() that makes one.
   double* Row(uint32_t slot) { return &rows_[size_t{slot} * columns_]; }
-  // The row of `key`, or null when none was made.
-  const double* Find(Key key) const {
-    auto it = slots_.find(key);
-    return it == slots_.end() ? nullptr : &rows_[size_t{it->second} * columns_];
-  }
 
   // Adds every row that is not all zeros to (*held)[key] and forgets them all.
   void TakeInto(std::map<Key, std::vector<double>>* held) {
@@ -67,6 +63,19 @@ class Residuals {
   absl::flat_hash_map<Key, uint32_t> slots_;
   std::vector<double> rows_;  // slot s: [s * columns_, (s + 1) * columns_); a key keeps its slot
 };
+
+// kInvalidArgument naming the key when one of `vals` (rows of `columns`, one a key) is a NaN or
+// an infinity: a lossy filter refuses it before it changes anything.
+template <typename T>
+Status CheckFinite(const SharedArray<Key>& keys, const T* vals, size_t columns, std::string_view filter) {
+  for (size_t i = 0; i < keys.size() * columns; ++i) {
+    if (!std::isfinite(vals[i])) {
+      return Status::InvalidArgument(
+          fmt::format("key {} holds {}: {} rounds finite values only", keys[i / columns], vals[i], filter));
+    }
+  }
+  return Status::Ok();
+}
 
 // Whether filter `name` may round the values of `table`: floating values of a fixed width, and
 // (when it rounds pushes) a rule that adds pushes up -- "assign" would not add what it keeps

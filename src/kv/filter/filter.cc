@@ -132,6 +132,10 @@ Status AddFilters(const std::vector<FilterSpec>& specs, const TableSpec* table,
       if (IsCompressor(*f) && !IsCompressor(*filter)) {
         return Status::InvalidArgument(fmt::format("filter '{}' must come before '{}'", fs.name, f->name()));
       }
+      // What sigmod sends and keeps back is off a quantiser's grid: it goes first.
+      if (IsQuantizer(*f) && filter->code() == FilterCode::kSignificant) {
+        return Status::InvalidArgument(fmt::format("filter 'sigmod' must come before '{}'", f->name()));
+      }
       if (IsQuantizer(*f) && IsQuantizer(*filter)) {
         return Status::InvalidArgument(
             fmt::format("filters '{}' and '{}' both quantise values: choose one", f->name(), fs.name));

@@ -123,7 +123,7 @@ void CheckQuantizer(const std::string& filter, uint32_t width, uint64_t seed) {
   uint64_t next_key = 1;
   // Whether n rows encode smaller than they are (else they go as they are).
   const size_t code = filter == "q8" ? 1 : 2;
-  auto smaller = [&](size_t n) { return n > 0 && 2 * width + n * width * code < n * width * sizeof(T); };
+  auto smaller = [&](size_t n) { return n > 0 && 8 + 2 * width + n * width * code < n * width * sizeof(T); };
   for (const std::vector<T>& v : cases) {
     const FilterChain chain = ChainOf(spec);  // fresh: no error feedback from the case before
     std::vector<Key> keys(v.size() / width);
@@ -177,6 +177,14 @@ TEST(LossyFilterTest, ValuesTheFilterDidNotRoundGoAsTheyAre) {
   // 0.3 is no multiple of a power of two that 8 bits reach from 1.
   ExpectExactOnTheWire(chain, PushMessage<float>(spec, SharedArray<Key>(std::vector<Key>{1, 2}),
                                                  transport::AsBytes(SharedArray<float>(std::vector<float>{1.0f, 0.3f}))),
+                       false);
+  // A double column whose small values would underflow on the large one's grid.
+  const TableSpec wide = TableOf({{"fp16"}}, ValueType::kFloat64);
+  std::vector<double> spread(8, 1e300);
+  spread[3] = 1e-30;
+  ExpectExactOnTheWire(ChainOf(wide),
+                       PushMessage<double>(wide, SharedArray<Key>(std::vector<Key>{1, 2, 3, 4, 5, 6, 7, 8}),
+                                           transport::AsBytes(SharedArray<double>(std::move(spread)))),
                        false);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   ExpectExactOnTheWire(chain, PushMessage<float>(spec, SharedArray<Key>(std::vector<Key>{1}),
@@ -306,6 +314,20 @@ TEST(LossyFilterTest, PullRepliesAreRoundedWithFeedbackPerWorker) {
   zero.peer = NodeId(1);
   ASSERT_OK(chain.Round(zero));
   EXPECT_EQ(ValuesOf<double>(zero.vals)[0], 0.0);
+  // What a coarse grid left (7 pulled beside 1000) does not swamp a later pull of 7 alone: the
+  // feedback added is at most a step of the value's own grid.
+  const TableSpec q8_spec = TableOf({{"q8", {{"push", 0}}}}, ValueType::kFloat64);
+  const FilterChain q8 = ChainOf(q8_spec);
+  Rounding both = PushRounding<double>(q8_spec, {1, 2}, {1000.0, 0.01});
+  both.reply = true;
+  both.peer = NodeId(1);
+  ASSERT_OK(q8.Round(both));
+  EXPECT_EQ(ValuesOf<double>(both.vals)[1], 0.0);  // 0.01 on a grid of 8: kept back
+  Rounding alone = PushRounding<double>(q8_spec, {2}, {0.01});
+  alone.reply = true;
+  alone.peer = NodeId(1);
+  ASSERT_OK(q8.Round(alone));
+  EXPECT_NEAR(ValuesOf<double>(alone.vals)[0], 0.01, 0.01 / 32);
   // Each worker's values average to w, to far better than a half's precision.
   EXPECT_NEAR(received_a / 1000, w, 1e-6);
   EXPECT_NEAR(received_b / 1000, w, 1e-6);
@@ -326,8 +348,10 @@ TEST(LossyFilterTest, PullRepliesAreRoundedWithFeedbackPerWorker) {
 TEST(LossyFilterTest, DamagedFramesAreRefused) {
   const TableSpec spec = TableOf({{"fp16"}}, ValueType::kFloat32, 2);
   const FilterChain chain = ChainOf(spec);
-  Message m = PushMessage<float>(spec, SharedArray<Key>(std::vector<Key>{1, 2}),
-                                 transport::AsBytes(SharedArray<float>(std::vector<float>{1, 2, 3, 4})));
+  std::vector<float> vals(16);
+  for (size_t i = 0; i < vals.size(); ++i) vals[i] = static_cast<float>(i) - 5;
+  Message m = PushMessage<float>(spec, SharedArray<Key>(std::vector<Key>{1, 2, 3, 4, 5, 6, 7, 8}),
+                                 transport::AsBytes(SharedArray<float>(std::move(vals))));
   ASSERT_OK(chain.Encode(m));
   ASSERT_TRUE(m.header.flags & transport::kFlagFiltered);
   auto damaged = [&](auto change, const std::string& says) {
@@ -339,12 +363,15 @@ TEST(LossyFilterTest, DamagedFramesAreRefused) {
     EXPECT_TRUE(StatusIs(s, StatusCode::kCorruption, says)) << s;
     EXPECT_TRUE(StatusIs(s, StatusCode::kCorruption, "table 't': filter 'fp16'")) << s;
   };
-  damaged([](std::vector<std::byte>& f) { f.pop_back(); }, "not 2 exponents and whole rows");
-  damaged([](std::vector<std::byte>& f) { f.resize(2); }, "not 2 exponents and whole rows");
-  damaged([](std::vector<std::byte>& f) { f[1] = std::byte{0x7f}; }, "beyond any value's");
-  damaged([](std::vector<std::byte>& f) { f[5] = std::byte{0x7c}; }, "an infinity or NaN");
-  damaged([](std::vector<std::byte>& f) { f[0] = std::byte{0x7f}; f[1] = std::byte{0}; },
+  // The frame: checksum (8 bytes), 2 exponents (2 each), 8 rows of 2 halves.
+  damaged([](std::vector<std::byte>& f) { f.pop_back(); }, "2 exponents and whole rows");
+  damaged([](std::vector<std::byte>& f) { f.resize(9); }, "2 exponents and whole rows");
+  damaged([](std::vector<std::byte>& f) { f[9] = std::byte{0x7f}; }, "beyond any value's");
+  damaged([](std::vector<std::byte>& f) { f[13] = std::byte{0x7c}; }, "an infinity or NaN");
+  damaged([](std::vector<std::byte>& f) { f[8] = std::byte{0x7f}; f[9] = std::byte{0}; },
           "beyond the range of float32");
+  damaged([](std::vector<std::byte>& f) { f[12] ^= std::byte{1}; }, "checksum is not the sender's");
+  damaged([](std::vector<std::byte>& f) { f[0] ^= std::byte{1}; }, "checksum is not the sender's");
 }
 
 TEST(LossyFilterTest, TablesTheyCannotRoundAreRefused) {
@@ -373,6 +400,8 @@ TEST(LossyFilterTest, TablesTheyCannotRoundAreRefused) {
   refused(TableOf({{"q8", {{"push", 2}}}}), "push must be 0 or 1");
   refused(TableOf({{"fp16"}, {"q8"}}), "both quantise values");
   refused(TableOf({{"zstd"}, {"q8"}}), "filter 'q8' must come before 'zstd'");
+  refused(TableOf({{"q8"}, {"sigmod"}}), "filter 'sigmod' must come before 'q8'");
+  refused(TableOf({{"q8"}}, ValueType::kInt64), "the table holds int64");
   refused(TableOf({{"sigmod", {{"decay", 0}}}}), "decay 0 is out of range");
   refused(TableOf({{"sigmod", {{"relative", 2}}}}), "relative 2 is out of range");
   refused(TableOf({{"sigmod", {{"level", 2}}}}), "no param 'level'");

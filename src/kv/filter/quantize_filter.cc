@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <limits>
 #include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "kv/filter/error_feedback.h"
+#include "pserver/checksum.h"
 
 namespace pserver::kv {
 
@@ -84,6 +86,14 @@ void PutU16(std::byte* at, uint16_t v) {
   at[0] = static_cast<std::byte>(v);
   at[1] = static_cast<std::byte>(v >> 8);
 }
+void PutU64(std::byte* at, uint64_t v) {
+  for (int i = 0; i < 8; ++i) at[i] = static_cast<std::byte>(v >> (8 * i));
+}
+uint64_t GetU64(const std::byte* at) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{std::to_integer<uint8_t>(at[i])} << (8 * i);
+  return v;
+}
 uint16_t GetU16(const std::byte* at) {
   return static_cast<uint16_t>(std::to_integer<uint16_t>(at[0]) | (std::to_integer<uint16_t>(at[1]) << 8));
 }
@@ -146,29 +156,38 @@ class QuantizeFilter final : public Filter {
     if (precision_ == Precision::kFp16) return Scale(RoundToHalf(y), e);
     return Scale(std::clamp(RoundInt(y), -127.0, 127.0), e) + 0.0;  // + 0.0: -0 is 0, as 8 bits send it
   }
+  // The grid's step at v (column exponent e): 2^e for q8; for fp16 the step of the half at v.
+  double StepAt(double v, int e) const {
+    if (precision_ == Precision::kQ8) return Scale(1.0, e);
+    return Scale(1.0, std::max(ExponentOf(Scale(v, -e)) - 10, -24) + e);
+  }
+  // `v` in the table's type, at most its largest finite value (a value rounded up past it).
+  template <typename T>
+  static T ToType(double v) {
+    constexpr double kMax = std::numeric_limits<T>::max();
+    return static_cast<T>(std::clamp(v, -kMax, kMax));
+  }
   size_t CodeBytes() const { return precision_ == Precision::kFp16 ? 2 : 1; }
 
   template <typename T>
   Status RoundAs(Rounding& r) const {
     const size_t n = r.keys.size(), c = r.columns;
     const T* in = reinterpret_cast<const T*>(r.vals.data());
-    for (size_t i = 0; i < n * c; ++i) {
-      if (!std::isfinite(in[i])) {
-        return Status::InvalidArgument(fmt::format("key {} holds {}: {} rounds finite values only", r.keys[i / c],
-                                                   in[i], name()));
-      }
-    }
+    PSERVER_RETURN_IF_ERROR(CheckFinite(r.keys, in, c, name()));
     std::lock_guard lock(mu_);
     Residuals& kept = KeptFor(r);
     std::vector<uint32_t> slot(n);
     kept.Slots(r.keys, slot.data());
+    // A push rounds its values plus what was kept, on the grid of their maxima. A reply rounds
+    // the stored values on their own grid, plus what was kept for the worker up to one step of
+    // it: a pull is a fresh read, and what an earlier reply's coarser grid left must not swamp it.
     std::vector<double> acc(in, in + n * c);
     std::vector<double> max(c, 0.0);
     for (size_t i = 0; i < n; ++i) {
       const double* row = kept.Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
         double& a = acc[i * c + j];
-        a += row[j];
+        if (!r.reply) a += row[j];
         max[j] = std::max(max[j], std::fabs(a));
       }
     }
@@ -179,13 +198,17 @@ class QuantizeFilter final : public Filter {
     for (size_t i = 0; i < n; ++i) {
       double* left = kept.Row(slot[i]);
       for (size_t j = 0; j < c; ++j) {
-        if (r.reply && in[i * c + j] == 0) {  // a stored zero reads as zero: a sparse model stays sparse
-          o[i * c + j] = T(0);
-          left[j] = 0;
-          continue;
+        double a = acc[i * c + j];
+        if (r.reply) {
+          if (a == 0) {  // a stored zero reads as zero: a sparse model stays sparse
+            o[i * c + j] = T(0);
+            left[j] = 0;
+            continue;
+          }
+          const double step = StepAt(a, exponent[j]);
+          a += std::clamp(left[j], -step, step);
         }
-        const double a = acc[i * c + j];
-        const T sent = static_cast<T>(RoundAt(a, exponent[j]));
+        const T sent = ToType<T>(RoundAt(a, exponent[j]));
         o[i * c + j] = sent;
         left[j] = a - static_cast<double>(sent);
       }
@@ -204,27 +227,35 @@ class QuantizeFilter final : public Filter {
     return it->second;
   }
 
+  // The frame: the XXH64 checksum of the values as they were (u64), the column exponents
+  // (i16 each), then the codes row by row.
+  size_t PrefixBytes(size_t c) const { return 8 + 2 * c; }
+
   template <typename T>
   Result<uint8_t> EncodeAs(size_t c, Bytes& frame) const {
     if (frame.empty() || frame.size() % (c * sizeof(T)) != 0) return 0;
     const size_t n = frame.size() / (c * sizeof(T));
-    if (2 * c + n * c * CodeBytes() >= frame.size()) return 0;  // no gain
+    if (PrefixBytes(c) + n * c * CodeBytes() >= frame.size()) return 0;  // no gain
     const T* in = reinterpret_cast<const T*>(frame.data());
     std::vector<double> max(c, 0.0);
     for (size_t i = 0; i < n * c; ++i) {
       if (!std::isfinite(in[i])) return 0;
       max[i % c] = std::max(max[i % c], std::fabs(static_cast<double>(in[i])));
     }
-    Bytes out = Bytes::Uninitialized(2 * c + n * c * CodeBytes());
+    Bytes out = Bytes::Uninitialized(PrefixBytes(c) + n * c * CodeBytes());
+    PutU64(out.data(), Checksum64(frame.data(), frame.size()));
     std::vector<int> exponent(c);
     for (size_t j = 0; j < c; ++j) {
       exponent[j] = ExponentFor(max[j]);
-      PutU16(out.data() + 2 * j, static_cast<uint16_t>(static_cast<int16_t>(exponent[j])));
+      PutU16(out.data() + 8 + 2 * j, static_cast<uint16_t>(static_cast<int16_t>(exponent[j])));
     }
-    std::byte* codes = out.data() + 2 * c;
-    // A value not on the grid (one this filter did not round) sends the frame as it is.
+    std::byte* codes = out.data() + PrefixBytes(c);
+    // A value that is not on the grid, or does not come back bit for bit (one this filter did
+    // not round), sends the frame as it is.
     for (size_t i = 0; i < n * c; ++i) {
-      const double y = Scale(in[i], -exponent[i % c]);
+      const double v = in[i];
+      const double y = Scale(v, -exponent[i % c]);
+      if (Scale(y, exponent[i % c]) != v || std::signbit(y) != std::signbit(v)) return 0;
       if (precision_ == Precision::kFp16) {
         uint16_t bits;
         if (!ExactHalfBits(y, &bits)) return 0;
@@ -242,20 +273,21 @@ class QuantizeFilter final : public Filter {
   template <typename T>
   Status DecodeAs(size_t c, Bytes& frame) const {
     const size_t row = c * CodeBytes();
-    if (frame.size() < 2 * c || (frame.size() - 2 * c) % row != 0) {
-      return Status::Corruption(fmt::format("{} frame 1 is {} bytes, not {} exponents and whole rows of {} bytes",
+    if (frame.size() < PrefixBytes(c) || (frame.size() - PrefixBytes(c)) % row != 0) {
+      return Status::Corruption(fmt::format("{} frame 1 is {} bytes, not a checksum, {} exponents and whole rows of "
+                                            "{} bytes",
                                             name(), frame.size(), c, row));
     }
-    const size_t n = (frame.size() - 2 * c) / row;
+    const size_t n = (frame.size() - PrefixBytes(c)) / row;
     std::vector<int> exponent(c);
     for (size_t j = 0; j < c; ++j) {
-      exponent[j] = static_cast<int16_t>(GetU16(frame.data() + 2 * j));
+      exponent[j] = static_cast<int16_t>(GetU16(frame.data() + 8 + 2 * j));
       if (std::abs(exponent[j]) > kMaxExponent) {
         return Status::Corruption(fmt::format("{} frame 1: column {} has exponent {}, beyond any value's", name(), j,
                                               exponent[j]));
       }
     }
-    const std::byte* codes = frame.data() + 2 * c;
+    const std::byte* codes = frame.data() + PrefixBytes(c);
     Bytes out = Bytes::Uninitialized(n * c * sizeof(T));
     T* o = reinterpret_cast<T*>(out.data());
     for (size_t i = 0; i < n * c; ++i) {
@@ -269,12 +301,15 @@ class QuantizeFilter final : public Filter {
       } else {
         s = static_cast<int8_t>(std::to_integer<uint8_t>(codes[i]));
       }
-      const T v = static_cast<T>(Scale(s, exponent[i % c]));
-      if (!std::isfinite(v)) {
+      const double v = Scale(s, exponent[i % c]);
+      if (!(std::fabs(v) <= static_cast<double>(std::numeric_limits<T>::max()))) {
         return Status::Corruption(fmt::format("{} frame 1: value {} decodes beyond the range of {}", name(), i,
                                               sizeof(T) == 4 ? "float32" : "float64"));
       }
-      o[i] = v;
+      o[i] = static_cast<T>(v);
+    }
+    if (Checksum64(out.data(), out.size()) != GetU64(frame.data())) {
+      return Status::Corruption(fmt::format("{} frame 1 decoded to values whose checksum is not the sender's", name()));
     }
     frame = std::move(out);
     return Status::Ok();
@@ -305,10 +340,9 @@ Result<std::shared_ptr<const Filter>> MakeQuantizeFilter(Precision precision, co
     return Status::InvalidArgument(fmt::format("filter '{}' with push=0 and pull=0 would do nothing", spec.name));
   }
   if (table) {
-    if (Status s = CheckRoundable(spec.name, *table, pushes == 1); !s.ok()) {
-      return replies == 1 && pushes == 1 && (table->updater.name == "assign" || table->updater.name == "ftrl")
-                 ? Status::InvalidArgument(fmt::format("{} (set push=0 to round pull replies only)", s.message()))
-                 : s;
+    PSERVER_RETURN_IF_ERROR(CheckRoundable(spec.name, *table, /*pushes=*/false));
+    if (Status s = CheckRoundable(spec.name, *table, pushes == 1); !s.ok()) {  // the rule's: pull replies may do
+      return Status::InvalidArgument(fmt::format("{} (set push=0 to round pull replies only)", s.message()));
     }
   }
   const size_t push_columns = table ? size_t{table->width} * table->push_arity : 1;

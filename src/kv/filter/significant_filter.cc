@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -43,11 +44,7 @@ class SignificantFilter final : public Filter {
   Status RoundAs(Rounding& r) const {
     const size_t n = r.keys.size(), c = r.columns;
     const T* in = reinterpret_cast<const T*>(r.vals.data());
-    for (size_t i = 0; i < n * c; ++i) {
-      if (!std::isfinite(in[i])) {
-        return Status::InvalidArgument(fmt::format("key {} holds {}: sigmod takes finite values only", r.keys[i / c], in[i]));
-      }
-    }
+    PSERVER_RETURN_IF_ERROR(CheckFinite(r.keys, in, c, name()));
     std::lock_guard lock(mu_);
     if (!kept_) kept_.emplace(c);
     const double threshold = threshold_ * std::pow(decay_, static_cast<double>(pushes_++));
@@ -75,7 +72,8 @@ class SignificantFilter final : public Filter {
       const bool goes = !r.may_drop || (largest[i] > threshold && largest[i] >= relative_ * push_largest);
       for (size_t j = 0; j < c; ++j) {
         if (goes) {
-          vals.push_back(static_cast<T>(a[j]));
+          constexpr double kMax = std::numeric_limits<T>::max();
+          vals.push_back(static_cast<T>(std::clamp(a[j], -kMax, kMax)));
           left[j] = a[j] - static_cast<double>(vals.back());  // what the table's type cannot hold waits too
         } else {
           left[j] = a[j];

@@ -538,7 +538,7 @@ void KVServerCore::Process(Message&& msg) {
     }
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
-  if (s.ok() && t.filters.rounds_replies() && !t.spec.variable_length && !(header.flags & transport::kFlagExact)) {
+  if (s.ok() && t.filters.rounds_replies() && !(header.flags & transport::kFlagExact)) {
     Rounding r{.reply = true,
                .peer = header.sender,
                .may_drop = false,

@@ -166,10 +166,12 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
   PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> found, catalog_.Find(call.table));
   const TableSpec& spec = *found;
   PSERVER_RETURN_IF_ERROR(Validate(call, spec));
-  // Lossy filters round a push once, here: its parts, and any part sent again, go from the result.
-  if (Pushes(call.type) && !call.unrounded) PSERVER_RETURN_IF_ERROR(RoundPush(call, spec));
-  if (call.max_delay && *call.max_delay < kEventual) {
-    return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
+  PSERVER_RETURN_IF_ERROR(CheckOptions(call));
+  // Lossy filters round a push once, here, after every check a caller's mistake can fail (the
+  // filters' state changes): its parts, and any part sent again, go from the result.
+  if (Pushes(call.type) && !call.unrounded) {
+    PSERVER_RETURN_IF_ERROR(CheckSliceable({call.keys.data(), call.keys.size()}, PlacementOf(spec)));
+    PSERVER_RETURN_IF_ERROR(RoundPush(call, spec));
   }
   // Fixed-width rows of a hashed request over several servers move by order; variable rows
   // go by runs.
@@ -324,8 +326,24 @@ KVWorkerCore::Unsent KVWorkerCore::Reslice(std::unique_lock<std::mutex>& lock, i
   return out;
 }
 
+Status KVWorkerCore::CheckOptions(const KVWorkerBase::Call& call) const {
+  if (call.max_delay && *call.max_delay < kEventual) {
+    return Status::InvalidArgument(fmt::format("delay bound {} is below -1 (kEventual)", *call.max_delay));
+  }
+  // Timestamps only grow: a dependency issued before now is one before the call's own.
+  std::lock_guard lock(mu_);
+  for (Timestamp d : call.after) {
+    if (d.value <= 0 || d.value >= next_ts_) {
+      return Status::InvalidArgument(fmt::format("dependency {} is not a request this worker issued", d.value));
+    }
+  }
+  return Status::Ok();
+}
+
 Result<Timestamp> KVWorkerCore::PushHeld(KVWorkerBase::Call&& call) {
-  PSERVER_RETURN_IF_ERROR(runtime_->health());  // before taking what is held: a failed job keeps it
+  // Every check first: what is held, once taken, is pushed.
+  PSERVER_RETURN_IF_ERROR(runtime_->health());
+  PSERVER_RETURN_IF_ERROR(CheckOptions(call));
   PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const TableSpec> spec, catalog_.Find(call.table));
   PSERVER_ASSIGN_OR_RETURN(std::shared_ptr<const FilterChain> chain, catalog_.Filters(call.table));
   const std::map<Key, std::vector<double>> held = chain->TakeHeld();

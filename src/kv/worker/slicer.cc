@@ -285,31 +285,40 @@ Status CheckSortedUnique(std::span<const Key> keys) {
   return Status::Ok();
 }
 
-Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const Ring& ring,
-                         std::vector<uint32_t>* order) {
-  if (order) order->clear();
+Status CheckSliceable(std::span<const Key> keys, const cluster::Placement& placement) {
   if (keys.size() > std::numeric_limits<uint32_t>::max()) {
     return Status::InvalidArgument("request has " + std::to_string(keys.size()) +
                                    " keys; at most 2^32 - 1 are allowed");
   }
+  switch (placement.kind) {
+    case PlacementKind::kHashed:
+    case PlacementKind::kIdentity: return Status::Ok();
+    case PlacementKind::kRange:
+      if (placement.range.first > placement.range.last) {
+        return Status::InvalidArgument("table's declared key range " + RangeString(placement.range) +
+                                       " is empty");
+      }
+      return keys.empty() ? Status::Ok() : CheckInRange(keys, placement.range);
+  }
+  return Status::InvalidArgument("unknown placement kind " +
+                                 std::to_string(static_cast<int>(placement.kind)));
+}
+
+Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const Ring& ring,
+                         std::vector<uint32_t>* order) {
+  if (order) order->clear();
+  PSERVER_RETURN_IF_ERROR(CheckSliceable(keys, placement));
   if (keys.empty()) return Slices();
   switch (placement.kind) {
     case PlacementKind::kHashed: return SliceHashed(keys, ring, order);
     case PlacementKind::kIdentity:
       return SliceOrdered(keys.size(), ring, [keys](size_t i) { return keys[i]; });
     case PlacementKind::kRange: {
-      const KeyRange range = placement.range;
-      if (range.first > range.last) {
-        return Status::InvalidArgument("table's declared key range " + RangeString(range) +
-                                       " is empty");
-      }
-      PSERVER_RETURN_IF_ERROR(CheckInRange(keys, range));
-      const cluster::RangeScale scale(range);
+      const cluster::RangeScale scale(placement.range);
       return SliceOrdered(keys.size(), ring, [keys, &scale](size_t i) { return scale(keys[i]); });
     }
   }
-  return Status::InvalidArgument("unknown placement kind " +
-                                 std::to_string(static_cast<int>(placement.kind)));
+  return Slices();  // CheckSliceable refused any other kind
 }
 
 std::optional<size_t> FirstNotOwned(std::span<const Key> keys, const cluster::Placement& placement, const Ring& ring,

@@ -71,6 +71,10 @@ using Slices = absl::InlinedVector<Slice, 1>;
 // would be mostly runs of one or two keys; moving its rows by `order` (GatherByOrder,
 // ScatterByOrder) is faster. In every other case (including a kHashed request whose keys all
 // go to one server) `order` is left empty and the runs are filled.
+// The checks of SliceKeys that depend on the keys and the placement alone: OK when SliceKeys
+// would slice `keys` (or any subset of them) under any ring.
+Status CheckSliceable(std::span<const Key> keys, const cluster::Placement& placement);
+
 Result<Slices> SliceKeys(std::span<const Key> keys, const cluster::Placement& placement, const cluster::Ring& ring,
                          std::vector<uint32_t>* order = nullptr);
 
