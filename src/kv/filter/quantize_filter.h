@@ -8,18 +8,22 @@
 // integer |s| <= 127 (q8). What it took off, v - rounded, is kept per key -- at the worker for
 // its pushes, at a server per worker for its replies -- and added to the next values of the key
 // before they are rounded (error feedback): over many pushes the sum sent is the sum pushed, to
-// within the last rounding. A reply's value that is stored as zero goes as zero, and what was
-// kept for it is dropped (an L1 model pulled stays sparse); a pull with kFlagExact
-// (RequestOptions::exact) is not rounded at all. A NaN or an infinity is refused (kInvalidArgument, naming the key);
+// within the last rounding. A reply takes back what was kept for its worker only up to one step
+// of the value's own grid (a pull is a fresh read), and a value stored as zero goes as zero,
+// dropping what was kept (an L1 model pulled stays sparse); a pull with kFlagExact
+// (RequestOptions::exact) is not rounded at all. A value rounded past the type's largest is
+// clamped to it. A NaN or an infinity is refused (kInvalidArgument, naming the key);
 // a server then answers the pull unrounded.
 //
-// Encode carries rounded values exactly: frame 1 (the values) becomes the column exponents
-// (int16 each, little-endian) then the codes (int8, or the half's 16 bits little-endian), row by
-// row. It picks the exponents again from the frame's own maxima -- a part of a push holds a
-// subset of its rows, and powers of two keep those values on the grid -- and checks that every
-// value decodes to itself; a frame where one does not (values the filter did not round) goes as
-// it is. Decode refuses (kCorruption) a frame whose size is not the exponents plus whole rows, an
-// exponent out of range, a half that is an infinity or NaN, or a value out of the type's range.
+// Encode carries rounded values exactly: frame 1 (the values) becomes the XXH64 checksum of the
+// values as they were (u64), the column exponents (int16 each), then the codes (int8, or the
+// half's 16 bits), row by row, all little-endian. It picks the exponents again from the frame's
+// own maxima -- a part of a push holds a subset of its rows, and powers of two keep those values
+// on the grid -- and checks that every value decodes to itself bit for bit; a frame where one
+// does not (values the filter did not round) goes as it is, as does one it would not shrink.
+// Decode refuses (kCorruption) a frame whose size is not the prefix plus whole rows, an exponent
+// out of range, a half that is an infinity or NaN, a value out of the type's range, or values
+// whose checksum differs.
 //
 // Params: push (0 or 1, default 1): round pushes; pull (0 or 1, default 1): round pull replies.
 //
