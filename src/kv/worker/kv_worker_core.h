@@ -194,7 +194,7 @@ class KVWorkerCore final : public cluster::DataHandler {
   // `call` then holds the keys and values to send.
   Status RoundPush(KVWorkerBase::Call& call, const TableSpec& spec) const;
   // The request options' checks: the delay bound, and dependencies this worker issued.
-  Status CheckOptions(const KVWorkerBase::Call& call) const ABSL_LOCKS_EXCLUDED(mu_);
+  Status CheckOptions(const KVWorkerBase::Call& call) const;  // takes mu_
   std::vector<transport::Message> TickMessages(uint64_t clock) const;
   void MergeIncludes(const Pending& p) const;
   Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;
