@@ -13,9 +13,24 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace pserver::base {
+
+// A little-endian integer at a fixed place in a buffer the caller sized (frame prefixes).
+template <typename T>
+void StoreLE(std::byte* at, T v) {
+  static_assert(std::is_unsigned_v<T>);
+  for (size_t i = 0; i < sizeof(T); ++i) at[i] = static_cast<std::byte>(v >> (8 * i));
+}
+template <typename T>
+T LoadLE(const std::byte* at) {
+  static_assert(std::is_unsigned_v<T>);
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v = static_cast<T>(v | (T{std::to_integer<uint8_t>(at[i])} << (8 * i)));
+  return v;
+}
 
 class WireWriter {
  public:

@@ -231,5 +231,19 @@ TEST(WireIoTest, RandomSequencesRoundTrip) {
   }
 }
 
+TEST(WireIoTest, StoresAndLoadsLittleEndianInPlace) {
+  std::byte buf[10]{};
+  StoreLE<uint16_t>(buf, 0xBEEF);
+  StoreLE<uint64_t>(buf + 2, 0x0102030405060708ULL);
+  EXPECT_EQ(buf[0], std::byte{0xEF});
+  EXPECT_EQ(buf[1], std::byte{0xBE});
+  EXPECT_EQ(buf[2], std::byte{0x08});
+  EXPECT_EQ(buf[9], std::byte{0x01});
+  EXPECT_EQ(LoadLE<uint16_t>(buf), 0xBEEF);
+  EXPECT_EQ(LoadLE<uint64_t>(buf + 2), 0x0102030405060708ULL);
+  StoreLE<uint64_t>(buf, ~uint64_t{0});
+  EXPECT_EQ(LoadLE<uint64_t>(buf), ~uint64_t{0});
+}
+
 }  // namespace
 }  // namespace pserver::base

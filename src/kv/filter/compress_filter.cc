@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "base/wire_io.h"
 #include "kv/key_deltas.h"
 #include "pserver/checksum.h"
 
@@ -21,14 +22,8 @@ using transport::Bytes;
 constexpr uint64_t kMaxFrameBytes = LZ4_MAX_INPUT_SIZE;
 constexpr int kMaxZstdLevel = 19;
 
-void PutU64(std::byte* at, uint64_t v) {
-  for (int i = 0; i < 8; ++i) at[i] = static_cast<std::byte>(v >> (8 * i));
-}
-uint64_t GetU64(const std::byte* at) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{std::to_integer<uint8_t>(at[i])} << (8 * i);
-  return v;
-}
+using base::LoadLE;
+using base::StoreLE;
 
 // Frame 0 of a request holds its keys, sorted; a reply's frame 0 is empty.
 bool HoldsKeys(const transport::Header& h, size_t frame) {
@@ -71,9 +66,9 @@ class CompressFilter final : public Filter {
       Bytes out = Bytes::Uninitialized(prefix + bound);
       PSERVER_ASSIGN_OR_RETURN(size_t packed, Compress(input, out.data() + prefix, bound));
       if (prefix + packed >= f.size()) continue;  // no gain: the frame goes as it is
-      PutU64(out.data(), keys ? f.size() / sizeof(Key) : f.size());
-      if (keys) PutU64(out.data() + 8, input.size());
-      PutU64(out.data() + prefix - 8, Checksum64(f.data(), f.size()));
+      StoreLE<uint64_t>(out.data(), keys ? f.size() / sizeof(Key) : f.size());
+      if (keys) StoreLE<uint64_t>(out.data() + 8, input.size());
+      StoreLE<uint64_t>(out.data() + prefix - 8, Checksum64(f.data(), f.size()));
       frames[i] = Bytes(out.owner(), out.data(), prefix + packed);
       mask |= static_cast<uint8_t>(1u << i);
     }
@@ -90,8 +85,8 @@ class CompressFilter final : public Filter {
         return Status::Corruption(fmt::format("{} frame {} is {} bytes, shorter than its {}-byte size prefix", name(), i,
                                               f.size(), prefix));
       }
-      const uint64_t count = GetU64(f.data());
-      const uint64_t raw = keys ? GetU64(f.data() + 8) : count;
+      const uint64_t count = LoadLE<uint64_t>(f.data());
+      const uint64_t raw = keys ? LoadLE<uint64_t>(f.data() + 8) : count;
       if (raw > kMaxFrameBytes || (keys && (count > kMaxFrameBytes / sizeof(Key) || raw > 10 * count))) {
         return Status::Corruption(fmt::format("{} frame {} claims {} {}, more than a frame may hold", name(), i,
                                               keys ? count : raw, keys ? "keys" : "bytes"));
@@ -105,7 +100,7 @@ class CompressFilter final : public Filter {
         if (!decoded.ok()) return decoded.status().WithContext(fmt::format("{} frame {} (keys)", name(), i));
         out = transport::AsBytes(*decoded);
       }
-      if (Checksum64(out.data(), out.size()) != GetU64(f.data() + prefix - 8)) {
+      if (Checksum64(out.data(), out.size()) != LoadLE<uint64_t>(f.data() + prefix - 8)) {
         return Status::Corruption(fmt::format("{} frame {} decoded to bytes whose checksum is not the sender's", name(), i));
       }
       frames[i] = std::move(out);

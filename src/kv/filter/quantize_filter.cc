@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "base/wire_io.h"
 #include "kv/filter/error_feedback.h"
 #include "pserver/checksum.h"
 
@@ -82,21 +83,8 @@ using transport::Bytes;
 
 constexpr int kMaxExponent = 1100;  // beyond any double's: a larger one is refused
 
-void PutU16(std::byte* at, uint16_t v) {
-  at[0] = static_cast<std::byte>(v);
-  at[1] = static_cast<std::byte>(v >> 8);
-}
-void PutU64(std::byte* at, uint64_t v) {
-  for (int i = 0; i < 8; ++i) at[i] = static_cast<std::byte>(v >> (8 * i));
-}
-uint64_t GetU64(const std::byte* at) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{std::to_integer<uint8_t>(at[i])} << (8 * i);
-  return v;
-}
-uint16_t GetU16(const std::byte* at) {
-  return static_cast<uint16_t>(std::to_integer<uint16_t>(at[0]) | (std::to_integer<uint16_t>(at[1]) << 8));
-}
+using base::LoadLE;
+using base::StoreLE;
 
 class QuantizeFilter final : public Filter {
  public:
@@ -243,11 +231,11 @@ class QuantizeFilter final : public Filter {
       max[i % c] = std::max(max[i % c], std::fabs(static_cast<double>(in[i])));
     }
     Bytes out = Bytes::Uninitialized(PrefixBytes(c) + n * c * CodeBytes());
-    PutU64(out.data(), Checksum64(frame.data(), frame.size()));
+    StoreLE<uint64_t>(out.data(), Checksum64(frame.data(), frame.size()));
     std::vector<int> exponent(c);
     for (size_t j = 0; j < c; ++j) {
       exponent[j] = ExponentFor(max[j]);
-      PutU16(out.data() + 8 + 2 * j, static_cast<uint16_t>(static_cast<int16_t>(exponent[j])));
+      StoreLE<uint16_t>(out.data() + 8 + 2 * j, static_cast<uint16_t>(static_cast<int16_t>(exponent[j])));
     }
     std::byte* codes = out.data() + PrefixBytes(c);
     // A value that is not on the grid, or does not come back bit for bit (one this filter did
@@ -259,7 +247,7 @@ class QuantizeFilter final : public Filter {
       if (precision_ == Precision::kFp16) {
         uint16_t bits;
         if (!ExactHalfBits(y, &bits)) return 0;
-        PutU16(codes + 2 * i, bits);
+        StoreLE<uint16_t>(codes + 2 * i, bits);
       } else {
         // -0 too: 8 bits have no sign of zero.
         if (RoundInt(y) != y || std::fabs(y) > 127 || (y == 0 && std::signbit(y))) return 0;
@@ -281,7 +269,7 @@ class QuantizeFilter final : public Filter {
     const size_t n = (frame.size() - PrefixBytes(c)) / row;
     std::vector<int> exponent(c);
     for (size_t j = 0; j < c; ++j) {
-      exponent[j] = static_cast<int16_t>(GetU16(frame.data() + 8 + 2 * j));
+      exponent[j] = static_cast<int16_t>(LoadLE<uint16_t>(frame.data() + 8 + 2 * j));
       if (std::abs(exponent[j]) > kMaxExponent) {
         return Status::Corruption(fmt::format("{} frame 1: column {} has exponent {}, beyond any value's", name(), j,
                                               exponent[j]));
@@ -293,7 +281,7 @@ class QuantizeFilter final : public Filter {
     for (size_t i = 0; i < n * c; ++i) {
       double s;
       if (precision_ == Precision::kFp16) {
-        const uint16_t bits = GetU16(codes + 2 * i);
+        const uint16_t bits = LoadLE<uint16_t>(codes + 2 * i);
         if (((bits >> 10) & 0x1f) == 0x1f) {
           return Status::Corruption(fmt::format("fp16 frame 1: value {} is an infinity or NaN", i));
         }
@@ -308,7 +296,7 @@ class QuantizeFilter final : public Filter {
       }
       o[i] = static_cast<T>(v);
     }
-    if (Checksum64(out.data(), out.size()) != GetU64(frame.data())) {
+    if (Checksum64(out.data(), out.size()) != LoadLE<uint64_t>(frame.data())) {
       return Status::Corruption(fmt::format("{} frame 1 decoded to values whose checksum is not the sender's", name()));
     }
     frame = std::move(out);
