@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <latch>
+#include <malloc.h>
 #include <random>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "pserver/kv_worker.h"
 #include "run_span.h"
 #include "kv/local_cluster.h"
+#include "process_memory.h"
 
 namespace pserver::bench {
 namespace {
@@ -278,35 +280,68 @@ SparseBound MeasureSparseBound(const SparseWorkloadOptions& o, const SparseReque
   return b;
 }
 
-Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, uint64_t seed) {
+Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const std::string& rule, uint64_t seed) {
   constexpr size_t kPerRequest = 100'000;
+  constexpr size_t kWarmUpRequests = 8;
   constexpr TableId kTable{1};
-  const TableSpec spec = SparseSgdSpec();
-  kv::ApplyPool pool(shards);
-  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> sgd, kv::MakeSgdUpdater(spec.updater));
-  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<kv::TableStore> store, kv::TableStore::Create(kTable, spec, std::move(sgd), &pool));
-  std::mt19937_64 rng(seed);
-  for (size_t done = 0; done < num_keys; done += kPerRequest) {
-    std::vector<Key> keys(std::min(kPerRequest, num_keys - done));
-    for (Key& k : keys) k = rng();
-    std::sort(keys.begin(), keys.end());
-    kv::ServerRequest r;
-    r.type = transport::MessageType::kPush;
-    r.table = kTable;
-    r.value_type = ValueType::kFloat32;
-    r.width = 1;
-    const size_t n = keys.size();
-    r.keys = SharedArray<Key>(std::move(keys));
-    r.vals = transport::AsBytes(SharedArray<float>(std::vector<float>(n, 1.0f)));
-    kv::ServerResponse resp;
-    PSERVER_RETURN_IF_ERROR(store->Handle(r, UpdateContext{}, &resp));
-  }
+  TableSpec spec = SparseSgdSpec();
+  spec.updater = rule == "sgd" ? spec.updater : UpdaterSpec{rule, {}};
   SparseMemory m;
-  m.keys = store->num_keys();
-  m.bytes = store->memory_bytes();
+  m.rule = rule;
+  kv::ApplyPool pool(shards);
   m.shards = pool.size();
+  const auto make_store = [&]() -> Result<std::unique_ptr<kv::TableStore>> {
+    PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<Updater> updater, UpdaterRegistry().Create(spec.updater));
+    m.row_bytes = static_cast<uint32_t>(sizeof(float) * (1 + updater->state_per_value()));
+    return kv::TableStore::Create(kTable, spec, std::move(updater), &pool);
+  };
+  std::mt19937_64 rng(seed);
+  // Pushes `n` random keys into `store`, kPerRequest per request.
+  const auto fill = [&](kv::TableStore& store, size_t n) -> Status {
+    for (size_t done = 0; done < n; done += kPerRequest) {
+      const size_t count = std::min(kPerRequest, n - done);
+      std::vector<Key> keys(count);
+      for (Key& k : keys) k = rng();
+      std::sort(keys.begin(), keys.end());
+      kv::ServerRequest r;
+      r.type = transport::MessageType::kPush;
+      r.table = kTable;
+      r.value_type = ValueType::kFloat32;
+      r.width = 1;
+      r.keys = SharedArray<Key>(std::move(keys));
+      r.vals = transport::AsBytes(SharedArray<float>(std::vector<float>(count, 0.5f)));
+      kv::ServerResponse resp;
+      PSERVER_RETURN_IF_ERROR(store.Handle(r, UpdateContext{}, &resp));
+    }
+    return Status::Ok();
+  };
+  // A warm-up store, filled and dropped, sets up what does not grow with the table: the
+  // allocator's heap at its working size for requests of this shape (glibc keeps what request
+  // buffers free), the pool's threads. What the process holds after it is the baseline.
+  {
+    PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<kv::TableStore> warm_up, make_store());
+    PSERVER_RETURN_IF_ERROR(fill(*warm_up, kWarmUpRequests * kPerRequest));
+  }
+  PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<kv::TableStore> store, make_store());
+  const auto start = Clock::now();
+  PSERVER_RETURN_IF_ERROR(fill(*store, std::min(kPerRequest, num_keys)));  // its scratch
+  const size_t keys_before = store->num_keys();
+  malloc_trim(0);
+  PSERVER_RETURN_IF_ERROR(ResetPeakRss());
+  PSERVER_ASSIGN_OR_RETURN(ProcessMemory before, ReadProcessMemory());
+  PSERVER_RETURN_IF_ERROR(fill(*store, num_keys - keys_before));
+  m.fill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  PSERVER_ASSIGN_OR_RETURN(ProcessMemory untrimmed, ReadProcessMemory());
+  malloc_trim(0);
+  PSERVER_ASSIGN_OR_RETURN(ProcessMemory after, ReadProcessMemory());
+  m.keys = store->num_keys();
+  m.keys_measured = m.keys - keys_before;
+  m.store_bytes = store->memory_bytes();
+  const auto growth = [&before](size_t bytes) { return bytes > before.rss_bytes ? bytes - before.rss_bytes : 0; };
+  m.resident_bytes = growth(after.rss_bytes);
+  m.untrimmed_bytes = growth(untrimmed.rss_bytes);
+  m.peak_bytes = growth(untrimmed.peak_bytes);
   if (m.keys == 0) return Status::Internal("sparse memory: the store holds no keys");
-  m.bytes_per_param = static_cast<double>(m.bytes) / static_cast<double>(m.keys);
   return m;
 }
 

@@ -20,14 +20,16 @@
 // where a server splits every request). Everything it leaves out makes the bound higher, never
 // lower. Its figure is keys per second summed over its threads: the bound for one server.
 //
-// The memory figure builds the server's store (kv::TableStore, sparse, built-in "sgd") directly
-// and pushes `num_keys` random 64-bit keys into it, 100k per request.
+// The memory figure builds the server's store (kv::TableStore, sparse) directly and pushes
+// `num_keys` random 64-bit keys into it, 100k per request, measuring the process's resident
+// memory (see SparseMemory).
 //
 // Thread safety: the functions are thread-compatible; each builds its own state.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "pserver/result.h"
@@ -106,14 +108,37 @@ struct SparseBound {
 SparseBound MeasureSparseBound(const SparseWorkloadOptions& options, const SparseRequests& requests);
 
 struct SparseMemory {
-  size_t keys = 0;
-  size_t bytes = 0;  // TableStore::memory_bytes()
-  double bytes_per_param = 0;
+  std::string rule;
+  size_t keys = 0;           // keys stored at the end
+  size_t keys_measured = 0;  // keys added after the baseline: all but the first request's
   uint32_t shards = 0;
+  uint32_t row_bytes = 0;    // a stored row: its values and its rule's state (the key excluded)
+  size_t store_bytes = 0;    // TableStore::memory_bytes() at the end: the store's own count
+  // The process's resident memory (VmRSS) after the fill, less the baseline's. Both are read
+  // after malloc_trim(0), so they leave out what the allocator holds free (glibc keeps freed
+  // request buffers: a few MB that depend on the requests' size, not on the table); the
+  // untrimmed figure is also given.
+  size_t resident_bytes = 0;
+  size_t untrimmed_bytes = 0;
+  // The process's peak resident memory (VmHWM) during the fill, untrimmed, less the baseline.
+  size_t peak_bytes = 0;
+  double fill_seconds = 0;
+
+  // Bytes per key added after the baseline.
+  double PerParam(size_t bytes) const {
+    return keys_measured == 0 ? 0 : static_cast<double>(bytes) / static_cast<double>(keys_measured);
+  }
 };
 
-// Bytes per stored float parameter of a sparse "sgd" TableStore holding `num_keys` random keys,
-// with `shards` shards (the server default is min(hardware threads, 4)).
-Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, uint64_t seed);
+// The memory per stored parameter of a sparse float width-1 TableStore with the built-in rule
+// `rule` (default parameters) holding `num_keys` random 64-bit keys, pushed in requests of 100k
+// keys, with `shards` shards (the server default is min(hardware threads, 4)). The resident
+// figures are the process's (/proc/self/status), so the process should be doing nothing else.
+// Their baseline is taken after a warm-up store of 800k keys was filled and dropped, and the
+// first request (100k keys) was pushed into the measured store: that sets up what does not grow
+// with the table (the allocator's heap at its working size for requests of this shape, the
+// pool's threads, the store's per-request scratch), so the figures are what each further
+// parameter costs. REQUIRES num_keys well above 100k for them to mean anything.
+Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const std::string& rule, uint64_t seed);
 
 }  // namespace pserver::bench

@@ -37,15 +37,19 @@ struct BenchFlags {
   size_t sparse_keys = 100'000;
   uint64_t sparse_key_space = 10'000'000;
   int sparse_window = 4;
-  size_t memory_keys = 10'000'000;
+  std::vector<size_t> memory_keys = {10'000'000};
+  std::vector<std::string> memory_rules = {"sgd"};
   // filter_push, filter_pull: the chains measured against none, in ParseFilters' form.
   std::vector<std::string> filter_chains = {"zstd", "lz4"};
   std::string json;
   bool quiet_logs = true;  // no --log-level given: the bench lowers the library's logs to warn
 };
 
-// Target for the memory figure: bytes per stored float parameter of a sparse SGD table.
-constexpr double kMemoryTargetBytes = 20;
+// Target for the memory figure: bytes per stored float parameter of a sparse SGD table, all
+// resident memory counted, and the allowance for the peak while the table grows. Tables whose
+// rule keeps state are held to the same overhead: 16/12 of their key and row.
+constexpr double kMemoryTargetBytes = 16;
+constexpr double kMemoryPeakAllowance = 1.25;
 
 Result<size_t> ParseSize(const std::string& s) {
   size_t n = 0, pos = 0;
@@ -255,13 +259,29 @@ Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::str
                              "no_filter", false)};
 }
 
-// Bytes per stored parameter of the server's sparse SGD store (deterministic: one repetition),
-// with the server's default number of shards.
-Result<BenchResult> MemoryCell(const BenchFlags& f) {
+// Bytes per stored parameter of the server's sparse store, with the server's default number of
+// shards, for every --memory-rules and --memory-keys (deterministic: one repetition each): the
+// resident figure against its target, and the peak while growing against the resident one.
+Result<std::vector<BenchResult>> MemoryCells(const BenchFlags& f) {
   const uint32_t shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
-  PSERVER_ASSIGN_OR_RETURN(bench::SparseMemory m, bench::MeasureSparseMemory(f.memory_keys, shards, 43));
-  return bench::MakeTargetResult(fmt::format("memory/sparse_sgd/{}keys/{}shards", KeyCount(m.keys), m.shards),
-                                 "B/param", m.bytes_per_param, kMemoryTargetBytes);
+  std::vector<BenchResult> out;
+  for (const std::string& rule : f.memory_rules) {
+    for (size_t keys : f.memory_keys) {
+      PSERVER_ASSIGN_OR_RETURN(bench::SparseMemory m, bench::MeasureSparseMemory(keys, shards, rule, 43));
+      const std::string cell = fmt::format("sparse_{}/{}keys/{}shards", rule, KeyCount(m.keys), m.shards);
+      const double target = kMemoryTargetBytes * (sizeof(Key) + m.row_bytes) / (sizeof(Key) + sizeof(float));
+      const double resident = m.PerParam(m.resident_bytes);
+      out.push_back(bench::MakeTargetResult("memory/" + cell, "B/param", resident, target));
+      out.push_back(bench::MakeTargetResult("memory_peak/" + cell, "B/param", m.PerParam(m.peak_bytes),
+                                            kMemoryPeakAllowance * resident));
+      std::printf("  %s: resident %.2f B/param (untrimmed %.2f), peak %.2f B/param (over the last %zu keys); the "
+                  "store's own count %.2f B/param; key and row %zu B; filled in %.1f s\n",
+                  cell.c_str(), resident, m.PerParam(m.untrimmed_bytes), m.PerParam(m.peak_bytes), m.keys_measured,
+                  static_cast<double>(m.store_bytes) / static_cast<double>(m.keys), sizeof(Key) + m.row_bytes,
+                  m.fill_seconds);
+    }
+  }
+  return out;
 }
 
 int Run(const BenchFlags& f) {
@@ -287,9 +307,9 @@ int Run(const BenchFlags& f) {
       continue;
     }
     if (w == "memory") {
-      Result<BenchResult> r = MemoryCell(f);
+      Result<std::vector<BenchResult>> r = MemoryCells(f);
       if (!r.ok()) return std::fprintf(stderr, "pserver bench: memory: %s\n", r.status().ToString().c_str()), 1;
-      report(*r);
+      for (const BenchResult& m : *r) report(m);
       continue;
     }
     if (w == "replicated_push" || w == "replicated_sparse_push") {
@@ -407,8 +427,9 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--workloads", f->workloads,
                   "push, pull, pushpull (one key per request, 32 in flight), rtt; also (not by default) "
                   "sparse_push, sparse_pull (--sparse-keys random keys per request into a sparse SGD table, keys/s "
-                  "per server against a flat_hash_map loop over the same keys on as many threads as a server applies on) and memory (bytes per parameter of a "
-                  "sparse SGD store of --memory-keys keys, against the 20-byte target); replicated_push and "
+                  "per server against a flat_hash_map loop over the same keys on as many threads as a server applies on) and memory (resident bytes per parameter "
+                  "of a sparse store of --memory-keys keys with each --memory-rules rule, against 16 bytes for SGD and the "
+                  "same overhead for the others, and the peak while it grew against 1.25x that); replicated_push and "
                   "replicated_sparse_push (push and sparse_push with 2 replicas against 1, in the same run; topologies "
                   "of 2 or more servers); filter_push and filter_pull (sparse requests of --sizes of values through "
                   "each of --filter-chains against none, in the same run: keys/s per server, and wire bytes per "
@@ -440,8 +461,13 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--sparse-window", f->sparse_window, "sparse_*: requests in flight per worker")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
-  cmd->add_option("--memory-keys", f->memory_keys, "memory: keys stored before measuring")
-      ->check(CLI::Range(size_t{1}, size_t{1'000'000'000}))
+  cmd->add_option("--memory-keys", f->memory_keys, "memory: keys stored before measuring (a list: one store each)")
+      ->delimiter(',')
+      ->check(CLI::Range(size_t{1}, size_t{4'000'000'000}))
+      ->capture_default_str();
+  cmd->add_option("--memory-rules", f->memory_rules, "memory: the stores' update rules (sgd, adagrad, adam, ftrl)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"sgd", "adagrad", "adam", "ftrl"}))
       ->capture_default_str();
   cmd->add_option("--filter-chains", f->filter_chains,
                   "filter_*: the filter chains measured, separated by ';' (each as --filters of train takes it, e.g. "

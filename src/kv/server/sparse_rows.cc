@@ -21,33 +21,33 @@ constexpr size_t kMinTailSlots = 64;
 size_t TailSlots(size_t capacity) { return kMinTailSlots + capacity / 256; }
 
 constexpr size_t kHugePage = size_t{2} << 20;
-// Arrays from this size on are mapped directly rather than taken from the allocator's heap.
-constexpr size_t kMapMinBytes = size_t{1} << 20;
+// Allocations from this size on are mapped directly rather than taken from the allocator's heap.
+constexpr size_t kMapMinBytes = size_t{16} << 10;
+constexpr size_t kPage = 4096;
 
-// n uninitialised elements. From 1 MiB on a private anonymous mapping of their own (so that
-// freeing it returns the memory to the system); from 2 MiB on also 2 MiB-aligned and advised to
-// use huge pages (when the kernel allows). Throws std::bad_alloc when there is no memory, as
-// operator new does.
-template <typename U>
-std::unique_ptr<U[], sparse_rows_internal::ArrayDelete> AllocateArray(size_t n) {
-  const size_t bytes = std::max<size_t>(n * sizeof(U), 1);
+// `bytes` uninitialised bytes, 64-byte aligned. From kMapMinBytes on a private anonymous mapping
+// of their own (so that freeing it returns the memory to the system); from 2 MiB on also 2
+// MiB-aligned and advised to use huge pages (when the kernel allows). Throws std::bad_alloc when
+// there is no memory, as operator new does.
+std::unique_ptr<std::byte[], sparse_rows_internal::ArrayDelete> AllocateBytes(size_t bytes) {
+  bytes = std::max<size_t>(bytes, 1);
   if (bytes < kMapMinBytes) {
     void* p = ::operator new(bytes, std::align_val_t{64});
-    return std::unique_ptr<U[], sparse_rows_internal::ArrayDelete>(static_cast<U*>(p), {bytes, false});
+    return {static_cast<std::byte*>(p), {bytes, false}};
   }
-  const size_t alignment = bytes >= kHugePage ? kHugePage : 4096;
+  const size_t alignment = bytes >= kHugePage ? kHugePage : kPage;
   const size_t mapped = bytes + alignment;
   void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) throw std::bad_alloc();
   // Keep the aligned part (rounded up to whole pages) and give back what is before and after it.
   const auto base = reinterpret_cast<uintptr_t>(m);
   const uintptr_t begin = (base + alignment - 1) & ~(uintptr_t{alignment} - 1);
-  const uintptr_t end = begin + ((bytes + 4095) & ~size_t{4095});
+  const uintptr_t end = begin + ((bytes + kPage - 1) & ~(kPage - 1));
   if (begin > base) munmap(m, begin - base);
   if (base + mapped > end) munmap(reinterpret_cast<void*>(end), base + mapped - end);
   void* p = reinterpret_cast<void*>(begin);
   if (alignment == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
-  return std::unique_ptr<U[], sparse_rows_internal::ArrayDelete>(static_cast<U*>(p), {bytes, true});
+  return {static_cast<std::byte*>(p), {bytes, true}};
 }
 
 }  // namespace
@@ -66,7 +66,7 @@ template <typename T>
 SparseRows<T>::SparseRows(uint32_t row_len) : row_len_(row_len < 1 ? 1 : row_len), segments_(1) {
   const bool narrow = row_len_ * sizeof(T) <= kNarrowRowBytes;
   max_load_ = narrow ? 0.875 : 0.75;
-  growth_ = narrow ? 1.25 : 1.5;
+  growth_ = narrow ? 1.15 : 1.5;
 }
 
 template <typename T>
@@ -160,9 +160,11 @@ template <typename T>
 bool SparseRows<T>::Fill(Segment& to, size_t capacity, const Segment& from, size_t first, size_t end) const {
   static_assert(kWindow <= kMinTailSlots, "a lookup window must fit in the tail");
   const size_t slots = capacity + TailSlots(capacity);
-  auto mixes = AllocateArray<uint64_t>(slots);
-  auto rows = AllocateArray<T>(slots * row_len_);
-  std::fill(mixes.get(), mixes.get() + slots, kEmpty);
+  const size_t rows_offset = (slots * sizeof(uint64_t) + 63) & ~size_t{63};
+  auto memory = AllocateBytes(rows_offset + slots * row_len_ * sizeof(T));
+  auto* mixes = reinterpret_cast<uint64_t*>(memory.get());
+  auto* rows = reinterpret_cast<T*>(memory.get() + rows_offset);
+  std::fill(mixes, mixes + slots, kEmpty);
   // The old slots are sorted by mix and the new homes are monotone in the mix: placing each at
   // max(home, previous + 1) yields the sorted, gap-free runs that ordered probing needs.
   size_t next = 0;
@@ -173,15 +175,16 @@ bool SparseRows<T>::Fill(Segment& to, size_t capacity, const Segment& from, size
     const size_t pos = std::max(HomeIn(capacity, mix), next);
     if (pos + 1 >= slots) return false;
     mixes[pos] = mix;
-    std::memcpy(rows.get() + pos * row_len_, Row(from, i), row_len_ * sizeof(T));
+    std::memcpy(rows + pos * row_len_, Row(from, i), row_len_ * sizeof(T));
     next = pos + 1;
     ++keys;
   }
   to.capacity = capacity;
   to.slots = slots;
   to.size = keys;
-  to.mixes = std::move(mixes);
-  to.rows = std::move(rows);
+  to.mixes = mixes;
+  to.rows = rows;
+  to.memory = std::move(memory);
   return true;
 }
 

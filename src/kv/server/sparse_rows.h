@@ -32,8 +32,9 @@
 // segment's load between 0.7 and 0.875 (growth by 1.25x), a mean of 0.78: a width-1 float row
 // costs about 15.4 bytes, tails included. Wider rows keep the load between 0.5 and 0.75
 // (growth 1.5x) because an insert shifts the rest of its probe run by one slot, and that costs
-// more with wide rows. Arrays of 1 MiB and more are mapped directly (mmap), so memory freed by
-// a growth goes back to the system at once instead of staying in the allocator's heap.
+// more with wide rows. A segment's arrays of 16 KiB and more are mapped directly (mmap), so the
+// memory a growth frees goes back to the system at once instead of staying, fragmented, in the
+// allocator's heap.
 //
 // Thread safety: thread-compatible. Const methods may run concurrently with each other; any
 // non-const call needs exclusive access.
@@ -69,7 +70,7 @@ constexpr uint64_t MixKey(Key key) {
 }
 
 namespace sparse_rows_internal {
-// Frees what AllocateArray (sparse_rows.cc) allocated: an aligned operator new, or a mapping
+// Frees what AllocateBytes (sparse_rows.cc) allocated: an aligned operator new, or a mapping
 // of `bytes` bytes.
 struct ArrayDelete {
   size_t bytes = 0;
@@ -215,16 +216,15 @@ class SparseRows {
   // Slots a lookup compares without branching (the tail holds more, so they all exist).
   static constexpr size_t kWindow = 8;
 
-  template <typename U>
-  using Array = std::unique_ptr<U[], sparse_rows_internal::ArrayDelete>;
-
-  // The keys whose mixes share the top segment_bits_ bits, in a table of their own.
+  // The keys whose mixes share the top segment_bits_ bits, in a table of their own. Its two
+  // arrays share one allocation: the slots' mixes, then (64-byte aligned) their rows.
   struct Segment {
     size_t capacity = 0;  // home slots
     size_t slots = 0;     // capacity + tail; 0 before the segment's first key
     size_t size = 0;      // keys stored here (the side slot's is not)
-    Array<uint64_t> mixes;
-    Array<T> rows;
+    uint64_t* mixes = nullptr;
+    T* rows = nullptr;
+    std::unique_ptr<std::byte[], sparse_rows_internal::ArrayDelete> memory;
   };
 
   // FindOrInsertMixed's slow path: the special key, a segment's first key, or an insert.
@@ -254,7 +254,7 @@ class SparseRows {
     while (s.mixes[i] < mix) ++i;  // stops at the latest at the empty sentinel
     return i;
   }
-  T* Row(const Segment& s, size_t slot) const { return s.rows.get() + slot * row_len_; }
+  T* Row(const Segment& s, size_t slot) const { return s.rows + slot * row_len_; }
   // Regrows `s` to hold at least `keys` keys at the maximal load; at least a `factor` larger.
   void Grow(Segment& s, size_t keys, double factor);
   // Splits the whole table into kSegments segments, each given room for max(its keys,
@@ -269,7 +269,7 @@ class SparseRows {
   double growth_;
   int segment_bits_ = 0;
   size_t size_ = 0;  // keys stored, the side slot included
-  // 1 segment, or kSegments. Arrays of 2 MiB and more are 2 MiB-aligned and advised to use
+  // 1 segment, or kSegments. Allocations of 2 MiB and more are 2 MiB-aligned and advised to use
   // transparent huge pages: random lookups in a large table otherwise spend much of their time
   // on TLB misses.
   std::vector<Segment> segments_;
