@@ -44,7 +44,13 @@ struct SparseWorkloadOptions {
   int num_servers = 1;
   int num_workers = 1;
   size_t keys_per_request = 100'000;  // REQUIRES: 0 < keys_per_request <= key_space
-  Key key_space = 10'000'000;         // keys are drawn from [0, key_space)
+  Key key_space = 10'000'000;         // keys are drawn from [0, key_space), or ScatterKey of it
+  // Keys are ScatterKey(i) for i drawn from [0, key_space): spread over the whole 64-bit space.
+  bool scatter_keys = false;
+  // Before the warm-up, the workers push every key of the key space once (each its share, in
+  // requests of keys_per_request, `window` in flight): the table then holds key_space keys, and
+  // the measured requests hit stored rows among all of them.
+  bool prefill = false;
   int request_sets = 4;               // distinct request key sets, cycled through
   int window = 4;                     // requests in flight per worker
   std::chrono::milliseconds min_duration{1000};
@@ -68,6 +74,12 @@ struct SparseWorkloadOptions {
 // or when 0 the machine's hardware threads divided among the servers (at least 1).
 uint32_t SparseApplyThreads(const SparseWorkloadOptions& options);
 
+// A bijection of the 64-bit keys that spreads the small ones over the whole space.
+constexpr Key ScatterKey(uint64_t i) {
+  uint64_t x = i * 0x9e3779b97f4a7c15ULL;  // odd: a bijection
+  return x ^ (x >> 29);                     // an xorshift: a bijection
+}
+
 // The pre-generated requests: keys[i] sorted and distinct, grads[i] of the same length.
 struct SparseRequests {
   std::vector<SharedArray<Key>> keys;
@@ -86,6 +98,12 @@ struct SparseThroughput {
   // The workers' wire bytes, sent and received, per request (about: the span's requests in flight
   // at its ends count in the bytes or not): what filters save.
   double wire_bytes_per_request = 0;
+  // With options.prefill: its duration (the slowest worker's), and the process's resident memory
+  // (VmRSS) after it less before the cluster started, and its peak (VmHWM) until then, less the
+  // same. The process holds every node: on one machine, this is all servers' memory together.
+  double prefill_seconds = 0;
+  size_t prefill_resident_bytes = 0;
+  size_t prefill_peak_bytes = 0;
   // With options.collect_values, per request set (values[i] for keys[i]): for a pull workload
   // the answer to worker 0's last pull of the set; for a push workload what worker 0 pulls
   // after every worker's last push was acknowledged. Empty otherwise.

@@ -37,6 +37,8 @@ struct BenchFlags {
   size_t sparse_keys = 100'000;
   uint64_t sparse_key_space = 10'000'000;
   int sparse_window = 4;
+  bool sparse_scatter = false;
+  bool sparse_prefill = false;
   std::vector<size_t> memory_keys = {10'000'000};
   std::vector<std::string> memory_rules = {"sgd"};
   // filter_push, filter_pull: the chains measured against none, in ParseFilters' form.
@@ -149,6 +151,8 @@ bench::SparseWorkloadOptions SparseOptions(const BenchFlags& f, bool push, int s
   o.num_workers = workers;
   o.keys_per_request = f.sparse_keys;
   o.key_space = f.sparse_key_space;
+  o.scatter_keys = f.sparse_scatter;
+  o.prefill = f.sparse_prefill;
   o.window = f.sparse_window;
   o.min_duration = std::chrono::milliseconds(f.min_duration_ms);
   return o;
@@ -215,6 +219,15 @@ Result<BenchResult> SparseCell(const BenchFlags& f, const bench::SparseRequests&
     PSERVER_ASSIGN_OR_RETURN(bench::SparseThroughput r, bench::MeasureClusterSparse(o, requests));
     ours.push_back(r.keys_per_sec_per_server);
     ours_cpu.push_back(bench::CpuMicrosPerRequest(r.cpu_seconds, r.requests));
+    if (o.prefill) {
+      const auto keys = static_cast<double>(o.key_space);
+      std::printf("  prefill of %s keys on %d servers: %.1f s (%.2f M keys/s); the process's resident memory +%.2f GB "
+                  "(%.2f B/param), peak +%.2f GB (%.2f B/param)\n",
+                  KeyCount(o.key_space).c_str(), servers, r.prefill_seconds, keys / r.prefill_seconds / 1e6,
+                  static_cast<double>(r.prefill_resident_bytes) / 1e9, static_cast<double>(r.prefill_resident_bytes) / keys,
+                  static_cast<double>(r.prefill_peak_bytes) / 1e9, static_cast<double>(r.prefill_peak_bytes) / keys);
+      std::fflush(stdout);
+    }
   }
   std::string name = fmt::format("{}/{}keys/{}s{}w", push ? "sparse_push" : "sparse_pull", KeyCount(f.sparse_keys),
                                  servers, workers);
@@ -456,8 +469,13 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::Range(size_t{1}, size_t{100'000'000}))
       ->capture_default_str();
   cmd->add_option("--sparse-key-space", f->sparse_key_space, "sparse_*: keys are drawn from [0, this)")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}))
+      ->check(CLI::Range(uint64_t{1}, uint64_t{4'000'000'000}))
       ->capture_default_str();
+  cmd->add_flag("--sparse-scatter", f->sparse_scatter,
+                "sparse_*: spread the key space over the whole 64-bit space (a bijection of [0, --sparse-key-space))");
+  cmd->add_flag("--sparse-prefill", f->sparse_prefill,
+                "sparse_*: before measuring, push every key of the key space once (the table then holds them all); "
+                "prints its time and the process's memory");
   cmd->add_option("--sparse-window", f->sparse_window, "sparse_*: requests in flight per worker")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
