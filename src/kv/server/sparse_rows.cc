@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include <sys/mman.h>
 
@@ -18,36 +19,62 @@ constexpr size_t kNarrowRowBytes = 16;
 // Slots past the capacity: enough for the probe runs of a table at its maximal load (runs
 // longer than this are rare; one makes the table grow early), and at least a lookup's window.
 constexpr size_t kMinTailSlots = 64;
-size_t TailSlots(size_t capacity) { return kMinTailSlots + capacity / 256; }
+size_t TailSlots(size_t capacity) { return kMinTailSlots + capacity / 1024; }
 
-constexpr size_t kHugePage = size_t{2} << 20;
-// Allocations from this size on are mapped directly rather than taken from the allocator's heap.
-constexpr size_t kMapMinBytes = size_t{16} << 10;
 constexpr size_t kPage = 4096;
+constexpr size_t kHugePage = size_t{2} << 20;
+// Arrays from this size on are mappings of their own rather than taken from the allocator's heap.
+constexpr size_t kMapMinBytes = size_t{16} << 10;
 
-// `bytes` uninitialised bytes, 64-byte aligned. From kMapMinBytes on a private anonymous mapping
-// of their own (so that freeing it returns the memory to the system); from 2 MiB on also 2
-// MiB-aligned and advised to use huge pages (when the kernel allows). Throws std::bad_alloc when
-// there is no memory, as operator new does.
-std::unique_ptr<std::byte[], sparse_rows_internal::ArrayDelete> AllocateBytes(size_t bytes) {
-  bytes = std::max<size_t>(bytes, 1);
-  if (bytes < kMapMinBytes) {
-    void* p = ::operator new(bytes, std::align_val_t{64});
-    return {static_cast<std::byte*>(p), {bytes, false}};
-  }
+size_t PageRound(size_t bytes) { return (bytes + kPage - 1) & ~(kPage - 1); }
+
+// A private anonymous mapping of `bytes` (rounded up to whole pages) at an address aligned to
+// 2 MiB from 2 MiB on (and then advised to use huge pages, when the kernel allows; random lookups
+// in a large table otherwise spend much of their time on TLB misses), to a page otherwise.
+// Throws std::bad_alloc when there is no memory, as operator new does.
+void* MapAligned(size_t bytes) {
   const size_t alignment = bytes >= kHugePage ? kHugePage : kPage;
-  const size_t mapped = bytes + alignment;
+  const size_t mapped = PageRound(bytes) + alignment;
   void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) throw std::bad_alloc();
-  // Keep the aligned part (rounded up to whole pages) and give back what is before and after it.
+  // Keep the aligned part and give back what is before and after it.
   const auto base = reinterpret_cast<uintptr_t>(m);
   const uintptr_t begin = (base + alignment - 1) & ~(uintptr_t{alignment} - 1);
-  const uintptr_t end = begin + ((bytes + kPage - 1) & ~(kPage - 1));
+  const uintptr_t end = begin + PageRound(bytes);
   if (begin > base) munmap(m, begin - base);
   if (base + mapped > end) munmap(reinterpret_cast<void*>(end), base + mapped - end);
   void* p = reinterpret_cast<void*>(begin);
   if (alignment == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
-  return {static_cast<std::byte*>(p), {bytes, true}};
+  return p;
+}
+
+template <typename U>
+using Array = std::unique_ptr<U[], sparse_rows_internal::ArrayDelete>;
+
+// n uninitialised elements: from kMapMinBytes on a mapping of their own (MapAligned), so that
+// they can grow in place and go back to the system when freed; below, from operator new.
+template <typename U>
+Array<U> AllocateArray(size_t n) {
+  const size_t bytes = std::max<size_t>(n * sizeof(U), 1);
+  if (bytes < kMapMinBytes) return Array<U>(static_cast<U*>(::operator new(bytes, std::align_val_t{64})), {bytes, false});
+  return Array<U>(static_cast<U*>(MapAligned(bytes)), {bytes, true});
+}
+
+// Makes `a` (of `old_n` elements) hold `new_n` >= old_n elements, the first old_n kept. A
+// mapped array's pages move to the start of a new, larger mapping (mremap: no copy, and the
+// old pages are never resident twice); a small one is copied.
+template <typename U>
+void Enlarge(Array<U>& a, size_t old_n, size_t new_n) {
+  Array<U> bigger = AllocateArray<U>(new_n);
+  if (a.get_deleter().mapped && bigger.get_deleter().mapped) {
+    const size_t moved = PageRound(a.get_deleter().bytes);
+    void* at = mremap(a.get(), moved, moved, MREMAP_MAYMOVE | MREMAP_FIXED, bigger.get());
+    if (at == MAP_FAILED) throw std::bad_alloc();
+    (void)a.release();  // its pages now live at the start of `bigger`; its range is unmapped
+  } else if (old_n > 0) {
+    std::memcpy(bigger.get(), a.get(), old_n * sizeof(U));
+  }
+  a = std::move(bigger);
 }
 
 }  // namespace
@@ -55,7 +82,7 @@ std::unique_ptr<std::byte[], sparse_rows_internal::ArrayDelete> AllocateBytes(si
 namespace sparse_rows_internal {
 void ArrayDelete::operator()(void* p) const {
   if (mapped) {
-    munmap(p, bytes);
+    munmap(p, PageRound(bytes));
   } else {
     ::operator delete(p, std::align_val_t{64});
   }
@@ -63,10 +90,10 @@ void ArrayDelete::operator()(void* p) const {
 }  // namespace sparse_rows_internal
 
 template <typename T>
-SparseRows<T>::SparseRows(uint32_t row_len) : row_len_(row_len < 1 ? 1 : row_len), segments_(1) {
+SparseRows<T>::SparseRows(uint32_t row_len) : row_len_(row_len < 1 ? 1 : row_len) {
   const bool narrow = row_len_ * sizeof(T) <= kNarrowRowBytes;
   max_load_ = narrow ? 0.875 : 0.75;
-  growth_ = narrow ? 1.15 : 1.5;
+  growth_ = narrow ? 1.1 : 1.25;
 }
 
 template <typename T>
@@ -80,126 +107,97 @@ typename SparseRows<T>::Slot SparseRows<T>::Insert(uint64_t mix) {
     }
     return {max_row_.data(), inserted};
   }
+  if (slots_ == 0) Grow(1, 1.0);
   for (;;) {
-    Segment& s = segments_[SegmentOf(mix)];
-    if (s.slots == 0) Grow(s, 1, 1.0);
-    size_t i = Home(s, mix);
-    while (s.mixes[i] < mix) ++i;
-    if (s.mixes[i] == mix) return {Row(s, i), false};
+    size_t i = Home(mix);
+    while (mixes_[i] < mix) ++i;
+    if (mixes_[i] == mix) return {Row(i), false};
     // Insert at i, shifting the rest of the run [i, end) one slot up.
     size_t end = i;
-    while (s.mixes[end] != kEmpty) ++end;
-    const bool full = static_cast<double>(s.size + 1) > max_load_ * static_cast<double>(s.capacity);
-    if (full && segments_.size() == 1 && size_ + 1 > kSplitKeys) {
-      Split(0, growth_);
-      continue;
-    }
-    if (full || end + 1 >= s.slots) {  // the last slot must stay empty: it ends every scan
-      Grow(s, s.size + 1, full ? growth_ : 1.0625);
+    while (mixes_[end] != kEmpty) ++end;
+    const bool full = static_cast<double>(size_ + 1) > max_load_ * static_cast<double>(capacity_);
+    if (full || end + 1 >= slots_) {  // the last slot must stay empty: it ends every scan
+      Grow(size_ + 1, full ? growth_ : 1.0625);
       continue;
     }
     if (end > i) {
-      std::memmove(&s.mixes[i + 1], &s.mixes[i], (end - i) * sizeof(uint64_t));
-      std::memmove(Row(s, i + 1), Row(s, i), (end - i) * row_len_ * sizeof(T));
+      std::memmove(&mixes_[i + 1], &mixes_[i], (end - i) * sizeof(uint64_t));
+      std::memmove(Row(i + 1), Row(i), (end - i) * row_len_ * sizeof(T));
     }
-    s.mixes[i] = mix;
-    ++s.size;
+    mixes_[i] = mix;
     ++size_;
-    return {Row(s, i), true};
+    return {Row(i), true};
   }
 }
 
 template <typename T>
 void SparseRows<T>::Reserve(size_t n) {
-  if (segments_.size() == 1 && n > kSplitKeys) Split(0, 1.0);
-  if (segments_.size() == 1) {
-    Segment& s = segments_[0];
-    if (static_cast<double>(n) > max_load_ * static_cast<double>(s.capacity)) Grow(s, n, 1.0);
-    return;
-  }
-  // A segment's share of n random keys, with slack for the spread of a binomial count.
-  const double share = static_cast<double>(n) / kSegments;
-  const auto keys = static_cast<size_t>(std::ceil(share + 4 * std::sqrt(share) + 8));
-  for (Segment& s : segments_) {
-    if (static_cast<double>(keys) > max_load_ * static_cast<double>(s.capacity)) Grow(s, keys, 1.0);
-  }
+  if (static_cast<double>(n) > max_load_ * static_cast<double>(capacity_)) Grow(n, 1.0);
 }
 
 template <typename T>
-void SparseRows<T>::Grow(Segment& s, size_t keys, double factor) {
-  size_t capacity = std::max<size_t>(kMinCapacity, static_cast<size_t>(std::ceil(static_cast<double>(s.capacity) * factor)));
+void SparseRows<T>::Grow(size_t keys, double factor) {
+  size_t capacity = std::max<size_t>(kMinCapacity, static_cast<size_t>(std::ceil(static_cast<double>(capacity_) * factor)));
   capacity = std::max(capacity, static_cast<size_t>(std::ceil(static_cast<double>(keys) / max_load_)));
-  Segment grown;
-  while (!Fill(grown, capacity, s, 0, s.slots)) capacity += capacity / 16 + 1;
-  s = std::move(grown);
+  while (!Rebuild(capacity)) capacity += capacity / 16 + 1;
 }
 
 template <typename T>
-void SparseRows<T>::Split(size_t min_keys, double stagger) {
-  Segment whole = std::move(segments_[0]);
-  segments_.clear();
-  segments_.resize(kSegments);
-  segment_bits_ = kSegmentBits;
-  // The old slots are sorted by mix, so each new segment's keys are one run of them.
-  size_t first = 0;
-  for (size_t seg = 0; seg < kSegments; ++seg) {
-    size_t end = first;
-    size_t keys = 0;
-    for (; end < whole.slots && (whole.mixes[end] == kEmpty || SegmentOf(whole.mixes[end]) == seg); ++end) {
-      keys += whole.mixes[end] != kEmpty ? 1 : 0;
-    }
-    keys = std::max(keys, min_keys);
-    const double room = std::pow(stagger, static_cast<double>(seg) / kSegments) / max_load_;
-    size_t capacity = std::max<size_t>(kMinCapacity, static_cast<size_t>(std::ceil(static_cast<double>(keys) * room)));
-    while (!Fill(segments_[seg], capacity, whole, first, end)) capacity += capacity / 16 + 1;
-    first = end;
-  }
-}
-
-template <typename T>
-bool SparseRows<T>::Fill(Segment& to, size_t capacity, const Segment& from, size_t first, size_t end) const {
+bool SparseRows<T>::Rebuild(size_t capacity) {
   static_assert(kWindow <= kMinTailSlots, "a lookup window must fit in the tail");
   const size_t slots = capacity + TailSlots(capacity);
-  const size_t rows_offset = (slots * sizeof(uint64_t) + 63) & ~size_t{63};
-  auto memory = AllocateBytes(rows_offset + slots * row_len_ * sizeof(T));
-  auto* mixes = reinterpret_cast<uint64_t*>(memory.get());
-  auto* rows = reinterpret_cast<T*>(memory.get() + rows_offset);
-  std::fill(mixes, mixes + slots, kEmpty);
-  // The old slots are sorted by mix and the new homes are monotone in the mix: placing each at
-  // max(home, previous + 1) yields the sorted, gap-free runs that ordered probing needs.
+  const auto home = [capacity](uint64_t mix) {
+    return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity) >> 64);
+  };
+  // Every key goes to max(its home, the previous key's new slot + 1): sorted, gap-free runs. A
+  // key's new slot is at or after its old one (its home for the larger capacity is, and so, by
+  // induction, is the previous key's new slot), so walking from the last key to the first, each
+  // moves to a slot that is free by then. A key's new slot depends on every key before it, so a
+  // first, forward pass checks that all fit and records the running "previous slot + 1" at the
+  // start of every chunk of old slots; the backward pass recomputes one chunk's slots at a time.
+  constexpr size_t kChunk = 4096;
+  std::vector<size_t> chunk_next;
+  chunk_next.reserve(slots_ / kChunk + 1);
   size_t next = 0;
-  size_t keys = 0;
-  for (size_t i = first; i < end; ++i) {
-    const uint64_t mix = from.mixes[i];
+  for (size_t i = 0; i < slots_; ++i) {
+    if (i % kChunk == 0) chunk_next.push_back(next);
+    const uint64_t mix = mixes_[i];
     if (mix == kEmpty) continue;
-    const size_t pos = std::max(HomeIn(capacity, mix), next);
+    const size_t pos = std::max(home(mix), next);
     if (pos + 1 >= slots) return false;
-    mixes[pos] = mix;
-    std::memcpy(rows + pos * row_len_, Row(from, i), row_len_ * sizeof(T));
     next = pos + 1;
-    ++keys;
   }
-  to.capacity = capacity;
-  to.slots = slots;
-  to.size = keys;
-  to.mixes = mixes;
-  to.rows = rows;
-  to.memory = std::move(memory);
+  Enlarge(mixes_, slots_, slots);
+  Enlarge(rows_, slots_ * row_len_, slots * row_len_);
+  std::fill(mixes_.get() + slots_, mixes_.get() + slots, kEmpty);
+  std::vector<size_t> chunk_pos(std::min(kChunk, slots_));
+  for (size_t c = chunk_next.size(); c-- > 0;) {
+    const size_t first = c * kChunk, end = std::min(slots_, first + kChunk);
+    next = chunk_next[c];
+    for (size_t i = first; i < end; ++i) {
+      const uint64_t mix = mixes_[i];
+      if (mix == kEmpty) continue;
+      chunk_pos[i - first] = std::max(home(mix), next);
+      next = chunk_pos[i - first] + 1;
+    }
+    for (size_t i = end; i-- > first;) {
+      const uint64_t mix = mixes_[i];
+      if (mix == kEmpty) continue;
+      const size_t pos = chunk_pos[i - first];
+      if (pos == i) continue;
+      mixes_[pos] = mix;
+      std::memcpy(Row(pos), Row(i), row_len_ * sizeof(T));  // pos > i: the rows do not overlap
+      mixes_[i] = kEmpty;  // unless a key before it moves here, which comes later in this walk
+    }
+  }
+  capacity_ = capacity;
+  slots_ = slots;
   return true;
 }
 
 template <typename T>
-size_t SparseRows<T>::capacity() const {
-  size_t n = 0;
-  for (const Segment& s : segments_) n += s.capacity;
-  return n;
-}
-
-template <typename T>
 size_t SparseRows<T>::memory_bytes() const {
-  size_t bytes = sizeof(*this) + segments_.capacity() * sizeof(Segment) + max_row_.capacity() * sizeof(T);
-  for (const Segment& s : segments_) bytes += s.slots * (sizeof(uint64_t) + row_len_ * sizeof(T));
-  return bytes;
+  return sizeof(*this) + slots_ * (sizeof(uint64_t) + row_len_ * sizeof(T)) + max_row_.capacity() * sizeof(T);
 }
 
 template class SparseRows<float>;
