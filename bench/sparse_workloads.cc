@@ -19,7 +19,7 @@
 #include "pserver/kv_worker.h"
 #include "run_span.h"
 #include "kv/local_cluster.h"
-#include "process_memory.h"
+#include "base/process_memory.h"
 
 namespace pserver::bench {
 namespace {
@@ -60,8 +60,9 @@ Status Prefill(const SparseWorkloadOptions& o, Node& node, KVWorker<float>& kv, 
       PSERVER_RETURN_IF_ERROR(kv.Wait(in_flight.front()));
       in_flight.erase(in_flight.begin());
     }
-    PSERVER_ASSIGN_OR_RETURN(Timestamp ts,
-                             kv.Push(table, SharedArray<Key>(std::move(keys)), SharedArray<float>(std::vector<float>(n))));
+    // Not zeros: a filter may leave a zero out (sigmod), and the table must hold every key.
+    PSERVER_ASSIGN_OR_RETURN(
+        Timestamp ts, kv.Push(table, SharedArray<Key>(std::move(keys)), SharedArray<float>(std::vector<float>(n, 1e-3f))));
     in_flight.push_back(ts);
   }
   for (Timestamp ts : in_flight) PSERVER_RETURN_IF_ERROR(kv.Wait(ts));
@@ -111,10 +112,10 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
     return Status::InvalidArgument(fmt::format("sparse workload: exact_requests ({}) must exceed the window ({})",
                                                o.exact_requests, o.window));
   }
-  ProcessMemory at_start, prefilled;  // prefilled: written by worker 0 only
+  base::ProcessMemory at_start, prefilled;  // prefilled: written by worker 0 only
   if (o.prefill) {
-    PSERVER_RETURN_IF_ERROR(ResetPeakRss());
-    PSERVER_ASSIGN_OR_RETURN(at_start, ReadProcessMemory());
+    PSERVER_RETURN_IF_ERROR(base::ResetPeakRss());
+    PSERVER_ASSIGN_OR_RETURN(at_start, base::ReadProcessMemory());
   }
   kv::LocalClusterOptions co;
   co.node.replicas = o.replicas;
@@ -147,7 +148,7 @@ Result<SparseThroughput> MeasureClusterSparse(const SparseWorkloadOptions& o, co
       }
       PSERVER_RETURN_IF_ERROR(node.Barrier(BarrierGroup::kWorkers));
       if (node.rank().value == 0) {
-        PSERVER_ASSIGN_OR_RETURN(ProcessMemory now, ReadProcessMemory());
+        PSERVER_ASSIGN_OR_RETURN(base::ProcessMemory now, base::ReadProcessMemory());
         prefilled = now;
       }
     }
@@ -332,6 +333,11 @@ Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const
   constexpr size_t kPerRequest = 100'000;
   constexpr size_t kWarmUpRequests = 8;
   constexpr TableId kTable{1};
+  if (num_keys < 10 * kPerRequest) {
+    return Status::InvalidArgument(fmt::format(
+        "sparse memory: {} keys is too few to measure: at least {} (the first {} set the baseline)", num_keys,
+        10 * kPerRequest, kPerRequest));
+  }
   TableSpec spec = SparseSgdSpec();
   spec.updater = rule == "sgd" ? spec.updater : UpdaterSpec{rule, {}};
   SparseMemory m;
@@ -370,18 +376,19 @@ Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const
     PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<kv::TableStore> warm_up, make_store());
     PSERVER_RETURN_IF_ERROR(fill(*warm_up, kWarmUpRequests * kPerRequest));
   }
+  PSERVER_ASSIGN_OR_RETURN(const base::ProcessMemory empty, base::ReadProcessMemory());
   PSERVER_ASSIGN_OR_RETURN(std::unique_ptr<kv::TableStore> store, make_store());
   const auto start = Clock::now();
   PSERVER_RETURN_IF_ERROR(fill(*store, std::min(kPerRequest, num_keys)));  // its scratch
   const size_t keys_before = store->num_keys();
   malloc_trim(0);
-  PSERVER_RETURN_IF_ERROR(ResetPeakRss());
-  PSERVER_ASSIGN_OR_RETURN(ProcessMemory before, ReadProcessMemory());
+  PSERVER_RETURN_IF_ERROR(base::ResetPeakRss());
+  PSERVER_ASSIGN_OR_RETURN(base::ProcessMemory before, base::ReadProcessMemory());
   PSERVER_RETURN_IF_ERROR(fill(*store, num_keys - keys_before));
   m.fill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  PSERVER_ASSIGN_OR_RETURN(ProcessMemory untrimmed, ReadProcessMemory());
+  PSERVER_ASSIGN_OR_RETURN(base::ProcessMemory untrimmed, base::ReadProcessMemory());
   malloc_trim(0);
-  PSERVER_ASSIGN_OR_RETURN(ProcessMemory after, ReadProcessMemory());
+  PSERVER_ASSIGN_OR_RETURN(base::ProcessMemory after, base::ReadProcessMemory());
   m.keys = store->num_keys();
   m.keys_measured = m.keys - keys_before;
   m.store_bytes = store->memory_bytes();
@@ -389,6 +396,7 @@ Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const
   m.resident_bytes = growth(after.rss_bytes);
   m.untrimmed_bytes = growth(untrimmed.rss_bytes);
   m.peak_bytes = growth(untrimmed.peak_bytes);
+  m.whole_bytes = untrimmed.rss_bytes > empty.rss_bytes ? untrimmed.rss_bytes - empty.rss_bytes : 0;
   if (m.keys == 0) return Status::Internal("sparse memory: the store holds no keys");
   return m;
 }

@@ -100,7 +100,8 @@ struct SparseThroughput {
   double wire_bytes_per_request = 0;
   // With options.prefill: its duration (the slowest worker's), and the process's resident memory
   // (VmRSS) after it less before the cluster started, and its peak (VmHWM) until then, less the
-  // same. The process holds every node: on one machine, this is all servers' memory together.
+  // same. The process holds every node: this is the whole in-process cluster's memory (servers,
+  // workers, scheduler, transport buffers; times the replicas).
   double prefill_seconds = 0;
   size_t prefill_resident_bytes = 0;
   size_t prefill_peak_bytes = 0;
@@ -140,6 +141,10 @@ struct SparseMemory {
   size_t untrimmed_bytes = 0;
   // The process's peak resident memory (VmHWM) during the fill, untrimmed, less the baseline.
   size_t peak_bytes = 0;
+  // Everything: the resident memory after the fill, untrimmed, less that before the store was
+  // made (the first request's keys, the store's scratch and the allocator's slack included); per
+  // parameter over all `keys`.
+  size_t whole_bytes = 0;
   double fill_seconds = 0;
 
   // Bytes per key added after the baseline.

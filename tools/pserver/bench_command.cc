@@ -281,16 +281,17 @@ Result<std::vector<BenchResult>> MemoryCells(const BenchFlags& f) {
   for (const std::string& rule : f.memory_rules) {
     for (size_t keys : f.memory_keys) {
       PSERVER_ASSIGN_OR_RETURN(bench::SparseMemory m, bench::MeasureSparseMemory(keys, shards, rule, 43));
-      const std::string cell = fmt::format("sparse_{}/{}keys/{}shards", rule, KeyCount(m.keys), m.shards);
+      const std::string cell = fmt::format("sparse_{}/{}keys/{}shards", rule, KeyCount(keys), m.shards);
       const double target = kMemoryTargetBytes * (sizeof(Key) + m.row_bytes) / (sizeof(Key) + sizeof(float));
       const double resident = m.PerParam(m.resident_bytes);
       out.push_back(bench::MakeTargetResult("memory/" + cell, "B/param", resident, target));
       // The peak counts what the allocator holds free, so it is held to the untrimmed figure.
       out.push_back(bench::MakeTargetResult("memory_peak/" + cell, "B/param", m.PerParam(m.peak_bytes),
                                             kMemoryPeakAllowance * m.PerParam(m.untrimmed_bytes)));
-      std::printf("  %s: resident %.2f B/param (untrimmed %.2f), peak %.2f B/param (over the last %zu keys); the "
-                  "store's own count %.2f B/param; key and row %zu B; filled in %.1f s\n",
+      std::printf("  %s: resident %.2f B/param (untrimmed %.2f), peak %.2f B/param (over the last %zu keys); "
+                  "everything %.2f B/param; the store's own count %.2f B/param; key and row %zu B; filled in %.1f s\n",
                   cell.c_str(), resident, m.PerParam(m.untrimmed_bytes), m.PerParam(m.peak_bytes), m.keys_measured,
+                  static_cast<double>(m.whole_bytes) / static_cast<double>(m.keys),
                   static_cast<double>(m.store_bytes) / static_cast<double>(m.keys), sizeof(Key) + m.row_bytes,
                   m.fill_seconds);
     }
@@ -482,7 +483,7 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
       ->capture_default_str();
   cmd->add_option("--memory-keys", f->memory_keys, "memory: keys stored before measuring (a list: one store each)")
       ->delimiter(',')
-      ->check(CLI::Range(size_t{1}, size_t{4'000'000'000}))
+      ->check(CLI::Range(size_t{1'000'000}, size_t{4'000'000'000}))
       ->capture_default_str();
   cmd->add_option("--memory-rules", f->memory_rules, "memory: the stores' update rules (sgd, adagrad, adam, ftrl)")
       ->delimiter(',')

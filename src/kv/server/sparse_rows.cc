@@ -28,52 +28,73 @@ constexpr size_t kMapMinBytes = size_t{16} << 10;
 
 size_t PageRound(size_t bytes) { return (bytes + kPage - 1) & ~(kPage - 1); }
 
-// A private anonymous mapping of `bytes` (rounded up to whole pages) at an address aligned to
-// 2 MiB from 2 MiB on (and then advised to use huge pages, when the kernel allows; random lookups
-// in a large table otherwise spend much of their time on TLB misses), to a page otherwise.
-// Throws std::bad_alloc when there is no memory, as operator new does.
-void* MapAligned(size_t bytes) {
-  const size_t alignment = bytes >= kHugePage ? kHugePage : kPage;
-  const size_t mapped = PageRound(bytes) + alignment;
-  void* m = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) throw std::bad_alloc();
+// The alignment of a mapping of `bytes`: 2 MiB from 2 MiB on (such mappings are advised to use
+// huge pages, when the kernel allows: random lookups in a large table otherwise spend much of
+// their time on TLB misses), a page otherwise.
+size_t AlignmentFor(size_t bytes) { return bytes >= kHugePage ? kHugePage : kPage; }
+
+// An aligned range of PageRound(bytes) (AlignmentFor), mapped with `prot` and `flags` (private,
+// anonymous); nullptr if there is no room.
+void* MapRange(size_t bytes, int prot, int flags) {
+  const size_t alignment = AlignmentFor(bytes);
+  const size_t length = PageRound(bytes);
+  const size_t mapped = alignment == kPage ? length : length + alignment;
+  void* m = mmap(nullptr, mapped, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
   // Keep the aligned part and give back what is before and after it.
   const auto base = reinterpret_cast<uintptr_t>(m);
   const uintptr_t begin = (base + alignment - 1) & ~(uintptr_t{alignment} - 1);
-  const uintptr_t end = begin + PageRound(bytes);
   if (begin > base) munmap(m, begin - base);
-  if (base + mapped > end) munmap(reinterpret_cast<void*>(end), base + mapped - end);
-  void* p = reinterpret_cast<void*>(begin);
-  if (alignment == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
-  return p;
+  if (base + mapped > begin + length) munmap(reinterpret_cast<void*>(begin + length), base + mapped - begin - length);
+  return reinterpret_cast<void*>(begin);
+}
+
+void AdviseHugePages(void* p, size_t bytes) {
+  if (AlignmentFor(bytes) == kHugePage) madvise(p, PageRound(bytes), MADV_HUGEPAGE);  // a hint: failure is harmless
 }
 
 template <typename U>
 using Array = std::unique_ptr<U[], sparse_rows_internal::ArrayDelete>;
 
-// n uninitialised elements: from kMapMinBytes on a mapping of their own (MapAligned), so that
-// they can grow in place and go back to the system when freed; below, from operator new.
+// n uninitialised elements: from kMapMinBytes on a mapping of their own (one kernel mapping, so
+// that it can grow in place and goes back to the system when freed); below, from operator new.
+// Throws std::bad_alloc when there is no memory, as operator new does.
 template <typename U>
 Array<U> AllocateArray(size_t n) {
   const size_t bytes = std::max<size_t>(n * sizeof(U), 1);
   if (bytes < kMapMinBytes) return Array<U>(static_cast<U*>(::operator new(bytes, std::align_val_t{64})), {bytes, false});
-  return Array<U>(static_cast<U*>(MapAligned(bytes)), {bytes, true});
+  void* p = MapRange(bytes, PROT_READ | PROT_WRITE, 0);
+  if (p == nullptr) throw std::bad_alloc();
+  AdviseHugePages(p, bytes);
+  return Array<U>(static_cast<U*>(p), {bytes, true});
 }
 
-// Makes `a` (of `old_n` elements) hold `new_n` >= old_n elements, the first old_n kept. A
-// mapped array's pages move to the start of a new, larger mapping (mremap: no copy, and the
-// old pages are never resident twice); a small one is copied.
+// Makes `a` (of `old_n` elements) hold `new_n` elements, the first old_n kept; nothing if it
+// already holds as many. A mapped array is moved and extended by the kernel in one step
+// (mremap into an aligned range reserved for it: its pages change address, no byte is copied,
+// they are never resident twice, and it stays one mapping); a small one is copied. Throws
+// std::bad_alloc, with `a` unchanged, when there is no memory or address space.
 template <typename U>
 void Enlarge(Array<U>& a, size_t old_n, size_t new_n) {
-  Array<U> bigger = AllocateArray<U>(new_n);
-  if (a.get_deleter().mapped && bigger.get_deleter().mapped) {
-    const size_t moved = PageRound(a.get_deleter().bytes);
-    void* at = mremap(a.get(), moved, moved, MREMAP_MAYMOVE | MREMAP_FIXED, bigger.get());
-    if (at == MAP_FAILED) throw std::bad_alloc();
-    (void)a.release();  // its pages now live at the start of `bigger`; its range is unmapped
-  } else if (old_n > 0) {
-    std::memcpy(bigger.get(), a.get(), old_n * sizeof(U));
+  const size_t new_bytes = new_n * sizeof(U);
+  if (a && a.get_deleter().bytes >= new_bytes) return;  // an earlier, interrupted growth made it
+  if (a && a.get_deleter().mapped) {
+    // Reserved, not committed: only the moved pages and those touched later take memory.
+    void* range = MapRange(new_bytes, PROT_NONE, MAP_NORESERVE);
+    if (range == nullptr) throw std::bad_alloc();
+    void* at = mremap(a.get(), PageRound(a.get_deleter().bytes), PageRound(new_bytes), MREMAP_MAYMOVE | MREMAP_FIXED,
+                      range);
+    if (at == MAP_FAILED) {
+      munmap(range, PageRound(new_bytes));
+      throw std::bad_alloc();
+    }
+    AdviseHugePages(at, new_bytes);  // the moved mapping keeps the old one's advice: renew it
+    (void)a.release();               // its range was unmapped by the move
+    a = Array<U>(static_cast<U*>(at), {new_bytes, true});
+    return;
   }
+  Array<U> bigger = AllocateArray<U>(new_n);
+  if (old_n > 0) std::memcpy(bigger.get(), a.get(), old_n * sizeof(U));
   a = std::move(bigger);
 }
 
@@ -145,6 +166,9 @@ void SparseRows<T>::Grow(size_t keys, double factor) {
 template <typename T>
 bool SparseRows<T>::Rebuild(size_t capacity) {
   static_assert(kWindow <= kMinTailSlots, "a lookup window must fit in the tail");
+  // Placing in place needs homes that only move up: never a smaller capacity (Grow then tries
+  // larger ones).
+  if (capacity < capacity_) return false;
   const size_t slots = capacity + TailSlots(capacity);
   const auto home = [capacity](uint64_t mix) {
     return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity) >> 64);

@@ -22,20 +22,23 @@
 // stays empty as the sentinel; a table whose probe would run past it grows.
 //
 // Growth in place, never a copy of the table. Arrays of 16 KiB and more are anonymous mappings
-// of their own (mmap). To grow, each array gets a larger mapping and its pages are moved to the
-// start of it (mremap: the kernel moves page-table entries, no byte is copied and no second
-// copy of the table is ever resident), then the keys are placed for the new capacity walking
-// from the last to the first, each to a slot at or after its own, so nothing is overwritten
-// before it has moved. The process's memory while growing is therefore the new table's only:
-// its peak is the steady size it grows to, not the old and the new arrays together. Memory
-// freed by a shrinking erase stays with the table; memory of a dropped table goes back to the
-// system at once (unmapped, not kept in the allocator's heap).
+// of their own (mmap), each one kernel mapping. To grow, the kernel moves and extends each array
+// in one step (mremap into an aligned range reserved for it: the pages change address, no byte
+// is copied, and no second copy of the table is ever resident); then the keys are placed for the
+// new capacity from the last to the first, each to a slot at or after its own, so nothing is
+// overwritten before it has moved. The process's memory while growing is therefore the new
+// table's only: its peak is the size it grows to, not the old and the new arrays together. A
+// growth costs three passes over the slots (a check that every key fits, then one chunk at a
+// time: its new slots, and the moves) and holds the table for their time: about a second per
+// 100 M keys. Memory freed by an erase stays with the table; memory of a dropped table goes
+// back to the system at once (unmapped, not kept in the allocator's heap).
 //
-// Memory: (8 + row_len * sizeof(T)) bytes per slot. Growing in place costs a pass over the table
-// and no memory, so the table grows in small steps. Narrow rows (at most 16 bytes) keep the load
-// between 0.795 and 0.875 (growth by 1.1x): a width-1 float row costs 13.7 to 15.1 bytes, tails
-// included. Wider rows keep the load between 0.6 and 0.75 (growth 1.25x) because an insert
-// shifts the rest of its probe run by one slot, and that costs more with wide rows.
+// Memory: (8 + row_len * sizeof(T)) bytes per slot. Growing in place costs no memory, so the
+// table grows in small steps. Narrow rows (at most 16 bytes) keep the load between 0.795 and
+// 0.875 (growth by 1.1x): a width-1 float row costs 13.7 to 15.1 bytes, tails included. Wider
+// rows keep the load between 0.6 and 0.75 (growth 1.25x) because an insert shifts the rest of
+// its probe run by one slot, and that costs more with wide rows. (A Reserve, or a probe run
+// past the tail, grows the table outside these bounds.)
 //
 // Thread safety: thread-compatible. Const methods may run concurrently with each other; any
 // non-const call needs exclusive access.

@@ -1,9 +1,9 @@
-#include "process_memory.h"
+#include "base/process_memory.h"
 
 #include <fstream>
 #include <string>
 
-namespace pserver::bench {
+namespace pserver::base {
 
 Result<ProcessMemory> ReadProcessMemory() {
   std::ifstream in("/proc/self/status");
@@ -23,10 +23,9 @@ Result<ProcessMemory> ReadProcessMemory() {
 
 Status ResetPeakRss() {
   std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.flush();
+  out << "5" << std::flush;
   if (!out) return Status::NotFound("cannot reset the peak resident size (/proc/self/clear_refs)");
   return Status::Ok();
 }
 
-}  // namespace pserver::bench
+}  // namespace pserver::base

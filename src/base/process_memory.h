@@ -1,6 +1,6 @@
 // The process's resident memory as the kernel counts it (/proc/self/status), and a reset of its
 // peak: what a memory figure that "counts everything" -- the store, the allocator's slack,
-// freed-but-kept pages, scratch -- is measured with.
+// freed-but-kept pages, scratch -- is measured with (the memory benchmark and tests). Linux only.
 #pragma once
 
 #include <cstddef>
@@ -8,7 +8,7 @@
 #include "pserver/result.h"
 #include "pserver/status.h"
 
-namespace pserver::bench {
+namespace pserver::base {
 
 struct ProcessMemory {
   size_t rss_bytes = 0;   // VmRSS: resident now
@@ -21,4 +21,4 @@ Result<ProcessMemory> ReadProcessMemory();
 // Resets VmHWM to the current resident size (writes "5" to /proc/self/clear_refs; Linux 4.0+).
 Status ResetPeakRss();
 
-}  // namespace pserver::bench
+}  // namespace pserver::base
