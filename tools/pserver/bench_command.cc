@@ -274,7 +274,7 @@ Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::str
 
 // Bytes per stored parameter of the server's sparse store, with the server's default number of
 // shards, for every --memory-rules and --memory-keys (deterministic: one repetition each): the
-// resident figure against its target, and the peak while growing against the resident one.
+// resident figure against its target, and the peak while growing against the untrimmed one.
 Result<std::vector<BenchResult>> MemoryCells(const BenchFlags& f) {
   const uint32_t shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   std::vector<BenchResult> out;
