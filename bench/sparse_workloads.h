@@ -161,7 +161,8 @@ struct SparseMemory {
 // first request (100k keys) was pushed into the measured store: that sets up what does not grow
 // with the table (the allocator's heap at its working size for requests of this shape, the
 // pool's threads, the store's per-request scratch), so the figures are what each further
-// parameter costs. REQUIRES num_keys well above 100k for them to mean anything.
+// parameter costs. kInvalidArgument for fewer than 1 M keys (too few for the figures to mean
+// anything).
 Result<SparseMemory> MeasureSparseMemory(size_t num_keys, uint32_t shards, const std::string& rule, uint64_t seed);
 
 }  // namespace pserver::bench

@@ -1,7 +1,10 @@
 #include "base/process_memory.h"
 
+#include <charconv>
 #include <fstream>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 namespace pserver::base {
 
@@ -11,13 +14,22 @@ Result<ProcessMemory> ReadProcessMemory() {
   ProcessMemory m;
   bool rss = false, peak = false;
   std::string line;
+  // Lines such as "VmRSS:\t  123456 kB": true if `line` is `field`'s, with its bytes in *out.
+  const auto parse = [&line](std::string_view field, size_t* out) {
+    if (!line.starts_with(field)) return false;
+    const char* p = line.data() + field.size();
+    const char* end = line.data() + line.size();
+    while (p < end && (*p == ' ' || *p == '\t')) ++p;
+    size_t kib = 0;
+    if (std::from_chars(p, end, kib).ec != std::errc()) return false;
+    *out = kib << 10;
+    return true;
+  };
   while (std::getline(in, line)) {
-    // Lines such as "VmRSS:\t  123456 kB".
-    const auto kib = [&line] { return static_cast<size_t>(std::stoull(line.substr(line.find(':') + 1))) << 10; };
-    if (line.starts_with("VmRSS:")) m.rss_bytes = kib(), rss = true;
-    if (line.starts_with("VmHWM:")) m.peak_bytes = kib(), peak = true;
+    rss = parse("VmRSS:", &m.rss_bytes) || rss;
+    peak = parse("VmHWM:", &m.peak_bytes) || peak;
   }
-  if (!rss || !peak) return Status::NotFound("/proc/self/status has no VmRSS or VmHWM line");
+  if (!rss || !peak) return Status::NotFound("/proc/self/status has no readable VmRSS or VmHWM line");
   return m;
 }
 

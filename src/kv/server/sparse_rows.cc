@@ -170,9 +170,7 @@ bool SparseRows<T>::Rebuild(size_t capacity) {
   // larger ones).
   if (capacity < capacity_) return false;
   const size_t slots = capacity + TailSlots(capacity);
-  const auto home = [capacity](uint64_t mix) {
-    return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity) >> 64);
-  };
+  const auto home = [capacity](uint64_t mix) { return HomeFor(mix, capacity); };
   // Every key goes to max(its home, the previous key's new slot + 1): sorted, gap-free runs. A
   // key's new slot is at or after its old one (its home for the larger capacity is, and so, by
   // induction, is the previous key's new slot), so walking from the last key to the first, each

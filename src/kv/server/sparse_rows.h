@@ -30,8 +30,9 @@
 // table's only: its peak is the size it grows to, not the old and the new arrays together. A
 // growth costs three passes over the slots (a check that every key fits, then one chunk at a
 // time: its new slots, and the moves) and holds the table for their time: 1.1 to 1.5 s per
-// 100 M keys on the development machine. Memory freed by an erase stays with the table; memory of a dropped table goes
-// back to the system at once (unmapped, not kept in the allocator's heap).
+// 100 M keys on the development machine. Memory freed by an erase stays with the table; memory
+// of a dropped table goes back to the system at once (unmapped, not kept in the allocator's
+// heap).
 //
 // Memory: (8 + row_len * sizeof(T)) bytes per slot. Growing in place costs no memory, so the
 // table grows in small steps. Narrow rows (at most 16 bytes) keep the load between 0.795 and
@@ -222,8 +223,11 @@ class SparseRows {
     while (mixes_[i] < mix) ++i;  // stops at the latest at the empty sentinel
     return i;
   }
-  size_t Home(uint64_t mix) const {
-    return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity_) >> 64);
+  size_t Home(uint64_t mix) const { return HomeFor(mix, capacity_); }
+  // The home slot of `mix` in a table of `capacity` home slots: monotone in the mix, and in the
+  // capacity.
+  static size_t HomeFor(uint64_t mix, size_t capacity) {
+    return static_cast<size_t>((static_cast<sparse_rows_internal::Uint128>(mix) * capacity) >> 64);
   }
   T* Row(size_t slot) const { return rows_.get() + slot * row_len_; }
   // Regrows to hold at least `keys` keys at the maximal load; at least a `factor` larger.
