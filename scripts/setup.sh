@@ -10,6 +10,8 @@ packages=(
   # the scheduler's store: etcd's JSON gateway over HTTP (cpp-httplib), and etcd for its tests
   libcpp-httplib-dev etcd-server
   iproute2 nftables procps
+  # `pserver node` under a real mpirun (tests/engine/engine_test.sh)
+  openmpi-bin
   # clang builds of scripts/test.sh: libFuzzer, ASan+UBSan, TSan (runtimes in libclang-rt-14-dev;
   # llvm's llvm-symbolizer turns the sanitizers' addresses into file:line)
   clang libclang-rt-14-dev llvm

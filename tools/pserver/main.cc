@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pserver/bench_command.h"
+#include "pserver/engine_node.h"
 #include "pserver/launch_command.h"
 #include "pserver/logging.h"
 #include "pserver/node_commands.h"
@@ -38,6 +39,7 @@ int Main(int argc, char** argv) {
   pserver::tools::AddDrainCommand(app, &run);
   pserver::tools::AddCheckpointCommand(app, &run);
   pserver::tools::AddLaunchCommand(app, SelfExe(argv[0]), &run);
+  pserver::tools::AddNodeCommand(app, SelfExe(argv[0]), &run);
   pserver::tools::AddChaosCommand(app, SelfExe(argv[0]), &run);
   pserver::tools::AddBenchCommand(app, &run);
   pserver::tools::AddTrainCommand(app, SelfExe(argv[0]), std::vector<std::string>(argv, argv + argc), &run);

@@ -102,7 +102,7 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::Range(1, 65536))
       ->required();
   cmd->add_option("--address-file", *address_file,
-                  "Write the address nodes should register at to this file once listening");
+                  "Write the address nodes should register at to this file once listening (removed when the job ends)");
   cmd->add_option("--store", o->store,
                   "Keep the job's state here -- file:DIR or etcd:http://HOST:PORT[/PREFIX] -- so that a scheduler "
                   "started again on it resumes the job (docs/durability.md)")
@@ -133,8 +133,8 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
                                      "--checkpoint-every {} s: checkpoints at least 0.01 s apart, please", *checkpoint_every)));
       }
       o->checkpoint_interval = std::chrono::milliseconds(static_cast<int64_t>(*checkpoint_every * 1000));
+      std::error_code ec;
       if (!o->checkpoint_dir.empty()) {
-        std::error_code ec;
         o->checkpoint_dir = std::filesystem::absolute(o->checkpoint_dir, ec).lexically_normal().string();
         if (Status s = CheckWritableDirectory(o->checkpoint_dir); !s.ok()) return Fail("scheduler", s);
       }
@@ -148,6 +148,8 @@ void AddSchedulerCommand(CLI::App& app, std::function<int()>* run) {
         }
       }
       Status s = (*node)->Run();
+      // The address is the job's: once it ended, no node may find it there.
+      if (!address_file->empty()) std::filesystem::remove(*address_file, ec);
       if (!s.ok()) return Fail("scheduler", s);
       std::printf("scheduler: job finished\n");
       return 0;
