@@ -12,6 +12,8 @@ packages=(
   iproute2 nftables procps
   # `pserver node` under a real mpirun (tests/engine/engine_test.sh)
   openmpi-bin
+  # the Python package (python/): pybind11 and the interpreter's headers; numpy at run time
+  pybind11-dev python3-dev python3-numpy
   # clang builds of scripts/test.sh: libFuzzer, ASan+UBSan, TSan (runtimes in libclang-rt-14-dev;
   # llvm's llvm-symbolizer turns the sanitizers' addresses into file:line)
   clang libclang-rt-14-dev llvm
