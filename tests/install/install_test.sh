@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install_test: `cmake --install` gives a user what docs/install.md promises.
 #
-#   install_test.sh BUILD_DIR SOURCE_DIR CXX
+#   install_test.sh BUILD_DIR SOURCE_DIR CXX [PYTHON PYTHON_DIR]
 #
 # Installs BUILD_DIR into a fresh prefix, then, as a user would, with nothing of the build tree:
 #   1. every installed header compiles on its own include path (no internal header leaks out);
@@ -9,9 +9,11 @@
 #      builds against pserver::pserver, and its workers' sums are exact under the installed
 #      `pserver launch` (2 servers, 3 workers);
 #   3. the same program built with nothing but `pkg-config --cflags --libs pserver` runs too;
-#   4. the package refuses a version it is not (find_package(pserver 99)).
+#   4. the package refuses a version it is not (find_package(pserver 99));
+#   5. with PYTHON: the Python package, installed in PREFIX/PYTHON_DIR, imports from there and
+#      its check worker passes under the installed `pserver launch`.
 set -euo pipefail
-build=$1 source=$2 cxx=$3
+build=$1 source=$2 cxx=$3 python=${4:-} python_dir=${5:-}
 work=$(mktemp -d "${TMPDIR:-/tmp}/pserver_install_test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
@@ -66,4 +68,16 @@ if cmake -S "$work/too_new" -B "$work/too_new/build" -DCMAKE_PREFIX_PATH="$prefi
 fi
 grep -q "not accepted" "$work/too_new.log" && grep -q "pserverConfig.cmake, version: " "$work/too_new.log" || { cat "$work/too_new.log"; fail "find_package(pserver 99) failed for another reason"; }
 echo "install_test: find_package(pserver 99) refused"
+
+if [ -n "$python" ]; then
+  export PYTHONPATH="$prefix/$python_dir"
+  where=$(cd "$work" && "$python" -c 'import pserver; print(pserver.__file__)') || fail "import pserver from $PYTHONPATH"
+  case "$where" in "$prefix"/*) ;; *) fail "import pserver found $where, not the installed package";; esac
+  rc=0
+  "$prefix/bin/pserver" launch --servers 1 --workers 2 -- "$python" "$source/python/tests/check_worker.py" \
+    >"$work/python.log" 2>&1 || rc=$?
+  passed=$(grep -c "every check passed" "$work/python.log" || true)
+  [ "$rc" = 0 ] && [ "$passed" = 2 ] || { cat "$work/python.log"; fail "the installed Python package: exit $rc"; }
+  echo "install_test: the Python package imports from $prefix/$python_dir and its checks pass"
+fi
 echo "install_test: passed"
