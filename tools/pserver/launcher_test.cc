@@ -38,8 +38,7 @@ namespace {
 
 // What the fake scheduler and servers do once started.
 enum class Fake {
-  kExitWhenWorkersDone,  // like the real ones: exit 0 once every worker wrote done.<rank> (servers:
-                         // and was reaped, see FakeServer)
+  kExitWhenWorkersDone,  // like the real ones: exit 0 once every worker wrote done.<rank>
   kRunUntilKilled,       // exec sleep 1000
   kIgnoreSigterm,        // exec sleep 1000 with SIGTERM ignored
   kFailAfterStartup,     // exit 4 once the cluster is up
@@ -81,12 +80,6 @@ class LauncherTest : public ::testing::Test {
         << "    sleep 0.01\n"
         << "  done\n"
         << "}\n"
-        // kill -0 succeeds on a zombie: a worker's pid fails it only once the launcher reaped it.
-        << "await_workers_reaped() {\n"
-        << "  for f in \"$D\"/worker.*.pid; do\n"
-        << "    while kill -0 \"$(cat \"$f\")\" 2>/dev/null; do sleep 0.01; done\n"
-        << "  done\n"
-        << "}\n"
         << body << "\n";
     chmod(path.c_str(), 0755);
     return path;
@@ -126,20 +119,14 @@ class LauncherTest : public ::testing::Test {
     return WriteScript("scheduler.sh", body + Behaviour(fake));
   }
 
-  // A server told to exit once the workers are done waits until the launcher has reaped every
-  // worker: a server's clean exit while a worker runs means it was drained, so a fake that exits
-  // between a worker's `done` and that worker's exit would be read as one.
   std::string FakeServer(Fake fake) {
-    const std::string behaviour = fake == Fake::kExitWhenWorkersDone
-                                      ? "await_workers_done; await_workers_reaped; exit 0"
-                                      : Behaviour(fake);
     return WriteScript(
         "server.sh", Preamble(fake) +
                          "record_pid server.$PSERVER_RANK_HINT.pid\n"
                          "echo \"server args: $*\" >&2\n"
                          "echo \"server env: $PSERVER_ROLE|$PSERVER_SCHEDULER|$PSERVER_NUM_SERVERS|"
                          "$PSERVER_NUM_WORKERS|$PSERVER_HOST|$PSERVER_RANK_HINT|apply=$PSERVER_APPLY_THREADS\" >&2\n" +
-                         behaviour);
+                         Behaviour(fake));
   }
 
   // A worker that records its pid, runs `body`, then reports done and exits 0 (unless `body`
