@@ -80,6 +80,9 @@ struct TableDeclaration {
 // kShutdown's header.aux, with kFlagError: the receiver was declared dead (it was silent for the
 // heartbeat timeout) and the job goes on without it (docs/wire_format.md).
 inline constexpr uint64_t kShutdownDeclaredDead = 1;
+// kShutdown's header.aux, without kFlagError: the receiver is a drained server; its keys are on
+// the other servers and the job goes on without it.
+inline constexpr uint64_t kShutdownDrained = 2;
 
 inline constexpr size_t kMaxTableName = 128;
 inline constexpr size_t kMaxTableSummary = 1024;

@@ -697,7 +697,10 @@ void NodeRuntime::HandleControl(Message&& msg) {
     }
     case MessageType::kShutdown: {
       Status why = h.is_error() ? CarriedError(msg).WithContext("the scheduler aborted the job") : Status::Ok();
-      if (why.ok()) {
+      if (why.ok() && h.aux == kShutdownDrained) {
+        PSERVER_LOG_INFO("{}: drained: its keys are on the other servers; it leaves the job, which goes on",
+                         DescribeNode(id_));
+      } else if (why.ok()) {
         PSERVER_LOG_INFO("{}: the scheduler (node 0) ended the job", DescribeNode(id_));
       } else {
         PSERVER_LOG_WARN("{}: the scheduler (node 0) ended the job: {}", DescribeNode(id_), why.ToString());

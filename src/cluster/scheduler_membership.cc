@@ -337,6 +337,7 @@ void Scheduler::AdvanceMigration() {
         Message bye;
         bye.header.type = MessageType::kShutdown;
         bye.header.receiver = m.change.server;
+        bye.header.aux = kShutdownDrained;
         // Blocking (at most send_timeout): the leaver is alive and reading, and must hear it.
         if (Status sent = transport_->Send(std::move(bye)); !sent.ok()) {
           PSERVER_LOG_ERROR("scheduler: could not tell the drained {} to exit: {}", Describe(m.change.server),

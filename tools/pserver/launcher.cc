@@ -750,10 +750,9 @@ void Launcher::OnChildExit(Child& child) {
   } else if (!exit.ok()) {
     Stop(child.name + " " + exit.Describe() + " before the workers finished", 1);
   } else if (child.role == Role::kServer) {
-    // A server leaves a running job only when drained (`pserver drain`, SIGTERM): its keys
-    // moved to the others first. (One that died instead is the scheduler's to report: the job
-    // then fails at the workers.)
-    Message(child.name + " exited with status 0 while the workers run: it was drained from the job");
+    // Nothing to say: a server exits 0 while worker processes run either because it was drained
+    // (`pserver drain`, SIGTERM: its keys moved to the others first, and it and the scheduler
+    // say so) or because the job ended and the workers' processes are still on their way out.
   } else if (early_exit_.empty()) {
     // The real scheduler exits once every worker has finalized, which can be before the last
     // worker process has exited: give the workers `grace` before calling it a failure.

@@ -529,7 +529,7 @@ TEST_F(LauncherTest, ReturnsOneWhenWorkersOutliveCleanSchedulerExitByGrace) {
   ExpectNothingRemains({"scheduler.pid", "server.0.pid", "worker.0.pid"});
 }
 
-TEST_F(LauncherTest, AServerThatExitsCleanlyWhileWorkersRunWasDrained) {
+TEST_F(LauncherTest, AServerThatExitsCleanlyWhileWorkersRunIsNoFailure) {
   // The worker finishes only once server 0 has exited (and been reaped: kill -0 fails).
   LaunchOptions options = Options(2, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone,
                                   "await_cluster\n"
@@ -544,8 +544,9 @@ TEST_F(LauncherTest, AServerThatExitsCleanlyWhileWorkersRunWasDrained) {
 
   EXPECT_EQ(RunLaunch(options), 0) << Err();
 
-  EXPECT_TRUE(Contains(Err(), "launch: server 0 exited with status 0 while the workers run: it was drained from the job\n"))
-      << Err();
+  // A drained server and the scheduler say so themselves; the launcher does not guess: the same
+  // exit is seen at every job's end when a server exits before the last worker process.
+  EXPECT_FALSE(Contains(Err(), "launch: server 0"));
 }
 
 TEST_F(LauncherTest, TerminatesSchedulerAndServersThatStayAfterWorkersSucceed) {
