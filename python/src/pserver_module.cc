@@ -307,10 +307,10 @@ class PyKVWorker {
       using T = decltype(tag);
       SharedArray<Key> k = WrapKeys(keys);
       result = out ? *out : NewValues(table, k.size());
-      SharedArray<T> v = WrapValues<T>(result, table, k.size(), true, "out");
-      RequestOptions opts = Options(callback, after, max_delay);
+      auto v = std::make_shared<SharedArray<T>>(WrapValues<T>(result, table, k.size(), true, "out"));
+      RequestOptions opts = KeepingUntilDone(v, Options(callback, after, max_delay));
       py::gil_scoped_release release;
-      return kv.Pull(table.id, k, &v, opts);
+      return kv.Pull(table.id, k, v.get(), opts);
     });
     return {ts, result};
   }
@@ -324,10 +324,10 @@ class PyKVWorker {
       SharedArray<Key> k = WrapKeys(keys);
       SharedArray<T> v = WrapValues<T>(values, table, k.size(), false, "values");
       result = out ? *out : NewValues(table, k.size());
-      SharedArray<T> o = WrapValues<T>(result, table, k.size(), true, "out");
-      RequestOptions opts = Options(callback, after, max_delay);
+      auto o = std::make_shared<SharedArray<T>>(WrapValues<T>(result, table, k.size(), true, "out"));
+      RequestOptions opts = KeepingUntilDone(o, Options(callback, after, max_delay));
       py::gil_scoped_release release;
-      return kv.PushPull(table.id, k, v, &o, opts);
+      return kv.PushPull(table.id, k, v, o.get(), opts);
     });
     return {ts, result};
   }
@@ -401,6 +401,17 @@ class PyKVWorker {
         });
       };
     }
+    return opts;
+  }
+
+  // The library writes a pull's result into the SharedArray it was given when the request
+  // completes: `out` must live until then, so the request's callback (destroyed only after the
+  // request completed) owns it.
+  template <typename T>
+  static RequestOptions KeepingUntilDone(std::shared_ptr<SharedArray<T>> out, RequestOptions opts) {
+    opts.callback = [out = std::move(out), user = std::move(opts.callback)](const Status& status) {
+      if (user) user(status);
+    };
     return opts;
   }
 

@@ -71,6 +71,14 @@ def main():
         want = (f(keys, t.width) * total).astype(t.dtype).reshape(out.shape)
         check(node, f"{t.name}: every sum exact", np.array_equal(got, want))
         check(node, f"{t.name}: pulled into the array handed in", got is out)
+    # Many pulls in flight at once, each into its own array, waited for in order: the library
+    # writes each result when its request completes, long after pull() returned.
+    t1 = tables[0][0]
+    want1 = (f(keys, 1) * total).astype(t1.dtype).reshape(len(keys))
+    in_flight = [kv.pull(t1, keys) for _ in range(64)]
+    for ts, _ in in_flight:
+        kv.wait(ts)
+    check(node, "64 pulls in flight, every one exact", all(np.array_equal(got, want1) for _, got in in_flight))
     # A pull without `out` gets an array of its own of the table's dtype and shape.
     t4 = tables[-1][0]
     ts, fresh = kv.pull(t4, keys[:10])
