@@ -5,7 +5,8 @@ vectors (width 1) and as rows (width 4); after a barrier every worker pulls and 
 closed-form sum f(key) * W(W+1)/2 exactly. It also checks: arrays cross without copies (a pull
 fills the very array handed in as `out`); wrong dtypes, shapes and unsorted keys raise ValueError
 before anything is sent; a callback runs off the calling thread, on pserver's dispatcher, with
-the request's error or None; push_pull; bounded delay. Prints one line per check; exit status 0
+the request's error or None; push_pull; bounded delay; stale-synchronous clocks. Prints one
+line per check; exit status 0
 only when every check passed (a failed check ends the job through finalize_with_error).
 """
 
@@ -136,6 +137,19 @@ def main():
     ts, five = kv.pull(sequential, keys[:5])
     kv.wait(ts)
     check(node, "sequential pushes of every worker all applied", bool(np.all(five == 20 * workers)))
+
+    # Stale-synchronous rounds, staleness 0: a pull at clock c waits until every worker reached
+    # clock c, so it sees every worker's pushes of the rounds before.
+    ssp = node.declare_table("ssp_sums", dtype=np.float64)
+    kv.set_staleness(ssp, 0)
+    seen_all = True
+    for c in range(1, 6):
+        kv.push(ssp, keys[:3], np.ones(3))
+        check(node, f"clock {c} advanced", kv.clock() == c and kv.current_clock == c)
+        ts, got = kv.pull(ssp, keys[:3])
+        kv.wait(ts)
+        seen_all = seen_all and bool(np.all(got >= c * workers)) and bool(np.all(got <= 5 * workers))
+    check(node, "each stale-synchronous pull saw every worker's earlier rounds", seen_all)
 
     node.finalize()
     print(f"check_worker: worker {rank}: every check passed", flush=True)
