@@ -6,8 +6,8 @@ closed-form sum f(key) * W(W+1)/2 exactly. It also checks: arrays cross without 
 fills the very array handed in as `out`); wrong dtypes, shapes and unsorted keys raise ValueError
 before anything is sent; a callback runs off the calling thread, on pserver's dispatcher, with
 the request's error or None; push_pull; bounded delay; stale-synchronous clocks. Prints one
-line per check; exit status 0
-only when every check passed (a failed check ends the job through finalize_with_error).
+line per check; exit status 0 only when every check passed (a failed check ends the job through
+finalize_with_error).
 """
 
 import sys
