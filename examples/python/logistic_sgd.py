@@ -41,9 +41,11 @@ def read_libsvm(path):
 
 
 def margins(indptr, ids, vals, keys, weights):
-    """x_i . w for each row, the rows' features looked up in (sorted keys, weights)."""
-    w = weights[np.searchsorted(keys, ids)] * vals
-    return np.add.reduceat(w, indptr[:-1]) if len(w) else np.zeros(len(indptr) - 1)
+    """x_i . w for each row (0 for a row without features), the rows' features looked up in
+    (sorted keys, weights)."""
+    rows = len(indptr) - 1
+    contributions = weights[np.searchsorted(keys, ids)] * vals
+    return np.bincount(np.repeat(np.arange(rows), np.diff(indptr)), weights=contributions, minlength=rows)
 
 
 def batch_rows(data, rows):

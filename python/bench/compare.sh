@@ -10,15 +10,18 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build} reps=${2:-3} seconds=${3:-2}
-python=$(sed -n 's/^Python3_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")
+python=$(sed -n 's/^PSERVER_PYTHON:[A-Z]*=//p' "$build/CMakeCache.txt")
+[ -x "$python" ] || { echo "compare.sh: no Python interpreter in $build/CMakeCache.txt (PSERVER_PYTHON)" >&2; exit 1; }
 export PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}"
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+out=$(mktemp) log=$(mktemp)
+trap 'rm -f "$out" "$log"' EXIT
 for ((r = 1; r <= reps; r++)); do
   "$build/tools/pserver/pserver" launch --servers 1 --workers 1 --no-prefix -- \
-    "$python" "$root/python/bench/python_bench.py" --seconds "$seconds" 2>/dev/null | grep '^python_bench ' >>"$out"
+    "$python" "$root/python/bench/python_bench.py" --seconds "$seconds" 2>>"$log" | grep '^python_bench ' >>"$out" ||
+    { tail -n 20 "$log" >&2; echo "compare.sh: the Python run failed" >&2; exit 1; }
   "$build/tools/pserver/pserver" launch --servers 1 --workers 1 --no-prefix -- \
-    "$build/bench/kv_bench_worker" --seconds "$seconds" 2>/dev/null | grep '^cpp_bench ' >>"$out"
+    "$build/bench/kv_bench_worker" --seconds "$seconds" 2>>"$log" | grep '^cpp_bench ' >>"$out" ||
+    { tail -n 20 "$log" >&2; echo "compare.sh: the C++ run failed" >&2; exit 1; }
 done
 "$python" - "$out" <<'PY'
 import collections, statistics, sys
@@ -35,5 +38,5 @@ for workload in sorted({w for w, _ in runs}, key=lambda w: (w.split('_')[1], w))
     rng = lambda xs: f"{min(x[2] for x in xs):.0f}-{max(x[2] for x in xs):.0f}"
     print(f"{workload:<10} {med(py, 0):>13.0f} {med(cpp, 0):>13.0f} {med(py, 2):>14.0f} ({rng(py):>9}) "
           f"{med(cpp, 2):>14.0f} ({rng(cpp):>9}) {med(py, 0) / med(cpp, 0):>6.2f}")
-print(f"({len(next(iter(runs.values())))} runs each of {sys.argv[1] and ''}python_bench.py and kv_bench_worker, alternating)")
+print(f"({len(next(iter(runs.values())))} runs each of python_bench.py and kv_bench_worker, alternating)")
 PY

@@ -9,7 +9,13 @@
 // Threads: every blocking call releases the GIL. The library's completion callbacks run on its
 // receive thread, which never takes the GIL: they queue work for one Python thread of this
 // module (the "dispatcher"), which runs the user's callbacks and drops the references to the
-// arrays of completed requests. Callbacks thus run off the receive thread, one at a time.
+// arrays of completed requests. Callbacks thus run off the receive thread, one at a time. A
+// callback that raises is recorded: barrier() and finalize() raise it (finalize ending the job
+// with it), so that a check failing in a callback cannot end in exit status 0.
+//
+// Exit: a worker whose program ends without finalize() or close() -- an uncaught exception, a
+// forgotten finalize() -- ends the job with an error (ExitHook), never leaving it to end well
+// without this worker's part.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -66,10 +72,22 @@ std::string Text(const py::handle& object) { return py::str(object).cast<std::st
   Raise(Status::InvalidArgument(message));
 }
 
+// A timeout argument in seconds (None: `fallback`). Needs the GIL: a bad one raises ValueError.
 std::chrono::milliseconds Timeout(std::optional<double> seconds, std::chrono::milliseconds fallback) {
+  constexpr double kMaxSeconds = 365.0 * 86400;
   if (!seconds) return fallback;
-  if (*seconds < 0) ValueError("a timeout is a number of seconds >= 0, not " + std::to_string(*seconds));
+  if (!(*seconds >= 0 && *seconds <= kMaxSeconds)) {  // NaN fails both
+    ValueError("a timeout is a number of seconds from 0 to a year, not " + std::to_string(*seconds));
+  }
   return std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+}
+
+// Runs `f` without the GIL (a call that may block) and returns what it returns. `f` must not
+// touch Python objects, nor raise.
+template <typename F>
+auto WithoutGil(F&& f) {
+  py::gil_scoped_release release;
+  return f();
 }
 
 // ---- The dispatcher: the one Python thread that runs callbacks and drops array references.
@@ -87,8 +105,19 @@ class Dispatcher {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopped_) return;  // the interpreter is ending: leak rather than touch it
       queue_.push_back(std::move(task));
+      ++posted_;
     }
-    cv_.notify_one();
+    cv_.notify_all();
+  }
+
+  // With the GIL, not on the dispatcher: returns once every task posted before the call has run
+  // (the callbacks of every request that completed before it), the GIL released meanwhile.
+  void Flush() {
+    if (std::this_thread::get_id() == thread_.get_id()) return;  // a callback calling finalize()
+    py::gil_scoped_release release;
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t target = posted_;
+    done_cv_.wait(lock, [&] { return done_ >= target || !thread_.joinable() || stopping_; });
   }
 
   // With the GIL: lets the thread run (once).
@@ -105,6 +134,7 @@ class Dispatcher {
       stopping_ = true;
     }
     cv_.notify_one();
+    done_cv_.notify_all();
     if (thread_.joinable()) {
       py::gil_scoped_release release;
       thread_.join();
@@ -123,14 +153,26 @@ class Dispatcher {
         if (queue_.empty()) return;  // stopping, nothing left
         batch.swap(queue_);
       }
-      py::gil_scoped_acquire gil;
-      for (auto& task : batch) task();
+      const size_t ran = batch.size();
+      {
+        py::gil_scoped_acquire gil;
+        for (auto& task : batch) task();
+        batch.clear();  // the tasks' captures (Python references among them) go with the GIL held
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        done_ += ran;
+      }
+      done_cv_.notify_all();
     }
   }
 
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;       // work queued, or stopping
+  std::condition_variable done_cv_;  // tasks ran (Flush)
   std::deque<std::function<void()>> queue_;
+  uint64_t posted_ = 0;  // tasks ever queued
+  uint64_t done_ = 0;    // tasks ever run
   std::thread thread_;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -148,12 +190,15 @@ std::shared_ptr<void> KeepAlive(const py::handle& object) {
 
 // ---- Tables.
 
+// numpy's equality of dtypes: 'Q' is uint64, a big-endian float32 is not float32.
+bool SameDtype(const py::dtype& a, const py::dtype& b) { return a.equal(b); }
+
 ValueType ParseDtype(const py::object& dtype_like) {
   const py::dtype dtype = py::dtype::from_args(dtype_like);
-  if (dtype.is(py::dtype::of<float>())) return ValueType::kFloat32;
-  if (dtype.is(py::dtype::of<double>())) return ValueType::kFloat64;
-  if (dtype.is(py::dtype::of<int32_t>())) return ValueType::kInt32;
-  if (dtype.is(py::dtype::of<int64_t>())) return ValueType::kInt64;
+  if (SameDtype(dtype, py::dtype::of<float>())) return ValueType::kFloat32;
+  if (SameDtype(dtype, py::dtype::of<double>())) return ValueType::kFloat64;
+  if (SameDtype(dtype, py::dtype::of<int32_t>())) return ValueType::kInt32;
+  if (SameDtype(dtype, py::dtype::of<int64_t>())) return ValueType::kInt64;
   ValueError("a table's dtype is float32, float64, int32 or int64, not " + Text(dtype));
 }
 
@@ -177,23 +222,82 @@ struct Table {
 
 // ---- Node.
 
+// The first exception a request callback raised, if any: from then on wait, barrier and finalize
+// raise it (finalize ends the job with it), so that a check that failed in a callback cannot end
+// in exit status 0. Shared by the node and its callbacks; holds no Python object, so any thread
+// may drop it.
+class CallbackFailure {
+ public:
+  void Record(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (first_.empty()) first_ = what;
+  }
+  std::optional<Status> Get() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (first_.empty()) return std::nullopt;
+    return Status::Internal("a request callback raised " + first_);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string first_;
+};
+
 // The node, shared by the KVWorker objects made from it: it is destroyed after the last of
-// them. close() only stops it (Node::Stop: pending calls end with AbortedError).
+// them. close() only stops it (Node::Stop: pending calls end with AbortedError). Used with the
+// GIL held.
 struct NodeHandle {
   std::unique_ptr<Node> node;
+  std::shared_ptr<CallbackFailure> callback_failure = std::make_shared<CallbackFailure>();
+  bool finalized = false;  // finalize() or finalize_with_error() was called
   bool closed = false;
 
   void Close() {
     if (closed) return;
     closed = true;
-    py::gil_scoped_release release;
-    node->Stop();
+    WithoutGil([this] { node->Stop(); });
+  }
+
+  // Ends the whole job with `why` (FinalizeWithError), at most once.
+  void FinalizeWithError(const std::string& why) {
+    if (finalized || closed) return;
+    finalized = true;
+    (void)WithoutGil([&] { return node->FinalizeWithError(Status::Internal(why)); });  // the job's error: `why`
+  }
+
+  // Raises the recorded callback failure, if any.
+  void CheckCallbacks() {
+    if (std::optional<Status> failed = callback_failure->Get()) Raise(*failed);
   }
 };
+
+// Every node this process started, so that the interpreter's exit can end them (see ExitHook).
+std::vector<std::weak_ptr<NodeHandle>>& OpenNodes() {
+  static auto* nodes = new std::vector<std::weak_ptr<NodeHandle>>();
+  return *nodes;
+}
 
 Node& Get(const std::shared_ptr<NodeHandle>& handle) {
   if (handle->closed) Raise(Status::Aborted("this node was closed"));
   return *handle->node;
+}
+
+// At interpreter exit (atexit, the GIL held): a worker that neither finalized nor closed its node
+// ended without finishing its part -- an uncaught exception, or a forgotten finalize() -- so the
+// job ends with that error instead of going on, or ending well, without its work. Then every node
+// stops, before the dispatcher and before C++'s static destruction.
+void ExitHook() {
+  for (const std::weak_ptr<NodeHandle>& weak : OpenNodes()) {
+    std::shared_ptr<NodeHandle> h = weak.lock();
+    if (!h || h->closed) continue;
+    if (h->node->role() == Role::kWorker && !h->finalized) {
+      std::fprintf(stderr, "pserver: worker %u exits without finalize(): ending the job with an error\n",
+                   h->node->rank().value);
+      h->FinalizeWithError("the Python program exited without calling finalize()");
+    }
+    h->Close();
+  }
+  Dispatcher::Get().Stop();
 }
 
 BarrierGroup ParseGroup(const std::string& group) {
@@ -236,13 +340,19 @@ TableSpec MakeSpec(const std::string& name, const py::object& dtype, uint32_t wi
 
 // ---- KVWorker: one object for every value type; each request dispatches on its table's.
 
+// Whether the array's elements sit at addresses of their alignment (a view at an odd offset
+// into a byte buffer does not, and reading it as its dtype would be undefined behaviour).
+bool Aligned(const py::array& a) { return a.attr("flags").attr("aligned").cast<bool>(); }
+
 // Checks `keys` (1-D, C-contiguous uint64) and wraps its buffer without a copy. Needs the GIL.
 SharedArray<Key> WrapKeys(const py::array& keys) {
-  if (!keys.dtype().is(py::dtype::of<uint64_t>())) {
+  if (!SameDtype(keys.dtype(), py::dtype::of<uint64_t>())) {
     ValueError("keys must be a numpy array of dtype uint64, not " + Text(keys.dtype()));
   }
   if (keys.ndim() != 1) ValueError("keys must be 1-dimensional, not of shape " + Text(keys.attr("shape")));
-  if (!(keys.flags() & py::array::c_style)) ValueError("keys must be C-contiguous (numpy.ascontiguousarray)");
+  if (!(keys.flags() & py::array::c_style) || !Aligned(keys)) {
+    ValueError("keys must be C-contiguous and aligned (numpy.ascontiguousarray makes them so)");
+  }
   return SharedArray<Key>(KeepAlive(keys), static_cast<Key*>(const_cast<void*>(keys.data())),
                           static_cast<size_t>(keys.size()));
 }
@@ -253,7 +363,7 @@ template <typename T>
 SharedArray<T> WrapValues(const py::array& values, const Table& table, size_t rows, bool writable,
                           const char* what) {
   const size_t want = rows * table.width;
-  if (!values.dtype().is(DtypeOf(table.type))) {
+  if (!SameDtype(values.dtype(), DtypeOf(table.type))) {
     ValueError(std::string(what) + " of table '" + table.name + "' must be of dtype " +
                std::string(ValueTypeName(table.type)) + ", not " + Text(values.dtype()));
   }
@@ -266,7 +376,9 @@ SharedArray<T> WrapValues(const py::array& values, const Table& table, size_t ro
                std::to_string(rows) + ", " + std::to_string(table.width) + "), not " +
                Text(values.attr("shape")));
   }
-  if (!(values.flags() & py::array::c_style)) ValueError(std::string(what) + " must be C-contiguous");
+  if (!(values.flags() & py::array::c_style) || !Aligned(values)) {
+    ValueError(std::string(what) + " must be C-contiguous and aligned (numpy.ascontiguousarray makes it so)");
+  }
   if (writable && !values.writeable()) ValueError(std::string(what) + " must be writable");
   return SharedArray<T>(KeepAlive(values), static_cast<T*>(const_cast<void*>(values.data())), want);
 }
@@ -294,8 +406,7 @@ class PyKVWorker {
       SharedArray<Key> k = WrapKeys(keys);
       SharedArray<T> v = WrapValues<T>(values, table, k.size(), false, "values");
       RequestOptions opts = Options(callback, after, max_delay);
-      py::gil_scoped_release release;
-      return kv.Push(table.id, k, v, opts);
+      return WithoutGil([&] { return kv.Push(table.id, k, v, opts); });
     });
   }
 
@@ -309,8 +420,7 @@ class PyKVWorker {
       result = out ? *out : NewValues(table, k.size());
       auto v = std::make_shared<SharedArray<T>>(WrapValues<T>(result, table, k.size(), true, "out"));
       RequestOptions opts = KeepingUntilDone(v, Options(callback, after, max_delay));
-      py::gil_scoped_release release;
-      return kv.Pull(table.id, k, v.get(), opts);
+      return WithoutGil([&] { return kv.Pull(table.id, k, v.get(), opts); });
     });
     return {ts, result};
   }
@@ -326,8 +436,7 @@ class PyKVWorker {
       result = out ? *out : NewValues(table, k.size());
       auto o = std::make_shared<SharedArray<T>>(WrapValues<T>(result, table, k.size(), true, "out"));
       RequestOptions opts = KeepingUntilDone(o, Options(callback, after, max_delay));
-      py::gil_scoped_release release;
-      return kv.PushPull(table.id, k, v, o.get(), opts);
+      return WithoutGil([&] { return kv.PushPull(table.id, k, v, o.get(), opts); });
     });
     return {ts, result};
   }
@@ -335,12 +444,8 @@ class PyKVWorker {
   void Wait(int64_t ts, std::optional<double> timeout) {
     Get(node_);
     const auto limit = Timeout(timeout, kDefaultWaitTimeout);
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = f32_.Wait(Timestamp(ts), limit);
-    }
-    Check(s);
+    Check(WithoutGil([&] { return f32_.Wait(Timestamp(ts), limit); }));
+    node_->CheckCallbacks();
   }
 
   void SetMaxDelay(const Table& table, int64_t tau) {
@@ -353,11 +458,7 @@ class PyKVWorker {
   }
   uint64_t Clock() {
     Get(node_);
-    Result<uint64_t> clock = [&] {
-      py::gil_scoped_release release;
-      return f32_.Clock();
-    }();
-    return Unwrap(std::move(clock));
+    return Unwrap(WithoutGil([&] { return f32_.Clock(); }));
   }
   uint64_t clock() const { return f32_.clock(); }
   uint32_t ServerOf(const Table& table, Key key) const {
@@ -380,22 +481,24 @@ class PyKVWorker {
     return Unwrap(std::move(ts)).value;
   }
 
-  // The request's options; a Python callback is called on the dispatcher as callback(ts, error),
-  // error None or the exception. Needs the GIL.
-  static RequestOptions Options(const py::object& callback, const std::vector<int64_t>& after,
-                                std::optional<int64_t> max_delay) {
+  // The request's options; a Python callback is called on the dispatcher as callback(error),
+  // error None or the exception. One that raises is reported (sys.unraisablehook) and recorded:
+  // the node's next wait, barrier or finalize raises it. Needs the GIL.
+  RequestOptions Options(const py::object& callback, const std::vector<int64_t>& after,
+                         std::optional<int64_t> max_delay) const {
     RequestOptions opts;
     for (int64_t ts : after) opts.after.push_back(Timestamp(ts));
     opts.max_delay = max_delay;
     if (!callback.is_none()) {
       if (!PyCallable_Check(callback.ptr())) ValueError("callback must be callable");
       std::shared_ptr<void> fn = KeepAlive(callback);
-      opts.callback = [fn](const Status& status) {
-        Dispatcher::Get().Post([fn, status] {
+      opts.callback = [fn, failure = node_->callback_failure](const Status& status) {
+        Dispatcher::Get().Post([fn, failure, status] {
           py::handle f(static_cast<PyObject*>(fn.get()));
           try {
             f(status.ok() ? py::none() : ExceptionFor(status));
           } catch (py::error_already_set& e) {
+            failure->Record(Text(e.type().attr("__name__")) + ": " + Text(e.value()));
             e.discard_as_unraisable("pserver request callback");
           }
         });
@@ -445,23 +548,28 @@ PYBIND11_MODULE(_pserver, m) {
             NodeOptions options = Unwrap(NodeOptionsFromEnvironment());
             if (register_timeout) options.register_timeout = Timeout(register_timeout, options.register_timeout);
             auto handle = std::make_shared<NodeHandle>();
-            Result<std::unique_ptr<Node>> node = [&] {
-              py::gil_scoped_release release;
-              return Node::Start(options);
-            }();
-            handle->node = Unwrap(std::move(node));
+            handle->node = Unwrap(WithoutGil([&] { return Node::Start(options); }));
+            OpenNodes().push_back(handle);
             return handle;
           },
           py::kw_only(), py::arg("register_timeout") = py::none(),
           "Starts this node from the environment `pserver launch` (or `pserver node`) gives it:\n"
           "registers with the scheduler and waits until the whole cluster has. Blocks without the GIL.\n"
-          "register_timeout: seconds (default: PSERVER_REGISTER_TIMEOUT_MS, else 60).")
-      .def_property_readonly("role", [](const std::shared_ptr<NodeHandle>& h) { return std::string(RoleName(Get(h).role())); },
-                             "'worker' (or 'server', 'scheduler').")
-      .def_property_readonly("rank", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).rank().value; },
-                             "This node's index among the nodes of its role, from 0.")
-      .def_property_readonly("num_servers", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).num_servers(); })
-      .def_property_readonly("num_workers", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).num_workers(); })
+          "register_timeout: seconds (default: PSERVER_REGISTER_TIMEOUT_MS, else 60).\n"
+          "A worker that reaches the interpreter's exit without finalize() or close() ends the job\n"
+          "with an error: its part of the work was not done.")
+      .def_property_readonly(
+          "role", [](const std::shared_ptr<NodeHandle>& h) { return std::string(RoleName(Get(h).role())); },
+          "'worker' (or 'server', 'scheduler').")
+      .def_property_readonly(
+          "rank", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).rank().value; },
+          "This node's index among the nodes of its role, from 0.")
+      .def_property_readonly(
+          "num_servers", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).num_servers(); },
+          "The job's servers now (joins and drains change it).")
+      .def_property_readonly(
+          "num_workers", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).num_workers(); },
+          "The job's workers.")
       .def(
           "declare_table",
           [](const std::shared_ptr<NodeHandle>& h, const std::string& name, const py::object& dtype, uint32_t width,
@@ -471,12 +579,10 @@ PYBIND11_MODULE(_pserver, m) {
              std::optional<double> timeout) {
             TableSpec spec = MakeSpec(name, dtype, width, updater, params, init, init_scale, init_seed, storage,
                                       key_range, filters, checkpointed);
+            const auto limit = Timeout(timeout, kDefaultControlTimeout);
             Node& node = Get(h);
-            Result<TableId> id = [&] {
-              py::gil_scoped_release release;
-              return node.DeclareTable(spec, Timeout(timeout, kDefaultControlTimeout));
-            }();
-            return Table{Unwrap(std::move(id)), spec.name, spec.value_type, spec.width};
+            TableId id = Unwrap(WithoutGil([&] { return node.DeclareTable(spec, limit); }));
+            return Table{id, spec.name, spec.value_type, spec.width};
           },
           py::arg("name"), py::kw_only(), py::arg("dtype") = py::dtype::of<float>(), py::arg("width") = 1,
           py::arg("updater") = "add", py::arg("params") = std::map<std::string, double>{},
@@ -493,40 +599,37 @@ PYBIND11_MODULE(_pserver, m) {
           "barrier",
           [](const std::shared_ptr<NodeHandle>& h, const std::string& group, std::optional<double> timeout) {
             const BarrierGroup g = ParseGroup(group);
+            const auto limit = Timeout(timeout, kDefaultControlTimeout);
             Node& node = Get(h);
-            Status s;
-            {
-              py::gil_scoped_release release;
-              s = node.Barrier(g, Timeout(timeout, kDefaultControlTimeout));
-            }
-            Check(s);
+            Dispatcher::Get().Flush();
+            h->CheckCallbacks();
+            Check(WithoutGil([&] { return node.Barrier(g, limit); }));
           },
           py::arg("group") = "workers", py::kw_only(), py::arg("timeout") = py::none(),
-          "Blocks (without the GIL) until every node of group ('workers', 'servers', 'all') called it.")
+          "Blocks (without the GIL) until every node of group ('workers', 'servers', 'all') called it.\n"
+          "Raises the exception a request callback raised, if one did.")
       .def(
           "finalize",
           [](const std::shared_ptr<NodeHandle>& h, std::optional<double> timeout) {
+            const auto limit = Timeout(timeout, kDefaultControlTimeout);
             Node& node = Get(h);
-            Status s;
-            {
-              py::gil_scoped_release release;
-              s = node.Finalize(Timeout(timeout, kDefaultControlTimeout));
+            Dispatcher::Get().Flush();  // the callbacks of the requests waited for have run
+            if (std::optional<Status> failed = h->callback_failure->Get()) {
+              h->FinalizeWithError(failed->message());
+              Raise(*failed);
             }
-            Check(s);
+            h->finalized = true;
+            Check(WithoutGil([&] { return node.Finalize(limit); }));
           },
           py::kw_only(), py::arg("timeout") = py::none(),
           "Reports this worker done and waits until all workers are: the end of the job. Call it after\n"
-          "the last wait(); it raises if the job failed.")
+          "the last wait(); it raises if the job failed. If a request callback raised, it ends the job\n"
+          "with that error instead, and raises it.")
       .def(
           "finalize_with_error",
           [](const std::shared_ptr<NodeHandle>& h, const std::string& why) {
-            Node& node = Get(h);
-            Status s;
-            {
-              py::gil_scoped_release release;
-              s = node.FinalizeWithError(Status::Internal(why));
-            }
-            (void)s;  // the job's error, which is `why`
+            Get(h);
+            h->FinalizeWithError(why);
           },
           py::arg("why"),
           "Ends the whole job with an error naming this worker and `why` (e.g. a check failed), so\n"
@@ -535,8 +638,27 @@ PYBIND11_MODULE(_pserver, m) {
            "Leaves the job at once (after finalize(), or instead of it when giving up): pending and later\n"
            "calls of this node and its KVWorkers raise AbortedError.")
       .def("__enter__", [](const std::shared_ptr<NodeHandle>& h) { return h; })
-      .def("__exit__", [](const std::shared_ptr<NodeHandle>& h, const py::object&, const py::object&,
-                          const py::object&) { h->Close(); });
+      .def(
+          "__exit__",
+          [](const std::shared_ptr<NodeHandle>& h, const py::object& type, const py::object& value,
+             const py::object&) {
+            // A block that raised ends the job with its exception; one that ended without
+            // finalize() finalizes (raising if the job failed). Then the node is closed.
+            if (!type.is_none()) {
+              h->FinalizeWithError("the worker raised " + Text(type.attr("__name__")) + ": " + Text(value));
+            } else if (!h->finalized && !h->closed) {
+              Dispatcher::Get().Flush();
+              const Status s = h->callback_failure->Get().value_or(Status::Ok());
+              if (!s.ok()) h->FinalizeWithError(s.message());
+              h->finalized = true;
+              const Status done = s.ok() ? WithoutGil([&] { return h->node->Finalize(kDefaultControlTimeout); }) : s;
+              h->Close();
+              Check(done);
+            }
+            h->Close();
+          },
+          "Ends the `with` block: finalize() if it was not called (raising if the job failed), or, when\n"
+          "the block raised, ends the job with that exception; then close().");
 
   py::class_<PyKVWorker>(m, "KVWorker",
                          "Pushes and pulls of a worker node's tables. Every call returns at once with a timestamp;\n"
@@ -573,8 +695,8 @@ PYBIND11_MODULE(_pserver, m) {
       .def("server_of", &PyKVWorker::ServerOf, py::arg("table"), py::arg("key"),
            "The rank of the server holding key under the current routing.");
 
-  // Stopped before the interpreter ends, so that it never takes the GIL of a finalizing one.
-  py::module_::import("atexit").attr("register")(py::cpp_function([] { Dispatcher::Get().Stop(); }));
+  // Run before the interpreter ends, so that no thread of ours takes the GIL of a finalizing one.
+  py::module_::import("atexit").attr("register")(py::cpp_function(&ExitHook));
 }
 
 }  // namespace pserver::python

@@ -31,8 +31,7 @@ for name, cls in module_classes.items():
     if not (cls.__doc__ or "").strip():
         problems.append(f"class {name} has no docstring")
     for m in members:
-        attr = getattr(cls, m)
-        if callable(attr) and not (attr.__doc__ or "").strip():
+        if not (getattr(cls, m).__doc__ or "").strip():
             problems.append(f"{name}.{m} has no docstring")
 for name in sorted(set(stubbed) - set(module_classes)):
     problems.append(f"class {name} is stubbed but not in the module")

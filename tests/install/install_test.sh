@@ -25,11 +25,15 @@ for f in bin/pserver include/pserver/pserver.h lib/cmake/pserver/pserverConfig.c
 done
 echo "install_test: installed into $prefix"
 
-# 1. The public headers stand alone: one translation unit including each of them.
-for h in "$prefix"/include/pserver/*.h; do echo "#include \"pserver/$(basename "$h")\""; done >"$work/all_headers.cc"
-"$cxx" -std=c++20 -fsyntax-only -I"$prefix/include" "$work/all_headers.cc" ||
-  fail "the installed headers do not compile on their own"
-echo "install_test: $(wc -l <"$work/all_headers.cc") installed headers compile on their own"
+# 1. Each public header stands alone: a translation unit of its own includes it first.
+headers=0
+for h in "$prefix"/include/pserver/*.h; do
+  echo "#include \"pserver/$(basename "$h")\"" >"$work/header.cc"
+  "$cxx" -std=c++20 -fsyntax-only -I"$prefix/include" "$work/header.cc" ||
+    fail "the installed pserver/$(basename "$h") does not compile on its own"
+  headers=$((headers + 1))
+done
+echo "install_test: each of $headers installed headers compiles on its own"
 
 run_job() {  # run_job NAME PROGRAM SERVERS WORKERS: the job's sums must be exact on every worker
   local name=$1 program=$2 servers=$3 workers=$4 rc=0
@@ -70,6 +74,7 @@ grep -q "not accepted" "$work/too_new.log" && grep -q "pserverConfig.cmake, vers
 echo "install_test: find_package(pserver 99) refused"
 
 if [ -n "$python" ]; then
+  [ -x "$python" ] || fail "the Python interpreter '$python' is not a program"
   export PYTHONPATH="$prefix/$python_dir"
   where=$(cd "$work" && "$python" -c 'import pserver; print(pserver.__file__)') || fail "import pserver from $PYTHONPATH"
   case "$where" in "$prefix"/*) ;; *) fail "import pserver found $where, not the installed package";; esac

@@ -28,7 +28,8 @@ namespace {
 // The variable `name` as an integer in [min, max]; kInvalidArgument naming it otherwise.
 Result<int> IntVariable(const GetEnv& getenv, const char* name, int min, int max) {
   const char* text = getenv(name);
-  if (text == nullptr || *text == '\0') return Status::InvalidArgument(fmt::format("{} is not set", name));
+  if (text == nullptr) return Status::InvalidArgument(fmt::format("{} is not set", name));
+  if (*text == '\0') return Status::InvalidArgument(fmt::format("{} is set but empty", name));
   int value = 0;
   const char* end = text + std::strlen(text);
   auto [ptr, ec] = std::from_chars(text, end, value);
@@ -128,7 +129,13 @@ Result<EngineProcess> EngineProcessFromEnvironment(const GetEnv& getenv) {
     p.one_host = local_size == std::to_string(p.size);
     p.job_id = Variable(getenv, "OMPI_MCA_ess_base_jobid");
     if (p.job_id.empty()) p.job_id = Variable(getenv, "PMIX_NAMESPACE");
-    if (!p.job_id.empty()) p.job_id = "ompi-" + p.job_id;
+    if (!p.job_id.empty()) {
+      // Open MPI derives the job id from mpirun's pid, which repeats; the address mpirun listens
+      // at (its port is new each run) tells two jobs of the same id apart.
+      p.job_id = "ompi-" + p.job_id;
+      const std::string hnp = Variable(getenv, "OMPI_MCA_orte_hnp_uri");
+      if (!hnp.empty()) p.job_id += fmt::format("-{:08x}", static_cast<uint32_t>(std::hash<std::string>{}(hnp)));
+    }
     return p;
   }
   if (getenv("PMI_RANK") != nullptr) {
@@ -238,9 +245,7 @@ void AddNodeCommand(CLI::App& app, const std::string& self_exe, std::function<in
         host = *found;
       }
 
-      static constexpr const char* kRoles[] = {"scheduler", "server", "worker"};
-      const char* role = kRoles[static_cast<int>(plan->role)];
-      setenv("PSERVER_ROLE", role, 1);
+      setenv("PSERVER_ROLE", std::string(RoleName(plan->role)).c_str(), 1);
       setenv("PSERVER_HOST", host.c_str(), 1);
       setenv("PSERVER_NUM_SERVERS", std::to_string(plan->num_servers).c_str(), 1);
       setenv("PSERVER_NUM_WORKERS", std::to_string(plan->num_workers).c_str(), 1);

@@ -34,6 +34,20 @@ TEST(EngineNodeTest, ReadsOpenMpi) {
   EXPECT_EQ(p->job_id, "ompi-1685520385");
 }
 
+TEST(EngineNodeTest, TwoOpenMpiJobsOfOneJobIdGetTwoAddressFiles) {
+  // Open MPI's job id comes from mpirun's pid, which repeats; mpirun's own address does not.
+  auto job = [](const char* hnp) {
+    return EngineProcessFromEnvironment(Env({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                                             {"OMPI_MCA_ess_base_jobid", "77"}, {"OMPI_MCA_orte_hnp_uri", hnp}}));
+  };
+  Result<EngineProcess> a = job("76.0;tcp://10.0.0.1:46157");
+  Result<EngineProcess> b = job("76.0;tcp://10.0.0.1:51234");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->job_id, b->job_id);
+  EXPECT_EQ(a->job_id.rfind("ompi-77-", 0), 0u) << a->job_id;
+  EXPECT_EQ(*DefaultAddressFile(*a, "/d"), *DefaultAddressFile(*job("76.0;tcp://10.0.0.1:46157"), "/d"));
+}
+
 TEST(EngineNodeTest, OpenMpiOverSeveralHostsAndWithoutJobId) {
   Result<EngineProcess> p = EngineProcessFromEnvironment(
       Env({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"},
@@ -82,6 +96,7 @@ TEST(EngineNodeTest, NamesTheVariableThatIsWrong) {
   };
   const Case cases[] = {
       {{{"OMPI_COMM_WORLD_RANK", "0"}}, "OMPI_COMM_WORLD_SIZE is not set"},
+      {{{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", ""}}, "OMPI_COMM_WORLD_SIZE is set but empty"},
       {{{"OMPI_COMM_WORLD_RANK", "x"}, {"OMPI_COMM_WORLD_SIZE", "4"}}, "OMPI_COMM_WORLD_RANK='x'"},
       {{{"OMPI_COMM_WORLD_RANK", "4"}, {"OMPI_COMM_WORLD_SIZE", "4"}}, "OMPI_COMM_WORLD_RANK='4' is not a number from 0 to 3"},
       {{{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "4 "}}, "OMPI_COMM_WORLD_SIZE='4 '"},
