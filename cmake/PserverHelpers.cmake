@@ -24,6 +24,10 @@ function(pserver_add_test name)
   add_executable(${name} ${ARG_SOURCES})
   target_compile_features(${name} PRIVATE cxx_std_20)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} pserver_internal GTest::gtest GTest::gtest_main pserver_warnings)
+  # A test's own code at -O1 in the optimised builds (the libraries it tests keep -O3): it
+  # compiles in 0.63x the time (kv_worker_test.cc: 13.8 s against 21.9 s), which the CI's time
+  # limit needs.
+  target_compile_options(${name} PRIVATE $<$<CONFIG:RelWithDebInfo,Release>:-O1>)
   add_test(NAME ${name} COMMAND ${name})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)

@@ -60,7 +60,7 @@ build_sanitizer_targets() {
 
 # Fuzzing under libFuzzer (clang): a build of its own (-O1, line tables, asserts on) whose code
 # carries coverage instrumentation and AddressSanitizer, of the fuzz targets only (and what they
-# link); each runs PSERVER_FUZZ_SECONDS (20) seconds over its checked-in corpus (new inputs go to a scratch
+# link); each runs PSERVER_FUZZ_SECONDS (10) seconds over its checked-in corpus (new inputs go to a scratch
 # folder; a crashing input is kept in the build folder as crash-*). The GCC build's ctest runs
 # the same targets with the standalone driver (label "fuzz"). PSERVER_SKIP_LIBFUZZER=1 skips
 # this stage. A failure here is reported before ctest runs, and fails the script after it.
@@ -78,7 +78,7 @@ if [ "${PSERVER_SKIP_LIBFUZZER:-0}" != 1 ]; then
     cmake --build "$fuzz_dir" --target "${fuzz_targets[@]}" -j "$(nproc)"; then
     for t in "${fuzz_targets[@]}"; do
       scratch=$(mktemp -d)
-      if ! "$fuzz_dir/fuzz/$t" -max_total_time="${PSERVER_FUZZ_SECONDS:-20}" -seed=1 -timeout=10 \
+      if ! "$fuzz_dir/fuzz/$t" -max_total_time="${PSERVER_FUZZ_SECONDS:-10}" -seed=1 -timeout=10 \
           -rss_limit_mb=2048 -artifact_prefix="$fuzz_dir/crash-$t-" -print_final_stats=1 \
           "$scratch" "$root/fuzz/corpus/$t" >"$fuzz_dir/$t.log" 2>&1; then
         echo "test: libFuzzer found a failure in $t (input: $fuzz_dir/crash-$t-*):"
@@ -99,7 +99,10 @@ fi
 # Clang with AddressSanitizer and UndefinedBehaviorSanitizer (UBSan findings are fatal, see
 # PSERVER_SANITIZE in CMakeLists.txt): every target but the fuzz targets and the two
 # single-threaded Google Benchmark micro benchmarks, so -Wthread-safety checks all the library's
-# code, and the whole suite. Tests that cannot run under a sanitizer skip themselves, saying why
+# code, and the whole suite but its three longest scenarios -- chaos_test (random kills),
+# train_cli_test and issue_11_lost_worker_test (whole trainings disturbed) -- which the GCC
+# stage runs: under ASan they took 215 s of the stage's test time, over the CI's time limit
+# (docs/benchmarks.md, (f)). Tests that cannot run under a sanitizer skip themselves, saying why
 # (testing::kSanitized). The fuzz targets are left out here: the libFuzzer stage above builds
 # them with the same clang warnings and fuzzes them under ASan.
 asan_failed=0
@@ -114,7 +117,8 @@ if [ "${PSERVER_SKIP_ASAN:-0}" != 1 ]; then
   elif ! build_sanitizer_targets "clang ASan+UBSan" "$asan_dir" all; then
     asan_failed=1
   elif ! ASAN_OPTIONS=detect_leaks=1 \
-      UBSAN_OPTIONS=print_stacktrace=1 run_sanitizer_ctest "clang ASan+UBSan" "$asan_dir"; then
+      UBSAN_OPTIONS=print_stacktrace=1 run_sanitizer_ctest "clang ASan+UBSan" "$asan_dir" \
+        -E '^(chaos_test|train_cli_test|issue_11_lost_worker_test)$'; then
     asan_failed=1
   fi
   echo "test: clang ASan+UBSan stage took $((SECONDS - asan_start)) s"
