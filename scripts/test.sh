@@ -5,7 +5,7 @@
 # Stages, in order (each prints its wall time; a failure in any of them is reported where it
 # happens and fails the script after the main suite ran):
 #   1. GCC build (build/, -Werror) and the check that every *_test.cc is built;
-#   2. libFuzzer: the fuzz targets built by clang with -Werror, under libFuzzer and ASan, 20 s
+#   2. libFuzzer: the fuzz targets built by clang with -Werror, under libFuzzer and ASan, 10 s
 #      each (build-fuzz/);
 #   3. clang ASan+UBSan: everything else (but the micro benchmarks) built by clang with
 #      -Wthread-safety -Werror at -O1, and

@@ -287,7 +287,9 @@ Node& Get(const std::shared_ptr<NodeHandle>& handle) {
 // job ends with that error instead of going on, or ending well, without its work. Then every node
 // stops, before the dispatcher and before C++'s static destruction.
 void ExitHook() {
-  for (const std::weak_ptr<NodeHandle>& weak : OpenNodes()) {
+  // A copy: the loop releases the GIL, and another thread could start a node meanwhile.
+  const std::vector<std::weak_ptr<NodeHandle>> nodes = OpenNodes();
+  for (const std::weak_ptr<NodeHandle>& weak : nodes) {
     std::shared_ptr<NodeHandle> h = weak.lock();
     if (!h || h->closed) continue;
     if (h->node->role() == Role::kWorker && !h->finalized) {
@@ -498,7 +500,11 @@ class PyKVWorker {
           try {
             f(status.ok() ? py::none() : ExceptionFor(status));
           } catch (py::error_already_set& e) {
-            failure->Record(Text(e.type().attr("__name__")) + ": " + Text(e.value()));
+            try {
+              failure->Record(Text(e.type().attr("__name__")) + ": " + Text(e.value()));
+            } catch (py::error_already_set&) {  // an exception whose str() raises too
+              failure->Record("an exception that cannot be printed");
+            }
             e.discard_as_unraisable("pserver request callback");
           }
         });
