@@ -191,7 +191,9 @@ std::shared_ptr<void> KeepAlive(const py::handle& object) {
 // ---- Tables.
 
 // numpy's equality of dtypes: 'Q' is uint64, a big-endian float32 is not float32.
-bool SameDtype(const py::dtype& a, const py::dtype& b) { return a.equal(b); }
+// numpy keeps one object per built-in dtype, so the identity test answers nearly every call
+// without a Python comparison.
+bool SameDtype(const py::dtype& a, const py::dtype& b) { return a.is(b) || a.equal(b); }
 
 ValueType ParseDtype(const py::object& dtype_like) {
   const py::dtype dtype = py::dtype::from_args(dtype_like);
@@ -344,7 +346,8 @@ TableSpec MakeSpec(const std::string& name, const py::object& dtype, uint32_t wi
 
 // Whether the array's elements sit at addresses of their alignment (a view at an odd offset
 // into a byte buffer does not, and reading it as its dtype would be undefined behaviour).
-bool Aligned(const py::array& a) { return a.attr("flags").attr("aligned").cast<bool>(); }
+// The flag word, not `a.flags.aligned`: two attribute lookups per array on every request.
+bool Aligned(const py::array& a) { return (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0; }
 
 // Checks `keys` (1-D, C-contiguous uint64) and wraps its buffer without a copy. Needs the GIL.
 SharedArray<Key> WrapKeys(const py::array& keys) {

@@ -96,6 +96,12 @@ def main():
     expect_error(node, "one value too few", ValueError, lambda: kv.push(t, keys, np.zeros(len(keys) - 1, np.float32)))
     expect_error(node, "a strided values array", ValueError,
                  lambda: kv.push(t, keys, np.zeros(2 * len(keys), np.float32)[::2]))
+    unaligned = np.frombuffer(bytearray(4 * len(keys) + 1), dtype=np.float32, offset=1)
+    expect_error(node, "an unaligned values array", ValueError, lambda: kv.push(t, keys, unaligned))
+    expect_error(node, "uint64 keys of big-endian order", ValueError,
+                 lambda: kv.push(t, keys.astype(">u8"), np.zeros(len(keys), np.float32)))
+    check(node, "keys of dtype 'Q' (numpy's uint64 under another name) are taken",
+          kv.wait(kv.push(t, keys.astype(np.dtype("Q")), np.zeros(len(keys), np.float32))) is None)
     expect_error(node, "rows of the wrong width", ValueError,
                  lambda: kv.push(tables[1][0], keys, np.zeros((len(keys), 3), np.float32)))
     read_only = np.zeros(len(keys), np.float32)
