@@ -33,7 +33,7 @@ print(f"{'workload':<10} {'Python req/s':>13} {'C++ req/s':>13} {'Python MB/s (r
 for workload in sorted({w for w, _ in runs}, key=lambda w: (w.split('_')[1], w)):
     py, cpp = runs[(workload, "python_bench")], runs[(workload, "cpp_bench")]
     if not py or not cpp:
-        print(f"{workload}: missing runs (python {len(py)}, C++ {len(cpp)})"); continue
+        sys.exit(f"compare.sh: {workload}: missing runs (python {len(py)}, C++ {len(cpp)})")
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     rng = lambda xs: f"{min(x[2] for x in xs):.0f}-{max(x[2] for x in xs):.0f}"
     print(f"{workload:<10} {med(py, 0):>13.0f} {med(cpp, 0):>13.0f} {med(py, 2):>14.0f} ({rng(py):>9}) "
