@@ -42,11 +42,12 @@ Result<TableId> DeclareBenchTable(Node& node, size_t bytes) {
   return node.DeclareTable(spec);
 }
 
-kv::LocalClusterOptions ClusterOptions(int servers, int workers, uint32_t replicas = 1) {
+kv::LocalClusterOptions ClusterOptions(int servers, int workers, uint32_t replicas = 1, bool metrics = false) {
   kv::LocalClusterOptions o;
   o.num_servers = static_cast<uint32_t>(servers);
   o.num_workers = static_cast<uint32_t>(workers);
   o.node.replicas = replicas;
+  o.node.metrics_port = metrics ? 0 : -1;
   return o;
 }
 
@@ -85,7 +86,7 @@ std::function<std::shared_ptr<void>(Node& server)> ServerSetupFor(ServerWork wor
 
 Result<ThroughputResult> MeasureClusterThroughput(const ClusterWorkloadOptions& o) {
   if (o.bytes == 0 || o.bytes % sizeof(float) != 0) return Status::InvalidArgument("bytes must be a multiple of 4");
-  PSERVER_ASSIGN_OR_RETURN(auto cluster, kv::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers, o.replicas),
+  PSERVER_ASSIGN_OR_RETURN(auto cluster, kv::LocalCluster::Start(ClusterOptions(o.num_servers, o.num_workers, o.replicas, o.metrics),
                                                                       ServerSetupFor(o.server_work)));
   std::atomic<uint64_t> total_requests{0};
   RunSpan span;

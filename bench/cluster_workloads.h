@@ -40,6 +40,7 @@ struct ClusterWorkloadOptions {
   bool verify = false;  // check every pulled row's size (slower)
   ServerWork server_work = ServerWork::kStore;
   uint32_t replicas = 1;  // the job's replication factor (NodeOptions::replicas)
+  bool metrics = false;   // every node keeps and serves its metrics (NodeOptions::metrics_port 0)
 };
 
 // Requests per second over all workers, like MeasureRawZmqThroughput.

@@ -10,6 +10,10 @@ packages=(
   # the scheduler's store: etcd's JSON gateway over HTTP (cpp-httplib), and etcd for its tests
   libcpp-httplib-dev etcd-server
   iproute2 nftables procps
+  # metrics: prometheus-cpp's registry and HTTP endpoint; the Prometheus server for their test
+  prometheus-cpp-dev prometheus
+  # the Kubernetes manifests' check (tests/engine/engine_test.sh)
+  python3-yaml
   # `pserver node` under a real mpirun (tests/engine/engine_test.sh)
   openmpi-bin
   # the Python package (python/): pybind11 and the interpreter's headers; numpy at run time

@@ -19,3 +19,5 @@ pserver_add_test(local_cluster_test SOURCES kv/local_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)
 pserver_add_test(filtered_cluster_test SOURCES kv/filter/filtered_cluster_test.cc
                  DEPS pserver_testing LABELS unit concurrency)
+# Every node's /metrics over HTTP, counters checked against what the workers did (docs/metrics.md).
+pserver_add_test(metrics_test SOURCES kv/metrics_test.cc DEPS pserver_testing LABELS unit)

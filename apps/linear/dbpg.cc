@@ -535,7 +535,7 @@ Result<Dataset> WithShares(const Dataset& rows, const std::vector<uint32_t>& sha
 Result<DbpgResult> TrainDbpg(Node& node, const Dataset& local, const DbpgOptions& options,
                              const std::function<void(const PassReport&)>& on_pass) {
   Trainer trainer(node, local, options);
-  return trainer.Run(on_pass);
+  return trainer.Run(WithPassMetrics(node, on_pass));
 }
 
 }  // namespace pserver::linear

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
 namespace pserver::linear {
 namespace {
 
@@ -337,6 +340,32 @@ Result<std::vector<std::pair<uint64_t, double>>> JobStats::CollectWeights(KVWork
     return out;
   }
   return Status::Internal(fmt::format("collecting the model: shares were still lost after {} attempts", kMaxAttempts));
+}
+
+std::function<void(const PassReport&)> WithPassMetrics(Node& node, std::function<void(const PassReport&)> on_pass) {
+  prometheus::Registry* registry = node.metrics();
+  if (registry == nullptr) return on_pass;
+  auto gauge = [registry](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(*registry).Add({});
+  };
+  struct Gauges {
+    prometheus::Gauge *pass, *objective, *nnz, *gap, *active, *seconds;
+  };
+  const Gauges g{gauge("pserver_train_pass", "Training passes done (1-based; 0 before the first ends)."),
+                 gauge("pserver_train_objective", "The objective after the last pass, over all workers' rows."),
+                 gauge("pserver_train_nnz", "Non-zero weights of the model after the last pass."),
+                 gauge("pserver_train_duality_gap", "The solver's relative duality gap after the last pass (NaN: none)."),
+                 gauge("pserver_train_active_features", "Features the last pass computed (over all workers)."),
+                 gauge("pserver_train_seconds", "Seconds from the start of training to the end of the last pass.")};
+  return [g, on_pass = std::move(on_pass)](const PassReport& r) {
+    g.pass->Set(r.pass);
+    g.objective->Set(r.objective);
+    g.nnz->Set(static_cast<double>(r.nnz));
+    g.gap->Set(r.gap);
+    g.active->Set(static_cast<double>(r.active_features));
+    g.seconds->Set(r.seconds);
+    if (on_pass) on_pass(r);
+  };
 }
 
 }  // namespace pserver::linear

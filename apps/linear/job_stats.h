@@ -73,6 +73,11 @@ using DataDescriber = std::function<std::string(uint32_t rank)>;
 // share it holds now (sorted, unique). An error ends the job.
 using Adopter = std::function<Result<std::vector<uint64_t>>(const std::vector<uint32_t>& shares)>;
 
+// `on_pass` (may be empty), after the pass's figures went to the node's training gauges when it
+// serves metrics (Node::metrics(); docs/metrics.md): pserver_train_pass, _objective, _nnz,
+// _duality_gap, _active_features and _seconds. The solvers wrap their callers' on_pass with it.
+std::function<void(const PassReport&)> WithPassMetrics(Node& node, std::function<void(const PassReport&)> on_pass);
+
 class JobStats {
  public:
   // The figures of one pass that a worker adds in: loss, regulariser, non-zeros, features

@@ -67,6 +67,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
   if (o.minibatch == 0 || o.tau < 0 || o.l1 < 0 || o.l2 < 0 || !(o.learning_rate > 0)) {
     return Status::InvalidArgument("online training needs minibatch >= 1, tau >= 0, l1, l2 >= 0, learning rate > 0");
   }
+  const std::function<void(const PassReport&)> report = WithPassMetrics(node, on_pass);
   const auto start = Clock::now();
   Clock::duration idle{};
   KVWorker<double> kv(node);
@@ -217,7 +218,7 @@ Result<OnlineResult> TrainOnline(Node& node, const Dataset& data, const OnlineOp
     PSERVER_ASSIGN_OR_RETURN(PassReport r, stats->EndPass(pass, figures, start, &idle));
     r.gap = RelativeGap(r);
     result.passes.push_back(r);
-    if (on_pass) on_pass(r);
+    if (report) report(r);
     const double change = std::abs(previous - r.objective) / std::max(std::abs(r.objective), 1e-300);
     previous = r.objective;
     // A pass in which a worker was lost: the gradient sums its owned features held may have

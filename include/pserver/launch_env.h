@@ -10,6 +10,7 @@
 //   PSERVER_RANK_HINT     the node's index among its role, in start order
 //   PSERVER_HEARTBEAT_INTERVAL_MS, PSERVER_HEARTBEAT_TIMEOUT_MS, PSERVER_REGISTER_TIMEOUT_MS,
 //   PSERVER_SEND_TIMEOUT_MS   optional timing settings
+//   PSERVER_METRICS_PORT  where the node serves its metrics (NodeOptions::metrics_port; -1: none)
 #pragma once
 
 #include "pserver/options.h"

@@ -25,8 +25,18 @@
 #include "pserver/table.h"
 #include "pserver/types.h"
 
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
 namespace pserver {
 
+namespace metrics {
+class NodeMetrics;
+}  // namespace metrics
+namespace kv {
+class MetricsEndpoint;
+}  // namespace kv
 namespace cluster {
 class NodeRuntime;
 class Scheduler;
@@ -147,6 +157,13 @@ class Node {
   // pending requests return kAborted. Peers notice through the scheduler's heartbeats.
   void Stop();
 
+  // Metrics (NodeOptions::metrics_port; docs/metrics.md). metrics_address() is "HOST:PORT" where
+  // they are served, empty without. metrics() is the node's prometheus-cpp registry, for a
+  // program's own instruments (prometheus::BuildGauge().Name(...).Register(*node.metrics())),
+  // served with the node's; nullptr without a metrics port.
+  const std::string& metrics_address() const { return metrics_address_; }
+  prometheus::Registry* metrics() const;
+
  private:
   friend class internal::NodeAccess;
   Node() = default;
@@ -154,6 +171,11 @@ class Node {
   Role role_ = Role::kWorker;
   std::unique_ptr<cluster::NodeRuntime> runtime_;
   std::unique_ptr<cluster::Scheduler> scheduler_;
+  // Declared after the runtime and the scheduler, so destroyed before them: the endpoint stops
+  // serving before what it reads goes.
+  std::shared_ptr<metrics::NodeMetrics> metrics_;
+  std::unique_ptr<kv::MetricsEndpoint> endpoint_;
+  std::string metrics_address_;
 };
 
 }  // namespace pserver

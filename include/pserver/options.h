@@ -63,6 +63,11 @@ struct NodeOptions {
   // for it, go on with it. Empty: the state is in the scheduler's memory only, and a dead
   // scheduler ends the job.
   std::string store;
+  // Where the node serves its metrics in Prometheus' text format (http://HOST:PORT/metrics, HOST
+  // being `host`; docs/metrics.md): -1 serves none (no metric is kept, nothing costs), 0 any free
+  // port (read it from Node::metrics_address()). The endpoint is up before Start waits for the
+  // cluster, so that a liveness probe finds a node that waits for its peers alive.
+  int32_t metrics_port = -1;
   // Servers and workers: how long they wait for a scheduler that keeps its state in a store
   // (its heartbeat answers say so) to come back once it fell silent, before they fail.
   std::chrono::milliseconds scheduler_grace{60000};

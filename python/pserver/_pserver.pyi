@@ -37,6 +37,9 @@ class Node:
     def num_servers(self) -> int: ...
     @property
     def num_workers(self) -> int: ...
+    @property
+    def metrics_address(self) -> str:
+        """'HOST:PORT' where this node serves its Prometheus metrics; '' without (docs/metrics.md)."""
     def declare_table(self, name: str, *, dtype: npt.DTypeLike = np.float32, width: int = 1,
                       updater: str = "add", params: Mapping[str, float] = ..., init: str = "zero",
                       init_scale: float = 0.0, init_seed: int = 0, storage: str = "sparse",

@@ -579,6 +579,10 @@ PYBIND11_MODULE(_pserver, m) {
       .def_property_readonly(
           "num_workers", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).num_workers(); },
           "The job's workers.")
+      .def_property_readonly(
+          "metrics_address", [](const std::shared_ptr<NodeHandle>& h) { return Get(h).metrics_address(); },
+          "'HOST:PORT' where this node serves its Prometheus metrics (PSERVER_METRICS_PORT,\n"
+          "`pserver launch --metrics-port`; docs/metrics.md); '' without.")
       .def(
           "declare_table",
           [](const std::shared_ptr<NodeHandle>& h, const std::string& name, const py::object& dtype, uint32_t width,

@@ -10,6 +10,7 @@ line per check; exit status 0 only when every check passed (a failed check ends 
 finalize_with_error).
 """
 
+import os
 import sys
 import threading
 
@@ -51,6 +52,12 @@ def main():
     keys = np.unique(rng.integers(0, 1 << 62, size=3000, dtype=np.uint64))
     print(f"check_worker: worker {rank} of {workers}, {node.num_servers} servers, {len(keys)} keys, seed 20261206",
           flush=True)
+    # The launcher's --metrics-port 0: every node on a free port of its own; without, none.
+    if os.environ.get("PSERVER_METRICS_PORT") == "0":
+        check(node, f"metrics served at {node.metrics_address!r}",
+              node.metrics_address.startswith("127.0.0.1:") and int(node.metrics_address.split(":")[1]) > 0)
+    elif "PSERVER_METRICS_PORT" not in os.environ:
+        check(node, "no metrics without a port", node.metrics_address == "")
 
     tables = []
     for dtype in DTYPES:

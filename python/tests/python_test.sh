@@ -23,7 +23,7 @@ fail() { echo "python_test: FAILED: $*" >&2; exit 1; }
 "$python" "$source/python/tests/check_stubs.py" || fail "stubs or docstrings"
 
 rc=0
-"$pserver" launch --servers 2 --workers 3 -- "$python" "$source/python/tests/check_worker.py" >"$work/check.log" 2>&1 || rc=$?
+"$pserver" launch --servers 2 --workers 3 --metrics-port 0 -- "$python" "$source/python/tests/check_worker.py" >"$work/check.log" 2>&1 || rc=$?
 passed=$(grep -c "check_worker: worker [0-9]: every check passed" "$work/check.log" || true)
 if [ "$rc" != 0 ] || [ "$passed" != 3 ]; then
   cat "$work/check.log"

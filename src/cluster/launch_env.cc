@@ -68,6 +68,9 @@ Result<NodeOptions> NodeOptionsFromEnvironment() {
   v = -1;
   PSERVER_RETURN_IF_ERROR(ReadInt("PSERVER_SEND_TIMEOUT_MS", 1, kMaxMillis, &v));
   if (v > 0) o.send_timeout = std::chrono::milliseconds(v);
+  v = -1;
+  PSERVER_RETURN_IF_ERROR(ReadInt("PSERVER_METRICS_PORT", -1, 65535, &v));
+  o.metrics_port = static_cast<int32_t>(v);
   return o;
 }
 

@@ -44,9 +44,11 @@ TEST(LaunchEnvTest, ReadsTheVariablesTheLauncherSets) {
                  {"PSERVER_NUM_SERVERS", "3"},
                  {"PSERVER_NUM_WORKERS", "4"},
                  {"PSERVER_RANK_HINT", "2"},
-                 {"PSERVER_HEARTBEAT_TIMEOUT_MS", "7000"}});
+                 {"PSERVER_HEARTBEAT_TIMEOUT_MS", "7000"},
+                 {"PSERVER_METRICS_PORT", "9101"}});
   Result<NodeOptions> o = NodeOptionsFromEnvironment();
   ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->metrics_port, 9101);
   EXPECT_EQ(o->role, Role::kServer);
   EXPECT_EQ(o->scheduler_address, "tcp://127.0.0.1:5000");
   EXPECT_EQ(o->num_servers, 3u);
@@ -66,6 +68,8 @@ TEST(LaunchEnvTest, RefusesMalformedAndOutOfRangeValuesNamingTheVariable) {
       {"PSERVER_SEND_TIMEOUT_MS", "1e3"},
       {"PSERVER_REGISTER_TIMEOUT_MS", "999999999999"},
       {"PSERVER_HEARTBEAT_INTERVAL_MS", " 5"},
+      {"PSERVER_METRICS_PORT", "65536"},
+      {"PSERVER_METRICS_PORT", "-2"},
   };
   for (const auto& [name, value] : bad) {
     ScopedEnv env({{"PSERVER_SCHEDULER", "tcp://127.0.0.1:5000"}, {name, value}});

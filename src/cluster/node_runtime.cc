@@ -34,12 +34,14 @@ NodeRuntime::NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::
 
 Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& options,
                                                         std::unique_ptr<transport::Transport> transport,
-                                                        Clock* clock) {
+                                                        Clock* clock,
+                                                        std::shared_ptr<metrics::NodeMetrics> metrics) {
   if (options.role == Role::kScheduler) {
     return Status::InvalidArgument("NodeRuntime is for servers and workers; the scheduler is cluster::Scheduler");
   }
   if (options.scheduler_address.empty()) return Status::InvalidArgument("no scheduler address given");
   std::unique_ptr<NodeRuntime> node(new NodeRuntime(options, std::move(transport), clock));
+  node->metrics_ = std::move(metrics);
   std::string listen = options.scheduler_address.rfind("inproc://", 0) == 0
                            ? std::string("inproc://0")
                            : fmt::format("tcp://{}:0", options.host);
@@ -49,6 +51,7 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
   PSERVER_LOG_INFO("{} listening at {}; registering with the scheduler at {}", RoleName(options.role), node->address_,
                    options.scheduler_address);
   PSERVER_RETURN_IF_ERROR(node->Register());
+  node->AddMetrics();
   {
     MutexLock lock(&node->mu_);
     node->last_ack_ = node->clock_->Now();
@@ -60,6 +63,7 @@ Result<std::unique_ptr<NodeRuntime>> NodeRuntime::Start(const NodeOptions& optio
 }
 
 NodeRuntime::~NodeRuntime() {
+  scraped_.Reset();  // no scrape reads this runtime from here on
   heartbeat_thread_.request_stop();
   receive_thread_.request_stop();
   cv_.SignalAll();
@@ -73,6 +77,52 @@ NodeRuntime::~NodeRuntime() {
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   if (receive_thread_.joinable()) receive_thread_.join();
   if (data_thread_.joinable()) data_thread_.join();
+}
+
+void NodeRuntime::AddMetrics() {
+  if (!metrics_) return;
+  const prometheus::Labels node = {{"role", std::string(RoleName(options_.role))},
+                                   {"node_id", std::to_string(id_.value)},
+                                   {"rank", std::to_string(rank_.value)}};
+  scraped_ = metrics_->AddScraped([this, node](std::vector<prometheus::MetricFamily>* out) {
+    using metrics::Counter;
+    using metrics::Gauge;
+    out->push_back(Gauge("pserver_node_info", "This node: its role, id and rank (always 1).", {{node, 1}}));
+    out->push_back(Gauge("pserver_routing_epoch", "The epoch of the cluster view this node routes by.",
+                         {{{}, double(routing()->epoch().value)}}));
+    size_t queued = 0;
+    {
+      MutexLock lock(&queue_mu_);
+      queued = queue_.size();
+    }
+    out->push_back(Gauge("pserver_data_queue_depth",
+                         "Data messages received and waiting for the node's data thread.", {{{}, double(queued)}}));
+    size_t outbound = 0;
+    {
+      MutexLock lock(&channels_mu_);
+      for (const auto& [peer, channel] : out_channels_) {
+        MutexLock channel_lock(&channel->mu);
+        outbound += channel->queue.size();
+      }
+    }
+    out->push_back(Gauge("pserver_outbound_queue_depth", "Data requests queued for sending, over all peers.",
+                         {{{}, double(outbound)}}));
+    const transport::TransportStats t = transport_->stats();
+    out->push_back(Counter("pserver_transport_messages_total", "Messages sent and received, every kind.",
+                           {{{{"direction", "sent"}}, double(t.messages_sent)},
+                            {{{"direction", "received"}}, double(t.messages_received)}}));
+    out->push_back(Counter("pserver_transport_bytes_total", "Wire bytes sent and received, every kind of message.",
+                           {{{{"direction", "sent"}}, double(t.bytes_sent)},
+                            {{{"direction", "received"}}, double(t.bytes_received)}}));
+    out->push_back(Counter("pserver_transport_malformed_total", "Malformed frame sequences received and dropped.",
+                           {{{}, double(t.dropped_malformed)}}));
+    out->push_back(Counter("pserver_refused_messages_total",
+                           "Messages refused because they came from an identity the view does not give their sender.",
+                           {{{}, double(refused_.load(std::memory_order_relaxed))}}));
+    out->push_back(Counter("pserver_heartbeats_missed_total",
+                           "Heartbeat turns that found the scheduler's last answer older than two heartbeat intervals.",
+                           {{{}, double(heartbeats_missed_.load(std::memory_order_relaxed))}}));
+  });
 }
 
 void NodeRuntime::ReportMigration(int64_t change, MigratePhase phase, const Result<MigrateReport>& outcome) {
@@ -912,6 +962,7 @@ void NodeRuntime::HeartbeatLoop(std::stop_token stop) {
     }
     last_beat = clock_->Now();
     auto silent = std::chrono::duration_cast<milliseconds>(clock_->Now() - std::max(last_ack_, woke));
+    if (silent > 2 * options_.heartbeat_interval) heartbeats_missed_.fetch_add(1, std::memory_order_relaxed);
     const milliseconds limit = durable ? std::max(options_.scheduler_grace, options_.heartbeat_timeout)
                                        : options_.heartbeat_timeout;
     if (durable && silent > options_.heartbeat_timeout && !told_waiting_) {

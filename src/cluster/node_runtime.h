@@ -67,6 +67,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "base/mutex.h"
 #include "cluster/control_messages.h"
 #include "cluster/channel_order.h"
@@ -137,9 +138,13 @@ class NodeRuntime {
   // kDeadlineExceeded naming the scheduler address when it does not answer in time;
   // kInvalidArgument for a bad role or address; kAborted if the scheduler refused the node.
   // `clock` is borrowed and outlives the runtime.
+  // `metrics`: where the node's metrics go (null: none); the runtime adds its own (the routing
+  // epoch, queue depths, traffic, heartbeats missed; docs/metrics.md), and the KV layer's cores
+  // theirs through metrics().
   static Result<std::unique_ptr<NodeRuntime>> Start(const NodeOptions& options,
                                                     std::unique_ptr<transport::Transport> transport,
-                                                    Clock* clock = SteadyClock::Default());
+                                                    Clock* clock = SteadyClock::Default(),
+                                                    std::shared_ptr<metrics::NodeMetrics> metrics = nullptr);
   NodeRuntime(const NodeRuntime&) = delete;
   NodeRuntime& operator=(const NodeRuntime&) = delete;
   // Stops the threads. Does not tell the scheduler (call Finalize first for a clean exit).
@@ -158,6 +163,8 @@ class NodeRuntime {
   std::string DescribeNode(NodeId id) const;
   transport::Transport& transport() { return *transport_; }
   transport::TransportStats traffic() const { return transport_->stats(); }
+  // The node's metrics; null when it serves none.
+  const std::shared_ptr<metrics::NodeMetrics>& metrics() const { return metrics_; }
 
   // A data request whose send failed, whichever thread queued it.
   struct SendFailure {
@@ -291,6 +298,8 @@ class NodeRuntime {
   NodeRuntime(const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock);
 
   Status Register();
+  // Adds the runtime's values to the scrapes of metrics_ (after Register: they name the node).
+  void AddMetrics();
   Status ApplyView(const RegisterReply& reply);
   // Connects to the peers `view` adds and makes it the routing, unless it is not newer than the
   // current one. Serialised by view_mu_.
@@ -419,6 +428,12 @@ class NodeRuntime {
   std::jthread receive_thread_;
   std::jthread data_thread_;
   std::jthread heartbeat_thread_;
+
+  // Metrics (null: none). Heartbeat turns that found the scheduler's last answer older than two
+  // heartbeat intervals.
+  std::shared_ptr<metrics::NodeMetrics> metrics_;
+  std::atomic<uint64_t> heartbeats_missed_{0};
+  metrics::NodeMetrics::Scraped scraped_;  // the runtime's scraped values; reset first at destruction
 };
 
 }  // namespace pserver::cluster

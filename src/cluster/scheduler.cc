@@ -17,7 +17,8 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
-                                                    std::unique_ptr<transport::Transport> transport) {
+                                                    std::unique_ptr<transport::Transport> transport,
+                                                    std::shared_ptr<metrics::NodeMetrics> metrics) {
   if (options.num_servers == 0 || options.num_workers == 0) {
     return Status::InvalidArgument("a job needs at least one server and one worker");
   }
@@ -27,6 +28,23 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
                                                kMaxReplicas));
   }
   std::unique_ptr<Scheduler> s(new Scheduler(options, std::move(transport)));
+  if (metrics) {
+    s->metrics_ = std::move(metrics);
+    s->scraped_ = s->metrics_->AddScraped([sched = s.get()](std::vector<prometheus::MetricFamily>* out) {
+      MutexLock lock(&sched->metrics_mu_);
+      const MetricsSnapshot& p = sched->published_;
+      out->push_back(metrics::Gauge("pserver_node_info", "This node: its role, id and rank (always 1).",
+                                    {{{{"role", "scheduler"}, {"node_id", "0"}, {"rank", "0"}}, 1}}));
+      out->push_back(metrics::Gauge("pserver_routing_epoch", "The epoch of the cluster view the scheduler announced last.",
+                                    {{{}, double(p.epoch.value)}}));
+      out->push_back(metrics::Gauge("pserver_members", "The job's servers and workers, by role and state.", p.members));
+      out->push_back(metrics::Gauge("pserver_member_heartbeat_age_seconds",
+                                    "Seconds since each live member was last heard from.", p.heartbeat_ages));
+      out->push_back(metrics::Counter("pserver_members_declared_dead_total",
+                                      "Members declared dead (silent past the heartbeat timeout, or gone).",
+                                      {{{}, double(p.declared_dead)}}));
+    });
+  }
   if (options.store.empty()) {
     PSERVER_ASSIGN_OR_RETURN(s->address_, s->transport_->Listen(options.scheduler_address));
     PSERVER_LOG_INFO("scheduler listening at {} for {} servers and {} workers", s->address_, options.num_servers,
@@ -104,6 +122,7 @@ Status Scheduler::Run() {
     CheckCheckpoints();
     RetryUnsentAnswers();
     Persist();  // whatever this turn changed
+    PublishMetrics();
   }
   for (ViewDelivery& d : view_deliveries_) d.done->set_value(Status::Aborted("the job ended"));
   view_deliveries_.clear();
@@ -413,6 +432,33 @@ void Scheduler::CheckViewDeliveries() {
       ++it;
     }
   }
+}
+
+void Scheduler::PublishMetrics() {
+  if (!metrics_) return;
+  MetricsSnapshot p;
+  p.epoch = view_.epoch;
+  absl::flat_hash_map<std::pair<Role, std::string_view>, uint32_t> counts;
+  const auto now = Clock::now();
+  for (const Member& m : members_) {
+    const std::string_view state = m.dead        ? "dead"
+                                   : m.left      ? "left"
+                                   : m.finalized ? "finalized"
+                                   : m.joining   ? "joining"
+                                   : m.draining  ? "draining"
+                                                 : "running";
+    ++counts[{m.info.role, state}];
+    if (m.dead) ++p.declared_dead;
+    if (!m.dead && !m.left && !m.finalized) {
+      p.heartbeat_ages.push_back({{{"role", std::string(RoleName(m.info.role))}, {"rank", std::to_string(m.info.rank.value)}},
+                                  std::chrono::duration<double>(now - m.last_seen).count()});
+    }
+  }
+  for (const auto& [key, n] : counts) {
+    p.members.push_back({{{"role", std::string(RoleName(key.first))}, {"state", std::string(key.second)}}, double(n)});
+  }
+  MutexLock lock(&metrics_mu_);
+  published_ = std::move(p);
 }
 
 void Scheduler::CreditOwnStall(Clock::duration turn) {

@@ -52,6 +52,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
+#include "base/metrics.h"
 #include "base/mutex.h"
 #include "cluster/checkpoint_manifest.h"
 #include "cluster/control_messages.h"
@@ -66,8 +67,10 @@ namespace pserver::cluster {
 class Scheduler {
  public:
   // Listens at options.scheduler_address. kUnavailable if the address cannot be bound.
+  // `metrics`: where the scheduler's metrics go (null: none; docs/metrics.md).
   static Result<std::unique_ptr<Scheduler>> Start(const NodeOptions& options,
-                                                  std::unique_ptr<transport::Transport> transport);
+                                                  std::unique_ptr<transport::Transport> transport,
+                                                  std::shared_ptr<metrics::NodeMetrics> metrics = nullptr);
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -428,6 +431,20 @@ class Scheduler {
 
   Mutex commands_mu_;
   std::vector<std::function<void()>> commands_ ABSL_GUARDED_BY(commands_mu_);  // for Run's thread
+
+  // Metrics (null: none): what the run thread last published (PublishMetrics, each turn), read
+  // by scrapes on the endpoint's thread.
+  struct MetricsSnapshot {
+    Epoch epoch;
+    std::vector<metrics::Sample> members;         // by role and state
+    std::vector<metrics::Sample> heartbeat_ages;  // seconds, by live member
+    uint64_t declared_dead = 0;
+  };
+  void PublishMetrics();
+  std::shared_ptr<metrics::NodeMetrics> metrics_;
+  Mutex metrics_mu_;
+  MetricsSnapshot published_ ABSL_GUARDED_BY(metrics_mu_);
+  metrics::NodeMetrics::Scraped scraped_;  // last: gone before what it reads
 };
 
 template <typename T>

@@ -7,9 +7,12 @@
 #include <filesystem>
 #include <system_error>
 
+#include "base/logging.h"
+#include "base/metrics.h"
 #include "cluster/scheduler.h"
 #include "kv/node_access.h"
 #include "kv/table_catalog.h"
+#include "kv/metrics_endpoint.h"
 #include "transport/zmq/zmq_transport.h"
 
 namespace pserver {
@@ -18,10 +21,22 @@ Result<std::unique_ptr<Node>> internal::NodeAccess::StartWithTransport(
     const NodeOptions& options, std::unique_ptr<transport::Transport> transport, Clock* clock) {
   std::unique_ptr<Node> node(new Node());
   node->role_ = options.role;
+  if (options.metrics_port >= 0) {
+    // Up before the cluster forms: a node that waits for its peers answers probes.
+    node->metrics_ = std::make_shared<metrics::NodeMetrics>();
+    PSERVER_ASSIGN_OR_RETURN(node->endpoint_,
+                             kv::MetricsEndpoint::Start(options.host, options.metrics_port, node->metrics_));
+    node->metrics_address_ = fmt::format("{}:{}", options.host, node->endpoint_->port());
+    PSERVER_LOG_INFO("{} serves metrics at http://{}/metrics", RoleName(options.role), node->metrics_address_);
+  } else if (options.metrics_port != -1) {
+    return Status::InvalidArgument(
+        fmt::format("metrics port {}: give -1 (none), 0 (any free port) or a port up to 65535", options.metrics_port));
+  }
   if (options.role == Role::kScheduler) {
-    PSERVER_ASSIGN_OR_RETURN(node->scheduler_, cluster::Scheduler::Start(options, std::move(transport)));
+    PSERVER_ASSIGN_OR_RETURN(node->scheduler_, cluster::Scheduler::Start(options, std::move(transport), node->metrics_));
   } else {
-    PSERVER_ASSIGN_OR_RETURN(node->runtime_, cluster::NodeRuntime::Start(options, std::move(transport), clock));
+    PSERVER_ASSIGN_OR_RETURN(node->runtime_,
+                             cluster::NodeRuntime::Start(options, std::move(transport), clock, node->metrics_));
   }
   return node;
 }
@@ -124,6 +139,8 @@ Result<std::unique_ptr<Node>> Node::Start(const NodeOptions& options) {
 }
 
 Node::~Node() = default;
+
+prometheus::Registry* Node::metrics() const { return metrics_ ? &metrics_->registry() : nullptr; }
 
 NodeId Node::id() const { return runtime_ ? runtime_->id() : kSchedulerId; }
 Rank Node::rank() const { return runtime_ ? runtime_->rank() : Rank(0); }

@@ -272,6 +272,32 @@ Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::str
                              "no_filter", false)};
 }
 
+// The cost of metrics: the same throughput cell with every node keeping and serving them (nobody
+// scrapes: what the instruments cost the requests) against it without, alternating.
+Result<BenchResult> MetricsCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
+  std::vector<double> off, on;
+  bench::ClusterWorkloadOptions c;
+  c.shape = shape;
+  c.bytes = bytes;
+  c.window = f.window;
+  c.num_servers = servers;
+  c.num_workers = workers;
+  c.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    c.metrics = false;
+    PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureClusterThroughput(c));
+    off.push_back(a.requests_per_sec);
+    c.metrics = true;
+    PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureClusterThroughput(c));
+    on.push_back(b.requests_per_sec);
+  }
+  const std::string name =
+      fmt::format("metrics/{}/{}/{}s{}w", bench::ShapeName(shape),
+                  bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20) : fmt::format("{}KiB", bytes >> 10), servers,
+                  workers);
+  return bench::MakeBenchResult(name, "req/s", on, bench::Summarize(off).median, "no_metrics", true);
+}
+
 // Bytes per stored parameter of the server's sparse store, with the server's default number of
 // shards, for every --memory-rules and --memory-keys (deterministic: one repetition each): the
 // resident figure against its target, and the peak while growing against the untrimmed one.
@@ -377,6 +403,25 @@ int Run(const BenchFlags& f) {
       }
       continue;
     }
+    if (w == "metrics_push" || w == "metrics_pull") {
+      for (const std::string& t : f.topologies) {
+        Result<std::pair<int, int>> topo = ParseTopology(t);
+        if (!topo.ok()) return std::fprintf(stderr, "pserver bench: %s\n", topo.status().ToString().c_str()), 2;
+        for (const std::string& sz : f.sizes) {
+          Result<size_t> bytes = ParseSize(sz);
+          if (!bytes.ok()) return std::fprintf(stderr, "pserver bench: %s\n", bytes.status().ToString().c_str()), 2;
+          Result<BenchResult> r =
+              MetricsCell(f, w == "metrics_push" ? Shape::kPush : Shape::kPull, *bytes, topo->first, topo->second);
+          if (!r.ok()) {
+            std::fprintf(stderr, "pserver bench: %s %s %s: %s\n", w.c_str(), t.c_str(), sz.c_str(),
+                         r.status().ToString().c_str());
+            return 1;
+          }
+          report(*r);
+        }
+      }
+      continue;
+    }
     if (w == "sparse_push" || w == "sparse_pull") {
       if (!sparse_requests) {
         Result<bench::SparseRequests> reqs = bench::MakeSparseRequests(SparseOptions(f, true, 1, 1));
@@ -416,7 +461,7 @@ int Run(const BenchFlags& f) {
   std::printf(
       "\nsummary (ratio = fraction of the bound reached: raw ZeroMQ for push/pull/pushpull/rtt (latency: "
       "bound/value); arith_ratio, push/pull/pushpull only: the same raw ZeroMQ with servers that store a row per "
-      "key, add pushes into it and copy pulls from it; a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; the same cell without filters for filter_speed (keys/s) and filter_bytes (wire bytes per request: ratio = compression factor); memory: value/target, <= 1 "
+      "key, add pushes into it and copy pulls from it; a flat_hash_map loop over the same keys, sharded over a server's apply threads, for sparse_*; the same cell without filters for filter_speed (keys/s) and filter_bytes (wire bytes per request: ratio = compression factor); the same cell without metrics for metrics/*; memory: value/target, <= 1 "
       "meets it)\n");
   bench::PrintTable(results, stdout);
   if (!f.json.empty()) {
@@ -448,7 +493,8 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
                   "replicated_sparse_push (push and sparse_push with 2 replicas against 1, in the same run; topologies "
                   "of 2 or more servers); filter_push and filter_pull (sparse requests of --sizes of values through "
                   "each of --filter-chains against none, in the same run: keys/s per server, and wire bytes per "
-                  "request, whose ratio is the compression factor)")
+                  "request, whose ratio is the compression factor); metrics_push and metrics_pull (the push and pull "
+                  "cells with every node keeping its metrics against none, in the same run)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--sizes", f->sizes, "Value sizes of the one key per request")->delimiter(',')->capture_default_str();

@@ -201,6 +201,7 @@ void AddNodeCommand(CLI::App& app, const std::string& self_exe, std::function<in
     std::string host;
     std::string address_file;
     int64_t wait_ms = 120000;
+    int metrics_port = -1;
     std::vector<std::string> program;
   };
   auto f = std::make_shared<Flags>();
@@ -222,6 +223,11 @@ void AddNodeCommand(CLI::App& app, const std::string& self_exe, std::function<in
                   "the current directory, which every host must share)");
   cmd->add_option("--wait-ms", f->wait_ms, "How long servers and workers wait for the scheduler's address")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--metrics-port", f->metrics_port,
+                  "Serve Prometheus metrics from every node at this port plus its engine rank (0: each on a free "
+                  "port it logs; -1: none; docs/metrics.md)")
+      ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
   cmd->add_option("program", f->program, "PROGRAM ARGS... run as each worker (after --); default: `pserver worker`");
   cmd->callback([=] {
@@ -249,6 +255,15 @@ void AddNodeCommand(CLI::App& app, const std::string& self_exe, std::function<in
       setenv("PSERVER_HOST", host.c_str(), 1);
       setenv("PSERVER_NUM_SERVERS", std::to_string(plan->num_servers).c_str(), 1);
       setenv("PSERVER_NUM_WORKERS", std::to_string(plan->num_workers).c_str(), 1);
+      if (f->metrics_port >= 0) {
+        const int64_t port = f->metrics_port == 0 ? 0 : int64_t{f->metrics_port} + process->rank;
+        if (port > 65535) {
+          return Fail(Status::InvalidArgument(fmt::format("--metrics-port {} + rank {} is past 65535", f->metrics_port,
+                                                          process->rank)),
+                      2);
+        }
+        setenv("PSERVER_METRICS_PORT", std::to_string(port).c_str(), 1);
+      }
       if (plan->role == Role::kScheduler) {
         std::filesystem::remove(file, ec);  // a file left by an earlier job of the same name
         return Exec({self_exe, "scheduler", "--port", std::to_string(f->port), "--address-file", file});

@@ -69,6 +69,12 @@ void AddLaunchCommand(CLI::App& app, const std::string& self_exe, std::function<
   cmd->add_flag("--restart", o->restart_servers,
                 "Start what dies again: with --replicas 2 or more a server (as a new server that joins the job and "
                 "takes a share of the keys back), with --store the scheduler (it resumes the job)");
+  cmd->add_option("--metrics-port", o->metrics_port,
+                  "Serve Prometheus metrics from every node (docs/metrics.md): the scheduler on this port, then the "
+                  "servers and the workers on the next ones, in order (listed at start); 0: each on a free port it "
+                  "logs; -1: none")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
   cmd->add_flag("--no-prefix", *no_prefix, "Do not prefix forwarded output lines");
   cmd->add_option("program", *program, "PROGRAM ARGS... run as each worker (after --)");
   cmd->callback([=] {

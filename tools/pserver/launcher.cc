@@ -453,6 +453,8 @@ class Launcher {
   Status Setup();
   void Teardown();
   std::vector<std::string> RoleEnvironment(Role role, int rank) const;
+  // The metrics port of a node (LaunchOptions::metrics_port).
+  int MetricsPort(Role role, int index) const;
   bool Start(Role role, int rank, std::vector<std::string> argv);
   bool StartServer();
   void StartServersAndWorkers();
@@ -503,6 +505,11 @@ std::string ValidateOptions(const LaunchOptions& o) {
   if (o.grace.count() < 0) return "grace must not be negative";
   if (o.restart_workers && !o.workers_may_die) return "restarting workers needs workers that may die";
   if (o.out == nullptr || o.err == nullptr) return "no output streams";
+  if (o.metrics_port < -1) return "--metrics-port must be -1 (none), 0 (free ports) or a first port";
+  if (o.metrics_port > 0 && int64_t{o.metrics_port} + o.num_servers + o.num_workers > 65535) {
+    return "--metrics-port " + std::to_string(o.metrics_port) + ": the job's " +
+           std::to_string(1 + o.num_servers + o.num_workers) + " ports from there go past 65535";
+  }
   return "";
 }
 
@@ -571,6 +578,7 @@ std::vector<std::string> Launcher::RoleEnvironment(Role role, int rank) const {
     vars.push_back("PSERVER_SCHEDULER=" + address_);
     vars.push_back("PSERVER_RANK_HINT=" + std::to_string(rank));
   }
+  if (opt_.metrics_port >= 0) vars.push_back("PSERVER_METRICS_PORT=" + std::to_string(MetricsPort(role, rank)));
   if (role == Role::kServer && getenv("PSERVER_APPLY_THREADS") == nullptr) {
     const unsigned share = std::max(1u, opt_.hardware_threads / static_cast<unsigned>(std::max(1, opt_.num_servers)));
     vars.push_back("PSERVER_APPLY_THREADS=" + std::to_string(share));
@@ -615,12 +623,36 @@ bool Launcher::StartServer() {
   return Start(Role::kServer, next_server_++, std::move(argv));
 }
 
+int Launcher::MetricsPort(Role role, int index) const {
+  if (opt_.metrics_port <= 0) return opt_.metrics_port;
+  const int servers = opt_.num_servers, workers = opt_.num_workers;
+  switch (role) {
+    case Role::kScheduler: return opt_.metrics_port;
+    case Role::kWorker: return opt_.metrics_port + 1 + servers + index;
+    case Role::kServer:
+      return opt_.metrics_port + 1 + (index < servers ? index : servers + workers + (index - servers));
+  }
+  return -1;
+}
+
 void Launcher::StartServersAndWorkers() {
   for (int i = 0; i < opt_.num_servers; ++i) {
     if (!StartServer()) return;
   }
   for (int i = 0; i < opt_.num_workers; ++i) {
     if (!Start(Role::kWorker, i, opt_.worker_argv)) return;
+  }
+  if (opt_.metrics_port > 0) {
+    const auto range = [](int first, int n) {
+      return n == 1 ? std::to_string(first) : std::to_string(first) + "-" + std::to_string(first + n - 1);
+    };
+    std::string where = "metrics at http://" + opt_.host + ":PORT/metrics: scheduler " +
+                        std::to_string(MetricsPort(Role::kScheduler, 0));
+    if (opt_.num_servers > 0) where += ", servers " + range(MetricsPort(Role::kServer, 0), opt_.num_servers);
+    where += ", workers " + range(MetricsPort(Role::kWorker, 0), opt_.num_workers) + " (by index)";
+    Message(where);
+  } else if (opt_.metrics_port == 0) {
+    Message("metrics: each node serves them on a free port and logs where");
   }
 }
 

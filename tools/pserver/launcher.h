@@ -42,6 +42,13 @@ struct LaunchOptions {
   // A PSERVER_APPLY_THREADS already in the launcher's environment is passed on unchanged.
   unsigned hardware_threads = std::thread::hardware_concurrency();
 
+  // Metrics (docs/metrics.md): -1, none; 0, each node serves them on a free port of its own
+  // choosing (and logs it); P > 0, the scheduler on P, server i on P+1+i, worker i on
+  // P+1+num_servers+i, and a server started again (index i >= num_servers) on
+  // P+1+num_servers+num_workers+(i-num_servers) -- given as PSERVER_METRICS_PORT, and listed on
+  // `err` once everything started.
+  int metrics_port = -1;
+
   // How long to wait for the scheduler to write its address file.
   std::chrono::milliseconds startup_timeout{30000};
   // At teardown: how long the scheduler and servers get to exit by themselves after the
@@ -121,8 +128,8 @@ struct LaunchOptions {
 //
 // Sequence: makes a private temp dir; starts the scheduler and waits for its address file;
 // starts the servers, then the workers, all with PSERVER_ROLE, PSERVER_SCHEDULER,
-// PSERVER_NUM_SERVERS, PSERVER_NUM_WORKERS, PSERVER_HOST and PSERVER_RANK_HINT (index within
-// the role, in launch order) added to the environment; forwards output line by line; reaps
+// PSERVER_NUM_SERVERS, PSERVER_NUM_WORKERS, PSERVER_HOST, PSERVER_RANK_HINT (index within
+// the role, in launch order) and, with metrics, PSERVER_METRICS_PORT added to the environment; forwards output line by line; reaps
 // children as they exit. Children get stdin from /dev/null, share one new process group
 // (teardown signals the group, so grandchildren go too) and are SIGKILLed by the kernel if the
 // calling thread dies (PR_SET_PDEATHSIG). If the launcher itself is SIGKILLed, only its direct

@@ -254,6 +254,27 @@ TEST_F(LauncherTest, PassesClusterEnvironmentToServersAndWorkers) {
   EXPECT_TRUE(Contains(err, "[server 1] server env: server|tcp://127.0.0.1:1|2|2|127.0.0.1|1|apply=2\n"));
 }
 
+// --metrics-port P: the scheduler on P, the servers after it, then the workers; listed once.
+TEST_F(LauncherTest, GivesEachNodeItsMetricsPortAndListsThem) {
+  LaunchOptions options =
+      Options(2, 3, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "echo \"metrics: $PSERVER_METRICS_PORT\"");
+  options.metrics_port = 9100;
+  ASSERT_EQ(RunLaunch(options), 0) << Err();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(Contains(Out(), "[worker " + std::to_string(i) + "] metrics: " + std::to_string(9103 + i) + "\n"));
+  }
+  EXPECT_TRUE(Contains(Err(), "launch: metrics at http://127.0.0.1:PORT/metrics: scheduler 9100, servers "
+                              "9101-9102, workers 9103-9105 (by index)\n"));
+}
+
+TEST_F(LauncherTest, RefusesMetricsPortsPastTheLastPort) {
+  LaunchOptions options = Options(2, 3, Fake::kRunUntilKilled, Fake::kRunUntilKilled, "true");
+  options.metrics_port = 65531;
+  EXPECT_EQ(RunLaunch(options), 2);
+  EXPECT_TRUE(Contains(Err(), "--metrics-port 65531: the job's 6 ports from there go past 65535"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/scheduler.pid"));
+}
+
 // Servers get at least one apply thread however many share the machine.
 TEST_F(LauncherTest, SharesHardwareThreadsAmongServers) {
   LaunchOptions options = Options(3, 1, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "true");

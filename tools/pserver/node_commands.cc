@@ -51,6 +51,12 @@ void AddCommonFlags(CLI::App* cmd, NodeOptions* o, CommonFlags* f) {
       ->envname("PSERVER_SEND_TIMEOUT_MS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--metrics-port", o->metrics_port,
+                  "Serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md); 0: any free port (logged); "
+                  "-1: none")
+      ->envname("PSERVER_METRICS_PORT")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
   cmd->add_option("--scheduler-grace-ms", f->scheduler_grace_ms,
                   "Servers and workers: how long to wait for a scheduler with a --store to come back once silent")
       ->envname("PSERVER_SCHEDULER_GRACE_MS")

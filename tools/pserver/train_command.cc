@@ -28,6 +28,7 @@ namespace {
 
 struct TrainFlags {
   std::vector<std::string> data;
+  int metrics_port = -1;
   std::string algo = "dbpg";
   double l1 = 1.0;
   double l2 = 0.0;
@@ -387,6 +388,11 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
                   "(docs/durability.md)")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
+  cmd->add_option("--metrics-port", f->metrics_port,
+                  "Serve Prometheus metrics from every node, the training's pass, objective and non-zeros included "
+                  "(`pserver launch --metrics-port`; docs/metrics.md)")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
   cmd->add_option("--model-out", f->model_out, "Write the trained model here");
   cmd->add_option("--filters", f->filters,
                   "Filters of the weight table's messages, e.g. keycache,zstd (lossless) or fp16,keycache,zstd (values rounded to 16 bits with error feedback; also q8, sigmod:threshold=X) (docs/filters.md); none by default")
@@ -437,6 +443,7 @@ void AddTrainCommand(CLI::App& app, const std::string& self_exe, const std::vect
       launch.server_argv = {self_exe, "server"};
       if (!f->resume.empty()) launch.server_argv.insert(launch.server_argv.end(), {"--resume", f->resume});
       launch.prefix_output = true;
+      launch.metrics_port = f->metrics_port;
       return RunLaunch(launch);
     };
   });

@@ -76,7 +76,26 @@ struct KVServerCore::Table {
 };
 
 KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& options)
-    : runtime_(runtime), options_(options), pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))) {
+    : runtime_(runtime),
+      options_(options),
+      pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))),
+      metrics_(runtime->metrics() ? std::make_unique<KvMetrics>(runtime->metrics(), Role::kServer) : nullptr) {
+  if (metrics_) {
+    scraped_ = runtime->metrics()->AddScraped([this](std::vector<prometheus::MetricFamily>* out) {
+      std::vector<metrics::Sample> rows, bytes;
+      {
+        MutexLock lock(&apply_mu_);
+        for (const auto& [id, t] : tables_) {
+          rows.push_back({{{"table", t->spec.name}}, double(t->store->num_keys())});
+          bytes.push_back({{{"table", t->spec.name}}, double(t->store->memory_bytes())});
+        }
+      }
+      out->push_back(metrics::Gauge("pserver_table_rows", "Rows (keys) this server stores, by table.", std::move(rows)));
+      out->push_back(metrics::Gauge("pserver_table_bytes",
+                                    "Bytes of memory this server's store holds, by table (values and updater state).",
+                                    std::move(bytes)));
+    });
+  }
   {
     MutexLock lock(&apply_mu_);
     if (!options_.resume_from.empty()) resume_point_ = cluster::LatestCheckpoint(options_.resume_from);
@@ -95,6 +114,7 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
 }
 
 KVServerCore::~KVServerCore() {
+  scraped_.Reset();
   {
     MutexLock lock(&mover_mu_);
     if (mover_stop_.ok()) mover_stop_ = Status::Aborted("the server is shutting down");
@@ -436,6 +456,12 @@ void KVServerCore::Process(Message&& msg) {
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
+  KvMetrics::Table* metrics = nullptr;
+  if (metrics_) {
+    metrics = &metrics_->Add(header.table, (*table)->spec.name);
+    if (prometheus::Counter* c = metrics->Requests(header.type)) c->Increment();
+    metrics->bytes_received->Increment(KvMetrics::Bytes(msg));
+  }
   if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) {
     if (IsKeyCacheMiss(undone)) return AskForKeys(header, undone);
     return Reply(header, undone, nullptr, nullptr);
@@ -519,11 +545,17 @@ void KVServerCore::Process(Message&& msg) {
 
   ServerResponse resp;
   Status s;
+  const auto apply_start = metrics ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   if (handler) {
     s = (*handler)(*req, &resp);
   } else {
     UpdateContext ctx{req->sender, req->timestamp, req->clock};
     s = t.store->Handle(*req, ctx, &resp);
+  }
+  if (metrics) {
+    if (prometheus::Histogram* h = metrics->Seconds(req->type)) {
+      h->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - apply_start).count());
+    }
   }
   if (s.ok() && Pulls(req->type)) s = CheckResponse(*req, resp);
   if (s.ok() && Pushes(header.type) && has_keys && from_worker && !duplicate) {
@@ -593,6 +625,9 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
                          s.ToString());
       }
     }
+  }
+  if (metrics_) {
+    if (KvMetrics::Table* t = metrics_->Find(request.table)) t->bytes_sent->Increment(KvMetrics::Bytes(m));
   }
   // With replicas, a worker learns of nothing its replicas do not hold yet.
   if (status.ok() && DeferReply(m)) return;

@@ -72,6 +72,7 @@
 #include "base/mutex.h"
 #include "cluster/checkpoint_manifest.h"
 #include "cluster/node_runtime.h"
+#include "kv/kv_metrics.h"
 #include "kv/server/range_clock.h"
 #include "pserver/kv_server.h"
 #include "pserver/updater.h"
@@ -288,6 +289,9 @@ class KVServerCore final : public cluster::DataHandler {
   absl::flat_hash_map<ValueType, bool> defaults_;           // guarded by mu_
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
+  const std::unique_ptr<KvMetrics> metrics_;  // null without metrics
+  // The stored rows and bytes by table, read at scrapes; reset first at destruction.
+  metrics::NodeMetrics::Scraped scraped_;
 
   // Taken by the data thread around each message it hands over, and by the migration calls.
   Mutex apply_mu_;

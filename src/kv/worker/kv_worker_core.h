@@ -37,6 +37,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -50,6 +51,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "cluster/node_runtime.h"
+#include "kv/kv_metrics.h"
 #include "kv/table_catalog.h"
 #include "kv/worker/slicer.h"
 #include "kv/worker/unfinished_tasks.h"
@@ -87,7 +89,10 @@ class KVWorkerCore final : public cluster::DataHandler {
   static constexpr int kWaitSpins = 2;
 
   // `runtime` is borrowed and outlives the core (it co-owns it).
-  explicit KVWorkerCore(cluster::NodeRuntime* runtime) : runtime_(runtime), catalog_(runtime) {}
+  explicit KVWorkerCore(cluster::NodeRuntime* runtime)
+      : runtime_(runtime),
+        catalog_(runtime),
+        metrics_(runtime->metrics() ? std::make_unique<KvMetrics>(runtime->metrics(), Role::kWorker) : nullptr) {}
 
   Result<Timestamp> Submit(KVWorkerBase::Call&& call);
   // Pushes what the table's lossy filters kept back (KVWorkerBase::PushHeld); `call` carries
@@ -136,6 +141,8 @@ class KVWorkerCore final : public cluster::DataHandler {
     uint64_t aux = 0;
     size_t unanswered = 0;
     Status status;
+    KvMetrics::Table* metrics = nullptr;  // with metrics: the table's, and when it was submitted
+    std::chrono::steady_clock::time_point submitted;
   };
   // A held item: a task, or (ts == 0) a clock tick's messages.
   struct Held {
@@ -203,6 +210,7 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   cluster::NodeRuntime* const runtime_;
   const TableCatalog catalog_;  // the specs of the tables this worker declared
+  const std::unique_ptr<KvMetrics> metrics_;  // null without metrics
   std::mutex send_mu_;  // serialises starting tasks and clock ticks
   mutable std::mutex mu_;
   std::condition_variable done_cv_;

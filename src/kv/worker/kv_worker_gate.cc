@@ -25,6 +25,9 @@ void KVWorkerCore::Filter(Message& m) const {
   Status s = chain.ok() ? (*chain)->Encode(m) : chain.status();
   // Sent as it is: the server reads an unfiltered message as well (no filter is needed to read one).
   if (!s.ok()) PSERVER_LOG_WARN("worker {}: sent {} unfiltered: {}", runtime_->rank().value, transport::Describe(m.header), s.ToString());
+  if (metrics_) {
+    if (KvMetrics::Table* t = metrics_->Find(m.header.table)) t->bytes_sent->Increment(KvMetrics::Bytes(m));
+  }
 }
 
 Status KVWorkerCore::RoundPush(KVWorkerBase::Call& call, const TableSpec& spec) const {

@@ -32,6 +32,9 @@ void KVWorkerCore::OnData(Message&& msg) {
     PSERVER_LOG_WARN("worker {}: ignored a request sent to a worker: {}", runtime_->rank().value, transport::Describe(h));
     return;
   }
+  if (metrics_) {
+    if (KvMetrics::Table* t = metrics_->Find(h.table)) t->bytes_received->Increment(KvMetrics::Bytes(msg));
+  }
   // Undone before anything reads a frame, and outside the lock (decompression takes time).
   Status unfiltered;
   if ((h.flags & transport::kFlagFiltered) && !h.is_error()) {
@@ -118,6 +121,9 @@ bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
     status = Assemble(p, &vals, &lens);
     if (status.ok() && p.call.on_values) p.call.on_values(std::move(vals), std::move(lens));
     if (status.ok() && p.call.includes) MergeIncludes(p);
+  }
+  if (prometheus::Histogram* h = p.metrics ? p.metrics->Seconds(p.call.type) : nullptr) {
+    h->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - p.submitted).count());
   }
   if (!status.ok()) {
     status = status.WithContext(fmt::format("{} request {} of table '{}'", transport::MessageTypeName(p.call.type), ts,

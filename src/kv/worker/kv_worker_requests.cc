@@ -181,6 +181,11 @@ Result<Timestamp> KVWorkerCore::Submit(KVWorkerBase::Call&& call) {
                            SliceKeys({call.keys.data(), call.keys.size()}, PlacementOf(spec), routing->ring(),
                                      spec.variable_length ? nullptr : &order));
   Pending p;
+  if (metrics_) {
+    p.metrics = &metrics_->Add(call.table, spec.name);
+    if (prometheus::Counter* c = p.metrics->Requests(call.type)) c->Increment();
+    p.submitted = std::chrono::steady_clock::now();
+  }
   p.spec = std::move(found);
   p.order = std::move(order);
   for (Slice& s : slices) {
