@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -31,8 +32,11 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
   if (metrics) {
     s->metrics_ = std::move(metrics);
     s->scraped_ = s->metrics_->AddScraped([sched = s.get()](std::vector<prometheus::MetricFamily>* out) {
-      MutexLock lock(&sched->metrics_mu_);
-      const MetricsSnapshot& p = sched->published_;
+      MetricsSnapshot p;
+      {
+        MutexLock lock(&sched->metrics_mu_);
+        p = sched->published_;
+      }
       out->push_back(metrics::Gauge("pserver_node_info", "This node: its role, id and rank (always 1).",
                                     {{{{"role", "scheduler"}, {"node_id", "0"}, {"rank", "0"}}, 1}}));
       out->push_back(metrics::Gauge("pserver_routing_epoch", "The epoch of the cluster view the scheduler announced last.",
@@ -436,26 +440,30 @@ void Scheduler::CheckViewDeliveries() {
 
 void Scheduler::PublishMetrics() {
   if (!metrics_) return;
+  constexpr std::array<std::string_view, 6> kStates = {"running", "joining", "draining", "finalized", "left", "dead"};
+  MemberCounts counts{};  // [server, worker][state]
+  for (const Member& m : members_) {
+    ++counts[m.info.role == Role::kServer ? 0 : 1][m.dead ? 5 : m.left ? 4 : m.finalized ? 3 : m.joining ? 1 : m.draining ? 2 : 0];
+  }
+  // Published at once when a member or the view changed; otherwise a few times a second, which
+  // is fresh enough for the heartbeat ages and keeps a big job's turns cheap.
+  const auto now = Clock::now();
+  if (counts == published_counts_ && view_.epoch == published_epoch_ && now - published_at_ < kMetricsPeriod) return;
+  published_counts_ = counts;
+  published_epoch_ = view_.epoch;
+  published_at_ = now;
   MetricsSnapshot p;
   p.epoch = view_.epoch;
-  absl::flat_hash_map<std::pair<Role, std::string_view>, uint32_t> counts;
-  const auto now = Clock::now();
+  p.declared_dead = counts[0][5] + counts[1][5];
   for (const Member& m : members_) {
-    const std::string_view state = m.dead        ? "dead"
-                                   : m.left      ? "left"
-                                   : m.finalized ? "finalized"
-                                   : m.joining   ? "joining"
-                                   : m.draining  ? "draining"
-                                                 : "running";
-    ++counts[{m.info.role, state}];
-    if (m.dead) ++p.declared_dead;
-    if (!m.dead && !m.left && !m.finalized) {
-      p.heartbeat_ages.push_back({{{"role", std::string(RoleName(m.info.role))}, {"rank", std::to_string(m.info.rank.value)}},
-                                  std::chrono::duration<double>(now - m.last_seen).count()});
-    }
+    if (m.dead || m.left || m.finalized) continue;
+    p.heartbeat_ages.push_back({{{"role", std::string(RoleName(m.info.role))}, {"rank", std::to_string(m.info.rank.value)}},
+                                std::chrono::duration<double>(now - m.last_seen).count()});
   }
-  for (const auto& [key, n] : counts) {
-    p.members.push_back({{{"role", std::string(RoleName(key.first))}, {"state", std::string(key.second)}}, double(n)});
+  for (size_t r = 0; r < 2; ++r) {
+    for (size_t i = 0; i < kStates.size(); ++i) {
+      p.members.push_back({{{"role", r == 0 ? "server" : "worker"}, {"state", std::string(kStates[i])}}, double(counts[r][i])});
+    }
   }
   MutexLock lock(&metrics_mu_);
   published_ = std::move(p);

@@ -37,6 +37,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -440,8 +441,13 @@ class Scheduler {
     std::vector<metrics::Sample> heartbeat_ages;  // seconds, by live member
     uint64_t declared_dead = 0;
   };
-  void PublishMetrics();
+  static constexpr std::chrono::milliseconds kMetricsPeriod{200};
+  using MemberCounts = std::array<std::array<uint32_t, 6>, 2>;
+  void PublishMetrics();  // each turn
   std::shared_ptr<metrics::NodeMetrics> metrics_;
+  MemberCounts published_counts_{};
+  Epoch published_epoch_;
+  std::chrono::steady_clock::time_point published_at_{};
   Mutex metrics_mu_;
   MetricsSnapshot published_ ABSL_GUARDED_BY(metrics_mu_);
   metrics::NodeMetrics::Scraped scraped_;  // last: gone before what it reads

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <string>
@@ -30,7 +31,11 @@ int Main(int argc, char** argv) {
   CLI::App app{"pserver: a parameter server for distributed machine learning"};
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error or off; the processes this one starts (launch, node, train) "
+                 "inherit it")
+      ->envname("PSERVER_LOG_LEVEL")
+      ->capture_default_str();
   std::function<int()> run;
   pserver::tools::AddSchedulerCommand(app, &run);
   pserver::tools::AddServerCommand(app, &run);
@@ -50,6 +55,9 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "pserver: unknown --log-level '%s'\n", log_level.c_str());
     return 2;
   }
+  // Passed on through the environment: `pserver node` execs the scheduler or a server, and
+  // `launch` starts them, without a --log-level of their own.
+  setenv("PSERVER_LOG_LEVEL", log_level.c_str(), 1);
   return run ? run() : 2;
 }
 
