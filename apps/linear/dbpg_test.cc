@@ -28,6 +28,7 @@
 #include "pserver/kv_server.h"
 #include "pserver/updater.h"
 #include "kv/local_cluster.h"
+#include "prometheus/registry.h"
 #include "testing/test_util.h"
 
 namespace pserver::linear {
@@ -652,6 +653,48 @@ INSTANTIATE_TEST_SUITE_P(Delays, DbpgTest, ::testing::Values(Case{0, 1, 20}, Cas
                            return "tau" + std::to_string(info.param.tau) + "_workers" +
                                   std::to_string(info.param.workers);
                          });
+
+// The training's gauges (docs/metrics.md): on a node with metrics, after training, they hold the
+// last pass's figures exactly.
+double GaugeValue(prometheus::Registry& registry, const std::string& name) {
+  for (const prometheus::MetricFamily& f : registry.Collect()) {
+    if (f.name == name && f.metric.size() == 1) return f.metric[0].gauge.value;
+  }
+  ADD_FAILURE() << "no gauge " << name;
+  return -1;
+}
+
+TEST(DbpgMetricsTest, TheNodesGaugesHoldTheLastPass) {
+  const Dataset data = TinyData(77, 60, 8);
+  LocalClusterOptions c;
+  c.inproc = true;
+  c.node.metrics_port = 0;
+  auto cluster = LocalCluster::Start(c, [](Node& server) -> std::shared_ptr<void> {
+    struct Both {
+      explicit Both(Node& n) : f64(n), i64(n) {}
+      KVServer<double> f64;
+      KVServer<int64_t> i64;
+    };
+    return std::make_shared<Both>(server);
+  });
+  ASSERT_OK(cluster);
+  DbpgOptions o;
+  o.l1 = 1.0;
+  o.max_passes = 5;
+  o.rel_tol = 0;
+  o.gap_tol = 0;
+  ASSERT_OK((*cluster)->RunWorkers([&](Node& node) -> Status {
+    PSERVER_ASSIGN_OR_RETURN(DbpgResult r, TrainDbpg(node, data, o));
+    if (r.passes.size() != 5) return Status::Internal("expected 5 passes");
+    const PassReport& last = r.passes.back();
+    EXPECT_EQ(GaugeValue(*node.metrics(), "pserver_train_pass"), 5);
+    EXPECT_EQ(GaugeValue(*node.metrics(), "pserver_train_objective"), last.objective);
+    EXPECT_EQ(GaugeValue(*node.metrics(), "pserver_train_nnz"), double(last.nnz));
+    EXPECT_EQ(GaugeValue(*node.metrics(), "pserver_train_active_features"), double(last.active_features));
+    EXPECT_EQ(GaugeValue(*node.metrics(), "pserver_train_seconds"), last.seconds);
+    return Status::Ok();
+  }));
+}
 
 // Blocks sized by the data: by the work per worker on large data, by the non-zeros per row
 // (the coupling of a block's step) on small data, within [1, min(features, kMaxAutoBlocks)].
