@@ -79,6 +79,18 @@ NodeRuntime::~NodeRuntime() {
   if (data_thread_.joinable()) data_thread_.join();
 }
 
+void AppendTransportMetrics(const transport::TransportStats& t, std::vector<prometheus::MetricFamily>* out) {
+  using metrics::Counter;
+  out->push_back(Counter("pserver_transport_messages_total", "Messages sent and received, every kind.",
+                         {{{{"direction", "sent"}}, double(t.messages_sent)},
+                          {{{"direction", "received"}}, double(t.messages_received)}}));
+  out->push_back(Counter("pserver_transport_bytes_total", "Wire bytes sent and received, every kind of message.",
+                         {{{{"direction", "sent"}}, double(t.bytes_sent)},
+                          {{{"direction", "received"}}, double(t.bytes_received)}}));
+  out->push_back(Counter("pserver_transport_malformed_total", "Malformed frame sequences received and dropped.",
+                         {{{}, double(t.dropped_malformed)}}));
+}
+
 void NodeRuntime::AddMetrics() {
   if (!metrics_) return;
   const prometheus::Labels node = {{"role", std::string(RoleName(options_.role))},
@@ -96,7 +108,9 @@ void NodeRuntime::AddMetrics() {
       queued = queue_.size();
     }
     out->push_back(Gauge("pserver_data_queue_depth",
-                         "Data messages received and waiting for the node's data thread.", {{{}, double(queued)}}));
+                         "Data messages received and waiting for the node's data thread (with the control work kept "
+                         "in order with them).",
+                         {{{}, double(queued)}}));
     size_t outbound = 0;
     {
       MutexLock lock(&channels_mu_);
@@ -107,15 +121,7 @@ void NodeRuntime::AddMetrics() {
     }
     out->push_back(Gauge("pserver_outbound_queue_depth", "Data requests queued for sending, over all peers.",
                          {{{}, double(outbound)}}));
-    const transport::TransportStats t = transport_->stats();
-    out->push_back(Counter("pserver_transport_messages_total", "Messages sent and received, every kind.",
-                           {{{{"direction", "sent"}}, double(t.messages_sent)},
-                            {{{"direction", "received"}}, double(t.messages_received)}}));
-    out->push_back(Counter("pserver_transport_bytes_total", "Wire bytes sent and received, every kind of message.",
-                           {{{{"direction", "sent"}}, double(t.bytes_sent)},
-                            {{{"direction", "received"}}, double(t.bytes_received)}}));
-    out->push_back(Counter("pserver_transport_malformed_total", "Malformed frame sequences received and dropped.",
-                           {{{}, double(t.dropped_malformed)}}));
+    AppendTransportMetrics(transport_->stats(), out);
     out->push_back(Counter("pserver_refused_messages_total",
                            "Messages refused because they came from an identity the view does not give their sender.",
                            {{{}, double(refused_.load(std::memory_order_relaxed))}}));

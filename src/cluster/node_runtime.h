@@ -132,6 +132,10 @@ class DataHandler {
   }
 };
 
+// The transport's counts as metrics families (pserver_transport_*; docs/metrics.md), for the
+// runtime's and the scheduler's scrapes.
+void AppendTransportMetrics(const transport::TransportStats& stats, std::vector<prometheus::MetricFamily>* out);
+
 class NodeRuntime {
  public:
   // Blocks until registered or options.register_timeout passes. `transport` is taken over.

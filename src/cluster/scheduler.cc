@@ -47,6 +47,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Start(const NodeOptions& options,
       out->push_back(metrics::Counter("pserver_members_declared_dead_total",
                                       "Members declared dead (silent past the heartbeat timeout, or gone).",
                                       {{{}, double(p.declared_dead)}}));
+      AppendTransportMetrics(sched->transport_->stats(), out);
     });
   }
   if (options.store.empty()) {

@@ -39,7 +39,13 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::strin
         fmt::format("cannot serve metrics at {}:{} (is the port taken, or the host not this machine's?)", host, port));
   }
   if (port != 0) e->port_ = port;
-  e->thread_ = std::thread([server = e->server_.get()] { server->listen_after_bind(); });
+  e->thread_ = std::thread([server = e->server_.get(), done = &e->done_] {
+    server->listen_after_bind();
+    done->store(true);
+  });
+  // Serving before Start returns: httplib's stop() is a no-op until the accept loop runs, so an
+  // endpoint destroyed before then would leave its thread blocked in accept().
+  while (!s.is_running() && !e->done_.load()) std::this_thread::yield();
   return e;
 }
 

@@ -10,6 +10,7 @@
 // endpoint's threads.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -40,7 +41,8 @@ class MetricsEndpoint {
   MetricsEndpoint();
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
-  std::thread thread_;  // runs the server's accept loop
+  std::atomic<bool> done_{false};  // the accept loop returned
+  std::thread thread_;             // runs the server's accept loop
 };
 
 }  // namespace pserver::kv

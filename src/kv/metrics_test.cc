@@ -237,6 +237,21 @@ TEST(MetricsTest, NoPortNoMetrics) {
   ASSERT_OK((*c)->RunWorkers([](Node&) { return Status::Ok(); }));
 }
 
+// A start that fails right after the endpoint began serving (here: a scheduler for a job of no
+// servers) returns its error; stopping the endpoint never waits on its accept loop.
+TEST(MetricsTest, AStartThatFailsAtOnceReturnsItsError) {
+  NodeOptions o;
+  o.role = Role::kScheduler;
+  o.scheduler_address = "tcp://127.0.0.1:0";
+  o.num_servers = 0;
+  o.metrics_port = 0;
+  for (int i = 0; i < 50; ++i) {
+    Result<std::unique_ptr<Node>> node = Node::Start(o);
+    ASSERT_FALSE(node.ok());
+    EXPECT_EQ(node.status().code(), StatusCode::kInvalidArgument) << node.status().ToString();
+  }
+}
+
 TEST(MetricsTest, ABadOrTakenPortIsAClearError) {
   NodeOptions o;
   o.role = Role::kScheduler;

@@ -45,7 +45,7 @@ py=/usr/bin/python3
 # Four free ports in a row for the metrics of the next job.
 metrics=$("$py" -c '
 import socket
-for base in range(21000, 60000, 89):
+for base in range(21000, 32000, 89):  # below the ephemeral ports
     socks = []
     try:
         for p in range(base, base + 4):
@@ -55,6 +55,7 @@ for base in range(21000, 60000, 89):
         pass
     finally:
         for s in socks: s.close()')
+[ -n "$metrics" ] || fail "no run of 4 free ports in 21000-32000 for the metrics"
 rc=0
 "${mpi[@]}" -np 4 "$pserver" node --servers 1 --metrics-port "$metrics" >"$work/builtin.log" 2>&1 || rc=$?
 if [ "$rc" != 0 ] || [ "$(grep -c "worker [0-9]: round 10/10: .* as expected" "$work/builtin.log" || true)" != 2 ]; then

@@ -20,15 +20,21 @@ fi
 work=$(mktemp -d)
 launch_pid="" prom_pid=""
 cleanup() {
+  local rc=$?
   [ -n "$launch_pid" ] && kill "$launch_pid" 2> /dev/null || true
   [ -n "$prom_pid" ] && kill "$prom_pid" 2> /dev/null || true
   wait 2> /dev/null || true
+  if [ "$rc" != 0 ]; then  # what the job and Prometheus said, for the failure above
+    for log in launch prometheus; do
+      [ -f "$work/$log.log" ] && { echo "--- $log.log:"; tail -n 60 "$work/$log.log"; } >&2
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # Free ports: a run of $nodes for the cluster's metrics, and one for Prometheus.
-read -r base prom_port < <("$python" - "$nodes" <<'PY'
+ports=$("$python" - "$nodes" <<'PY'
 import socket, sys
 n = int(sys.argv[1])
 def free_run(start, n):
@@ -42,12 +48,15 @@ def free_run(start, n):
     finally:
         for s in socks: s.close()
 s = socket.socket(); s.bind(("127.0.0.1", 0)); prom = s.getsockname()[1]; s.close()
-for base in range(20000, 60000, 97):
+# Below the kernel's ephemeral range (32768 up), which the job's own connections take from.
+for base in range(20000, 32000, 97):
     if base <= prom < base + n: continue
     if free_run(base, n):
         print(base, prom); break
 PY
 )
+[ -n "$ports" ] || { echo "prometheus_test: no run of $nodes free ports in 20000-32000" >&2; exit 1; }
+read -r base prom_port <<< "$ports"
 echo "prometheus_test: cluster metrics on ports $base..$((base + nodes - 1)), prometheus on $prom_port"
 
 targets=""

@@ -255,7 +255,9 @@ void AddNodeCommand(CLI::App& app, const std::string& self_exe, std::function<in
       setenv("PSERVER_HOST", host.c_str(), 1);
       setenv("PSERVER_NUM_SERVERS", std::to_string(plan->num_servers).c_str(), 1);
       setenv("PSERVER_NUM_WORKERS", std::to_string(plan->num_workers).c_str(), 1);
-      if (f->metrics_port >= 0) {
+      if (f->metrics_port < 0) {
+        setenv("PSERVER_METRICS_PORT", "-1", 1);  // not one exported for the whole job, taken by every rank
+      } else {
         const int64_t port = f->metrics_port == 0 ? 0 : int64_t{f->metrics_port} + process->rank;
         if (port > 65535) {
           return Fail(Status::InvalidArgument(fmt::format("--metrics-port {} + rank {} is past 65535", f->metrics_port,

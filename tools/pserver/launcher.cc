@@ -15,9 +15,11 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -486,6 +488,9 @@ class Launcher {
   std::vector<Child> children_;
   int next_server_ = 0;         // the index of the next server started
   int servers_to_restart_ = 0;  // failed servers found by the reaping under way
+  // Metrics ports of servers started again (by index), and those of the servers they replace.
+  std::map<int, int> restarted_server_ports_;
+  std::deque<int> released_server_ports_;
   std::vector<int> workers_to_restart_;  // indices of killed workers found by the reaping under way
   Phase phase_ = Phase::kWaitingForAddress;
   Clock::time_point deadline_;    // of the current phase, see HasDeadline()
@@ -578,7 +583,9 @@ std::vector<std::string> Launcher::RoleEnvironment(Role role, int rank) const {
     vars.push_back("PSERVER_SCHEDULER=" + address_);
     vars.push_back("PSERVER_RANK_HINT=" + std::to_string(rank));
   }
-  if (opt_.metrics_port >= 0) vars.push_back("PSERVER_METRICS_PORT=" + std::to_string(MetricsPort(role, rank)));
+  // Without metrics, -1: a PSERVER_METRICS_PORT exported in the launcher's environment would have
+  // every node bind the same port.
+  vars.push_back("PSERVER_METRICS_PORT=" + std::to_string(MetricsPort(role, rank)));
   if (role == Role::kServer && getenv("PSERVER_APPLY_THREADS") == nullptr) {
     const unsigned share = std::max(1u, opt_.hardware_threads / static_cast<unsigned>(std::max(1, opt_.num_servers)));
     vars.push_back("PSERVER_APPLY_THREADS=" + std::to_string(share));
@@ -618,6 +625,10 @@ bool Launcher::Start(Role role, int rank, std::vector<std::string> argv) {
 std::string Launcher::SchedulerCommand() const { return JoinCommand(opt_.scheduler_argv); }
 
 bool Launcher::StartServer() {
+  if (next_server_ >= opt_.num_servers && !released_server_ports_.empty()) {
+    restarted_server_ports_[next_server_] = released_server_ports_.front();
+    released_server_ports_.pop_front();
+  }
   std::vector<std::string> argv = opt_.server_argv;
   argv.insert(argv.end(), {"--scheduler", address_, "--host", opt_.host});
   return Start(Role::kServer, next_server_++, std::move(argv));
@@ -625,12 +636,13 @@ bool Launcher::StartServer() {
 
 int Launcher::MetricsPort(Role role, int index) const {
   if (opt_.metrics_port <= 0) return opt_.metrics_port;
-  const int servers = opt_.num_servers, workers = opt_.num_workers;
   switch (role) {
     case Role::kScheduler: return opt_.metrics_port;
-    case Role::kWorker: return opt_.metrics_port + 1 + servers + index;
+    case Role::kWorker: return opt_.metrics_port + 1 + opt_.num_servers + index;
     case Role::kServer:
-      return opt_.metrics_port + 1 + (index < servers ? index : servers + workers + (index - servers));
+      if (index < opt_.num_servers) return opt_.metrics_port + 1 + index;
+      // A server started again: the port of the one it replaces (StartServer).
+      if (auto it = restarted_server_ports_.find(index); it != restarted_server_ports_.end()) return it->second;
   }
   return -1;
 }
@@ -778,6 +790,7 @@ void Launcher::OnChildExit(Child& child) {
       Message(what + "; its replicas take its keys; starting server " +
               std::to_string(next_server_ + servers_to_restart_) + " in its place");
       ++servers_to_restart_;
+      if (const int port = MetricsPort(Role::kServer, child.index); port > 0) released_server_ports_.push_back(port);
     }
   } else if (!exit.ok()) {
     Stop(child.name + " " + exit.Describe() + " before the workers finished", 1);

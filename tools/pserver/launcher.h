@@ -44,9 +44,8 @@ struct LaunchOptions {
 
   // Metrics (docs/metrics.md): -1, none; 0, each node serves them on a free port of its own
   // choosing (and logs it); P > 0, the scheduler on P, server i on P+1+i, worker i on
-  // P+1+num_servers+i, and a server started again (index i >= num_servers) on
-  // P+1+num_servers+num_workers+(i-num_servers) -- given as PSERVER_METRICS_PORT, and listed on
-  // `err` once everything started.
+  // P+1+num_servers+i, and a server started again on the port of the one it replaces -- given as
+  // PSERVER_METRICS_PORT (-1 without metrics), and listed on `err` once everything started.
   int metrics_port = -1;
 
   // How long to wait for the scheduler to write its address file.

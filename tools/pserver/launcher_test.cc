@@ -267,6 +267,20 @@ TEST_F(LauncherTest, GivesEachNodeItsMetricsPortAndListsThem) {
                               "9101-9102, workers 9103-9105 (by index)\n"));
 }
 
+// Without metrics every node is told -1, whatever the launcher's own environment exports (a
+// port there would have every node bind it).
+TEST_F(LauncherTest, WithoutMetricsEveryNodeIsToldNone) {
+  ASSERT_EQ(::setenv("PSERVER_METRICS_PORT", "9100", 1), 0);
+  LaunchOptions options =
+      Options(1, 2, Fake::kExitWhenWorkersDone, Fake::kExitWhenWorkersDone, "echo \"metrics: $PSERVER_METRICS_PORT\"");
+  const int status = RunLaunch(options);
+  ::unsetenv("PSERVER_METRICS_PORT");
+  ASSERT_EQ(status, 0) << Err();
+  EXPECT_TRUE(Contains(Out(), "[worker 0] metrics: -1\n"));
+  EXPECT_TRUE(Contains(Out(), "[worker 1] metrics: -1\n"));
+  EXPECT_FALSE(Contains(Err(), "launch: metrics"));
+}
+
 TEST_F(LauncherTest, RefusesMetricsPortsPastTheLastPort) {
   LaunchOptions options = Options(2, 3, Fake::kRunUntilKilled, Fake::kRunUntilKilled, "true");
   options.metrics_port = 65531;

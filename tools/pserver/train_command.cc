@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -161,6 +162,9 @@ int RunTrainWorker(const TrainFlags& f) {
   }
   if (!opts.ok()) return Fail(opts.status());
   opts->role = Role::kWorker;
+  // A worker joining a running job takes --metrics-port; one the launcher started has its own
+  // port in the environment (the flag it was given too is the job's first port).
+  if (std::getenv("PSERVER_METRICS_PORT") == nullptr) opts->metrics_port = f.metrics_port;
   if (Status s = CheckTrainOutputs(f); !s.ok()) return Fail(s);
   if (Status s = CheckTrainInputs(f.data, /*scan_for_rows=*/false); !s.ok()) return Fail(s);
   Result<std::unique_ptr<Node>> node = Node::Start(*opts);

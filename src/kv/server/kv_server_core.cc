@@ -81,19 +81,24 @@ KVServerCore::KVServerCore(cluster::NodeRuntime* runtime, const ServerOptions& o
       pool_(std::make_unique<ApplyPool>(ApplyThreads(options.apply_threads))),
       metrics_(runtime->metrics() ? std::make_unique<KvMetrics>(runtime->metrics(), Role::kServer) : nullptr) {
   if (metrics_) {
+    // Never waits for the apply lock (a long apply, a checkpoint's snapshot, a table resumed
+    // from a checkpoint hold it): a scrape then shows the rows of the last one that got it, so
+    // that a liveness probe reading the metrics is answered at once.
     scraped_ = runtime->metrics()->AddScraped([this](std::vector<prometheus::MetricFamily>* out) {
-      std::vector<metrics::Sample> rows, bytes;
-      {
-        MutexLock lock(&apply_mu_);
+      if (apply_mu_.TryLock()) {
+        std::vector<metrics::Sample> rows, bytes;
         for (const auto& [id, t] : tables_) {
           rows.push_back({{{"table", t->spec.name}}, double(t->store->num_keys())});
           bytes.push_back({{{"table", t->spec.name}}, double(t->store->memory_bytes())});
         }
+        apply_mu_.Unlock();
+        last_rows_ = std::move(rows);
+        last_bytes_ = std::move(bytes);
       }
-      out->push_back(metrics::Gauge("pserver_table_rows", "Rows (keys) this server stores, by table.", std::move(rows)));
+      out->push_back(metrics::Gauge("pserver_table_rows", "Rows (keys) this server stores, by table.", last_rows_));
       out->push_back(metrics::Gauge("pserver_table_bytes",
                                     "Bytes of memory this server's store holds, by table (values and updater state).",
-                                    std::move(bytes)));
+                                    last_bytes_));
     });
   }
   {
@@ -459,8 +464,7 @@ void KVServerCore::Process(Message&& msg) {
   KvMetrics::Table* metrics = nullptr;
   if (metrics_) {
     metrics = &metrics_->Add(header.table, (*table)->spec.name);
-    if (prometheus::Counter* c = metrics->Requests(header.type)) c->Increment();
-    metrics->bytes_received->Increment(KvMetrics::Bytes(msg));
+    metrics->bytes_received->Increment(KvMetrics::Bytes(msg));  // every data message, as on the wire
   }
   if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) {
     if (IsKeyCacheMiss(undone)) return AskForKeys(header, undone);
@@ -483,6 +487,10 @@ void KVServerCore::Process(Message&& msg) {
     // this thread: a request routed by the new view can come first. A dense table takes the
     // ranges of the view this request was checked against before the store sees it.
     TakeViewRanges(t, *routing);
+  }
+  // A part this server handles (one it redirected or whose keys its cache lacked comes again).
+  if (metrics) {
+    if (prometheus::Counter* c = metrics->Requests(header.type)) c->Increment();
   }
 
   // Shared, not copied: a std::function copy may allocate, and SetHandler may replace the
@@ -553,7 +561,7 @@ void KVServerCore::Process(Message&& msg) {
     s = t.store->Handle(*req, ctx, &resp);
   }
   if (metrics) {
-    if (prometheus::Histogram* h = metrics->Seconds(req->type)) {
+    if (prometheus::Histogram* h = metrics->Seconds(header.type)) {
       h->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - apply_start).count());
     }
   }
@@ -626,15 +634,19 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
       }
     }
   }
-  if (metrics_) {
-    if (KvMetrics::Table* t = metrics_->Find(request.table)) t->bytes_sent->Increment(KvMetrics::Bytes(m));
-  }
   // With replicas, a worker learns of nothing its replicas do not hold yet.
   if (status.ok() && DeferReply(m)) return;
-  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+  if (Status s = SendReply(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not answer {}: {}", runtime_->rank().value, transport::Describe(request),
                      s.ToString());
   }
+}
+
+Status KVServerCore::SendReply(Message&& m) {
+  if (metrics_) {
+    if (KvMetrics::Table* t = metrics_->Find(m.header.table)) t->bytes_sent->Increment(KvMetrics::Bytes(m));
+  }
+  return runtime_->SendData(std::move(m));
 }
 
 void KVServerCore::Redirect(const transport::Header& request, const cluster::Routing& routing,
@@ -645,7 +657,7 @@ void KVServerCore::Redirect(const transport::Header& request, const cluster::Rou
   Message m = ReplyTo(request, transport::kFlagReply | transport::kFlagRedirect);
   m.header.epoch = routing.epoch();  // the server's, not the request's
   m.frames.push_back(cluster::Encode(routing.view()));
-  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+  if (Status s = SendReply(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not redirect {}: {}", runtime_->rank().value, transport::Describe(request),
                      s.ToString());
   }
@@ -655,7 +667,7 @@ void KVServerCore::AskForKeys(const transport::Header& request, [[maybe_unused]]
   PSERVER_LOG_DEBUG("server {}: asked for the keys of {}: {}", runtime_->rank().value, transport::Describe(request),
                     miss.ToString());
   Message m = ReplyTo(request, transport::kFlagReply | transport::kFlagKeysMissing);
-  if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+  if (Status s = SendReply(std::move(m)); !s.ok()) {
     PSERVER_LOG_WARN("server {}: could not ask for the keys of {}: {}", runtime_->rank().value,
                      transport::Describe(request), s.ToString());
   }

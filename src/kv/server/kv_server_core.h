@@ -277,6 +277,8 @@ class KVServerCore final : public cluster::DataHandler {
   // A data reply to `request` with `flags`: its type, table, value type, width, request id,
   // epoch and part echoed, from this server to its sender, without frames.
   transport::Message ReplyTo(const transport::Header& request, uint8_t flags) const;
+  // Sends a reply to a worker (counting its bytes in the metrics).
+  Status SendReply(transport::Message&& m);
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
   void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
   // Answers a request whose key list the table's key cache lacks (`miss`) with kFlagKeysMissing:
@@ -290,7 +292,9 @@ class KVServerCore final : public cluster::DataHandler {
   const ServerOptions options_;
   std::unique_ptr<ApplyPool> pool_;
   const std::unique_ptr<KvMetrics> metrics_;  // null without metrics
-  // The stored rows and bytes by table, read at scrapes; reset first at destruction.
+  // The stored rows and bytes by table, read at scrapes (the last read, on the endpoint's
+  // threads: a scrape at a time); reset first at destruction.
+  std::vector<metrics::Sample> last_rows_, last_bytes_;
   metrics::NodeMetrics::Scraped scraped_;
 
   // Taken by the data thread around each message it hands over, and by the migration calls.

@@ -435,7 +435,7 @@ void KVServerCore::ReleaseHeldReplies() {
       m.frames.clear();
       m.frames.push_back(transport::BytesFromString(r.failure.message()));
     }
-    if (Status s = runtime_->SendData(std::move(m)); !s.ok()) {
+    if (Status s = SendReply(std::move(m)); !s.ok()) {
       PSERVER_LOG_WARN("{}: could not answer a request once replicated: {}", runtime_->DescribeNode(runtime_->id()),
                        s.ToString());
     }
