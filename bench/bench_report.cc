@@ -30,6 +30,12 @@ std::string FormatNumber(double x) {
 
 }  // namespace
 
+std::string SizeName(size_t bytes) {
+  if (bytes >= (size_t{1} << 20)) return std::to_string(bytes >> 20) + "MiB";
+  if (bytes >= (size_t{1} << 10)) return std::to_string(bytes >> 10) + "KiB";
+  return std::to_string(bytes) + "B";
+}
+
 Summary Summarize(std::vector<double> samples) {
   if (samples.empty()) return Summary{};
   std::sort(samples.begin(), samples.end());

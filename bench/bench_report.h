@@ -52,6 +52,9 @@ struct BenchResult {
   double arith_bound_cpu_us = 0;
 };
 
+// A request size as the results name it: "16MiB", "4KiB", "512B" (whole units, rounded down).
+std::string SizeName(size_t bytes);
+
 // Median, min and max over the repetitions of one measurement.
 struct Summary {
   double median = 0;

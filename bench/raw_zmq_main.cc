@@ -26,12 +26,6 @@ struct Flags {
   std::vector<size_t> sizes = {4 << 10, 64 << 10, 1 << 20, 16 << 20};
 };
 
-std::string SizeName(size_t bytes) {
-  if (bytes >= (size_t{1} << 20)) return std::to_string(bytes >> 20) + "MiB";
-  if (bytes >= (size_t{1} << 10)) return std::to_string(bytes >> 10) + "KiB";
-  return std::to_string(bytes) + "B";
-}
-
 // Appends req/s and MiB/s rows for one workload. Both are summaries of the same runs.
 Status MeasureThroughput(const Flags& flags, Shape shape, size_t bytes, int servers, int clients,
                          std::vector<BenchResult>* out) {

@@ -220,6 +220,16 @@ class CountingRule final : public Updater {
   std::shared_ptr<std::atomic<uint64_t>> rows_;
 };
 
+// A server of the linear jobs: their weight tables hold doubles, their counters int64s.
+std::shared_ptr<void> LinearServers(Node& server, const ServerOptions& so = {}) {
+  struct Both {
+    Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n, so) {}
+    KVServer<double> f64;
+    KVServer<int64_t> i64;
+  };
+  return std::make_shared<Both>(server, so);
+}
+
 // Every worker runs `train` on rows r with r % workers == rank; returns worker 0's result.
 // With `dbpg_rows`, the servers know kCountingRule, which counts there the rows it applies
 // (CountingRule); the training must name it. With `resume_from`, the servers resume the job
@@ -243,12 +253,7 @@ Result<R> RunOnCluster(const Dataset& all, uint32_t workers, uint32_t servers,
       };
       EXPECT_OK(so.updaters.Register(kCountingRule, counting));
     }
-    struct Both {
-      Both(Node& n, const ServerOptions& so) : f64(n, so), i64(n, so) {}
-      KVServer<double> f64;
-      KVServer<int64_t> i64;
-    };
-    return std::make_shared<Both>(server, so);
+    return LinearServers(server, so);
   });
   PSERVER_RETURN_IF_ERROR(cluster.status());
   std::mutex mu;
@@ -316,14 +321,7 @@ std::map<uint32_t, Result<R>> RunLosingAWorker(
   c.num_servers = 2;
   c.node.heartbeat_interval = std::chrono::milliseconds(50);
   c.node.heartbeat_timeout = std::chrono::milliseconds(500);
-  auto cluster = LocalCluster::Start(c, [](Node& server) -> std::shared_ptr<void> {
-    struct Both {
-      explicit Both(Node& n) : f64(n), i64(n) {}
-      KVServer<double> f64;
-      KVServer<int64_t> i64;
-    };
-    return std::make_shared<Both>(server);
-  });
+  auto cluster = LocalCluster::Start(c, [](Node& server) { return LinearServers(server); });
   EXPECT_OK(cluster.status());
   std::map<uint32_t, Result<R>> results;
   if (!cluster.ok()) return results;
@@ -669,14 +667,7 @@ TEST(DbpgMetricsTest, TheNodesGaugesHoldTheLastPass) {
   LocalClusterOptions c;
   c.inproc = true;
   c.node.metrics_port = 0;
-  auto cluster = LocalCluster::Start(c, [](Node& server) -> std::shared_ptr<void> {
-    struct Both {
-      explicit Both(Node& n) : f64(n), i64(n) {}
-      KVServer<double> f64;
-      KVServer<int64_t> i64;
-    };
-    return std::make_shared<Both>(server);
-  });
+  auto cluster = LocalCluster::Start(c, [](Node& server) { return LinearServers(server); });
   ASSERT_OK(cluster);
   DbpgOptions o;
   o.l1 = 1.0;

@@ -42,9 +42,10 @@ class KvMetrics {
   // `role`: kWorker or kServer (whose latency the histogram measures).
   KvMetrics(std::shared_ptr<metrics::NodeMetrics> metrics, Role role);
 
-  // The instruments of table `id`, made (labelled `name`) when first asked for.
+  // The instruments of table `id`, made (labelled `name`) when first asked for. Their address
+  // is stable: a server keeps it with its table, a worker with each request.
   Table& Add(TableId id, const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
-  // Those of a table already added; nullptr for another.
+  // Those of a table already added; nullptr for another (a worker's sent and received messages).
   Table* Find(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // The wire bytes of `m`'s frames (what the table's filters left).

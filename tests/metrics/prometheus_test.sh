@@ -103,18 +103,24 @@ sys.exit(f"prometheus_test: no result for {expr} within {limit:.0f} s")
 PY
 }
 
+# pushes ROLE: the push requests (workers) or parts (servers) of the job's table, summed over
+# the nodes of ROLE (pserver_node_info says which instance is which).
+pushes() {
+  echo "sum(pserver_requests_total{job=\"pserver\",op=\"push\",table=\"failover\"} * on(instance) group_left pserver_node_info{role=\"$1\"})"
+}
+
 # Every node is scraped: the scheduler, both servers and both workers up.
 up=$(query "count(up{job=\"pserver\"} == 1) == $nodes")
 echo "prometheus_test: $up of $nodes targets up"
 # The workers' push counter, then a larger value of it: it grew while the job ran.
-first=$(query 'sum(pserver_requests_total{job="pserver",op="push",table="failover"}) > 0')
-echo "prometheus_test: pushes seen by Prometheus: $first"
-later=$(query "sum(pserver_requests_total{job=\"pserver\",op=\"push\",table=\"failover\"}) > $first")
+first=$(query "$(pushes worker) > 0")
+echo "prometheus_test: pushes the workers made: $first"
+later=$(query "$(pushes worker) > $first")
 echo "prometheus_test: and later: $later"
-# The servers' side, and the latency histogram, are there as well.
-served=$(query 'sum(pserver_requests_total{job="pserver",op="push",table="failover"} * on(instance) group_left pserver_node_info{role="server"}) > 0')
+# The servers' side, the latency histogram and the rows are there as well.
+served=$(query "$(pushes server) > 0")
 echo "prometheus_test: push parts the servers took: $served"
-p99=$(query 'histogram_quantile(0.99, sum by (le) (rate(pserver_request_duration_seconds_bucket{job="pserver",op="push"}[5s])))')
+p99=$(query 'histogram_quantile(0.99, sum by (le) (rate(pserver_request_duration_seconds_bucket{job="pserver",op="push"}[5s]))) > 0')
 echo "prometheus_test: 99th percentile push latency: $p99 s"
 rows=$(query 'sum(pserver_table_rows{job="pserver",table="failover"}) == 2000')
 echo "prometheus_test: rows held by the servers: $rows"

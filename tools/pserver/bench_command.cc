@@ -78,8 +78,20 @@ Result<Shape> ParseShape(const std::string& s) {
   if (s == "pushpull") return Shape::kPushPull;
   return Status::InvalidArgument(
       fmt::format("unknown workload '{}' (push, pull, pushpull, rtt, sparse_push, sparse_pull, memory, replicated_push, "
-                  "replicated_sparse_push, filter_push, filter_pull)",
+                  "replicated_sparse_push, filter_push, filter_pull, metrics_push, metrics_pull, metrics_pushpull)",
                   s));
+}
+
+// The in-process cluster of one throughput cell, as the flags set it up.
+bench::ClusterWorkloadOptions ClusterCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
+  bench::ClusterWorkloadOptions c;
+  c.shape = shape;
+  c.bytes = bytes;
+  c.window = f.window;
+  c.num_servers = servers;
+  c.num_workers = workers;
+  c.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+  return c;
 }
 
 // Throughput of one cell against two bounds: plain raw ZeroMQ and raw ZeroMQ whose servers do
@@ -102,21 +114,13 @@ Result<BenchResult> ThroughputCell(const BenchFlags& f, Shape shape, size_t byte
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureRawZmqThroughput(raw));
     arith.push_back(a.requests_per_sec);
     arith_cpu.push_back(bench::CpuMicrosPerRequest(a.cpu_seconds, a.requests));
-    bench::ClusterWorkloadOptions c;
-    c.shape = shape;
-    c.bytes = bytes;
-    c.window = f.window;
-    c.num_servers = servers;
-    c.num_workers = workers;
-    c.min_duration = raw.min_duration;
+    bench::ClusterWorkloadOptions c = ClusterCell(f, shape, bytes, servers, workers);
     c.server_work = f.server_work == "none" ? bench::ServerWork::kNone : bench::ServerWork::kStore;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult r, bench::MeasureClusterThroughput(c));
     ours.push_back(r.requests_per_sec);
     ours_cpu.push_back(bench::CpuMicrosPerRequest(r.cpu_seconds, r.requests));
   }
-  std::string name = fmt::format("{}/{}/{}s{}w", bench::ShapeName(shape), bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
-                                                                          : fmt::format("{}KiB", bytes >> 10),
-                                 servers, workers);
+  std::string name = fmt::format("{}/{}/{}s{}w", bench::ShapeName(shape), bench::SizeName(bytes), servers, workers);
   // Results without the server's work never share a name with the real ones.
   if (f.server_work != "store") name += "/server-" + f.server_work;
   BenchResult result = bench::MakeBenchResult(name, "req/s", ours, bench::Summarize(bound).median,
@@ -169,21 +173,15 @@ std::string KeyCount(uint64_t n) {
 Result<BenchResult> ReplicationCell(const BenchFlags& f, size_t bytes, int servers, int workers) {
   std::vector<double> one, two;
   for (int rep = 0; rep < f.repetitions; ++rep) {
-    bench::ClusterWorkloadOptions c;
-    c.shape = Shape::kPush;
-    c.bytes = bytes;
-    c.window = f.window;
-    c.num_servers = servers;
-    c.num_workers = workers;
-    c.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+    bench::ClusterWorkloadOptions c = ClusterCell(f, Shape::kPush, bytes, servers, workers);
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureClusterThroughput(c));
     one.push_back(a.requests_per_sec);
     c.replicas = 2;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureClusterThroughput(c));
     two.push_back(b.requests_per_sec);
   }
-  const std::string size = bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20) : fmt::format("{}KiB", bytes >> 10);
-  return bench::MakeBenchResult(fmt::format("replicated_push/{}/{}s{}w/k2", size, servers, workers), "req/s", two,
+  return bench::MakeBenchResult(fmt::format("replicated_push/{}/{}s{}w/k2", bench::SizeName(bytes), servers, workers),
+                                "req/s", two,
                                 bench::Summarize(one).median, "pserver_k1", true);
 }
 
@@ -261,10 +259,8 @@ Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::str
     filtered.push_back(b.keys_per_sec_per_server);
     filtered_wire.push_back(b.wire_bytes_per_request);
   }
-  const std::string cell = fmt::format("{}/{}/{}/{}s{}w", chain, push ? "push" : "pull",
-                                       bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20)
-                                                          : fmt::format("{}KiB", bytes >> 10),
-                                       servers, workers);
+  const std::string cell =
+      fmt::format("{}/{}/{}/{}s{}w", chain, push ? "push" : "pull", bench::SizeName(bytes), servers, workers);
   return std::vector<BenchResult>{
       bench::MakeBenchResult("filter_speed/" + cell, "keys/s/server", filtered, bench::Summarize(plain).median,
                              "no_filter", true),
@@ -276,13 +272,7 @@ Result<std::vector<BenchResult>> FilterCells(const BenchFlags& f, const std::str
 // scrapes: what the instruments cost the requests) against it without, alternating.
 Result<BenchResult> MetricsCell(const BenchFlags& f, Shape shape, size_t bytes, int servers, int workers) {
   std::vector<double> off, on;
-  bench::ClusterWorkloadOptions c;
-  c.shape = shape;
-  c.bytes = bytes;
-  c.window = f.window;
-  c.num_servers = servers;
-  c.num_workers = workers;
-  c.min_duration = std::chrono::milliseconds(f.min_duration_ms);
+  bench::ClusterWorkloadOptions c = ClusterCell(f, shape, bytes, servers, workers);
   for (int rep = 0; rep < f.repetitions; ++rep) {
     c.metrics = false;
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult a, bench::MeasureClusterThroughput(c));
@@ -291,11 +281,9 @@ Result<BenchResult> MetricsCell(const BenchFlags& f, Shape shape, size_t bytes, 
     PSERVER_ASSIGN_OR_RETURN(bench::ThroughputResult b, bench::MeasureClusterThroughput(c));
     on.push_back(b.requests_per_sec);
   }
-  const std::string name =
-      fmt::format("metrics/{}/{}/{}s{}w", bench::ShapeName(shape),
-                  bytes >= (1 << 20) ? fmt::format("{}MiB", bytes >> 20) : fmt::format("{}KiB", bytes >> 10), servers,
-                  workers);
-  return bench::MakeBenchResult(name, "req/s", on, bench::Summarize(off).median, "no_metrics", true);
+  return bench::MakeBenchResult(
+      fmt::format("metrics/{}/{}/{}s{}w", bench::ShapeName(shape), bench::SizeName(bytes), servers, workers), "req/s",
+      on, bench::Summarize(off).median, "no_metrics", true);
 }
 
 // Bytes per stored parameter of the server's sparse store, with the server's default number of
@@ -403,25 +391,6 @@ int Run(const BenchFlags& f) {
       }
       continue;
     }
-    if (w == "metrics_push" || w == "metrics_pull") {
-      for (const std::string& t : f.topologies) {
-        Result<std::pair<int, int>> topo = ParseTopology(t);
-        if (!topo.ok()) return std::fprintf(stderr, "pserver bench: %s\n", topo.status().ToString().c_str()), 2;
-        for (const std::string& sz : f.sizes) {
-          Result<size_t> bytes = ParseSize(sz);
-          if (!bytes.ok()) return std::fprintf(stderr, "pserver bench: %s\n", bytes.status().ToString().c_str()), 2;
-          Result<BenchResult> r =
-              MetricsCell(f, w == "metrics_push" ? Shape::kPush : Shape::kPull, *bytes, topo->first, topo->second);
-          if (!r.ok()) {
-            std::fprintf(stderr, "pserver bench: %s %s %s: %s\n", w.c_str(), t.c_str(), sz.c_str(),
-                         r.status().ToString().c_str());
-            return 1;
-          }
-          report(*r);
-        }
-      }
-      continue;
-    }
     if (w == "sparse_push" || w == "sparse_pull") {
       if (!sparse_requests) {
         Result<bench::SparseRequests> reqs = bench::MakeSparseRequests(SparseOptions(f, true, 1, 1));
@@ -440,7 +409,10 @@ int Run(const BenchFlags& f) {
       }
       continue;
     }
-    Result<Shape> shape = ParseShape(w);
+    // push, pull, pushpull against their bounds; metrics_<shape> with metrics against without.
+    const bool metrics = w.starts_with("metrics_");
+    Result<Shape> shape = ParseShape(metrics ? w.substr(8) : w);
+    if (!shape.ok()) shape = ParseShape(w);  // the error names the workload as given
     if (!shape.ok()) return std::fprintf(stderr, "pserver bench: %s\n", shape.status().ToString().c_str()), 2;
     for (const std::string& t : f.topologies) {
       Result<std::pair<int, int>> topo = ParseTopology(t);
@@ -448,7 +420,8 @@ int Run(const BenchFlags& f) {
       for (const std::string& s : f.sizes) {
         Result<size_t> bytes = ParseSize(s);
         if (!bytes.ok()) return std::fprintf(stderr, "pserver bench: %s\n", bytes.status().ToString().c_str()), 2;
-        Result<BenchResult> r = ThroughputCell(f, *shape, *bytes, topo->first, topo->second);
+        Result<BenchResult> r = metrics ? MetricsCell(f, *shape, *bytes, topo->first, topo->second)
+                                        : ThroughputCell(f, *shape, *bytes, topo->first, topo->second);
         if (!r.ok()) {
           std::fprintf(stderr, "pserver bench: %s %s %s: %s\n", w.c_str(), s.c_str(), t.c_str(),
                        r.status().ToString().c_str());
@@ -493,8 +466,8 @@ void AddBenchCommand(CLI::App& app, std::function<int()>* run) {
                   "replicated_sparse_push (push and sparse_push with 2 replicas against 1, in the same run; topologies "
                   "of 2 or more servers); filter_push and filter_pull (sparse requests of --sizes of values through "
                   "each of --filter-chains against none, in the same run: keys/s per server, and wire bytes per "
-                  "request, whose ratio is the compression factor); metrics_push and metrics_pull (the push and pull "
-                  "cells with every node keeping its metrics against none, in the same run)")
+                  "request, whose ratio is the compression factor); metrics_push, metrics_pull and metrics_pushpull "
+                  "(those cells with every node keeping its metrics against none, in the same run)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--sizes", f->sizes, "Value sizes of the one key per request")->delimiter(',')->capture_default_str();

@@ -71,6 +71,7 @@ struct KVServerCore::Table {
   explicit Table(const TableSpec& s) : spec(s) {}
   TableSpec spec;
   FilterChain filters;                // the spec's: undone on requests, run on pull replies
+  KvMetrics::Table* metrics = nullptr;  // its instruments; null without metrics
   std::unique_ptr<TableStore> store;  // never null
   Epoch view_epoch;  // dense: the view whose ranges the store took last (TakeViewRanges)
 };
@@ -234,6 +235,7 @@ Result<std::unique_ptr<KVServerCore::Table>> KVServerCore::MakeTable(TableId id,
   if (!filters.ok()) return where(filters.status());
   table->filters = std::move(*filters);
   table->store = std::move(*store);
+  if (metrics_) table->metrics = &metrics_->Add(id, spec.name);
   // A scratch table starts empty: no checkpoint holds it.
   if (!options_.resume_from.empty() && spec.checkpointed) PSERVER_RETURN_IF_ERROR(where(ResumeRows(table->store.get(), *routing)));
   return table;
@@ -461,11 +463,8 @@ void KVServerCore::Process(Message&& msg) {
   }
   Result<Table*> table = FindTable(header.table);
   if (!table.ok()) return Reply(header, table.status(), nullptr, nullptr);
-  KvMetrics::Table* metrics = nullptr;
-  if (metrics_) {
-    metrics = &metrics_->Add(header.table, (*table)->spec.name);
-    metrics->bytes_received->Increment(KvMetrics::Bytes(msg));  // every data message, as on the wire
-  }
+  KvMetrics::Table* const metrics = (*table)->metrics;
+  if (metrics) metrics->bytes_received->Increment(KvMetrics::Bytes(msg));  // every data message, as on the wire
   if (Status undone = (*table)->filters.Decode(msg); !undone.ok()) {
     if (IsKeyCacheMiss(undone)) return AskForKeys(header, undone);
     return Reply(header, undone, nullptr, nullptr);
@@ -643,8 +642,8 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
 }
 
 Status KVServerCore::SendReply(Message&& m) {
-  if (metrics_) {
-    if (KvMetrics::Table* t = metrics_->Find(m.header.table)) t->bytes_sent->Increment(KvMetrics::Bytes(m));
+  if (auto it = tables_.find(m.header.table); it != tables_.end() && it->second->metrics) {
+    it->second->metrics->bytes_sent->Increment(KvMetrics::Bytes(m));
   }
   return runtime_->SendData(std::move(m));
 }

@@ -278,12 +278,13 @@ class KVServerCore final : public cluster::DataHandler {
   // epoch and part echoed, from this server to its sender, without frames.
   transport::Message ReplyTo(const transport::Header& request, uint8_t flags) const;
   // Sends a reply to a worker (counting its bytes in the metrics).
-  Status SendReply(transport::Message&& m);
+  Status SendReply(transport::Message&& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Answers a request this server does not own (`not_owned` is one such key) with its view.
-  void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned);
+  void Redirect(const transport::Header& request, const cluster::Routing& routing, Key not_owned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Answers a request whose key list the table's key cache lacks (`miss`) with kFlagKeysMissing:
   // nothing was applied; the worker sends it again with its keys.
-  void AskForKeys(const transport::Header& request, const Status& miss);
+  void AskForKeys(const transport::Header& request, const Status& miss) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
 
   cluster::NodeRuntime* const runtime_;
   std::mutex mu_;
