@@ -51,7 +51,7 @@
 namespace pserver::transport {
 
 inline constexpr uint32_t kMagic = 0x56525350;  // "PSRV" little-endian
-inline constexpr uint16_t kWireVersion = 13;
+inline constexpr uint16_t kWireVersion = 14;
 inline constexpr size_t kHeaderSize = 72;
 inline constexpr uint16_t kMaxFrames = 4096;
 // Payload frames up to this many bytes travel inside the head (copied once, on send).
@@ -131,6 +131,11 @@ enum MessageFlags : uint8_t {
   // rounded by the table's lossy filters (kv/filter/quantize_filter.h).
   kFlagExact = 1 << 7,
 };
+
+// The aux of a pull request: bits 0-62 the staleness it admits plus one (0: any); bit 63 says
+// that the worker holds no copy of what this server sent it, so a reply that leaves keys out
+// must start over (kv/filter/significant_filter.h).
+inline constexpr uint64_t kPullHoldsNoCopy = uint64_t{1} << 63;
 
 struct Header {
   MessageType type = MessageType::kHeartbeat;

@@ -30,6 +30,11 @@ Status FilterChain::Encode(transport::Message& msg) const {
     trailer.push_back(static_cast<char>(f->code()));
     trailer.push_back(static_cast<char>(*mask));
   }
+  if (fills_replies_ && msg.header.type == transport::MessageType::kPull && !msg.header.is_reply()) {
+    for (const auto& f : filters_) {
+      if (f->fills_replies() && !f->HoldsCopyOf(msg.header.receiver)) msg.header.aux |= transport::kPullHoldsNoCopy;
+    }
+  }
   if (trailer.empty()) return Status::Ok();
   msg.frames = std::move(frames);
   msg.header.flags |= transport::kFlagFiltered;
@@ -58,6 +63,25 @@ std::map<Key, std::vector<double>> FilterChain::TakeHeld() const {
   std::map<Key, std::vector<double>> held;
   for (const auto& f : filters_) f->TakeHeld(&held);
   return held;
+}
+
+void FilterChain::Forget(NodeId peer) const {
+  for (const auto& f : filters_) f->Forget(peer);
+}
+
+Status FilterChain::Fill(const transport::Header& h, const SharedArray<Key>& keys, transport::Frames& frames) const {
+  if (!fills_replies_ && !frames.empty() && !frames[0].empty()) {
+    return Status::Corruption(fmt::format("table '{}': a pull reply carries a copy frame of {} bytes, and no filter "
+                                          "of the table leaves keys out of replies",
+                                          table_, frames[0].size()));
+  }
+  for (const auto& f : filters_) {
+    if (!f->fills_replies()) continue;
+    if (Status s = f->Fill(h, keys, frames); !s.ok()) {
+      return s.WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
+    }
+  }
+  return Status::Ok();
 }
 
 Status FilterChain::Undo(transport::Message& msg) const {
@@ -157,6 +181,7 @@ Result<FilterChain> MakeFilterChain(const TableSpec& spec) {
   for (const auto& f : chain.filters_) {
     chain.rounds_pushes_ = chain.rounds_pushes_ || f->rounds_pushes();
     chain.rounds_replies_ = chain.rounds_replies_ || f->rounds_replies();
+    chain.fills_replies_ = chain.fills_replies_ || f->fills_replies();
   }
   return chain;
 }

@@ -27,7 +27,15 @@
 // key (error feedback). What they round their Encode then carries exactly; a message that is
 // resent goes from the rounded request, so nothing is rounded, or fed back, twice.
 //
-// Thread safety: a FilterChain is immutable once made; Encode, Decode and Round are thread-safe.
+// Pull replies may leave keys out (sigmod with pull=1: significant_filter.h): the server sends
+// only the rows that changed significantly since it last sent them to that worker, and the
+// worker puts the others back from its copy of what that server sent it (FilterChain::Fill).
+// The copies are versioned: each such reply carries the server's sequence number of its replies
+// to the worker, and a worker that missed one (a lost reply, a restart, a reply out of order)
+// fills nothing from its copy until the server starts over, which its next pull asks for.
+//
+// Thread safety: a FilterChain is immutable once made; Encode, Decode, Round and Fill are
+// thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -62,11 +70,15 @@ inline constexpr size_t kMaxFilteredFrames = 8;
 struct Rounding {
   bool reply = false;     // a pull reply, to `peer`; else a push
   NodeId peer;            // a reply's worker: a server keeps error feedback per worker
-  bool may_drop = false;  // a plain push: keys may be left out (their values wait for later)
+  bool may_drop = false;  // a plain push or pull: keys may be left out (a push's wait for later)
+  bool no_copy = false;   // a reply whose worker holds no copy of this server's (kPullHoldsNoCopy)
   ValueType value_type = ValueType::kFloat32;
   size_t columns = 1;
   SharedArray<Key> keys;  // sorted
   transport::Bytes vals;  // keys.size() * columns values; replaced, never written into
+  // A reply that left keys out, or may have: the copy frame its worker fills them back from
+  // (significant_filter.h), which the reply carries as its frame 0; else empty.
+  transport::Bytes copy_frame;
 };
 
 class Filter {
@@ -99,6 +111,23 @@ class Filter {
   // Pushes: adds what it keeps back, per key, to *held (rows of the Rounding's columns) and
   // forgets it: the caller sends it.
   virtual void TakeHeld(std::map<Key, std::vector<double>>* held) const { (void)held; }
+  // A server: forgets what it keeps for worker `peer` (the worker left the cluster).
+  virtual void Forget(NodeId peer) const { (void)peer; }
+
+  // Pull replies that leave keys out: whether this filter's do, whether this worker holds a
+  // copy of what `server` sent it that the server's next reply can build on, and putting the
+  // keys a reply left out back (below, FilterChain::Fill).
+  virtual bool fills_replies() const { return false; }
+  virtual bool HoldsCopyOf(NodeId server) const {
+    (void)server;
+    return true;
+  }
+  virtual Status Fill(const transport::Header& h, const SharedArray<Key>& keys, transport::Frames& frames) const {
+    (void)h;
+    (void)keys;
+    (void)frames;
+    return Status::Ok();
+  }
 };
 
 // A table's filters, in the order they run on send.
@@ -110,10 +139,12 @@ class FilterChain {
   size_t size() const { return filters_.size(); }
   bool rounds_pushes() const { return rounds_pushes_; }
   bool rounds_replies() const { return rounds_replies_; }
+  bool fills_replies() const { return fills_replies_; }
 
   // Runs every filter on `msg` (a data message of the table: a request or a successful reply)
   // and adds the trailer and kFlagFiltered when any changed it. A message with the flag already
-  // set is refused (kInternal): it would be filtered twice.
+  // set is refused (kInternal): it would be filtered twice. A pull to a server of which this
+  // worker holds no copy (fills_replies) gets kPullHoldsNoCopy in its aux.
   Status Encode(transport::Message& msg) const;
   // Undoes what the sender's filters did, when the message has kFlagFiltered, and shows every
   // filter the message as sent (Filter::Received). kNotFound: a key-cache miss (above).
@@ -124,6 +155,14 @@ class FilterChain {
   // What the lossy filters keep back from pushes, summed per key, forgotten by them: the
   // caller pushes it (KVWorker::PushHeld).
   std::map<Key, std::vector<double>> TakeHeld() const;
+  // A server: forgets what the filters keep for worker `peer`.
+  void Forget(NodeId peer) const;
+  // A worker, on a successful pull reply (header `h`, frames decoded) to the part of keys `keys`
+  // (in the order sent): when frame 0 is a copy frame, puts the rows the server left out back
+  // into frame 1 from this worker's copy and empties frame 0. kNotFound when the copy cannot
+  // fill them (it missed a reply: IsCopyMiss; the part goes again, and the server starts over);
+  // kCorruption when the frames do not hold what the server makes.
+  Status Fill(const transport::Header& h, const SharedArray<Key>& keys, transport::Frames& frames) const;
 
  private:
   friend Result<FilterChain> MakeFilterChain(const TableSpec& spec);
@@ -132,6 +171,7 @@ class FilterChain {
   std::vector<std::shared_ptr<const Filter>> filters_;
   bool rounds_pushes_ = false;
   bool rounds_replies_ = false;
+  bool fills_replies_ = false;
 };
 
 // The chain `spec.filters` declares; kInvalidArgument naming the table and the filter for an
@@ -142,6 +182,8 @@ Result<FilterChain> MakeFilterChain(const TableSpec& spec);
 
 // Whether Decode's error is a key-cache miss, which the sender mends by sending the keys.
 inline bool IsKeyCacheMiss(const Status& s) { return s.code() == StatusCode::kNotFound; }
+// Whether Fill's error is a copy miss, which the worker mends by pulling the part again.
+inline bool IsCopyMiss(const Status& s) { return s.code() == StatusCode::kNotFound; }
 
 // The names of the built-in filters, for error messages and --help.
 std::string_view KnownFilters();

@@ -89,6 +89,11 @@ class KeyCacheFilter final : public Filter {
   FilterCode code() const override { return FilterCode::kKeyCache; }
   std::string_view name() const override { return "keycache"; }
 
+  void Forget(NodeId peer) const override {
+    MutexLock lock(&mu_);
+    held_.erase(peer.value);
+  }
+
   Result<uint8_t> Encode(const transport::Header& h, transport::Frames& frames) const override {
     if (!CarriesKeys(h, frames) || frames[0].size() % sizeof(Key) != 0) return uint8_t{0};
     const uint64_t n = frames[0].size() / sizeof(Key);

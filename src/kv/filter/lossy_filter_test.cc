@@ -51,10 +51,12 @@ Rounding PushRounding(const TableSpec& spec, std::vector<Key> keys, std::vector<
   return Rounding{.reply = false,
                   .peer = NodeId(),
                   .may_drop = may_drop,
+                  .no_copy = false,
                   .value_type = spec.value_type,
                   .columns = spec.width,
                   .keys = SharedArray<Key>(std::move(keys)),
-                  .vals = transport::AsBytes(SharedArray<T>(std::move(vals)))};
+                  .vals = transport::AsBytes(SharedArray<T>(std::move(vals))),
+                  .copy_frame = {}};
 }
 
 // A push message of rows `vals` (width per key) for `keys`, as a worker builds it.

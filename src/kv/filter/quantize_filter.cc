@@ -105,6 +105,11 @@ class QuantizeFilter final : public Filter {
     if (pushed_) pushed_->TakeInto(held);
   }
 
+  void Forget(NodeId peer) const override {
+    std::lock_guard lock(mu_);
+    replied_.erase(peer);
+  }
+
   Result<uint8_t> Encode(const transport::Header& h, transport::Frames& frames) const override {
     const size_t columns = Columns(h);
     if (columns == 0 || frames.size() < 2) return 0;

@@ -341,8 +341,9 @@ Status KVServerCore::CheckResponse(const ServerRequest& req, const ServerRespons
 }
 
 bool KVServerCore::Admits(const transport::Header& h) const {
-  if (!Pulls(h.type) || h.aux == 0) return true;
-  const uint64_t staleness = h.aux - 1;
+  const uint64_t admits = h.aux & ~transport::kPullHoldsNoCopy;
+  if (!Pulls(h.type) || admits == 0) return true;
+  const uint64_t staleness = admits - 1;
   const uint64_t clock = ClockBase(h.sender) + h.clock;
   if (clock <= staleness) return true;
   const uint64_t need = clock - staleness;
@@ -433,6 +434,7 @@ void KVServerCore::OnNodeLeft(const cluster::NodeFailure& who) {
 }
 
 void KVServerCore::DropWorker(NodeId worker, const std::string& why) {
+  for (const auto& [id, table] : tables_) table->filters.Forget(worker);  // what they kept for it
   if (worker_clock_.erase(worker) > 0) {
     PSERVER_LOG_INFO("{}: dropped {} from the stale-synchronous clock: {}", runtime_->DescribeNode(runtime_->id()),
                      runtime_->DescribeNode(worker), why);
@@ -580,13 +582,16 @@ void KVServerCore::Process(Message&& msg) {
   if (s.ok() && t.filters.rounds_replies() && !(header.flags & transport::kFlagExact)) {
     Rounding r{.reply = true,
                .peer = header.sender,
-               .may_drop = false,
+               .may_drop = header.type == MessageType::kPull,
+               .no_copy = (header.aux & transport::kPullHoldsNoCopy) != 0,
                .value_type = t.spec.value_type,
                .columns = t.spec.width,
                .keys = req->keys,
-               .vals = resp.vals};
+               .vals = resp.vals,
+               .copy_frame = {}};
     if (Status rounded = t.filters.Round(r); rounded.ok()) {
       resp.vals = std::move(r.vals);
+      resp.copy = std::move(r.copy_frame);
     } else {
       PSERVER_LOG_WARN("server {}: answered {} unrounded: {}", runtime_->rank().value, transport::Describe(header),
                        rounded.ToString());
@@ -621,7 +626,7 @@ void KVServerCore::Reply(const transport::Header& request, const Status& status,
     PSERVER_LOG_DEBUG("server: refused {}: {}", transport::Describe(request), status.ToString());
   } else if (resp) {
     m.frames.reserve(4);
-    m.frames.emplace_back();
+    m.frames.push_back(std::move(resp->copy));
     m.frames.push_back(std::move(resp->vals));
     m.frames.push_back(transport::AsBytes(resp->lens));
     if (clock) m.frames.push_back(transport::AsBytes(SharedArray<int64_t>(std::move(*clock))));

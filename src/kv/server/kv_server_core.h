@@ -104,6 +104,9 @@ struct ServerRequest {
 struct ServerResponse {
   transport::Bytes vals;
   SharedArray<int32_t> lens;
+  // A pull reply that left keys out (kv/filter/significant_filter.h): its copy frame, sent as
+  // the reply's frame 0; set by the table's filters, never by a handler.
+  transport::Bytes copy;
 };
 
 using ServerHandler = std::function<Status(const ServerRequest&, ServerResponse*)>;

@@ -204,6 +204,8 @@ class KVWorkerCore final : public cluster::DataHandler {
   Status CheckOptions(const KVWorkerBase::Call& call) const;  // takes mu_
   std::vector<transport::Message> TickMessages(uint64_t clock) const;
   void MergeIncludes(const Pending& p) const;
+  // The keys of part `index` of `p`, in the order its message sent them.
+  static SharedArray<Key> PartKeys(const Pending& p, size_t index);
   Status Assemble(Pending& p, transport::Bytes* vals, SharedArray<int32_t>* lens) const;
   void Remember(int64_t ts, const Status& s);  // REQUIRES: mu_ held
   void FailAll(const Status& why, const NodeId* only);

@@ -36,10 +36,12 @@ Status KVWorkerCore::RoundPush(KVWorkerBase::Call& call, const TableSpec& spec) 
   Rounding r{.reply = false,
              .peer = NodeId(),
              .may_drop = call.type == MessageType::kPush,
+             .no_copy = false,
              .value_type = spec.value_type,
              .columns = size_t{spec.width} * spec.push_arity,
              .keys = call.keys,
-             .vals = call.vals};
+             .vals = call.vals,
+             .copy_frame = {}};
   PSERVER_RETURN_IF_ERROR((*chain)->Round(r));
   call.keys = std::move(r.keys);
   call.vals = std::move(r.vals);

@@ -37,9 +37,22 @@ void KVWorkerCore::OnData(Message&& msg) {
   }
   // Undone before anything reads a frame, and outside the lock (decompression takes time).
   Status unfiltered;
+  std::shared_ptr<const FilterChain> chain;
   if ((h.flags & transport::kFlagFiltered) && !h.is_error()) {
-    Result<std::shared_ptr<const FilterChain>> chain = catalog_.Filters(h.table);
-    unfiltered = chain.ok() ? (*chain)->Decode(msg) : chain.status();
+    Result<std::shared_ptr<const FilterChain>> found = catalog_.Filters(h.table);
+    unfiltered = found.ok() ? (*found)->Decode(msg) : found.status();
+    if (found.ok()) chain = std::move(*found);
+  }
+  // A pull reply that left keys out (a copy frame: kv/filter/significant_filter.h).
+  const bool copied = unfiltered.ok() && Pulls(h.type) && !h.is_error() && !h.is_redirect() &&
+                      !(h.flags & transport::kFlagKeysMissing) && !msg.frames.empty() && !msg.frames[0].empty();
+  if (copied && !chain) {
+    Result<std::shared_ptr<const FilterChain>> found = catalog_.Filters(h.table);
+    if (found.ok()) {
+      chain = std::move(*found);
+    } else {
+      unfiltered = found.status();
+    }
   }
   std::unique_lock lock(mu_);
   auto it = pending_.find(h.request_id);
@@ -47,9 +60,18 @@ void KVWorkerCore::OnData(Message&& msg) {
   if (h.part >= it->second.parts.size()) return;
   Part& part = it->second.parts[h.part];
   if (part.node != h.sender || part.answered) return;  // a stray or repeated reply
-  if ((h.flags & transport::kFlagKeysMissing) && !h.is_error()) {
-    // The server's key cache lacked the part's keys and applied nothing: the part goes again,
-    // as a resend (which carries its keys), by the view this worker routes by now.
+  // The keys the server left out, put back from this worker's copy of what it sent, in the
+  // order replies arrive (this thread's): the copy follows the server's replies one by one.
+  Status filled;
+  if (copied && chain) filled = chain->Fill(h, PartKeys(it->second, h.part), msg.frames);
+  if (((h.flags & transport::kFlagKeysMissing) && !h.is_error()) || IsCopyMiss(filled)) {
+    // The server's key cache lacked the part's keys and applied nothing, or this worker's copy
+    // lacks what the reply left out: the part goes again, as a resend (which carries its keys),
+    // by the view this worker routes by now (and asks the server to start its replies over).
+    if (IsCopyMiss(filled)) {
+      PSERVER_LOG_DEBUG("worker {}: pulling part {} of request {} again: {}", runtime_->rank().value, h.part,
+                        h.request_id, filled.ToString());
+    }
     Unsent resend = Reslice(lock, h.request_id, h.part, *runtime_->routing(), h.sender, NodeId());
     if (resend.empty()) return;
     lock.unlock();
@@ -68,6 +90,8 @@ void KVWorkerCore::OnData(Message&& msg) {
   Status error;
   if (!unfiltered.ok()) {
     error = unfiltered.WithContext(fmt::format("the reply of {}", runtime_->DescribeNode(h.sender)));
+  } else if (!filled.ok()) {
+    error = filled.WithContext(fmt::format("the reply of {}", runtime_->DescribeNode(h.sender)));
   } else if (h.is_error()) {
     error = Status(static_cast<StatusCode>(h.status), ReplyText(msg))
                 .WithContext(fmt::format("{}", runtime_->DescribeNode(h.sender)));
@@ -137,6 +161,22 @@ bool KVWorkerCore::Finish(int64_t ts, Pending&& p) {
   completions_.fetch_add(1, std::memory_order_release);
   if (waiters_.contains(ts)) done_cv_.notify_all();
   return !held_.empty();
+}
+
+SharedArray<Key> KVWorkerCore::PartKeys(const Pending& p, size_t index) {
+  const Part& part = p.parts[index];
+  std::vector<Key> keys;
+  keys.reserve(part.num_keys);
+  if (!p.order.empty()) {  // the parts before it hold the order's first keys
+    size_t at = 0;
+    for (size_t i = 0; i < index; ++i) at += p.parts[i].num_keys;
+    for (size_t j = 0; j < part.num_keys; ++j) keys.push_back(p.call.keys[p.order[at + j]]);
+  } else {
+    for (const IndexRun& r : part.runs) {
+      for (uint32_t i = r.begin; i < r.end; ++i) keys.push_back(p.call.keys[i]);
+    }
+  }
+  return SharedArray<Key>(std::move(keys));
 }
 
 Status KVWorkerCore::Assemble(Pending& p, Bytes* vals, SharedArray<int32_t>* lens) const {
