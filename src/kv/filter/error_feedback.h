@@ -45,6 +45,11 @@ class Residuals {
   // The row of a slot; valid until the next Slot() that makes one.
   double* Row(uint32_t slot) { return &rows_[size_t{slot} * columns_]; }
 
+  void Clear() {
+    slots_.clear();
+    rows_.clear();
+  }
+
   // Adds every row that is not all zeros to (*held)[key] and forgets them all.
   void TakeInto(std::map<Key, std::vector<double>>* held) {
     for (const auto& [key, slot] : slots_) {
@@ -54,8 +59,7 @@ class Residuals {
       sum.resize(columns_, 0.0);
       for (size_t j = 0; j < columns_; ++j) sum[j] += row[j];
     }
-    slots_.clear();
-    rows_.clear();
+    Clear();
   }
 
  private:
@@ -80,6 +84,20 @@ Status CheckFinite(const SharedArray<Key>& keys, const T* vals, size_t columns, 
 // Whether filter `name` may round the values of `table`: floating values of a fixed width, and
 // (when it rounds pushes) a rule that adds pushes up -- "assign" would not add what it keeps
 // back to a later push, nor would "ftrl" with scaled=1 to its scale.
+// The bound on the keys an error-feedback store holds (param held_keys), unless a spec sets one.
+inline constexpr double kDefaultHeldKeys = 4194304;
+
+// Reads param held_keys (a whole number >= 1) into *out; false when `param` is another.
+inline Result<bool> ReadHeldKeys(std::string_view filter, const std::string& param, double value, uint64_t* out) {
+  if (param != "held_keys") return false;
+  if (!(value >= 1 && value <= 1e12) || value != std::floor(value)) {
+    return Status::InvalidArgument(
+        fmt::format("filter '{}': held_keys {} is out of range (a whole number >= 1)", filter, value));
+  }
+  *out = static_cast<uint64_t>(value);
+  return true;
+}
+
 inline Status CheckRoundable(std::string_view name, const TableSpec& table, bool pushes) {
   if (table.value_type != ValueType::kFloat32 && table.value_type != ValueType::kFloat64) {
     return Status::InvalidArgument(fmt::format("filter '{}' rounds floating-point values, and the table holds {}",

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
@@ -56,6 +57,38 @@ Status FilterChain::Round(Rounding& r) const {
     if (!(r.reply ? f->rounds_replies() : f->rounds_pushes())) continue;
     if (Status s = f->Round(r); !s.ok()) return s.WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
   }
+  if (!r.reply && std::any_of(filters_.begin(), filters_.end(), [](const auto& f) { return f->over_bound(); })) {
+    return r.value_type == ValueType::kFloat64 ? AddHeld<double>(r) : AddHeld<float>(r);
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+Status FilterChain::AddHeld(Rounding& r) const {
+  std::map<Key, std::vector<double>> held = TakeHeld();
+  const size_t c = r.columns;
+  const T* in = reinterpret_cast<const T*>(r.vals.data());
+  std::vector<Key> keys;
+  std::vector<T> vals;
+  keys.reserve(r.keys.size() + held.size());
+  vals.reserve(keys.capacity() * c);
+  auto it = held.begin();
+  auto add_held = [&](const std::vector<double>& row, T* to) {
+    for (size_t j = 0; j < c; ++j) to[j] = static_cast<T>(static_cast<double>(to[j]) + row[j]);
+  };
+  for (size_t i = 0; i <= r.keys.size(); ++i) {
+    for (; it != held.end() && (i == r.keys.size() || it->first < r.keys[i]); ++it) {  // held keys before it
+      keys.push_back(it->first);
+      vals.resize(vals.size() + c, T(0));
+      add_held(it->second, &vals[vals.size() - c]);
+    }
+    if (i == r.keys.size()) break;
+    keys.push_back(r.keys[i]);
+    vals.insert(vals.end(), in + i * c, in + (i + 1) * c);
+    if (it != held.end() && it->first == r.keys[i]) add_held((it++)->second, &vals[vals.size() - c]);
+  }
+  r.keys = SharedArray<Key>(std::move(keys));
+  r.vals = transport::AsBytes(SharedArray<T>(std::move(vals)));
   return Status::Ok();
 }
 

@@ -111,6 +111,9 @@ class Filter {
   // Pushes: adds what it keeps back, per key, to *held (rows of the Rounding's columns) and
   // forgets it: the caller sends it.
   virtual void TakeHeld(std::map<Key, std::vector<double>>* held) const { (void)held; }
+  // Pushes: whether what it keeps back holds more keys than its bound (param held_keys): the
+  // chain then sends it all with the push it rounds.
+  virtual bool over_bound() const { return false; }
   // A server: forgets what it keeps for worker `peer` (the worker left the cluster).
   virtual void Forget(NodeId peer) const { (void)peer; }
 
@@ -150,7 +153,10 @@ class FilterChain {
   // filter the message as sent (Filter::Received). kNotFound: a key-cache miss (above).
   Status Decode(transport::Message& msg) const;
   // Runs the lossy filters' Round, in the chain's order, on a push (rounds_pushes) or a pull
-  // reply (rounds_replies). On an error nothing is rounded, nor any state changed.
+  // reply (rounds_replies). On an error nothing is rounded, nor any state changed. A push after
+  // which a filter keeps back more keys than its bound takes everything the filters keep back
+  // (TakeHeld), added to its rows unrounded, and new rows for the keys it lacked: the stores
+  // empty, and nothing is lost.
   Status Round(Rounding& r) const;
   // What the lossy filters keep back from pushes, summed per key, forgotten by them: the
   // caller pushes it (KVWorker::PushHeld).
@@ -167,6 +173,8 @@ class FilterChain {
  private:
   friend Result<FilterChain> MakeFilterChain(const TableSpec& spec);
   Status Undo(transport::Message& msg) const;
+  template <typename T>
+  Status AddHeld(Rounding& r) const;
   std::string table_;
   std::vector<std::shared_ptr<const Filter>> filters_;
   bool rounds_pushes_ = false;

@@ -5,11 +5,13 @@
 // a table cannot take are refused when the chain is made.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "kv/filter/filter.h"
@@ -275,6 +277,67 @@ TEST(LossyFilterTest, SignificantlyModifiedSendsOnlyWhatCrossesTheThreshold) {
   EXPECT_EQ(std::vector<Key>(r.keys.begin(), r.keys.end()), (std::vector<Key>{1, 3}));
 }
 
+TEST(LossyFilterTest, AStoreOverItsBoundIsSentWithThePush) {
+  const uint64_t seed = std::random_device()();
+  std::cout << "seed " << seed << "\n";
+  std::mt19937_64 rng(seed);
+  constexpr size_t kBound = 8;
+  for (const std::vector<FilterSpec>& filters : std::vector<std::vector<FilterSpec>>{
+           {{"q8", {{"held_keys", kBound}}}},
+           {{"sigmod", {{"threshold", 0.5}, {"held_keys", kBound}}}, {"fp16", {{"held_keys", kBound}}}}}) {
+    SCOPED_TRACE(filters[0].name);
+    const TableSpec spec = TableOf(filters, ValueType::kFloat64);
+    const FilterChain chain = ChainOf(spec);
+    std::map<Key, double> pushed, sent;
+    int flushes = 0;
+    for (int push = 0; push < 200; ++push) {
+      std::vector<Key> keys;
+      std::vector<double> vals;
+      for (Key k = rng() % 7; k < 40; k += 1 + rng() % 9) {
+        keys.push_back(k);
+        vals.push_back(std::uniform_real_distribution<double>(-1, 1)(rng));
+        pushed[k] += vals.back();
+      }
+      const std::vector<Key> asked = keys;
+      Rounding r = PushRounding(spec, std::move(keys), std::move(vals));
+      ASSERT_OK(chain.Round(r));
+      const std::vector<double> out = ValuesOf<double>(r.vals);
+      bool extra = false;
+      for (size_t i = 0; i < r.keys.size(); ++i) {
+        sent[r.keys[i]] += out[i];
+        extra = extra || !std::binary_search(asked.begin(), asked.end(), r.keys[i]);
+      }
+      ASSERT_TRUE(std::is_sorted(r.keys.begin(), r.keys.end()));
+      if (extra) ++flushes;
+    }
+    EXPECT_GT(flushes, 0) << "40 keys never stayed under a bound of 8";
+    for (const auto& [key, row] : chain.TakeHeld()) sent[key] += row[0];
+    for (const auto& [key, sum] : pushed) EXPECT_NEAR(sent[key], sum, 1e-12) << "key " << key;
+  }
+}
+
+TEST(LossyFilterTest, AReplyStoreOverItsBoundStartsAgain) {
+  // Two keys pulled in turn: with room for one, the store of each reply's feedback is emptied
+  // before the next, so a key's replies are all the same rounding of 1/3; with room for both,
+  // feedback makes them alternate around it.
+  for (const double bound : {1.0, 2.0}) {
+    const TableSpec spec = TableOf({{"fp16", {{"push", 0}, {"held_keys", bound}}}}, ValueType::kFloat64);
+    const FilterChain chain = ChainOf(spec);
+    std::set<double> seen;
+    for (int pull = 0; pull < 20; ++pull) {
+      for (Key key : {Key{1}, Key{2}}) {
+        Rounding r = PushRounding<double>(spec, {key}, {1.0 / 3});
+        r.reply = true;
+        r.peer = NodeId(1);
+        r.may_drop = false;
+        ASSERT_OK(chain.Round(r));
+        if (key == 1) seen.insert(ValuesOf<double>(r.vals)[0]);
+      }
+    }
+    EXPECT_EQ(seen.size(), bound == 1.0 ? 1u : 2u) << "held_keys " << bound;
+  }
+}
+
 TEST(LossyFilterTest, NanAndInfinitiesAreRefusedNamingTheKey) {
   for (const std::string filter : {"fp16", "q8", "sigmod"}) {
     const TableSpec spec = TableOf({{filter}});
@@ -407,6 +470,8 @@ TEST(LossyFilterTest, TablesTheyCannotRoundAreRefused) {
   refused(TableOf({{"sigmod", {{"decay", 0}}}}), "decay 0 is out of range");
   refused(TableOf({{"sigmod", {{"relative", 2}}}}), "relative 2 is out of range");
   refused(TableOf({{"sigmod", {{"level", 2}}}}), "no param 'level'");
+  refused(TableOf({{"q8", {{"held_keys", 0}}}}), "held_keys 0 is out of range");
+  refused(TableOf({{"sigmod", {{"held_keys", 2.5}}}}), "held_keys 2.5 is out of range");
   EXPECT_OK(MakeFilterChain(TableOf({{"sigmod", {{"threshold", 1e-4}}}, {"q8"}, {"keycache"}, {"zstd"}})));
   Result<std::vector<FilterSpec>> parsed = ParseFilters("sigmod:threshold=0.001:decay=0.99,fp16:pull=0,keycache,lz4");
   ASSERT_OK(parsed);

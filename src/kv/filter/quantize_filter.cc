@@ -88,8 +88,8 @@ using base::StoreLE;
 
 class QuantizeFilter final : public Filter {
  public:
-  QuantizeFilter(Precision precision, bool pushes, bool replies, size_t push_columns)
-      : precision_(precision), pushes_(pushes), replies_(replies), push_columns_(push_columns) {}
+  QuantizeFilter(Precision precision, bool pushes, bool replies, size_t push_columns, uint64_t held_keys)
+      : precision_(precision), pushes_(pushes), replies_(replies), push_columns_(push_columns), held_keys_(held_keys) {}
 
   FilterCode code() const override { return precision_ == Precision::kFp16 ? FilterCode::kFp16 : FilterCode::kQ8; }
   std::string_view name() const override { return precision_ == Precision::kFp16 ? "fp16" : "q8"; }
@@ -108,6 +108,11 @@ class QuantizeFilter final : public Filter {
   void Forget(NodeId peer) const override {
     std::lock_guard lock(mu_);
     replied_.erase(peer);
+  }
+
+  bool over_bound() const override {
+    std::lock_guard lock(mu_);
+    return pushed_ && pushed_->size() > held_keys_;
   }
 
   Result<uint8_t> Encode(const transport::Header& h, transport::Frames& frames) const override {
@@ -217,6 +222,9 @@ class QuantizeFilter final : public Filter {
     }
     auto it = replied_.find(r.peer);
     if (it == replied_.end()) it = replied_.emplace(r.peer, Residuals(r.columns)).first;
+    // Past its bound a reply store starts again: what it kept is at most a step a value, and a
+    // pull is a fresh read.
+    if (it->second.size() > held_keys_) it->second.Clear();
     return it->second;
   }
 
@@ -311,6 +319,7 @@ class QuantizeFilter final : public Filter {
   const Precision precision_;
   const bool pushes_, replies_;
   const size_t push_columns_;  // width * push_arity
+  const uint64_t held_keys_;   // the bound on each store's keys
   mutable std::mutex mu_;
   mutable std::optional<Residuals> pushed_;                       // a worker's, of its pushes
   mutable absl::flat_hash_map<NodeId, Residuals> replied_;       // a server's, of its replies to each worker
@@ -321,9 +330,12 @@ class QuantizeFilter final : public Filter {
 Result<std::shared_ptr<const Filter>> MakeQuantizeFilter(Precision precision, const FilterSpec& spec,
                                                          const TableSpec* table) {
   double pushes = 1, replies = 1;
+  uint64_t held_keys = static_cast<uint64_t>(kDefaultHeldKeys);
   for (const auto& [param, value] : spec.params) {
+    PSERVER_ASSIGN_OR_RETURN(bool bound, ReadHeldKeys(spec.name, param, value, &held_keys));
+    if (bound) continue;
     double* slot = param == "push" ? &pushes : param == "pull" ? &replies : nullptr;
-    if (!slot) return Status::InvalidArgument(fmt::format("filter '{}' has no param '{}' (it takes push, pull)", spec.name, param));
+    if (!slot) return Status::InvalidArgument(fmt::format("filter '{}' has no param '{}' (it takes push, pull, held_keys)", spec.name, param));
     if (value != 0 && value != 1) {
       return Status::InvalidArgument(fmt::format("filter '{}': {} must be 0 or 1, got {}", spec.name, param, value));
     }
@@ -340,7 +352,7 @@ Result<std::shared_ptr<const Filter>> MakeQuantizeFilter(Precision precision, co
   }
   const size_t push_columns = table ? size_t{table->width} * table->push_arity : 1;
   return std::shared_ptr<const Filter>(
-      std::make_shared<QuantizeFilter>(precision, pushes == 1, replies == 1, push_columns));
+      std::make_shared<QuantizeFilter>(precision, pushes == 1, replies == 1, push_columns, held_keys));
 }
 
 }  // namespace pserver::kv

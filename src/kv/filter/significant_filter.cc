@@ -63,6 +63,7 @@ class SignificantFilter final : public Filter {
     bool pull = false;
     double pull_threshold = 0, pull_relative = 0;
     uint64_t copy_keys = 0;
+    uint64_t held_keys = 0;
   };
   explicit SignificantFilter(const Params& p)
       : p_(p),
@@ -94,6 +95,11 @@ class SignificantFilter final : public Filter {
   void Forget(NodeId peer) const override {
     std::lock_guard lock(mu_);
     sent_.erase(peer);
+  }
+
+  bool over_bound() const override {
+    std::lock_guard lock(mu_);
+    return kept_ && kept_->size() > p_.held_keys;
   }
 
   bool HoldsCopyOf(NodeId server) const override {
@@ -290,7 +296,10 @@ class SignificantFilter final : public Filter {
 Result<std::shared_ptr<const Filter>> MakeSignificantFilter(const FilterSpec& spec, const TableSpec* table) {
   SignificantFilter::Params p;
   double push = 1, pull = 0, copy_keys = 8388608;
+  p.held_keys = static_cast<uint64_t>(kDefaultHeldKeys);
   for (const auto& [param, value] : spec.params) {
+    PSERVER_ASSIGN_OR_RETURN(bool bound, ReadHeldKeys("sigmod", param, value, &p.held_keys));
+    if (bound) continue;
     const bool flag = param == "push" || param == "pull";
     const bool at_least_zero = param == "threshold" || param == "pull_threshold";
     const bool fraction = param == "relative" || param == "pull_relative";
@@ -311,7 +320,8 @@ Result<std::shared_ptr<const Filter>> MakeSignificantFilter(const FilterSpec& sp
           param, value));
     } else {
       return Status::InvalidArgument(fmt::format("filter 'sigmod' has no param '{}' (it takes push, threshold, "
-                                                 "relative, decay, pull, pull_threshold, pull_relative, copy_keys)",
+                                                 "relative, decay, held_keys, pull, pull_threshold, pull_relative, "
+                                                 "copy_keys)",
                                                  param));
     }
   }
