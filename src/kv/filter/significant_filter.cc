@@ -30,6 +30,7 @@ class RowCopy {
     slots_.clear();
     rows_.clear();
   }
+  void Prefetch(Key key) const { slots_.prefetch(key); }
   // The row of `key`, or null.
   std::byte* Find(Key key) {
     auto it = slots_.find(key);
@@ -50,6 +51,7 @@ class RowCopy {
 // The copy frame (docs/filters.md, section 2.3): generation, sequence number and row count (u64
 // each), then one bit a row of the request's part, set for the rows the reply carries.
 constexpr size_t kCopyPrefix = 24;
+constexpr size_t kAhead = 8;  // hash lookups prefetched this many keys ahead
 size_t BitmapBytes(uint64_t rows) { return (rows + 7) / 8; }
 
 using base::LoadLE;
@@ -148,6 +150,7 @@ class SignificantFilter final : public Filter {
     transport::Bytes out = transport::Bytes::Uninitialized(n * row_bytes);
     const std::byte* in = frames[1].data();
     for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) held.rows.Prefetch(keys[i + kAhead]);
       std::byte* dst = out.data() + i * row_bytes;
       if (std::to_integer<uint8_t>(bits[i / 8]) & (1u << (i % 8))) {
         std::memcpy(dst, in, row_bytes);
@@ -254,6 +257,7 @@ class SignificantFilter final : public Filter {
     std::vector<Key> keys;
     std::vector<T> vals;
     for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) sent.rows.Prefetch(r.keys[i + kAhead]);
       const T* row = in + i * c;
       const auto* was = reinterpret_cast<const T*>(sent.rows.Find(r.keys[i]));
       if (was && Unchanged(row, was, c)) continue;

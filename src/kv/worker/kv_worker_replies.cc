@@ -55,15 +55,28 @@ void KVWorkerCore::OnData(Message&& msg) {
     }
   }
   std::unique_lock lock(mu_);
-  auto it = pending_.find(h.request_id);
-  if (it == pending_.end()) return;  // already failed (e.g. its server was declared dead)
-  if (h.part >= it->second.parts.size()) return;
-  Part& part = it->second.parts[h.part];
-  if (part.node != h.sender || part.answered) return;  // a stray or repeated reply
-  // The keys the server left out, put back from this worker's copy of what it sent, in the
-  // order replies arrive (this thread's): the copy follows the server's replies one by one.
+  // The request of the reply, while its part waits for it.
+  auto awaiting = [&]() -> Pending* {
+    auto it = pending_.find(h.request_id);
+    if (it == pending_.end()) return nullptr;  // already failed (e.g. its server was declared dead)
+    if (h.part >= it->second.parts.size()) return nullptr;
+    const Part& part = it->second.parts[h.part];
+    if (part.node != h.sender || part.answered) return nullptr;  // a stray or repeated reply
+    return &it->second;
+  };
+  Pending* pending = awaiting();
+  if (!pending) return;
+  // The keys the server left out, put back from this worker's copy of what it sent: outside
+  // the lock (a lookup a key), and on this thread, so that the copy follows the server's replies
+  // one by one in the order they arrive.
   Status filled;
-  if (copied && chain) filled = chain->Fill(h, PartKeys(it->second, h.part), msg.frames);
+  if (copied && chain) {
+    const SharedArray<Key> keys = PartKeys(*pending, h.part);
+    lock.unlock();
+    filled = chain->Fill(h, keys, msg.frames);
+    lock.lock();
+    if (!awaiting()) return;
+  }
   if (((h.flags & transport::kFlagKeysMissing) && !h.is_error()) || IsCopyMiss(filled)) {
     // The server's key cache lacked the part's keys and applied nothing, or this worker's copy
     // lacks what the reply left out: the part goes again, as a resend (which carries its keys),
