@@ -134,7 +134,7 @@ TEST(MessageTest, EncodesDocumentedLayout) {
   h.part = 0x71727374;
   const std::vector<unsigned> want = {
       'P',  'S',  'R',  'V',                           //  0 magic
-      0x0d, 0x00,                                      //  4 version 13
+      0x0e, 0x00,                                      //  4 version 14
       33,                                              //  6 type kPull
       0x03,                                            //  7 flags reply|error
       0x01, 0x02, 0x03, 0x04,                          //  8 sender

@@ -47,7 +47,7 @@ const std::string kSendTimeoutMs = "12000";
 
 std::string ExitOf(Subprocess& p, const std::string& who) { return testing::ExitOf(p, who, kHangGuard); }
 
-// A message as docs/wire_format.md lays it out, written by hand: the 72-byte header (version 13), the frame
+// A message as docs/wire_format.md lays it out, written by hand: the 72-byte header (version 14), the frame
 // table, then every payload frame inline, padded to 8 bytes.
 struct WireMessage {
   uint8_t type = 0;
@@ -68,7 +68,7 @@ struct WireMessage {
       for (int i = 0; i < bytes; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
     };
     b += "PSRV";
-    put(13, 2);  // wire version
+    put(14, 2);  // wire version
     put(type, 1);
     put(flags, 1);
     put(sender, 4);
