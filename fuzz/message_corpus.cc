@@ -16,6 +16,7 @@
 //
 // Rerun it (and commit the result) whenever the wire format or a control body changes:
 //   build/fuzz/message_corpus fuzz/corpus/message_fuzz
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -285,6 +286,31 @@ std::vector<Seed> Seeds() {
               Bytes(), ArrayOf<int64_t>({5, 9})};
   if (!kv::MakeFilterChain(spec)->Encode(m).ok() || !(m.header.flags & transport::kFlagFiltered)) return {};
   add("pull_reply_fp16", std::move(m));
+  // A pull reply that left rows out (significant_filter.h): its copy frame, made by the
+  // server's filter (the second reply to the worker: rows 1 and 3 of 12 changed).
+  spec.filters = {{"sigmod", {{"push", 0}, {"pull", 1}}}};
+  const kv::FilterChain server = *kv::MakeFilterChain(spec);
+  std::vector<float> rows(12, 0.5f);
+  for (float changed : {0.5f, 2.0f}) {
+    rows[1] = rows[3] = changed;
+    kv::Rounding r{.reply = true,
+                   .peer = kWorker1,
+                   .may_drop = true,
+                   .no_copy = false,
+                   .value_type = ValueType::kFloat32,
+                   .columns = 1,
+                   .keys = pserver::SharedArray<uint64_t>(std::vector<uint64_t>(keys.begin(), keys.begin() + 12)),
+                   .vals = ArrayOf<float>(rows),
+                   .copy_frame = {}};
+    if (!server.Round(r).ok() || r.copy_frame.empty()) return {};
+    // The generation (the first 8 bytes) comes from the clock; a seed must not change.
+    std::vector<std::byte> copy(r.copy_frame.begin(), r.copy_frame.end());
+    std::fill(copy.begin(), copy.begin() + 8, std::byte{0});
+    copy[0] = std::byte{1};
+    m = Data(MessageType::kPull, transport::kFlagReply, kServer0, kWorker1, 3, 51, 0, 0);
+    m.frames = {Bytes::CopyOf(copy), r.vals, Bytes(), ArrayOf<int64_t>({5, 9})};
+  }
+  add("pull_reply_sigmod", std::move(m));
   return seeds;
 }
 

@@ -13,7 +13,9 @@
 //   - a data message that DecodeWire accepts is undone by the filter chains of
 //     docs/wire_format.md section 5.3 (keycache then zstd; lz4; q8 then zstd; fp16) with OK, kCorruption or a
 //     key-cache miss (kNotFound) and nothing else; undone, it has no kFlagFiltered and one frame
-//     fewer than it came with (the trailer).
+//     fewer than it came with (the trailer). A pull reply with a copy frame is filled by a
+//     sigmod pull=1 chain (as for a part of n keys, n read from the frame) with OK, kCorruption
+//     or a copy miss; filled, it holds n rows and no copy frame.
 //
 // Input layout (see docs/wire_format.md, "Fuzzing"):
 //   byte 0          mode bits, to help the fuzzer past the cheap checks:
@@ -136,6 +138,28 @@ void CheckFilters(const transport::Message& msg) {
     out->push_back(*kv::MakeFilterChain(spec));
     return out;
   }();
+  static const auto* copies = [] {
+    pserver::TableSpec spec;
+    spec.name = "fuzz";
+    spec.filters = {{"sigmod", {{"push", 0}, {"pull", 1}}}};
+    return new kv::FilterChain(*kv::MakeFilterChain(spec));
+  }();
+  if (transport::Pulls(msg.header.type) && msg.header.is_reply() && !msg.header.is_error() &&
+      msg.frames.size() >= 2 && msg.frames[0].size() >= 24) {
+    uint64_t n = 0;
+    std::memcpy(&n, msg.frames[0].data() + 16, 8);  // little-endian hosts only, as the fuzzer runs
+    if (n <= 65536) {
+      std::vector<pserver::Key> keys(n);
+      for (uint64_t i = 0; i < n; ++i) keys[i] = 7 * i;
+      transport::Frames frames = msg.frames;
+      const pserver::Status s = copies->Fill(msg.header, pserver::SharedArray<pserver::Key>(std::move(keys)), frames);
+      if (s.ok()) {
+        Check(frames[0].empty() && frames[1].size() == n * sizeof(float));
+      } else {
+        Check(s.code() == pserver::StatusCode::kCorruption || kv::IsCopyMiss(s));
+      }
+    }
+  }
   for (const kv::FilterChain& chain : *chains) {
     transport::Message m = msg;
     const pserver::Status s = chain.Decode(m);

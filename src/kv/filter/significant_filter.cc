@@ -66,6 +66,7 @@ class SignificantFilter final : public Filter {
     double pull_threshold = 0, pull_relative = 0;
     uint64_t copy_keys = 0;
     uint64_t held_keys = 0;
+    size_t row_bytes = 0;  // of the table's rows (a pull reply's)
   };
   explicit SignificantFilter(const Params& p)
       : p_(p),
@@ -112,10 +113,15 @@ class SignificantFilter final : public Filter {
 
   Status Fill(const transport::Header& h, const SharedArray<Key>& keys, transport::Frames& frames) const override {
     if (frames.size() < 2 || frames[0].empty()) return Status::Ok();  // not left to this filter
-    const size_t row_bytes = size_t{h.width} * ValueTypeSize(h.value_type);
+    const size_t row_bytes = p_.row_bytes;
+    if (row_bytes == 0 || uint64_t{h.width} * ValueTypeSize(h.value_type) != row_bytes) {
+      return Status::Corruption(fmt::format("a pull reply with a copy frame has rows of width {} of {}; the table's "
+                                            "rows are {} bytes",
+                                            h.width, ValueTypeName(h.value_type), row_bytes));
+    }
     const transport::Bytes& copy = frames[0];
     const size_t n = keys.size();
-    if (row_bytes == 0 || copy.size() != kCopyPrefix + BitmapBytes(n) || LoadLE<uint64_t>(copy.data() + 16) != n) {
+    if ( copy.size() != kCopyPrefix + BitmapBytes(n) || LoadLE<uint64_t>(copy.data() + 16) != n) {
       return Status::Corruption(fmt::format("the copy frame of a pull reply is {} bytes; for {} keys of {} bytes it "
                                             "would be {}",
                                             copy.size(), n, row_bytes, kCopyPrefix + BitmapBytes(n)));
@@ -334,6 +340,7 @@ Result<std::shared_ptr<const Filter>> MakeSignificantFilter(const FilterSpec& sp
   }
   p.push = push == 1;
   p.pull = pull == 1;
+  if (table) p.row_bytes = size_t{table->width} * ValueTypeSize(table->value_type);
   p.copy_keys = static_cast<uint64_t>(copy_keys);
   if (table) {
     PSERVER_RETURN_IF_ERROR(CheckRoundable("sigmod", *table, /*pushes=*/false));

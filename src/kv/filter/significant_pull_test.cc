@@ -233,6 +233,13 @@ TEST(SignificantPullTest, ACopyFrameThatDoesNotMatchItsReplyIsRefused) {
   EXPECT_TRUE(StatusIs(link.Fill(keys, f), StatusCode::kCorruption, "carries 8 bytes"));
   EXPECT_TRUE(StatusIs(link.Fill({1, 2}, f), StatusCode::kCorruption, "for 2 keys"));
   f = good;
+  transport::Header wide;
+  wide.type = transport::MessageType::kPull;
+  wide.sender = link.server_id;
+  wide.value_type = ValueType::kFloat64;
+  wide.width = 0x40000000;  // a peer's claim, not the table's width
+  EXPECT_TRUE(StatusIs(link.worker.Fill(wide, SharedArray<Key>(std::vector<Key>(keys)), f), StatusCode::kCorruption,
+                       "the table's rows are 16 bytes"));
   ASSERT_OK(link.Fill(keys, f));  // the undamaged reply still follows
   // A table whose filters leave nothing out refuses a copy frame.
   TableSpec plain = PullSpec({});
