@@ -235,4 +235,9 @@ Result<std::shared_ptr<const FilterChain>> TableCatalog::Filters(TableId id) con
   return entry.filters;
 }
 
+void TableCatalog::ForgetPeer(NodeId peer) const {
+  MutexLock lock(&mu_);
+  for (const auto& [id, entry] : entries_) entry.filters->Forget(peer);
+}
+
 }  // namespace pserver::kv

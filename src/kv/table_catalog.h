@@ -72,6 +72,8 @@ class TableCatalog {
   Result<std::shared_ptr<const TableSpec>> Find(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
   // The table's filter chain (kv/filter/filter.h), built once from its spec; errors as Find's.
   Result<std::shared_ptr<const FilterChain>> Filters(TableId id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Has the chains built so far forget what they keep for node `peer` (FilterChain::Forget).
+  void ForgetPeer(NodeId peer) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Entry {

@@ -81,23 +81,26 @@ Status CheckFinite(const SharedArray<Key>& keys, const T* vals, size_t columns, 
   return Status::Ok();
 }
 
-// Whether filter `name` may round the values of `table`: floating values of a fixed width, and
-// (when it rounds pushes) a rule that adds pushes up -- "assign" would not add what it keeps
-// back to a later push, nor would "ftrl" with scaled=1 to its scale.
+// Stores number their rows with 32 bits: a bound on their keys is at most this.
+inline constexpr double kMaxStoreKeys = 2147483648.0;
+
 // The bound on the keys an error-feedback store holds (param held_keys), unless a spec sets one.
 inline constexpr double kDefaultHeldKeys = 4194304;
 
-// Reads param held_keys (a whole number >= 1) into *out; false when `param` is another.
+// Reads param held_keys (a whole number from 1 to 2^31) into *out; false when `param` is another.
 inline Result<bool> ReadHeldKeys(std::string_view filter, const std::string& param, double value, uint64_t* out) {
   if (param != "held_keys") return false;
-  if (!(value >= 1 && value <= 1e12) || value != std::floor(value)) {
+  if (!(value >= 1 && value <= kMaxStoreKeys) || value != std::floor(value)) {
     return Status::InvalidArgument(
-        fmt::format("filter '{}': held_keys {} is out of range (a whole number >= 1)", filter, value));
+        fmt::format("filter '{}': held_keys {} is out of range (a whole number from 1 to 2^31)", filter, value));
   }
   *out = static_cast<uint64_t>(value);
   return true;
 }
 
+// Whether filter `name` may round the values of `table`: floating values of a fixed width, and
+// (when it rounds pushes) a rule that adds pushes up -- "assign" would not add what it keeps
+// back to a later push, nor would "ftrl" with scaled=1 to its scale.
 inline Status CheckRoundable(std::string_view name, const TableSpec& table, bool pushes) {
   if (table.value_type != ValueType::kFloat32 && table.value_type != ValueType::kFloat64) {
     return Status::InvalidArgument(fmt::format("filter '{}' rounds floating-point values, and the table holds {}",

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/numbers.h"
 
@@ -20,6 +21,12 @@ Status FilterChain::Encode(transport::Message& msg) const {
   if (msg.header.flags & transport::kFlagFiltered) {
     return Status::Internal(fmt::format("table '{}': a message was filtered twice", table_));
   }
+  // Set whatever the frames' filters do: a worker without a copy must never go unheard.
+  if (fills_replies_ && msg.header.type == transport::MessageType::kPull && !msg.header.is_reply()) {
+    for (const auto& f : filters_) {
+      if (f->fills_replies() && !f->HoldsCopyOf(msg.header.receiver)) msg.header.aux |= transport::kPullHoldsNoCopy;
+    }
+  }
   // On a copy of the frames (shared, not copied): a filter that fails leaves the message as it
   // was, never half changed.
   transport::Frames frames = msg.frames;
@@ -30,11 +37,6 @@ Status FilterChain::Encode(transport::Message& msg) const {
     if (*mask == 0) continue;
     trailer.push_back(static_cast<char>(f->code()));
     trailer.push_back(static_cast<char>(*mask));
-  }
-  if (fills_replies_ && msg.header.type == transport::MessageType::kPull && !msg.header.is_reply()) {
-    for (const auto& f : filters_) {
-      if (f->fills_replies() && !f->HoldsCopyOf(msg.header.receiver)) msg.header.aux |= transport::kPullHoldsNoCopy;
-    }
   }
   if (trailer.empty()) return Status::Ok();
   msg.frames = std::move(frames);
@@ -57,7 +59,9 @@ Status FilterChain::Round(Rounding& r) const {
     if (!(r.reply ? f->rounds_replies() : f->rounds_pushes())) continue;
     if (Status s = f->Round(r); !s.ok()) return s.WithContext(fmt::format("table '{}': filter '{}'", table_, f->name()));
   }
-  if (!r.reply && std::any_of(filters_.begin(), filters_.end(), [](const auto& f) { return f->over_bound(); })) {
+  // A plain push only: a push-pull's reply must hold the rows of the keys asked for, no others.
+  if (!r.reply && r.may_drop &&
+      std::any_of(filters_.begin(), filters_.end(), [](const auto& f) { return f->over_bound(); })) {
     return r.value_type == ValueType::kFloat64 ? AddHeld<double>(r) : AddHeld<float>(r);
   }
   return Status::Ok();
@@ -66,6 +70,7 @@ Status FilterChain::Round(Rounding& r) const {
 template <typename T>
 Status FilterChain::AddHeld(Rounding& r) const {
   std::map<Key, std::vector<double>> held = TakeHeld();
+  if (held.empty()) return Status::Ok();
   const size_t c = r.columns;
   const T* in = reinterpret_cast<const T*>(r.vals.data());
   std::vector<Key> keys;
@@ -74,7 +79,8 @@ Status FilterChain::AddHeld(Rounding& r) const {
   vals.reserve(keys.capacity() * c);
   auto it = held.begin();
   auto add_held = [&](const std::vector<double>& row, T* to) {
-    for (size_t j = 0; j < c; ++j) to[j] = static_cast<T>(static_cast<double>(to[j]) + row[j]);
+    constexpr double kMax = std::numeric_limits<T>::max();  // what the type cannot hold is dropped
+    for (size_t j = 0; j < c; ++j) to[j] = static_cast<T>(std::clamp(static_cast<double>(to[j]) + row[j], -kMax, kMax));
   };
   for (size_t i = 0; i <= r.keys.size(); ++i) {
     for (; it != held.end() && (i == r.keys.size() || it->first < r.keys[i]); ++it) {  // held keys before it

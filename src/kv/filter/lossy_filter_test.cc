@@ -311,6 +311,14 @@ TEST(LossyFilterTest, AStoreOverItsBoundIsSentWithThePush) {
       if (extra) ++flushes;
     }
     EXPECT_GT(flushes, 0) << "40 keys never stayed under a bound of 8";
+    // A push-pull over the bound takes nothing held: its reply must hold its own keys' rows only.
+    std::vector<Key> many(2 * kBound);
+    for (size_t i = 0; i < many.size(); ++i) many[i] = 100 + i;
+    Rounding pp = PushRounding(spec, many, std::vector<double>(many.size(), 0.3), /*may_drop=*/false);
+    ASSERT_OK(chain.Round(pp));
+    EXPECT_EQ(std::vector<Key>(pp.keys.begin(), pp.keys.end()), many);
+    for (size_t i = 0; i < pp.keys.size(); ++i) sent[pp.keys[i]] += ValuesOf<double>(pp.vals)[i];
+    for (Key k : many) pushed[k] += 0.3;
     for (const auto& [key, row] : chain.TakeHeld()) sent[key] += row[0];
     for (const auto& [key, sum] : pushed) EXPECT_NEAR(sent[key], sum, 1e-12) << "key " << key;
   }

@@ -97,7 +97,8 @@ class SignificantFilter final : public Filter {
 
   void Forget(NodeId peer) const override {
     std::lock_guard lock(mu_);
-    sent_.erase(peer);
+    sent_.erase(peer);  // a server's, of a worker
+    held_.erase(peer);  // a worker's, of a server
   }
 
   bool over_bound() const override {
@@ -113,6 +114,10 @@ class SignificantFilter final : public Filter {
 
   Status Fill(const transport::Header& h, const SharedArray<Key>& keys, transport::Frames& frames) const override {
     if (frames.size() < 2 || frames[0].empty()) return Status::Ok();  // not left to this filter
+    if (h.type != transport::MessageType::kPull) {
+      return Status::Corruption(fmt::format("a {} carries a copy frame; only pull replies leave rows out",
+                                            transport::Describe(h)));
+    }
     const size_t row_bytes = p_.row_bytes;
     if (row_bytes == 0 || uint64_t{h.width} * ValueTypeSize(h.value_type) != row_bytes) {
       return Status::Corruption(fmt::format("a pull reply with a copy frame has rows of width {} of {}; the table's "
@@ -142,11 +147,12 @@ class SignificantFilter final : public Filter {
     const bool follows = (seq == 1 && generation > held.generation) ||
                          (held.next != 0 && generation == held.generation && seq == held.next);
     if (!follows) {
+      const uint64_t expected = held.next;
       held.next = 0;  // this worker's next pull asks the server to start over
       if (carried < n) {
         return Status::NotFound(fmt::format("a reply left {} of {} keys out, and this worker missed a reply of the "
-                                            "server's before it (reply {} of generation {}; it holds {} of {})",
-                                            n - carried, n, seq, generation, held.next, held.generation));
+                                            "server's before it (reply {} of generation {}; it expected {} of {})",
+                                            n - carried, n, seq, generation, expected, held.generation));
       }
     } else {
       if (seq == 1) held.rows.Clear(row_bytes);
@@ -321,12 +327,12 @@ Result<std::shared_ptr<const Filter>> MakeSignificantFilter(const FilterSpec& sp
       (param == "relative" ? p.relative : p.pull_relative) = value;
     } else if (param == "decay" && value > 0 && value <= 1) {
       p.decay = value;
-    } else if (param == "copy_keys" && value >= 1 && value <= 1e12 && value == std::floor(value)) {
+    } else if (param == "copy_keys" && value >= 1 && value <= kMaxStoreKeys && value == std::floor(value)) {
       copy_keys = value;
     } else if (flag || at_least_zero || fraction || param == "decay" || param == "copy_keys") {
       return Status::InvalidArgument(fmt::format(
           "filter 'sigmod': {} {} is out of range (push and pull 0 or 1, threshold and pull_threshold >= 0, relative "
-          "and pull_relative in [0, 1], decay in (0, 1], copy_keys a whole number >= 1)",
+          "and pull_relative in [0, 1], decay in (0, 1], copy_keys a whole number from 1 to 2^31)",
           param, value));
     } else {
       return Status::InvalidArgument(fmt::format("filter 'sigmod' has no param '{}' (it takes push, threshold, "
@@ -345,7 +351,7 @@ Result<std::shared_ptr<const Filter>> MakeSignificantFilter(const FilterSpec& sp
   if (table) {
     PSERVER_RETURN_IF_ERROR(CheckRoundable("sigmod", *table, /*pushes=*/false));
     if (Status s = CheckRoundable("sigmod", *table, p.push); !s.ok()) {
-      return Status::InvalidArgument(fmt::format("{} (set push=0 to filter pull replies only)", s.message()));
+      return Status::InvalidArgument(fmt::format("{} (sigmod:push=0:pull=1 filters pull replies only)", s.message()));
     }
   }
   return std::shared_ptr<const Filter>(std::make_shared<SignificantFilter>(p));

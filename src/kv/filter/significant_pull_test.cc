@@ -270,7 +270,8 @@ TEST(SignificantPullTest, ParamsAreChecked) {
   assign.updater.name = "assign";
   EXPECT_OK(MakeFilterChain(assign));  // pull replies only: any rule
   assign.filters[0].params["push"] = 1;
-  EXPECT_TRUE(StatusIs(MakeFilterChain(assign).status(), StatusCode::kInvalidArgument, "set push=0"));
+  EXPECT_TRUE(StatusIs(MakeFilterChain(assign).status(), StatusCode::kInvalidArgument,
+                       "sigmod:push=0:pull=1 filters pull replies only"));
 }
 
 }  // namespace

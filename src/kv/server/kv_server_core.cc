@@ -579,6 +579,7 @@ void KVServerCore::Process(Message&& msg) {
     }
   }
   if (!Pulls(header.type)) return Reply(header, s, nullptr, nullptr);
+  resp.copy = Bytes();  // the filters' alone, never a handler's
   if (s.ok() && t.filters.rounds_replies() && !(header.flags & transport::kFlagExact)) {
     Rounding r{.reply = true,
                .peer = header.sender,

@@ -109,6 +109,7 @@ class KVWorkerCore final : public cluster::DataHandler {
 
   void OnData(transport::Message&& msg) override;
   void OnNodeFailed(const cluster::NodeFailure& failure) override;
+  void OnNodeLeft(const cluster::NodeFailure& who) override;
   void OnViewChanged(const std::shared_ptr<const cluster::Routing>& routing) override;
   void OnShutdown(const Status& why) override;
 

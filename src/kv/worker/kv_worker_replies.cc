@@ -404,7 +404,12 @@ void KVWorkerCore::OnViewChanged(const std::shared_ptr<const cluster::Routing>& 
   SendAll(send_lock, std::move(resend));
 }
 
+void KVWorkerCore::OnNodeLeft(const cluster::NodeFailure& who) {
+  if (who.role == Role::kServer) catalog_.ForgetPeer(who.id);  // the filters' copies of its replies
+}
+
 void KVWorkerCore::OnNodeFailed(const cluster::NodeFailure& failure) {
+  if (failure.role == Role::kServer) catalog_.ForgetPeer(failure.id);
   const std::shared_ptr<const cluster::Routing> routing = runtime_->routing();
   if (failure.role == Role::kServer && routing->view().replicas >= 2) {
     // Its keys go to the next servers of its chains: what was sent to it goes there instead.
