@@ -126,7 +126,7 @@ class SignificantFilter final : public Filter {
     }
     const transport::Bytes& copy = frames[0];
     const size_t n = keys.size();
-    if ( copy.size() != kCopyPrefix + BitmapBytes(n) || LoadLE<uint64_t>(copy.data() + 16) != n) {
+    if (copy.size() != kCopyPrefix + BitmapBytes(n) || LoadLE<uint64_t>(copy.data() + 16) != n) {
       return Status::Corruption(fmt::format("the copy frame of a pull reply is {} bytes; for {} keys of {} bytes it "
                                             "would be {}",
                                             copy.size(), n, row_bytes, kCopyPrefix + BitmapBytes(n)));
