@@ -1,8 +1,9 @@
-// What the lossy filters (quantize_filter.h, significant_filter.h) share: the error-feedback
-// store, which keeps per key what rounding took off the values sent for it so far, to be added
-// to its next values; and the check that a table's values can be rounded at all.
+// What the lossy filters (quantize_filter.h, significant_filter.h) share: rows kept by key
+// (KeyedRows); the error-feedback store, which keeps per key what rounding took off the values
+// sent for it so far, to be added to its next values; and the check that a table's values can
+// be rounded at all.
 //
-// Thread safety: Residuals is not thread-safe; its filter locks around it.
+// Thread safety: KeyedRows and Residuals are not thread-safe; their filter locks around them.
 #pragma once
 
 #include <fmt/format.h>
@@ -21,51 +22,70 @@
 
 namespace pserver::kv {
 
-class Residuals {
+// Rows of `width` elements by key: each key's row keeps its slot until Clear. What the lossy
+// filters keep per key -- residuals (below), and sigmod's copies of pull replies.
+template <typename E>
+class KeyedRows {
  public:
-  explicit Residuals(size_t columns) : columns_(columns) {}
+  explicit KeyedRows(size_t width = 0) : width_(width) {}
 
-  size_t columns() const { return columns_; }
+  size_t width() const { return width_; }
   size_t size() const { return slots_.size(); }
 
+  // Forgets every row; rows from then on have `width` elements.
+  void Clear(size_t width) {
+    width_ = width;
+    slots_.clear();
+    rows_.clear();
+  }
+  void Clear() { Clear(width_); }
+  void Prefetch(Key key) const { slots_.prefetch(key); }
+  // The row of `key`, or null; valid until the next Slot() that makes one.
+  E* Find(Key key) {
+    auto it = slots_.find(key);
+    return it == slots_.end() ? nullptr : Row(it->second);
+  }
   // The slot of `key`'s row, made (zero-filled) when absent: one hash lookup.
   uint32_t Slot(Key key) {
-    auto [it, added] = slots_.try_emplace(key, static_cast<uint32_t>(rows_.size() / columns_));
-    if (added) rows_.resize(rows_.size() + columns_, 0.0);
+    auto [it, added] = slots_.try_emplace(key, static_cast<uint32_t>(rows_.size() / width_));
+    if (added) rows_.resize(rows_.size() + width_, E{});
     return it->second;
   }
   // Slot() of every key, into slots (keys.size() of them): the hash lookups overlapped.
   void Slots(const SharedArray<Key>& keys, uint32_t* slots) {
-    constexpr size_t kAhead = 8;
     for (size_t i = 0; i < keys.size(); ++i) {
-      if (i + kAhead < keys.size()) slots_.prefetch(keys[i + kAhead]);
+      if (i + kPrefetchAhead < keys.size()) Prefetch(keys[i + kPrefetchAhead]);
       slots[i] = Slot(keys[i]);
     }
   }
   // The row of a slot; valid until the next Slot() that makes one.
-  double* Row(uint32_t slot) { return &rows_[size_t{slot} * columns_]; }
+  E* Row(uint32_t slot) { return &rows_[size_t{slot} * width_]; }
 
-  void Clear() {
-    slots_.clear();
-    rows_.clear();
-  }
+  // Hash lookups are prefetched this many keys ahead.
+  static constexpr size_t kPrefetchAhead = 8;
+
+ protected:
+  size_t width_;
+  absl::flat_hash_map<Key, uint32_t> slots_;
+  std::vector<E> rows_;  // slot s: [s * width_, (s + 1) * width_)
+};
+
+// The error-feedback store: per key, a row of `columns` doubles.
+class Residuals : public KeyedRows<double> {
+ public:
+  explicit Residuals(size_t columns) : KeyedRows(columns) {}
 
   // Adds every row that is not all zeros to (*held)[key] and forgets them all.
   void TakeInto(std::map<Key, std::vector<double>>* held) {
     for (const auto& [key, slot] : slots_) {
-      const double* row = &rows_[size_t{slot} * columns_];
-      if (std::all_of(row, row + columns_, [](double v) { return v == 0; })) continue;
+      const double* row = Row(slot);
+      if (std::all_of(row, row + width_, [](double v) { return v == 0; })) continue;
       std::vector<double>& sum = (*held)[key];
-      sum.resize(columns_, 0.0);
-      for (size_t j = 0; j < columns_; ++j) sum[j] += row[j];
+      sum.resize(width_, 0.0);
+      for (size_t j = 0; j < width_; ++j) sum[j] += row[j];
     }
     Clear();
   }
-
- private:
-  size_t columns_;
-  absl::flat_hash_map<Key, uint32_t> slots_;
-  std::vector<double> rows_;  // slot s: [s * columns_, (s + 1) * columns_); a key keeps its slot
 };
 
 // kInvalidArgument naming the key when one of `vals` (rows of `columns`, one a key) is a NaN or

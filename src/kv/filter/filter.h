@@ -114,7 +114,8 @@ class Filter {
   // Pushes: whether what it keeps back holds more keys than its bound (param held_keys): the
   // chain then sends it all with the push it rounds.
   virtual bool over_bound() const { return false; }
-  // A server: forgets what it keeps for worker `peer` (the worker left the cluster).
+  // Forgets what it keeps for node `peer`, which left the cluster or was declared dead: a
+  // server, for a worker; a worker, for a server.
   virtual void Forget(NodeId peer) const { (void)peer; }
 
   // Pull replies that leave keys out: whether this filter's do, whether this worker holds a
@@ -161,7 +162,7 @@ class FilterChain {
   // What the lossy filters keep back from pushes, summed per key, forgotten by them: the
   // caller pushes it (KVWorker::PushHeld).
   std::map<Key, std::vector<double>> TakeHeld() const;
-  // A server: forgets what the filters keep for worker `peer`.
+  // Forgets what the filters keep for node `peer` (Filter::Forget).
   void Forget(NodeId peer) const;
   // A worker, on a successful pull reply (header `h`, frames decoded) to the part of keys `keys`
   // (in the order sent): when frame 0 is a copy frame, puts the rows the server left out back

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -64,6 +65,41 @@ bool IsReference(const transport::Message& m) {
   return trailer.size() >= 2 && std::to_integer<uint8_t>(trailer[0]) == 3;
 }
 
+// The wrapped transports of a job's nodes of one role, kept for counting what went through them.
+// With `every` > 0, frame 0 of the every-th message `match` picks (count % every == `at`) goes
+// through `change` on its way out.
+struct Wires {
+  void Wrap(LocalClusterOptions& o, Role only, uint64_t every, uint64_t at,
+            std::function<bool(const transport::Message&)> match, std::function<void(std::vector<std::byte>&)> change) {
+    o.wrap_transport = [=, this](Role role, uint32_t, std::unique_ptr<transport::Transport> inner)
+        -> std::unique_ptr<transport::Transport> {
+      if (role != only) return inner;
+      auto wire = std::make_unique<pserver::testing::InterceptingTransport>(std::move(inner));
+      if (every > 0) {
+        auto seen = std::make_shared<std::atomic<uint64_t>>(0);
+        wire->SetRewriter([=](transport::Message& m) {
+          if (!match(m) || seen->fetch_add(1) % every != at) return;
+          std::vector<std::byte> bytes(m.frames[0].begin(), m.frames[0].end());
+          change(bytes);
+          m.frames[0] = transport::Bytes::CopyOf(bytes);
+        });
+      }
+      std::lock_guard lock(mu);
+      list.push_back(wire.get());
+      return wire;
+    };
+  }
+  // The messages that matched `match` in `direction`, over every wire.
+  uint64_t Count(pserver::testing::Direction direction, const pserver::testing::InterceptingTransport::HeaderMatch& match) {
+    uint64_t n = 0;
+    for (auto* wire : list) n += wire->Count(direction, match);
+    return n;
+  }
+
+  std::vector<pserver::testing::InterceptingTransport*> list;
+  std::mutex mu;
+};
+
 struct JobResult {
   uint64_t wire_bytes = 0;      // all workers sent and received
   uint64_t keys_missing = 0;    // kFlagKeysMissing replies the workers received
@@ -77,24 +113,9 @@ JobResult RunJob(bool inproc, bool filtered, bool damage, uint32_t replicas = 1)
   o.node.replicas = replicas;
   o.num_servers = replicas > 1 ? 3 : 2;
   o.num_workers = kWorkers;
-  std::vector<pserver::testing::InterceptingTransport*> wires;
-  std::mutex wires_mu;
+  Wires wires;
   if (damage) {
-    o.wrap_transport = [&](Role role, uint32_t, std::unique_ptr<transport::Transport> inner)
-        -> std::unique_ptr<transport::Transport> {
-      if (role != Role::kWorker) return inner;
-      auto wire = std::make_unique<pserver::testing::InterceptingTransport>(std::move(inner));
-      auto references = std::make_shared<std::atomic<uint64_t>>(0);
-      wire->SetRewriter([references](transport::Message& m) {
-        if (!IsReference(m) || references->fetch_add(1) % 3 != 0) return;
-        std::vector<std::byte> ref(m.frames[0].begin(), m.frames[0].end());
-        ref[3] ^= std::byte{0x5a};
-        m.frames[0] = transport::Bytes::CopyOf(ref);
-      });
-      std::lock_guard lock(wires_mu);
-      wires.push_back(wire.get());
-      return wire;
-    };
+    wires.Wrap(o, Role::kWorker, 3, 0, IsReference, [](std::vector<std::byte>& ref) { ref[3] ^= std::byte{0x5a}; });
   }
   auto c = LocalCluster::Start(o);
   EXPECT_OK(c);
@@ -199,11 +220,9 @@ JobResult RunJob(bool inproc, bool filtered, bool damage, uint32_t replicas = 1)
   for (uint32_t w = 0; w < cluster.num_workers(); ++w) {
     r.wire_bytes += cluster.worker(w).traffic().bytes_sent + cluster.worker(w).traffic().bytes_received;
   }
-  for (auto* wire : wires) {
-    r.keys_missing += wire->Count(pserver::testing::Direction::kReceive, [](const transport::Header& h) {
-      return (h.flags & transport::kFlagKeysMissing) != 0;
-    });
-  }
+  r.keys_missing = wires.Count(pserver::testing::Direction::kReceive, [](const transport::Header& h) {
+    return (h.flags & transport::kFlagKeysMissing) != 0;
+  });
   return r;
 }
 
@@ -346,31 +365,17 @@ CopyJob RunCopyJob(bool filtered, bool damage) {
   o.inproc = true;
   o.num_servers = 2;
   o.num_workers = kWorkers;
-  std::vector<pserver::testing::InterceptingTransport*> wires;
-  std::mutex wires_mu;
-  o.wrap_transport = [&](Role role, uint32_t, std::unique_ptr<transport::Transport> inner)
-      -> std::unique_ptr<transport::Transport> {
-    if (role != Role::kServer) return inner;
-    auto wire = std::make_unique<pserver::testing::InterceptingTransport>(std::move(inner));
-    if (damage) {
-      auto copies = std::make_shared<std::atomic<uint64_t>>(0);
-      wire->SetRewriter([copies](transport::Message& m) {
-        if (!m.header.is_reply() || m.header.type != transport::MessageType::kPull || m.frames.empty() ||
-            m.frames[0].size() < 24 || copies->fetch_add(1) % 4 != 3) {
-          return;
-        }
-        std::vector<std::byte> copy(m.frames[0].begin(), m.frames[0].end());
-        uint64_t seq;
-        std::memcpy(&seq, copy.data() + 8, 8);  // docs/filters.md, section 2.3: generation, seq, rows
-        ++seq;
-        std::memcpy(copy.data() + 8, &seq, 8);
-        m.frames[0] = transport::Bytes::CopyOf(copy);
-      });
-    }
-    std::lock_guard lock(wires_mu);
-    wires.push_back(wire.get());
-    return wire;
+  Wires wires;
+  auto filtered_reply = [](const transport::Message& m) {
+    return m.header.is_reply() && m.header.type == transport::MessageType::kPull && !m.frames.empty() &&
+           m.frames[0].size() >= 24;
   };
+  wires.Wrap(o, Role::kServer, damage ? 4 : 0, 3, filtered_reply, [](std::vector<std::byte>& copy) {
+    uint64_t seq;
+    std::memcpy(&seq, copy.data() + 8, 8);  // docs/filters.md, section 2.3: generation, seq, rows
+    ++seq;
+    std::memcpy(copy.data() + 8, &seq, 8);
+  });
   auto c = LocalCluster::Start(o);
   EXPECT_OK(c);
   if (!c.ok()) return {};
@@ -429,11 +434,9 @@ CopyJob RunCopyJob(bool filtered, bool damage) {
   }));
   CopyJob r;
   for (uint32_t w = 0; w < cluster.num_workers(); ++w) r.received += cluster.worker(w).traffic().bytes_received;
-  for (auto* wire : wires) {
-    r.start_overs += wire->Count(pserver::testing::Direction::kReceive, [](const transport::Header& h) {
-      return h.type == transport::MessageType::kPull && (h.aux & transport::kPullHoldsNoCopy) != 0;
-    });
-  }
+  r.start_overs = wires.Count(pserver::testing::Direction::kReceive, [](const transport::Header& h) {
+    return h.type == transport::MessageType::kPull && (h.aux & transport::kPullHoldsNoCopy) != 0;
+  });
   return r;
 }
 

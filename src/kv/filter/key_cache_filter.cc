@@ -91,7 +91,8 @@ class KeyCacheFilter final : public Filter {
 
   void Forget(NodeId peer) const override {
     MutexLock lock(&mu_);
-    held_.erase(peer.value);
+    held_.erase(peer.value);  // a server's, of a worker
+    sent_.erase(peer.value);  // a worker's, of a server
   }
 
   Result<uint8_t> Encode(const transport::Header& h, transport::Frames& frames) const override {

@@ -21,37 +21,16 @@ namespace {
 
 using transport::Bytes;
 
-// Rows of a fixed number of bytes by key: a side's copy of what a server sent a worker.
-class RowCopy {
+// A side's copy of what a server sent a worker: each key's row of the reply's bytes.
+class RowCopy : public KeyedRows<std::byte> {
  public:
-  size_t size() const { return slots_.size(); }
-  void Clear(size_t row_bytes) {
-    row_bytes_ = row_bytes;
-    slots_.clear();
-    rows_.clear();
-  }
-  void Prefetch(Key key) const { slots_.prefetch(key); }
-  // The row of `key`, or null.
-  std::byte* Find(Key key) {
-    auto it = slots_.find(key);
-    return it == slots_.end() ? nullptr : &rows_[size_t{it->second} * row_bytes_];
-  }
-  void Put(Key key, const std::byte* row) {
-    auto [it, added] = slots_.try_emplace(key, static_cast<uint32_t>(rows_.size() / row_bytes_));
-    if (added) rows_.resize(rows_.size() + row_bytes_);
-    std::memcpy(&rows_[size_t{it->second} * row_bytes_], row, row_bytes_);
-  }
-
- private:
-  size_t row_bytes_ = 0;
-  absl::flat_hash_map<Key, uint32_t> slots_;
-  std::vector<std::byte> rows_;  // slot s: [s * row_bytes_, (s + 1) * row_bytes_)
+  void Put(Key key, const std::byte* row) { std::memcpy(Row(Slot(key)), row, width_); }
 };
 
 // The copy frame (docs/filters.md, section 2.3): generation, sequence number and row count (u64
 // each), then one bit a row of the request's part, set for the rows the reply carries.
 constexpr size_t kCopyPrefix = 24;
-constexpr size_t kAhead = 8;  // hash lookups prefetched this many keys ahead
+constexpr size_t kAhead = RowCopy::kPrefetchAhead;
 size_t BitmapBytes(uint64_t rows) { return (rows + 7) / 8; }
 
 using base::LoadLE;
